@@ -1,0 +1,633 @@
+"""The typed IR: a term of the array-broadcasted category Br over the axis-stride category St.
+
+Every stage after elaboration reads these models and nothing else. They are frozen pydantic
+models whose containers are tuples, so a term is an immutable value that can be hashed,
+compared, dumped to JSON and loaded back unchanged.
+
+St: `SizeExpr`, `Axis`, `Shape`, `StrideMorphism`.
+Br: `Datatype`, `ArrayType`, `Port` (an array with its weave and reindexing), the operator
+nodes (`Operator`), and the closed set of term nodes (`Term`): `Identity`, `Rearrangement`,
+`Reindexing`, `Broadcasted`, `Composed`, `Product`, `Block`, `Scan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Span(Node):
+    """A region of source text: 1-based lines and columns, end exclusive."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+# --------------------------------------------------------------------------------------
+# St: sizes, axes, shapes, stride morphisms
+# --------------------------------------------------------------------------------------
+
+
+class SizeConst(Node):
+    kind: Literal["const"] = "const"
+    value: int
+
+
+class SizeSym(Node):
+    """A symbolic size: the size of a declared axis that is fixed later (at run time)."""
+
+    kind: Literal["sym"] = "sym"
+    name: str
+
+
+class SizeAdd(Node):
+    kind: Literal["add"] = "add"
+    terms: tuple[SizeExpr, ...]
+
+
+class SizeMul(Node):
+    kind: Literal["mul"] = "mul"
+    factors: tuple[SizeExpr, ...]
+
+
+class SizeDiv(Node):
+    """Exact division: the checker guarantees (or states as a run-time check) divisibility."""
+
+    kind: Literal["div"] = "div"
+    numerator: SizeExpr
+    denominator: SizeExpr
+
+
+class SizeFloorDiv(Node):
+    kind: Literal["floordiv"] = "floordiv"
+    numerator: SizeExpr
+    denominator: SizeExpr
+
+
+SizeExpr = Annotated[
+    Union[SizeConst, SizeSym, SizeAdd, SizeMul, SizeDiv, SizeFloorDiv],
+    Field(discriminator="kind"),
+]
+
+
+def size_value(size: SizeExpr, env: Mapping[str, int] | None = None) -> int | None:
+    """The integer value of a size, or None when it depends on a symbol not in `env`."""
+    env = env or {}
+    match size:
+        case SizeConst(value=value):
+            return value
+        case SizeSym(name=name):
+            return env.get(name)
+        case SizeAdd(terms=terms):
+            values = [size_value(t, env) for t in terms]
+            return None if None in values else sum(values)  # type: ignore[arg-type]
+        case SizeMul(factors=factors):
+            product = 1
+            for factor in factors:
+                value = size_value(factor, env)
+                if value is None:
+                    return None
+                product *= value
+            return product
+        case SizeDiv(numerator=num, denominator=den) | SizeFloorDiv(numerator=num, denominator=den):
+            n, d = size_value(num, env), size_value(den, env)
+            if n is None or d is None or d == 0:
+                return None
+            return n // d
+    raise AssertionError(f"unknown size node {size!r}")
+
+
+def size_text(size: SizeExpr) -> str:
+    """Human-readable form of a size, as the user would write it."""
+    match size:
+        case SizeConst(value=value):
+            return str(value)
+        case SizeSym(name=name):
+            return name
+        case SizeAdd(terms=terms):
+            parts: list[str] = []
+            for i, term in enumerate(terms):
+                if isinstance(term, SizeMul) and isinstance(term.factors[0], SizeConst) \
+                        and term.factors[0].value < 0:
+                    rest = SizeMul(factors=(SizeConst(value=-term.factors[0].value),
+                                            *term.factors[1:]))
+                    parts.append(f" - {_atom_text(rest)}")
+                elif isinstance(term, SizeConst) and term.value < 0 and i > 0:
+                    parts.append(f" - {-term.value}")
+                else:
+                    parts.append((" + " if i else "") + size_text(term))
+            return "".join(parts)
+        case SizeMul(factors=factors):
+            if len(factors) == 2 and isinstance(factors[0], SizeConst) and factors[0].value == 1:
+                return _atom_text(factors[1])
+            return " * ".join(_atom_text(f) for f in factors)
+        case SizeDiv(numerator=num, denominator=den):
+            return f"{_atom_text(num)} / {_atom_text(den)}"
+        case SizeFloorDiv(numerator=num, denominator=den):
+            return f"{_atom_text(num)} // {_atom_text(den)}"
+    raise AssertionError(f"unknown size node {size!r}")
+
+
+def _atom_text(size: SizeExpr) -> str:
+    text = size_text(size)
+    return f"({text})" if isinstance(size, SizeAdd) else text
+
+
+class Axis(Node):
+    """An axis: an identity (its name) and a size."""
+
+    name: str
+    size: SizeExpr
+
+    @property
+    def value(self) -> int | None:
+        return size_value(self.size)
+
+
+class Shape(Node):
+    axes: tuple[Axis, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(axis.name for axis in self.axes)
+
+    def axis(self, name: str) -> Axis:
+        for axis in self.axes:
+            if axis.name == name:
+                return axis
+        raise KeyError(name)
+
+
+class StrideMorphism(Node):
+    """An affine map on index tuples `q_j = offset_j + sum_i matrix[j][i] * p_i`.
+
+    `domain` is P (the shape looped over), `codomain` is Q; `matrix` has one row per codomain
+    axis and one column per domain axis.
+    """
+
+    domain: Shape
+    codomain: Shape
+    matrix: tuple[tuple[int, ...], ...]
+    offset: tuple[int, ...]
+
+    @property
+    def is_rearrangement(self) -> bool:
+        """Every output coordinate is one input coordinate: a permute, copy or delete."""
+        return all(o == 0 for o in self.offset) and all(
+            sorted(row) == [0] * (len(row) - 1) + [1] for row in self.matrix
+        )
+
+    @property
+    def is_identity(self) -> bool:
+        return (
+            self.is_rearrangement
+            and self.domain.names == self.codomain.names
+            and all(row[j] == 1 for j, row in enumerate(self.matrix))
+        )
+
+    def row_text(self, row: int) -> str:
+        """The index expression of codomain axis `row`, e.g. `2*p + w`."""
+        parts: list[str] = []
+        for coefficient, axis in zip(self.matrix[row], self.domain.axes, strict=True):
+            if coefficient == 1:
+                parts.append(axis.name)
+            elif coefficient:
+                parts.append(f"{coefficient}*{axis.name}")
+        if self.offset[row] or not parts:
+            parts.append(str(self.offset[row]))
+        return " + ".join(parts)
+
+    def text(self) -> str:
+        """The whole map, e.g. `(b, p, w) -> (b, 2*p + w)`."""
+        source = ", ".join(self.domain.names)
+        target = ", ".join(self.row_text(j) for j in range(len(self.codomain.axes)))
+        return f"({source}) -> ({target})"
+
+
+# --------------------------------------------------------------------------------------
+# Br: datatypes, arrays, weaves
+# --------------------------------------------------------------------------------------
+
+
+class Datatype(Node):
+    """What one entry holds: R (reals), N[bound] (naturals below bound), B (booleans)."""
+
+    kind: Literal["R", "N", "B"]
+    bound: SizeExpr | None = None
+
+    def text(self) -> str:
+        if self.kind == "N" and self.bound is not None:
+            return f"N[{size_text(self.bound)}]"
+        return self.kind
+
+
+REALS = Datatype(kind="R")
+
+
+class ArrayType(Node):
+    """An array: a datatype and a shape whose axis order is the memory order."""
+
+    dtype: Datatype
+    shape: Shape
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.shape.names
+
+    def text(self) -> str:
+        axes = ", ".join(self.shape.names)
+        if self.dtype.kind == "N":
+            return f"{self.dtype.text()}[{axes}]"
+        return f"{self.dtype.kind}[{axes}]"
+
+
+class Port(Node):
+    """One input or output of a broadcasted operation: the array and its weave.
+
+    `targets` are the axes the base operation sees (in memory order); every other axis of
+    `array` is a tiling axis. `reindexing` maps the degree P to this array's tiling axes:
+    it says which tile is read at each loop position (for outputs it is a permutation).
+    `name` is the source variable of the array when there is one, or the parameter name.
+    """
+
+    array: ArrayType
+    targets: tuple[str, ...]
+    reindexing: StrideMorphism
+    name: str | None = None
+
+    @property
+    def tiling(self) -> tuple[str, ...]:
+        return tuple(n for n in self.array.names if n not in self.targets)
+
+
+class Parameter(Node):
+    """A learned parameter: a wire of the parametric map, named as in the source."""
+
+    name: str
+    array: ArrayType
+    init: str = "default"
+    init_args: tuple[float, ...] = ()
+    span: Span | None = None
+
+
+# --------------------------------------------------------------------------------------
+# Base operations (the boxes). The set is open at the registry level; every kind here is
+# known to every back end (tests check that each renderer and compiler has an entry).
+# --------------------------------------------------------------------------------------
+
+
+class EinsumOp(Node):
+    """Multiply the input tiles and sum over the contracted target axes, times `scale`."""
+
+    kind: Literal["einsum"] = "einsum"
+    contracted: tuple[str, ...]
+    scale: float = 1.0
+    scale_text: str | None = None
+
+
+class LinearOp(Node):
+    """A learned linear map from the `inputs` target axes to the `outputs` target axes."""
+
+    kind: Literal["linear"] = "linear"
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    bias: bool = False
+
+
+class EmbeddingOp(Node):
+    """Look up rows of a table by an `N[v]` index."""
+
+    kind: Literal["embedding"] = "embedding"
+    outputs: tuple[str, ...]
+
+
+class SoftmaxOp(Node):
+    kind: Literal["softmax"] = "softmax"
+    axes: tuple[str, ...]
+    log: bool = False
+
+
+class NormOp(Node):
+    kind: Literal["norm"] = "norm"
+    norm: Literal["layernorm", "rmsnorm"]
+    axes: tuple[str, ...]
+    eps: float = 1e-5
+    affine: bool = False
+    bias: bool = False
+
+
+ELEMENTWISE_FUNCTIONS = ("relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg", "sqrt",
+                         "abs", "square")
+
+
+class ElementwiseOp(Node):
+    kind: Literal["elementwise"] = "elementwise"
+    function: Literal["relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg", "sqrt",
+                      "abs", "square"]
+
+
+class ScaleOp(Node):
+    kind: Literal["scale"] = "scale"
+    factor: float
+    text: str
+
+
+class DropoutOp(Node):
+    kind: Literal["dropout"] = "dropout"
+    p: float
+
+
+class AddOp(Node):
+    """Entrywise sum of the inputs; axes missing from an input are broadcast."""
+
+    kind: Literal["add"] = "add"
+
+
+class MultiplyOp(Node):
+    kind: Literal["multiply"] = "multiply"
+
+
+class Comparison(Node):
+    """An affine condition on indices: `sum coefficients[a] * a + offset  OP  0`."""
+
+    coefficients: tuple[tuple[str, int], ...]
+    offset: int
+    op: Literal[">=", ">", "<=", "<", "==", "!="]
+    text: str
+
+
+class MaskOp(Node):
+    """Keep entries where every condition holds (or where a boolean array is true), fill the
+    rest with `fill`. `causal[x, y]` is the condition `x >= y`."""
+
+    kind: Literal["mask"] = "mask"
+    axes: tuple[str, ...]
+    conditions: tuple[Comparison, ...] = ()
+    by_array: bool = False
+    fill: float = float("-inf")
+    causal: bool = False
+
+
+class ReduceOp(Node):
+    kind: Literal["reduce"] = "reduce"
+    function: Literal["sum", "mean", "max", "min", "logsumexp"]
+    axes: tuple[str, ...]
+
+
+class ConcatOp(Node):
+    """Join inputs end to end: input i's axis `inputs[i]` becomes part of axis `output`."""
+
+    kind: Literal["concat"] = "concat"
+    inputs: tuple[str, ...]
+    output: str
+
+
+class SplitOp(Node):
+    """Cut axis `input` into consecutive pieces, one output per axis in `outputs`."""
+
+    kind: Literal["split"] = "split"
+    input: str
+    outputs: tuple[str, ...]
+
+
+class RenameOp(Node):
+    kind: Literal["rename"] = "rename"
+    mapping: tuple[tuple[str, str], ...]
+
+
+class ReshapeOp(Node):
+    """Merge the `inputs` axes into the `outputs` axes (row-major), or split them."""
+
+    kind: Literal["reshape"] = "reshape"
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+class CallOp(Node):
+    """A user definition used as an operation; its extra axes are a batch lift."""
+
+    kind: Literal["call"] = "call"
+    definition: str
+
+
+Operator = Annotated[
+    Union[
+        EinsumOp, LinearOp, EmbeddingOp, SoftmaxOp, NormOp, ElementwiseOp, ScaleOp, DropoutOp,
+        AddOp, MultiplyOp, MaskOp, ReduceOp, ConcatOp, SplitOp, RenameOp, ReshapeOp, CallOp,
+    ],
+    Field(discriminator="kind"),
+]
+
+OPERATOR_KINDS: tuple[str, ...] = (
+    "einsum", "linear", "embedding", "softmax", "norm", "elementwise", "scale", "dropout", "add",
+    "multiply", "mask", "reduce", "concat", "split", "rename", "reshape", "call",
+)
+
+
+# --------------------------------------------------------------------------------------
+# Terms: the closed core. Each node states its domain and codomain (tuples of arrays).
+# --------------------------------------------------------------------------------------
+
+
+class TermBase(Node):
+    dom: tuple[ArrayType, ...]
+    cod: tuple[ArrayType, ...]
+    span: Span | None = None
+
+
+class Identity(TermBase):
+    """Carries arrays unchanged (`dom == cod`)."""
+
+    kind: Literal["identity"] = "identity"
+    names: tuple[str | None, ...] = ()
+
+
+class Rearrangement(TermBase):
+    """Permute, copy or delete whole arrays: output j is input `mapping[j]`.
+
+    An index used twice is a copy; an index never used is a delete.
+    """
+
+    kind: Literal["rearrangement"] = "rearrangement"
+    mapping: tuple[int, ...]
+
+
+class Reindexing(TermBase):
+    """`[a, eta] : [a, Q] -> [a, P]` with `Y[p] = X[eta(p)]`: moves data, no arithmetic.
+
+    `eta.codomain` is the input's shape Q, `eta.domain` the output's shape P.
+    """
+
+    kind: Literal["reindexing"] = "reindexing"
+    eta: StrideMorphism
+    name: str | None = None
+    source: str | None = None
+
+
+class Broadcasted(TermBase):
+    """A base operation looped over the degree P.
+
+    For every index p of P, the output tiles at p are `op` applied to the input tiles at
+    `inputs[i].reindexing(p)`. `params` are inputs that come from learned parameters
+    (the parametric-map construction); they are wires of the term like any input.
+    """
+
+    kind: Literal["broadcasted"] = "broadcasted"
+    op: Operator
+    degree: Shape
+    inputs: tuple[Port, ...]
+    params: tuple[Port, ...] = ()
+    outputs: tuple[Port, ...]
+
+
+class Composed(TermBase):
+    """Sequential composition `t0 ; t1 ; ...` in diagrammatic order."""
+
+    kind: Literal["composed"] = "composed"
+    terms: tuple[Term, ...]
+
+
+class Product(TermBase):
+    """Parallel product `t0 (x) t1 (x) ...`: domains and codomains concatenate."""
+
+    kind: Literal["product"] = "product"
+    terms: tuple[Term, ...]
+
+
+class Block(TermBase):
+    """A titled, coloured group; `repeat` copies of `body` in sequence.
+
+    Semantically transparent. With `shared`, the copies share their parameters.
+    """
+
+    kind: Literal["block"] = "block"
+    title: str
+    color: str | None = None
+    repeat: int = 1
+    shared: bool = False
+    body: Term
+
+
+class Scan(TermBase):
+    """A recurrence along `axis`: `carry[l+1], out[l] = step(carry[l], x[l])`.
+
+    The first `carries` arrays of `dom` are initial states; the rest are sequences that carry
+    `axis`. `cod` is the final states followed by the per-step outputs stacked along `axis`.
+    """
+
+    kind: Literal["scan"] = "scan"
+    axis: Axis
+    carries: int
+    step: Term
+    step_name: str | None = None
+
+
+Term = Annotated[
+    Union[Identity, Rearrangement, Reindexing, Broadcasted, Composed, Product, Block, Scan],
+    Field(discriminator="kind"),
+]
+
+TERM_KINDS: tuple[str, ...] = (
+    "identity", "rearrangement", "reindexing", "broadcasted", "composed", "product", "block",
+    "scan",
+)
+
+
+# --------------------------------------------------------------------------------------
+# Programs
+# --------------------------------------------------------------------------------------
+
+
+class Variable(Node):
+    name: str
+    array: ArrayType
+
+
+class Definition(Node):
+    """A typed definition: inputs, outputs, parameters and the term that computes it."""
+
+    name: str
+    doc: str | None = None
+    inputs: tuple[Variable, ...]
+    outputs: tuple[Variable, ...]
+    params: tuple[Parameter, ...] = ()
+    body: Term
+    span: Span | None = None
+
+    @property
+    def domain(self) -> tuple[ArrayType, ...]:
+        return tuple(v.array for v in self.inputs)
+
+    @property
+    def codomain(self) -> tuple[ArrayType, ...]:
+        return tuple(v.array for v in self.outputs)
+
+
+class Program(Node):
+    """A checked file: its axes (with sizes after overrides), and its definitions in source
+    order, imported ones first."""
+
+    source: str
+    doc: str | None = None
+    axes: tuple[Axis, ...]
+    definitions: tuple[Definition, ...]
+
+    def definition(self, name: str) -> Definition:
+        for definition in self.definitions:
+            if definition.name == name:
+                return definition
+        raise KeyError(name)
+
+
+for _model in (SizeAdd, SizeMul, SizeDiv, SizeFloorDiv, Axis, Datatype, Composed, Product, Block,
+               Scan):
+    _model.model_rebuild()
+
+
+def children(term: Term) -> tuple[Term, ...]:
+    """The direct subterms of a term."""
+    match term:
+        case Composed(terms=terms) | Product(terms=terms):
+            return terms
+        case Block(body=body):
+            return (body,)
+        case Scan(step=step):
+            return (step,)
+        case Identity() | Rearrangement() | Reindexing() | Broadcasted():
+            return ()
+    raise AssertionError(f"unknown term {term!r}")
+
+
+def walk(term: Term) -> Iterator[Term]:
+    """Every subterm, parents before children, in order."""
+    yield term
+    for child in children(term):
+        yield from walk(child)
+
+
+def strip_spans(value: object) -> object:
+    """The same IR value with every span removed, for structural comparison."""
+    if isinstance(value, Node):
+        updates = {}
+        for name in type(value).model_fields:
+            field_value = getattr(value, name)
+            if name == "span":
+                updates[name] = None
+            else:
+                updates[name] = strip_spans(field_value)
+        return value.model_copy(update=updates)
+    if isinstance(value, tuple):
+        return tuple(strip_spans(v) for v in value)
+    return value
