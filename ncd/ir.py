@@ -420,6 +420,9 @@ class CallOp(Node):
 
     kind: Literal["call"] = "call"
     definition: str
+    instance: str
+    """Unique within the calling definition: each call site owns its own parameters, which the
+    generated module keeps under this name (e.g. `attention`, `attention_2`)."""
 
 
 Operator = Annotated[
