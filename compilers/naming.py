@@ -1,0 +1,125 @@
+"""Safe names and text for generated Python: nothing from the input reaches code unvalidated.
+
+A `Namespace` hands out identifiers that are legal, unique within it, and never a keyword, a
+builtin, a dunder name or a name the generated code itself relies on (`torch`, `nn`, `F`,
+`self`). `comment_text` makes any string safe to put after a `#`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import re
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+# Names the generated files use themselves; a user's variable must never shadow them.
+_GENERATED_CODE_NAMES = frozenset({"torch", "nn", "F", "self", "math"})
+
+# Attributes of `torch.nn.Module` (dir(nn.Module()) in torch 2.13): a parameter or submodule
+# registered under one of these names would clash with the module's own machinery.
+MODULE_ATTRIBUTES = frozenset({
+    "T_destination", "_apply", "_backward_hooks", "_backward_pre_hooks", "_buffers",
+    "_call_impl", "_compiled_call_impl", "_forward_hooks", "_forward_hooks_always_called",
+    "_forward_hooks_with_kwargs", "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs",
+    "_get_backward_hooks", "_get_backward_pre_hooks", "_get_name", "_is_full_backward_hook",
+    "_load_from_state_dict", "_load_state_dict_post_hooks", "_load_state_dict_pre_hooks",
+    "_maybe_warn_non_full_backward_hook", "_modules", "_named_members",
+    "_non_persistent_buffers_set", "_parameters", "_register_load_state_dict_pre_hook",
+    "_register_state_dict_hook", "_replicate_for_data_parallel", "_save_to_state_dict",
+    "_slow_forward", "_state_dict_hooks", "_state_dict_pre_hooks", "_version",
+    "_wrapped_call_impl", "add_module", "apply", "bfloat16", "buffers", "call_super_init",
+    "children", "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr",
+    "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule",
+    "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers", "named_children",
+    "named_modules", "named_parameters", "parameters", "register_backward_hook",
+    "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook",
+    "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
+    "register_module", "register_parameter", "register_state_dict_post_hook",
+    "register_state_dict_pre_hook", "requires_grad_", "reset_parameters", "set_extra_state",
+    "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "training",
+    "type", "xpu", "zero_grad",
+})
+
+
+def is_plain_identifier(name: str) -> bool:
+    """A name that can be written as `owner.name` in generated code without surprises."""
+    return (
+        _IDENTIFIER.match(name) is not None
+        and not keyword.iskeyword(name)
+        and not keyword.issoftkeyword(name)
+        and not name.startswith("__")
+    )
+
+
+def sanitize(text: str, fallback: str = "value") -> str:
+    """A legal identifier that resembles `text`: invalid characters become underscores."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", text.strip())
+    cleaned = re.sub(r"_+", "_", cleaned).strip("_") if cleaned.strip("_") else ""
+    if not cleaned:
+        cleaned = fallback
+    if cleaned[0].isdigit():
+        cleaned = f"{fallback}_{cleaned}"
+    return cleaned
+
+
+def snake_case(text: str, fallback: str = "block") -> str:
+    """`"Transformer layer"` -> `transformer_layer`."""
+    return sanitize(text.lower(), fallback)
+
+
+def camel_case(text: str, fallback: str = "Module") -> str:
+    """`"transformer layer"` or `attention_head` -> `TransformerLayer`, `AttentionHead`."""
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", text) if w]
+    joined = "".join(w[:1].upper() + w[1:] for w in words)
+    return sanitize(joined, fallback)
+
+
+class Namespace:
+    """Hands out unique, legal identifiers; a clash gets a numeric suffix (`X`, `X_1`, ...)."""
+
+    def __init__(self, reserved: frozenset[str] | set[str] = frozenset()) -> None:
+        self._taken: set[str] = set(reserved)
+
+    def _is_free(self, name: str) -> bool:
+        return (
+            name not in self._taken
+            and name not in _GENERATED_CODE_NAMES
+            and not keyword.iskeyword(name)
+            and not keyword.issoftkeyword(name)
+            and not hasattr(builtins, name)
+            and not name.startswith("__")
+        )
+
+    def fresh(self, hint: str | None, fallback: str = "value") -> str:
+        base = sanitize(hint or fallback, fallback)
+        if self._is_free(base):
+            self._taken.add(base)
+            return base
+        counter = 1
+        while not self._is_free(f"{base}_{counter}"):
+            counter += 1
+        name = f"{base}_{counter}"
+        self._taken.add(name)
+        return name
+
+    def reserve(self, name: str) -> None:
+        self._taken.add(name)
+
+    def child(self) -> Namespace:
+        """A namespace that starts with every name taken here (for nested scopes)."""
+        nested = Namespace()
+        nested._taken = set(self._taken)
+        return nested
+
+
+def comment_text(text: str) -> str:
+    """`text` on one line with only printable ASCII, safe after a `#` in generated code."""
+    flattened = " ".join(str(text).split())
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in flattened)
+
+
+def string_literal(text: str) -> str:
+    """A Python string literal for `text` (repr escapes every quote and control character)."""
+    return repr(str(text))

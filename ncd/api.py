@@ -1,0 +1,147 @@
+"""The Python API: load a `.ncd` file or source text and use what it defines.
+
+    import ncd
+    program = ncd.load("gallery/transformer.ncd", sizes={"m": 256})
+    program.names                      # the definitions
+    program["attention"].domain        # its input arrays
+    svg = program.render("attention")  # a neural circuit diagram
+    module = program.to_torch("attention")
+
+Nothing here imports torch until `to_torch` is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ncd import ir
+from ncd.loader import load_program
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One checked definition of a program."""
+
+    program: Program
+    ir: ir.Definition
+
+    @property
+    def name(self) -> str:
+        return self.ir.name
+
+    @property
+    def domain(self) -> tuple[ir.ArrayType, ...]:
+        return self.ir.domain
+
+    @property
+    def codomain(self) -> tuple[ir.ArrayType, ...]:
+        return self.ir.codomain
+
+    @property
+    def signature(self) -> str:
+        inputs = ", ".join(f"{v.name}: {v.array.text()}" for v in self.ir.inputs)
+        outputs = ", ".join(v.array.text() for v in self.ir.outputs)
+        if len(self.ir.outputs) != 1:
+            outputs = f"({outputs})"
+        return f"{self.name}({inputs}) -> {outputs}"
+
+    def render(self, **options: Any) -> str:
+        return self.program.render(self.name, **options)
+
+    def to_torch(self, **kwargs: Any) -> torch.nn.Module:
+        return self.program.to_torch(self.name, **kwargs)
+
+    def _repr_svg_(self) -> str:
+        return self.render()
+
+    def __repr__(self) -> str:
+        return f"<ncd definition {self.signature}>"
+
+
+class Program:
+    """A checked `.ncd` program: its axes and definitions."""
+
+    def __init__(self, program: ir.Program, sources: Mapping[str, str]):
+        self.ir = program
+        self.sources = dict(sources)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.ir.definitions)
+
+    @property
+    def definitions(self) -> tuple[Definition, ...]:
+        return tuple(Definition(self, d) for d in self.ir.definitions)
+
+    @property
+    def axes(self) -> dict[str, ir.Axis]:
+        return {axis.name: axis for axis in self.ir.axes}
+
+    @property
+    def main(self) -> Definition:
+        """The definition shown by default: the last one of the loaded file."""
+        if not self.ir.definitions:
+            raise KeyError("the program defines nothing")
+        return Definition(self, self.ir.definitions[-1])
+
+    def __getitem__(self, name: str) -> Definition:
+        try:
+            return Definition(self, self.ir.definition(name))
+        except KeyError:
+            raise KeyError(f"no definition named {name!r}; the program defines "
+                           f"{', '.join(self.names) or 'nothing'}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __iter__(self) -> Iterator[Definition]:
+        return iter(self.definitions)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return self.ir.model_dump_json(indent=indent)
+
+    def render(self, definition: str | None = None, **options: Any) -> str:
+        """The neural circuit diagram of a definition, as SVG text."""
+        from ncd.renderers import RenderOptions, render_svg
+
+        name = definition or self.main.name
+        self[name]  # a clear KeyError for an unknown name
+        return render_svg(self.ir, name, RenderOptions(**options))
+
+    def compile(self, definition: str | None = None) -> str:
+        """The PyTorch source of the definition (and what it calls), as text."""
+        from ncd.compilers.pytorch import compile_program
+
+        if definition is not None:
+            self[definition]
+        return compile_program(self.ir, definition)
+
+    def to_torch(self, definition: str | None = None, **kwargs: Any) -> torch.nn.Module:
+        """An instantiated `torch.nn.Module` computing the definition."""
+        from ncd.compilers.pytorch import build_module
+
+        name = definition or self.main.name
+        self[name]
+        return build_module(self.ir, name, **kwargs)
+
+    def _repr_svg_(self) -> str:
+        return self.render()
+
+    def __repr__(self) -> str:
+        return f"<ncd program {self.ir.source}: {', '.join(self.names)}>"
+
+
+def load(source: str | Path, sizes: Mapping[str, int] | None = None) -> Program:
+    """Load and check a `.ncd` file (a path) or source text.
+
+    `sizes` overrides axis sizes (`{"m": 1024}`), as `-D m=1024` does on the command line.
+    Raises `ncd.NcdError` carrying every diagnostic when the input has errors.
+    """
+    program, sources = load_program(source, sizes)
+    return Program(program, sources)

@@ -1,0 +1,120 @@
+"""Shared state of elaboration: axis sizes, values on wires, and helpers that build IR nodes.
+
+Elaboration reads a definition's statements in order and records each operation as a `Step`
+of a dataflow graph over `Value`s (one value per array a statement produces). `ncd.wiring`
+later turns the graph into the categorical term (copies, deletes and identities included).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ncd import ir
+from ncd.diagnostics import Diagnostic, DiagnosticSink, Note
+from ncd.sizes import Size, from_ir
+
+
+class Reject(Exception):
+    """Abandons the statement being elaborated; the diagnostic (if any) is already recorded."""
+
+
+@dataclass(frozen=True)
+class AxisInfo:
+    name: str
+    size: Size
+    span: ir.Span | None
+    symbolic: bool
+
+
+@dataclass(eq=False)
+class Value:
+    """One array on a wire: produced once, read by any number of steps."""
+
+    array: ir.ArrayType
+    name: str
+    span: ir.Span | None
+    id: int = field(default_factory=itertools.count().__next__)
+
+    def axis_span(self, axis: str) -> ir.Span | None:
+        return self.span
+
+
+@dataclass(eq=False)
+class Step:
+    """An operation of the dataflow graph: its term consumes `inputs` and produces `outputs`."""
+
+    term: ir.Term
+    inputs: list[Value]
+    outputs: list[Value]
+
+
+@dataclass(eq=False)
+class BlockGroup:
+    """A block of statements, kept as a nested graph until the wiring knows what it exports."""
+
+    title: str
+    color: str | None
+    repeat: int
+    shared: bool
+    span: ir.Span
+    steps: list[Step | BlockGroup]
+    reads: list[Value]
+    outputs: list[Value]
+    # For a repeated block: the inner values that become `outputs`, one per read.
+    carried_results: list[Value] | None = None
+    # For a single block: inner values bound to names at its end (candidate exports).
+    bound: list[Value] = field(default_factory=list)
+
+
+class Context:
+    """Program-wide state: the axis table, known definitions and the diagnostics sink."""
+
+    def __init__(self, sink: DiagnosticSink):
+        self.sink = sink
+        self.axes: dict[str, AxisInfo] = {}
+        self.definitions: dict[str, ir.Definition] = {}
+        self.failed: set[str] = set()  # definitions with errors: calls to them stay quiet
+
+    # ---- diagnostics
+    def error(self, code: str, message: str, span: ir.Span | None, *, hint: str | None = None,
+              notes: Iterable[Note] = ()) -> Reject:
+        self.sink.error(code, message, span, hint=hint, notes=notes)
+        return Reject(message)
+
+    def report(self, diagnostic: Diagnostic) -> None:
+        self.sink.diagnostics.append(diagnostic)
+
+    # ---- axes
+    def axis(self, name: str, size: Size) -> ir.Axis:
+        return ir.Axis(name=name, size=size.to_ir())
+
+
+def size_of(axis: ir.Axis) -> Size:
+    return from_ir(axis.size)
+
+
+def shape(axes: Sequence[ir.Axis]) -> ir.Shape:
+    return ir.Shape(axes=tuple(axes))
+
+
+def array(dtype: ir.Datatype, axes: Sequence[ir.Axis]) -> ir.ArrayType:
+    return ir.ArrayType(dtype=dtype, shape=shape(axes))
+
+
+def rearrangement_map(domain: ir.Shape, codomain: ir.Shape) -> ir.StrideMorphism:
+    """The stride morphism that reads each codomain axis from the domain axis of its name."""
+    names = domain.names
+    matrix = tuple(
+        tuple(1 if name == target.name else 0 for name in names) for target in codomain.axes
+    )
+    return ir.StrideMorphism(domain=domain, codomain=codomain, matrix=matrix,
+                             offset=(0,) * len(codomain.axes))
+
+
+def port(array_type: ir.ArrayType, targets: Sequence[str], degree: ir.Shape,
+         name: str | None) -> ir.Port:
+    tiling = shape([a for a in array_type.shape.axes if a.name not in targets])
+    return ir.Port(array=array_type, targets=tuple(targets),
+                   reindexing=rearrangement_map(degree, tiling), name=name)

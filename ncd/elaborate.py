@@ -1,0 +1,444 @@
+"""Elaboration and checking: syntax tree to typed IR.
+
+Axes are declared once and sized (with overrides); each definition's let-style statements are
+read in order into a dataflow graph of steps, checked as they are read (axes align by name,
+sizes agree, datatypes fit), and wired into a categorical term (`ncd.wiring`). Errors are
+recorded and elaboration goes on with the next statement, so independent errors are all
+reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from ncd import ir
+from ncd import syntax as s
+from ncd.context import AxisInfo, BlockGroup, Context, Reject, Step, Value, array, port, shape
+from ncd.diagnostics import Note, did_you_mean
+from ncd.sizes import Size, from_ir
+from ncd.wiring import build_term
+
+INITIALISERS = {"default": 0, "normal": 2, "uniform": 2, "zeros": 0, "ones": 0, "xavier": 0,
+                "kaiming": 0, "constant": 1}
+
+
+# ---------------------------------------------------------------------------------------
+# sizes written in the source
+# ---------------------------------------------------------------------------------------
+
+
+def size_expr(ctx: Context, expr: s.Expr, *, what: str = "a size") -> Size:
+    """Evaluate a size expression over declared axes (`m / h`, `4 * m`, `x - 2`)."""
+    match expr:
+        case s.Number(value=value, is_int=True):
+            return Size.const(int(value))
+        case s.Number(span=span):
+            raise ctx.error("E309", f"{what} must be an integer, not `{expr.value}`", span)
+        case s.Var(name=name, span=span):
+            info = ctx.axes.get(name)
+            if info is None:
+                raise ctx.error("E201", f"unknown axis `{name}`", span,
+                                hint=did_you_mean(name, ctx.axes) or
+                                f"declare it first: `axis {name} = ...`")
+            return info.size
+        case s.Neg(operand=operand):
+            return -size_expr(ctx, operand, what=what)
+        case s.BinOp(op=op, left=left, right=right, span=span):
+            a, b = size_expr(ctx, left, what=what), size_expr(ctx, right, what=what)
+            if op == "+":
+                return a + b
+            if op == "-":
+                return a - b
+            if op == "*":
+                return a * b
+            if b.is_const and b.constant == 0:
+                raise ctx.error("E309", "division of a size by zero", span)
+            if op == "//":
+                return a.floor_div(b)
+            if a.divisible_by(b) is False:
+                raise ctx.error("E309", f"{a} is not divisible by {b}", span,
+                                hint="use `//` for a division that rounds down")
+            return a.exact_div(b)
+    raise ctx.error("E309", f"{what} must be an arithmetic expression over axes and integers",
+                    expr.span)
+
+
+def declare_axes(ctx: Context, decls: Sequence[s.AxisDecl], overrides: Mapping[str, int]) -> None:
+    for decl in decls:
+        name = decl.name.name
+        if name in ctx.axes:
+            previous = ctx.axes[name]
+            raise_at = ctx.error(
+                "E204", f"axis `{name}` is declared twice", decl.name.span,
+                notes=[Note(previous.span, "first declared here")] if previous.span else ())
+            del raise_at
+            continue
+        if name in overrides:
+            size, symbolic = Size.const(overrides[name]), False
+        elif decl.size is None:
+            size, symbolic = Size.sym(name), True
+        else:
+            try:
+                size = size_expr(ctx, decl.size, what=f"the size of axis `{name}`")
+            except Reject:
+                size = Size.sym(name)
+            symbolic = False
+        if size.is_const and (size.value is None or size.value <= 0):
+            ctx.error("E309", f"axis `{name}` must have a positive integer size, not {size}",
+                      decl.span)
+            size = Size.sym(name)
+        ctx.axes[name] = AxisInfo(name, size, decl.name.span, symbolic)
+
+
+def resolve_type(ctx: Context, type_expr: s.TypeExpr) -> ir.ArrayType:
+    axes: list[ir.Axis] = []
+    seen: dict[str, s.Ident] = {}
+    for ident in type_expr.axes:
+        info = ctx.axes.get(ident.name)
+        if info is None:
+            raise ctx.error("E201", f"unknown axis `{ident.name}`", ident.span,
+                            hint=did_you_mean(ident.name, ctx.axes) or
+                            f"declare it: `axis {ident.name}` (symbolic) or "
+                            f"`axis {ident.name} = 64`")
+        if ident.name in seen:
+            raise ctx.error("E301", f"axis `{ident.name}` appears twice in one array type",
+                            ident.span, hint="give the second axis its own name")
+        seen[ident.name] = ident
+        axes.append(ir.Axis(name=ident.name, size=info.size.to_ir()))
+    if type_expr.dtype == "N":
+        assert type_expr.bound is not None
+        bound = size_expr(ctx, type_expr.bound, what="the bound of N")
+        dtype = ir.Datatype(kind="N", bound=bound.to_ir())
+    else:
+        dtype = ir.Datatype(kind=type_expr.dtype)  # type: ignore[arg-type]
+    return array(dtype, axes)
+
+
+# ---------------------------------------------------------------------------------------
+# definitions
+# ---------------------------------------------------------------------------------------
+
+
+class DefinitionBuilder:
+    """Elaborates one definition's body into a graph of steps, then into a term."""
+
+    def __init__(self, ctx: Context, name: str):
+        self.ctx = ctx
+        self.name = name
+        self.scope: dict[str, Value | None] = {}  # None: bound by a statement that failed
+        self.params: dict[str, ir.Parameter] = {}
+        self.steps: list[Step | BlockGroup] = []
+        self.instances: dict[str, int] = {}
+        self.generated: dict[str, int] = {}
+        self.reads: list[Value] | None = None  # set while inside a block
+
+    # ---- names
+    def fresh_name(self, base: str) -> str:
+        count = self.generated.get(base, 0) + 1
+        self.generated[base] = count
+        return base if count == 1 else f"{base}_{count}"
+
+    def instance_name(self, definition: str) -> str:
+        count = self.instances.get(definition, 0) + 1
+        self.instances[definition] = count
+        return definition if count == 1 else f"{definition}_{count}"
+
+    # ---- values and steps
+    def new_value(self, array_type: ir.ArrayType, name: str | None, span: ir.Span | None,
+                  base: str = "t") -> Value:
+        return Value(array_type, name or self.fresh_name(base), span)
+
+    def add_step(self, term: ir.Term, inputs: Sequence[Value], outputs: Sequence[Value]) -> None:
+        self.steps.append(Step(term, list(inputs), list(outputs)))
+
+    def lookup(self, name: str, span: ir.Span) -> Value:
+        if name in self.scope:
+            value = self.scope[name]
+            if value is None:
+                raise Reject(name)  # already reported where it was bound
+            return value
+        if name in self.params:
+            raise self.ctx.error("E207", f"`{name}` is a parameter, not an array on a wire", span,
+                                 hint="parameters are read by operators (`linear[m -> n](X, "
+                                 f"{name})`) and tensor equations")
+        if name in self.ctx.definitions:
+            raise self.ctx.error("E207", f"`{name}` is a definition; call it: `{name}(...)`",
+                                 span)
+        raise self.ctx.error("E200", f"unknown variable `{name}`", span,
+                             hint=did_you_mean(name, [n for n in self.scope if n]) or
+                             "bind it first with `=`, or add it to the definition's inputs")
+
+    def read(self, value: Value) -> Value:
+        return value
+
+    # ---- parameters
+    def parameter(self, ident: s.Ident, expected: ir.ArrayType | None, what: str) -> ir.Parameter:
+        """A parameter named in an operator's argument list, declared here if it is new."""
+        if ident.name in self.scope:
+            raise self.ctx.error(
+                "E207", f"`{ident.name}` is an array on a wire, but {what} takes a parameter here",
+                ident.span, hint="name a parameter (declared with `param` or new)")
+        existing = self.params.get(ident.name)
+        if existing is None:
+            if expected is None:
+                raise self.ctx.error("E312", f"declare the parameter `{ident.name}` with `param`",
+                                     ident.span)
+            parameter = ir.Parameter(name=ident.name, array=expected, span=ident.span)
+            self.params[ident.name] = parameter
+            return parameter
+        if expected is not None:
+            self.check_same_axes(existing.array, expected, ident.span,
+                                 f"parameter `{ident.name}`", existing.span)
+        return existing
+
+    def declare_param(self, stmt: s.ParamDecl) -> None:
+        name = stmt.name.name
+        if name in self.params:
+            raise self.ctx.error("E312", f"parameter `{name}` is declared twice", stmt.name.span,
+                                 notes=[Note(self.params[name].span, "first declared here")])
+        array_type = resolve_type(self.ctx, stmt.type)
+        if array_type.dtype.kind != "R":
+            raise self.ctx.error("E302", "parameters hold reals: write `R[...]`", stmt.type.span)
+        init, init_args = "default", ()
+        if stmt.init is not None:
+            init = stmt.init.name.name
+            if init not in INITIALISERS or stmt.init.items is not None:
+                raise self.ctx.error("E312", f"unknown initialiser `{init}`", stmt.init.name.span,
+                                     hint="use one of: " + ", ".join(sorted(INITIALISERS)))
+            args = []
+            for arg in stmt.init.args:
+                args.append(constant_value(self.ctx, arg))
+            if len(args) != INITIALISERS[init]:
+                raise self.ctx.error(
+                    "E312", f"`{init}` takes {INITIALISERS[init]} numbers, not {len(args)}",
+                    stmt.init.span)
+            init_args = tuple(args)
+        self.params[name] = ir.Parameter(name=name, array=array_type, init=init,
+                                         init_args=init_args, span=stmt.name.span)
+
+    # ---- checks shared by operators
+    def check_same_axes(self, actual: ir.ArrayType, expected: ir.ArrayType, span: ir.Span,
+                        what: str, other: ir.Span | None = None) -> None:
+        """Same axis names (any order) with equal sizes, and the same datatype."""
+        if set(actual.names) != set(expected.names):
+            missing = [n for n in expected.names if n not in actual.names]
+            extra = [n for n in actual.names if n not in expected.names]
+            detail = []
+            if missing:
+                detail.append("missing " + ", ".join(f"`{n}`" for n in missing))
+            if extra:
+                detail.append("unexpected " + ", ".join(f"`{n}`" for n in extra))
+            raise self.ctx.error(
+                "E301", f"{what} should have axes [{', '.join(expected.names)}] but has "
+                f"[{', '.join(actual.names)}] ({'; '.join(detail)})", span,
+                notes=[Note(other, "declared here")] if other else (),
+                hint="axes align by name; rename one with `rename[a -> b](X)`")
+        for axis in expected.shape.axes:
+            self.check_size(actual.shape.axis(axis.name), axis, span, what, other)
+        self.check_dtype(actual, expected.dtype, span, what)
+
+    def check_size(self, actual: ir.Axis, expected: ir.Axis, span: ir.Span, what: str,
+                   other: ir.Span | None = None) -> None:
+        a, b = from_ir(actual.size), from_ir(expected.size)
+        if a != b:
+            notes = [Note(other, f"`{expected.name}` has size {b} here")] if other else []
+            raise self.ctx.error(
+                "E300", f"axis `{actual.name}` of {what} has size {a}, but {b} is expected",
+                span, notes=notes,
+                hint="sizes must agree for axes of the same name")
+
+    def check_dtype(self, actual: ir.ArrayType, expected: ir.Datatype, span: ir.Span,
+                    what: str) -> None:
+        if actual.dtype.kind != expected.kind or (
+                expected.kind == "N" and expected.bound is not None and actual.dtype.bound
+                is not None and from_ir(actual.dtype.bound) != from_ir(expected.bound)):
+            raise self.ctx.error("E302", f"{what} should hold {expected.text()} but holds "
+                                 f"{actual.dtype.text()}", span)
+
+    def require_reals(self, value: Value, span: ir.Span, what: str) -> None:
+        if value.array.dtype.kind != "R":
+            hint = None
+            if value.array.dtype.kind == "N":
+                hint = "indices enter a model through `embedding[...]`"
+            raise self.ctx.error(
+                "E302", f"{what} needs an array of reals R, but `{value.name}` holds "
+                f"{value.array.dtype.text()}", span, hint=hint)
+
+    def require_axes(self, value: Value, names: Sequence[s.Ident], what: str) -> None:
+        for ident in names:
+            if ident.name not in value.array.names:
+                raise self.ctx.error(
+                    "E301", f"{what}: `{value.name}` has no axis `{ident.name}` (its axes are "
+                    f"[{', '.join(value.array.names)}])", ident.span,
+                    hint=did_you_mean(ident.name, value.array.names))
+
+    def global_axis(self, ident: s.Ident) -> ir.Axis:
+        info = self.ctx.axes.get(ident.name)
+        if info is None:
+            raise self.ctx.error("E201", f"unknown axis `{ident.name}`", ident.span,
+                                 hint=did_you_mean(ident.name, self.ctx.axes) or
+                                 f"declare it with `axis {ident.name} = ...`")
+        return ir.Axis(name=ident.name, size=info.size.to_ir())
+
+    def unify_axes(self, values: Sequence[tuple[Value, ir.Span]], what: str) -> list[ir.Axis]:
+        """The union of the values' axes (first-seen order), checking shared sizes agree."""
+        seen: dict[str, tuple[ir.Axis, ir.Span]] = {}
+        for value, span in values:
+            for axis in value.array.shape.axes:
+                if axis.name in seen:
+                    first, first_span = seen[axis.name]
+                    if from_ir(first.size) != from_ir(axis.size):
+                        raise self.ctx.error(
+                            "E300", f"{what}: axis `{axis.name}` has size {from_ir(axis.size)} "
+                            f"here but {from_ir(first.size)} in another operand", span,
+                            notes=[Note(first_span, f"`{axis.name}` has size "
+                                        f"{from_ir(first.size)} here")])
+                else:
+                    seen[axis.name] = (axis, span)
+        return [axis for axis, _ in seen.values()]
+
+    # ---- generic broadcasted steps
+    def broadcast(self, op: ir.Operator, inputs: Sequence[tuple[Value, Sequence[str]]],
+                  outputs: Sequence[tuple[ir.ArrayType, Sequence[str], str]],
+                  span: ir.Span, params: Sequence[tuple[ir.Parameter, Sequence[str]]] = (),
+                  degree: Sequence[ir.Axis] | None = None) -> list[Value]:
+        """Record a broadcasted operation; the degree defaults to the first output's tiling
+        axes."""
+        if degree is None:
+            first_array, first_targets, _ = outputs[0]
+            degree = [a for a in first_array.shape.axes if a.name not in first_targets]
+        degree_shape = shape(degree)
+        in_ports = tuple(port(v.array, t, degree_shape, v.name) for v, t in inputs)
+        param_ports = tuple(port(p.array, t, degree_shape, p.name) for p, t in params)
+        out_values = [self.new_value(a, n, span, base=op.kind) for a, _, n in outputs]
+        out_ports = tuple(port(a, t, degree_shape, v.name)
+                          for (a, t, _), v in zip(outputs, out_values, strict=True))
+        term = ir.Broadcasted(
+            dom=tuple(v.array for v, _ in inputs), cod=tuple(v.array for v in out_values),
+            span=span, op=op, degree=degree_shape, inputs=in_ports, params=param_ports,
+            outputs=out_ports)
+        self.add_step(term, [v for v, _ in inputs], out_values)
+        return out_values
+
+
+def constant_value(ctx: Context, expr: s.Expr) -> float:
+    """A number written in the source (`0.02`, `-1`, `1e-5`)."""
+    match expr:
+        case s.Number(value=value):
+            return float(value)
+        case s.Neg(operand=operand):
+            return -constant_value(ctx, operand)
+    raise ctx.error("E307", "expected a number here", expr.span)
+
+
+def elaborate_definition(ctx: Context, definition: s.Definition) -> ir.Definition | None:
+    from ncd.statements import elaborate_body
+
+    builder = DefinitionBuilder(ctx, definition.name.name)
+    inputs: list[Value] = []
+    failed = False
+    for signature_input in definition.inputs:
+        name = signature_input.name.name
+        if name in builder.scope:
+            ctx.error("E203", f"input `{name}` is named twice", signature_input.name.span)
+            failed = True
+            continue
+        try:
+            array_type = resolve_type(ctx, signature_input.type)
+        except Reject:
+            builder.scope[name] = None
+            failed = True
+            continue
+        value = Value(array_type, name, signature_input.name.span)
+        builder.scope[name] = value
+        inputs.append(value)
+    outputs: list[tuple[str, ir.ArrayType, s.SignatureOutput]] = []
+    for index, signature_output in enumerate(definition.outputs):
+        try:
+            array_type = resolve_type(ctx, signature_output.type)
+        except Reject:
+            failed = True
+            continue
+        name = signature_output.name.name if signature_output.name else (
+            "Y" if len(definition.outputs) == 1 else f"Y{index + 1}")
+        outputs.append((name, array_type, signature_output))
+    results = elaborate_body(builder, definition, outputs)
+    if failed or results is None:
+        return None
+    body = build_term(builder.steps, inputs, results, definition.span)
+    return ir.Definition(
+        name=definition.name.name, doc=definition.doc,
+        inputs=tuple(ir.Variable(name=v.name, array=v.array) for v in inputs),
+        outputs=tuple(ir.Variable(name=name, array=a) for name, a, _ in outputs),
+        params=tuple(builder.params.values()), body=body, span=definition.name.span)
+
+
+def call_term(ctx: Context, definition: ir.Definition, instance: str,
+              span: ir.Span | None) -> ir.Broadcasted:
+    """A definition used as an operation with no batch lift (point-free form)."""
+    degree = shape([])
+    return ir.Broadcasted(
+        dom=definition.domain, cod=definition.codomain, span=span,
+        op=ir.CallOp(definition=definition.name, instance=instance), degree=degree,
+        inputs=tuple(port(v.array, v.array.names, degree, v.name) for v in definition.inputs),
+        outputs=tuple(port(v.array, v.array.names, degree, None) for v in definition.outputs))
+
+
+def elaborate_pointfree(ctx: Context, item: s.PointFree) -> ir.Definition | None:
+    instances: dict[str, int] = {}
+
+    def term(expr: s.PfExpr) -> ir.Term:
+        match expr:
+            case s.PfName(name=ident):
+                definition = ctx.definitions.get(ident.name)
+                if definition is None:
+                    raise ctx.error("E202", f"unknown definition `{ident.name}`", ident.span,
+                                    hint=did_you_mean(ident.name, ctx.definitions))
+                count = instances.get(ident.name, 0) + 1
+                instances[ident.name] = count
+                instance = ident.name if count == 1 else f"{ident.name}_{count}"
+                return call_term(ctx, definition, instance, ident.span)
+            case s.PfCompose(terms=parts, span=span):
+                terms = [term(p) for p in parts]
+                for left, right, part in zip(terms, terms[1:], parts[1:], strict=False):
+                    check_interface(ctx, left.cod, right.dom, part.span)
+                return ir.Composed(dom=terms[0].dom, cod=terms[-1].cod, terms=tuple(terms),
+                                   span=span)
+            case s.PfTensor(terms=parts, span=span):
+                terms = [term(p) for p in parts]
+                return ir.Product(dom=tuple(a for t in terms for a in t.dom),
+                                  cod=tuple(a for t in terms for a in t.cod), terms=tuple(terms),
+                                  span=span)
+        raise AssertionError(f"unknown point-free expression {expr!r}")
+
+    try:
+        body = term(item.expr)
+    except Reject:
+        return None
+    names = _io_names(len(body.dom), "X") 
+    out_names = _io_names(len(body.cod), "Y")
+    return ir.Definition(
+        name=item.name.name, doc=item.doc,
+        inputs=tuple(ir.Variable(name=n, array=a) for n, a in zip(names, body.dom, strict=True)),
+        outputs=tuple(ir.Variable(name=n, array=a)
+                      for n, a in zip(out_names, body.cod, strict=True)),
+        params=(), body=body, span=item.name.span)
+
+
+def _io_names(count: int, base: str) -> list[str]:
+    return [base] if count == 1 else [f"{base}{i + 1}" for i in range(count)]
+
+
+def check_interface(ctx: Context, produced: Sequence[ir.ArrayType],
+                    consumed: Sequence[ir.ArrayType], span: ir.Span) -> None:
+    """`f ; g` needs f's outputs to be g's inputs: same number, aligned by axis name."""
+    if len(produced) != len(consumed):
+        raise ctx.error("E303", f"the left side gives {len(produced)} arrays but the right side "
+                        f"takes {len(consumed)}", span)
+    for index, (a, b) in enumerate(zip(produced, consumed, strict=True)):
+        if a.names != b.names or a.dtype != b.dtype or any(
+                from_ir(x.size) != from_ir(y.size)
+                for x, y in zip(a.shape.axes, b.shape.axes, strict=True)):
+            raise ctx.error("E301", f"array {index + 1} does not align: the left side gives "
+                            f"{a.text()} but the right side takes {b.text()}", span,
+                            hint="in point-free form the arrays must match exactly, axis by axis")

@@ -1,0 +1,189 @@
+"""Loading: files and imports to a checked `ir.Program`.
+
+Reads each file once (as UTF-8 text within the size limit), resolves imports relative to the
+importing file and inside the project root, detects cycles, declares axes (with overrides)
+and elaborates definitions in order. Every problem becomes a diagnostic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ncd import ir
+from ncd import syntax as s
+from ncd.context import Context
+from ncd.diagnostics import Diagnostic, DiagnosticSink, NcdError, Note, did_you_mean
+from ncd.elaborate import declare_axes, elaborate_definition, elaborate_pointfree
+from ncd.parser import MAX_SOURCE_BYTES, ParseFailure, parse
+
+INPUT_NAME = "<input>"
+
+
+@dataclass
+class Loader:
+    root: Path
+    overrides: Mapping[str, int]
+    sink: DiagnosticSink = field(default_factory=DiagnosticSink)
+    sources: dict[str, str] = field(default_factory=dict)
+    modules: dict[str, s.Module] = field(default_factory=dict)
+    loading: list[str] = field(default_factory=list)
+    order: list[s.Module] = field(default_factory=list)
+
+    def read(self, path: Path, span: ir.Span | None) -> str | None:
+        display = _display(path)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            self.sink.error("E205", f"cannot read `{display}`: {error.strerror or error}", span)
+            return None
+        if len(data) > MAX_SOURCE_BYTES:
+            self.sink.error("E103", f"`{display}` is larger than {MAX_SOURCE_BYTES:,} bytes", span,
+                            hint="split the model into several files")
+            return None
+        if b"\x00" in data:
+            self.sink.error("E104", f"`{display}` is not a text file (it contains NUL bytes)",
+                            span)
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            self.sink.error("E104", f"`{display}` is not UTF-8 text (byte {error.start})", span)
+            return None
+
+    def parse_text(self, text: str, name: str) -> s.Module | None:
+        self.sources[name] = text
+        if "\x00" in text:
+            self.sink.error("E104", "the input is not text (it contains NUL bytes)",
+                            ir.Span(file=name, line=1, column=1, end_line=1, end_column=2))
+            return None
+        try:
+            return parse(text, name)
+        except ParseFailure as failure:
+            self.sink.diagnostics.append(failure.diagnostic)
+            return None
+
+    def load_file(self, path: Path, span: ir.Span | None) -> None:
+        resolved = path.resolve()
+        key = str(resolved)
+        if key in self.loading:
+            cycle = [*self.loading[self.loading.index(key):], key]
+            self.sink.error("E206", "import cycle: " + " -> ".join(_display(Path(p))
+                                                                   for p in cycle), span,
+                            hint="move the shared definitions into a file both can import")
+            return
+        if key in self.modules:
+            return
+        text = self.read(resolved, span)
+        if text is None:
+            return
+        self.load_module_text(text, _display(path), resolved.parent, key)
+
+    def load_module_text(self, text: str, name: str, directory: Path, key: str) -> None:
+        module = self.parse_text(text, name)
+        if module is None:
+            return
+        self.modules[key] = module
+        self.loading.append(key)
+        for item in module.items:
+            if isinstance(item, s.Import):
+                self.load_import(item, directory)
+        self.loading.pop()
+        self.order.append(module)
+
+    def load_import(self, item: s.Import, directory: Path) -> None:
+        target = (directory / item.path).resolve()
+        try:
+            target.relative_to(self.root)
+        except ValueError:
+            self.sink.error("E205", f"`{item.path}` is outside the project root "
+                            f"`{_display(self.root)}`", item.span,
+                            hint="imports stay inside the folder of the file being loaded")
+            return
+        if not target.is_file():
+            self.sink.error("E205", f"cannot find `{item.path}`", item.span,
+                            hint=f"looked for {_display(target)}")
+            return
+        self.load_file(target, item.span)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_program(source: str | Path, sizes: Mapping[str, int] | None = None, *,
+                 name: str | None = None) -> tuple[ir.Program, dict[str, str]]:
+    """Load a file (a `Path`, or a string naming an existing `.ncd` file) or source text.
+
+    Returns the checked program and the source texts by file name; raises `NcdError` with
+    every diagnostic when the input has errors.
+    """
+    overrides = dict(sizes or {})
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and
+                                    source.endswith(".ncd") and Path(source).is_file()):
+        path = Path(source)
+        loader = Loader(path.resolve().parent, overrides)
+        if not path.is_file():
+            raise NcdError([Diagnostic("E205", f"cannot find `{path}`", None)])
+        loader.load_file(path, None)
+        source_name = _display(path)
+    else:
+        source_name = name or INPUT_NAME
+        loader = Loader(Path.cwd().resolve(), overrides)
+        loader.load_module_text(source, source_name, Path.cwd(), source_name)
+    program = _check(loader, source_name, overrides)
+    if loader.sink.has_errors or program is None:
+        raise NcdError(loader.sink.diagnostics, loader.sources)
+    return program, loader.sources
+
+
+def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir.Program | None:
+    ctx = Context(loader.sink)
+    declared = [item for module in loader.order for item in module.items
+                if isinstance(item, s.AxisDecl)]
+    for name, value in overrides.items():
+        if name not in {d.name.name for d in declared}:
+            loader.sink.error("E314", f"`-D {name}={value}` names no declared axis", None,
+                              hint=did_you_mean(name, [d.name.name for d in declared]))
+        elif value <= 0:
+            loader.sink.error("E314", f"`-D {name}={value}`: a size is a positive integer", None)
+    declare_axes(ctx, declared, overrides)
+    definitions: list[ir.Definition] = []
+    for module in loader.order:
+        for item in module.items:
+            if not isinstance(item, (s.Definition, s.PointFree)):
+                continue
+            name = item.name.name
+            if name in ctx.definitions or name in ctx.failed:
+                previous = ctx.definitions.get(name)
+                loader.sink.error("E203", f"`{name}` is defined twice", item.name.span,
+                                  notes=[Note(previous.span, "first defined here")]
+                                  if previous and previous.span else ())
+                continue
+            if isinstance(item, s.Definition):
+                definition = elaborate_definition(ctx, item)
+            else:
+                definition = elaborate_pointfree(ctx, item)
+            if definition is None:
+                ctx.failed.add(name)
+                continue
+            ctx.definitions[name] = definition
+            definitions.append(definition)
+    for module in loader.order:
+        for item in module.items:
+            if isinstance(item, s.Import) and item.names:
+                for ident in item.names:
+                    if ident.name not in ctx.definitions and ident.name not in ctx.failed:
+                        loader.sink.error("E205", f"`{item.path}` defines no `{ident.name}`",
+                                          ident.span,
+                                          hint=did_you_mean(ident.name, ctx.definitions))
+    if loader.sink.has_errors:
+        return None
+    top = loader.order[-1] if loader.order else None
+    axes = tuple(ir.Axis(name=info.name, size=info.size.to_ir()) for info in ctx.axes.values())
+    return ir.Program(source=source_name, doc=top.doc if top else None, axes=axes,
+                      definitions=tuple(definitions))

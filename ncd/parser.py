@@ -1,0 +1,412 @@
+"""Parsing: `.ncd` text to the syntax tree of `ncd.syntax`, or syntax diagnostics.
+
+The grammar lives in `grammar/ncd.lark` (shipped as `ncd.grammar`); lark parses it LALR(1)
+and this module turns lark's tree into `ncd.syntax` nodes with spans. Parse failures become
+diagnostics with a location and a plain-words list of what could come next.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Any
+
+import lark
+from lark import Token, Tree
+
+from ncd import syntax as s
+from ncd.diagnostics import Diagnostic, Note
+from ncd.ir import Span
+
+MAX_SOURCE_BYTES = 1_000_000
+MAX_NESTING = 64
+
+# How each terminal reads in "expected one of ..." messages.
+TERMINAL_WORDS: dict[str, str] = {
+    "IMPORT": "`import`", "FROM": "`from`", "AXIS": "`axis`", "DEF": "`def`",
+    "RETURN": "`return`", "PARAM": "`param`", "BLOCK": "`block`", "COLOR": "`color`",
+    "SHARED": "`shared`", "SUM": "`sum`", "REAL": "`R`", "NAT": "`N`", "BOOL": "`B`",
+    "REPEAT": "a repetition like `x6`", "ARROW": "`->`", "TENSOR": "`(x)`",
+    "COMPARE": "a comparison", "FLOORDIV": "`//`", "EQUAL": "`=`", "COMMA": "`,`",
+    "COLON": "`:`", "SEMICOLON": "`;`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`",
+    "RSQB": "`]`", "LBRACE": "`{`", "RBRACE": "`}`", "PLUS": "`+`", "MINUS": "`-`",
+    "STAR": "`*`", "SLASH": "`/`", "NAME": "a name", "INT": "an integer", "FLOAT": "a number",
+    "DOCSTRING": "a docstring", "STRING": "a string", "$END": "the end of the file",
+}
+
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+
+# Tokens that only shape the tree; the builder skips them.
+_PUNCTUATION = {
+    "IMPORT", "FROM", "AXIS", "DEF", "RETURN", "PARAM", "BLOCK", "COLOR", "SHARED", "ARROW",
+    "TENSOR", "EQUAL", "COMMA", "COLON", "SEMICOLON", "LPAR", "RPAR", "LSQB", "RSQB", "LBRACE",
+    "RBRACE", "PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV",
+}
+
+
+class ParseFailure(Exception):
+    def __init__(self, diagnostic: Diagnostic):
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+@functools.cache
+def _parser() -> lark.Lark:
+    grammar = resources.files("ncd.grammar").joinpath("ncd.lark").read_text(encoding="utf-8")
+    return lark.Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def grammar_text() -> str:
+    return resources.files("ncd.grammar").joinpath("ncd.lark").read_text(encoding="utf-8")
+
+
+def parse(text: str, path: str = "<input>") -> s.Module:
+    """Parse `text`; raise `ParseFailure` with one diagnostic on a syntax error."""
+    _check_limits(text, path)
+    try:
+        tree = _parser().parse(text)
+    except lark.exceptions.UnexpectedInput as error:
+        raise ParseFailure(_syntax_diagnostic(error, text, path)) from None
+    try:
+        return _Builder(path).module(tree)
+    except RecursionError:
+        raise ParseFailure(Diagnostic(
+            "E103", "the input is nested too deeply to read", Span(
+                file=path, line=1, column=1, end_line=1, end_column=2),
+            hint="split long expressions into several statements")) from None
+
+
+def _check_limits(text: str, path: str) -> None:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        raise ParseFailure(Diagnostic(
+            "E103", f"the file is larger than {MAX_SOURCE_BYTES:,} bytes",
+            Span(file=path, line=1, column=1, end_line=1, end_column=2),
+            hint="split the model into several files and import them"))
+    depth = 0
+    line, column = 1, 1
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ParseFailure(Diagnostic(
+                    "E103", f"brackets are nested more than {MAX_NESTING} deep",
+                    Span(file=path, line=line, column=column, end_line=line, end_column=column + 1),
+                    hint="name intermediate results instead of nesting expressions"))
+        elif ch in ")]}":
+            depth = max(depth - 1, 0)
+        if ch == "\n":
+            line, column = line + 1, 1
+        else:
+            column += 1
+
+
+def _point_span(path: str, line: int, column: int, width: int = 1) -> Span:
+    return Span(file=path, line=line, column=column, end_line=line, end_column=column + width)
+
+
+def _expected_words(expected: set[str]) -> str:
+    words = sorted({TERMINAL_WORDS.get(name, name.lower()) for name in expected})
+    if len(words) > 8:
+        words = [*words[:8], "..."]
+    return ", ".join(words)
+
+
+def _unclosed_bracket(text: str, path: str) -> tuple[str, Span] | None:
+    """The innermost bracket left open at the end of `text`, ignoring strings and comments."""
+    try:
+        tokens = list(_parser().lex(text))
+    except lark.exceptions.LarkError:
+        return None
+    stack: list[Token] = []
+    for token in tokens:
+        if token.value in _CLOSERS:
+            stack.append(token)
+        elif token.value in _CLOSERS.values() and stack:
+            stack.pop()
+    if not stack:
+        return None
+    opener = stack[-1]
+    return opener.value, _point_span(path, opener.line or 1, opener.column or 1)
+
+
+def _syntax_diagnostic(error: lark.exceptions.UnexpectedInput, text: str, path: str) -> Diagnostic:
+    line = getattr(error, "line", 1) or 1
+    column = getattr(error, "column", 1) or 1
+    if isinstance(error, lark.exceptions.UnexpectedCharacters):
+        char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else "?"
+        shown = char if char.isprintable() else f"U+{ord(char):04X}"
+        hint = None
+        if char == '"':
+            hint = "strings are written in double quotes and end on the same line"
+        return Diagnostic("E100", f"unexpected character `{shown}`",
+                          _point_span(path, line, column), hint=hint)
+    if isinstance(error, lark.exceptions.UnexpectedToken) and error.token.type != "$END":
+        token = error.token
+        value = str(token.value)
+        shown = value if len(value) <= 30 else value[:27] + "..."
+        width = max(len(value.splitlines()[0]) if value else 1, 1)
+        word = TERMINAL_WORDS.get(token.type, token.type.lower())
+        found = word if word.startswith("`") else f"{word} `{shown}`"
+        return Diagnostic(
+            "E101", f"unexpected {found}; expected {_expected_words(set(error.expected))}",
+            _point_span(path, token.line or line, token.column or column, width),
+            hint=_token_hint(token, set(error.expected)))
+    # The end of the input came too soon: point at the bracket left open, not the last token.
+    expected = set(getattr(error, "expected", set()) or ())
+    opened = _unclosed_bracket(text, path)
+    lines = text.splitlines() or [""]
+    end = _point_span(path, len(lines), len(lines[-1]) + 1)
+    if opened:
+        bracket, span = opened
+        return Diagnostic(
+            "E102", f"`{bracket}` is never closed", span,
+            hint=f"add `{_CLOSERS[bracket]}`",
+            notes=(Note(end, "the file ends here"),))
+    message = "the file ends in the middle of a statement"
+    if expected:
+        message += f"; expected {_expected_words(expected)}"
+    return Diagnostic("E102", message, end)
+
+
+def _token_hint(token: Token, expected: set[str]) -> str | None:
+    if token.type == "NAME" and "EQUAL" in expected:
+        return "each statement binds names with `=`"
+    if token.type == "LBRACE" and "ARROW" in expected:
+        return "a definition states its result type: `def f(X: R[x]) -> R[x] { ... }`"
+    if "RBRACE" in expected and token.type in {"DEF", "AXIS"}:
+        return "the definition above is missing its closing `}`"
+    if token.type == "COMMA" and "ARROW" in expected:
+        return "inside an arrow, axes are separated by spaces: `linear[h k -> m]`"
+    return None
+
+
+class _Builder:
+    """Turns lark's tree into `ncd.syntax` nodes."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    # -- spans
+    def span(self, node: Tree | Token) -> Span:
+        if isinstance(node, Token):
+            return Span(file=self.path, line=node.line or 1, column=node.column or 1,
+                        end_line=node.end_line or node.line or 1,
+                        end_column=node.end_column or (node.column or 1) + 1)
+        meta = node.meta
+        if getattr(meta, "empty", True):
+            return Span(file=self.path, line=1, column=1, end_line=1, end_column=1)
+        return Span(file=self.path, line=meta.line, column=meta.column,
+                    end_line=meta.end_line, end_column=meta.end_column)
+
+    def ident(self, token: Token) -> s.Ident:
+        return s.Ident(str(token), self.span(token))
+
+    @staticmethod
+    def parts(tree: Tree) -> list[Any]:
+        """Children that carry meaning (punctuation and keywords dropped)."""
+        return [c for c in tree.children
+                if not (isinstance(c, Token) and c.type in _PUNCTUATION)]
+
+    @staticmethod
+    def docstring(token: Token | None) -> str | None:
+        if token is None:
+            return None
+        import inspect
+
+        return inspect.cleandoc(str(token)[3:-3])
+
+    @staticmethod
+    def string(token: Token) -> str:
+        import ast
+
+        try:
+            value = ast.literal_eval(str(token))
+        except (ValueError, SyntaxError):
+            value = str(token)[1:-1]
+        return str(value)
+
+    # -- module and items
+    def module(self, tree: Tree) -> s.Module:
+        doc = None
+        items: list[s.Item] = []
+        for child in tree.children:
+            if isinstance(child, Token) and child.type == "DOCSTRING":
+                doc = self.docstring(child)
+            elif isinstance(child, Tree) and child.data == "axis_decl":
+                for axis_item in self.parts(child):
+                    sub = self.parts(axis_item)
+                    size = self.expr(sub[1]) if len(sub) > 1 and sub[1] is not None else None
+                    items.append(s.AxisDecl(self.ident(sub[0]), size, self.span(axis_item)))
+            elif isinstance(child, Tree):
+                items.append(self.item(child))
+        return s.Module(self.path, doc, tuple(items))
+
+    def item(self, tree: Tree) -> s.Item:
+        kind = tree.data
+        parts = self.parts(tree)
+        if kind == "import_all":
+            return s.Import(self.string(parts[0]), None, self.span(tree))
+        if kind == "import_some":
+            return s.Import(self.string(parts[0]), tuple(self.ident(t) for t in parts[1:]),
+                            self.span(tree))
+        if kind == "definition":
+            return self.definition(tree)
+        if kind == "pointfree":
+            return self.pointfree(tree)
+        raise AssertionError(f"unknown item {kind}")
+
+    def definition(self, tree: Tree) -> s.Definition:
+        parts = self.parts(tree)
+        name = self.ident(parts[0])
+        inputs: list[s.SignatureInput] = []
+        index = 1
+        while index < len(parts) and (parts[index] is None or (
+                isinstance(parts[index], Tree) and parts[index].data == "signature_input")):
+            if parts[index] is not None:
+                sub = self.parts(parts[index])
+                inputs.append(s.SignatureInput(self.ident(sub[0]), self.type_expr(sub[1])))
+            index += 1
+        outputs_tree: Tree = parts[index]
+        body_tree: Tree = parts[index + 1]
+        outputs = []
+        for out in self.parts(outputs_tree):
+            sub = self.parts(out)
+            if len(sub) == 2:
+                outputs.append(s.SignatureOutput(self.ident(sub[0]), self.type_expr(sub[1])))
+            else:
+                outputs.append(s.SignatureOutput(None, self.type_expr(sub[-1])))
+        doc, body = self.body(body_tree)
+        return s.Definition(name, tuple(inputs), tuple(outputs), doc, body, self.span(tree))
+
+    def body(self, tree: Tree) -> tuple[str | None, tuple[s.Statement, ...]]:
+        doc = None
+        statements: list[s.Statement] = []
+        for child in self.parts(tree):
+            if isinstance(child, Token) and child.type == "DOCSTRING":
+                doc = self.docstring(child)
+            elif isinstance(child, Tree):
+                statements.append(self.statement(child))
+        return doc, tuple(statements)
+
+    def pointfree(self, tree: Tree) -> s.PointFree:
+        parts = self.parts(tree)
+        doc = self.docstring(parts[2]) if len(parts) > 2 else None
+        return s.PointFree(self.ident(parts[0]), self.pf(parts[1]), doc, self.span(tree))
+
+    def pf(self, node: Tree | Token) -> s.PfExpr:
+        if isinstance(node, Token):
+            return s.PfName(self.ident(node), self.span(node))
+        parts = self.parts(node)
+        if node.data == "pf_name":
+            return s.PfName(self.ident(parts[0]), self.span(node))
+        if node.data in ("pf_compose", "pf_tensor"):
+            left, right = self.pf(parts[0]), self.pf(parts[1])
+            cls = s.PfCompose if node.data == "pf_compose" else s.PfTensor
+            terms = (*left.terms,) if isinstance(left, cls) else (left,)
+            return cls((*terms, right), self.span(node))
+        if len(parts) == 1:
+            return self.pf(parts[0])
+        raise AssertionError(f"unknown point-free node {node.data}")
+
+    def type_expr(self, tree: Tree) -> s.TypeExpr:
+        parts = self.parts(tree)
+        dtype_tree: Tree = parts[0]
+        bound = None
+        if dtype_tree.data == "dtype_nat":
+            bound = self.expr(self.parts(dtype_tree)[1])
+        dtype = {"dtype_real": "R", "dtype_nat": "N", "dtype_bool": "B"}[dtype_tree.data]
+        axes = tuple(self.ident(t) for t in parts[1:] if t is not None)
+        return s.TypeExpr(dtype, bound, axes, self.span(tree))
+
+    # -- statements
+    def statement(self, tree: Tree) -> s.Statement:
+        kind = tree.data
+        parts = self.parts(tree)
+        span = self.span(tree)
+        if kind == "assign":
+            return s.Assign(tuple(self.ident(t) for t in parts[:-1]), self.expr(parts[-1]), span)
+        if kind == "equation":
+            target = self.ident(parts[0])
+            indices = tuple(self.ident(t) for t in parts[1:-1])
+            rhs = parts[-1]
+            if isinstance(rhs, Tree) and rhs.data == "summed":
+                rparts = self.parts(rhs)
+                summed = tuple(self.ident(t) for t in rparts[1:-1])
+                return s.Equation(target, indices, summed, self.expr(rparts[-1]), span)
+            return s.Equation(target, indices, None, self.expr(rhs), span)
+        if kind == "return_stmt":
+            return s.Return(tuple(self.expr(p) for p in parts), span)
+        if kind == "param_decl":
+            init = self.expr(parts[2]) if len(parts) > 2 and parts[2] is not None else None
+            assert init is None or isinstance(init, s.Call)
+            return s.ParamDecl(self.ident(parts[0]), self.type_expr(parts[1]), init, span)
+        if kind == "block":
+            title_token = parts[0]
+            repeat, color, shared = 1, None, False
+            statements: list[s.Statement] = []
+            for child in parts[1:]:
+                if isinstance(child, Tree) and child.data == "block_repeat":
+                    repeat = int(str(child.children[0])[1:])
+                elif isinstance(child, Tree) and child.data == "block_color":
+                    color = self.string(self.parts(child)[0])
+                elif isinstance(child, Tree) and child.data == "block_shared":
+                    shared = True
+                elif isinstance(child, Tree):
+                    statements.append(self.statement(child))
+            return s.BlockStmt(self.string(title_token), self.span(title_token), repeat, color,
+                               shared, tuple(statements), span)
+        raise AssertionError(f"unknown statement {kind}")
+
+    # -- expressions
+    def expr(self, node: Tree | Token) -> s.Expr:
+        if isinstance(node, Token):
+            raise AssertionError(f"bare token {node.type} in expression")
+        kind = node.data
+        parts = self.parts(node)
+        span = self.span(node)
+        if kind == "var":
+            return s.Var(str(parts[0]), span)
+        if kind == "int":
+            return s.Number(int(str(parts[0])), True, span)
+        if kind == "float":
+            return s.Number(float(str(parts[0])), False, span)
+        if kind in ("add", "sub", "mul", "div", "floordiv"):
+            op = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//"}[kind]
+            return s.BinOp(op, self.expr(parts[0]), self.expr(parts[1]), span)
+        if kind == "neg":
+            return s.Neg(self.expr(parts[0]), span)
+        if kind == "plain_call":
+            return s.Call(self.ident(parts[0]), None, self.arguments(parts[1]), span)
+        if kind == "bracket_call":
+            return s.Call(self.ident(parts[0]), self.bracket_items(parts[1]),
+                          self.arguments(parts[2]), span)
+        if kind == "indexed":
+            return s.Indexed(self.ident(parts[0]), self.bracket_items(parts[1]), span)
+        if len(parts) == 1:  # parenthesised expression
+            return self.expr(parts[0])
+        raise AssertionError(f"unknown expression {kind}")
+
+    def arguments(self, tree: Tree) -> tuple[s.Expr, ...]:
+        return tuple(self.expr(p) for p in self.parts(tree) if p is not None)
+
+    def bracket_items(self, tree: Tree) -> tuple[s.BracketItem, ...]:
+        items: list[s.BracketItem] = []
+        for item in self.parts(tree):
+            parts = self.parts(item)
+            span = self.span(item)
+            if item.data == "arrow":
+                tokens = [c for c in item.children if isinstance(c, Token)]
+                arrow_at = next(i for i, t in enumerate(tokens) if t.type == "ARROW")
+                items.append(s.Arrow(tuple(self.ident(t) for t in tokens[:arrow_at]),
+                                     tuple(self.ident(t) for t in tokens[arrow_at + 1:]), span))
+            elif item.data == "comparison":
+                op = next(str(c) for c in item.children
+                          if isinstance(c, Token) and c.type == "COMPARE")
+                items.append(s.Comparison(self.expr(parts[0]), op, self.expr(parts[-1]), span))
+            elif item.data == "keyword":
+                items.append(s.Keyword(self.ident(parts[0]), self.expr(parts[1]), span))
+            elif item.data == "plain":
+                items.append(self.expr(parts[0]))
+            else:
+                raise AssertionError(f"unknown bracket item {item.data}")
+        return tuple(items)

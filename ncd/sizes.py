@@ -1,0 +1,220 @@
+"""Symbolic axis sizes: polynomials over symbols, in a normal form that decides equality.
+
+A size is a polynomial with rational coefficients over atoms; an atom is a symbolic axis
+size (`x`) or a floor division that cannot be simplified (`(x - 3) // 2`). Two sizes are equal
+when their normal forms are. This is what lets the checker compare `x - w + 1` with `x - 2`
+when `w = 3`, and report a mismatch before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+
+from ncd import ir
+
+Monomial = tuple[tuple[str, int], ...]  # sorted (atom key, power)
+
+
+@dataclass(frozen=True)
+class Size:
+    terms: tuple[tuple[Monomial, Fraction], ...]
+    atoms: tuple[tuple[str, ir.SizeExpr], ...] = ()
+
+    # ---- construction
+    @staticmethod
+    def const(value: int | Fraction) -> Size:
+        return Size._build({(): Fraction(value)}, {})
+
+    @staticmethod
+    def sym(name: str) -> Size:
+        return Size._build({((name, 1),): Fraction(1)}, {name: ir.SizeSym(name=name)})
+
+    @staticmethod
+    def _build(terms: Mapping[Monomial, Fraction], atoms: Mapping[str, ir.SizeExpr]) -> Size:
+        kept = tuple(sorted((m, c) for m, c in terms.items() if c != 0))
+        used = {key for monomial, _ in kept for key, _ in monomial}
+        return Size(kept, tuple(sorted((k, v) for k, v in atoms.items() if k in used)))
+
+    @staticmethod
+    def _opaque(expr: ir.SizeExpr) -> Size:
+        key = ir.size_text(expr)
+        key = f"({key})"
+        return Size._build({((key, 1),): Fraction(1)}, {key: expr})
+
+    # ---- queries
+    @property
+    def is_const(self) -> bool:
+        return all(not monomial for monomial, _ in self.terms)
+
+    @property
+    def constant(self) -> Fraction:
+        return dict(self.terms).get((), Fraction(0))
+
+    @property
+    def value(self) -> int | None:
+        """The integer value when the size is a known integer."""
+        if not self.is_const:
+            return None
+        c = self.constant
+        return int(c) if c.denominator == 1 else None
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        return frozenset(key for key, expr in self.atoms if isinstance(expr, ir.SizeSym))
+
+    def evaluate(self, env: Mapping[str, int]) -> Fraction | None:
+        total = Fraction(0)
+        atom_exprs = dict(self.atoms)
+        for monomial, coefficient in self.terms:
+            term = coefficient
+            for key, power in monomial:
+                value = ir.size_value(atom_exprs[key], env)
+                if value is None:
+                    return None
+                term *= Fraction(value) ** power
+            total += term
+        return total
+
+    # ---- arithmetic
+    def _merged_atoms(self, other: Size) -> dict[str, ir.SizeExpr]:
+        return {**dict(self.atoms), **dict(other.atoms)}
+
+    def __add__(self, other: Size | int) -> Size:
+        other = _lift(other)
+        terms = dict(self.terms)
+        for monomial, coefficient in other.terms:
+            terms[monomial] = terms.get(monomial, Fraction(0)) + coefficient
+        return Size._build(terms, self._merged_atoms(other))
+
+    def __radd__(self, other: int) -> Size:
+        return self + other
+
+    def __neg__(self) -> Size:
+        return Size._build({m: -c for m, c in self.terms}, dict(self.atoms))
+
+    def __sub__(self, other: Size | int) -> Size:
+        return self + (-_lift(other))
+
+    def __rsub__(self, other: int) -> Size:
+        return _lift(other) - self
+
+    def __mul__(self, other: Size | int) -> Size:
+        other = _lift(other)
+        terms: dict[Monomial, Fraction] = {}
+        for m1, c1 in self.terms:
+            for m2, c2 in other.terms:
+                powers = dict(m1)
+                for key, power in m2:
+                    powers[key] = powers.get(key, 0) + power
+                monomial = tuple(sorted(powers.items()))
+                terms[monomial] = terms.get(monomial, Fraction(0)) + c1 * c2
+        return Size._build(terms, self._merged_atoms(other))
+
+    def __rmul__(self, other: int) -> Size:
+        return self * other
+
+    def exact_div(self, other: Size | int) -> Size:
+        """`self / other` where the division must be exact (checked by the caller)."""
+        other = _lift(other)
+        if other.is_const:
+            if other.constant == 0:
+                raise ZeroDivisionError("division of a size by zero")
+            return Size._build({m: c / other.constant for m, c in self.terms}, dict(self.atoms))
+        return Size._opaque(ir.SizeDiv(numerator=self.to_ir(), denominator=other.to_ir()))
+
+    def floor_div(self, other: Size | int) -> Size:
+        other = _lift(other)
+        if other.is_const and other.constant == 0:
+            raise ZeroDivisionError("division of a size by zero")
+        if self.is_const and other.is_const:
+            return Size.const(self.constant // other.constant)
+        if other.is_const and all((c / other.constant).denominator == 1 for _, c in self.terms):
+            return self.exact_div(other)
+        return Size._opaque(ir.SizeFloorDiv(numerator=self.to_ir(), denominator=other.to_ir()))
+
+    def divisible_by(self, other: Size) -> bool | None:
+        """Whether `self / other` is an integer: True, False, or None when unknown."""
+        if self.is_const and other.is_const:
+            if other.constant == 0:
+                return False
+            return (self.constant / other.constant).denominator == 1
+        return None
+
+    # ---- output
+    def to_ir(self) -> ir.SizeExpr:
+        atom_exprs = dict(self.atoms)
+        if not self.terms:
+            return ir.SizeConst(value=0)
+        denominator = 1
+        for _, coefficient in self.terms:
+            denominator = denominator * coefficient.denominator // _gcd(denominator,
+                                                                        coefficient.denominator)
+        parts: list[ir.SizeExpr] = []
+        for monomial, coefficient in sorted(self.terms, key=lambda t: (len(t[0]) == 0, t[0])):
+            scaled = coefficient * denominator
+            assert scaled.denominator == 1
+            factors: list[ir.SizeExpr] = []
+            for key, power in monomial:
+                factors.extend([atom_exprs[key]] * power)
+            if not factors:
+                parts.append(ir.SizeConst(value=int(scaled)))
+            elif scaled == 1:
+                parts.append(factors[0] if len(factors) == 1 else ir.SizeMul(factors=tuple(factors)))
+            else:
+                parts.append(ir.SizeMul(factors=(ir.SizeConst(value=int(scaled)), *factors)))
+        total: ir.SizeExpr = parts[0] if len(parts) == 1 else ir.SizeAdd(terms=tuple(parts))
+        if denominator != 1:
+            return ir.SizeDiv(numerator=total, denominator=ir.SizeConst(value=denominator))
+        return total
+
+    def __str__(self) -> str:
+        return ir.size_text(self.to_ir())
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a
+
+
+def _lift(value: Size | int) -> Size:
+    return value if isinstance(value, Size) else Size.const(value)
+
+
+def from_ir(expr: ir.SizeExpr) -> Size:
+    match expr:
+        case ir.SizeConst(value=value):
+            return Size.const(value)
+        case ir.SizeSym(name=name):
+            return Size.sym(name)
+        case ir.SizeAdd(terms=terms):
+            total = Size.const(0)
+            for term in terms:
+                total = total + from_ir(term)
+            return total
+        case ir.SizeMul(factors=factors):
+            product = Size.const(1)
+            for factor in factors:
+                product = product * from_ir(factor)
+            return product
+        case ir.SizeDiv(numerator=num, denominator=den):
+            return from_ir(num).exact_div(from_ir(den))
+        case ir.SizeFloorDiv(numerator=num, denominator=den):
+            return from_ir(num).floor_div(from_ir(den))
+    raise AssertionError(f"unknown size node {expr!r}")
+
+
+def provably_different(a: Size, b: Size) -> bool:
+    """True when `a` and `b` cannot be equal for any values of their symbols.
+
+    Sizes whose difference is a non-zero constant always differ; so do two known constants.
+    Otherwise equality may depend on run-time sizes, and the checker does not guess.
+    """
+    difference = a - b
+    return difference.is_const and difference.constant != 0
+
+
+def provably_negative(a: Size) -> bool:
+    return a.is_const and a.constant < 0

@@ -1,0 +1,145 @@
+"""Wiring: a dataflow graph of steps becomes a categorical term.
+
+Steps are scheduled in layers (a step sits one layer after the last step it depends on, so
+independent statements such as Q, K and V stand side by side in one product). Before each
+layer a rearrangement copies, deletes and orders the arrays on the wires; in the layer, the
+steps run in parallel with identities for the arrays that pass them by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ncd import ir
+from ncd.context import BlockGroup, Step, Value
+
+
+def block_term(group: BlockGroup, exported: Sequence[Value]) -> ir.Block:
+    """The block's term, given which of its inner values are read after it."""
+    if group.carried_results is not None:
+        body = build_term(group.steps, group.reads, group.carried_results, group.span)
+    else:
+        body = build_term(group.steps, group.reads, exported, group.span)
+    return ir.Block(dom=body.dom, cod=body.cod, span=group.span, title=group.title,
+                    color=group.color, repeat=group.repeat, shared=group.shared, body=body)
+
+
+def _consumers(steps: Sequence[Step | BlockGroup]) -> dict[int, int]:
+    """How many times each value is read, anywhere in these steps (blocks included)."""
+    counts: dict[int, int] = {}
+    for step in steps:
+        inputs = step.inputs if isinstance(step, Step) else step.reads
+        for value in inputs:
+            counts[value.id] = counts.get(value.id, 0) + 1
+        if isinstance(step, BlockGroup):
+            for value_id, count in _consumers(step.steps).items():
+                counts[value_id] = counts.get(value_id, 0) + count
+    return counts
+
+
+def resolve_blocks(steps: Sequence[Step | BlockGroup], results: Sequence[Value]) -> list[Step]:
+    """Turn every block group into a step whose outputs are the inner values read after it."""
+    resolved: list[Step] = []
+    for index, step in enumerate(steps):
+        if isinstance(step, Step):
+            resolved.append(step)
+            continue
+        if step.carried_results is not None:
+            resolved.append(Step(block_term(step, ()), list(step.reads), list(step.outputs)))
+            continue
+        later = _consumers(steps[index + 1:])
+        result_ids = {v.id for v in results}
+        exported = [v for v in step.bound if v.id in later or v.id in result_ids]
+        resolved.append(Step(block_term(step, exported), list(step.reads), exported))
+    return resolved
+
+
+def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
+               results: Sequence[Value], span: ir.Span | None) -> ir.Term:
+    """The term computing `results` from `inputs` by running `steps`."""
+    flat = resolve_blocks(steps, results)
+    producer: dict[int, int] = {}
+    level: list[int] = []
+    for index, step in enumerate(flat):
+        depth = 1 + max((level[producer[v.id]] for v in step.inputs if v.id in producer),
+                        default=0)
+        level.append(depth)
+        for value in step.outputs:
+            producer[value.id] = index
+    last_use: dict[int, int] = {}
+    for index, step in enumerate(flat):
+        for value in step.inputs:
+            last_use[value.id] = max(last_use.get(value.id, 0), level[index])
+    result_ids = {v.id for v in results}
+
+    layers: list[ir.Term] = []
+    live: list[Value] = list(inputs)
+    for current in range(1, max(level, default=0) + 1):
+        group = [flat[i] for i in range(len(flat)) if level[i] == current]
+        passing: list[Value] = []
+        for value in live:
+            needed = last_use.get(value.id, 0) > current or value.id in result_ids
+            if needed and all(value.id != p.id for p in passing):
+                passing.append(value)
+        items: list[tuple[float, int, Step | Value]] = []
+        position = {value.id: i for i, value in reversed(list(enumerate(live)))}
+        for order, step in enumerate(group):
+            places = [position[v.id] for v in step.inputs if v.id in position]
+            mean = sum(places) / len(places) if places else float(len(live))
+            items.append((mean, order, step))
+        for value in passing:
+            items.append((position[value.id] + 0.5, len(group) + position[value.id], value))
+        items.sort(key=lambda item: (item[0], item[1]))
+
+        wanted: list[Value] = []
+        terms: list[ir.Term] = []
+        after: list[Value] = []
+        pending_identity: list[Value] = []
+
+        def flush() -> None:
+            if pending_identity:
+                arrays = tuple(v.array for v in pending_identity)
+                terms.append(ir.Identity(dom=arrays, cod=arrays,
+                                         names=tuple(v.name for v in pending_identity)))
+                pending_identity.clear()
+
+        for _, _, item in items:
+            if isinstance(item, Value):
+                wanted.append(item)
+                pending_identity.append(item)
+                after.append(item)
+            else:
+                flush()
+                wanted.extend(item.inputs)
+                terms.append(item.term)
+                after.extend(item.outputs)
+        flush()
+        _add_rearrangement(layers, live, wanted)
+        layers.append(terms[0] if len(terms) == 1 else _product(terms))
+        live = after
+    _add_rearrangement(layers, live, list(results))
+    dom = tuple(v.array for v in inputs)
+    cod = tuple(v.array for v in results)
+    if not layers:
+        return ir.Identity(dom=dom, cod=cod, names=tuple(v.name for v in inputs), span=span)
+    if len(layers) == 1:
+        return layers[0]
+    return ir.Composed(dom=dom, cod=cod, terms=tuple(layers), span=span)
+
+
+def _product(terms: Sequence[ir.Term]) -> ir.Product:
+    dom = tuple(a for t in terms for a in t.dom)
+    cod = tuple(a for t in terms for a in t.cod)
+    return ir.Product(dom=dom, cod=cod, terms=tuple(terms))
+
+
+def _add_rearrangement(layers: list[ir.Term], live: Sequence[Value],
+                       wanted: Sequence[Value]) -> None:
+    first_index: dict[int, int] = {}
+    for index, value in enumerate(live):
+        first_index.setdefault(value.id, index)
+    mapping = tuple(first_index[v.id] for v in wanted)
+    if mapping == tuple(range(len(live))):
+        return
+    layers.append(ir.Rearrangement(dom=tuple(v.array for v in live),
+                                   cod=tuple(v.array for v in wanted), mapping=mapping))

@@ -1,0 +1,434 @@
+"""The geometry of a neural circuit diagram: pure data, and the checks a figure must pass.
+
+The layout (`layout.py`) turns an IR term into a `Diagram`; the emitters (`svg.py`,
+`tikz.py`) only draw its primitives. Nothing here knows about the IR: a diagram is lines,
+cubic paths, rectangles, polygons, circles and labels, with the bookkeeping that lets
+`Diagram.validate` check the rules of the visual grammar (no label over a label or a box, no
+wire through a box it does not enter, every wire end on a port).
+
+Coordinates are SVG user units (px), x to the right and y down. Every item can be moved
+(`moved`), so a panel is laid out in its own frame and translated into place, as a string
+diagram library composes pictures.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .text import Label
+
+Point = tuple[float, float]
+BBox = tuple[float, float, float, float]
+"""(x0, y0, x1, y1) with x0 <= x1 and y0 <= y1."""
+
+Segment = tuple[float, ...]
+"""A path segment from the current point: `(x, y)` a straight line, or
+`(x1, y1, x2, y2, x, y)` a cubic Bezier curve with two control points."""
+
+WireRole = Literal["axis", "dtype", "sep", "param"]
+"""What a wire path carries: an axis, a datatype (thin, with arrowheads), the dashed
+separator between the arrays of a tuple, or a learned parameter."""
+
+Layer = int
+"""Drawing order: lower layers are drawn first (block fills under wires, text on top)."""
+LAYER_FRAME, LAYER_SEPARATOR, LAYER_WIRE, LAYER_BOX, LAYER_MARK, LAYER_TEXT = range(6)
+
+EPS = 0.05
+"""Tolerance when comparing coordinates (they are rounded to hundredths when emitted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stroke:
+    color: str
+    width: float
+    dash: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """A polyline/Bezier path. A wire path has a `wire` id and a `role`; a decoration (the
+    fold of a card, a bracket) has `wire=None`. `free_ends` marks wires that may end in the
+    open (a separator that stops, a local datatype stub)."""
+
+    start: Point
+    segments: tuple[Segment, ...]
+    stroke: Stroke | None
+    fill: str | None = None
+    closed: bool = False
+    wire: int | None = None
+    role: WireRole | None = None
+    free_ends: bool = False
+    layer: Layer = LAYER_WIRE
+
+    @property
+    def end(self) -> Point:
+        last = self.segments[-1] if self.segments else self.start
+        return (last[-2], last[-1])
+
+    def moved(self, dx: float, dy: float) -> Path:
+        return Path(
+            (self.start[0] + dx, self.start[1] + dy),
+            tuple(_shift_segment(s, dx, dy) for s in self.segments),
+            self.stroke, self.fill, self.closed, self.wire, self.role, self.free_ends,
+            self.layer,
+        )
+
+    def polyline(self, steps: int = 12) -> list[Point]:
+        """The path flattened to points (cubics sampled `steps` times), for hit tests."""
+        points = [self.start]
+        x0, y0 = self.start
+        for seg in self.segments:
+            if len(seg) == 2:
+                points.append((seg[0], seg[1]))
+            else:
+                x1, y1, x2, y2, x3, y3 = seg
+                for i in range(1, steps + 1):
+                    t = i / steps
+                    u = 1 - t
+                    points.append((
+                        u * u * u * x0 + 3 * u * u * t * x1 + 3 * u * t * t * x2 + t * t * t * x3,
+                        u * u * u * y0 + 3 * u * u * t * y1 + 3 * u * t * t * y2 + t * t * t * y3,
+                    ))
+            x0, y0 = points[-1]
+        return points
+
+    def bbox(self) -> BBox:
+        xs = [self.start[0]]
+        ys = [self.start[1]]
+        for seg in self.segments:  # the control polygon contains the curve
+            xs.extend(seg[0::2])
+            ys.extend(seg[1::2])
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+def _shift_segment(seg: Segment, dx: float, dy: float) -> Segment:
+    if len(seg) == 2:
+        return (seg[0] + dx, seg[1] + dy)
+    return (seg[0] + dx, seg[1] + dy, seg[2] + dx, seg[3] + dy, seg[4] + dx, seg[5] + dy)
+
+
+@dataclass(frozen=True, slots=True)
+class Rect:
+    x: float
+    y: float
+    width: float
+    height: float
+    fill: str | None
+    stroke: Stroke | None
+    radius: float = 0.0
+    layer: Layer = LAYER_BOX
+
+    def moved(self, dx: float, dy: float) -> Rect:
+        return Rect(self.x + dx, self.y + dy, self.width, self.height, self.fill, self.stroke,
+                    self.radius, self.layer)
+
+    def bbox(self) -> BBox:
+        return (self.x, self.y, self.x + self.width, self.y + self.height)
+
+
+@dataclass(frozen=True, slots=True)
+class Polygon:
+    points: tuple[Point, ...]
+    fill: str | None
+    stroke: Stroke | None
+    layer: Layer = LAYER_BOX
+
+    def moved(self, dx: float, dy: float) -> Polygon:
+        return Polygon(tuple((x + dx, y + dy) for x, y in self.points), self.fill, self.stroke,
+                       self.layer)
+
+    def bbox(self) -> BBox:
+        xs = [p[0] for p in self.points]
+        ys = [p[1] for p in self.points]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+@dataclass(frozen=True, slots=True)
+class Circle:
+    cx: float
+    cy: float
+    r: float
+    fill: str | None
+    stroke: Stroke | None
+    layer: Layer = LAYER_MARK
+
+    def moved(self, dx: float, dy: float) -> Circle:
+        return Circle(self.cx + dx, self.cy + dy, self.r, self.fill, self.stroke, self.layer)
+
+    def bbox(self) -> BBox:
+        return (self.cx - self.r, self.cy - self.r, self.cx + self.r, self.cy + self.r)
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A label: left edge `x`, baseline `y`, font size `size`. `owner` is the id of the box
+    the label is drawn inside (a glyph's own text), which it may therefore overlap."""
+
+    label: Label
+    x: float
+    y: float
+    size: float
+    color: str
+    width: float
+    ascent: float
+    descent: float
+    owner: int | None = None
+    role: str = "axis"
+    layer: Layer = LAYER_TEXT
+
+    def moved(self, dx: float, dy: float) -> Text:
+        return Text(self.label, self.x + dx, self.y + dy, self.size, self.color, self.width,
+                    self.ascent, self.descent, self.owner, self.role, self.layer)
+
+    def bbox(self) -> BBox:
+        return (self.x, self.y - self.ascent, self.x + self.width, self.y + self.descent)
+
+
+Item = Path | Rect | Polygon | Circle | Text
+
+
+@dataclass(frozen=True, slots=True)
+class PortPoint:
+    """Where a wire meets a box."""
+
+    x: float
+    y: float
+    wire: int
+    side: Literal["left", "right", "top", "bottom"]
+
+    def moved(self, dx: float, dy: float) -> PortPoint:
+        return PortPoint(self.x + dx, self.y + dy, self.wire, self.side)
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A box of the diagram (a glyph, a collapsed block, a call): the region wires may not
+    cross unless they enter it through one of its `ports`. `expected_ports` is what the IR
+    node says it needs (its arrays' axes and datatype wires), for validation."""
+
+    id: int
+    x: float
+    y: float
+    width: float
+    height: float
+    kind: str
+    ports: tuple[PortPoint, ...]
+    expected_ports: int
+
+    def moved(self, dx: float, dy: float) -> Box:
+        return Box(self.id, self.x + dx, self.y + dy, self.width, self.height, self.kind,
+                   tuple(p.moved(dx, dy) for p in self.ports), self.expected_ports)
+
+    def bbox(self) -> BBox:
+        return (self.x, self.y, self.x + self.width, self.y + self.height)
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A point where wires may legitimately end without a box: a copy dot, a merge dot, the
+    bar of a deleted wire, the join of a cup, an addition sign."""
+
+    x: float
+    y: float
+
+    def moved(self, dx: float, dy: float) -> Anchor:
+        return Anchor(self.x + dx, self.y + dy)
+
+
+@dataclass(frozen=True)
+class Diagram:
+    width: float
+    height: float
+    background: str | None
+    items: tuple[Item, ...]
+    boxes: tuple[Box, ...]
+    anchors: tuple[Anchor, ...]
+    title: str = ""
+
+    def sorted_items(self) -> list[Item]:
+        """Items in drawing order: by layer, then in the order the layout made them."""
+        return sorted(self.items, key=lambda item: item.layer)
+
+    def validate(self) -> list[str]:
+        """Every broken rule of the visual grammar, as readable messages (empty: all good)."""
+        return list(_problems(self))
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+
+_CELL = 64.0
+
+
+def _grid(boxes: Iterable[tuple[int, BBox]]) -> dict[tuple[int, int], list[int]]:
+    """A uniform grid over bounding boxes, so overlap tests stay near-linear on big diagrams."""
+    grid: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, (x0, y0, x1, y1) in boxes:
+        for cx in range(int(x0 // _CELL), int(x1 // _CELL) + 1):
+            for cy in range(int(y0 // _CELL), int(y1 // _CELL) + 1):
+                grid[(cx, cy)].append(index)
+    return grid
+
+
+def _overlap(a: BBox, b: BBox, margin: float = 0.0) -> bool:
+    return (a[0] < b[2] - margin and b[0] < a[2] - margin
+            and a[1] < b[3] - margin and b[1] < a[3] - margin)
+
+
+def _segment_hits_box(p: Point, q: Point, box: BBox) -> bool:
+    """Whether the segment pq passes through the open interior of `box` (Liang-Barsky)."""
+    x0, y0, x1, y1 = box
+    dx, dy = q[0] - p[0], q[1] - p[1]
+    t0, t1 = 0.0, 1.0
+    for edge_p, edge_q in ((-dx, p[0] - x0), (dx, x1 - p[0]), (-dy, p[1] - y0), (dy, y1 - p[1])):
+        if abs(edge_p) < 1e-12:
+            if edge_q <= 0:
+                return False
+            continue
+        r = edge_q / edge_p
+        if edge_p < 0:
+            t0 = max(t0, r)
+        else:
+            t1 = min(t1, r)
+        if t0 >= t1:
+            return False
+    return t1 - t0 > 1e-9
+
+
+def _near(a: Point, b: Point, tolerance: float = 0.6) -> bool:
+    return abs(a[0] - b[0]) <= tolerance and abs(a[1] - b[1]) <= tolerance
+
+
+def _problems(diagram: Diagram) -> Iterator[str]:
+    texts = [item for item in diagram.items if isinstance(item, Text)]
+    wires = [item for item in diagram.items if isinstance(item, Path) and item.wire is not None]
+    boxes = list(diagram.boxes)
+
+    if not (diagram.width > 0 and diagram.height > 0):
+        yield f"diagram has no area ({diagram.width} x {diagram.height})"
+
+    # Everything lies inside the canvas: size is computed, never clipped.
+    for item in diagram.items:
+        x0, y0, x1, y1 = item.bbox()
+        if x0 < -EPS or y0 < -EPS or x1 > diagram.width + EPS or y1 > diagram.height + EPS:
+            yield f"{type(item).__name__} at ({x0:.1f}, {y0:.1f}) lies outside the canvas"
+            break
+
+    # No two labels intersect.
+    text_boxes = [t.bbox() for t in texts]
+    grid = _grid(enumerate(text_boxes))
+    reported: set[tuple[int, int]] = set()
+    for cell in grid.values():
+        for i_pos, i in enumerate(cell):
+            for j in cell[i_pos + 1:]:
+                pair = (min(i, j), max(i, j))
+                if pair in reported:
+                    continue
+                if _overlap(text_boxes[i], text_boxes[j], margin=0.2):
+                    reported.add(pair)
+                    yield (f"label {texts[i].label.plain_text()!r} overlaps label "
+                           f"{texts[j].label.plain_text()!r} near "
+                           f"({texts[i].x:.1f}, {texts[i].y:.1f})")
+
+    # No label intersects a box (other than the box it is drawn in).
+    box_boxes = [b.bbox() for b in boxes]
+    box_grid = _grid(enumerate(box_boxes))
+    for text, tb in zip(texts, text_boxes, strict=True):
+        seen: set[int] = set()
+        for cx in range(int(tb[0] // _CELL), int(tb[2] // _CELL) + 1):
+            for cy in range(int(tb[1] // _CELL), int(tb[3] // _CELL) + 1):
+                for b in box_grid.get((cx, cy), ()):
+                    if b in seen or boxes[b].id == text.owner:
+                        continue
+                    seen.add(b)
+                    if _overlap(tb, box_boxes[b], margin=0.2):
+                        yield (f"label {text.label.plain_text()!r} overlaps the "
+                               f"{boxes[b].kind} box near ({text.x:.1f}, {text.y:.1f})")
+
+    # No wire crosses a box it does not enter.
+    for wire in wires:
+        points = wire.polyline()
+        wb = wire.bbox()
+        candidates: set[int] = set()
+        for cx in range(int(wb[0] // _CELL), int(wb[2] // _CELL) + 1):
+            for cy in range(int(wb[1] // _CELL), int(wb[3] // _CELL) + 1):
+                candidates.update(box_grid.get((cx, cy), ()))
+        for b in sorted(candidates):
+            box = boxes[b]
+            # The interior, shrunk a little so a wire that ends on the border does not count.
+            x0, y0, x1, y1 = box_boxes[b]
+            inner = (x0 + 0.5, y0 + 0.5, x1 - 0.5, y1 - 0.5)
+            if any(_segment_hits_box(p, q, inner) for p, q in zip(points, points[1:])):
+                yield (f"{wire.role} wire {wire.wire} crosses the {box.kind} box at "
+                       f"({x0:.1f}, {y0:.1f})")
+
+    # Every wire end lies on a port, an anchor, the diagram edge, or continues another piece
+    # of the same wire.
+    ends: dict[tuple[int, int], list[tuple[int, Point]]] = defaultdict(list)
+    for wire in wires:
+        for point in (wire.start, wire.end):
+            ends[(round(point[0]), round(point[1]))].append((wire.wire or 0, point))
+    legal: dict[tuple[int, int], list[Point]] = defaultdict(list)
+    for box in boxes:
+        for port in box.ports:
+            legal[(round(port.x), round(port.y))].append((port.x, port.y))
+    for anchor in diagram.anchors:
+        legal[(round(anchor.x), round(anchor.y))].append((anchor.x, anchor.y))
+
+    def _found(table: dict[tuple[int, int], list], point: Point, predicate) -> bool:
+        kx, ky = round(point[0]), round(point[1])
+        for nx in (kx - 1, kx, kx + 1):
+            for ny in (ky - 1, ky, ky + 1):
+                if any(predicate(entry) for entry in table.get((nx, ny), ())):
+                    return True
+        return False
+
+    for wire in wires:
+        if wire.free_ends:
+            continue
+        for point in (wire.start, wire.end):
+            if point[0] <= EPS or point[0] >= diagram.width - EPS:
+                continue
+            if _found(legal, point, lambda p, point=point: _near(p, point)):
+                continue
+            others = sum(
+                1 for nx in (round(point[0]) - 1, round(point[0]), round(point[0]) + 1)
+                for ny in (round(point[1]) - 1, round(point[1]), round(point[1]) + 1)
+                for w, p in ends.get((nx, ny), ()) if w == wire.wire and _near(p, point)
+            )
+            if others >= 2:  # itself plus the piece it continues
+                continue
+            yield (f"{wire.role} wire {wire.wire} ends in the open at "
+                   f"({point[0]:.1f}, {point[1]:.1f})")
+
+    # Every box has the ports its IR node needs, and each port touches a wire.
+    for box in boxes:
+        if len(box.ports) != box.expected_ports:
+            yield (f"{box.kind} box at ({box.x:.1f}, {box.y:.1f}) has {len(box.ports)} ports, "
+                   f"its node needs {box.expected_ports}")
+        for port in box.ports:
+            if not _found(ends, (port.x, port.y),
+                          lambda entry, port=port: _near(entry[1], (port.x, port.y))):
+                yield (f"port of the {box.kind} box at ({port.x:.1f}, {port.y:.1f}) has no wire")
+
+
+@dataclass
+class Bounds:
+    """A running bounding box."""
+
+    x0: float = float("inf")
+    y0: float = float("inf")
+    x1: float = float("-inf")
+    y1: float = float("-inf")
+    empty: bool = field(default=True)
+
+    def add(self, box: BBox) -> None:
+        self.x0 = min(self.x0, box[0])
+        self.y0 = min(self.y0, box[1])
+        self.x1 = max(self.x1, box[2])
+        self.y1 = max(self.y1, box[3])
+        self.empty = False

@@ -1,0 +1,366 @@
+"""The box glyph of each base operation: a table keyed by `op.kind`, and the colour themes.
+
+A glyph says where it sits (`placement`): a *box* spanning the operation's target wires, a
+*junction* where the wires of several inputs meet (`+` for addition), or *cups* (einsum:
+contracted axes joined by arcs, no box at all). It gives its caption (the bold `L_q` of a
+linear map, the function name of an elementwise map) and draws its outline into a frame the
+layout has sized to fit the caption. The table has one entry per `ir.OPERATOR_KINDS`
+(a test checks that none is missing), so a new operator kind fails loudly here, not silently
+in the picture.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from ncd import ir
+
+from .geometry import LAYER_BOX, LAYER_MARK, Circle, Item, Path, Polygon, Rect, Stroke
+from .text import Label, Run
+
+# --------------------------------------------------------------------------------------
+# Themes
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Theme:
+    name: str
+    background: str | None
+    ink: str
+    """Wires, outlines and dots."""
+    text: str
+    separator: str
+    box_fill: str
+    card_fill: str
+    norm_fill: str
+    call_fill: str
+    hexagon_fill: str
+    mask_dark: str
+    mask_light: str
+    block_stroke: str
+    blocks: tuple[str, ...]
+    """Block fills by nesting depth; neighbours differ in lightness so they survive greyscale."""
+    mix_with: str
+    """A user's block colour is mixed with this to make a light (or dark) fill."""
+    greyscale: bool = False
+
+
+THEMES: dict[str, Theme] = {
+    "light": Theme(
+        name="light", background="#ffffff", ink="#000000", text="#000000", separator="#000000",
+        box_fill="#ffffff", card_fill="#e3ebee", norm_fill="#e5f6fb", call_fill="#eef1f6",
+        hexagon_fill="#f0f0f0", mask_dark="#7f7f7f", mask_light="#f6c4d7",
+        block_stroke="#8c8c8c",
+        blocks=("#f3f3c8", "#cbc3e3", "#c4e6f5", "#f7dccb", "#d5edd2"),
+        mix_with="#ffffff",
+    ),
+    "dark": Theme(
+        name="dark", background="#1c1e22", ink="#e6e6e6", text="#f0f0f0", separator="#bdbdbd",
+        box_fill="#2b2e34", card_fill="#38454d", norm_fill="#274852", call_fill="#343a46",
+        hexagon_fill="#3a3a3a", mask_dark="#a0a0a0", mask_light="#a85f7b",
+        block_stroke="#6a6a6a",
+        blocks=("#3b3d26", "#332d4b", "#213f4c", "#4a3527", "#29402a"),
+        mix_with="#1c1e22",
+    ),
+    # Greyscale-safe: fills are greys of distinct lightness, the mask keeps its contrast.
+    "print": Theme(
+        name="print", background="#ffffff", ink="#000000", text="#000000", separator="#000000",
+        box_fill="#ffffff", card_fill="#e6e6e6", norm_fill="#f2f2f2", call_fill="#ededed",
+        hexagon_fill="#f2f2f2", mask_dark="#6b6b6b", mask_light="#d4d4d4",
+        block_stroke="#7a7a7a",
+        blocks=("#f2f2f2", "#dcdcdc", "#ebebeb", "#d0d0d0", "#f7f7f7"),
+        mix_with="#ffffff", greyscale=True,
+    ),
+}
+
+_NAMED_COLOURS = {
+    "red": "#e41a1c", "green": "#4daf4a", "blue": "#377eb8", "yellow": "#ffdd33",
+    "orange": "#ff7f00", "purple": "#984ea3", "violet": "#8a5cc7", "pink": "#f781bf",
+    "brown": "#a65628", "grey": "#999999", "gray": "#999999", "cyan": "#33bbdd",
+    "teal": "#1b9e77", "magenta": "#d63ad6", "lavender": "#b6a6e0", "lime": "#9ad63a",
+    "olive": "#9a9a3a", "navy": "#283c8c", "gold": "#e6b422", "black": "#000000",
+    "white": "#ffffff",
+}
+_HEX = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    digits = colour[1:]
+    if len(digits) == 3:
+        digits = "".join(c * 2 for c in digits)
+    return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+
+
+def _hex(rgb: tuple[float, float, float]) -> str:
+    return "#" + "".join(f"{max(0, min(255, round(c))):02x}" for c in rgb)
+
+
+def block_fill(theme: Theme, depth: int, colour: str | None) -> str:
+    """The fill of a block: the user's colour (a `#rgb`/`#rrggbb` or a common name; anything
+    else is ignored, so source text never reaches the output) made light enough to draw
+    wires on, or the theme's palette colour for the nesting depth."""
+    base: str | None = None
+    if colour is not None:
+        text = colour.strip().lower()
+        if _HEX.fullmatch(text):
+            base = text
+        elif text in _NAMED_COLOURS:
+            base = _NAMED_COLOURS[text]
+    if base is None:
+        return theme.blocks[depth % len(theme.blocks)]
+    r, g, b = _rgb(base)
+    mr, mg, mb = _rgb(theme.mix_with)
+    t = 0.72  # share of the background: a tint, never a saturated fill under black wires
+    mixed = (r + (mr - r) * t, g + (mg - g) * t, b + (mb - b) * t)
+    if theme.greyscale:
+        grey = 0.299 * mixed[0] + 0.587 * mixed[1] + 0.114 * mixed[2]
+        return _hex((grey, grey, grey))
+    return _hex(mixed)
+
+
+# --------------------------------------------------------------------------------------
+# Glyph outlines
+# --------------------------------------------------------------------------------------
+
+OUTLINE = 1.2
+"""Stroke width of glyph outlines (wires are 1.3; the norm circle is heavier, as published)."""
+
+
+def _stroke(theme: Theme, width: float = OUTLINE) -> Stroke:
+    return Stroke(theme.ink, width)
+
+
+def card(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """A card with its bottom-left corner folded (learned maps: linear, embedding)."""
+    fold = min(9.0, h * 0.3)
+    outline = Polygon(
+        ((x + fold, y + h), (x, y + h - fold), (x, y), (x + w, y), (x + w, y + h)),
+        theme.card_fill, _stroke(theme),
+    )
+    crease = Path((x, y + h - fold), ((x + fold, y + h - fold), (x + fold, y + h)),
+                  _stroke(theme, 0.8), layer=LAYER_BOX)
+    return [outline, crease]
+
+
+def triangle_left(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """A white triangle pointing left (softmax)."""
+    return [Polygon(((x, y + h / 2), (x + w, y), (x + w, y + h)), theme.box_fill,
+                    _stroke(theme, 1.5))]
+
+
+def norm_circle(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """A circle (a stadium when it spans several wires) with a V inside (normalisation)."""
+    radius = min(w, h) / 2
+    cx, cy = x + w / 2, y + h / 2
+    v = radius * 0.62
+    return [
+        Rect(x, y, w, h, theme.norm_fill, _stroke(theme, 2.2), radius=radius),
+        Path((cx - v * 0.72, cy - v * 0.62), ((cx, cy + v * 0.8), (cx + v * 0.72, cy - v * 0.62)),
+             _stroke(theme, 1.3), layer=LAYER_BOX),
+    ]
+
+
+def mask_square(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """A square split on its diagonal: dark above, pink below (a triangular mask)."""
+    return [
+        Polygon(((x, y), (x + w, y), (x + w, y + h)), theme.mask_dark, None),
+        Polygon(((x, y), (x, y + h), (x + w, y + h)), theme.mask_light, None),
+        Rect(x, y, w, h, None, _stroke(theme, 1.8)),
+    ]
+
+
+def plain_box(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    return [Rect(x, y, w, h, theme.box_fill, _stroke(theme), radius=2.0)]
+
+
+def call_box(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    return [Rect(x, y, w, h, theme.call_fill, _stroke(theme), radius=4.0)]
+
+
+def funnel(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """Narrowing to the right: many pieces become one axis (concat)."""
+    inset = h * 0.22
+    return [Polygon(((x, y), (x + w, y + inset), (x + w, y + h - inset), (x, y + h)),
+                    theme.box_fill, _stroke(theme))]
+
+
+def fan(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """Widening to the right: one axis becomes many pieces (split)."""
+    inset = h * 0.22
+    return [Polygon(((x, y + inset), (x + w, y), (x + w, y + h), (x, y + h - inset)),
+                    theme.box_fill, _stroke(theme))]
+
+
+def chevron_box(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """A box with a chevron: axes regrouped row-major (reshape)."""
+    return [
+        Rect(x, y, w, h, theme.box_fill, _stroke(theme), radius=1.0),
+        Path((x + w * 0.3, y + h * 0.2), ((x + w * 0.7, y + h / 2), (x + w * 0.3, y + h * 0.8)),
+             _stroke(theme, 0.9), layer=LAYER_BOX),
+    ]
+
+
+def rename_tag(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """A tag with notched ends: the same data under new axis names (rename)."""
+    notch = min(5.0, w * 0.2)
+    return [Polygon(((x, y), (x + w, y), (x + w - notch, y + h / 2), (x + w, y + h), (x, y + h),
+                     (x + notch, y + h / 2)), theme.box_fill, _stroke(theme))]
+
+
+def hexagon(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """A hexagon (a non-trivial reindexing: stride, window, shift)."""
+    tip = min(8.0, h / 2)
+    return [Polygon(((x, y + h / 2), (x + tip, y), (x + w - tip, y), (x + w, y + h / 2),
+                     (x + w - tip, y + h), (x + tip, y + h)), theme.hexagon_fill,
+                    _stroke(theme))]
+
+
+def pentagon(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """A pentagon pointing right (an element: a fixed index)."""
+    tip = min(8.0, h / 2)
+    return [Polygon(((x, y), (x + w - tip, y), (x + w, y + h / 2), (x + w - tip, y + h),
+                     (x, y + h)), theme.box_fill, _stroke(theme))]
+
+
+def plus_sign(cx: float, cy: float, theme: Theme) -> list[Item]:
+    arm = 6.0
+    stroke = _stroke(theme, 1.6)
+    return [Path((cx - arm, cy), ((cx + arm, cy),), stroke, layer=LAYER_MARK),
+            Path((cx, cy - arm), ((cx, cy + arm),), stroke, layer=LAYER_MARK)]
+
+
+def odot(cx: float, cy: float, theme: Theme) -> list[Item]:
+    return [Circle(cx, cy, 5.5, theme.box_fill, _stroke(theme, 1.3)),
+            Circle(cx, cy, 1.6, theme.ink, None)]
+
+
+# --------------------------------------------------------------------------------------
+# Captions
+# --------------------------------------------------------------------------------------
+
+
+def _subscript(term: ir.Broadcasted) -> str | None:
+    """The subscript of a learned map: `W_q` -> q, else the output variable's name."""
+    for param in term.params:
+        head, sep, tail = param.name.partition("_") if param.name else ("", "", "")
+        if sep and tail and head.lower() in ("w", "e", "weight", "table"):
+            return tail
+    for output in term.outputs:
+        if output.name:
+            return output.name
+    for param in term.params:
+        if param.name:
+            return param.name
+    return None
+
+
+_FUNCTION_TEXT = {
+    "relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "tanh": "tanh", "exp": "exp", "log": "log",
+    "neg": "\u2212", "sqrt": "\u221a", "abs": "|\u00b7|", "square": "(\u00b7)\u00b2",
+}
+
+
+def _elementwise_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
+    assert isinstance(op, ir.ElementwiseOp)
+    if op.function == "sigmoid":
+        return Label((Run("\u03c3", "italic"),))
+    return Label.plain(_FUNCTION_TEXT[op.function])
+
+
+def _reduce_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
+    assert isinstance(op, ir.ReduceOp)
+    if op.function == "sum":
+        return Label.plain("\u03a3")
+    return Label.plain(op.function)
+
+
+def _scale_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
+    assert isinstance(op, ir.ScaleOp)
+    return Label.math(f"\u00d7 {op.text}" if op.text else f"\u00d7 {op.factor:g}")
+
+
+def _dropout_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
+    assert isinstance(op, ir.DropoutOp)
+    return Label.plain(f"drop {op.p:g}")
+
+
+def _call_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
+    assert isinstance(op, ir.CallOp)
+    return Label.plain(op.definition)
+
+
+def _no_caption(op: ir.Operator, term: ir.Broadcasted) -> Label | None:
+    return None
+
+
+def _norm_caption(op: ir.Operator, term: ir.Broadcasted) -> Label | None:
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------
+
+Shape = Callable[[float, float, float, float, Theme], list[Item]]
+Caption = Callable[[ir.Operator, ir.Broadcasted], Label | None]
+
+
+@dataclass(frozen=True)
+class Glyph:
+    placement: Literal["box", "junction", "cups"]
+    shape: Shape | None
+    caption: Caption
+    caption_size: float = 12.0
+    min_width: float = 24.0
+    min_height: float = 24.0
+    square: bool = False
+    """Width follows height (circles, the mask square, the softmax triangle)."""
+    caption_dx: float = 0.0
+    """Where the caption sits, as a share of the width right of centre (the card's fold
+    takes its lower-left corner)."""
+
+
+def _card_caption(symbol: str) -> Caption:
+    def caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
+        return Label.operator(symbol, _subscript(term))
+    return caption
+
+
+GLYPHS: dict[str, Glyph] = {
+    "einsum": Glyph("cups", None, _no_caption),
+    "linear": Glyph("box", card, _card_caption("L"), caption_size=16.0, min_width=34.0,
+                    min_height=34.0, caption_dx=0.06),
+    "embedding": Glyph("box", card, _card_caption("E"), caption_size=16.0, min_width=34.0,
+                       min_height=34.0, caption_dx=0.06),
+    "softmax": Glyph("box", triangle_left, _no_caption, min_width=22.0, min_height=26.0,
+                     square=True),
+    "norm": Glyph("box", norm_circle, _norm_caption, min_width=30.0, min_height=30.0,
+                  square=True),
+    "elementwise": Glyph("box", plain_box, _elementwise_caption, caption_size=11.0,
+                         min_width=22.0, min_height=18.0),
+    "scale": Glyph("box", plain_box, _scale_caption, caption_size=11.0, min_width=22.0,
+                   min_height=18.0),
+    "dropout": Glyph("box", plain_box, _dropout_caption, caption_size=11.0, min_width=22.0,
+                     min_height=18.0),
+    "add": Glyph("junction", None, _no_caption),
+    "multiply": Glyph("junction", None, _no_caption),
+    "mask": Glyph("box", mask_square, _no_caption, min_width=26.0, min_height=26.0,
+                  square=True),
+    "reduce": Glyph("box", plain_box, _reduce_caption, caption_size=13.0, min_width=24.0,
+                    min_height=22.0),
+    "concat": Glyph("box", funnel, _no_caption, min_width=16.0, min_height=22.0),
+    "split": Glyph("box", fan, _no_caption, min_width=16.0, min_height=22.0),
+    "rename": Glyph("box", rename_tag, _no_caption, min_width=18.0, min_height=18.0),
+    "reshape": Glyph("box", chevron_box, _no_caption, min_width=20.0, min_height=22.0),
+    "call": Glyph("box", call_box, _call_caption, caption_size=12.0, min_width=30.0,
+                  min_height=26.0),
+}
+
+JUNCTIONS: dict[str, Callable[[float, float, Theme], list[Item]]] = {
+    "add": plus_sign,
+    "multiply": odot,
+}
