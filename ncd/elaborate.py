@@ -362,7 +362,8 @@ def elaborate_definition(ctx: Context, definition: s.Definition) -> ir.Definitio
         name = signature_output.name.name if signature_output.name else (
             "Y" if len(definition.outputs) == 1 else f"Y{index + 1}")
         outputs.append((name, array_type, signature_output))
-    results = elaborate_body(builder, definition, outputs)
+    # With a broken signature the body is still checked, but not against the signature.
+    results = elaborate_body(builder, definition, None if failed else outputs)
     if failed or results is None:
         return None
     body = build_term(builder.steps, inputs, results, definition.span)

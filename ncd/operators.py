@@ -813,6 +813,8 @@ def _scan(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Va
     if len(axes) != 1:
         raise _ctx_error(builder, "`scan` runs along one axis: `scan[t](cell, H0, X)`",
                          call.name.span)
+    if call.args and isinstance(call.args[0], s.Var) and call.args[0].name in ctx.failed:
+        raise Reject(call.args[0].name)
     if not call.args or not isinstance(call.args[0], s.Var) or \
             call.args[0].name not in ctx.definitions:
         raise ctx.error("E311", "the first argument of `scan` is the step definition",

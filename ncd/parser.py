@@ -337,7 +337,12 @@ class _Builder:
         if kind == "return_stmt":
             return s.Return(tuple(self.expr(p) for p in parts), span)
         if kind == "param_decl":
-            init = self.expr(parts[2]) if len(parts) > 2 and parts[2] is not None else None
+            init = None
+            if len(parts) > 2 and isinstance(parts[2], Tree) and parts[2].data == "init_name":
+                token = parts[2].children[0]
+                init = s.Call(self.ident(token), None, (), self.span(token))
+            elif len(parts) > 2 and parts[2] is not None:
+                init = self.expr(parts[2])
             assert init is None or isinstance(init, s.Call)
             return s.ParamDecl(self.ident(parts[0]), self.type_expr(parts[1]), init, span)
         if kind == "block":

@@ -16,7 +16,7 @@ MAX_STATEMENTS = 10_000
 
 
 def elaborate_body(builder: DefinitionBuilder, definition: s.Definition,
-                   outputs: Sequence[tuple[str, ir.ArrayType, s.SignatureOutput]]
+                   outputs: Sequence[tuple[str, ir.ArrayType, s.SignatureOutput]] | None
                    ) -> list[Value] | None:
     """Read the statements; return the values of the result, or None after an error."""
     ctx = builder.ctx
@@ -36,8 +36,8 @@ def elaborate_body(builder: DefinitionBuilder, definition: s.Definition,
         if isinstance(stmt, s.Return):
             return_stmt = stmt
             try:
-                names = [name for name, _, _ in outputs] if len(outputs) == len(
-                    stmt.values) else None
+                names = [name for name, _, _ in outputs] if outputs is not None and len(
+                    outputs) == len(stmt.values) else None
                 returned = expression_values(builder, stmt.values, names=names)
             except Reject:
                 returned = None
@@ -47,7 +47,7 @@ def elaborate_body(builder: DefinitionBuilder, definition: s.Definition,
         ctx.error("E308", f"definition `{definition.name.name}` has no `return`",
                   definition.name.span, hint="end the body with `return ...`")
         return None
-    if returned is None or len(ctx.sink.diagnostics) > errors_before:
+    if returned is None or outputs is None or len(ctx.sink.diagnostics) > errors_before:
         return None
     return match_results(builder, returned, outputs, return_stmt)
 

@@ -805,7 +805,7 @@ class _Converter:
         else:
             path = self.shape(tag, element, props)
             if path is not None and not path.is_empty():
-                self.paint(path, props, alpha)
+                self.paint(path, props, alpha, fill_area=tag != "line")
                 if tag in ("path", "line", "polyline", "polygon"):
                     self.draw_markers(path, props, alpha)
         if pushed:
@@ -890,10 +890,11 @@ class _Converter:
             return _points_path(_numbers(element.get("points")), tag == "polygon")
         return None
 
-    def paint(self, path: _Path, props: dict[str, str], alpha: float) -> None:
+    def paint(self, path: _Path, props: dict[str, str], alpha: float, *,
+              fill_area: bool = True) -> None:
         if props.get("visibility") in ("hidden", "collapse"):
             return
-        fill = self.paint_server(props.get("fill", "black"), props)
+        fill = self.paint_server(props.get("fill", "black"), props) if fill_area else None
         stroke = self.paint_server(props.get("stroke", "none"), props)
         font_size = parse_length(props.get("font-size"), 16.0)
         stroke_width = parse_length(props.get("stroke-width"), 1.0, font_size=font_size)
