@@ -115,7 +115,7 @@ def _excerpt(span: Span, sources: Mapping[str, str], marker: str) -> list[str]:
     lines = text.splitlines()
     if not 1 <= span.line <= len(lines):
         return []
-    line = lines[span.line - 1].expandtabs(4) if "\t" in lines[span.line - 1] else lines[span.line - 1]
+    line = lines[span.line - 1].expandtabs(4)
     line = "".join(ch if ch.isprintable() else "?" for ch in line)
     number = str(span.line)
     gutter = " " * len(number)

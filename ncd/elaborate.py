@@ -416,7 +416,7 @@ def elaborate_pointfree(ctx: Context, item: s.PointFree) -> ir.Definition | None
         body = term(item.expr)
     except Reject:
         return None
-    names = _io_names(len(body.dom), "X") 
+    names = _io_names(len(body.dom), "X")
     out_names = _io_names(len(body.cod), "Y")
     return ir.Definition(
         name=item.name.name, doc=item.doc,

@@ -316,7 +316,7 @@ def _solve_sizes(builder: DefinitionBuilder, operands: Sequence[Operand],
                 low = low + (sizes[name] - 1) * coefficient
         limit = from_ir(axis.size) - 1
         over = limit - high
-        if over.is_const and over.constant < 0 or low.is_const and low.constant < 0:
+        if (over.is_const and over.constant < 0) or (low.is_const and low.constant < 0):
             notes = [Note(origin[n], f"`{n}` ranges over {sizes[n]} values here")
                      for n in index.coefficients if n in origin and origin[n] != index.span]
             raise ctx.error(

@@ -161,7 +161,8 @@ class Size:
             if not factors:
                 parts.append(ir.SizeConst(value=int(scaled)))
             elif scaled == 1:
-                parts.append(factors[0] if len(factors) == 1 else ir.SizeMul(factors=tuple(factors)))
+                single = len(factors) == 1
+                parts.append(factors[0] if single else ir.SizeMul(factors=tuple(factors)))
             else:
                 parts.append(ir.SizeMul(factors=(ir.SizeConst(value=int(scaled)), *factors)))
         total: ir.SizeExpr = parts[0] if len(parts) == 1 else ir.SizeAdd(terms=tuple(parts))

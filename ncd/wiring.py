@@ -94,26 +94,18 @@ def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
         wanted: list[Value] = []
         terms: list[ir.Term] = []
         after: list[Value] = []
-        pending_identity: list[Value] = []
-
-        def flush() -> None:
-            if pending_identity:
-                arrays = tuple(v.array for v in pending_identity)
-                terms.append(ir.Identity(dom=arrays, cod=arrays,
-                                         names=tuple(v.name for v in pending_identity)))
-                pending_identity.clear()
-
+        passing_run: list[Value] = []  # consecutive pass-by arrays share one identity
         for _, _, item in items:
             if isinstance(item, Value):
                 wanted.append(item)
-                pending_identity.append(item)
+                passing_run.append(item)
                 after.append(item)
-            else:
-                flush()
-                wanted.extend(item.inputs)
-                terms.append(item.term)
-                after.extend(item.outputs)
-        flush()
+                continue
+            _close_identity(terms, passing_run)
+            wanted.extend(item.inputs)
+            terms.append(item.term)
+            after.extend(item.outputs)
+        _close_identity(terms, passing_run)
         _add_rearrangement(layers, live, wanted)
         layers.append(terms[0] if len(terms) == 1 else _product(terms))
         live = after
@@ -125,6 +117,13 @@ def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
     if len(layers) == 1:
         return layers[0]
     return ir.Composed(dom=dom, cod=cod, terms=tuple(layers), span=span)
+
+
+def _close_identity(terms: list[ir.Term], run: list[Value]) -> None:
+    if run:
+        arrays = tuple(v.array for v in run)
+        terms.append(ir.Identity(dom=arrays, cod=arrays, names=tuple(v.name for v in run)))
+        run.clear()
 
 
 def _product(terms: Sequence[ir.Term]) -> ir.Product:

@@ -1,0 +1,49 @@
+"""The main job (`make demo`): check every gallery file, draw each definition, compile it.
+
+Diagrams are written next to their sources (`gallery/NAME.svg` for the file's main definition,
+`gallery/NAME.DEF.svg` for the others); generated PyTorch modules go to `build/gallery/`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ncd.api import load
+from ncd.cli import write_atomically
+from ncd.diagnostics import NcdError
+
+ROOT = Path(__file__).resolve().parent.parent
+GALLERY = ROOT / "gallery"
+BUILD = ROOT / "build" / "gallery"
+
+
+def main() -> int:
+    from ncd.renderers import render_svg
+
+    BUILD.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for source in sorted(GALLERY.glob("*.ncd")):
+        try:
+            program = load(source)
+        except NcdError as error:
+            print(error.render(), file=sys.stderr)
+            failures += 1
+            continue
+        main_name = program.main.name
+        local = [d for d in program.definitions
+                 if d.ir.span is None or Path(d.ir.span.file).name == source.name]
+        for definition in local:
+            suffix = "" if definition.name == main_name else f".{definition.name}"
+            svg_path = GALLERY / f"{source.stem}{suffix}.svg"
+            write_atomically(svg_path, render_svg(program.ir, definition.name).encode())
+        code_path = BUILD / f"{source.stem}.py"
+        write_atomically(code_path, program.compile().encode())
+        names = ", ".join(d.name for d in local)
+        print(f"{source.relative_to(ROOT)}: checked, drew {names}, compiled to "
+              f"{code_path.relative_to(ROOT)}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
