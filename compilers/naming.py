@@ -115,9 +115,9 @@ class Namespace:
 
 
 def comment_text(text: str) -> str:
-    """`text` on one line with only printable ASCII, safe after a `#` in generated code."""
+    """`text` on one line of printable characters, safe after a `#` in generated code."""
     flattened = " ".join(str(text).split())
-    return "".join(ch if " " <= ch <= "~" else "?" for ch in flattened)
+    return "".join(ch if ch.isprintable() else "?" for ch in flattened)
 
 
 def string_literal(text: str) -> str:

@@ -320,6 +320,14 @@ _REDUCE = {"sum": "torch.sum", "mean": "torch.mean", "max": "torch.amax", "min":
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
+def docstring_literal(text: str) -> str:
+    """A one-line docstring in triple quotes when that is safe, else an escaped literal."""
+    line = " ".join(text.split())
+    if line and line.isprintable() and "\\" not in line and '"' not in line:
+        return f'"""{line}"""'
+    return string_literal(line)
+
+
 def float_literal(value: float) -> str:
     if value != value:
         return 'float("nan")'
@@ -435,6 +443,8 @@ class ForwardEmitter:
         output = term.cod[0]
         order = [degree_label(eta.domain.names.index(n)) for n in output.names]
         view = self.view(value, rows, sizes, order, "expand")
+        if view.expr == value.code:  # a renaming of axes only: the same tensor
+            return Value(value.code, output, value.batched)
         comment = f"{term.source or value.code}[{eta.text()}]" + self.source_note(term.span)
         name = self.assign(term.name, view.expr, comment, fallback="view")
         return Value(name, output, value.batched)
@@ -655,7 +665,8 @@ class ForwardEmitter:
         batched = any(value.batched for value, _ in operands)
         result = ("..." if batched else "") + "".join(letter(label) for label in out_labels)
         equation = f"{','.join(subscripts)}->{result}"
-        return f"torch.einsum({string_literal(equation)}, {', '.join(arguments)})"
+        # The equation holds only letters, commas, dots and "->": safe between double quotes.
+        return f'torch.einsum("{equation}", {", ".join(arguments)})'
 
     def lower_linear(self, term: ir.Broadcasted, inputs: list[Value]) -> list[Value]:
         op = term.op
@@ -1060,7 +1071,7 @@ def _class_lines(spec: ModuleSpec, sizes: SizeTable, forward: list[str] | None,
                  signature: str | None) -> list[str]:
     lines = [f"class {spec.class_name}(nn.Module):"]
     if spec.doc:
-        lines.append(f"    {string_literal(spec.doc)}")
+        lines.append(f"    {docstring_literal(spec.doc)}")
         lines.append("")
     lines.append("    def __init__(self) -> None:")
     lines.append("        super().__init__()")
@@ -1102,7 +1113,7 @@ def _class_lines(spec: ModuleSpec, sizes: SizeTable, forward: list[str] | None,
             lines.append(f"            {_initialiser(entry, 'self', sizes)}")
     if forward is not None and signature is not None:
         lines.append("")
-        lines.append(f"    def forward({signature}):")
+        lines.append(f"    def forward({signature}:")
         lines.extend(forward)
     return lines
 
@@ -1181,8 +1192,7 @@ class ProgramCompiler:
         for block_spec in _nested_blocks(spec):
             chunk.extend(_class_lines(block_spec, self.sizes, None, None))
             chunk.extend(["", ""])
-        chunk.extend(_class_lines(spec, self.sizes, forward, f"{signature}) -> {returns}"
-                                  .replace(") -> ", ") -> ", 1)))
+        chunk.extend(_class_lines(spec, self.sizes, forward, f"{signature}) -> {returns}"))
         self.chunks.append(chunk)
         self.infos[definition.name] = DefinitionInfo(
             class_name, tuple(v.batched for v in outputs))
@@ -1207,7 +1217,10 @@ def _symbol_reads(emitter: ForwardEmitter, definition: ir.Definition,
                   arguments: list[Value]) -> list[str]:
     """`size_x = X.shape[-2]` for every symbolic size the forward uses."""
     lines = []
+    body = "\n".join(emitter.lines)
     for symbol, code in sorted(emitter.symbol_code.items()):
+        if not re.search(rf"\b{code}\b", body):
+            continue  # only compared at compile time, never computed with
         source = _find_symbol(symbol, arguments, emitter.sizes)
         if source is None:
             raise CompileError(f"the size {symbol!r} used by {definition.name!r} cannot be read "

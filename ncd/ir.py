@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Node(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Masks fill with -inf: JSON carries it as the constant `-Infinity`, so round trips hold.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
 
 class Span(Node):
