@@ -47,7 +47,7 @@ def svg_to_png(svg: str, scale: float = 2.0, *, background: str | None = None) -
         raise ValueError(f"scale must be a positive finite number, got {scale}")
     font = _font_file()
     data = resvg_py.svg_to_bytes(
-        svg_string=svg,
+        svg_string=_size_in_px(svg),
         zoom=scale,
         background=background,
         skip_system_fonts=True,
@@ -58,6 +58,27 @@ def svg_to_png(svg: str, scale: float = 2.0, *, background: str | None = None) -
         monospace_family="STIX Two Math",
     )
     return bytes(data)
+
+
+_ROOT_TAG = re.compile(r"<svg\b[^>]*>")
+_SIZE_ATTRIBUTE = re.compile(r"""(\s(?:width|height)\s*=\s*)(["'])([^"']*)\2""")
+
+
+def _size_in_px(svg: str) -> str:
+    """The document with the root's width and height in px: resvg-py refuses other units
+    (graphviz writes `pt`, papers like `mm`)."""
+    root = _ROOT_TAG.search(svg)
+    if root is None:
+        return svg
+
+    def to_px(match: re.Match[str]) -> str:
+        value = match.group(3).strip()
+        if re.fullmatch(rf"{_NUMBER}\s*(px|pt|pc|mm|cm|in|q)", value, re.IGNORECASE):
+            value = _pdf_number(parse_length(value))
+        return f"{match.group(1)}{match.group(2)}{value}{match.group(2)}"
+
+    tag = _SIZE_ATTRIBUTE.sub(to_px, root.group(0))
+    return svg[:root.start()] + tag + svg[root.end():]
 
 
 # --------------------------------------------------------------------------------------
@@ -98,7 +119,9 @@ _TRANSFORM_RE = re.compile(r"(matrix|translate|scale|rotate|skewX|skewY)\s*\(([^
 
 
 def _numbers(text: str | None) -> list[float]:
-    return [float(v) for v in _NUMBER_RE.findall(text or "")]
+    """The numbers in an attribute; one out of range makes the list empty (unusable)."""
+    values = [float(v) for v in _NUMBER_RE.findall(text or "")]
+    return values if all(map(math.isfinite, values)) else []
 
 
 def parse_transform(text: str | None) -> Matrix:
@@ -141,12 +164,14 @@ def parse_length(text: str | None, default: float = 0.0, *, font_size: float = 1
         return default
     value, unit = float(match.group(1)), match.group(2).lower()
     if unit == "%":
-        return default if percent_of is None else value * percent_of / 100
-    if unit in ("em", "rem"):
-        return value * font_size
-    if unit == "ex":
-        return value * font_size / 2
-    return value * _UNITS[unit] if unit in _UNITS else default
+        result = default if percent_of is None else value * percent_of / 100
+    elif unit in ("em", "rem"):
+        result = value * font_size
+    elif unit == "ex":
+        result = value * font_size / 2
+    else:
+        result = value * _UNITS[unit] if unit in _UNITS else default
+    return result if math.isfinite(result) else default
 
 
 # --------------------------------------------------------------------------------------
@@ -323,12 +348,16 @@ def parse_path(d: str | None) -> _Path:
 
     def take(n: int) -> list[float] | None:
         nonlocal i
-        values: list[float] = []
-        while len(values) < n:
-            if i >= len(tokens) or tokens[i].isalpha():
-                return None
-            values.append(float(tokens[i]))
-            i += 1
+        chunk = tokens[i:i + n]
+        if len(chunk) < n:
+            return None
+        try:
+            values = [float(token) for token in chunk]  # a command letter is not a float
+        except ValueError:
+            return None
+        if not all(map(math.isfinite, values)):
+            return None
+        i += n
         return values
 
     def take_flag() -> float | None:
@@ -465,6 +494,8 @@ def _arc_to_cubics(x1: float, y1: float, rx: float, ry: float, phi_degrees: floa
     def angle(ux: float, uy: float, vx: float, vy: float) -> float:
         return math.atan2(ux * vy - uy * vx, ux * vx + uy * vy)
 
+    if not all(map(math.isfinite, (rx, ry, cx, cy, x1p, y1p, cxp, cyp))):
+        return [(x1, y1, x2, y2, x2, y2)]  # radii too large to compute with: a line
     theta1 = angle(1, 0, (x1p - cxp) / rx, (y1p - cyp) / ry)
     delta = angle((x1p - cxp) / rx, (y1p - cyp) / ry, (-x1p - cxp) / rx, (-y1p - cyp) / ry)
     if not sweep and delta > 0:
@@ -669,6 +700,7 @@ def _rule_matches(rule: _Rule, element: ET.Element) -> bool:
 def _pdf_number(value: float) -> str:
     if not math.isfinite(value):
         value = 0.0
+    value = max(-1e9, min(1e9, value))
     text = f"{value:.4f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
 
@@ -694,16 +726,57 @@ class _Canvas:
         return self.alpha_states[key]
 
 
+class _Thousandths(dict[int, str]):
+    """Memoised decimal text of integers in thousandths: 1250 -> `1.25`, -3 -> `-0.003`."""
+
+    def __missing__(self, key: int) -> str:
+        if len(self) > 1_000_000:
+            self.clear()
+        sign = "-" if key < 0 else ""
+        whole, fraction = divmod(abs(key), 1000)
+        text = f"{sign}{whole}" + (f".{fraction:03d}".rstrip("0") if fraction else "")
+        self[key] = text
+        return text
+
+
+_THOUSANDTHS = _Thousandths()
+
+
+def _coordinate(value: float) -> str:
+    """A path coordinate in user space, to a thousandth of a unit (clamped to what a PDF
+    reader can hold)."""
+    if not math.isfinite(value):
+        return "0"
+    return _THOUSANDTHS[round(max(-1e9, min(1e9, value)) * 1000)]
+
+
 def _path_ops(path: _Path) -> list[str]:
-    n = _pdf_number
+    try:
+        return _path_ops_fast(path)
+    except (OverflowError, ValueError):  # a coordinate that is not finite
+        return _path_ops_checked(path)
+
+
+def _path_ops_fast(path: _Path) -> list[str]:
+    text = _THOUSANDTHS.__getitem__
+    ops: list[str] = []
+    for (sx, sy), segments, closed in path.subpaths:
+        ops.append(f"{text(round(sx * 1000))} {text(round(sy * 1000))} m")
+        for segment in segments:
+            numbers = " ".join([text(round(v * 1000)) for v in segment])
+            ops.append(numbers + (" l" if len(segment) == 2 else " c"))
+        if closed:
+            ops.append("h")
+    return ops
+
+
+def _path_ops_checked(path: _Path) -> list[str]:
+    n = _coordinate
     ops: list[str] = []
     for (sx, sy), segments, closed in path.subpaths:
         ops.append(f"{n(sx)} {n(sy)} m")
         for segment in segments:
-            if len(segment) == 2:
-                ops.append(f"{n(segment[0])} {n(segment[1])} l")
-            else:
-                ops.append(" ".join(n(v) for v in segment) + " c")
+            ops.append(" ".join(n(v) for v in segment) + (" l" if len(segment) == 2 else " c"))
         if closed:
             ops.append("h")
     return ops
@@ -1067,7 +1140,7 @@ class _Converter:
             if not text:
                 continue
             size = parse_length(chunk_props.get("font-size"), 16.0)
-            if size <= 0:
+            if not (0 < size < 1e6 and math.isfinite(x) and math.isfinite(y)):
                 continue
             label = Label((Run(text, _font_style(chunk_props)),))
             lines[-1].append((label, x, y, size, chunk_props))
@@ -1083,6 +1156,8 @@ class _Converter:
                 width = last_x + last_label.measure(last_size).width - first_x
                 shift = -width / 2 if anchor == "middle" else -width
             for label, lx, ly, size, chunk_props in line:
+                if not (abs(lx + shift) < 1e9 and abs(ly) < 1e9):
+                    continue  # far off any page (or not a number)
                 outline = parse_path(label.svg_path(lx + shift, ly, size))
                 glyph_props = dict(chunk_props)
                 glyph_props["fill-rule"] = "nonzero"
@@ -1172,7 +1247,7 @@ def svg_to_pdf(svg: str, *, compress: bool = True) -> bytes:
     """A one-page vector PDF of an SVG document, the page the SVG's size (1 px = 0.75 pt).
 
     Deterministic: no dates or random ids; with `compress`, the content stream is deflated
-    (zlib level 9), otherwise written as plain text.
+    (zlib level 6), otherwise written as plain text.
     """
     try:
         root = ET.fromstring(svg)
@@ -1201,7 +1276,7 @@ def _pdf_document(content: bytes, width: float, height: float,
                       for (fill, stroke), name in alpha_states.items())
     resources = f"<< /ExtGState << {states} >> >>" if states else "<< >>"
     if compress:
-        content = zlib.compress(content, 9)
+        content = zlib.compress(content, 6)
         stream_dict = f"<< /Length {len(content)} /Filter /FlateDecode >>"
     else:
         stream_dict = f"<< /Length {len(content)} >>"

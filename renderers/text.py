@@ -148,8 +148,8 @@ class Label:
         """SVG path data (`d`) of the glyph outlines: left edge `x`, baseline `y`, font size
         `size`, absolute coordinates rounded to two decimals. Empty for an empty label."""
         _check_size(size)
-        if not (isfinite(x) and isfinite(y)):
-            raise ValueError(f"label position must be finite, got ({x}, {y})")
+        if not (isfinite(x) and isfinite(y) and abs(x) < 1e12 and abs(y) < 1e12):
+            raise ValueError(f"label position must be finite and below 1e12, got ({x}, {y})")
         return _path_data(self, x, y, size)
 
     def plain_text(self) -> str:
@@ -168,8 +168,8 @@ class Label:
 
 
 def _check_size(size: float) -> None:
-    if not (isfinite(size) and size > 0):
-        raise ValueError(f"font size must be a positive finite number, got {size}")
+    if not (isfinite(size) and 0 < size < 1e9):
+        raise ValueError(f"font size must be a positive number below 1e9, got {size}")
 
 
 # --------------------------------------------------------------------------------------

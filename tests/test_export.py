@@ -8,6 +8,8 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pypdf
 import pytest
@@ -21,6 +23,7 @@ from ncd.renderers.export import (
 )
 from ncd.renderers.text import Label, svg_text_element
 
+GALLERY = Path(__file__).resolve().parent.parent / "gallery"
 SVG_NS = 'xmlns="http://www.w3.org/2000/svg"'
 
 
@@ -339,3 +342,56 @@ def test_length_parser() -> None:
     assert parse_length("50%", percent_of=300) == 150
     assert parse_length("wide", 7) == 7
     assert math.isclose(parse_length("1in"), 96)
+
+
+def test_png_of_a_document_sized_in_points_and_millimetres() -> None:
+    # resvg-py itself refuses units on the root size; graphviz writes pt, papers want mm
+    for size, pixels in (('width="72pt" height="36pt"', (96, 48)),
+                         ('width="25.4mm" height="12.7mm"', (96, 48))):
+        document = f'<svg {SVG_NS} {size} viewBox="0 0 2 1"><rect width="2" height="1"/></svg>'
+        width, height, rows = decode_png(svg_to_png(document, scale=1))
+        assert (width, height) == pixels
+        assert rows[24][48] == (0, 0, 0, 255)
+
+
+def test_path_numbers_out_of_range_end_the_path() -> None:
+    assert subpaths("M0 0 L1e999 0 L5 5") == [((0, 0), [], False)]
+    _, content = read_pdf(svg_to_pdf(svg('<path d="M0 0 L10 0 L1e999 5" stroke="black"/>')))
+    assert "10 0 l" in content and "inf" not in content
+
+
+@pytest.mark.parametrize("text", ["paths", "text"])
+def test_gallery_diagram_exports(text: str) -> None:
+    from ncd.renderers import RenderOptions, render_svg
+
+    import ncd
+
+    program = ncd.load(GALLERY / "attention.ncd").ir
+    document = render_svg(program, "attention", RenderOptions(text=text))
+    root = ET.fromstring(document)
+    width, height = parse_length(root.get("width")), parse_length(root.get("height"))
+    reader, content = read_pdf(svg_to_pdf(document))
+    box = reader.pages[0].mediabox
+    assert float(box.width) == pytest.approx(0.75 * width, abs=1e-3)
+    assert float(box.height) == pytest.approx(0.75 * height, abs=1e-3)
+    assert content.count("\nf\n") > 20  # glyphs and filled glyph boxes
+    assert svg_to_pdf(document) == svg_to_pdf(document)
+    png_width, png_height, _ = decode_png(svg_to_png(document, scale=1))
+    assert (png_width, png_height) == (round(width), round(height))  # resvg rounds
+
+
+@pytest.mark.parametrize("body", [
+    '<path d="M0 0 a1e308 1e308 0 1 1 5 5" stroke="black"/>',
+    '<path d="M 1e308 1e308 Q 1e308 -1e308 -1e308 1e308" stroke="black"/>',
+    '<text x="1E307">a</text>',
+    '<text font-size="1e999">a</text>',
+    '<g transform="scale(1e308) scale(1e308)"><rect width="1" height="1"/></g>',
+    '<rect width="1e308%" height="3em" stroke-dasharray="1e999" stroke="red"/>',
+    '<use href="#u" id="u"/>',
+    '<marker id="m"><path d="M0 0L1 1" marker-end="url(#m)" stroke="black"/></marker>'
+    '<path d="M0 0L5 5" marker-end="url(#m)" stroke="black"/>',
+])
+def test_pdf_survives_out_of_range_and_cyclic_input(body: str) -> None:
+    reader, content = read_pdf(svg_to_pdf(svg(body)))
+    assert len(reader.pages) == 1
+    assert "inf" not in content and "nan" not in content
