@@ -1,0 +1,35 @@
+"""Renderers: the IR drawn as a neural circuit diagram.
+
+`render_svg` and `render_tikz` lay a definition out (`layout.py`: term -> geometry) and hand
+the geometry to a thin emitter (`svg.py`, `tikz.py`). They return strings and never touch
+files; `diagram` gives the geometry itself, with `Diagram.validate()`.
+"""
+
+from __future__ import annotations
+
+from ncd import ir
+
+from . import svg, tikz
+from .geometry import Diagram
+from .layout import RenderOptions, layout_definition
+
+__all__ = ["Diagram", "RenderOptions", "diagram", "render_svg", "render_tikz"]
+
+
+def diagram(program: ir.Program, definition: str,
+            options: RenderOptions | None = None) -> Diagram:
+    """The geometry of `definition` (raises KeyError for an unknown name)."""
+    return layout_definition(program, definition, options or RenderOptions())
+
+
+def render_svg(program: ir.Program, definition: str,
+               options: RenderOptions | None = None) -> str:
+    """The neural circuit diagram of `definition` as a standalone SVG document."""
+    options = options or RenderOptions()
+    return svg.render(diagram(program, definition, options), text=options.text)
+
+
+def render_tikz(program: ir.Program, definition: str,
+                options: RenderOptions | None = None) -> str:
+    """The same diagram as a `tikzpicture` environment."""
+    return tikz.render(diagram(program, definition, options))

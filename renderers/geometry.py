@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Literal
 
 from .text import Label
@@ -362,7 +363,7 @@ def _problems(diagram: Diagram) -> Iterator[str]:
             # The interior, shrunk a little so a wire that ends on the border does not count.
             x0, y0, x1, y1 = box_boxes[b]
             inner = (x0 + 0.5, y0 + 0.5, x1 - 0.5, y1 - 0.5)
-            if any(_segment_hits_box(p, q, inner) for p, q in zip(points, points[1:])):
+            if any(_segment_hits_box(p, q, inner) for p, q in pairwise(points)):
                 yield (f"{wire.role} wire {wire.wire} crosses the {box.kind} box at "
                        f"({x0:.1f}, {y0:.1f})")
 

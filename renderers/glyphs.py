@@ -51,7 +51,7 @@ class Theme:
 
 THEMES: dict[str, Theme] = {
     "light": Theme(
-        name="light", background="#ffffff", ink="#000000", text="#000000", separator="#000000",
+        name="light", background="#ffffff", ink="#000000", text="#000000", separator="#6e6e6e",
         box_fill="#ffffff", card_fill="#e3ebee", norm_fill="#e5f6fb", call_fill="#eef1f6",
         hexagon_fill="#f0f0f0", mask_dark="#7f7f7f", mask_light="#f6c4d7",
         block_stroke="#8c8c8c",
@@ -59,7 +59,7 @@ THEMES: dict[str, Theme] = {
         mix_with="#ffffff",
     ),
     "dark": Theme(
-        name="dark", background="#1c1e22", ink="#e6e6e6", text="#f0f0f0", separator="#bdbdbd",
+        name="dark", background="#1c1e22", ink="#e6e6e6", text="#f0f0f0", separator="#9a9a9a",
         box_fill="#2b2e34", card_fill="#38454d", norm_fill="#274852", call_fill="#343a46",
         hexagon_fill="#3a3a3a", mask_dark="#a0a0a0", mask_light="#a85f7b",
         block_stroke="#6a6a6a",

@@ -1,0 +1,106 @@
+"""The TikZ emitter: the same geometry as the SVG, as a well-formed `tikzpicture`.
+
+When `pdflatex` or `lualatex` is installed the pictures are compiled; otherwise only their
+form is checked (and the compile test says it was skipped, never that it passed).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ncd.renderers import RenderOptions, diagram, render_tikz
+from ncd.renderers.geometry import Circle, Polygon, Rect, Text
+from ncd.renderers.geometry import Path as WirePath
+from ncd.renderers.text import Label, Run
+from ncd.renderers.tikz import escape_text, label_tex
+
+from ncd import ir
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ir_samples
+
+LATEX = shutil.which("lualatex") or shutil.which("pdflatex")
+
+
+@pytest.fixture(scope="module")
+def samples() -> ir.Program:
+    return ir_samples.program()
+
+
+def balanced(text: str) -> bool:
+    depth = 0
+    escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+            continue
+        if char == "\\":
+            escaped = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
+
+
+@pytest.mark.parametrize("name", ir_samples.SAMPLES)
+def test_picture_is_well_formed(samples: ir.Program, name: str) -> None:
+    tex = render_tikz(samples, name, RenderOptions(show_params=True))
+    assert tex.count(r"\begin{tikzpicture}") == 1 and tex.count(r"\end{tikzpicture}") == 1
+    assert tex.index(r"\begin{tikzpicture}") < tex.index(r"\end{tikzpicture}")
+    assert balanced(tex)
+    assert tex.count("[") == tex.count("]")
+    for line in tex.splitlines()[2:-1]:
+        assert line.startswith(("\\definecolor", "\\path", "\\node", "\\fill")), line
+        assert line.endswith(";") or line.startswith("\\definecolor"), line
+    assert render_tikz(samples, name) == render_tikz(samples, name)
+
+
+def test_picture_draws_the_same_geometry(samples: ir.Program) -> None:
+    d = diagram(samples, "attention")
+    tex = render_tikz(samples, "attention")
+    assert tex.count(r"\node") == sum(1 for i in d.items if isinstance(i, Text))
+    shapes = sum(1 for i in d.items if isinstance(i, WirePath | Rect | Polygon | Circle))
+    assert tex.count(r"\path[") == shapes
+    width, height = (f"{v:.2f}".rstrip("0").rstrip(".") for v in (d.width, d.height))
+    assert f"rectangle ({width},{height});" in tex
+
+
+def test_labels_become_math_mode() -> None:
+    assert label_tex(Label.axis("d_ff")) == r"$\mathit{d}_{\mathit{ff}}$"
+    assert label_tex(Label.operator("L", "q")) == r"$\mathbf{L}_{\mathit{q}}$"
+    assert label_tex(Label.plain("a_b & {c}")) == r"$\text{a\_b \& \{c\}}$"
+    assert label_tex(Label((Run("\u00d76"),))) == r"$\text{\ensuremath{\times}6}$"
+
+
+def test_tex_specials_are_escaped() -> None:
+    assert escape_text("100% $#^~\\") == (r"100\% \$\#\^{}\~{}\textbackslash{}")
+    hostile = ir.Program(
+        source="<hostile>", axes=ir_samples.AXES,
+        definitions=(ir_samples.definition("hostile", ir.Block(
+            dom=(ir_samples.XM,), cod=(ir_samples.XM,), title=r"}\end{tikzpicture}\input{x}",
+            body=ir_samples.norm())),))
+    tex = render_tikz(hostile, "hostile")
+    assert tex.count(r"\end{tikzpicture}") == 1 and r"\input" not in tex
+    assert balanced(tex)
+
+
+@pytest.mark.skipif(LATEX is None, reason="no pdflatex or lualatex installed: compile not run")
+@pytest.mark.parametrize("name", ["attention", "layer", "reindexings", "embedding"])
+def test_picture_compiles(samples: ir.Program, name: str, tmp_path: Path) -> None:
+    document = "\n".join([
+        r"\documentclass{article}", r"\usepackage{tikz}", r"\usepackage{amsmath,amssymb}",
+        r"\begin{document}", render_tikz(samples, name), r"\end{document}",
+    ])
+    (tmp_path / "figure.tex").write_text(document, encoding="utf-8")
+    result = subprocess.run([LATEX, "-interaction=nonstopmode", "-halt-on-error", "figure.tex"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, re.sub(r"\n+", "\n", result.stdout[-3000:])
+    assert (tmp_path / "figure.pdf").exists()
