@@ -68,6 +68,8 @@ def _load(args: argparse.Namespace, path: str) -> Program:
 
 
 def _definition(program: Program, name: str | None) -> str:
+    if not program.names:
+        raise UsageError(f"{program.ir.source} defines nothing; add a `def`")
     if name is None:
         return program.main.name
     if name not in program:
@@ -168,7 +170,8 @@ def command_render(args: argparse.Namespace) -> int:
 
 def command_compile(args: argparse.Namespace) -> int:
     program = _load(args, args.file)
-    name = _definition(program, args.definition) if args.definition else None
+    name = _definition(program, args.definition) if args.definition or not program.names \
+        else None
     _emit(args, program.compile(name))
     return EXIT_OK
 

@@ -102,6 +102,7 @@ def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
                 after.append(item)
                 continue
             _close_identity(terms, passing_run)
+            item = _operands_in_wire_order(item, position)
             wanted.extend(item.inputs)
             terms.append(item.term)
             after.extend(item.outputs)
@@ -117,6 +118,24 @@ def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
     if len(layers) == 1:
         return layers[0]
     return ir.Composed(dom=dom, cod=cod, terms=tuple(layers), span=span)
+
+
+COMMUTATIVE = ("add", "multiply")
+
+
+def _operands_in_wire_order(step: Step, position: dict[int, int]) -> Step:
+    """Operands of a commutative operation taken in the order their wires already lie, so the
+    diagram needs no crossing before a residual `+`."""
+    term = step.term
+    if not (isinstance(term, ir.Broadcasted) and term.op.kind in COMMUTATIVE):
+        return step
+    order = sorted(range(len(step.inputs)),
+                   key=lambda i: (position.get(step.inputs[i].id, len(position)), i))
+    if order == list(range(len(step.inputs))):
+        return step
+    reordered = term.model_copy(update={"inputs": tuple(term.inputs[i] for i in order),
+                                        "dom": tuple(term.dom[i] for i in order)})
+    return Step(reordered, [step.inputs[i] for i in order], step.outputs)
 
 
 def _close_identity(terms: list[ir.Term], run: list[Value]) -> None:
