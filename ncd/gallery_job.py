@@ -1,7 +1,8 @@
 """The main job (`make demo`): check every gallery file, draw each definition, compile it.
 
 Diagrams are written next to their sources (`gallery/NAME.svg` for the file's main definition,
-`gallery/NAME.DEF.svg` for the others); generated PyTorch modules go to `build/gallery/`.
+`gallery/NAME.DEF.svg` for the others, and `*.expanded.svg` with called definitions drawn in
+place); generated PyTorch modules go to `build/gallery/`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ BUILD = ROOT / "build" / "gallery"
 
 
 def main() -> int:
-    from ncd.renderers import render_svg
+    from ncd import ir
+    from ncd.renderers import RenderOptions, render_svg
 
     BUILD.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -37,6 +39,13 @@ def main() -> int:
             suffix = "" if definition.name == main_name else f".{definition.name}"
             svg_path = GALLERY / f"{source.stem}{suffix}.svg"
             write_atomically(svg_path, render_svg(program.ir, definition.name).encode())
+            calls = any(isinstance(t, ir.Broadcasted) and t.op.kind == "call"
+                        for t in ir.walk(definition.ir.body))
+            if calls:
+                expanded = render_svg(program.ir, definition.name,
+                                      RenderOptions(expand_calls=True))
+                write_atomically(GALLERY / f"{source.stem}{suffix}.expanded.svg",
+                                 expanded.encode())
         code_path = BUILD / f"{source.stem}.py"
         write_atomically(code_path, program.compile().encode())
         names = ", ".join(d.name for d in local)
