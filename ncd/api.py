@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ncd import ir
+from ncd.diagnostics import Diagnostic, NcdError
 from ncd.loader import load_program
+from ncd.sizes import from_ir
 
 if TYPE_CHECKING:
     import torch
@@ -120,6 +122,7 @@ class Program:
 
         if definition is not None:
             self[definition]
+        self._require_fixed_parameters(definition)
         return compile_program(self.ir, definition)
 
     def to_torch(self, definition: str | None = None, **kwargs: Any) -> torch.nn.Module:
@@ -128,7 +131,35 @@ class Program:
 
         name = definition or self.main.name
         self[name]
+        self._require_fixed_parameters(name)
         return build_module(self.ir, name, **kwargs)
+
+    def _require_fixed_parameters(self, definition: str | None) -> None:
+        """A generated module allocates its parameters, so their axes need known sizes: a
+        symbolic one is an input error (E312 at the parameter), found before compiling."""
+        pending = [definition] if definition is not None else list(self.names)
+        seen: set[str] = set()
+        found: list[Diagnostic] = []
+        while pending:
+            name = pending.pop(0)
+            if name in seen or name not in self:
+                continue
+            seen.add(name)
+            checked = self.ir.definition(name)
+            pending.extend(term.op.definition for term in ir.walk(checked.body)
+                           if isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp))
+            for parameter in checked.params:
+                unsized = [a.name for a in parameter.array.shape.axes
+                           if from_ir(a.size).value is None]
+                if unsized:
+                    found.append(Diagnostic(
+                        "E312", f"parameter `{parameter.name}` of `{name}` has axis "
+                        f"`{unsized[0]}` of unknown size; a PyTorch module needs the size of "
+                        "every parameter", parameter.span or checked.span,
+                        hint=f"give `{unsized[0]}` a size (`axis {unsized[0]} = 64`) or pass "
+                        f"`-D {unsized[0]}=64`"))
+        if found:
+            raise NcdError(found, self.sources)
 
     def _repr_svg_(self) -> str:
         return self.render()

@@ -37,9 +37,6 @@ class Value:
     span: ir.Span | None
     id: int = field(default_factory=itertools.count().__next__)
 
-    def axis_span(self, axis: str) -> ir.Span | None:
-        return self.span
-
 
 @dataclass(eq=False)
 class Step:

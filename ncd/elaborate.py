@@ -9,7 +9,7 @@ reported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ncd import ir
 from ncd import syntax as s
@@ -68,10 +68,8 @@ def declare_axes(ctx: Context, decls: Sequence[s.AxisDecl], overrides: Mapping[s
         name = decl.name.name
         if name in ctx.axes:
             previous = ctx.axes[name]
-            raise_at = ctx.error(
-                "E204", f"axis `{name}` is declared twice", decl.name.span,
-                notes=[Note(previous.span, "first declared here")] if previous.span else ())
-            del raise_at
+            ctx.error("E204", f"axis `{name}` is declared twice", decl.name.span,
+                      notes=[Note(previous.span, "first declared here")] if previous.span else ())
             continue
         if name in overrides:
             size, symbolic = Size.const(overrides[name]), False
@@ -108,6 +106,9 @@ def resolve_type(ctx: Context, type_expr: s.TypeExpr) -> ir.ArrayType:
     if type_expr.dtype == "N":
         assert type_expr.bound is not None
         bound = size_expr(ctx, type_expr.bound, what="the bound of N")
+        if bound.is_const and bound.constant <= 0:
+            raise ctx.error("E309", f"`N[{bound}]` holds no values: the bound must be positive",
+                            type_expr.bound.span)
         dtype = ir.Datatype(kind="N", bound=bound.to_ir())
     else:
         dtype = ir.Datatype(kind=type_expr.dtype)  # type: ignore[arg-type]
@@ -130,7 +131,6 @@ class DefinitionBuilder:
         self.steps: list[Step | BlockGroup] = []
         self.instances: dict[str, int] = {}
         self.generated: dict[str, int] = {}
-        self.reads: list[Value] | None = None  # set while inside a block
 
     # ---- names
     def fresh_name(self, base: str) -> str:
@@ -167,9 +167,6 @@ class DefinitionBuilder:
         raise self.ctx.error("E200", f"unknown variable `{name}`", span,
                              hint=did_you_mean(name, [n for n in self.scope if n]) or
                              "bind it first with `=`, or add it to the definition's inputs")
-
-    def read(self, value: Value) -> Value:
-        return value
 
     # ---- parameters
     def parameter(self, ident: s.Ident, expected: ir.ArrayType | None, what: str) -> ir.Parameter:
@@ -418,12 +415,54 @@ def elaborate_pointfree(ctx: Context, item: s.PointFree) -> ir.Definition | None
         return None
     names = _io_names(len(body.dom), "X")
     out_names = _io_names(len(body.cod), "Y")
+    generated: dict[str, int] = {}
+
+    def fresh(base: str) -> str:
+        generated[base] = generated.get(base, 0) + 1
+        return base if generated[base] == 1 else f"{base}_{generated[base]}"
+
+    body, _ = _name_wires(body, names, out_names, fresh)
     return ir.Definition(
         name=item.name.name, doc=item.doc,
         inputs=tuple(ir.Variable(name=n, array=a) for n, a in zip(names, body.dom, strict=True)),
         outputs=tuple(ir.Variable(name=n, array=a)
                       for n, a in zip(out_names, body.cod, strict=True)),
         params=(), body=body, span=item.name.span)
+
+
+def _name_wires(term: ir.Term, inputs: Sequence[str | None], outputs: Sequence[str | None],
+                fresh: Callable[[str], str]) -> tuple[ir.Term, list[str | None]]:
+    """Label the wires of a point-free term as the equivalent let-style definition does
+    (`def h = f ; g` as `return g(f(X))`): the definition's inputs and outputs by their names,
+    a wire in between by the definition that produces it. Returns the term and the names of
+    its outputs."""
+    match term:
+        case ir.Broadcasted(op=ir.CallOp(definition=callee)):
+            outs = [name if name is not None else fresh(callee) for name in outputs]
+            ports_in = tuple(p.model_copy(update={"name": n})
+                             for p, n in zip(term.inputs, inputs, strict=True))
+            ports_out = tuple(p.model_copy(update={"name": n})
+                              for p, n in zip(term.outputs, outs, strict=True))
+            return term.model_copy(update={"inputs": ports_in, "outputs": ports_out}), outs
+        case ir.Composed(terms=terms):
+            named: list[ir.Term] = []
+            current: list[str | None] = list(inputs)
+            for index, sub in enumerate(terms):
+                wanted = list(outputs) if index == len(terms) - 1 else [None] * len(sub.cod)
+                sub, current = _name_wires(sub, current, wanted, fresh)
+                named.append(sub)
+            return term.model_copy(update={"terms": tuple(named)}), current
+        case ir.Product(terms=terms):
+            named, names = [], []
+            at_in = at_out = 0
+            for sub in terms:
+                sub, sub_names = _name_wires(sub, inputs[at_in:at_in + len(sub.dom)],
+                                             outputs[at_out:at_out + len(sub.cod)], fresh)
+                at_in, at_out = at_in + len(sub.dom), at_out + len(sub.cod)
+                named.append(sub)
+                names.extend(sub_names)
+            return term.model_copy(update={"terms": tuple(named)}), names
+    return term, list(outputs)
 
 
 def _io_names(count: int, base: str) -> list[str]:

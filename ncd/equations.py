@@ -9,6 +9,7 @@ largest range that keeps every affine index inside its array (a valid convolutio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,6 +81,9 @@ def elaborate_equation(builder: DefinitionBuilder, stmt: s.Equation) -> Value:
     if not operands:
         raise ctx.error("E313", "the right side of a tensor equation reads at least one array",
                         stmt.value.span)
+    if not math.isfinite(factor):
+        raise ctx.error("E309", f"the constant factor {factor_text} is not a usable number "
+                        f"({factor})", stmt.value.span)
     sizes = _solve_sizes(builder, operands, stmt)
     for name in [*result_vars, *summed]:
         if not any(name in index.coefficients for op in operands for index in op.indices):

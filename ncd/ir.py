@@ -15,12 +15,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 
 class Node(BaseModel):
     # Masks fill with -inf: JSON carries it as the constant `-Infinity`, so round trips hold.
-    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+    # Infinite floats (a mask's fill of -inf) are written as the strings "Infinity" and
+    # "-Infinity": the JSON stays standard (RFC 8259) and reads back as floats.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+
+
+# A float field of the IR: in JSON a number, or one of the strings of `Node.model_config`.
+Float = Annotated[float, WithJsonSchema(
+    {"anyOf": [{"type": "number"}, {"enum": ["Infinity", "-Infinity", "NaN"]}]})]
 
 
 class Span(Node):
@@ -124,15 +131,15 @@ def size_text(size: SizeExpr) -> str:
                         and term.factors[0].value < 0:
                     rest = SizeMul(factors=(SizeConst(value=-term.factors[0].value),
                                             *term.factors[1:]))
-                    parts.append(f" - {_atom_text(rest)}")
+                    parts.append(f" - {_atom_text(rest)}" if i else f"-{_atom_text(rest)}")
                 elif isinstance(term, SizeConst) and term.value < 0 and i > 0:
                     parts.append(f" - {-term.value}")
                 else:
                     parts.append((" + " if i else "") + size_text(term))
             return "".join(parts)
         case SizeMul(factors=factors):
-            if len(factors) == 2 and isinstance(factors[0], SizeConst) and factors[0].value == 1:
-                return _atom_text(factors[1])
+            if len(factors) >= 2 and isinstance(factors[0], SizeConst) and factors[0].value == 1:
+                factors = factors[1:]
             return " * ".join(_atom_text(f) for f in factors)
         case SizeDiv(numerator=num, denominator=den):
             return f"{_atom_text(num)} / {_atom_text(den)}"
@@ -279,7 +286,7 @@ class Parameter(Node):
     name: str
     array: ArrayType
     init: str = "default"
-    init_args: tuple[float, ...] = ()
+    init_args: tuple[Float, ...] = ()
     span: Span | None = None
 
 
@@ -294,7 +301,7 @@ class EinsumOp(Node):
 
     kind: Literal["einsum"] = "einsum"
     contracted: tuple[str, ...]
-    scale: float = 1.0
+    scale: Float = 1.0
     scale_text: str | None = None
 
 
@@ -324,7 +331,7 @@ class NormOp(Node):
     kind: Literal["norm"] = "norm"
     norm: Literal["layernorm", "rmsnorm"]
     axes: tuple[str, ...]
-    eps: float = 1e-5
+    eps: Float = 1e-5
     affine: bool = False
     bias: bool = False
 
@@ -341,13 +348,13 @@ class ElementwiseOp(Node):
 
 class ScaleOp(Node):
     kind: Literal["scale"] = "scale"
-    factor: float
+    factor: Float
     text: str
 
 
 class DropoutOp(Node):
     kind: Literal["dropout"] = "dropout"
-    p: float
+    p: Float
 
 
 class AddOp(Node):
@@ -377,7 +384,7 @@ class MaskOp(Node):
     axes: tuple[str, ...]
     conditions: tuple[Comparison, ...] = ()
     by_array: bool = False
-    fill: float = float("-inf")
+    fill: Float = Field(default=float("-inf"), json_schema_extra={"default": "-Infinity"})
     causal: bool = False
 
 

@@ -44,12 +44,13 @@ class Loader:
             return None
         if b"\x00" in data:
             self.sink.error("E104", f"`{display}` is not a text file (it contains NUL bytes)",
-                            span)
+                            span or _byte_span(display, data, data.index(b"\x00")))
             return None
         try:
-            return data.decode("utf-8")
+            return data.decode("utf-8").removeprefix("\ufeff")  # a byte order mark is no text
         except UnicodeDecodeError as error:
-            self.sink.error("E104", f"`{display}` is not UTF-8 text (byte {error.start})", span)
+            self.sink.error("E104", f"`{display}` is not UTF-8 text (byte {error.start})",
+                            span or _byte_span(display, data, error.start))
             return None
 
     def parse_text(self, text: str, name: str) -> s.Module | None:
@@ -108,6 +109,13 @@ class Loader:
         self.load_file(target, item.span)
 
 
+def _byte_span(display: str, data: bytes, offset: int) -> ir.Span:
+    """Where byte `offset` of a file that cannot be read as text lies (column in bytes)."""
+    line = data.count(b"\n", 0, offset) + 1
+    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return ir.Span(file=display, line=line, column=column, end_line=line, end_column=column + 1)
+
+
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
@@ -146,12 +154,15 @@ def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir
     declared = [item for module in loader.order for item in module.items
                 if isinstance(item, s.AxisDecl)]
     for name, value in overrides.items():
+        if loader.sink.has_errors:
+            break  # a file that did not parse declares nothing: no override can be judged
         if name not in {d.name.name for d in declared}:
             loader.sink.error("E314", f"`-D {name}={value}` names no declared axis", None,
                               hint=did_you_mean(name, [d.name.name for d in declared]))
         elif value <= 0:
             loader.sink.error("E314", f"`-D {name}={value}`: a size is a positive integer", None)
-    declare_axes(ctx, declared, overrides)
+    valid = {name: value for name, value in overrides.items() if value > 0}
+    declare_axes(ctx, declared, valid)
     definitions: list[ir.Definition] = []
     for module in loader.order:
         for item in module.items:

@@ -8,6 +8,7 @@ here, or to a user definition, with a did-you-mean on a miss.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,7 +67,13 @@ def bracket_axes(builder: DefinitionBuilder, call: s.Call, *, required: bool = T
 
 
 def bracket_arrows(builder: DefinitionBuilder, call: s.Call) -> list[s.Arrow]:
-    arrows = [item for item in call.items or () if isinstance(item, s.Arrow)]
+    items = list(call.items or ())
+    for before, after in itertools.pairwise(items):
+        if isinstance(before, s.Var) and isinstance(after, s.Arrow):
+            raise _ctx_error(builder, f"`{before.name}` stands apart from the arrow after it",
+                             before.span, hint="inside an arrow, axes are separated by spaces: "
+                             "`linear[h k -> m]`")
+    arrows = [item for item in items if isinstance(item, s.Arrow)]
     if not arrows:
         raise _ctx_error(builder, f"`{call.name.name}` needs an arrow in brackets",
                          call.name.span,
@@ -345,6 +352,14 @@ def _multiply(builder: DefinitionBuilder, call: s.Call, name: str | None) -> lis
 
 def scalar(builder: DefinitionBuilder, expr: s.Expr) -> tuple[float, str]:
     """A constant factor: numbers, `sqrt(...)` and sizes of concrete axes (`/ sqrt(k)`)."""
+    value, text = _scalar(builder, expr)
+    if not math.isfinite(value):
+        raise builder.ctx.error("E309", "this constant factor is too large to be a number",
+                                expr.span)
+    return value, text
+
+
+def _scalar(builder: DefinitionBuilder, expr: s.Expr) -> tuple[float, str]:
     ctx = builder.ctx
     match expr:
         case s.Number(value=value):
@@ -377,7 +392,8 @@ def scalar(builder: DefinitionBuilder, expr: s.Expr) -> tuple[float, str]:
 
 
 def _number_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    small = float(value).is_integer() and abs(value) < 1e15
+    return str(int(value)) if small else repr(float(value))
 
 
 def _is_scalar(builder: DefinitionBuilder, expr: s.Expr) -> bool:

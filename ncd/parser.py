@@ -8,6 +8,7 @@ diagnostics with a location and a plain-words list of what could come next.
 from __future__ import annotations
 
 import functools
+import math
 from importlib import resources
 from typing import Any
 
@@ -20,6 +21,8 @@ from ncd.ir import Span
 
 MAX_SOURCE_BYTES = 1_000_000
 MAX_NESTING = 64
+MAX_INT_DIGITS = 18
+MAX_EXPRESSION_DEPTH = 100  # operators in one expression chain, e.g. `X + X + ... + X`
 
 # How each terminal reads in "expected one of ..." messages.
 TERMINAL_WORDS: dict[str, str] = {
@@ -146,7 +149,8 @@ def _syntax_diagnostic(error: lark.exceptions.UnexpectedInput, text: str, path: 
         shown = value if len(value) <= 30 else value[:27] + "..."
         width = max(len(value.splitlines()[0]) if value else 1, 1)
         word = TERMINAL_WORDS.get(token.type, token.type.lower())
-        found = word if word.startswith("`") else f"{word} `{shown}`"
+        found = word if word.startswith("`") else \
+            f"{word.removeprefix('a ').removeprefix('an ')} `{shown}`"
         return Diagnostic(
             "E101", f"unexpected {found}; expected {_expected_words(set(error.expected))}",
             _point_span(path, token.line or line, token.column or column, width),
@@ -175,8 +179,6 @@ def _token_hint(token: Token, expected: set[str]) -> str | None:
         return "a definition states its result type: `def f(X: R[x]) -> R[x] { ... }`"
     if "RBRACE" in expected and token.type in {"DEF", "AXIS"}:
         return "the definition above is missing its closing `}`"
-    if token.type == "COMMA" and "ARROW" in expected:
-        return "inside an arrow, axes are separated by spaces: `linear[h k -> m]`"
     return None
 
 
@@ -185,6 +187,7 @@ class _Builder:
 
     def __init__(self, path: str):
         self.path = path
+        self.depth = 0
 
     # -- spans
     def span(self, node: Tree | Token) -> Span:
@@ -351,7 +354,12 @@ class _Builder:
             statements: list[s.Statement] = []
             for child in parts[1:]:
                 if isinstance(child, Tree) and child.data == "block_repeat":
-                    repeat = int(str(child.children[0])[1:])
+                    digits = str(child.children[0])[1:]
+                    if len(digits) > MAX_INT_DIGITS:
+                        raise ParseFailure(Diagnostic(
+                            "E103", f"the repetition `x{digits[:12]}...` is too large",
+                            self.span(child.children[0]), hint="repeat a block fewer times"))
+                    repeat = int(digits)
                 elif isinstance(child, Tree) and child.data == "block_color":
                     color = self.string(self.parts(child)[0])
                 elif isinstance(child, Tree) and child.data == "block_shared":
@@ -366,15 +374,38 @@ class _Builder:
     def expr(self, node: Tree | Token) -> s.Expr:
         if isinstance(node, Token):
             raise AssertionError(f"bare token {node.type} in expression")
+        # Later stages walk expressions recursively: a bounded depth keeps them safe.
+        self.depth += 1
+        try:
+            if self.depth > MAX_EXPRESSION_DEPTH:
+                raise ParseFailure(Diagnostic(
+                    "E103", f"this expression is nested more than {MAX_EXPRESSION_DEPTH} "
+                    "operations deep", self.span(node),
+                    hint="name intermediate results in separate statements"))
+            return self._expr(node)
+        finally:
+            self.depth -= 1
+
+    def _expr(self, node: Tree) -> s.Expr:
         kind = node.data
         parts = self.parts(node)
         span = self.span(node)
         if kind == "var":
             return s.Var(str(parts[0]), span)
         if kind == "int":
-            return s.Number(int(str(parts[0])), True, span)
+            digits = str(parts[0])
+            if len(digits) > MAX_INT_DIGITS:
+                raise ParseFailure(Diagnostic(
+                    "E103", f"the integer `{digits[:12]}...` has more than {MAX_INT_DIGITS} "
+                    "digits", span, hint="sizes and indices are at most 18 digits long"))
+            return s.Number(int(digits), True, span)
         if kind == "float":
-            return s.Number(float(str(parts[0])), False, span)
+            value = float(str(parts[0]))
+            if not math.isfinite(value):
+                raise ParseFailure(Diagnostic(
+                    "E103", f"the number `{parts[0]}` is too large", span,
+                    hint="numbers must be finite floating-point values"))
+            return s.Number(value, False, span)
         if kind in ("add", "sub", "mul", "div", "floordiv"):
             op = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//"}[kind]
             return s.BinOp(op, self.expr(parts[0]), self.expr(parts[1]), span)

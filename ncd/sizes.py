@@ -152,7 +152,8 @@ class Size:
             denominator = denominator * coefficient.denominator // _gcd(denominator,
                                                                         coefficient.denominator)
         parts: list[ir.SizeExpr] = []
-        for monomial, coefficient in sorted(self.terms, key=lambda t: (len(t[0]) == 0, t[0])):
+        for monomial, coefficient in sorted(self.terms,
+                                             key=lambda t: (len(t[0]) == 0, t[1] < 0, t[0])):
             scaled = coefficient * denominator
             assert scaled.denominator == 1
             factors: list[ir.SizeExpr] = []

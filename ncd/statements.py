@@ -13,6 +13,7 @@ from ncd.elaborate import DefinitionBuilder
 from ncd.sizes import from_ir
 
 MAX_STATEMENTS = 10_000
+MAX_REPEAT = 10_000
 
 
 def elaborate_body(builder: DefinitionBuilder, definition: s.Definition,
@@ -70,15 +71,18 @@ def match_results(builder: DefinitionBuilder, returned: list[Value],
                   f"{len(outputs)}", stmt.span)
         return None
     results: list[Value] = []
-    for value, (name, expected, signature), expr in zip(returned, outputs, stmt.values,
-                                                        strict=True):
+    # One expression may give several results (`return split[c -> a b](X)`): then each result
+    # points at the whole `return`.
+    spans = [e.span for e in stmt.values] if len(stmt.values) == len(returned) else \
+        [stmt.span] * len(returned)
+    for value, (name, expected, signature), span in zip(returned, outputs, spans, strict=True):
         try:
-            builder.check_same_axes(value.array, expected, expr.span,
+            builder.check_same_axes(value.array, expected, span,
                                     f"the result `{name}`", signature.type.span)
         except Reject:
             return None
         if value.array.names != expected.names:
-            value = transpose(builder, value, expected, expr.span)
+            value = transpose(builder, value, expected, span)
         results.append(value)
     return results
 
@@ -149,6 +153,9 @@ def block(builder: DefinitionBuilder, stmt: s.BlockStmt) -> None:
     ctx = builder.ctx
     if stmt.repeat < 1:
         raise ctx.error("E310", "a block repeats at least once", stmt.span)
+    if stmt.repeat > MAX_REPEAT:
+        raise ctx.error("E310", f"a block repeats at most {MAX_REPEAT} times, not "
+                        f"{stmt.repeat}", stmt.span)
     outer_steps, outer_scope = builder.steps, dict(builder.scope)
     builder.steps = []
     for inner in stmt.body:
@@ -166,8 +173,6 @@ def block(builder: DefinitionBuilder, stmt: s.BlockStmt) -> None:
     names = {id(v): n for n, v in outer_scope.items() if v is not None}
     carried: list[Value] = []
     outputs: list[Value] = []
-    new_names = [n for n, v in inner_scope.items()
-                 if v is not None and n not in outer_scope]
     for value in reads:
         name = names.get(id(value), value.name)
         result = inner_scope.get(name)
@@ -189,7 +194,7 @@ def block(builder: DefinitionBuilder, stmt: s.BlockStmt) -> None:
     builder.scope = outer_scope
     for value in outputs:
         builder.scope[value.name] = value
-    del new_names  # names first bound inside a repeated block stay local to it
+    # Names first bound inside a repeated block stay local to it.
     builder.steps.append(BlockGroup(stmt.title, stmt.color, stmt.repeat, stmt.shared, stmt.span,
                                     inner_steps, reads, outputs, carried_results=carried))
 

@@ -1,0 +1,80 @@
+"""Shared helpers for the language tests: load source text, expect diagnostics, find IR nodes.
+
+    program = ok(src)                       # loads, or fails the test with the diagnostics
+    diagnostic = err(src, "E300", at="3:7")  # the first E300, which must be at line 3, col 7
+    op = one(program.definition("f"), "softmax")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+import ncd
+from ncd import ir
+from ncd.diagnostics import Diagnostic, NcdError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ok(src: str, sizes: Mapping[str, int] | None = None) -> ir.Program:
+    """The checked program of `src`; a failure shows every diagnostic."""
+    try:
+        return ncd.load(src, sizes=sizes).ir
+    except NcdError as error:
+        pytest.fail(f"expected the source to check, got:\n{error.render()}")
+
+
+def diagnostics(src: str | Path, sizes: Mapping[str, int] | None = None
+                ) -> tuple[Diagnostic, ...]:
+    """Every diagnostic of `src`, sorted by location; fails the test if it checks."""
+    try:
+        ncd.load(src, sizes=sizes)
+    except NcdError as error:
+        return error.diagnostics
+    pytest.fail("expected diagnostics, but the source checked")
+
+
+def err(src: str, code: str, at: str | None = None,
+        sizes: Mapping[str, int] | None = None) -> Diagnostic:
+    """The first diagnostic with `code`; `at="line:col"` checks where it points."""
+    found = diagnostics(src, sizes)
+    matching = [d for d in found if d.code == code]
+    shown = "\n".join(f"  {d.code} {d.span}: {d.message}" for d in found)
+    assert matching, f"expected {code}, got:\n{shown}"
+    diagnostic = matching[0]
+    if at is not None:
+        assert diagnostic.span is not None, f"{code} has no location"
+        assert f"{diagnostic.span.line}:{diagnostic.span.column}" == at, (
+            f"{code} at {diagnostic.span.line}:{diagnostic.span.column}, expected {at}:\n{shown}")
+    return diagnostic
+
+
+def broadcasts(definition: ir.Definition, kind: str | None = None) -> list[ir.Broadcasted]:
+    """The broadcasted operations of a definition's body (of one op kind), in order."""
+    return [t for t in ir.walk(definition.body) if isinstance(t, ir.Broadcasted)
+            and (kind is None or t.op.kind == kind)]
+
+
+def one(definition: ir.Definition, kind: str) -> ir.Broadcasted:
+    """The single broadcasted operation of `kind` in the definition."""
+    found = broadcasts(definition, kind)
+    assert len(found) == 1, f"expected one `{kind}` in {definition.name}, found {len(found)}"
+    return found[0]
+
+
+def nodes(definition: ir.Definition, node: type[ir.TermBase]) -> list[ir.TermBase]:
+    return [t for t in ir.walk(definition.body) if isinstance(t, node)]
+
+
+def sizes(array: ir.ArrayType) -> dict[str, str]:
+    """Axis name to the text of its size: `{"x": "x", "m": "512"}`."""
+    return {axis.name: ir.size_text(axis.size) for axis in array.shape.axes}
+
+
+def text(array: ir.ArrayType) -> str:
+    """`R[x, m]` with sizes: `R[x:x, m:512]`, to compare arrays compactly."""
+    axes = ", ".join(f"{a.name}:{ir.size_text(a.size)}" for a in array.shape.axes)
+    return f"{array.dtype.text()}[{axes}]"

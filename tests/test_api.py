@@ -1,0 +1,90 @@
+"""The Python API: `ncd.load` of text or a file, sizes, definitions and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import ncd
+from ncd import ir
+from ncd.diagnostics import NcdError
+
+SRC = """\
+\"\"\"Two layers.\"\"\"
+axis x
+axis m = 8, n = 4
+def proj(X: R[x, m]) -> R[x, n] { return linear[m -> n](X, W) }
+def both(X: R[x, m]) -> (A: R[x, n], B: R[x, m]) { return proj(X), relu(X) }
+"""
+
+
+def test_load_text() -> None:
+    program = ncd.load(SRC)
+    assert program.names == ("proj", "both")
+    assert "proj" in program and "nothing" not in program
+    assert program.main.name == "both"
+    assert program.axes["m"].size == ir.SizeConst(value=8)
+    assert program.ir.doc == "Two layers."
+    assert [d.name for d in program] == ["proj", "both"]
+    assert repr(program).startswith("<ncd program <input>: proj, both")
+
+
+def test_definition_view() -> None:
+    both = ncd.load(SRC)["both"]
+    assert both.signature == "both(X: R[x, m]) -> (R[x, n], R[x, m])"
+    assert both.domain == (both.ir.inputs[0].array,)
+    assert [a.text() for a in both.codomain] == ["R[x, n]", "R[x, m]"]
+    assert repr(both) == "<ncd definition both(X: R[x, m]) -> (R[x, n], R[x, m])>"
+    assert ncd.load(SRC)["proj"].signature == "proj(X: R[x, m]) -> R[x, n]"
+
+
+def test_unknown_definition_is_a_clear_key_error() -> None:
+    with pytest.raises(KeyError, match="defines proj, both"):
+        ncd.load(SRC)["nope"]
+
+
+def test_sizes_override() -> None:
+    program = ncd.load(SRC, sizes={"m": 16, "x": 3})
+    x_axis = program["proj"].domain[0].shape
+    assert [a.value for a in x_axis.axes] == [3, 16]
+
+
+def test_load_a_path_and_a_path_string(tmp_path: Path) -> None:
+    path = tmp_path / "model.ncd"
+    path.write_text(SRC)
+    assert ncd.load(path).names == ("proj", "both")
+    assert ncd.load(str(path)).names == ("proj", "both")
+
+
+def test_errors_carry_every_diagnostic_and_sources() -> None:
+    with pytest.raises(NcdError) as caught:
+        ncd.load("axis m = 4\ndef f(X: R[m]) -> R[m] { return relu(A) }\n"
+                 "def g(X: R[m]) -> R[m] { return tanh(B) }\n")
+    error = caught.value
+    assert [(d.code, d.span.line) for d in error.diagnostics if d.span] == [("E200", 2),
+                                                                            ("E200", 3)]
+    assert "<input>" in error.sources
+    assert str(error) == error.render()
+    assert "2 | def f" in str(error)
+
+
+def test_missing_file_is_an_error_not_text(tmp_path: Path) -> None:
+    with pytest.raises(NcdError) as caught:
+        ncd.load(tmp_path / "missing.ncd")
+    assert [d.code for d in caught.value.diagnostics] == ["E205"]
+
+
+def test_json_of_the_program() -> None:
+    program = ncd.load(SRC)
+    assert ir.Program.model_validate_json(program.to_json()) == program.ir
+    assert "\n" not in program.to_json(indent=None)
+
+
+def test_loading_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, ncd\nncd.load('axis m = 2\\ndef f(X: R[m]) -> R[m] { return relu(X) }')"
+            "\nassert 'torch' not in sys.modules, 'torch imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
