@@ -121,5 +121,9 @@ def comment_text(text: str) -> str:
 
 
 def string_literal(text: str) -> str:
-    """A Python string literal for `text` (repr escapes every quote and control character)."""
-    return repr(str(text))
+    """A Python string literal for `text`: `repr` escapes every quote and control character;
+    double quotes are used when the text has none (the formatter's preference)."""
+    literal = repr(str(text))
+    if literal.startswith("'") and '"' not in text:
+        literal = '"' + literal[1:-1] + '"'
+    return literal

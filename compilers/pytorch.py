@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 
+from ncd import ir
+
 from .naming import (
     MODULE_ATTRIBUTES,
     Namespace,
@@ -37,8 +39,16 @@ from .naming import (
     snake_case,
     string_literal,
 )
-from .views import Label, Row, View, leading_shape, permute_text, tuple_text, view_through
-from ncd import ir
+from .views import (
+    Label,
+    Missing,
+    Row,
+    View,
+    leading_shape,
+    permute_text,
+    tuple_text,
+    view_through,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -319,6 +329,8 @@ _REDUCE = {"sum": "torch.sum", "mean": "torch.mean", "max": "torch.amax", "min":
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
+LINE_LENGTH = 100
+
 
 def docstring_literal(text: str) -> str:
     """A one-line docstring in triple quotes when that is safe, else an escaped literal."""
@@ -349,8 +361,17 @@ class ForwardEmitter:
         self.scope = Scope(spec, "self")
 
     # ---- text
-    def emit(self, line: str) -> None:
-        self.lines.append("    " * self.depth + line)
+    def emit(self, line: str, comment: str | None = None) -> None:
+        """One line of code; its comment trails it when that fits in 100 columns, else it
+        goes on its own line above (where a formatter leaves it alone)."""
+        indent = "    " * self.depth
+        if comment:
+            note = f"# {comment_text(comment)}"
+            if len(indent) + len(line) + 2 + len(note) <= LINE_LENGTH:
+                line = f"{line}  {note}"
+            else:
+                self.lines.append(indent + note)
+        self.lines.append(indent + line)
 
     @contextmanager
     def indented(self) -> Iterator[None]:
@@ -363,10 +384,7 @@ class ForwardEmitter:
     def assign(self, hint: str | None, expr: str, comment: str | None = None,
                fallback: str = "value") -> str:
         name = self.names.fresh(hint, fallback)
-        line = f"{name} = {expr}"
-        if comment:
-            line += f"  # {comment_text(comment)}"
-        self.emit(line)
+        self.emit(f"{name} = {expr}", comment)
         return name
 
     def size(self, size: ir.SizeExpr) -> str:
@@ -376,7 +394,7 @@ class ForwardEmitter:
         return _size_expression_code(size, self.sizes, self.symbol_code)
 
     def view(self, value: Value, rows: Sequence[Row], sizes: dict[Label, ir.SizeExpr],
-             order: Sequence[Label], missing: Any, leading_from: Value | None = None) -> View:
+             order: Sequence[Label], missing: Missing, leading_from: Value | None = None) -> View:
         return view_through(
             value.code, rows, [axis.size for axis in value.array.shape.axes], sizes, order,
             missing, self.size, batched=value.batched,
@@ -456,12 +474,14 @@ class ForwardEmitter:
         if [a.names for a in term.body.dom] != [a.names for a in term.body.cod]:
             raise CompileError(f"block {term.title!r} repeats a body whose outputs "
                                f"{[a.text() for a in term.body.cod]} differ from its inputs")
-        carried = [Value(self.assign(v.code, v.code, fallback="carried"), v.array, v.batched)
-                   for v in inputs]
+        # Fresh names: the loop rebinds them, and the values they start from may be read again
+        # after the block (a copy that passes it by).
+        carried = [Value(self.assign(_base_name(v.code), v.code, fallback="carried"), v.array,
+                         v.batched) for v in inputs]
         title = comment_text(term.title)
         if term.shared:
-            self.emit(f"for _ in range({term.repeat}):  # block {title!r} x{term.repeat}, "
-                      f"shared weights")
+            self.emit(f"for _ in range({term.repeat}):",
+                      f"block {title!r} x{term.repeat}, shared weights")
             with self.indented():
                 self._block_iteration(term, carried)
             return carried
@@ -475,8 +495,8 @@ class ForwardEmitter:
         spec.children.append(ChildEntry(attribute, block_spec.class_name, term.repeat,
                                         f"block {title!r} x{term.repeat}"))
         loop_name = self.names.fresh("layer")
-        self.emit(f"for {loop_name} in {attribute_code(self.scope.owner, attribute)}:"
-                  f"  # block {title!r} x{term.repeat}")
+        self.emit(f"for {loop_name} in {attribute_code(self.scope.owner, attribute)}:",
+                  f"block {title!r} x{term.repeat}")
         outer = self.scope
         self.scope = Scope(block_spec, loop_name)
         try:
@@ -503,15 +523,16 @@ class ForwardEmitter:
             if not value.batched and any_batched is not None:
                 expr = (f"{value.code}.expand({leading_shape(any_batched.code, any_batched.rank)}"
                         f" + {value.code}.shape)")
-            state.append(Value(self.assign(value.code, expr, fallback="state"), value.array,
+            state.append(Value(self.assign(_base_name(value.code), expr, fallback="state"),
+                               value.array,
                                value.batched or any_batched is not None))
         step_outputs = term.step.cod[term.carries:]
         collected = [self.assign(f"{term.step_name or 'step'}_outputs", "[]") for _ in
                      step_outputs]
         length = self.size(term.axis.size)
         index = self.names.fresh(f"{axis}_index")
-        self.emit(f"for {index} in range({length}):  # scan over {axis}"
-                  f"{self.source_note(term.span)}")
+        self.emit(f"for {index} in range({length}):",
+                  f"scan over {axis}{self.source_note(term.span)}")
         with self.indented():
             slices: list[Value] = []
             for value, wanted in zip(sequences, term.step.dom[term.carries:], strict=True):
@@ -538,7 +559,7 @@ class ForwardEmitter:
             batched = any(v.batched for v in inputs)
             if names == list(step_array.names):
                 name = self.assign(bucket.removesuffix("_outputs"),
-                                   f"torch.stack({bucket}, dim={position - final.rank})")
+                                   f"torch.stack({bucket}, dim={position - len(final.shape.axes)})")
                 results.append(Value(name, final, batched))
             else:
                 stacked_array = ir.ArrayType(dtype=final.dtype, shape=ir.Shape(
@@ -589,7 +610,7 @@ class ForwardEmitter:
         return " ".join(names)
 
     def normalized(self, term: ir.Broadcasted, value: Value, port: ir.Port,
-                   order: Sequence[Label], missing: Any,
+                   order: Sequence[Label], missing: Missing,
                    leading_from: Value | None = None) -> View:
         rows = port_rows(value, port)
         return self.view(value, rows, self.sizes_of(term, [port]), order, missing, leading_from)
@@ -626,11 +647,12 @@ class ForwardEmitter:
         parts = [" ".join(value.names) for value, _ in operands]
         return f"{', '.join(parts)} -> {' '.join(term.outputs[0].array.names)}"
 
-    def contraction(self, term: ir.Broadcasted,
-                    operands: Sequence[tuple[Value, ir.Port]]) -> str:
+    def contraction(self, term: ir.Broadcasted, operands: Sequence[tuple[Value, ir.Port]],
+                    relabel: Sequence[dict[Label, Label]] | None = None) -> str:
         """`torch.einsum` of the operands, indexed by label; labels absent from the output are
         summed. A plain port is indexed directly (a repeated letter is a diagonal); any other
-        reindexing is turned into a view first."""
+        reindexing is turned into a view first. `relabel[i]` renames operand i's labels (a
+        linear map contracts input axes with differently named weight axes)."""
         out_labels = output_labels(term.outputs[0])
         letters: dict[Label, str] = {}
 
@@ -638,6 +660,7 @@ class ForwardEmitter:
             if label not in letters:
                 kind, key = label  # type: ignore[misc]
                 name = term.degree.axes[key].name if kind == "degree" else str(key)
+                name = name.removesuffix("_in")
                 taken = set(letters.values())
                 preferred = [c for c in name if c in _LETTERS] + list(_LETTERS)
                 choice = next((c for c in preferred if c not in taken), None)
@@ -650,7 +673,7 @@ class ForwardEmitter:
             letter(label)
         subscripts: list[str] = []
         arguments: list[str] = []
-        for value, port in operands:
+        for index, (value, port) in enumerate(operands):
             rows = port_rows(value, port)
             if all(row.is_plain for row in rows):
                 labels = [row.terms[0][0] for row in rows]
@@ -660,8 +683,13 @@ class ForwardEmitter:
                     target_label(t) for t in port.targets]
                 view = self.view(value, rows, self.sizes_of(term, [port]), order, "drop")
                 labels, code = list(view.labels), view.expr
+            if relabel is not None:
+                labels = [relabel[index].get(label, label) for label in labels]
             subscripts.append(("..." if value.batched else "") + "".join(map(letter, labels)))
             arguments.append(code)
+        if len(subscripts) == 1 and subscripts[0] == (
+                ("..." if operands[0][0].batched else "") + "".join(map(letter, out_labels))):
+            return arguments[0]  # one operand read as it is: no einsum needed
         batched = any(value.batched for value, _ in operands)
         result = ("..." if batched else "") + "".join(letter(label) for label in out_labels)
         equation = f"{','.join(subscripts)}->{result}"
@@ -674,18 +702,22 @@ class ForwardEmitter:
         if len(term.params) != (2 if op.bias else 1):
             raise CompileError(f"linear{'with bias' if op.bias else ''} has "
                                f"{len(term.params)} parameters")
-        fan_in, fan_out = self._fans(term.params[0], set(op.inputs))
+        weight_inputs = _linear_weight_inputs(op, term.params[0].array.names)
+        fan_in, fan_out = self._fans(term.params[0], set(weight_inputs))
         weight = self.param_value(term.params[0], Role("linear_weight", fan_in, fan_out))
         operands = [(inputs[0], term.inputs[0]), (weight, term.params[0])]
-        expr = self.contraction(term, operands)
+        # Input axis `a` meets the weight axis `weight_inputs[i]`; outputs keep their names.
+        relabel = [{target_label(a): ("contract", a) for a in op.inputs},
+                   {target_label(w): ("contract", a)
+                    for a, w in zip(op.inputs, weight_inputs, strict=True)}]
+        expr = self.contraction(term, operands, relabel)
         labels = output_labels(term.outputs[0])
         if op.bias:
             bias_port = term.params[1]
             bias = self.param_value(bias_port, Role("linear_bias", fan_in, fan_out))
             view = self.normalized(term, bias, bias_port, labels, "unsqueeze")
             expr += f" + {view.expr}"
-        comment = (f"linear {' '.join(op.inputs)} -> {' '.join(op.outputs)}: "
-                   f"{self._einsum_comment(term, operands)}")
+        comment = self._einsum_comment(term, operands)
         return [self.finish(term, expr, labels, comment=comment, batched=inputs[0].batched,
                             fallback="linear")]
 
@@ -819,9 +851,18 @@ class ForwardEmitter:
             keep = self.normalized(term, inputs[1], term.inputs[1], labels, "unsqueeze").expr
             description = "where the mask array holds"
         else:
-            clauses: list[str] = []
+            indices: dict[str, str] = {}
             for condition in op.conditions:
-                clauses.append(self._condition(condition, labels, sizes, view.expr, rank))
+                for name, _ in condition.coefficients:
+                    label = target_label(name)
+                    if label not in labels:
+                        raise CompileError(f"mask condition {condition.text!r} names {name!r}, "
+                                           f"which is not a target axis")
+                    if name not in indices:
+                        indices[name] = self.assign(
+                            f"{name}_index", f"torch.arange({self.size(sizes[label])}, "
+                            f"device={inputs[0].code}.device)", fallback="index")
+            clauses = [self._condition(c, labels, indices, rank) for c in op.conditions]
             if not clauses:
                 raise CompileError("a mask has neither conditions nor a mask array")
             keep_expr = " & ".join(f"({c})" for c in clauses) if len(clauses) > 1 else clauses[0]
@@ -832,16 +873,12 @@ class ForwardEmitter:
                             batched=inputs[0].batched, fallback="masked")]
 
     def _condition(self, condition: ir.Comparison, labels: Sequence[Label],
-                   sizes: dict[Label, ir.SizeExpr], like: str, rank: int) -> str:
+                   indices: dict[str, str], rank: int) -> str:
         """An affine comparison of indices as a broadcastable boolean tensor."""
         sides: tuple[list[str], list[str]] = ([], [])
         for name, coefficient in condition.coefficients:
-            label = target_label(name)
-            if label not in labels:
-                raise CompileError(f"mask condition {condition.text!r} names {name!r}, which "
-                                   f"is not a target axis")
-            trailing = rank - 1 - labels.index(label)
-            index = f"torch.arange({self.size(sizes[label])}, device={like}.device)"
+            trailing = rank - 1 - labels.index(target_label(name))
+            index = indices[name]
             if trailing:
                 index += "[" + ", ".join([":"] + ["None"] * trailing) + "]"
             side = sides[0] if coefficient > 0 else sides[1]
@@ -940,20 +977,31 @@ class ForwardEmitter:
         assert isinstance(op, ir.ReshapeOp)
         out = output_labels(term.outputs[0])
         outputs = [target_label(a) for a in op.outputs]
-        tiling = [label for label in out if label not in outputs]
-        order = tiling + [target_label(a) for a in op.inputs]
+        # Merge or split in place where the new axes sit in the output; else at the end.
+        position = next((i for i in range(len(out) - len(outputs) + 1)
+                         if out[i:i + len(outputs)] == outputs), None)
+        if position is None:
+            out_work = [label for label in out if label not in outputs] + outputs
+            position = len(out_work) - len(outputs)
+        else:
+            out_work = list(out)
+        order = (out_work[:position] + [target_label(a) for a in op.inputs]
+                 + out_work[position + len(outputs):])
         view = self.normalized(term, inputs[0], term.inputs[0], order, "expand")
-        expr = view.expr
+        expr, rank = view.expr, len(order)
         if not op.inputs:
-            expr += "[..., None]"
+            expr += f".unsqueeze({position - rank - 1})"
+            rank += 1
         elif len(op.inputs) > 1:
-            expr += f".flatten(-{len(op.inputs)})"
+            expr += f".flatten({position - rank}, {position + len(op.inputs) - 1 - rank})"
+            rank -= len(op.inputs) - 1
         if not op.outputs:
-            expr += ".squeeze(-1)"
+            expr += f".squeeze({position - rank})"
         elif len(op.outputs) > 1:
             sizes = self.sizes_of(term, term.outputs)
-            expr += f".unflatten(-1, {tuple_text([self.size(sizes[o]) for o in outputs])})"
-        return [self.finish(term, expr, tiling + outputs,
+            shape = tuple_text([self.size(sizes[o]) for o in outputs])
+            expr += f".unflatten({position - rank}, {shape})"
+        return [self.finish(term, expr, out_work,
                             comment=f"reshape {' '.join(op.inputs)} -> {' '.join(op.outputs)}",
                             batched=inputs[0].batched, fallback="reshaped")]
 
@@ -975,41 +1023,51 @@ class ForwardEmitter:
         call = f"{attribute_code(self.scope.owner, attribute)}({', '.join(arguments)})"
         lift = f", lifted over {' '.join(term.degree.names)}" if term.degree.axes else ""
         comment = f"{op.definition}{lift}"
-        results: list[Value] = []
-        raw_names: list[str] = []
-        if len(callee.outputs) == 1:
-            raw_names.append(self.names.fresh(f"{op.instance}_result"))
-            self.emit(f"{raw_names[0]} = {call}  # {comment_text(comment)}"
-                      f"{self.source_note(term.span)}")
-        else:
-            raw_names = [self.names.fresh(f"{op.instance}_result") for _ in callee.outputs]
-            self.emit(f"{', '.join(raw_names)} = {call}  # {comment_text(comment)}"
-                      f"{self.source_note(term.span)}")
-        for index, (raw, variable, port) in enumerate(zip(raw_names, callee.outputs, term.outputs,
-                                                          strict=True)):
+        plans = []
+        for index, (variable, port) in enumerate(zip(callee.outputs, term.outputs, strict=True)):
             targets = _match_axes(port.targets, variable.array.names)
             labels = degree + [target_label(t) for t in targets]
+            tile = bool(term.degree.axes) and not info.outputs_batched[index]
+            direct = not tile and labels == output_labels(port)
+            hint = port.name if direct and port.name else f"{op.instance}_result"
+            plans.append((self.names.fresh(hint), labels, tile, direct))
+        targets_text = ", ".join(name for name, *_ in plans) or "_"
+        self.emit(f"{targets_text} = {call}", comment + self.source_note(term.span))
+        results: list[Value] = []
+        for index, (raw, labels, tile, direct) in enumerate(plans):
+            output_batched = batched is not None or info.outputs_batched[index]
+            if direct:
+                results.append(Value(raw, term.cod[index], output_batched))
+                continue
             expr = raw
-            if term.degree.axes and not info.outputs_batched[index]:
+            if tile:
                 # The callee computed this output from its parameters alone: tile it.
                 lead = (leading_shape(batched.code, batched.rank) + " + ") if batched else ""
                 sizes = tuple_text([self.size(a.size) for a in term.degree.axes])
                 expr = f"{raw}.expand({lead}{sizes} + {raw}.shape)"
-            results.append(self._rename_result(term, expr, labels, index,
-                                               batched is not None or
-                                               info.outputs_batched[index]))
+            results.append(self.finish(term, expr, labels, index, batched=output_batched,
+                                       fallback="result"))
         return results
 
-    def _rename_result(self, term: ir.Broadcasted, expr: str, labels: list[Label], index: int,
-                       batched: bool) -> Value:
-        port = term.outputs[index]
-        wanted = output_labels(port)
-        if expr.isidentifier() and list(labels) == wanted:
-            if port.name:
-                return Value(self.assign(port.name, expr, fallback="result"), term.cod[index],
-                             batched)
-            return Value(expr, term.cod[index], batched)
-        return self.finish(term, expr, labels, index, batched=batched, fallback="result")
+
+def _base_name(code: str) -> str:
+    """`X_3` -> `X`, `self.W` -> `W`: a hint for a new name of the same value."""
+    return re.sub(r"_\d+$", "", code.rsplit(".", 1)[-1])
+
+
+def _linear_weight_inputs(op: ir.LinearOp, weight_axes: Sequence[str]) -> list[str]:
+    """The weight axes that a linear map contracts with its input axes `op.inputs`.
+
+    The elaborator names them like the input axes, except that an input axis which is also an
+    output (`linear[m -> m]`) becomes `m_in`; failing both, the first axes in order.
+    """
+    chosen = []
+    for position, axis in enumerate(op.inputs):
+        wanted = f"{axis}_in" if axis in op.outputs else axis
+        if wanted not in weight_axes:
+            wanted = weight_axes[position]
+        chosen.append(wanted)
+    return chosen
 
 
 def _match_axes(targets: Sequence[str], declared: Sequence[str]) -> list[str]:
@@ -1056,25 +1114,50 @@ def _initialiser(entry: ParamEntry, owner: str, sizes: SizeTable) -> str:
         raise CompileError(f"unknown initialiser {init!r} of parameter {parameter.name!r}")
     match role.kind:
         case "linear_weight" | "linear_bias" | "einsum":
-            return (f"nn.init.uniform_({target}, -{fan_in} ** -0.5, {fan_in} ** -0.5)"
-                    f"  # as nn.Linear: fan_in {fan_in}")
+            like = "nn.Linear" if role.kind.startswith("linear") else "nn.Linear, nn.Conv*"
+            return (f"nn.init.uniform_({target}, -({fan_in}**-0.5), {fan_in}**-0.5)"
+                    f"  # as {like}: fan_in {fan_in}")
         case "embedding":
             return f"nn.init.normal_({target})  # as nn.Embedding"
         case "norm_weight" | "multiply":
             return f"nn.init.ones_({target})"
         case "norm_bias" | "add":
             return f"nn.init.zeros_({target})"
-    return f"nn.init.uniform_({target}, -{fan_in} ** -0.5, {fan_in} ** -0.5)"
+    return f"nn.init.uniform_({target}, -({fan_in}**-0.5), {fan_in}**-0.5)"
 
 
-def _class_lines(spec: ModuleSpec, sizes: SizeTable, forward: list[str] | None,
-                 signature: str | None) -> list[str]:
+def commented(indent: str, line: str, comment: str | None) -> list[str]:
+    """A line with its comment trailing when that fits in 100 columns, else above it."""
+    if not comment:
+        return [indent + line]
+    note = f"# {comment_text(comment)}"
+    if len(indent) + len(line) + 2 + len(note) <= LINE_LENGTH:
+        return [f"{indent}{line}  {note}"]
+    return [indent + note, indent + line]
+
+
+def _signature_lines(arguments: Sequence[str], returns: str) -> list[str]:
+    """`def forward(...)`, wrapped the way a formatter wraps it when it is too long."""
+    one_line = f"    def forward({', '.join(arguments)}) -> {returns}:"
+    if len(one_line) <= LINE_LENGTH:
+        return [one_line]
+    middle = "        " + ", ".join(arguments)
+    if len(middle) <= LINE_LENGTH:
+        return ["    def forward(", middle, f"    ) -> {returns}:"]
+    return ["    def forward(", *(f"        {a}," for a in arguments), f"    ) -> {returns}:"]
+
+
+def _class_lines(spec: ModuleSpec, sizes: SizeTable,
+                 forward: tuple[list[str], list[str], str] | None) -> list[str]:
+    """The class of one module: parameters, submodules, initialisation and `forward`
+    (given as its argument list, body lines and return annotation)."""
+    inner = "        "
     lines = [f"class {spec.class_name}(nn.Module):"]
     if spec.doc:
         lines.append(f"    {docstring_literal(spec.doc)}")
         lines.append("")
     lines.append("    def __init__(self) -> None:")
-    lines.append("        super().__init__()")
+    lines.append(f"{inner}super().__init__()")
     for entry in spec.params.values():
         parameter = entry.parameter
         dims = []
@@ -1085,36 +1168,38 @@ def _class_lines(spec: ModuleSpec, sizes: SizeTable, forward: list[str] | None,
                                    f"{axis.name!r}; parameters need fixed sizes")
             dims.append(str(value))
         empty = f"torch.empty({', '.join(dims) if dims else '()'})"
-        note = f"  # {comment_text(parameter.array.text())}"
+        note = parameter.array.text()
         if entry.attribute != parameter.name:
-            note += f", renamed from {comment_text(parameter.name)}"
+            note += f", renamed from {parameter.name}"
         if is_plain_identifier(entry.attribute):
-            lines.append(f"        self.{entry.attribute} = nn.Parameter({empty}){note}")
+            line = f"self.{entry.attribute} = nn.Parameter({empty})"
         else:
-            lines.append(f"        self.register_parameter({string_literal(entry.attribute)}, "
-                         f"nn.Parameter({empty})){note}")
+            line = (f"self.register_parameter({string_literal(entry.attribute)}, "
+                    f"nn.Parameter({empty}))")
+        lines.extend(commented(inner, line, note))
     for child in spec.children:
         if child.repeat is None:
             construct = f"{child.class_name}()"
         else:
             construct = f"nn.ModuleList({child.class_name}() for _ in range({child.repeat}))"
-        note = f"  # {comment_text(child.comment)}"
         if is_plain_identifier(child.attribute):
-            lines.append(f"        self.{child.attribute} = {construct}{note}")
+            line = f"self.{child.attribute} = {construct}"
         else:
-            lines.append(f"        self.add_module({string_literal(child.attribute)}, "
-                         f"{construct}){note}")
+            line = f"self.add_module({string_literal(child.attribute)}, {construct})"
+        lines.extend(commented(inner, line, child.comment))
     if spec.params:
-        lines.append("        self.reset_parameters()")
+        lines.append(f"{inner}self.reset_parameters()")
         lines.append("")
         lines.append("    def reset_parameters(self) -> None:")
-        lines.append("        with torch.no_grad():")
+        lines.append(f"{inner}with torch.no_grad():")
         for entry in spec.params.values():
-            lines.append(f"            {_initialiser(entry, 'self', sizes)}")
-    if forward is not None and signature is not None:
+            call, _, note = _initialiser(entry, "self", sizes).partition("  # ")
+            lines.extend(commented(inner + "    ", call, note or None))
+    if forward is not None:
+        arguments, body, returns = forward
         lines.append("")
-        lines.append(f"    def forward({signature}:")
-        lines.extend(forward)
+        lines.extend(_signature_lines(arguments, returns))
+        lines.extend(body)
     return lines
 
 
@@ -1183,16 +1268,16 @@ class ProgramCompiler:
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)
         forward.insert(0, f"        # {inputs_doc} -> {outputs_doc}")
-        signature = ", ".join(["self"] + [f"{v.code}: torch.Tensor" for v in arguments])
+        signature = ["self"] + [f"{v.code}: torch.Tensor" for v in arguments]
         returns = "torch.Tensor" if len(outputs) == 1 else \
             "tuple[" + ", ".join(["torch.Tensor"] * len(outputs)) + "]"
         if not outputs:
             returns = "tuple[()]"
         chunk: list[str] = []
         for block_spec in _nested_blocks(spec):
-            chunk.extend(_class_lines(block_spec, self.sizes, None, None))
+            chunk.extend(_class_lines(block_spec, self.sizes, None))
             chunk.extend(["", ""])
-        chunk.extend(_class_lines(spec, self.sizes, forward, f"{signature}) -> {returns}"))
+        chunk.extend(_class_lines(spec, self.sizes, (signature, forward, returns)))
         self.chunks.append(chunk)
         self.infos[definition.name] = DefinitionInfo(
             class_name, tuple(v.batched for v in outputs))
@@ -1255,14 +1340,8 @@ def _find_symbol(symbol: str, arguments: list[Value], sizes: SizeTable) -> str |
     return None
 
 
-def compile_program(program: ir.Program, definition: str | None = None, *,
-                    source_name: str | None = None) -> str:
-    """One Python source file with an `nn.Module` class per definition.
-
-    With `definition`, only that definition and the ones it calls are emitted; otherwise all.
-    The text depends on the IR alone (no timestamps, no unordered iteration), so the same input
-    gives the same bytes.
-    """
+def _compile(program: ir.Program, definition: str | None,
+             source_name: str | None) -> tuple[str, ProgramCompiler]:
     compiler = ProgramCompiler(program)
     roots = [definition] if definition is not None else [d.name for d in program.definitions]
     for name in compiler.order(roots):
@@ -1281,15 +1360,18 @@ def compile_program(program: ir.Program, definition: str | None = None, *,
     if re.search(r"\bF\.", text):
         imports.append("import torch.nn.functional as F")
     imports.append("from torch import nn")
-    return "\n".join([*header, "", *imports, text, ""])
+    return "\n".join([*header, "", *imports, text, ""]), compiler
 
 
-def class_name_of(program: ir.Program, definition: str) -> str:
-    """The name of the class `compile_program(program, definition)` emits for `definition`."""
-    compiler = ProgramCompiler(program)
-    for name in compiler.order([definition]):
-        compiler.compile_definition(compiler.definition(name))
-    return compiler.infos[definition].class_name
+def compile_program(program: ir.Program, definition: str | None = None, *,
+                    source_name: str | None = None) -> str:
+    """One Python source file with an `nn.Module` class per definition.
+
+    With `definition`, only that definition and the ones it calls are emitted; otherwise all.
+    The text depends on the IR alone (no timestamps, no unordered iteration), so the same input
+    gives the same bytes.
+    """
+    return _compile(program, definition, source_name)[0]
 
 
 def build_module(program: ir.Program, definition: str | None = None, *,
@@ -1304,10 +1386,7 @@ def build_module(program: ir.Program, definition: str | None = None, *,
         if not program.definitions:
             raise CompileError("the program has no definitions")
         definition = program.definitions[-1].name
-    compiler = ProgramCompiler(program)
-    for name in compiler.order([definition]):
-        compiler.compile_definition(compiler.definition(name))
-    source = compile_program(program, definition, source_name=source_name)
+    source, compiler = _compile(program, definition, source_name)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     filename = f"<ncd-generated {sanitize(definition)} {digest}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)

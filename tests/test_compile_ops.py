@@ -1,0 +1,142 @@
+"""Each operator compiles to what the equivalent torch expression computes, whatever the
+memory order of its axes and whatever leading batch dims its inputs carry."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ncd
+
+TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
+
+
+def build(source: str, definition: str) -> torch.nn.Module:
+    return ncd.load(textwrap.dedent(source)).to_torch(definition)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+HEADER = """
+axis a = 3, b = 4, c = 5, n
+"""
+
+
+@pytest.mark.parametrize(("function", "reference"), [
+    ("relu", F.relu), ("gelu", F.gelu), ("silu", F.silu), ("sigmoid", torch.sigmoid),
+    ("tanh", torch.tanh), ("exp", torch.exp), ("neg", torch.neg), ("abs", torch.abs),
+    ("square", torch.square),
+])
+def test_elementwise_functions(function: str, reference) -> None:
+    module = build(HEADER + f"def f(X: R[n, a]) -> R[n, a] {{ return {function}(X) }}", "f")
+    X = torch.randn(6, 3)
+    torch.testing.assert_close(module(X), reference(X), **TOLERANCE)
+
+
+def test_log_and_sqrt_on_positive_inputs() -> None:
+    module = build(HEADER + "def f(X: R[a]) -> (R[a], R[a]) { return log(X), sqrt(X) }", "f")
+    X = torch.rand(3) + 0.1
+    log, sqrt = module(X)
+    torch.testing.assert_close(log, torch.log(X), **TOLERANCE)
+    torch.testing.assert_close(sqrt, torch.sqrt(X), **TOLERANCE)
+
+
+def test_softmax_over_a_middle_axis_and_over_two_axes() -> None:
+    module = build(HEADER + """
+    def f(X: R[a, b, c]) -> (R[a, b, c], R[a, b, c], R[a, b, c]) {
+        return softmax[b](X), softmax[a, c](X), logsoftmax[b](X)
+    }""", "f")
+    X = torch.randn(2, 3, 4, 5)
+    one, two, log = module(X)
+    torch.testing.assert_close(one, torch.softmax(X, dim=-2), **TOLERANCE)
+    expected = torch.softmax(X.transpose(-2, -3).reshape(2, 4, 15), -1).reshape(2, 4, 3, 5)
+    torch.testing.assert_close(two, expected.transpose(-2, -3), **TOLERANCE)
+    torch.testing.assert_close(log, torch.log_softmax(X, dim=-2), **TOLERANCE)
+
+
+@pytest.mark.parametrize(("function", "reference"), [
+    ("sum", lambda X: X.sum((-3, -1))), ("mean", lambda X: X.mean((-3, -1))),
+    ("max", lambda X: X.amax((-3, -1))), ("min", lambda X: X.amin((-3, -1))),
+    ("logsumexp", lambda X: torch.logsumexp(X, (-3, -1))),
+])
+def test_reductions(function: str, reference) -> None:
+    module = build(HEADER + f"def f(X: R[a, b, c]) -> R[b] {{ return {function}[a, c](X) }}",
+                   "f")
+    X = torch.randn(2, 3, 4, 5)
+    torch.testing.assert_close(module(X), reference(X), **TOLERANCE)
+
+
+def test_concat_split_rename_reshape() -> None:
+    module = build("""
+    axis a = 3, b = 4, c = 7, d = 3, h = 2, k = 6, m = 12, n
+    def f(A: R[n, a], B: R[n, b], X: R[n, h, k]) -> (R[n, c], R[n, d], R[n, b], R[n, m],
+                                                     R[n, h, k]) {
+        J = concat[a b -> c](A, B)
+        P, Q = split[c -> a b](J)
+        M = reshape[h k -> m](X)
+        return J, rename[a -> d](P), Q, M, reshape[m -> h k](M)
+    }
+    """, "f")
+    A, B, X = torch.randn(5, 3), torch.randn(5, 4), torch.randn(5, 2, 6)
+    joined, renamed, second, merged, split = module(A, B, X)
+    torch.testing.assert_close(joined, torch.cat([A, B], -1), atol=0, rtol=0)
+    torch.testing.assert_close(renamed, A, atol=0, rtol=0)
+    torch.testing.assert_close(second, B, atol=0, rtol=0)
+    torch.testing.assert_close(merged, X.reshape(5, 12), atol=0, rtol=0)
+    torch.testing.assert_close(split, X, atol=0, rtol=0)
+
+
+def test_concat_of_arrays_in_different_memory_orders() -> None:
+    module = build("""
+    axis a = 3, b = 4, c = 7, n
+    def f(A: R[a, n], B: R[n, b]) -> R[n, c] { return concat[a b -> c](A, B) }
+    """, "f")
+    A, B = torch.randn(3, 5), torch.randn(5, 4)
+    torch.testing.assert_close(module(A, B), torch.cat([A.T, B], -1), atol=0, rtol=0)
+
+
+def test_broadcasting_sum_product_and_scale() -> None:
+    module = build(HEADER + """
+    def f(X: R[a, b], Y: R[b], Z: R[b, a]) -> R[a, b] { return (X + Y) * Z * 0.5 - X }
+    """, "f")
+    X, Y, Z = torch.randn(3, 4), torch.randn(4), torch.randn(4, 3)
+    torch.testing.assert_close(module(X, Y, Z), (X + Y) * Z.T * 0.5 - X, **TOLERANCE)
+
+
+def test_general_mask_conditions_and_fill() -> None:
+    module = build("""
+    axis x = 6, y = 6
+    def band(S: R[x, y]) -> R[x, y] { return mask[x - y <= 1, y <= x + 2, fill=0](S) }
+    """, "band")
+    S = torch.randn(6, 6)
+    i, j = torch.arange(6)[:, None], torch.arange(6)[None, :]
+    expected = torch.where((i - j <= 1) & (j <= i + 2), S, torch.zeros(()))
+    torch.testing.assert_close(module(S), expected, atol=0, rtol=0)
+
+
+def test_dropout_follows_training_mode() -> None:
+    module = build(HEADER + "def f(X: R[n, a]) -> R[n, a] { return dropout[p=0.5](X) }", "f")
+    X = torch.ones(200, 3)
+    module.eval()
+    torch.testing.assert_close(module(X), X)
+    module.train()
+    dropped = module(X)
+    assert set(dropped.unique().tolist()) <= {0.0, 2.0} and (dropped == 0).any()
+
+
+def test_einsum_with_a_diagonal_and_a_broadcast_operand() -> None:
+    module = build("""
+    axis i = 4, i2 = 4, j = 3
+    def f(A: R[i, i2], B: R[j]) -> R[i, j] {
+        C[i, j] = A[i, i] * B[j]
+        return C
+    }
+    """, "f")
+    A, B = torch.randn(4, 4), torch.randn(3)
+    torch.testing.assert_close(module(A, B), torch.diagonal(A)[:, None] * B, **TOLERANCE)
