@@ -104,15 +104,6 @@ class Namespace:
         self._taken.add(name)
         return name
 
-    def reserve(self, name: str) -> None:
-        self._taken.add(name)
-
-    def child(self) -> Namespace:
-        """A namespace that starts with every name taken here (for nested scopes)."""
-        nested = Namespace()
-        nested._taken = set(self._taken)
-        return nested
-
 
 def comment_text(text: str) -> str:
     """`text` on one line of printable characters, safe after a `#` in generated code."""

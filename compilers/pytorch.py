@@ -603,12 +603,6 @@ class ForwardEmitter:
                            fallback=fallback)
         return Value(name, term.cod[index], batched)
 
-    def label_names(self, term: ir.Broadcasted, labels: Sequence[Label]) -> str:
-        names = []
-        for kind, key in labels:  # type: ignore[misc]
-            names.append(term.degree.axes[key].name if kind == "degree" else str(key))
-        return " ".join(names)
-
     def normalized(self, term: ir.Broadcasted, value: Value, port: ir.Port,
                    order: Sequence[Label], missing: Missing,
                    leading_from: Value | None = None) -> View:

@@ -140,3 +140,19 @@ def test_einsum_with_a_diagonal_and_a_broadcast_operand() -> None:
     """, "f")
     A, B = torch.randn(4, 4), torch.randn(3)
     torch.testing.assert_close(module(A, B), torch.diagonal(A)[:, None] * B, **TOLERANCE)
+
+
+def test_symbolic_size_solved_from_a_derived_input_axis() -> None:
+    """|x| is read from an input whose axis has size 2 * x + 1."""
+    module = build("""
+    axis x, t = 2
+    axis y = 2 * x + 1
+    def pairs(A: R[y]) -> R[x, t] {
+        B[x, t] = A[2*x + t]
+        return B
+    }
+    """, "pairs")
+    for length in (1, 5, 9):
+        A = torch.randn(3, 2 * length + 1)
+        torch.testing.assert_close(module(A), A[:, :2 * length].reshape(3, length, 2),
+                                   atol=0, rtol=0)

@@ -101,3 +101,18 @@ def test_every_construct_has_a_section() -> None:
                     "Parameters and initialisers", "Imports", "Diagnostics and exit codes",
                     "The command line"):
         assert re.search(rf"^##+ .*{re.escape(heading)}", text, re.MULTILINE), heading
+
+
+@pytest.mark.parametrize("example", [e for e in EXAMPLES if e.kind == "ncd" and "def " in e.source],
+                         ids=lambda e: f"line{e.line}")
+def test_example_renders_without_layout_problems(example: Example, tmp_path: Path) -> None:
+    """Every construct of the language has a drawing: each definition of each example lays out
+    with no broken rule of the visual grammar, collapsed calls and expanded calls alike."""
+    from ncd.renderers import RenderOptions, diagram, render_svg
+
+    program = _load(example, tmp_path)
+    for name in program.names:
+        for options in (RenderOptions(), RenderOptions(expand_calls=True)):
+            problems = diagram(program.ir, name, options).validate()
+            assert not problems, f"line {example.line}, {name}: {problems}"
+        assert "<path" in render_svg(program.ir, name)
