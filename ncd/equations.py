@@ -277,6 +277,14 @@ def _solve_sizes(builder: DefinitionBuilder, operands: Sequence[Operand],
                 f"axis of size {sizes[name]} elsewhere", index.span,
                 notes=[Note(origin[name], f"`{name}` has size {sizes[name]} here")],
                 hint="indices that share a name must range over axes of the same size")
+        declared = ctx.axes.get(name)
+        if declared is not None and declared.size != size:
+            raise ctx.error(
+                "E300", f"index `{name}` reads axis `{axis.name}` of size {size}, but `{name}` "
+                f"is declared with size {declared.size}", index.span,
+                notes=[Note(declared.span, f"`{name}` is declared here")] if declared.span
+                else (), hint="an index named after a declared axis ranges over that axis; "
+                "pick another name for this index")
         sizes.setdefault(name, size)
         origin.setdefault(name, index.span)
     # 2. Otherwise a declared axis of the same name gives the range.

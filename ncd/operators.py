@@ -323,12 +323,23 @@ def _scale(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[V
 
 
 def combine(builder: DefinitionBuilder, op: ir.Operator, values: Sequence[tuple[Value, ir.Span]],
-            span: ir.Span, name: str | None, what: str) -> Value:
+            span: ir.Span, name: str | None, what: str,
+            params: Sequence[tuple[ir.Parameter, ir.Span]] = ()) -> Value:
+    """An entrywise operation over arrays (and declared parameters, e.g. a bias `Y + b`)."""
     for value, value_span in values:
         builder.require_reals(value, value_span, what)
-    axes = builder.unify_axes(values, what)
+    # Parameters take part in the alignment of axes like any operand.
+    stand_ins = [(Value(p.array, p.name, p_span), p_span) for p, p_span in params]
+    axes = builder.unify_axes([*values, *stand_ins], what)
     out = array(ir.REALS, axes)
-    return builder.broadcast(op, [(v, ()) for v, _ in values], [(out, (), name)], span)[0]
+    return builder.broadcast(op, [(v, ()) for v, _ in values], [(out, (), name)], span,
+                             params=[(p, ()) for p, _ in params])[0]
+
+
+def _declared_parameter(builder: DefinitionBuilder, expr: s.Expr) -> ir.Parameter | None:
+    if isinstance(expr, s.Var) and expr.name not in builder.scope:
+        return builder.params.get(expr.name)
+    return None
 
 
 @operator("add", "entrywise sum; axes missing from an operand are broadcast", "add(X, Y)")
@@ -446,6 +457,21 @@ def arithmetic(builder: DefinitionBuilder, expr: s.BinOp | s.Neg, name: str | No
     if expr.op == "/":
         raise ctx.error("E307", "division of arrays is not an operator of ncd", expr.span,
                         hint="multiply by an elementwise function of the divisor instead")
+    op: ir.Operator = ir.MultiplyOp() if expr.op == "*" else ir.AddOp()
+    what = {"*": "`*`", "+": "`+`", "-": "`-`"}[expr.op]
+    if expr.op in ("+", "*"):
+        operands: list[tuple[Value, ir.Span]] = []
+        params: list[tuple[ir.Parameter, ir.Span]] = []
+        for side in (expr.left, expr.right):
+            parameter = _declared_parameter(builder, side)
+            if parameter is not None:
+                params.append((parameter, side.span))
+            else:
+                operands.append((single(builder, side), side.span))
+        if not operands:
+            raise ctx.error("E207", f"`{what[1:-1]}` of two parameters is not an array on a wire",
+                            expr.span)
+        return combine(builder, op, operands, expr.span, name, what, params)
     left = single(builder, expr.left)
     right = single(builder, expr.right)
     if expr.op == "-":
@@ -453,8 +479,6 @@ def arithmetic(builder: DefinitionBuilder, expr: s.BinOp | s.Neg, name: str | No
         negated = builder.broadcast(ir.ElementwiseOp(function="neg"), [(right, ())],
                                     [(right.array, (), None)], expr.right.span)[0]
         right = negated
-    op: ir.Operator = ir.MultiplyOp() if expr.op == "*" else ir.AddOp()
-    what = {"*": "`*`", "+": "`+`", "-": "`-`"}[expr.op]
     return combine(builder, op, [(left, expr.left.span), (right, expr.right.span)], expr.span,
                    name, what)
 

@@ -557,3 +557,27 @@ def test_gru_matches_nn_gru() -> None:
         H, Y = module(X, H0)
         torch.testing.assert_close(Y, expected, **TOLERANCE)
         torch.testing.assert_close(H, last[0], **TOLERANCE)
+
+
+CONV1D_PLUS_BIAS = """
+axis b
+axis c = 3, o = 4, x = 10, w = 3
+axis p = x - w + 1
+def conv(X: R[b, c, x]) -> R[b, o, p] {
+    param W: R[o, c, w]
+    param bias: R[o] = zeros
+    P[b, c, p, w] = X[b, c, p + w]
+    Y[b, o, p] = sum(c, w) P[b, c, p, w] * W[o, c, w]
+    return Y + bias
+}
+"""
+
+
+def test_declared_bias_added_with_plus_matches_nn_conv1d() -> None:
+    """A declared parameter is an operand of `+`: the bias broadcasts along (b, p) by name."""
+    reference = nn.Conv1d(3, 4, 3)
+    module = build(CONV1D_PLUS_BIAS, "conv")
+    load_weights(module, {"W": reference.weight, "bias": reference.bias})
+    assert parameter_count(module) == parameter_count(reference)
+    X = torch.randn(2, 3, 10)
+    torch.testing.assert_close(module(X), reference(X), **TOLERANCE)

@@ -240,3 +240,16 @@ def test_reused_parameter_with_other_sizes() -> None:
 
 def test_no_override_complaint_when_the_file_does_not_parse() -> None:
     assert [d.code for d in diagnostics("axis m = 4 $", {"m": 8, "zz": 1})] == ["E100"]
+
+
+def test_an_index_named_after_a_declared_axis_keeps_its_declared_size() -> None:
+    """`q` is declared with size 1; reading an axis of size 12 through it is a mismatch, shown
+    at the index with a note at the declaration."""
+    diagnostic = err("axis x = 12, q = 1\n"
+                     "def f(X: R[x]) -> R[q] {\n"
+                     "    Z[q] = X[q]\n"
+                     "    return Z\n"
+                     "}\n", "E300", at="3:14")
+    assert "declared with size 1" in diagnostic.message
+    assert diagnostic.notes and diagnostic.notes[0].span is not None
+    assert diagnostic.notes[0].span.line == 1
