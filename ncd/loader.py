@@ -30,6 +30,9 @@ class Loader:
     modules: dict[str, s.Module] = field(default_factory=dict)
     loading: list[str] = field(default_factory=list)
     order: list[s.Module] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # the key of each module of `order`
+    # Which module each import statement brought in, by (importing module key, item index).
+    import_targets: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def read(self, path: Path, span: ir.Span | None) -> str | None:
         display = _display(path)
@@ -87,13 +90,17 @@ class Loader:
             return
         self.modules[key] = module
         self.loading.append(key)
-        for item in module.items:
+        for index, item in enumerate(module.items):
             if isinstance(item, s.Import):
-                self.load_import(item, directory)
+                target = self.load_import(item, directory)
+                if target is not None:
+                    self.import_targets[(key, index)] = target
         self.loading.pop()
         self.order.append(module)
+        self.keys.append(key)
 
-    def load_import(self, item: s.Import, directory: Path) -> None:
+    def load_import(self, item: s.Import, directory: Path) -> str | None:
+        """Load the imported file; its module key, or None when it could not be loaded."""
         target = (directory / item.path).resolve()
         try:
             target.relative_to(self.root)
@@ -101,12 +108,14 @@ class Loader:
             self.sink.error("E205", f"`{item.path}` is outside the project root "
                             f"`{_display(self.root)}`", item.span,
                             hint="imports stay inside the folder of the file being loaded")
-            return
+            return None
         if not target.is_file():
             self.sink.error("E205", f"cannot find `{item.path}`", item.span,
                             hint=f"looked for {_display(target)}")
-            return
+            return None
         self.load_file(target, item.span)
+        key = str(target)
+        return key if key in self.modules and key not in self.loading else None
 
 
 def _byte_span(display: str, data: bytes, offset: int) -> ir.Span:
@@ -163,38 +172,88 @@ def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir
             loader.sink.error("E314", f"`-D {name}={value}`: a size is a positive integer", None)
     valid = {name: value for name, value in overrides.items() if value > 0}
     declare_axes(ctx, declared, valid)
-    definitions: list[ir.Definition] = []
-    for module in loader.order:
-        for item in module.items:
-            if not isinstance(item, (s.Definition, s.PointFree)):
-                continue
-            name = item.name.name
-            if name in ctx.definitions or name in ctx.failed:
-                previous = ctx.definitions.get(name)
-                loader.sink.error("E203", f"`{name}` is defined twice", item.name.span,
-                                  notes=[Note(previous.span, "first defined here")]
-                                  if previous and previous.span else ())
-                continue
-            if isinstance(item, s.Definition):
-                definition = elaborate_definition(ctx, item)
-            else:
-                definition = elaborate_pointfree(ctx, item)
-            if definition is None:
-                ctx.failed.add(name)
-                continue
-            ctx.definitions[name] = definition
-            definitions.append(definition)
-    for module in loader.order:
-        for item in module.items:
-            if isinstance(item, s.Import) and item.names:
-                for ident in item.names:
-                    if ident.name not in ctx.definitions and ident.name not in ctx.failed:
-                        loader.sink.error("E205", f"`{item.path}` defines no `{ident.name}`",
-                                          ident.span,
-                                          hint=did_you_mean(ident.name, ctx.definitions))
+    definitions = _elaborate_modules(loader, ctx)
     if loader.sink.has_errors:
         return None
     top = loader.order[-1] if loader.order else None
     axes = tuple(ir.Axis(name=info.name, size=info.size.to_ir()) for info in ctx.axes.values())
     return ir.Program(source=source_name, doc=top.doc if top else None, axes=axes,
                       definitions=tuple(definitions))
+
+
+Namespace = dict[str, "ir.Definition | None"]  # None: the definition has errors
+
+
+def _elaborate_modules(loader: Loader, ctx: Context) -> list[ir.Definition]:
+    """Elaborate each module's definitions in its own namespace: its definitions and what it
+    imports (everything visible in the file for `import "F"`, the listed names for
+    `from "F" import a, b`). A definition whose name is taken by another module's is kept
+    under a qualified name (`F.h`) so that every definition of the program is distinct; the
+    plain name goes to the file that defines it last (the file being loaded)."""
+    exports: dict[str, Namespace] = {}
+    taken: set[str] = set()
+    definitions: list[ir.Definition] = []
+    # The plain name goes to the last module defining it (the file loaded keeps its names).
+    last_module = {item.name.name: position for position, module in enumerate(loader.order)
+                   for item in module.items if isinstance(item, (s.Definition, s.PointFree))}
+    for position, (key, module) in enumerate(zip(loader.keys, loader.order, strict=True)):
+        visible: Namespace = {}
+        origin: dict[str, ir.Span] = {}
+        imported: set[str] = set()
+        for index, item in enumerate(module.items):
+            if not isinstance(item, s.Import) or (key, index) not in loader.import_targets:
+                continue
+            available = exports[loader.import_targets[(key, index)]]
+            if item.names is None:
+                wanted = [(name, item.span) for name in available]
+            else:
+                wanted = [(ident.name, ident.span) for ident in item.names]
+            for name, span in wanted:
+                if name not in available:
+                    loader.sink.error("E205", f"`{item.path}` defines no `{name}`", span,
+                                      hint=did_you_mean(name, available))
+                    continue
+                visible[name] = available[name]
+                origin[name] = span
+                imported.add(name)
+        for item in module.items:
+            if not isinstance(item, (s.Definition, s.PointFree)):
+                continue
+            name = item.name.name
+            if name in visible:
+                previous = visible[name]
+                first = origin.get(name) or (previous.span if previous else None)
+                how = "imported here" if name in imported else "first defined here"
+                loader.sink.error("E203", f"`{name}` is defined twice", item.name.span,
+                                  notes=[Note(first, how)] if first else ())
+                continue
+            ctx.definitions = {n: d for n, d in visible.items() if d is not None}
+            ctx.failed = {n for n, d in visible.items() if d is None}
+            if isinstance(item, s.Definition):
+                definition = elaborate_definition(ctx, item)
+            else:
+                definition = elaborate_pointfree(ctx, item)
+            origin[name] = item.name.span
+            if definition is None:
+                visible[name] = None
+                continue
+            reserved = taken | ({name} if last_module[name] > position else set())
+            unique = _unique_name(name, Path(module.path).stem, reserved)
+            if unique != name:
+                definition = definition.model_copy(update={"name": unique})
+            taken.add(unique)
+            visible[name] = definition
+            definitions.append(definition)
+        exports[key] = visible
+    return definitions
+
+
+def _unique_name(name: str, module: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    candidate = f"{module}.{name}"
+    count = 1
+    while candidate in taken:
+        count += 1
+        candidate = f"{module}.{name}_{count}"
+    return candidate

@@ -833,7 +833,7 @@ def call_definition(builder: DefinitionBuilder, call: s.Call, name: str | None) 
         raise _ctx_error(builder, f"`{definition.name}` is a definition and takes no brackets",
                          call.name.span)
     values = [single(builder, a) for a in call.args]
-    instance = builder.instance_name(definition.name)
+    instance = builder.instance_name(call.name.name)
     names = [name if len(definition.outputs) == 1 else None] * len(definition.outputs)
     out_names = [n or builder.fresh_name(definition.name) for n in names]
     term, outputs = lifted_call(builder, definition,
@@ -889,7 +889,7 @@ def _scan(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Va
     if len(step.outputs) < carries:
         raise ctx.error("E311", f"`{step.name}` gives {len(step.outputs)} arrays but there are "
                         f"{carries} states to carry", call.span)
-    instance = builder.instance_name(step.name)
+    instance = builder.instance_name(call.args[0].name)
     step_names = [f"{step.name}_out{i}" for i in range(len(step.outputs))]
     term, step_outputs = lifted_call(builder, step, step_args, call.span, instance, step_names)
     for index in range(carries):
