@@ -13,7 +13,8 @@ rules of the term are the construction rules of the picture:
 - `rearrangement` and rearranging `reindexing`s are routing (forks at dots, bars, crossings);
   other reindexings are a hexagon carrying the index map;
 - `block` frames its body (title, colour, brackets for xN), or collapses into one box;
-- `scan` frames its step under a band carrying the recurrence axis.
+- `scan` frames its step, loops its carried states back over the frame, and runs the
+  scanned axis of the sequences under it.
 
 Wire ids are threaded through the layout (a panel is laid out knowing the ids of the wires that
 enter it), so every drawn piece of a wire carries the id of the wire it belongs to and the
@@ -23,8 +24,9 @@ geometry can be validated. Text is measured before it is placed, so boxes grow t
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -102,6 +104,14 @@ CLEARANCE = 5.0
 """Least distance between a box and a wire that passes it by."""
 CORE_PAD = 8.0
 """Straight wire between a box and the routing on either side."""
+SEPARATOR_ROOM = 8.0
+"""Least vertical room between two stacked factors: the dashed separator runs in it."""
+LOOP_STEP = 6.0
+"""Spacing of the nested loops that feed a scan's carried states back."""
+INLINE_HEIGHT = 15.0
+"""Height of the box of a function of the datatype alone, drawn under its array's bundle."""
+INLINE_GAP = 4.0
+"""Gap between the last wire of a bundle and the inline box under it."""
 WIRE = 1.3
 THIN = 0.9
 DOT = 2.7
@@ -317,16 +327,35 @@ def bar(ctx: Context, x: float, y: float) -> Path:
     return Path((x, y - 4.5), ((x, y + 4.5),), Stroke(ctx.theme.ink, 1.6), layer=LAYER_MARK)
 
 
-def _best_offset(differences: Sequence[float]) -> float:
-    """The vertical shift that makes the most wires straight (ties: the one nearest the
-    median shift), so neighbours line up without needless curves."""
+def _best_offset(differences: Sequence[float], weights: Sequence[float] | None = None,
+                 cost: Callable[[float], float] | None = None) -> float:
+    """The vertical shift that makes the most wires straight (`weights`: 1 for a wire that
+    counts, 0 for a separator, which only breaks ties). Ties go to the cheapest shift by
+    `cost` (a join: the one that keeps the picture lowest), then to the one that keeps the
+    topmost wire straight, so that a stack which loses wires closes up towards its top and a
+    chain of such steps stays level instead of drifting."""
     if not differences:
         return 0.0
-    counts = Counter(round(d, 2) for d in differences)
-    ordered = sorted(differences)
-    median = ordered[(len(ordered) - 1) // 2]
-    best = max(counts.items(), key=lambda kv: (kv[1], -abs(kv[0] - median), -kv[0]))
+    count: dict[float, int] = {}
+    minor: dict[float, int] = {}
+    first: dict[float, int] = {}
+    for index, d in enumerate(differences):
+        key = round(d, 2)
+        if weights is None or weights[index] > 0:
+            count[key] = count.get(key, 0) + 1
+            first.setdefault(key, index)
+        else:
+            minor[key] = minor.get(key, 0) + 1
+    if not count:  # only separators: the most of them straight
+        return max(minor.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    best = max(count.items(),
+               key=lambda kv: (kv[1], -round(cost(kv[0]), 1) if cost else 0.0,
+                               -first[kv[0]], minor.get(kv[0], 0), -kv[0]))
     return best[0]
+
+
+def _weight(spec: Spec) -> float:
+    return 0.0 if spec.kind == "sep" else 1.0
 
 
 def label_zone_width(specs: Sequence[Spec]) -> float:
@@ -359,10 +388,18 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     anchors: list[Anchor] = []
 
     # Stack each side at the pitch, shifted so that as many wires as possible run straight.
-    base_left = _best_offset([core.left[r].y - k * PITCH for k, r in enumerate(in_map)
-                              if r is not None and (align_left is None or k in align_left)])
-    base_right = _best_offset([core.right[r].y - k * PITCH for k, r in enumerate(out_map)
-                               if r is not None and (align_right is None or k in align_right)])
+    chosen_left = [k for k, r in enumerate(in_map)
+                   if r is not None and (align_left is None or k in align_left)]
+    chosen_right = [k for k, r in enumerate(out_map)
+                    if r is not None and (align_right is None or k in align_right)]
+    gap = [0.0] * len(left)  # a card's wires keep a wire's gap from the data above them
+    for source in sources:
+        for k in range(source.first, source.first + source.count):
+            gap[k] = PITCH
+    base_left = _best_offset([core.left[in_map[k] or 0].y - k * PITCH - gap[k]
+                              for k in chosen_left], [_weight(left[k]) for k in chosen_left])
+    base_right = _best_offset([core.right[out_map[k] or 0].y - k * PITCH for k in chosen_right],
+                              [_weight(right[k]) for k in chosen_right])
     # Balanced: the stack is centred on its rows (a fan-out or a merge, symmetric).
     if balance_left and in_map:
         shifts = [core.left[r].y - k * PITCH for k, r in enumerate(in_map) if r is not None]
@@ -374,9 +411,9 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     y_right = [base_right + k * PITCH for k in range(len(right))]
     sourced: dict[int, float] = {}  # left wire -> x where it leaves its card
     cards: list[tuple[Source, float, float]] = []  # source, card width, card top
+    for k in range(len(left)):
+        y_left[k] += gap[k]
     for source in sources:
-        for k in range(source.first, source.first + source.count):
-            y_left[k] += PITCH  # a wire's gap between the data and the card
         lb = source.label.measure(TITLE_SIZE)
         cards.append((source, max(26.0, lb.width + 14.0), 0.0))
 
@@ -570,7 +607,18 @@ def join(ctx: Context, first: Panel, second: Panel) -> Panel:
     """`first ; second`: side by side, with a routing column where the wires disagree."""
     differences = [a.y - b.y for a, b in zip(first.right, second.left, strict=True)]
     if differences:
-        dy = _best_offset(differences)
+        # Among equally good shifts: first the one that keeps straight the wires passing
+        # through `second` unchanged (the main line beside a branch), then the lowest picture.
+        passing = {e.wire for e in second.right} & {e.wire for e in second.left}
+        through = [d for d, b in zip(differences, second.left, strict=True)
+                   if b.wire in passing and b.spec.kind != "sep"]
+
+        def cost(shift: float) -> float:
+            straight = sum(1 for d in through if abs(d - shift) < 0.01)
+            return -1000.0 * straight + (max(first.bottom, second.bottom + shift)
+                                         - min(first.top, second.top + shift))
+
+        dy = _best_offset(differences, [_weight(a.spec) for a in first.right], cost)
     else:
         dy = (first.top + first.bottom) / 2 - (second.top + second.bottom) / 2
     moves = [abs(d - dy) for d in differences]
@@ -641,20 +689,31 @@ def layout_product(term: ir.Product, ctx: Context, in_ids: Sequence[int]) -> Pan
     bottom: float | None = None
     for index, panel in enumerate(panels):
         if bottom is not None:
-            dy = bottom + PITCH * 0.9 - panel.top
+            # Room for the separator between the factors, and the wires on the pitch grid:
+            # the first wire of a factor two pitches (or a whole number of pitches) below the
+            # last wire above, so that stacks in a chain line up and wires run straight.
+            dy = bottom + SEPARATOR_ROOM - panel.top
             if left and panel.left:
                 dy = max(dy, left[-1].y + 2 * PITCH - panel.left[0].y)
             if right and panel.right:
                 dy = max(dy, right[-1].y + 2 * PITCH - panel.right[0].y)
+            grid = left if left and panel.left else right if right and panel.right else None
+            if grid is not None:
+                ref = panel.left[0].y if grid is left else panel.right[0].y
+                steps = math.ceil((ref + dy - grid[-1].y) / PITCH - 1e-6)
+                dy = grid[-1].y + steps * PITCH - ref
             panel = panel.moved(0.0, dy)
             has_left = bool(left) and bool(panel.left)
             has_right = bool(right) and bool(panel.right)
-            # Midway between the factors, and at least half a pitch from any wire.
-            y_sep = (bottom + panel.top) / 2
-            lower = max([e[-1].y + PITCH / 2 for e in (left, right) if e], default=y_sep)
-            upper = min([e[0].y - PITCH / 2 for e in (panel.left, panel.right) if e],
-                        default=y_sep)
-            y_sep = min(max(y_sep, lower), upper)
+            # Midway between the last wire above and the first below (the middle of the
+            # pitch grid), kept clear of everything drawn in either factor.
+            if grid is not None:
+                lower_wire = grid[-1].y
+                upper_wire = panel.left[0].y if grid is left else panel.right[0].y
+                y_sep = (lower_wire + upper_wire) / 2
+            else:
+                y_sep = (bottom + panel.top) / 2
+            y_sep = min(max(y_sep, bottom + 2.5), panel.top - 2.5)
             if has_left or has_right:
                 sep_spec = Spec("sep", index, "", None)
                 wire = separator_ids[index] if has_left and separator_ids[index] >= 0 \
@@ -691,13 +750,15 @@ def layout_rearrangement(term: ir.Rearrangement, ctx: Context, in_ids: Sequence[
     rows: list[End] = []
     row_of: dict[tuple[int, Kind, str], int] = {}
     in_map: list[int | None] = []
-    for spec, wire in zip(left, in_ids, strict=True):
+    # The rows keep the input's stacking (a separator's slot stays empty), so the inputs
+    # run straight in and only the outputs move.
+    for k, (spec, wire) in enumerate(zip(left, in_ids, strict=True)):
         if spec.kind == "sep":
             in_map.append(None)
             continue
         row_of[(spec.array, spec.kind, spec.name)] = len(rows)
         in_map.append(len(rows))
-        rows.append(End(len(rows) * PITCH, wire, spec))
+        rows.append(End(k * PITCH, wire, spec))
     out_map: list[int | None] = []
     for spec in right:
         if spec.kind == "sep":
@@ -806,13 +867,49 @@ def layout_reindexing(term: ir.Reindexing, ctx: Context, in_ids: Sequence[int]) 
     in_map: list[int | None] = [None] * len(left)
     y = 0.0
     hex_inputs = list(hex_rows)
-    placed_hex = False
+    # The rows top to bottom: output axes in output order, and each fixed index (a pentagon)
+    # where its input axis lies, so that the input's wires need not cross to reach them.
+    entries: list[tuple[str, str | int]] = []
     for name in order:
         index = domain.index(name)
         if index in hex_outputs:
-            if placed_hex:
-                continue
-            placed_hex = True
+            if ("hex", "") not in entries:
+                entries.append(("hex", ""))
+        else:
+            entries.append(("plain", name))
+
+    def first_source(entry: tuple[str, str | int]) -> int | None:
+        if entry[0] == "hex":
+            return min(hex_inputs, default=None)
+        index = domain.index(str(entry[1]))
+        reads = [j for j, (kind, source) in enumerate(kinds)
+                 if kind == "simple" and source == index]
+        return min(reads, default=None)
+
+    for j in constant_rows:
+        at = next((i for i, e in enumerate(entries) if e[0] != "const"
+                   and (first := first_source(e)) is not None and first > j), len(entries))
+        entries.insert(at, ("const", j))
+    for entry_kind, entry in entries:
+        if entry_kind == "const":
+            j = int(entry)
+            k, spec = left_of[j]
+            box_id = ctx.fresh()
+            in_map[k] = len(core_left)
+            wire = in_ids[k]
+            core_left.append(End(y, wire, spec))
+            items.append(wire_path(ctx, spec, wire, (0.0, y), [(gx, y)]))
+            height = 20.0
+            items.extend(pentagon(gx, y - height / 2, pent_w, height, theme))
+            lab = pent_labels[j]
+            lw = lab.measure(LABEL_SIZE)
+            items.append(text_item(lab, gx + 4.0, y + (lw.ascent - lw.descent) / 2, LABEL_SIZE,
+                                   theme.text, owner=box_id, role="glyph"))
+            boxes.append(Box(box_id, gx, y - height / 2, pent_w, height, "element",
+                             (PortPoint(gx, y, wire, "left"),), 1))
+            y += PITCH
+            continue
+        if entry_kind == "hex":
             count = max(len(hex_inputs), len(hex_outputs))
             box_id = ctx.fresh()
             ports: list[PortPoint] = []
@@ -844,6 +941,8 @@ def layout_reindexing(term: ir.Reindexing, ctx: Context, in_ids: Sequence[int]) 
                              len(hex_inputs) + len(hex_outputs)))
             y += count * PITCH
             continue
+        name = str(entry)
+        index = domain.index(name)
         # A plain output axis: fed by every simple row that reads it (a dot if several,
         # a starting dot if none: the output is broadcast along it).
         wire_sources = [j for j, (kind, source) in enumerate(kinds)
@@ -858,22 +957,6 @@ def layout_reindexing(term: ir.Reindexing, ctx: Context, in_ids: Sequence[int]) 
         core_left.append(row)
         core_right.append(row)
         items.append(wire_path(ctx, spec, row_id, (0.0, y), [(core_w, y)]))
-        y += PITCH
-    for j in constant_rows:
-        k, spec = left_of[j]
-        box_id = ctx.fresh()
-        in_map[k] = len(core_left)
-        wire = in_ids[k]
-        core_left.append(End(y, wire, spec))
-        items.append(wire_path(ctx, spec, wire, (0.0, y), [(gx, y)]))
-        height = 20.0
-        items.extend(pentagon(gx, y - height / 2, pent_w, height, theme))
-        lab = pent_labels[j]
-        lw = lab.measure(LABEL_SIZE)
-        items.append(text_item(lab, gx + 4.0, y + (lw.ascent - lw.descent) / 2, LABEL_SIZE,
-                               theme.text, owner=box_id, role="glyph"))
-        boxes.append(Box(box_id, gx, y - height / 2, pent_w, height, "element",
-                         (PortPoint(gx, y, wire, "left"),), 1))
         y += PITCH
     out_map: list[int | None] = []
     by_name = {row.spec.name: r for r, row in enumerate(core_right)}
@@ -921,6 +1004,11 @@ def band_order(term: ir.Broadcasted) -> list[str]:
             if name in degree and name not in order:
                 order.append(name)
     order.extend(n for n in degree if n not in order)
+    if term.op.kind == "einsum" and term.params:
+        # A learned operand's card sits under the inputs: the axes only it brings (`o` of
+        # `W[o, c, w]`) go last, next to the card, so its wires need not cross the inputs'.
+        read = {name for port in term.inputs for name in port.tiling}
+        order = [n for n in order if n in read] + [n for n in order if n not in read]
     return order
 
 
@@ -1045,14 +1133,22 @@ def _boxed(term: ir.Broadcasted, glyph: Glyph, ctx: Context, in_ids: Sequence[in
     width = max(width, param_slot * len(params))
 
     nb = len(band_rows)
+    stub_in = not body_left
+    stub_out = not body_right
+    inline = stub_in and stub_out and nb > 0 and not params
+    if inline:
+        # A function of the datatype alone (elementwise, scale, dropout on an array with
+        # axes): a small box on a short arrowed datatype wire tucked just under the array's
+        # bundle, which passes by above, so that it visibly acts on that array.
+        height = INLINE_HEIGHT
     y0 = nb * PITCH if nb else 0.0
     box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
-    if nb and box_top < band_rows[-1].y + CLEARANCE:
+    if inline:
+        box_top = band_rows[-1].y + INLINE_GAP
+    elif nb and box_top < band_rows[-1].y + CLEARANCE:
         y0 += band_rows[-1].y + CLEARANCE - box_top
         box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
 
-    stub_in = not body_left
-    stub_out = not body_right
     pad_left = CORE_PAD + (10.0 if stub_in else 0.0)
     pad_right = CORE_PAD + (10.0 if stub_out else 0.0)
     bx = pad_left
@@ -1134,6 +1230,14 @@ def _junction(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: l
               out_band: dict[int, int]) -> Panel:
     """Addition and multiplication: the inputs' wires meet at dots on the band, and the
     separators between the inputs run into a `+` (or a dot in a circle) just below."""
+    # The main line of a residual (`X = X + f(X)`: the input bound to the result's name) runs
+    # on through the junction as the same wire, so a chain keeps it straight.
+    main = next((index for index, port in enumerate(term.inputs)
+                 if port.name is not None and port.name == term.outputs[0].name), None)
+    if main is not None:
+        carried = {row: in_ids[k] for k, row in in_band.items() if left[k].array == main}
+        band_rows = [End(row.y, carried.get(i, row.wire), row.spec)
+                     for i, row in enumerate(band_rows)]
     nb = len(band_rows)
     y_j = nb * PITCH - PITCH * 0.35 if nb else 0.0
     width = 24.0
@@ -1157,12 +1261,13 @@ def _junction(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: l
     in_map, out_map = _maps(left, right, in_band, out_band, body_in, body_out, nb)
     # The sum continues its main line straight: the input that is the variable the result
     # is bound to (`X = X + f(X)`).
-    for index, port in enumerate(term.inputs):
-        if port.name is not None and port.name == term.outputs[0].name:
-            return assemble(ctx, left, in_ids, in_map, core, out_map, right,
-                            align_left=[k for k, s in enumerate(left) if s.array == index])
-    # Otherwise the inputs merge symmetrically, so long chains do not drift.
-    return assemble(ctx, left, in_ids, in_map, core, out_map, right, balance_left=True)
+    if main is not None:
+        return assemble(ctx, left, in_ids, in_map, core, out_map, right,
+                        align_left=[k for k, s in enumerate(left) if s.array == main])
+    # Otherwise the result takes the height of the first input (its wires run straight and
+    # the others join it), so a chain of merges stays level instead of drifting.
+    return assemble(ctx, left, in_ids, in_map, core, out_map, right,
+                    align_left=[k for k, s in enumerate(left) if s.array == 0])
 
 
 def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: list[Spec],
@@ -1184,9 +1289,18 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
     in_band = dict(in_band)
     contracted_rows = [k for k in body_left if left[k].kind == "axis"]
     sources: list[Source] = []
+    first_contracted = [left[k].name for k in contracted_rows]
     for number, param in enumerate(term.params):
         first = len(specs)
-        for name in param.array.names:
+        # The card's wires in the order that needs no crossing: its contracted wires first,
+        # mirroring the input's so that the cups nest, then its tiling wires by band row.
+        def card_order(name: str, param: ir.Port = param) -> tuple[int, int]:
+            if name in param.targets:
+                at = first_contracted.index(name) if name in first_contracted else -1
+                return (0, -at)
+            return (1, band_index.get(_degree_of(param, name, degree), 0))
+
+        for name in sorted(param.array.names, key=card_order):
             k = len(specs)
             specs.append(Spec("axis", -1 - number, name, None))
             ids.append(ctx.fresh())
@@ -1218,6 +1332,24 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
             ks = sorted(ks, key=lambda k: -first_names.index(specs[k].name)
                         if specs[k].name in first_names else 0)
         order.extend(ks)
+    # A band row only a learned operand feeds (the last ones, see `band_order`) runs under
+    # the cups, straight on from the card, and joins the others on the output side.
+    # The other band rows stay at the height of the input wires that feed them where the
+    # order allows, so those run straight; the cups come after them.
+    if term.params and order:
+        lowered: list[int] = []
+        y_prev = -PITCH
+        for i, row in enumerate(band_rows):
+            inputs = [k for k in feeders.get(i, ()) if k < len(left)]
+            if feeders.get(i) and not inputs:
+                lowered.append(i)
+                continue
+            y_prev = max(min(inputs) * PITCH if inputs else y_prev, y_prev + PITCH)
+            band_rows[i] = End(y_prev, row.wire, row.spec)
+        y0 = y_prev + PITCH
+        for n, i in enumerate(lowered):
+            band_rows[i] = End(y0 + (len(order) + n) * PITCH, band_rows[i].wire,
+                               band_rows[i].spec)
     core_left = list(band_rows)
     body_in: dict[int, int] = {}
     rows: list[tuple[str, float, int]] = []
@@ -1440,8 +1572,10 @@ def frame(ctx: Context, body: Panel, title: Label, repeat: int, fill: str,
 
 
 def layout_scan(term: ir.Scan, ctx: Context, in_ids: Sequence[int]) -> Panel:
-    """The step inside a dashed frame titled `scan l`; the recurrence axis of the sequences
-    runs in a band above the frame, from the inputs to the stacked outputs."""
+    """The step inside a dashed frame titled `scan over l`. The carried states feed back:
+    each runs from the step's output over the top of the frame, an arrow pointing back, into
+    the step's input. The scanned axis of the sequences runs in a band under the frame,
+    straight from the inputs to the stacked outputs (a tiling wire: the step never sees it)."""
     depth = ctx.depth + 1
     axis = term.axis.name
     title = Label((Run("scan over ", "roman"), *Label.axis(axis).runs))
@@ -1472,17 +1606,50 @@ def layout_scan(term: ir.Scan, ctx: Context, in_ids: Sequence[int]) -> Panel:
     loop = Label.plain("\u21bb")
     framed = frame(ctx, step, title, 1, ctx.theme.blocks[depth % len(ctx.theme.blocks)],
                    dashed=True, mark=loop)
-    framed = framed.moved(CORE_PAD, PITCH * 0.5 + CLEARANCE - framed.top)
-    width = framed.width + 2 * CORE_PAD
+    # The recurrence: each carried state leaves the step on the right, forks at a dot and
+    # runs back over the top of the frame (an arrow pointing back) into the step's state
+    # input on the left; loops nest, the first carry innermost.
+    carried = [a for a in range(term.carries)
+               if any(e.spec.array == a and e.spec.kind != "sep" for e in framed.left)
+               and any(e.spec.array == a and e.spec.kind != "sep" for e in framed.right)]
+    pad = CORE_PAD + LOOP_STEP * len(carried) + (4.0 if carried else 0.0)
+    framed = framed.moved(pad, LOOP_STEP * len(carried) + 2.0 - framed.top)
+    width = framed.width + 2 * pad
+    # The sequences come after the carries, so the scanned axis runs under the frame.
+    band = End(framed.bottom + CLEARANCE + PITCH * 0.5, band.wire, band.spec)
     items = _band_core_items(ctx, [band], width)
     for end in framed.left:
-        items.append(wire_path(ctx, end.spec, end.wire, (0.0, end.y), [(CORE_PAD, end.y)]))
+        items.append(wire_path(ctx, end.spec, end.wire, (0.0, end.y), [(pad, end.y)]))
     for end in framed.right:
-        items.append(wire_path(ctx, end.spec, end.wire, (width - CORE_PAD, end.y),
+        items.append(wire_path(ctx, end.spec, end.wire, (width - pad, end.y),
                                [(width, end.y)]))
     items.extend(framed.items)
+    anchors = list(framed.anchors)
+    frame_top = framed.top
+    for level, array in enumerate(carried):
+        y_in = next(e.y for e in framed.left if e.spec.array == array and e.spec.kind != "sep")
+        y_out = next(e.y for e in framed.right
+                     if e.spec.array == array and e.spec.kind != "sep")
+        inset = pad - 4.0 - LOOP_STEP * level
+        x_in, x_out = inset, width - inset
+        y_top = frame_top - LOOP_STEP * (level + 1) + 1.0
+        r = min(4.0, (y_in - y_top) / 2, (y_out - y_top) / 2)
+        loop = Path((x_out, y_out), (
+            (x_out, y_top + r), (x_out, y_top + r * 0.45, x_out - r * 0.45, y_top, x_out - r,
+                                 y_top),
+            (x_in + r, y_top), (x_in + r * 0.45, y_top, x_in, y_top + r * 0.45, x_in,
+                                y_top + r),
+            (x_in, y_in)), Stroke(ctx.theme.ink, THIN), wire=ctx.fresh(), role="dtype",
+            layer=LAYER_WIRE)
+        items.append(loop)
+        mid = (x_in + x_out) / 2
+        items.append(Polygon(((mid - 3.0, y_top), (mid + 2.5, y_top - 2.4),
+                              (mid + 2.5, y_top + 2.4)), ctx.theme.ink, None, layer=LAYER_MARK))
+        for x, y in ((x_in, y_in), (x_out, y_out)):
+            items.append(dot(ctx, x, y))
+            anchors.append(Anchor(x, y))
     core = Panel(width, [band, *framed.left], [band, *framed.right], items, framed.boxes,
-                 framed.anchors).fit()
+                 anchors).fit()
     in_map: list[int | None] = []
     for k in range(len(left)):
         if k in feeders:

@@ -8,6 +8,7 @@ left to right, products stacked, tiling wires above the box, cups for contractio
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -339,3 +340,86 @@ def test_validate_reports_missing_ports_and_portless_wires() -> None:
 def test_validate_reports_items_outside_the_canvas() -> None:
     assert any("outside the canvas" in p
                for p in _diagram([_wire(1, (0.0, 10.0), (140.0, 10.0))]).validate())
+
+
+# --------------------------------------------------------------------------------------
+# Polish: level chains, inline functions, scan loops, compact contractions
+# --------------------------------------------------------------------------------------
+
+
+def _gallery(name: str) -> ir.Program:
+    import ncd
+
+    return ncd.load(str(ROOT / "gallery" / f"{name}.ncd")).ir
+
+
+def _straight(path: WirePath) -> bool:
+    points = path.polyline()
+    return all(abs(y - points[0][1]) < 0.01 for _, y in points)
+
+
+def test_function_of_the_datatype_sits_just_under_its_bundle() -> None:
+    d = diagram(_gallery("mlp"), "mlp")
+    (box,) = boxes_of(d, "elementwise")
+    # Its array's last wire runs straight over the box, just above it (not a pitch away).
+    over = [p.start[1] for p in d.items if isinstance(p, WirePath) and p.role == "axis"
+            and _straight(p) and p.start[0] <= box.x and p.end[0] >= box.x + box.width
+            and p.start[1] < box.y]
+    assert over and 0 < box.y - max(over) <= 6.0
+    assert box.height < PITCH
+    # The box sits on a datatype wire, entered and left with arrowheads.
+    assert sorted(p.side for p in box.ports) == ["left", "right"]
+    dtype = [p for p in d.items if isinstance(p, WirePath) and p.role == "dtype"]
+    centre = box.y + box.height / 2
+    assert sum(1 for p in dtype if abs(p.start[1] - centre) < 0.01) == 2
+
+
+def test_stacked_functions_stay_on_the_pitch_grid() -> None:
+    d = diagram(_gallery("lstm"), "lstm_cell")
+    gates = boxes_of(d, "elementwise")
+    by_x: dict[float, list[float]] = {}
+    for box in gates:
+        by_x.setdefault(round(box.x, 1), []).append(box.y)
+    column = sorted(max(by_x.values(), key=len))
+    assert len(column) == 4  # sigma, sigma, tanh, sigma of the four gates, one above another
+    steps = {round(b - a, 2) for a, b in itertools.pairwise(column)}
+    assert steps == {2 * PITCH}
+
+
+def test_scan_feeds_its_carried_states_back_over_the_step() -> None:
+    program = _gallery("lstm")
+    d = diagram(program, "lstm")
+    (frame,) = [r for r in d.items if isinstance(r, Rect) and r.stroke is not None
+                and r.stroke.dash]
+    anchors = {(round(a.x, 1), round(a.y, 1)) for a in d.anchors}
+    loops = [p for p in d.items if isinstance(p, WirePath) and p.role == "dtype"
+             and p.start[0] > frame.x + frame.width and p.end[0] < frame.x
+             and min(y for _, y in p.polyline()) < frame.y]
+    scan = next(t for t in ir.walk(program.definition("lstm").body) if isinstance(t, ir.Scan))
+    assert len(loops) == scan.carries == 2
+    for loop in loops:  # from a dot on the state output to a dot on the state input
+        assert (round(loop.start[0], 1), round(loop.start[1], 1)) in anchors
+        assert (round(loop.end[0], 1), round(loop.end[1], 1)) in anchors
+    # The scanned axis of the sequences runs under the frame as one straight tiling wire.
+    under = [p for p in d.items if isinstance(p, WirePath) and p.role == "axis"
+             and _straight(p) and p.start[1] > frame.y + frame.height
+             and p.start[0] <= frame.x and p.end[0] >= frame.x + frame.width]
+    assert len(under) == 1
+
+
+def test_learned_operand_of_a_contraction_needs_no_detour() -> None:
+    d = diagram(_gallery("conv1d"), "conv1d")
+    (card,) = boxes_of(d, "parameter")
+    ports = {(round(p.x, 1), round(p.y, 1)) for p in card.ports}
+    from_card = [p for p in d.items if isinstance(p, WirePath)
+                 and (round(p.start[0], 1), round(p.start[1], 1)) in ports]
+    assert len(from_card) == 3
+    assert all(_straight(p) for p in from_card)  # straight into the cups and the band
+
+
+def test_residual_chain_stays_level() -> None:
+    d = diagram(_gallery("transformer"), "transformer", RenderOptions(expand_calls=True))
+    wires = [p for p in d.items if isinstance(p, WirePath) and p.role == "axis"]
+    left = sorted(p.start[1] for p in wires if p.start[0] < 0.01)
+    right = sorted(p.end[1] for p in wires if p.end[0] > d.width - 0.01)
+    assert left and left == right
