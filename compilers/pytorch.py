@@ -953,6 +953,22 @@ class ForwardEmitter:
             start.append(size)
         return results
 
+    def lower_pad(self, term: ir.Broadcasted, inputs: list[Value]) -> list[Value]:
+        op = term.op
+        assert isinstance(op, ir.PadOp)
+        out = output_labels(term.outputs[0])
+        position = out.index(target_label(op.output))
+        order = list(out)
+        order[position] = target_label(op.input)
+        view = self.normalized(term, inputs[0], term.inputs[0], order, "expand")
+        # F.pad lists (before, after) pairs from the last dimension backwards.
+        widths = ["0, 0"] * (len(out) - 1 - position) + [f"{op.before}, {op.after}"]
+        expr = (f"F.pad({view.expr}, ({', '.join(widths)}), "
+                f"value={float_literal(op.value)})")
+        return [self.finish(term, expr, out, comment=f"pad {op.input} -> {op.output} by "
+                            f"{op.before}, {op.after}", batched=inputs[0].batched,
+                            fallback="padded")]
+
     def lower_rename(self, term: ir.Broadcasted, inputs: list[Value]) -> list[Value]:
         op = term.op
         assert isinstance(op, ir.RenameOp)

@@ -410,6 +410,17 @@ class SplitOp(Node):
     outputs: tuple[str, ...]
 
 
+class PadOp(Node):
+    """Extend axis `input` by `before` and `after` entries of `value` into axis `output`."""
+
+    kind: Literal["pad"] = "pad"
+    input: str
+    output: str
+    before: int
+    after: int
+    value: Float = 0.0
+
+
 class RenameOp(Node):
     kind: Literal["rename"] = "rename"
     mapping: tuple[tuple[str, str], ...]
@@ -436,14 +447,15 @@ class CallOp(Node):
 Operator = Annotated[
     Union[
         EinsumOp, LinearOp, EmbeddingOp, SoftmaxOp, NormOp, ElementwiseOp, ScaleOp, DropoutOp,
-        AddOp, MultiplyOp, MaskOp, ReduceOp, ConcatOp, SplitOp, RenameOp, ReshapeOp, CallOp,
+        AddOp, MultiplyOp, MaskOp, ReduceOp, ConcatOp, SplitOp, PadOp, RenameOp, ReshapeOp,
+        CallOp,
     ],
     Field(discriminator="kind"),
 ]
 
 OPERATOR_KINDS: tuple[str, ...] = (
     "einsum", "linear", "embedding", "softmax", "norm", "elementwise", "scale", "dropout", "add",
-    "multiply", "mask", "reduce", "concat", "split", "rename", "reshape", "call",
+    "multiply", "mask", "reduce", "concat", "split", "pad", "rename", "reshape", "call",
 )
 
 

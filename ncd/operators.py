@@ -708,6 +708,42 @@ def _split(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[V
     return builder.broadcast(op, [(value, (source.name,))], outputs, call.span, degree=degree)
 
 
+@operator("pad", "extend an axis with constant entries before and after it (zero padding)",
+          "pad[x -> xp, before=1, after=1](X)")
+def _pad(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    reject_items(builder, call, (s.Arrow, s.Keyword))
+    arrow = bracket_arrows(builder, call)[0]
+    if len(arrow.left) != 1 or len(arrow.right) != 1:
+        raise _ctx_error(builder, "`pad` extends one axis into one new axis: "
+                         "`pad[x -> xp, before=1, after=1](X)`", arrow.span)
+    options = keywords(builder, call, ["before", "after", "value"])
+    amounts = {}
+    for side in ("before", "after"):
+        amount = options.get(side, 0.0)
+        if amount < 0 or not float(amount).is_integer():
+            raise _ctx_error(builder, f"`{side}` is a number of entries (a whole number >= 0), "
+                             f"not {amount:g}", call.name.span)
+        amounts[side] = int(amount)
+    if amounts["before"] + amounts["after"] == 0:
+        raise _ctx_error(builder, "`pad` needs `before` or `after`: "
+                         "`pad[x -> xp, before=1, after=1](X)`", call.name.span)
+    (value,), _ = arguments(builder, call, 1)
+    builder.require_reals(value, call.args[0].span, "`pad`")
+    builder.require_axes(value, arrow.left, "`pad`")
+    source = value.array.shape.axis(arrow.left[0].name)
+    if arrow.right[0].name in value.array.names:
+        raise builder.ctx.error("E301", f"`{value.name}` already has axis `{arrow.right[0].name}`",
+                                arrow.right[0].span)
+    grown = from_ir(source.size) + amounts["before"] + amounts["after"]
+    out_axis = _new_axis(builder, arrow.right[0], grown)
+    out_array = array(value.array.dtype, _replace(value.array.shape.axes, [source.name],
+                                                  [out_axis]))
+    op = ir.PadOp(input=source.name, output=out_axis.name, before=amounts["before"],
+                  after=amounts["after"], value=options.get("value", 0.0))
+    return builder.broadcast(op, [(value, (source.name,))], [(out_array, (out_axis.name,), name)],
+                             call.span)
+
+
 @operator("rename", "give axes new names (sizes stay)", "rename[x -> y](X)")
 def _rename(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
     reject_items(builder, call, (s.Arrow,))

@@ -167,6 +167,8 @@ def _operator_label(op: ir.Operator) -> tuple[str, str]:
             return f"concat {_axes(op.inputs)} → {op.output}", "box"
         case ir.SplitOp():
             return f"split {op.input} → {_axes(op.outputs)}", "box"
+        case ir.PadOp():
+            return f"pad {op.input} → {op.output} ({op.before}, {op.after})", "box"
         case ir.RenameOp():
             return "rename " + ", ".join(f"{a} → {b}" for a, b in op.mapping), "box"
         case ir.ReshapeOp():

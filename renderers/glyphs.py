@@ -293,6 +293,11 @@ def _call_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
     return Label.plain(op.definition)
 
 
+def _pad_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
+    assert isinstance(op, ir.PadOp)
+    return Label.plain(f"pad {op.before}, {op.after}")
+
+
 def _no_caption(op: ir.Operator, term: ir.Broadcasted) -> Label | None:
     return None
 
@@ -354,6 +359,8 @@ GLYPHS: dict[str, Glyph] = {
                     min_height=22.0),
     "concat": Glyph("box", funnel, _no_caption, min_width=16.0, min_height=22.0),
     "split": Glyph("box", fan, _no_caption, min_width=16.0, min_height=22.0),
+    "pad": Glyph("box", fan, _pad_caption, caption_size=10.0, min_width=30.0,
+                 min_height=22.0),
     "rename": Glyph("box", rename_tag, _no_caption, min_width=18.0, min_height=18.0),
     "reshape": Glyph("box", chevron_box, _no_caption, min_width=20.0, min_height=22.0),
     "call": Glyph("box", call_box, _call_caption, caption_size=12.0, min_width=30.0,

@@ -581,3 +581,28 @@ def test_declared_bias_added_with_plus_matches_nn_conv1d() -> None:
     assert parameter_count(module) == parameter_count(reference)
     X = torch.randn(2, 3, 10)
     torch.testing.assert_close(module(X), reference(X), **TOLERANCE)
+
+
+CONV1D_PAD = """
+axis b
+axis c = 6, o = 4, x = {x}, w = 3
+axis xp = x + 3, p = xp - w + 1
+def conv(X: R[b, c, x]) -> R[b, o, p] {{
+    param W: R[o, c, w]
+    param bias: R[o] = zeros
+    Xp = pad[x -> xp, before=2, after=1](X)
+    P[b, c, p, w] = Xp[b, c, p + w]
+    Y[b, o, p] = sum(c, w) P[b, c, p, w] * W[o, c, w]
+    return Y + bias
+}}
+"""
+
+
+@pytest.mark.parametrize("length", [7, 12])
+def test_pad_then_convolve_matches_functional_pad_and_conv1d(length: int) -> None:
+    """`pad` adds zeros before and after an axis: padding (2, 1) then a valid convolution."""
+    reference = nn.Conv1d(6, 4, 3)
+    module = build(CONV1D_PAD.format(x=length), "conv")
+    load_weights(module, {"W": reference.weight, "bias": reference.bias})
+    X = torch.randn(2, 6, length)
+    torch.testing.assert_close(module(X), reference(F.pad(X, (2, 1))), **TOLERANCE)

@@ -242,6 +242,7 @@ def every_operator() -> list[ir.Operator]:
             coefficients=(("x", 1), ("y", -1)), offset=0, op=">=", text="x >= y"),)),
         ir.ReduceOp(function="mean", axes=("y",)), ir.ConcatOp(inputs=("a", "b"), output="c"),
         ir.SplitOp(input="c", outputs=("a", "b")), ir.RenameOp(mapping=(("a", "b"),)),
+        ir.PadOp(input="x", output="xp", before=1, after=2),
         ir.ReshapeOp(inputs=("h", "k"), outputs=("m",)),
         ir.CallOp(definition="attention", instance="attention"),
     ]

@@ -283,6 +283,13 @@ def _check_split(d: ir.Definition) -> None:
     assert [text(a) for a in op.cod] == ["R[x:x, a:3]", "R[x:x, b:5]"]
 
 
+def _check_pad(d: ir.Definition) -> None:
+    op = one(d, "pad")
+    assert op.op == ir.PadOp(input="a", output="c", before=2, after=3, value=0.0)
+    assert [text(a) for a in op.cod] == ["R[x:x, c:8]"]
+    assert op.inputs[0].targets == ("a",) and op.outputs[0].targets == ("c",)
+
+
 def _check_rename(d: ir.Definition) -> None:
     op = one(d, "rename")
     assert op.op == ir.RenameOp(mapping=(("x", "y"),))
@@ -357,6 +364,8 @@ OPERATOR_CASES: dict[str, list[tuple[str, Callable[[ir.Definition], None]]]] = {
                 _check_concat)],
     "split": [("def f(X: R[x, c]) -> (R[x, a], R[x, b]) { return split[c -> a b](X) }",
                _check_split)],
+    "pad": [("def f(X: R[x, a]) -> R[x, c] { return pad[a -> c, before=2, after=3](X) }",
+             _check_pad)],
     "rename": [("def f(X: R[x, m]) -> R[y, m] { return rename[x -> y](X) }", _check_rename)],
     "reshape": [("def f(X: R[x, m]) -> R[x, m] { return reshape[h k -> m](reshape[m -> h k](X)) }",
                  _check_reshape)],
@@ -391,6 +400,7 @@ EXAMPLE_SIGNATURES: dict[str, tuple[str, str]] = {
     **{f: ("X: R[x, m]", "R[m]") for f in ("sum", "mean", "max", "min", "logsumexp")},
     "concat": ("A: R[x, a], B: R[x, b]", "R[x, c]"),
     "split": ("X: R[x, c]", "(R[x, a], R[x, b])"),
+    "pad": ("X: R[m, x]", "R[m, xp]"),
     "rename": ("X: R[x, m]", "R[y, m]"),
     "reshape": ("X: R[x, h, k]", "R[x, m]"),
     "scan": ("H0: R[m], X: R[t, n]", "(R[m], R[t, m])"),
@@ -401,7 +411,7 @@ EXAMPLE_SIGNATURES: dict[str, tuple[str, str]] = {
 def test_registry_example_elaborates(name: str) -> None:
     """The example each operator states in the registry is itself valid ncd."""
     inputs, out = EXAMPLE_SIGNATURES.get(name, ("X: R[x, m]", "R[x, m]"))
-    prefix = CELL if name == "scan" else ""
+    prefix = {"scan": CELL, "pad": "axis xp = x + 2\n"}.get(name, "")
     src = f"{AXES}{prefix}def f({inputs}) -> {out} {{ return {OPERATORS[name].example} }}"
     if name == "linear":
         # a parameter cannot also be an input: declare it instead
