@@ -88,3 +88,12 @@ def test_loading_does_not_import_torch() -> None:
     code = ("import sys, ncd\nncd.load('axis m = 2\\ndef f(X: R[m]) -> R[m] { return relu(X) }')"
             "\nassert 'torch' not in sys.modules, 'torch imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_programs_and_definitions_show_themselves_as_svg_in_notebooks() -> None:
+    import defusedxml.ElementTree as ElementTree
+
+    program = ncd.load("axis x\naxis m = 4\ndef f(X: R[x, m]) -> R[x, m] { return relu(X) }")
+    for shown in (program._repr_svg_(), program["f"]._repr_svg_()):
+        root = ElementTree.fromstring(shown)
+        assert root.tag.endswith("svg") and root.get("viewBox")

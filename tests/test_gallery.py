@@ -49,3 +49,33 @@ def test_committed_diagrams_are_up_to_date(source: Path) -> None:
 def test_no_stale_diagrams() -> None:
     expected = {path for source in SOURCES for _, _, path in _diagrams(source)}
     assert set(GALLERY.glob("*.svg")) == expected
+
+
+def test_transformer_shows_what_the_reference_figure_shows() -> None:
+    """The expanded transformer layer carries every element of the published figure
+    (`reference-transformer.png`): L_q, L_k, L_v, L_o cards, contraction cups, the softmax
+    triangle, the mask square, the residual copies and additions, the norm circles, titled
+    blocks and the x6 repetition."""
+    from ncd.renderers import diagram
+    from ncd.renderers.geometry import Circle, Path, Text
+    from ncd.renderers.layout import PITCH
+
+    program = ncd.load(GALLERY / "transformer.ncd").ir
+    drawn = diagram(program, "transformer", RenderOptions(expand_calls=True))
+    kinds = [box.kind for box in drawn.boxes]
+    texts = {item.label.plain_text() for item in drawn.items if isinstance(item, Text)}
+    assert {"L_q", "L_k", "L_v", "L_o"} <= texts
+    assert kinds.count("linear") >= 4
+    assert kinds.count("softmax") == 1 and kinds.count("mask") == 1
+    assert kinds.count("norm") >= 2
+    assert {"Transformer layer", "Attention", "Feed forward", "×6"} <= texts
+    cups = [p for p in drawn.items if isinstance(p, Path) and p.role == "axis"
+            and abs(p.start[0] - p.end[0]) < 0.01 and abs(p.start[1] - p.end[1]) > PITCH / 2]
+    assert len(cups) >= 2  # k in the scores, y in the weighted sum
+    # A residual: the input is copied at a dot and meets the branch at a `+` (two strokes).
+    dots = [c for c in drawn.items if isinstance(c, Circle) and c.fill is not None]
+    assert len(dots) >= 2
+    pluses = [p for p in drawn.items if isinstance(p, Path) and p.role is None
+              and len(p.segments) == 1 and abs(abs(p.end[0] - p.start[0]) - 12.0) < 0.01
+              and abs(p.end[1] - p.start[1]) < 0.01]
+    assert len(pluses) >= 2
