@@ -8,11 +8,11 @@ The full text of each case is compared with a golden file in `tests/golden/diagn
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from goldens import compare_golden
 
 import ncd
 from ncd.diagnostics import CATALOGUE, Diagnostic, NcdError, format_diagnostic
@@ -142,28 +142,6 @@ def run_case(case: Case, folder: Path) -> tuple[tuple[Diagnostic, ...], str]:
     pytest.fail(f"{case.name}: the input checked without a diagnostic")
 
 
-def compare_golden(name: str, actual: str) -> None:
-    golden = GOLDEN / f"{name}.txt"
-    mismatch = GOLDEN / f"{name}.actual.txt"
-    if os.environ.get("NCD_ACCEPT_GOLDENS") == "1":
-        if os.environ.get("CI") == "true":
-            pytest.fail("NCD_ACCEPT_GOLDENS is refused when CI=true: accept goldens locally")
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(actual, encoding="utf-8")
-        mismatch.unlink(missing_ok=True)
-        return
-    if not golden.exists():
-        mismatch.write_text(actual, encoding="utf-8")
-        pytest.fail(f"no golden {golden.name}; the output is in {mismatch.name} "
-                    "(accept with NCD_ACCEPT_GOLDENS=1)")
-    expected = golden.read_text(encoding="utf-8")
-    if actual != expected:
-        mismatch.write_text(actual, encoding="utf-8")
-        pytest.fail(f"{name}: diagnostics differ from {golden.name}; see {mismatch.name}\n"
-                    f"--- expected\n{expected}--- actual\n{actual}")
-    mismatch.unlink(missing_ok=True)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_diagnostic(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -184,7 +162,7 @@ def test_diagnostic(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert head in rendered
         if diagnostic.span is not None:
             assert f"{diagnostic.span}: {head}" in rendered
-    compare_golden(case.name, rendered)
+    compare_golden(GOLDEN / f"{case.name}.txt", rendered)
 
 
 def test_every_code_of_the_catalogue_has_a_case() -> None:
@@ -254,20 +232,20 @@ def test_excerpt_of_tabs_and_control_characters() -> None:
 
 def test_golden_mismatch_writes_actual_and_accept_rewrites(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(globals(), "GOLDEN", tmp_path)
+    golden = tmp_path / "x.txt"
     monkeypatch.delenv("NCD_ACCEPT_GOLDENS", raising=False)
-    (tmp_path / "x.txt").write_text("old\n")
-    with pytest.raises(pytest.fail.Exception, match="differ"):
-        compare_golden("x", "new\n")
+    golden.write_text("old\n")
+    with pytest.raises(pytest.fail.Exception, match="differs"):
+        compare_golden(golden, "new\n")
     assert (tmp_path / "x.actual.txt").read_text() == "new\n"
     monkeypatch.setenv("NCD_ACCEPT_GOLDENS", "1")
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="refused"):
-        compare_golden("x", "new\n")
-    assert (tmp_path / "x.txt").read_text() == "old\n"
+        compare_golden(golden, "new\n")
+    assert golden.read_text() == "old\n"
     monkeypatch.delenv("CI")
-    compare_golden("x", "new\n")
-    assert (tmp_path / "x.txt").read_text() == "new\n"
+    compare_golden(golden, "new\n")
+    assert golden.read_text() == "new\n"
     assert not (tmp_path / "x.actual.txt").exists()
 
 

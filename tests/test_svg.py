@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from ncd import ir
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ir_samples
+from goldens import compare_golden
 
 GOLDEN = Path(__file__).parent / "golden" / "svg"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -38,40 +38,17 @@ def samples() -> ir.Program:
     return ir_samples.program()
 
 
-def check_golden(name: str, actual: str) -> None:
-    path = GOLDEN / f"{name}.svg"
-    actual_path = GOLDEN / f"{name}.actual.svg"
-    if os.environ.get("NCD_ACCEPT_GOLDENS") == "1":
-        if os.environ.get("CI") == "true":
-            pytest.fail("NCD_ACCEPT_GOLDENS is refused when CI=true: accept goldens locally")
-        GOLDEN.mkdir(parents=True, exist_ok=True)
-        path.write_text(actual, encoding="utf-8")
-        actual_path.unlink(missing_ok=True)
-        return
-    if not path.exists():
-        actual_path.parent.mkdir(parents=True, exist_ok=True)
-        actual_path.write_text(actual, encoding="utf-8")
-        pytest.fail(f"no golden {path.name}; wrote {actual_path.name} "
-                    "(accept with NCD_ACCEPT_GOLDENS=1)")
-    expected = path.read_text(encoding="utf-8")
-    if expected != actual:
-        actual_path.write_text(actual, encoding="utf-8")
-        pytest.fail(f"{path.name} differs; wrote {actual_path.name} beside it "
-                    "(accept with NCD_ACCEPT_GOLDENS=1)")
-    actual_path.unlink(missing_ok=True)
-
-
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
 def test_golden(samples: ir.Program, case: str) -> None:
     name, options = GOLDEN_CASES[case]
-    check_golden(case, render_svg(samples, name, options))
+    compare_golden(GOLDEN / f"{case}.svg", render_svg(samples, name, options))
 
 
 def test_golden_accept_is_refused_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NCD_ACCEPT_GOLDENS", "1")
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="refused"):
-        check_golden("linear", "<svg/>")
+        compare_golden(GOLDEN / "linear.svg", "<svg/>")
 
 
 @pytest.mark.parametrize("name", ir_samples.SAMPLES)
