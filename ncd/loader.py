@@ -134,15 +134,15 @@ def _display(path: Path) -> str:
 
 def load_program(source: str | Path, sizes: Mapping[str, int] | None = None, *,
                  name: str | None = None) -> tuple[ir.Program, dict[str, str]]:
-    """Load a file (a `Path`, or a string naming an existing `.ncd` file) or source text.
+    """Load a file (a `Path`, or a one-line string ending in `.ncd`) or source text.
 
     Returns the checked program and the source texts by file name; raises `NcdError` with
     every diagnostic when the input has errors.
     """
     overrides = dict(sizes or {})
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and
-                                    source.endswith(".ncd") and Path(source).is_file()):
-        path = Path(source)
+    # A one-line string ending in `.ncd` names a file (no program text ends that way).
+    if isinstance(source, Path) or ("\n" not in source and source.strip().endswith(".ncd")):
+        path = Path(source.strip() if isinstance(source, str) else source)
         loader = Loader(path.resolve().parent, overrides)
         if not path.is_file():
             raise NcdError([Diagnostic("E205", f"cannot find `{path}`", None)])

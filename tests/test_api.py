@@ -97,3 +97,10 @@ def test_programs_and_definitions_show_themselves_as_svg_in_notebooks() -> None:
     for shown in (program._repr_svg_(), program["f"]._repr_svg_()):
         root = ElementTree.fromstring(shown)
         assert root.tag.endswith("svg") and root.get("viewBox")
+
+
+def test_a_missing_file_is_reported_as_missing_not_parsed_as_source() -> None:
+    with pytest.raises(ncd.NcdError) as caught:
+        ncd.load("models/no-such-model.ncd")
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.code == "E205" and "cannot find" in diagnostic.message
