@@ -144,7 +144,8 @@ def command_render(args: argparse.Namespace) -> int:
     from ncd.renderers import RenderOptions, render_svg, render_tikz
 
     options = RenderOptions(wire_labels=args.labels, collapse_depth=args.collapse,
-                            theme=args.theme, text=args.text, expand_calls=args.expand)
+                            theme=args.theme, text=args.text, expand_calls=args.expand,
+                            show_params=args.params)
     data: str | bytes
     if fmt == "dot":
         from ncd.renderers.dot import program_to_dot
@@ -227,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="labels as glyph outlines (default) or selectable <text>")
     render.add_argument("--expand", action="store_true",
                         help="draw called definitions in place instead of as named boxes")
+    render.add_argument("--params", action="store_true",
+                        help="draw the parameter wires of learned operations")
     common(render)
     render.set_defaults(run=command_render)
 
