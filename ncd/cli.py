@@ -169,6 +169,78 @@ def command_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_fmt(args: argparse.Namespace) -> int:
+    """Format files in place (`--check`: report, `--diff`: show); `-` or none: stdin to stdout."""
+    import difflib
+
+    from ncd.diagnostics import Diagnostic
+    from ncd.formatter import format_source
+    from ncd.ir import Span
+    from ncd.loader import Loader
+    from ncd.parser import ParseFailure
+
+    def report(name: str, diagnostics: list[Diagnostic], sources: dict[str, str]) -> None:
+        print(NcdError(diagnostics, sources).render(color=_color(args)), file=sys.stderr)
+        count = len(diagnostics)
+        print(f"{name}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+
+    def out(text: str) -> None:
+        sys.stdout.buffer.write(text.encode("utf-8"))
+
+    status = EXIT_OK
+    for path in args.files or ["-"]:
+        if path == "-":
+            name = "<stdin>"
+            data = sys.stdin.buffer.read()
+            try:
+                text = data.decode("utf-8").removeprefix("\ufeff")
+            except UnicodeDecodeError as error:
+                report(name, [Diagnostic("E104", f"the input is not UTF-8 text (byte "
+                                         f"{error.start})", None)], {})
+                status = max(status, EXIT_INPUT)
+                continue
+        else:
+            name = path
+            file = Path(path)
+            if not file.exists():
+                raise UsageError(f"{path}: no such file")
+            if file.is_dir():
+                raise UsageError(f"{path}: is a folder, not a .ncd file")
+            loader = Loader(Path.cwd(), {})
+            read = loader.read(file, None)
+            if read is None:
+                report(name, loader.sink.diagnostics, {})
+                status = max(status, EXIT_INPUT)
+                continue
+            text = read
+        try:
+            if "\x00" in text:
+                raise ParseFailure(Diagnostic(
+                    "E104", "the input is not text (it contains NUL bytes)",
+                    Span(file=name, line=1, column=1, end_line=1, end_column=2)))
+            formatted = format_source(text, name)
+        except ParseFailure as failure:
+            report(name, [failure.diagnostic], {name: text})
+            status = max(status, EXIT_INPUT)
+            continue
+        changed = formatted != text
+        if args.diff and changed:
+            out("".join(difflib.unified_diff(
+                text.splitlines(keepends=True), formatted.splitlines(keepends=True),
+                name, f"{name} (formatted)")))
+        if args.check or args.diff:
+            if changed:
+                print(f"would reformat {name}", file=sys.stderr if args.diff else sys.stdout)
+                status = max(status, EXIT_INPUT if args.check else EXIT_OK)
+        elif path == "-":
+            out(formatted)
+        elif changed:
+            write_atomically(Path(path), formatted.encode("utf-8"))
+            print(f"reformatted {name}")
+    sys.stdout.flush()
+    return status
+
+
 def command_compile(args: argparse.Namespace) -> int:
     program = _load(args, args.file)
     name = _definition(program, args.definition) if args.definition or not program.names \
@@ -232,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="draw the parameter wires of learned operations")
     common(render)
     render.set_defaults(run=command_render)
+
+    fmt = commands.add_parser("fmt", help="format files in place (`-` or none: stdin to stdout)")
+    fmt.add_argument("files", nargs="*", metavar="FILE")
+    fmt.add_argument("--check", action="store_true",
+                     help="write nothing; exit 1 if a file is not formatted")
+    fmt.add_argument("--diff", action="store_true", help="print a diff instead of writing")
+    fmt.set_defaults(run=command_fmt)
 
     compile_cmd = commands.add_parser("compile", help="generate a PyTorch module")
     compile_cmd.add_argument("file", metavar="FILE")
