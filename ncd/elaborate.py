@@ -15,7 +15,7 @@ from ncd import ir
 from ncd import syntax as s
 from ncd.context import AxisInfo, BlockGroup, Context, Reject, Step, Value, array, port, shape
 from ncd.diagnostics import Note, did_you_mean
-from ncd.sizes import Size, from_ir
+from ncd.sizes import Size, SizeLimit, from_ir
 from ncd.wiring import build_term
 
 INITIALISERS = {"default": 0, "normal": 2, "uniform": 2, "zeros": 0, "ones": 0, "xavier": 0,
@@ -45,20 +45,23 @@ def size_expr(ctx: Context, expr: s.Expr, *, what: str = "a size") -> Size:
             return -size_expr(ctx, operand, what=what)
         case s.BinOp(op=op, left=left, right=right, span=span):
             a, b = size_expr(ctx, left, what=what), size_expr(ctx, right, what=what)
-            if op == "+":
-                return a + b
-            if op == "-":
-                return a - b
-            if op == "*":
-                return a * b
-            if b.is_const and b.constant == 0:
-                raise ctx.error("E309", "division of a size by zero", span)
-            if op == "//":
-                return a.floor_div(b)
-            if a.divisible_by(b) is False:
-                raise ctx.error("E309", f"{a} is not divisible by {b}", span,
-                                hint="use `//` for a division that rounds down")
-            return a.exact_div(b)
+            try:
+                if op == "+":
+                    return a + b
+                if op == "-":
+                    return a - b
+                if op == "*":
+                    return a * b
+                if b.is_const and b.constant == 0:
+                    raise ctx.error("E309", "division of a size by zero", span)
+                if op == "//":
+                    return a.floor_div(b)
+                if a.divisible_by(b) is False:
+                    raise ctx.error("E309", f"{a} is not divisible by {b}", span,
+                                    hint="use `//` for a division that rounds down")
+                return a.exact_div(b)
+            except SizeLimit as limit:
+                raise ctx.error("E309", f"{what} is too large to check: {limit}", span) from None
     raise ctx.error("E309", f"{what} must be an arithmetic expression over axes and integers",
                     expr.span)
 
@@ -72,7 +75,11 @@ def declare_axes(ctx: Context, decls: Sequence[s.AxisDecl], overrides: Mapping[s
                       notes=[Note(previous.span, "first declared here")] if previous.span else ())
             continue
         if name in overrides:
-            size, symbolic = Size.const(overrides[name]), False
+            try:
+                size, symbolic = Size.const(overrides[name]), False
+            except SizeLimit:
+                ctx.error("E314", f"`-D {name}=...` is too large", None)
+                size, symbolic = Size.sym(name), True
         elif decl.size is None:
             size, symbolic = Size.sym(name), True
         else:
@@ -389,6 +396,8 @@ def elaborate_pointfree(ctx: Context, item: s.PointFree) -> ir.Definition | None
         match expr:
             case s.PfName(name=ident):
                 definition = ctx.definitions.get(ident.name)
+                if definition is None and ident.name in ctx.failed:
+                    raise Reject(ident.name)  # its own errors are reported already
                 if definition is None:
                     raise ctx.error("E202", f"unknown definition `{ident.name}`", ident.span,
                                     hint=did_you_mean(ident.name, ctx.definitions))

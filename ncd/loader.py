@@ -7,6 +7,7 @@ and elaborates definitions in order. Every problem becomes a diagnostic.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from ncd.elaborate import declare_axes, elaborate_definition, elaborate_pointfre
 from ncd.parser import MAX_SOURCE_BYTES, ParseFailure, parse
 
 INPUT_NAME = "<input>"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -61,6 +63,15 @@ class Loader:
         if "\x00" in text:
             self.sink.error("E104", "the input is not text (it contains NUL bytes)",
                             ir.Span(file=name, line=1, column=1, end_line=1, end_column=2))
+            return None
+        surrogate = _SURROGATE.search(text)
+        if surrogate is not None:  # only a Python string can hold one; no file decodes to it
+            line = text.count("\n", 0, surrogate.start()) + 1
+            column = surrogate.start() - (text.rfind("\n", 0, surrogate.start()) + 1) + 1
+            self.sink.error("E104", "the input is not text (it holds a lone surrogate "
+                            f"U+{ord(surrogate.group()):04X})",
+                            ir.Span(file=name, line=line, column=column, end_line=line,
+                                    end_column=column + 1))
             return None
         try:
             return parse(text, name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import unicodedata
 from importlib import resources
 from typing import Any
 
@@ -218,15 +219,23 @@ class _Builder:
 
         return inspect.cleandoc(str(token)[3:-3])
 
-    @staticmethod
-    def string(token: Token) -> str:
+    def string(self, token: Token) -> str:
         import ast
 
         try:
-            value = ast.literal_eval(str(token))
+            value = str(ast.literal_eval(str(token)))
         except (ValueError, SyntaxError):
             value = str(token)[1:-1]
-        return str(value)
+        # Escapes may spell what no output can carry: lone surrogates (not UTF-8) and control
+        # characters (not XML, not a title). Tabs and newlines stay.
+        bad = next((ch for ch in value if 0xD800 <= ord(ch) <= 0xDFFF or
+                    (unicodedata.category(ch) == "Cc" and ch not in "\t\n")), None)
+        if bad is not None:
+            raise ParseFailure(Diagnostic(
+                "E100", f"the string holds the character U+{ord(bad):04X}, which is not "
+                "printable text", self.span(token),
+                hint="strings (titles, colours, paths) are printable text"))
+        return value
 
     # -- module and items
     def module(self, tree: Tree) -> s.Module:

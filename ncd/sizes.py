@@ -16,6 +16,16 @@ from ncd import ir
 
 Monomial = tuple[tuple[str, int], ...]  # sorted (atom key, power)
 
+# What a size may grow to. Sizes are small polynomials; without bounds, a few lines that square
+# a size again and again (`b = a * a`, `c = b * b`, ...) would take minutes and gigabytes.
+MAX_SIZE_TERMS = 64
+MAX_SIZE_DEGREE = 16
+MAX_SIZE_BITS = 256  # numerators and denominators of coefficients
+
+
+class SizeLimit(ValueError):
+    """A size grew past the bounds above; the elaborator reports it as E309 where it arose."""
+
 
 @dataclass(frozen=True)
 class Size:
@@ -34,6 +44,14 @@ class Size:
     @staticmethod
     def _build(terms: Mapping[Monomial, Fraction], atoms: Mapping[str, ir.SizeExpr]) -> Size:
         kept = tuple(sorted((m, c) for m, c in terms.items() if c != 0))
+        if len(kept) > MAX_SIZE_TERMS:
+            raise SizeLimit(f"the size has more than {MAX_SIZE_TERMS} terms")
+        for monomial, coefficient in kept:
+            if sum(power for _, power in monomial) > MAX_SIZE_DEGREE:
+                raise SizeLimit(f"the size has a degree above {MAX_SIZE_DEGREE}")
+            if max(abs(coefficient.numerator), coefficient.denominator).bit_length() > \
+                    MAX_SIZE_BITS:
+                raise SizeLimit(f"the size has a number above 2**{MAX_SIZE_BITS}")
         used = {key for monomial, _ in kept for key, _ in monomial}
         return Size(kept, tuple(sorted((k, v) for k, v in atoms.items() if k in used)))
 

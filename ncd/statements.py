@@ -10,7 +10,7 @@ from ncd import syntax as s
 from ncd.context import BlockGroup, Reject, Value
 from ncd.diagnostics import Note, did_you_mean
 from ncd.elaborate import DefinitionBuilder
-from ncd.sizes import from_ir
+from ncd.sizes import SizeLimit, from_ir
 
 MAX_STATEMENTS = 10_000
 MAX_REPEAT = 10_000
@@ -41,6 +41,9 @@ def elaborate_body(builder: DefinitionBuilder, definition: s.Definition,
                     outputs) == len(stmt.values) else None
                 returned = expression_values(builder, stmt.values, names=names)
             except Reject:
+                returned = None
+            except SizeLimit as limit:
+                ctx.error("E309", f"a size here is too large to check: {limit}", stmt.span)
                 returned = None
             continue
         statement(builder, stmt)
@@ -136,14 +139,22 @@ def statement(builder: DefinitionBuilder, stmt: s.Statement) -> None:
                                         "definition, not inside a block", stmt.span)
     except Reject:
         return
+    except SizeLimit as limit:
+        builder.ctx.error("E309", f"a size here is too large to check: {limit}", stmt.span)
+        for target in getattr(stmt, "targets", ()) or (getattr(stmt, "target", None),):
+            if target is not None:
+                builder.scope[target.name] = None
 
 
 def bind(builder: DefinitionBuilder, target: s.Ident, value: Value) -> None:
     if target.name in builder.params:
         raise builder.ctx.error("E207", f"`{target.name}` is a parameter and cannot be rebound",
                                 target.span)
-    value.name = target.name
-    value.span = target.span
+    if not any(bound is value for bound in builder.scope.values()):
+        # A new array takes the name it is bound to; `Y = X` only adds a second name to an
+        # array that has one (renaming it would rename an input of the definition).
+        value.name = target.name
+        value.span = target.span
     builder.scope[target.name] = value
 
 
@@ -164,8 +175,10 @@ def block(builder: DefinitionBuilder, stmt: s.BlockStmt) -> None:
     builder.steps = outer_steps
     reads = _outer_reads(inner_steps, outer_scope)
     if stmt.repeat == 1:
+        # Arrays made inside the block; `Y = X` of an outer array makes none.
+        outer_ids = {v.id for v in outer_scope.values() if v is not None}
         bound = [v for name, v in inner_scope.items()
-                 if v is not None and outer_scope.get(name) is not v]
+                 if v is not None and outer_scope.get(name) is not v and v.id not in outer_ids]
         builder.steps.append(BlockGroup(stmt.title, stmt.color, 1, stmt.shared, stmt.span,
                                         inner_steps, reads, [], bound=bound))
         return

@@ -1,0 +1,104 @@
+"""Same input, same bytes: every CLI output of every gallery file is identical across runs and
+across `PYTHONHASHSEED` values (set and dict orders, object ids and the like never leak)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GALLERY = sorted(p.name for p in (ROOT / "gallery").glob("*.ncd"))
+
+# Input with several errors: the diagnostics come out in the same order every time.
+BAD = """axis m = 3, n = 4
+def f(X: R[m]) -> R[n] {
+    Y = relu(Q)
+    Z = softmax[k](X)
+    W = X + linear[m -> n](X, P)
+    return W
+}
+def g(X: R[m]) -> R[m] { return undefined(X) }
+"""
+
+DRIVER = r"""
+import contextlib, io, sys
+from pathlib import Path
+from ncd.cli import main
+
+out = Path(sys.argv[1])
+files = sys.argv[2:]
+for file in files:
+    stem = Path(file).stem
+    def run(name, args):
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(args)
+        (out / f"{stem}.{name}.stdout").write_text(f"{code}\n{stdout.getvalue()}")
+        (out / f"{stem}.{name}.stderr").write_text(stderr.getvalue())
+    run("check", ["check", file])
+    run("ir", ["ir", file, "-o", str(out / f"{stem}.json")])
+    run("compile", ["compile", file, "-o", str(out / f"{stem}.py")])
+    for fmt in ("svg", "png", "pdf", "dot", "tex"):
+        run(fmt, ["render", file, "-o", str(out / f"{stem}.{fmt}")])
+    run("text", ["render", file, "--text", "text", "--labels", "both", "-o",
+                 str(out / f"{stem}.text.svg")])
+"""
+
+
+def outputs(folder: Path, seed: str, files: list[str]) -> dict[str, bytes]:
+    folder.mkdir()
+    env = {**os.environ, "PYTHONHASHSEED": seed, "NO_COLOR": "1"}
+    subprocess.run([sys.executable, "-c", DRIVER, str(folder), *files], cwd=ROOT, env=env,
+                   check=True, timeout=600)
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, bytes]]:
+    bad = tmp_path_factory.mktemp("input") / "bad.ncd"
+    bad.write_text(BAD)
+    files = [f"gallery/{name}" for name in GALLERY] + [str(bad)]
+    base = tmp_path_factory.mktemp("runs")
+    return [outputs(base / f"run{i}-{seed}", seed, files)
+            for i, seed in enumerate(["0", "12345", "0"])]
+
+
+def test_every_output_was_made(runs: list[dict[str, bytes]]) -> None:
+    first = runs[0]
+    for name in GALLERY:
+        stem = Path(name).stem
+        for suffix in ("json", "py", "svg", "png", "pdf", "dot", "tex", "text.svg"):
+            assert len(first[f"{stem}.{suffix}"]) > 100, (stem, suffix)
+        assert first[f"{stem}.check.stdout"].startswith(b"0\n")
+    assert first["bad.check.stdout"].startswith(b"1\n")
+    assert first["bad.check.stderr"].count(b"error[") >= 3
+
+
+@pytest.mark.parametrize("other", [1, 2], ids=["PYTHONHASHSEED=12345", "second run"])
+def test_outputs_are_byte_identical(runs: list[dict[str, bytes]], other: int) -> None:
+    assert runs[0].keys() == runs[other].keys()
+    different = [name for name in runs[0] if runs[0][name] != runs[other][name]]
+    assert not different
+
+
+def test_in_process_repetition_is_identical() -> None:
+    """Caches warmed by a first run (the parser, fonts) change nothing."""
+    from ncd.renderers import render_tikz
+
+    import ncd
+
+    first: list[str] = []
+    for _ in range(2):
+        texts = []
+        for name in GALLERY:
+            program = ncd.load(ROOT / "gallery" / name)
+            texts += [program.to_json(), program.render(), program.compile(),
+                      render_tikz(program.ir, program.main.name)]
+        if not first:
+            first = texts
+        else:
+            assert texts == first

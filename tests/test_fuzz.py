@@ -1,0 +1,118 @@
+"""A bounded fuzz run: generated valid programs and corrupted ones go through check, render and
+compile; no input may crash ncd, every rejection is a located diagnostic, and what comes out
+is safe (see `fuzz_strategies.exercise`). `bench/fuzz.py` runs the same oracle for longer.
+
+Also the regression tests of what fuzzing found.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from fuzz_strategies import (
+    ProgramGenerator,
+    RandomChooser,
+    exercise,
+    mutate,
+    mutated_programs,
+    programs,
+)
+from hypothesis import HealthCheck, Phase, given, settings
+
+import ncd
+from ncd.cli import main
+from ncd.diagnostics import NcdError
+from ncd.operators import OPERATORS
+
+
+def fuzz(examples: int) -> settings:
+    """Bounded and reproducible: a fixed seed, and no shrinking (a failure prints its input;
+    `bench/fuzz.py` saves what it finds)."""
+    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+                    phases=(Phase.explicit, Phase.generate),
+                    suppress_health_check=list(HealthCheck))
+
+
+@fuzz(200)
+@given(programs())
+def test_generated_programs_check_render_and_compile(text: str) -> None:
+    outcome = exercise(text)
+    assert outcome.accepted, text
+    assert "svg" in outcome.stages and "tikz" in outcome.stages and "dot" in outcome.stages
+    # Compiling either succeeds or (parameters over symbolic axes) is a located diagnostic.
+    assert "compile" in outcome.stages or set(outcome.codes) == {"E312"}, outcome
+
+
+@fuzz(300)
+@given(mutated_programs())
+def test_mutated_programs_never_crash_the_checker(text: str) -> None:
+    """The checker on corrupted input: located diagnostics, never a traceback. (Which inputs
+    hypothesis draws can vary with what ran before; the whole pipeline runs on the fixed
+    corpus below, so that the suite's outcome does not depend on test order.)"""
+    exercise(text, svg=False, tikz=False, dot=False, compile_code=False)
+
+
+def test_seeded_corpus() -> None:
+    """A fixed corpus through check, render and compile: the first inputs of
+    `bench/fuzz.py --generated 60 --mutated 400` (seed 0)."""
+    for seed in range(60):
+        outcome = exercise(ProgramGenerator(RandomChooser(seed)).program(),
+                           every_definition=seed % 10 == 0)
+        assert outcome.accepted
+    rejected = 0
+    for seed in range(400):
+        chooser = RandomChooser(10_000_000 + seed)
+        outcome = exercise(mutate(chooser, ProgramGenerator(chooser).program()))
+        rejected += not outcome.accepted
+    assert rejected > 300  # the corruptions do produce invalid input
+
+
+def test_generator_reaches_every_operator_and_construct() -> None:
+    texts = "\n".join(ProgramGenerator(RandomChooser(seed)).program() for seed in range(300))
+    missing = [name for name in OPERATORS if not re.search(rf"\b{name}\s*[\[(]", texts)]
+    assert not missing
+    for construct in ("block ", " x", " shared", "color ", " ; ", " (x) ", "sum(", "param ",
+                      "scan[", "N[", "__import__", "lambda", "// ", "bias"):
+        assert construct in texts, construct
+
+
+# ---- regressions found by fuzzing -------------------------------------------------------
+
+
+def test_alias_inside_block_is_not_an_internal_error() -> None:
+    """`Y = X` inside a block once raised KeyError in the wiring."""
+    program = ncd.load('axis b = 2\ndef f(X: R[b]) -> R[b] {\n'
+                       '    block "B" { Y = X }\n    return relu(Y)\n}\n')
+    assert [v.name for v in program["f"].ir.inputs] == ["X"]
+    exercise('axis b = 2\ndef f(X: R[b]) -> R[b] {\n'
+             '    block "B" x2 { Y = X\n X = relu(Y) }\n    return relu(X)\n}\n')
+
+
+def test_alias_keeps_the_input_name() -> None:
+    """`Y = X` once renamed the input X of the signature (and of the generated forward)."""
+    program = ncd.load("axis b = 2\ndef f(X: R[b]) -> R[b] {\n    Y = X\n    return relu(Y)\n}\n")
+    assert program["f"].signature == "f(X: R[b]) -> R[b]"
+    assert "def forward(self, X: torch.Tensor)" in program.compile()
+
+
+def test_point_free_over_a_failed_definition_reports_only_its_error() -> None:
+    with pytest.raises(NcdError) as caught:
+        ncd.load("axis b = 2\ndef f(X: R[b]) -> R[b] { return relu(Q) }\ndef g = f ; f\n")
+    assert [d.code for d in caught.value.diagnostics] == ["E200"]
+
+
+def test_parameter_over_a_symbolic_axis_is_a_diagnostic_when_compiling(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It used to be an internal error (exit 3) of the compiler."""
+    source = tmp_path / "p.ncd"
+    source.write_text("axis x, m = 4\ndef f(X: R[m]) -> R[x] {\n"
+                      "    return linear[m -> x](X, W)\n}\n")
+    assert main(["check", str(source)]) == 0  # drawing it needs no size
+    capsys.readouterr()
+    assert main(["compile", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert "p.ncd:3:30: error[E312]: parameter `W` of `f` has axis `x`" in err
+    assert "-D x=64" in err
+    assert main(["compile", "-D", "x=5", str(source), "-o", str(tmp_path / "p.py")]) == 0
