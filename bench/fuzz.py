@@ -1,7 +1,7 @@
 """Long fuzz runs: generated and corrupted `.ncd` programs through check, render and compile.
 
     python bench/fuzz.py --generated 10000 --mutated 10000
-    python bench/fuzz.py --generated 2000 --jobs 2 --known-bugs --every-definition
+    python bench/fuzz.py --generated 2000 --jobs 2 --every-definition
 
 Each input comes from one seed (`--seed` + its index), so any finding can be regenerated.
 A guarantee that breaks (a Python exception other than a diagnostic, a diagnostic without a
@@ -43,7 +43,6 @@ MUTATED_SEED_OFFSET = 10_000_000  # mutated inputs use seeds of their own
 class Job:
     kind: str  # "generated" or "mutated"
     seed: int
-    known_bugs: bool
     every_definition: bool
     build: bool
     timeout: float
@@ -74,9 +73,9 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
 
 def source_of(job: Job) -> str:
     if job.kind == "generated":
-        return ProgramGenerator(RandomChooser(job.seed), known_bugs=job.known_bugs).program()
+        return ProgramGenerator(RandomChooser(job.seed)).program()
     chooser = RandomChooser(MUTATED_SEED_OFFSET + job.seed)
-    return mutate(chooser, ProgramGenerator(chooser, known_bugs=job.known_bugs).program())
+    return mutate(chooser, ProgramGenerator(chooser).program())
 
 
 def run(job: Job) -> Result:
@@ -118,17 +117,17 @@ def save(result: Result, folder: Path) -> Path:
     path = folder / f"{result.job.kind}-{result.job.seed}-{result.stage}-{digest}.ncd"
     path.write_bytes(result.text.encode("utf-8", "surrogatepass"))
     path.with_suffix(".txt").write_text(
-        f"{result.job.kind} seed {result.job.seed} (known bugs: {result.job.known_bugs})\n"
+        f"{result.job.kind} seed {result.job.seed}\n"
         f"{result.stage}: {result.message}\n\n{result.details}", encoding="utf-8")
     return path
 
 
 def jobs(args: argparse.Namespace) -> Iterator[Job]:
     for index in range(args.generated):
-        yield Job("generated", args.seed + index, args.known_bugs, args.every_definition,
+        yield Job("generated", args.seed + index, args.every_definition,
                   args.build, args.timeout)
     for index in range(args.mutated):
-        yield Job("mutated", args.seed + index, args.known_bugs, args.every_definition,
+        yield Job("mutated", args.seed + index, args.every_definition,
                   args.build, args.timeout)
 
 
@@ -140,9 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds one input may take")
-    parser.add_argument("--known-bugs", action="store_true",
-                        help="also generate what triggers the open issues of "
-                        "docs/reliability.md")
     parser.add_argument("--every-definition", action="store_true",
                         help="render every definition, not only the main one")
     parser.add_argument("--build", action="store_true",
@@ -183,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             pool.close()
             pool.join()
     elapsed = time.perf_counter() - start
-    print(f"\nfuzzed {done} inputs in {elapsed:.1f} s ({args.jobs} job(s), seed {args.seed}"
-          f"{', known bugs included' if args.known_bugs else ''})")
+    print(f"\nfuzzed {done} inputs in {elapsed:.1f} s ({args.jobs} job(s), seed {args.seed})")
     for kind in ("generated", "mutated"):
         line = ", ".join(f"{counts[f'{kind} {what}']} {what}"
                          for what in ("accepted", "rejected", "broken"))

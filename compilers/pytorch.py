@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 
 from ncd import ir
+from ncd.sizes import from_ir as size_polynomial
 
 from .naming import (
     MODULE_ATTRIBUTES,
@@ -270,7 +271,8 @@ class ModuleSpec:
     blocks: list[ModuleSpec] = field(default_factory=list)
 
     def _attribute(self, wanted: str) -> str:
-        name = wanted
+        # A dunder name (`__init__`, `__class__`) is Python's own on every object: prefix it.
+        name = f"p{wanted}" if wanted.startswith("__") and wanted.endswith("__") else wanted
         while name in self.attributes or name in MODULE_ATTRIBUTES:
             name += "_"
         self.attributes.add(name)
@@ -358,6 +360,11 @@ class ForwardEmitter:
         self.depth = 2
         self.names = Namespace()
         self.symbol_code: dict[str, str] = {}
+        # Sizes built from several symbols (`n = d * e`) that an input axis has: read from
+        # that axis's shape, since the symbols themselves cannot be recovered from it.
+        self.arguments: list[Value] = []
+        self.composite_reads: dict[str, str] = {}
+        self.composite_axes: dict[str, str] = {}  # the input axis each composite is read from
         self.scope = Scope(spec, "self")
 
     # ---- text
@@ -388,10 +395,38 @@ class ForwardEmitter:
         return name
 
     def size(self, size: ir.SizeExpr) -> str:
+        composite = self._input_size(size)
+        if composite is not None:
+            return composite
         for symbol in sorted(self.sizes.symbols(size)):
             if symbol not in self.symbol_code:
                 self.symbol_code[symbol] = self.names.fresh(f"size_{symbol}")
         return _size_expression_code(size, self.sizes, self.symbol_code)
+
+    def _input_size(self, size: ir.SizeExpr) -> str | None:
+        """The code of a composite symbolic size from an input axis whose size differs from it
+        by a constant (`n = d * e` read as `X.shape[-1]`, `q = d - 2` as `X.shape[-1] - 2`),
+        or None."""
+        if self.sizes.value(size) is not None:
+            return None
+        expanded = self.sizes.expand(size)
+        if isinstance(expanded, (ir.SizeSym, ir.SizeConst)):
+            return None
+        wanted = size_polynomial(expanded)
+        for value in self.arguments:
+            for position, axis in enumerate(value.array.shape.axes):
+                offset = wanted - size_polynomial(self.sizes.expand(axis.size))
+                if not offset.is_const or offset.value is None:
+                    continue
+                key = f"({ir.size_text(self.sizes.expand(axis.size))})"
+                if key not in self.symbol_code:
+                    self.symbol_code[key] = self.names.fresh(f"size_{axis.name}")
+                    self.composite_reads[key] = f"{value.code}.shape[{position - value.rank}]"
+                    self.composite_axes[key] = axis.name
+                code = self.symbol_code[key]
+                shift = offset.value
+                return code if shift == 0 else f"({code} {'+' if shift > 0 else '-'} {abs(shift)})"
+        return None
 
     def view(self, value: Value, rows: Sequence[Row], sizes: dict[Label, ir.SizeExpr],
              order: Sequence[Label], missing: Missing, leading_from: Value | None = None) -> View:
@@ -1113,6 +1148,8 @@ def _initialiser(entry: ParamEntry, owner: str, sizes: SizeTable) -> str:
         return f"nn.init.uniform_({target}, {float_literal(low)}, {float_literal(high)})"
     if init in ("zeros", "ones"):
         return f"nn.init.{init}_({target})"
+    if init == "constant":
+        return f"nn.init.constant_({target}, {float_literal(args[0] if args else 0.0)})"
     if init == "xavier":
         gain = args[0] if args else 1.0
         bound = f"{float_literal(gain)} * (6 / ({fan_in} + {fan_out})) ** 0.5"
@@ -1263,6 +1300,7 @@ class ProgramCompiler:
         arguments: list[Value] = []
         for variable in definition.inputs:
             arguments.append(Value(emitter.names.fresh(variable.name, "input"), variable.array))
+        emitter.arguments = arguments
         outputs = emitter.term(definition.body, arguments)
         if len(outputs) != len(definition.outputs):
             raise CompileError(f"{definition.name} returns {len(outputs)} arrays, declares "
@@ -1316,11 +1354,13 @@ def _symbol_reads(emitter: ForwardEmitter, definition: ir.Definition,
     for symbol, code in sorted(emitter.symbol_code.items()):
         if not re.search(rf"\b{code}\b", body):
             continue  # only compared at compile time, never computed with
-        source = _find_symbol(symbol, arguments, emitter.sizes)
+        source = emitter.composite_reads.get(symbol) or _find_symbol(symbol, arguments,
+                                                                     emitter.sizes)
         if source is None:
             raise CompileError(f"the size {symbol!r} used by {definition.name!r} cannot be read "
                                f"from the shapes of its inputs")
-        lines.append(f"        {code} = {source}  # |{symbol}|")
+        shown = emitter.composite_axes.get(symbol, symbol)
+        lines.append(f"        {code} = {source}  # |{shown}|")
     return lines
 
 

@@ -772,7 +772,7 @@ def layout_rearrangement(term: ir.Rearrangement, ctx: Context, in_ids: Sequence[
     uses = Counter(term.mapping)
     if sorted(term.mapping) == list(range(len(term.dom))):
         align = [k for k, spec in enumerate(right) if spec.array == 0]
-    elif max(uses.values()) >= 3:  # a fan-out: the input in the middle of its copies
+    elif uses and max(uses.values()) >= 3:  # a fan-out: the input in the middle of its copies
         return assemble(ctx, left, in_ids, in_map, core, out_map, right, labels=False,
                         balance_right=True)
     else:

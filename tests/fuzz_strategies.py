@@ -95,8 +95,7 @@ TRICKY_NAMES = ("lambda", "class", "None", "True", "False", "self", "torch", "nn
                 "state_dict", "parameters", "cuda", "to", "reset_parameters", "_parameters",
                 "_modules", "os", "sys", "subprocess", "X_1", "getattr", "super", "object")
 
-# Parameters registered under these names break `nn.Module.register_parameter` when the module
-# is built; they are drawn only with `known_bugs` (see `docs/reliability.md`, open issues).
+# Python's own attribute names: the generated module must register them under safe names.
 DUNDER_PARAMETER_NAMES = ("__class__", "__dict__", "__init__", "__doc__", "__module__")
 
 UNARY = ("relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg", "sqrt", "abs",
@@ -149,13 +148,10 @@ class ProgramGenerator:
                               "tricky_names", "docstrings", "comments", "symbolic"})
 
     def __init__(self, chooser: Chooser, features: frozenset[str] = ALL_FEATURES, *,
-                 known_bugs: bool = False, max_definitions: int = 4,
+                 max_definitions: int = 4,
                  max_statements: int = 7) -> None:
         self.c = chooser
         self.features = features
-        # Off: stay clear of the open issues listed in docs/reliability.md, so the suite's
-        # bounded run passes; `bench/fuzz.py --known-bugs` goes through them too.
-        self.known_bugs = known_bugs
         self.max_definitions = max_definitions
         self.max_statements = max_statements
         self.sizes: dict[str, int | None] = {}  # axis name -> constant size (None: symbolic)
@@ -183,8 +179,7 @@ class ProgramGenerator:
     def param_name(self, body: Body) -> str:
         taken = {a.name for a in body.scope} | body.params
         pool: tuple[str, ...] = TRICKY_NAMES if "tricky_names" in self.features else ()
-        if self.known_bugs:
-            pool += DUNDER_PARAMETER_NAMES
+        pool += DUNDER_PARAMETER_NAMES
         if pool and self.c.chance(0.15):
             name = choice(self.c, pool)
             if name not in taken and name not in self.sizes and name not in OPERATORS and \
@@ -215,11 +210,9 @@ class ProgramGenerator:
                 self.declare(name, size, str(size))
 
     def input_axes(self, avoid: Sequence[str] = ()) -> list[str]:
-        """Axes a definition's input may have. The compiler cannot yet read a symbolic size
-        made of others (`d * e`) from an input's shape (open issue): by default, inputs have
-        declared base axes or derived axes of known size."""
-        return [a for a in self.sizes if a not in avoid and
-                (self.known_bugs or a in self.base_names or self.sizes[a] is not None)]
+        """Axes a definition's input may have: any declared axis, symbolic sizes made of
+        others (`d * e`) included."""
+        return [a for a in self.sizes if a not in avoid]
 
     def const_axes(self, axes: Sequence[str]) -> list[str]:
         return [a for a in axes if self.sizes[a] is not None]
@@ -448,9 +441,7 @@ class ProgramGenerator:
         p_axes = [*summed, *new]
         param = self.param_name(body)
         initialisers = ["", " = normal(0, 0.02)", " = zeros", " = kaiming", " = xavier",
-                        " = uniform(-1, 1)", " = ones", " = default"]
-        if self.known_bugs:
-            initialisers.append(" = constant(0.5)")
+                        " = uniform(-1, 1)", " = ones", " = default", " = constant(0.5)"]
         body.emit(f"param {param}: R[{', '.join(p_axes)}]" + choice(self.c, initialisers))
         result = (*kept, *new)
         if not result:
@@ -476,8 +467,7 @@ class ProgramGenerator:
     def window(self, body: Body) -> None:
         """`P[.., p, w] = X[.., s*p + d*w]`: a strided, dilated window of a valid convolution."""
         x = self.source(body)
-        # The compiler cannot yet size a window over a symbolic axis (open issue).
-        candidates = x.axes if self.known_bugs else self.const_axes(x.axes)
+        candidates = x.axes
         if not candidates:
             self.transpose(body)
             return
@@ -642,9 +632,6 @@ class ProgramGenerator:
             return
         time = choice(self.c, x.axes)
         slice_axes = tuple(a for a in x.axes if a != time)
-        if not self.known_bugs and any(a not in self.input_axes() for a in slice_axes):
-            self.unary(body)
-            return
         state = tuple(subset(self.c, self.input_axes([time, *slice_axes]), 1, 2)) or \
             (self.derived_axis(2, "2"),)
         cell = self.fresh("cell")
@@ -691,10 +678,6 @@ class ProgramGenerator:
                 self.statement(body, allow_blocks=self.c.chance(0.3))
         body.indent = outer_indent
         body.emit("}")
-        if count == 1 and not self.known_bugs:
-            # A block whose results are all unused crashes the renderer (open issue).
-            latest = body.scope[-1]
-            self.bind(body, f"{choice(self.c, UNARY)}({latest.name})", latest.axes)
 
     def repeated_body(self, body: Body) -> None:
         """A repeated block gives each array it reads back with the same axes, in order."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ncd
+from ncd.elaborate import INITIALISERS
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 
@@ -606,3 +607,30 @@ def test_pad_then_convolve_matches_functional_pad_and_conv1d(length: int) -> Non
     load_weights(module, {"W": reference.weight, "bias": reference.bias})
     X = torch.randn(2, 6, length)
     torch.testing.assert_close(module(X), reference(F.pad(X, (2, 1))), **TOLERANCE)
+
+
+@pytest.mark.parametrize("init", sorted(INITIALISERS))
+def test_every_initialiser_compiles_and_initialises(init: str) -> None:
+    """Each initialiser the checker accepts gives the parameter the values it promises."""
+    arguments = {"normal": "(1.0, 0.5)", "uniform": "(-0.25, 0.75)", "constant": "(0.5)"}
+    module = build(f"""
+        axis m = 64, n = 32
+        def f(X: R[m]) -> R[n] {{
+            param W: R[m, n] = {init}{arguments.get(init, "")}
+            return linear[m -> n](X, W)
+        }}""", "f")
+    W = module.W.detach()
+    assert W.shape == (64, 32)
+    match init:
+        case "zeros" | "ones" | "constant":
+            expected = {"zeros": 0.0, "ones": 1.0, "constant": 0.5}[init]
+            assert torch.all(W == expected)
+        case "uniform":
+            assert W.min() >= -0.25 and W.max() <= 0.75 and W.std() > 0.1
+        case "normal":
+            assert abs(W.mean() - 1.0) < 0.05 and abs(W.std() - 0.5) < 0.05
+        case "default" | "xavier":
+            bound = 64 ** -0.5 if init == "default" else (6 / (64 + 32)) ** 0.5
+            assert W.abs().max() <= bound and W.std() > bound / 4
+        case "kaiming":
+            assert abs(W.std() - (2 / 64) ** 0.5) < 0.03

@@ -116,3 +116,36 @@ def test_parameter_over_a_symbolic_axis_is_a_diagnostic_when_compiling(
     assert "p.ncd:3:30: error[E312]: parameter `W` of `f` has axis `x`" in err
     assert "-D x=64" in err
     assert main(["compile", "-D", "x=5", str(source), "-o", str(tmp_path / "p.py")]) == 0
+
+
+def test_a_block_whose_results_are_unused_renders() -> None:
+    """The layout of a rearrangement that deletes everything once failed (`max()` of
+    nothing)."""
+    exercise('axis b = 6\ndef f(X: R[b]) -> R[b] {\n    block "B" {\n        Y = relu(X)\n'
+             "    }\n    return X\n}\n")
+
+
+def test_composite_symbolic_sizes_are_read_from_input_shapes() -> None:
+    """`n = d * e` is one input axis; `q = d - p` differs from an input axis by a constant.
+    The compiler once tried to read the separate symbols d, e and s."""
+    import torch
+
+    program = ncd.load("axis d, e\naxis n = d * e\n"
+                       "def f(X: R[n]) -> R[n] { return layernorm[n](X) }\n")
+    X = torch.randn(2, 12)
+    torch.testing.assert_close(program.to_torch("f")(X), torch.nn.functional.layer_norm(X, (12,)))
+    program = ncd.load("axis s\naxis d = (s - 1) // 2 + 1, p = 2, q = d - p\n"
+                       "def f(X: R[d]) -> (R[p], R[q]) { return split[d -> p q](X) }\n")
+    first, rest = program.to_torch("f")(torch.arange(9.0))
+    assert first.tolist() == [0.0, 1.0] and rest.tolist() == [float(i) for i in range(2, 9)]
+
+
+def test_parameters_named_like_python_attributes_get_safe_keys() -> None:
+    """`__init__` or `__class__` as a parameter once broke `register_parameter`."""
+    import torch
+
+    program = ncd.load("axis m = 4\ndef f(X: R[m]) -> R[m] {\n    param __class__: R[m] = ones\n"
+                       "    return linear[m -> m](X, __init__) * __class__\n}\n")
+    module = program.to_torch("f")
+    assert sorted(module.state_dict()) == ["p__class__", "p__init__"]
+    assert module(torch.ones(4)).shape == (4,)
