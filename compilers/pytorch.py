@@ -126,6 +126,10 @@ def _size_expression_code(size: ir.SizeExpr, table: SizeTable, symbol_code: dict
     value = table.value(size)
     if value is not None:
         return str(value)
+    if isinstance(size, (ir.SizeDiv, ir.SizeFloorDiv)):
+        known = symbol_code.get(f"({ir.size_text(table.expand(size))})")
+        if known is not None:  # read from an input's shape
+            return known
     match size:
         case ir.SizeSym(name=name):
             definition = table.declared.get(name)
@@ -149,6 +153,17 @@ def _size_expression_code(size: ir.SizeExpr, table: SizeTable, symbol_code: dict
         case ir.SizeConst(value=constant):
             return str(constant)
     raise AssertionError(size)
+
+
+def _division_atoms(size: ir.SizeExpr) -> list[ir.SizeExpr]:
+    """The divisions inside a size, outermost first (each may be read from an input)."""
+    match size:
+        case ir.SizeDiv(numerator=num, denominator=den) | ir.SizeFloorDiv(
+                numerator=num, denominator=den):
+            return [size, *_division_atoms(num), *_division_atoms(den)]
+        case ir.SizeAdd(terms=parts) | ir.SizeMul(factors=parts):
+            return [atom for part in parts for atom in _division_atoms(part)]
+    return []
 
 
 def _size_atom(size: ir.SizeExpr, table: SizeTable, symbol_code: dict[str, str]) -> str:
@@ -365,6 +380,7 @@ class ForwardEmitter:
         self.arguments: list[Value] = []
         self.composite_reads: dict[str, str] = {}
         self.composite_axes: dict[str, str] = {}  # the input axis each composite is read from
+        self.atom_code: dict[str, str] = {}  # divisions inside sizes, computed from those reads
         self.scope = Scope(spec, "self")
 
     # ---- text
@@ -398,10 +414,17 @@ class ForwardEmitter:
         composite = self._input_size(size)
         if composite is not None:
             return composite
+        for atom in _division_atoms(self.sizes.expand(size)):
+            # A division an input axis tells (`d6 = (y - 1) // 3 + 1` gives `(y - 1) // 3`).
+            key = f"({ir.size_text(atom)})"
+            if key not in self.atom_code:
+                code = self._input_size(atom)
+                if code is not None:
+                    self.atom_code[key] = code
         for symbol in sorted(self.sizes.symbols(size)):
             if symbol not in self.symbol_code:
                 self.symbol_code[symbol] = self.names.fresh(f"size_{symbol}")
-        return _size_expression_code(size, self.sizes, self.symbol_code)
+        return _size_expression_code(size, self.sizes, {**self.symbol_code, **self.atom_code})
 
     def _input_size(self, size: ir.SizeExpr) -> str | None:
         """The code of a composite symbolic size from an input axis whose size differs from it

@@ -149,3 +149,20 @@ def test_parameters_named_like_python_attributes_get_safe_keys() -> None:
     module = program.to_torch("f")
     assert sorted(module.state_dict()) == ["p__class__", "p__init__"]
     assert module(torch.ones(4)).shape == (4,)
+
+
+def test_a_window_sized_by_nested_floor_divisions_of_a_symbol() -> None:
+    """`d12 = (d6 - 3) // 2 + 1` with `d6 = (y - 1) // 3 + 1` an input axis: the compiler
+    once tried to read `y` itself; now `(y - 1) // 3` comes from the input's shape."""
+    import torch
+
+    program = ncd.load("axis y\naxis d6 = (y - 1) // 3 + 1\naxis d11 = 2\n"
+                       "axis d12 = (d6 - 2 * (2 - 1) - 1) // 2 + 1\n"
+                       "def f(X: R[d6]) -> R[d12, d11] {\n"
+                       "    W[d12, d11] = X[2*d12 + 2*d11]\n    return W\n}\n")
+    module = program.to_torch("f")
+    for length in (3, 6, 9):
+        X = torch.arange(float(length))
+        rows = (length - 3) // 2 + 1
+        expected = torch.tensor([[X[2 * i + 2 * j] for j in range(2)] for i in range(rows)])
+        torch.testing.assert_close(module(X), expected)
