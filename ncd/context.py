@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ncd import ir
-from ncd.diagnostics import Diagnostic, DiagnosticSink, Note
-from ncd.sizes import Size, from_ir
+from ncd.diagnostics import DiagnosticSink, Note
+from ncd.sizes import Size
 
 
 class Reject(Exception):
@@ -79,17 +79,6 @@ class Context:
               notes: Iterable[Note] = ()) -> Reject:
         self.sink.error(code, message, span, hint=hint, notes=notes)
         return Reject(message)
-
-    def report(self, diagnostic: Diagnostic) -> None:
-        self.sink.diagnostics.append(diagnostic)
-
-    # ---- axes
-    def axis(self, name: str, size: Size) -> ir.Axis:
-        return ir.Axis(name=name, size=size.to_ir())
-
-
-def size_of(axis: ir.Axis) -> Size:
-    return from_ir(axis.size)
 
 
 def shape(axes: Sequence[ir.Axis]) -> ir.Shape:

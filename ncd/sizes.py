@@ -224,17 +224,3 @@ def from_ir(expr: ir.SizeExpr) -> Size:
         case ir.SizeFloorDiv(numerator=num, denominator=den):
             return from_ir(num).floor_div(from_ir(den))
     raise AssertionError(f"unknown size node {expr!r}")
-
-
-def provably_different(a: Size, b: Size) -> bool:
-    """True when `a` and `b` cannot be equal for any values of their symbols.
-
-    Sizes whose difference is a non-zero constant always differ; so do two known constants.
-    Otherwise equality may depend on run-time sizes, and the checker does not guess.
-    """
-    difference = a - b
-    return difference.is_const and difference.constant != 0
-
-
-def provably_negative(a: Size) -> bool:
-    return a.is_const and a.constant < 0
