@@ -2,6 +2,11 @@
 
     python bench/fuzz.py --generated 10000 --mutated 10000
     python bench/fuzz.py --generated 2000 --jobs 2 --every-definition
+    python bench/fuzz.py --generated 0 --mutated 0 --semantic 20000 --jobs 2
+
+`--semantic N` is differential fuzzing: N generated programs, each definition compiled to a
+module and held to the reference interpreter (`ncd.semantics`) on random inputs, for several
+run-time values of the symbolic sizes (`tests/differential.py`); a disagreement is a finding.
 
 Each input comes from one seed (`--seed` + its index), so any finding can be regenerated.
 A guarantee that breaks (a Python exception other than a diagnostic, a diagnostic without a
@@ -28,6 +33,7 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from differential import semantic_program  # noqa: E402
 from fuzz_strategies import (  # noqa: E402
     ProgramGenerator,
     RandomChooser,
@@ -57,6 +63,10 @@ class Result:
     stage: str = ""
     message: str = ""
     details: str = ""
+    compared: int = 0  # differential runs: size choices compared with the interpreter
+    refused: int = 0  # ... and refused by both sides (a read out of bounds)
+    skipped: int = 0  # ... and definitions that could not be compared
+    constructs: frozenset[str] = frozenset()
 
     @property
     def broken(self) -> bool:
@@ -74,12 +84,52 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
 def source_of(job: Job) -> str:
     if job.kind == "generated":
         return ProgramGenerator(RandomChooser(job.seed)).program()
+    if job.kind == "semantic":
+        return semantic_program(job.seed)
     chooser = RandomChooser(MUTATED_SEED_OFFSET + job.seed)
     return mutate(chooser, ProgramGenerator(chooser).program())
 
 
+def run_semantic(job: Job, text: str) -> Result:
+    """The program's modules against the interpreter; any disagreement is a finding."""
+    import traceback
+
+    from differential import compare_text, constructs
+
+    from ncd.api import load
+
+    start = time.perf_counter()
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, job.timeout)
+    try:
+        used = frozenset(constructs(load(text).ir))
+        reports = compare_text(text, seed=job.seed)
+    except Timeout:
+        return Result(job, False, time.perf_counter() - start, text, "timeout",
+                      f"no answer within {job.timeout:g} s")
+    except Exception as error:
+        return Result(job, False, time.perf_counter() - start, text, "differential",
+                      f"{type(error).__name__}: {error}"[:300], traceback.format_exc())
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    seconds = time.perf_counter() - start
+    findings = [f for report in reports.values() for f in report.findings]
+    compared = sum(r.compared for r in reports.values())
+    refused = sum(r.refused for r in reports.values())
+    skipped = sum(1 for r in reports.values() if r.skipped is not None)
+    if findings:
+        first = findings[0]
+        return Result(job, True, seconds, text, f"semantic {first.kind}",
+                      f"{first.message}"[:300], "\n".join(map(str, findings)),
+                      compared, refused, skipped, used)
+    return Result(job, True, seconds, compared=compared, refused=refused, skipped=skipped,
+                  constructs=used)
+
+
 def run(job: Job) -> Result:
     text = source_of(job)
+    if job.kind == "semantic":
+        return run_semantic(job, text)
     start = time.perf_counter()
     signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, job.timeout)
@@ -129,12 +179,16 @@ def jobs(args: argparse.Namespace) -> Iterator[Job]:
     for index in range(args.mutated):
         yield Job("mutated", args.seed + index, args.every_definition,
                   args.build, args.timeout)
+    for index in range(args.semantic):
+        yield Job("semantic", args.seed + index, True, True, args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generated", type=int, default=1000, help="valid programs to try")
     parser.add_argument("--mutated", type=int, default=1000, help="corrupted programs to try")
+    parser.add_argument("--semantic", type=int, default=0,
+                        help="valid programs to compile and hold to the reference interpreter")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first input")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--timeout", type=float, default=30.0,
@@ -154,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     findings: Counter[str] = Counter()
     examples: dict[str, Path] = {}
     slowest: tuple[float, Job] | None = None
-    total = args.generated + args.mutated
+    total = args.generated + args.mutated + args.semantic
+    coverage: Counter[str] = Counter()
+    semantic: Counter[str] = Counter()
     done = 0
     pool = multiprocessing.Pool(args.jobs) if args.jobs > 1 else None
     results = pool.imap_unordered(run, jobs(args), chunksize=20) if pool else map(run, jobs(args))
@@ -163,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             done += 1
             counts[f"{result.job.kind} " + ("broken" if result.broken else "accepted"
                                             if result.accepted else "rejected")] += 1
+            if result.job.kind == "semantic":
+                coverage.update(result.constructs)
+                semantic.update(compared=result.compared, refused=result.refused,
+                                skipped=result.skipped)
             if slowest is None or result.seconds > slowest[0]:
                 slowest = (result.seconds, result.job)
             if result.broken:
@@ -180,10 +240,17 @@ def main(argv: list[str] | None = None) -> int:
             pool.join()
     elapsed = time.perf_counter() - start
     print(f"\nfuzzed {done} inputs in {elapsed:.1f} s ({args.jobs} job(s), seed {args.seed})")
-    for kind in ("generated", "mutated"):
+    for kind in ("generated", "mutated", "semantic"):
         line = ", ".join(f"{counts[f'{kind} {what}']} {what}"
                          for what in ("accepted", "rejected", "broken"))
         print(f"  {kind:9}: {line}")
+    if args.semantic:
+        print(f"  differential: {semantic['compared']} size choices compared with the "
+              f"interpreter, {semantic['refused']} refused by both (out of bounds), "
+              f"{semantic['skipped']} definitions not comparable")
+        print("  constructs (programs using each):")
+        for construct, count in sorted(coverage.items()):
+            print(f"    {count:6}  {construct}")
     if slowest:
         print(f"  slowest input: {slowest[0]:.2f} s ({slowest[1].kind} seed {slowest[1].seed})")
     if not findings:

@@ -318,7 +318,9 @@ class ProgramGenerator:
             self.unary, self.unary, self.softmax, self.norm, self.linear, self.linear,
             self.arithmetic, self.arithmetic, self.scaled, self.reduce, self.mask]
         if "equations" in self.features:
-            makers += [self.contraction, self.transpose, self.window, self.fixed_index]
+            makers += [self.contraction, self.transpose, self.window, self.fixed_index,
+                       self.reverse, self.shift, self.flipped_window, self.alias,
+                       self.diagonal]
         if "structure" in self.features:
             makers += [self.concat, self.split, self.rename, self.reshape, self.pad]
         if "calls" in self.features and self.definitions:
@@ -512,6 +514,73 @@ class ProgramGenerator:
         self.bind_equation(body, [a for a in x.axes if a != along], [],
                            f"{x.name}[{', '.join(reads)}]")
 
+    def reverse(self, body: Body) -> None:
+        """`Y[.., r, ..] = X[.., c - r, ..]`: a negative coefficient; with `c < |a| - 1` it
+        reads only the first `c + 1` entries, backwards."""
+        x = self.source(body)
+        constant = self.const_axes(x.axes)
+        if not constant:
+            self.transpose(body)
+            return
+        along = choice(self.c, constant)
+        size = self.sizes[along] or 1
+        shift = self.c.integer(0, size - 1) if self.c.chance(0.3) else 0
+        last = size - 1 - shift
+        new = along if shift == 0 else self.derived_axis(last + 1, f"{along} - {shift}")
+        reads = [f"{last} - {new}" if a == along else a for a in x.axes]
+        self.bind_equation(body, [new if a == along else a for a in x.axes], [],
+                           f"{x.name}[{', '.join(reads)}]")
+
+    def shift(self, body: Body) -> None:
+        """`Y[.., s, ..] = X[.., t*s + k, ..]`: an offset, with or without a stride."""
+        x = self.source(body)
+        candidates = [a for a in x.axes if self.sizes[a] is None or (self.sizes[a] or 0) >= 2]
+        if not candidates:
+            self.transpose(body)
+            return
+        along = choice(self.c, candidates)
+        size = self.sizes[along]
+        offset = self.c.integer(1, 2) if size is None else self.c.integer(1, min(2, size - 1))
+        stride = choice(self.c, (1, 1, 2))
+        length = None if size is None else (size - 1 - offset) // stride + 1
+        new = self.derived_axis(length, f"({along} - 1 - {offset}) // {stride} + 1")
+        index = f"{new} + {offset}" if stride == 1 else f"{stride}*{new} + {offset}"
+        reads = [index if a == along else a for a in x.axes]
+        self.bind_equation(body, [new if a == along else a for a in x.axes], [],
+                           f"{x.name}[{', '.join(reads)}]")
+
+    def flipped_window(self, body: Body) -> None:
+        """`P[.., p, w] = X[.., p - w + W - 1]`: a window read backwards (a convolution with
+        its kernel flipped), a negative coefficient beside a positive one."""
+        x = self.source(body)
+        along = choice(self.c, x.axes)
+        size = self.sizes[along]
+        width = self.c.integer(1, 3) if size is None else self.c.integer(1, min(3, size))
+        w = self.derived_axis(width, str(width))
+        p = self.derived_axis(None if size is None else size - width + 1,
+                              f"{along} - {width} + 1")
+        index = f"{p} - {w} + {width - 1}" if width > 1 else f"{p} - {w}"
+        reads = [index if a == along else a for a in x.axes]
+        others = [a for a in x.axes if a != along]
+        self.bind_equation(body, [*others, p, w], [], f"{x.name}[{', '.join(reads)}]")
+
+    def diagonal(self, body: Body) -> None:
+        """`O[.., a, y] = X[.., a] * X[.., y]` then `D[.., a] = O[.., a, a]`: an outer product
+        read back along its diagonal (two rows of a stride morphism read one index)."""
+        x = self.source(body)
+        along = choice(self.c, x.axes)
+        twin = self.fresh("y")
+        outer = self.array_name(body)
+        reads = [twin if a == along else a for a in x.axes]
+        body.emit(f"{outer}[{', '.join([*x.axes, twin])}] = {x.name}[{', '.join(x.axes)}] * "
+                  f"{x.name}[{', '.join(reads)}]")
+        self.bind_equation(body, x.axes, [], f"{outer}[{', '.join([*x.axes, along])}]")
+
+    def alias(self, body: Body) -> None:
+        """`Y = X`: a second name for the same array (a copy on the diagram)."""
+        x = self.source(body)
+        self.bind(body, x.name, x.axes)
+
     # ---- structure
     def rename(self, body: Body) -> None:
         x = self.source(body)
@@ -668,19 +737,31 @@ class ProgramGenerator:
             options += f' color "{choice(self.c, COLOURS)}"'
         if self.c.chance(0.2):
             options += " shared"
+        copy: Array | None = None
+        if self.c.chance(0.35):
+            # A copy of the block's array made before it: read inside, after, or both.
+            x = body.scope[-1]
+            copy = Array(self.fresh("Keep"), x.axes)
+            body.emit(f"{copy.name} = {x.name}")
+            body.scope.insert(len(body.scope) - 1, copy)
         body.emit(f'block "{title}"{options} {{')
         outer_indent = body.indent
         body.indent += "    "
         if repeat:
-            self.repeated_body(body)
+            self.repeated_body(body, copy)
         else:
             for _ in range(self.c.integer(1, 3)):
                 self.statement(body, allow_blocks=self.c.chance(0.3))
         body.indent = outer_indent
         body.emit("}")
+        if copy is not None and self.c.chance(0.6):
+            latest = body.scope[-1]
+            if set(copy.axes) <= set(latest.axes):
+                self.bind(body, f"{latest.name} - {copy.name}", latest.axes)
 
-    def repeated_body(self, body: Body) -> None:
-        """A repeated block gives each array it reads back with the same axes, in order."""
+    def repeated_body(self, body: Body, copy: Array | None = None) -> None:
+        """A repeated block gives each array it reads back with the same axes, in order;
+        it may also read `copy`, an array from before the block."""
         x = body.scope[-1]
         current = x.name
         local: list[str] = []
@@ -699,8 +780,11 @@ class ProgramGenerator:
             body.emit(f"{name} = {expr}")
             local.append(name)
             current = name
-        body.emit(f"{x.name} = {x.name} + {current}" if self.c.chance(0.5)
-                  else f"{x.name} = {current}")
+        if copy is not None and self.c.chance(0.5):
+            body.emit(f"{x.name} = {current} + {copy.name}")
+        else:
+            body.emit(f"{x.name} = {x.name} + {current}" if self.c.chance(0.5)
+                      else f"{x.name} = {current}")
 
 
 # ---------------------------------------------------------------------------------------

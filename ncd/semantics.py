@@ -1,0 +1,757 @@
+"""The reference interpreter: what an IR term means, computed from the definitions of theory.md.
+
+This is the judge that compiled modules are held to (`tests/differential.py`, `bench/fuzz.py
+--semantic`), so it is written from the mathematics and shares no code with the compiler:
+
+- a `Reindexing` reads `Y[p] = X[eta(p)]` for every index tuple `p` of its output, one entry
+  at a time;
+- a `Broadcasted` operation loops over every element `p` of its degree, reads each input's
+  tile through its stride morphism (`q = offset + matrix @ p` on the tiling axes; the target
+  axes are taken whole), applies the base operation to the tiles, and writes the result tiles
+  at `p`;
+- composition, product, rearrangement, block (`repeat` copies in sequence) and scan (a loop
+  that carries its states) are what their names say.
+
+Arrays are *named*: an `Array` is a tensor and the names of its axes, and every operation
+aligns its operands by name, never by position. Reads outside an array raise `BoundsError`
+(the program is unsound for the sizes given), never wrap or truncate. The base operations use
+torch on small tiles, written out from their formulas (softmax as `exp(x - max) / sum`, layer
+normalisation with the biased variance, ...), not the torch functions the compiler calls.
+
+It is slow on purpose (a Python loop per degree element): use it on small sizes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import assert_never
+
+import torch
+
+from ncd import ir
+
+__all__ = [
+    "Array",
+    "BlockCopy",
+    "BoundsError",
+    "CallSite",
+    "Interpreter",
+    "InterpreterError",
+    "MalformedTerm",
+    "ParameterPath",
+    "ParameterSource",
+    "PathStep",
+    "SizeError",
+    "resolve_sizes",
+]
+
+
+class InterpreterError(Exception):
+    """The interpreter cannot give a meaning to a term with these sizes and inputs."""
+
+
+class BoundsError(InterpreterError):
+    """A read lands outside its array: the program is unsound for the sizes given."""
+
+
+class SizeError(InterpreterError):
+    """The sizes given are not valid for the program (a size is not positive, a division is
+    not exact, a symbol has no value, an input has the wrong shape)."""
+
+
+class MalformedTerm(InterpreterError):
+    """The IR breaks an invariant of its definition (a bug of the elaborator)."""
+
+
+@dataclass(frozen=True)
+class Array:
+    """A tensor with a name for each of its axes (in the tensor's dim order)."""
+
+    data: torch.Tensor
+    axes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.data.dim() != len(self.axes) or len(set(self.axes)) != len(self.axes):
+            raise MalformedTerm(f"array of shape {tuple(self.data.shape)} named {self.axes}")
+
+    def size(self, name: str) -> int:
+        return int(self.data.shape[self.axes.index(name)])
+
+    def sizes(self) -> dict[str, int]:
+        return {name: int(n) for name, n in zip(self.axes, self.data.shape, strict=True)}
+
+    def aligned(self, names: Sequence[str]) -> Array:
+        """The same array with its axes in the order `names` (the same set of names)."""
+        if sorted(names) != sorted(self.axes):
+            raise MalformedTerm(f"cannot align axes {self.axes} with {tuple(names)}")
+        return Array(self.data.permute(tuple(self.axes.index(n) for n in names)), tuple(names))
+
+    def spread(self, names: Sequence[str]) -> torch.Tensor:
+        """The tensor laid out on `names` (a superset of its axes), size 1 where it lacks one:
+        ready to combine with others by broadcasting."""
+        missing = [n for n in self.axes if n not in names]
+        if missing:
+            raise MalformedTerm(f"axes {missing} are not among {tuple(names)}")
+        present = [n for n in names if n in self.axes]
+        data = self.aligned(present).data
+        shape = [self.size(n) if n in self.axes else 1 for n in names]
+        return data.reshape(shape)
+
+    def renamed(self, mapping: Mapping[str, str]) -> Array:
+        return Array(self.data, tuple(mapping.get(n, n) for n in self.axes))
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """A step of a parameter's path: the parameters of call site `instance`."""
+
+    instance: str
+
+
+@dataclass(frozen=True)
+class BlockCopy:
+    """A step of a parameter's path: copy `index` of a block of independent copies."""
+
+    title: str
+    index: int
+
+
+PathStep = CallSite | BlockCopy
+ParameterPath = tuple[PathStep, ...]
+
+ParameterSource = Callable[[ParameterPath, ir.Parameter], torch.Tensor]
+"""Gives the value of a learned parameter: `(path, parameter) -> tensor` with the axes of
+`parameter.array` in their declared order. `path` says whose parameter it is: a `CallSite` per
+call, and a `BlockCopy` per block of independent copies (`repeat > 1`, not `shared`) around
+it; shared and single blocks are not on the path (their copies share the parameters)."""
+
+
+# --------------------------------------------------------------------------------------
+# Sizes
+# --------------------------------------------------------------------------------------
+
+
+def _evaluate(size: ir.SizeExpr, env: Mapping[str, int]) -> int | None:
+    """The integer value of a size, None while a symbol it needs has no value; an inexact
+    division is a `SizeError` (its size does not exist)."""
+    match size:
+        case ir.SizeConst(value=value):
+            return value
+        case ir.SizeSym(name=name):
+            return env.get(name)
+        case ir.SizeAdd(terms=terms):
+            total = 0
+            for term in terms:
+                value = _evaluate(term, env)
+                if value is None:
+                    return None
+                total += value
+            return total
+        case ir.SizeMul(factors=factors):
+            product = 1
+            for factor in factors:
+                value = _evaluate(factor, env)
+                if value is None:
+                    return None
+                product *= value
+            return product
+        case ir.SizeDiv(numerator=num, denominator=den):
+            n, d = _evaluate(num, env), _evaluate(den, env)
+            if n is None or d is None:
+                return None
+            if d == 0 or n % d:
+                raise SizeError(f"{ir.size_text(size)} = {n} / {d} is not a whole number")
+            return n // d
+        case ir.SizeFloorDiv(numerator=num, denominator=den):
+            n, d = _evaluate(num, env), _evaluate(den, env)
+            if n is None or d is None:
+                return None
+            if d == 0:
+                raise SizeError(f"{ir.size_text(size)} divides by zero")
+            return n // d
+    assert_never(size)
+
+
+def resolve_sizes(program: ir.Program, symbols: Mapping[str, int]) -> dict[str, int]:
+    """The value of every axis of the program, given the values of its free symbols.
+
+    A free symbol is an axis whose size is itself (`axis x`). Every axis must come out
+    positive; otherwise the sizes are not valid for the program (`SizeError`).
+    """
+    env = {name: int(value) for name, value in symbols.items()}
+    pending = [axis for axis in program.axes if axis.name not in env]
+    while pending:
+        rest = []
+        for axis in pending:
+            if axis.size == ir.SizeSym(name=axis.name):
+                raise SizeError(f"axis `{axis.name}` is symbolic and has no value")
+            value = _evaluate(axis.size, env)
+            if value is None:
+                rest.append(axis)
+            else:
+                env[axis.name] = value
+        if len(rest) == len(pending):
+            raise SizeError("the sizes of " + ", ".join(a.name for a in rest) + " depend on "
+                            "symbols that have no value")
+        pending = rest
+    for axis in program.axes:
+        if env[axis.name] <= 0:
+            raise SizeError(f"axis `{axis.name}` = {ir.size_text(axis.size)} has size "
+                            f"{env[axis.name]}; sizes are positive")
+    return env
+
+
+# --------------------------------------------------------------------------------------
+# The interpreter
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose parameters a term reads: the definition it belongs to and the path to it."""
+
+    definition: ir.Definition
+    path: ParameterPath
+
+
+class Interpreter:
+    """Evaluates the definitions of one program for fixed sizes and parameters."""
+
+    def __init__(self, program: ir.Program, sizes: Mapping[str, int],
+                 parameters: ParameterSource, real: torch.dtype = torch.float64) -> None:
+        self.program = program
+        self.env = resolve_sizes(program, sizes)
+        self.parameters = parameters
+        self.real = real
+        self.definitions = {d.name: d for d in program.definitions}
+
+    # ---- entry point
+    def run(self, name: str, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The outputs of definition `name` for `inputs` (tensors in the declared axis order,
+        without batch dims), in the declared axis order."""
+        definition = self.definitions.get(name)
+        if definition is None:
+            raise InterpreterError(f"no definition named {name!r}")
+        if len(inputs) != len(definition.inputs):
+            raise SizeError(f"{name} takes {len(definition.inputs)} inputs, got {len(inputs)}")
+        arrays = []
+        for variable, tensor in zip(definition.inputs, inputs, strict=True):
+            expected = tuple(self.size(a.size) for a in variable.array.shape.axes)
+            if tuple(tensor.shape) != expected:
+                raise SizeError(f"input {variable.name} has shape {tuple(tensor.shape)}, "
+                                f"expected {expected}")
+            arrays.append(Array(tensor, variable.array.names))
+        outputs = self.call(definition, arrays, ())
+        return tuple(array.aligned(variable.array.names).data
+                     for array, variable in zip(outputs, definition.outputs, strict=True))
+
+    def call(self, definition: ir.Definition, arrays: list[Array],
+             path: ParameterPath) -> list[Array]:
+        return self.term(definition.body, arrays, Scope(definition, path))
+
+    # ---- sizes and types
+    def size(self, size: ir.SizeExpr) -> int:
+        value = _evaluate(size, self.env)
+        if value is None:
+            raise SizeError(f"the size {ir.size_text(size)} has no value")
+        return value
+
+    def dtype(self, datatype: ir.Datatype) -> torch.dtype:
+        match datatype.kind:
+            case "R":
+                return self.real
+            case "N":
+                return torch.int64
+            case "B":
+                return torch.bool
+        assert_never(datatype.kind)
+
+    def check(self, array: Array, expected: ir.ArrayType, what: str) -> None:
+        """`array` is of type `expected`: the same axes by name, with the same sizes."""
+        names = expected.names
+        if sorted(names) != sorted(array.axes):
+            raise MalformedTerm(f"{what}: axes {array.axes} where {names} are expected")
+        for axis in expected.shape.axes:
+            if array.size(axis.name) != self.size(axis.size):
+                raise MalformedTerm(f"{what}: axis {axis.name} has {array.size(axis.name)} "
+                                    f"entries, its type says {self.size(axis.size)}")
+
+    # ---- terms
+    def term(self, term: ir.Term, values: list[Array], scope: Scope) -> list[Array]:
+        if len(values) != len(term.dom):
+            raise MalformedTerm(f"{term.kind} takes {len(term.dom)} arrays, got {len(values)}")
+        for index, (value, array_type) in enumerate(zip(values, term.dom, strict=True)):
+            self.check(value, array_type, f"input {index} of a {term.kind}")
+        results = self._term(term, values, scope)
+        if len(results) != len(term.cod):
+            raise MalformedTerm(f"{term.kind} gives {len(results)} arrays, its type says "
+                                f"{len(term.cod)}")
+        for index, (value, array_type) in enumerate(zip(results, term.cod, strict=True)):
+            self.check(value, array_type, f"output {index} of a {term.kind}")
+        return results
+
+    def _term(self, term: ir.Term, values: list[Array], scope: Scope) -> list[Array]:
+        match term:
+            case ir.Identity():
+                return list(values)
+            case ir.Rearrangement(mapping=mapping):
+                return [values[i] for i in mapping]
+            case ir.Reindexing():
+                return [self.reindexing(term, values[0])]
+            case ir.Broadcasted():
+                return self.broadcasted(term, values, scope)
+            case ir.Composed(terms=terms):
+                for part in terms:
+                    values = self.term(part, values, scope)
+                return values
+            case ir.Product(terms=terms):
+                results: list[Array] = []
+                start = 0
+                for part in terms:
+                    results.extend(self.term(part, values[start:start + len(part.dom)], scope))
+                    start += len(part.dom)
+                return results
+            case ir.Block():
+                return self.block(term, values, scope)
+            case ir.Scan():
+                return self.scan(term, values, scope)
+        assert_never(term)
+
+    def elements(self, shape: ir.Shape) -> Iterator[tuple[int, ...]]:
+        """Every index tuple of a shape, in row-major order."""
+        return itertools.product(*(range(self.size(a.size)) for a in shape.axes))
+
+    def reindexing(self, term: ir.Reindexing, value: Array) -> Array:
+        """`Y[p] = X[eta(p)]`, one entry at a time."""
+        eta = term.eta
+        output_type = term.cod[0]
+        if sorted(eta.codomain.names) != sorted(value.axes):
+            raise MalformedTerm(f"reindexing reads {eta.codomain.names} from {value.axes}")
+        if sorted(eta.domain.names) != sorted(output_type.names):
+            raise MalformedTerm(f"reindexing writes {eta.domain.names} as {output_type.names}")
+        result = torch.zeros([self.size(a.size) for a in eta.domain.axes], dtype=value.data.dtype)
+        for p in self.elements(eta.domain):
+            q = self.apply(eta, p, value, term.source or "the input", term.span)
+            result[p] = value.data[tuple(q[name] for name in value.axes)]
+        return Array(result, eta.domain.names)
+
+    def apply(self, eta: ir.StrideMorphism, p: Sequence[int], value: Array, what: str,
+              span: ir.Span | None) -> dict[str, int]:
+        """`eta(p)`: the index of each codomain axis, checked to lie inside `value`."""
+        q: dict[str, int] = {}
+        for row, axis in enumerate(eta.codomain.axes):
+            index = eta.offset[row] + sum(c * i for c, i in zip(eta.matrix[row], p, strict=True))
+            size = value.size(axis.name)
+            if not 0 <= index < size:
+                where = f" (line {span.line})" if span is not None else ""
+                point = ", ".join(f"{a.name}={i}" for a, i in zip(eta.domain.axes, p,
+                                                                  strict=True))
+                raise BoundsError(f"{what}{where}: at {point}, {eta.row_text(row)} = {index} "
+                                  f"is outside axis {axis.name} of size {size}")
+            q[axis.name] = index
+        return q
+
+    # ---- blocks and scans
+    def block(self, term: ir.Block, values: list[Array], scope: Scope) -> list[Array]:
+        for copy in range(term.repeat):
+            path = scope.path
+            if term.repeat > 1 and not term.shared:
+                path = (*path, BlockCopy(term.title, copy))
+            values = self.term(term.body, values, Scope(scope.definition, path))
+        return values
+
+    def scan(self, term: ir.Scan, values: list[Array], scope: Scope) -> list[Array]:
+        axis = term.axis.name
+        states, sequences = values[:term.carries], values[term.carries:]
+        collected: list[list[Array]] = [[] for _ in term.step.cod[term.carries:]]
+        for step in range(self.size(term.axis.size)):
+            slices = []
+            for sequence in sequences:
+                if axis not in sequence.axes:
+                    raise MalformedTerm(f"scan sequence {sequence.axes} lacks the axis {axis}")
+                position = sequence.axes.index(axis)
+                slices.append(Array(sequence.data.select(position, step),
+                                    tuple(n for n in sequence.axes if n != axis)))
+            outputs = self.term(term.step, states + slices, scope)
+            states = outputs[:term.carries]
+            for bucket, output in zip(collected, outputs[term.carries:], strict=True):
+                bucket.append(output)
+        stacked = []
+        for bucket, step_type in zip(collected, term.step.cod[term.carries:], strict=True):
+            names = step_type.names
+            if bucket:
+                data = torch.stack([tile.aligned(names).data for tile in bucket])
+            else:
+                shape = [0] + [self.size(a.size) for a in step_type.shape.axes]
+                data = torch.zeros(shape, dtype=self.dtype(step_type.dtype))
+            stacked.append(Array(data, (axis, *names)))
+        return states + stacked
+
+    # ---- broadcasted operations
+    def parameter(self, port: ir.Port, scope: Scope) -> Array:
+        if port.name is None:
+            raise MalformedTerm("a parameter port has no name")
+        declared = next((p for p in scope.definition.params if p.name == port.name), None)
+        if declared is None:
+            raise MalformedTerm(f"parameter {port.name!r} is not declared by "
+                                f"{scope.definition.name!r}")
+        tensor = self.parameters(scope.path, declared)
+        expected = tuple(self.size(a.size) for a in declared.array.shape.axes)
+        if tuple(tensor.shape) != expected:
+            raise SizeError(f"parameter {port.name} of {scope.definition.name} has shape "
+                            f"{tuple(tensor.shape)}, expected {expected}")
+        return Array(tensor, declared.array.names)
+
+    def tile(self, value: Array, port: ir.Port, p: Sequence[int], span: ir.Span | None) -> Array:
+        """The tile of `value` that the base operation reads at degree element `p`."""
+        eta = port.reindexing
+        tiling = [n for n in value.axes if n not in port.targets]
+        if sorted(tiling) != sorted(eta.codomain.names):
+            raise MalformedTerm(f"port of {value.axes} with targets {port.targets} tiles over "
+                                f"{eta.codomain.names}")
+        missing = [t for t in port.targets if t not in value.axes]
+        if missing:
+            raise MalformedTerm(f"targets {missing} are not axes of {value.axes}")
+        q = self.apply(eta, p, value, port.name or "an operand", span)
+        index = tuple(slice(None) if n in port.targets else q[n] for n in value.axes)
+        return Array(value.data[index], tuple(n for n in value.axes if n in port.targets))
+
+    def place(self, result: torch.Tensor, output_axes: tuple[str, ...], port: ir.Port,
+              p: Sequence[int], tile: Array) -> None:
+        """Write `tile` into the output at degree element `p` (outputs tile by a permutation)."""
+        eta = port.reindexing
+        index: list[int | slice] = []
+        for name in output_axes:
+            if name in port.targets:
+                index.append(slice(None))
+                continue
+            row = eta.codomain.names.index(name)
+            ones = [i for i, c in enumerate(eta.matrix[row]) if c]
+            if eta.offset[row] or len(ones) != 1 or eta.matrix[row][ones[0]] != 1:
+                raise MalformedTerm(f"output {output_axes} tiles by {eta.text()}, "
+                                    f"not a permutation")
+            index.append(p[ones[0]])
+        targets = tuple(n for n in output_axes if n in port.targets)
+        if sorted(targets) != sorted(tile.axes):
+            raise MalformedTerm(f"a base operation gave axes {tile.axes} for targets {targets}")
+        result[tuple(index)] = tile.aligned(targets).data
+
+    def broadcasted(self, term: ir.Broadcasted, values: list[Array], scope: Scope) -> list[Array]:
+        if len(values) != len(term.inputs):
+            raise MalformedTerm(f"{term.op.kind} has {len(term.inputs)} input ports and "
+                                f"{len(values)} inputs")
+        params = [self.parameter(port, scope) for port in term.params]
+        results = [torch.zeros([self.size(a.size) for a in port.array.shape.axes],
+                               dtype=self.dtype(port.array.dtype)) for port in term.outputs]
+        for p in self.elements(term.degree):
+            tiles = [self.tile(value, port, p, term.span)
+                     for value, port in zip(values, term.inputs, strict=True)]
+            param_tiles = [self.tile(value, port, p, term.span)
+                           for value, port in zip(params, term.params, strict=True)]
+            outputs = self.base(term, tiles, param_tiles, scope)
+            if len(outputs) != len(term.outputs):
+                raise MalformedTerm(f"{term.op.kind} gave {len(outputs)} tiles for "
+                                    f"{len(term.outputs)} outputs")
+            for result, port, tile in zip(results, term.outputs, outputs, strict=True):
+                self.place(result, port.array.names, port, p, tile)
+        return [Array(result, port.array.names) for result, port in
+                zip(results, term.outputs, strict=True)]
+
+    # ---- base operations on tiles
+    def base(self, term: ir.Broadcasted, tiles: list[Array], params: list[Array],
+             scope: Scope) -> list[Array]:
+        op = term.op
+        out = [port.targets for port in term.outputs]
+        match op:
+            case ir.EinsumOp():
+                return [self.product_sum([*tiles, *params], op.contracted, out[0], op.scale)]
+            case ir.LinearOp():
+                return [self.linear(op, tiles[0], params)]
+            case ir.EmbeddingOp():
+                return [self.embedding(op, tiles[0], params[0], term)]
+            case ir.SoftmaxOp():
+                return [softmax(tiles[0], op.log)]
+            case ir.NormOp():
+                return [normalise(op, tiles[0], params)]
+            case ir.ElementwiseOp():
+                return [Array(elementwise(op.function, tiles[0].data), tiles[0].axes)]
+            case ir.ScaleOp():
+                return [Array(tiles[0].data * op.factor, tiles[0].axes)]
+            case ir.DropoutOp():
+                return [tiles[0]]  # the meaning at inference: dropout keeps every entry
+            case ir.AddOp():
+                return [combine([*tiles, *params], out[0], torch.add)]
+            case ir.MultiplyOp():
+                return [combine([*tiles, *params], out[0], torch.mul)]
+            case ir.MaskOp():
+                return [mask(op, tiles)]
+            case ir.ReduceOp():
+                return [reduce(op, tiles[0])]
+            case ir.ConcatOp():
+                return [concatenate(op, tiles)]
+            case ir.SplitOp():
+                sizes = [self.size(port.array.shape.axis(axis).size)
+                         for port, axis in zip(term.outputs, op.outputs, strict=True)]
+                return split(op, tiles[0], sizes)
+            case ir.PadOp():
+                return [pad(op, tiles[0])]
+            case ir.RenameOp():
+                return [tiles[0].renamed(dict(op.mapping))]
+            case ir.ReshapeOp():
+                shape = [self.size(term.outputs[0].array.shape.axis(a).size) for a in op.outputs]
+                return [reshape(op, tiles[0], shape)]
+            case ir.CallOp():
+                return self.call_site(term, op, tiles, scope)
+        assert_never(op)
+
+    def product_sum(self, operands: list[Array], contracted: Sequence[str],
+                    outputs: Sequence[str], scale: float = 1.0) -> Array:
+        """`scale * sum over contracted of the product of the operands`, by name."""
+        names = list(dict.fromkeys([*outputs, *contracted]))
+        for operand in operands:
+            extra = [n for n in operand.axes if n not in names]
+            if extra:
+                raise MalformedTerm(f"operand axes {extra} are neither contracted nor outputs")
+        sizes: dict[str, int] = {}
+        for operand in operands:
+            for name, size in operand.sizes().items():
+                if sizes.setdefault(name, size) != size:
+                    raise MalformedTerm(f"axis {name} has sizes {sizes[name]} and {size}")
+        product = torch.ones([sizes.get(n, 1) for n in names], dtype=self.real)
+        for operand in operands:
+            product = product * operand.spread(names)
+        dims = [names.index(n) for n in contracted]
+        total = product.sum(dim=dims) if dims else product
+        return Array(total * scale if scale != 1.0 else total, tuple(outputs))
+
+    def linear(self, op: ir.LinearOp, x: Array, params: list[Array]) -> Array:
+        """`Y[o] = sum_i X[i] W[i, o] (+ b[o])`; the weight axis paired with input axis `a`
+        is named `a`, or `a_in` when `a` is also an output axis."""
+        weight = params[0]
+        pairing: dict[str, str] = {}
+        for axis in op.inputs:
+            wanted = f"{axis}_in" if axis in op.outputs else axis
+            if wanted not in weight.axes:
+                raise MalformedTerm(f"linear weight {weight.axes} has no axis {wanted}")
+            pairing[wanted] = f"__input_{axis}"
+        inputs = x.renamed({a: f"__input_{a}" for a in op.inputs})
+        result = self.product_sum([inputs, weight.renamed(pairing)],
+                                  [f"__input_{a}" for a in op.inputs], op.outputs)
+        if op.bias:
+            result = Array(result.data + params[1].aligned(op.outputs).data, result.axes)
+        return result
+
+    def embedding(self, op: ir.EmbeddingOp, index: Array, table: Array,
+                  term: ir.Broadcasted) -> Array:
+        if index.axes:
+            raise MalformedTerm(f"an embedding index tile has axes {index.axes}")
+        vocabulary = [n for n in table.axes if n not in op.outputs]
+        if len(vocabulary) != 1:
+            raise MalformedTerm(f"embedding table {table.axes} for outputs {op.outputs}")
+        row = int(index.data)
+        size = table.size(vocabulary[0])
+        if not 0 <= row < size:
+            where = f" (line {term.span.line})" if term.span is not None else ""
+            raise BoundsError(f"embedding{where}: index {row} is outside the vocabulary of "
+                              f"size {size}")
+        position = table.axes.index(vocabulary[0])
+        entry = Array(table.data.select(position, row),
+                      tuple(n for n in table.axes if n != vocabulary[0]))
+        return entry.aligned(op.outputs)
+
+    def call_site(self, term: ir.Broadcasted, op: ir.CallOp, tiles: list[Array],
+                  scope: Scope) -> list[Array]:
+        callee = self.definitions.get(op.definition)
+        if callee is None:
+            raise MalformedTerm(f"call of unknown definition {op.definition!r}")
+        arguments = []
+        for tile, variable in zip(tiles, callee.inputs, strict=True):
+            if sorted(tile.axes) != sorted(variable.array.names):
+                raise MalformedTerm(f"call of {op.definition} passes axes {tile.axes} for "
+                                    f"{variable.name}: {variable.array.text()}")
+            arguments.append(tile)
+        results = self.call(callee, arguments, (*scope.path, CallSite(op.instance)))
+        for result, port in zip(results, term.outputs, strict=True):
+            if sorted(result.axes) != sorted(port.targets):
+                raise MalformedTerm(f"{op.definition} returns axes {result.axes} for "
+                                    f"targets {port.targets}")
+        return results
+
+
+# --------------------------------------------------------------------------------------
+# Base operations, each from its formula
+# --------------------------------------------------------------------------------------
+
+
+def elementwise(function: str, x: torch.Tensor) -> torch.Tensor:
+    match function:
+        case "relu":
+            return torch.where(x < 0, torch.zeros_like(x), x)  # NaN stays NaN
+        case "gelu":
+            return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+        case "silu":
+            return x / (1 + torch.exp(-x))
+        case "sigmoid":
+            return 1 / (1 + torch.exp(-x))
+        case "tanh":
+            return torch.tanh(x)
+        case "exp":
+            return torch.exp(x)
+        case "log":
+            return torch.log(x)
+        case "neg":
+            return -x
+        case "sqrt":
+            return torch.sqrt(x)
+        case "abs":
+            return torch.where(x < 0, -x, x)
+        case "square":
+            return x * x
+    raise MalformedTerm(f"unknown elementwise function {function!r}")
+
+
+def softmax(tile: Array, log: bool) -> Array:
+    """Over every entry of the tile (its target axes together)."""
+    flat = tile.data.reshape(-1)
+    top = flat.max()
+    shifted = flat - top
+    total = torch.exp(shifted).sum()
+    result = shifted - torch.log(total) if log else torch.exp(shifted) / total
+    return Array(result.reshape(tile.data.shape), tile.axes)
+
+
+def normalise(op: ir.NormOp, tile: Array, params: list[Array]) -> Array:
+    x = tile.data
+    count = x.numel()
+    if op.norm == "layernorm":
+        mean = x.sum() / count
+        variance = ((x - mean) ** 2).sum() / count  # biased, as the definition of layer norm
+        y = (x - mean) / torch.sqrt(variance + op.eps)
+    else:
+        y = x / torch.sqrt((x * x).sum() / count + op.eps)
+    rest = list(params)
+    if op.affine:
+        y = y * rest.pop(0).aligned(tile.axes).data
+    if op.bias:
+        y = y + rest.pop(0).aligned(tile.axes).data
+    return Array(y, tile.axes)
+
+
+def combine(operands: list[Array], outputs: Sequence[str],
+            function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Array:
+    """An entrywise sum or product; an operand lacking an axis is broadcast along it."""
+    if not operands:
+        raise MalformedTerm("an entrywise operation without operands")
+    names = list(outputs)
+    result = operands[0].spread(names)
+    for operand in operands[1:]:
+        result = function(result, operand.spread(names))
+    shape = []
+    for name in names:
+        sizes = {o.size(name) for o in operands if name in o.axes}
+        if len(sizes) != 1:
+            raise MalformedTerm(f"axis {name} has sizes {sorted(sizes)} among the operands")
+        shape.append(sizes.pop())
+    return Array(result.expand(shape).clone(), tuple(names))
+
+
+def mask(op: ir.MaskOp, tiles: list[Array]) -> Array:
+    tile = tiles[0]
+    keep = torch.ones(tile.data.shape, dtype=torch.bool)
+    if op.by_array:
+        keep = keep & tiles[1].spread(tile.axes).to(torch.bool)
+    elif not op.conditions:
+        raise MalformedTerm("a mask has neither conditions nor a mask array")
+    for index in itertools.product(*(range(n) for n in tile.data.shape)):
+        position = dict(zip(tile.axes, index, strict=True))
+        for condition in op.conditions:
+            if not holds(condition, position):
+                keep[index] = False
+    fill = torch.full_like(tile.data, op.fill)
+    return Array(torch.where(keep, tile.data, fill), tile.axes)
+
+
+def holds(condition: ir.Comparison, position: Mapping[str, int]) -> bool:
+    value = condition.offset
+    for name, coefficient in condition.coefficients:
+        if name not in position:
+            raise MalformedTerm(f"mask condition {condition.text!r} names {name!r}, which is "
+                                f"not a target axis")
+        value += coefficient * position[name]
+    match condition.op:
+        case ">=":
+            return value >= 0
+        case ">":
+            return value > 0
+        case "<=":
+            return value <= 0
+        case "<":
+            return value < 0
+        case "==":
+            return value == 0
+        case "!=":
+            return value != 0
+    assert_never(condition.op)
+
+
+def reduce(op: ir.ReduceOp, tile: Array) -> Array:
+    if sorted(op.axes) != sorted(tile.axes):
+        raise MalformedTerm(f"reduce over {op.axes} of a tile with axes {tile.axes}")
+    flat = tile.data.reshape(-1)
+    match op.function:
+        case "sum":
+            value = flat.sum()
+        case "mean":
+            value = flat.sum() / flat.numel()
+        case "max":
+            value = flat.max()
+        case "min":
+            value = flat.min()
+        case "logsumexp":
+            top = flat.max()
+            if torch.isinf(top):
+                value = top
+            else:
+                value = top + torch.log(torch.exp(flat - top).sum())
+        case _:
+            assert_never(op.function)
+    return Array(value, ())
+
+
+def concatenate(op: ir.ConcatOp, tiles: list[Array]) -> Array:
+    parts = []
+    for tile, axis in zip(tiles, op.inputs, strict=True):
+        if tile.axes != (axis,):
+            raise MalformedTerm(f"concat reads axis {axis} from a tile with axes {tile.axes}")
+        parts.append(tile.data)
+    return Array(torch.cat(parts), (op.output,))
+
+
+def split(op: ir.SplitOp, tile: Array, sizes: Sequence[int]) -> list[Array]:
+    if tile.axes != (op.input,) or sum(sizes) != tile.data.shape[0]:
+        raise MalformedTerm(f"split of {tile.axes} into {op.outputs} of sizes {list(sizes)}")
+    results, start = [], 0
+    for axis, size in zip(op.outputs, sizes, strict=True):
+        results.append(Array(tile.data[start:start + size], (axis,)))
+        start += size
+    return results
+
+
+def pad(op: ir.PadOp, tile: Array) -> Array:
+    if tile.axes != (op.input,):
+        raise MalformedTerm(f"pad of axis {op.input} on a tile with axes {tile.axes}")
+    length = op.before + tile.data.shape[0] + op.after
+    result = torch.full((length,), op.value, dtype=tile.data.dtype)
+    result[op.before:op.before + tile.data.shape[0]] = tile.data
+    return Array(result, (op.output,))
+
+
+def reshape(op: ir.ReshapeOp, tile: Array, shape: Sequence[int]) -> Array:
+    """Row-major: the inputs' entries in order, read again as the outputs."""
+    flat = tile.aligned(op.inputs).data.reshape(-1)
+    if flat.numel() != math.prod(shape):
+        raise MalformedTerm(f"reshape of {flat.numel()} entries into {list(shape)}")
+    return Array(flat.reshape(list(shape)), op.outputs)

@@ -1,0 +1,386 @@
+"""Differential testing: a compiled module against the reference interpreter (`ncd.semantics`).
+
+`compare_definition` builds the module of one definition, gives every parameter random values,
+picks sizes for the program's symbolic axes (several sets of them), makes random inputs, and
+holds the module's outputs to the interpreter's, entry by entry, in float64:
+
+- on positive inputs and on normal inputs (positive ones keep `log` and `sqrt` finite);
+- with a leading batch dim of two (the batch-lift law: slicing commutes with the module);
+- where the interpreter finds a read outside an array (`BoundsError`), the module must refuse
+  the sizes with a `ValueError` too, never return numbers.
+
+Each disagreement is a `Finding`; `tests/test_semantics_fuzz.py` runs a bounded number of
+generated programs through it, `bench/fuzz.py --semantic N` a long run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from ncd.compilers.naming import sanitize, snake_case
+from ncd.compilers.pytorch import CompileError, build_module
+
+from ncd import ir
+from ncd.semantics import (
+    BlockCopy,
+    BoundsError,
+    CallSite,
+    Interpreter,
+    InterpreterError,
+    MalformedTerm,
+    ParameterPath,
+    SizeError,
+    resolve_sizes,
+)
+
+SYMBOL_VALUES = (1, 2, 3, 4, 5, 6)
+SEMANTIC_SEED_OFFSET = 20_000_000  # the differential corpus has seeds of its own
+RTOL, ATOL = 1e-7, 1e-9
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A disagreement between a compiled module and the interpreter."""
+
+    kind: str  # mismatch, module-error, silent-out-of-bounds, malformed, parameters, batch
+    definition: str
+    sizes: dict[str, int]
+    message: str
+
+    def __str__(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in sorted(self.sizes.items())) or "no symbols"
+        return f"{self.kind} in {self.definition} ({sizes}): {self.message}"
+
+
+@dataclass
+class Report:
+    """What `compare_definition` did: how many runs were compared, and what disagreed."""
+
+    compared: int = 0
+    refused: int = 0  # size choices that both sides refused (an out-of-bounds read)
+    skipped: str | None = None  # why the definition could not be compared at all
+    findings: list[Finding] = field(default_factory=list)
+
+
+def free_symbols(program: ir.Program) -> list[str]:
+    return [a.name for a in program.axes if a.size == ir.SizeSym(name=a.name)]
+
+
+def size_choices(program: ir.Program, rng: random.Random, count: int,
+                 limit: int = 40) -> list[dict[str, int]]:
+    """Up to `count` distinct assignments of the free symbols under which every axis has a
+    positive size of at most `limit` (so the slow interpreter stays fast)."""
+    symbols = free_symbols(program)
+    if not symbols:
+        return [{}]
+    found: list[dict[str, int]] = []
+    for _ in range(60 * count):
+        choice = {s: rng.choice(SYMBOL_VALUES) for s in symbols}
+        if choice in found:
+            continue
+        try:
+            env = resolve_sizes(program, choice)
+        except SizeError:
+            continue
+        if max(env.values()) <= limit:
+            found.append(choice)
+            if len(found) == count:
+                break
+    return found
+
+
+def module_parameters(module: torch.nn.Module) -> Callable[[ParameterPath, ir.Parameter],
+                                                          torch.Tensor]:
+    """The interpreter's view of a module's parameters, found by the naming rules of
+    docs/compiling.md: a call site is the submodule named after its instance, a block of
+    copies an `nn.ModuleList` named after its title, and a Python-unsafe name gets a `p`
+    prefix (dunders) or trailing underscores (clashes)."""
+
+    def child(owner: torch.nn.Module, base: str) -> torch.nn.Module:
+        for underscores in range(8):
+            found = owner._modules.get(base + "_" * underscores)
+            if found is not None:
+                return found
+        raise KeyError(f"no submodule {base!r} in {type(owner).__name__}")
+
+    def source(path: ParameterPath, parameter: ir.Parameter) -> torch.Tensor:
+        owner = module
+        for step in path:
+            match step:
+                case CallSite(instance=instance):
+                    owner = child(owner, sanitize(instance, "module"))
+                case BlockCopy(title=title, index=index):
+                    copies = child(owner, snake_case(title))
+                    assert isinstance(copies, torch.nn.ModuleList)
+                    owner = copies[index]
+        base = parameter.name
+        if base.startswith("__") and base.endswith("__"):
+            base = f"p{base}"
+        for underscores in range(8):
+            found = owner._parameters.get(base + "_" * underscores)
+            if found is not None:
+                return found
+        raise KeyError(f"no parameter {parameter.name!r} in {type(owner).__name__}")
+
+    return source
+
+
+def random_input(array: ir.ArrayType, env: dict[str, int], generator: torch.Generator,
+                 positive: bool, lead: Sequence[int] = ()) -> torch.Tensor:
+    shape = [*lead, *(env_size(a.size, env) for a in array.shape.axes)]
+    match array.dtype.kind:
+        case "R":
+            if positive:
+                return torch.rand(shape, generator=generator, dtype=torch.float64) * 1.5 + 0.5
+            return torch.randn(shape, generator=generator, dtype=torch.float64)
+        case "N":
+            bound = env_size(array.dtype.bound, env) if array.dtype.bound is not None else 4
+            return torch.randint(0, max(bound, 1), shape, generator=generator)
+        case "B":
+            return torch.rand(shape, generator=generator) < 0.5
+    raise AssertionError(array.dtype.kind)
+
+
+def env_size(size: ir.SizeExpr, env: dict[str, int]) -> int:
+    value = ir.size_value(size, env)
+    assert value is not None, size
+    return value
+
+
+def as_tuple(result: object) -> tuple[torch.Tensor, ...]:
+    if isinstance(result, torch.Tensor):
+        return (result,)
+    assert isinstance(result, tuple)
+    return result
+
+
+def agree(expected: torch.Tensor, actual: torch.Tensor) -> str | None:
+    """None when the two tensors agree, else what differs."""
+    if tuple(expected.shape) != tuple(actual.shape):
+        return f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+    if expected.dtype == torch.bool or not expected.is_floating_point():
+        if not torch.equal(expected.to(torch.int64), actual.to(torch.int64)):
+            return "different integer entries"
+        return None
+    actual = actual.to(expected.dtype)
+    if not torch.allclose(actual, expected, rtol=RTOL, atol=ATOL, equal_nan=True):
+        both = torch.isfinite(actual) & torch.isfinite(expected)
+        gap = (actual - expected)[both].abs().max().item() if both.any() else float("nan")
+        return f"values differ (largest gap {gap:.3g} among finite entries)"
+    return None
+
+
+def compare_definition(program: ir.Program, name: str, *, seed: int = 0,
+                       sizes: int = 2) -> Report:
+    """Hold the compiled module of definition `name` to the interpreter (see the module doc)."""
+    report = Report()
+    rng = random.Random(seed)
+    definition = program.definition(name)
+    try:
+        module = build_module(program, name, dtype=torch.float64)
+    except CompileError as error:
+        report.skipped = f"not compilable as a module: {error}"
+        return report
+    module.eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator,
+                                        dtype=parameter.dtype))
+    parameters = module_parameters(module)
+    seen: dict[int, tuple[torch.Tensor, ParameterPath, str]] = {}
+
+    def recording(path: ParameterPath, parameter: ir.Parameter) -> torch.Tensor:
+        tensor = parameters(path, parameter)
+        _, *owner = seen.setdefault(id(tensor), (tensor, path, parameter.name))
+        if owner != [path, parameter.name]:
+            raise SharedParameter(f"{parameter.name} at {path} and {owner[1]} at {owner[0]} "
+                                  f"are one tensor in the module")
+        return tensor.detach()
+
+    choices = size_choices(program, rng, sizes)
+    if not choices:
+        report.skipped = "no sizes of the symbols within the limits"
+        return report
+    for symbols in choices:
+        env = resolve_sizes(program, symbols)
+
+        def finding(kind: str, message: str, symbols: dict[str, int] = symbols) -> None:
+            report.findings.append(Finding(kind, name, dict(symbols), message))
+
+        interpreter = Interpreter(program, symbols, recording)
+        trials = [[random_input(v.array, env, generator, positive) for v in definition.inputs]
+                  for positive in (True, False)]
+        expected: list[tuple[torch.Tensor, ...]] = []
+        try:
+            with torch.no_grad():
+                for inputs in trials:
+                    expected.append(interpreter.run(name, inputs))
+        except BoundsError as error:
+            try:
+                module(*trials[0])
+            except ValueError:
+                report.refused += 1
+                continue
+            except Exception as failure:
+                finding("module-error", f"{type(failure).__name__}: {failure} (the interpreter "
+                        f"reads out of bounds: {error})")
+                continue
+            finding("silent-out-of-bounds", f"the module returns numbers; {error}")
+            continue
+        except SharedParameter as error:
+            finding("parameters", str(error))
+            continue
+        except (MalformedTerm, KeyError) as error:
+            finding("malformed", f"{type(error).__name__}: {error}")
+            continue
+        except InterpreterError as error:
+            finding("malformed", f"{type(error).__name__}: {error}")
+            continue
+        try:
+            actual = [as_tuple(module(*inputs)) for inputs in trials]
+            batched = None
+            if definition.inputs:
+                batched = as_tuple(module(*(torch.stack([a, b]) for a, b in zip(*trials,
+                                                                                  strict=True))))
+        except Exception as failure:
+            finding("module-error", f"{type(failure).__name__}: {failure}"[:400])
+            continue
+        for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
+            if len(want) != len(got):
+                finding("mismatch", f"{len(got)} outputs, expected {len(want)}")
+                break
+            for position, (w, g) in enumerate(zip(want, got, strict=True)):
+                problem = agree(w, g)
+                if problem:
+                    kind = "positive" if index == 0 else "normal"
+                    finding("mismatch", f"output {position} on {kind} inputs: {problem}")
+        if batched is not None:
+            for position, tensor in enumerate(batched):
+                for index in (0, 1):
+                    want = expected[index][position]
+                    got = tensor[index] if tensor.dim() == want.dim() + 1 else tensor
+                    problem = agree(want, got)
+                    if problem:
+                        finding("batch", f"output {position}, batch element {index}: {problem}")
+        report.compared += 1
+    return report
+
+
+class SharedParameter(InterpreterError):
+    """Two parameters that the term keeps apart are one tensor in the module."""
+
+
+def semantic_program(seed: int) -> str:
+    """Program `seed` of the differential corpus (the bounded test runs the first ones)."""
+    from fuzz_strategies import ProgramGenerator, RandomChooser
+
+    return ProgramGenerator(RandomChooser(SEMANTIC_SEED_OFFSET + seed)).program()
+
+
+STRUCTURAL_CONSTRUCTS = (
+    "symbolic sizes", "negative coefficient", "stride or dilation", "offset", "window",
+    "diagonal", "broadcast (zero coefficients)", "call with a batch lift", "repeated block",
+    "repeated block, shared", "copy before a repeated block", "scan",
+    "scan with permuted state axes",
+)
+"""Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
+
+
+def compare_text(text: str, *, seed: int = 0, sizes: int = 2,
+                 every_definition: bool = True) -> dict[str, Report]:
+    """`compare_definition` for the definitions of a program's text (the last one, or all).
+
+    A definition whose parameters have symbolic axes cannot be built as a module with those
+    sizes left open; it is compared with its symbols fixed on the command line's way
+    (`sizes=` of `ncd.load`, like `-D`), once per choice of them.
+    """
+    from ncd.api import load
+
+    program = load(text).ir
+    names = [d.name for d in program.definitions]
+    if not every_definition:
+        names = names[-1:]
+    reports: dict[str, Report] = {}
+    rng = random.Random(seed)
+    for index, name in enumerate(names):
+        report = compare_definition(program, name, seed=seed + index, sizes=sizes)
+        if report.skipped is not None and "symbolic" in report.skipped:
+            fixed = Report()
+            for choice in size_choices(program, rng, sizes):
+                again = compare_definition(load(text, sizes=choice).ir, name,
+                                           seed=seed + index, sizes=1)
+                if again.skipped is not None:
+                    fixed.skipped = again.skipped
+                    continue
+                fixed.compared += again.compared
+                fixed.refused += again.refused
+                fixed.findings.extend(
+                    Finding(f.kind, f.definition, {**choice, **f.sizes}, f.message + " (sizes "
+                            "fixed at load)") for f in again.findings)
+            if fixed.compared or fixed.findings:
+                fixed.skipped = None
+            elif fixed.skipped is None:
+                fixed.skipped = report.skipped
+            report = fixed
+        reports[name] = report
+    return reports
+
+
+def constructs(program: ir.Program) -> set[str]:
+    """The constructs a program uses, as named in docs/reliability.md (for coverage counts)."""
+    found: set[str] = set()
+    if free_symbols(program):
+        found.add("symbolic sizes")
+    for definition in program.definitions:
+        for term in ir.walk(definition.body):
+            match term:
+                case ir.Reindexing(eta=eta):
+                    found |= _map_constructs(eta)
+                case ir.Broadcasted(op=op):
+                    found.add(f"op {op.kind}")
+                    for port in (*term.inputs, *term.params):
+                        found |= _map_constructs(port.reindexing)
+                        if len(port.reindexing.codomain.axes) < len(term.degree.axes):
+                            found.add("broadcast (zero coefficients)")
+                    if isinstance(op, ir.CallOp) and term.degree.axes:
+                        found.add("call with a batch lift")
+                case ir.Block(repeat=repeat, shared=shared):
+                    if repeat > 1:
+                        found.add("repeated block, shared" if shared else "repeated block")
+                case ir.Scan(step=step, carries=carries):
+                    found.add("scan")
+                    if any(a.names != b.names for a, b in zip(term.dom[:carries], step.dom,
+                                                              strict=False)):
+                        found.add("scan with permuted state axes")
+                case ir.Composed(terms=terms):
+                    for before, after in itertools.pairwise(terms):
+                        if isinstance(after, ir.Product) and isinstance(before, ir.Rearrangement) \
+                                and len(set(before.mapping)) < len(before.mapping) and any(
+                                    isinstance(t, ir.Block) and t.repeat > 1
+                                    for t in after.terms):
+                            found.add("copy before a repeated block")
+                case ir.Identity() | ir.Rearrangement() | ir.Product():
+                    pass
+    return found
+
+
+def _map_constructs(eta: ir.StrideMorphism) -> set[str]:
+    found = set()
+    for row, offset in zip(eta.matrix, eta.offset, strict=True):
+        if any(c < 0 for c in row):
+            found.add("negative coefficient")
+        if any(c > 1 for c in row):
+            found.add("stride or dilation")
+        if offset:
+            found.add("offset")
+        if sum(1 for c in row if c) > 1:
+            found.add("window")
+    columns = [sum(1 for row in eta.matrix if row[i]) for i in range(len(eta.domain.axes))]
+    if any(count > 1 for count in columns):
+        found.add("diagonal")
+    return found
