@@ -701,19 +701,22 @@ class ProgramGenerator:
             return
         time = choice(self.c, x.axes)
         slice_axes = tuple(a for a in x.axes if a != time)
-        state = tuple(subset(self.c, self.input_axes([time, *slice_axes]), 1, 2)) or \
+        state = tuple(subset(self.c, self.input_axes([time, *slice_axes]),
+                             1 + self.c.chance(0.5), 2)) or \
             (self.derived_axis(2, "2"),)
         cell = self.fresh("cell")
         w_in, w_state = self.fresh("Wi"), self.fresh("Ws")
-        out_axes = (*state,)
+        # The step may declare its state's axes in another order: they align by name.
+        cell_state = state[::-1] if len(state) > 1 and self.c.chance(0.5) else state
+        out_axes = (*cell_state,)
         self.chunks.append(
-            f"def {cell}(H: R[{', '.join(state)}], Xt: R[{', '.join(slice_axes)}]) -> "
-            f"(R[{', '.join(state)}], R[{', '.join(out_axes)}]) {{\n"
+            f"def {cell}(H: R[{', '.join(cell_state)}], Xt: R[{', '.join(slice_axes)}]) -> "
+            f"(R[{', '.join(cell_state)}], R[{', '.join(out_axes)}]) {{\n"
             f"    Z = linear[{' '.join(slice_axes)} -> {' '.join(state)}](Xt, {w_in}) + "
             f"linear[{' '.join(state)} -> {' '.join(state)}](H, {w_state})\n"
             f"    H2 = tanh(Z)\n"
             f"    return H2, H2\n}}\n")
-        self.definitions.append(DefInfo(cell, [state, slice_axes], [state, out_axes]))
+        self.definitions.append(DefInfo(cell, [cell_state, slice_axes], [cell_state, out_axes]))
         weight = self.param_name(body)
         init = self.array_name(body)
         body.emit(f"{init} = linear[{' '.join(slice_axes)} -> {' '.join(state)}]"
