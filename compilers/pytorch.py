@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 
 from ncd import ir
+from ncd.sizes import Size, SizeLimit, check_nonnegative, substitute
 from ncd.sizes import from_ir as size_polynomial
 
 from .naming import (
@@ -348,6 +349,10 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 LINE_LENGTH = 100
 
+# Axes of a large einsum that can be merged: the operands they occur in, and whether the
+# output has them.
+GroupKey = tuple[tuple[int, ...], bool]
+
 
 def docstring_literal(text: str) -> str:
     """A one-line docstring in triple quotes when that is safe, else an escaped literal."""
@@ -382,6 +387,8 @@ class ForwardEmitter:
         self.composite_axes: dict[str, str] = {}  # the input axis each composite is read from
         self.atom_code: dict[str, str] = {}  # divisions inside sizes, computed from those reads
         self.scope = Scope(spec, "self")
+        # Run-time checks of bounds that depend on symbolic sizes (the first lines of forward).
+        self.checks: list[str] = []
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -481,8 +488,11 @@ class ForwardEmitter:
             case ir.Rearrangement(mapping=mapping):
                 return [inputs[i] for i in mapping]
             case ir.Reindexing():
+                self.check_bounds(term.eta, term.source or inputs[0].code, term.span)
                 return [self.reindexing(term, inputs[0])]
             case ir.Broadcasted():
+                for port in (*term.inputs, *term.params):
+                    self.check_bounds(port.reindexing, port.name or "an operand", term.span)
                 return self.broadcasted(term, inputs)
             case ir.Composed(terms=terms):
                 values = list(inputs)
@@ -501,6 +511,69 @@ class ForwardEmitter:
             case ir.Scan():
                 return self.scan(term, inputs)
         assert_never(term)
+
+    def polynomial(self, size: ir.SizeExpr) -> Size:
+        """A size in normal form over the run-time symbols (known sizes folded in)."""
+        value = size_polynomial(self.sizes.expand(size))
+        known = {name: Size.const(self.sizes.known[name]) for name in value.symbols
+                 if name in self.sizes.known}
+        return substitute(value, known) if known else value
+
+    def check_bounds(self, eta: ir.StrideMorphism, what: str, span: ir.Span | None) -> None:
+        """Every index `eta` reads lies inside its axis, for every size the program allows.
+
+        Where that is proved (always, for checked programs with fixed sizes) nothing is
+        written; where it depends on symbolic sizes, `forward` starts with a check that raises
+        a `ValueError` naming the source line; an index that is out of bounds for fixed sizes
+        cannot be compiled. Never a silent truncation."""
+        try:
+            self._check_bounds(eta, what, span)
+        except SizeLimit:
+            pass  # sizes too large to reason about: left to torch
+
+    def _check_bounds(self, eta: ir.StrideMorphism, what: str, span: ir.Span | None) -> None:
+        domain = [self.polynomial(a.size) for a in eta.domain.axes]
+        codomain = [self.polynomial(a.size) for a in eta.codomain.axes]
+        positive = [*domain, *codomain]
+        reads = f"{what}[{', '.join(_index_text(eta, j) for j in range(len(codomain)))}]"
+        where = f"line {span.line}: " if span is not None else ""
+        for j, axis in enumerate(eta.codomain.axes):
+            row, offset = eta.matrix[j], eta.offset[j]
+            if offset == 0 and sorted(row) == [0] * (len(row) - 1) + [1] and \
+                    domain[row.index(1)] == codomain[j]:
+                continue  # reads the whole axis as it is
+            high, low = Size.const(offset), Size.const(offset)
+            for coefficient, size in zip(row, domain, strict=True):
+                if coefficient > 0:
+                    high = high + (size - 1) * coefficient
+                elif coefficient < 0:
+                    low = low + (size - 1) * coefficient
+            size_text = str(codomain[j])
+            for reach, slack, needs in (
+                    (high, codomain[j] - 1 - high, f"{high} < {size_text}"),
+                    (low, low, f"{low} >= 0")):
+                if check_nonnegative(slack, positive).verdict == "holds":
+                    continue
+                message = (f"{where}{reads} reads index {reach} of axis {axis.name} of size "
+                           f"{size_text}; needs {needs}")
+                if slack.is_const:
+                    raise CompileError(message)
+                reach_code = self.size(reach.to_ir())
+                if reach is high:
+                    size_code = self.size(eta.codomain.axes[j].size)
+                    condition = f"{reach_code} >= {size_code}"
+                    shown = f" (here {size_text} = {{{size_code}}})"
+                else:
+                    condition = f"{reach_code} < 0"
+                    shown = f" (here {reach} = {{{reach_code}}})"
+                literal = string_literal(message.replace("{", "{{").replace("}", "}}") + shown)
+                lines = [f"        if {condition}:", f"            raise ValueError(f{literal})"]
+                if len(lines[1]) > LINE_LENGTH:  # as a formatter wraps it
+                    lines[1:] = ["            raise ValueError(", f"                f{literal}",
+                                 "            )"]
+                if not any(self.checks[i:i + len(lines)] == lines
+                           for i in range(len(self.checks))):
+                    self.checks.extend(lines)
 
     def source_note(self, span: ir.Span | None) -> str:
         return f" (line {span.line})" if span is not None else ""
@@ -566,10 +639,23 @@ class ForwardEmitter:
 
     def _block_iteration(self, term: ir.Block, carried: list[Value]) -> None:
         outputs = self.term(term.body, list(carried))
-        for variable, result in zip(carried, outputs, strict=True):
+        self.write_back(carried, outputs)
+
+    def write_back(self, variables: Sequence[Value], results: Sequence[Value]) -> None:
+        """Rebind the loop's carried names to this iteration's results, all at once: a result
+        may be another carried name (`A, B = B, A`), which must be read before it is
+        overwritten."""
+        pairs: list[tuple[str, str]] = []
+        for variable, result in zip(variables, results, strict=True):
             result = self.relayout(result, variable.array)
             if result.code != variable.code:
-                self.emit(f"{variable.code} = {result.code}")
+                pairs.append((variable.code, result.code))
+        assigned = {target for target, _ in pairs}
+        if any(source in assigned for _, source in pairs):
+            self.emit(f"{', '.join(t for t, _ in pairs)} = {', '.join(s for _, s in pairs)}")
+            return
+        for target, source in pairs:
+            self.emit(f"{target} = {source}")
 
     def scan(self, term: ir.Scan, inputs: list[Value]) -> list[Value]:
         axis = term.axis.name
@@ -603,10 +689,7 @@ class ForwardEmitter:
                                    f"{index})")
                 slices.append(self.relayout(Value(name, rest, value.batched), wanted))
             outputs = self.term(term.step, state + slices)
-            for variable, result in zip(state, outputs[:term.carries], strict=True):
-                result = self.relayout(result, variable.array)
-                if result.code != variable.code:
-                    self.emit(f"{variable.code} = {result.code}")
+            self.write_back(state, outputs[:term.carries])
             for bucket, result in zip(collected, outputs[term.carries:], strict=True):
                 self.emit(f"{bucket}.append({result.code})")
         results = list(state)
@@ -706,6 +789,28 @@ class ForwardEmitter:
         reindexing is turned into a view first. `relabel[i]` renames operand i's labels (a
         linear map contracts input axes with differently named weight axes)."""
         out_labels = output_labels(term.outputs[0])
+        read: list[tuple[list[Label], str, bool]] = []  # labels, code, batched per operand
+        label_sizes: dict[Label, ir.SizeExpr] = {}
+        for index, (value, port) in enumerate(operands):
+            rows = port_rows(value, port)
+            if all(row.is_plain for row in rows):
+                labels = [row.terms[0][0] for row in rows]
+                code = value.code
+                sizes = dict(zip(labels, (a.size for a in value.array.shape.axes), strict=True))
+            else:
+                order = [degree_label(i) for i in range(len(term.degree.axes))] + [
+                    target_label(t) for t in port.targets]
+                sizes = self.sizes_of(term, [port])
+                view = self.view(value, rows, sizes, order, "drop")
+                labels, code = list(view.labels), view.expr
+            if relabel is not None:
+                labels = [relabel[index].get(label, label) for label in labels]
+                sizes = {relabel[index].get(label, label): size for label, size in sizes.items()}
+            label_sizes.update((label, sizes[label]) for label in labels if label in sizes)
+            read.append((labels, code, value.batched))
+        distinct = {*out_labels, *(label for labels, _, _ in read for label in labels)}
+        if len(distinct) > len(_LETTERS):
+            return self._grouped_contraction(term, operands, read, out_labels, label_sizes)
         letters: dict[Label, str] = {}
 
         def letter(label: Label) -> str:
@@ -715,30 +820,14 @@ class ForwardEmitter:
                 name = name.removesuffix("_in")
                 taken = set(letters.values())
                 preferred = [c for c in name if c in _LETTERS] + list(_LETTERS)
-                choice = next((c for c in preferred if c not in taken), None)
-                if choice is None:
-                    raise CompileError("an einsum has more than 52 distinct axes")
-                letters[label] = choice
+                letters[label] = next(c for c in preferred if c not in taken)
             return letters[label]
 
         for label in out_labels:
             letter(label)
-        subscripts: list[str] = []
-        arguments: list[str] = []
-        for index, (value, port) in enumerate(operands):
-            rows = port_rows(value, port)
-            if all(row.is_plain for row in rows):
-                labels = [row.terms[0][0] for row in rows]
-                code = value.code
-            else:
-                order = [degree_label(i) for i in range(len(term.degree.axes))] + [
-                    target_label(t) for t in port.targets]
-                view = self.view(value, rows, self.sizes_of(term, [port]), order, "drop")
-                labels, code = list(view.labels), view.expr
-            if relabel is not None:
-                labels = [relabel[index].get(label, label) for label in labels]
-            subscripts.append(("..." if value.batched else "") + "".join(map(letter, labels)))
-            arguments.append(code)
+        subscripts = [("..." if batched else "") + "".join(map(letter, labels))
+                      for labels, _, batched in read]
+        arguments = [code for _, code, _ in read]
         if len(subscripts) == 1 and subscripts[0] == (
                 ("..." if operands[0][0].batched else "") + "".join(map(letter, out_labels))):
             return arguments[0]  # one operand read as it is: no einsum needed
@@ -747,6 +836,68 @@ class ForwardEmitter:
         equation = f"{','.join(subscripts)}->{result}"
         # The equation holds only letters, commas, dots and "->": safe between double quotes.
         return f'torch.einsum("{equation}", {", ".join(arguments)})'
+
+    def _grouped_contraction(self, term: ir.Broadcasted,
+                             operands: Sequence[tuple[Value, ir.Port]],
+                             read: Sequence[tuple[list[Label], str, bool]],
+                             out_labels: Sequence[Label],
+                             label_sizes: dict[Label, ir.SizeExpr]) -> str:
+        """An einsum with more distinct axes than `torch.einsum` has letters (52): axes that
+        occur in the same operands and the output are merged into one dim (a permute and a
+        `flatten` per operand), contracted, and split again (`unflatten`, a permute)."""
+        read = list(read)
+        for index, (labels, _, batched) in enumerate(read):
+            if len(set(labels)) != len(labels):  # a diagonal: take it as a view first
+                value, port = operands[index]
+                rows = port_rows(value, port)
+                originals = [row.terms[0][0] for row in rows]
+                renamed = dict(zip(originals, labels, strict=True))
+                view = self.view(value, rows, self.sizes_of(term, [port]),
+                                 list(dict.fromkeys(originals)), "drop")
+                read[index] = ([renamed[label] for label in view.labels], view.expr, batched)
+        signature: dict[Label, GroupKey] = {}
+        for label in [*out_labels, *(label for labels, _, _ in read for label in labels)]:
+            signature[label] = (tuple(i for i, (labels, _, _) in enumerate(read)
+                                      if label in labels), label in out_labels)
+        groups: dict[GroupKey, list[Label]] = {}
+        for label, key in signature.items():
+            groups.setdefault(key, []).append(label)
+        if len(groups) > len(_LETTERS):
+            raise CompileError(f"an einsum whose {len(signature)} axes fall into "
+                               f"{len(groups)} groups cannot be written with 52 letters")
+        letter = {key: _LETTERS[i] for i, key in enumerate(groups)}
+
+        def merged(code: str, labels: Sequence[Label], keys: Sequence[GroupKey]) -> str:
+            ordered = [label for key in keys for label in groups[key]]
+            code = permute_text(code, labels, ordered)
+            after = 0  # dims to the right of the group being merged, already merged
+            for key in reversed(keys):
+                width = len(groups[key])
+                if width > 1:
+                    code = f"{code}.flatten({-after - width}, {-after - 1})"
+                after += 1
+            return code
+
+        subscripts: list[str] = []
+        arguments: list[str] = []
+        for index, (labels, code, batched) in enumerate(read):
+            keys = [key for key in groups if index in key[0]]
+            subscripts.append(("..." if batched else "") + "".join(letter[k] for k in keys))
+            arguments.append(merged(code, labels, keys))
+        out_keys = [key for key in groups if key[1]]
+        out_keys.sort(key=lambda key: min(out_labels.index(label) for label in groups[key]))
+        batched = any(value.batched for value, _ in operands)
+        result = ("..." if batched else "") + "".join(letter[k] for k in out_keys)
+        expr = f'torch.einsum("{",".join(subscripts)}->{result}", {", ".join(arguments)})'
+        after = 0
+        for key in reversed(out_keys):
+            width = len(groups[key])
+            if width > 1:
+                shape = tuple_text([self.size(label_sizes[label]) for label in groups[key]])
+                expr = f"{expr}.unflatten({-after - 1}, {shape})"
+            after += width
+        grouped = [label for key in out_keys for label in groups[key]]
+        return permute_text(expr, grouped, out_labels)
 
     def lower_linear(self, term: ir.Broadcasted, inputs: list[Value]) -> list[Value]:
         op = term.op
@@ -1118,6 +1269,21 @@ class ForwardEmitter:
         return results
 
 
+def _index_text(eta: ir.StrideMorphism, row: int) -> str:
+    """The index expression of codomain axis `row` as the source writes it: `2*p - w + 2`."""
+    text = ""
+    for coefficient, axis in zip(eta.matrix[row], eta.domain.axes, strict=True):
+        if coefficient:
+            magnitude = "" if abs(coefficient) == 1 else f"{abs(coefficient)}*"
+            sign = ("-" if coefficient < 0 else "") if not text else \
+                (" - " if coefficient < 0 else " + ")
+            text += f"{sign}{magnitude}{axis.name}"
+    offset = eta.offset[row]
+    if offset or not text:
+        text += str(offset) if not text else f" {'-' if offset < 0 else '+'} {abs(offset)}"
+    return text
+
+
 def _base_name(code: str) -> str:
     """`X_3` -> `X`, `self.W` -> `W`: a hint for a new name of the same value."""
     return re.sub(r"_\d+$", "", code.rsplit(".", 1)[-1])
@@ -1335,7 +1501,7 @@ class ProgramCompiler:
         for name, parameter in declared.items():  # declared but unused: still learnable
             if not any(name in (s.params) for s in _all_specs(spec)):
                 spec.param(name, parameter.array, Role("declared"))
-        forward = _symbol_reads(emitter, definition, arguments) + emitter.lines
+        forward = _symbol_reads(emitter, definition, arguments) + emitter.checks + emitter.lines
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)
         forward.insert(0, f"        # {inputs_doc} -> {outputs_doc}")
@@ -1373,7 +1539,7 @@ def _symbol_reads(emitter: ForwardEmitter, definition: ir.Definition,
                   arguments: list[Value]) -> list[str]:
     """`size_x = X.shape[-2]` for every symbolic size the forward uses."""
     lines = []
-    body = "\n".join(emitter.lines)
+    body = "\n".join(emitter.checks + emitter.lines)
     for symbol, code in sorted(emitter.symbol_code.items()):
         if not re.search(rf"\b{code}\b", body):
             continue  # only compared at compile time, never computed with

@@ -12,6 +12,14 @@ without any loop over elements:
 5. an index of P read by no row (a delete) is either dropped (einsum broadcasts it), inserted
    as a size-1 dim (elementwise broadcasting) or expanded to its size (a real array).
 
+Negative coefficients have no strided view (torch has no negative strides). An index of P that
+is only ever read backwards (`3 - i`, the `- w` of `p - w + 2`) is counted from its other end,
+which makes every coefficient positive, and its dim of the result is `flip`ped; failing that, a
+row read wholly backwards is cut to the range it reads and flipped in the input; failing both
+(an index read forwards by one row and backwards by another, mixed with other indices), the
+view is an explicit gather with index tensors computed from the affine map. `flip` and the
+gather copy; everything else stays a view.
+
 Arrays carry any number of leading batch dims before their declared axes, so every dim is
 addressed from the end (negative positions) and `...` stands for the batch. This module writes
 code text only; it never imports torch.
@@ -24,6 +32,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ncd import ir
+from ncd.sizes import Size, from_ir
 
 Label = Hashable
 """What one dim of a view stands for: an index of P (the caller chooses the labels)."""
@@ -60,17 +69,30 @@ def tuple_text(items: Sequence[str]) -> str:
 
 
 def extent(terms: Sequence[tuple[Label, int]], sizes: dict[Label, ir.SizeExpr],
-           start: int = 0) -> ir.SizeExpr:
+           start: int | ir.SizeExpr = 0) -> ir.SizeExpr:
     """`start + 1 + sum a * (|p| - 1)`: one past the largest index the terms reach."""
-    constant = start + 1 - sum(coefficient for _, coefficient in terms)
+    symbolic_start = not isinstance(start, int)
+    constant = (0 if symbolic_start else start) + 1 - sum(c for _, c in terms)
     parts: list[ir.SizeExpr] = []
     for label, coefficient in terms:
         size = sizes[label]
         parts.append(size if coefficient == 1 else
                      ir.SizeMul(factors=(ir.SizeConst(value=coefficient), size)))
+    if symbolic_start:
+        assert not isinstance(start, int)
+        parts.append(start)
     if constant or not parts:
         parts.append(ir.SizeConst(value=constant))
     return parts[0] if len(parts) == 1 else ir.SizeAdd(terms=tuple(parts))
+
+
+def affine_size(constant: int, parts: Sequence[tuple[int, ir.SizeExpr]]) -> int | ir.SizeExpr:
+    """`constant + sum c * size` in normal form: an int when it is a known number."""
+    total = Size.const(constant)
+    for coefficient, size in parts:
+        total = total + from_ir(size) * coefficient
+    value = total.value
+    return value if value is not None else total.to_ir()
 
 
 def permute_text(expr: str, current: Sequence[Label], wanted: Sequence[Label]) -> str:
@@ -110,19 +132,56 @@ def view_through(
     `leading_from` (code, rank) names another value whose batch dims an `expand` copies; by
     default the value's own batch dims are kept.
     """
+    rows = list(rows)
+    input_sizes = list(input_sizes)
+    backward = [j for j, row in enumerate(rows) if row.terms and all(c < 0 for _, c in row.terms)]
+    reversed_labels = _reversible(rows, [])
+    if reversed_labels is None:
+        reversed_labels = _reversible(rows, backward)
+        if reversed_labels is None:
+            return _gather(value_code, rows, sizes, order, missing, size_code, batched=batched,
+                           leading_from=leading_from)
+    else:
+        backward = []
     expr = value_code
+    if backward:
+        # Rows read wholly backwards: cut each to the range it reads, flip it, read forwards.
+        cuts = [":"] * len(rows)
+        for j in backward:
+            row = rows[j]
+            parts = [(c, sizes[label]) for label, c in row.terms]
+            low = affine_size(row.offset - sum(c for c, _ in parts), parts)  # the lowest read
+            low_text = "" if low == 0 else (str(low) if isinstance(low, int) else size_code(low))
+            stop = str(row.offset + 1)
+            cuts[j] = f"{low_text}:{'' if stop == size_code(input_sizes[j]) else stop}"
+            rows[j] = Row(tuple((label, -c) for label, c in row.terms))
+            length = affine_size(1 + sum(c for c, _ in parts), [(-c, n) for c, n in parts])
+            input_sizes[j] = ir.SizeConst(value=length) if isinstance(length, int) else length
+        if any(cut != ":" for cut in cuts):
+            expr = f"{expr}[..., {', '.join(cuts)}]"
+        expr = f"{expr}.flip({', '.join(str(j - len(rows)) for j in backward)})"
+    starts: list[int | ir.SizeExpr] = []
+    for j, row in enumerate(rows):
+        negative = [(c, sizes[label]) for label, c in row.terms if c < 0]
+        if not negative:
+            starts.append(row.offset)
+            continue
+        # Count each reversed index from its other end: `c * p = c * (|p| - 1) - c * p'`.
+        starts.append(affine_size(row.offset - sum(c for c, _ in negative), negative))
+        rows[j] = Row(tuple((label, abs(c)) for label, c in row.terms), 0)
     items: list[str] = []
     labels: list[Label] = []
     windows: list[tuple[int, list[tuple[Label, int]]]] = []
-    for row, input_size in zip(rows, input_sizes, strict=True):
+    for row, input_size, first in zip(rows, input_sizes, starts, strict=True):
         terms = sorted(row.terms, key=lambda term: -term[1])
+        first_text = str(first) if isinstance(first, int) else size_code(first)
         if not terms:
-            items.append(str(row.offset))
+            items.append(first_text)
             continue
-        stop = size_code(extent(terms, sizes, row.offset))
+        stop = size_code(extent(terms, sizes, first))
         whole = size_code(input_size)
         step = terms[0][1] if len(terms) == 1 else 1
-        start_text = str(row.offset) if row.offset else ""
+        start_text = "" if first == 0 else first_text
         stop_text = "" if stop == whole else stop
         item = f"{start_text}:{stop_text}" + (f":{step}" if step != 1 else "")
         items.append(item)
@@ -164,10 +223,23 @@ def view_through(
         raise ValueError(f"view labels {unknown} are not in the requested order {list(order)}")
     present = [label for label in order if label in labels]
     expr = permute_text(expr, labels, present)
+    if reversed_labels:
+        dims = [str(present.index(label) - len(present)) for label in present
+                if label in reversed_labels]
+        expr = f"{expr}.flip({', '.join(dims)})"
+    return _complete(expr, present, order, missing, size_code, sizes, batched=batched,
+                     leading_from=leading_from, own=(value_code, len(rows)))
+
+
+def _complete(expr: str, present: Sequence[Label], order: Sequence[Label], missing: Missing,
+              size_code: SizeCode, sizes: dict[Label, ir.SizeExpr], *, batched: bool,
+              leading_from: tuple[str, int] | None, own: tuple[str, int]) -> View:
+    """Step 5: the labels of `order` that no row reads (not in `present`, the trailing dims of
+    `expr` in order) are dropped, inserted as size-1 dims or expanded."""
     if missing == "drop" or (len(present) == len(order) and leading_from is None):
         return View(expr, tuple(present))
 
-    slots = [":" if label in labels else "None" for label in order]
+    slots = [":" if label in present else "None" for label in order]
     if missing == "unsqueeze" and not batched:
         # An array without batch dims broadcasts from the right: leading size-1 dims are free.
         while slots and slots[0] == "None":
@@ -175,10 +247,53 @@ def view_through(
     if "None" in slots:
         expr = f"{expr}[..., {', '.join(slots)}]"
     if missing == "unsqueeze":
-        kept = [label for label in order if label in labels or order.index(label) >=
+        kept = [label for label in order if label in present or order.index(label) >=
                 len(order) - len(slots)]
         return View(expr, tuple(kept))
-    lead_code, lead_rank = leading_from if leading_from else (value_code, len(rows))
+    lead_code, lead_rank = leading_from if leading_from else own
     full = tuple_text([size_code(sizes[label]) for label in order]) if order else "()"
     expr = f"{expr}.expand({leading_shape(lead_code, lead_rank)} + {full})"
     return View(expr, tuple(order))
+
+
+def _reversible(rows: Sequence[Row], flipped: Sequence[int]) -> set[Label] | None:
+    """The indices to count from their other end so that every coefficient is positive (rows
+    in `flipped` are read after a flip of their input dim: their signs change), or None when
+    an index is read forwards by one row and backwards by another."""
+    signs: dict[Label, set[bool]] = {}
+    for j, row in enumerate(rows):
+        for label, coefficient in row.terms:
+            signs.setdefault(label, set()).add((coefficient < 0) != (j in flipped))
+    if any(len(seen) > 1 for seen in signs.values()):
+        return None
+    return {label for label, seen in signs.items() if True in seen}
+
+
+def _gather(value_code: str, rows: Sequence[Row], sizes: dict[Label, ir.SizeExpr],
+            order: Sequence[Label], missing: Missing, size_code: SizeCode, *, batched: bool,
+            leading_from: tuple[str, int] | None) -> View:
+    """`X[..., i_0, i_1, ...]` with one index tensor per row, `offset + sum c * arange(|p|)`
+    broadcast over the labels in `order`: any affine map, as a copy."""
+    used = {label for row in rows for label, _ in row.terms}
+    present = [label for label in order if label in used]
+    unknown = used - set(present)
+    if unknown:
+        raise ValueError(f"view labels {sorted(map(str, unknown))} are not in the requested "
+                         f"order {list(order)}")
+    indices: list[str] = []
+    for row in rows:
+        parts: list[str] = []
+        for label, coefficient in row.terms:
+            position = present.index(label)
+            index = f"torch.arange({size_code(sizes[label])}, device={value_code}.device)"
+            if len(present) > 1:
+                slots = ["None"] * len(present)
+                slots[position] = ":"
+                index += f"[{', '.join(slots)}]"
+            parts.append(index if coefficient == 1 else f"{coefficient} * {index}")
+        if row.offset or not parts:
+            parts.append(str(row.offset))
+        indices.append(" + ".join(parts).replace("+ -", "- "))
+    expr = f"{value_code}[..., {', '.join(indices)}]" if indices else value_code
+    return _complete(expr, present, order, missing, size_code, sizes, batched=batched,
+                     leading_from=leading_from, own=(value_code, len(rows)))

@@ -18,7 +18,7 @@ from ncd import syntax as s
 from ncd.context import Reject, Value, array, shape
 from ncd.diagnostics import Note, did_you_mean
 from ncd.elaborate import DefinitionBuilder
-from ncd.sizes import Size, from_ir
+from ncd.sizes import Size, check_nonnegative, from_ir
 
 
 @dataclass
@@ -328,13 +328,22 @@ def _solve_sizes(builder: DefinitionBuilder, operands: Sequence[Operand],
                 low = low + (sizes[name] - 1) * coefficient
         limit = from_ir(axis.size) - 1
         over = limit - high
+        notes = [Note(origin[n], f"`{n}` ranges over {sizes[n]} values here")
+                 for n in index.coefficients if n in origin and origin[n] != index.span]
         if (over.is_const and over.constant < 0) or (low.is_const and low.constant < 0):
-            notes = [Note(origin[n], f"`{n}` ranges over {sizes[n]} values here")
-                     for n in index.coefficients if n in origin and origin[n] != index.span]
             raise ctx.error(
                 "E304", f"this index reaches {high if over.is_const and over.constant < 0 else low}"
                 f" but axis `{axis.name}` has indices 0 to {limit}", index.span, notes=notes,
                 hint="shrink the range of an index or pad the array")
+        # With symbolic sizes: refused where the index leaves its axis for every size; where
+        # that depends on the sizes, the compiled module checks it when it runs.
+        positive = [*sizes.values(), *(from_ir(a.size) for _, a in occurrences)]
+        for reach, slack in ((high, over), (low, low)):
+            if check_nonnegative(slack, positive).verdict == "fails":
+                raise ctx.error(
+                    "E304", f"this index reaches {reach} but axis `{axis.name}` has indices 0 "
+                    f"to {limit}, for every size", index.span, notes=notes,
+                    hint="shrink the range of an index or pad the array")
     return sizes
 
 

@@ -150,7 +150,9 @@ def size_text(size: SizeExpr) -> str:
 
 def _atom_text(size: SizeExpr) -> str:
     text = size_text(size)
-    return f"({text})" if isinstance(size, SizeAdd) else text
+    # A division inside a product or below another division keeps its parentheses:
+    # `2 * (x // 2)` is not `2 * x // 2`.
+    return f"({text})" if isinstance(size, (SizeAdd, SizeDiv, SizeFloorDiv)) else text
 
 
 class Axis(Node):
@@ -209,13 +211,13 @@ class StrideMorphism(Node):
         """The index expression of codomain axis `row`, e.g. `2*p + w`."""
         parts: list[str] = []
         for coefficient, axis in zip(self.matrix[row], self.domain.axes, strict=True):
-            if coefficient == 1:
-                parts.append(axis.name)
+            if coefficient in (1, -1):
+                parts.append(axis.name if coefficient == 1 else f"-{axis.name}")
             elif coefficient:
                 parts.append(f"{coefficient}*{axis.name}")
         if self.offset[row] or not parts:
             parts.append(str(self.offset[row]))
-        return " + ".join(parts)
+        return " + ".join(parts).replace(" + -", " - ")  # `p - w + 2`, `3 - 2*i` as `-2*i + 3`
 
     def text(self) -> str:
         """The whole map, e.g. `(b, p, w) -> (b, 2*p + w)`."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ncd import ir
 from ncd import syntax as s
-from ncd.context import Reject, Value, array, port, shape
+from ncd.context import Context, Reject, Value, array, port, shape
 from ncd.diagnostics import Note, did_you_mean
 from ncd.elaborate import DefinitionBuilder, constant_value
 from ncd.sizes import Size, from_ir
@@ -90,6 +90,61 @@ def keywords(builder: DefinitionBuilder, call: s.Call, allowed: Sequence[str]) -
                                  item.name.span, hint=did_you_mean(item.name.name, allowed))
             values[item.name.name] = constant_value(builder.ctx, item.value)
     return values
+
+
+def keyword_spans(call: s.Call) -> dict[str, ir.Span]:
+    """Where each `name=value` option's value is written."""
+    return {item.name.name: item.value.span for item in call.items or ()
+            if isinstance(item, s.Keyword)}
+
+
+def positive_option(builder: DefinitionBuilder, call: s.Call, options: dict[str, float],
+                    name: str, example: str) -> None:
+    """An option that must be a finite number above 0 (`eps`)."""
+    value = options.get(name)
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise _ctx_error(builder, f"`{name}` of `{call.name.name}` must be a positive number, "
+                         f"not {value:g}", keyword_spans(call)[name], hint=f"for example "
+                         f"`{example}`")
+
+
+# An initialiser's arguments: the names of the required ones, then of the optional ones.
+INITIALISER_ARGUMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "default": ((), ()), "zeros": ((), ()), "ones": ((), ()), "kaiming": ((), ()),
+    "normal": (("mean", "std"), ()), "uniform": (("low", "high"), ()),
+    "constant": (("value",), ()), "xavier": ((), ("gain",)),
+}
+
+
+def check_initialiser(ctx: Context, init: s.Call, args: Sequence[float]) -> None:
+    """The initialiser `init` (a known name) can initialise a parameter with `args`: the right
+    number of finite numbers, a standard deviation >= 0, low <= high, a positive gain."""
+    name = init.name.name
+    required, optional = INITIALISER_ARGUMENTS[name]
+    if not len(required) <= len(args) <= len(required) + len(optional):
+        wanted = ", ".join((*required, *(f"[{o}]" for o in optional)))
+        count = str(len(required)) if not optional else \
+            f"{len(required)} to {len(required) + len(optional)}"
+        noun = "number" if count == "1" else "numbers"
+        raise ctx.error("E312", f"`{name}` takes {count} {noun}, not {len(args)}", init.span,
+                        hint=f"write `{name}({wanted})`" if wanted else f"write `{name}`")
+    named = dict(zip((*required, *optional), args, strict=False))
+    spans = dict(zip((*required, *optional), (a.span for a in init.args), strict=False))
+    for argument, value in named.items():
+        if not math.isfinite(value):
+            raise ctx.error("E312", f"the {argument} of `{name}` must be a finite number, not "
+                            f"{value}", spans[argument])
+    if name == "normal" and named["std"] < 0:
+        raise ctx.error("E312", f"the standard deviation of `normal` must be >= 0, not "
+                        f"{named['std']:g}", spans["std"],
+                        hint="`normal(mean, std)`, for example `normal(0, 0.02)`")
+    if name == "uniform" and named["low"] > named["high"]:
+        raise ctx.error("E312", f"`uniform(low, high)` needs low <= high, but {named['low']:g} > "
+                        f"{named['high']:g}", init.span,
+                        hint=f"swap them: `uniform({named['high']:g}, {named['low']:g})`")
+    if name == "xavier" and "gain" in named and named["gain"] <= 0:
+        raise ctx.error("E312", f"the gain of `xavier` must be positive, not {named['gain']:g}",
+                        spans["gain"], hint="`xavier(gain)`, for example `xavier(1.0)`")
 
 
 def reject_items(builder: DefinitionBuilder, call: s.Call, allowed: tuple[type, ...]) -> None:
@@ -230,6 +285,7 @@ def _norm(kind: str) -> Elaborator:
         reject_items(builder, call, (s.Var, s.Keyword))
         axes = bracket_axes(builder, call)
         options = keywords(builder, call, ["eps"])
+        positive_option(builder, call, options, "eps", f"{kind}[m, eps=1e-5](X)")
         optional = 2 if kind == "layernorm" else 1
         (value,), param_names = arguments(builder, call, 1, 0, optional)
         builder.require_reals(value, call.args[0].span, f"`{kind}`")
@@ -300,7 +356,9 @@ def _dropout(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list
     plain = [i for i in call.items or () if isinstance(i, s.Number)]
     p = options.get("p", plain[0].value if plain else 0.1)
     if not 0 <= p < 1:
-        raise _ctx_error(builder, f"dropout probability must be in [0, 1), not {p}", call.span)
+        where = keyword_spans(call).get("p") or (plain[0].span if plain else call.span)
+        raise _ctx_error(builder, f"dropout probability must be in [0, 1), not {p:g}", where,
+                         hint="`p` is the chance that an entry is zeroed: `dropout[p=0.1](X)`")
     (value,), _ = arguments(builder, call, 1)
     builder.require_reals(value, call.args[0].span, "`dropout`")
     return same_shape(builder, ir.DropoutOp(p=p), value, (), call, name)
@@ -929,7 +987,8 @@ def _scan(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Va
     step_names = [f"{step.name}_out{i}" for i in range(len(step.outputs))]
     term, step_outputs = lifted_call(builder, step, step_args, call.span, instance, step_names)
     for index in range(carries):
-        if step_outputs[index] != values[index].array:
+        # Axes align by name: a state may list its axes in another order than the step.
+        if not _same_axes(step_outputs[index], values[index].array):
             raise ctx.error(
                 "E311", f"the step must give state {index + 1} back as "
                 f"{values[index].array.text()}, but gives {step_outputs[index].text()}",
@@ -940,13 +999,26 @@ def _scan(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Va
             raise ctx.error("E311", f"a step output already has axis `{axis_name}`", call.span)
         stacked.append(ir.ArrayType(dtype=out.dtype, shape=shape([time_axis,
                                                                   *out.shape.axes])))
-    cod = (*step_outputs[:carries], *stacked)
+    # The final states keep the initial states' types (their axis order).
+    cod = (*(v.array for v in values[:carries]), *stacked)
     scan = ir.Scan(dom=tuple(v.array for v in values), cod=cod, span=call.span, axis=time_axis,
                    carries=carries, step=term, step_name=step.name)
     out_values = [Value(a, builder.fresh_name(f"{step.name}_{i}"), call.span)
                   for i, a in enumerate(cod)]
     builder.add_step(scan, values, out_values)
     return out_values
+
+
+def _same_axes(a: ir.ArrayType, b: ir.ArrayType) -> bool:
+    """The same datatype and the same axes by name and size, in any order."""
+    if a.dtype.kind != b.dtype.kind or sorted(a.names) != sorted(b.names):
+        return False
+    if (a.dtype.bound is None) != (b.dtype.bound is None) or (
+            a.dtype.bound is not None and b.dtype.bound is not None
+            and from_ir(a.dtype.bound) != from_ir(b.dtype.bound)):
+        return False
+    return all(from_ir(axis.size) == from_ir(b.shape.axis(axis.name).size)
+               for axis in a.shape.axes)
 
 
 # ---------------------------------------------------------------------------------------

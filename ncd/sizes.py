@@ -8,9 +8,11 @@ when `w = 3`, and report a mismatch before anything runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal, assert_never
 
 from ncd import ir
 
@@ -224,3 +226,166 @@ def from_ir(expr: ir.SizeExpr) -> Size:
         case ir.SizeFloorDiv(numerator=num, denominator=den):
             return from_ir(num).floor_div(from_ir(den))
     raise AssertionError(f"unknown size node {expr!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# bounds: is a size expression >= 0 for every size the program allows?
+# ---------------------------------------------------------------------------------------
+
+Verdict = Literal["holds", "fails", "unknown"]
+
+# How far the smallest allowed value of a symbol is searched for (`x - 300 >= 1`: x >= 301).
+_SEARCH_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Whether `value >= 0` for every allowed size: it `holds`, it `fails` for every allowed
+    size, or it is `unknown` (it depends on the sizes: a run-time check decides)."""
+
+    verdict: Verdict
+
+
+def _atom_size(key: str, expr: ir.SizeExpr) -> Size:
+    return Size._build({((key, 1),): Fraction(1)}, {key: expr})
+
+
+def substitute(value: Size, replacements: Mapping[str, Size]) -> Size:
+    """`value` with each atom named in `replacements` (by its key) replaced."""
+    atoms = dict(value.atoms)
+    total = Size.const(0)
+    for monomial, coefficient in value.terms:
+        term = Size.const(coefficient)
+        for key, power in monomial:
+            factor = replacements.get(key) or _atom_size(key, atoms[key])
+            for _ in range(power):
+                term = term * factor
+        total = total + term
+    return total
+
+
+def _floor_bounds(expr: ir.SizeExpr) -> tuple[Size, Size] | None:
+    """Lower and upper bounds of a floor division `n // d` by a positive constant:
+    `(n - d + 1) / d <= n // d <= n / d`; None for any other atom."""
+    if not isinstance(expr, ir.SizeFloorDiv):
+        return None
+    denominator = from_ir(expr.denominator)
+    if not denominator.is_const or denominator.constant <= 0:
+        return None
+    d = denominator.constant
+    numerator = from_ir(expr.numerator)
+    return (numerator - Size.const(d - 1)).exact_div(Size.const(d)), numerator.exact_div(
+        Size.const(d))
+
+
+def _lower_polynomial(value: Size) -> Size | None:
+    """A polynomial in the symbols alone that is <= `value` for all sizes >= 1: each floor
+    division is replaced by its lower or upper bound, as the sign of its term asks (outer
+    divisions first, so that `q - 3 * ((q - 1) // 3)` keeps its cancellation). None when an
+    atom cannot be bounded that way (a product with a division, a division by a symbol)."""
+    for _ in range(16):
+        atoms = dict(value.atoms)
+        divisions = {key for key, expr in atoms.items() if not isinstance(expr, ir.SizeSym)}
+        if not divisions:
+            return value
+        inner: set[str] = set()
+        for key in divisions:
+            expr = atoms[key]
+            if isinstance(expr, (ir.SizeDiv, ir.SizeFloorDiv)):
+                for part in (expr.numerator, expr.denominator):
+                    inner |= {k for k, _ in from_ir(part).atoms} & divisions
+        outer = divisions - inner
+        total = Size.const(0)
+        for monomial, coefficient in value.terms:
+            opaque = [(key, power) for key, power in monomial if key in divisions]
+            if not opaque:
+                total = total + Size._build({monomial: coefficient}, atoms)
+                continue
+            if not any(key in outer for key, _ in opaque):
+                total = total + Size._build({monomial: coefficient}, atoms)
+                continue
+            if len(opaque) != 1 or opaque[0][1] != 1:
+                return None
+            bounds = _floor_bounds(atoms[opaque[0][0]])
+            if bounds is None:
+                return None
+            low, high = bounds
+            rest = Size._build({tuple((k, p) for k, p in monomial if k != opaque[0][0]):
+                                coefficient}, atoms)
+            total = total + rest * (low if coefficient > 0 else high)
+        if total == value:
+            return None
+        value = total
+    return None
+
+
+def _nonnegative(value: Size, lowest: Mapping[str, int]) -> bool:
+    """True when `value` (a polynomial in symbols) is >= 0 whenever every symbol `s` is at
+    least `lowest[s]`: after `s = lowest[s] + t` every coefficient is >= 0."""
+    shifted = substitute(value, {s: Size.sym(f"{s}'") + low for s, low in lowest.items()})
+    return all(coefficient >= 0 for _, coefficient in shifted.terms)
+
+
+def all_symbols(value: Size) -> frozenset[str]:
+    """The symbols a size depends on, inside divisions too."""
+    found: set[str] = set()
+
+    def visit(expr: ir.SizeExpr) -> None:
+        match expr:
+            case ir.SizeConst():
+                pass
+            case ir.SizeSym(name=name):
+                found.add(name)
+            case ir.SizeAdd(terms=parts) | ir.SizeMul(factors=parts):
+                for part in parts:
+                    visit(part)
+            case ir.SizeDiv(numerator=num, denominator=den) | ir.SizeFloorDiv(
+                    numerator=num, denominator=den):
+                visit(num)
+                visit(den)
+            case _:
+                assert_never(expr)
+
+    for _, expr in value.atoms:
+        visit(expr)
+    return frozenset(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _smallest(constraint: Size, symbol: str) -> int:
+    """The smallest value >= 1 of `symbol` for which `constraint >= 1` (a size is positive)."""
+    for value in range(1, _SEARCH_LIMIT + 1):
+        result = constraint.evaluate({symbol: value})
+        if result is None or result >= 1:
+            return value
+    return _SEARCH_LIMIT
+
+
+def check_nonnegative(value: Size, positive: Sequence[Size] = ()) -> Bound:
+    """Is `value >= 0` for every assignment of the symbols that makes each size of `positive`
+    at least 1 (every symbol is a size, so at least 1 too)?"""
+    try:
+        return _check_nonnegative(value, positive)
+    except SizeLimit:
+        return Bound("unknown")
+
+
+def _check_nonnegative(value: Size, positive: Sequence[Size]) -> Bound:
+    if value.is_const:
+        return Bound("holds" if value.constant >= 0 else "fails")
+    symbols = set(all_symbols(value))
+    for size in positive:
+        symbols |= all_symbols(size)
+    lowest = dict.fromkeys(sorted(symbols), 1)
+    for size in positive:
+        if len(all_symbols(size)) == 1 and not size.is_const:
+            (symbol,) = all_symbols(size)
+            lowest[symbol] = max(lowest[symbol], _smallest(size, symbol))
+    lower = _lower_polynomial(value)
+    if lower is not None and _nonnegative(lower, lowest):
+        return Bound("holds")
+    # `value < 0`, that is `-value - 1 >= 0` (sizes are integers), for every allowed size.
+    upper = _lower_polynomial(-value - 1)
+    if upper is not None and _nonnegative(upper, lowest):
+        return Bound("fails")
+    return Bound("unknown")

@@ -169,12 +169,13 @@ def block(builder: DefinitionBuilder, stmt: s.BlockStmt) -> None:
                         f"{stmt.repeat}", stmt.span)
     outer_steps, outer_scope = builder.steps, dict(builder.scope)
     builder.steps = []
+    wires = _name_wires(builder, outer_scope) if stmt.repeat > 1 else {}
     for inner in stmt.body:
         statement(builder, inner)
     inner_steps, inner_scope = builder.steps, builder.scope
     builder.steps = outer_steps
-    reads = _outer_reads(inner_steps, outer_scope)
     if stmt.repeat == 1:
+        reads = _outer_reads(inner_steps, outer_scope)
         # Arrays made inside the block; `Y = X` of an outer array makes none.
         outer_ids = {v.id for v in outer_scope.values() if v is not None}
         bound = [v for name, v in inner_scope.items()
@@ -182,14 +183,28 @@ def block(builder: DefinitionBuilder, stmt: s.BlockStmt) -> None:
         builder.steps.append(BlockGroup(stmt.title, stmt.color, 1, stmt.shared, stmt.span,
                                         inner_steps, reads, [], bound=bound))
         return
-    # A repeated block maps the arrays it reads to new values of the same names.
-    names = {id(v): n for n, v in outer_scope.items() if v is not None}
+    # A repeated block is its statements written N times: a name the body reads or rebinds
+    # carries from one repetition to the next (by name: `Y = X` before the block and `X = ...`
+    # inside make X carried and Y a constant input); a name the body only reads passes through
+    # unchanged; names first bound inside stay local to it.
+    first_read = {v.id: i for i, v in enumerate(_outer_reads(inner_steps, dict(wires)))}
+    read_ids = first_read.keys()
+    order = {name: i for i, name in enumerate(wires)}
+    carried_names = sorted(  # in the order they are first read, then the rebound ones
+        (name for name, wire in wires.items()
+         if wire.id in read_ids or inner_scope.get(name) is not wire),
+        key=lambda name: (first_read.get(wires[name].id, len(first_read)), order[name]))
+    reads: list[Value] = []
+    inputs: list[Value] = []
     carried: list[Value] = []
     outputs: list[Value] = []
-    for value in reads:
-        name = names.get(id(value), value.name)
-        result = inner_scope.get(name)
+    for name in carried_names:
+        value, wire, result = outer_scope[name], wires[name], inner_scope.get(name)
+        assert value is not None
         if result is None:
+            if wire.id not in read_ids:  # only rebound, by a statement already reported
+                outer_scope[name] = None
+                continue
             builder.scope = outer_scope
             raise ctx.error("E310", f"`{name}` failed inside the block", stmt.span)
         if result.array.names != value.array.names or result.array.dtype != value.array.dtype \
@@ -202,14 +217,35 @@ def block(builder: DefinitionBuilder, stmt: s.BlockStmt) -> None:
                 notes=[Note(result.span, f"`{name}` is rebound here")],
                 hint="each repetition feeds the next, so every array the block reads must keep "
                 "its axes")
+        reads.append(value)
+        inputs.append(wire)
         carried.append(result)
         outputs.append(Value(value.array, name, stmt.span))
     builder.scope = outer_scope
     for value in outputs:
         builder.scope[value.name] = value
-    # Names first bound inside a repeated block stay local to it.
     builder.steps.append(BlockGroup(stmt.title, stmt.color, stmt.repeat, stmt.shared, stmt.span,
-                                    inner_steps, reads, outputs, carried_results=carried))
+                                    inner_steps, reads, outputs, carried_results=carried,
+                                    inputs=inputs))
+
+
+def _name_wires(builder: DefinitionBuilder, scope: dict[str, Value | None]) -> dict[str, Value]:
+    """One input wire of a repeated block's body per bound name, put in scope in its place.
+
+    Two names of one array are two wires: when the body rebinds one of them, the other must
+    still hold the array it had before the block."""
+    names_of: dict[int, int] = {}
+    for value in scope.values():
+        if value is not None:
+            names_of[value.id] = names_of.get(value.id, 0) + 1
+    wires: dict[str, Value] = {}
+    for name, value in scope.items():
+        if value is None:
+            continue
+        wire = Value(value.array, name if names_of[value.id] > 1 else value.name, value.span)
+        wires[name] = wire
+        builder.scope[name] = wire
+    return wires
 
 
 def _outer_reads(steps: Sequence, outer_scope: dict[str, Value | None]) -> list[Value]:

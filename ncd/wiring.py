@@ -17,7 +17,8 @@ from ncd.context import BlockGroup, Step, Value
 def block_term(group: BlockGroup, exported: Sequence[Value]) -> ir.Block:
     """The block's term, given which of its inner values are read after it."""
     if group.carried_results is not None:
-        body = build_term(group.steps, group.reads, group.carried_results, group.span)
+        inputs = group.inputs if group.inputs is not None else group.reads
+        body = build_term(group.steps, inputs, group.carried_results, group.span)
     else:
         body = build_term(group.steps, group.reads, exported, group.span)
     return ir.Block(dom=body.dom, cod=body.cod, span=group.span, title=group.title,

@@ -95,6 +95,10 @@ CASES: list[Case] = [
          "def f(X: R[m]) -> R[m] {\n    Y[m] = X[m] * X[m + 1]\n    return Y\n}\n"),
     Case("E304_window_larger_than_array", "E304", "3:7", "axis x = 2, w = 5\n"
          "def f(X: R[x]) -> R[w] {\n    P[p, w] = X[p + w]\n    return sum[p](P)\n}\n"),
+    Case("E304_symbolic_window_too_long", "E304", "5:21",
+         "axis x\naxis w = 3\naxis p = (x - w) // 2 + 2\n"
+         "def f(X: R[x], K: R[w]) -> R[p] {\n    Y[p] = sum(w) X[2*p + w] * K[w]\n"
+         "    return Y\n}\n"),
     Case("E305_index_size_unknown", "E305", "4:21", AXES +
          "def f(X: R[x]) -> R[x] {\n    Y[p] = sum(q) X[p + q]\n    return Y\n}\n"),
     Case("E306_index_not_affine", "E306", "4:17", AXES +
@@ -103,6 +107,10 @@ CASES: list[Case] = [
          "def f(X: R[x, m]) -> R[x, m] { return softmax(X) }\n"),
     Case("E307_unknown_option", "E307", "3:47", AXES +
          "def f(X: R[x, m]) -> R[x, m] { return dropout[q=0.1](X) }\n"),
+    Case("E307_eps_not_positive", "E307", "3:56", AXES +
+         "def f(X: R[x, m]) -> R[x, m] { return layernorm[m, eps=-1](X) }\n"),
+    Case("E307_dropout_probability", "E307", "3:49", AXES +
+         "def f(X: R[x, m]) -> R[x, m] { return dropout[p=1.5](X) }\n"),
     Case("E308_missing_return", "E308", "3:5", AXES +
          "def f(X: R[x, m]) -> R[x, m] {\n    Y = relu(X)\n}\n"),
     Case("E308_too_many_results", "E308", "4:5", AXES +
@@ -116,6 +124,15 @@ CASES: list[Case] = [
          "axis t\ndef f(H: R[m], X: R[t, m]) -> R[m] { return scan[t](cel, H, X) }\n"),
     Case("E312_unknown_initialiser", "E312", "4:24", AXES +
          "def f(X: R[x, m]) -> R[x, n] {\n    param W: R[m, n] = gaussian(0, 1)\n"
+         "    return linear[m -> n](X, W)\n}\n"),
+    Case("E312_negative_standard_deviation", "E312", "4:31", AXES +
+         "def f(X: R[x, m]) -> R[x, m] {\n    param W: R[m] = normal(0, -1)\n"
+         "    return X + W\n}\n"),
+    Case("E312_uniform_low_above_high", "E312", "4:21", AXES +
+         "def f(X: R[x, m]) -> R[x, m] {\n    param W: R[m] = uniform(5, 1)\n"
+         "    return X + W\n}\n"),
+    Case("E312_xavier_gain_not_positive", "E312", "4:31", AXES +
+         "def f(X: R[x, m]) -> R[x, n] {\n    param W: R[m, n] = xavier(0)\n"
          "    return linear[m -> n](X, W)\n}\n"),
     Case("E313_index_twice_in_result", "E313", "4:10", AXES +
          "def f(X: R[m]) -> R[m] {\n    Y[i, i] = X[i]\n    return X\n}\n"),
