@@ -7,16 +7,23 @@ of ncd itself (please report it; `--debug` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
+import signal
+import stat
 import sys
 import tempfile
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 from ncd.api import Program, load
 from ncd.diagnostics import NcdError
+from ncd.loader import kind_of_file
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 RENDER_FORMATS = ("svg", "pdf", "png", "dot", "tex")
@@ -24,6 +31,15 @@ RENDER_FORMATS = ("svg", "pdf", "png", "dot", "tex")
 
 class UsageError(Exception):
     pass
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP while an output is being written: raised so that the temporary file
+    is removed before ncd exits with status 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def parse_size_overrides(items: Sequence[str]) -> dict[str, int]:
@@ -42,29 +58,157 @@ def parse_size_overrides(items: Sequence[str]) -> dict[str, int]:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename, so that a failure never
-    leaves a half-written output behind."""
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise UsageError(f"cannot write {path}: folder {directory} does not exist")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                         dir=directory)
+    """Replace the file at `path` whole with `data`, through a temporary file in its folder and
+    a rename, so that a failure never leaves a half-written output behind.
+
+    A symbolic link is followed: the file it names is replaced and the link stays a link. Only
+    a regular file (or nothing) is replaced: a folder, FIFO, device or socket is a usage error.
+    The file keeps its permission bits. An exception, Ctrl-C, SIGTERM or SIGHUP removes the
+    temporary file; one left by a killed process (`.NAME.ncd-PID-RANDOM.tmp`) is removed by
+    the next write to the same file once no process PID runs."""
+    target, mode = _output_target(path)
+    directory = target.parent
+    prefix = f".{target.name}.ncd-"
+    _remove_temporaries(directory, prefix, _is_dead)
+    with _signals_raise_terminated():
+        temporary: str | None = None
+        try:
+            handle, temporary = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-",
+                                                 suffix=".tmp", dir=directory)
+            with os.fdopen(handle, "wb") as stream:
+                if hasattr(os, "fchmod"):
+                    with contextlib.suppress(OSError):  # some file systems have no modes
+                        os.fchmod(stream.fileno(), mode)
+                stream.write(data)
+            os.replace(temporary, target)
+        except BaseException:
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
+            else:  # interrupted inside `mkstemp`
+                _remove_temporaries(directory, prefix, lambda pid: pid == os.getpid())
+            raise
+
+
+def _output_target(path: Path) -> tuple[Path, int]:
+    """The file that writing to `path` replaces (a symbolic link followed) and the permission
+    bits it is to have: its own when it exists, else those a new file gets."""
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        info: os.stat_result | None = os.stat(path)  # follows symbolic links
+    except FileNotFoundError:
+        info = None  # a new file, or a symbolic link to one
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"cannot write {path}: it is a folder")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"cannot write {path}: it is not a regular file (it is "
+                         f"{kind_of_file(info.st_mode)}); ncd replaces only regular files "
+                         "(`-o -` writes to standard output)")
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else path
+    if not target.parent.is_dir():
+        raise UsageError(f"cannot write {path}: folder {target.parent} does not exist")
+    if info is not None:
+        return target, stat.S_IMODE(info.st_mode) & 0o777
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return target, 0o666 & ~umask
+
+
+_TEMPORARY = re.compile(r"([0-9]{1,10})-[a-z0-9_]+\.tmp")
+
+
+def _remove_temporaries(directory: Path, prefix: str, remove: Callable[[int], bool]) -> None:
+    """Remove the temporary files `PREFIX` + `PID-RANDOM.tmp` of `directory` (those of one
+    output file) for which `remove(PID)` holds."""
+    try:
+        with os.scandir(directory) as entries:
+            found = [(entry, _TEMPORARY.fullmatch(entry.name[len(prefix):])) for entry in entries
+                     if entry.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry, match in found:
+        if match is not None and remove(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+
+
+def _is_dead(pid: int) -> bool:
+    """Whether no process `pid` runs: its temporary files are stale (a running write keeps
+    its own)."""
+    if pid <= 0 or pid == os.getpid() or os.name != "posix":
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # PermissionError: it runs, as another user
+        return False
+    return False  # it runs
+
+
+_TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _signals_raise_terminated() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise `Terminated` (unless they are ignored or
+    handled already, or this is not the main thread, where no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    installed = [signum for signum in _TERMINATING if signal.getsignal(signum) == signal.SIG_DFL]
+    for signum in installed:
+        signal.signal(signum, terminate)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _check_input(path: str) -> Path:
+    """The file `path` names; a usage error when there is none or it is a folder."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as error:  # a loop of symbolic links, a permission
+        raise UsageError(f"{path}: {error.strerror or error}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{path}: is a folder, not a .ncd file")
+    return Path(path)
 
 
 def _load(args: argparse.Namespace, path: str) -> Program:
-    file = Path(path)
-    if not file.exists():
-        raise UsageError(f"{path}: no such file")
-    if file.is_dir():
-        raise UsageError(f"{path}: is a folder, not a .ncd file")
-    return load(file, sizes=parse_size_overrides(args.define or []))
+    program = load(_check_input(path), sizes=parse_size_overrides(args.define or []))
+    _check_output(args, program)
+    return program
+
+
+def _check_output(args: argparse.Namespace, program: Program) -> None:
+    """`-o` naming a file the command reads (the file given or one it imports, under any name:
+    a symbolic or a hard link too) would replace the source, and one naming a folder, FIFO,
+    device or socket cannot be replaced: usage errors, found before anything is computed."""
+    output = getattr(args, "output", None)
+    if output in (None, "-"):
+        return
+    _output_target(Path(output))
+    try:
+        written = os.stat(output)
+    except OSError:
+        return  # nothing there yet (or nothing to examine: the write reports it)
+    for name in [args.file, *program.sources]:
+        try:
+            read = os.stat(name)
+        except OSError:
+            continue
+        if os.path.samestat(read, written):
+            raise UsageError(f"cannot write {output}: it is an input of the command ({name}); "
+                             "choose another output file")
 
 
 def _definition(program: Program, name: str | None) -> str:
@@ -176,7 +320,7 @@ def command_fmt(args: argparse.Namespace) -> int:
     from ncd.diagnostics import Diagnostic
     from ncd.formatter import format_source
     from ncd.ir import Span
-    from ncd.loader import Loader
+    from ncd.loader import STDIN_NAME, Loader
     from ncd.parser import ParseFailure
 
     def report(name: str, diagnostics: list[Diagnostic], sources: dict[str, str]) -> None:
@@ -189,30 +333,20 @@ def command_fmt(args: argparse.Namespace) -> int:
 
     status = EXIT_OK
     for path in args.files or ["-"]:
+        loader = Loader(Path.cwd(), {})
         if path == "-":
-            name = "<stdin>"
-            data = sys.stdin.buffer.read()
-            try:
-                text = data.decode("utf-8").removeprefix("\ufeff")
-            except UnicodeDecodeError as error:
-                report(name, [Diagnostic("E104", f"the input is not UTF-8 text (byte "
-                                         f"{error.start})", None)], {})
-                status = max(status, EXIT_INPUT)
-                continue
+            name = STDIN_NAME
+            if sys.stdin is None:
+                raise UsageError("there is no standard input to read")
+            read = loader.read_stream(sys.stdin.buffer, name)
         else:
             name = path
-            file = Path(path)
-            if not file.exists():
-                raise UsageError(f"{path}: no such file")
-            if file.is_dir():
-                raise UsageError(f"{path}: is a folder, not a .ncd file")
-            loader = Loader(Path.cwd(), {})
-            read = loader.read(file, None)
-            if read is None:
-                report(name, loader.sink.diagnostics, {})
-                status = max(status, EXIT_INPUT)
-                continue
-            text = read
+            read = loader.read(_check_input(path), None, display=name)
+        if read is None:
+            report(name, loader.sink.diagnostics, {})
+            status = max(status, EXIT_INPUT)
+            continue
+        text = read
         try:
             if "\x00" in text:
                 raise ParseFailure(Diagnostic(
@@ -258,6 +392,16 @@ def _color(args: argparse.Namespace) -> bool:
     return sys.stderr.isatty()
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncd", description="Neural circuit diagrams: check, draw and compile .ncd files.")
@@ -293,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-f", "--format", choices=RENDER_FORMATS)
     render.add_argument("--labels", choices=("names", "sizes", "both"), default="names",
                         help="what wires are labelled with")
-    render.add_argument("--collapse", type=int, metavar="DEPTH",
+    render.add_argument("--collapse", type=_non_negative_int, metavar="DEPTH",
                         help="draw blocks nested deeper than DEPTH as one box")
     render.add_argument("--theme", choices=("light", "dark", "print"), default="light")
     render.add_argument("--text", choices=("paths", "text"), default="paths",
@@ -342,6 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Terminated as stop:
+        return 128 + stop.signum
     except Exception:  # a bug in ncd, never the user's input
         if args.debug:
             traceback.print_exc()

@@ -7,20 +7,40 @@ and elaborates definitions in order. Every problem becomes a diagnostic.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from ncd import ir
 from ncd import syntax as s
-from ncd.context import Context
+from ncd.context import Context, paused_collection
 from ncd.diagnostics import Diagnostic, DiagnosticSink, NcdError, Note, did_you_mean
 from ncd.elaborate import declare_axes, elaborate_definition, elaborate_pointfree
 from ncd.parser import MAX_SOURCE_BYTES, ParseFailure, parse
 
 INPUT_NAME = "<input>"
+STDIN_NAME = "<stdin>"
+# How deep imports may nest below the file loaded (`a` imports `b`, which imports `c`, ...).
+MAX_IMPORT_DEPTH = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Opening a FIFO waits for a writer and a terminal may become the controlling one: neither
+# may happen, even when a file is swapped for one between its `stat` and its `open`.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+
+
+@dataclass
+class _Open:
+    """A module whose imports are being loaded, and which of them comes next."""
+
+    key: str
+    module: s.Module
+    directory: Path
+    imports: list[tuple[int, s.Import]]
+    next_import: int = 0
 
 
 @dataclass
@@ -36,17 +56,48 @@ class Loader:
     # Which module each import statement brought in, by (importing module key, item index).
     import_targets: dict[tuple[str, int], str] = field(default_factory=dict)
 
-    def read(self, path: Path, span: ir.Span | None) -> str | None:
-        display = _display(path)
+    def read(self, path: Path, span: ir.Span | None, display: str | None = None) -> str | None:
+        """The text of the file at `path`, or None after a diagnostic, located at `span` (the
+        import naming the file) or else at the start of the file. Only a regular file is
+        opened (a FIFO waits for a writer, a device may never end), and at most one byte more
+        than the size limit is read, so an oversized file is never read whole."""
+        display = display or _display(path)
+        where = span or _whole_file(display)
         try:
-            data = path.read_bytes()
-        except OSError as error:
-            self.sink.error("E205", f"cannot read `{display}`: {error.strerror or error}", span)
+            info = os.stat(path)
+            if not stat.S_ISREG(info.st_mode):
+                self._not_a_regular_file(display, info.st_mode, where)
+                return None
+            if info.st_size > MAX_SOURCE_BYTES:
+                self._too_large(f"`{display}`", where)
+                return None
+            with open(os.open(path, _OPEN_FLAGS), "rb") as stream:
+                mode = os.fstat(stream.fileno()).st_mode
+                if not stat.S_ISREG(mode):  # replaced since the `stat` above
+                    self._not_a_regular_file(display, mode, where)
+                    return None
+                data = _read_at_most(stream, MAX_SOURCE_BYTES + 1)
+        except (OSError, ValueError) as error:
+            message = error.strerror if isinstance(error, OSError) and error.strerror else error
+            self.sink.error("E205", f"cannot read `{display}`: {message}", where)
             return None
+        if len(data) > MAX_SOURCE_BYTES:  # a file that grew, or one whose size is not known
+            self._too_large(f"`{display}`", where)
+            return None
+        return self.decode(data, display, span)
+
+    def read_stream(self, stream: BinaryIO, display: str = STDIN_NAME) -> str | None:
+        """The text of a stream (standard input), or None after a diagnostic; reads at most one
+        byte more than the size limit."""
+        data = _read_at_most(stream, MAX_SOURCE_BYTES + 1)
         if len(data) > MAX_SOURCE_BYTES:
-            self.sink.error("E103", f"`{display}` is larger than {MAX_SOURCE_BYTES:,} bytes", span,
-                            hint="split the model into several files")
+            self._too_large("the standard input" if display == STDIN_NAME else f"`{display}`",
+                            _whole_file(display))
             return None
+        return self.decode(data, display, None)
+
+    def decode(self, data: bytes, display: str, span: ir.Span | None) -> str | None:
+        """`data` as text, or None after E104 (at `span`, or else at the offending byte)."""
         if b"\x00" in data:
             self.sink.error("E104", f"`{display}` is not a text file (it contains NUL bytes)",
                             span or _byte_span(display, data, data.index(b"\x00")))
@@ -57,6 +108,19 @@ class Loader:
             self.sink.error("E104", f"`{display}` is not UTF-8 text (byte {error.start})",
                             span or _byte_span(display, data, error.start))
             return None
+
+    def _too_large(self, what: str, where: ir.Span) -> None:
+        self.sink.error("E103", f"{what} is larger than {MAX_SOURCE_BYTES:,} bytes", where,
+                        hint="split the model into several files")
+
+    def _not_a_regular_file(self, display: str, mode: int, where: ir.Span) -> None:
+        if stat.S_ISDIR(mode):
+            self.sink.error("E205", f"`{display}` is a folder, not a .ncd file", where)
+        else:
+            self.sink.error("E205", f"`{display}` is not a regular file "
+                            f"(it is {kind_of_file(mode)})", where,
+                            hint="ncd reads .ncd files; FIFOs, devices and sockets may never "
+                            "end, so they are not opened")
 
     def parse_text(self, text: str, name: str) -> s.Module | None:
         self.sources[name] = text
@@ -80,39 +144,66 @@ class Loader:
             return None
 
     def load_file(self, path: Path, span: ir.Span | None) -> None:
-        resolved = path.resolve()
-        key = str(resolved)
-        if key in self.loading:
-            cycle = [*self.loading[self.loading.index(key):], key]
-            self.sink.error("E206", "import cycle: " + " -> ".join(_display(Path(p))
-                                                                   for p in cycle), span,
-                            hint="move the shared definitions into a file both can import")
+        """Load the file at `path` and everything it imports."""
+        display = _display(path)
+        resolved = _resolve(path)
+        if resolved is None:
+            self.sink.error("E205", f"cannot read `{display}`: a loop of symbolic links",
+                            span or _whole_file(display))
             return
+        key = str(resolved)
         if key in self.modules:
             return
-        text = self.read(resolved, span)
+        text = self.read(resolved, span, display)
         if text is None:
             return
-        self.load_module_text(text, _display(path), resolved.parent, key)
+        self.load_module_text(text, display, resolved.parent, key)
 
     def load_module_text(self, text: str, name: str, directory: Path, key: str) -> None:
+        """Parse a module and load what it imports, depth first, each file once. An explicit
+        stack of the files being loaded (not recursion) follows the chains of imports, which
+        `load_import` bounds by MAX_IMPORT_DEPTH. A module comes in `order` after the modules
+        it imports."""
         module = self.parse_text(text, name)
         if module is None:
             return
+        stack = [self._enter(key, module, directory)]
+        while stack:
+            current = stack[-1]
+            if current.next_import == len(current.imports):
+                stack.pop()
+                self.loading.pop()
+                self.order.append(current.module)
+                self.keys.append(current.key)
+                continue
+            index, item = current.imports[current.next_import]
+            current.next_import += 1
+            loaded = self.load_import(item, current.directory, len(stack))
+            if loaded is None:
+                continue
+            target, opened = loaded
+            self.import_targets[(current.key, index)] = target
+            if opened is not None:
+                stack.append(opened)
+
+    def _enter(self, key: str, module: s.Module, directory: Path) -> _Open:
         self.modules[key] = module
         self.loading.append(key)
-        for index, item in enumerate(module.items):
-            if isinstance(item, s.Import):
-                target = self.load_import(item, directory)
-                if target is not None:
-                    self.import_targets[(key, index)] = target
-        self.loading.pop()
-        self.order.append(module)
-        self.keys.append(key)
+        imports = [(index, item) for index, item in enumerate(module.items)
+                   if isinstance(item, s.Import)]
+        return _Open(key, module, directory, imports)
 
-    def load_import(self, item: s.Import, directory: Path) -> str | None:
-        """Load the imported file; its module key, or None when it could not be loaded."""
-        target = (directory / item.path).resolve()
+    def load_import(self, item: s.Import, directory: Path,
+                    depth: int) -> tuple[str, _Open | None] | None:
+        """Find, read and parse the file `item` imports, from a module in `directory` that is
+        `depth - 1` imports below the file loaded. Returns its module key and, when it was not
+        loaded before, the module whose own imports are to be loaded next; None (after a
+        diagnostic at the import) when it cannot be imported."""
+        target = _resolve(directory / item.path)
+        if target is None:
+            self.sink.error("E205", f"cannot read `{item.path}`: a loop of symbolic links",
+                            item.span)
+            return None
         try:
             target.relative_to(self.root)
         except ValueError:
@@ -120,13 +211,74 @@ class Loader:
                             f"`{_display(self.root)}`", item.span,
                             hint="imports stay inside the folder of the file being loaded")
             return None
-        if not target.is_file():
+        try:
+            os.stat(target)
+        except (FileNotFoundError, NotADirectoryError):
             self.sink.error("E205", f"cannot find `{item.path}`", item.span,
                             hint=f"looked for {_display(target)}")
             return None
-        self.load_file(target, item.span)
+        except OSError as error:
+            self.sink.error("E205", f"cannot read `{item.path}`: {error.strerror or error}",
+                            item.span)
+            return None
         key = str(target)
-        return key if key in self.modules and key not in self.loading else None
+        if key in self.loading:
+            cycle = [*self.loading[self.loading.index(key):], key]
+            self.sink.error("E206", "import cycle: " + " -> ".join(_display(Path(p))
+                                                                   for p in cycle), item.span,
+                            hint="move the shared definitions into a file both can import")
+            return None
+        if key in self.modules:
+            return key, None
+        if depth > MAX_IMPORT_DEPTH:
+            self.sink.error("E103", f"importing `{item.path}` nests imports more than "
+                            f"{MAX_IMPORT_DEPTH} deep", item.span,
+                            hint="import the files from one file rather than each from the "
+                            "one before")
+            return None
+        text = self.read(target, item.span)
+        if text is None:
+            return None
+        module = self.parse_text(text, _display(target))
+        if module is None:
+            return None
+        return key, self._enter(key, module, target.parent)
+
+
+def _read_at_most(stream: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes of `stream`: fewer only at its end."""
+    chunks: list[bytes] = []
+    while size > 0:
+        chunk = stream.read(size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def kind_of_file(mode: int) -> str:
+    """What a file that is not a regular file or a folder is, for a message."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def _resolve(path: Path) -> Path | None:
+    """`path`, absolute, with every symbolic link followed; None for a loop of links."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a loop is a RuntimeError before Python 3.13
+        return None
+
+
+def _whole_file(display: str) -> ir.Span:
+    """Where a problem with a whole file is reported: its start."""
+    return ir.Span(file=display, line=1, column=1, end_line=1, end_column=1)
 
 
 def _byte_span(display: str, data: bytes, offset: int) -> ir.Span:
@@ -139,7 +291,7 @@ def _byte_span(display: str, data: bytes, offset: int) -> ir.Span:
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):
         return str(path)
 
 
@@ -154,16 +306,23 @@ def load_program(source: str | Path, sizes: Mapping[str, int] | None = None, *,
     # A one-line string ending in `.ncd` names a file (no program text ends that way).
     if isinstance(source, Path) or ("\n" not in source and source.strip().endswith(".ncd")):
         path = Path(source.strip() if isinstance(source, str) else source)
-        loader = Loader(path.resolve().parent, overrides)
-        if not path.is_file():
-            raise NcdError([Diagnostic("E205", f"cannot find `{path}`", None)])
+        try:
+            os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NcdError([Diagnostic("E205", f"cannot find `{path}`", None)]) from None
+        except (OSError, ValueError) as error:  # a loop of symbolic links, a NUL in the path
+            message = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise NcdError([Diagnostic("E205", f"cannot read `{path}`: {message}",
+                                       _whole_file(_display(path)))]) from None
+        loader = Loader((_resolve(path) or path.absolute()).parent, overrides)
         loader.load_file(path, None)
         source_name = _display(path)
     else:
         source_name = name or INPUT_NAME
         loader = Loader(Path.cwd().resolve(), overrides)
         loader.load_module_text(source, source_name, Path.cwd(), source_name)
-    program = _check(loader, source_name, overrides)
+    with paused_collection():  # many long-lived objects: see `paused_collection`
+        program = _check(loader, source_name, overrides)
     if loader.sink.has_errors or program is None:
         raise NcdError(loader.sink.diagnostics, loader.sources)
     return program, loader.sources
@@ -227,6 +386,10 @@ def _elaborate_modules(loader: Loader, ctx: Context) -> list[ir.Definition]:
                 visible[name] = available[name]
                 origin[name] = span
                 imported.add(name)
+        # What the module's definitions see, kept up to date as they are elaborated (built
+        # once per module, not once per definition: that was quadratic in their number).
+        ctx.definitions = {n: d for n, d in visible.items() if d is not None}
+        ctx.failed = {n for n, d in visible.items() if d is None}
         for item in module.items:
             if not isinstance(item, (s.Definition, s.PointFree)):
                 continue
@@ -238,8 +401,6 @@ def _elaborate_modules(loader: Loader, ctx: Context) -> list[ir.Definition]:
                 loader.sink.error("E203", f"`{name}` is defined twice", item.name.span,
                                   notes=[Note(first, how)] if first else ())
                 continue
-            ctx.definitions = {n: d for n, d in visible.items() if d is not None}
-            ctx.failed = {n for n, d in visible.items() if d is None}
             if isinstance(item, s.Definition):
                 definition = elaborate_definition(ctx, item)
             else:
@@ -247,24 +408,27 @@ def _elaborate_modules(loader: Loader, ctx: Context) -> list[ir.Definition]:
             origin[name] = item.name.span
             if definition is None:
                 visible[name] = None
+                ctx.failed.add(name)
                 continue
-            reserved = taken | ({name} if last_module[name] > position else set())
-            unique = _unique_name(name, Path(module.path).stem, reserved)
+            extra = {name} if last_module[name] > position else set()
+            unique = _unique_name(name, Path(module.path).stem, taken, extra)
             if unique != name:
                 definition = definition.model_copy(update={"name": unique})
             taken.add(unique)
             visible[name] = definition
+            ctx.definitions[name] = definition
             definitions.append(definition)
         exports[key] = visible
     return definitions
 
 
-def _unique_name(name: str, module: str, taken: set[str]) -> str:
-    if name not in taken:
+def _unique_name(name: str, module: str, taken: set[str],
+                 extra: set[str] | frozenset[str] = frozenset()) -> str:
+    if name not in taken and name not in extra:
         return name
     candidate = f"{module}.{name}"
     count = 1
-    while candidate in taken:
+    while candidate in taken or candidate in extra:
         count += 1
         candidate = f"{module}.{name}_{count}"
     return candidate
