@@ -7,8 +7,10 @@ later turns the graph into the categorical term (copies, deletes and identities 
 
 from __future__ import annotations
 
+import gc
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ncd import ir
@@ -61,6 +63,9 @@ class BlockGroup:
     outputs: list[Value]
     # For a repeated block: the inner values that become `outputs`, one per read.
     carried_results: list[Value] | None = None
+    # For a repeated block: the body's own input wires, one per carried name (`reads` are the
+    # outer values they start from; two names of one array are two wires).
+    inputs: list[Value] | None = None
     # For a single block: inner values bound to names at its end (candidate exports).
     bound: list[Value] = field(default_factory=list)
 
@@ -79,6 +84,24 @@ class Context:
               notes: Iterable[Note] = ()) -> Reject:
         self.sink.error(code, message, span, hint=hint, notes=notes)
         return Reject(message)
+
+
+@contextmanager
+def paused_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for the block (and restored as it was).
+
+    Parsing and checking allocate many objects that all live on (syntax trees, IR nodes) and
+    make few reference cycles. The collector would scan every live object again and again as
+    they pile up: with thousands of definitions that took more time than the checking itself,
+    and a share growing with the program's size. Memory is freed by reference counting all
+    the same; the next collection after the block finds any cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def shape(axes: Sequence[ir.Axis]) -> ir.Shape:

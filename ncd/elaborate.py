@@ -212,10 +212,13 @@ class DefinitionBuilder:
             args = []
             for arg in stmt.init.args:
                 args.append(constant_value(self.ctx, arg))
-            if len(args) != INITIALISERS[init]:
-                raise self.ctx.error(
-                    "E312", f"`{init}` takes {INITIALISERS[init]} numbers, not {len(args)}",
-                    stmt.init.span)
+            from ncd.operators import check_initialiser
+
+            try:
+                check_initialiser(self.ctx, stmt.init, args)
+            except Reject:  # reported; the parameter still exists, so its uses stay quiet
+                self.params[name] = ir.Parameter(name=name, array=array_type, span=stmt.name.span)
+                raise
             init_args = tuple(args)
         self.params[name] = ir.Parameter(name=name, array=array_type, init=init,
                                          init_args=init_args, span=stmt.name.span)

@@ -7,9 +7,12 @@ diagnostics with a location and a plain-words list of what could come next.
 
 from __future__ import annotations
 
+import ast
 import functools
+import inspect
 import math
-import unicodedata
+import re
+import warnings
 from importlib import resources
 from typing import Any
 
@@ -17,6 +20,7 @@ import lark
 from lark import Token, Tree
 
 from ncd import syntax as s
+from ncd.context import paused_collection
 from ncd.diagnostics import Diagnostic, Note
 from ncd.ir import Span
 
@@ -24,6 +28,7 @@ MAX_SOURCE_BYTES = 1_000_000
 MAX_NESTING = 64
 MAX_INT_DIGITS = 18
 MAX_EXPRESSION_DEPTH = 100  # operators in one expression chain, e.g. `X + X + ... + X`
+MAX_POINTFREE_TERMS = 1_000  # names in one point-free expression, e.g. `f ; f ; ... ; f`
 
 # How each terminal reads in "expected one of ..." messages.
 TERMINAL_WORDS: dict[str, str] = {
@@ -67,15 +72,23 @@ def grammar_text() -> str:
 def parse(text: str, path: str = "<input>") -> s.Module:
     """Parse `text`; raise `ParseFailure` with one diagnostic on a syntax error."""
     _check_limits(text, path)
+    with paused_collection():  # many long-lived objects: see `paused_collection`
+        return _parse(text, path)
+
+
+def _parse(text: str, path: str) -> s.Module:
     try:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as error:
         raise ParseFailure(_syntax_diagnostic(error, text, path)) from None
+    builder = _Builder(path)
     try:
-        return _Builder(path).module(tree)
+        return builder.module(tree)
     except RecursionError:
+        # The limits above keep every construct shallow; should one still be too deep, the
+        # error points at the item being read.
         raise ParseFailure(Diagnostic(
-            "E103", "the input is nested too deeply to read", Span(
+            "E103", "the input is nested too deeply to read", builder.item_span or Span(
                 file=path, line=1, column=1, end_line=1, end_column=2),
             hint="split long expressions into several statements")) from None
 
@@ -173,6 +186,52 @@ def _syntax_diagnostic(error: lark.exceptions.UnexpectedInput, text: str, path: 
     return Diagnostic("E102", message, end)
 
 
+def is_noncharacter(char: str) -> bool:
+    """One of the 66 Unicode noncharacters: U+FDD0..U+FDEF and the last two code points of
+    every plane (U+FFFE, U+FFFF, U+1FFFE, ..., U+10FFFF). They are not text: no output carries
+    them (U+FFFE and U+FFFF are not even XML)."""
+    code = ord(char)
+    return 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
+
+
+def _character_name(char: str) -> str:
+    kind = "the noncharacter" if is_noncharacter(char) else "the character"
+    return f"{kind} U+{ord(char):04X}"
+
+
+# What no string may hold: lone surrogates (not UTF-8) and noncharacters (not text; U+FFFE and
+# U+FFFF are not XML); `_UNPRINTABLE` adds the control characters (category Cc) other than tab
+# and newline, which are not XML or not a title. A docstring is read as written, so only the
+# first two are refused in it.
+_NOT_TEXT = "\ud800-\udfff\ufdd0-\ufdef" + "".join(
+    f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+_UNPRINTABLE_IN_DOCSTRING = re.compile(f"[{_NOT_TEXT}]")
+_UNPRINTABLE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_NOT_TEXT}]")
+
+
+# One character of a string literal as written: an escape sequence or a plain character.
+_STRING_PIECE = re.compile(
+    r"\\(?:x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|N\{[^}]*\}|[0-7]{1,3}|.)|.",
+    re.DOTALL)
+
+
+def _written_at(literal: str, wanted: str) -> tuple[int, int] | None:
+    """Where in a string literal (quotes included) the first character `wanted` of its value
+    is written: the offset and length of that character or of the escape that spells it."""
+    for match in _STRING_PIECE.finditer(literal, 1, len(literal) - 1):
+        piece = match.group()
+        if piece.startswith("\\") and len(piece) > 1:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    piece = str(ast.literal_eval(f'"{piece}"'))
+            except (ValueError, SyntaxError):
+                continue
+        if wanted in piece:
+            return match.start(), match.end() - match.start()
+    return None
+
+
 def _token_hint(token: Token, expected: set[str]) -> str | None:
     if token.type == "NAME" and "EQUAL" in expected:
         return "each statement binds names with `=`"
@@ -189,6 +248,8 @@ class _Builder:
     def __init__(self, path: str):
         self.path = path
         self.depth = 0
+        self.item_span: Span | None = None  # the item being read, for errors without a place
+        self.pf_names = 0  # names read in the point-free expression being read
 
     # -- spans
     def span(self, node: Tree | Token) -> Span:
@@ -211,30 +272,43 @@ class _Builder:
         return [c for c in tree.children
                 if not (isinstance(c, Token) and c.type in _PUNCTUATION)]
 
-    @staticmethod
-    def docstring(token: Token | None) -> str | None:
+    def docstring(self, token: Token | None) -> str | None:
         if token is None:
             return None
-        import inspect
-
-        return inspect.cleandoc(str(token)[3:-3])
+        text = str(token)
+        found = _UNPRINTABLE_IN_DOCSTRING.search(text)
+        if found is not None:
+            at = found.start()
+            line = (token.line or 1) + text.count("\n", 0, at)
+            column = at - text.rfind("\n", 0, at) if "\n" in text[:at] else \
+                (token.column or 1) + at
+            raise ParseFailure(Diagnostic(
+                "E100", f"the docstring holds {_character_name(text[at])}, which is not text",
+                _point_span(self.path, line, column), hint="docstrings are printable text"))
+        return inspect.cleandoc(text[3:-3])
 
     def string(self, token: Token) -> str:
-        import ast
-
+        literal = str(token)
         try:
-            value = str(ast.literal_eval(str(token)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # `"\q"` stays a backslash and a q
+                value = str(ast.literal_eval(literal))
         except (ValueError, SyntaxError):
-            value = str(token)[1:-1]
-        # Escapes may spell what no output can carry: lone surrogates (not UTF-8) and control
-        # characters (not XML, not a title). Tabs and newlines stay.
-        bad = next((ch for ch in value if 0xD800 <= ord(ch) <= 0xDFFF or
-                    (unicodedata.category(ch) == "Cc" and ch not in "\t\n")), None)
-        if bad is not None:
+            value = literal[1:-1]
+        # Escapes may spell what no output can carry: lone surrogates (not UTF-8),
+        # noncharacters (U+FFFE and U+FFFF are not XML) and control characters (not XML, not a
+        # title). Tabs and newlines stay.
+        found = _UNPRINTABLE.search(value)
+        if found is not None:
+            bad = found.group()
+            span = self.span(token)
+            written = _written_at(literal, bad)
+            if written is not None:  # a string is one line: the offset is a column
+                offset, width = written
+                span = _point_span(self.path, span.line, span.column + offset, width)
             raise ParseFailure(Diagnostic(
-                "E100", f"the string holds the character U+{ord(bad):04X}, which is not "
-                "printable text", self.span(token),
-                hint="strings (titles, colours, paths) are printable text"))
+                "E100", f"the string holds {_character_name(bad)}, which is not printable "
+                "text", span, hint="strings (titles, colours, paths) are printable text"))
         return value
 
     # -- module and items
@@ -242,6 +316,7 @@ class _Builder:
         doc = None
         items: list[s.Item] = []
         for child in tree.children:
+            self.item_span = self.span(child)
             if isinstance(child, Token) and child.type == "DOCSTRING":
                 doc = self.docstring(child)
             elif isinstance(child, Tree) and child.data == "axis_decl":
@@ -303,22 +378,56 @@ class _Builder:
     def pointfree(self, tree: Tree) -> s.PointFree:
         parts = self.parts(tree)
         doc = self.docstring(parts[2]) if len(parts) > 2 else None
+        self.pf_names = 0
         return s.PointFree(self.ident(parts[0]), self.pf(parts[1]), doc, self.span(tree))
+
+    def pf_name(self, token: Token, span: Span) -> s.PfName:
+        self.pf_names += 1
+        if self.pf_names > MAX_POINTFREE_TERMS:
+            raise ParseFailure(Diagnostic(
+                "E103", f"this point-free expression has more than {MAX_POINTFREE_TERMS:,} "
+                "terms", span, hint="split it into several point-free definitions "
+                "(`def a = f ; g`, then `def b = a ; h`)"))
+        return s.PfName(self.ident(token), span)
 
     def pf(self, node: Tree | Token) -> s.PfExpr:
         if isinstance(node, Token):
-            return s.PfName(self.ident(node), self.span(node))
+            return self.pf_name(node, self.span(node))
         parts = self.parts(node)
         if node.data == "pf_name":
-            return s.PfName(self.ident(parts[0]), self.span(node))
+            return self.pf_name(parts[0], self.span(node))
         if node.data in ("pf_compose", "pf_tensor"):
-            left, right = self.pf(parts[0]), self.pf(parts[1])
-            cls = s.PfCompose if node.data == "pf_compose" else s.PfTensor
-            terms = (*left.terms,) if isinstance(left, cls) else (left,)
-            return cls((*terms, right), self.span(node))
+            return self.pf_chain(node)
         if len(parts) == 1:
             return self.pf(parts[0])
         raise AssertionError(f"unknown point-free node {node.data}")
+
+    def pf_chain(self, node: Tree) -> s.PfExpr:
+        """`f ; g ; h` (or `f (x) g (x) h`) as one node with three terms. The grammar nests a
+        chain to the left, one level per operator, so the chain is followed in a loop: its
+        length is bounded only by `MAX_POINTFREE_TERMS`, not by Python's recursion. A chain in
+        parentheses on the left joins the chain, as `(f ; g) ; h` is `f ; g ; h`."""
+        cls = s.PfCompose if node.data == "pf_compose" else s.PfTensor
+        rights: list[Tree | Token] = []
+        current = node
+        while True:
+            parts = self.parts(current)
+            rights.append(parts[1])
+            left = parts[0]
+            while isinstance(left, Tree) and left.data not in ("pf_compose", "pf_tensor",
+                                                                "pf_name"):
+                inner = self.parts(left)
+                if len(inner) != 1:
+                    break
+                left = inner[0]  # a parenthesised expression
+            if isinstance(left, Tree) and left.data == node.data:
+                current = left
+                continue
+            first = self.pf(parts[0])
+            break
+        terms = list(first.terms) if isinstance(first, cls) else [first]
+        terms.extend(self.pf(right) for right in reversed(rights))
+        return cls(tuple(terms), self.span(node))
 
     def type_expr(self, tree: Tree) -> s.TypeExpr:
         parts = self.parts(tree)

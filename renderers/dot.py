@@ -7,6 +7,10 @@ which node produced each array, and writes DOT source: operations are nodes, blo
 `cluster_` subgraphs with their titles, and every edge is labelled with the array it
 carries (`R[x, m]`). Blocks nested deeper than `collapse_depth` become a single node.
 
+Names and titles in labels are bounded as in the diagrams (`renderers.text.elide`): a name
+beyond `MAX_NAME_CHARS` characters keeps its ends around an ellipsis, a title or formula beyond
+`MAX_TITLE_CHARS` is cut, so the source stays small whatever the names' length.
+
 `render_dot` lays the graph out with the `dot` program (Debian's graphviz) or, where that is
 absent, with `graphviz-pure` (a pip-installable port of the same program). PNG and PDF are
 made from its SVG by `renderers.export`, so the three formats agree and need nothing else.
@@ -26,6 +30,7 @@ from typing import Literal, assert_never
 from ncd import ir
 
 from .export import parse_color, svg_to_pdf, svg_to_png
+from .text import MAX_TITLE_CHARS, elide
 
 Format = Literal["svg", "png", "pdf"]
 
@@ -37,13 +42,14 @@ FONT = "Times"
 # DOT source text
 # --------------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 def dot_string(text: str) -> str:
     """A DOT double-quoted string showing `text` literally: quotes and backslashes escaped,
-    newlines as graphviz's centred line breaks, control characters replaced; `<` and `>` are
-    ordinary characters in a quoted string (graphviz escapes them in its SVG)."""
+    newlines as graphviz's centred line breaks, control characters and the two that XML
+    cannot carry (U+FFFE, U+FFFF) replaced; `<` and `>` are ordinary characters in a quoted
+    string (graphviz escapes them in its SVG)."""
     text = _CONTROL.sub("\ufffd", text).replace("\r\n", "\n").replace("\r", "\n")
     text = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{text}"'
@@ -88,7 +94,7 @@ class _Graph:
 
     def edge(self, source: _Source, target: str, attributes: dict[str, str] | None = None
              ) -> None:
-        label = {"label": source.array.text()}
+        label = {"label": _array_text(source.array)}
         self.edges.append(f"{source.node} -> {target}{_attributes(label | (attributes or {}))};")
 
     def open_cluster(self, attributes: dict[str, str]) -> None:
@@ -119,7 +125,23 @@ def _write_cluster(cluster: _Cluster, indent: str, lines: list[str]) -> None:
 
 
 def _axes(names: tuple[str, ...]) -> str:
-    return " ".join(names)
+    return " ".join(elide(name) for name in names)
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    return ", ".join(elide(name) for name in names)
+
+
+def _formula(text: str) -> str:
+    return elide(text, MAX_TITLE_CHARS)
+
+
+def _array_text(array: ir.ArrayType) -> str:
+    """`R[x, m]`, `N[v][x]`, each name and size bounded in length."""
+    dtype = array.dtype.kind
+    if array.dtype.kind == "N" and array.dtype.bound is not None:
+        dtype = f"N[{_formula(ir.size_text(array.dtype.bound))}]"
+    return f"{dtype}[{_listed(array.shape.names)}]"
 
 
 def _operator_label(op: ir.Operator) -> tuple[str, str]:
@@ -128,7 +150,7 @@ def _operator_label(op: ir.Operator) -> tuple[str, str]:
         case ir.EinsumOp():
             text = f"contract {_axes(op.contracted)}" if op.contracted else "multiply"
             if op.scale_text:
-                text += f"\nscale {op.scale_text}"
+                text += f"\nscale {_formula(op.scale_text)}"
             elif op.scale != 1.0:
                 text += f"\nscale {op.scale:g}"
             return text, "box"
@@ -138,13 +160,13 @@ def _operator_label(op: ir.Operator) -> tuple[str, str]:
         case ir.EmbeddingOp():
             return f"embedding → {_axes(op.outputs)}", "note"
         case ir.SoftmaxOp():
-            return f"{'log_softmax' if op.log else 'softmax'}[{', '.join(op.axes)}]", "box"
+            return f"{'log_softmax' if op.log else 'softmax'}[{_listed(op.axes)}]", "box"
         case ir.NormOp():
-            return f"{op.norm}[{', '.join(op.axes)}]", "ellipse"
+            return f"{op.norm}[{_listed(op.axes)}]", "ellipse"
         case ir.ElementwiseOp():
             return op.function, "box"
         case ir.ScaleOp():
-            return f"× {op.text}", "box"
+            return f"× {_formula(op.text)}", "box"
         case ir.DropoutOp():
             return f"dropout {op.p:g}", "box"
         case ir.AddOp():
@@ -153,28 +175,30 @@ def _operator_label(op: ir.Operator) -> tuple[str, str]:
             return "×", "circle"
         case ir.MaskOp():
             if op.causal:
-                text = f"causal[{', '.join(op.axes)}]"
+                text = f"causal[{_listed(op.axes)}]"
             elif op.by_array:
-                text = f"mask[{', '.join(op.axes)}] by array"
+                text = f"mask[{_listed(op.axes)}] by array"
             else:
-                text = f"mask[{', '.join(op.axes)}]"
+                text = f"mask[{_listed(op.axes)}]"
                 if op.conditions:
-                    text += "\n" + ", ".join(c.text for c in op.conditions)
+                    text += "\n" + _formula(", ".join(c.text for c in op.conditions))
             return text, "Msquare"
         case ir.ReduceOp():
-            return f"{op.function}[{', '.join(op.axes)}]", "box"
+            return f"{op.function}[{_listed(op.axes)}]", "box"
         case ir.ConcatOp():
-            return f"concat {_axes(op.inputs)} → {op.output}", "box"
+            return f"concat {_axes(op.inputs)} → {elide(op.output)}", "box"
         case ir.SplitOp():
-            return f"split {op.input} → {_axes(op.outputs)}", "box"
+            return f"split {elide(op.input)} → {_axes(op.outputs)}", "box"
         case ir.PadOp():
-            return f"pad {op.input} → {op.output} ({op.before}, {op.after})", "box"
+            return (f"pad {elide(op.input)} → {elide(op.output)} ({op.before}, {op.after})",
+                    "box")
         case ir.RenameOp():
-            return "rename " + ", ".join(f"{a} → {b}" for a, b in op.mapping), "box"
+            return "rename " + ", ".join(f"{elide(a)} → {elide(b)}" for a, b in op.mapping), \
+                "box"
         case ir.ReshapeOp():
             return f"reshape {_axes(op.inputs)} → {_axes(op.outputs)}", "box"
         case ir.CallOp():
-            return op.definition, "box3d"
+            return elide(op.definition), "box3d"
         case _:
             assert_never(op)
 
@@ -218,13 +242,13 @@ class _Walker:
             case ir.Reindexing():
                 if _is_permutation(term.eta):
                     return [_Source(inputs[0].node, term.cod[0])]
-                label = term.eta.text().replace(" -> ", " → ")
+                label = _formula(term.eta.text().replace(" -> ", " → "))
                 if term.name:
-                    label = f"{term.name}\n{label}"
+                    label = f"{elide(term.name)}\n{label}"
                 return self.operation(label, "hexagon", inputs, term.cod)
             case ir.Broadcasted():
                 label, shape = _operator_label(term.op)
-                params = [p.name for p in term.params if p.name]
+                params = [elide(p.name) for p in term.params if p.name]
                 if params:
                     label += "\n" + ", ".join(params)
                 return self.operation(label, shape, inputs, term.cod)
@@ -249,7 +273,7 @@ class _Walker:
                 assert_never(term)
 
     def block(self, term: ir.Block, inputs: list[_Source], depth: int) -> list[_Source]:
-        title = term.title
+        title = elide(term.title, MAX_TITLE_CHARS, "end")
         if term.repeat > 1:
             title += f"  ×{term.repeat}" + (" (shared)" if term.shared else "")
         fill = _tint(term.color) or BLOCK_FILL
@@ -263,9 +287,9 @@ class _Walker:
         return outputs
 
     def scan(self, term: ir.Scan, inputs: list[_Source], depth: int) -> list[_Source]:
-        label = f"scan over {term.axis.name}"
+        label = f"scan over {elide(term.axis.name)}"
         if term.step_name:
-            label = f"{term.step_name}: {label}"
+            label = f"{elide(term.step_name)}: {label}"
         self.graph.open_cluster({"label": label, "style": "dashed", "labeljust": "l"})
         states: list[str] = []
         step_inputs: list[_Source] = []
@@ -310,17 +334,18 @@ def program_to_dot(program: ir.Program, definition: str, *,
     root = _Cluster("root", {})
     graph = _Graph(root, [root])
     inputs = [
-        _Source(graph.node({"label": f"{v.name}: {v.array.text()}", "shape": "plaintext"}),
+        _Source(graph.node({"label": f"{elide(v.name)}: {_array_text(v.array)}",
+                            "shape": "plaintext"}),
                 v.array)
         for v in target.inputs
     ]
     outputs = _Walker(graph, collapse_depth).walk(target.body, inputs, 0)
     for variable, source in zip(target.outputs, outputs, strict=True):
-        node = graph.node({"label": f"{variable.name}: {variable.array.text()}",
+        node = graph.node({"label": f"{elide(variable.name)}: {_array_text(variable.array)}",
                            "shape": "plaintext"})
         graph.edge(source, node)
     lines = [
-        f"digraph {dot_string(target.name)} {{",
+        f"digraph {dot_string(elide(target.name))} {{",
         "  graph [rankdir=LR, labelloc=t, fontname=" + dot_string(FONT)
         + ", label=" + dot_string(_signature(target)) + ", nodesep=0.25, ranksep=0.35];",
         "  node [fontname=" + dot_string(FONT) + ", fontsize=12, style=filled, "
@@ -334,11 +359,11 @@ def program_to_dot(program: ir.Program, definition: str, *,
 
 
 def _signature(definition: ir.Definition) -> str:
-    inputs = ", ".join(f"{v.name}: {v.array.text()}" for v in definition.inputs)
-    outputs = ", ".join(v.array.text() for v in definition.outputs)
+    inputs = ", ".join(f"{elide(v.name)}: {_array_text(v.array)}" for v in definition.inputs)
+    outputs = ", ".join(_array_text(v.array) for v in definition.outputs)
     if len(definition.outputs) != 1:
         outputs = f"({outputs})"
-    return f"{definition.name}({inputs}) → {outputs}"
+    return f"{elide(definition.name)}({inputs}) → {outputs}"
 
 
 # --------------------------------------------------------------------------------------

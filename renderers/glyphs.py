@@ -19,7 +19,7 @@ from typing import Literal
 from ncd import ir
 
 from .geometry import LAYER_BOX, LAYER_MARK, Circle, Item, Path, Polygon, Rect, Stroke
-from .text import Label, Run
+from .text import Label, Run, elide
 
 # --------------------------------------------------------------------------------------
 # Themes
@@ -290,7 +290,7 @@ def _dropout_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
 
 def _call_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
     assert isinstance(op, ir.CallOp)
-    return Label.plain(op.definition)
+    return Label.plain(elide(op.definition))
 
 
 def _pad_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ncd import ir
+from ncd.diagnostics import Diagnostic, NcdError
 
 from .geometry import (
     EPS,
@@ -51,7 +52,7 @@ from .geometry import (
     Text,
 )
 from .glyphs import GLYPHS, JUNCTIONS, THEMES, Glyph, Theme, block_fill, card, hexagon, pentagon
-from .text import Label, Run
+from .text import MAX_TITLE_CHARS, Label, Run, elide
 
 # --------------------------------------------------------------------------------------
 # Options and constants
@@ -66,7 +67,9 @@ class RenderOptions:
     - `collapse_depth`: blocks nested deeper than this become one titled box (0: every block
       is a box; None: nothing collapses).
     - `expand_calls`: draw a call of a user definition as that definition's diagram, framed
-      and titled with its name, instead of one named box.
+      and titled with its name, instead of one named box. A drawing that would expand more
+      than `MAX_EXPANDED_CALLS` calls, or nest more than `MAX_EXPANDED_DEPTH` frames, is
+      refused (`NcdError`, E103 at the definition).
     - `theme`: `light`, `dark`, or `print` (greyscale-safe).
     - `text`: labels as glyph outlines (`paths`, the same everywhere) or real `<text>`.
     - `show_params`: draw learned parameters as wires entering their boxes from below.
@@ -118,6 +121,15 @@ DOT = 2.7
 MARGIN = 10.0
 BLOCK_PAD = 10.0
 BRACKET = 9.0
+
+
+MAX_EXPANDED_CALLS = 2_000
+"""With `expand_calls`: the most calls one diagram draws expanded, counted over the whole
+call tree (a definition that calls another twice, which calls another twice, ... doubles it
+at every level)."""
+MAX_EXPANDED_DEPTH = 64
+"""With `expand_calls`: the most frames (blocks, scans and expanded calls) nested inside
+one another, as deep as brackets may nest in a file."""
 
 
 def route_width(dy: float) -> float:
@@ -1436,8 +1448,8 @@ def _expanded_call(term: ir.Broadcasted, definition: ir.Definition, ctx: Context
         key = (right[k].array, right[k].kind, right[k].name)
         if key in index_out:
             body_out[k] = index_out[key]
-    block = ir.Block(dom=definition.domain, cod=definition.codomain, title=definition.name,
-                     body=definition.body)
+    block = ir.Block(dom=definition.domain, cod=definition.codomain,
+                     title=elide(definition.name), body=definition.body)
     framed = layout_block(block, inner.with_depth(ctx.depth), ids, collapsible=False)
     nb = len(band_rows)
     if nb:
@@ -1516,7 +1528,8 @@ def layout_block(term: ir.Block, ctx: Context, in_ids: Sequence[int],
     title = Label.plain(term.title)
     if collapsible and limit is not None and depth > limit:
         if term.repeat > 1:
-            title = Label.plain(f"{term.title} \u00d7{term.repeat}")
+            count = f" \u00d7{term.repeat}"  # the count stays visible after a long title
+            title = Label.plain(elide(term.title, MAX_TITLE_CHARS - len(count), "end") + count)
         return _collapsed(term, title, ctx, in_ids, "block")
     inner = ctx.with_depth(depth)
     body = layout(term.body, inner, in_ids)
@@ -1680,11 +1693,106 @@ def size_environment(program: ir.Program) -> dict[str, int]:
     return env
 
 
+def expansion_extent(program: ir.Program, name: str,
+                     collapse_depth: int | None = None) -> tuple[int, int]:
+    """What drawing definition `name` with its calls expanded would draw, computed from the
+    call tree without drawing: the number of expanded calls (at most `MAX_EXPANDED_CALLS + 1`:
+    the count stops there) and the deepest nesting of frames (blocks, scans, expanded calls).
+
+    It follows the layout's rules: a call is expanded unless its definition is unknown or is
+    already being expanded around it, and blocks and scans beyond `collapse_depth` are boxes
+    whose contents are not drawn. Each (definition, nesting) is looked at once, without
+    recursion, so a long chain of calls or a call tree of exponential size costs time linear
+    in the program."""
+    definitions = {d.name: d for d in program.definitions}
+    cap = MAX_EXPANDED_CALLS + 1
+
+    def key(definition: str, level: int) -> tuple[str, int]:
+        # Beyond the collapse depth every block is a box: deeper levels all draw alike.
+        return definition, (0 if collapse_depth is None else min(level, collapse_depth + 1))
+
+    def sites(definition: str, level: int) -> tuple[list[tuple[str, int]], int]:
+        """The calls in a definition's body (callee, level of its frame) and the deepest
+        frame of its own blocks and scans; the body lies at nesting `level`."""
+        found: list[tuple[str, int]] = []
+        deepest = level
+        stack: list[tuple[ir.Term, int]] = [(definitions[definition].body, level)]
+        while stack:
+            term, at = stack.pop()
+            if isinstance(term, ir.Broadcasted):
+                if isinstance(term.op, ir.CallOp) and term.op.definition in definitions:
+                    found.append((term.op.definition, at + 1))
+            elif isinstance(term, (ir.Block, ir.Scan)):
+                deeper = at + 1
+                deepest = max(deepest, deeper)
+                if collapse_depth is None or deeper <= collapse_depth:
+                    stack.append((term.body if isinstance(term, ir.Block) else term.step,
+                                  deeper))
+            elif isinstance(term, (ir.Composed, ir.Product)):
+                stack.extend((child, at) for child in reversed(term.terms))
+        return found, deepest
+
+    # Per (definition, nesting): (expanded calls, deepest frame relative to the nesting).
+    done: dict[tuple[str, int], tuple[int, int]] = {}
+    expanding: set[str] = {name}  # the definitions being expanded around the current one
+    root_calls, root_deepest = sites(name, 0)
+    # Each entry: a definition, its nesting, its calls and deepest own frame, the next call.
+    stack: list[tuple[str, int, list[tuple[str, int]], int, int]] = [
+        (name, 0, root_calls, root_deepest, 0)]
+    while stack:
+        current, level, calls, deepest, index = stack[-1]
+        if index < len(calls):
+            stack[-1] = (current, level, calls, deepest, index + 1)
+            callee, at = calls[index]
+            if callee not in expanding and key(callee, at) not in done:
+                expanding.add(callee)
+                stack.append((callee, at, *sites(callee, at), 0))
+            continue
+        count = 0
+        for callee, at in calls:
+            if callee in expanding:
+                continue  # drawn as a box: the layout never expands a call inside itself
+            inner_count, inner_depth = done[key(callee, at)]
+            count = min(cap, count + 1 + inner_count)
+            deepest = max(deepest, at + inner_depth)
+        done[key(current, level)] = (count, deepest - level)
+        stack.pop()
+        expanding.discard(current)
+    count, depth = done[key(name, 0)]
+    return count, depth
+
+
+def check_expansion(program: ir.Program, name: str, options: RenderOptions) -> None:
+    """Refuse (E103 at the definition) to draw `name` with its calls expanded when the
+    drawing would hold more than `MAX_EXPANDED_CALLS` expanded calls or nest its frames more
+    than `MAX_EXPANDED_DEPTH` deep."""
+    count, depth = expansion_extent(program, name, options.collapse_depth)
+    if count <= MAX_EXPANDED_CALLS and depth <= MAX_EXPANDED_DEPTH:
+        return
+    definition = program.definition(name)
+    callees = [term.op.definition for term in ir.walk(definition.body)
+               if isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp)]
+    shown = f"`{elide(name)}`"
+    if count > MAX_EXPANDED_CALLS:
+        message = (f"drawn with its calls expanded, {shown} would draw more than "
+                   f"{MAX_EXPANDED_CALLS:,} calls (its calls call others, which call others)")
+    else:
+        message = (f"drawn with its calls expanded, {shown} would nest {depth} frames of calls "
+                   f"and blocks inside one another, more than {MAX_EXPANDED_DEPTH}")
+    hint = "draw it without expanding calls (leave out `--expand`)"
+    if callees:
+        hint += f", or draw a definition it calls, such as `{elide(callees[0])}`, on its own"
+    raise NcdError([Diagnostic("E103", message, definition.span, hint=hint)])
+
+
 def layout_definition(program: ir.Program, name: str,
                       options: RenderOptions | None = None) -> Diagram:
-    """The diagram of definition `name`: its body between labelled input and output wires."""
+    """The diagram of definition `name`: its body between labelled input and output wires.
+    With `expand_calls`, a drawing too large or too deep is refused first (`NcdError`, E103)."""
     options = options or RenderOptions()
     definition = program.definition(name)
+    if options.expand_calls:
+        check_expansion(program, name, options)
     ctx = Context(program, options, THEMES[options.theme], size_environment(program),
                   itertools.count(1), calls=(definition.name,))
     left = array_specs(definition.domain, ctx)
@@ -1704,5 +1812,5 @@ def layout_definition(program: ir.Program, name: str,
     return Diagram(
         width=round(placed.width, 2), height=round(height, 2),
         background=ctx.theme.background, items=tuple(placed.items), boxes=tuple(placed.boxes),
-        anchors=tuple(placed.anchors), title=definition.name,
+        anchors=tuple(placed.anchors), title=elide(definition.name),
     )

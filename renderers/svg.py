@@ -17,7 +17,7 @@ from defusedxml.ElementTree import fromstring
 from svgwrite.base import BaseElement
 
 from .geometry import Circle, Diagram, Path, Polygon, Rect, Stroke, Text
-from .text import Label, svg_text_element
+from .text import Label, svg_text_element, xml_clean
 
 
 def num(value: float) -> str:
@@ -68,6 +68,10 @@ def _stroke_attributes(stroke: Stroke | None) -> dict[str, str]:
 
 
 def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
+    """The SVG document; well-formed XML whatever the labels hold: a character XML 1.0
+    forbids (which the parser refuses in the source, but an IR built in Python may carry)
+    becomes U+FFFD where text enters the document, and the document is checked again as a
+    whole, since the XML writer would spell a lone surrogate as a character reference."""
     width, height = num(diagram.width), num(diagram.height)
     drawing = svgwrite.Drawing(
         size=(f"{width}px", f"{height}px"), profile="full", debug=False,
@@ -76,7 +80,7 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
     drawing.attribs["stroke-linecap"] = "round"
     drawing.attribs["stroke-linejoin"] = "round"
     if diagram.title:
-        drawing.set_desc(title=diagram.title)
+        drawing.set_desc(title=xml_clean(diagram.title))
     if diagram.background:
         drawing.add(drawing.rect((0, 0), (width, height), fill=diagram.background))
     for item in diagram.sorted_items():
@@ -109,6 +113,6 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
             drawing.add(drawing.path(
                 d=d, fill=item.color, stroke="none",
                 transform=f"translate({num(item.x)} {num(item.y)})",
-                **{"aria-label": item.label.plain_text()},
+                **{"aria-label": xml_clean(item.label.plain_text())},
             ))
-    return drawing.tostring()
+    return xml_clean(drawing.tostring())

@@ -18,6 +18,10 @@ Everything is cached (font, glyph outlines, advances, the placement of each labe
 thousands of labels cost milliseconds; output is deterministic (coordinates rounded to two
 decimals). Any string is accepted: a character the font lacks is drawn as the font's notdef
 glyph, and text written into XML is escaped.
+
+A label's length is bounded, so that a drawing's size does not grow with the length of the
+names in the input: a name longer than `MAX_NAME_CHARS` keeps its start and its end around an
+ellipsis, a title or formula longer than `MAX_TITLE_CHARS` is cut with one (`elide`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
-from itertools import cycle
+from itertools import cycle, groupby
 from math import isfinite
 from operator import add
 from typing import Literal, get_args
@@ -60,6 +64,34 @@ SPACE_AFTER_SCRIPT = 0.04
 
 _STYLES: tuple[str, ...] = get_args(Style)
 _SCRIPTS: tuple[str, ...] = get_args(Script)
+
+MAX_NAME_CHARS = 40
+"""The most characters of a name drawn (axis, variable, parameter and definition names, sizes):
+a longer one is drawn as its first and last characters around an ellipsis."""
+MAX_TITLE_CHARS = 80
+"""The most characters of a title drawn (block titles, formulas such as index maps and scale
+factors): a longer title is cut and ends in an ellipsis, a longer formula loses its middle."""
+ELLIPSIS = "\u2026"
+
+Elision = Literal["middle", "end"]
+
+
+def elide(text: str, limit: int = MAX_NAME_CHARS, where: Elision = "middle") -> str:
+    """`text` if it has at most `limit` characters, else `limit` characters of it with an
+    ellipsis in the middle (`where="middle"`: start and end stay) or at the end."""
+    if len(text) <= limit:
+        return text
+    head, tail = _elision_split(limit, where)
+    return text[:head] + ELLIPSIS + (text[len(text) - tail:] if tail else "")
+
+
+def _elision_split(limit: int, where: Elision) -> tuple[int, int]:
+    """How many characters stay before and after the ellipsis."""
+    if limit < 1:
+        raise ValueError(f"an elision limit is at least 1, got {limit}")
+    keep = limit - 1
+    head = keep if where == "end" else (keep + 1) // 2
+    return head, keep - head
 
 
 @dataclass(frozen=True)
@@ -106,33 +138,36 @@ class Label:
     @staticmethod
     def axis(name: str) -> Label:
         """An axis name or size: `d_ff` -> italic d, subscript ff; `x1`, `x_1` -> x, subscript 1
-        (digits upright); `512` -> roman. Anything that is not a name (`m / h`) is a formula."""
+        (digits upright); `512` -> roman. Anything that is not a name (`m / h`) is a formula.
+        Beyond `MAX_NAME_CHARS` characters its middle is an ellipsis."""
         if not name:
             return Label(())
         if _NUMBER.fullmatch(name):
-            return Label((Run(name, "roman"),))
+            return Label((Run(elide(name), "roman"),))
         if not _IDENTIFIER.fullmatch(name):
             return Label.math(name)
-        return Label(_merge(_identifier_runs(name, "base")))
+        return Label(_elide_runs(_merge(_identifier_runs(name, "base")), MAX_NAME_CHARS))
 
     @staticmethod
     def operator(symbol: str, subscript: str | None = None) -> Label:
         """An operator glyph's label: bold symbol, italic subscript (`L_q`, `E`, `L_out`)."""
         runs = [Run(symbol, "bold")] if symbol else []
         if subscript:
-            runs.extend(_letter_runs(subscript, "sub"))
+            runs.extend(_elide_runs(_merge(_letter_runs(subscript, "sub")), MAX_NAME_CHARS))
         return Label(_merge(runs))
 
     @staticmethod
     def plain(text: str) -> Label:
-        """Upright text: block titles, function names (`relu`), `x6`, index maps as written."""
-        return Label((Run(text, "roman"),) if text else ())
+        """Upright text: block titles, function names (`relu`), `x6`, index maps as written.
+        Beyond `MAX_TITLE_CHARS` characters it ends in an ellipsis."""
+        return Label((Run(elide(text, MAX_TITLE_CHARS, "end"), "roman"),) if text else ())
 
     @staticmethod
     def math(text: str) -> Label:
         """A formula such as an index map `2*p + w`: italic variables, upright digits and
-        operators, `2*p` written as `2p`, `-` as a minus sign, spaces around binary operators."""
-        return Label(_merge(_formula_runs(text)))
+        operators, `2*p` written as `2p`, `-` as a minus sign, spaces around binary operators.
+        Beyond `MAX_TITLE_CHARS` characters its middle is an ellipsis."""
+        return Label(_elide_runs(_merge(_formula_runs(text)), MAX_TITLE_CHARS))
 
     # ------------------------------------------------------------------ measuring and drawing
 
@@ -197,11 +232,8 @@ _OPENING = frozenset({"(", "[", ",", "*", "/", "//", "**", *_BINARY})
 
 def _letter_runs(text: str, script: Script) -> list[Run]:
     """Letters italic, everything else (digits, punctuation) roman."""
-    runs: list[Run] = []
-    for char in text:
-        style: Style = "italic" if char.isalpha() else "roman"
-        runs.append(Run(char, style, script))
-    return runs
+    return [Run("".join(chars), "italic" if alpha else "roman", script)
+            for alpha, chars in groupby(text, key=str.isalpha)]
 
 
 def _identifier_runs(name: str, script: Script) -> list[Run]:
@@ -256,16 +288,42 @@ def _formula_runs(text: str) -> list[Run]:
 
 
 def _merge(runs: list[Run]) -> tuple[Run, ...]:
-    """Join neighbouring runs of the same style and script."""
-    merged: list[Run] = []
+    """Join neighbouring runs of the same style and script (in time linear in the text)."""
+    merged: list[tuple[Style, Script, list[str]]] = []
     for run in runs:
         if not run.text:
             continue
-        if merged and merged[-1].style == run.style and merged[-1].script == run.script:
-            merged[-1] = Run(merged[-1].text + run.text, run.style, run.script)
+        if merged and merged[-1][0] == run.style and merged[-1][1] == run.script:
+            merged[-1][2].append(run.text)
         else:
-            merged.append(run)
-    return tuple(merged)
+            merged.append((run.style, run.script, [run.text]))
+    return tuple(Run("".join(texts), style, script) for style, script, texts in merged)
+
+
+def _elide_runs(runs: tuple[Run, ...], limit: int,
+                where: Elision = "middle") -> tuple[Run, ...]:
+    """`elide` for styled text: the runs cut to `limit` characters in all, an upright
+    ellipsis where characters were left out (at the script level of the text before it)."""
+    if sum(len(run.text) for run in runs) <= limit:
+        return runs
+    head, tail = _elision_split(limit, where)
+    kept: list[Run] = []
+    left = head
+    for run in runs:
+        if left <= 0:
+            break
+        kept.append(Run(run.text[:left], run.style, run.script))
+        left -= len(run.text)
+    script = kept[-1].script if kept else runs[0].script
+    kept.append(Run(ELLIPSIS, "roman", script))
+    ending: list[Run] = []
+    left = tail
+    for run in reversed(runs):
+        if left <= 0:
+            break
+        ending.append(Run(run.text[max(len(run.text) - left, 0):], run.style, run.script))
+        left -= len(run.text)
+    return _merge([*kept, *reversed(ending)])
 
 
 # --------------------------------------------------------------------------------------
@@ -494,13 +552,18 @@ def _path_data(label: Label, x: float, y: float, size: float) -> str:
 # --------------------------------------------------------------------------------------
 
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+"""The characters XML 1.0 cannot carry at all, not even as character references."""
+
+
+def xml_clean(text: str) -> str:
+    """`text` with every character XML 1.0 forbids replaced by U+FFFD."""
+    return _XML_INVALID.sub("\ufffd", text)
 
 
 def xml_escape(text: str) -> str:
     """Text safe inside an XML element or a quoted attribute: markup characters escaped,
     characters XML cannot carry replaced by U+FFFD, tabs and newlines made spaces."""
-    text = text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
-    text = _XML_INVALID.sub("\ufffd", text)
+    text = xml_clean(text.replace("\t", " ").replace("\r", " ").replace("\n", " "))
     return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("'", "&#39;"))
 

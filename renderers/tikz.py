@@ -23,7 +23,7 @@ _SYMBOLS = {
     "\u22c5": r"\cdot", "\u00b7": r"\cdot", "\u2115": r"\mathbb{N}", "\u211d": r"\mathbb{R}",
     "\U0001d539": r"\mathbb{B}", "\u21bb": r"\circlearrowright", "\u221a": r"\surd",
     "\u2264": r"\leq", "\u2265": r"\geq", "\u2260": r"\neq", "\u2192": r"\to",
-    "\u00b2": "^2", "\u2254": r"\coloneqq",
+    "\u00b2": "^2", "\u2254": r"\coloneqq", "\u2026": r"\ldots",
 }
 
 

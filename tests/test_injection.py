@@ -179,7 +179,7 @@ def test_file_name_cannot_inject_code(tmp_path: Path, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize("escape", ["\\x1b[31m", "\\x00", "\\x07", "\\ud800", "\\x7f"])
 def test_control_characters_in_strings_are_rejected(escape: str) -> None:
     line, column = located_error(titled(f"bad {escape} title"), "E100")
-    assert (line, column) == (5, 11)
+    assert (line, column) == (5, 16)  # at the escape, not at the string's opening quote
 
 
 def test_lone_surrogates_in_source_text_are_rejected() -> None:
