@@ -11,7 +11,6 @@ in the picture.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -19,6 +18,7 @@ from typing import Literal
 from ncd import ir
 
 from .geometry import LAYER_BOX, LAYER_MARK, Circle, Item, Path, Polygon, Rect, Stroke
+from .style import hex_colour, rgb
 from .text import Label, Run, elide
 
 # --------------------------------------------------------------------------------------
@@ -77,49 +77,22 @@ THEMES: dict[str, Theme] = {
     ),
 }
 
-_NAMED_COLOURS = {
-    "red": "#e41a1c", "green": "#4daf4a", "blue": "#377eb8", "yellow": "#ffdd33",
-    "orange": "#ff7f00", "purple": "#984ea3", "violet": "#8a5cc7", "pink": "#f781bf",
-    "brown": "#a65628", "grey": "#999999", "gray": "#999999", "cyan": "#33bbdd",
-    "teal": "#1b9e77", "magenta": "#d63ad6", "lavender": "#b6a6e0", "lime": "#9ad63a",
-    "olive": "#9a9a3a", "navy": "#283c8c", "gold": "#e6b422", "black": "#000000",
-    "white": "#ffffff",
-}
-_HEX = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
-
-
-def _rgb(colour: str) -> tuple[int, int, int]:
-    digits = colour[1:]
-    if len(digits) == 3:
-        digits = "".join(c * 2 for c in digits)
-    return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
-
-
-def _hex(rgb: tuple[float, float, float]) -> str:
-    return "#" + "".join(f"{max(0, min(255, round(c))):02x}" for c in rgb)
-
-
 def block_fill(theme: Theme, depth: int, colour: str | None) -> str:
     """The fill of a block: the user's colour (a `#rgb`/`#rrggbb` or a common name; anything
     else is ignored, so source text never reaches the output) made light enough to draw
     wires on, or the theme's palette colour for the nesting depth."""
-    base: str | None = None
-    if colour is not None:
-        text = colour.strip().lower()
-        if _HEX.fullmatch(text):
-            base = text
-        elif text in _NAMED_COLOURS:
-            base = _NAMED_COLOURS[text]
-    if base is None:
+    base = rgb(colour) if colour is not None else None
+    mix = rgb(theme.mix_with)
+    if base is None or mix is None:
         return theme.blocks[depth % len(theme.blocks)]
-    r, g, b = _rgb(base)
-    mr, mg, mb = _rgb(theme.mix_with)
+    r, g, b = base
+    mr, mg, mb = mix
     t = 0.72  # share of the background: a tint, never a saturated fill under black wires
     mixed = (r + (mr - r) * t, g + (mg - g) * t, b + (mb - b) * t)
     if theme.greyscale:
         grey = 0.299 * mixed[0] + 0.587 * mixed[1] + 0.114 * mixed[2]
-        return _hex((grey, grey, grey))
-    return _hex(mixed)
+        return hex_colour((grey, grey, grey))
+    return hex_colour(mixed)
 
 
 # --------------------------------------------------------------------------------------

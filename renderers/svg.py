@@ -17,13 +17,8 @@ from defusedxml.ElementTree import fromstring
 from svgwrite.base import BaseElement
 
 from .geometry import Circle, Diagram, Path, Polygon, Rect, Stroke, Text
+from .style import num
 from .text import Label, svg_text_element, xml_clean
-
-
-def num(value: float) -> str:
-    """A coordinate with at most two decimals, no trailing zeros, never `-0`."""
-    text = f"{round(value, 2):.2f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
 
 
 def path_data(item: Path) -> str:

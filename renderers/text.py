@@ -40,6 +40,10 @@ from typing import Literal, get_args
 from ziafont.glyph import SimpleGlyph
 from ziafont.svgpath import Cubic, Lineto, Moveto, Quad
 
+from ncd.elision import ELLIPSIS, MAX_NAME_CHARS, MAX_TITLE_CHARS, Elision, elide, elision_split
+
+from .style import hundredths
+
 with warnings.catch_warnings():
     # importing ziamath loads its default font through a deprecated importlib API
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -64,35 +68,6 @@ SPACE_AFTER_SCRIPT = 0.04
 
 _STYLES: tuple[str, ...] = get_args(Style)
 _SCRIPTS: tuple[str, ...] = get_args(Script)
-
-MAX_NAME_CHARS = 40
-"""The most characters of a name drawn (axis, variable, parameter and definition names, sizes):
-a longer one is drawn as its first and last characters around an ellipsis."""
-MAX_TITLE_CHARS = 80
-"""The most characters of a title drawn (block titles, formulas such as index maps and scale
-factors): a longer title is cut and ends in an ellipsis, a longer formula loses its middle."""
-ELLIPSIS = "\u2026"
-
-Elision = Literal["middle", "end"]
-
-
-def elide(text: str, limit: int = MAX_NAME_CHARS, where: Elision = "middle") -> str:
-    """`text` if it has at most `limit` characters, else `limit` characters of it with an
-    ellipsis in the middle (`where="middle"`: start and end stay) or at the end."""
-    if len(text) <= limit:
-        return text
-    head, tail = _elision_split(limit, where)
-    return text[:head] + ELLIPSIS + (text[len(text) - tail:] if tail else "")
-
-
-def _elision_split(limit: int, where: Elision) -> tuple[int, int]:
-    """How many characters stay before and after the ellipsis."""
-    if limit < 1:
-        raise ValueError(f"an elision limit is at least 1, got {limit}")
-    keep = limit - 1
-    head = keep if where == "end" else (keep + 1) // 2
-    return head, keep - head
-
 
 @dataclass(frozen=True)
 class TextBox:
@@ -125,6 +100,22 @@ class Run:
             raise ValueError(f"unknown text style {self.style!r}; expected one of {_STYLES}")
         if self.script not in _SCRIPTS:
             raise ValueError(f"unknown script level {self.script!r}; expected one of {_SCRIPTS}")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of a label that a PDF shows as one text string: characters of the font (italic
+    `x` is U+1D465, as the font maps it) at one size on one baseline, whose glyphs follow each
+    other by their advance widths, as a text string sets them. `x` is its left edge and `y`
+    its baseline, in px. A glyph the font names by no character (the box drawn for a
+    character it lacks) is a piece without `text`: its `outline` in px, y down, as
+    `M`/`L`/`Q`/`C`/`Z` segments with absolute coordinates."""
+
+    text: str
+    x: float
+    y: float
+    size: float
+    outline: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +177,17 @@ class Label:
         if not (isfinite(x) and isfinite(y) and abs(x) < 1e12 and abs(y) < 1e12):
             raise ValueError(f"label position must be finite and below 1e12, got ({x}, {y})")
         return _path_data(self, x, y, size)
+
+    def pieces(self, x: float, y: float, size: float) -> tuple[Piece, ...]:
+        """The label as a document format with embedded fonts (PDF) shows it as text: left
+        edge `x`, baseline `y`, font size `size`, the glyphs where `svg_path` draws them."""
+        _check_size(size)
+        return tuple(
+            Piece(text, x + dx * size, y + dy * size, size * scale,
+                  _outline_at(gid, x + dx * size, y + dy * size, size * scale) if not text
+                  else ())
+            for text, gid, dx, dy, scale in _placed(self).pieces
+        )
 
     def plain_text(self) -> str:
         """The label as plain text: `d_ff`, `L_q`, `x^2`, `2p + w`."""
@@ -306,7 +308,7 @@ def _elide_runs(runs: tuple[Run, ...], limit: int,
     ellipsis where characters were left out (at the script level of the text before it)."""
     if sum(len(run.text) for run in runs) <= limit:
         return runs
-    head, tail = _elision_split(limit, where)
+    head, tail = elision_split(limit, where)
     kept: list[Run] = []
     left = head
     for run in runs:
@@ -447,6 +449,9 @@ class _Placed:
     width: float
     ascent: float
     descent: float
+    pieces: tuple[tuple[str, int, float, float, float], ...] = ()
+    """Text strings (`Piece`) in em: characters (none for a glyph drawn as its outline),
+    that glyph, origin and scale."""
 
 
 @lru_cache(maxsize=16384)
@@ -460,6 +465,7 @@ def _placed(label: Label) -> _Placed:
     last_gid: int | None = None
     last_italic = False
     last_script: Script = "base"
+    pieces: list[tuple[str, int, float, float, float]] = []
     for run in label.runs:
         italic = "italic" in run.style
         if last_gid is not None:
@@ -473,6 +479,8 @@ def _placed(label: Label) -> _Placed:
         shift = {"base": 0.0, "sub": SUB_SHIFT, "sup": -SUP_SHIFT}[run.script]
         gids = [_glyph_id(char, run.style) for char in run.text]
         factor = scale / upem
+        piece: list[str] = []  # characters of the text string being gathered
+        piece_x = pen
         for i, gid in enumerate(gids):
             box = _outline(gid)[1]
             if box is not None:
@@ -482,38 +490,60 @@ def _placed(label: Label) -> _Placed:
                 ascent = max(ascent, ymax * factor - shift)
                 descent = max(descent, shift - ymin * factor)
             next_gid = gids[i + 1] if i + 1 < len(gids) else None
-            pen += _advance(gid, next_gid) * factor
+            advance = _advance(gid, next_gid)
+            char = _glyph_char(run.text[i], run.style)
+            if char:
+                if not piece:
+                    piece_x = pen
+                piece.append(char)
+            else:
+                if piece:
+                    pieces.append(("".join(piece), 0, piece_x, shift, scale))
+                    piece = []
+                if box is not None:
+                    pieces.append(("", gid, pen, shift, scale))
+            if piece and advance != _advance(gid, None):  # kerned: the string ends here
+                pieces.append(("".join(piece), 0, piece_x, shift, scale))
+                piece = []
+            pen += advance * factor
             last_gid = gid
+        if piece:
+            pieces.append(("".join(piece), 0, piece_x, shift, scale))
         if gids:
             last_italic = italic
             last_script = run.script
-    return _Placed(tuple(glyphs), max(pen, ink_right), ascent, descent)
+    return _Placed(tuple(glyphs), max(pen, ink_right), ascent, descent, tuple(pieces))
+
+
+@lru_cache(maxsize=8192)
+def _glyph_char(char: str, style: Style) -> str:
+    """The character that names `_glyph_id(char, style)` in the font's character map (italic
+    `x` is U+1D465), or "" when none does (a character the font lacks, drawn as the notdef
+    box; a control character; a glyph that cannot be read)."""
+    gid = _glyph_id(char, style)
+    if gid == 0 or _glyph(gid) is None:
+        return ""
+    category = unicodedata.category(char)
+    if char in "\t\n\r" or category in ("Zl", "Zp"):
+        return " "
+    styled = styledchr(char, MathVariant(italic="italic" in style, bold="bold" in style))
+    return styled if styled != char and _font().glyphindex(styled) == gid else char
+
+
+def _outline_at(gid: int, x: float, y: float, size: float
+                ) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """A glyph's outline with its origin at (`x`, `y`) px, font size `size`, y down."""
+    factor = size / _units_per_em()
+    return tuple(
+        (command, tuple(x + v * factor if j % 2 == 0 else y - v * factor
+                        for j, v in enumerate(coords)))
+        for command, coords in _outline(gid)[0]
+    )
 
 
 def _num(value: float) -> str:
     """A coordinate with at most two decimals and no trailing zeros; never `-0`."""
-    return _HUNDREDTHS[round(value * 100)]
-
-
-class _Hundredths(dict[int, str]):
-    """Memoised decimal text of integers in hundredths: 1250 -> `12.5`, -3 -> `-0.03`."""
-
-    def __missing__(self, key: int) -> str:
-        if len(self) > 1_000_000:
-            self.clear()
-        sign = "-" if key < 0 else ""
-        whole, fraction = divmod(abs(key), 100)
-        if fraction == 0:
-            text = f"{sign}{whole}"
-        elif fraction % 10 == 0:
-            text = f"{sign}{whole}.{fraction // 10}"
-        else:
-            text = f"{sign}{whole}.{fraction:02d}"
-        self[key] = text
-        return text
-
-
-_HUNDREDTHS = _Hundredths()
+    return hundredths(round(value * 100))
 
 
 @lru_cache(maxsize=65536)
@@ -538,7 +568,7 @@ def _glyph_template(gid: int, size: float) -> tuple[str, tuple[int, ...]]:
 def _path_data(label: Label, x: float, y: float, size: float) -> str:
     """Absolute path data. Each coordinate is the glyph's origin and the outline point, each
     rounded to hundredths first, so equal glyphs give equal numbers wherever they stand."""
-    text = _HUNDREDTHS.__getitem__
+    text = hundredths
     parts: list[str] = []
     for gid, dx, dy, scale in _placed(label).glyphs:
         template, flat = _glyph_template(gid, size * scale)

@@ -1,0 +1,97 @@
+"""How every emitter writes numbers and reads colours: one formatter, one colour table.
+
+The SVG, TikZ and PDF emitters and the graphviz overview all draw from these, so a diagram's
+numbers and colours agree whatever the format:
+
+- `num` writes a coordinate with at most two decimals, no trailing zeros and never `-0`, so
+  the same diagram always gives the same bytes; `hundredths` is its memoised form for whole
+  numbers of hundredths (glyph outlines, thousands of numbers per diagram).
+- A colour is `#rgb`, `#rrggbb` or a name of `NAMED_COLOURS` (the diagrams' palette: a
+  user's `color "purple"` is this purple in every output). `parse_colour` normalises one to
+  `#rrggbb`, or None when it is none of these, so text from the source never reaches an
+  output; `rgb` gives its channels and `hex_colour` writes channels back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+RGB = tuple[int, int, int]
+"""Red, green and blue channels, each 0..255."""
+
+# --------------------------------------------------------------------------------------
+# Numbers
+# --------------------------------------------------------------------------------------
+
+
+def num(value: float) -> str:
+    """A coordinate with at most two decimals, no trailing zeros, never `-0`."""
+    text = f"{round(value, 2):.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+class _Hundredths(dict[int, str]):
+    """Memoised decimal text of integers in hundredths: 1250 -> `12.5`, -3 -> `-0.03`."""
+
+    def __missing__(self, key: int) -> str:
+        if len(self) > 1_000_000:
+            self.clear()
+        sign = "-" if key < 0 else ""
+        whole, fraction = divmod(abs(key), 100)
+        if fraction == 0:
+            text = f"{sign}{whole}"
+        elif fraction % 10 == 0:
+            text = f"{sign}{whole}.{fraction // 10}"
+        else:
+            text = f"{sign}{whole}.{fraction:02d}"
+        self[key] = text
+        return text
+
+
+hundredths: Callable[[int], str] = _Hundredths().__getitem__
+"""`count` hundredths as `num` writes them: 1250 -> `12.5`, -3 -> `-0.03`, 0 -> `0` (a bound
+method of the memo, so that the outline writer pays no extra call per number)."""
+
+
+# --------------------------------------------------------------------------------------
+# Colours
+# --------------------------------------------------------------------------------------
+
+NAMED_COLOURS: dict[str, str] = {
+    "red": "#e41a1c", "green": "#4daf4a", "blue": "#377eb8", "yellow": "#ffdd33",
+    "orange": "#ff7f00", "purple": "#984ea3", "violet": "#8a5cc7", "pink": "#f781bf",
+    "brown": "#a65628", "grey": "#999999", "gray": "#999999", "cyan": "#33bbdd",
+    "teal": "#1b9e77", "magenta": "#d63ad6", "lavender": "#b6a6e0", "lime": "#9ad63a",
+    "olive": "#9a9a3a", "navy": "#283c8c", "gold": "#e6b422", "black": "#000000",
+    "white": "#ffffff",
+}
+"""The colour names a `.ncd` file may use, and the hue each stands for."""
+
+_HEX = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
+
+
+def parse_colour(text: str) -> str | None:
+    """`#rrggbb` (lower case) for a `#rgb`, `#rrggbb` or a name of `NAMED_COLOURS` (case and
+    surrounding spaces ignored); None for anything else."""
+    text = text.strip().lower()
+    if text in NAMED_COLOURS:
+        return NAMED_COLOURS[text]
+    if not _HEX.fullmatch(text):
+        return None
+    if len(text) == 4:
+        return "#" + "".join(c * 2 for c in text[1:])
+    return text
+
+
+def rgb(colour: str) -> RGB | None:
+    """The channels of a colour `parse_colour` reads; None when it reads none."""
+    value = parse_colour(colour)
+    if value is None:
+        return None
+    return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
+
+
+def hex_colour(channels: tuple[float, float, float]) -> str:
+    """`#rrggbb` of channels 0..255, each rounded and clamped."""
+    return "#" + "".join(f"{max(0, min(255, round(c))):02x}" for c in channels)
