@@ -65,6 +65,7 @@ class Result:
     details: str = ""
     compared: int = 0  # differential runs: size choices compared with the interpreter
     refused: int = 0  # ... and refused by both sides (a read out of bounds)
+    ill_conditioned: int = 0  # ... outputs whose disagreement is below the module's own wobble
     skipped: int = 0  # ... and definitions that could not be compared
     constructs: frozenset[str] = frozenset()
 
@@ -116,14 +117,16 @@ def run_semantic(job: Job, text: str) -> Result:
     findings = [f for report in reports.values() for f in report.findings]
     compared = sum(r.compared for r in reports.values())
     refused = sum(r.refused for r in reports.values())
+    ill_conditioned = sum(r.ill_conditioned for r in reports.values())
     skipped = sum(1 for r in reports.values() if r.skipped is not None)
     if findings:
         first = findings[0]
         return Result(job, True, seconds, text, f"semantic {first.kind}",
                       f"{first.message}"[:300], "\n".join(map(str, findings)),
-                      compared, refused, skipped, used)
+                      compared=compared, refused=refused, skipped=skipped,
+                      ill_conditioned=ill_conditioned, constructs=used)
     return Result(job, True, seconds, compared=compared, refused=refused, skipped=skipped,
-                  constructs=used)
+                  ill_conditioned=ill_conditioned, constructs=used)
 
 
 def run(job: Job) -> Result:
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             if result.job.kind == "semantic":
                 coverage.update(result.constructs)
                 semantic.update(compared=result.compared, refused=result.refused,
-                                skipped=result.skipped)
+                                skipped=result.skipped, ill=result.ill_conditioned)
             if slowest is None or result.seconds > slowest[0]:
                 slowest = (result.seconds, result.job)
             if result.broken:
@@ -247,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.semantic:
         print(f"  differential: {semantic['compared']} size choices compared with the "
               f"interpreter, {semantic['refused']} refused by both (out of bounds), "
-              f"{semantic['skipped']} definitions not comparable")
+              f"{semantic['skipped']} definitions not comparable, {semantic['ill']} outputs "
+              f"ill-conditioned (they move as much under rounding-level changes of the inputs)")
         print("  constructs (programs using each):")
         for construct, count in sorted(coverage.items()):
             print(f"    {count:6}  {construct}")
