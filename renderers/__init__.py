@@ -1,19 +1,20 @@
 """Renderers: the IR drawn as a neural circuit diagram.
 
-`render_svg` and `render_tikz` lay a definition out (`layout.py`: term -> geometry) and hand
-the geometry to a thin emitter (`svg.py`, `tikz.py`). They return strings and never touch
-files; `diagram` gives the geometry itself, with `Diagram.validate()`.
+`render_svg`, `render_tikz` and `render_pdf` lay a definition out (`layout.py`: term ->
+geometry) and hand the geometry to a thin emitter (`svg.py`, `tikz.py`, `pdf.py`). They
+return the document (a string; bytes for PDF) and never touch files; `diagram` gives the
+geometry itself, with `Diagram.validate()`.
 """
 
 from __future__ import annotations
 
 from ncd import ir
 
-from . import svg, tikz
+from . import pdf, svg, tikz
 from .geometry import Diagram
 from .layout import RenderOptions, layout_definition
 
-__all__ = ["Diagram", "RenderOptions", "diagram", "render_svg", "render_tikz"]
+__all__ = ["Diagram", "RenderOptions", "diagram", "render_pdf", "render_svg", "render_tikz"]
 
 
 def diagram(program: ir.Program, definition: str,
@@ -31,5 +32,13 @@ def render_svg(program: ir.Program, definition: str,
 
 def render_tikz(program: ir.Program, definition: str,
                 options: RenderOptions | None = None) -> str:
-    """The same diagram as a `tikzpicture` environment."""
-    return tikz.render(diagram(program, definition, options))
+    """The same diagram as a `tikzpicture` environment, or (`options.standalone`) as a
+    complete LaTeX document."""
+    options = options or RenderOptions()
+    return tikz.render(diagram(program, definition, options), standalone=options.standalone)
+
+
+def render_pdf(program: ir.Program, definition: str,
+               options: RenderOptions | None = None) -> bytes:
+    """The same diagram as a one-page PDF, its labels real text in the embedded font."""
+    return pdf.render(diagram(program, definition, options))
