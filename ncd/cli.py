@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Literal, cast
 
 from ncd.api import Program, load
 from ncd.diagnostics import NcdError
@@ -27,6 +28,8 @@ from ncd.loader import kind_of_file
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 RENDER_FORMATS = ("svg", "pdf", "png", "dot", "tex")
+Format = Literal["svg", "png", "pdf"]
+"""The formats of a drawn overview."""
 
 
 class UsageError(Exception):
@@ -285,30 +288,39 @@ def command_render(args: argparse.Namespace) -> int:
     if fmt not in RENDER_FORMATS:
         raise UsageError(f"cannot render to .{fmt}; use one of: "
                          + ", ".join(f".{f}" for f in RENDER_FORMATS))
-    from ncd.renderers import RenderOptions, render_svg, render_tikz
+    if args.overview and fmt == "tex":
+        raise UsageError("the overview (--overview) is drawn as .svg, .png or .pdf, or written "
+                         "as graphviz's .dot; not as .tex")
+    if args.standalone and fmt != "tex":
+        raise UsageError(f"--standalone makes a LaTeX document: render to .tex, not .{fmt}")
+    data: str | bytes
+    if args.overview or fmt == "dot":
+        from ncd.renderers.dot import LayoutProgramMissing, program_to_dot, render_dot
+
+        source = program_to_dot(program.ir, name, collapse_depth=args.collapse)
+        try:
+            data = source if fmt == "dot" else render_dot(source, cast(Format, fmt))
+        except LayoutProgramMissing as error:
+            raise UsageError(str(error)) from None
+        _emit(args, data)
+        return EXIT_OK
+    from ncd.renderers import RenderOptions, render_pdf, render_svg, render_tikz
 
     options = RenderOptions(wire_labels=args.labels, collapse_depth=args.collapse,
                             theme=args.theme, text=args.text, expand_calls=args.expand,
-                            show_params=args.params)
-    data: str | bytes
-    if fmt == "dot":
-        from ncd.renderers.dot import program_to_dot
-
-        data = program_to_dot(program.ir, name, collapse_depth=args.collapse)
-    elif fmt == "tex":
+                            show_params=args.params, standalone=args.standalone)
+    if fmt == "tex":
         data = render_tikz(program.ir, name, options)
+    elif fmt == "pdf":
+        data = render_pdf(program.ir, name, options)
     else:
         svg = render_svg(program.ir, name, options)
         if fmt == "svg":
             data = svg
-        elif fmt == "png":
+        else:
             from ncd.renderers.export import svg_to_png
 
             data = svg_to_png(svg)
-        else:
-            from ncd.renderers.export import svg_to_pdf
-
-            data = svg_to_pdf(svg)
     _emit(args, data)
     return EXIT_OK
 
@@ -446,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="draw called definitions in place instead of as named boxes")
     render.add_argument("--params", action="store_true",
                         help="draw the parameter wires of learned operations")
+    render.add_argument("--overview", action="store_true",
+                        help="draw the graphviz overview (one node per operation) instead: "
+                             ".svg, .png, .pdf (or .dot, its DOT text)")
+    render.add_argument("--standalone", action="store_true",
+                        help="TikZ (.tex) as a complete LaTeX document, not a tikzpicture")
     common(render)
     render.set_defaults(run=command_render)
 

@@ -281,3 +281,80 @@ def test_mutated_models_never_crash(tmp_path: Path, capsys: pytest.CaptureFixtur
         code, _ = check_bytes(src.encode(), tmp_path, capsys)
         codes.add(code)
     assert codes <= {0, 1} and 1 in codes
+
+
+# ---- render: formats, the overview, standalone TikZ --------------------------------------
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [
+    ("svg", b"<svg"), ("png", b"\x89PNG\r\n\x1a\n"), ("pdf", b"%PDF-"), ("dot", b"digraph"),
+])
+def test_overview_as_a_picture(suffix: str, magic: bytes, good: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / f"overview.{suffix}"
+    code, _, err = run(["render", str(good), "--overview", "-o", str(out)], capsys)
+    assert code == 0 and err == ""
+    data = out.read_bytes()
+    assert magic in data[:400]
+    if suffix == "pdf":
+        import io
+
+        import pypdf
+
+        text = pypdf.PdfReader(io.BytesIO(data), strict=True).pages[0].extract_text()
+        assert "linear m → n" in text and "relu" in text  # the nodes, as text
+
+
+def test_dot_text_stays_dot_text(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, plain, _ = run(["render", str(good), "-f", "dot"], capsys)
+    assert code == 0 and plain.startswith("digraph")
+    code, overview, _ = run(["render", str(good), "--overview", "-f", "dot"], capsys)
+    assert code == 0 and overview == plain
+
+
+def test_pdf_of_the_diagram_has_its_labels_as_text(good: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import unicodedata
+
+    import pypdf
+
+    out = tmp_path / "f.pdf"
+    for text in ("paths", "text"):
+        code, _, _ = run(["render", str(good), "--text", text, "-o", str(out)], capsys)
+        assert code == 0
+        page = pypdf.PdfReader(io.BytesIO(out.read_bytes()), strict=True).pages[0]
+        words = unicodedata.normalize("NFKC", page.extract_text()).split()
+        assert {"x", "m", "n"} <= set(words)
+
+
+def test_standalone_tikz_is_a_document(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, document, _ = run(["render", str(good), "-f", "tex", "--standalone"], capsys)
+    assert code == 0
+    assert r"\documentclass[border=0pt]{standalone}" in document
+    assert document.rstrip().endswith(r"\end{document}")
+    code, picture, _ = run(["render", str(good), "-f", "tex"], capsys)
+    assert code == 0 and picture.startswith("% ncd diagram") and r"\documentclass" not in picture
+
+
+@pytest.mark.parametrize("argv", [
+    ["--overview", "-f", "tex"], ["--standalone", "-f", "svg"], ["--standalone", "-f", "pdf"],
+])
+def test_render_option_conflicts_are_usage_errors(argv: list[str], good: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["render", str(good), *argv], capsys)
+    assert code == 2 and out == "" and err.startswith("ncd: error:")
+
+
+def test_overview_without_a_layout_program_is_a_usage_error(
+        good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from ncd.renderers import dot
+
+    def missing() -> list[str]:
+        raise dot.LayoutProgramMissing("no graphviz layout program found")
+
+    monkeypatch.setattr(dot, "find_layout_program", missing)
+    code, _, err = run(["render", str(good), "--overview", "-o", str(tmp_path / "o.svg")],
+                       capsys)
+    assert code == 2 and "graphviz" in err and not (tmp_path / "o.svg").exists()
