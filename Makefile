@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m ncd.gallery_job
 
+# The suite runs on two workers (pytest-xdist; the machines have two cores). Every test is
+# safe to run in parallel: outputs go to pytest's temporary folders, goldens are written
+# atomically and hypothesis is derandomised (tests/conftest.py).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,12 +11,20 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import ncd
 from ncd import ir
 from ncd.diagnostics import Diagnostic, NcdError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Every property test draws the same examples on every run, whichever worker of a parallel
+# run (pytest-xdist) it lands on and whatever ran before it: examples derive from the test
+# alone, and no example database is read or written (nothing shared between workers, nothing
+# in the working tree). `bench/fuzz.py` is the place for open-ended search.
+settings.register_profile("ncd", derandomize=True, database=None)
+settings.load_profile("ncd")
 
 
 def ok(src: str, sizes: Mapping[str, int] | None = None) -> ir.Program:
