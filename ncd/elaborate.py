@@ -10,17 +10,17 @@ reported.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import assert_never
 
 from ncd import ir
 from ncd import syntax as s
 from ncd.context import AxisInfo, BlockGroup, Context, Reject, Step, Value, array, port, shape
 from ncd.diagnostics import Note, did_you_mean
+from ncd.initialisers import INITIALISERS, check_initialiser
+from ncd.ops.arguments import constant_value
 from ncd.sizes import Size, SizeLimit, from_ir
+from ncd.statements import elaborate_body, single
 from ncd.wiring import build_term
-
-INITIALISERS = {"default": 0, "normal": 2, "uniform": 2, "zeros": 0, "ones": 0, "xavier": 0,
-                "kaiming": 0, "constant": 1}
-
 
 # ---------------------------------------------------------------------------------------
 # sizes written in the source
@@ -158,6 +158,10 @@ class DefinitionBuilder:
     def add_step(self, term: ir.Term, inputs: Sequence[Value], outputs: Sequence[Value]) -> None:
         self.steps.append(Step(term, list(inputs), list(outputs)))
 
+    def single(self, expr: s.Expr, name: str | None = None) -> Value:
+        """The one array an expression (an operator's argument) evaluates to."""
+        return single(self, expr, name)
+
     def lookup(self, name: str, span: ir.Span) -> Value:
         if name in self.scope:
             value = self.scope[name]
@@ -212,8 +216,6 @@ class DefinitionBuilder:
             args = []
             for arg in stmt.init.args:
                 args.append(constant_value(self.ctx, arg))
-            from ncd.operators import check_initialiser
-
             try:
                 check_initialiser(self.ctx, stmt.init, args)
             except Reject:  # reported; the parameter still exists, so its uses stay quiet
@@ -306,7 +308,7 @@ class DefinitionBuilder:
 
     # ---- generic broadcasted steps
     def broadcast(self, op: ir.Operator, inputs: Sequence[tuple[Value, Sequence[str]]],
-                  outputs: Sequence[tuple[ir.ArrayType, Sequence[str], str]],
+                  outputs: Sequence[tuple[ir.ArrayType, Sequence[str], str | None]],
                   span: ir.Span, params: Sequence[tuple[ir.Parameter, Sequence[str]]] = (),
                   degree: Sequence[ir.Axis] | None = None) -> list[Value]:
         """Record a broadcasted operation; the degree defaults to the first output's tiling
@@ -328,19 +330,7 @@ class DefinitionBuilder:
         return out_values
 
 
-def constant_value(ctx: Context, expr: s.Expr) -> float:
-    """A number written in the source (`0.02`, `-1`, `1e-5`)."""
-    match expr:
-        case s.Number(value=value):
-            return float(value)
-        case s.Neg(operand=operand):
-            return -constant_value(ctx, operand)
-    raise ctx.error("E307", "expected a number here", expr.span)
-
-
 def elaborate_definition(ctx: Context, definition: s.Definition) -> ir.Definition | None:
-    from ncd.statements import elaborate_body
-
     builder = DefinitionBuilder(ctx, definition.name.name)
     inputs: list[Value] = []
     failed = False
@@ -419,7 +409,7 @@ def elaborate_pointfree(ctx: Context, item: s.PointFree) -> ir.Definition | None
                 return ir.Product(dom=tuple(a for t in terms for a in t.dom),
                                   cod=tuple(a for t in terms for a in t.cod), terms=tuple(terms),
                                   span=span)
-        raise AssertionError(f"unknown point-free expression {expr!r}")
+        assert_never(expr)
 
     try:
         body = term(item.expr)

@@ -12,13 +12,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ncd import ir
 from ncd import syntax as s
 from ncd.context import Reject, Value, array, shape
 from ncd.diagnostics import Note, did_you_mean
-from ncd.elaborate import DefinitionBuilder
+from ncd.ops.arithmetic import scalar
 from ncd.sizes import Size, check_nonnegative, from_ir
+
+if TYPE_CHECKING:
+    from ncd.elaborate import DefinitionBuilder
 
 
 @dataclass
@@ -69,8 +73,6 @@ def elaborate_equation(builder: DefinitionBuilder, stmt: s.Equation) -> Value:
                 raise ctx.error("E313", "a tensor equation divides only by constants", expr.span)
             operands.append(_operand(builder, expr, index_vars, stmt))
         else:
-            from ncd.operators import scalar
-
             value, text = scalar(builder, expr)
             if inverse:
                 if value == 0:

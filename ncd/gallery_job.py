@@ -39,7 +39,7 @@ def main() -> int:
             suffix = "" if definition.name == main_name else f".{definition.name}"
             svg_path = GALLERY / f"{source.stem}{suffix}.svg"
             write_atomically(svg_path, render_svg(program.ir, definition.name).encode())
-            calls = any(isinstance(t, ir.Broadcasted) and t.op.kind == "call"
+            calls = any(isinstance(t, ir.Broadcasted) and isinstance(t.op, ir.CallOp)
                         for t in ir.walk(definition.ir.body))
             if calls:
                 expanded = render_svg(program.ir, definition.name,

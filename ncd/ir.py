@@ -13,9 +13,11 @@ nodes (`Operator`), and the closed set of term nodes (`Term`): `Identity`, `Rear
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, assert_never, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from ncd.ops.functions import ElementwiseFunction
 
 
 class Node(BaseModel):
@@ -338,14 +340,13 @@ class NormOp(Node):
     bias: bool = False
 
 
-ELEMENTWISE_FUNCTIONS = ("relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg", "sqrt",
-                         "abs", "square")
+ELEMENTWISE_FUNCTIONS: tuple[ElementwiseFunction, ...] = get_args(ElementwiseFunction)
+"""The elementwise functions, declared in `ncd.ops.functions`."""
 
 
 class ElementwiseOp(Node):
     kind: Literal["elementwise"] = "elementwise"
-    function: Literal["relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg", "sqrt",
-                      "abs", "square"]
+    function: ElementwiseFunction
 
 
 class ScaleOp(Node):
@@ -390,9 +391,12 @@ class MaskOp(Node):
     causal: bool = False
 
 
+ReduceFunction = Literal["sum", "mean", "max", "min", "logsumexp"]
+
+
 class ReduceOp(Node):
     kind: Literal["reduce"] = "reduce"
-    function: Literal["sum", "mean", "max", "min", "logsumexp"]
+    function: ReduceFunction
     axes: tuple[str, ...]
 
 
@@ -455,10 +459,8 @@ Operator = Annotated[
     Field(discriminator="kind"),
 ]
 
-OPERATOR_KINDS: tuple[str, ...] = (
-    "einsum", "linear", "embedding", "softmax", "norm", "elementwise", "scale", "dropout", "add",
-    "multiply", "mask", "reduce", "concat", "split", "pad", "rename", "reshape", "call",
-)
+OPERATOR_TYPES: tuple[type[Node], ...] = get_args(get_args(Operator)[0])
+"""The operator node types, in the order of `Operator`; each has one declaration in `ncd.ops`."""
 
 
 # --------------------------------------------------------------------------------------
@@ -564,10 +566,8 @@ Term = Annotated[
     Field(discriminator="kind"),
 ]
 
-TERM_KINDS: tuple[str, ...] = (
-    "identity", "rearrangement", "reindexing", "broadcasted", "composed", "product", "block",
-    "scan",
-)
+TERM_TYPES: tuple[type[TermBase], ...] = get_args(get_args(Term)[0])
+"""The term node types, in the order of `Term`."""
 
 
 # --------------------------------------------------------------------------------------
@@ -621,6 +621,16 @@ for _model in (SizeAdd, SizeMul, SizeDiv, SizeFloorDiv, Axis, Datatype, Composed
     _model.model_rebuild()
 
 
+def kind_of(node: type[Node]) -> str:
+    """The `kind` tag of a node type (`EinsumOp` -> `einsum`)."""
+    kind: str = node.model_fields["kind"].default
+    return kind
+
+
+OPERATOR_KINDS: tuple[str, ...] = tuple(kind_of(node) for node in OPERATOR_TYPES)
+TERM_KINDS: tuple[str, ...] = tuple(kind_of(node) for node in TERM_TYPES)
+
+
 def children(term: Term) -> tuple[Term, ...]:
     """The direct subterms of a term."""
     match term:
@@ -632,7 +642,7 @@ def children(term: Term) -> tuple[Term, ...]:
             return (step,)
         case Identity() | Rearrangement() | Reindexing() | Broadcasted():
             return ()
-    raise AssertionError(f"unknown term {term!r}")
+    assert_never(term)
 
 
 def walk(term: Term) -> Iterator[Term]:

@@ -4,13 +4,19 @@ and the expressions that call operators and definitions."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, assert_never
 
 from ncd import ir
 from ncd import syntax as s
-from ncd.context import BlockGroup, Reject, Value
-from ncd.diagnostics import Note, did_you_mean
-from ncd.elaborate import DefinitionBuilder
+from ncd.context import BlockGroup, Reject, Value, rearrangement_map
+from ncd.diagnostics import Note
+from ncd.equations import elaborate_equation
+from ncd.operators import call
+from ncd.ops.arithmetic import arithmetic
 from ncd.sizes import SizeLimit, from_ir
+
+if TYPE_CHECKING:
+    from ncd.elaborate import DefinitionBuilder
 
 MAX_STATEMENTS = 10_000
 MAX_REPEAT = 10_000
@@ -93,8 +99,6 @@ def match_results(builder: DefinitionBuilder, returned: list[Value],
 def transpose(builder: DefinitionBuilder, value: Value, expected: ir.ArrayType,
               span: ir.Span) -> Value:
     """Reorder the axes of `value` to the order of `expected` (a permutation reindexing)."""
-    from ncd.context import rearrangement_map
-
     eta = rearrangement_map(expected.shape, value.array.shape)
     out = builder.new_value(ir.ArrayType(dtype=value.array.dtype, shape=expected.shape),
                             None, span, base=f"{value.name}_t")
@@ -104,8 +108,6 @@ def transpose(builder: DefinitionBuilder, value: Value, expected: ir.ArrayType,
 
 
 def statement(builder: DefinitionBuilder, stmt: s.Statement) -> None:
-    from ncd.equations import elaborate_equation
-
     try:
         match stmt:
             case s.Assign(targets=targets, value=expr):
@@ -137,6 +139,8 @@ def statement(builder: DefinitionBuilder, stmt: s.Statement) -> None:
             case s.Return():
                 raise builder.ctx.error("E308", "`return` is only allowed at the end of a "
                                         "definition, not inside a block", stmt.span)
+            case _:
+                assert_never(stmt)
     except Reject:
         return
     except SizeLimit as limit:
@@ -292,8 +296,6 @@ def single(builder: DefinitionBuilder, expr: s.Expr, name: str | None = None) ->
 
 
 def expression(builder: DefinitionBuilder, expr: s.Expr, name: str | None = None) -> list[Value]:
-    from ncd.operators import arithmetic, call
-
     ctx = builder.ctx
     match expr:
         case s.Var(name=var, span=span):
@@ -309,12 +311,5 @@ def expression(builder: DefinitionBuilder, expr: s.Expr, name: str | None = None
             raise ctx.error(
                 "E313", f"indexing `{ident.name}[...]` is written in a tensor equation", span,
                 hint=f"bind it with indices on the left: `Y[i, j] = {ident.name}[...]`")
-    raise AssertionError(f"unknown expression {expr!r}")
+    assert_never(expr)
 
-
-def unknown_callable(builder: DefinitionBuilder, ident: s.Ident) -> Reject:
-    from ncd.operators import OPERATORS
-
-    candidates = [*OPERATORS, *builder.ctx.definitions]
-    return builder.ctx.error("E202", f"unknown operator or definition `{ident.name}`",
-                             ident.span, hint=did_you_mean(ident.name, candidates))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from ncd import ir
 from ncd.context import BlockGroup, Step, Value
+from ncd.operators import declaration
 
 
 def block_term(group: BlockGroup, exported: Sequence[Value]) -> ir.Block:
@@ -121,14 +122,11 @@ def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
     return ir.Composed(dom=dom, cod=cod, terms=tuple(layers), span=span)
 
 
-COMMUTATIVE = ("add", "multiply")
-
-
 def _operands_in_wire_order(step: Step, position: dict[int, int]) -> Step:
     """Operands of a commutative operation taken in the order their wires already lie, so the
     diagram needs no crossing before a residual `+`."""
     term = step.term
-    if not (isinstance(term, ir.Broadcasted) and term.op.kind in COMMUTATIVE):
+    if not (isinstance(term, ir.Broadcasted) and declaration(term.op).commutative):
         return step
     order = sorted(range(len(step.inputs)),
                    key=lambda i: (position.get(step.inputs[i].id, len(position)), i))

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Literal, assert_never
 
 from ncd import ir
+from ncd.elision import formula, listed
+from ncd.operators import declaration
 
 from .export import parse_color, svg_to_pdf, svg_to_png
 from .text import MAX_TITLE_CHARS, elide
@@ -124,83 +126,18 @@ def _write_cluster(cluster: _Cluster, indent: str, lines: list[str]) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _axes(names: tuple[str, ...]) -> str:
-    return " ".join(elide(name) for name in names)
-
-
-def _listed(names: tuple[str, ...]) -> str:
-    return ", ".join(elide(name) for name in names)
-
-
-def _formula(text: str) -> str:
-    return elide(text, MAX_TITLE_CHARS)
-
-
 def _array_text(array: ir.ArrayType) -> str:
     """`R[x, m]`, `N[v][x]`, each name and size bounded in length."""
-    dtype = array.dtype.kind
+    dtype: str = array.dtype.kind
     if array.dtype.kind == "N" and array.dtype.bound is not None:
-        dtype = f"N[{_formula(ir.size_text(array.dtype.bound))}]"
-    return f"{dtype}[{_listed(array.shape.names)}]"
+        dtype = f"N[{formula(ir.size_text(array.dtype.bound))}]"
+    return f"{dtype}[{listed(array.shape.names)}]"
 
 
 def _operator_label(op: ir.Operator) -> tuple[str, str]:
-    """The label and node shape of a base operation."""
-    match op:
-        case ir.EinsumOp():
-            text = f"contract {_axes(op.contracted)}" if op.contracted else "multiply"
-            if op.scale_text:
-                text += f"\nscale {_formula(op.scale_text)}"
-            elif op.scale != 1.0:
-                text += f"\nscale {op.scale:g}"
-            return text, "box"
-        case ir.LinearOp():
-            text = f"linear {_axes(op.inputs)} → {_axes(op.outputs)}"
-            return text + (" + bias" if op.bias else ""), "note"
-        case ir.EmbeddingOp():
-            return f"embedding → {_axes(op.outputs)}", "note"
-        case ir.SoftmaxOp():
-            return f"{'log_softmax' if op.log else 'softmax'}[{_listed(op.axes)}]", "box"
-        case ir.NormOp():
-            return f"{op.norm}[{_listed(op.axes)}]", "ellipse"
-        case ir.ElementwiseOp():
-            return op.function, "box"
-        case ir.ScaleOp():
-            return f"× {_formula(op.text)}", "box"
-        case ir.DropoutOp():
-            return f"dropout {op.p:g}", "box"
-        case ir.AddOp():
-            return "+", "circle"
-        case ir.MultiplyOp():
-            return "×", "circle"
-        case ir.MaskOp():
-            if op.causal:
-                text = f"causal[{_listed(op.axes)}]"
-            elif op.by_array:
-                text = f"mask[{_listed(op.axes)}] by array"
-            else:
-                text = f"mask[{_listed(op.axes)}]"
-                if op.conditions:
-                    text += "\n" + _formula(", ".join(c.text for c in op.conditions))
-            return text, "Msquare"
-        case ir.ReduceOp():
-            return f"{op.function}[{_listed(op.axes)}]", "box"
-        case ir.ConcatOp():
-            return f"concat {_axes(op.inputs)} → {elide(op.output)}", "box"
-        case ir.SplitOp():
-            return f"split {elide(op.input)} → {_axes(op.outputs)}", "box"
-        case ir.PadOp():
-            return (f"pad {elide(op.input)} → {elide(op.output)} ({op.before}, {op.after})",
-                    "box")
-        case ir.RenameOp():
-            return "rename " + ", ".join(f"{elide(a)} → {elide(b)}" for a, b in op.mapping), \
-                "box"
-        case ir.ReshapeOp():
-            return f"reshape {_axes(op.inputs)} → {_axes(op.outputs)}", "box"
-        case ir.CallOp():
-            return elide(op.definition), "box3d"
-        case _:
-            assert_never(op)
+    """The label and node shape of a base operation, as its declaration (`ncd.ops`) gives
+    them."""
+    return declaration(op).overview(op)
 
 
 def _is_permutation(eta: ir.StrideMorphism) -> bool:
@@ -242,7 +179,7 @@ class _Walker:
             case ir.Reindexing():
                 if _is_permutation(term.eta):
                     return [_Source(inputs[0].node, term.cod[0])]
-                label = _formula(term.eta.text().replace(" -> ", " → "))
+                label = formula(term.eta.text().replace(" -> ", " → "))
                 if term.name:
                     label = f"{elide(term.name)}\n{label}"
                 return self.operation(label, "hexagon", inputs, term.cod)

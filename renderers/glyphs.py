@@ -1,25 +1,28 @@
-"""The box glyph of each base operation: a table keyed by `op.kind`, and the colour themes.
+"""The glyph of each base operation, drawn as its declaration says, and the colour themes.
 
-A glyph says where it sits (`placement`): a *box* spanning the operation's target wires, a
-*junction* where the wires of several inputs meet (`+` for addition), or *cups* (einsum:
-contracted axes joined by arcs, no box at all). It gives its caption (the bold `L_q` of a
-linear map, the function name of an elementwise map) and draws its outline into a frame the
-layout has sized to fit the caption. The table has one entry per `ir.OPERATOR_KINDS`
-(a test checks that none is missing), so a new operator kind fails loudly here, not silently
-in the picture.
+An operator's declaration (`ncd.ops`) gives its glyph: a *box* spanning the operation's target
+wires, with a named outline and a caption (the bold `L_q` of a linear map, the function name of
+an elementwise map); a *junction* where the wires of several inputs meet, with a mark (`+` for
+addition); or *cups* (einsum: contracted axes joined by arcs, no box at all). This module
+draws each outline and mark into a frame the layout has sized to fit the caption, and sets the
+caption in the diagram's text. `glyph_of(op)` finds an operation's glyph by the type of its IR
+node; the outlines, marks and caption kinds are matched exhaustively, so a new one is a type
+error here, not a silent default in the picture.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, assert_never
 
 from ncd import ir
+from ncd.operators import DECLARATIONS
+from ncd.ops import declaration as decl
 
 from .geometry import LAYER_BOX, LAYER_MARK, Circle, Item, Path, Polygon, Rect, Stroke
 from .style import hex_colour, rgb
-from .text import Label, Run, elide
+from .text import Label, Run
 
 # --------------------------------------------------------------------------------------
 # Themes
@@ -212,86 +215,69 @@ def odot(cx: float, cy: float, theme: Theme) -> list[Item]:
 
 
 # --------------------------------------------------------------------------------------
-# Captions
-# --------------------------------------------------------------------------------------
-
-
-def _subscript(term: ir.Broadcasted) -> str | None:
-    """The subscript of a learned map: `W_q` -> q, else the output variable's name."""
-    for param in term.params:
-        head, sep, tail = param.name.partition("_") if param.name else ("", "", "")
-        if sep and tail and head.lower() in ("w", "e", "weight", "table"):
-            return tail
-    for output in term.outputs:
-        if output.name:
-            return output.name
-    for param in term.params:
-        if param.name:
-            return param.name
-    return None
-
-
-_FUNCTION_TEXT = {
-    "relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "tanh": "tanh", "exp": "exp", "log": "log",
-    "neg": "\u2212", "sqrt": "\u221a", "abs": "|\u00b7|", "square": "(\u00b7)\u00b2",
-}
-
-
-def _elementwise_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
-    assert isinstance(op, ir.ElementwiseOp)
-    if op.function == "sigmoid":
-        return Label((Run("\u03c3", "italic"),))
-    return Label.plain(_FUNCTION_TEXT[op.function])
-
-
-def _reduce_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
-    assert isinstance(op, ir.ReduceOp)
-    if op.function == "sum":
-        return Label.plain("\u03a3")
-    return Label.plain(op.function)
-
-
-def _scale_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
-    assert isinstance(op, ir.ScaleOp)
-    return Label.math(f"\u00d7 {op.text}" if op.text else f"\u00d7 {op.factor:g}")
-
-
-def _dropout_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
-    assert isinstance(op, ir.DropoutOp)
-    return Label.plain(f"drop {op.p:g}")
-
-
-def _call_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
-    assert isinstance(op, ir.CallOp)
-    return Label.plain(elide(op.definition))
-
-
-def _pad_caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
-    assert isinstance(op, ir.PadOp)
-    return Label.plain(f"pad {op.before}, {op.after}")
-
-
-def _no_caption(op: ir.Operator, term: ir.Broadcasted) -> Label | None:
-    return None
-
-
-def _norm_caption(op: ir.Operator, term: ir.Broadcasted) -> Label | None:
-    return None
-
-
-# --------------------------------------------------------------------------------------
-# The table
+# Glyphs from the declarations
 # --------------------------------------------------------------------------------------
 
 Shape = Callable[[float, float, float, float, Theme], list[Item]]
-Caption = Callable[[ir.Operator, ir.Broadcasted], Label | None]
+Mark = Callable[[float, float, Theme], list[Item]]
+
+
+def outline_shape(outline: decl.Outline) -> Shape:
+    """The drawing of a box outline named by a declaration."""
+    match outline:
+        case "card":
+            return card
+        case "triangle_left":
+            return triangle_left
+        case "norm_circle":
+            return norm_circle
+        case "mask_square":
+            return mask_square
+        case "plain_box":
+            return plain_box
+        case "call_box":
+            return call_box
+        case "funnel":
+            return funnel
+        case "fan":
+            return fan
+        case "chevron_box":
+            return chevron_box
+        case "rename_tag":
+            return rename_tag
+    assert_never(outline)
+
+
+def junction_mark(mark: decl.Mark) -> Mark:
+    """The drawing of a junction's mark named by a declaration."""
+    match mark:
+        case "plus":
+            return plus_sign
+        case "odot":
+            return odot
+    assert_never(mark)
+
+
+def caption_label(caption: decl.Caption) -> Label:
+    """A declaration's caption set in the diagram's kind of text."""
+    match caption.kind:
+        case "plain":
+            return Label.plain(caption.text)
+        case "math":
+            return Label.math(caption.text)
+        case "operator":
+            return Label.operator(caption.text, caption.subscript)
+        case "italic":
+            return Label((Run(caption.text, "italic"),))
+    assert_never(caption.kind)
 
 
 @dataclass(frozen=True)
-class Glyph:
-    placement: Literal["box", "junction", "cups"]
-    shape: Shape | None
-    caption: Caption
+class BoxGlyph:
+    """A box on the operation's target wires: its outline and caption, and its least size."""
+
+    shape: Shape
+    describe: Callable[[Any, ir.Broadcasted], decl.Caption | None]
     caption_size: float = 12.0
     min_width: float = 24.0
     min_height: float = 24.0
@@ -301,46 +287,43 @@ class Glyph:
     """Where the caption sits, as a share of the width right of centre (the card's fold
     takes its lower-left corner)."""
 
-
-def _card_caption(symbol: str) -> Caption:
-    def caption(op: ir.Operator, term: ir.Broadcasted) -> Label:
-        return Label.operator(symbol, _subscript(term))
-    return caption
+    def caption(self, op: ir.Operator, term: ir.Broadcasted) -> Label | None:
+        described = self.describe(op, term)
+        return caption_label(described) if described is not None else None
 
 
-GLYPHS: dict[str, Glyph] = {
-    "einsum": Glyph("cups", None, _no_caption),
-    "linear": Glyph("box", card, _card_caption("L"), caption_size=16.0, min_width=34.0,
-                    min_height=34.0, caption_dx=0.06),
-    "embedding": Glyph("box", card, _card_caption("E"), caption_size=16.0, min_width=34.0,
-                       min_height=34.0, caption_dx=0.06),
-    "softmax": Glyph("box", triangle_left, _no_caption, min_width=22.0, min_height=26.0,
-                     square=True),
-    "norm": Glyph("box", norm_circle, _norm_caption, min_width=30.0, min_height=30.0,
-                  square=True),
-    "elementwise": Glyph("box", plain_box, _elementwise_caption, caption_size=11.0,
-                         min_width=22.0, min_height=18.0),
-    "scale": Glyph("box", plain_box, _scale_caption, caption_size=11.0, min_width=22.0,
-                   min_height=18.0),
-    "dropout": Glyph("box", plain_box, _dropout_caption, caption_size=11.0, min_width=22.0,
-                     min_height=18.0),
-    "add": Glyph("junction", None, _no_caption),
-    "multiply": Glyph("junction", None, _no_caption),
-    "mask": Glyph("box", mask_square, _no_caption, min_width=26.0, min_height=26.0,
-                  square=True),
-    "reduce": Glyph("box", plain_box, _reduce_caption, caption_size=13.0, min_width=24.0,
-                    min_height=22.0),
-    "concat": Glyph("box", funnel, _no_caption, min_width=16.0, min_height=22.0),
-    "split": Glyph("box", fan, _no_caption, min_width=16.0, min_height=22.0),
-    "pad": Glyph("box", fan, _pad_caption, caption_size=10.0, min_width=30.0,
-                 min_height=22.0),
-    "rename": Glyph("box", rename_tag, _no_caption, min_width=18.0, min_height=18.0),
-    "reshape": Glyph("box", chevron_box, _no_caption, min_width=20.0, min_height=22.0),
-    "call": Glyph("box", call_box, _call_caption, caption_size=12.0, min_width=30.0,
-                  min_height=26.0),
-}
+@dataclass(frozen=True)
+class JunctionGlyph:
+    """The inputs' wires meet at dots; their separators run into the mark."""
 
-JUNCTIONS: dict[str, Callable[[float, float, Theme], list[Item]]] = {
-    "add": plus_sign,
-    "multiply": odot,
-}
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class CupsGlyph:
+    """No box: the contracted axes are joined by arcs."""
+
+
+Glyph = BoxGlyph | JunctionGlyph | CupsGlyph
+
+
+def _glyph(spec: decl.Box[Any] | decl.Junction | decl.Cups) -> Glyph:
+    match spec:
+        case decl.Box():
+            return BoxGlyph(outline_shape(spec.outline), spec.caption, spec.caption_size,
+                            spec.min_width, spec.min_height, spec.square, spec.caption_dx)
+        case decl.Junction(mark=mark):
+            return JunctionGlyph(junction_mark(mark))
+        case decl.Cups():
+            return CupsGlyph()
+    assert_never(spec)
+
+
+GLYPHS: dict[type[ir.Node], Glyph] = {node: _glyph(declared.glyph)
+                                      for node, declared in DECLARATIONS.items()}
+"""The glyph of every operator kind, by the type of its IR node."""
+
+
+def glyph_of(op: ir.Operator) -> Glyph:
+    """The glyph of an operation, found by the type of its operator."""
+    return GLYPHS[type(op)]

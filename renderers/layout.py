@@ -28,7 +28,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, assert_never
 
 from ncd import ir
 from ncd.diagnostics import Diagnostic, NcdError
@@ -51,7 +51,18 @@ from .geometry import (
     Stroke,
     Text,
 )
-from .glyphs import GLYPHS, JUNCTIONS, THEMES, Glyph, Theme, block_fill, card, hexagon, pentagon
+from .glyphs import (
+    THEMES,
+    BoxGlyph,
+    CupsGlyph,
+    JunctionGlyph,
+    Theme,
+    block_fill,
+    card,
+    glyph_of,
+    hexagon,
+    pentagon,
+)
 from .text import MAX_TITLE_CHARS, Label, Run, elide
 
 # --------------------------------------------------------------------------------------
@@ -605,7 +616,7 @@ def layout(term: ir.Term, ctx: Context, in_ids: Sequence[int]) -> Panel:
             return layout_block(term, ctx, in_ids)
         case ir.Scan():
             return layout_scan(term, ctx, in_ids)
-    raise AssertionError(f"unknown term kind {term!r}")
+    assert_never(term)
 
 
 def layout_identity(term: ir.Identity, ctx: Context, in_ids: Sequence[int]) -> Panel:
@@ -1016,7 +1027,7 @@ def band_order(term: ir.Broadcasted) -> list[str]:
             if name in degree and name not in order:
                 order.append(name)
     order.extend(n for n in degree if n not in order)
-    if term.op.kind == "einsum" and term.params:
+    if isinstance(term.op, ir.EinsumOp) and term.params:
         # A learned operand's card sits under the inputs: the axes only it brings (`o` of
         # `W[o, c, w]`) go last, next to the card, so its wires need not cross the inputs'.
         read = {name for port in term.inputs for name in port.tiling}
@@ -1037,7 +1048,7 @@ def expected_ports(term: ir.Broadcasted, options: RenderOptions) -> int:
 
 
 def layout_broadcasted(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int]) -> Panel:
-    glyph = GLYPHS[term.op.kind]
+    glyph = glyph_of(term.op)
     left = array_specs(term.dom, ctx)
     right = array_specs(term.cod, ctx)
     band = band_order(term)
@@ -1079,21 +1090,26 @@ def layout_broadcasted(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int]
         label = ctx.axis_label(axis) if axis is not None else Label.axis(name)
         band_rows.append(End(i * PITCH, wire, Spec("axis", 0, name, label)))
 
-    if glyph.placement == "cups":
-        return _einsum(term, ctx, in_ids, left, right, band_rows, in_band, out_band, body_left)
-    if glyph.placement == "junction":
-        return _junction(term, ctx, in_ids, left, right, band_rows, in_band, out_band)
-    if (term.op.kind == "call" and ctx.options.expand_calls
-            and isinstance(term.op, ir.CallOp) and term.op.definition not in ctx.calls):
-        try:
-            definition = ctx.program.definition(term.op.definition)
-        except KeyError:
-            definition = None
-        if definition is not None:
-            return _expanded_call(term, definition, ctx, in_ids, left, right, band_rows,
-                                  in_band, out_band, body_left, body_right)
-    return _boxed(term, glyph, ctx, in_ids, left, right, band_rows, in_band, out_band,
-                  body_left, body_right)
+    match glyph:
+        case CupsGlyph():
+            return _einsum(term, ctx, in_ids, left, right, band_rows, in_band, out_band,
+                           body_left)
+        case JunctionGlyph():
+            return _junction(term, glyph, ctx, in_ids, left, right, band_rows, in_band,
+                             out_band)
+        case BoxGlyph():
+            if (isinstance(term.op, ir.CallOp) and ctx.options.expand_calls
+                    and term.op.definition not in ctx.calls):
+                try:
+                    definition = ctx.program.definition(term.op.definition)
+                except KeyError:
+                    definition = None
+                if definition is not None:
+                    return _expanded_call(term, definition, ctx, in_ids, left, right,
+                                          band_rows, in_band, out_band, body_left, body_right)
+            return _boxed(term, glyph, ctx, in_ids, left, right, band_rows, in_band, out_band,
+                          body_left, body_right)
+    assert_never(glyph)
 
 
 def _band_core_items(ctx: Context, band_rows: Sequence[End], width: float) -> list[Item]:
@@ -1124,7 +1140,7 @@ def _maps(left: Sequence[Spec], right: Sequence[Spec], in_band: dict[int, int],
     return in_map, out_map
 
 
-def _boxed(term: ir.Broadcasted, glyph: Glyph, ctx: Context, in_ids: Sequence[int],
+def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence[int],
            left: list[Spec], right: list[Spec], band_rows: list[End], in_band: dict[int, int],
            out_band: dict[int, int], body_left: list[int], body_right: list[int]) -> Panel:
     """A glyph box on the target wires, the tiling band passing above it."""
@@ -1237,9 +1253,9 @@ def _boxed(term: ir.Broadcasted, glyph: Glyph, ctx: Context, in_ids: Sequence[in
     return assemble(ctx, left, in_ids, in_map, core, out_map, right)
 
 
-def _junction(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: list[Spec],
-              right: list[Spec], band_rows: list[End], in_band: dict[int, int],
-              out_band: dict[int, int]) -> Panel:
+def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: Sequence[int],
+              left: list[Spec], right: list[Spec], band_rows: list[End],
+              in_band: dict[int, int], out_band: dict[int, int]) -> Panel:
     """Addition and multiplication: the inputs' wires meet at dots on the band, and the
     separators between the inputs run into a `+` (or a dot in a circle) just below."""
     # The main line of a residual (`X = X + f(X)`: the input bound to the result's name) runs
@@ -1255,7 +1271,7 @@ def _junction(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: l
     width = 24.0
     cx = 14.0
     items = _band_core_items(ctx, band_rows, width)
-    items.extend(JUNCTIONS[term.op.kind](cx, y_j, ctx.theme))
+    items.extend(glyph.mark(cx, y_j, ctx.theme))
     joint_spec = Spec("sep", 0, "", None)
     joint = End(y_j, ctx.fresh(), joint_spec, joint=True)
     items.append(wire_path(ctx, joint_spec, joint.wire, (0.0, y_j), [(cx - 7.0, y_j)]))
@@ -1719,17 +1735,22 @@ def expansion_extent(program: ir.Program, name: str,
         stack: list[tuple[ir.Term, int]] = [(definitions[definition].body, level)]
         while stack:
             term, at = stack.pop()
-            if isinstance(term, ir.Broadcasted):
-                if isinstance(term.op, ir.CallOp) and term.op.definition in definitions:
-                    found.append((term.op.definition, at + 1))
-            elif isinstance(term, (ir.Block, ir.Scan)):
-                deeper = at + 1
-                deepest = max(deepest, deeper)
-                if collapse_depth is None or deeper <= collapse_depth:
-                    stack.append((term.body if isinstance(term, ir.Block) else term.step,
-                                  deeper))
-            elif isinstance(term, (ir.Composed, ir.Product)):
-                stack.extend((child, at) for child in reversed(term.terms))
+            match term:
+                case ir.Broadcasted():
+                    if isinstance(term.op, ir.CallOp) and term.op.definition in definitions:
+                        found.append((term.op.definition, at + 1))
+                case ir.Block() | ir.Scan():
+                    deeper = at + 1
+                    deepest = max(deepest, deeper)
+                    if collapse_depth is None or deeper <= collapse_depth:
+                        stack.append((term.body if isinstance(term, ir.Block) else term.step,
+                                      deeper))
+                case ir.Composed() | ir.Product():
+                    stack.extend((child, at) for child in reversed(term.terms))
+                case ir.Identity() | ir.Rearrangement() | ir.Reindexing():
+                    pass
+                case _:
+                    assert_never(term)
         return found, deepest
 
     # Per (definition, nesting): (expanded calls, deepest frame relative to the nesting).

@@ -9,7 +9,7 @@ references. Labels are glyph outlines (`paths`, independent of the reader's font
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, assert_never
 from xml.etree import ElementTree
 
 import svgwrite
@@ -110,4 +110,6 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
                 transform=f"translate({num(item.x)} {num(item.y)})",
                 **{"aria-label": xml_clean(item.label.plain_text())},
             ))
+        else:
+            assert_never(item)
     return xml_clean(drawing.tostring())

@@ -8,6 +8,8 @@ needs `\\usepackage{tikz}` and `\\usepackage{amsmath,amssymb}` in the preamble.
 
 from __future__ import annotations
 
+from typing import assert_never
+
 from .geometry import Circle, Diagram, Path, Polygon, Rect, Stroke, Text
 from .text import Label, Run
 
@@ -180,6 +182,8 @@ def render(diagram: Diagram) -> str:
                 rf"font=\fontsize{{{_num(size)}}}{{{_num(size * 1.2)}}}\selectfont] at "
                 f"{_point(item.x, item.y)} {{{tex}}};"
             )
+        else:
+            assert_never(item)
     header = [
         f"% ncd diagram {escape_text(diagram.title)}: needs \\usepackage{{tikz}} and "
         "\\usepackage{amsmath,amssymb}",

@@ -23,10 +23,11 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, get_args
 
 from hypothesis import strategies as st
 
+from ncd import ir
 from ncd.operators import OPERATORS
 
 T = TypeVar("T")
@@ -98,9 +99,8 @@ TRICKY_NAMES = ("lambda", "class", "None", "True", "False", "self", "torch", "nn
 # Python's own attribute names: the generated module must register them under safe names.
 DUNDER_PARAMETER_NAMES = ("__class__", "__dict__", "__init__", "__doc__", "__module__")
 
-UNARY = ("relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg", "sqrt", "abs",
-         "square")
-REDUCTIONS = ("sum", "mean", "max", "min", "logsumexp")
+UNARY: tuple[str, ...] = ir.ELEMENTWISE_FUNCTIONS
+REDUCTIONS: tuple[str, ...] = get_args(ir.ReduceFunction)
 COLOURS = ("purple", "blue", "#336699", "#abc", "red", "green", "orange")
 TITLES = ("Layer", "Attention", "Feed forward", "Norm", "Mixer", "Block 2", "Residual",
           "A \\\"quoted\\\" title", "<b>markup</b> & more", "x6", "ünïcödé ✓", "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from conftest import broadcasts, diagnostics, err, nodes, ok, one, sizes, text
@@ -359,7 +360,7 @@ OPERATOR_CASES: dict[str, list[tuple[str, Callable[[ir.Definition], None]]]] = {
               _check_mask_array)],
     **{function: [(f"def f(X: R[x, m]) -> R[m] {{ return {function}[x](X) }}",
                    _reduce_check(function))]
-       for function in ("sum", "mean", "max", "min", "logsumexp")},
+       for function in get_args(ir.ReduceFunction)},
     "concat": [("def f(A: R[x, a], B: R[x, b]) -> R[x, c] { return concat[a b -> c](A, B) }",
                 _check_concat)],
     "split": [("def f(X: R[x, c]) -> (R[x, a], R[x, b]) { return split[c -> a b](X) }",
@@ -397,7 +398,7 @@ EXAMPLE_SIGNATURES: dict[str, tuple[str, str]] = {
     "mask": ("S: R[x, y]", "R[x, y]"),
     "add": ("X: R[x, m], Y: R[x, m]", "R[x, m]"),
     "multiply": ("X: R[x, m], Y: R[x, m]", "R[x, m]"),
-    **{f: ("X: R[x, m]", "R[m]") for f in ("sum", "mean", "max", "min", "logsumexp")},
+    **{f: ("X: R[x, m]", "R[m]") for f in get_args(ir.ReduceFunction)},
     "concat": ("A: R[x, a], B: R[x, b]", "R[x, c]"),
     "split": ("X: R[x, c]", "(R[x, a], R[x, b])"),
     "pad": ("X: R[m, x]", "R[m, xp]"),

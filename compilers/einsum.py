@@ -1,0 +1,151 @@
+"""One `torch.einsum` call for the operands of a contraction, each read through its port, with
+letters taken from the axis names; more than 52 distinct axes are grouped into merged dims."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from ncd import ir
+from ncd.ops.lowering import Label, TensorCode, degree_label, target_label
+
+from .errors import CompileError
+from .labels import output_labels, port_rows
+from .views import permute_text, tuple_text
+
+if TYPE_CHECKING:
+    from .forward import ForwardEmitter
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+GroupKey = tuple[tuple[int, ...], bool]
+"""Axes of a large einsum that can be merged: the operands they occur in, and whether the
+output has them."""
+
+
+def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
+                operands: Sequence[tuple[TensorCode, ir.Port]],
+                relabel: Sequence[Mapping[Label, Label]] | None = None) -> str:
+    """`torch.einsum` of the operands, indexed by label; labels absent from the output are
+    summed. A plain port is indexed directly (a repeated letter is a diagonal); any other
+    reindexing is turned into a view first. `relabel[i]` renames operand i's labels (a
+    linear map contracts input axes with differently named weight axes)."""
+    out_labels = output_labels(term.outputs[0])
+    read: list[tuple[list[Label], str, bool]] = []  # labels, code, batched per operand
+    label_sizes: dict[Label, ir.SizeExpr] = {}
+    for index, (value, port) in enumerate(operands):
+        rows = port_rows(value, port)
+        if all(row.is_plain for row in rows):
+            labels = [row.terms[0][0] for row in rows]
+            code = value.code
+            sizes = dict(zip(labels, (a.size for a in value.array.shape.axes), strict=True))
+        else:
+            order = [degree_label(i) for i in range(len(term.degree.axes))] + [
+                target_label(t) for t in port.targets]
+            sizes = emitter.sizes_of(term, [port])
+            view = emitter.view(value, rows, sizes, order, "drop")
+            labels, code = list(view.labels), view.expr
+        if relabel is not None:
+            labels = [relabel[index].get(label, label) for label in labels]
+            sizes = {relabel[index].get(label, label): size for label, size in sizes.items()}
+        label_sizes.update((label, sizes[label]) for label in labels if label in sizes)
+        read.append((labels, code, value.batched))
+    distinct = {*out_labels, *(label for labels, _, _ in read for label in labels)}
+    if len(distinct) > len(_LETTERS):
+        return _grouped_contraction(emitter, term, operands, read, out_labels, label_sizes)
+    letters: dict[Label, str] = {}
+
+    def letter(label: Label) -> str:
+        if label not in letters:
+            name = _axis_name(term, label).removesuffix("_in")
+            taken = set(letters.values())
+            preferred = [c for c in name if c in _LETTERS] + list(_LETTERS)
+            letters[label] = next(c for c in preferred if c not in taken)
+        return letters[label]
+
+    for label in out_labels:
+        letter(label)
+    subscripts = [("..." if batched else "") + "".join(map(letter, labels))
+                  for labels, _, batched in read]
+    arguments = [code for _, code, _ in read]
+    if len(subscripts) == 1 and subscripts[0] == (
+            ("..." if operands[0][0].batched else "") + "".join(map(letter, out_labels))):
+        return arguments[0]  # one operand read as it is: no einsum needed
+    batched = any(value.batched for value, _ in operands)
+    result = ("..." if batched else "") + "".join(letter(label) for label in out_labels)
+    equation = f"{','.join(subscripts)}->{result}"
+    # The equation holds only letters, commas, dots and "->": safe between double quotes.
+    return f'torch.einsum("{equation}", {", ".join(arguments)})'
+
+
+def _axis_name(term: ir.Broadcasted, label: Label) -> str:
+    """The name of the axis a label stands for: its einsum letter is taken from it."""
+    if isinstance(label, tuple) and len(label) == 2:
+        kind, key = label
+        if kind == "degree" and isinstance(key, int):
+            return term.degree.axes[key].name
+        return str(key)
+    return str(label)
+
+
+def _grouped_contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
+                         operands: Sequence[tuple[TensorCode, ir.Port]],
+                         read: Sequence[tuple[list[Label], str, bool]],
+                         out_labels: Sequence[Label],
+                         label_sizes: dict[Label, ir.SizeExpr]) -> str:
+    """An einsum with more distinct axes than `torch.einsum` has letters (52): axes that
+    occur in the same operands and the output are merged into one dim (a permute and a
+    `flatten` per operand), contracted, and split again (`unflatten`, a permute)."""
+    read = list(read)
+    for index, (labels, _, batched) in enumerate(read):
+        if len(set(labels)) != len(labels):  # a diagonal: take it as a view first
+            value, port = operands[index]
+            rows = port_rows(value, port)
+            originals = [row.terms[0][0] for row in rows]
+            renamed = dict(zip(originals, labels, strict=True))
+            view = emitter.view(value, rows, emitter.sizes_of(term, [port]),
+                                list(dict.fromkeys(originals)), "drop")
+            read[index] = ([renamed[label] for label in view.labels], view.expr, batched)
+    signature: dict[Label, GroupKey] = {}
+    for label in [*out_labels, *(label for labels, _, _ in read for label in labels)]:
+        signature[label] = (tuple(i for i, (labels, _, _) in enumerate(read)
+                                  if label in labels), label in out_labels)
+    groups: dict[GroupKey, list[Label]] = {}
+    for label, key in signature.items():
+        groups.setdefault(key, []).append(label)
+    if len(groups) > len(_LETTERS):
+        raise CompileError(f"an einsum whose {len(signature)} axes fall into "
+                           f"{len(groups)} groups cannot be written with 52 letters")
+    letter = {key: _LETTERS[i] for i, key in enumerate(groups)}
+
+    def merged(code: str, labels: Sequence[Label], keys: Sequence[GroupKey]) -> str:
+        ordered = [label for key in keys for label in groups[key]]
+        code = permute_text(code, labels, ordered)
+        after = 0  # dims to the right of the group being merged, already merged
+        for key in reversed(keys):
+            width = len(groups[key])
+            if width > 1:
+                code = f"{code}.flatten({-after - width}, {-after - 1})"
+            after += 1
+        return code
+
+    subscripts: list[str] = []
+    arguments: list[str] = []
+    for index, (labels, code, batched) in enumerate(read):
+        keys = [key for key in groups if index in key[0]]
+        subscripts.append(("..." if batched else "") + "".join(letter[k] for k in keys))
+        arguments.append(merged(code, labels, keys))
+    out_keys = [key for key in groups if key[1]]
+    out_keys.sort(key=lambda key: min(out_labels.index(label) for label in groups[key]))
+    batched = any(value.batched for value, _ in operands)
+    result = ("..." if batched else "") + "".join(letter[k] for k in out_keys)
+    expr = f'torch.einsum("{",".join(subscripts)}->{result}", {", ".join(arguments)})'
+    after = 0
+    for key in reversed(out_keys):
+        width = len(groups[key])
+        if width > 1:
+            shape = tuple_text([emitter.size(label_sizes[label]) for label in groups[key]])
+            expr = f"{expr}.unflatten({-after - 1}, {shape})"
+        after += width
+    grouped = [label for key in out_keys for label in groups[key]]
+    return permute_text(expr, grouped, out_labels)

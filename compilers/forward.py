@@ -1,0 +1,527 @@
+"""The emitter of one `forward`: statements for a term, given the values of its inputs.
+
+Terms are matched exhaustively: identities and rearrangements pass values along, reindexings
+become tensor views (`compilers.views`), blocks become loops (over the `nn.ModuleList` of their
+copies, or a plain loop when they share weights), scans become loops over their axis, and a
+broadcasted operation is lowered by its operator's declaration (`ncd.operators.declaration`),
+to which the emitter offers the services of `ncd.ops.lowering.Emitter`. Sizes known only at
+run time are read from the inputs' shapes (`symbol_reads`), and a read whose bounds depend on
+them is checked at the top of `forward`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, assert_never
+
+from ncd import ir
+from ncd.operators import declaration
+from ncd.ops.lowering import Label, Submodule, TensorCode, degree_label, target_label
+from ncd.ops.lowering import Missing as LoweringMissing
+from ncd.sizes import Size, SizeLimit, check_nonnegative, substitute
+from ncd.sizes import from_ir as size_polynomial
+
+from .einsum import contraction
+from .errors import CompileError
+from .labels import output_labels, port_rows
+from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code
+from .naming import Namespace, camel_case, comment_text, snake_case, string_literal
+from .size_code import SizeTable, division_atoms, size_expression_code
+from .views import Missing, Row, View, leading_shape, permute_text, tuple_text, view_through
+
+if TYPE_CHECKING:
+    from .pytorch import ProgramCompiler
+
+
+class ForwardEmitter:
+    """Writes the body of one `forward`: statements for a term, given its input values."""
+
+    def __init__(self, compiler: ProgramCompiler, spec: ModuleSpec) -> None:
+        self.compiler = compiler
+        self.sizes = compiler.sizes
+        self.lines: list[str] = []
+        self.depth = 2
+        self.names = Namespace()
+        self.symbol_code: dict[str, str] = {}
+        # Sizes built from several symbols (`n = d * e`) that an input axis has: read from
+        # that axis's shape, since the symbols themselves cannot be recovered from it.
+        self.arguments: list[TensorCode] = []
+        self.composite_reads: dict[str, str] = {}
+        self.composite_axes: dict[str, str] = {}  # the input axis each composite is read from
+        self.atom_code: dict[str, str] = {}  # divisions inside sizes, computed from those reads
+        self.scope = Scope(spec, "self")
+        # Run-time checks of bounds that depend on symbolic sizes (the first lines of forward).
+        self.checks: list[str] = []
+
+    # ---- text
+    def emit(self, line: str, comment: str | None = None) -> None:
+        """One line of code; its comment trails it when that fits in 100 columns, else it
+        goes on its own line above (where a formatter leaves it alone)."""
+        indent = "    " * self.depth
+        if comment:
+            note = f"# {comment_text(comment)}"
+            if len(indent) + len(line) + 2 + len(note) <= LINE_LENGTH:
+                line = f"{line}  {note}"
+            else:
+                self.lines.append(indent + note)
+        self.lines.append(indent + line)
+
+    @contextmanager
+    def indented(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def assign(self, hint: str | None, expr: str, comment: str | None = None,
+               fallback: str = "value") -> str:
+        name = self.names.fresh(hint, fallback)
+        self.emit(f"{name} = {expr}", comment)
+        return name
+
+    def size(self, size: ir.SizeExpr) -> str:
+        composite = self._input_size(size)
+        if composite is not None:
+            return composite
+        for atom in division_atoms(self.sizes.expand(size)):
+            # A division an input axis tells (`d6 = (y - 1) // 3 + 1` gives `(y - 1) // 3`).
+            key = f"({ir.size_text(atom)})"
+            if key not in self.atom_code:
+                code = self._input_size(atom)
+                if code is not None:
+                    self.atom_code[key] = code
+        for symbol in sorted(self.sizes.symbols(size)):
+            if symbol not in self.symbol_code:
+                self.symbol_code[symbol] = self.names.fresh(f"size_{symbol}")
+        return size_expression_code(size, self.sizes, {**self.symbol_code, **self.atom_code})
+
+    def _input_size(self, size: ir.SizeExpr) -> str | None:
+        """The code of a composite symbolic size from an input axis whose size differs from it
+        by a constant (`n = d * e` read as `X.shape[-1]`, `q = d - 2` as `X.shape[-1] - 2`),
+        or None."""
+        if self.sizes.value(size) is not None:
+            return None
+        expanded = self.sizes.expand(size)
+        if isinstance(expanded, (ir.SizeSym, ir.SizeConst)):
+            return None
+        wanted = size_polynomial(expanded)
+        for value in self.arguments:
+            for position, axis in enumerate(value.array.shape.axes):
+                offset = wanted - size_polynomial(self.sizes.expand(axis.size))
+                if not offset.is_const or offset.value is None:
+                    continue
+                key = f"({ir.size_text(self.sizes.expand(axis.size))})"
+                if key not in self.symbol_code:
+                    self.symbol_code[key] = self.names.fresh(f"size_{axis.name}")
+                    self.composite_reads[key] = f"{value.code}.shape[{position - value.rank}]"
+                    self.composite_axes[key] = axis.name
+                code = self.symbol_code[key]
+                shift = offset.value
+                return code if shift == 0 else f"({code} {'+' if shift > 0 else '-'} {abs(shift)})"
+        return None
+
+    def view(self, value: TensorCode, rows: Sequence[Row], sizes: dict[Label, ir.SizeExpr],
+             order: Sequence[Label], missing: Missing,
+             leading_from: TensorCode | None = None) -> View:
+        return view_through(
+            value.code, rows, [axis.size for axis in value.array.shape.axes], sizes, order,
+            missing, self.size, batched=value.batched,
+            leading_from=(leading_from.code, leading_from.rank) if leading_from else None)
+
+    def relayout(self, value: TensorCode, array: ir.ArrayType) -> TensorCode:
+        """The same array with its axes in `array`'s memory order (matched by name)."""
+        if value.names == array.names:
+            return TensorCode(value.code, array, value.batched)
+        if sorted(value.names) != sorted(array.names):
+            raise CompileError(f"cannot align {value.array.text()} with {array.text()}")
+        rows = [Row(((target_label(n), 1),)) for n in value.names]
+        sizes = {target_label(a.name): a.size for a in value.array.shape.axes}
+        view = self.view(value, rows, sizes, [target_label(n) for n in array.names], "drop")
+        name = self.assign(None, view.expr, f"{' '.join(value.names)} -> "
+                           f"{' '.join(array.names)}", fallback="aligned")
+        return TensorCode(name, array, value.batched)
+
+    # ---- terms
+    def term(self, term: ir.Term, inputs: list[TensorCode]) -> list[TensorCode]:
+        if len(inputs) != len(term.dom):
+            raise CompileError(f"{term.kind} expects {len(term.dom)} inputs, got {len(inputs)}")
+        match term:
+            case ir.Identity():
+                return list(inputs)
+            case ir.Rearrangement(mapping=mapping):
+                return [inputs[i] for i in mapping]
+            case ir.Reindexing():
+                self.check_bounds(term.eta, term.source or inputs[0].code, term.span)
+                return [self.reindexing(term, inputs[0])]
+            case ir.Broadcasted():
+                for port in (*term.inputs, *term.params):
+                    self.check_bounds(port.reindexing, port.name or "an operand", term.span)
+                return self.broadcasted(term, inputs)
+            case ir.Composed(terms=terms):
+                values = list(inputs)
+                for part in terms:
+                    values = self.term(part, values)
+                return values
+            case ir.Product(terms=terms):
+                outputs: list[TensorCode] = []
+                start = 0
+                for part in terms:
+                    outputs.extend(self.term(part, inputs[start:start + len(part.dom)]))
+                    start += len(part.dom)
+                return outputs
+            case ir.Block():
+                return self.block(term, inputs)
+            case ir.Scan():
+                return self.scan(term, inputs)
+        assert_never(term)
+
+    def polynomial(self, size: ir.SizeExpr) -> Size:
+        """A size in normal form over the run-time symbols (known sizes folded in)."""
+        value = size_polynomial(self.sizes.expand(size))
+        known = {name: Size.const(self.sizes.known[name]) for name in value.symbols
+                 if name in self.sizes.known}
+        return substitute(value, known) if known else value
+
+    def check_bounds(self, eta: ir.StrideMorphism, what: str, span: ir.Span | None) -> None:
+        """Every index `eta` reads lies inside its axis, for every size the program allows.
+
+        Where that is proved (always, for checked programs with fixed sizes) nothing is
+        written; where it depends on symbolic sizes, `forward` starts with a check that raises
+        a `ValueError` naming the source line; an index that is out of bounds for fixed sizes
+        cannot be compiled. Never a silent truncation."""
+        try:
+            self._check_bounds(eta, what, span)
+        except SizeLimit:
+            pass  # sizes too large to reason about: left to torch
+
+    def _check_bounds(self, eta: ir.StrideMorphism, what: str, span: ir.Span | None) -> None:
+        domain = [self.polynomial(a.size) for a in eta.domain.axes]
+        codomain = [self.polynomial(a.size) for a in eta.codomain.axes]
+        positive = [*domain, *codomain]
+        reads = f"{what}[{', '.join(_index_text(eta, j) for j in range(len(codomain)))}]"
+        where = f"line {span.line}: " if span is not None else ""
+        for j, axis in enumerate(eta.codomain.axes):
+            row, offset = eta.matrix[j], eta.offset[j]
+            if offset == 0 and sorted(row) == [0] * (len(row) - 1) + [1] and \
+                    domain[row.index(1)] == codomain[j]:
+                continue  # reads the whole axis as it is
+            high, low = Size.const(offset), Size.const(offset)
+            for coefficient, size in zip(row, domain, strict=True):
+                if coefficient > 0:
+                    high = high + (size - 1) * coefficient
+                elif coefficient < 0:
+                    low = low + (size - 1) * coefficient
+            size_text = str(codomain[j])
+            for reach, slack, needs in (
+                    (high, codomain[j] - 1 - high, f"{high} < {size_text}"),
+                    (low, low, f"{low} >= 0")):
+                if check_nonnegative(slack, positive).verdict == "holds":
+                    continue
+                message = (f"{where}{reads} reads index {reach} of axis {axis.name} of size "
+                           f"{size_text}; needs {needs}")
+                if slack.is_const:
+                    raise CompileError(message)
+                reach_code = self.size(reach.to_ir())
+                if reach is high:
+                    size_code = self.size(eta.codomain.axes[j].size)
+                    condition = f"{reach_code} >= {size_code}"
+                    shown = f" (here {size_text} = {{{size_code}}})"
+                else:
+                    condition = f"{reach_code} < 0"
+                    shown = f" (here {reach} = {{{reach_code}}})"
+                literal = string_literal(message.replace("{", "{{").replace("}", "}}") + shown)
+                lines = [f"        if {condition}:", f"            raise ValueError(f{literal})"]
+                if len(lines[1]) > LINE_LENGTH:  # as a formatter wraps it
+                    lines[1:] = ["            raise ValueError(", f"                f{literal}",
+                                 "            )"]
+                if not any(self.checks[i:i + len(lines)] == lines
+                           for i in range(len(self.checks))):
+                    self.checks.extend(lines)
+
+    def source_note(self, span: ir.Span | None) -> str:
+        return f" (line {span.line})" if span is not None else ""
+
+    def reindexing(self, term: ir.Reindexing, value: TensorCode) -> TensorCode:
+        eta = term.eta
+        codomain = eta.codomain.names
+        if sorted(codomain) != sorted(value.names):
+            raise CompileError(f"reindexing reads {eta.codomain.names} from {value.array.text()}")
+        rows = []
+        for name in value.names:
+            row = codomain.index(name)
+            rows.append(Row(tuple((degree_label(i), c) for i, c in enumerate(eta.matrix[row]) if c),
+                            eta.offset[row]))
+        sizes = {degree_label(i): axis.size for i, axis in enumerate(eta.domain.axes)}
+        output = term.cod[0]
+        order = [degree_label(eta.domain.names.index(n)) for n in output.names]
+        view = self.view(value, rows, sizes, order, "expand")
+        if view.expr == value.code:  # a renaming of axes only: the same tensor
+            return TensorCode(value.code, output, value.batched)
+        comment = f"{term.source or value.code}[{eta.text()}]" + self.source_note(term.span)
+        name = self.assign(term.name, view.expr, comment, fallback="view")
+        return TensorCode(name, output, value.batched)
+
+    # ---- blocks and scans
+    def block(self, term: ir.Block, inputs: list[TensorCode]) -> list[TensorCode]:
+        if term.repeat <= 1:
+            return self.term(term.body, inputs)
+        if [a.names for a in term.body.dom] != [a.names for a in term.body.cod]:
+            raise CompileError(f"block {term.title!r} repeats a body whose outputs "
+                               f"{[a.text() for a in term.body.cod]} differ from its inputs")
+        # Fresh names: the loop rebinds them, and the values they start from may be read again
+        # after the block (a copy that passes it by).
+        carried = [TensorCode(self.assign(_base_name(v.code), v.code, fallback="carried"),
+                              v.array, v.batched) for v in inputs]
+        title = comment_text(term.title)
+        if term.shared:
+            self.emit(f"for _ in range({term.repeat}):",
+                      f"block {title!r} x{term.repeat}, shared weights")
+            with self.indented():
+                self._block_iteration(term, carried)
+            return carried
+        spec = self.scope.spec
+        block_spec = ModuleSpec(
+            class_name=self.compiler.classes.fresh(
+                camel_case(f"{spec.class_name} {term.title}", "Block")),
+            doc=f"One copy of block {term.title!r}.", declared=spec.declared)
+        spec.blocks.append(block_spec)
+        attribute = spec.new_attribute(snake_case(term.title))
+        spec.children.append(ChildEntry(attribute, block_spec.class_name, term.repeat,
+                                        f"block {title!r} x{term.repeat}"))
+        loop_name = self.names.fresh("layer")
+        self.emit(f"for {loop_name} in {attribute_code(self.scope.owner, attribute)}:",
+                  f"block {title!r} x{term.repeat}")
+        outer = self.scope
+        self.scope = Scope(block_spec, loop_name)
+        try:
+            with self.indented():
+                self._block_iteration(term, carried)
+        finally:
+            self.scope = outer
+        return carried
+
+    def _block_iteration(self, term: ir.Block, carried: list[TensorCode]) -> None:
+        outputs = self.term(term.body, list(carried))
+        self.write_back(carried, outputs)
+
+    def write_back(self, variables: Sequence[TensorCode], results: Sequence[TensorCode]) -> None:
+        """Rebind the loop's carried names to this iteration's results, all at once: a result
+        may be another carried name (`A, B = B, A`), which must be read before it is
+        overwritten."""
+        pairs: list[tuple[str, str]] = []
+        for variable, result in zip(variables, results, strict=True):
+            result = self.relayout(result, variable.array)
+            if result.code != variable.code:
+                pairs.append((variable.code, result.code))
+        assigned = {target for target, _ in pairs}
+        if any(source in assigned for _, source in pairs):
+            self.emit(f"{', '.join(t for t, _ in pairs)} = {', '.join(s for _, s in pairs)}")
+            return
+        for target, source in pairs:
+            self.emit(f"{target} = {source}")
+
+    def scan(self, term: ir.Scan, inputs: list[TensorCode]) -> list[TensorCode]:
+        axis = term.axis.name
+        carries, sequences = inputs[:term.carries], inputs[term.carries:]
+        any_batched = next((v for v in sequences if v.batched), None)
+        state: list[TensorCode] = []
+        for value in carries:
+            expr = value.code
+            if not value.batched and any_batched is not None:
+                expr = (f"{value.code}.expand({leading_shape(any_batched.code, any_batched.rank)}"
+                        f" + {value.code}.shape)")
+            state.append(TensorCode(self.assign(_base_name(value.code), expr, fallback="state"),
+                                    value.array, value.batched or any_batched is not None))
+        step_outputs = term.step.cod[term.carries:]
+        collected = [self.assign(f"{term.step_name or 'step'}_outputs", "[]") for _ in
+                     step_outputs]
+        length = self.size(term.axis.size)
+        index = self.names.fresh(f"{axis}_index")
+        self.emit(f"for {index} in range({length}):",
+                  f"scan over {axis}{self.source_note(term.span)}")
+        with self.indented():
+            slices: list[TensorCode] = []
+            for value, wanted in zip(sequences, term.step.dom[term.carries:], strict=True):
+                if axis not in value.names:
+                    raise CompileError(f"scan input {value.array.text()} lacks the axis {axis}")
+                position = value.names.index(axis) - value.rank
+                rest = ir.ArrayType(dtype=value.array.dtype, shape=ir.Shape(axes=tuple(
+                    a for a in value.array.shape.axes if a.name != axis)))
+                name = self.assign(f"{value.code}_step", f"{value.code}.select({position}, "
+                                   f"{index})")
+                slices.append(self.relayout(TensorCode(name, rest, value.batched), wanted))
+            outputs = self.term(term.step, state + slices)
+            self.write_back(state, outputs[:term.carries])
+            for bucket, result in zip(collected, outputs[term.carries:], strict=True):
+                self.emit(f"{bucket}.append({result.code})")
+        results = list(state)
+        for bucket, step_array, final in zip(collected, step_outputs, term.cod[term.carries:],
+                                             strict=True):
+            names = [n for n in final.names if n != axis]
+            position = final.names.index(axis)
+            batched = any(v.batched for v in inputs)
+            if names == list(step_array.names):
+                name = self.assign(bucket.removesuffix("_outputs"),
+                                   f"torch.stack({bucket}, dim={position - len(final.shape.axes)})")
+                results.append(TensorCode(name, final, batched))
+            else:
+                stacked_array = ir.ArrayType(dtype=final.dtype, shape=ir.Shape(
+                    axes=(*step_array.shape.axes, term.axis)))
+                name = self.assign(bucket.removesuffix("_outputs"),
+                                   f"torch.stack({bucket}, dim=-1)")
+                results.append(self.relayout(TensorCode(name, stacked_array, batched), final))
+        return results
+
+    # ---- broadcasted operations: each lowered by its operator's declaration
+    def broadcasted(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode]:
+        return declaration(term.op).lower(self, term, term.op, inputs)
+
+    # ---- the services a lowering uses (`ncd.ops.lowering.Emitter`)
+    def error(self, message: str) -> CompileError:
+        return CompileError(message)
+
+    def statement(self, line: str, comment: str | None = None) -> None:
+        self.emit(line, comment)
+
+    def fresh(self, hint: str) -> str:
+        return self.names.fresh(hint)
+
+    def output_labels(self, port: ir.Port) -> list[Label]:
+        return output_labels(port)
+
+    def plain_labels(self, value: TensorCode, port: ir.Port) -> list[Label] | None:
+        rows = port_rows(value, port)
+        return [row.terms[0][0] for row in rows] if all(r.is_plain for r in rows) else None
+
+    def sizes_of(self, term: ir.Broadcasted, ports: Sequence[ir.Port]) -> dict[Label, ir.SizeExpr]:
+        sizes: dict[Label, ir.SizeExpr] = {
+            degree_label(i): axis.size for i, axis in enumerate(term.degree.axes)}
+        for port in ports:
+            for axis in port.array.shape.axes:
+                if axis.name in port.targets:
+                    sizes[target_label(axis.name)] = axis.size
+        return sizes
+
+    def single(self, term: ir.Broadcasted, inputs: Sequence[TensorCode],
+               order: Sequence[Label] | None = None) -> tuple[str, list[Label]]:
+        labels = list(order) if order is not None else output_labels(term.outputs[0])
+        return self.normalized(term, inputs[0], term.inputs[0], labels, "expand"), labels
+
+    def normalized(self, term: ir.Broadcasted, value: TensorCode, port: ir.Port,
+                   order: Sequence[Label], missing: LoweringMissing,
+                   leading_from: TensorCode | None = None) -> str:
+        rows = port_rows(value, port)
+        return self.view(value, rows, self.sizes_of(term, [port]), order, missing,
+                         leading_from).expr
+
+    def contraction(self, term: ir.Broadcasted, operands: Sequence[tuple[TensorCode, ir.Port]],
+                    relabel: Sequence[Mapping[Label, Label]] | None = None) -> str:
+        return contraction(self, term, operands, relabel)
+
+    def parameters(self, term: ir.Broadcasted) -> list[TensorCode]:
+        roles = declaration(term.op).roles(term.op, term, self.sizes.value)
+        if len(roles) != len(term.params):
+            raise CompileError(f"{term.op.kind} reads {len(term.params)} parameters, its "
+                               f"declaration gives roles to {len(roles)}")
+        values = []
+        for port, role in zip(term.params, roles, strict=True):
+            if port.name is None:
+                raise CompileError("a parameter port has no name")
+            entry = self.scope.spec.param(port.name, port.array, role)
+            values.append(TensorCode(attribute_code(self.scope.owner, entry.attribute),
+                                     entry.parameter.array, batched=False))
+        return values
+
+    def submodule(self, op: ir.CallOp) -> Submodule:
+        callee = self.compiler.definition(op.definition)
+        info = self.compiler.info(op.definition)
+        attribute = self.scope.spec.child(op.instance, info.class_name,
+                                          f"call site {op.instance} of {op.definition}")
+        return Submodule(attribute_code(self.scope.owner, attribute), callee,
+                         info.outputs_batched)
+
+    def finish(self, term: ir.Broadcasted, expr: str, labels: Sequence[Label], index: int = 0,
+               comment: str = "", batched: bool = True, fallback: str = "value") -> TensorCode:
+        port = term.outputs[index]
+        expr = permute_text(expr, labels, output_labels(port))
+        name = self.assign(port.name, expr, comment + self.source_note(term.span),
+                           fallback=fallback)
+        return TensorCode(name, term.cod[index], batched)
+
+    def permute(self, expr: str, labels: Sequence[Label], order: Sequence[Label]) -> str:
+        return permute_text(expr, labels, order)
+
+    def tuple_text(self, items: Sequence[str]) -> str:
+        return tuple_text(items)
+
+    def leading_shape(self, value: TensorCode) -> str:
+        return leading_shape(value.code, value.rank)
+
+
+def _index_text(eta: ir.StrideMorphism, row: int) -> str:
+    """The index expression of codomain axis `row` as the source writes it: `2*p - w + 2`."""
+    text = ""
+    for coefficient, axis in zip(eta.matrix[row], eta.domain.axes, strict=True):
+        if coefficient:
+            magnitude = "" if abs(coefficient) == 1 else f"{abs(coefficient)}*"
+            sign = ("-" if coefficient < 0 else "") if not text else \
+                (" - " if coefficient < 0 else " + ")
+            text += f"{sign}{magnitude}{axis.name}"
+    offset = eta.offset[row]
+    if offset or not text:
+        text += str(offset) if not text else f" {'-' if offset < 0 else '+'} {abs(offset)}"
+    return text
+
+
+def _base_name(code: str) -> str:
+    """`X_3` -> `X`, `self.W` -> `W`: a hint for a new name of the same value."""
+    return re.sub(r"_\d+$", "", code.rsplit(".", 1)[-1])
+
+
+
+def symbol_reads(emitter: ForwardEmitter, definition: ir.Definition,
+                  arguments: list[TensorCode]) -> list[str]:
+    """`size_x = X.shape[-2]` for every symbolic size the forward uses."""
+    lines = []
+    body = "\n".join(emitter.checks + emitter.lines)
+    for symbol, code in sorted(emitter.symbol_code.items()):
+        if not re.search(rf"\b{code}\b", body):
+            continue  # only compared at compile time, never computed with
+        source = emitter.composite_reads.get(symbol) or _find_symbol(symbol, arguments,
+                                                                     emitter.sizes)
+        if source is None:
+            raise CompileError(f"the size {symbol!r} used by {definition.name!r} cannot be read "
+                               f"from the shapes of its inputs")
+        shown = emitter.composite_axes.get(symbol, symbol)
+        lines.append(f"        {code} = {source}  # |{shown}|")
+    return lines
+
+
+def _find_symbol(symbol: str, arguments: list[TensorCode], sizes: SizeTable) -> str | None:
+    for value in arguments:
+        for position, axis in enumerate(value.array.shape.axes):
+            if sizes.expand(axis.size) == ir.SizeSym(name=symbol):
+                return f"{value.code}.shape[{position - value.rank}]"
+    # An axis whose size is `a * symbol + b` also tells the symbol.
+    for value in arguments:
+        for position, axis in enumerate(value.array.shape.axes):
+            if sizes.symbols(axis.size) != {symbol}:
+                continue
+            probe = {**sizes.known, symbol: 0}
+            b = ir.size_value(sizes.expand(axis.size), probe)
+            probe[symbol] = 1
+            a_plus_b = ir.size_value(sizes.expand(axis.size), probe)
+            if b is None or a_plus_b is None or a_plus_b - b <= 0:
+                continue
+            a = a_plus_b - b
+            probe[symbol] = 7
+            if ir.size_value(sizes.expand(axis.size), probe) != 7 * a + b:
+                continue
+            shape = f"{value.code}.shape[{position - value.rank}]"
+            text = f"({shape} - {b})" if b else shape
+            return f"{text} // {a}" if a != 1 else text
+    return None
+

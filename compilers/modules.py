@@ -1,0 +1,243 @@
+"""The generated classes: what each `nn.Module` owns (parameters with their initial values,
+submodules, block copies) and the text of its class, around the `forward` the emitter writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import assert_never
+
+from ncd import ir
+from ncd.ops.lowering import Role, float_literal
+
+from .errors import CompileError
+from .naming import MODULE_ATTRIBUTES, comment_text, is_plain_identifier, sanitize, string_literal
+from .size_code import SizeTable
+
+LINE_LENGTH = 100
+
+
+@dataclass
+class ParamEntry:
+    """A parameter the class registers: under which attribute, and with which default role."""
+
+    parameter: ir.Parameter
+    attribute: str
+    role: Role
+
+
+@dataclass
+class ChildEntry:
+    """A submodule the class registers (a called definition, or a block's copies)."""
+
+    attribute: str
+    class_name: str
+    repeat: int | None  # None: a single submodule; N: an nn.ModuleList of N copies
+    comment: str
+
+
+@dataclass
+class ModuleSpec:
+    """One generated class: the parameters and submodules it registers."""
+
+    class_name: str
+    doc: str | None
+    declared: dict[str, ir.Parameter]
+    params: dict[str, ParamEntry] = field(default_factory=dict)
+    children: list[ChildEntry] = field(default_factory=list)
+    child_by_instance: dict[str, str] = field(default_factory=dict)
+    attributes: set[str] = field(default_factory=set)
+    blocks: list[ModuleSpec] = field(default_factory=list)
+
+    def new_attribute(self, wanted: str) -> str:
+        """A fresh attribute name of the class made from `wanted`."""
+        # A dunder name (`__init__`, `__class__`) is Python's own on every object: prefix it.
+        name = f"p{wanted}" if wanted.startswith("__") and wanted.endswith("__") else wanted
+        while name in self.attributes or name in MODULE_ATTRIBUTES:
+            name += "_"
+        self.attributes.add(name)
+        return name
+
+    def param(self, name: str, array: ir.ArrayType, role: Role) -> ParamEntry:
+        entry = self.params.get(name)
+        if entry is None:
+            parameter = self.declared.get(name) or ir.Parameter(name=name, array=array)
+            entry = ParamEntry(parameter, self.new_attribute(name), role)
+            self.params[name] = entry
+        return entry
+
+    def child(self, instance: str, class_name: str, comment: str) -> str:
+        attribute = self.child_by_instance.get(instance)
+        if attribute is None:
+            attribute = self.new_attribute(sanitize(instance, "module"))
+            self.child_by_instance[instance] = attribute
+            self.children.append(ChildEntry(attribute, class_name, None, comment))
+        return attribute
+
+
+def attribute_code(owner: str, attribute: str) -> str:
+    """`self.W`, or `getattr(self, "...")` for a name that is not a plain identifier."""
+    if is_plain_identifier(attribute):
+        return f"{owner}.{attribute}"
+    return f"getattr({owner}, {string_literal(attribute)})"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where parameters live while a term is emitted: `self`, or a block copy's loop name."""
+
+    spec: ModuleSpec
+    owner: str
+
+
+@dataclass(frozen=True)
+class DefinitionInfo:
+    """What a caller needs of a compiled definition: its class, and which outputs may carry
+    batch dims (False: computed from parameters alone)."""
+
+    class_name: str
+    outputs_batched: tuple[bool, ...]
+
+
+
+def all_specs(spec: ModuleSpec) -> Iterator[ModuleSpec]:
+    yield spec
+    for block in spec.blocks:
+        yield from all_specs(block)
+
+
+def nested_blocks(spec: ModuleSpec) -> list[ModuleSpec]:
+    """Block classes in the order they must be defined (inner before outer)."""
+    ordered: list[ModuleSpec] = []
+    for block in spec.blocks:
+        ordered.extend(nested_blocks(block))
+        ordered.append(block)
+    return ordered
+
+
+def docstring_literal(text: str) -> str:
+    """A one-line docstring in triple quotes when that is safe, else an escaped literal."""
+    line = " ".join(text.split())
+    if line and line.isprintable() and "\\" not in line and '"' not in line:
+        return f'"""{line}"""'
+    return string_literal(line)
+
+
+def initialiser_code(entry: ParamEntry, owner: str, sizes: SizeTable) -> str:
+    """The `nn.init` call that gives a parameter its declared (or default) initial values."""
+    parameter = entry.parameter
+    target = attribute_code(owner, entry.attribute)
+    args = list(parameter.init_args)
+    shape_values = [sizes.value(axis.size) or 1 for axis in parameter.array.shape.axes]
+    role = entry.role
+    fan_in = role.fan_in or (shape_values[0] if shape_values else 1)
+    fan_out = role.fan_out or (shape_values[-1] if shape_values else 1)
+    init = parameter.init
+    if init == "normal":
+        mean, std = (args + [0.0, 1.0][len(args):])[:2]
+        return f"nn.init.normal_({target}, mean={float_literal(mean)}, std={float_literal(std)})"
+    if init == "uniform":
+        low, high = (args + [0.0, 1.0][len(args):])[:2]
+        return f"nn.init.uniform_({target}, {float_literal(low)}, {float_literal(high)})"
+    if init in ("zeros", "ones"):
+        return f"nn.init.{init}_({target})"
+    if init == "constant":
+        return f"nn.init.constant_({target}, {float_literal(args[0] if args else 0.0)})"
+    if init == "xavier":
+        gain = args[0] if args else 1.0
+        bound = f"{float_literal(gain)} * (6 / ({fan_in} + {fan_out})) ** 0.5"
+        return f"nn.init.uniform_({target}, -{bound}, {bound})  # xavier (glorot) uniform"
+    if init == "kaiming":
+        return (f"nn.init.normal_({target}, mean=0.0, std=(2 / {fan_in}) ** 0.5)"
+                f"  # kaiming (he) normal, fan_in {fan_in}")
+    if init != "default":
+        raise CompileError(f"unknown initialiser {init!r} of parameter {parameter.name!r}")
+    like = f"  # as {role.like}" if role.like else ""
+    match role.init:
+        case "fan_in_uniform":
+            return (f"nn.init.uniform_({target}, -({fan_in}**-0.5), {fan_in}**-0.5)"
+                    + (f"{like}: fan_in {fan_in}" if like else ""))
+        case "normal":
+            return f"nn.init.normal_({target}){like}"
+        case "ones":
+            return f"nn.init.ones_({target}){like}"
+        case "zeros":
+            return f"nn.init.zeros_({target}){like}"
+    assert_never(role.init)
+
+
+def commented(indent: str, line: str, comment: str | None) -> list[str]:
+    """A line with its comment trailing when that fits in 100 columns, else above it."""
+    if not comment:
+        return [indent + line]
+    note = f"# {comment_text(comment)}"
+    if len(indent) + len(line) + 2 + len(note) <= LINE_LENGTH:
+        return [f"{indent}{line}  {note}"]
+    return [indent + note, indent + line]
+
+
+def signature_lines(arguments: Sequence[str], returns: str) -> list[str]:
+    """`def forward(...)`, wrapped the way a formatter wraps it when it is too long."""
+    one_line = f"    def forward({', '.join(arguments)}) -> {returns}:"
+    if len(one_line) <= LINE_LENGTH:
+        return [one_line]
+    middle = "        " + ", ".join(arguments)
+    if len(middle) <= LINE_LENGTH:
+        return ["    def forward(", middle, f"    ) -> {returns}:"]
+    return ["    def forward(", *(f"        {a}," for a in arguments), f"    ) -> {returns}:"]
+
+
+def class_lines(spec: ModuleSpec, sizes: SizeTable,
+                forward: tuple[list[str], list[str], str] | None) -> list[str]:
+    """The class of one module: parameters, submodules, initialisation and `forward`
+    (given as its argument list, body lines and return annotation)."""
+    inner = "        "
+    lines = [f"class {spec.class_name}(nn.Module):"]
+    if spec.doc:
+        lines.append(f"    {docstring_literal(spec.doc)}")
+        lines.append("")
+    lines.append("    def __init__(self) -> None:")
+    lines.append(f"{inner}super().__init__()")
+    for entry in spec.params.values():
+        parameter = entry.parameter
+        dims = []
+        for axis in parameter.array.shape.axes:
+            value = sizes.value(axis.size)
+            if value is None:
+                raise CompileError(f"parameter {parameter.name!r} has the symbolic axis "
+                                   f"{axis.name!r}; parameters need fixed sizes")
+            dims.append(str(value))
+        empty = f"torch.empty({', '.join(dims) if dims else '()'})"
+        note = parameter.array.text()
+        if entry.attribute != parameter.name:
+            note += f", renamed from {parameter.name}"
+        if is_plain_identifier(entry.attribute):
+            line = f"self.{entry.attribute} = nn.Parameter({empty})"
+        else:
+            line = (f"self.register_parameter({string_literal(entry.attribute)}, "
+                    f"nn.Parameter({empty}))")
+        lines.extend(commented(inner, line, note))
+    for child in spec.children:
+        if child.repeat is None:
+            construct = f"{child.class_name}()"
+        else:
+            construct = f"nn.ModuleList({child.class_name}() for _ in range({child.repeat}))"
+        if is_plain_identifier(child.attribute):
+            line = f"self.{child.attribute} = {construct}"
+        else:
+            line = f"self.add_module({string_literal(child.attribute)}, {construct})"
+        lines.extend(commented(inner, line, child.comment))
+    if spec.params:
+        lines.append(f"{inner}self.reset_parameters()")
+        lines.append("")
+        lines.append("    def reset_parameters(self) -> None:")
+        lines.append(f"{inner}with torch.no_grad():")
+        for entry in spec.params.values():
+            call, _, note = initialiser_code(entry, "self", sizes).partition("  # ")
+            lines.extend(commented(inner + "    ", call, note or None))
+    if forward is not None:
+        arguments, body, returns = forward
+        lines.append("")
+        lines.extend(signature_lines(arguments, returns))
+        lines.extend(body)
+    return lines

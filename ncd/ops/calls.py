@@ -1,0 +1,257 @@
+"""Definitions used as operations (`CallOp`, with a batch lift over any extra axes), and
+`scan`, which runs a step definition along an axis, carrying state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ncd import ir
+from ncd import syntax as s
+from ncd.context import Reject, Value, port, shape
+from ncd.diagnostics import Note, did_you_mean
+from ncd.elision import elide
+from ncd.sizes import from_ir
+
+from .arguments import bracket_axes, option_error
+from .declaration import Box, Caption, Declaration, Surface, declare, declare_surface, no_parameters
+from .lowering import Emitter, Label, TensorCode, degree_label, target_label
+
+if TYPE_CHECKING:
+    from ncd.elaborate import DefinitionBuilder
+
+
+# ---------------------------------------------------------------------------------------
+# definitions as operations
+# ---------------------------------------------------------------------------------------
+
+
+def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
+                args: Sequence[tuple[ir.ArrayType, ir.Span, str | None]], span: ir.Span,
+                instance: str, names: Sequence[str | None]) -> tuple[ir.Broadcasted,
+                                                                     list[ir.ArrayType]]:
+    """`definition` applied to arrays that may carry extra axes: those are a batch lift."""
+    ctx = builder.ctx
+    if len(args) != len(definition.inputs):
+        raise ctx.error("E303", f"`{definition.name}` takes {len(definition.inputs)} arrays, "
+                        f"not {len(args)}", span,
+                        notes=[Note(definition.span, "defined here")])
+    extra: dict[str, tuple[ir.Axis, ir.Span]] = {}
+    for (arg, arg_span, arg_name), variable in zip(args, definition.inputs, strict=True):
+        what = f"argument `{variable.name}` of `{definition.name}`"
+        for axis in variable.array.shape.axes:
+            if axis.name not in arg.names:
+                raise ctx.error(
+                    "E301", f"{what} needs axis `{axis.name}`, but "
+                    f"{'`' + arg_name + '`' if arg_name else 'the argument'} has axes "
+                    f"[{', '.join(arg.names)}]", arg_span,
+                    notes=[Note(definition.span, f"`{definition.name}` takes "
+                                f"{variable.name}: {variable.array.text()}")],
+                    hint="axes align by name; rename with `rename[a -> b](X)`")
+            builder.check_size(arg.shape.axis(axis.name), axis, arg_span, what,
+                               definition.span)
+        builder.check_dtype(arg, variable.array.dtype, arg_span, what)
+        for axis in arg.shape.axes:
+            if axis.name in variable.array.names:
+                continue
+            if axis.name in extra and from_ir(extra[axis.name][0].size) != from_ir(axis.size):
+                raise ctx.error("E300", f"the batch axis `{axis.name}` has different sizes in "
+                                "two arguments", arg_span,
+                                notes=[Note(extra[axis.name][1], "the other one")])
+            extra.setdefault(axis.name, (axis, arg_span))
+    degree = [axis for axis, _ in extra.values()]
+    outputs: list[ir.ArrayType] = []
+    for variable in definition.outputs:
+        clash = [a.name for a in degree if a.name in variable.array.names]
+        if clash:
+            raise ctx.error("E301", f"the batch axis `{clash[0]}` is also an axis of the result "
+                            f"of `{definition.name}`", span,
+                            hint="rename the batch axis before the call")
+        outputs.append(ir.ArrayType(dtype=variable.array.dtype,
+                                    shape=shape([*degree, *variable.array.shape.axes])))
+    degree_shape = shape(degree)
+    term = ir.Broadcasted(
+        dom=tuple(a for a, _, _ in args), cod=tuple(outputs), span=span,
+        op=ir.CallOp(definition=definition.name, instance=instance), degree=degree_shape,
+        inputs=tuple(port(a, v.array.names, degree_shape, n)
+                     for (a, _, n), v in zip(args, definition.inputs, strict=True)),
+        outputs=tuple(port(a, v.array.names, degree_shape, n)
+                      for a, v, n in zip(outputs, definition.outputs, names, strict=True)))
+    return term, outputs
+
+
+def call_definition(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    ctx = builder.ctx
+    definition = ctx.definitions[call.name.name]
+    if call.items is not None:
+        raise option_error(builder, f"`{definition.name}` is a definition and takes no "
+                           "brackets", call.name.span)
+    values = [builder.single(a) for a in call.args]
+    instance = builder.instance_name(call.name.name)
+    names = [name if len(definition.outputs) == 1 else None] * len(definition.outputs)
+    out_names = [n or builder.fresh_name(definition.name) for n in names]
+    term, outputs = lifted_call(builder, definition,
+                                [(v.array, a.span, v.name) for v, a in zip(values, call.args,
+                                                                           strict=True)],
+                                call.span, instance, out_names)
+    out_values = [Value(a, n, call.span) for a, n in zip(outputs, out_names, strict=True)]
+    builder.add_step(term, values, out_values)
+    return out_values
+
+
+def _call_caption(op: ir.CallOp, term: ir.Broadcasted) -> Caption:
+    return Caption("plain", elide(op.definition))
+
+
+def _call_overview(op: ir.CallOp) -> tuple[str, str]:
+    return elide(op.definition), "box3d"
+
+
+def _match_axes(emit: Emitter, targets: Sequence[str], declared: Sequence[str]) -> list[str]:
+    """The caller's target axes in the order of the callee's declared axes: by name when the
+    names agree, by position otherwise."""
+    if sorted(targets) == sorted(declared):
+        return list(declared)
+    if len(targets) != len(declared):
+        raise emit.error(f"a call passes axes {list(targets)} for {list(declared)}")
+    return list(targets)
+
+
+def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
+                inputs: list[TensorCode]) -> list[TensorCode]:
+    module = emit.submodule(op)
+    callee = module.definition
+    degree = [degree_label(i) for i in range(len(term.degree.axes))]
+    batched = next((v for v in inputs if v.batched), None)
+    arguments = []
+    for value, in_port, variable in zip(inputs, term.inputs, callee.inputs, strict=True):
+        targets = _match_axes(emit, in_port.targets, variable.array.names)
+        order = degree + [target_label(t) for t in targets]
+        leading = batched if (batched is not None and not value.batched) else None
+        arguments.append(emit.normalized(term, value, in_port, order, "expand", leading))
+    call = f"{module.code}({', '.join(arguments)})"
+    lift = f", lifted over {' '.join(term.degree.names)}" if term.degree.axes else ""
+    comment = f"{op.definition}{lift}"
+    plans: list[tuple[str, list[Label], bool, bool]] = []
+    for index, (variable, out_port) in enumerate(zip(callee.outputs, term.outputs,
+                                                     strict=True)):
+        targets = _match_axes(emit, out_port.targets, variable.array.names)
+        labels = degree + [target_label(t) for t in targets]
+        tile = bool(term.degree.axes) and not module.outputs_batched[index]
+        direct = not tile and labels == emit.output_labels(out_port)
+        hint = out_port.name if direct and out_port.name else f"{op.instance}_result"
+        plans.append((emit.fresh(hint), labels, tile, direct))
+    targets_text = ", ".join(name for name, *_ in plans) or "_"
+    emit.statement(f"{targets_text} = {call}", comment + emit.source_note(term.span))
+    results: list[TensorCode] = []
+    for index, (raw, labels, tile, direct) in enumerate(plans):
+        output_batched = batched is not None or module.outputs_batched[index]
+        if direct:
+            results.append(TensorCode(raw, term.cod[index], output_batched))
+            continue
+        expr = raw
+        if tile:
+            # The callee computed this output from its parameters alone: tile it.
+            lead = (emit.leading_shape(batched) + " + ") if batched else ""
+            sizes = emit.tuple_text([emit.size(a.size) for a in term.degree.axes])
+            expr = f"{raw}.expand({lead}{sizes} + {raw}.shape)"
+        results.append(emit.finish(term, expr, labels, index, batched=output_batched,
+                                   fallback="result"))
+    return results
+
+
+CALL = declare(Declaration(
+    node=ir.CallOp, surfaces=(),
+    glyph=Box("call_box", _call_caption, caption_size=12.0, min_width=30.0, min_height=26.0),
+    overview=_call_overview, roles=no_parameters, lower=_call_lower))
+
+
+# ---------------------------------------------------------------------------------------
+# scan: a recurrence (an `ir.Scan` term, not an operator of its own)
+# ---------------------------------------------------------------------------------------
+
+
+def _scan_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    ctx = builder.ctx
+    axes = bracket_axes(builder, call)
+    if len(axes) != 1:
+        raise option_error(builder, "`scan` runs along one axis: `scan[t](cell, H0, X)`",
+                           call.name.span)
+    if call.args and isinstance(call.args[0], s.Var) and call.args[0].name in ctx.failed:
+        raise Reject(call.args[0].name)
+    if not call.args or not isinstance(call.args[0], s.Var) or \
+            call.args[0].name not in ctx.definitions:
+        raise ctx.error("E311", "the first argument of `scan` is the step definition",
+                        call.args[0].span if call.args else call.span,
+                        hint=did_you_mean(call.args[0].name, ctx.definitions)
+                        if call.args and isinstance(call.args[0], s.Var) else None)
+    step = ctx.definitions[call.args[0].name]
+    axis_name = axes[0].name
+    values = [builder.single(a) for a in call.args[1:]]
+    carries = 0
+    while carries < len(values) and axis_name not in values[carries].array.names:
+        carries += 1
+    for value, arg in zip(values[carries:], call.args[1 + carries:], strict=True):
+        if axis_name not in value.array.names:
+            raise ctx.error("E311", f"initial states come first: `{value.name}` has no axis "
+                            f"`{axis_name}` but follows a sequence", arg.span)
+    if carries == len(values):
+        raise ctx.error("E311", f"no argument of `scan` runs along `{axis_name}`", call.span)
+    sequence_axes = [v.array.shape.axis(axis_name) for v in values[carries:]]
+    for axis, arg in zip(sequence_axes[1:], call.args[1 + carries + 1:], strict=False):
+        if from_ir(axis.size) != from_ir(sequence_axes[0].size):
+            raise ctx.error("E300", f"the sequences have different lengths along `{axis_name}`",
+                            arg.span)
+    time_axis = sequence_axes[0]
+    slices = [ir.ArrayType(dtype=v.array.dtype,
+                           shape=shape([a for a in v.array.shape.axes if a.name != axis_name]))
+              for v in values[carries:]]
+    step_args: list[tuple[ir.ArrayType, ir.Span, str | None]] = [
+        (v.array, a.span, v.name)
+        for v, a in zip(values[:carries], call.args[1:1 + carries], strict=True)]
+    step_args += [(sl, a.span, None) for sl, a in zip(slices, call.args[1 + carries:],
+                                                      strict=True)]
+    if len(step.outputs) < carries:
+        raise ctx.error("E311", f"`{step.name}` gives {len(step.outputs)} arrays but there are "
+                        f"{carries} states to carry", call.span)
+    instance = builder.instance_name(call.args[0].name)
+    step_names = [f"{step.name}_out{i}" for i in range(len(step.outputs))]
+    term, step_outputs = lifted_call(builder, step, step_args, call.span, instance, step_names)
+    for index in range(carries):
+        # Axes align by name: a state may list its axes in another order than the step.
+        if not _same_axes(step_outputs[index], values[index].array):
+            raise ctx.error(
+                "E311", f"the step must give state {index + 1} back as "
+                f"{values[index].array.text()}, but gives {step_outputs[index].text()}",
+                call.args[1 + index].span)
+    stacked = []
+    for out in step_outputs[carries:]:
+        if axis_name in out.names:
+            raise ctx.error("E311", f"a step output already has axis `{axis_name}`", call.span)
+        stacked.append(ir.ArrayType(dtype=out.dtype, shape=shape([time_axis,
+                                                                  *out.shape.axes])))
+    # The final states keep the initial states' types (their axis order).
+    cod = (*(v.array for v in values[:carries]), *stacked)
+    scan = ir.Scan(dom=tuple(v.array for v in values), cod=cod, span=call.span, axis=time_axis,
+                   carries=carries, step=term, step_name=step.name)
+    out_values = [Value(a, builder.fresh_name(f"{step.name}_{i}"), call.span)
+                  for i, a in enumerate(cod)]
+    builder.add_step(scan, values, out_values)
+    return out_values
+
+
+def _same_axes(a: ir.ArrayType, b: ir.ArrayType) -> bool:
+    """The same datatype and the same axes by name and size, in any order."""
+    if a.dtype.kind != b.dtype.kind or sorted(a.names) != sorted(b.names):
+        return False
+    if (a.dtype.bound is None) != (b.dtype.bound is None) or (
+            a.dtype.bound is not None and b.dtype.bound is not None
+            and from_ir(a.dtype.bound) != from_ir(b.dtype.bound)):
+        return False
+    return all(from_ir(axis.size) == from_ir(b.shape.axis(axis.name).size)
+               for axis in a.shape.axes)
+
+
+SCAN = declare_surface(Surface(
+    "scan", "run a step definition along an axis, carrying state: carry[l+1], out[l] = "
+    "step(carry[l], x[l])", "scan[t](cell, H0, X)", _scan_typing))

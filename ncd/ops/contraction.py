@@ -1,0 +1,298 @@
+"""Contractions and learned maps: `einsum` (tensor equations), `linear` and `embedding`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from ncd import ir
+from ncd import syntax as s
+from ncd.context import Value, array
+from ncd.elision import formula, spaced
+from ncd.sizes import from_ir
+
+from .arguments import arguments, bracket_arrows, bracket_axes, option_error, reject_items
+from .declaration import Box, Caption, Cups, Declaration, SizeValue, Surface, declare
+from .lowering import (
+    Emitter,
+    Label,
+    Role,
+    TensorCode,
+    degree_label,
+    float_literal,
+    target_label,
+)
+
+if TYPE_CHECKING:
+    from ncd.elaborate import DefinitionBuilder
+
+
+def fans(port: ir.Port, contracted: set[str], value_of: SizeValue
+         ) -> tuple[int | None, int | None]:
+    """A weight's fan-in (the entries of its contracted axes) and fan-out (the others), or
+    None for both when a size is only known at run time."""
+    fan_in = fan_out = 1
+    for axis in port.array.shape.axes:
+        value = value_of(axis.size)
+        if value is None:
+            return None, None
+        if axis.name in contracted:
+            fan_in *= value
+        else:
+            fan_out *= value
+    return fan_in, fan_out
+
+
+def contraction_comment(term: ir.Broadcasted, operands: Sequence[tuple[TensorCode, ir.Port]]
+                        ) -> str:
+    """`x h k, y h k -> h x y`: the real axis names beside the einsum's letters."""
+    parts = [" ".join(value.names) for value, _ in operands]
+    return f"{', '.join(parts)} -> {' '.join(term.outputs[0].array.names)}"
+
+
+def learned_subscript(term: ir.Broadcasted) -> str | None:
+    """The subscript of a learned map's letter: `W_q` -> q, else the output variable's name."""
+    for param in term.params:
+        head, sep, tail = param.name.partition("_") if param.name else ("", "", "")
+        if sep and tail and head.lower() in ("w", "e", "weight", "table"):
+            return tail
+    for output in term.outputs:
+        if output.name:
+            return output.name
+    for param in term.params:
+        if param.name:
+            return param.name
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# einsum: made by tensor equations (`ncd.equations`), it has no name of its own
+# ---------------------------------------------------------------------------------------
+
+
+def _einsum_overview(op: ir.EinsumOp) -> tuple[str, str]:
+    text = f"contract {spaced(op.contracted)}" if op.contracted else "multiply"
+    if op.scale_text:
+        text += f"\nscale {formula(op.scale_text)}"
+    elif op.scale != 1.0:
+        text += f"\nscale {op.scale:g}"
+    return text, "box"
+
+
+def _einsum_roles(op: ir.EinsumOp, term: ir.Broadcasted, value_of: SizeValue
+                  ) -> tuple[Role, ...]:
+    return tuple(Role("fan_in_uniform", "nn.Linear, nn.Conv*",
+                      *fans(port, set(port.targets), value_of)) for port in term.params)
+
+
+def _einsum_lower(emit: Emitter, term: ir.Broadcasted, op: ir.EinsumOp,
+                  inputs: list[TensorCode]) -> list[TensorCode]:
+    operands = [*zip(inputs, term.inputs, strict=True),
+                *zip(emit.parameters(term), term.params, strict=True)]
+    expr = emit.contraction(term, operands)
+    if op.scale != 1.0:
+        expr += f" * {float_literal(op.scale)}"
+    comment = contraction_comment(term, operands)
+    if op.scale_text:
+        comment += f", times {op.scale_text}"
+    return [emit.finish(term, expr, emit.output_labels(term.outputs[0]), comment=comment,
+                        batched=any(v.batched for v in inputs), fallback="product")]
+
+
+EINSUM = declare(Declaration(
+    node=ir.EinsumOp, surfaces=(), glyph=Cups(), overview=_einsum_overview,
+    roles=_einsum_roles, lower=_einsum_lower))
+
+
+# ---------------------------------------------------------------------------------------
+# linear
+# ---------------------------------------------------------------------------------------
+
+
+def _linear_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    reject_items(builder, call, (s.Arrow, s.Var))
+    arrow = bracket_arrows(builder, call)[0]
+    flags = [i.name for i in call.items or () if isinstance(i, s.Var)]
+    if any(f != "bias" for f in flags):
+        bad = next(i for i in call.items or () if isinstance(i, s.Var) and i.name != "bias")
+        raise option_error(builder, f"`linear` has no flag `{bad.name}`", bad.span,
+                           hint="the only flag is `bias`")
+    bias = "bias" in flags or len(call.args) == 3
+    (value,), param_names = arguments(builder, call, 1, 1, 1 if bias or len(call.args) > 2 else 0)
+    builder.require_reals(value, call.args[0].span, "`linear`")
+    builder.require_axes(value, arrow.left, "`linear`")
+    in_names = [i.name for i in arrow.left]
+    out_axes = [builder.global_axis(i) for i in arrow.right]
+    out_names = [a.name for a in out_axes]
+    for ident in arrow.right:
+        if ident.name in value.array.names and ident.name not in in_names:
+            raise builder.ctx.error(
+                "E301", f"`linear` makes axis `{ident.name}`, which `{value.name}` already has",
+                ident.span, hint="name the new axis differently")
+    # A square map (`linear[m -> m]`) needs two distinct weight axes: the input one is `m_in`.
+    weight_axes = [ir.Axis(name=f"{n}_in" if n in out_names else n,
+                           size=value.array.shape.axis(n).size) for n in in_names]
+    weight = builder.parameter(param_names[0], array(ir.REALS, [*weight_axes, *out_axes]),
+                               "`linear`")
+    params: list[tuple[ir.Parameter, Sequence[str]]] = [(weight, weight.array.names)]
+    if bias:
+        if len(param_names) < 2:
+            raise builder.ctx.error("E303", "`linear[..., bias]` needs a bias parameter: "
+                                    "`linear[m -> n, bias](X, W, b)`", call.span)
+        bias_param = builder.parameter(param_names[1], array(ir.REALS, out_axes), "`linear`")
+        params.append((bias_param, bias_param.array.names))
+    axes = value.array.shape.axes
+    first = min(i for i, a in enumerate(axes) if a.name in in_names)
+    kept = [a for a in axes if a.name not in in_names]
+    position = sum(1 for a in axes[:first] if a.name not in in_names)
+    out_array = array(value.array.dtype, [*kept[:position], *out_axes, *kept[position:]])
+    op = ir.LinearOp(inputs=tuple(in_names), outputs=tuple(out_names), bias=bias)
+    return builder.broadcast(op, [(value, in_names)], [(out_array, out_names, name)], call.span,
+                             params=params)
+
+
+def linear_weight_inputs(op: ir.LinearOp, weight_axes: Sequence[str]) -> list[str]:
+    """The weight axes that a linear map contracts with its input axes `op.inputs`.
+
+    The elaborator names them like the input axes, except that an input axis which is also an
+    output (`linear[m -> m]`) becomes `m_in`; failing both, the first axes in order.
+    """
+    chosen = []
+    for position, axis in enumerate(op.inputs):
+        wanted = f"{axis}_in" if axis in op.outputs else axis
+        if wanted not in weight_axes:
+            wanted = weight_axes[position]
+        chosen.append(wanted)
+    return chosen
+
+
+def _linear_caption(op: ir.LinearOp, term: ir.Broadcasted) -> Caption:
+    return Caption("operator", "L", learned_subscript(term))
+
+
+def _linear_overview(op: ir.LinearOp) -> tuple[str, str]:
+    text = f"linear {spaced(op.inputs)} → {spaced(op.outputs)}"
+    return text + (" + bias" if op.bias else ""), "note"
+
+
+def _linear_roles(op: ir.LinearOp, term: ir.Broadcasted, value_of: SizeValue
+                  ) -> tuple[Role, ...]:
+    weight_inputs = linear_weight_inputs(op, term.params[0].array.names)
+    role = Role("fan_in_uniform", "nn.Linear", *fans(term.params[0], set(weight_inputs),
+                                                     value_of))
+    return (role, role) if op.bias else (role,)
+
+
+def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
+                  inputs: list[TensorCode]) -> list[TensorCode]:
+    if len(term.params) != (2 if op.bias else 1):
+        raise emit.error(f"linear{'with bias' if op.bias else ''} has "
+                         f"{len(term.params)} parameters")
+    params = emit.parameters(term)
+    weight_inputs = linear_weight_inputs(op, term.params[0].array.names)
+    operands = [(inputs[0], term.inputs[0]), (params[0], term.params[0])]
+    # Input axis `a` meets the weight axis `weight_inputs[i]`; outputs keep their names.
+    relabel: list[Mapping[Label, Label]] = [
+        {target_label(a): ("contract", a) for a in op.inputs},
+        {target_label(w): ("contract", a) for a, w in zip(op.inputs, weight_inputs, strict=True)}]
+    expr = emit.contraction(term, operands, relabel)
+    labels = emit.output_labels(term.outputs[0])
+    if op.bias:
+        expr += " + " + emit.normalized(term, params[1], term.params[1], labels, "unsqueeze")
+    return [emit.finish(term, expr, labels, comment=contraction_comment(term, operands),
+                        batched=inputs[0].batched, fallback="linear")]
+
+
+LINEAR = declare(Declaration(
+    node=ir.LinearOp,
+    surfaces=(Surface("linear", "a learned linear map from target axes to new axes; weight (and "
+                      "bias) named in the arguments", "linear[m -> h k](X, W_q)",
+                      _linear_typing),),
+    glyph=Box("card", _linear_caption, caption_size=16.0, min_width=34.0, min_height=34.0,
+              caption_dx=0.06),
+    overview=_linear_overview, roles=_linear_roles, lower=_linear_lower))
+
+
+# ---------------------------------------------------------------------------------------
+# embedding
+# ---------------------------------------------------------------------------------------
+
+
+def _embedding_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    reject_items(builder, call, (s.Arrow, s.Var))
+    (value,), (table_name,) = arguments(builder, call, 1, 1)
+    if value.array.dtype.kind != "N":
+        raise builder.ctx.error(
+            "E302", f"`embedding` reads indices of datatype N[v], but `{value.name}` holds "
+            f"{value.array.dtype.text()}", call.args[0].span)
+    arrows = [i for i in call.items or () if isinstance(i, s.Arrow)]
+    if arrows:
+        if len(arrows[0].left) != 1:
+            raise option_error(builder, "`embedding` has one vocabulary axis", arrows[0].span)
+        vocab = builder.global_axis(arrows[0].left[0])
+        out_axes = [builder.global_axis(i) for i in arrows[0].right]
+    else:
+        out_axes = [builder.global_axis(i) for i in bracket_axes(builder, call)]
+        existing = builder.params.get(table_name.name)
+        if existing is None:
+            raise option_error(builder, "name the vocabulary axis: `embedding[v -> m](T, E)`",
+                               call.name.span)
+        others = [a for a in existing.array.shape.axes if a.name not in {o.name for o in out_axes}]
+        if len(others) != 1:
+            raise builder.ctx.error("E312", f"the table `{table_name.name}` should have one "
+                                    "vocabulary axis besides the embedding axes",
+                                    table_name.span)
+        vocab = others[0]
+    bound = value.array.dtype.bound
+    if bound is not None and from_ir(bound) != from_ir(vocab.size):
+        raise builder.ctx.error(
+            "E300", f"the vocabulary axis `{vocab.name}` has size {from_ir(vocab.size)} but the "
+            f"indices are below {from_ir(bound)}", call.span)
+    for axis in out_axes:
+        if axis.name in value.array.names:
+            raise builder.ctx.error("E301", f"`{value.name}` already has axis `{axis.name}`",
+                                    call.span)
+    table = builder.parameter(table_name, array(ir.REALS, [vocab, *out_axes]), "`embedding`")
+    out_names = [a.name for a in out_axes]
+    out_array = array(ir.REALS, [*value.array.shape.axes, *out_axes])
+    op = ir.EmbeddingOp(outputs=tuple(out_names))
+    return builder.broadcast(op, [(value, ())], [(out_array, out_names, name)], call.span,
+                             params=[(table, table.array.names)])
+
+
+def _embedding_caption(op: ir.EmbeddingOp, term: ir.Broadcasted) -> Caption:
+    return Caption("operator", "E", learned_subscript(term))
+
+
+def _embedding_overview(op: ir.EmbeddingOp) -> tuple[str, str]:
+    return f"embedding → {spaced(op.outputs)}", "note"
+
+
+def _embedding_roles(op: ir.EmbeddingOp, term: ir.Broadcasted, value_of: SizeValue
+                     ) -> tuple[Role, ...]:
+    return (Role("normal", "nn.Embedding"),)
+
+
+def _embedding_lower(emit: Emitter, term: ir.Broadcasted, op: ir.EmbeddingOp,
+                     inputs: list[TensorCode]) -> list[TensorCode]:
+    (table,) = emit.parameters(term)
+    if table.rank < 1:
+        raise emit.error("an embedding table needs a vocabulary axis")
+    degree = [degree_label(i) for i in range(len(term.degree.axes))]
+    index = emit.normalized(term, inputs[0], term.inputs[0], degree, "expand")
+    if table.rank == 2:
+        expr = f"F.embedding({index}, {table.code})"
+    else:
+        expr = f"{table.code}[{index}]"
+    labels = [*degree, *(target_label(n) for n in table.names[1:])]
+    return [emit.finish(term, expr, labels, comment=f"embedding into {' '.join(op.outputs)}",
+                        fallback="embedded")]
+
+
+EMBEDDING = declare(Declaration(
+    node=ir.EmbeddingOp,
+    surfaces=(Surface("embedding", "look up rows of a table by an index of datatype N[v]",
+                      "embedding[v -> m](T, E)", _embedding_typing),),
+    glyph=Box("card", _embedding_caption, caption_size=16.0, min_width=34.0, min_height=34.0,
+              caption_dx=0.06),
+    overview=_embedding_overview, roles=_embedding_roles, lower=_embedding_lower))

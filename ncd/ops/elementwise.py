@@ -1,0 +1,151 @@
+"""Entrywise maps of one array: the elementwise functions (`relu`, ...; listed in
+`ncd.ops.functions`), `scale` by a constant, and `dropout`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ncd import ir
+from ncd import syntax as s
+from ncd.context import Value
+from ncd.elision import formula
+
+from .arguments import (
+    arguments,
+    keyword_spans,
+    keywords,
+    option_error,
+    reject_items,
+    same_shape,
+    unary,
+)
+from .arithmetic import scalar
+from .declaration import Box, Caption, Declaration, Surface, TypingRule, declare, no_parameters
+from .functions import FUNCTIONS, ElementwiseFunction
+from .lowering import Emitter, TensorCode, float_literal
+
+if TYPE_CHECKING:
+    from ncd.elaborate import DefinitionBuilder
+
+
+# ---------------------------------------------------------------------------------------
+# the elementwise functions
+# ---------------------------------------------------------------------------------------
+
+
+def _elementwise_typing(function: ElementwiseFunction) -> TypingRule:
+    def typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+        value = unary(builder, call, f"`{function}`")
+        return same_shape(builder, ir.ElementwiseOp(function=function), value, (), call, name)
+
+    return typing
+
+
+def _elementwise_caption(op: ir.ElementwiseOp, term: ir.Broadcasted) -> Caption:
+    function = FUNCTIONS[op.function]
+    return Caption("italic" if function.italic else "plain", function.caption)
+
+
+def _elementwise_overview(op: ir.ElementwiseOp) -> tuple[str, str]:
+    return op.function, "box"
+
+
+def _elementwise_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ElementwiseOp,
+                       inputs: list[TensorCode]) -> list[TensorCode]:
+    expr, labels = emit.single(term, inputs)
+    return [emit.finish(term, FUNCTIONS[op.function].torch.format(expr), labels,
+                        comment=op.function, batched=inputs[0].batched, fallback=op.function)]
+
+
+ELEMENTWISE = declare(Declaration(
+    node=ir.ElementwiseOp,
+    surfaces=tuple(Surface(name, f"`{name}` applied to every entry: {function.meaning}",
+                           f"{name}(X)", _elementwise_typing(name))
+                   for name, function in FUNCTIONS.items()),
+    glyph=Box("plain_box", _elementwise_caption, caption_size=11.0, min_width=22.0,
+              min_height=18.0),
+    overview=_elementwise_overview, roles=no_parameters, lower=_elementwise_lower))
+
+
+# ---------------------------------------------------------------------------------------
+# scale
+# ---------------------------------------------------------------------------------------
+
+
+def _scale_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    items = list(call.items or ())
+    if len(items) != 1 or isinstance(items[0], (s.Arrow, s.Keyword, s.Comparison)):
+        raise option_error(builder, "`scale` takes one constant: `scale[0.5](X)`",
+                           call.name.span)
+    factor, text = scalar(builder, items[0])
+    (value,), _ = arguments(builder, call, 1)
+    builder.require_reals(value, call.args[0].span, "`scale`")
+    return same_shape(builder, ir.ScaleOp(factor=factor, text=text), value, (), call, name)
+
+
+def _scale_caption(op: ir.ScaleOp, term: ir.Broadcasted) -> Caption:
+    return Caption("math", f"\u00d7 {op.text}" if op.text else f"\u00d7 {op.factor:g}")
+
+
+def _scale_overview(op: ir.ScaleOp) -> tuple[str, str]:
+    return f"× {formula(op.text)}", "box"
+
+
+def _scale_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ScaleOp,
+                 inputs: list[TensorCode]) -> list[TensorCode]:
+    expr, labels = emit.single(term, inputs)
+    return [emit.finish(term, f"{expr} * {float_literal(op.factor)}", labels,
+                        comment=f"times {op.text}", batched=inputs[0].batched,
+                        fallback="scaled")]
+
+
+SCALE = declare(Declaration(
+    node=ir.ScaleOp,
+    surfaces=(Surface("scale", "multiply every entry by a constant", "scale[0.5](X)",
+                      _scale_typing),),
+    glyph=Box("plain_box", _scale_caption, caption_size=11.0, min_width=22.0, min_height=18.0),
+    overview=_scale_overview, roles=no_parameters, lower=_scale_lower))
+
+
+# ---------------------------------------------------------------------------------------
+# dropout
+# ---------------------------------------------------------------------------------------
+
+
+def _dropout_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    reject_items(builder, call, (s.Keyword, s.Number))
+    options = keywords(builder, call, ["p"])
+    plain = [i for i in call.items or () if isinstance(i, s.Number)]
+    p = options.get("p", plain[0].value if plain else 0.1)
+    if not 0 <= p < 1:
+        where = keyword_spans(call).get("p") or (plain[0].span if plain else call.span)
+        raise option_error(builder, f"dropout probability must be in [0, 1), not {p:g}", where,
+                           hint="`p` is the chance that an entry is zeroed: `dropout[p=0.1](X)`")
+    (value,), _ = arguments(builder, call, 1)
+    builder.require_reals(value, call.args[0].span, "`dropout`")
+    return same_shape(builder, ir.DropoutOp(p=p), value, (), call, name)
+
+
+def _dropout_caption(op: ir.DropoutOp, term: ir.Broadcasted) -> Caption:
+    return Caption("plain", f"drop {op.p:g}")
+
+
+def _dropout_overview(op: ir.DropoutOp) -> tuple[str, str]:
+    return f"dropout {op.p:g}", "box"
+
+
+def _dropout_lower(emit: Emitter, term: ir.Broadcasted, op: ir.DropoutOp,
+                   inputs: list[TensorCode]) -> list[TensorCode]:
+    expr, labels = emit.single(term, inputs)
+    return [emit.finish(term, f"F.dropout({expr}, p={float_literal(op.p)}, "
+                        "training=self.training)", labels, comment="dropout",
+                        batched=inputs[0].batched, fallback="dropped")]
+
+
+DROPOUT = declare(Declaration(
+    node=ir.DropoutOp,
+    surfaces=(Surface("dropout", "zero entries with probability p during training (identity "
+                      "in eval)", "dropout[p=0.1](X)", _dropout_typing),),
+    glyph=Box("plain_box", _dropout_caption, caption_size=11.0, min_width=22.0,
+              min_height=18.0),
+    overview=_dropout_overview, roles=no_parameters, lower=_dropout_lower))

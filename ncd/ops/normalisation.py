@@ -1,0 +1,154 @@
+"""Normalisations over target axes: `softmax` and `logsoftmax`, `layernorm` and `rmsnorm`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+from ncd import ir
+from ncd import syntax as s
+from ncd.context import Value, array
+from ncd.elision import listed
+
+from .arguments import arguments, bracket_axes, keywords, positive_option, reject_items, same_shape
+from .declaration import Box, Declaration, SizeValue, Surface, TypingRule, declare, no_parameters
+from .lowering import Emitter, Label, Role, TensorCode, float_literal, target_label
+
+if TYPE_CHECKING:
+    from ncd.elaborate import DefinitionBuilder
+
+
+def trailing_targets(emit: Emitter, term: ir.Broadcasted, targets: Sequence[str]) -> list[Label]:
+    """The output's layout with `targets` moved to the end in the given order."""
+    wanted = [target_label(t) for t in targets]
+    return [label for label in emit.output_labels(term.outputs[0]) if label not in wanted] + wanted
+
+
+# ---------------------------------------------------------------------------------------
+# softmax, logsoftmax
+# ---------------------------------------------------------------------------------------
+
+
+def _softmax_typing(log: bool) -> TypingRule:
+    def typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+        reject_items(builder, call, (s.Var,))
+        axes = bracket_axes(builder, call)
+        (value,), _ = arguments(builder, call, 1)
+        what = "`logsoftmax`" if log else "`softmax`"
+        builder.require_reals(value, call.args[0].span, what)
+        builder.require_axes(value, axes, what)
+        targets = [a.name for a in axes]
+        return same_shape(builder, ir.SoftmaxOp(axes=tuple(targets), log=log), value, targets,
+                          call, name)
+
+    return typing
+
+
+def _softmax_overview(op: ir.SoftmaxOp) -> tuple[str, str]:
+    return f"{'log_softmax' if op.log else 'softmax'}[{listed(op.axes)}]", "box"
+
+
+def _softmax_lower(emit: Emitter, term: ir.Broadcasted, op: ir.SoftmaxOp,
+                   inputs: list[TensorCode]) -> list[TensorCode]:
+    function = "torch.log_softmax" if op.log else "torch.softmax"
+    if len(op.axes) == 1:
+        expr, labels = emit.single(term, inputs)
+        dim = labels.index(target_label(op.axes[0])) - len(labels)
+        expr = f"{function}({expr}, dim={dim})"
+    else:
+        expr, labels = emit.single(term, inputs, trailing_targets(emit, term, op.axes))
+        sizes = emit.sizes_of(term, [term.inputs[0]])
+        shape = emit.tuple_text([emit.size(sizes[target_label(a)]) for a in op.axes])
+        expr = f"{function}({expr}.flatten(-{len(op.axes)}), dim=-1).unflatten(-1, {shape})"
+    return [emit.finish(term, expr, labels, comment=f"softmax over {' '.join(op.axes)}",
+                        batched=inputs[0].batched, fallback="softmax")]
+
+
+SOFTMAX = declare(Declaration(
+    node=ir.SoftmaxOp,
+    surfaces=(
+        Surface("softmax", "exponentiate and normalise to sum 1 over the target axes",
+                "softmax[y](S)", _softmax_typing(False)),
+        Surface("logsoftmax", "the logarithm of softmax over the target axes",
+                "logsoftmax[y](S)", _softmax_typing(True)),
+    ),
+    glyph=Box("triangle_left", min_width=22.0, min_height=26.0, square=True),
+    overview=_softmax_overview, roles=no_parameters, lower=_softmax_lower))
+
+
+# ---------------------------------------------------------------------------------------
+# layernorm, rmsnorm
+# ---------------------------------------------------------------------------------------
+
+
+def _norm_typing(kind: Literal["layernorm", "rmsnorm"]) -> TypingRule:
+    def typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+        reject_items(builder, call, (s.Var, s.Keyword))
+        axes = bracket_axes(builder, call)
+        options = keywords(builder, call, ["eps"])
+        positive_option(builder, call, options, "eps", f"{kind}[m, eps=1e-5](X)")
+        optional = 2 if kind == "layernorm" else 1
+        (value,), param_names = arguments(builder, call, 1, 0, optional)
+        builder.require_reals(value, call.args[0].span, f"`{kind}`")
+        builder.require_axes(value, axes, f"`{kind}`")
+        targets = [a.name for a in axes]
+        target_axes = [value.array.shape.axis(t) for t in targets]
+        params = []
+        for index, ident in enumerate(param_names):
+            parameter = builder.parameter(ident, array(ir.REALS, target_axes), f"`{kind}`")
+            if parameter.init == "default":
+                parameter = parameter.model_copy(update={"init": "ones" if index == 0 else "zeros"})
+                builder.params[parameter.name] = parameter
+            params.append((parameter, parameter.array.names))
+        op = ir.NormOp(norm=kind, axes=tuple(targets),
+                       eps=options.get("eps", 1e-5 if kind == "layernorm" else 1e-6),
+                       affine=len(param_names) >= 1, bias=len(param_names) == 2)
+        return same_shape(builder, op, value, targets, call, name, params)
+
+    return typing
+
+
+def _norm_overview(op: ir.NormOp) -> tuple[str, str]:
+    return f"{op.norm}[{listed(op.axes)}]", "ellipse"
+
+
+def _norm_roles(op: ir.NormOp, term: ir.Broadcasted, value_of: SizeValue) -> tuple[Role, ...]:
+    """The scale starts at one, the shift at zero (as `nn.LayerNorm`)."""
+    return (*((Role("ones"),) if op.affine else ()), *((Role("zeros"),) if op.bias else ()))
+
+
+def _norm_lower(emit: Emitter, term: ir.Broadcasted, op: ir.NormOp,
+                inputs: list[TensorCode]) -> list[TensorCode]:
+    params = emit.parameters(term)
+    weight = params.pop(0) if op.affine else None
+    bias = params.pop(0) if op.bias else None
+    targets = list(weight.names) if weight is not None else list(op.axes)
+    expr, labels = emit.single(term, inputs, trailing_targets(emit, term, targets))
+    sizes = emit.sizes_of(term, [term.inputs[0]])
+    shape = emit.tuple_text([emit.size(sizes[target_label(a)]) for a in targets])
+    weight_code = weight.code if weight is not None else "None"
+    bias_code = "None"
+    if bias is not None:
+        bias_code = emit.permute(bias.code, [target_label(n) for n in bias.names],
+                                 [target_label(n) for n in targets])
+    if op.norm == "layernorm":
+        expr = (f"F.layer_norm({expr}, {shape}, {weight_code}, {bias_code}, "
+                f"eps={float_literal(op.eps)})")
+    else:
+        if bias is not None:
+            raise emit.error("rmsnorm has no bias")
+        expr = f"F.rms_norm({expr}, {shape}, {weight_code}, eps={float_literal(op.eps)})"
+    return [emit.finish(term, expr, labels, comment=f"{op.norm} over {' '.join(op.axes)}",
+                        batched=inputs[0].batched, fallback=op.norm)]
+
+
+NORM = declare(Declaration(
+    node=ir.NormOp,
+    surfaces=(
+        Surface("layernorm", "normalise over the target axes to mean 0 and variance 1; optional "
+                "scale and shift parameters", "layernorm[m](X, g, b)", _norm_typing("layernorm")),
+        Surface("rmsnorm", "divide by the root mean square over the target axes; optional scale",
+                "rmsnorm[m](X, g)", _norm_typing("rmsnorm")),
+    ),
+    glyph=Box("norm_circle", min_width=30.0, min_height=30.0, square=True),
+    overview=_norm_overview, roles=_norm_roles, lower=_norm_lower))

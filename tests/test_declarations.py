@@ -1,0 +1,238 @@
+"""Every operator kind, term kind and elementwise function has an entry in every table a stage
+reads. The kinds are taken from the IR's unions (`typing.get_args`), not from a list kept by
+hand, so a new kind without its declaration, glyph, caption, overview label, parameter roles
+or lowering fails here (and, for a missing declaration, already when `ncd.operators` is
+imported)."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+import pytest
+from ncd.compilers.pytorch import compile_program
+from ncd.renderers import render_svg, render_tikz
+from ncd.renderers.dot import program_to_dot
+from ncd.renderers.glyphs import GLYPHS, BoxGlyph, CupsGlyph, JunctionGlyph, glyph_of
+from ncd.renderers.text import Label
+
+import ncd
+from ncd import ir
+from ncd.operators import DECLARATIONS, OPERATORS, check_declarations, declaration
+from ncd.ops import declaration as decl
+from ncd.ops.functions import FUNCTIONS
+from ncd.ops.lowering import DefaultInit, Role
+from ncd.ops.reductions import REDUCTIONS
+from ncd.semantics import elementwise as interpret_elementwise
+
+OPERATOR_TYPES: tuple[type[ir.Node], ...] = get_args(get_args(ir.Operator)[0])
+TERM_TYPES: tuple[type[ir.Node], ...] = get_args(get_args(ir.Term)[0])
+ELEMENTWISE: tuple[str, ...] = get_args(ir.ElementwiseOp.model_fields["function"].annotation)
+REDUCE: tuple[str, ...] = get_args(ir.ReduceOp.model_fields["function"].annotation)
+
+# Kinds that no operator name makes: other syntax does.
+MADE_BY_OTHER_SYNTAX = {ir.EinsumOp: "tensor equations", ir.CallOp: "calls of definitions"}
+
+AXES = "axis x, y, t = 3, m = 4, h = 2, k = 2, a = 2, b = 3, c = 5, v = 7\n"
+
+# One program per operator kind whose definition `f` makes that kind.
+SOURCES: dict[type[ir.Node], str] = {
+    ir.EinsumOp: "def f(X: R[x, m], Y: R[y, m]) -> R[x, y] { S[x, y] = sum(m) X[x, m] * Y[y, m]\n"
+                 " return S }",
+    ir.LinearOp: "def f(X: R[x, m]) -> R[x, h, k] { return linear[m -> h k, bias](X, W, b0) }",
+    ir.EmbeddingOp: "def f(T: N[v][x]) -> R[x, m] { return embedding[v -> m](T, E) }",
+    ir.SoftmaxOp: "def f(S: R[x, y]) -> R[x, y] { return softmax[y](S) }",
+    ir.NormOp: "def f(X: R[x, m]) -> R[x, m] { return layernorm[m](X, g, b0) }",
+    ir.ElementwiseOp: "def f(X: R[x, m]) -> R[x, m] { return relu(X) }",
+    ir.ScaleOp: "def f(X: R[x, m]) -> R[x, m] { return X * 0.5 }",
+    ir.DropoutOp: "def f(X: R[x, m]) -> R[x, m] { return dropout[p=0.1](X) }",
+    ir.AddOp: "def f(X: R[x, m], B: R[m]) -> R[x, m] { return X + B }",
+    ir.MultiplyOp: "def f(X: R[x, m], Y: R[x, m]) -> R[x, m] { return X * Y }",
+    ir.MaskOp: "def f(S: R[x, y]) -> R[x, y] { return causal[x, y](S) }",
+    ir.ReduceOp: "def f(X: R[x, m]) -> R[m] { return sum[x](X) }",
+    ir.ConcatOp: "def f(A: R[x, a], B: R[x, b]) -> R[x, c] { return concat[a b -> c](A, B) }",
+    ir.SplitOp: "def f(X: R[x, c]) -> (R[x, a], R[x, b]) { return split[c -> a b](X) }",
+    ir.PadOp: "def f(X: R[x, a]) -> R[x, c] { return pad[a -> c, before=1, after=2](X) }",
+    ir.RenameOp: "def f(X: R[x, a]) -> R[x, k] { return rename[a -> k](X) }",
+    ir.ReshapeOp: "def f(X: R[x, m]) -> R[x, h, k] { return reshape[m -> h k](X) }",
+    ir.CallOp: "def g(X: R[m]) -> R[m] { return tanh(X) }\n"
+               "def f(X: R[x, m]) -> R[x, m] { return g(X) }",
+}
+
+# Every term kind at once, in `f`.
+EVERY_TERM = AXES + """def cell(H: R[m], X: R[m]) -> (R[m], R[m]) {
+    Z = tanh(H + X)
+    return Z, Z
+}
+def f(X: R[x, m], S: R[t, m], H0: R[m]) -> (R[m, x], R[x, m], R[m], R[t, m]) {
+    Y[m, x] = X[x, m]
+    block "B" x2 {
+        X = relu(X) + X
+    }
+    H, O = scan[t](cell, H0, S)
+    return Y, X, H, O
+}
+"""
+
+
+def kind(node: type[ir.Node]) -> str:
+    return ir.kind_of(node)
+
+
+def broadcasts(program: ncd.api.Program, op_type: type[ir.Node]) -> list[ir.Broadcasted]:
+    return [term for term in ir.walk(program.ir.definition("f").body)
+            if isinstance(term, ir.Broadcasted) and isinstance(term.op, op_type)]
+
+
+# ----------------------------------------------------------------------------- the lists
+
+
+def test_the_lists_of_kinds_are_derived_from_the_unions() -> None:
+    assert ir.OPERATOR_TYPES == OPERATOR_TYPES
+    assert ir.OPERATOR_KINDS == tuple(kind(node) for node in OPERATOR_TYPES)
+    assert ir.TERM_TYPES == TERM_TYPES
+    assert ir.TERM_KINDS == tuple(kind(node) for node in TERM_TYPES)
+    assert ir.ELEMENTWISE_FUNCTIONS == ELEMENTWISE
+    assert len(set(ir.OPERATOR_KINDS)) == len(ir.OPERATOR_KINDS)
+    assert len(set(ir.TERM_KINDS)) == len(ir.TERM_KINDS)
+
+
+def test_every_operator_kind_has_one_declaration() -> None:
+    assert set(DECLARATIONS) == set(OPERATOR_TYPES)
+    for node, declared in DECLARATIONS.items():
+        assert declared.node is node
+
+
+def test_a_missing_declaration_fails_the_registry() -> None:
+    incomplete = {node: declared for node, declared in DECLARATIONS.items()
+                  if node is not ir.PadOp}
+    with pytest.raises(ImportError, match="PadOp"):
+        check_declarations(incomplete)
+    with pytest.raises(ImportError, match="another kind"):
+        check_declarations({**DECLARATIONS, ir.PadOp: DECLARATIONS[ir.SplitOp]})
+
+
+def test_every_operator_kind_has_a_program_here() -> None:
+    assert set(SOURCES) == set(OPERATOR_TYPES)
+
+
+# ----------------------------------------------------------------------------- per operator kind
+
+
+@pytest.mark.parametrize("node", OPERATOR_TYPES, ids=kind)
+def test_typing(node: type[ir.Node]) -> None:
+    """Its names and typing rules (or the other syntax that makes it)."""
+    declared: decl.Declaration[Any] = DECLARATIONS[node]
+    if node in MADE_BY_OTHER_SYNTAX:
+        assert declared.surfaces == ()
+    else:
+        assert declared.surfaces, f"{node.__name__} has no name in the language"
+    for surface in declared.surfaces:
+        assert OPERATORS[surface.name] is surface
+        assert callable(surface.typing)
+        assert surface.summary and surface.example.startswith(surface.name)
+    program = ncd.load(AXES + SOURCES[node])
+    assert broadcasts(program, node), f"the program for {node.__name__} does not make one"
+
+
+@pytest.mark.parametrize("node", OPERATOR_TYPES, ids=kind)
+def test_glyph_and_caption(node: type[ir.Node]) -> None:
+    declared: decl.Declaration[Any] = DECLARATIONS[node]
+    assert isinstance(declared.glyph, decl.Box | decl.Junction | decl.Cups)
+    drawn = GLYPHS[node]
+    for term in broadcasts(ncd.load(AXES + SOURCES[node]), node):
+        assert glyph_of(term.op) is drawn
+        match declared.glyph:
+            case decl.Box():
+                assert isinstance(drawn, BoxGlyph)
+                assert declared.glyph.outline in get_args(decl.Outline)
+                caption = declared.glyph.caption(term.op, term)
+                if caption is not None:
+                    assert caption.kind in get_args(decl.CaptionKind) and caption.text
+                    label = drawn.caption(term.op, term)
+                    assert isinstance(label, Label) and label.plain_text()
+            case decl.Junction():
+                assert isinstance(drawn, JunctionGlyph)
+                assert declared.glyph.mark in get_args(decl.Mark)
+            case decl.Cups():
+                assert isinstance(drawn, CupsGlyph)
+
+
+@pytest.mark.parametrize("node", OPERATOR_TYPES, ids=kind)
+def test_overview_label(node: type[ir.Node]) -> None:
+    for term in broadcasts(ncd.load(AXES + SOURCES[node]), node):
+        label, shape = declaration(term.op).overview(term.op)
+        assert label and shape
+
+
+@pytest.mark.parametrize("node", OPERATOR_TYPES, ids=kind)
+def test_parameter_roles(node: type[ir.Node]) -> None:
+    """One role per parameter port, each a default initialiser the compiler writes."""
+    program = ncd.load(AXES + SOURCES[node])
+    sizes = {axis.name: ir.size_value(axis.size) for axis in program.ir.axes}
+    for term in broadcasts(program, node):
+        roles = declaration(term.op).roles(term.op, term, lambda size: ir.size_value(
+            size, {k: v for k, v in sizes.items() if v is not None}))
+        assert len(roles) == len(term.params)
+        assert all(isinstance(role, Role) for role in roles)
+        assert all(role.init in get_args(DefaultInit) for role in roles)
+
+
+@pytest.mark.parametrize("node", OPERATOR_TYPES, ids=kind)
+def test_lowering_and_drawing(node: type[ir.Node]) -> None:
+    """Its lowering is reached by the compiler, and every output draws it."""
+    declared: decl.Declaration[Any] = DECLARATIONS[node]
+    assert callable(declared.lower)
+    program = ncd.load(AXES + SOURCES[node])
+    assert "(nn.Module):" in compile_program(program.ir, "f")
+    assert "<svg" in render_svg(program.ir, "f")
+    assert "tikzpicture" in render_tikz(program.ir, "f")
+    assert "digraph" in program_to_dot(program.ir, "f")
+
+
+def test_later_facts_are_named_and_not_yet_pretended() -> None:
+    """Reverse derivative, cost and symmetry have their places; no stage reads them yet."""
+    for declared in DECLARATIONS.values():
+        assert declared.reverse is None and declared.cost is None and declared.symmetry is None
+
+
+# ----------------------------------------------------------------------------- functions
+
+
+@pytest.mark.parametrize("function", ELEMENTWISE)
+def test_elementwise_function(function: str) -> None:
+    """Its table entry, name in the language, caption, overview label, lowering and meaning in
+    the reference interpreter."""
+    entry = FUNCTIONS[function]  # type: ignore[index]
+    assert entry.meaning and entry.caption and "{}" in entry.torch
+    assert OPERATORS[function].example == f"{function}(X)"
+    program = ncd.load(AXES + f"def f(X: R[x, m]) -> R[x, m] {{ return {function}(X) }}")
+    (term,) = broadcasts(program, ir.ElementwiseOp)
+    assert term.op == ir.ElementwiseOp(function=function)  # type: ignore[arg-type]
+    label = GLYPHS[ir.ElementwiseOp].caption(term.op, term)  # type: ignore[union-attr]
+    assert label is not None and label.plain_text() == entry.caption
+    assert declaration(term.op).overview(term.op) == (function, "box")
+    assert entry.torch.format("X").split("(")[0] in compile_program(program.ir, "f")
+    torch = pytest.importorskip("torch")
+    assert interpret_elementwise(function, torch.ones(2)).shape == (2,)
+
+
+def test_every_elementwise_function_has_one_entry() -> None:
+    assert set(FUNCTIONS) == set(ELEMENTWISE)
+
+
+def test_every_reduction_has_one_entry() -> None:
+    assert set(REDUCTIONS) == set(REDUCE)
+    assert {s.name for s in DECLARATIONS[ir.ReduceOp].surfaces} == set(REDUCE)
+
+
+# ----------------------------------------------------------------------------- term kinds
+
+
+def test_every_term_kind_goes_through_every_stage() -> None:
+    program = ncd.load(EVERY_TERM)
+    body = program.ir.definition("f").body
+    assert {type(term) for term in ir.walk(body)} == set(TERM_TYPES)
+    assert "(nn.Module):" in compile_program(program.ir, "f")
+    assert "<svg" in render_svg(program.ir, "f")
+    assert "tikzpicture" in render_tikz(program.ir, "f")
+    assert "digraph" in program_to_dot(program.ir, "f")
