@@ -390,6 +390,7 @@ def test_render_formats_are_valid_and_deterministic(loaded: ir.Program) -> None:
 @pytest.mark.parametrize("path", sorted(GALLERY.glob("*.ncd")), ids=lambda p: p.name)
 def test_gallery_overviews(path: Path) -> None:
     loaded = ncd.load(path).ir
+    assert loaded.definitions
     for definition in loaded.definitions:
         for depth in (None, 0):
             source = program_to_dot(loaded, definition.name, collapse_depth=depth)

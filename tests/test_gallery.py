@@ -39,7 +39,9 @@ def _diagrams(source: Path) -> list[tuple[str, RenderOptions, Path]]:
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_committed_diagrams_are_up_to_date(source: Path) -> None:
     program = ncd.load(source)
-    for name, options, path in _diagrams(source):
+    diagrams = _diagrams(source)
+    assert diagrams, f"{source.name} draws nothing"
+    for name, options, path in diagrams:
         assert path.is_file(), f"{path.name} is missing: run `make demo`"
         drawn = render_svg(program.ir, name, options)
         assert path.read_text(encoding="utf-8") == drawn, (

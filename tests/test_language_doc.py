@@ -111,6 +111,7 @@ def test_example_renders_without_layout_problems(example: Example, tmp_path: Pat
     from ncd.renderers import RenderOptions, diagram, render_svg
 
     program = _load(example, tmp_path)
+    assert program.names, f"line {example.line}: defines nothing"
     for name in program.names:
         for options in (RenderOptions(), RenderOptions(expand_calls=True)):
             problems = diagram(program.ir, name, options).validate()

@@ -15,6 +15,7 @@ import pytest
 import ncd
 from ncd.cli import main
 from ncd.diagnostics import Diagnostic, NcdError
+from ncd.loader import MAX_IMPORT_DEPTH
 from ncd.parser import MAX_EXPRESSION_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES
 from ncd.statements import MAX_REPEAT, MAX_STATEMENTS
 
@@ -189,14 +190,29 @@ def test_self_import(tmp_path: Path) -> None:
     rejected_file(tmp_path / "a.ncd", "E206")
 
 
-def test_long_import_chain_is_not_a_recursion_error(tmp_path: Path) -> None:
-    for i in range(300):
-        (tmp_path / f"f{i}.ncd").write_text(f'import "f{i + 1}.ncd"\n' if i < 299 else HEAD)
-    with bounded(30, 300):
-        try:
-            ncd.load(tmp_path / "f0.ncd")
-        except NcdError as error:  # a limit on import depth would be a located E103
-            assert all(d.span is not None for d in error.diagnostics)
+def import_chain(folder: Path, files: int) -> Path:
+    """`f0.ncd` imports `f1.ncd`, which imports `f2.ncd`, ...; the last declares an axis."""
+    for i in range(files):
+        last = i == files - 1
+        (folder / f"f{i}.ncd").write_text(HEAD if last else f'import "f{i + 1}.ncd"\n')
+    return folder / "f0.ncd"
+
+
+def test_long_import_chain_is_a_located_limit_not_a_recursion_error(tmp_path: Path) -> None:
+    """300 files, each importing the next: refused at the first import deeper than
+    MAX_IMPORT_DEPTH, with one located E103, quickly and without recursion."""
+    with bounded(30, 300), pytest.raises(NcdError) as caught:
+        ncd.load(import_chain(tmp_path, 300))
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.code == "E103" and diagnostic.span is not None
+    assert (Path(diagnostic.span.file).name, diagnostic.span.line, diagnostic.span.column) == (
+        f"f{MAX_IMPORT_DEPTH}.ncd", 1, 1)
+    assert f"more than {MAX_IMPORT_DEPTH} deep" in diagnostic.message
+
+
+def test_import_chain_at_the_depth_limit_loads(tmp_path: Path) -> None:
+    program = ncd.load(import_chain(tmp_path, MAX_IMPORT_DEPTH + 1))
+    assert [axis.name for axis in program.ir.axes] == ["m"]
 
 
 @pytest.mark.parametrize("target", ["../outside.ncd", "/etc/passwd", "sub/../../outside.ncd"])
