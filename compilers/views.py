@@ -71,15 +71,13 @@ def tuple_text(items: Sequence[str]) -> str:
 def extent(terms: Sequence[tuple[Label, int]], sizes: dict[Label, ir.SizeExpr],
            start: int | ir.SizeExpr = 0) -> ir.SizeExpr:
     """`start + 1 + sum a * (|p| - 1)`: one past the largest index the terms reach."""
-    symbolic_start = not isinstance(start, int)
-    constant = (0 if symbolic_start else start) + 1 - sum(c for _, c in terms)
+    constant = (start if isinstance(start, int) else 0) + 1 - sum(c for _, c in terms)
     parts: list[ir.SizeExpr] = []
     for label, coefficient in terms:
         size = sizes[label]
         parts.append(size if coefficient == 1 else
                      ir.SizeMul(factors=(ir.SizeConst(value=coefficient), size)))
-    if symbolic_start:
-        assert not isinstance(start, int)
+    if not isinstance(start, int):
         parts.append(start)
     if constant or not parts:
         parts.append(ir.SizeConst(value=constant))

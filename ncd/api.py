@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ncd import ir
 from ncd.diagnostics import Diagnostic, NcdError
+from ncd.ir import ArrayType  # inside `Definition`, `ir` is its field
 from ncd.loader import load_program
 from ncd.sizes import from_ir
 
@@ -38,11 +39,11 @@ class Definition:
         return self.ir.name
 
     @property
-    def domain(self) -> tuple[ir.ArrayType, ...]:
+    def domain(self) -> tuple[ArrayType, ...]:
         return self.ir.domain
 
     @property
-    def codomain(self) -> tuple[ir.ArrayType, ...]:
+    def codomain(self) -> tuple[ArrayType, ...]:
         return self.ir.codomain
 
     @property

@@ -117,8 +117,11 @@ def resolve_type(ctx: Context, type_expr: s.TypeExpr) -> ir.ArrayType:
             raise ctx.error("E309", f"`N[{bound}]` holds no values: the bound must be positive",
                             type_expr.bound.span)
         dtype = ir.Datatype(kind="N", bound=bound.to_ir())
+    elif type_expr.dtype == "B":
+        dtype = ir.Datatype(kind="B")
     else:
-        dtype = ir.Datatype(kind=type_expr.dtype)  # type: ignore[arg-type]
+        assert type_expr.dtype == "R", type_expr.dtype  # the grammar writes R, N or B
+        dtype = ir.Datatype(kind="R")
     return array(dtype, axes)
 
 
@@ -207,7 +210,8 @@ class DefinitionBuilder:
         array_type = resolve_type(self.ctx, stmt.type)
         if array_type.dtype.kind != "R":
             raise self.ctx.error("E302", "parameters hold reals: write `R[...]`", stmt.type.span)
-        init, init_args = "default", ()
+        init = "default"
+        init_args: tuple[float, ...] = ()
         if stmt.init is not None:
             init = stmt.init.name.name
             if init not in INITIALISERS or stmt.init.items is not None:
@@ -440,7 +444,8 @@ def _name_wires(term: ir.Term, inputs: Sequence[str | None], outputs: Sequence[s
     its outputs."""
     match term:
         case ir.Broadcasted(op=ir.CallOp(definition=callee)):
-            outs = [name if name is not None else fresh(callee) for name in outputs]
+            outs: list[str | None] = [name if name is not None else fresh(callee)
+                                      for name in outputs]
             ports_in = tuple(p.model_copy(update={"name": n})
                              for p, n in zip(term.inputs, inputs, strict=True))
             ports_out = tuple(p.model_copy(update={"name": n})

@@ -73,12 +73,12 @@ def elaborate_equation(builder: DefinitionBuilder, stmt: s.Equation) -> Value:
                 raise ctx.error("E313", "a tensor equation divides only by constants", expr.span)
             operands.append(_operand(builder, expr, index_vars, stmt))
         else:
-            value, text = scalar(builder, expr)
+            number, text = scalar(builder, expr)
             if inverse:
-                if value == 0:
+                if number == 0:
                     raise ctx.error("E309", "division by zero", expr.span)
-                value, text = 1.0 / value, f"1/{text}"
-            factor *= value
+                number, text = 1.0 / number, f"1/{text}"
+            factor *= number
             factor_text = f"{factor_text}·{text}" if factor_text else text
     if not operands:
         raise ctx.error("E313", "the right side of a tensor equation reads at least one array",
@@ -95,10 +95,10 @@ def elaborate_equation(builder: DefinitionBuilder, stmt: s.Equation) -> Value:
     axes = {name: ir.Axis(name=name, size=size.to_ir()) for name, size in sizes.items()}
     for name, axis in axes.items():
         if from_ir(axis.size).is_const and (from_ir(axis.size).value or 0) <= 0:
-            ident = next((i for i in (*stmt.indices, *(stmt.summed or ())) if i.name == name),
-                         None)
+            written = next((i for i in (*stmt.indices, *(stmt.summed or ())) if i.name == name),
+                           None)
             raise ctx.error("E304", f"index `{name}` has no valid values: its range would be "
-                            f"{from_ir(axis.size)}", ident.span if ident else stmt.span,
+                            f"{from_ir(axis.size)}", written.span if written else stmt.span,
                             hint="the window is larger than the array it reads")
     result_axes = [axes[name] for name in result_vars]
 
@@ -187,7 +187,11 @@ def _operand(builder: DefinitionBuilder, expr: s.Indexed | s.Var, index_vars: se
                         hint=did_you_mean(name, [*[n for n in builder.scope if n],
                                                  *builder.params]) or
                         f"a new parameter is declared first: `param {name}: R[...]`")
-    array_type = value.array if value is not None else parameter.array  # type: ignore[union-attr]
+    if value is not None:
+        array_type = value.array
+    else:
+        assert parameter is not None  # neither is E200 above
+        array_type = parameter.array
     if isinstance(expr, s.Var):
         # `Y[i, j] = X * 2`: an unindexed array is read at its own axis names.
         indices = [Affine({n: 1}, 0, expr.span) for n in array_type.names]

@@ -63,6 +63,18 @@ class _Comment:
 _COMMENT = re.compile(r"#[^\n]*")
 
 
+def _start(token: Token) -> int:
+    """Where `token` starts in the text (the lexer gives every token it reads a position)."""
+    assert token.start_pos is not None
+    return token.start_pos
+
+
+def _end(token: Token) -> int:
+    """Where `token` ends in the text."""
+    assert token.end_pos is not None
+    return token.end_pos
+
+
 class _Source:
     def __init__(self, text: str):
         self.text = text
@@ -70,13 +82,13 @@ class _Source:
         # The tokens as the parser's own (contextual) lexer reads them: `axist = 3` after an
         # axis is `axis t = 3`. Between two tokens there is only whitespace and comments.
         self.tokens: list[Token] = list(_parser().parse_interactive(text).iter_parse())
-        self.starts = [t.start_pos for t in self.tokens]
+        self.starts = [_start(t) for t in self.tokens]
         self.comments: list[_Comment] = []
         for position in range(len(self.tokens) + 1):
             previous = self.tokens[position - 1] if position > 0 else None
             following = self.tokens[position] if position < len(self.tokens) else None
-            gap_start = previous.end_pos if previous is not None else 0
-            gap_end = following.start_pos if following is not None else len(text)
+            gap_start = _end(previous) if previous is not None else 0
+            gap_end = _start(following) if following is not None else len(text)
             for match in _COMMENT.finditer(text, gap_start, gap_end):
                 start = match.start()
                 after_code = previous is not None and "\n" not in text[gap_start:start]
@@ -181,8 +193,8 @@ class _Formatter:
         groups: list[tuple[str, list[_Line]]] = []
         if self.module.doc is not None:
             token = src.tokens[0]
-            raw = _reindent(str(token), src.column(token.start_pos), 0)
-            groups.append(("doc", [_Line(0, raw, token.start_pos, token.end_pos)]))
+            raw = _reindent(str(token), src.column(_start(token)), 0)
+            groups.append(("doc", [_Line(0, raw, _start(token), _end(token))]))
         items = self.module.items
         index = 0
         while index < len(items):
@@ -199,7 +211,7 @@ class _Formatter:
                     run.append(following)  # `axis a, b`: the same declaration
                     index += 1
                 text = "axis " + ", ".join(self.axis_item(a) for a in run)
-                groups.append(("axis", [_Line(0, text, keyword.start_pos,
+                groups.append(("axis", [_Line(0, text, _start(keyword),
                                               src.end(run[-1].span))]))
                 continue
             if isinstance(item, s.Import):
@@ -259,11 +271,11 @@ class _Formatter:
         brace = src.find(start, "{")
         inputs = ", ".join(f"{i.name.name}: {self.type_expr(i.type)}" for i in item.inputs)
         header = f"def {item.name.name}({inputs}) -> {self.outputs(item.outputs)} {{"
-        lines = [_Line(0, header, start, src.tokens[brace].end_pos)]
+        lines = [_Line(0, header, start, _end(src.tokens[brace]))]
         if item.doc is not None:
             token = src.tokens[brace + 1]
-            raw = _reindent(str(token), src.column(token.start_pos), len(INDENT))
-            lines.append(_Line(1, raw, token.start_pos, token.end_pos, first="none"))
+            raw = _reindent(str(token), src.column(_start(token)), len(INDENT))
+            lines.append(_Line(1, raw, _start(token), _end(token), first="none"))
         lines.extend(self.body(item.body, 1, first=item.doc is None))
         lines.append(self.closing(lines[0].end - 1, src.end(item.span), 0,
                                   empty=len(lines) == 1))
@@ -297,7 +309,7 @@ class _Formatter:
                 header += f" color {colors[-1]}"
             if statement.shared:
                 header += " shared"
-            lines = [_Line(depth, header + " {", start, src.tokens[brace].end_pos)]
+            lines = [_Line(depth, header + " {", start, _end(src.tokens[brace]))]
             lines.extend(self.body(statement.body, depth + 1, first=True))
             lines.append(self.closing(lines[0].end - 1, end, depth, empty=not statement.body))
             return lines
@@ -412,13 +424,13 @@ class _Formatter:
         for comment in self.source.comments:
             if comment.after_code:
                 assert comment.previous is not None
-                index = index_of(comment.previous.start_pos)
-                if comment.previous.end_pos == lines[index].end:
+                index = index_of(_start(comment.previous))
+                if _end(comment.previous) == lines[index].end:
                     lines[body_end(index)].trailing = comment
                 else:
                     lines[index].leading.append(comment)
             elif comment.following is not None:
-                lines[index_of(comment.following.start_pos)].leading.append(comment)
+                lines[index_of(_start(comment.following))].leading.append(comment)
             else:
                 end_of_file.leading.append(comment)
         if end_of_file.leading:

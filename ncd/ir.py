@@ -102,14 +102,15 @@ def size_value(size: SizeExpr, env: Mapping[str, int] | None = None) -> int | No
             return env.get(name)
         case SizeAdd(terms=terms):
             values = [size_value(t, env) for t in terms]
-            return None if None in values else sum(values)  # type: ignore[arg-type]
+            known = [v for v in values if v is not None]
+            return sum(known) if len(known) == len(values) else None
         case SizeMul(factors=factors):
             product = 1
             for factor in factors:
-                value = size_value(factor, env)
-                if value is None:
+                multiplier = size_value(factor, env)
+                if multiplier is None:
                     return None
-                product *= value
+                product *= multiplier
             return product
         case SizeDiv(numerator=num, denominator=den) | SizeFloorDiv(numerator=num, denominator=den):
             n, d = size_value(num, env), size_value(den, env)
@@ -655,7 +656,7 @@ def walk(term: Term) -> Iterator[Term]:
 def strip_spans(value: object) -> object:
     """The same IR value with every span removed, for structural comparison."""
     if isinstance(value, Node):
-        updates = {}
+        updates: dict[str, object] = {}
         for name in type(value).model_fields:
             field_value = getattr(value, name)
             if name == "span":

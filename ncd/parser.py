@@ -150,7 +150,8 @@ def _syntax_diagnostic(error: lark.exceptions.UnexpectedInput, text: str, path: 
     line = getattr(error, "line", 1) or 1
     column = getattr(error, "column", 1) or 1
     if isinstance(error, lark.exceptions.UnexpectedCharacters):
-        char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else "?"
+        position = error.pos_in_stream
+        char = text[position] if position is not None and position < len(text) else "?"
         shown = char if char.isprintable() else f"U+{ord(char):04X}"
         hint = None
         if char == '"':
@@ -458,9 +459,10 @@ class _Builder:
         if kind == "return_stmt":
             return s.Return(tuple(self.expr(p) for p in parts), span)
         if kind == "param_decl":
-            init = None
+            init: s.Expr | None = None
             if len(parts) > 2 and isinstance(parts[2], Tree) and parts[2].data == "init_name":
                 token = parts[2].children[0]
+                assert isinstance(token, Token)
                 init = s.Call(self.ident(token), None, (), self.span(token))
             elif len(parts) > 2 and parts[2] is not None:
                 init = self.expr(parts[2])

@@ -145,18 +145,18 @@ def _evaluate(size: ir.SizeExpr, env: Mapping[str, int]) -> int | None:
         case ir.SizeAdd(terms=terms):
             total = 0
             for term in terms:
-                value = _evaluate(term, env)
-                if value is None:
+                addend = _evaluate(term, env)
+                if addend is None:
                     return None
-                total += value
+                total += addend
             return total
         case ir.SizeMul(factors=factors):
             product = 1
             for factor in factors:
-                value = _evaluate(factor, env)
-                if value is None:
+                multiplier = _evaluate(factor, env)
+                if multiplier is None:
                     return None
-                product *= value
+                product *= multiplier
             return product
         case ir.SizeDiv(numerator=num, denominator=den):
             n, d = _evaluate(num, env), _evaluate(den, env)
@@ -610,6 +610,8 @@ def elementwise(function: str, x: torch.Tensor) -> torch.Tensor:
             return torch.where(x < 0, -x, x)
         case "square":
             return x * x
+        case "softplus":
+            return torch.logaddexp(x, torch.zeros_like(x))  # log(exp(x) + exp(0)), no overflow
     raise MalformedTerm(f"unknown elementwise function {function!r}")
 
 

@@ -145,9 +145,18 @@ def statement(builder: DefinitionBuilder, stmt: s.Statement) -> None:
         return
     except SizeLimit as limit:
         builder.ctx.error("E309", f"a size here is too large to check: {limit}", stmt.span)
-        for target in getattr(stmt, "targets", ()) or (getattr(stmt, "target", None),):
-            if target is not None:
-                builder.scope[target.name] = None
+        for name in _bound_names(stmt):
+            builder.scope[name] = None
+
+
+def _bound_names(stmt: s.Statement) -> list[str]:
+    """The names a statement binds: an assignment's targets, an equation's result."""
+    match stmt:
+        case s.Assign(targets=targets):
+            return [target.name for target in targets]
+        case s.Equation(target=target):
+            return [target.name]
+    return []
 
 
 def bind(builder: DefinitionBuilder, target: s.Ident, value: Value) -> None:
@@ -179,13 +188,13 @@ def block(builder: DefinitionBuilder, stmt: s.BlockStmt) -> None:
     inner_steps, inner_scope = builder.steps, builder.scope
     builder.steps = outer_steps
     if stmt.repeat == 1:
-        reads = _outer_reads(inner_steps, outer_scope)
+        outer_reads = _outer_reads(inner_steps, outer_scope)
         # Arrays made inside the block; `Y = X` of an outer array makes none.
         outer_ids = {v.id for v in outer_scope.values() if v is not None}
         bound = [v for name, v in inner_scope.items()
                  if v is not None and outer_scope.get(name) is not v and v.id not in outer_ids]
         builder.steps.append(BlockGroup(stmt.title, stmt.color, 1, stmt.shared, stmt.span,
-                                        inner_steps, reads, [], bound=bound))
+                                        inner_steps, outer_reads, [], bound=bound))
         return
     # A repeated block is its statements written N times: a name the body reads or rebinds
     # carries from one repetition to the next (by name: `Y = X` before the block and `X = ...`

@@ -27,6 +27,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Literal, assert_never
 
@@ -397,8 +398,8 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
              in_map: Sequence[int | None], core: Panel, out_map: Sequence[int | None],
              right: Sequence[Spec], labels: bool = True, labels_right: bool | None = None,
              align_left: Sequence[int] | None = None, align_right: Sequence[int] | None = None,
-             sources: Sequence[Source] = (), skip_left: set[float] = frozenset(),
-             skip_right: set[float] = frozenset(), balance_left: bool = False,
+             sources: Sequence[Source] = (), skip_left: AbstractSet[float] = frozenset(),
+             skip_right: AbstractSet[float] = frozenset(), balance_left: bool = False,
              balance_right: bool = False) -> Panel:
     """Wrap `core` with routing and label zones.
 
@@ -450,11 +451,11 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     zone_right = label_zone_width(right) if labels_right else 0.0
 
     # Left routing column.
-    sources: Counter[int] = Counter(r for r in in_map if r is not None)
+    feeds: Counter[int] = Counter(r for r in in_map if r is not None)
     moves = [abs(core.left[r].y - y_left[k]) for k, r in enumerate(in_map) if r is not None]
-    merging = any(n > 1 and not core.left[r].joint for r, n in sources.items())
+    merging = any(n > 1 and not core.left[r].joint for r, n in feeds.items())
     deleting = any(r is None and s.kind != "sep" for r, s in zip(in_map, left, strict=True))
-    starting = any(sources[r] == 0 and row.spec.kind != "sep" and not row.joint
+    starting = any(feeds[r] == 0 and row.spec.kind != "sep" and not row.joint
                    for r, row in enumerate(core.left))
     max_move = max(moves, default=0.0)
     if max_move > EPS or merging:
@@ -465,9 +466,9 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
         width_left = 0.0
     core_x = zone_left + width_left
 
-    for k, (spec, wire, row) in enumerate(zip(left, in_ids, in_map, strict=True)):
+    for k, (spec, wire, row_index) in enumerate(zip(left, in_ids, in_map, strict=True)):
         y = y_left[k]
-        if row is None:
+        if row_index is None:
             if spec.kind == "sep":
                 items.append(wire_path(ctx, spec, wire, (0.0, y), [(zone_left + 6.0, y)]))
             else:
@@ -476,7 +477,7 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
                 items.append(bar(ctx, end, y))
                 anchors.append(Anchor(end, y))
             continue
-        target = core.left[row].y
+        target = core.left[row_index].y
         segments: list[tuple[float, ...]] = []
         x_start = sourced.get(k, 0.0)
         if zone_left > x_start:
@@ -490,7 +491,7 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     for r, row in enumerate(core.left):
         if row.spec.kind == "sep" or row.joint:
             continue
-        if sources[r] > 1 or sources[r] == 0:
+        if feeds[r] > 1 or feeds[r] == 0:
             items.append(dot(ctx, core_x, row.y))
             anchors.append(Anchor(core_x, row.y))
 
@@ -1339,8 +1340,8 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
         sources.append(Source(Label.axis(param.name or "W"), first, len(specs) - first))
     # With the parameters' wires added, a band row may have a different set of feeders.
     feeders: dict[int, list[int]] = {}
-    for k, row in in_band.items():
-        feeders.setdefault(row, []).append(k)
+    for k, index in in_band.items():
+        feeders.setdefault(index, []).append(k)
     band_rows = [End(row.y, ids[feeders[i][0]] if len(feeders.get(i, ())) == 1
                      else (row.wire if len(feeders.get(i, ())) != 1 and row.wire not in in_ids
                            else ctx.fresh()), row.spec)
@@ -1632,9 +1633,9 @@ def layout_scan(term: ir.Scan, ctx: Context, in_ids: Sequence[int]) -> Panel:
             body_in[k] = index_in[key]
             ids[body_in[k]] = in_ids[k]
     step = layout(term.step, ctx.with_depth(depth), ids)
-    loop = Label.plain("\u21bb")
+    mark = Label.plain("\u21bb")
     framed = frame(ctx, step, title, 1, ctx.theme.blocks[depth % len(ctx.theme.blocks)],
-                   dashed=True, mark=loop)
+                   dashed=True, mark=mark)
     # The recurrence: each carried state leaves the step on the right, forks at a dot and
     # runs back over the top of the frame (an arrow pointing back) into the step's state
     # input on the left; loops nest, the first carry innermost.
