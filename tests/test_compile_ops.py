@@ -31,12 +31,20 @@ axis a = 3, b = 4, c = 5, n
 @pytest.mark.parametrize(("function", "reference"), [
     ("relu", F.relu), ("gelu", F.gelu), ("silu", F.silu), ("sigmoid", torch.sigmoid),
     ("tanh", torch.tanh), ("exp", torch.exp), ("neg", torch.neg), ("abs", torch.abs),
-    ("square", torch.square),
+    ("square", torch.square), ("softplus", F.softplus),
 ])
 def test_elementwise_functions(function: str, reference) -> None:
     module = build(HEADER + f"def f(X: R[n, a]) -> R[n, a] {{ return {function}(X) }}", "f")
     X = torch.randn(6, 3)
     torch.testing.assert_close(module(X), reference(X), **TOLERANCE)
+
+
+def test_softplus_is_f_softplus_far_from_zero() -> None:
+    """`log(1 + exp(x))` without overflow or loss where exp(x) is huge or tiny."""
+    module = build(HEADER + "def f(X: R[n, a]) -> R[n, a] { return softplus(X) }", "f")
+    X = torch.tensor([[-100.0, -20.0, -1e-3], [0.0, 25.0, 100.0]])
+    torch.testing.assert_close(module(X), F.softplus(X), **TOLERANCE)
+    assert torch.isfinite(module(X)).all()
 
 
 def test_log_and_sqrt_on_positive_inputs() -> None:

@@ -129,6 +129,16 @@ def test_softmaxes_reductions_and_elementwise_functions_are_torch() -> None:
     torch.testing.assert_close(run(text, "smooth", [X])[0], F.gelu(F.silu(X)), **CLOSE)
 
 
+def test_softplus_is_f_softplus() -> None:
+    """The interpreter's `log(1 + exp(x))`, over the whole range (no overflow where exp(x) is
+    huge, no cancellation where it is tiny), and the compiled module held to it."""
+    X = torch.cat([randn(3, 4) * 5, torch.tensor([[-800.0, -40.0, 40.0, 800.0]],
+                                                  dtype=torch.float64)])
+    text = "axis a = 4, b = 4\ndef f(X: R[a, b]) -> R[a, b] { return softplus(X) }"
+    torch.testing.assert_close(run(text, "f", [X])[0], F.softplus(X), **CLOSE)
+    no_findings(text)
+
+
 def test_embedding_is_f_embedding() -> None:
     table, tokens = randn(7, 3), torch.tensor([[1, 6, 0], [2, 2, 5]])
     (Y,) = run("axis v = 7, m = 3, b = 2, t = 3\n"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 ElementwiseFunction = Literal["relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg",
-                              "sqrt", "abs", "square"]
+                              "sqrt", "abs", "square", "softplus"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ FUNCTIONS: dict[ElementwiseFunction, Function] = {
     "sqrt": Function("√x", "\u221a", "torch.sqrt({})"),
     "abs": Function("|x|", "|\u00b7|", "torch.abs({})"),
     "square": Function("x²", "(\u00b7)\u00b2", "torch.square({})"),
+    "softplus": Function("log(1 + exp(x))", "softplus", "F.softplus({})"),
 }
 
 if set(FUNCTIONS) != set(get_args(ElementwiseFunction)):  # loud at import, not when drawn
