@@ -12,8 +12,12 @@ beyond `MAX_NAME_CHARS` characters keeps its ends around an ellipsis, a title or
 `MAX_TITLE_CHARS` is cut, so the source stays small whatever the names' length.
 
 `render_dot` lays the graph out with the `dot` program (Debian's graphviz) or, where that is
-absent, with `graphviz-pure` (a pip-installable port of the same program). PNG and PDF are
-made from its SVG by `renderers.export`, so the three formats agree and need nothing else.
+absent, with `graphviz-pure` (a pip-installable port of the same program), run with a time
+limit. PNG and PDF are drawn from its SVG by `renderers.export` (resvg; fpdf2, with the text
+real text in the embedded font), so the three formats agree on every machine. The `graphviz`
+Python package is not used: it only ever runs a program named `dot` from PATH (so
+`graphviz-pure` would need a process-wide patch of its module), and its `pipe` has no time
+limit; the twenty lines below do what it would.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from ncd import ir
 from ncd.elision import formula, listed
 from ncd.operators import declaration
 
-from .export import parse_color, svg_to_pdf, svg_to_png
+from .export import svg_to_pdf, svg_to_png
+from .style import hex_colour, rgb
 from .text import MAX_TITLE_CHARS, elide
 
 Format = Literal["svg", "png", "pdf"]
@@ -252,12 +257,13 @@ BLOCK_FILL = "#f4f4dc"
 
 def _tint(color: str | None) -> str | None:
     """A light tint of a block's colour (so black titles stay readable), or None when the
-    colour is missing or unreadable."""
-    paint = parse_color(color) if color else None
-    if paint is None:
+    colour is missing or not one the diagrams read (`style.parse_colour`: the same `purple`
+    as in the diagram)."""
+    channels = rgb(color) if color else None
+    if channels is None:
         return None
-    channels = (round(255 * (0.25 * c + 0.75)) for c in paint.rgb)
-    return "#" + "".join(f"{c:02x}" for c in channels)
+    r, g, b = (255 * (0.25 * (c / 255) + 0.75) for c in channels)
+    return hex_colour((r, g, b))
 
 
 def program_to_dot(program: ir.Program, definition: str, *,
@@ -332,7 +338,7 @@ def find_layout_program() -> list[str]:
 
 
 def render_dot(dot_source: str, fmt: Format, *, timeout: float = 120.0) -> bytes:
-    """Lay out DOT source and return SVG, PNG or PDF bytes. PNG and PDF are converted from
+    """Lay out DOT source and return SVG, PNG or PDF bytes. PNG and PDF are drawn from
     graphviz's SVG by `renderers.export` (deterministic, no system libraries)."""
     if fmt not in ("svg", "png", "pdf"):
         raise ValueError(f"unknown format {fmt!r}; expected svg, png or pdf")

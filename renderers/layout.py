@@ -85,6 +85,8 @@ class RenderOptions:
     - `theme`: `light`, `dark`, or `print` (greyscale-safe).
     - `text`: labels as glyph outlines (`paths`, the same everywhere) or real `<text>`.
     - `show_params`: draw learned parameters as wires entering their boxes from below.
+    - `standalone`: TikZ as a complete LaTeX document (`\\documentclass{standalone}`)
+      rather than a `tikzpicture` to paste into one.
     """
 
     wire_labels: Literal["names", "sizes", "both"] = "names"
@@ -93,6 +95,7 @@ class RenderOptions:
     theme: Literal["light", "dark", "print"] = "light"
     text: Literal["paths", "text"] = "paths"
     show_params: bool = False
+    standalone: bool = False
 
     def __post_init__(self) -> None:
         if self.wire_labels not in ("names", "sizes", "both"):

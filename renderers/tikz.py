@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import assert_never
 
 from .geometry import Circle, Diagram, Path, Polygon, Rect, Stroke, Text
+from .style import num as _num
+from .style import rgb
 from .text import Label, Run
 
 PT_PER_PX = 0.75
@@ -27,11 +29,6 @@ _SYMBOLS = {
     "\u2264": r"\leq", "\u2265": r"\geq", "\u2260": r"\neq", "\u2192": r"\to",
     "\u00b2": "^2", "\u2254": r"\coloneqq", "\u2026": r"\ldots",
 }
-
-
-def _num(value: float) -> str:
-    text = f"{round(value, 2):.2f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
 
 
 def escape_text(text: str) -> str:
@@ -110,8 +107,13 @@ class _Colours:
         return self.names[colour]
 
     def definitions(self) -> list[str]:
-        return [rf"\definecolor{{{name}}}{{HTML}}{{{colour[1:].upper()}}}"
+        return [rf"\definecolor{{{name}}}{{HTML}}{{{_html(colour)}}}"
                 for colour, name in self.names.items()]
+
+
+def _html(colour: str) -> str:
+    """`RRGGBB` for `\\definecolor{...}{HTML}`; black for a colour that cannot be read."""
+    return "{:02X}{:02X}{:02X}".format(*(rgb(colour) or (0, 0, 0)))
 
 
 def _stroke_options(stroke: Stroke | None, colours: _Colours) -> list[str]:
@@ -131,7 +133,8 @@ def _point(x: float, y: float) -> str:
     return f"({_num(x)},{_num(y)})"
 
 
-def render(diagram: Diagram) -> str:
+def render(diagram: Diagram, standalone: bool = False) -> str:
+    """The `tikzpicture`, or (`standalone`) a complete document around it (`document`)."""
     colours = _Colours()
     body: list[str] = []
     if diagram.background and diagram.background.lower() != "#ffffff":
@@ -177,6 +180,9 @@ def render(diagram: Diagram) -> str:
             if not tex:
                 continue
             size = item.size * PT_PER_PX
+            if standalone:  # `|` is a dash in the default (OT1) encoding: ask for a bar
+                tex = tex.replace("|", r"\textbar{}")
+                tex = rf"\ncdlabel{{{_num(item.width * PT_PER_PX)}pt}}{{{tex}}}"
             body.append(
                 rf"\node[anchor=base west, inner sep=0pt, text={colours(item.color)}, "
                 rf"font=\fontsize{{{_num(size)}}}{{{_num(size * 1.2)}}}\selectfont] at "
@@ -184,13 +190,47 @@ def render(diagram: Diagram) -> str:
             )
         else:
             assert_never(item)
-    header = [
+    unit = "bp" if standalone else "pt"
+    header = [] if standalone else [
         f"% ncd diagram {escape_text(diagram.title)}: needs \\usepackage{{tikz}} and "
         "\\usepackage{amsmath,amssymb}",
-        rf"\begin{{tikzpicture}}[x={_num(PT_PER_PX)}pt, y=-{_num(PT_PER_PX)}pt, "
+    ]
+    header += [
+        # A standalone page is exactly the SVG's size: 0.75 big points (PDF's) per px.
+        rf"\begin{{tikzpicture}}[x={_num(PT_PER_PX)}{unit}, y=-{_num(PT_PER_PX)}{unit}, "
         "line cap=round, line join=round]",
         *colours.definitions(),
-        # The picture's full extent, so LaTeX reserves the same space as the SVG.
-        rf"\path (0,0) rectangle {_point(diagram.width, diagram.height)};",
+        # The picture's full extent, so LaTeX reserves the same space as the SVG (a standalone
+        # page exactly that: curves' control points that stick out do not count).
+        (r"\useasboundingbox" if standalone else r"\path")
+        + f" (0,0) rectangle {_point(diagram.width, diagram.height)};",
     ]
-    return "\n".join([*header, *body, r"\end{tikzpicture}"]) + "\n"
+    picture = "\n".join([*header, *body, r"\end{tikzpicture}"]) + "\n"
+    return document(diagram, picture) if standalone else picture
+
+
+STANDALONE_PREAMBLE = r"""\RequirePackage{fix-cm}
+\documentclass[border=0pt]{standalone}
+\usepackage{tikz}
+\usepackage{amsmath,amssymb}
+\usepackage{graphicx}
+% \ncdlabel{W}{LABEL}: the label in this document's fonts, centred in the width W that the
+% layout measured it at (in STIX Two Math), and scaled down to W where these fonts set it
+% wider, so that no label runs out of its place whatever the fonts.
+\newsavebox\ncdbox
+\newcommand\ncdlabel[2]{\sbox\ncdbox{#2}%
+  \ifdim\wd\ncdbox>#1\relax\resizebox{#1}{!}{\usebox\ncdbox}%
+  \else\makebox[#1][c]{\usebox\ncdbox}\fi}
+"""
+"""What a standalone document needs, all of it in every LaTeX installation: `fix-cm` sets
+Computer Modern at exactly the sizes asked for (8.25 pt, not the nearest design size),
+`graphicx` scales a label that these fonts set wider than the layout measured it (Computer
+Modern runs some 10% wider than STIX Two: such a label is set that much smaller, never beyond
+its place)."""
+
+
+def document(diagram: Diagram, picture: str) -> str:
+    """A complete LaTeX document of one page, the picture's size (the SVG's: the picture
+    draws its full extent): `pdflatex` or `lualatex` make a PDF of it."""
+    return (f"% ncd diagram {escape_text(diagram.title)}: a standalone LaTeX document\n"
+            + STANDALONE_PREAMBLE + "\\begin{document}\n" + picture + "\\end{document}\n")
