@@ -24,7 +24,7 @@ from ncd.sizes import Size, SizeLimit, check_nonnegative, substitute
 from ncd.sizes import from_ir as size_polynomial
 
 from .einsum import contraction
-from .errors import CompileError
+from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code
 from .naming import Namespace, camel_case, comment_text, snake_case, string_literal
@@ -493,8 +493,7 @@ def symbol_reads(emitter: ForwardEmitter, definition: ir.Definition,
         source = emitter.composite_reads.get(symbol) or _find_symbol(symbol, arguments,
                                                                      emitter.sizes)
         if source is None:
-            raise CompileError(f"the size {symbol!r} used by {definition.name!r} cannot be read "
-                               f"from the shapes of its inputs")
+            raise UnknownSize(definition.name, emitter.composite_axes.get(symbol, symbol))
         shown = emitter.composite_axes.get(symbol, symbol)
         lines.append(f"        {code} = {source}  # |{shown}|")
     return lines

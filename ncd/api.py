@@ -13,6 +13,7 @@ Nothing here imports torch until `to_torch` is called.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,7 +125,8 @@ class Program:
         if definition is not None:
             self[definition]
         self._require_fixed_parameters(definition)
-        return compile_program(self.ir, definition)
+        with self._sizes_known_at_run_time():
+            return compile_program(self.ir, definition)
 
     def to_torch(self, definition: str | None = None, **kwargs: Any) -> torch.nn.Module:
         """An instantiated `torch.nn.Module` computing the definition."""
@@ -133,7 +135,25 @@ class Program:
         name = definition or self.main.name
         self[name]
         self._require_fixed_parameters(name)
-        return build_module(self.ir, name, **kwargs)
+        with self._sizes_known_at_run_time():
+            return build_module(self.ir, name, **kwargs)
+
+    @contextmanager
+    def _sizes_known_at_run_time(self) -> Iterator[None]:
+        """A module reads its symbolic sizes from the shapes of its inputs; a size that no
+        input tells (an axis only an output has) is an input error, E305 at the definition."""
+        from ncd.compilers.errors import UnknownSize
+
+        try:
+            yield
+        except UnknownSize as unknown:
+            checked = self.ir.definition(unknown.definition)
+            raise NcdError([Diagnostic(
+                "E305", f"the size of `{unknown.symbol}` cannot be known when `{checked.name}` "
+                "runs: no input of it has an axis that tells it", checked.span,
+                hint=f"give `{unknown.symbol}` a size (`axis {unknown.symbol} = 8`), pass "
+                f"`-D {unknown.symbol}=8`, or take an input that has the axis")],
+                self.sources) from None
 
     def _require_fixed_parameters(self, definition: str | None) -> None:
         """A generated module allocates its parameters, so their axes need known sizes: a

@@ -320,7 +320,7 @@ class ProgramGenerator:
         if "equations" in self.features:
             makers += [self.contraction, self.transpose, self.window, self.fixed_index,
                        self.reverse, self.shift, self.flipped_window, self.alias,
-                       self.diagonal]
+                       self.diagonal, self.sized_read]
         if "structure" in self.features:
             makers += [self.concat, self.split, self.rename, self.reshape, self.pad]
         if "calls" in self.features and self.definitions:
@@ -575,6 +575,22 @@ class ProgramGenerator:
         body.emit(f"{outer}[{', '.join([*x.axes, twin])}] = {x.name}[{', '.join(x.axes)}] * "
                   f"{x.name}[{', '.join(reads)}]")
         self.bind_equation(body, x.axes, [], f"{outer}[{', '.join([*x.axes, along])}]")
+
+    def sized_read(self, body: Body) -> None:
+        """`Y[.., s, ..] = X[.., s + k, ..]` where `s` is a symbolic axis of its own: in bounds
+        only when `|s| + k <= |a|`, which no checker can know, so the module checks it when it
+        runs (and must refuse exactly the sizes that read out of bounds)."""
+        x = self.source(body)
+        free = sorted(a for a in self.base_names if self.sizes[a] is None)
+        symbolic = [a for a in x.axes if a in free]
+        others = [a for a in free if a not in x.axes]
+        if not symbolic or not others:
+            self.transpose(body)
+            return
+        along, index = choice(self.c, symbolic), choice(self.c, others)
+        read = f"{index} + {self.c.integer(1, 2)}"
+        self.bind_equation(body, [index if a == along else a for a in x.axes], [],
+                           f"{x.name}[{', '.join(read if a == along else a for a in x.axes)}]")
 
     def alias(self, body: Body) -> None:
         """`Y = X`: a second name for the same array (a copy on the diagram)."""

@@ -734,3 +734,27 @@ def test_gallery_has_no_run_time_bound_checks_and_runs_for_several_sizes(name: s
         outputs = f(*inputs)
         for output in outputs if isinstance(outputs, tuple) else (outputs,):
             assert torch.isfinite(output).all()
+
+
+def test_a_size_that_no_input_tells_is_an_input_error_not_an_internal_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`j` is only an axis of the output: the module cannot know it (found by the
+    differential fuzzer, it was a CompileError and exit 3)."""
+    from ncd.cli import main
+
+    text = "axis a\naxis j\ndef f(X: R[a]) -> R[j] {\n    Y[j] = X[j + 1]\n    return Y\n}\n"
+    program = ncd.load(text)
+    for build in (program.compile, program.to_torch):
+        with pytest.raises(NcdError) as caught:
+            build("f")
+        (diagnostic,) = caught.value.diagnostics
+        assert diagnostic.code == "E305" and "`j`" in diagnostic.message
+        assert diagnostic.span is not None and (diagnostic.span.line, diagnostic.span.column) \
+            == (3, 5)
+    source = tmp_path / "j.ncd"
+    source.write_text(text)
+    assert main(["compile", str(source)]) == 1
+    assert "j.ncd:3:5: error[E305]" in capsys.readouterr().err
+    fixed = ncd.load(text, sizes={"j": 2}).to_torch("f")
+    X = randn(5)
+    close(fixed(X), X[1:3])
