@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m ncd.gallery_job
 
-# The suite runs on two workers (pytest-xdist; the machines have two cores). Every test is
-# safe to run in parallel: outputs go to pytest's temporary folders, goldens are written
-# atomically and hypothesis is derandomised (tests/conftest.py).
+# The suite runs on two workers (pytest-xdist; the machines have two cores), a test file at a
+# time on one worker (`--dist loadfile`: a module's fixtures are made once). Every test is safe
+# to run in parallel: outputs go to pytest's temporary folders, goldens are written atomically
+# and hypothesis is derandomised (tests/conftest.py).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,10 +14,6 @@ ROOT = Path(__file__).resolve().parent.parent
 GALLERY = sorted(p.name for p in (ROOT / "gallery").glob("*.ncd"))
 assert GALLERY, "no gallery files: the tests below would compare nothing"
 
-# The three runs of the module's fixture are made once: a parallel run (`-n 2 --dist
-# loadgroup`) keeps these tests on one worker.
-pytestmark = pytest.mark.xdist_group("determinism")
-
 # Input with several errors: the diagnostics come out in the same order every time.
 BAD = """axis m = 3, n = 4
 def f(X: R[m]) -> R[n] {
