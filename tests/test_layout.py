@@ -67,7 +67,7 @@ def texts(d: Diagram) -> list[str]:
 
 
 def test_every_operator_kind_has_a_glyph() -> None:
-    assert set(GLYPHS) == set(ir.OPERATOR_KINDS)
+    assert set(GLYPHS) == set(ir.OPERATOR_TYPES)
 
 
 # --------------------------------------------------------------------------------------
