@@ -1,6 +1,6 @@
 """Renderers: the IR drawn as a neural circuit diagram.
 
-`render_svg`, `render_tikz` and `render_pdf` lay a definition out (`layout.py`: term ->
+`render_svg`, `render_tikz` and `render_pdf` lay a definition out (`layout/`: term ->
 geometry) and hand the geometry to a thin emitter (`svg.py`, `tikz.py`, `pdf.py`). They
 return the document (a string; bytes for PDF) and never touch files; `diagram` gives the
 geometry itself, with `Diagram.validate()`.

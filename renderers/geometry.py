@@ -1,6 +1,6 @@
 """The geometry of a neural circuit diagram: pure data, and the checks a figure must pass.
 
-The layout (`layout.py`) turns an IR term into a `Diagram`; the emitters (`svg.py`,
+The layout (`layout/`) turns an IR term into a `Diagram`; the emitters (`svg.py`,
 `tikz.py`) only draw its primitives. Nothing here knows about the IR: a diagram is lines,
 cubic paths, rectangles, polygons, circles and labels, with the bookkeeping that lets
 `Diagram.validate` check the rules of the visual grammar (no label over a label or a box, no

@@ -1,0 +1,489 @@
+"""Broadcasted operations: the base operation's glyph on its target wires (a box, the
+junction of a sum or product, the cups of a contraction with its learned operands as cards),
+the tiling wires running straight past it in a band above, meeting at a dot where several
+inputs share a degree axis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import assert_never
+
+from ncd import ir
+
+from ..geometry import LAYER_WIRE, Anchor, Box, Circle, Item, Path, PortPoint, Stroke
+from ..glyphs import BoxGlyph, CupsGlyph, JunctionGlyph, glyph_of
+from ..text import Label
+from .context import Context
+from .options import (
+    CLEARANCE,
+    CORE_PAD,
+    INLINE_GAP,
+    INLINE_HEIGHT,
+    LABEL_SIZE,
+    PITCH,
+    ROW_PAD,
+    RenderOptions,
+)
+from .panels import (
+    End,
+    Panel,
+    Source,
+    Spec,
+    array_specs,
+    arrowhead,
+    band_core_items,
+    curve,
+    dot,
+    dtype_shown,
+    stroke_for,
+    text_item,
+    wire_path,
+)
+from .routing import assemble
+
+
+def _degree_of(port: ir.Port, name: str, degree: Sequence[str]) -> str:
+    """The degree axis that tiling axis `name` of `port` is read at."""
+    codomain = port.reindexing.codomain.names
+    if name in codomain:
+        row = port.reindexing.matrix[codomain.index(name)]
+        nonzero = [i for i, c in enumerate(row) if c]
+        if len(nonzero) == 1:
+            return port.reindexing.domain.names[nonzero[0]]
+        if nonzero:
+            # A non-rearranging read (not produced by elaboration): drawn on the band of the
+            # first axis it involves.
+            return port.reindexing.domain.names[nonzero[0]]
+    return name if name in degree else degree[0]
+
+
+def band_order(term: ir.Broadcasted) -> list[str]:
+    """Degree axes top to bottom: as the first output lays them out (its memory order), so
+    the output side needs no crossing."""
+    degree = list(term.degree.names)
+    order: list[str] = []
+    for output in term.outputs:
+        for name in output.array.names:
+            if name in degree and name not in order:
+                order.append(name)
+    order.extend(n for n in degree if n not in order)
+    if isinstance(term.op, ir.EinsumOp) and term.params:
+        # A learned operand's card sits under the inputs: the axes only it brings (`o` of
+        # `W[o, c, w]`) go last, next to the card, so its wires need not cross the inputs'.
+        read = {name for port in term.inputs for name in port.tiling}
+        order = [n for n in order if n in read] + [n for n in order if n not in read]
+    return order
+
+
+def expected_ports(term: ir.Broadcasted, options: RenderOptions) -> int:
+    """The ports a broadcast's box needs, from the IR alone: each target axis of each input
+    and output, each datatype wire the operation consumes or makes, each parameter drawn."""
+    def side(ports: Sequence[ir.Port]) -> int:
+        count = sum(len(p.targets) + dtype_shown(p.array) for p in ports)
+        return count if count else 1  # a scalar operation: the datatype stub
+    total = side(term.inputs) + side(term.outputs)
+    if options.show_params:
+        total += len(term.params)
+    return total
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """Where the wires of a broadcasted operation go: its edge wires (`left`, `right`), the
+    band rows of its degree axes, which edge wires run in the band (`in_band`, `out_band`:
+    wire -> band row) and which enter or leave the operation itself (`body_left`,
+    `body_right`)."""
+
+    left: list[Spec]
+    right: list[Spec]
+    band_rows: list[End]
+    in_band: dict[int, int]
+    out_band: dict[int, int]
+    body_left: list[int]
+    body_right: list[int]
+
+
+def broadcast_wiring(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int]) -> Wiring:
+    """Sort a broadcast's wires into the band (tiling) and the operation (targets)."""
+    left = array_specs(term.dom, ctx)
+    right = array_specs(term.cod, ctx)
+    band = band_order(term)
+    band_index = {name: i for i, name in enumerate(band)}
+    degree = list(term.degree.names)
+
+    # Where each left wire goes: a band row (tiling), the operation (target), or nowhere.
+    in_band: dict[int, int] = {}
+    body_left: list[int] = []  # left wire indices that enter the operation
+    for k, spec in enumerate(left):
+        if spec.kind == "axis":
+            port = term.inputs[spec.array]
+            if spec.name in port.targets:
+                body_left.append(k)
+            else:
+                in_band[k] = band_index[_degree_of(port, spec.name, degree)]
+        elif spec.kind == "dtype":
+            body_left.append(k)
+    out_band: dict[int, int] = {}
+    body_right: list[int] = []
+    for k, spec in enumerate(right):
+        if spec.kind == "axis":
+            port = term.outputs[spec.array]
+            if spec.name in port.targets:
+                body_right.append(k)
+            else:
+                out_band[k] = band_index.get(spec.name, 0)
+        elif spec.kind == "dtype":
+            body_right.append(k)
+
+    # Band rows: fed by the tiling wires of every input that has the axis.
+    feeders: dict[int, list[int]] = {i: [] for i in range(len(band))}
+    for k, i in in_band.items():
+        feeders[i].append(k)
+    band_rows: list[End] = []
+    for i, name in enumerate(band):
+        wire = in_ids[feeders[i][0]] if len(feeders[i]) == 1 else ctx.fresh()
+        axis = next((a for a in term.degree.axes if a.name == name), None)
+        label = ctx.axis_label(axis) if axis is not None else Label.axis(name)
+        band_rows.append(End(i * PITCH, wire, Spec("axis", 0, name, label)))
+    return Wiring(left, right, band_rows, in_band, out_band, body_left, body_right)
+
+
+def layout_broadcasted(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int],
+                       wiring: Wiring) -> Panel:
+    """The operation's glyph on its target wires: the cups of a contraction, the junction of
+    a sum or product, or a box; the tiling wires in the band above it."""
+    glyph = glyph_of(term.op)
+    left, right, band_rows = wiring.left, wiring.right, wiring.band_rows
+    in_band, out_band = wiring.in_band, wiring.out_band
+    body_left, body_right = wiring.body_left, wiring.body_right
+    match glyph:
+        case CupsGlyph():
+            return _einsum(term, ctx, in_ids, left, right, band_rows, in_band, out_band,
+                           body_left)
+        case JunctionGlyph():
+            return _junction(term, glyph, ctx, in_ids, left, right, band_rows, in_band,
+                             out_band)
+        case BoxGlyph():
+            return _boxed(term, glyph, ctx, in_ids, left, right, band_rows, in_band, out_band,
+                          body_left, body_right)
+    assert_never(glyph)
+
+
+def core_maps(left: Sequence[Spec], right: Sequence[Spec], in_band: dict[int, int],
+          out_band: dict[int, int], body_in: dict[int, int], body_out: dict[int, int],
+          band_count: int) -> tuple[list[int | None], list[int | None]]:
+    """Core row indices: band rows first, then the operation's rows."""
+    in_map: list[int | None] = []
+    for k in range(len(left)):
+        if k in in_band:
+            in_map.append(in_band[k])
+        elif k in body_in:
+            in_map.append(band_count + body_in[k])
+        else:
+            in_map.append(None)
+    out_map: list[int | None] = []
+    for k in range(len(right)):
+        if k in out_band:
+            out_map.append(out_band[k])
+        elif k in body_out:
+            out_map.append(band_count + body_out[k])
+        else:
+            out_map.append(None)
+    return in_map, out_map
+
+
+def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence[int],
+           left: list[Spec], right: list[Spec], band_rows: list[End], in_band: dict[int, int],
+           out_band: dict[int, int], body_left: list[int], body_right: list[int]) -> Panel:
+    """A glyph box on the target wires, the tiling band passing above it."""
+    theme = ctx.theme
+    caption = glyph.caption(term.op, term)
+    cap_box = caption.measure(glyph.caption_size) if caption is not None else None
+    n_rows = max(len(body_left), len(body_right), 1)
+    height = max(glyph.min_height, (n_rows - 1) * PITCH + 2 * ROW_PAD)
+    width = glyph.min_width
+    if glyph.square:
+        width = max(width, height * 0.9 if glyph.shape is not None else height)
+    if cap_box is not None:
+        width = max(width, cap_box.width + 16.0)
+    params = term.params if ctx.options.show_params else ()
+    param_labels = [Label.axis(p.name or "W") for p in params]
+    param_slot = max((lab.measure(LABEL_SIZE).width + 8.0 for lab in param_labels),
+                     default=0.0)
+    width = max(width, param_slot * len(params))
+
+    nb = len(band_rows)
+    stub_in = not body_left
+    stub_out = not body_right
+    inline = stub_in and stub_out and nb > 0 and not params
+    if inline:
+        # A function of the datatype alone (elementwise, scale, dropout on an array with
+        # axes): a small box on a short arrowed datatype wire tucked just under the array's
+        # bundle, which passes by above, so that it visibly acts on that array.
+        height = INLINE_HEIGHT
+    y0 = nb * PITCH if nb else 0.0
+    box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
+    if inline:
+        box_top = band_rows[-1].y + INLINE_GAP
+    elif nb and box_top < band_rows[-1].y + CLEARANCE:
+        y0 += band_rows[-1].y + CLEARANCE - box_top
+        box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
+
+    pad_left = CORE_PAD + (10.0 if stub_in else 0.0)
+    pad_right = CORE_PAD + (10.0 if stub_out else 0.0)
+    bx = pad_left
+    core_w = bx + width + pad_right
+    box_id = ctx.fresh()
+    items: list[Item] = band_core_items(ctx, band_rows, core_w)
+    ports: list[PortPoint] = []
+    anchors: list[Anchor] = []
+    core_left = list(band_rows)
+    core_right = list(band_rows)
+    body_in: dict[int, int] = {}
+    body_out: dict[int, int] = {}
+    # The operation's input rows, top aligned; a separator between two inputs ends on the box.
+    row_y = y0
+    for k in body_left:
+        spec = left[k]
+        wire = in_ids[k]
+        body_in[k] = len(core_left) - nb
+        core_left.append(End(row_y, wire, spec))
+        items.append(wire_path(ctx, spec, wire, (0.0, row_y), [(bx, row_y)]))
+        if spec.kind == "dtype":
+            items.append(arrowhead(ctx, bx - 1.0, row_y))
+        ports.append(PortPoint(bx, row_y, wire, "left"))
+        row_y += PITCH
+    row_y = y0
+    for k in body_right:
+        spec = right[k]
+        wire = ctx.fresh()
+        body_out[k] = len(core_right) - nb
+        core_right.append(End(row_y, wire, spec))
+        items.append(wire_path(ctx, spec, wire, (bx + width, row_y), [(core_w, row_y)]))
+        if spec.kind == "dtype":
+            items.append(arrowhead(ctx, core_w - 2.0, row_y))
+        ports.append(PortPoint(bx + width, row_y, wire, "right"))
+        row_y += PITCH
+    centre = box_top + height / 2
+    dtype_spec = Spec("dtype", 0, "", None)
+    if stub_in:  # a scalar operation: the datatype wire enters it
+        wire = ctx.fresh()
+        items.append(wire_path(ctx, dtype_spec, wire, (2.0, centre), [(bx, centre)], free=True))
+        items.append(arrowhead(ctx, bx - 1.0, centre))
+        ports.append(PortPoint(bx, centre, wire, "left"))
+    if stub_out:
+        wire = ctx.fresh()
+        items.append(wire_path(ctx, dtype_spec, wire, (bx + width, centre), [(core_w - 2.0,
+                                                                             centre)],
+                               free=True))
+        items.append(arrowhead(ctx, core_w - 3.0, centre))
+        ports.append(PortPoint(bx + width, centre, wire, "right"))
+    if glyph.shape is not None:
+        items.extend(glyph.shape(bx, box_top, width, height, theme))
+    if caption is not None and cap_box is not None:
+        cx = bx + width / 2 + glyph.caption_dx * width - cap_box.width / 2
+        baseline = centre + (cap_box.ascent - cap_box.descent) / 2
+        items.append(text_item(caption, cx, baseline, glyph.caption_size, theme.text,
+                               owner=box_id, role="glyph"))
+    # Parameters enter from below, each from a small open circle under its name.
+    for i, label in enumerate(param_labels):
+        px = bx + (i + 0.5) * width / len(params)
+        bottom = box_top + height
+        wire = ctx.fresh()
+        items.append(Path((px, bottom + 14.0), ((px, bottom),), stroke_for(ctx, "param"),
+                          wire=wire, role="param", layer=LAYER_WIRE))
+        items.append(Circle(px, bottom + 16.0, 2.2, theme.box_fill, Stroke(theme.ink, 0.9)))
+        anchors.append(Anchor(px, bottom + 14.0))
+        ports.append(PortPoint(px, bottom, wire, "bottom"))
+        lab = label.measure(LABEL_SIZE)
+        items.append(text_item(label, px - lab.width / 2, bottom + 20.0 + lab.ascent,
+                               LABEL_SIZE, theme.text, role="param"))
+    box = Box(box_id, bx, box_top, width, height, term.op.kind, tuple(ports),
+              expected_ports(term, ctx.options))
+    core = Panel(core_w, core_left, core_right, items, [box], anchors).fit()
+    in_map, out_map = core_maps(left, right, in_band, out_band, body_in, body_out, nb)
+    return assemble(ctx, left, in_ids, in_map, core, out_map, right)
+
+
+def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: Sequence[int],
+              left: list[Spec], right: list[Spec], band_rows: list[End],
+              in_band: dict[int, int], out_band: dict[int, int]) -> Panel:
+    """Addition and multiplication: the inputs' wires meet at dots on the band, and the
+    separators between the inputs run into a `+` (or a dot in a circle) just below."""
+    # The main line of a residual (`X = X + f(X)`: the input bound to the result's name) runs
+    # on through the junction as the same wire, so a chain keeps it straight.
+    main = next((index for index, port in enumerate(term.inputs)
+                 if port.name is not None and port.name == term.outputs[0].name), None)
+    if main is not None:
+        carried = {row: in_ids[k] for k, row in in_band.items() if left[k].array == main}
+        band_rows = [End(row.y, carried.get(i, row.wire), row.spec)
+                     for i, row in enumerate(band_rows)]
+    nb = len(band_rows)
+    y_j = nb * PITCH - PITCH * 0.35 if nb else 0.0
+    width = 24.0
+    cx = 14.0
+    items = band_core_items(ctx, band_rows, width)
+    items.extend(glyph.mark(cx, y_j, ctx.theme))
+    joint_spec = Spec("sep", 0, "", None)
+    joint = End(y_j, ctx.fresh(), joint_spec, joint=True)
+    items.append(wire_path(ctx, joint_spec, joint.wire, (0.0, y_j), [(cx - 7.0, y_j)]))
+    core_left = [*band_rows, joint]
+    body_in = {k: 0 for k, spec in enumerate(left) if spec.kind in ("sep", "dtype")}
+    core_right = list(band_rows)
+    body_out: dict[int, int] = {}
+    for k, spec in enumerate(right):
+        if spec.kind == "dtype":  # a scalar sum: its datatype wire leaves the junction
+            wire = ctx.fresh()
+            body_out[k] = len(core_right) - nb
+            core_right.append(End(y_j, wire, spec))
+            items.append(wire_path(ctx, spec, wire, (cx + 6.0, y_j), [(width, y_j)], free=True))
+    core = Panel(width, core_left, core_right, items, [], [Anchor(cx, y_j)]).fit()
+    in_map, out_map = core_maps(left, right, in_band, out_band, body_in, body_out, nb)
+    # The sum continues its main line straight: the input that is the variable the result
+    # is bound to (`X = X + f(X)`).
+    if main is not None:
+        return assemble(ctx, left, in_ids, in_map, core, out_map, right,
+                        align_left=[k for k, s in enumerate(left) if s.array == main])
+    # Otherwise the result takes the height of the first input (its wires run straight and
+    # the others join it), so a chain of merges stays level instead of drifting.
+    return assemble(ctx, left, in_ids, in_map, core, out_map, right,
+                    align_left=[k for k, s in enumerate(left) if s.array == 0])
+
+
+def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: list[Spec],
+            right: list[Spec], band_rows: list[End], in_band: dict[int, int],
+            out_band: dict[int, int], body_left: list[int]) -> Panel:
+    """A contraction: no box. The contracted axes of two operands are joined by a cup, an axis
+    summed out of one operand alone ends in a dot. Learned operands are cards at the left
+    edge whose wires run like the inputs' (to the band or into a cup)."""
+    assert isinstance(term.op, ir.EinsumOp)
+    theme = ctx.theme
+    nb = len(band_rows)
+    y0 = nb * PITCH if nb else 0.0
+    degree = list(term.degree.names)
+    band_index = {row.spec.name: i for i, row in enumerate(band_rows)}
+
+    # The operands' wires as one list: the inputs (panel edge), then each parameter's (card).
+    specs = list(left)
+    ids = list(in_ids)
+    in_band = dict(in_band)
+    contracted_rows = [k for k in body_left if left[k].kind == "axis"]
+    sources: list[Source] = []
+    first_contracted = [left[k].name for k in contracted_rows]
+    for number, param in enumerate(term.params):
+        first = len(specs)
+        # The card's wires in the order that needs no crossing: its contracted wires first,
+        # mirroring the input's so that the cups nest, then its tiling wires by band row.
+        def card_order(name: str, param: ir.Port = param) -> tuple[int, int]:
+            if name in param.targets:
+                at = first_contracted.index(name) if name in first_contracted else -1
+                return (0, -at)
+            return (1, band_index.get(_degree_of(param, name, degree), 0))
+
+        for name in sorted(param.array.names, key=card_order):
+            k = len(specs)
+            specs.append(Spec("axis", -1 - number, name, None))
+            ids.append(ctx.fresh())
+            if name in param.targets:
+                contracted_rows.append(k)
+            else:
+                in_band[k] = band_index.get(_degree_of(param, name, degree), 0)
+        sources.append(Source(Label.axis(param.name or "W"), first, len(specs) - first))
+    # With the parameters' wires added, a band row may have a different set of feeders.
+    feeders: dict[int, list[int]] = {}
+    for k, index in in_band.items():
+        feeders.setdefault(index, []).append(k)
+    band_rows = [End(row.y, ids[feeders[i][0]] if len(feeders.get(i, ())) == 1
+                     else (row.wire if len(feeders.get(i, ())) != 1 and row.wire not in in_ids
+                           else ctx.fresh()), row.spec)
+                 for i, row in enumerate(band_rows)]
+
+    # Rows of contracted axes; later operands list their axes in reverse so cups nest.
+    operands: dict[int, list[int]] = {}
+    for k in contracted_rows:
+        operands.setdefault(specs[k].array, []).append(k)
+    order: list[int] = []
+    first_names: list[str] = []
+    for position, (_, ks) in enumerate(sorted(operands.items(),
+                                              key=lambda kv: (kv[0] < 0, abs(kv[0])))):
+        if position == 0:
+            first_names = [specs[k].name for k in ks]
+        else:
+            ks = sorted(ks, key=lambda k: -first_names.index(specs[k].name)
+                        if specs[k].name in first_names else 0)
+        order.extend(ks)
+    # A band row only a learned operand feeds (the last ones, see `band_order`) runs under
+    # the cups, straight on from the card, and joins the others on the output side.
+    # The other band rows stay at the height of the input wires that feed them where the
+    # order allows, so those run straight; the cups come after them.
+    if term.params and order:
+        lowered: list[int] = []
+        y_prev = -PITCH
+        for i, row in enumerate(band_rows):
+            inputs = [k for k in feeders.get(i, ()) if k < len(left)]
+            if feeders.get(i) and not inputs:
+                lowered.append(i)
+                continue
+            y_prev = max(min(inputs) * PITCH if inputs else y_prev, y_prev + PITCH)
+            band_rows[i] = End(y_prev, row.wire, row.spec)
+        y0 = y_prev + PITCH
+        for n, i in enumerate(lowered):
+            band_rows[i] = End(y0 + (len(order) + n) * PITCH, band_rows[i].wire,
+                               band_rows[i].spec)
+    core_left = list(band_rows)
+    body_in: dict[int, int] = {}
+    rows: list[tuple[str, float, int]] = []
+    for i, k in enumerate(order):
+        y = y0 + i * PITCH
+        body_in[k] = len(core_left) - nb
+        core_left.append(End(y, ids[k], specs[k]))
+        rows.append((specs[k].name, y, ids[k]))
+
+    items: list[Item] = []
+    anchors: list[Anchor] = []
+    x_cup = 10.0
+    max_bulge = 0.0
+    for axis in term.op.contracted:
+        members = sorted((r for r in rows if r[0] == axis), key=lambda r: r[1])
+        if not members:
+            continue
+        spec = Spec("axis", 0, axis, None)
+        if len(members) == 1:
+            _, y, wire = members[0]
+            items.append(wire_path(ctx, spec, wire, (0.0, y), [(x_cup, y)]))
+            items.append(dot(ctx, x_cup, y))
+            anchors.append(Anchor(x_cup, y))
+            continue
+        top, bottom = members[0], members[-1]
+        bulge = (bottom[1] - top[1]) * 0.62 + 4.0
+        max_bulge = max(max_bulge, bulge)
+        if len(members) == 2:
+            items.append(wire_path(ctx, spec, top[2], (0.0, top[1]), [
+                (x_cup, top[1]),
+                (x_cup + bulge, top[1], x_cup + bulge, bottom[1], x_cup, bottom[1]),
+                (0.0, bottom[1]),
+            ]))
+            anchors.append(Anchor(0.0, bottom[1]))
+            continue
+        # Three or more operands share the axis: all meet at one dot.
+        meet = (x_cup + bulge * 0.75, (top[1] + bottom[1]) / 2)
+        for _, y, wire in members:
+            items.append(wire_path(ctx, spec, wire, (0.0, y),
+                                   [(x_cup, y), curve(x_cup, y, meet[0], meet[1])]))
+        items.append(dot(ctx, *meet))
+        anchors.append(Anchor(*meet))
+    core_w = max(x_cup + max_bulge + 12.0, 24.0)
+
+    scale_text = term.op.scale_text or (f"{term.op.scale:g}" if term.op.scale != 1 else None)
+    if scale_text:
+        label = Label.math(scale_text)
+        lb = label.measure(LABEL_SIZE)
+        last = rows[-1][1] if rows else (band_rows[-1].y if band_rows else 0.0)
+        items.append(text_item(label, 6.0, last + PITCH * 0.45 + lb.ascent, LABEL_SIZE,
+                               theme.text, role="caption"))
+        core_w = max(core_w, lb.width + 12.0)
+    items[:0] = band_core_items(ctx, band_rows, core_w)
+    core = Panel(core_w, core_left, list(band_rows), items, [], anchors).fit()
+    in_map, out_map = core_maps(specs, right, in_band, out_band, body_in, {}, nb)
+    return assemble(ctx, specs, ids, in_map, core, out_map, right, sources=sources)

@@ -1,0 +1,74 @@
+"""What a layout knows as it runs: the program, the options and theme, the values of the
+sizes that are fixed, a counter of fresh wire ids and how deep it is nested (blocks, scans,
+expanded calls); and how it labels a wire with an axis's name or size, or a datatype."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from ncd import ir
+
+from ..glyphs import Theme
+from ..text import Label, Run
+from .options import RenderOptions
+
+
+def size_environment(program: ir.Program) -> dict[str, int]:
+    """The values of the program's axes that are fixed: a declared size (`m = 512`), or one
+    computed from those declared before it (`k = m / h`)."""
+    env: dict[str, int] = {}
+    for axis in program.axes:  # in declaration order: later sizes may use earlier ones
+        value = ir.size_value(axis.size, env)
+        if value is not None:
+            env[axis.name] = value
+    return env
+
+
+@dataclass
+class Context:
+    program: ir.Program
+    options: RenderOptions
+    theme: Theme
+    env: dict[str, int]
+    counter: itertools.count
+    depth: int = 0
+    calls: tuple[str, ...] = ()
+
+    def fresh(self) -> int:
+        return next(self.counter)
+
+    def deeper(self, call: str | None = None) -> Context:
+        return Context(self.program, self.options, self.theme, self.env, self.counter,
+                       self.depth + 1, (*self.calls, call) if call else self.calls)
+
+    def with_depth(self, depth: int) -> Context:
+        return Context(self.program, self.options, self.theme, self.env, self.counter, depth,
+                       self.calls)
+
+    # -- labels ------------------------------------------------------------------------
+
+    def axis_label(self, axis: ir.Axis) -> Label:
+        mode = self.options.wire_labels
+        if mode == "names":
+            return Label.axis(axis.name)
+        value = ir.size_value(axis.size, self.env)
+        size = str(value) if value is not None else ir.size_text(axis.size)
+        if mode == "sizes":
+            return Label.axis(size)
+        if size == axis.name:
+            return Label.axis(axis.name)
+        return Label((*Label.axis(axis.name).runs, Run(" = ", "roman"),
+                      *Label.axis(size).runs))
+
+    def dtype_label(self, dtype: ir.Datatype) -> Label:
+        if dtype.kind == "N":
+            bound = ""
+            if dtype.bound is not None:
+                value = ir.size_value(dtype.bound, self.env)
+                if self.options.wire_labels == "names" or value is None:
+                    bound = ir.size_text(dtype.bound)
+                else:
+                    bound = str(value)
+            return Label((Run("\u2115", "roman"),) + (Label.axis(bound).runs if bound else ()))
+        return Label.plain({"R": "\u211d", "B": "\U0001d539"}[dtype.kind])

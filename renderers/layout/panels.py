@@ -1,0 +1,200 @@
+"""Panels: what every term is laid out into (a width, a vertical extent, the wires that leave
+its left and right edges, the items drawn inside), what a wire at an edge carries (`Spec`),
+and the primitives drawn in panels: wires, curves, dots, bars, arrowheads, labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ncd import ir
+
+from ..geometry import (
+    EPS,
+    LAYER_MARK,
+    LAYER_SEPARATOR,
+    LAYER_WIRE,
+    Anchor,
+    Box,
+    Circle,
+    Item,
+    Path,
+    Polygon,
+    Stroke,
+    Text,
+)
+from ..text import Label
+from .context import Context
+from .options import DOT, LABEL_SIZE, THIN, WIRE, ZONE_PAD
+
+Kind = Literal["axis", "dtype", "sep"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a wire at a panel edge is: an axis (by name) of array `array`, that array's
+    datatype, or the separator before array `array`."""
+
+    kind: Kind
+    array: int
+    name: str
+    label: Label | None
+
+
+@dataclass(frozen=True)
+class End:
+    """A wire leaving a panel edge: its height, id and what it carries. `joint`: several
+    wires may end here without a dot (a `+`, a box edge)."""
+
+    y: float
+    wire: int
+    spec: Spec
+    joint: bool = False
+
+    def moved(self, dy: float) -> End:
+        return End(self.y + dy, self.wire, self.spec, self.joint)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Wires that start inside a panel's left zone, on the right edge of a card (a learned
+    operand of a contraction), rather than at the panel edge: `count` wires from `first`."""
+
+    label: Label
+    first: int
+    count: int
+
+
+@dataclass
+class Panel:
+    width: float
+    left: list[End]
+    right: list[End]
+    items: list[Item] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
+    anchors: list[Anchor] = field(default_factory=list)
+    top: float = 0.0
+    bottom: float = 0.0
+    left_labels: list[Text] = field(default_factory=list)
+    """Wire labels in the label zone at the left edge (also in `items`), so that a neighbour
+    that already shows the same name right there can drop its copy."""
+    right_labels: list[Text] = field(default_factory=list)
+
+    def moved(self, dx: float, dy: float) -> Panel:
+        if abs(dx) < 1e-9 and abs(dy) < 1e-9:
+            return self
+        return Panel(
+            self.width,
+            [e.moved(dy) for e in self.left],
+            [e.moved(dy) for e in self.right],
+            [item.moved(dx, dy) for item in self.items],
+            [box.moved(dx, dy) for box in self.boxes],
+            [anchor.moved(dx, dy) for anchor in self.anchors],
+            self.top + dy,
+            self.bottom + dy,
+            [t.moved(dx, dy) for t in self.left_labels],
+            [t.moved(dx, dy) for t in self.right_labels],
+        )
+
+    def fit(self) -> Panel:
+        """Recompute the vertical extent from everything drawn and every wire end."""
+        ys = [e.y for e in self.left] + [e.y for e in self.right]
+        top = min(ys, default=0.0)
+        bottom = max(ys, default=0.0)
+        for item in self.items:
+            _, y0, _, y1 = item.bbox()
+            top = min(top, y0)
+            bottom = max(bottom, y1)
+        for box in self.boxes:
+            top = min(top, box.y)
+            bottom = max(bottom, box.y + box.height)
+        self.top, self.bottom = top, bottom
+        return self
+
+
+def dtype_shown(array: ir.ArrayType) -> bool:
+    """Naturals and booleans always show their datatype wire; reals only when the array has
+    no axes (a scalar would otherwise have no wire at all)."""
+    return array.dtype.kind != "R" or not array.shape.axes
+
+
+def array_specs(arrays: Sequence[ir.ArrayType], ctx: Context) -> list[Spec]:
+    specs: list[Spec] = []
+    for index, array in enumerate(arrays):
+        if index:
+            specs.append(Spec("sep", index, "", None))
+        for axis in array.shape.axes:
+            specs.append(Spec("axis", index, axis.name, ctx.axis_label(axis)))
+        if dtype_shown(array):
+            specs.append(Spec("dtype", index, "", ctx.dtype_label(array.dtype)))
+    return specs
+
+
+def stroke_for(ctx: Context, kind: Kind | Literal["param"]) -> Stroke:
+    theme = ctx.theme
+    if kind == "sep":
+        return Stroke(theme.separator, 1.1, (4.0, 3.0))
+    if kind == "dtype":
+        return Stroke(theme.ink, THIN)
+    if kind == "param":
+        return Stroke(theme.ink, THIN, (2.0, 2.0))
+    return Stroke(theme.ink, WIRE)
+
+
+def wire_path(ctx: Context, spec: Spec, wire: int, start: tuple[float, float],
+              segments: Sequence[tuple[float, ...]], free: bool = False) -> Path:
+    layer = LAYER_SEPARATOR if spec.kind == "sep" else LAYER_WIRE
+    return Path(start, tuple(segments), stroke_for(ctx, spec.kind), wire=wire, role=spec.kind,
+                free_ends=free or spec.kind == "sep", layer=layer)
+
+
+def curve(x0: float, y0: float, x1: float, y1: float) -> tuple[float, ...]:
+    """A cubic S-curve from (x0, y0) to (x1, y1), horizontal at both ends."""
+    if abs(y1 - y0) < EPS:
+        return (x1, y1)
+    mid = (x1 - x0) / 2
+    return (x0 + mid, y0, x1 - mid, y1, x1, y1)
+
+
+def text_item(label: Label, x: float, baseline: float, size: float, color: str,
+              owner: int | None = None, role: str = "axis") -> Text:
+    box = label.measure(size)
+    return Text(label, x, baseline, size, color, box.width, box.ascent, box.descent, owner, role)
+
+
+def arrowhead(ctx: Context, x_tip: float, y: float) -> Polygon:
+    return Polygon(((x_tip, y), (x_tip - 5.5, y - 2.6), (x_tip - 5.5, y + 2.6)), ctx.theme.ink,
+                   None, layer=LAYER_MARK)
+
+
+def dot(ctx: Context, x: float, y: float) -> Circle:
+    return Circle(x, y, DOT, ctx.theme.ink, None)
+
+
+def bar(ctx: Context, x: float, y: float) -> Path:
+    """The short bar a deleted wire ends in."""
+    return Path((x, y - 4.5), ((x, y + 4.5),), Stroke(ctx.theme.ink, 1.6), layer=LAYER_MARK)
+
+
+def label_zone_width(specs: Sequence[Spec]) -> float:
+    widths = [s.label.measure(LABEL_SIZE).width for s in specs if s.label is not None]
+    if not widths:
+        return 0.0
+    return max(widths) + 2 * ZONE_PAD
+
+
+def straight_core(ctx: Context, rows: Sequence[End], width: float,
+                   right_rows: Sequence[End] | None = None) -> Panel:
+    """Rows that run straight across a core (their ids kept)."""
+    items: list[Item] = []
+    if width > 0:
+        for row in rows:
+            items.append(wire_path(ctx, row.spec, row.wire, (0.0, row.y), [(width, row.y)]))
+    return Panel(width, list(rows), list(rows if right_rows is None else right_rows),
+                 items).fit()
+
+
+def band_core_items(ctx: Context, band_rows: Sequence[End], width: float) -> list[Item]:
+    return [wire_path(ctx, row.spec, row.wire, (0.0, row.y), [(width, row.y)])
+            for row in band_rows]

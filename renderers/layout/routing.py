@@ -1,0 +1,307 @@
+"""Routing: how wires get from one height to another. `assemble` wraps a panel's core with
+label zones and routing columns of cubic curves (forks and merges at dots, bars where wires
+end, the cards of learned operands); `join` places two panels side by side; `best_offset`
+picks the vertical shift that keeps the most wires straight."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
+
+from ..geometry import EPS, Anchor, Box, Item, PortPoint, Text
+from ..glyphs import card
+from .context import Context
+from .options import LABEL_RAISE, LABEL_SIZE, PITCH, ROW_PAD, TITLE_SIZE, ZONE_PAD
+from .panels import (
+    End,
+    Panel,
+    Source,
+    Spec,
+    arrowhead,
+    bar,
+    curve,
+    dot,
+    label_zone_width,
+    text_item,
+    wire_path,
+)
+
+
+def route_width(dy: float) -> float:
+    """Width of a routing column: gentle slopes for long moves, never a kink for short ones."""
+    return max(26.0, min(130.0, 18.0 + 0.45 * dy))
+
+
+def best_offset(differences: Sequence[float], weights: Sequence[float] | None = None,
+                 cost: Callable[[float], float] | None = None) -> float:
+    """The vertical shift that makes the most wires straight (`weights`: 1 for a wire that
+    counts, 0 for a separator, which only breaks ties). Ties go to the cheapest shift by
+    `cost` (a join: the one that keeps the picture lowest), then to the one that keeps the
+    topmost wire straight, so that a stack which loses wires closes up towards its top and a
+    chain of such steps stays level instead of drifting."""
+    if not differences:
+        return 0.0
+    count: dict[float, int] = {}
+    minor: dict[float, int] = {}
+    first: dict[float, int] = {}
+    for index, d in enumerate(differences):
+        key = round(d, 2)
+        if weights is None or weights[index] > 0:
+            count[key] = count.get(key, 0) + 1
+            first.setdefault(key, index)
+        else:
+            minor[key] = minor.get(key, 0) + 1
+    if not count:  # only separators: the most of them straight
+        return max(minor.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    best = max(count.items(),
+               key=lambda kv: (kv[1], -round(cost(kv[0]), 1) if cost else 0.0,
+                               -first[kv[0]], minor.get(kv[0], 0), -kv[0]))
+    return best[0]
+
+
+def wire_weight(spec: Spec) -> float:
+    return 0.0 if spec.kind == "sep" else 1.0
+
+
+def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
+             in_map: Sequence[int | None], core: Panel, out_map: Sequence[int | None],
+             right: Sequence[Spec], labels: bool = True, labels_right: bool | None = None,
+             align_left: Sequence[int] | None = None, align_right: Sequence[int] | None = None,
+             sources: Sequence[Source] = (), skip_left: AbstractSet[float] = frozenset(),
+             skip_right: AbstractSet[float] = frozenset(), balance_left: bool = False,
+             balance_right: bool = False) -> Panel:
+    """Wrap `core` with routing and label zones.
+
+    Left wire k (at the panel's left edge, stacked at the wire pitch) runs to the core's left
+    row `in_map[k]` (None: it ends, in a bar for a deleted wire); several wires into one row
+    meet at a dot, and a row nobody feeds starts at a dot. Right wire k leaves core row
+    `out_map[k]`; a row used twice forks at a dot, a row nobody uses ends in a bar.
+    """
+    items: list[Item] = []
+    anchors: list[Anchor] = []
+
+    # Stack each side at the pitch, shifted so that as many wires as possible run straight.
+    chosen_left = [k for k, r in enumerate(in_map)
+                   if r is not None and (align_left is None or k in align_left)]
+    chosen_right = [k for k, r in enumerate(out_map)
+                    if r is not None and (align_right is None or k in align_right)]
+    gap = [0.0] * len(left)  # a card's wires keep a wire's gap from the data above them
+    for source in sources:
+        for k in range(source.first, source.first + source.count):
+            gap[k] = PITCH
+    base_left = best_offset([core.left[in_map[k] or 0].y - k * PITCH - gap[k]
+                              for k in chosen_left], [wire_weight(left[k]) for k in chosen_left])
+    base_right = best_offset([core.right[out_map[k] or 0].y - k * PITCH for k in chosen_right],
+                              [wire_weight(right[k]) for k in chosen_right])
+    # Balanced: the stack is centred on its rows (a fan-out or a merge, symmetric).
+    if balance_left and in_map:
+        shifts = [core.left[r].y - k * PITCH for k, r in enumerate(in_map) if r is not None]
+        base_left = round(sum(shifts) / len(shifts), 2) if shifts else base_left
+    if balance_right and out_map:
+        shifts = [core.right[r].y - k * PITCH for k, r in enumerate(out_map) if r is not None]
+        base_right = round(sum(shifts) / len(shifts), 2) if shifts else base_right
+    y_left = [base_left + k * PITCH for k in range(len(left))]
+    y_right = [base_right + k * PITCH for k in range(len(right))]
+    sourced: dict[int, float] = {}  # left wire -> x where it leaves its card
+    cards: list[tuple[Source, float, float]] = []  # source, card width, card top
+    for k in range(len(left)):
+        y_left[k] += gap[k]
+    for source in sources:
+        lb = source.label.measure(TITLE_SIZE)
+        cards.append((source, max(26.0, lb.width + 14.0), 0.0))
+
+    labels_left = labels
+    labels_right = labels if labels_right is None else labels_right
+    zone_left = label_zone_width(left) if labels_left else 0.0
+    zone_left = max([zone_left] + [w + 8.0 for _, w, _ in cards])
+    for source, card_w, _ in cards:
+        for k in range(source.first, source.first + source.count):
+            sourced[k] = 4.0 + card_w
+    zone_right = label_zone_width(right) if labels_right else 0.0
+
+    # Left routing column.
+    feeds: Counter[int] = Counter(r for r in in_map if r is not None)
+    moves = [abs(core.left[r].y - y_left[k]) for k, r in enumerate(in_map) if r is not None]
+    merging = any(n > 1 and not core.left[r].joint for r, n in feeds.items())
+    deleting = any(r is None and s.kind != "sep" for r, s in zip(in_map, left, strict=True))
+    starting = any(feeds[r] == 0 and row.spec.kind != "sep" and not row.joint
+                   for r, row in enumerate(core.left))
+    max_move = max(moves, default=0.0)
+    if max_move > EPS or merging:
+        width_left = route_width(max_move)
+    elif deleting or starting:
+        width_left = 12.0
+    else:
+        width_left = 0.0
+    core_x = zone_left + width_left
+
+    for k, (spec, wire, row_index) in enumerate(zip(left, in_ids, in_map, strict=True)):
+        y = y_left[k]
+        if row_index is None:
+            if spec.kind == "sep":
+                items.append(wire_path(ctx, spec, wire, (0.0, y), [(zone_left + 6.0, y)]))
+            else:
+                end = zone_left + 8.0
+                items.append(wire_path(ctx, spec, wire, (0.0, y), [(end, y)]))
+                items.append(bar(ctx, end, y))
+                anchors.append(Anchor(end, y))
+            continue
+        target = core.left[row_index].y
+        segments: list[tuple[float, ...]] = []
+        x_start = sourced.get(k, 0.0)
+        if zone_left > x_start:
+            segments.append((zone_left, y))
+        if width_left > 0:
+            segments.append(curve(zone_left, y, core_x, target))
+        if segments:  # else the core's row starts right at the panel edge
+            items.append(wire_path(ctx, spec, wire, (x_start, y), segments))
+        if spec.kind == "dtype" and zone_left > 12:
+            items.append(arrowhead(ctx, zone_left - 2.0, y))
+    for r, row in enumerate(core.left):
+        if row.spec.kind == "sep" or row.joint:
+            continue
+        if feeds[r] > 1 or feeds[r] == 0:
+            items.append(dot(ctx, core_x, row.y))
+            anchors.append(Anchor(core_x, row.y))
+
+    moved = core.moved(core_x, 0.0)
+    items.extend(moved.items)
+    anchors.extend(moved.anchors)
+    boxes = list(moved.boxes)
+    core_end = core_x + core.width
+
+    # Right routing column.
+    users: Counter[int] = Counter(r for r in out_map if r is not None)
+    moves = [abs(core.right[r].y - y_right[k]) for k, r in enumerate(out_map) if r is not None]
+    forking = any(n > 1 for n in users.values())
+    discarding = any(users[r] == 0 and row.spec.kind != "sep" for r, row in
+                     enumerate(core.right))
+    fresh_separators = any(r is None for r in out_map)
+    max_move = max(moves, default=0.0)
+    if max_move > EPS or forking:
+        width_right = route_width(max_move)
+    elif discarding or fresh_separators:
+        width_right = 12.0
+    else:
+        width_right = 0.0
+    end_x = core_end + width_right
+    total = end_x + zone_right
+
+    right_ends: list[End] = []
+    for r, row in enumerate(core.right):
+        if row.spec.kind == "sep":
+            continue
+        if users[r] == 0:
+            stop = core_end + 8.0
+            items.append(wire_path(ctx, row.spec, row.wire, (core_end, row.y), [(stop, row.y)]))
+            items.append(bar(ctx, stop, row.y))
+            anchors.append(Anchor(stop, row.y))
+        elif users[r] > 1:
+            items.append(dot(ctx, core_end, row.y))
+            anchors.append(Anchor(core_end, row.y))
+    for k, (spec, row_index) in enumerate(zip(right, out_map, strict=True)):
+        y = y_right[k]
+        if row_index is None:
+            wire = ctx.fresh()
+            start = max(core_end, end_x - 12.0)
+            items.append(wire_path(ctx, spec, wire, (start, y), [(total, y)]))
+            right_ends.append(End(y, wire, spec))
+            continue
+        row = core.right[row_index]
+        wire = row.wire if users[row_index] == 1 else ctx.fresh()
+        segments = []
+        if width_right > 0:
+            segments.append(curve(core_end, row.y, end_x, y))
+        if zone_right > 0:
+            segments.append((total, y))
+        if segments:
+            items.append(wire_path(ctx, spec, wire, (core_end, row.y), segments))
+        if spec.kind == "dtype" and zone_right > 12:
+            items.append(arrowhead(ctx, total - 3.0, y))
+        right_ends.append(End(y, wire, spec))
+
+    for source, card_w, _ in cards:
+        ys = y_left[source.first:source.first + source.count]
+        height = max(28.0, ys[-1] - ys[0] + 2 * ROW_PAD)
+        top = (ys[0] + ys[-1]) / 2 - height / 2
+        box_id = ctx.fresh()
+        items.extend(card(4.0, top, card_w, height, ctx.theme))
+        lb = source.label.measure(TITLE_SIZE)
+        items.append(text_item(source.label, 4.0 + (card_w - lb.width) / 2 + 2.0,
+                               top + height / 2 + (lb.ascent - lb.descent) / 2, TITLE_SIZE,
+                               ctx.theme.text, owner=box_id, role="glyph"))
+        ports = tuple(PortPoint(4.0 + card_w, y, in_ids[k], "right")
+                      for k, y in zip(range(source.first, source.first + source.count), ys,
+                                      strict=True))
+        boxes.append(Box(box_id, 4.0, top, card_w, height, "parameter", ports, source.count))
+
+    left_labels: list[Text] = []
+    right_labels: list[Text] = []
+    if labels_left:
+        for k, (spec, y) in enumerate(zip(left, y_left, strict=True)):
+            if k in sourced or round(y, 1) in skip_left:
+                continue
+            if spec.label is not None:
+                width = spec.label.measure(LABEL_SIZE).width
+                left_labels.append(text_item(spec.label, zone_left - ZONE_PAD - width,
+                                             y - LABEL_RAISE, LABEL_SIZE, ctx.theme.text))
+    if labels_right:
+        for spec, y in zip(right, y_right, strict=True):
+            if spec.label is not None and round(y, 1) not in skip_right:
+                right_labels.append(text_item(spec.label, end_x + ZONE_PAD, y - LABEL_RAISE,
+                                              LABEL_SIZE, ctx.theme.text))
+    items.extend(left_labels)
+    items.extend(right_labels)
+    if core_x < EPS:  # the core's own edge labels are this panel's edge labels
+        left_labels.extend(moved.left_labels)
+    if zone_right + width_right < EPS:
+        right_labels.extend(moved.right_labels)
+
+    left_ends = [End(y, wire, spec) for k, (y, wire, spec)
+                 in enumerate(zip(y_left, in_ids, left, strict=True)) if k not in sourced]
+    return Panel(total, left_ends, right_ends, items, boxes, anchors,
+                 left_labels=left_labels, right_labels=right_labels).fit()
+
+
+def join(ctx: Context, first: Panel, second: Panel) -> Panel:
+    """`first ; second`: side by side, with a routing column where the wires disagree."""
+    differences = [a.y - b.y for a, b in zip(first.right, second.left, strict=True)]
+    if differences:
+        # Among equally good shifts: first the one that keeps straight the wires passing
+        # through `second` unchanged (the main line beside a branch), then the lowest picture.
+        passing = {e.wire for e in second.right} & {e.wire for e in second.left}
+        through = [d for d, b in zip(differences, second.left, strict=True)
+                   if b.wire in passing and b.spec.kind != "sep"]
+
+        def cost(shift: float) -> float:
+            straight = sum(1 for d in through if abs(d - shift) < 0.01)
+            return -1000.0 * straight + (max(first.bottom, second.bottom + shift)
+                                         - min(first.top, second.top + shift))
+
+        dy = best_offset(differences, [wire_weight(a.spec) for a in first.right], cost)
+    else:
+        dy = (first.top + first.bottom) / 2 - (second.top + second.bottom) / 2
+    moves = [abs(d - dy) for d in differences]
+    width = route_width(max(moves)) if moves and max(moves) > EPS else 0.0
+    items = list(first.items)
+    placed = second.moved(first.width + width, dy)
+    second_items = placed.items
+    if width == 0 and first.right_labels and placed.left_labels:
+        # Straight through: the name just written on the left need not be written again.
+        shown = {(round(t.y, 1), t.label) for t in first.right_labels}
+        drop = {t for t in placed.left_labels if (round(t.y, 1), t.label) in shown}
+        if drop:
+            second_items = [it for it in placed.items if not (isinstance(it, Text)
+                                                              and it in drop)]
+    for a, b in zip(first.right, second.left, strict=True):
+        if width > 0:
+            items.append(wire_path(ctx, a.spec, a.wire, (first.width, a.y),
+                                   [curve(first.width, a.y, first.width + width, b.y + dy)]))
+    items.extend(second_items)
+    return Panel(
+        first.width + width + second.width, first.left, placed.right, items,
+        first.boxes + placed.boxes, first.anchors + placed.anchors,
+        min(first.top, placed.top), max(first.bottom, placed.bottom),
+        first.left_labels, placed.right_labels if second.width > 0 else first.right_labels,
+    )

@@ -1,0 +1,333 @@
+"""The structure-preserving map from terms to panels: `layout` dispatches on the kind of
+term. The kinds that nest other terms are laid out here: composition (left to right, joined
+by routing), product (stacked, with dashed separators), block (framed or collapsed), scan
+(framed, its carried states looping back over the frame), and a call drawn expanded with
+`expand_calls`; the leaves are in `rewiring` and `broadcast`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import assert_never
+
+from ncd import ir
+
+from ..geometry import EPS, LAYER_MARK, LAYER_WIRE, Anchor, Box, Item, Path, Polygon, Stroke, Text
+from ..glyphs import BoxGlyph, block_fill, glyph_of
+from ..text import MAX_TITLE_CHARS, Label, Run, elide
+from .broadcast import Wiring, broadcast_wiring, core_maps, layout_broadcasted
+from .context import Context
+from .frames import collapsed, frame
+from .options import CLEARANCE, CORE_PAD, LOOP_STEP, PITCH, SEPARATOR_ROOM, THIN
+from .panels import End, Panel, Spec, array_specs, band_core_items, dot, dtype_shown, wire_path
+from .rewiring import layout_rearrangement, layout_reindexing
+from .routing import assemble, join
+
+
+def layout(term: ir.Term, ctx: Context, in_ids: Sequence[int]) -> Panel:
+    """The panel of `term`, whose input wires have ids `in_ids`."""
+    match term:
+        case ir.Identity():
+            return layout_identity(term, ctx, in_ids)
+        case ir.Composed():
+            return layout_composed(term, ctx, in_ids)
+        case ir.Product():
+            return layout_product(term, ctx, in_ids)
+        case ir.Rearrangement():
+            return layout_rearrangement(term, ctx, in_ids)
+        case ir.Reindexing():
+            return layout_reindexing(term, ctx, in_ids)
+        case ir.Broadcasted():
+            return layout_call_or_broadcast(term, ctx, in_ids)
+        case ir.Block():
+            return layout_block(term, ctx, in_ids)
+        case ir.Scan():
+            return layout_scan(term, ctx, in_ids)
+    assert_never(term)
+
+
+def layout_identity(term: ir.Identity, ctx: Context, in_ids: Sequence[int]) -> Panel:
+    specs = array_specs(term.dom, ctx)
+    ends = [End(k * PITCH, wire, spec) for k, (wire, spec) in enumerate(zip(in_ids, specs,
+                                                                          strict=True))]
+    return Panel(0.0, ends, list(ends)).fit()
+
+
+def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> Panel:
+    panel: Panel | None = None
+    ids = list(in_ids)
+    for sub in term.terms:
+        next_panel = layout(sub, ctx, ids)
+        panel = next_panel if panel is None else join(ctx, panel, next_panel)
+        ids = [e.wire for e in panel.right]
+    if panel is None:
+        return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
+    return panel
+
+
+def _port_count(arrays: Sequence[ir.ArrayType]) -> int:
+    """Wires of a tuple of arrays, separators included."""
+    return sum(len(a.shape.axes) + dtype_shown(a) for a in arrays) + max(0, len(arrays) - 1)
+
+
+def layout_product(term: ir.Product, ctx: Context, in_ids: Sequence[int]) -> Panel:
+    """Stack the factors top to bottom; a dashed separator runs between neighbours."""
+    panels: list[Panel] = []
+    separator_ids: list[int] = []
+    position = 0
+    for index, sub in enumerate(term.terms):
+        if index and sub.dom and any(t.dom for t in term.terms[:index]):
+            separator_ids.append(in_ids[position])
+            position += 1
+        else:
+            separator_ids.append(-1)
+        count = _port_count(sub.dom)
+        panels.append(layout(sub, ctx, in_ids[position:position + count]))
+        position += count
+    width = max((p.width for p in panels), default=0.0)
+
+    items: list[Item] = []
+    boxes: list[Box] = []
+    anchors: list[Anchor] = []
+    left: list[End] = []
+    right: list[End] = []
+    left_labels: list[Text] = []
+    right_labels: list[Text] = []
+    bottom: float | None = None
+    for index, panel in enumerate(panels):
+        if bottom is not None:
+            # Room for the separator between the factors, and the wires on the pitch grid:
+            # the first wire of a factor two pitches (or a whole number of pitches) below the
+            # last wire above, so that stacks in a chain line up and wires run straight.
+            dy = bottom + SEPARATOR_ROOM - panel.top
+            if left and panel.left:
+                dy = max(dy, left[-1].y + 2 * PITCH - panel.left[0].y)
+            if right and panel.right:
+                dy = max(dy, right[-1].y + 2 * PITCH - panel.right[0].y)
+            grid = left if left and panel.left else right if right and panel.right else None
+            if grid is not None:
+                ref = panel.left[0].y if grid is left else panel.right[0].y
+                steps = math.ceil((ref + dy - grid[-1].y) / PITCH - 1e-6)
+                dy = grid[-1].y + steps * PITCH - ref
+            panel = panel.moved(0.0, dy)
+            has_left = bool(left) and bool(panel.left)
+            has_right = bool(right) and bool(panel.right)
+            # Midway between the last wire above and the first below (the middle of the
+            # pitch grid), kept clear of everything drawn in either factor.
+            if grid is not None:
+                lower_wire = grid[-1].y
+                upper_wire = panel.left[0].y if grid is left else panel.right[0].y
+                y_sep = (lower_wire + upper_wire) / 2
+            else:
+                y_sep = (bottom + panel.top) / 2
+            y_sep = min(max(y_sep, bottom + 2.5), panel.top - 2.5)
+            if has_left or has_right:
+                sep_spec = Spec("sep", index, "", None)
+                wire = separator_ids[index] if has_left and separator_ids[index] >= 0 \
+                    else ctx.fresh()
+                start = 0.0 if has_left else width - 14.0
+                stop = width if has_right else 14.0
+                items.append(wire_path(ctx, sep_spec, wire, (start, y_sep), [(stop, y_sep)]))
+                if has_left:
+                    left.append(End(y_sep, wire, sep_spec))
+                if has_right:
+                    right.append(End(y_sep, wire, sep_spec))
+        items.extend(panel.items)
+        boxes.extend(panel.boxes)
+        anchors.extend(panel.anchors)
+        left.extend(panel.left)
+        # A narrower factor continues its wires straight to the common right edge.
+        for end in panel.right:
+            if panel.width < width - EPS:
+                items.append(wire_path(ctx, end.spec, end.wire, (panel.width, end.y),
+                                       [(width, end.y)]))
+            right.append(end)
+        bottom = panel.bottom if bottom is None else max(bottom, panel.bottom)
+        left_labels.extend(panel.left_labels)
+        if panel.width >= width - EPS:
+            right_labels.extend(panel.right_labels)
+    return Panel(width, left, right, items, boxes, anchors, left_labels=left_labels,
+                 right_labels=right_labels).fit()
+
+
+def expanded_definition(term: ir.Broadcasted, ctx: Context) -> ir.Definition | None:
+    """The definition a call is drawn as, with `expand_calls`: None for an operation that is
+    not a call, a call of an unknown definition, or one already being expanded around it."""
+    if not (isinstance(glyph_of(term.op), BoxGlyph) and isinstance(term.op, ir.CallOp)
+            and ctx.options.expand_calls and term.op.definition not in ctx.calls):
+        return None
+    try:
+        return ctx.program.definition(term.op.definition)
+    except KeyError:
+        return None
+
+
+def layout_call_or_broadcast(term: ir.Broadcasted, ctx: Context,
+                             in_ids: Sequence[int]) -> Panel:
+    """A broadcasted operation, or a call drawn as its definition's diagram."""
+    wiring = broadcast_wiring(term, ctx, in_ids)
+    definition = expanded_definition(term, ctx)
+    if definition is not None:
+        return layout_expanded_call(term, definition, ctx, in_ids, wiring)
+    return layout_broadcasted(term, ctx, in_ids, wiring)
+
+
+def layout_expanded_call(term: ir.Broadcasted, definition: ir.Definition, ctx: Context,
+                         in_ids: Sequence[int], wiring: Wiring) -> Panel:
+    """A call drawn as the callee's own diagram, framed and titled with its name; the call's
+    batch axes (its tiling axes) run in the band above the frame."""
+    assert isinstance(term.op, ir.CallOp)
+    left, right, band_rows = wiring.left, wiring.right, wiring.band_rows
+    in_band, out_band = wiring.in_band, wiring.out_band
+    body_left, body_right = wiring.body_left, wiring.body_right
+    inner = ctx.deeper(call=definition.name)
+    specs_in = array_specs(definition.domain, inner)
+    specs_out = array_specs(definition.codomain, inner)
+    index_in = {(s.array, s.kind, s.name): i for i, s in enumerate(specs_in)}
+    index_out = {(s.array, s.kind, s.name): i for i, s in enumerate(specs_out)}
+    ids = [ctx.fresh() for _ in specs_in]
+    body_in: dict[int, int] = {}
+    for k in body_left:
+        key = (left[k].array, left[k].kind, left[k].name)
+        if key in index_in:
+            body_in[k] = index_in[key]
+            ids[index_in[key]] = in_ids[k]
+    for k, spec in enumerate(left):  # separators between inputs continue into the frame
+        if spec.kind == "sep" and (spec.array, "sep", "") in index_in:
+            body_in[k] = index_in[(spec.array, "sep", "")]
+            ids[body_in[k]] = in_ids[k]
+    body_out: dict[int, int] = {}
+    for k in body_right + [k for k, s in enumerate(right) if s.kind == "sep"]:
+        key = (right[k].array, right[k].kind, right[k].name)
+        if key in index_out:
+            body_out[k] = index_out[key]
+    block = ir.Block(dom=definition.domain, cod=definition.codomain,
+                     title=elide(definition.name), body=definition.body)
+    framed = layout_block(block, inner.with_depth(ctx.depth), ids, collapsible=False)
+    nb = len(band_rows)
+    if nb:
+        framed = framed.moved(0.0, band_rows[-1].y + CLEARANCE + 4.0 - framed.top)
+    width = framed.width + 2 * CORE_PAD
+    framed = framed.moved(CORE_PAD, 0.0)
+    items = band_core_items(ctx, band_rows, width)
+    for end in framed.left:
+        items.append(wire_path(ctx, end.spec, end.wire, (0.0, end.y), [(CORE_PAD, end.y)]))
+    for end in framed.right:
+        items.append(wire_path(ctx, end.spec, end.wire, (width - CORE_PAD, end.y),
+                               [(width, end.y)]))
+    items.extend(framed.items)
+    core = Panel(width, [*band_rows, *framed.left], [*band_rows, *framed.right], items,
+                 framed.boxes, framed.anchors).fit()
+    in_map, out_map = core_maps(left, right, in_band, out_band, body_in, body_out, nb)
+    return assemble(ctx, left, in_ids, in_map, core, out_map, right)
+
+
+def layout_block(term: ir.Block, ctx: Context, in_ids: Sequence[int],
+                 collapsible: bool = True) -> Panel:
+    depth = ctx.depth + 1
+    limit = ctx.options.collapse_depth
+    title = Label.plain(term.title)
+    if collapsible and limit is not None and depth > limit:
+        if term.repeat > 1:
+            count = f" \u00d7{term.repeat}"  # the count stays visible after a long title
+            title = Label.plain(elide(term.title, MAX_TITLE_CHARS - len(count), "end") + count)
+        return collapsed(term, title, ctx, in_ids, "block")
+    inner = ctx.with_depth(depth)
+    body = layout(term.body, inner, in_ids)
+    return frame(ctx, body, title, term.repeat, block_fill(ctx.theme, depth - 1, term.color),
+                 dashed=False)
+
+
+def layout_scan(term: ir.Scan, ctx: Context, in_ids: Sequence[int]) -> Panel:
+    """The step inside a dashed frame titled `scan over l`. The carried states feed back:
+    each runs from the step's output over the top of the frame, an arrow pointing back, into
+    the step's input. The scanned axis of the sequences runs in a band under the frame,
+    straight from the inputs to the stacked outputs (a tiling wire: the step never sees it)."""
+    depth = ctx.depth + 1
+    axis = term.axis.name
+    title = Label((Run("scan over ", "roman"), *Label.axis(axis).runs))
+    limit = ctx.options.collapse_depth
+    if limit is not None and depth > limit:
+        return collapsed(term, title, ctx, in_ids, "scan")
+    left = array_specs(term.dom, ctx)
+    right = array_specs(term.cod, ctx)
+    step_left = array_specs(term.step.dom, ctx)
+    step_right = array_specs(term.step.cod, ctx)
+    index_in = {(s.array, s.kind, s.name): i for i, s in enumerate(step_left)}
+    index_out = {(s.array, s.kind, s.name): i for i, s in enumerate(step_right)}
+    band_spec = Spec("axis", 0, axis, ctx.axis_label(term.axis))
+    feeders = [k for k, s in enumerate(left)
+               if s.kind == "axis" and s.name == axis and s.array >= term.carries]
+    band_wire = in_ids[feeders[0]] if len(feeders) == 1 else ctx.fresh()
+    band = End(0.0, band_wire, band_spec)
+    ids = [ctx.fresh() for _ in step_left]
+    body_in: dict[int, int] = {}
+    for k, spec in enumerate(left):
+        if k in feeders:
+            continue
+        key = (spec.array, spec.kind, spec.name)
+        if key in index_in:
+            body_in[k] = index_in[key]
+            ids[body_in[k]] = in_ids[k]
+    step = layout(term.step, ctx.with_depth(depth), ids)
+    mark = Label.plain("\u21bb")
+    framed = frame(ctx, step, title, 1, ctx.theme.blocks[depth % len(ctx.theme.blocks)],
+                   dashed=True, mark=mark)
+    # The recurrence: each carried state leaves the step on the right, forks at a dot and
+    # runs back over the top of the frame (an arrow pointing back) into the step's state
+    # input on the left; loops nest, the first carry innermost.
+    carried = [a for a in range(term.carries)
+               if any(e.spec.array == a and e.spec.kind != "sep" for e in framed.left)
+               and any(e.spec.array == a and e.spec.kind != "sep" for e in framed.right)]
+    pad = CORE_PAD + LOOP_STEP * len(carried) + (4.0 if carried else 0.0)
+    framed = framed.moved(pad, LOOP_STEP * len(carried) + 2.0 - framed.top)
+    width = framed.width + 2 * pad
+    # The sequences come after the carries, so the scanned axis runs under the frame.
+    band = End(framed.bottom + CLEARANCE + PITCH * 0.5, band.wire, band.spec)
+    items = band_core_items(ctx, [band], width)
+    for end in framed.left:
+        items.append(wire_path(ctx, end.spec, end.wire, (0.0, end.y), [(pad, end.y)]))
+    for end in framed.right:
+        items.append(wire_path(ctx, end.spec, end.wire, (width - pad, end.y),
+                               [(width, end.y)]))
+    items.extend(framed.items)
+    anchors = list(framed.anchors)
+    frame_top = framed.top
+    for level, array in enumerate(carried):
+        y_in = next(e.y for e in framed.left if e.spec.array == array and e.spec.kind != "sep")
+        y_out = next(e.y for e in framed.right
+                     if e.spec.array == array and e.spec.kind != "sep")
+        inset = pad - 4.0 - LOOP_STEP * level
+        x_in, x_out = inset, width - inset
+        y_top = frame_top - LOOP_STEP * (level + 1) + 1.0
+        r = min(4.0, (y_in - y_top) / 2, (y_out - y_top) / 2)
+        loop = Path((x_out, y_out), (
+            (x_out, y_top + r), (x_out, y_top + r * 0.45, x_out - r * 0.45, y_top, x_out - r,
+                                 y_top),
+            (x_in + r, y_top), (x_in + r * 0.45, y_top, x_in, y_top + r * 0.45, x_in,
+                                y_top + r),
+            (x_in, y_in)), Stroke(ctx.theme.ink, THIN), wire=ctx.fresh(), role="dtype",
+            layer=LAYER_WIRE)
+        items.append(loop)
+        mid = (x_in + x_out) / 2
+        items.append(Polygon(((mid - 3.0, y_top), (mid + 2.5, y_top - 2.4),
+                              (mid + 2.5, y_top + 2.4)), ctx.theme.ink, None, layer=LAYER_MARK))
+        for x, y in ((x_in, y_in), (x_out, y_out)):
+            items.append(dot(ctx, x, y))
+            anchors.append(Anchor(x, y))
+    core = Panel(width, [band, *framed.left], [band, *framed.right], items, framed.boxes,
+                 anchors).fit()
+    in_map: list[int | None] = []
+    for k in range(len(left)):
+        if k in feeders:
+            in_map.append(0)
+        else:
+            in_map.append(1 + body_in[k] if k in body_in else None)
+    out_map: list[int | None] = []
+    for spec in right:
+        if spec.kind == "axis" and spec.name == axis and spec.array >= term.carries:
+            out_map.append(0)
+            continue
+        key = (spec.array, spec.kind, spec.name)
+        out_map.append(1 + index_out[key] if key in index_out else None)
+    return assemble(ctx, left, in_ids, in_map, core, out_map, right)
