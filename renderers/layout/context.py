@@ -1,17 +1,37 @@
 """What a layout knows as it runs: the program, the options and theme, the values of the
 sizes that are fixed, a counter of fresh wire ids and how deep it is nested (blocks, scans,
-expanded calls); and how it labels a wire with an axis's name or size, or a datatype."""
+expanded calls); and how it labels a wire with an axis's name or size, or a datatype.
+
+Sizes are read with the checker's size algebra (`ncd.sizes`): a size is shown as its value
+once every symbol in it has one, else as its normal form (`x - 2`)."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ncd import ir
+from ncd import ir, sizes
 
 from ..glyphs import Theme
 from ..text import Label, Run
 from .options import RenderOptions
+
+
+def size_value(size: ir.SizeExpr, env: Mapping[str, int]) -> int | None:
+    """The value of a size, or None when it depends on a symbol `env` does not fix (or is
+    not a whole number)."""
+    value = sizes.from_ir(size).evaluate(env)
+    if value is None or value.denominator != 1:
+        return None
+    return int(value)
+
+
+def size_label(size: ir.SizeExpr, env: Mapping[str, int], value: bool = True) -> str:
+    """A size as a wire shows it: its value where `env` fixes it (and `value` is asked for),
+    else the size as the checker writes it."""
+    known = size_value(size, env) if value else None
+    return str(known) if known is not None else str(sizes.from_ir(size))
 
 
 def size_environment(program: ir.Program) -> dict[str, int]:
@@ -19,7 +39,7 @@ def size_environment(program: ir.Program) -> dict[str, int]:
     computed from those declared before it (`k = m / h`)."""
     env: dict[str, int] = {}
     for axis in program.axes:  # in declaration order: later sizes may use earlier ones
-        value = ir.size_value(axis.size, env)
+        value = size_value(axis.size, env)
         if value is not None:
             env[axis.name] = value
     return env
@@ -52,8 +72,7 @@ class Context:
         mode = self.options.wire_labels
         if mode == "names":
             return Label.axis(axis.name)
-        value = ir.size_value(axis.size, self.env)
-        size = str(value) if value is not None else ir.size_text(axis.size)
+        size = size_label(axis.size, self.env)
         if mode == "sizes":
             return Label.axis(size)
         if size == axis.name:
@@ -65,10 +84,6 @@ class Context:
         if dtype.kind == "N":
             bound = ""
             if dtype.bound is not None:
-                value = ir.size_value(dtype.bound, self.env)
-                if self.options.wire_labels == "names" or value is None:
-                    bound = ir.size_text(dtype.bound)
-                else:
-                    bound = str(value)
+                bound = size_label(dtype.bound, self.env, self.options.wire_labels != "names")
             return Label((Run("\u2115", "roman"),) + (Label.axis(bound).runs if bound else ()))
         return Label.plain({"R": "\u211d", "B": "\U0001d539"}[dtype.kind])
