@@ -11,7 +11,6 @@ them is checked at the top of `forward`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, assert_never
@@ -20,7 +19,7 @@ from ncd import ir
 from ncd.operators import declaration
 from ncd.ops.lowering import Label, Submodule, TensorCode, degree_label, target_label
 from ncd.ops.lowering import Missing as LoweringMissing
-from ncd.sizes import Size, SizeLimit, check_nonnegative, substitute
+from ncd.sizes import ProgramSizes, Size, SizeLimit, check_nonnegative
 from ncd.sizes import from_ir as size_polynomial
 
 from .einsum import contraction
@@ -28,7 +27,7 @@ from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code
 from .naming import Namespace, camel_case, comment_text, snake_case, string_literal
-from .size_code import SizeTable, division_atoms, size_expression_code
+from .size_code import division_atoms, size_expression_code
 from .views import Missing, Row, View, leading_shape, permute_text, tuple_text, view_through
 
 if TYPE_CHECKING:
@@ -51,6 +50,11 @@ class ForwardEmitter:
         self.composite_reads: dict[str, str] = {}
         self.composite_axes: dict[str, str] = {}  # the input axis each composite is read from
         self.atom_code: dict[str, str] = {}  # divisions inside sizes, computed from those reads
+        self.atom_reads: dict[str, str] = {}  # the key of `symbol_code` each of those reads
+        # The keys of `symbol_code` that the emitted code reads (only those are read at run
+        # time; a size only compared at compile time needs no read).
+        self.sizes_read: set[str] = set()
+        self.functional = False  # whether the code calls torch.nn.functional (`F.`)
         self.scope = Scope(spec, "self")
         # Run-time checks of bounds that depend on symbolic sizes (the first lines of forward).
         self.checks: list[str] = []
@@ -82,26 +86,36 @@ class ForwardEmitter:
         self.emit(f"{name} = {expr}", comment)
         return name
 
-    def size(self, size: ir.SizeExpr) -> str:
+    def size(self, size: ir.SizeExpr, *, read: bool = True) -> str:
+        """The code of a size; with `read=False` it is only compared at compile time (so the
+        sizes it names need not be read from the inputs at run time)."""
         composite = self._input_size(size)
         if composite is not None:
-            return composite
+            code, key = composite
+            if read:
+                self.sizes_read.add(key)
+            return code
         for atom in division_atoms(self.sizes.expand(size)):
             # A division an input axis tells (`d6 = (y - 1) // 3 + 1` gives `(y - 1) // 3`).
             key = f"({ir.size_text(atom)})"
             if key not in self.atom_code:
-                code = self._input_size(atom)
-                if code is not None:
-                    self.atom_code[key] = code
+                found = self._input_size(atom)
+                if found is not None:
+                    self.atom_code[key], self.atom_reads[key] = found
         for symbol in sorted(self.sizes.symbols(size)):
             if symbol not in self.symbol_code:
                 self.symbol_code[symbol] = self.names.fresh(f"size_{symbol}")
-        return size_expression_code(size, self.sizes, {**self.symbol_code, **self.atom_code})
+        used: set[str] = set()
+        code = size_expression_code(size, self.sizes, {**self.symbol_code, **self.atom_code},
+                                    used)
+        if read:
+            self.sizes_read.update(self.atom_reads.get(key, key) for key in used)
+        return code
 
-    def _input_size(self, size: ir.SizeExpr) -> str | None:
+    def _input_size(self, size: ir.SizeExpr) -> tuple[str, str] | None:
         """The code of a composite symbolic size from an input axis whose size differs from it
         by a constant (`n = d * e` read as `X.shape[-1]`, `q = d - 2` as `X.shape[-1] - 2`),
-        or None."""
+        and the key of `symbol_code` it reads; or None."""
         if self.sizes.value(size) is not None:
             return None
         expanded = self.sizes.expand(size)
@@ -120,7 +134,9 @@ class ForwardEmitter:
                     self.composite_axes[key] = axis.name
                 code = self.symbol_code[key]
                 shift = offset.value
-                return code if shift == 0 else f"({code} {'+' if shift > 0 else '-'} {abs(shift)})"
+                if shift != 0:
+                    code = f"({code} {'+' if shift > 0 else '-'} {abs(shift)})"
+                return code, key
         return None
 
     def view(self, value: TensorCode, rows: Sequence[Row], sizes: dict[Label, ir.SizeExpr],
@@ -178,13 +194,6 @@ class ForwardEmitter:
                 return self.scan(term, inputs)
         assert_never(term)
 
-    def polynomial(self, size: ir.SizeExpr) -> Size:
-        """A size in normal form over the run-time symbols (known sizes folded in)."""
-        value = size_polynomial(self.sizes.expand(size))
-        known = {name: Size.const(self.sizes.known[name]) for name in value.symbols
-                 if name in self.sizes.known}
-        return substitute(value, known) if known else value
-
     def check_bounds(self, eta: ir.StrideMorphism, what: str, span: ir.Span | None) -> None:
         """Every index `eta` reads lies inside its axis, for every size the program allows.
 
@@ -198,8 +207,8 @@ class ForwardEmitter:
             pass  # sizes too large to reason about: left to torch
 
     def _check_bounds(self, eta: ir.StrideMorphism, what: str, span: ir.Span | None) -> None:
-        domain = [self.polynomial(a.size) for a in eta.domain.axes]
-        codomain = [self.polynomial(a.size) for a in eta.codomain.axes]
+        domain = [self.sizes.polynomial(a.size) for a in eta.domain.axes]
+        codomain = [self.sizes.polynomial(a.size) for a in eta.codomain.axes]
         positive = [*domain, *codomain]
         reads = f"{what}[{', '.join(_index_text(eta, j) for j in range(len(codomain)))}]"
         where = f"line {span.line}: " if span is not None else ""
@@ -389,6 +398,10 @@ class ForwardEmitter:
     def fresh(self, hint: str) -> str:
         return self.names.fresh(hint)
 
+    def functional_call(self, name: str) -> str:
+        self.functional = True
+        return f"F.{name}"
+
     def output_labels(self, port: ir.Port) -> list[Label]:
         return output_labels(port)
 
@@ -478,7 +491,9 @@ def _index_text(eta: ir.StrideMorphism, row: int) -> str:
 
 def _base_name(code: str) -> str:
     """`X_3` -> `X`, `self.W` -> `W`: a hint for a new name of the same value."""
-    return re.sub(r"_\d+$", "", code.rsplit(".", 1)[-1])
+    name = code.rsplit(".", 1)[-1]
+    head, underscore, number = name.rpartition("_")
+    return head if underscore and number.isdecimal() else name
 
 
 
@@ -486,9 +501,8 @@ def symbol_reads(emitter: ForwardEmitter, definition: ir.Definition,
                   arguments: list[TensorCode]) -> list[str]:
     """`size_x = X.shape[-2]` for every symbolic size the forward uses."""
     lines = []
-    body = "\n".join(emitter.checks + emitter.lines)
     for symbol, code in sorted(emitter.symbol_code.items()):
-        if not re.search(rf"\b{code}\b", body):
+        if symbol not in emitter.sizes_read:
             continue  # only compared at compile time, never computed with
         source = emitter.composite_reads.get(symbol) or _find_symbol(symbol, arguments,
                                                                      emitter.sizes)
@@ -499,28 +513,20 @@ def symbol_reads(emitter: ForwardEmitter, definition: ir.Definition,
     return lines
 
 
-def _find_symbol(symbol: str, arguments: list[TensorCode], sizes: SizeTable) -> str | None:
+def _find_symbol(symbol: str, arguments: list[TensorCode], sizes: ProgramSizes) -> str | None:
+    """The code that reads `symbol` from an input axis of size `symbol`, or failing that of
+    size `a * symbol + b` (solved exactly: `(shape - b) // a`); None when no axis tells it."""
     for value in arguments:
         for position, axis in enumerate(value.array.shape.axes):
             if sizes.expand(axis.size) == ir.SizeSym(name=symbol):
                 return f"{value.code}.shape[{position - value.rank}]"
-    # An axis whose size is `a * symbol + b` also tells the symbol.
     for value in arguments:
         for position, axis in enumerate(value.array.shape.axes):
-            if sizes.symbols(axis.size) != {symbol}:
+            solution = sizes.solve(axis.size, symbol)
+            if solution is None:
                 continue
-            probe = {**sizes.known, symbol: 0}
-            b = ir.size_value(sizes.expand(axis.size), probe)
-            probe[symbol] = 1
-            a_plus_b = ir.size_value(sizes.expand(axis.size), probe)
-            if b is None or a_plus_b is None or a_plus_b - b <= 0:
-                continue
-            a = a_plus_b - b
-            probe[symbol] = 7
-            if ir.size_value(sizes.expand(axis.size), probe) != 7 * a + b:
-                continue
+            a, b = solution
             shape = f"{value.code}.shape[{position - value.rank}]"
             text = f"({shape} - {b})" if b else shape
             return f"{text} // {a}" if a != 1 else text
     return None
-

@@ -9,10 +9,10 @@ from typing import assert_never
 
 from ncd import ir
 from ncd.ops.lowering import Role, float_literal
+from ncd.sizes import ProgramSizes
 
 from .errors import CompileError
 from .naming import MODULE_ATTRIBUTES, comment_text, is_plain_identifier, sanitize, string_literal
-from .size_code import SizeTable
 
 LINE_LENGTH = 100
 
@@ -123,7 +123,7 @@ def docstring_literal(text: str) -> str:
     return string_literal(line)
 
 
-def initialiser_code(entry: ParamEntry, owner: str, sizes: SizeTable) -> str:
+def initialiser_code(entry: ParamEntry, owner: str, sizes: ProgramSizes) -> str:
     """The `nn.init` call that gives a parameter its declared (or default) initial values."""
     parameter = entry.parameter
     target = attribute_code(owner, entry.attribute)
@@ -187,7 +187,7 @@ def signature_lines(arguments: Sequence[str], returns: str) -> list[str]:
     return ["    def forward(", *(f"        {a}," for a in arguments), f"    ) -> {returns}:"]
 
 
-def class_lines(spec: ModuleSpec, sizes: SizeTable,
+def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
                 forward: tuple[list[str], list[str], str] | None) -> list[str]:
     """The class of one module: parameters, submodules, initialisation and `forward`
     (given as its argument list, body lines and return annotation)."""

@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import hashlib
 import linecache
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ncd import ir
 from ncd.ops.lowering import Role, TensorCode
+from ncd.sizes import ProgramSizes
 
 from .errors import CompileError
 from .forward import ForwardEmitter, symbol_reads
 from .modules import DefinitionInfo, ModuleSpec, all_specs, class_lines, nested_blocks
 from .naming import Namespace, camel_case, comment_text, sanitize
-from .size_code import SizeTable
 
 if TYPE_CHECKING:
     import torch
@@ -49,10 +48,11 @@ __all__ = ["CompileError", "ForwardEmitter", "build_module", "compile_program"]
 class ProgramCompiler:
     def __init__(self, program: ir.Program) -> None:
         self.program = program
-        self.sizes = SizeTable(program)
+        self.sizes = ProgramSizes(program.axes)
         self.classes = Namespace()
         self.infos: dict[str, DefinitionInfo] = {}
         self.chunks: list[list[str]] = []
+        self.functional = False  # some forward calls torch.nn.functional (`F.`)
 
     def definition(self, name: str) -> ir.Definition:
         try:
@@ -108,6 +108,7 @@ class ProgramCompiler:
             if not any(name in (s.params) for s in all_specs(spec)):
                 spec.param(name, parameter.array, Role("fan_in_uniform"))
         forward = symbol_reads(emitter, definition, arguments) + emitter.checks + emitter.lines
+        self.functional = self.functional or emitter.functional
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)
         forward.insert(0, f"        # {inputs_doc} -> {outputs_doc}")
@@ -143,7 +144,7 @@ def _compile(program: ir.Program, definition: str | None,
         body.extend(chunk)
     text = "\n".join(body)
     imports = ["import torch"]
-    if re.search(r"\bF\.", text):
+    if compiler.functional:
         imports.append("import torch.nn.functional as F")
     imports.append("from torch import nn")
     return "\n".join([*header, "", *imports, text, ""]), compiler

@@ -27,9 +27,9 @@ code text only; it never imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from ncd import ir
 from ncd.sizes import Size, from_ir
@@ -59,7 +59,11 @@ class View:
     labels: tuple[Label, ...]
 
 
-SizeCode = Callable[[ir.SizeExpr], str]
+class SizeCode(Protocol):
+    """The code of a size (`ForwardEmitter.size`). With `read=False` the code is only compared
+    with other code at compile time, never written out, so it reads no size at run time."""
+
+    def __call__(self, size: ir.SizeExpr, *, read: bool = True) -> str: ...
 
 
 def tuple_text(items: Sequence[str]) -> str:
@@ -151,7 +155,8 @@ def view_through(
             low = affine_size(row.offset - sum(c for c, _ in parts), parts)  # the lowest read
             low_text = "" if low == 0 else (str(low) if isinstance(low, int) else size_code(low))
             stop = str(row.offset + 1)
-            cuts[j] = f"{low_text}:{'' if stop == size_code(input_sizes[j]) else stop}"
+            whole = size_code(input_sizes[j], read=False)
+            cuts[j] = f"{low_text}:{'' if stop == whole else stop}"
             rows[j] = Row(tuple((label, -c) for label, c in row.terms))
             length = affine_size(1 + sum(c for c, _ in parts), [(-c, n) for c, n in parts])
             input_sizes[j] = ir.SizeConst(value=length) if isinstance(length, int) else length
@@ -176,11 +181,12 @@ def view_through(
         if not terms:
             items.append(first_text)
             continue
-        stop = size_code(extent(terms, sizes, first))
-        whole = size_code(input_size)
+        stop_size = extent(terms, sizes, first)
+        stop = size_code(stop_size, read=False)
+        whole = size_code(input_size, read=False)
         step = terms[0][1] if len(terms) == 1 else 1
         start_text = "" if first == 0 else first_text
-        stop_text = "" if stop == whole else stop
+        stop_text = "" if stop == whole else size_code(stop_size)
         item = f"{start_text}:{stop_text}" + (f":{step}" if step != 1 else "")
         items.append(item)
         if len(terms) > 1:

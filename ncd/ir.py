@@ -13,9 +13,9 @@ nodes (`Operator`), and the closed set of term nodes (`Term`): `Identity`, `Rear
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Literal, Union, assert_never, get_args
+from typing import Annotated, Any, Literal, Union, assert_never, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from ncd.ops.functions import ElementwiseFunction
 
@@ -93,31 +93,11 @@ SizeExpr = Annotated[
 
 
 def size_value(size: SizeExpr, env: Mapping[str, int] | None = None) -> int | None:
-    """The integer value of a size, or None when it depends on a symbol not in `env`."""
-    env = env or {}
-    match size:
-        case SizeConst(value=value):
-            return value
-        case SizeSym(name=name):
-            return env.get(name)
-        case SizeAdd(terms=terms):
-            values = [size_value(t, env) for t in terms]
-            known = [v for v in values if v is not None]
-            return sum(known) if len(known) == len(values) else None
-        case SizeMul(factors=factors):
-            product = 1
-            for factor in factors:
-                multiplier = size_value(factor, env)
-                if multiplier is None:
-                    return None
-                product *= multiplier
-            return product
-        case SizeDiv(numerator=num, denominator=den) | SizeFloorDiv(numerator=num, denominator=den):
-            n, d = size_value(num, env), size_value(den, env)
-            if n is None or d is None or d == 0:
-                return None
-            return n // d
-    raise AssertionError(f"unknown size node {size!r}")
+    """The integer value of a size, or None when it depends on a symbol not in `env`
+    (a convenience: the size algebra is `ncd.sizes`, see `ncd.sizes.evaluate`)."""
+    from ncd.sizes import evaluate  # ncd.sizes is built on this module
+
+    return evaluate(size, env)
 
 
 def size_text(size: SizeExpr) -> str:
@@ -317,6 +297,26 @@ class LinearOp(Node):
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     bias: bool = False
+    weight_inputs: tuple[str, ...]
+    """For each axis of `inputs`, the axis of the weight it contracts with. The elaborator
+    names it like the input axis, or `a_in` when `a` is also an output (`linear[m -> m]`);
+    that naming is the default when a program is built by hand."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_weight_inputs(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "weight_inputs" not in data and "inputs" in data:
+            outputs = tuple(data.get("outputs", ()))
+            data = {**data, "weight_inputs": tuple(f"{a}_in" if a in outputs else a
+                                                   for a in data["inputs"])}
+        return data
+
+    @model_validator(mode="after")
+    def _one_weight_axis_per_input(self) -> LinearOp:
+        if len(self.weight_inputs) != len(self.inputs):
+            raise ValueError(f"a linear map from {list(self.inputs)} pairs them with "
+                             f"{len(self.weight_inputs)} weight axes")
+        return self
 
 
 class EmbeddingOp(Node):

@@ -528,12 +528,12 @@ class Interpreter:
         return Array(total * scale if scale != 1.0 else total, tuple(outputs))
 
     def linear(self, op: ir.LinearOp, x: Array, params: list[Array]) -> Array:
-        """`Y[o] = sum_i X[i] W[i, o] (+ b[o])`; the weight axis paired with input axis `a`
-        is named `a`, or `a_in` when `a` is also an output axis."""
+        """`Y[o] = sum_i X[i] W[i, o] (+ b[o])`; input axis `op.inputs[i]` is paired with
+        the weight axis `op.weight_inputs[i]` (named `a`, or `a_in` when `a` is also an output
+        axis, by the elaborator)."""
         weight = params[0]
         pairing: dict[str, str] = {}
-        for axis in op.inputs:
-            wanted = f"{axis}_in" if axis in op.outputs else axis
+        for axis, wanted in zip(op.inputs, op.weight_inputs, strict=True):
             if wanted not in weight.axes:
                 raise MalformedTerm(f"linear weight {weight.axes} has no axis {wanted}")
             pairing[wanted] = f"__input_{axis}"

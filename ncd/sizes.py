@@ -90,12 +90,25 @@ class Size:
         for monomial, coefficient in self.terms:
             term = coefficient
             for key, power in monomial:
-                value = ir.size_value(atom_exprs[key], env)
+                value = evaluate(atom_exprs[key], env)
                 if value is None:
                     return None
                 term *= Fraction(value) ** power
             total += term
         return total
+
+    def linear_in(self, symbol: str) -> tuple[int, int] | None:
+        """`(a, b)` when the size is exactly `a * symbol + b` with integers `a > 0` and `b`
+        (read from the coefficients of the normal form), else None."""
+        if self.atoms != ((symbol, ir.SizeSym(name=symbol)),):
+            return None
+        coefficients = dict(self.terms)
+        if set(coefficients) - {(), ((symbol, 1),)}:
+            return None  # a power of the symbol
+        a, b = coefficients.get(((symbol, 1),), Fraction(0)), self.constant
+        if a <= 0 or a.denominator != 1 or b.denominator != 1:
+            return None
+        return int(a), int(b)
 
     # ---- arithmetic
     def _merged_atoms(self, other: Size) -> dict[str, ir.SizeExpr]:
@@ -203,6 +216,122 @@ def _gcd(a: int, b: int) -> int:
 
 def _lift(value: Size | int) -> Size:
     return value if isinstance(value, Size) else Size.const(value)
+
+
+def evaluate(expr: ir.SizeExpr, env: Mapping[str, int] | None = None) -> int | None:
+    """The integer value of a size expression given the values of symbols in `env`, or None
+    when it depends on a symbol not in `env` (or divides by zero). Divisions round down."""
+    env = env or {}
+    match expr:
+        case ir.SizeConst(value=value):
+            return value
+        case ir.SizeSym(name=name):
+            return env.get(name)
+        case ir.SizeAdd(terms=terms):
+            values = [evaluate(t, env) for t in terms]
+            known = [v for v in values if v is not None]
+            return sum(known) if len(known) == len(values) else None
+        case ir.SizeMul(factors=factors):
+            product = 1
+            for factor in factors:
+                multiplier = evaluate(factor, env)
+                if multiplier is None:
+                    return None
+                product *= multiplier
+            return product
+        case ir.SizeDiv(numerator=num, denominator=den) | ir.SizeFloorDiv(
+                numerator=num, denominator=den):
+            n, d = evaluate(num, env), evaluate(den, env)
+            if n is None or d is None or d == 0:
+                return None
+            return n // d
+        case _:
+            assert_never(expr)
+
+
+def symbols_of(expr: ir.SizeExpr) -> frozenset[str]:
+    """The symbols a size expression names, inside divisions too."""
+    match expr:
+        case ir.SizeConst():
+            return frozenset()
+        case ir.SizeSym(name=name):
+            return frozenset((name,))
+        case ir.SizeAdd(terms=parts) | ir.SizeMul(factors=parts):
+            return frozenset().union(*(symbols_of(part) for part in parts))
+        case ir.SizeDiv(numerator=num, denominator=den) | ir.SizeFloorDiv(
+                numerator=num, denominator=den):
+            return symbols_of(num) | symbols_of(den)
+        case _:
+            assert_never(expr)
+
+
+class ProgramSizes:
+    """The sizes of a program's axes: those that fold to integers (`k = m / h`), the
+    definitions of derived axes (`q = x + 1`), and the symbols left for run time."""
+
+    def __init__(self, axes: Sequence[ir.Axis]) -> None:
+        self.declared: dict[str, ir.SizeExpr] = {axis.name: axis.size for axis in axes}
+        self.known: dict[str, int] = {}
+        changed = True
+        while changed:
+            changed = False
+            for axis in axes:
+                if axis.name in self.known:
+                    continue
+                value = evaluate(axis.size, self.known)
+                if value is not None:
+                    self.known[axis.name] = value
+                    changed = True
+
+    def value(self, size: ir.SizeExpr) -> int | None:
+        """The integer value of a size, or None when it depends on a run-time symbol."""
+        return evaluate(self.expand(size), self.known)
+
+    def expand(self, size: ir.SizeExpr) -> ir.SizeExpr:
+        """Replace each symbol that names a derived axis (`q = x + 1`) by its definition."""
+        match size:
+            case ir.SizeSym(name=name):
+                definition = self.declared.get(name)
+                if definition is None or definition == size or name in self.known:
+                    return size
+                return self.expand(definition)
+            case ir.SizeConst():
+                return size
+            case ir.SizeAdd(terms=terms):
+                return ir.SizeAdd(terms=tuple(self.expand(t) for t in terms))
+            case ir.SizeMul(factors=factors):
+                return ir.SizeMul(factors=tuple(self.expand(f) for f in factors))
+            case ir.SizeDiv(numerator=num, denominator=den):
+                return ir.SizeDiv(numerator=self.expand(num), denominator=self.expand(den))
+            case ir.SizeFloorDiv(numerator=num, denominator=den):
+                return ir.SizeFloorDiv(numerator=self.expand(num), denominator=self.expand(den))
+            case _:
+                assert_never(size)
+
+    def symbols(self, size: ir.SizeExpr) -> frozenset[str]:
+        """The run-time symbols a size depends on (as written, after expansion)."""
+        return frozenset(s for s in symbols_of(self.expand(size)) if s not in self.known)
+
+    def polynomial(self, size: ir.SizeExpr) -> Size:
+        """A size in normal form over the run-time symbols (known sizes folded in); may raise
+        `SizeLimit`."""
+        value = from_ir(self.expand(size))
+        known = {name: Size.const(self.known[name]) for name in value.symbols
+                 if name in self.known}
+        return substitute(value, known) if known else value
+
+    def solve(self, size: ir.SizeExpr, symbol: str) -> tuple[int, int] | None:
+        """`(a, b)` when `size` is exactly `a * symbol + b` (integers, `a > 0`), so that an
+        axis of that size tells the symbol: `symbol = (size - b) // a`; else None."""
+        expanded = self.expand(size)
+        if expanded == ir.SizeSym(name=symbol):
+            return 1, 0
+        if self.symbols(size) != {symbol}:
+            return None
+        try:
+            return self.polynomial(size).linear_in(symbol)
+        except SizeLimit:
+            return None
 
 
 def from_ir(expr: ir.SizeExpr) -> Size:
@@ -328,27 +457,7 @@ def _nonnegative(value: Size, lowest: Mapping[str, int]) -> bool:
 
 def all_symbols(value: Size) -> frozenset[str]:
     """The symbols a size depends on, inside divisions too."""
-    found: set[str] = set()
-
-    def visit(expr: ir.SizeExpr) -> None:
-        match expr:
-            case ir.SizeConst():
-                pass
-            case ir.SizeSym(name=name):
-                found.add(name)
-            case ir.SizeAdd(terms=parts) | ir.SizeMul(factors=parts):
-                for part in parts:
-                    visit(part)
-            case ir.SizeDiv(numerator=num, denominator=den) | ir.SizeFloorDiv(
-                    numerator=num, denominator=den):
-                visit(num)
-                visit(den)
-            case _:
-                assert_never(expr)
-
-    for _, expr in value.atoms:
-        visit(expr)
-    return frozenset(found)
+    return frozenset().union(*(symbols_of(expr) for _, expr in value.atoms))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -117,7 +117,8 @@ comparisons = st.builds(ir.Comparison, coefficients=st.lists(st.tuples(names, st
 operators = st.one_of(
     st.builds(ir.EinsumOp, contracted=st.lists(names, max_size=2).map(tuple), scale=floats,
               scale_text=st.one_of(st.none(), st.text(max_size=5))),
-    st.builds(ir.LinearOp, inputs=st.just(("m",)), outputs=st.just(("k",)), bias=st.booleans()),
+    st.builds(ir.LinearOp, inputs=st.just(("m",)), outputs=st.just(("k",)), bias=st.booleans(),
+              weight_inputs=st.sampled_from([("m",), ("m_in",)])),
     st.builds(ir.SoftmaxOp, axes=st.just(("y",)), log=st.booleans()),
     st.builds(ir.NormOp, norm=st.sampled_from(["layernorm", "rmsnorm"]), axes=st.just(("m",)),
               eps=floats),

@@ -107,14 +107,14 @@ def _call_overview(op: ir.CallOp) -> tuple[str, str]:
     return elide(op.definition), "box3d"
 
 
-def _match_axes(emit: Emitter, targets: Sequence[str], declared: Sequence[str]) -> list[str]:
-    """The caller's target axes in the order of the callee's declared axes: by name when the
-    names agree, by position otherwise."""
-    if sorted(targets) == sorted(declared):
-        return list(declared)
-    if len(targets) != len(declared):
-        raise emit.error(f"a call passes axes {list(targets)} for {list(declared)}")
-    return list(targets)
+def _passed_axes(emit: Emitter, port: ir.Port, variable: ir.Variable) -> list[str]:
+    """The caller's axes that a call's port passes for the callee's `variable`: the port's
+    targets, which the elaborator lists in the order of the callee's declared axes (target j
+    is the callee's axis j; docs/ir.md)."""
+    if len(port.targets) != len(variable.array.shape.axes):
+        raise emit.error(f"a call passes axes {list(port.targets)} for "
+                         f"{list(variable.array.names)}")
+    return list(port.targets)
 
 
 def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
@@ -125,7 +125,7 @@ def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
     batched = next((v for v in inputs if v.batched), None)
     arguments = []
     for value, in_port, variable in zip(inputs, term.inputs, callee.inputs, strict=True):
-        targets = _match_axes(emit, in_port.targets, variable.array.names)
+        targets = _passed_axes(emit, in_port, variable)
         order = degree + [target_label(t) for t in targets]
         leading = batched if (batched is not None and not value.batched) else None
         arguments.append(emit.normalized(term, value, in_port, order, "expand", leading))
@@ -135,7 +135,7 @@ def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
     plans: list[tuple[str, list[Label], bool, bool]] = []
     for index, (variable, out_port) in enumerate(zip(callee.outputs, term.outputs,
                                                      strict=True)):
-        targets = _match_axes(emit, out_port.targets, variable.array.names)
+        targets = _passed_axes(emit, out_port, variable)
         labels = degree + [target_label(t) for t in targets]
         tile = bool(term.degree.axes) and not module.outputs_batched[index]
         direct = not tile and labels == emit.output_labels(out_port)

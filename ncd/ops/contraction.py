@@ -146,24 +146,10 @@ def _linear_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -
     kept = [a for a in axes if a.name not in in_names]
     position = sum(1 for a in axes[:first] if a.name not in in_names)
     out_array = array(value.array.dtype, [*kept[:position], *out_axes, *kept[position:]])
-    op = ir.LinearOp(inputs=tuple(in_names), outputs=tuple(out_names), bias=bias)
+    op = ir.LinearOp(inputs=tuple(in_names), outputs=tuple(out_names), bias=bias,
+                     weight_inputs=tuple(a.name for a in weight_axes))
     return builder.broadcast(op, [(value, in_names)], [(out_array, out_names, name)], call.span,
                              params=params)
-
-
-def linear_weight_inputs(op: ir.LinearOp, weight_axes: Sequence[str]) -> list[str]:
-    """The weight axes that a linear map contracts with its input axes `op.inputs`.
-
-    The elaborator names them like the input axes, except that an input axis which is also an
-    output (`linear[m -> m]`) becomes `m_in`; failing both, the first axes in order.
-    """
-    chosen = []
-    for position, axis in enumerate(op.inputs):
-        wanted = f"{axis}_in" if axis in op.outputs else axis
-        if wanted not in weight_axes:
-            wanted = weight_axes[position]
-        chosen.append(wanted)
-    return chosen
 
 
 def _linear_caption(op: ir.LinearOp, term: ir.Broadcasted) -> Caption:
@@ -177,8 +163,7 @@ def _linear_overview(op: ir.LinearOp) -> tuple[str, str]:
 
 def _linear_roles(op: ir.LinearOp, term: ir.Broadcasted, value_of: SizeValue
                   ) -> tuple[Role, ...]:
-    weight_inputs = linear_weight_inputs(op, term.params[0].array.names)
-    role = Role("fan_in_uniform", "nn.Linear", *fans(term.params[0], set(weight_inputs),
+    role = Role("fan_in_uniform", "nn.Linear", *fans(term.params[0], set(op.weight_inputs),
                                                      value_of))
     return (role, role) if op.bias else (role,)
 
@@ -189,12 +174,16 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
         raise emit.error(f"linear{'with bias' if op.bias else ''} has "
                          f"{len(term.params)} parameters")
     params = emit.parameters(term)
-    weight_inputs = linear_weight_inputs(op, term.params[0].array.names)
+    missing = [w for w in op.weight_inputs if w not in term.params[0].array.names]
+    if missing:
+        raise emit.error(f"the weight {term.params[0].array.text()} of a linear map has no "
+                         f"axis {missing[0]}")
     operands = [(inputs[0], term.inputs[0]), (params[0], term.params[0])]
-    # Input axis `a` meets the weight axis `weight_inputs[i]`; outputs keep their names.
+    # Input axis `a` meets the weight axis `op.weight_inputs[i]`; outputs keep their names.
     relabel: list[Mapping[Label, Label]] = [
         {target_label(a): ("contract", a) for a in op.inputs},
-        {target_label(w): ("contract", a) for a, w in zip(op.inputs, weight_inputs, strict=True)}]
+        {target_label(w): ("contract", a)
+         for a, w in zip(op.inputs, op.weight_inputs, strict=True)}]
     expr = emit.contraction(term, operands, relabel)
     labels = emit.output_labels(term.outputs[0])
     if op.bias:
@@ -281,7 +270,7 @@ def _embedding_lower(emit: Emitter, term: ir.Broadcasted, op: ir.EmbeddingOp,
     degree = [degree_label(i) for i in range(len(term.degree.axes))]
     index = emit.normalized(term, inputs[0], term.inputs[0], degree, "expand")
     if table.rank == 2:
-        expr = f"F.embedding({index}, {table.code})"
+        expr = f"{emit.functional_call('embedding')}({index}, {table.code})"
     else:
         expr = f"{table.code}[{index}]"
     labels = [*degree, *(target_label(n) for n in table.names[1:])]

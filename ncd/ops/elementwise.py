@@ -53,7 +53,10 @@ def _elementwise_overview(op: ir.ElementwiseOp) -> tuple[str, str]:
 def _elementwise_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ElementwiseOp,
                        inputs: list[TensorCode]) -> list[TensorCode]:
     expr, labels = emit.single(term, inputs)
-    return [emit.finish(term, FUNCTIONS[op.function].torch.format(expr), labels,
+    function = FUNCTIONS[op.function]
+    callee = emit.functional_call(function.torch) if function.functional else \
+        f"torch.{function.torch}"
+    return [emit.finish(term, f"{callee}({expr})", labels,
                         comment=op.function, batched=inputs[0].batched, fallback=op.function)]
 
 
@@ -137,7 +140,7 @@ def _dropout_overview(op: ir.DropoutOp) -> tuple[str, str]:
 def _dropout_lower(emit: Emitter, term: ir.Broadcasted, op: ir.DropoutOp,
                    inputs: list[TensorCode]) -> list[TensorCode]:
     expr, labels = emit.single(term, inputs)
-    return [emit.finish(term, f"F.dropout({expr}, p={float_literal(op.p)}, "
+    return [emit.finish(term, f"{emit.functional_call('dropout')}({expr}, p={float_literal(op.p)}, "
                         "training=self.training)", labels, comment="dropout",
                         batched=inputs[0].batched, fallback="dropped")]
 

@@ -1,7 +1,8 @@
 """The elementwise functions of the language, each declared once.
 
 An entry gives what the function computes (for the language reference), the caption of its box
-in the diagram, and the PyTorch expression it compiles to (`{}` stands for the argument).
+in the diagram, and the PyTorch function it compiles to (in `torch`, or in
+`torch.nn.functional`, which the generated file then imports as `F`).
 `ElementwiseFunction` is the closed set of names: the IR's `ElementwiseOp.function` is one of
 them, and `ncd.ir.ELEMENTWISE_FUNCTIONS` lists them. The elementwise operator's declaration
 (`ncd.ops.elementwise`) reads this table for its surface names, caption, overview label and
@@ -28,25 +29,27 @@ class Function:
     caption: str
     """The text in its box in the diagram."""
     torch: str
-    """The PyTorch expression it compiles to; `{}` is the argument."""
+    """The name of the PyTorch function it compiles to (`sigmoid` for `torch.sigmoid`)."""
     italic: bool = False
     """The caption is a mathematical letter (`σ`), set in italic."""
+    functional: bool = False
+    """The function is in `torch.nn.functional` (`relu` for `F.relu`), not in `torch`."""
 
 
 FUNCTIONS: dict[ElementwiseFunction, Function] = {
-    "relu": Function("max(x, 0)", "ReLU", "F.relu({})"),
+    "relu": Function("max(x, 0)", "ReLU", "relu", functional=True),
     "gelu": Function("x Φ(x), Φ the standard normal distribution function", "GELU",
-                     "F.gelu({})"),
-    "silu": Function("x σ(x)", "SiLU", "F.silu({})"),
-    "sigmoid": Function("σ(x) = 1 / (1 + exp(-x))", "\u03c3", "torch.sigmoid({})", italic=True),
-    "tanh": Function("tanh(x)", "tanh", "torch.tanh({})"),
-    "exp": Function("exp(x)", "exp", "torch.exp({})"),
-    "log": Function("log(x)", "log", "torch.log({})"),
-    "neg": Function("-x", "\u2212", "torch.neg({})"),
-    "sqrt": Function("√x", "\u221a", "torch.sqrt({})"),
-    "abs": Function("|x|", "|\u00b7|", "torch.abs({})"),
-    "square": Function("x²", "(\u00b7)\u00b2", "torch.square({})"),
-    "softplus": Function("log(1 + exp(x))", "softplus", "F.softplus({})"),
+                     "gelu", functional=True),
+    "silu": Function("x σ(x)", "SiLU", "silu", functional=True),
+    "sigmoid": Function("σ(x) = 1 / (1 + exp(-x))", "\u03c3", "sigmoid", italic=True),
+    "tanh": Function("tanh(x)", "tanh", "tanh"),
+    "exp": Function("exp(x)", "exp", "exp"),
+    "log": Function("log(x)", "log", "log"),
+    "neg": Function("-x", "\u2212", "neg"),
+    "sqrt": Function("√x", "\u221a", "sqrt"),
+    "abs": Function("|x|", "|\u00b7|", "abs"),
+    "square": Function("x²", "(\u00b7)\u00b2", "square"),
+    "softplus": Function("log(1 + exp(x))", "softplus", "softplus", functional=True),
 }
 
 if set(FUNCTIONS) != set(get_args(ElementwiseFunction)):  # loud at import, not when drawn

@@ -118,6 +118,11 @@ class Emitter(Protocol):
         """A fresh local name made from `hint`."""
         ...
 
+    def functional_call(self, name: str) -> str:
+        """`F.name`: a function of `torch.nn.functional`, which the file then imports as `F`.
+        Every use of `F` in a lowering goes through here."""
+        ...
+
     def size(self, size: ir.SizeExpr) -> str:
         """The code of a size: an integer, or an expression of sizes read at run time."""
         ...

@@ -132,12 +132,13 @@ def _norm_lower(emit: Emitter, term: ir.Broadcasted, op: ir.NormOp,
         bias_code = emit.permute(bias.code, [target_label(n) for n in bias.names],
                                  [target_label(n) for n in targets])
     if op.norm == "layernorm":
-        expr = (f"F.layer_norm({expr}, {shape}, {weight_code}, {bias_code}, "
-                f"eps={float_literal(op.eps)})")
+        expr = (f"{emit.functional_call('layer_norm')}({expr}, {shape}, {weight_code}, "
+                f"{bias_code}, eps={float_literal(op.eps)})")
     else:
         if bias is not None:
             raise emit.error("rmsnorm has no bias")
-        expr = f"F.rms_norm({expr}, {shape}, {weight_code}, eps={float_literal(op.eps)})"
+        expr = (f"{emit.functional_call('rms_norm')}({expr}, {shape}, {weight_code}, "
+                f"eps={float_literal(op.eps)})")
     return [emit.finish(term, expr, labels, comment=f"{op.norm} over {' '.join(op.axes)}",
                         batched=inputs[0].batched, fallback=op.norm)]
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from ncd import ir
@@ -137,7 +136,7 @@ def _split_lower(emit: Emitter, term: ir.Broadcasted, op: ir.SplitOp,
     order = list(first)
     order[position] = target_label(op.input)
     source = emit.normalized(term, inputs[0], term.inputs[0], order, "expand")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", source):
+    if source != inputs[0].code:  # a view, not the value's own name: named once, sliced after
         source = emit.assign(f"{inputs[0].code}_whole", source, fallback="whole")
     results = []
     start: list[ir.SizeExpr] = []
@@ -221,7 +220,8 @@ def _pad_lower(emit: Emitter, term: ir.Broadcasted, op: ir.PadOp,
     expr = emit.normalized(term, inputs[0], term.inputs[0], order, "expand")
     # F.pad lists (before, after) pairs from the last dimension backwards.
     widths = ["0, 0"] * (len(out) - 1 - position) + [f"{op.before}, {op.after}"]
-    expr = f"F.pad({expr}, ({', '.join(widths)}), value={float_literal(op.value)})"
+    expr = (f"{emit.functional_call('pad')}({expr}, ({', '.join(widths)}), "
+            f"value={float_literal(op.value)})")
     return [emit.finish(term, expr, out, comment=f"pad {op.input} -> {op.output} by "
                         f"{op.before}, {op.after}", batched=inputs[0].batched,
                         fallback="padded")]
