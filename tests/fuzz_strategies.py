@@ -570,7 +570,7 @@ class ProgramGenerator:
         x = self.source(body)
         along = choice(self.c, x.axes)
         twin = self.fresh("y")
-        outer = self.array_name(body)
+        outer = self.fresh("Outer")  # never in scope, so no later name may take it
         reads = [twin if a == along else a for a in x.axes]
         body.emit(f"{outer}[{', '.join([*x.axes, twin])}] = {x.name}[{', '.join(x.axes)}] * "
                   f"{x.name}[{', '.join(reads)}]")
