@@ -227,6 +227,10 @@ class Interpreter:
         self.parameters = parameters
         self.real = real
         self.definitions = {d.name: d for d in program.definitions}
+        self.largest = 0.0
+        """The largest finite magnitude of a real entry of any array computed so far: past
+        about 1e6, float64 rounding in a base operation (a variance as a difference of
+        squares, say) can differ from the formula by more than its epsilon."""
 
     # ---- entry point
     def run(self, name: str, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -291,6 +295,10 @@ class Interpreter:
                                 f"{len(term.cod)}")
         for index, (value, array_type) in enumerate(zip(results, term.cod, strict=True)):
             self.check(value, array_type, f"output {index} of a {term.kind}")
+            if value.data.is_floating_point() and value.data.numel():
+                finite = value.data[torch.isfinite(value.data)]
+                if finite.numel():
+                    self.largest = max(self.largest, float(finite.abs().max()))
         return results
 
     def _term(self, term: ir.Term, values: list[Array], scope: Scope) -> list[Array]:

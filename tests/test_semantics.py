@@ -443,3 +443,24 @@ def test_rounding_noise_of_an_ill_conditioned_output_is_not_a_finding() -> None:
     """).ir, "f")
     assert report.ill_conditioned > 0
     assert not report.findings, "\n".join(map(str, report.findings))
+
+
+@pytest.mark.parametrize(("factor", "counts_as"), [("1000", "finding"), ("10000000", "set aside")])
+def test_a_disagreement_past_a_million_is_set_aside_and_counted(
+        monkeypatch: pytest.MonkeyPatch, factor: str, counts_as: str) -> None:
+    """Past 1e6, float64 rounding in a base operation (a variance as a difference of squares)
+    can differ from the formula by more than its epsilon: such disagreements are counted as
+    ill-conditioned, not reported; below, the same wrong module is a finding."""
+    import differential
+
+    class Wrong(nn.Module):
+        def forward(self, X: torch.Tensor) -> torch.Tensor:
+            return X * float(factor) * 1.01  # one percent off
+
+    monkeypatch.setattr(differential, "build_module", lambda *args, **kwargs: Wrong())
+    program = ncd.load(f"axis m = 3\ndef f(X: R[m]) -> R[m] {{ return X * {factor} }}").ir
+    report = compare_definition(program, "f")
+    if counts_as == "finding":
+        assert report.findings and report.ill_conditioned == 0
+    else:
+        assert not report.findings and report.ill_conditioned > 0
