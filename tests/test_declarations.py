@@ -79,8 +79,11 @@ def kind(node: type[ir.Node]) -> str:
 
 
 def broadcasts(program: ncd.api.Program, op_type: type[ir.Node]) -> list[ir.Broadcasted]:
-    return [term for term in ir.walk(program.ir.definition("f").body)
-            if isinstance(term, ir.Broadcasted) and isinstance(term.op, op_type)]
+    """The operations of kind `op_type` in `f`: at least one, or the test checks nothing."""
+    found = [term for term in ir.walk(program.ir.definition("f").body)
+             if isinstance(term, ir.Broadcasted) and isinstance(term.op, op_type)]
+    assert found, f"the source for {op_type.__name__} has no such operation in `f`"
+    return found
 
 
 # ----------------------------------------------------------------------------- the lists
