@@ -15,6 +15,7 @@ generated programs through it, `bench/fuzz.py --semantic N` a long run.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 from collections.abc import Callable, Sequence
@@ -302,20 +303,28 @@ def rounding_sensitive(module: torch.nn.Module, inputs: list[torch.Tensor], posi
                        generator: torch.Generator) -> bool:
     """Whether a disagreement between the interpreter (`want`) and the module (`got`) on
     output `position` says nothing: the module disagrees with itself (by `agree`) when its real
-    inputs are scaled by `1 + 1e-12 * noise`, by at least a ten-thousandth of the gap (so a
-    wrong result, far larger than the module's own wobble, still counts). That is what
-    cancellation does, or a log of rounding noise."""
+    inputs and its parameters are scaled by `1 + 1e-12 * noise`, by at least a ten-thousandth
+    of the gap (so a wrong result, far larger than the module's own wobble, still counts).
+    That is what cancellation does, a log of rounding noise, or a normalisation of an array
+    whose entries differ by rounding only."""
     if not got.is_floating_point():
         return False
     with torch.no_grad():
         baseline = as_tuple(module(*inputs))[position]
     finite = torch.isfinite(want) & torch.isfinite(got)
     gap = (want - got.to(want.dtype))[finite].abs().max().item() if finite.any() else 0.0
+    def nudged(x: torch.Tensor) -> torch.Tensor:
+        return x * (1 + 1e-12 * torch.randn(x.shape, generator=generator, dtype=x.dtype))
+
+    saved = {name: p.detach().clone() for name, p in module.named_parameters()}
     for _ in range(3):
-        moved = [x * (1 + 1e-12 * torch.randn(x.shape, generator=generator, dtype=x.dtype))
-                 if x.is_floating_point() else x for x in inputs]
+        moved = [nudged(x) if x.is_floating_point() else x for x in inputs]
         with torch.no_grad():
+            for parameter in module.parameters():
+                parameter.copy_(nudged(parameter))
             wobbled = as_tuple(module(*moved))[position]
+            for name, parameter in module.named_parameters():
+                parameter.copy_(saved[name])
         if agree(baseline, wobbled) is None:
             continue
         both = torch.isfinite(baseline) & torch.isfinite(wobbled)
@@ -323,7 +332,20 @@ def rounding_sensitive(module: torch.nn.Module, inputs: list[torch.Tensor], posi
         if not torch.equal(torch.isfinite(baseline), torch.isfinite(wobbled)) or \
                 gap <= 1e4 * wobble:
             return True
-    return False
+    # Rounding noise that an operation contracts (softmax after softmax) and a later one
+    # blows up (a normalisation of entries that differ by rounding only) does not move with
+    # the inputs; it moves with the precision: the same module in float32 is far off.
+    single = copy.deepcopy(module).to(torch.float32)
+    with torch.no_grad():
+        rounded = as_tuple(single(*(x.to(torch.float32) if x.is_floating_point() else x
+                                     for x in inputs)))[position].to(baseline.dtype)
+    if not torch.equal(torch.isfinite(baseline), torch.isfinite(rounded)):
+        return True
+    both = torch.isfinite(baseline)
+    if not both.any():
+        return False
+    drift = (baseline - rounded)[both].abs().max().item()
+    return drift > 1e-3 * (1 + baseline[both].abs().max().item())
 
 
 class SharedParameter(InterpreterError):
