@@ -479,6 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
     compile_cmd.add_argument("-o", "--output", metavar="OUT")
     common(compile_cmd)
     compile_cmd.set_defaults(run=command_compile)
+
+    # Commands that live in modules of their own (the preview server, the site builder, the
+    # language server) declare their arguments there; each module imports only the standard
+    # library at import time, so building this parser stays fast.
+    from ncd import lsp, site, watch
+
+    for module in (watch, site, lsp):
+        module.add_parser(commands, [])
     return parser
 
 
