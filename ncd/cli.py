@@ -1,7 +1,34 @@
-"""The `ncd` command line: check, ir, render, compile.
+"""The `ncd` command line: check, ir, render, fmt, compile (and watch, site, lsp, declared in
+modules of their own). `docs/cli.md` lists every command and option; it is generated from
+`build_parser()` by `python -m ncd.cli_reference`.
 
-Exit codes: 0 success, 1 diagnostics in the input, 2 usage or I/O error, 3 an internal error
-of ncd itself (please report it; `--debug` shows the traceback).
+Inputs. Every command that reads files takes `-` for standard input (shown as `<stdin>`; its
+imports resolve relative to the working folder), and `check`, `ir`, `render`, `compile` and
+`fmt` take several files and folders: a folder stands for every `*.ncd` file below it
+(recursively, sorted, hidden files and folders skipped). One input's errors do not stop the
+others; the exit code is the worst. With several inputs, `ir`, `render` and `compile` write
+`DIR/<stem>.json`, `.svg` (or the suffix of `-f`) and `.py` into the folder `-o DIR` (made if
+needed), and choose each file's main definition; `DEF` (or `--def NAME`) chooses a definition
+of a single input. The last of two or more arguments is `DEF` when it is a definition name (a
+dotted identifier not ending in `.ncd`); write a folder named like one as `name/`.
+
+Outputs. `-o FILE` is written whole (a temporary file renamed over it); its suffix picks the
+format of `render`, and a different `-f` is a usage error. `-o -` writes to standard output,
+binary formats (PNG, PDF) included; without `-o`, binary output is refused only when standard
+output is a terminal.
+
+Diagnostics. `--diagnostics json` (on `check` also `--format json`) reports them as a JSON list
+of objects (`path`, `range` with 1-based, end-exclusive `start`/`end` `line` and `column`,
+`code`, `severity`, `message`, `hint`, `notes`): on standard output for `check`, always; on
+standard error for the other commands, when there are any. Colour: `--color
+{auto,always,never}` or `--no-color`, before or after the command; the flag wins, then
+`NO_COLOR` (non-empty: no colour), then `FORCE_COLOR` (non-empty: colour), then whether
+standard error is a terminal.
+
+Exit codes: 0 success, 1 diagnostics in the input, 2 usage or I/O error (a size override
+`-D` that is not a positive integer or names no declared axis included), 3 an internal error
+of ncd itself (please report it; `--debug` shows the traceback); 128 + N after signal N
+(SIGTERM, SIGHUP, SIGPIPE when the reader of standard output goes away), 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,6 +38,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import sys
@@ -18,13 +46,14 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Literal, cast
+from typing import Any, Literal, TextIO, cast
 
 from ncd.api import Program, load
 from ncd.diagnostics import NcdError
-from ncd.loader import kind_of_file
+from ncd.loader import STDIN_NAME, kind_of_file
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 RENDER_FORMATS = ("svg", "pdf", "png", "dot", "tex")
@@ -43,21 +72,6 @@ class Terminated(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
-
-
-def parse_size_overrides(items: Sequence[str]) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.isidentifier():
-            raise UsageError(f"-D expects NAME=INTEGER, got {item!r}")
-        try:
-            sizes[name] = int(value)
-        except ValueError:
-            raise UsageError(f"-D {name}: {value!r} is not an integer") from None
-        if sizes[name] <= 0:
-            raise UsageError(f"-D {name}: a size is a positive integer")
-    return sizes
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -173,6 +187,9 @@ def _signals_raise_terminated() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL)
 
 
+# ---- inputs --------------------------------------------------------------------------------
+
+
 def _check_input(path: str) -> Path:
     """The file `path` names; a usage error when there is none or it is a folder."""
     try:
@@ -186,25 +203,111 @@ def _check_input(path: str) -> Path:
     return Path(path)
 
 
-def _load(args: argparse.Namespace, path: str) -> Program:
-    program = load(_check_input(path), sizes=parse_size_overrides(args.define or []))
-    _check_output(args, program)
+@dataclass(frozen=True)
+class Inputs:
+    """The files a command reads: those given and those found in the folders given."""
+
+    files: list[str]
+    """Each file as given or as found below a folder given; `-` is standard input."""
+    problems: list[str]
+    """Usage errors of single arguments (a folder with no .ncd file), reported in turn."""
+    several: bool
+    """More than one argument, or a folder: each output goes into the folder `-o DIR`."""
+
+
+def expand_inputs(arguments: Sequence[str]) -> Inputs:
+    """The files `arguments` stand for: a folder stands for every `*.ncd` file below it
+    (sorted; hidden files and folders, whose names start with `.`, are skipped; symbolic
+    links to folders are not followed). A file given twice is read once."""
+    if list(arguments).count("-") > 1:
+        raise UsageError("`-` (standard input) can be read only once")
+    files: list[str] = []
+    problems: list[str] = []
+    folders = False
+    for argument in arguments:
+        if argument != "-" and os.path.isdir(argument):
+            folders = True
+            found = _ncd_files(argument)
+            if not found:
+                problems.append(f"{argument}: no .ncd files in this folder")
+            files.extend(found)
+        else:
+            files.append(argument)
+    unique = list(dict.fromkeys(files))
+    return Inputs(unique, problems, several=len(arguments) > 1 or folders)
+
+
+def _ncd_files(folder: str) -> list[str]:
+    found: list[str] = []
+    for root, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found.extend(os.path.normpath(os.path.join(root, name)) for name in names
+                     if name.endswith(".ncd") and not name.startswith("."))
+    return sorted(found)
+
+
+def _is_definition_name(text: str) -> bool:
+    """Whether a positional argument is a definition name (`attention`, `lib.g`), not a file."""
+    return not text.endswith(".ncd") and all(part.isidentifier() for part in text.split("."))
+
+
+def _take_definition(args: argparse.Namespace) -> None:
+    """Move a positional DEF (the last of two or more arguments, when it is a definition name)
+    from `args.inputs` to `args.definition`."""
+    if len(args.inputs) < 2 or not _is_definition_name(args.inputs[-1]):
+        return
+    name = args.inputs.pop()
+    if args.definition is not None:
+        raise UsageError(f"the definition is given twice ({name} and --def {args.definition}); "
+                         f"give it once (a folder named {name} is written {name}/)")
+    args.definition = name
+
+
+def _shown(file: str) -> str:
+    return STDIN_NAME if file == "-" else file
+
+
+def _read_standard_input() -> str:
+    from ncd.loader import Loader
+
+    if sys.stdin is None:
+        raise UsageError("there is no standard input to read")
+    loader = Loader(Path.cwd(), {})
+    text = loader.read_stream(sys.stdin.buffer, STDIN_NAME)
+    if text is None:
+        raise NcdError(loader.sink.diagnostics, {})
+    return text
+
+
+def _load(file: str, sizes: dict[str, int], output: str | None) -> Program:
+    """Load `file` (`-`: standard input) and check that writing `output` would replace none of
+    the files read."""
+    if file == "-":
+        from ncd.loader import load_program
+
+        text = _read_standard_input()
+        if "\n" not in text and text.strip().endswith(".ncd"):
+            text += "\n"  # `load_program` takes one line ending in `.ncd` for a file's name
+        program = Program(*load_program(text, sizes, name=STDIN_NAME))
+    else:
+        program = load(_check_input(file), sizes=sizes)
+    if output is not None and output != "-":
+        _check_output(output, file, program)
     return program
 
 
-def _check_output(args: argparse.Namespace, program: Program) -> None:
+def _check_output(output: str, file: str, program: Program) -> None:
     """`-o` naming a file the command reads (the file given or one it imports, under any name:
     a symbolic or a hard link too) would replace the source, and one naming a folder, FIFO,
     device or socket cannot be replaced: usage errors, found before anything is computed."""
-    output = getattr(args, "output", None)
-    if output in (None, "-"):
-        return
     _output_target(Path(output))
     try:
         written = os.stat(output)
     except OSError:
         return  # nothing there yet (or nothing to examine: the write reports it)
-    for name in [args.file, *program.sources]:
+    for name in [file, *program.sources]:
+        if name in ("-", STDIN_NAME):
+            continue
         try:
             read = os.stat(name)
         except OSError:
@@ -212,6 +315,206 @@ def _check_output(args: argparse.Namespace, program: Program) -> None:
         if os.path.samestat(read, written):
             raise UsageError(f"cannot write {output}: it is an input of the command ({name}); "
                              "choose another output file")
+
+
+def _output_folder(args: argparse.Namespace, inputs: Inputs, suffix: str) -> dict[str, str]:
+    """With several inputs, where each one's output goes: `DIR/<stem>.<suffix>` in the folder
+    `-o DIR` (made if needed; standard input's stem is `stdin`). Empty with one input."""
+    if not inputs.several:
+        return {}
+    if args.definition is not None:
+        raise UsageError(f"a definition ({args.definition}) can be chosen for one input file "
+                         "only; with several inputs each file's main definition is used")
+    if args.output in (None, "-"):
+        raise UsageError(f"several inputs need -o DIR: a folder for DIR/<name>.{suffix}, one "
+                         "file per input")
+    folder = Path(args.output)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"-o {folder}: not a folder; with several inputs -o names a folder "
+                         "(made if it does not exist)")
+    targets: dict[str, str] = {}
+    claimed: dict[str, str] = {}
+    for file in inputs.files:
+        target = str(folder / f"{'stdin' if file == '-' else Path(file).stem}.{suffix}")
+        if target in claimed:
+            raise UsageError(f"{claimed[target]} and {_shown(file)} would both be written to "
+                             f"{target}; give them in separate commands")
+        claimed[target] = _shown(file)
+        targets[file] = target
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot make the folder {folder}: {error.strerror or error}") from None
+    return targets
+
+
+def parse_size_overrides(items: Sequence[str]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"-D expects NAME=INTEGER, got {item!r}")
+        try:
+            sizes[name] = int(value)
+        except ValueError:
+            raise UsageError(f"-D {name}: {value!r} is not an integer") from None
+        if sizes[name] <= 0:
+            raise UsageError(f"-D {name}={value}: a size is a positive integer")
+    return sizes
+
+
+# ---- reporting -----------------------------------------------------------------------------
+
+
+def color_enabled(args: argparse.Namespace, stream: TextIO | None = None) -> bool:
+    """Whether to colour what is written to `stream` (standard error by default): `--color
+    always|never` (`--no-color`) decides; with `auto` (the default), a non-empty `NO_COLOR`
+    turns colour off, else a non-empty `FORCE_COLOR` turns it on, else colour is used when the
+    stream is a terminal."""
+    choice = getattr(args, "color", None) or "auto"
+    if choice != "auto":
+        return bool(choice == "always")
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    stream = stream if stream is not None else sys.stderr
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # no such method, or a closed stream
+        return False
+
+
+class _Progress:
+    """A one-line progress bar on standard error (a terminal), redrawn in place with `\\r`."""
+
+    WIDTH = 24
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+        self.shown = 0  # the length of the line on the screen
+
+    def show(self, done: int, name: str) -> None:
+        filled = self.WIDTH * done // self.total
+        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self.total} {name}"
+        line = line[:max(shutil.get_terminal_size().columns - 1, 20)]
+        self.stream.write("\r" + line.ljust(self.shown))
+        self.shown = len(line)
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r" + " " * self.shown + "\r")
+            self.shown = 0
+            self.stream.flush()
+
+
+@dataclass
+class Reporter:
+    """How one command reports: diagnostics as text or JSON, other errors as text, a progress
+    bar over many inputs; and the worst exit code so far."""
+
+    color: bool
+    json: bool
+    debug: bool
+    json_to_stdout: bool
+    progress: _Progress | None = None
+    collected: list[dict[str, Any]] = field(default_factory=list)
+    status: int = EXIT_OK
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, *, json_to_stdout: bool = False) -> Reporter:
+        return cls(color=color_enabled(args), json=getattr(args, "diagnostics", None) == "json",
+                   debug=bool(getattr(args, "debug", False)), json_to_stdout=json_to_stdout)
+
+    def out(self, text: str) -> None:
+        if self.progress:
+            self.progress.clear()
+        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.flush()
+
+    def err(self, text: str) -> None:
+        if self.progress:
+            self.progress.clear()
+        print(text, file=sys.stderr)
+
+    def fail(self, status: int) -> int:
+        self.status = max(self.status, status)
+        return status
+
+    def diagnostics(self, error: NcdError, file: str, *, summary: bool) -> int:
+        """Report the diagnostics of one input; exit 2 when one is a bad size override."""
+        if self.json:
+            self.collected.extend(d.to_json(_shown(file)) for d in error.diagnostics)
+        else:
+            self.err(error.render(color=self.color))
+            if summary:
+                count = len(error.diagnostics)
+                self.err(f"{_shown(file)}: {count} error{'s' if count != 1 else ''}")
+        overrides = any(d.code == "E314" for d in error.diagnostics)
+        return self.fail(EXIT_USAGE if overrides else EXIT_INPUT)
+
+    def usage(self, message: str) -> int:
+        self.err(f"ncd: error: {message}")
+        return self.fail(EXIT_USAGE)
+
+    def failure(self, error: Exception) -> int:
+        """Report an error other than diagnostics; its exit code."""
+        if isinstance(error, UsageError):
+            return self.usage(str(error))
+        if isinstance(error, OSError):
+            return self.usage(_os_error_message(error))
+        if self.progress:
+            self.progress.clear()
+        if self.debug:
+            traceback.print_exception(error)
+        else:
+            print(f"ncd: internal error ({type(error).__name__}). This is a bug in ncd, not in "
+                  "your input; please report it with the file that triggered it. Run with "
+                  "--debug to see the traceback.", file=sys.stderr)
+        return self.fail(EXIT_INTERNAL)
+
+    def each(self, inputs: Inputs, work: Callable[[str], None], *, summary: bool) -> int:
+        """Run `work` on each input file, reporting its errors and going on with the next;
+        the worst exit code. A progress bar shows on a terminal for more than 5 files."""
+        for problem in inputs.problems:
+            self.usage(problem)
+        if len(inputs.files) > 5 and sys.stderr is not None and sys.stderr.isatty():
+            self.progress = _Progress(len(inputs.files), sys.stderr)
+        try:
+            for index, file in enumerate(inputs.files):
+                if self.progress:
+                    self.progress.show(index, _shown(file))
+                try:
+                    work(file)
+                except NcdError as error:
+                    self.diagnostics(error, file, summary=summary)
+                except BrokenPipeError:
+                    raise
+                except Exception as error:  # reported; the next input is read all the same
+                    self.failure(error)
+        finally:
+            if self.progress:
+                self.progress.clear()
+                self.progress = None
+        return self.status
+
+    def finish(self, *, always: bool = False) -> int:
+        """Write the JSON list of diagnostics (when asked for: `always`, or when there are
+        some); the worst exit code."""
+        if self.json and (always or self.collected):
+            text = json.dumps(self.collected, indent=2, ensure_ascii=False) + "\n"
+            if self.json_to_stdout:
+                self.out(text)
+            else:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+        return self.status
+
+
+def _os_error_message(error: OSError) -> str:
+    return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
 
 
 def _definition(program: Program, name: str | None) -> str:
@@ -228,136 +531,186 @@ def _definition(program: Program, name: str | None) -> str:
     return name
 
 
-def _emit(args: argparse.Namespace, data: str | bytes) -> None:
+def _emit(data: str | bytes, output: str | None) -> None:
+    """Write `data` to the file `output`, or to standard output (`-` or None)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    if args.output in (None, "-"):
-        if isinstance(data, bytes) and not args.output:
-            raise UsageError("binary output needs -o FILE")
+    if output in (None, "-"):
         sys.stdout.buffer.write(raw)
         sys.stdout.flush()
     else:
-        write_atomically(Path(args.output), raw)
+        write_atomically(Path(output), raw)
+
+
+def _stdout_is_a_terminal() -> bool:
+    try:
+        return sys.stdout is not None and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 # ---- commands ---------------------------------------------------------------------------
 
 
 def command_check(args: argparse.Namespace) -> int:
-    status = EXIT_OK
-    for path in args.files:
-        try:
-            program = _load(args, path)
-        except NcdError as error:
-            print(error.render(color=_color(args)), file=sys.stderr)
-            count = len(error.diagnostics)
-            print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
-            status = max(status, EXIT_INPUT)
-            continue
-        if not args.quiet:
-            for definition in program.definitions:
-                print(f"  {definition.signature}")
-            print(f"{path}: ok ({len(program.names)} definitions)")
-    return status
+    reporter = Reporter.of(args, json_to_stdout=True)
+    sizes = parse_size_overrides(args.define or [])
+    inputs = expand_inputs(args.inputs)
+
+    def work(file: str) -> None:
+        program = _load(file, sizes, None)
+        if not args.quiet and not reporter.json:
+            signatures = "".join(f"  {d.signature}\n" for d in program.definitions)
+            reporter.out(f"{signatures}{_shown(file)}: ok ({len(program.names)} definitions)\n")
+
+    reporter.each(inputs, work, summary=True)
+    return reporter.finish(always=True)
 
 
 def command_ir(args: argparse.Namespace) -> int:
     if args.schema:
+        if args.inputs or args.definition:
+            raise UsageError("--schema prints the JSON Schema of the IR; it takes no FILE or DEF")
         from ncd import ir
 
-        _emit(args, json.dumps(ir.Program.model_json_schema(), indent=2, sort_keys=True) + "\n")
+        _emit(json.dumps(ir.Program.model_json_schema(), indent=2, sort_keys=True) + "\n",
+              args.output)
         return EXIT_OK
-    if not args.file:
+    if not args.inputs:
         raise UsageError("ncd ir: a FILE is needed (or --schema)")
-    program = _load(args, args.file)
-    if args.definition:
-        name = _definition(program, args.definition)
-        text = program[name].ir.model_dump_json(indent=2)
-    else:
-        text = program.to_json()
-    _emit(args, text + "\n")
-    return EXIT_OK
+    _take_definition(args)
+    reporter = Reporter.of(args)
+    sizes = parse_size_overrides(args.define or [])
+    inputs = expand_inputs(args.inputs)
+    targets = _output_folder(args, inputs, "json")
+
+    def work(file: str) -> None:
+        output = targets.get(file, args.output)
+        program = _load(file, sizes, output)
+        if args.definition:
+            name = _definition(program, args.definition)
+            text = program[name].ir.model_dump_json(indent=2)
+        else:
+            text = program.to_json()
+        _emit(text + "\n", output)
+
+    reporter.each(inputs, work, summary=inputs.several)
+    return reporter.finish()
 
 
-def command_render(args: argparse.Namespace) -> int:
-    program = _load(args, args.file)
-    name = _definition(program, args.definition)
-    fmt = args.format
-    if fmt is None:
-        suffix = Path(args.output).suffix.lower().lstrip(".") if args.output else "svg"
-        fmt = suffix or "svg"
-    if fmt not in RENDER_FORMATS:
-        raise UsageError(f"cannot render to .{fmt}; use one of: "
-                         + ", ".join(f".{f}" for f in RENDER_FORMATS))
+def _render_format(args: argparse.Namespace, several: bool) -> str:
+    """The format to render to: the suffix of `-o FILE`, else `-f`, else svg; a usage error
+    when `-f` names another format than the suffix, or the suffix is no format and no `-f`
+    says one."""
+    output = args.output if not several and args.output not in (None, "-") else None
+    suffix = Path(output).suffix.lower().lstrip(".") if output else ""
+    fmt: str | None = args.format
+    if suffix in RENDER_FORMATS:
+        if fmt is not None and fmt != suffix:
+            raise UsageError(f"-f {fmt} contradicts the suffix of -o {output} (.{suffix}); "
+                             "the suffix picks the format: drop -f or change the suffix")
+        fmt = suffix
+    elif suffix and fmt is None:
+        raise UsageError(f"cannot render to .{suffix}; use one of: "
+                         + ", ".join(f".{f}" for f in RENDER_FORMATS)
+                         + " (or say the format with -f)")
+    fmt = fmt or "svg"
     if args.overview and fmt == "tex":
         raise UsageError("the overview (--overview) is drawn as .svg, .png or .pdf, or written "
                          "as graphviz's .dot; not as .tex")
     if args.standalone and fmt != "tex":
         raise UsageError(f"--standalone makes a LaTeX document: render to .tex, not .{fmt}")
-    data: str | bytes
+    if fmt in ("png", "pdf") and args.output is None and _stdout_is_a_terminal():
+        raise UsageError(f"{fmt.upper()} is binary and standard output is a terminal; "
+                         "use -o FILE or -o -")
+    return fmt
+
+
+def _draw(args: argparse.Namespace, program: Program, name: str, fmt: str) -> str | bytes:
     if args.overview or fmt == "dot":
         from ncd.renderers.dot import LayoutProgramMissing, program_to_dot, render_dot
 
         source = program_to_dot(program.ir, name, collapse_depth=args.collapse)
         try:
-            data = source if fmt == "dot" else render_dot(source, cast(Format, fmt))
+            return source if fmt == "dot" else render_dot(source, cast(Format, fmt))
         except LayoutProgramMissing as error:
             raise UsageError(str(error)) from None
-        _emit(args, data)
-        return EXIT_OK
     from ncd.renderers import RenderOptions, render_pdf, render_svg, render_tikz
 
     options = RenderOptions(wire_labels=args.labels, collapse_depth=args.collapse,
                             theme=args.theme, text=args.text, expand_calls=args.expand,
                             show_params=args.params, standalone=args.standalone)
     if fmt == "tex":
-        data = render_tikz(program.ir, name, options)
-    elif fmt == "pdf":
-        data = render_pdf(program.ir, name, options)
-    else:
-        svg = render_svg(program.ir, name, options)
-        if fmt == "svg":
-            data = svg
-        else:
-            from ncd.renderers.export import svg_to_png
+        return render_tikz(program.ir, name, options)
+    if fmt == "pdf":
+        return render_pdf(program.ir, name, options)
+    svg = render_svg(program.ir, name, options)
+    if fmt == "svg":
+        return svg
+    from ncd.renderers.export import svg_to_png
 
-            data = svg_to_png(svg)
-    _emit(args, data)
-    return EXIT_OK
+    return svg_to_png(svg)
+
+
+def command_render(args: argparse.Namespace) -> int:
+    _take_definition(args)
+    reporter = Reporter.of(args)
+    sizes = parse_size_overrides(args.define or [])
+    inputs = expand_inputs(args.inputs)
+    fmt = _render_format(args, inputs.several)
+    targets = _output_folder(args, inputs, fmt)
+
+    def work(file: str) -> None:
+        output = targets.get(file, args.output)
+        program = _load(file, sizes, output)
+        _emit(_draw(args, program, _definition(program, args.definition), fmt), output)
+
+    reporter.each(inputs, work, summary=inputs.several)
+    return reporter.finish()
+
+
+def command_compile(args: argparse.Namespace) -> int:
+    _take_definition(args)
+    reporter = Reporter.of(args)
+    sizes = parse_size_overrides(args.define or [])
+    inputs = expand_inputs(args.inputs)
+    targets = _output_folder(args, inputs, "py")
+
+    def work(file: str) -> None:
+        output = targets.get(file, args.output)
+        program = _load(file, sizes, output)
+        name = _definition(program, args.definition) if args.definition or not program.names \
+            else None
+        _emit(program.compile(name), output)
+
+    reporter.each(inputs, work, summary=inputs.several)
+    return reporter.finish()
 
 
 def command_fmt(args: argparse.Namespace) -> int:
-    """Format files in place (`--check`: report, `--diff`: show); `-` or none: stdin to stdout."""
+    """Format files in place (`--check`: report, `--diff`: show; both exit 1 when a file would
+    change); `-` or none: standard input to standard output."""
     import difflib
 
     from ncd.diagnostics import Diagnostic
     from ncd.formatter import format_source
     from ncd.ir import Span
-    from ncd.loader import STDIN_NAME, Loader
+    from ncd.loader import Loader
     from ncd.parser import ParseFailure
 
-    def report(name: str, diagnostics: list[Diagnostic], sources: dict[str, str]) -> None:
-        print(NcdError(diagnostics, sources).render(color=_color(args)), file=sys.stderr)
-        count = len(diagnostics)
-        print(f"{name}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+    reporter = Reporter.of(args)
+    inputs = expand_inputs(args.inputs or ["-"])
 
-    def out(text: str) -> None:
-        sys.stdout.buffer.write(text.encode("utf-8"))
-
-    status = EXIT_OK
-    for path in args.files or ["-"]:
+    def work(path: str) -> None:
         loader = Loader(Path.cwd(), {})
+        name = _shown(path)
         if path == "-":
-            name = STDIN_NAME
             if sys.stdin is None:
                 raise UsageError("there is no standard input to read")
             read = loader.read_stream(sys.stdin.buffer, name)
         else:
-            name = path
             read = loader.read(_check_input(path), None, display=name)
         if read is None:
-            report(name, loader.sink.diagnostics, {})
-            status = max(status, EXIT_INPUT)
-            continue
+            raise NcdError(loader.sink.diagnostics, {})
         text = read
         try:
             if "\x00" in text:
@@ -366,42 +719,30 @@ def command_fmt(args: argparse.Namespace) -> int:
                     Span(file=name, line=1, column=1, end_line=1, end_column=2)))
             formatted = format_source(text, name)
         except ParseFailure as failure:
-            report(name, [failure.diagnostic], {name: text})
-            status = max(status, EXIT_INPUT)
-            continue
+            raise NcdError([failure.diagnostic], {name: text}) from None
         changed = formatted != text
         if args.diff and changed:
-            out("".join(difflib.unified_diff(
+            reporter.out("".join(difflib.unified_diff(
                 text.splitlines(keepends=True), formatted.splitlines(keepends=True),
                 name, f"{name} (formatted)")))
         if args.check or args.diff:
             if changed:
-                print(f"would reformat {name}", file=sys.stderr if args.diff else sys.stdout)
-                status = max(status, EXIT_INPUT if args.check else EXIT_OK)
+                if args.diff:
+                    reporter.err(f"would reformat {name}")
+                else:
+                    reporter.out(f"would reformat {name}\n")
+                reporter.fail(EXIT_INPUT)
         elif path == "-":
-            out(formatted)
+            reporter.out(formatted)
         elif changed:
             write_atomically(Path(path), formatted.encode("utf-8"))
-            print(f"reformatted {name}")
-    sys.stdout.flush()
-    return status
+            reporter.out(f"reformatted {name}\n")
 
-
-def command_compile(args: argparse.Namespace) -> int:
-    program = _load(args, args.file)
-    name = _definition(program, args.definition) if args.definition or not program.names \
-        else None
-    _emit(args, program.compile(name))
-    return EXIT_OK
+    reporter.each(inputs, work, summary=True)
+    return reporter.finish()
 
 
 # ---- driver -----------------------------------------------------------------------------
-
-
-def _color(args: argparse.Namespace) -> bool:
-    if getattr(args, "no_color", False) or os.environ.get("NO_COLOR"):
-        return False
-    return sys.stderr.isatty()
 
 
 def _non_negative_int(text: str) -> int:
@@ -414,44 +755,107 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _global_options(*, defaults: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name. On the subcommands their
+    defaults are suppressed, so that an option given before the command is not reset."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--color", choices=("auto", "always", "never"), default=default(None),
+                         help="colour diagnostics: auto (the default) when standard error is a "
+                         "terminal, unless NO_COLOR or FORCE_COLOR is set (non-empty)")
+    options.add_argument("--no-color", dest="color", action="store_const", const="never",
+                         default=default(None), help="the same as --color never")
+    options.add_argument("--debug", action="store_true", default=default(False),
+                         help="show the traceback of an internal error")
+    return options
+
+
+# The commands whose arguments may come before, between and after their options.
+_INTERMIXED = ("check", "ir", "render", "fmt", "compile")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ncd", description="Neural circuit diagrams: check, draw and compile .ncd files.")
+        prog="ncd", parents=[_global_options(defaults=True)],
+        description="Neural circuit diagrams: check, draw and compile .ncd files.",
+        epilog="Exit codes: 0 success, 1 diagnostics in the input, 2 usage or I/O error, "
+        "3 internal error of ncd.")
     parser.add_argument("--version", action="version", version="ncd 0.1.0")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of an internal error")
-    parser.add_argument("--no-color", action="store_true", help="plain diagnostics")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    shared = _global_options(defaults=False)
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("-D", "--define", action="append", metavar="AXIS=SIZE",
-                         help="override the size of a declared axis (repeatable)")
+    def inputs(sub: argparse.ArgumentParser, nargs: str, definition: bool) -> None:
+        sub.add_argument("inputs", nargs=nargs, metavar="FILE",
+                         help="a .ncd file, a folder (every *.ncd file below it), or - "
+                         "(standard input)")
+        if definition:
+            # For the usage line and the help only: FILE takes every argument, and
+            # `_take_definition` tells a DEF among them.
+            sub.add_argument("definition_argument", nargs="?", metavar="DEF",
+                             default=argparse.SUPPRESS,
+                             help="the definition to use, with one input FILE (the last of "
+                             "two or more arguments, when it is a name not ending in .ncd)")
+            sub.add_argument("--def", dest="definition", metavar="NAME",
+                             help="the definition to use (one input FILE only); the same as DEF")
 
-    check = commands.add_parser("check", help="parse and check files; report every error")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    def loading(sub: argparse.ArgumentParser, *, defines: bool = True) -> None:
+        if defines:
+            sub.add_argument("-D", "--define", action="append", metavar="AXIS=SIZE",
+                             help="override the size of a declared axis (repeatable); the "
+                             "axis must exist and the size be a positive integer")
+        sub.add_argument("--diagnostics", choices=("text", "json"), default="text",
+                         help="how diagnostics are written to standard error: text (the "
+                         "default) or a JSON list")
+
+    def output(sub: argparse.ArgumentParser, what: str) -> None:
+        sub.add_argument("-o", "--output", metavar="OUT",
+                         help=f"write {what} to the file OUT (- : standard output, the default);"
+                         " with several inputs, OUT is a folder")
+
+    check = commands.add_parser(
+        "check", parents=[shared], help="parse and check files; report every error",
+        description="Parse and check .ncd files and report every error, with location, "
+        "excerpt and hint. Prints each definition's signature unless -q.")
+    inputs(check, "+", definition=False)
     check.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    common(check)
+    check.add_argument("-D", "--define", action="append", metavar="AXIS=SIZE",
+                       help="override the size of a declared axis (repeatable); the axis must "
+                       "exist and the size be a positive integer")
+    check.add_argument("--format", "--diagnostics", dest="diagnostics",
+                       choices=("text", "json"), default="text",
+                       help="text (the default: diagnostics on standard error) or json (one "
+                       "JSON list of every diagnostic on standard output, and nothing else)")
     check.set_defaults(run=command_check)
 
-    ir_cmd = commands.add_parser("ir", help="print the typed IR as JSON")
-    ir_cmd.add_argument("file", nargs="?", metavar="FILE")
-    ir_cmd.add_argument("definition", nargs="?", metavar="DEF")
-    ir_cmd.add_argument("-o", "--output", metavar="OUT")
-    ir_cmd.add_argument("--schema", action="store_true", help="print the IR's JSON Schema")
-    common(ir_cmd)
+    ir_cmd = commands.add_parser(
+        "ir", parents=[shared], help="print the typed IR as JSON",
+        description="Print the checked, typed IR of a file (or of one definition) as JSON.")
+    inputs(ir_cmd, "*", definition=True)
+    output(ir_cmd, "the JSON")
+    ir_cmd.add_argument("--schema", action="store_true",
+                        help="print the IR's JSON Schema instead (no FILE)")
+    loading(ir_cmd)
     ir_cmd.set_defaults(run=command_ir)
 
-    render = commands.add_parser("render", help="draw a definition (svg, pdf, png, dot, tex)")
-    render.add_argument("file", metavar="FILE")
-    render.add_argument("definition", nargs="?", metavar="DEF")
-    render.add_argument("-o", "--output", metavar="OUT", help="the suffix picks the format")
-    render.add_argument("-f", "--format", choices=RENDER_FORMATS)
+    render = commands.add_parser(
+        "render", parents=[shared], help="draw a definition (svg, pdf, png, dot, tex)",
+        description="Draw a definition (by default the last of the file) as a neural circuit "
+        "diagram. The format is the suffix of -o FILE, else -f, else svg.")
+    inputs(render, "+", definition=True)
+    output(render, "the drawing")
+    render.add_argument("-f", "--format", choices=RENDER_FORMATS,
+                        help="the output format when -o has no suffix (standard output, a "
+                        "folder of outputs); it must agree with the suffix of -o FILE")
     render.add_argument("--labels", choices=("names", "sizes", "both"), default="names",
                         help="what wires are labelled with")
     render.add_argument("--collapse", type=_non_negative_int, metavar="DEPTH",
                         help="draw blocks nested deeper than DEPTH as one box")
-    render.add_argument("--theme", choices=("light", "dark", "print"), default="light")
+    render.add_argument("--theme", choices=("light", "dark", "print"), default="light",
+                        help="the colours of the drawing")
     render.add_argument("--text", choices=("paths", "text"), default="paths",
                         help="labels as glyph outlines (default) or selectable <text>")
     render.add_argument("--expand", action="store_true",
@@ -463,65 +867,85 @@ def build_parser() -> argparse.ArgumentParser:
                              ".svg, .png, .pdf (or .dot, its DOT text)")
     render.add_argument("--standalone", action="store_true",
                         help="TikZ (.tex) as a complete LaTeX document, not a tikzpicture")
-    common(render)
+    loading(render)
     render.set_defaults(run=command_render)
 
-    fmt = commands.add_parser("fmt", help="format files in place (`-` or none: stdin to stdout)")
-    fmt.add_argument("files", nargs="*", metavar="FILE")
+    fmt = commands.add_parser(
+        "fmt", parents=[shared], help="format files in place (`-` or none: stdin to stdout)",
+        description="Rewrite .ncd files in the canonical layout, comments kept. With no FILE "
+        "or -, read standard input and write the result to standard output.")
+    fmt.add_argument("inputs", nargs="*", metavar="FILE",
+                     help="a .ncd file, a folder (every *.ncd file below it), or - "
+                     "(standard input; the default)")
     fmt.add_argument("--check", action="store_true",
                      help="write nothing; exit 1 if a file is not formatted")
-    fmt.add_argument("--diff", action="store_true", help="print a diff instead of writing")
+    fmt.add_argument("--diff", action="store_true",
+                     help="print a diff instead of writing; exit 1 if a file is not formatted")
+    loading(fmt, defines=False)
     fmt.set_defaults(run=command_fmt)
 
-    compile_cmd = commands.add_parser("compile", help="generate a PyTorch module")
-    compile_cmd.add_argument("file", metavar="FILE")
-    compile_cmd.add_argument("definition", nargs="?", metavar="DEF")
-    compile_cmd.add_argument("-o", "--output", metavar="OUT")
-    common(compile_cmd)
+    compile_cmd = commands.add_parser(
+        "compile", parents=[shared], help="generate a PyTorch module",
+        description="Generate the source of PyTorch modules: of every definition, or of DEF "
+        "and what it calls.")
+    inputs(compile_cmd, "+", definition=True)
+    output(compile_cmd, "the Python source")
+    loading(compile_cmd)
     compile_cmd.set_defaults(run=command_compile)
 
     # Commands that live in modules of their own (the preview server, the site builder, the
-    # language server) declare their arguments there; each module imports only the standard
-    # library at import time, so building this parser stays fast.
+    # language server) declare their arguments there, with the global options (`--color`,
+    # `--no-color`, `--debug`) as a parent; each module imports only the standard library at
+    # import time, so building this parser stays fast.
     from ncd import lsp, site, watch
 
     for module in (watch, site, lsp):
-        module.add_parser(commands, [])
+        module.add_parser(commands, [shared])
     return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse `argv`; FILE arguments may also follow options (`render a.ncd -o x b.ncd`)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if args.command in _INTERMIXED and not any(e.startswith("-") and e != "-"
+                                                   for e in extras):
+            args.inputs.extend(extras)
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except SystemExit as exit_:
         return EXIT_USAGE if exit_.code not in (0, None) else EXIT_OK
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
     except NcdError as error:
-        print(error.render(color=_color(args)), file=sys.stderr)
+        print(error.render(color=color_enabled(args)), file=sys.stderr)
         return EXIT_INPUT
     except UsageError as error:
         print(f"ncd: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader of standard output went away (`ncd ir m.ncd | head`): stop quietly, as a
+        # program stopped by SIGPIPE does, and keep Python from reporting it again at exit.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + getattr(signal, "SIGPIPE", 13)
     except OSError as error:
-        print(f"ncd: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "),
-              file=sys.stderr)
+        print(f"ncd: error: {_os_error_message(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except Terminated as stop:
         return 128 + stop.signum
-    except Exception:  # a bug in ncd, never the user's input
-        if args.debug:
-            traceback.print_exc()
-        else:
-            kind = sys.exc_info()[0]
-            print(f"ncd: internal error ({kind.__name__ if kind else 'unknown'}). This is a bug "
-                  "in ncd, not in your input; please report it with the file that triggered it."
-                  " Run with --debug to see the traceback.", file=sys.stderr)
-        return EXIT_INTERNAL
+    except Exception as error:  # a bug in ncd, never the user's input
+        return Reporter.of(args).failure(error)
 
 
 if __name__ == "__main__":

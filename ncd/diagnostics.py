@@ -1,6 +1,7 @@
 """Diagnostics: the catalogue of error codes and how a diagnostic is shown to a person.
 
-A diagnostic is data (code, message, span, hint, notes); `format_diagnostic` turns it into
+A diagnostic is data (code, message, span, hint, notes); `Diagnostic.to_json` gives it as a
+JSON object (`ncd check --format json`), and `format_diagnostic` turns it into
 
     path:line:col: error[E300]: message
        |
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ncd.ir import Span
 
@@ -75,10 +76,30 @@ class Diagnostic:
         if self.code not in CATALOGUE:
             raise ValueError(f"diagnostic code {self.code} is not in the catalogue")
 
+    def to_json(self, path: str | None = None) -> dict[str, Any]:
+        """The diagnostic as a JSON object: `path`, `range` (`start` and `end`, each a `line`
+        and a `column`: 1-based, as in `path:line:col`, the end exclusive), `code`, `severity`,
+        `message`, `hint` (null when none) and `notes` (each a `path`, `range` and `message`).
+        A diagnostic about no place in a file (a bad `-D`) has a null `range`, and `path` is
+        the given one (the file being loaded) or null."""
+        return {"path": self.span.file if self.span else path, "range": _json_range(self.span),
+                "code": self.code, "severity": self.severity, "message": self.message,
+                "hint": self.hint,
+                "notes": [{"path": note.span.file if note.span else None,
+                           "range": _json_range(note.span), "message": note.message}
+                          for note in self.notes]}
+
     def sort_key(self) -> tuple[str, int, int, str]:
         if self.span is None:
             return ("", 0, 0, self.code)
         return (self.span.file, self.span.line, self.span.column, self.code)
+
+
+def _json_range(span: Span | None) -> dict[str, dict[str, int]] | None:
+    if span is None:
+        return None
+    return {"start": {"line": span.line, "column": span.column},
+            "end": {"line": span.end_line, "column": span.end_column}}
 
 
 @dataclass

@@ -86,19 +86,26 @@ def test_check_several_files_exit_with_the_worst(good: Path, bad: Path,
 def test_size_overrides(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["ir", str(good), "-D", "m=16", "-D", "x=3"], capsys)
     assert code == 0 and '"value": 16' in out
-    code, _, err = run(["check", str(good), "-D", "zz=3"], capsys)
-    assert code == 1 and "E314" in err and "names no declared axis" in err
+    # A size override naming no declared axis is a usage error, like a size that is not a
+    # positive integer: the same exit code, with a did-you-mean.
+    code, _, err = run(["check", str(good), "-D", "mm=3"], capsys)
+    assert code == 2 and "E314" in err and "names no declared axis" in err
+    assert "did you mean `m`?" in err
+    code, _, err = run(["check", str(good), "-D", "m=0"], capsys)
+    assert code == 2 and "positive integer" in err
 
 
 @pytest.mark.parametrize("argv", [
     ["check", "-D", "m=abc", "GOOD"], ["check", "-D", "m=0", "GOOD"], ["check", "-D", "m", "GOOD"],
-    ["check", "/no/such/file.ncd"], ["check", "FOLDER"], ["frobnicate"], [], ["ir"],
+    ["check", "/no/such/file.ncd"], ["check", "EMPTY"], ["frobnicate"], [], ["ir"],
     ["render", "GOOD", "nosuch"], ["render", "GOOD", "-o", "out.bmp"],
     ["ir", "GOOD", "-o", "/no/such/folder/out.json"],
 ])
 def test_usage_and_io_errors_exit_2(argv: list[str], good: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    argv = [str(good) if a == "GOOD" else str(good.parent) if a == "FOLDER" else a for a in argv]
+    (good.parent / "empty").mkdir()
+    argv = [str(good) if a == "GOOD" else str(good.parent / "empty") if a == "EMPTY" else a
+            for a in argv]
     code, _, err = run(argv, capsys)
     assert code == 2
     assert err.strip() and "Traceback" not in err
