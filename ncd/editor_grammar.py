@@ -4,8 +4,12 @@ Keywords and datatypes come from the grammar (`grammar/ncd.lark`: every terminal
 pattern is a plain word), operator names from the operator registry (`ncd.operators`), so the
 language server's completions and the highlighting follow the language as it changes.
 
-    python -m ncd.editor_grammar              # rewrite editors/textmate/ncd.tmLanguage.json
-    python -m ncd.editor_grammar --check      # exit 1 when the committed file is out of date
+    python -m ncd.editor_grammar              # rewrite the grammar's committed files
+    python -m ncd.editor_grammar --check      # exit 1 when one of them is out of date
+
+The grammar is committed twice: for editors that read TextMate grammars
+(editors/textmate/) and inside the VS Code extension (editors/vscode/syntaxes/), which is
+packaged from its own folder.
 
 The grammar keeps to the part of Oniguruma's syntax that Python's `re` reads the same way
 (no possessive quantifiers, no `\\h`, no named back references), so the tests compile every
@@ -24,6 +28,7 @@ from typing import Any
 
 SCOPE_NAME = "source.ncd"
 GRAMMAR_PATH = Path("editors") / "textmate" / "ncd.tmLanguage.json"
+GRAMMAR_PATHS = (GRAMMAR_PATH, Path("editors") / "vscode" / "syntaxes" / "ncd.tmLanguage.json")
 REGENERATE = "python -m ncd.editor_grammar"
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -158,25 +163,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ncd.editor_grammar",
                                      description="write the TextMate grammar of .ncd files")
     parser.add_argument("--check", action="store_true",
-                        help="exit 1 when the file differs from what would be written")
-    parser.add_argument("-o", "--output", type=Path, default=GRAMMAR_PATH,
-                        help=f"where to write it (default: {GRAMMAR_PATH})")
+                        help="exit 1 when a file differs from what would be written")
+    parser.add_argument("--root", type=Path, default=Path(),
+                        help="the repository's folder (default: the working folder)")
     args = parser.parse_args(argv)
     text = grammar_json()
-    if args.check:
-        try:
-            current = args.output.read_text(encoding="utf-8")
-        except OSError:
-            current = None
-        if current != text:
-            print(f"{args.output} is out of date; regenerate it with `{REGENERATE}`",
-                  file=sys.stderr)
-            return 1
-        return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output}")
-    return 0
+    stale = []
+    for relative in GRAMMAR_PATHS:
+        path = args.root / relative
+        if args.check:
+            try:
+                current = path.read_text(encoding="utf-8")
+            except OSError:
+                current = None
+            if current != text:
+                stale.append(path)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+    for path in stale:
+        print(f"{path} is out of date; regenerate it with `{REGENERATE}`", file=sys.stderr)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -28,10 +28,11 @@ def grammar() -> dict[str, Any]:
     return json.loads(GRAMMAR.read_text(encoding="utf-8"))
 
 
-def test_the_committed_grammar_is_the_generated_one() -> None:
-    assert GRAMMAR.read_text(encoding="utf-8") == editor_grammar.grammar_json(), (
-        f"{editor_grammar.GRAMMAR_PATH} is out of date (the keywords or the operators "
-        f"changed); regenerate it with `{editor_grammar.REGENERATE}`")
+@pytest.mark.parametrize("relative", editor_grammar.GRAMMAR_PATHS, ids=str)
+def test_the_committed_grammar_is_the_generated_one(relative: Path) -> None:
+    assert (ROOT / relative).read_text(encoding="utf-8") == editor_grammar.grammar_json(), (
+        f"{relative} is out of date (the keywords or the operators changed); regenerate it "
+        f"with `{editor_grammar.REGENERATE}`")
 
 
 def _rules(grammar: dict[str, Any]) -> list[dict[str, Any]]:
@@ -203,3 +204,29 @@ def test_the_gallery_gets_the_intended_scopes(grammar: dict[str, Any], path: Pat
         if line.lstrip().startswith("#"):
             on_line = [t for t in tokens if t.line == number]
             assert [t.scope for t in on_line] == ["comment.line.number-sign.ncd"], line
+
+
+VSCODE = ROOT / "editors" / "vscode"
+
+
+def test_the_vscode_extension_refers_to_files_that_exist() -> None:
+    manifest = json.loads((VSCODE / "package.json").read_text(encoding="utf-8"))
+    contributes = manifest["contributes"]
+    assert (VSCODE / manifest["main"]).is_file()
+    [language] = contributes["languages"]
+    assert language["id"] == "ncd" and language["extensions"] == [".ncd"]
+    configuration = json.loads((VSCODE / language["configuration"]).read_text(encoding="utf-8"))
+    assert configuration["comments"]["lineComment"] == "#"
+    assert ["{", "}"] in configuration["brackets"]
+    [grammar_entry] = contributes["grammars"]
+    assert grammar_entry["scopeName"] == editor_grammar.SCOPE_NAME
+    assert (VSCODE / grammar_entry["path"]).resolve() == \
+        (ROOT / editor_grammar.GRAMMAR_PATHS[1]).resolve()
+    assert "vscode-languageclient" in manifest["dependencies"]
+    # The command the extension registers is the one it contributes, and it asks the server
+    # for the command the server offers.
+    script = (VSCODE / manifest["main"]).read_text(encoding="utf-8")
+    [command] = (c["command"] for c in contributes["commands"])
+    assert f'registerCommand("{command}"' in script
+    assert 'command: "ncd.preview"' in script
+    assert "node_modules/" in (VSCODE / ".gitignore").read_text(encoding="utf-8").split()
