@@ -48,6 +48,7 @@ class ModuleSpec:
     child_by_instance: dict[str, str] = field(default_factory=dict)
     attributes: set[str] = field(default_factory=set)
     blocks: list[ModuleSpec] = field(default_factory=list)
+    signature: str | None = None  # `X: R[x, m] -> R[x, n]`, shown by `print(module)`
 
     def new_attribute(self, wanted: str) -> str:
         """A fresh attribute name of the class made from `wanted`."""
@@ -187,6 +188,55 @@ def signature_lines(arguments: Sequence[str], returns: str) -> list[str]:
     return ["    def forward(", *(f"        {a}," for a in arguments), f"    ) -> {returns}:"]
 
 
+def repr_entries(spec: ModuleSpec, sizes: ProgramSizes) -> list[str]:
+    """What `print(module)` shows of a class besides its submodules: the signature of its
+    forward, then each parameter with its type and shape (`(W): Parameter R[m, n] (8, 4)`)."""
+    entries = [spec.signature] if spec.signature else []
+    for entry in spec.params.values():
+        array = entry.parameter.array
+        dims = tuple(sizes.value(axis.size) for axis in array.shape.axes)
+        entries.append(f"({entry.attribute}): Parameter {array.text()} {dims}")
+    return entries
+
+
+def extra_repr_lines(spec: ModuleSpec, sizes: ProgramSizes) -> list[str]:
+    """`extra_repr`, the method `nn.Module.__repr__` calls for a class's own lines, returning
+    `repr_entries` as a string literal, or a tuple of them joined by newlines. An entry too long
+    for one line is split at its commas into adjacent literals."""
+    entries = repr_entries(spec, sizes)
+    if not entries:
+        return []
+    lines = ["", "    def extra_repr(self) -> str:"]
+    if len(entries) == 1 and len(entries[0]) + 20 <= LINE_LENGTH:
+        lines.append(f"        return {string_literal(entries[0])}")
+        return lines
+    lines.append("        lines = (")
+    for entry in entries:
+        parts = split_text(entry, LINE_LENGTH - 16)
+        for index, part in enumerate(parts):
+            comma = "," if index == len(parts) - 1 else ""
+            lines.append(f"            {string_literal(part)}{comma}")
+    lines.append("        )")
+    lines.append('        return "\\n".join(lines)')
+    return lines
+
+
+def split_text(text: str, width: int) -> list[str]:
+    """`text` cut after its `, ` separators into pieces of at most about `width` characters
+    (a piece without a comma to cut at stays whole)."""
+    pieces: list[str] = []
+    current = ""
+    for word in text.split(", "):
+        candidate = f"{current}, {word}" if current else word
+        if current and len(string_literal(candidate + ", ")) > width:
+            pieces.append(current + ", ")
+            current = word
+        else:
+            current = candidate
+    pieces.append(current)
+    return pieces
+
+
 def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
                 forward: tuple[list[str], list[str], str] | None) -> list[str]:
     """The class of one module: parameters, submodules, initialisation and `forward`
@@ -235,6 +285,7 @@ def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
         for entry in spec.params.values():
             call, _, note = initialiser_code(entry, "self", sizes).partition("  # ")
             lines.extend(commented(inner + "    ", call, note or None))
+    lines.extend(extra_repr_lines(spec, sizes))
     if forward is not None:
         arguments, body, returns = forward
         lines.append("")

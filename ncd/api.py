@@ -3,8 +3,8 @@
     import ncd
     program = ncd.load("gallery/transformer.ncd", sizes={"m": 256})
     program.names                      # the definitions
-    program["attention"].domain        # its input arrays
-    svg = program.render("attention")  # a neural circuit diagram
+    program["attention"].domain        # its input arrays: (R[x, m],)
+    svg = program.render("attention", theme="dark")  # a neural circuit diagram
     module = program.to_torch("attention")
 
 Nothing here imports torch until `to_torch` is called.
@@ -16,16 +16,24 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Never, get_args
 
 from ncd import ir
-from ncd.diagnostics import Diagnostic, NcdError
+from ncd.diagnostics import Diagnostic, NcdError, did_you_mean
 from ncd.ir import ArrayType  # inside `Definition`, `ir` is its field
 from ncd.loader import load_program
 from ncd.sizes import from_ir
 
 if TYPE_CHECKING:
     import torch
+
+    from ncd.renderers import RenderOptions
+
+WireLabels = Literal["names", "sizes", "both"]
+Theme = Literal["light", "dark", "print"]
+LabelText = Literal["paths", "text"]
+RENDER_OPTIONS = ("wire_labels", "collapse_depth", "expand_calls", "theme", "text",
+                  "show_params")
 
 
 @dataclass(frozen=True)
@@ -55,11 +63,41 @@ class Definition:
             outputs = f"({outputs})"
         return f"{self.name}({inputs}) -> {outputs}"
 
-    def render(self, **options: Any) -> str:
-        return self.program.render(self.name, **options)
+    def render(self, *, wire_labels: WireLabels = "names", collapse_depth: int | None = None,
+               expand_calls: bool = False, theme: Theme = "light", text: LabelText = "paths",
+               show_params: bool = False, **unknown: Never) -> str:
+        """The neural circuit diagram of this definition, as SVG text.
 
-    def to_torch(self, **kwargs: Any) -> torch.nn.Module:
-        return self.program.to_torch(self.name, **kwargs)
+        Options (keyword-only):
+
+        - `wire_labels`: what wires are labelled with: `"names"` (the axis names, the default),
+          `"sizes"` (their sizes, once fixed) or `"both"`.
+        - `collapse_depth`: blocks nested deeper than this int are drawn as one titled box (0:
+          every block is a box); `None` (the default) collapses nothing.
+        - `expand_calls`: `True` draws each call of a definition as that definition's diagram,
+          framed and titled with its name; `False` (the default) as one named box.
+        - `theme`: the colours, `"light"` (the default), `"dark"` or `"print"` (greyscale-safe).
+        - `text`: labels as glyph outlines, `"paths"` (the default, the same in every viewer),
+          or as selectable `<text>` elements, `"text"`.
+        - `show_params`: `True` draws learned parameters as wires entering their boxes from
+          below; `False` (the default) leaves them out.
+
+        An unknown option is a `TypeError` (with the closest option's name when there is one); a
+        value of the wrong type a `TypeError`; a value outside the allowed ones a `ValueError`
+        that lists them.
+        """
+        return self.program.render(self.name, wire_labels=wire_labels,
+                                   collapse_depth=collapse_depth, expand_calls=expand_calls,
+                                   theme=theme, text=text, show_params=show_params, **unknown)
+
+    def compile(self) -> str:
+        """The PyTorch source of this definition and the ones it calls, as text."""
+        return self.program.compile(self.name)
+
+    def to_torch(self, *, device: Any = None, dtype: Any = None) -> torch.nn.Module:
+        """An instantiated `torch.nn.Module` computing this definition (see
+        `Program.to_torch`)."""
+        return self.program.to_torch(self.name, device=device, dtype=dtype)
 
     def _repr_svg_(self) -> str:
         return self.render()
@@ -71,9 +109,11 @@ class Definition:
 class Program:
     """A checked `.ncd` program: its axes and definitions."""
 
-    def __init__(self, program: ir.Program, sources: Mapping[str, str]):
+    def __init__(self, program: ir.Program, sources: Mapping[str, str],
+                 path: Path | None = None):
         self.ir = program
         self.sources = dict(sources)
+        self.path = path  # the file loaded, absolute; None for source text
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -110,33 +150,76 @@ class Program:
     def to_json(self, indent: int | None = 2) -> str:
         return self.ir.model_dump_json(indent=indent)
 
-    def render(self, definition: str | None = None, **options: Any) -> str:
-        """The neural circuit diagram of a definition, as SVG text."""
-        from ncd.renderers import RenderOptions, render_svg
+    def render(self, definition: str | None = None, *, wire_labels: WireLabels = "names",
+               collapse_depth: int | None = None, expand_calls: bool = False,
+               theme: Theme = "light", text: LabelText = "paths", show_params: bool = False,
+               **unknown: Never) -> str:
+        """The neural circuit diagram of `definition` (the main one by default), as SVG
+    text.
+
+        Options (keyword-only):
+
+        - `wire_labels`: what wires are labelled with: `"names"` (the axis names, the default),
+          `"sizes"` (their sizes, once fixed) or `"both"`.
+        - `collapse_depth`: blocks nested deeper than this int are drawn as one titled box (0:
+          every block is a box); `None` (the default) collapses nothing.
+        - `expand_calls`: `True` draws each call of a definition as that definition's diagram,
+          framed and titled with its name; `False` (the default) as one named box.
+        - `theme`: the colours, `"light"` (the default), `"dark"` or `"print"` (greyscale-safe).
+        - `text`: labels as glyph outlines, `"paths"` (the default, the same in every viewer),
+          or as selectable `<text>` elements, `"text"`.
+        - `show_params`: `True` draws learned parameters as wires entering their boxes from
+          below; `False` (the default) leaves them out.
+
+        An unknown option is a `TypeError` (with the closest option's name when there is one); a
+        value of the wrong type a `TypeError`; a value outside the allowed ones a `ValueError`
+        that lists them.
+        """
+        from ncd.renderers import render_svg
 
         name = definition or self.main.name
         self[name]  # a clear KeyError for an unknown name
-        return render_svg(self.ir, name, RenderOptions(**options))
+        options = render_options(unknown, wire_labels=wire_labels,
+                                 collapse_depth=collapse_depth, expand_calls=expand_calls,
+                                 theme=theme, text=text, show_params=show_params)
+        return render_svg(self.ir, name, options)
 
     def compile(self, definition: str | None = None) -> str:
-        """The PyTorch source of the definition (and what it calls), as text."""
+        """The PyTorch source of the definition and the ones it calls (every definition by
+        default), as text. The header names the source file relative to its project root."""
         from ncd.compilers.pytorch import compile_program
 
         if definition is not None:
             self[definition]
         self._require_fixed_parameters(definition)
         with self._sizes_known_at_run_time():
-            return compile_program(self.ir, definition)
+            return compile_program(self.ir, definition, source_name=self._source_name())
 
-    def to_torch(self, definition: str | None = None, **kwargs: Any) -> torch.nn.Module:
-        """An instantiated `torch.nn.Module` computing the definition."""
+    def to_torch(self, definition: str | None = None, *, device: Any = None,
+                 dtype: Any = None) -> torch.nn.Module:
+        """An instantiated `torch.nn.Module` computing the definition (the main one by default),
+        its parameters on `device` with `dtype` when given.
+
+        Its class lives in a real module generated from the source (`inspect.getsource`
+        works; `print(module)` shows its signature and parameters), and the module pickles:
+        `torch.save(module, f)` then `torch.load(f, weights_only=False)`, also in a process
+        that never loaded the program. `state_dict()` is the portable route for weights.
+        """
         from ncd.compilers.pytorch import build_module
 
         name = definition or self.main.name
         self[name]
         self._require_fixed_parameters(name)
         with self._sizes_known_at_run_time():
-            return build_module(self.ir, name, **kwargs)
+            return build_module(self.ir, name, source_name=self._source_name(), device=device,
+                                dtype=dtype)
+
+    def _source_name(self) -> str | None:
+        """How generated code names the source: the file relative to its project root,
+        wherever the program is compiled from; None (the program's name) for source text."""
+        from ncd.compilers.pytorch import source_label
+
+        return source_label(self.path) if self.path is not None else None
 
     @contextmanager
     def _sizes_known_at_run_time(self) -> Iterator[None]:
@@ -189,11 +272,54 @@ class Program:
         return f"<ncd program {self.ir.source}: {', '.join(self.names)}>"
 
 
-def load(source: str | Path, sizes: Mapping[str, int] | None = None) -> Program:
-    """Load and check a `.ncd` file (a path) or source text.
+def load(source: str | Path, sizes: Mapping[str, int] | None = None, *,
+         name: str | None = None) -> Program:
+    """Load and check a `.ncd` file (a `Path`, or a one-line string ending in `.ncd`) or
+    source text (named `name` in messages, `<input>` by default).
 
-    `sizes` overrides axis sizes (`{"m": 1024}`), as `-D m=1024` does on the command line.
+    `sizes` overrides axis sizes (`{"m": 1024}`), as `-D m=1024` does on the command line. Its
+    keys are `str` and its values `int` (not `bool`): anything else is a `TypeError` naming
+    what was given. A key that names no declared axis, or a size that is not positive, is an
+    input error like any other (E314, with the closest axis name when there is one).
+
     Raises `ncd.NcdError` carrying every diagnostic when the input has errors.
     """
-    program, sources = load_program(source, sizes)
-    return Program(program, sources)
+    program, sources = load_program(source, sizes, name=name)
+    path = None
+    if isinstance(source, Path) or ("\n" not in source and source.strip().endswith(".ncd")):
+        # The same rule as `load_program`: the path is resolved now, so that compiling later
+        # from another working directory still finds the file's project.
+        path = Path(source.strip() if isinstance(source, str) else source).resolve()
+    return Program(program, sources, path)
+
+
+def render_options(unknown: Mapping[str, object], **values: Any) -> RenderOptions:
+    """The `RenderOptions` of `Program.render`'s keywords, each checked: an unknown keyword
+    (`unknown`) or a value of the wrong type is a `TypeError`, a value outside the allowed
+    ones a `ValueError`; each says what was given and what is expected."""
+    from ncd.renderers import RenderOptions
+
+    for option in unknown:
+        hint = did_you_mean(option, RENDER_OPTIONS)
+        raise TypeError(f"render() got an unknown option `{option}`; "
+                        + (hint or f"the options are {', '.join(RENDER_OPTIONS)}"))
+    for flag in ("expand_calls", "show_params"):
+        if not isinstance(values[flag], bool):
+            raise TypeError(f"render(): {flag} must be True or False, got "
+                            f"{_shown(values[flag])}")
+    depth = values["collapse_depth"]
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)):
+        raise TypeError(f"render(): collapse_depth must be None or an int, got {_shown(depth)}")
+    if depth is not None and depth < 0:
+        raise ValueError(f"render(): collapse_depth must be None or at least 0, got {depth}")
+    for option, choices in (("wire_labels", WireLabels), ("theme", Theme), ("text", LabelText)):
+        allowed = get_args(choices)
+        if values[option] not in allowed:
+            raise ValueError(f"render(): {option} must be one of "
+                             f"{', '.join(repr(a) for a in allowed)}; got {_shown(values[option])}")
+    return RenderOptions(**values)
+
+
+def _shown(value: object) -> str:
+    """A value as an error message shows it: its repr and its type (`'64' (str)`)."""
+    return f"{value!r} ({type(value).__name__})"

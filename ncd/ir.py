@@ -148,9 +148,21 @@ class Axis(Node):
     def value(self) -> int | None:
         return size_value(self.size)
 
+    def __repr__(self) -> str:
+        """`axis m = 512`, `axis k = m / h`, `axis x` (symbolic), as the source declares it."""
+        return f"axis {_axis_text(self)}"
+
+    __str__ = __repr__
+
 
 class Shape(Node):
     axes: tuple[Axis, ...] = ()
+
+    def __repr__(self) -> str:
+        """The axes in memory order with their sizes: `[x, m = 512]`."""
+        return "[" + ", ".join(_axis_text(axis) for axis in self.axes) + "]"
+
+    __str__ = __repr__
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -161,6 +173,13 @@ class Shape(Node):
             if axis.name == name:
                 return axis
         raise KeyError(name)
+
+
+def _axis_text(axis: Axis) -> str:
+    """`m = 512`; an axis whose size is its own symbol (`axis x`) is its name alone."""
+    if axis.size == SizeSym(name=axis.name):
+        return axis.name
+    return f"{axis.name} = {size_text(axis.size)}"
 
 
 class StrideMorphism(Node):
@@ -225,6 +244,11 @@ class Datatype(Node):
             return f"N[{size_text(self.bound)}]"
         return self.kind
 
+    def __repr__(self) -> str:
+        return self.text()
+
+    __str__ = __repr__
+
 
 REALS = Datatype(kind="R")
 
@@ -244,6 +268,12 @@ class ArrayType(Node):
         if self.dtype.kind == "N":
             return f"{self.dtype.text()}[{axes}]"
         return f"{self.dtype.kind}[{axes}]"
+
+    def __repr__(self) -> str:
+        """As the source writes the type, `R[x, m]` (the sizes are in `shape`)."""
+        return self.text()
+
+    __str__ = __repr__
 
 
 class Port(Node):

@@ -7,6 +7,7 @@ and elaborates definitions in order. Every problem becomes a diagnostic.
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import stat
@@ -20,7 +21,7 @@ from ncd import syntax as s
 from ncd.context import Context, paused_collection
 from ncd.diagnostics import Diagnostic, DiagnosticSink, NcdError, Note, did_you_mean
 from ncd.elaborate import declare_axes, elaborate_definition, elaborate_pointfree
-from ncd.parser import MAX_SOURCE_BYTES, ParseFailure, parse
+from ncd.parser import MAX_INT_DIGITS, MAX_SOURCE_BYTES, ParseFailure, parse
 
 INPUT_NAME = "<input>"
 STDIN_NAME = "<stdin>"
@@ -300,9 +301,11 @@ def load_program(source: str | Path, sizes: Mapping[str, int] | None = None, *,
     """Load a file (a `Path`, or a one-line string ending in `.ncd`) or source text.
 
     Returns the checked program and the source texts by file name; raises `NcdError` with
-    every diagnostic when the input has errors.
+    every diagnostic when the input has errors. `sizes` overrides axis sizes: a key that is not
+    a `str` or a value that is not an `int` is a `TypeError` (`sizes_checked`); a name that no
+    axis declares or a size that is not positive is E314.
     """
-    overrides = dict(sizes or {})
+    overrides = sizes_checked(sizes)
     # A one-line string ending in `.ncd` names a file (no program text ends that way).
     if isinstance(source, Path) or ("\n" not in source and source.strip().endswith(".ncd")):
         path = Path(source.strip() if isinstance(source, str) else source)
@@ -328,6 +331,38 @@ def load_program(source: str | Path, sizes: Mapping[str, int] | None = None, *,
     return program, loader.sources
 
 
+def sizes_checked(sizes: object) -> dict[str, int]:
+    """The size overrides as a dict of `str` to `int`, or a `TypeError` that says what was given
+    and what is expected (`sizes["d"] must be a positive int, got '64' (str)`). `bool` is no
+    size; an integer of another type (numpy's) is taken by its `__index__`. Whether the names
+    are declared axes and the sizes positive is judged with the program (E314)."""
+    if sizes is None:
+        return {}
+    if not isinstance(sizes, Mapping):
+        raise TypeError("sizes must be a mapping of axis names to positive ints, like "
+                        f"{{'m': 512}}; got {_shown(sizes)}")
+    checked: dict[str, int] = {}
+    for name, value in sizes.items():
+        if not isinstance(name, str):
+            raise TypeError(f"sizes: the keys are axis names (str); got {_shown(name)}")
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+            hint = ""
+            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                hint = f" (write {int(value)}, not {value!r})"
+            raise TypeError(f"sizes[{name!r}] must be a positive int, got {_shown(value)}"
+                            + hint)
+        checked[name] = operator.index(value)
+    return checked
+
+
+def _shown(value: object) -> str:
+    """A value as a message shows it: its repr, cut short, and its type (`'64' (str)`)."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
 def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir.Program | None:
     ctx = Context(loader.sink)
     declared = [item for module in loader.order for item in module.items
@@ -335,12 +370,20 @@ def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir
     for name, value in overrides.items():
         if loader.sink.has_errors:
             break  # a file that did not parse declares nothing: no override can be judged
-        if name not in {d.name.name for d in declared}:
+        names = [d.name.name for d in declared]
+        if name not in names:
+            listed = ", ".join(f"`{n}`" for n in sorted(set(names)))
             loader.sink.error("E314", f"`-D {name}={value}` names no declared axis", None,
-                              hint=did_you_mean(name, [d.name.name for d in declared]))
+                              hint=did_you_mean(name, names)
+                              or (f"the declared axes are {listed}" if listed
+                                  else "the program declares no axis"))
         elif value <= 0:
             loader.sink.error("E314", f"`-D {name}={value}`: a size is a positive integer", None)
-    valid = {name: value for name, value in overrides.items() if value > 0}
+        elif value >= 10 ** MAX_INT_DIGITS:
+            loader.sink.error("E314", f"`-D {name}=...`: the size has more than "
+                              f"{MAX_INT_DIGITS} digits", None)
+    valid = {name: value for name, value in overrides.items()
+             if 0 < value < 10 ** MAX_INT_DIGITS}
     declare_axes(ctx, declared, valid)
     definitions = _elaborate_modules(loader, ctx)
     if loader.sink.has_errors:

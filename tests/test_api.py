@@ -104,3 +104,75 @@ def test_a_missing_file_is_reported_as_missing_not_parsed_as_source() -> None:
         ncd.load("models/no-such-model.ncd")
     (diagnostic,) = caught.value.diagnostics
     assert diagnostic.code == "E205" and "cannot find" in diagnostic.message
+
+
+def test_types_print_as_the_source_writes_them() -> None:
+    program = ncd.load(SRC)
+    proj = program["proj"]
+    assert repr(proj.domain) == "(R[x, m],)"
+    assert str(proj.codomain[0]) == "R[x, n]"
+    assert repr(proj.domain[0].shape) == "[x, m = 8]"
+    assert repr(program.axes["m"]) == "axis m = 8" and repr(program.axes["x"]) == "axis x"
+    assert repr(ncd.load("axis v = 5\ndef f(T: N[v][v]) -> N[v][v] { return T }")["f"].domain) \
+        == "(N[5][v],)"
+
+
+@pytest.mark.parametrize(("sizes", "message"), [
+    ({"m": "64"}, "sizes['m'] must be a positive int, got '64' (str) (write 64, not '64')"),
+    ({"m": True}, "sizes['m'] must be a positive int, got True (bool)"),
+    ({"m": 2.0}, "sizes['m'] must be a positive int, got 2.0 (float)"),
+    ({3: 4}, "sizes: the keys are axis names (str); got 3 (int)"),
+    ([("m", 4)], "sizes must be a mapping of axis names to positive ints"),
+])
+def test_size_overrides_of_the_wrong_type_are_type_errors(sizes: object, message: str) -> None:
+    with pytest.raises(TypeError) as caught:
+        ncd.load(SRC, sizes=sizes)  # type: ignore[arg-type]
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(("sizes", "message", "hint"), [
+    ({"mm": 4}, "`-D mm=4` names no declared axis", "did you mean `m`?"),
+    ({"zzz": 4}, "`-D zzz=4` names no declared axis", "the declared axes are `m`, `n`, `x`"),
+    ({"m": 0}, "`-D m=0`: a size is a positive integer", None),
+    ({"m": 10**40}, "`-D m=...`: the size has more than 18 digits", None),
+])
+def test_size_overrides_the_program_refuses_are_e314(sizes: dict[str, int], message: str,
+                                                     hint: str | None) -> None:
+    with pytest.raises(NcdError) as caught:
+        ncd.load(SRC, sizes=sizes)
+    (diagnostic,) = caught.value.diagnostics
+    assert (diagnostic.code, diagnostic.message, diagnostic.hint) == ("E314", message, hint)
+
+
+def test_a_numpy_like_integer_is_a_size() -> None:
+    class Index:
+        def __index__(self) -> int:
+            return 16
+
+    program = ncd.load(SRC, sizes={"m": Index()})  # type: ignore[dict-item]
+    assert program.axes["m"].size == ir.SizeConst(value=16)
+
+
+def test_render_options_are_documented_and_checked() -> None:
+    program = ncd.load(SRC)
+    for method in (ncd.Program.render, ncd.Definition.render):
+        for option in ("wire_labels", "collapse_depth", "expand_calls", "theme", "text",
+                       "show_params", '"dark"', '"print"', '"sizes"'):
+            assert option in (method.__doc__ or ""), (method, option)
+    with pytest.raises(TypeError, match=r"unknown option `colapse_depth`; did you mean "
+                                        r"`collapse_depth`\?"):
+        program["proj"].render(colapse_depth=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="the options are wire_labels, collapse_depth"):
+        program.render(standalone=True)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="theme must be one of 'light', 'dark', 'print'; "
+                                         "got 'blue'"):
+        program.render(theme="blue")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"collapse_depth must be None or an int, got '1'"):
+        program.render(collapse_depth="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="collapse_depth must be None or at least 0"):
+        program.render(collapse_depth=-1)
+    with pytest.raises(TypeError, match="show_params must be True or False, got 1"):
+        program.render(show_params=1)  # type: ignore[arg-type]
+    dark = program["proj"].render(theme="dark", wire_labels="both", show_params=True)
+    assert dark == program.render("proj", theme="dark", wire_labels="both", show_params=True)
+    assert dark != program.render("proj")
