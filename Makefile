@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean browser
 
 venv: $(STAMP)
 
@@ -22,14 +22,30 @@ demo: $(STAMP)
 # time on one worker (`--dist loadfile`: a module's fixtures are made once). Every test is safe
 # to run in parallel: outputs go to pytest's temporary folders, goldens are written atomically
 # and hypothesis is derandomised (tests/conftest.py).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The browser tests (tests/browser.py) take screenshots of the pages `ncd site` and `ncd watch`
+# make with headless Chromium. Installed here when missing and apt-get can (as root); elsewhere
+# a note, and those tests are skipped (outside CI).
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || command -v google-chrome >/dev/null 2>&1; then \
+	  :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium for the browser tests (apt-get)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	    >/dev/null; } || echo "note: could not install chromium; the browser tests need it"; \
+	else \
+	  echo "note: no chromium, and apt-get cannot install it here (not root, or no apt-get);" \
+	    "the browser tests need it"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info site
