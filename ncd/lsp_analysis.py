@@ -426,6 +426,8 @@ def _binding(analysis: Analysis, occurrence: Occurrence) -> Binding | None:
     span = occurrence.span
     read = facts.reads.get((span.line, span.column))
     if read is not None:
+        if read.span is None and read.kind == "array":  # a name `Y = X` gave the array
+            return Binding(read.name, read.array, _bound_at(facts.item, occurrence), read.kind)
         return read
     if occurrence.role == "param-decl" or (
             occurrence.name in facts.params

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ncd import cli, lsp
+from ncd import cli, lsp, lsp_analysis
 
 pytest.importorskip("pygls")
 
@@ -304,3 +304,36 @@ def test_ncd_lsp_without_pygls_says_what_to_install(monkeypatch: pytest.MonkeyPa
                         lambda name, *args: None if name == "pygls" else real(name, *args))
     assert cli.main(["lsp"]) == 2
     assert "pip install 'ncd[lsp]'" in capsys.readouterr().err
+
+
+def test_the_analysis_follows_aliases_equations_and_local_axes() -> None:
+    text = ("axis x, m = 8\n"
+            "def f(X: R[x, m]) -> R[x, m] {\n"
+            "    H = linear[m -> m](X, W)\n"
+            "    Z = H\n"
+            "    S[x, y] = sum(m) Z[x, m] * H[y, m]\n"
+            "    A = softmax[y](S)\n"
+            "    O[x, m] = sum(y) A[x, y] * H[y, m]\n"
+            "    return O\n"
+            "}\n")
+    result = lsp_analysis.analyse(text, None)
+    assert result.diagnostics == [] and result.program is not None
+
+    def where(needle: str, offset: int = 0) -> tuple[int, int]:
+        position = at(text, needle, offset)
+        return position["line"] + 1, position["character"] + 1
+
+    # `Z = H` binds Z where the statement is; Z read in an equation is that binding.
+    target = lsp_analysis.definition(result, *where("Z[x"))
+    assert target is not None and target.path is None
+    assert (target.span.line, target.span.column) == where("Z = H")
+    assert "Z: R[x, m]" in (lsp_analysis.hover(result, *where("Z[x")) or "")
+    # A parameter read: its type, and its first use.
+    assert "param W: R[m_in, m]" in (lsp_analysis.hover(result, *where("W)")) or "")
+    # An axis a tensor equation makes: its size, local to the definition.
+    assert "axis y = x  (local to `f`)" in (lsp_analysis.hover(result, *where("y](S)")) or "")
+    local = lsp_analysis.definition(result, *where("y](S)"))
+    assert local is not None and (local.span.line, local.span.column) == where("y] =")
+    # Past the end of a line, or on a keyword: nothing.
+    assert lsp_analysis.hover(result, 40, 1) is None
+    assert lsp_analysis.hover(result, *where("return")) is None
