@@ -54,10 +54,11 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ncd import render_args
+    from ncd.cli import color_enabled
 
     return build_site([Path(name) for name in args.inputs], Path(args.output),
                       title=args.title, sizes=render_args.sizes(args),
-                      options=render_args.render_options(args))
+                      options=render_args.render_options(args), color=color_enabled(args))
 
 
 # ---- the models -------------------------------------------------------------------------
@@ -88,6 +89,7 @@ class Model:
     text: str
     doc: str | None = None
     problem: str | None = None
+    error: Any | None = None  # ncd.diagnostics.NcdError, when the problem is diagnostics
     entries: list[Entry] = field(default_factory=list)
     imports: list[Path] = field(default_factory=list)
 
@@ -133,10 +135,10 @@ def _slugs(names: Sequence[str]) -> list[str]:
 
 def build_site(inputs: Sequence[Path], out: Path, *, title: str = "ncd models",
                sizes: Mapping[str, int] | None = None, options: Any = None,
-               report: Callable[[str], None] | None = None) -> int:
+               report: Callable[[str], None] | None = None, color: bool = False) -> int:
     """Build the site of `inputs` in the folder `out`: 0, or 1 when a file has errors (2 when
     a size override names no axis of any file). `report` gets the diagnostics and a line per
-    file (default: standard error)."""
+    file (default: standard error), the diagnostics in colour with `color`."""
     from ncd.cli import UsageError, write_atomically
 
     say = report or (lambda text: print(text, file=sys.stderr))
@@ -161,7 +163,7 @@ def build_site(inputs: Sequence[Path], out: Path, *, title: str = "ncd models",
                 write(entry.diagram, entry.svg)
         write(model.page, _model_page(model, by_file, title))
         if model.problem is not None:
-            say(model.problem)
+            say(model.error.render(color=color) if model.error is not None else model.problem)
             count = sum(1 for line in model.problem.splitlines()
                         if webpage.is_diagnostic_head(line))
             say(f"{model.shown}: {count or 1} error{'s' if count != 1 else ''}")
@@ -191,7 +193,7 @@ def _model(path: Path, slug: str, sizes: Mapping[str, int], used: set[str],
     try:
         program = _load(path, sizes)
     except NcdError as error:
-        model.problem = error.render(color=False)
+        model.problem, model.error = error.render(color=False), error
         return model
     used.update(name for name in sizes if name in program.axes)
     model.doc = program.ir.doc
@@ -350,7 +352,7 @@ def _model_page(model: Model, by_file: Mapping[str, Model], title: str) -> str:
                       if n not in covered])
         if rest and len(rest) < len(lines):
             parts.append('<div class="panels declarations">' + _panel(
-                "Declarations", f"{model.shown} outside the definitions",
+                "Declarations", model.path.name,
                 webpage.listing(rest)) + "</div>")
         parts.extend(_section(model, entry, lines) for entry in model.entries)
     body = (_top(title, (None, _title(model))) + '<main><div class="wrap">'

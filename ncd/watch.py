@@ -55,7 +55,7 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         description="Serve a page that shows the diagram of DEF (default: the file's last "
         "definition) and redraws it whenever FILE or a file it imports is saved; a file with "
         "errors shows its diagnostics instead. Ctrl-C stops.")
-    sub.add_argument("file", metavar="FILE")
+    sub.add_argument("file", metavar="FILE", help="the .ncd file to show")
     sub.add_argument("definition", nargs="?", metavar="DEF",
                      help="the definition shown (default: the file's last)")
     sub.add_argument("--host", default="127.0.0.1",
@@ -78,12 +78,12 @@ def _port(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ncd import render_args
-    from ncd.cli import _check_input
+    from ncd.cli import _check_input, color_enabled
 
     path = _check_input(args.file)
     preview = Preview(path, args.definition, sizes=render_args.sizes(args),
                       options=render_args.render_options(args), host=args.host,
-                      port=args.port, log=_print)
+                      port=args.port, log=_print, color=color_enabled(args))
     preview.start()
     print(f"ncd watch: showing {args.file} at {preview.url}  (Ctrl-C stops)", flush=True)
     try:
@@ -110,6 +110,7 @@ class _State:
     digest: str
     program: Any | None  # ncd.api.Program when the files check
     problem: str | None  # the diagnostics (plain text) when they do not
+    error: Any | None  # ncd.diagnostics.NcdError, when they are diagnostics
     stamps: dict[str, Stamp]
     pages: dict[str | None, str] = field(default_factory=dict)  # drawn content, by DEF
 
@@ -123,7 +124,8 @@ class Preview:
                  sizes: Mapping[str, int] | None = None, options: Any = None,
                  host: str = "127.0.0.1", port: int = 0, poll: float = POLL_SECONDS,
                  page_poll_ms: int = PAGE_POLL_MS,
-                 log: Callable[[str, str | None], None] | None = None) -> None:
+                 log: Callable[[str, str | None], None] | None = None,
+                 color: bool = False) -> None:
         self.path = Path(path)
         self.definition = definition
         self.sizes = dict(sizes or {})
@@ -133,6 +135,7 @@ class Preview:
         self.poll = poll
         self.page_poll_ms = page_poll_ms
         self.log = log
+        self.color = color
         self._lock = threading.Lock()
         self._state: _State | None = None
         self._stopping = threading.Event()
@@ -241,7 +244,7 @@ class Preview:
             return False
         names = [str(self.path), *(state.stamps if state is not None else ())]
         before = {name: _stamp(name) for name in dict.fromkeys(names)}
-        program, problem, sources = self._load()
+        program, problem, error, sources = self._load()
         watched = {os.path.abspath(name) for name in sources if os.path.isfile(name)}
         watched.add(os.path.abspath(self.path))
         stamps = {name: before.get(name, _stamp(name)) for name in sorted(watched)}
@@ -251,28 +254,30 @@ class Preview:
                 self._state.stamps = stamps
                 return False
             version = self._state.version + 1 if self._state is not None else 1
-            self._state = _State(version, digest, program, problem, stamps)
+            self._state = _State(version, digest, program, problem, error, stamps)
         if self.log is not None:
             if problem is None:
                 self.log(f"{self.path}: ok, redrawn (version {version})", None)
             else:
-                self.log(f"{self.path}: errors (version {version})", problem)
+                self.log(f"{self.path}: errors (version {version})",
+                         error.render(color=self.color) if error is not None else problem)
         return True
 
-    def _load(self) -> tuple[Any | None, str | None, dict[str, str]]:
-        """The program (or the diagnostics that stop it) and the texts of the files read."""
+    def _load(self) -> tuple[Any | None, str | None, Any | None, dict[str, str]]:
+        """The program, or the diagnostics that stop it (as text, and the `NcdError` when they
+        are one), and the texts of the files read."""
         from ncd.api import load
         from ncd.diagnostics import NcdError
 
         if not self.path.is_file():
-            return None, f"ncd: {self.path}: no such file (waiting for it to be saved)", {}
+            return None, f"ncd: {self.path}: no such file (waiting for it to be saved)", None, {}
         try:
             program = load(self.path, sizes=self.sizes)
         except NcdError as error:
-            return None, error.render(color=False), dict(error.sources)
-        except OSError as error:
-            return None, f"ncd: {self.path}: {error.strerror or error}", {}
-        return program, None, dict(program.sources)
+            return None, error.render(color=False), error, dict(error.sources)
+        except OSError as failure:
+            return None, f"ncd: {self.path}: {failure.strerror or failure}", None, {}
+        return program, None, None, dict(program.sources)
 
     # ---- the page -----------------------------------------------------------------------
 
@@ -298,8 +303,8 @@ class Preview:
         if state.problem is not None:
             count = sum(1 for line in state.problem.splitlines()
                         if webpage.is_diagnostic_head(line))
-            return (_status("err", f"{count or 1} error{'s' if count > 1 else ''}")
-                    + f"<h1>{escape(self.path.name)}</h1>\n"
+            return (f"<h1>{escape(self.path.name)} "
+                    + _status("err", f"{count or 1} error{'s' if count > 1 else ''}") + "</h1>\n"
                     + '<p class="lead">The file does not check. The diagram comes back when '
                     "the errors are fixed and the file is saved.</p>\n"
                     + webpage.diagnostics(state.problem))
@@ -310,7 +315,7 @@ class Preview:
                  if d.ir.span is None or os.path.abspath(d.ir.span.file)
                  == os.path.abspath(self.path)] or list(names)
         if not names:
-            return (_status("err", "nothing to draw") + f"<h1>{escape(self.path.name)}</h1>\n"
+            return (f"<h1>{escape(self.path.name)} {_status('err', 'nothing to draw')}</h1>\n"
                     + webpage.diagnostics(f"ncd: {self.path} defines nothing; add a `def`"))
         shown = name or program.main.name
         toc = _toc(local, shown)
@@ -318,8 +323,8 @@ class Preview:
             hint = did_you_mean(shown, names)
             message = (f"ncd: no definition named {shown!r} in {self.path}; "
                        + (hint or f"it defines {', '.join(names)}"))
-            return (_status("err", "unknown definition") + toc
-                    + f"<h1>{escape(shown)}</h1>\n" + webpage.diagnostics(message))
+            return (toc + f"<h1>{escape(shown)} {_status('err', 'unknown definition')}</h1>\n"
+                    + webpage.diagnostics(message))
         from ncd.renderers import render_svg
 
         definition = program[shown]
@@ -330,8 +335,7 @@ class Preview:
         else:
             figure = f'<figure class="diagram">{webpage.inline_svg(svg)}</figure>'
         doc = definition.ir.doc
-        return (_status("ok", "checks") + toc
-                + f"<h1>{escape(shown)}</h1>\n"
+        return (toc + f"<h1>{escape(shown)} {_status('ok', 'checks')}</h1>\n"
                 + f'<div class="signature">{escape(definition.signature)}</div>\n'
                 + (f'<p class="doc">{escape(doc)}</p>\n' if doc else "")
                 + figure)
@@ -360,7 +364,7 @@ class Preview:
 
 
 def _status(kind: str, text: str) -> str:
-    return f'<p class="state"><span class="badge {kind}">{webpage.escape(text)}</span></p>\n'
+    return f'<span class="badge {kind}">{webpage.escape(text)}</span>'
 
 
 def _toc(names: list[str], shown: str) -> str:

@@ -75,10 +75,11 @@ code { font-size: 0.9em; }
   display: inline-block; font-size: 0.78rem; font-weight: 600; line-height: 1.6;
   padding: 0 0.6rem; border-radius: 999px; border: 1px solid currentColor; white-space: nowrap;
 }
+h1 .badge { vertical-align: middle; margin-left: 0.5rem; letter-spacing: 0; }
 .badge.ok { color: var(--ok); }
 .badge.err { color: var(--err); }
 .badge.off { color: var(--muted); }
-.toc { display: flex; flex-wrap: wrap; gap: 6px 8px; margin: 0 0 0.5rem; padding: 0;
+.toc { display: flex; flex-wrap: wrap; gap: 6px 8px; margin: 0 0 1rem; padding: 0;
        list-style: none; }
 .toc a, .toc span {
   display: inline-block; font-family: var(--mono); font-size: 0.88rem;
@@ -106,6 +107,7 @@ figure.diagram figcaption { color: var(--muted); font-size: 0.85rem; margin-top:
 }
 .panel > header .where { color: var(--muted); font-size: 0.82rem; margin-left: auto; }
 .panel > p, .panel > .diagnostics { margin: 12px 14px; }
+.panel > .diagnostics { white-space: pre-wrap; overflow-wrap: anywhere; }
 pre.code {
   margin: 0; padding: 10px 0; overflow: auto; max-height: 40rem; background: var(--code-bg);
   font-size: 12.5px; line-height: 1.6; tab-size: 4;

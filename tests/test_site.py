@@ -144,6 +144,15 @@ def test_size_overrides_go_to_the_files_that_declare_the_axis(
     assert "no file declares an axis `q`" in capsys.readouterr().err
 
 
+def test_diagnostics_are_coloured_on_request(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "broken.ncd").write_text(BROKEN, encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["site", str(tmp_path), "-o", str(out), "--color", "always"]) == 1
+    assert "\x1b[31merror[E101]" in capsys.readouterr().err
+    assert "\x1b" not in (out / "broken.html").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("case", ["missing", "empty folder", "output is a file"])
 def test_usage_errors_exit_2(case: str, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
