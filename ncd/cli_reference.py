@@ -54,7 +54,8 @@ when there are diagnostics. Each object has `path`, `range`, `code`, `severity`
 `message`). `range` is `{"start": {"line", "column"}, "end": {"line", "column"}}`: lines and
 columns are 1-based, as in `path:line:col`, columns count characters, and the end is
 exclusive (the position just after the last character). A diagnostic about no place in a file
-(a bad `-D`) has `"range": null` and the path of the input being loaded.
+(a bad `-D`) has `"range": null` and the path of the input being loaded. Usage and I/O
+errors (a missing file, a bad option) stay lines of text on standard error, `ncd: error: ...`.
 
 **Colour.** Diagnostics are coloured by `--color always`, never by `--color never` or
 `--no-color` (before or after the command name). With `--color auto` (the default), a
@@ -174,7 +175,8 @@ def _describe(action: argparse.Action) -> str:
     if action.choices is not None and isinstance(action.metavar, str):
         text += f" One of: {', '.join(f'`{choice}`' for choice in action.choices)}."
     default = action.default
-    if action.nargs != 0 and default not in (None, False, [], argparse.SUPPRESS):
+    if action.nargs != 0 and default not in (None, False, [], argparse.SUPPRESS) \
+            and "default" not in (action.help or ""):
         text += f" Default: `{default}`."
     return f"- `{name}`: {text.strip()}"
 
