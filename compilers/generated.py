@@ -42,6 +42,10 @@ from .errors import CompileError
 
 PREFIX = "ncd_generated_"
 _LABEL_LENGTH = 40
+# The cache folder keeps at most this many generated files: writing one more removes the
+# least recently used ones down to KEEP_CACHED (a fuzzing run builds thousands of modules).
+MAX_CACHED = 1000
+KEEP_CACHED = 800
 _private_folder: Path | None = None  # the temporary fallback of this process, made once
 
 
@@ -143,6 +147,7 @@ def _written(directory: Path, filename: str, source: str) -> Path | None:
     path = directory / filename
     try:
         if path.read_text(encoding="utf-8") == source:
+            os.utime(path)  # recently used: the last to be pruned
             return path
     except (OSError, UnicodeDecodeError):
         pass
@@ -159,7 +164,30 @@ def _written(directory: Path, filename: str, source: str) -> Path | None:
     except OSError:
         Path(temporary).unlink(missing_ok=True)
         return None
+    _prune(directory)
     return path
+
+
+def _prune(directory: Path) -> None:
+    """Keep the folder's generated files to `MAX_CACHED`: past it, remove the least recently
+    used ones (and their bytecode) down to `KEEP_CACHED`. A module already imported is not
+    affected; one needed again is written again. Errors (a file another process removed
+    first) are ignored."""
+    try:
+        files = [(entry.stat().st_mtime, entry) for entry in os.scandir(directory)
+                 if entry.name.startswith(PREFIX) and entry.name.endswith(".py")]
+    except OSError:
+        return
+    if len(files) <= MAX_CACHED:
+        return
+    files.sort(key=lambda item: item[0])
+    for _, entry in files[:len(files) - KEEP_CACHED]:
+        stem = entry.name.removesuffix(".py")
+        for path in [Path(entry.path), *(directory / "__pycache__").glob(f"{stem}.*.pyc")]:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def _private_temporary_folder() -> Path | None:
