@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
                       options=render_args.render_options(args), host=args.host,
                       port=args.port, log=_print, color=color_enabled(args))
     preview.start()
-    print(f"ncd watch: showing {args.file} at {preview.url}  (Ctrl-C stops)", flush=True)
     try:
+        print(f"ncd watch: showing {args.file} at {preview.url}  (Ctrl-C stops)", flush=True)
         preview.wait()
     except KeyboardInterrupt:
         print("\nncd watch: stopped", file=sys.stderr)
@@ -289,7 +289,15 @@ class Preview:
         with self._lock:
             cached = state.pages.get(name)
         if cached is None:
-            cached = self._draw(state, name)
+            try:
+                cached = self._draw(state, name)
+            except Exception:  # a bug in ncd: the page and the terminal say so
+                if self.log is not None:
+                    self.log("ncd watch: internal error while drawing (a bug in ncd; please "
+                             "report it with the file)", traceback.format_exc())
+                return state.version, webpage.diagnostics(
+                    "ncd: internal error while drawing this definition. This is a bug in ncd, "
+                    "not in your file; please report it (the terminal shows the traceback).")
             with self._lock:
                 if len(state.pages) > 64:  # names asked for in the address: keep a few
                     state.pages.clear()

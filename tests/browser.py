@@ -84,6 +84,29 @@ def screenshot(chromium: str, url: str, png: Path, *, width: int = 1280, height:
     return Shot(png, console_messages(done.stderr), done.stderr)
 
 
+def dump_dom(chromium: str, url: str, profile: Path, *, budget_ms: int = 3000,
+             timeout: float = 90) -> tuple[str, list[str]]:
+    """The page's markup after its scripts have run for `budget_ms` of (virtual) time, and
+    its console messages."""
+    command = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-quic", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+        "--enable-logging=stderr", "--v=0", f"--virtual-time-budget={budget_ms}",
+        "--dump-dom", url,
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, errors="replace")
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"Chromium took more than {timeout} s on {url}:\n{expired.stderr}")
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    if done.returncode != 0:
+        pytest.fail(f"Chromium failed on {url} (exit {done.returncode}):\n{done.stderr}")
+    return done.stdout, console_messages(done.stderr)
+
+
 def console_messages(log: str) -> list[str]:
     """The console messages in a Chromium log (its standard error)."""
     return [match.group(1) for line in log.splitlines()

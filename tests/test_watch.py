@@ -4,6 +4,7 @@ diagnostics while the file is broken, and stops cleanly."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -184,21 +185,45 @@ def test_the_command_serves_until_ctrl_c(model: Path) -> None:
     assert "Traceback" not in err and "stopped" in err
 
 
-def test_the_page_in_a_browser(model: Path, tmp_path: Path) -> None:
-    """The page's script runs without a console message, broken or fixed."""
+def test_the_broken_page_in_a_browser(model: Path, tmp_path: Path) -> None:
+    """The page of a broken file is drawn, its diagnostics in the colour of errors, without
+    a console message (the next test runs the page of a good file)."""
     chromium = browser.require_chromium()
     with Preview(model, port=0, poll=0.02) as preview:
-        fixed = browser.screenshot(chromium, preview.url, tmp_path / "watch-fixed.png",
-                                   height=900)
         write(model, BROKEN)
         wait_for_version(preview, 1)
-        broken = browser.screenshot(chromium, preview.url, tmp_path / "watch-broken.png",
-                                    height=900)
-    for shot in (fixed, broken):
-        assert shot.console == [], shot.log
-        assert not browser.is_blank(shot.png)
-    # The diagnostics are drawn in the colours of errors: red text appears only when broken.
-    red = [c for c in browser.colours(broken.png) if c[0] > 150 and c[1] < 90 and c[2] < 90]
-    assert red
-    assert not [c for c in browser.colours(fixed.png)
-                if c[0] > 150 and c[1] < 90 and c[2] < 90]
+        shot = browser.screenshot(chromium, preview.url, tmp_path / "watch-broken.png",
+                                  height=900)
+    assert shot.console == [], shot.log
+    assert not browser.is_blank(shot.png)
+    assert [c for c in browser.colours(shot.png) if c[0] > 150 and c[1] < 90 and c[2] < 90]
+
+
+def test_an_internal_error_while_drawing_is_shown_not_raised(
+        preview: Preview, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> str:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("ncd.renderers.render_svg", fail)
+    page = get(preview.url + "fragment?def=inner")[0]
+    assert "internal error while drawing" in page and "<svg" not in page
+
+
+def test_the_page_script_fetches_what_is_new(preview: Preview, tmp_path: Path) -> None:
+    """A page that is behind (an older version, stale content) replaces its content with the
+    server's current one at its first look, in a real browser."""
+    chromium = browser.require_chromium()
+    original = preview.page
+
+    def behind(definition: str | None) -> tuple[str, str]:
+        text, nonce = original(definition)
+        text = text.replace('data-version="1"', 'data-version="0"')
+        text = re.sub(r'(id="content">).*?(</div></main>)', r"\1STALE\2", text, flags=re.S)
+        assert "STALE" in text and "<svg" not in text
+        return text, nonce
+
+    preview.page = behind  # type: ignore[method-assign]
+    dom, console = browser.dump_dom(chromium, preview.url, tmp_path / "profile")
+    assert console == []
+    assert "STALE" not in dom and "<svg" in dom and "outer(X: R[x, m])" in dom
+    assert re.search(r'id="live" class="badge ok"[^>]*>live<', dom), dom
