@@ -391,7 +391,8 @@ def _section(model: Model, entry: Entry, lines: list[str]) -> str:
         first, last = entry.lines
         numbered = [(n, lines[n - 1].expandtabs(4)) for n in range(first, last + 1)
                     if n <= len(lines)]
-        panels.append(_panel("Source", f"{model.shown}, lines {first}–{last}",
+        where = f"line {first}" if first == last else f"lines {first}–{last}"
+        panels.append(_panel("Source", f"{model.shown}, {where}",
                              webpage.listing(numbered, label=f"source of {entry.name}")))
     if entry.code is not None:
         panels.append(_panel("PyTorch", f"ncd compile {model.path.name} {entry.name}",

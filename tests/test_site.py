@@ -72,7 +72,8 @@ def test_every_definition_has_its_diagram_source_and_module(site: Path) -> None:
     assert "class Transformer(nn.Module):" in page and "class Feedforward(nn.Module):" in page
     # The imported definition is on its own file's page, linked from here.
     assert 'id="def-attention"' not in page and 'imports <a href="attention.html">' in page
-    assert "stats" not in page.lower()
+    # Each definition's panels: its source and its module, nothing made up beside them.
+    assert set(re.findall(r"<h3>([^<]*)</h3>", page)) == {"Declarations", "Source", "PyTorch"}
 
 
 def test_every_address_resolves_inside_the_site(site: Path) -> None:
