@@ -431,8 +431,7 @@ class Reporter:
     def out(self, text: str) -> None:
         if self.progress:
             self.progress.clear()
-        sys.stdout.buffer.write(text.encode("utf-8"))
-        sys.stdout.flush()
+        _write_text(text)
 
     def err(self, text: str) -> None:
         if self.progress:
@@ -513,6 +512,18 @@ class Reporter:
         return self.status
 
 
+def _write_text(text: str) -> None:
+    """Write `text` to standard output as UTF-8 (whatever the locale), or as text when standard
+    output is a text stream without bytes underneath (`contextlib.redirect_stdout`)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(text)
+    else:
+        sys.stdout.flush()
+        buffer.write(text.encode("utf-8"))
+    sys.stdout.flush()
+
+
 def _os_error_message(error: OSError) -> str:
     return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
 
@@ -533,12 +544,14 @@ def _definition(program: Program, name: str | None) -> str:
 
 def _emit(data: str | bytes, output: str | None) -> None:
     """Write `data` to the file `output`, or to standard output (`-` or None)."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    if output in (None, "-"):
-        sys.stdout.buffer.write(raw)
-        sys.stdout.flush()
+    if output not in (None, "-"):
+        write_atomically(Path(output), data.encode("utf-8") if isinstance(data, str) else data)
+    elif isinstance(data, str):
+        _write_text(data)
     else:
-        write_atomically(Path(output), raw)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
 
 
 def _stdout_is_a_terminal() -> bool:
