@@ -66,6 +66,7 @@ def test_check_ok(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_reports_diagnostics_with_exit_1(bad: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(bad.parent)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
     code, out, err = run(["check", "bad.ncd"], capsys)
     assert code == 1 and out == ""
     lines = err.splitlines()
