@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,23 @@ ROOT = Path(__file__).resolve().parent.parent
 # in the working tree). `bench/fuzz.py` is the place for open-ended search.
 settings.register_profile("ncd", derandomize=True, database=None)
 settings.load_profile("ncd")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_module_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Generated modules are cached in a folder of the test run, not in the user's home
+    (session-wide, so that module-scoped fixtures building modules use it too)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_forced_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees plain output whatever the machine sets (tests of colour set these
+    variables themselves)."""
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
 
 
 def ok(src: str, sizes: Mapping[str, int] | None = None) -> ir.Program:

@@ -146,7 +146,7 @@ def test_squaring_sizes_inside_a_definition_is_refused() -> None:
 def test_size_override_too_large(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "a.ncd"
     source.write_text(HEAD)
-    assert main(["check", "-D", f"m={10 ** 100}", str(source)]) == 1
+    assert main(["check", "-D", f"m={10 ** 100}", str(source)]) == 2  # a usage error
     assert "E314" in capsys.readouterr().err
 
 

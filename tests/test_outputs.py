@@ -96,12 +96,6 @@ def test_output_into_a_missing_folder_is_a_usage_error(
     assert not (project / "missing").exists()
 
 
-def test_binary_output_needs_a_file(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["render", str(project / "good.ncd"), "-f", "png"]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and "-o FILE" in captured.err
-
-
 def test_output_over_the_input_is_not_lost_on_error(project: Path) -> None:
     """`-o` naming the (bad) source itself: the source stays as it was."""
     source = project / "bad.ncd"
