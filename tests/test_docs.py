@@ -377,6 +377,14 @@ def test_conv2d_is_nn_conv2d() -> None:
     close(module(X), conv(X))
 
 
+def test_grouped_conv1d_is_nn_conv1d_with_groups() -> None:
+    conv = nn.Conv1d(6, 8, kernel_size=3, groups=2, bias=False)
+    module = translation("grouped.ncd")
+    copy(module, {"W": conv.weight.view(2, 4, 3, 3)})
+    X = torch.randn(2, 6, 10)
+    close(module(X), conv(X))
+
+
 def test_layernorm_is_nn_layernorm() -> None:
     norm = nn.LayerNorm(16)
     with torch.no_grad():  # not the initial ones and zeros, so that a swap would show
