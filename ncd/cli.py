@@ -573,7 +573,9 @@ def command_check(args: argparse.Namespace) -> int:
         program = _load(file, sizes, None)
         if not args.quiet and not reporter.json:
             signatures = "".join(f"  {d.signature}\n" for d in program.definitions)
-            reporter.out(f"{signatures}{_shown(file)}: ok ({len(program.names)} definitions)\n")
+            count = len(program.names)
+            reporter.out(f"{signatures}{_shown(file)}: ok "
+                         f"({count} definition{'s' if count != 1 else ''})\n")
 
     reporter.each(inputs, work, summary=True)
     return reporter.finish(always=True)

@@ -58,7 +58,7 @@ def bad(tmp_path: Path) -> Path:
 def test_check_ok(good: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["check", str(good)], capsys)
     assert code == 0 and err == ""
-    assert "f(X: R[x, m]) -> R[x, n]" in out and "ok (1 definitions)" in out
+    assert "f(X: R[x, m]) -> R[x, n]" in out and "ok (1 definition)" in out
     code, out, _ = run(["check", "-q", str(good)], capsys)
     assert code == 0 and out == ""
 

@@ -133,8 +133,8 @@ def test_check_several_files_and_a_folder_reports_each(project: Path,
     code, out, _ = run(["check", "models"], capsys)
     assert code == 0
     assert [line for line in out.splitlines() if not line.startswith(" ")] == [
-        "models/a.ncd: ok (2 definitions)", "models/b.ncd: ok (1 definitions)",
-        "models/deep/c.ncd: ok (1 definitions)"]
+        "models/a.ncd: ok (2 definitions)", "models/b.ncd: ok (1 definition)",
+        "models/deep/c.ncd: ok (1 definition)"]
 
 
 @pytest.mark.parametrize(("command", "suffix", "magic"), [
