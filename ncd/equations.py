@@ -57,6 +57,79 @@ class Operand:
 
 
 def elaborate_equation(builder: DefinitionBuilder, stmt: s.Equation) -> Value:
+    """An equation: one product (`Y[i, j] = sum(k) A[i, k] * B[k, j]`), or a sum of products
+    (`Z[x, n, m] = A[x, n] + B[x, m]`), each term read at the indices it names."""
+    terms = _terms(stmt.value, 1)
+    if len(terms) == 1 and terms[0][1] == 1:
+        return _product(builder, stmt, stmt.target.name)
+    return _sum_of_products(builder, stmt, terms)
+
+
+def _terms(expr: s.Expr, sign: int) -> list[tuple[s.Expr, int]]:
+    """The terms of a sum, each with its sign."""
+    match expr:
+        case s.BinOp(op="+" | "-", left=left, right=right):
+            return _terms(left, sign) + _terms(right, sign if expr.op == "+" else -sign)
+        case s.Neg(operand=operand):
+            return _terms(operand, -sign)
+    return [(expr, sign)]
+
+
+def _sum_of_products(builder: DefinitionBuilder, stmt: s.Equation,
+                     terms: Sequence[tuple[s.Expr, int]]) -> Value:
+    """Each term is a product over the result's indices it reads; the terms are added, each
+    broadcast along the indices it lacks (an outer sum, written as one)."""
+    ctx = builder.ctx
+    result_vars = _distinct(builder, stmt.indices, "the result")
+    if stmt.summed is not None:
+        raise ctx.error("E313", "`sum(...)` sums one product, not a sum of terms",
+                        stmt.value.span, hint="sum each product in its own equation, then add "
+                        "the results")
+    values: list[tuple[Value, ir.Span]] = []
+    for expr, sign in terms:
+        read = _indices_read(builder, expr)
+        indices = tuple(ident for ident in stmt.indices if ident.name in read)
+        if not any(not _is_constant(builder, f) and isinstance(f, (s.Indexed, s.Var))
+                   for f, _ in _factors(builder, expr, False)):
+            raise ctx.error("E313", "each term of a tensor equation reads an array",
+                            expr.span, hint=f"add a constant in its own statement: "
+                            f"`Y = {stmt.target.name} + 1`")
+        term = s.Equation(stmt.target, indices, None, expr, expr.span)
+        value = _product(builder, term, None)
+        if sign < 0:
+            value = builder.broadcast(ir.ElementwiseOp(function="neg"), [(value, ())],
+                                      [(value.array, (), None)], expr.span)[0]
+        values.append((value, expr.span))
+    for ident in stmt.indices:
+        if not any(ident.name in value.array.names for value, _ in values):
+            raise ctx.error("E313", f"index `{ident.name}` does not occur on the right side",
+                            ident.span, hint="every index must read some array")
+    builder.unify_axes(values, "a tensor equation")
+    found = {axis.name: axis for value, _ in values for axis in value.array.shape.axes}
+    out = array(ir.REALS, [found[name] for name in result_vars])
+    return builder.broadcast(ir.AddOp(), [(value, ()) for value, _ in values],
+                             [(out, (), stmt.target.name)], stmt.span)[0]
+
+
+def _indices_read(builder: DefinitionBuilder, expr: s.Expr) -> set[str]:
+    """The index variables a product names (an unindexed array: its own axes)."""
+    read: set[str] = set()
+    for factor, _ in _factors(builder, expr, False):
+        if isinstance(factor, s.Indexed):
+            for item in factor.items:
+                read |= set(_affine(builder, item).coefficients)
+        elif isinstance(factor, s.Var) and not _is_constant(builder, factor):
+            value = builder.scope.get(factor.name)
+            parameter = builder.params.get(factor.name)
+            if value is not None:
+                read |= set(value.array.names)
+            elif parameter is not None:
+                read |= set(parameter.array.names)
+    return read
+
+
+def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -> Value:
+    """One product (or a reindexing), bound to `result` (a fresh name when None)."""
     ctx = builder.ctx
     result_vars = _distinct(builder, stmt.indices, "the result")
     summed = _distinct(builder, stmt.summed or (), "`sum`")
@@ -105,7 +178,7 @@ def elaborate_equation(builder: DefinitionBuilder, stmt: s.Equation) -> Value:
     only = operands[0]
     if len(operands) == 1 and not summed and factor == 1.0 and only.value is not None and \
             {n for index in only.indices for n in index.coefficients} == set(result_vars):
-        return _reindex(builder, only, result_axes, stmt.target.name, stmt.span)
+        return _reindex(builder, only, result_axes, result, stmt.span)
 
     inputs: list[tuple[Value, Sequence[str]]] = []
     params: list[tuple[ir.Parameter, Sequence[str]]] = []
@@ -132,7 +205,7 @@ def elaborate_equation(builder: DefinitionBuilder, stmt: s.Equation) -> Value:
     out_array = array(ir.REALS, result_axes)
     for value, _ in inputs:
         builder.require_reals(value, stmt.value.span, "a tensor equation")
-    return builder.broadcast(op, inputs, [(out_array, (), stmt.target.name)], stmt.span,
+    return builder.broadcast(op, inputs, [(out_array, (), result)], stmt.span,
                              params=params, degree=result_axes)[0]
 
 

@@ -391,6 +391,37 @@ class DropoutOp(Node):
     p: Float
 
 
+class ConstantOp(Node):
+    """An array and a constant, entrywise: `x + c`, `x - c`, `c - x`, `c / x` and `x ^ c`
+    (`pow[c](X)`); the constant is the left operand when `constant_first`. (`x * c` and
+    `x / c` are a `ScaleOp`.)"""
+
+    kind: Literal["constant"] = "constant"
+    op: Literal["+", "-", "/", "^"]
+    constant: Float
+    text: str
+    """The constant as the source writes it (`1e-05`, `|m|`)."""
+    constant_first: bool = False
+
+
+BinaryFunction = Literal["divide", "maximum", "minimum"]
+
+
+class BinaryOp(Node):
+    """An entrywise function of two arrays (`X / Y`, `maximum(X, Y)`); the axes of one input
+    include the other's, which is broadcast along the axes it lacks."""
+
+    kind: Literal["binary"] = "binary"
+    function: BinaryFunction
+
+
+class WhereOp(Node):
+    """`where(C, X, Y)`: the entry of `X` where the boolean array `C` is true, else the entry
+    of `Y`; the axes of one input include the others', which are broadcast."""
+
+    kind: Literal["where"] = "where"
+
+
 class AddOp(Node):
     """Entrywise sum of the inputs; axes missing from an input are broadcast."""
 
@@ -485,7 +516,7 @@ Operator = Annotated[
     Union[
         EinsumOp, LinearOp, EmbeddingOp, SoftmaxOp, NormOp, ElementwiseOp, ScaleOp, DropoutOp,
         AddOp, MultiplyOp, MaskOp, ReduceOp, ConcatOp, SplitOp, PadOp, RenameOp, ReshapeOp,
-        CallOp,
+        CallOp, ConstantOp, BinaryOp, WhereOp,
     ],
     Field(discriminator="kind"),
 ]

@@ -528,7 +528,10 @@ class _Builder:
             return s.Number(value, False, span)
         if kind in ("add", "sub", "mul", "div", "floordiv"):
             op = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//"}[kind]
-            return s.BinOp(op, self.expr(parts[0]), self.expr(parts[1]), span)
+            token = next((c for c in node.children if isinstance(c, Token) and str(c) == op),
+                         None)
+            return s.BinOp(op, self.expr(parts[0]), self.expr(parts[1]), span,
+                           self.span(token) if token is not None else None)
         if kind == "neg":
             return s.Neg(self.expr(parts[0]), span)
         if kind == "plain_call":

@@ -513,6 +513,12 @@ class Interpreter:
                 return [reshape(op, tiles[0], shape)]
             case ir.CallOp():
                 return self.call_site(term, op, tiles, scope)
+            case ir.ConstantOp():
+                return [Array(with_constant(op, tiles[0].data), tiles[0].axes)]
+            case ir.BinaryOp():
+                return [combine(tiles, out[0], BINARY[op.function])]
+            case ir.WhereOp():
+                return [choose(tiles, out[0])]
         assert_never(op)
 
     def product_sum(self, operands: list[Array], contracted: Sequence[str],
@@ -620,6 +626,18 @@ def elementwise(function: str, x: torch.Tensor) -> torch.Tensor:
             return x * x
         case "softplus":
             return torch.logaddexp(x, torch.zeros_like(x))  # log(exp(x) + exp(0)), no overflow
+        case "reciprocal":
+            return 1 / x
+        case "rsqrt":
+            return 1 / torch.sqrt(x)
+        case "sin":
+            return torch.sin(x)
+        case "cos":
+            return torch.cos(x)
+        case "erf":
+            return torch.erf(x)
+        case "gelu_tanh":
+            return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))
     raise MalformedTerm(f"unknown elementwise function {function!r}")
 
 
@@ -666,6 +684,44 @@ def combine(operands: list[Array], outputs: Sequence[str],
             raise MalformedTerm(f"axis {name} has sizes {sorted(sizes)} among the operands")
         shape.append(sizes.pop())
     return Array(result.expand(shape).clone(), tuple(names))
+
+
+def with_constant(op: ir.ConstantOp, x: torch.Tensor) -> torch.Tensor:
+    """`x + c`, `x - c`, `c - x`, `c / x`, `x ^ c`: the constant on the side it is written."""
+    c = torch.full_like(x, op.constant)
+    left, right = (c, x) if op.constant_first else (x, c)
+    match op.op:
+        case "+":
+            return left + right
+        case "-":
+            return left - right
+        case "/":
+            return left / right
+        case "^":
+            return torch.pow(left, right)
+    assert_never(op.op)
+
+
+def _maximum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isnan(a) | (a >= b), a, b)  # NaN in either operand stays NaN
+
+
+def _minimum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isnan(a) | (a <= b), a, b)
+
+
+BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "divide": torch.div, "maximum": _maximum, "minimum": _minimum,
+}
+"""The entrywise functions of two arrays, the first operand on the left."""
+
+
+def choose(operands: list[Array], outputs: Sequence[str]) -> Array:
+    """`where(C, X, Y)`, each operand broadcast along the output axes it lacks."""
+    condition, first, second = (o.spread(list(outputs)) for o in operands)
+    shape = [next(o.size(name) for o in operands if name in o.axes) for name in outputs]
+    chosen = torch.where(condition.expand(shape), first.expand(shape), second.expand(shape))
+    return Array(chosen.clone(), tuple(outputs))
 
 
 def mask(op: ir.MaskOp, tiles: list[Array]) -> Array:

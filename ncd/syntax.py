@@ -6,7 +6,7 @@ what was written; types, sizes and meaning are the elaborator's business.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 from ncd.ir import Span
@@ -40,6 +40,8 @@ class BinOp:
     left: Expr
     right: Expr
     span: Span
+    op_span: Span | None = field(default=None, compare=False)
+    """Where the operator itself is written (errors about the operation point at it)."""
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,8 @@ def caption_label(caption: decl.Caption) -> Label:
             return Label.operator(caption.text, caption.subscript)
         case "italic":
             return Label((Run(caption.text, "italic"),))
+        case "power":
+            return Label((Run(caption.text), Run(caption.superscript or "", script="sup")))
     assert_never(caption.kind)
 
 

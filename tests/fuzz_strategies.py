@@ -126,6 +126,8 @@ class Body:
     lines: list[str] = field(default_factory=list)
     scope: list[Array] = field(default_factory=list)
     params: set[str] = field(default_factory=set)
+    conditions: list[Array] = field(default_factory=list)
+    """Boolean inputs `C: B[...]`, read by `where`."""
     indent: str = "    "
 
     def emit(self, line: str) -> None:
@@ -260,6 +262,12 @@ class ProgramGenerator:
             index_inputs.append(f"{tokens}: N[{vocabulary}][{', '.join(batch)}]")
             self.bind(body, f"embedding[{vocabulary} -> {' '.join(rows)}]"
                       f"({tokens}, {self.param_name(body)})", (*batch, *rows))
+        if self.c.chance(0.35):
+            # A boolean array for `where`, on some of an input's axes.
+            base = choice(self.c, inputs)
+            condition = Array(self.fresh("C"), tuple(subset(self.c, base.axes, 1, 3)))
+            index_inputs.append(f"{condition.name}: B[{', '.join(condition.axes)}]")
+            body.conditions.append(condition)
         for _ in range(self.c.integer(1, self.max_statements)):
             self.statement(body, allow_blocks=True)
         outputs = [body.scope[-1]]
@@ -375,10 +383,28 @@ class ProgramGenerator:
         self.bind(body, expr, replace(x.axes, targets, new))
 
     def arithmetic(self, body: Body) -> None:
+        """Entrywise arithmetic: `y`'s axes are among `x`'s, so the result has `x`'s axes
+        (broadcasting by name); divisors are kept away from zero."""
         x = self.source(body)
         others = [a for a in body.scope if set(a.axes) <= set(x.axes) and a is not x]
-        form = self.c.integer(0, 5)
-        if form == 0 or not others:
+        conditions = [c for c in body.conditions if set(c.axes) <= set(x.axes)]
+        form = self.c.integer(0, 10)
+        if conditions and self.c.chance(0.3):
+            form = 10
+        if form == 5:
+            c = choice(self.c, ("1", "0.5", "1e-5", "2.5", "sqrt(4)"))
+            expr = choice(self.c, (f"{x.name} + {c}", f"{c} + {x.name}", f"{x.name} - {c}",
+                                   f"{c} - {x.name}", f"{c} / (sigmoid({x.name}) + 0.5)"))
+            self.bind(body, expr, x.axes)
+        elif form == 6:
+            exponent = choice(self.c, ("2", "3", "1"))
+            self.bind(body, f"pow[{exponent}]({x.name})", x.axes)
+        elif form == 10 and conditions:
+            condition = choice(self.c, conditions)
+            y = choice(self.c, [*others, x])
+            first, second = (x, y) if self.c.chance(0.5) else (y, x)
+            self.bind(body, f"where({condition.name}, {first.name}, {second.name})", x.axes)
+        elif form in (0, 5, 6, 10) or not others:
             scalar = choice(self.c, ("2", "0.5", "1e-3", "3.25", ".5"))
             op = choice(self.c, ("*", "/"))
             self.bind(body, f"{x.name} {op} {scalar}", x.axes)
@@ -390,9 +416,36 @@ class ProgramGenerator:
                 self.bind(body, f"add({x.name}, {y.name})", x.axes)
             elif form == 3:
                 self.bind(body, f"multiply({x.name}, {y.name})", x.axes)
+            elif form == 7:
+                divisor = choice(self.c, ("sigmoid({}) + 0.5", "abs({}) + 1"))
+                numerator, denominator = (x, y) if self.c.chance(0.5) else (y, x)
+                divided = divisor.format(denominator.name)
+                self.bind(body, choice(self.c, (f"{numerator.name} / ({divided})",
+                                                f"divide({numerator.name}, {divided})")),
+                          x.axes)
+            elif form == 8:
+                function = choice(self.c, ("maximum", "minimum"))
+                first, second = (x, y) if self.c.chance(0.5) else (y, x)
+                self.bind(body, f"{function}({first.name}, {second.name})", x.axes)
+            elif form == 9:
+                self.outer_sum(body, x)
             else:
                 op = choice(self.c, ("+", "-", "*"))
                 self.bind(body, f"{x.name} {op} {y.name}", x.axes)
+
+    def outer_sum(self, body: Body, x: Array) -> None:
+        """`Z[..] = X[..] + Y[..]`: a tensor equation adding arrays of other axes."""
+        others = [a for a in body.scope if a is not x and
+                  len(set(a.axes) | set(x.axes)) <= 4]
+        if not others:
+            self.bind(body, f"{x.name} + 1", x.axes)
+            return
+        y = choice(self.c, others)
+        result = self.shuffled(tuple(dict.fromkeys((*x.axes, *y.axes))))
+        op = choice(self.c, (" + ", " - "))
+        factor = choice(self.c, ("", " * 0.5", " * 2"))
+        self.bind_equation(body, result, [], f"{x.name}[{', '.join(x.axes)}]{op}"
+                           f"{y.name}[{', '.join(y.axes)}]{factor}")
 
     def scaled(self, body: Body) -> None:
         x = self.source(body)

@@ -4,29 +4,77 @@ them (`A + B`, `A - B`, `A * B`, `-A`, `A * 0.5`, `A / sqrt(k)`), with their con
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from ncd import ir
 from ncd import syntax as s
 from ncd.context import Value, array
+from ncd.elision import formula
 
-from .arguments import number_text, reject_items
-from .declaration import Declaration, Junction, SizeValue, Surface, declare
-from .lowering import Emitter, Label, Role, TensorCode
+from .arguments import arguments, number_text, option_error, reject_items, same_shape
+from .declaration import (
+    Box,
+    Caption,
+    CaptionKind,
+    Declaration,
+    Junction,
+    SizeValue,
+    Surface,
+    TypingRule,
+    declare,
+    no_parameters,
+)
+from .lowering import Emitter, Label, Role, TensorCode, float_literal
 
 if TYPE_CHECKING:
     from ncd.elaborate import DefinitionBuilder
 
 
+def including(builder: DefinitionBuilder, operands: Sequence[tuple[Value, ir.Span]],
+              span: ir.Span, what: str, outer: str | None = None,
+              names: Sequence[str | None] = ()) -> int:
+    """Broadcasting by axis name: the position of an operand whose axes include every other
+    operand's (shared axes must have equal sizes); anything else is an error at the operator,
+    naming the shapes. `outer` is the tensor equation's operator that writes what an operand
+    of each shape would make (`+`: an outer sum)."""
+    builder.unify_axes(operands, what)
+    union = {n for value, _ in operands for n in value.array.names}
+    for position, (value, _) in enumerate(operands):
+        if set(value.array.names) == union:
+            return position
+    shapes = [f"[{', '.join(value.array.names)}]" for value, _ in operands]
+    described = " and ".join(shapes) if len(shapes) == 2 else ", ".join(shapes)
+    neither = "neither's axes include the other's" if len(shapes) == 2 else \
+        "no operand's axes include all the others'"
+    everything = list(dict.fromkeys(n for value, _ in operands for n in value.array.names))
+    if outer is not None:
+        given = [*names, *[None] * len(operands)]
+        letters = [given[i] or chr(ord("A") + i) for i in range(len(operands))]
+        reads = f" {outer} ".join(f"{letter}[{', '.join(value.array.names)}]"
+                                  for letter, (value, _) in zip(letters, operands, strict=True))
+        hint = (f"broadcasting never adds axes that both operands lack; if every combination "
+                f"is meant, write a tensor equation: `Z[{', '.join(everything)}] = {reads}`")
+    else:
+        hint = ("broadcasting never adds axes that both operands lack; rename, reduce or map "
+                "an axis so that one operand has every axis of the other")
+    raise builder.ctx.error("E301", f"{what} between arrays with axes {described}: {neither}",
+                            span, hint=hint)
+
+
 def combine(builder: DefinitionBuilder, op: ir.Operator, values: Sequence[tuple[Value, ir.Span]],
             span: ir.Span, name: str | None, what: str,
-            params: Sequence[tuple[ir.Parameter, ir.Span]] = ()) -> Value:
-    """An entrywise operation over arrays (and declared parameters, e.g. a bias `Y + b`)."""
+            params: Sequence[tuple[ir.Parameter, ir.Span]] = (), outer: str | None = None,
+            names: Sequence[str | None] = (), at: ir.Span | None = None) -> Value:
+    """An entrywise operation over arrays (and declared parameters, e.g. a bias `Y + b`);
+    a mistake in their axes is reported `at` the operator (the whole `span` by default)."""
     for value, value_span in values:
         builder.require_reals(value, value_span, what)
     # Parameters take part in the alignment of axes like any operand.
     stand_ins = [(Value(p.array, p.name, p_span), p_span) for p, p_span in params]
+    including(builder, [*values, *stand_ins], at or span, what, outer,
+              [*names, *[None] * (len(values) - len(names)), *(p.name for p, _ in params)])
     axes = builder.unify_axes([*values, *stand_ins], what)
     out = array(ir.REALS, axes)
     return builder.broadcast(op, [(v, ()) for v, _ in values], [(out, (), name)], span,
@@ -112,6 +160,179 @@ MULTIPLY = declare(Declaration(
 
 
 # ---------------------------------------------------------------------------------------
+# an array and a constant: `X + 1e-5`, `1 - X`, `1 / X`, `pow[2](X)`
+# ---------------------------------------------------------------------------------------
+
+
+def _pow_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    items = list(call.items or ())
+    if len(items) != 1 or isinstance(items[0], (s.Arrow, s.Keyword, s.Comparison)):
+        hint = None
+        if not items and len(call.args) == 2:
+            hint = "the exponent is a constant in brackets: `pow[2](X)`"
+        raise option_error(builder, "`pow` takes one constant exponent in brackets",
+                           call.name.span, hint=hint or "for example `pow[2](X)`")
+    exponent, text = scalar(builder, items[0])
+    (value,), _ = arguments(builder, call, 1)
+    builder.require_reals(value, call.args[0].span, "`pow`")
+    op = ir.ConstantOp(op="^", constant=exponent, text=text)
+    return same_shape(builder, op, value, (), call, name)
+
+
+_SIGN = {"+": "+", "-": "\u2212", "/": "/"}
+
+
+def _constant_caption(op: ir.ConstantOp, term: ir.Broadcasted) -> Caption:
+    # Numbers in e-notation read as a formula would set `e` as a variable: upright text then.
+    kind: CaptionKind = "plain" if re.search(r"[0-9.]e", op.text) else "math"
+    if op.op == "^":
+        return Caption("power", "(\u00b7)", superscript=op.text)
+    if op.constant_first:
+        return Caption(kind, f"{op.text} {_SIGN[op.op]} \u00b7")
+    return Caption(kind, f"{_SIGN[op.op]} {op.text}")
+
+
+def _constant_overview(op: ir.ConstantOp) -> tuple[str, str]:
+    text = formula(op.text)
+    if op.op == "^":
+        return f"^ {text}", "box"
+    return (f"{text} {op.op} ·" if op.constant_first else f"{op.op} {text}"), "box"
+
+
+def _constant_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ConstantOp,
+                    inputs: list[TensorCode]) -> list[TensorCode]:
+    expr, labels = emit.single(term, inputs)
+    constant = float_literal(op.constant)
+    if op.op == "^":
+        code, comment, fallback = f"torch.pow({expr}, {constant})", f"to the power {op.text}", \
+            "power"
+    else:
+        code = f"{constant} {op.op} {expr}" if op.constant_first else f"{expr} {op.op} {constant}"
+        written = f"{op.text} {op.op} x" if op.constant_first else f"x {op.op} {op.text}"
+        comment, fallback = written, {"+": "shifted", "-": "difference", "/": "quotient"}[op.op]
+    return [emit.finish(term, code, labels, comment=comment, batched=inputs[0].batched,
+                        fallback=fallback)]
+
+
+CONSTANT = declare(Declaration(
+    node=ir.ConstantOp,
+    surfaces=(Surface("pow", "every entry to a constant power (`X + c`, `c - X` and `c / X` "
+                      "make the same kind of operation)", "pow[2](X)", _pow_typing),),
+    glyph=Box("plain_box", _constant_caption, caption_size=11.0, min_width=22.0,
+              min_height=18.0),
+    overview=_constant_overview, roles=no_parameters, lower=_constant_lower))
+
+
+# ---------------------------------------------------------------------------------------
+# entrywise functions of two arrays: `X / Y`, `maximum(X, Y)`, `minimum(X, Y)`
+# ---------------------------------------------------------------------------------------
+
+
+def binary(builder: DefinitionBuilder, function: ir.BinaryFunction,
+           operands: Sequence[tuple[Value, ir.Span]], span: ir.Span, name: str | None,
+           what: str, names: Sequence[str | None] = (), at: ir.Span | None = None) -> Value:
+    """An entrywise function of two arrays; the result has the axes of the one whose axes
+    include the other's."""
+    for value, value_span in operands:
+        builder.require_reals(value, value_span, what)
+    widest = including(builder, operands, at or span, what, None, names)
+    out = array(ir.REALS, list(operands[widest][0].array.shape.axes))
+    return builder.broadcast(ir.BinaryOp(function=function), [(v, ()) for v, _ in operands],
+                             [(out, (), name)], span)[0]
+
+
+def _binary_typing(function: ir.BinaryFunction) -> TypingRule:
+    def typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+        reject_items(builder, call, ())
+        if len(call.args) != 2:
+            raise builder.ctx.error("E303", f"`{function}` takes 2 arguments, not "
+                                    f"{len(call.args)}", call.span,
+                                    hint=f"for example `{function}(X, Y)`")
+        operands = [(builder.single(a), a.span) for a in call.args]
+        return [binary(builder, function, operands, call.span, name, f"`{function}`",
+                       [_operand_name(a) for a in call.args])]
+
+    return typing
+
+
+_BINARY_CAPTIONS: dict[str, str] = {"divide": "\u00f7", "maximum": "max", "minimum": "min"}
+_BINARY_SUMMARIES: dict[str, str] = {
+    "divide": "entrywise quotient (also `X / Y`)",
+    "maximum": "entrywise maximum of two arrays",
+    "minimum": "entrywise minimum of two arrays",
+}
+
+
+def _binary_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BinaryOp,
+                  inputs: list[TensorCode]) -> list[TensorCode]:
+    labels = emit.output_labels(term.outputs[0])
+    first, second = _operands(emit, term, inputs, labels)
+    code = f"{first} / {second}" if op.function == "divide" else \
+        f"torch.{op.function}({first}, {second})"
+    comment = {"divide": "entrywise quotient", "maximum": "entrywise maximum",
+               "minimum": "entrywise minimum"}[op.function]
+    return [emit.finish(term, code, labels, comment=comment,
+                        batched=any(v.batched for v in inputs), fallback=op.function)]
+
+
+BINARY = declare(Declaration(
+    node=ir.BinaryOp,
+    surfaces=tuple(Surface(function, _BINARY_SUMMARIES[function] + "; the axes of one include "
+                           "the other's, which is broadcast", f"{function}(X, Y)",
+                           _binary_typing(function))
+                   for function in get_args(ir.BinaryFunction)),
+    glyph=Box("plain_box", lambda op, term: Caption("plain", _BINARY_CAPTIONS[op.function]),
+              caption_size=11.0, min_width=22.0, min_height=18.0),
+    overview=lambda op: (_BINARY_CAPTIONS[op.function], "box"), roles=no_parameters,
+    lower=_binary_lower))
+
+
+# ---------------------------------------------------------------------------------------
+# where
+# ---------------------------------------------------------------------------------------
+
+
+def _where_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    reject_items(builder, call, ())
+    if len(call.args) != 3:
+        raise builder.ctx.error("E303", f"`where` takes 3 arguments, not {len(call.args)}",
+                                call.span, hint="for example `where(C, X, Y)`")
+    operands = [(builder.single(a), a.span) for a in call.args]
+    (condition, condition_span), *choices = operands
+    if condition.array.dtype.kind != "B":
+        raise builder.ctx.error(
+            "E302", f"the condition of `where` is a boolean array B[...], but `{condition.name}` "
+            f"holds {condition.array.dtype.text()}", condition_span,
+            hint="`where(C, X, Y)` takes the entry of X where C is true, else the entry of Y")
+    for value, value_span in choices:
+        builder.require_reals(value, value_span, "`where`")
+    widest = including(builder, operands, call.span, "`where`", None,
+                       [_operand_name(a) for a in call.args])
+    out = array(ir.REALS, list(operands[widest][0].array.shape.axes))
+    return builder.broadcast(ir.WhereOp(), [(v, ()) for v, _ in operands], [(out, (), name)],
+                             call.span)
+
+
+def _where_lower(emit: Emitter, term: ir.Broadcasted, op: ir.WhereOp,
+                 inputs: list[TensorCode]) -> list[TensorCode]:
+    labels = emit.output_labels(term.outputs[0])
+    condition, first, second = _operands(emit, term, inputs, labels)
+    return [emit.finish(term, f"torch.where({condition}, {first}, {second})", labels,
+                        comment="where", batched=any(v.batched for v in inputs),
+                        fallback="chosen")]
+
+
+WHERE = declare(Declaration(
+    node=ir.WhereOp,
+    surfaces=(Surface("where", "the entry of X where the boolean array C is true, else the "
+                      "entry of Y; the axes of one operand include the others'",
+                      "where(C, X, Y)", _where_typing),),
+    glyph=Box("plain_box", lambda op, term: Caption("plain", "where"), caption_size=11.0,
+              min_width=22.0, min_height=18.0),
+    overview=lambda op: ("where", "box"), roles=no_parameters, lower=_where_lower))
+
+
+# ---------------------------------------------------------------------------------------
 # constant factors
 # ---------------------------------------------------------------------------------------
 
@@ -183,8 +404,13 @@ def _declared_parameter(builder: DefinitionBuilder, expr: s.Expr) -> ir.Paramete
     return None
 
 
+def _operand_name(expr: s.Expr) -> str | None:
+    return expr.name if isinstance(expr, s.Var) else None
+
+
 def arithmetic(builder: DefinitionBuilder, expr: s.BinOp | s.Neg, name: str | None) -> Value:
-    """`A + B`, `A - B`, `A * B`, `A * 0.5`, `A / sqrt(k)`, `-A`."""
+    """`A + B`, `A - B`, `A * B`, `A / B`, `A * 0.5`, `A / sqrt(k)`, `A + 1e-5`, `1 - A`,
+    `1 / A`, `-A`."""
     ctx = builder.ctx
     if isinstance(expr, s.Neg):
         value = builder.single(expr.operand)
@@ -192,37 +418,22 @@ def arithmetic(builder: DefinitionBuilder, expr: s.BinOp | s.Neg, name: str | No
         negation = ir.ElementwiseOp(function="neg")
         return builder.broadcast(negation, [(value, ())], [(value.array, (), name)],
                                  expr.span)[0]
+    at = expr.op_span or expr.span
     left_scalar, right_scalar = _is_scalar(builder, expr.left), _is_scalar(builder, expr.right)
     if left_scalar and right_scalar:
         raise ctx.error("E207", "a constant alone is not an array", expr.span)
-    if expr.op in ("*", "/") and (left_scalar or right_scalar):
-        if expr.op == "/" and left_scalar:
-            raise ctx.error("E307", "dividing a constant by an array is not an operator of ncd",
-                            expr.span, hint="use an elementwise function or multiply")
-        array_expr, scalar_expr = (expr.right, expr.left) if left_scalar else (expr.left,
-                                                                              expr.right)
-        factor, text = scalar(builder, scalar_expr)
-        if expr.op == "/":
-            if factor == 0:
-                raise ctx.error("E309", "division by zero", scalar_expr.span)
-            factor, text = 1.0 / factor, f"1/{text}"
-        value = builder.single(array_expr)
-        builder.require_reals(value, array_expr.span, "scaling")
-        scaling = ir.ScaleOp(factor=factor, text=text)
-        return builder.broadcast(scaling, [(value, ())], [(value.array, (), name)],
-                                 expr.span)[0]
-    if left_scalar or right_scalar:
-        raise ctx.error("E307", f"`{expr.op}` between an array and a constant is not an "
-                        "operator of ncd", expr.span,
-                        hint="constants scale arrays with `*` and `/`")
     if expr.op == "//":
-        raise ctx.error("E307", "`//` is for sizes, not arrays", expr.span)
-    if expr.op == "/":
-        raise ctx.error("E307", "division of arrays is not an operator of ncd", expr.span,
-                        hint="multiply by an elementwise function of the divisor instead")
-    op: ir.Operator = ir.MultiplyOp() if expr.op == "*" else ir.AddOp()
-    what = {"*": "`*`", "+": "`+`", "-": "`-`"}[expr.op]
+        raise ctx.error("E307", "`//` is for sizes, not arrays", at,
+                        hint="divide arrays with `/`")
+    if expr.op == "*" or (expr.op == "/" and right_scalar):
+        if left_scalar or right_scalar:
+            return _scaled(builder, expr, left_scalar, name)
+    elif left_scalar or right_scalar:
+        return _with_constant(builder, expr, left_scalar, name)
+    what = f"`{expr.op}`"
+    names = [_operand_name(expr.left), _operand_name(expr.right)]
     if expr.op in ("+", "*"):
+        op: ir.Operator = ir.MultiplyOp() if expr.op == "*" else ir.AddOp()
         operands: list[tuple[Value, ir.Span]] = []
         params: list[tuple[ir.Parameter, ir.Span]] = []
         for side in (expr.left, expr.right):
@@ -232,15 +443,48 @@ def arithmetic(builder: DefinitionBuilder, expr: s.BinOp | s.Neg, name: str | No
             else:
                 operands.append((builder.single(side), side.span))
         if not operands:
-            raise ctx.error("E207", f"`{what[1:-1]}` of two parameters is not an array on a wire",
+            raise ctx.error("E207", f"`{expr.op}` of two parameters is not an array on a wire",
                             expr.span)
-        return combine(builder, op, operands, expr.span, name, what, params)
+        operand_names = [n for n, side in zip(names, (expr.left, expr.right), strict=True)
+                         if _declared_parameter(builder, side) is None]
+        return combine(builder, op, operands, expr.span, name, what, params, outer=expr.op,
+                       names=operand_names, at=at)
     left = builder.single(expr.left)
     right = builder.single(expr.right)
-    if expr.op == "-":
-        builder.require_reals(right, expr.right.span, "subtraction")
-        negated = builder.broadcast(ir.ElementwiseOp(function="neg"), [(right, ())],
-                                    [(right.array, (), None)], expr.right.span)[0]
-        right = negated
-    return combine(builder, op, [(left, expr.left.span), (right, expr.right.span)], expr.span,
-                   name, what)
+    sides = [(left, expr.left.span), (right, expr.right.span)]
+    if expr.op == "/":
+        return binary(builder, "divide", sides, expr.span, name, what, names, at=at)
+    builder.require_reals(right, expr.right.span, "subtraction")
+    builder.require_reals(left, expr.left.span, what)
+    including(builder, sides, at, what, outer="-", names=names)
+    negated = builder.broadcast(ir.ElementwiseOp(function="neg"), [(right, ())],
+                                [(right.array, (), None)], expr.right.span)[0]
+    return combine(builder, ir.AddOp(), [(left, expr.left.span), (negated, expr.right.span)],
+                   expr.span, name, what, at=at)
+
+
+def _scaled(builder: DefinitionBuilder, expr: s.BinOp, left_scalar: bool,
+            name: str | None) -> Value:
+    """`X * c`, `c * X`, `X / c`: a `ScaleOp`."""
+    array_expr, scalar_expr = (expr.right, expr.left) if left_scalar else (expr.left, expr.right)
+    factor, text = scalar(builder, scalar_expr)
+    if expr.op == "/":
+        if factor == 0:
+            raise builder.ctx.error("E309", "division by zero", scalar_expr.span)
+        factor, text = 1.0 / factor, f"1/{text}"
+    value = builder.single(array_expr)
+    builder.require_reals(value, array_expr.span, "scaling")
+    scaling = ir.ScaleOp(factor=factor, text=text)
+    return builder.broadcast(scaling, [(value, ())], [(value.array, (), name)], expr.span)[0]
+
+
+def _with_constant(builder: DefinitionBuilder, expr: s.BinOp, left_scalar: bool,
+                   name: str | None) -> Value:
+    """`X + c`, `c + X`, `X - c`, `c - X`, `c / X`: a `ConstantOp`."""
+    array_expr, scalar_expr = (expr.right, expr.left) if left_scalar else (expr.left, expr.right)
+    constant, text = scalar(builder, scalar_expr)
+    value = builder.single(array_expr)
+    builder.require_reals(value, array_expr.span, f"`{expr.op}` with a constant")
+    op = ir.ConstantOp(op="+" if expr.op == "+" else "-" if expr.op == "-" else "/",
+                       constant=constant, text=text, constant_first=left_scalar)
+    return builder.broadcast(op, [(value, ())], [(value.array, (), name)], expr.span)[0]

@@ -75,9 +75,10 @@ axes), a notched tag (renamed axes)."""
 Mark = Literal["plus", "odot"]
 """The mark where the wires of a junction meet: `+`, or a dot in a circle."""
 
-CaptionKind = Literal["plain", "math", "operator", "italic"]
+CaptionKind = Literal["plain", "math", "operator", "italic", "power"]
 """The diagram's kinds of text: upright text, a formula (`× 1/√|k|`), an operator letter
-in bold with an italic subscript (`L_q`), an italic mathematical letter (`σ`)."""
+in bold with an italic subscript (`L_q`), an italic mathematical letter (`σ`), upright text
+with a superscript (`(·)^0.5`)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class Caption:
     kind: CaptionKind
     text: str
     subscript: str | None = None
+    superscript: str | None = None
+    """The exponent of a `power` caption."""
 
 
 def no_caption(op: object, term: ir.Broadcasted) -> Caption | None:

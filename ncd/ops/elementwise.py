@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 def _elementwise_typing(function: ElementwiseFunction) -> TypingRule:
     def typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+        if function == "gelu" and call.items is not None:
+            raise option_error(builder, "`gelu` takes no options; its tanh approximation is "
+                               "the function `gelu_tanh`", call.items[0].span,
+                               hint="write `gelu_tanh(X)` (GPT-2's GELU)")
         value = unary(builder, call, f"`{function}`")
         return same_shape(builder, ir.ElementwiseOp(function=function), value, (), call, name)
 
@@ -56,7 +60,8 @@ def _elementwise_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ElementwiseOp
     function = FUNCTIONS[op.function]
     callee = emit.functional_call(function.torch) if function.functional else \
         f"torch.{function.torch}"
-    return [emit.finish(term, f"{callee}({expr})", labels,
+    options = f", {function.options}" if function.options else ""
+    return [emit.finish(term, f"{callee}({expr}{options})", labels,
                         comment=op.function, batched=inputs[0].batched, fallback=op.function)]
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 ElementwiseFunction = Literal["relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg",
-                              "sqrt", "abs", "square", "softplus"]
+                              "sqrt", "abs", "square", "softplus", "reciprocal", "rsqrt", "sin",
+                              "cos", "erf", "gelu_tanh"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Function:
     """The caption is a mathematical letter (`σ`), set in italic."""
     functional: bool = False
     """The function is in `torch.nn.functional` (`relu` for `F.relu`), not in `torch`."""
+    options: str = ""
+    """Keyword arguments of the PyTorch call, as source (`approximate="tanh"`)."""
 
 
 FUNCTIONS: dict[ElementwiseFunction, Function] = {
@@ -50,6 +53,13 @@ FUNCTIONS: dict[ElementwiseFunction, Function] = {
     "abs": Function("|x|", "|\u00b7|", "abs"),
     "square": Function("x²", "(\u00b7)\u00b2", "square"),
     "softplus": Function("log(1 + exp(x))", "softplus", "softplus", functional=True),
+    "reciprocal": Function("1 / x", "1/\u00b7", "reciprocal"),
+    "rsqrt": Function("1 / √x", "1/\u221a", "rsqrt"),
+    "sin": Function("sin(x)", "sin", "sin"),
+    "cos": Function("cos(x)", "cos", "cos"),
+    "erf": Function("the error function, 2/√π ∫₀ˣ exp(-t²) dt", "erf", "erf"),
+    "gelu_tanh": Function("GELU's tanh approximation, x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))",
+                          "GELU (tanh)", "gelu", functional=True, options='approximate="tanh"'),
 }
 
 if set(FUNCTIONS) != set(get_args(ElementwiseFunction)):  # loud at import, not when drawn
