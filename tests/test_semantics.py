@@ -483,3 +483,49 @@ def test_rounding_noise_that_a_normalisation_blows_up_is_not_a_finding() -> None
     assert report.compared == 1
     assert report.ill_conditioned > 0
     assert not report.findings, "\n".join(map(str, report.findings))
+
+
+# ------------------------------------------------------------------ arithmetic of issue 10
+
+
+def test_constants_quotients_extrema_and_where_by_their_definitions() -> None:
+    """The interpreter's formulas for `x + c`, `c - x`, `c / x`, `pow`, `X / N`, `maximum`,
+    `minimum` and `where` (broadcast by name), held to PyTorch's functions."""
+    X, N, Y = randn(3, 4), randn(3).abs() + 0.5, randn(4, 3, seed=1)
+    C = randn(3, 4, seed=2) > 0
+    text = """axis a = 3, b = 4, c = 4
+    def f(X: R[a, b], N: R[a], Y: R[b, a], C: B[a, b]) -> (R[a, b], R[a, b], R[a],
+            R[a, b], R[a, b], R[b, a], R[a, b], R[a, b], R[a, b, c]) {
+        Z[a, b, c] = X[a, b] - Y[c, a]
+        return X + 1e-5, 1 - X, 2 / N, pow[3](X), X / N, maximum(Y, N), minimum(X, Y),
+            where(C, X, N), Z
+    }
+    """
+    outputs = run(text, "f", [X, N, Y, C])
+    expected = (X + 1e-5, 1 - X, 2 / N, torch.pow(X, 3), X / N[:, None],
+                torch.maximum(Y, N[None, :]), torch.minimum(X, Y.T),
+                torch.where(C, X, N[:, None]), X[:, :, None] - Y.T[:, None, :])
+    for got, want in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(got, want, **CLOSE)
+
+
+def test_new_functions_by_their_definitions() -> None:
+    X = randn(5, 4) * 3
+    text = ("axis a = 5, b = 4\ndef f(X: R[a, b]) -> (R[a, b], R[a, b], R[a, b], R[a, b], "
+            "R[a, b], R[a, b]) {\n return reciprocal(X), rsqrt(abs(X)), sin(X), cos(X), erf(X), "
+            "gelu_tanh(X)\n}")
+    outputs = run(text, "f", [X])
+    expected = (torch.reciprocal(X), torch.rsqrt(X.abs()), torch.sin(X), torch.cos(X),
+                torch.erf(X), F.gelu(X, approximate="tanh"))
+    for got, want in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(got, want, **CLOSE)
+
+
+def test_maximum_and_minimum_keep_nan_as_torch_does() -> None:
+    X = torch.tensor([float("nan"), 1.0, 2.0], dtype=torch.float64)
+    Y = torch.tensor([0.0, float("nan"), 3.0], dtype=torch.float64)
+    text = "axis a = 3\ndef f(X: R[a], Y: R[a]) -> (R[a], R[a]) { return maximum(X, Y), " \
+           "minimum(X, Y) }"
+    high, low = run(text, "f", [X, Y])
+    torch.testing.assert_close(high, torch.maximum(X, Y), equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(low, torch.minimum(X, Y), equal_nan=True, rtol=0, atol=0)
