@@ -130,6 +130,10 @@ operators = st.one_of(
               axes=st.just(("x",))),
     st.builds(ir.CallOp, definition=names, instance=names),
     st.just(ir.AddOp()), st.just(ir.DropoutOp(p=0.1)),
+    st.builds(ir.ConstantOp, op=st.sampled_from(["+", "-", "/", "^"]), constant=floats,
+              text=st.text(max_size=5), constant_first=st.booleans()),
+    st.builds(ir.BinaryOp, function=st.sampled_from(["divide", "maximum", "minimum"])),
+    st.just(ir.WhereOp()),
 )
 leaf_terms = st.one_of(
     st.builds(ir.Identity, dom=st.lists(arrays, max_size=2).map(tuple),
