@@ -73,7 +73,8 @@ def combine(builder: DefinitionBuilder, op: ir.Operator, values: Sequence[tuple[
         builder.require_reals(value, value_span, what)
     # Parameters take part in the alignment of axes like any operand.
     stand_ins = [(Value(p.array, p.name, p_span), p_span) for p, p_span in params]
-    including(builder, [*values, *stand_ins], at or span, what, outer,
+    # (a parameter alone is not yet a term of a tensor equation: no equation to suggest)
+    including(builder, [*values, *stand_ins], at or span, what, None if params else outer,
               [*names, *[None] * (len(values) - len(names)), *(p.name for p, _ in params)])
     axes = builder.unify_axes([*values, *stand_ins], what)
     out = array(ir.REALS, axes)
