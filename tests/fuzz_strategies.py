@@ -134,6 +134,11 @@ class Body:
         self.lines.append(self.indent + line)
 
 
+def union(*arrays: Array) -> Axes:
+    """The axes of an entrywise operation's result: in the order first seen."""
+    return tuple(dict.fromkeys(a for array in arrays for a in array.axes))
+
+
 def replace(axes: Axes, old: Sequence[str], new: Sequence[str]) -> Axes:
     """`axes` with `old` removed and `new` put where the first of `old` stood (the order the
     elaborator gives the results of `linear`, `reshape`, `concat` and `split`)."""
@@ -403,7 +408,8 @@ class ProgramGenerator:
             condition = choice(self.c, conditions)
             y = choice(self.c, [*others, x])
             first, second = (x, y) if self.c.chance(0.5) else (y, x)
-            self.bind(body, f"where({condition.name}, {first.name}, {second.name})", x.axes)
+            self.bind(body, f"where({condition.name}, {first.name}, {second.name})",
+                      union(first, second))
         elif form in (0, 5, 6, 10) or not others:
             scalar = choice(self.c, ("2", "0.5", "1e-3", "3.25", ".5"))
             op = choice(self.c, ("*", "/"))
@@ -422,11 +428,11 @@ class ProgramGenerator:
                 divided = divisor.format(denominator.name)
                 self.bind(body, choice(self.c, (f"{numerator.name} / ({divided})",
                                                 f"divide({numerator.name}, {divided})")),
-                          x.axes)
+                          union(numerator, denominator))
             elif form == 8:
                 function = choice(self.c, ("maximum", "minimum"))
                 first, second = (x, y) if self.c.chance(0.5) else (y, x)
-                self.bind(body, f"{function}({first.name}, {second.name})", x.axes)
+                self.bind(body, f"{function}({first.name}, {second.name})", union(first, second))
             elif form == 9:
                 self.outer_sum(body, x)
             else:

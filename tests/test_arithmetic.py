@@ -302,3 +302,15 @@ def test_the_formatter_keeps_the_new_constructs() -> None:
     assert "    Z[x, m] = A[x, m] + N[x]\n" in formatted
     assert format_source(formatted) == formatted
     assert ok(formatted).definition("f").body.cod == ok(text).definition("f").body.cod
+
+
+def test_the_result_axes_are_in_the_order_first_seen() -> None:
+    """As for `+` and `*`; `where` takes its order from X and Y before the condition."""
+    program = ok(AXES + """
+def f(X: R[x, m], B: R[m], C: B[m, x]) -> (R[x, m], R[x, m], R[x, m], R[x, m]) {
+    return B / X, maximum(X, B), where(C, B, X), B + X
+}
+""")
+    outputs = [t.outputs[0].array.names for t in ir.walk(program.definition("f").body)
+               if isinstance(t, ir.Broadcasted) and t.op.kind in ("binary", "where", "add")]
+    assert sorted(outputs) == sorted([("m", "x"), ("x", "m"), ("m", "x"), ("m", "x")])

@@ -232,12 +232,12 @@ CONSTANT = declare(Declaration(
 def binary(builder: DefinitionBuilder, function: ir.BinaryFunction,
            operands: Sequence[tuple[Value, ir.Span]], span: ir.Span, name: str | None,
            what: str, names: Sequence[str | None] = (), at: ir.Span | None = None) -> Value:
-    """An entrywise function of two arrays; the result has the axes of the one whose axes
-    include the other's."""
+    """An entrywise function of two arrays, one of whose axes include the other's; the
+    result's axes are in the order they are first seen, as for `+` and `*`."""
     for value, value_span in operands:
         builder.require_reals(value, value_span, what)
-    widest = including(builder, operands, at or span, what, None, names)
-    out = array(ir.REALS, list(operands[widest][0].array.shape.axes))
+    including(builder, operands, at or span, what, None, names)
+    out = array(ir.REALS, builder.unify_axes(operands, what))
     return builder.broadcast(ir.BinaryOp(function=function), [(v, ()) for v, _ in operands],
                              [(out, (), name)], span)[0]
 
@@ -307,9 +307,10 @@ def _where_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) ->
             hint="`where(C, X, Y)` takes the entry of X where C is true, else the entry of Y")
     for value, value_span in choices:
         builder.require_reals(value, value_span, "`where`")
-    widest = including(builder, operands, call.span, "`where`", None,
-                       [_operand_name(a) for a in call.args])
-    out = array(ir.REALS, list(operands[widest][0].array.shape.axes))
+    including(builder, operands, call.span, "`where`", None,
+              [_operand_name(a) for a in call.args])
+    # The axes in the order they are first seen in X and Y, then in the condition.
+    out = array(ir.REALS, builder.unify_axes([*choices, operands[0]], "`where`"))
     return builder.broadcast(ir.WhereOp(), [(v, ()) for v, _ in operands], [(out, (), name)],
                              call.span)
 
