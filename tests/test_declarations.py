@@ -56,6 +56,9 @@ SOURCES: dict[type[ir.Node], str] = {
     ir.ReshapeOp: "def f(X: R[x, m]) -> R[x, h, k] { return reshape[m -> h k](X) }",
     ir.CallOp: "def g(X: R[m]) -> R[m] { return tanh(X) }\n"
                "def f(X: R[x, m]) -> R[x, m] { return g(X) }",
+    ir.ConstantOp: "def f(X: R[x, m]) -> R[x, m] { return 1 - pow[2](X + 1e-5) }",
+    ir.BinaryOp: "def f(X: R[x, m], N: R[x]) -> R[x, m] { return maximum(X, N) / N }",
+    ir.WhereOp: "def f(C: B[x, m], X: R[x, m], Y: R[m]) -> R[x, m] { return where(C, X, Y) }",
 }
 
 # Every term kind at once, in `f`.

@@ -245,6 +245,8 @@ def every_operator() -> list[ir.Operator]:
         ir.PadOp(input="x", output="xp", before=1, after=2),
         ir.ReshapeOp(inputs=("h", "k"), outputs=("m",)),
         ir.CallOp(definition="attention", instance="attention"),
+        ir.ConstantOp(op="-", constant=1.0, text="1", constant_first=True),
+        ir.BinaryOp(function="divide"), ir.WhereOp(),
     ]
 
 

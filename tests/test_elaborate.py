@@ -320,6 +320,32 @@ CELL = ("def cell(H: R[m], X: R[n]) -> (R[m], R[m]) {\n"
         "  Z = tanh(linear[m -> m](H, Wh) + linear[n -> m](X, Wx))\n  return Z, Z\n}\n")
 
 # name -> (definition source after the axes, check); the definition checked is `f`.
+def _check_pow(d: ir.Definition) -> None:
+    assert one(d, "constant").op == ir.ConstantOp(op="^", constant=2.0, text="2")
+
+
+def _check_constants(d: ir.Definition) -> None:
+    assert [t.op for t in broadcasts(d, "constant")] == [
+        ir.ConstantOp(op="+", constant=1e-5, text="1e-05"),
+        ir.ConstantOp(op="-", constant=1.0, text="1", constant_first=True)]
+
+
+def _binary_check(function: str) -> Callable[[ir.Definition], None]:
+    def check(d: ir.Definition) -> None:
+        term = one(d, "binary")
+        assert term.op == ir.BinaryOp(function=function)  # type: ignore[arg-type]
+        assert [p.array.names for p in term.inputs] == [("x", "m"), ("x",)]
+        assert term.outputs[0].array.names == ("x", "m")
+    return check
+
+
+def _check_where(d: ir.Definition) -> None:
+    term = one(d, "where")
+    assert [p.array.names for p in term.inputs] == [("x",), ("x", "m"), ("m",)]
+    assert term.inputs[0].array.dtype.kind == "B"
+    assert term.outputs[0].array.names == ("x", "m")
+
+
 OPERATOR_CASES: dict[str, list[tuple[str, Callable[[ir.Definition], None]]]] = {
     "linear": [
         ("def f(X: R[x, m]) -> R[x, h, k] { return linear[m -> h k](X, W) }", _check_linear),
@@ -372,6 +398,12 @@ OPERATOR_CASES: dict[str, list[tuple[str, Callable[[ir.Definition], None]]]] = {
                  _check_reshape)],
     "scan": [(CELL + "def f(H0: R[m], X: R[t, n]) -> (R[m], R[t, m]) { "
               "return scan[t](cell, H0, X) }", _check_scan)],
+    "pow": [("def f(X: R[x, m]) -> R[x, m] { return pow[2](X) }", _check_pow),
+            ("def f(X: R[x, m]) -> R[x, m] { return 1 - (X + 1e-5) }", _check_constants)],
+    **{function: [(f"def f(X: R[x, m], N: R[x]) -> R[x, m] {{ return {function}(X, N) }}",
+                   _binary_check(function))] for function in ("divide", "maximum", "minimum")},
+    "where": [("def f(C: B[x], X: R[x, m], Y: R[m]) -> R[x, m] { return where(C, X, Y) }",
+               _check_where)],
 }
 
 
@@ -398,6 +430,8 @@ EXAMPLE_SIGNATURES: dict[str, tuple[str, str]] = {
     "mask": ("S: R[x, y]", "R[x, y]"),
     "add": ("X: R[x, m], Y: R[x, m]", "R[x, m]"),
     "multiply": ("X: R[x, m], Y: R[x, m]", "R[x, m]"),
+    **{f: ("X: R[x, m], Y: R[x, m]", "R[x, m]") for f in ("divide", "maximum", "minimum")},
+    "where": ("C: B[x, m], X: R[x, m], Y: R[x, m]", "R[x, m]"),
     **{f: ("X: R[x, m]", "R[m]") for f in get_args(ir.ReduceFunction)},
     "concat": ("A: R[x, a], B: R[x, b]", "R[x, c]"),
     "split": ("X: R[x, c]", "(R[x, a], R[x, b])"),

@@ -545,7 +545,7 @@ def test_cli_check_and_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 1 and out == f"would reformat {messy}\n"
     assert run(["fmt", "--check", str(tidy)], capsys)[:2] == (0, "")
     code, out, err = run(["fmt", "--diff", str(messy)], capsys)
-    assert code == 0
+    assert code == 1  # as `ruff format --diff`: a file would change
     assert out.startswith(f"--- {messy}\n+++ {messy} (formatted)\n")
     assert "-axis m=8  # width\n" in out and "+axis m = 8  # width\n" in out
     assert err == f"would reformat {messy}\n"
@@ -579,8 +579,10 @@ def test_cli_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert code == 1 and out == "" and "error[E104]" in err
     code, _, err = run(["fmt", str(tmp_path / "missing.ncd")], capsys)
     assert code == 2 and "no such file" in err
-    code, _, err = run(["fmt", str(tmp_path)], capsys)
-    assert code == 2 and "is a folder" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(["fmt", str(empty)], capsys)
+    assert code == 2 and "no .ncd files in this folder" in err
 
 
 def test_the_documented_example() -> None:

@@ -135,7 +135,8 @@ def test_sizes_that_grow_by_squaring_are_refused(src: str) -> None:
 
 
 def test_squaring_sizes_inside_a_definition_is_refused() -> None:
-    body = "".join(f"    B{i} = rename[m{i} -> n{i}](A{i})\n    C{i} = A{i} * B{i}\n"
+    body = "".join(f"    B{i} = rename[m{i} -> n{i}](A{i})\n"
+                   f"    C{i}[m{i}, n{i}] = A{i}[m{i}] * B{i}[n{i}]\n"
                    f"    A{i + 1} = reshape[m{i} n{i} -> m{i + 1}](C{i})\n" for i in range(25))
     src = "axis m0 = 1000000000\ndef f(A0: R[m0]) -> R[m0] {\n" + body + "    return A0\n}\n"
     with bounded(10, 100):
