@@ -366,7 +366,9 @@ GALLERY_SIZES = {"attention": {"m": 8, "h": 2}, "conv1d": {"x": 12, "c": 3, "o":
 
 @pytest.mark.parametrize("model", sorted(GALLERY_SIZES))
 def test_gallery_modules_agree_with_the_interpreter(model: str) -> None:
-    assert sorted(GALLERY_SIZES) == sorted(p.stem for p in GALLERY.glob("*.ncd"))
+    # The architectures added later are compared in tests/test_gallery_models.py, which checks
+    # that the two lists together cover the gallery.
+    assert set(GALLERY_SIZES) <= {p.stem for p in GALLERY.glob("*.ncd")}
     program = ncd.load(GALLERY / f"{model}.ncd", sizes=GALLERY_SIZES[model]).ir
     for definition in program.definitions:
         report = compare_definition(program, definition.name, sizes=2)

@@ -1,0 +1,322 @@
+"""The gallery's architectures compute what PyTorch computes.
+
+Each model of `gallery/` is compiled at small sizes and held to an independent implementation
+written here with PyTorch's own modules and functions (`F.scaled_dot_product_attention`,
+`nn.MultiheadAttention`, `nn.GRU`, grouped `F.conv2d`, `F.avg_pool2d`, ...). The reference's
+weights, in PyTorch's layout, are copied into the compiled module (every parameter of the
+module is covered); on several input sizes the outputs must agree, and so must the gradients
+with respect to the inputs and to every parameter (float64). Each model is also held to the
+reference interpreter (`tests/differential.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from differential import compare_definition
+from test_semantics import GALLERY_SIZES
+from torch import nn
+
+import ncd
+
+GALLERY = Path(__file__).resolve().parent.parent / "gallery"
+DTYPE = torch.float64
+TOLERANCE = {"atol": 1e-9, "rtol": 1e-7}
+
+Tensors = tuple[torch.Tensor, ...]
+
+
+@dataclass
+class Copy:
+    """Parameter `name` of the compiled module is `to_ncd(source)`: a linear rearrangement of
+    the reference's tensor, so the module's gradient is `to_ncd` of the reference's."""
+
+    name: str
+    source: torch.Tensor
+    to_ncd: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+
+
+def randn(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, dtype=DTYPE)
+
+
+def leaf(*shape: int) -> torch.Tensor:
+    return randn(*shape).requires_grad_()
+
+
+def as_tuple(result: torch.Tensor | Tensors) -> Tensors:
+    return result if isinstance(result, tuple) else (result,)
+
+
+def holds_to_reference(model: str, sizes: dict[str, int], copies: Sequence[Copy],
+                       reference: Callable[..., torch.Tensor | Tensors],
+                       inputs: Sequence[Tensors]) -> None:
+    """Compile `model` with `sizes`, copy the weights, and compare outputs and gradients."""
+    module = ncd.load(GALLERY / f"{model}.ncd", sizes=sizes).to_torch().to(DTYPE)
+    named = dict(module.named_parameters())
+    assert sorted(named) == sorted(c.name for c in copies), "every parameter is copied"
+    with torch.no_grad():
+        for copy in copies:
+            target = named[copy.name]
+            value = copy.to_ncd(copy.source.detach())
+            assert value.shape == target.shape, (copy.name, value.shape, target.shape)
+            target.copy_(value)
+    for arguments in inputs:
+        mine = [a.clone().requires_grad_() for a in arguments]
+        theirs = [a.clone().requires_grad_() for a in arguments]
+        got, want = as_tuple(module(*mine)), as_tuple(reference(*theirs))
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, **TOLERANCE)
+        cotangents = [randn(*w.shape) for w in want]
+        module.zero_grad()
+        for copy in copies:
+            copy.source.grad = None
+        sum((g * c).sum() for g, c in zip(got, cotangents, strict=True)).backward()
+        sum((w * c).sum() for w, c in zip(want, cotangents, strict=True)).backward()
+        for m, t in zip(mine, theirs, strict=True):
+            torch.testing.assert_close(m.grad, t.grad, **TOLERANCE)
+        for copy in copies:
+            assert copy.source.grad is not None, f"{copy.name}: the reference does not use it"
+            torch.testing.assert_close(named[copy.name].grad, copy.to_ncd(copy.source.grad),
+                                       **TOLERANCE, msg=f"gradient of {copy.name}")
+
+
+def heads_in(weight: torch.Tensor, h: int) -> torch.Tensor:
+    """`nn.Linear`'s weight (h k, n) as a map `linear[n -> h k]`: R[n, h, k]."""
+    return weight.reshape(h, -1, weight.shape[-1]).permute(2, 0, 1)
+
+
+def heads_out(weight: torch.Tensor, h: int) -> torch.Tensor:
+    """`nn.Linear`'s weight (m, h k) as a map `linear[h k -> m]`: R[h, k, m]."""
+    return weight.reshape(weight.shape[0], h, -1).permute(1, 2, 0)
+
+
+def split_heads(X: torch.Tensor, h: int) -> torch.Tensor:
+    """(..., x, h k) -> (..., h, x, k), as `F.scaled_dot_product_attention` wants it."""
+    return X.unflatten(-1, (h, -1)).transpose(-3, -2)
+
+
+def merge_heads(X: torch.Tensor) -> torch.Tensor:
+    return X.transpose(-3, -2).flatten(-2)
+
+
+# ---------------------------------------------------------------------------- GPT-2 block
+
+
+def test_gpt2_block_is_a_gpt2_block() -> None:
+    m, h, f = 8, 2, 32
+    ln_1, ln_2 = (leaf(m), leaf(m)), (leaf(m), leaf(m))
+    c_attn = (leaf(3 * m, m), leaf(3 * m))  # GPT-2's one projection to queries, keys, values
+    c_proj = (leaf(m, m), leaf(m))
+    c_fc, mlp_proj = (leaf(f, m), leaf(f)), (leaf(m, f), leaf(m))
+
+    def gpt2_block(X: torch.Tensor) -> torch.Tensor:
+        H = F.layer_norm(X, (m,), *ln_1)
+        q, k, v = F.linear(H, *c_attn).split(m, dim=-1)
+        A = F.scaled_dot_product_attention(split_heads(q, h), split_heads(k, h),
+                                           split_heads(v, h), is_causal=True)
+        X = X + F.linear(merge_heads(A), *c_proj)
+        H = F.gelu(F.linear(F.layer_norm(X, (m,), *ln_2), *c_fc), approximate="tanh")
+        return X + F.linear(H, *mlp_proj)
+
+    def rows(part: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda t: t[part * m:(part + 1) * m]
+
+    attention = "causal_self_attention."
+    copies = [Copy("g_1", ln_1[0]), Copy("b_1", ln_1[1]), Copy("g_2", ln_2[0]),
+              Copy("b_2", ln_2[1]), Copy("mlp.W_fc", c_fc[0], lambda t: t.T),
+              Copy("mlp.b_fc", c_fc[1]), Copy("mlp.W_proj", mlp_proj[0], lambda t: t.T),
+              Copy("mlp.b_proj", mlp_proj[1]),
+              Copy(attention + "W_o", c_proj[0], lambda t: heads_out(t, h)),
+              Copy(attention + "b_o", c_proj[1])]
+    for part, name in enumerate("qkv"):
+        copies.append(Copy(f"{attention}W_{name}", c_attn[0],
+                           lambda t, r=rows(part): heads_in(r(t), h)))
+        copies.append(Copy(f"{attention}b_{name}", c_attn[1],
+                           lambda t, r=rows(part): r(t).reshape(h, -1)))
+    holds_to_reference("gpt2_block", {"m": m, "h": h}, copies, gpt2_block,
+                       [(randn(2, 5, m),), (randn(1, 1, m),), (randn(7, m),)])
+
+
+# ------------------------------------------------------------------------ MLP-Mixer block
+
+
+@pytest.mark.parametrize("s", [4, 3])
+def test_mlp_mixer_block_mixes_tokens_then_channels(s: int) -> None:
+    c, ds, dc = 6, 5, 7
+    norm_1, norm_2 = (leaf(c), leaf(c)), (leaf(c), leaf(c))
+    token = [(leaf(ds, s), leaf(ds)), (leaf(s, ds), leaf(s))]
+    channel = [(leaf(dc, c), leaf(dc)), (leaf(c, dc), leaf(c))]
+
+    def mixer(X: torch.Tensor) -> torch.Tensor:
+        U = F.layer_norm(X, (c,), *norm_1).transpose(-1, -2)  # (..., c, s)
+        U = F.linear(F.gelu(F.linear(U, *token[0])), *token[1])
+        X = X + U.transpose(-1, -2)
+        U = F.linear(F.gelu(F.linear(F.layer_norm(X, (c,), *norm_2), *channel[0])), *channel[1])
+        return X + U
+
+    def transposed(t: torch.Tensor) -> torch.Tensor:
+        return t.T
+
+    copies = [Copy("g_1", norm_1[0]), Copy("b_1", norm_1[1]), Copy("g_2", norm_2[0]),
+              Copy("b_2", norm_2[1])]
+    for number, (weight, bias) in enumerate([*token, *channel], start=1):
+        copies += [Copy(f"W_{number}", weight, transposed), Copy(f"b_w{number}", bias)]
+    holds_to_reference("mlp_mixer", {"s": s, "c": c, "ds": ds, "dc": dc}, copies, mixer,
+                       [(randn(2, s, c),), (randn(s, c),)])
+
+
+# ------------------------------------------------------------------------ cross-attention
+
+
+def test_cross_attention_is_multihead_attention_with_other_keys_and_values() -> None:
+    m, n, h = 8, 6, 2
+    attention = nn.MultiheadAttention(m, h, kdim=n, vdim=n, batch_first=True, dtype=DTYPE)
+    with torch.no_grad():
+        for parameter in attention.parameters():
+            parameter.copy_(randn(*parameter.shape))
+
+    def reference(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+        return attention(X, C, C, need_weights=False)[0]
+
+    bias = attention.in_proj_bias
+    assert bias is not None
+    copies = [Copy("W_q", attention.q_proj_weight, lambda t: heads_in(t, h)),
+              Copy("W_k", attention.k_proj_weight, lambda t: heads_in(t, h)),
+              Copy("W_v", attention.v_proj_weight, lambda t: heads_in(t, h)),
+              Copy("W_o", attention.out_proj.weight, lambda t: heads_out(t, h)),
+              Copy("b_o", attention.out_proj.bias)]
+    for part, name in enumerate("qkv"):
+        copies.append(Copy(f"b_{name}", bias,
+                           lambda t, p=part: t[p * m:(p + 1) * m].reshape(h, -1)))
+    holds_to_reference("cross_attention", {"m": m, "n": n, "h": h}, copies, reference,
+                       [(randn(2, 5, m), randn(2, 3, n)), (randn(1, 2, m), randn(1, 7, n))])
+
+
+# ------------------------------------------------------------------ sliding-window attention
+
+
+def test_sliding_window_attention_attends_to_a_band_of_four() -> None:
+    m, h, window = 8, 2, 4
+    W_q, W_k, W_v, W_o = (leaf(m, m) for _ in range(4))
+
+    def reference(X: torch.Tensor) -> torch.Tensor:
+        position = torch.arange(X.shape[-2])
+        query, key = position[:, None], position[None, :]
+        band = (key <= query) & (query - key < window)
+        heads = [split_heads(F.linear(X, W), h) for W in (W_q, W_k, W_v)]
+        A = F.scaled_dot_product_attention(*heads, attn_mask=band)
+        return F.linear(merge_heads(A), W_o)
+
+    copies = [Copy(f"W_{name}", W, lambda t: heads_in(t, h))
+              for name, W in zip("qkv", (W_q, W_k, W_v), strict=True)]
+    copies.append(Copy("W_o", W_o, lambda t: heads_out(t, h)))
+    holds_to_reference("sliding_window_attention", {"m": m, "h": h}, copies, reference,
+                       [(randn(2, 9, m),), (randn(1, 3, m),), (randn(6, m),)])
+
+
+# ------------------------------------------------------------------------------------ GRU
+
+
+def test_gru_by_scan_is_nn_gru() -> None:
+    i, n = 3, 4
+    gru = nn.GRU(i, n, dtype=DTYPE)
+    with torch.no_grad():
+        for parameter in gru.parameters():
+            parameter.copy_(randn(*parameter.shape))
+
+    def reference(X: torch.Tensor, H0: torch.Tensor) -> Tensors:
+        Y, last = gru(X, H0[None])
+        return Y, last[0]
+
+    def gates(t: torch.Tensor) -> torch.Tensor:  # rows r, z, n of (3 n, width)
+        return t.reshape(3, n, -1).permute(2, 0, 1)
+
+    copies = [Copy("gru_cell.W_ih", gru.weight_ih_l0, gates),
+              Copy("gru_cell.W_hh", gru.weight_hh_l0, gates),
+              Copy("gru_cell.b_ih", gru.bias_ih_l0, lambda t: t.reshape(3, n)),
+              Copy("gru_cell.b_hh", gru.bias_hh_l0, lambda t: t.reshape(3, n))]
+    holds_to_reference("gru", {"i": i, "n": n}, copies, reference,
+                       [(randn(5, 2, i), randn(2, n)), (randn(2, 3, i), randn(3, n)),
+                        (randn(1, 1, i), randn(1, n))])
+
+
+# --------------------------------------------------------------- depthwise-separable conv
+
+
+def test_depthwise_separable_convolution_is_a_grouped_then_pointwise_conv2d() -> None:
+    c, o = 3, 4
+    depthwise, pointwise = nn.Conv2d(c, c, 3, groups=c, dtype=DTYPE), nn.Conv2d(c, o, 1,
+                                                                                  dtype=DTYPE)
+    with torch.no_grad():
+        for parameter in [*depthwise.parameters(), *pointwise.parameters()]:
+            parameter.copy_(randn(*parameter.shape))
+
+    def reference(X: torch.Tensor) -> torch.Tensor:
+        return pointwise(depthwise(X))
+
+    assert depthwise.bias is not None and pointwise.bias is not None
+    copies = [Copy("K", depthwise.weight, lambda t: t[:, 0]), Copy("b_d", depthwise.bias),
+              Copy("W_p", pointwise.weight, lambda t: t[:, :, 0, 0].T),
+              Copy("b_p", pointwise.bias)]
+    holds_to_reference("depthwise_separable", {"c": c, "o": o}, copies, reference,
+                       [(randn(2, c, 6, 7),), (randn(1, c, 3, 5),)])
+
+
+# ---------------------------------------------------------------------------------- LeNet-5
+
+
+def test_lenet5_is_lenet5() -> None:
+    c1, c3, c5, f6, n = 2, 3, 4, 5, 3
+    conv_1, conv_3 = (leaf(c1, 1, 5, 5), leaf(c1)), (leaf(c3, c1, 5, 5), leaf(c3))
+    conv_5 = (leaf(c5, c3, 5, 5), leaf(c5))
+    full_6, output = (leaf(f6, c5), leaf(f6)), (leaf(n, f6), leaf(n))
+
+    def reference(X: torch.Tensor) -> torch.Tensor:
+        A = F.avg_pool2d(torch.tanh(F.conv2d(X[:, None], *conv_1)), 2)
+        A = F.avg_pool2d(torch.tanh(F.conv2d(A, *conv_3)), 2)
+        A = torch.tanh(F.conv2d(A, *conv_5)).flatten(1)  # (b, 120, 1, 1) -> (b, 120)
+        return F.linear(torch.tanh(F.linear(A, *full_6)), *output)
+
+    copies = [Copy("W_c1", conv_1[0], lambda t: t[:, 0]), Copy("b_c1", conv_1[1]),
+              Copy("W_c3", conv_3[0]), Copy("b_c3", conv_3[1]),
+              Copy("W_c5", conv_5[0]), Copy("b_c5", conv_5[1]),
+              Copy("W_f6", full_6[0], lambda t: t.T), Copy("b_f6", full_6[1]),
+              Copy("W_out", output[0], lambda t: t.T), Copy("b_out", output[1])]
+    holds_to_reference("lenet5", {"c1": c1, "c3": c3, "c5": c5, "f6": f6, "n": n}, copies,
+                       reference, [(randn(2, 32, 32),), (randn(3, 32, 32),)])
+
+
+# ------------------------------------------------------------- against the interpreter
+
+INTERPRETER_SIZES = {
+    "gpt2_block": {"m": 4, "h": 2},
+    "mlp_mixer": {"s": 3, "c": 4, "ds": 2, "dc": 5},
+    "cross_attention": {"m": 4, "n": 3, "h": 2},
+    "sliding_window_attention": {"m": 4, "h": 2},
+    "gru": {"i": 2, "n": 3},
+    "depthwise_separable": {"c": 2, "o": 3},
+    # LeNet-5 with 2 × 2 windows on an 11 × 11 image: the same layers, far less work
+    "lenet5": {"c1": 1, "c3": 2, "c5": 2, "f6": 2, "n": 2, "x": 11, "y": 11, "u": 2, "v": 2},
+}
+
+
+@pytest.mark.parametrize("model", sorted(INTERPRETER_SIZES))
+def test_gallery_model_agrees_with_the_interpreter(model: str) -> None:
+    program = ncd.load(GALLERY / f"{model}.ncd", sizes=INTERPRETER_SIZES[model]).ir
+    for definition in program.definitions:
+        report = compare_definition(program, definition.name, sizes=2)
+        assert report.skipped is None and report.compared >= 1, (definition.name, report)
+        assert not report.findings, "\n".join(map(str, report.findings))
+
+
+def test_every_gallery_model_is_held_to_the_interpreter() -> None:
+    """The models above and the first five (tests/test_semantics.py) are the whole gallery."""
+    assert not set(INTERPRETER_SIZES) & set(GALLERY_SIZES)
+    assert set(INTERPRETER_SIZES) | set(GALLERY_SIZES) == {p.stem for p in GALLERY.glob("*.ncd")}
