@@ -3,6 +3,7 @@ submodules, block copies) and the text of its class, around the `forward` the em
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
@@ -116,11 +117,17 @@ def nested_blocks(spec: ModuleSpec) -> list[ModuleSpec]:
     return ordered
 
 
-def docstring_literal(text: str) -> str:
-    """A one-line docstring in triple quotes when that is safe, else an escaped literal."""
+def docstring_literal(text: str, indent: str = "    ", width: int = 100) -> str:
+    """A docstring in triple quotes when that is safe, else an escaped literal. A docstring too
+    long for one line of `width` characters (at `indent`) is wrapped, its closing quotes on a
+    line of their own, as a formatter lays it out."""
     line = " ".join(text.split())
     if line and line.isprintable() and "\\" not in line and '"' not in line:
-        return f'"""{line}"""'
+        if len(indent) + len(line) + 6 <= width:
+            return f'"""{line}"""'
+        wrapped = textwrap.wrap(line, width - len(indent) - 3, break_long_words=False,
+                                break_on_hyphens=False)
+        return '"""' + f"\n{indent}".join(wrapped) + f'\n{indent}"""'
     return string_literal(line)
 
 

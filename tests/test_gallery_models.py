@@ -125,8 +125,8 @@ def test_gpt2_block_is_a_gpt2_block() -> None:
         H = F.gelu(F.linear(F.layer_norm(X, (m,), *ln_2), *c_fc), approximate="tanh")
         return X + F.linear(H, *mlp_proj)
 
-    def rows(part: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda t: t[part * m:(part + 1) * m]
+    def rows(t: torch.Tensor, part: int) -> torch.Tensor:
+        return t[part * m:(part + 1) * m]
 
     attention = "causal_self_attention."
     copies = [Copy("g_1", ln_1[0]), Copy("b_1", ln_1[1]), Copy("g_2", ln_2[0]),
@@ -137,9 +137,9 @@ def test_gpt2_block_is_a_gpt2_block() -> None:
               Copy(attention + "b_o", c_proj[1])]
     for part, name in enumerate("qkv"):
         copies.append(Copy(f"{attention}W_{name}", c_attn[0],
-                           lambda t, r=rows(part): heads_in(r(t), h)))
+                           lambda t, p=part: heads_in(rows(t, p), h)))
         copies.append(Copy(f"{attention}b_{name}", c_attn[1],
-                           lambda t, r=rows(part): r(t).reshape(h, -1)))
+                           lambda t, p=part: rows(t, p).reshape(h, -1)))
     holds_to_reference("gpt2_block", {"m": m, "h": h}, copies, gpt2_block,
                        [(randn(2, 5, m),), (randn(1, 1, m),), (randn(7, m),)])
 
