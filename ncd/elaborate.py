@@ -141,6 +141,9 @@ class DefinitionBuilder:
         self.steps: list[Step | BlockGroup] = []
         self.instances: dict[str, int] = {}
         self.generated: dict[str, int] = {}
+        # The wire each parameter read as data is put on, per list of steps (a block reads
+        # its parameters inside itself): every later use there shares it.
+        self.param_wires: dict[tuple[int, str], tuple[list[Step | BlockGroup], Value]] = {}
 
     # ---- names
     def fresh_name(self, base: str) -> str:
@@ -172,9 +175,7 @@ class DefinitionBuilder:
                 raise Reject(name)  # already reported where it was bound
             return value
         if name in self.params:
-            raise self.ctx.error("E207", f"`{name}` is a parameter, not an array on a wire", span,
-                                 hint="parameters are read by operators (`linear[m -> n](X, "
-                                 f"{name})`) and tensor equations")
+            return self.param_wire(self.params[name], span)
         if name in self.ctx.definitions:
             raise self.ctx.error("E207", f"`{name}` is a definition; call it: `{name}(...)`",
                                  span)
@@ -183,6 +184,24 @@ class DefinitionBuilder:
                              "bind it first with `=`, or add it to the definition's inputs")
 
     # ---- parameters
+    def param_wire(self, parameter: ir.Parameter, span: ir.Span) -> Value:
+        """The parameter put onto a wire (a `ParameterOp`), to be read as data; made once
+        per list of steps and shared by every later use there."""
+        key = (id(self.steps), parameter.name)
+        found = self.param_wires.get(key)
+        if found is not None and found[0] is self.steps:
+            return found[1]
+        degree = shape([])
+        value = Value(parameter.array, parameter.name, span)
+        term = ir.Broadcasted(
+            dom=(), cod=(parameter.array,), span=span, op=ir.ParameterOp(), degree=degree,
+            inputs=(), params=(port(parameter.array, parameter.array.names, degree,
+                                    parameter.name),),
+            outputs=(port(parameter.array, parameter.array.names, degree, parameter.name),))
+        self.add_step(term, [], [value])
+        self.param_wires[key] = (self.steps, value)
+        return value
+
     def parameter(self, ident: s.Ident, expected: ir.ArrayType | None, what: str) -> ir.Parameter:
         """A parameter named in an operator's argument list, declared here if it is new."""
         if ident.name in self.scope:

@@ -174,6 +174,14 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
                             f"{from_ir(axis.size)}", written.span if written else stmt.span,
                             hint="the window is larger than the array it reads")
     result_axes = [axes[name] for name in result_vars]
+    # A parameter read at other indices than its own axes, or in an equation that reads no
+    # array on a wire, is read as data: put on a wire (`ncd.ops.data`) and read like one.
+    only_params = all(operand.parameter is not None for operand in operands)
+    for index, operand in enumerate(operands):
+        if operand.parameter is not None and (only_params or not _is_plain(operand)):
+            operand = operands[index] = Operand(
+                operand.name, builder.param_wire(operand.parameter, operand.span), None,
+                operand.indices, operand.span)
 
     only = operands[0]
     if len(operands) == 1 and not summed and factor == 1.0 and only.value is not None and \
@@ -184,11 +192,6 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
     params: list[tuple[ir.Parameter, Sequence[str]]] = []
     for operand in operands:
         if operand.parameter is not None:
-            if not _is_plain(operand):
-                raise ctx.error(
-                    "E313", f"the parameter `{operand.name}` must be indexed by its own axis "
-                    f"names [{', '.join(operand.array.names)}]", operand.span,
-                    hint="name the indices after the parameter's axes")
             params.append((operand.parameter, [n for n in operand.array.names if n in summed]))
             continue
         assert operand.value is not None
@@ -199,9 +202,6 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
         inputs.append((value, [n for n in value.array.names if n in summed]))
     op = ir.EinsumOp(contracted=tuple(summed), scale=factor,
                      scale_text=factor_text or None)
-    if not inputs:
-        raise ctx.error("E313", "a tensor equation reads at least one array on a wire, not only "
-                        "parameters", stmt.value.span)
     out_array = array(ir.REALS, result_axes)
     for value, _ in inputs:
         builder.require_reals(value, stmt.value.span, "a tensor equation")

@@ -512,11 +512,19 @@ class CallOp(Node):
     generated module keeps under this name (e.g. `attention`, `attention_2`)."""
 
 
+class ParameterOp(Node):
+    """A learned parameter put onto a wire, to be read as data (`sigmoid(log_a)`, a class
+    token, learned queries): no inputs, one parameter port, one output that is the parameter.
+    It tiles over nothing, so the array never gains a batch axis."""
+
+    kind: Literal["parameter"] = "parameter"
+
+
 Operator = Annotated[
     Union[
         EinsumOp, LinearOp, EmbeddingOp, SoftmaxOp, NormOp, ElementwiseOp, ScaleOp, DropoutOp,
         AddOp, MultiplyOp, MaskOp, ReduceOp, ConcatOp, SplitOp, PadOp, RenameOp, ReshapeOp,
-        CallOp, ConstantOp, BinaryOp, WhereOp,
+        CallOp, ConstantOp, BinaryOp, WhereOp, ParameterOp,
     ],
     Field(discriminator="kind"),
 ]

@@ -21,6 +21,7 @@ from ncd.ops import (  # noqa: F401  (each module declares its operators as it i
     arithmetic,
     calls,
     contraction,
+    data,
     elementwise,
     masks,
     normalisation,

@@ -519,6 +519,8 @@ class Interpreter:
                 return [combine(tiles, out[0], BINARY[op.function])]
             case ir.WhereOp():
                 return [choose(tiles, out[0])]
+            case ir.ParameterOp():
+                return [params[0]]  # the parameter itself, as data on a wire
         assert_never(op)
 
     def product_sum(self, operands: list[Array], contracted: Sequence[str],

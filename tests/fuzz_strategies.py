@@ -152,7 +152,8 @@ class ProgramGenerator:
     """Writes one random valid program; `features` (see `ALL_FEATURES`) switch parts off."""
 
     ALL_FEATURES = frozenset({"blocks", "calls", "scan", "pointfree", "equations", "structure",
-                              "tricky_names", "docstrings", "comments", "symbolic"})
+                              "tricky_names", "docstrings", "comments", "symbolic",
+                              "param_data"})
 
     def __init__(self, chooser: Chooser, features: frozenset[str] = ALL_FEATURES, *,
                  max_definitions: int = 4,
@@ -340,7 +341,25 @@ class ProgramGenerator:
             makers += [self.call, self.call]
         if "scan" in self.features:
             makers.append(self.scan)
+        if "param_data" in self.features:
+            makers.append(self.param_data)
         choice(self.c, makers)(body)
+
+    def param_data(self, body: Body) -> None:
+        """A parameter read as data: put on a wire and read by any operator, or by a tensor
+        equation of parameters alone."""
+        x = self.source(body)
+        p_axes = subset(self.c, x.axes, 0, 2)
+        param = self.param_name(body)
+        init = choice(self.c, ("", " = normal(0, 0.5)", " = uniform(0.5, 1)", " = ones"))
+        body.emit(f"param {param}: R[{', '.join(p_axes)}]{init}")
+        read = f"{param}[{', '.join(p_axes)}]"
+        if p_axes and self.c.chance(0.25):
+            self.bind_equation(body, p_axes, [], f"{read} * 0.5")
+            return
+        exprs = [f"{x.name} * sigmoid({param})", f"maximum({x.name}, {param})",
+                 f"{x.name} / (1 + {param} * {param})", f"{x.name} - tanh({param})"]
+        self.bind(body, choice(self.c, exprs), x.axes)
 
     def source(self, body: Body) -> Array:
         """Mostly the latest array, sometimes an earlier one."""

@@ -30,7 +30,8 @@ ELEMENTWISE: tuple[str, ...] = get_args(ir.ElementwiseOp.model_fields["function"
 REDUCE: tuple[str, ...] = get_args(ir.ReduceOp.model_fields["function"].annotation)
 
 # Kinds that no operator name makes: other syntax does.
-MADE_BY_OTHER_SYNTAX = {ir.EinsumOp: "tensor equations", ir.CallOp: "calls of definitions"}
+MADE_BY_OTHER_SYNTAX = {ir.EinsumOp: "tensor equations", ir.CallOp: "calls of definitions",
+                        ir.ParameterOp: "a parameter named where an array is expected"}
 
 AXES = "axis x, y, t = 3, m = 4, h = 2, k = 2, a = 2, b = 3, c = 5, v = 7\n"
 
@@ -59,6 +60,7 @@ SOURCES: dict[type[ir.Node], str] = {
     ir.ConstantOp: "def f(X: R[x, m]) -> R[x, m] { return 1 - pow[2](X + 1e-5) }",
     ir.BinaryOp: "def f(X: R[x, m], N: R[x]) -> R[x, m] { return maximum(X, N) / N }",
     ir.WhereOp: "def f(C: B[x, m], X: R[x, m], Y: R[m]) -> R[x, m] { return where(C, X, Y) }",
+    ir.ParameterOp: "def f(X: R[x, m]) -> R[x, m] { param a: R[m]\n return X * sigmoid(a) }",
 }
 
 # Every term kind at once, in `f`.

@@ -72,8 +72,9 @@ CASES: list[Case] = [
     Case("E205_outside_root", "E205", "1:1", 'import "../outside.ncd"\n'),
     Case("E206_import_cycle", "E206", "1:1", 'import "a.ncd"\n',
          files={"a.ncd": 'import "b.ncd"\n', "b.ncd": 'import "a.ncd"\n'}),
-    Case("E207_parameter_as_wire", "E207", "5:12", AXES +
-         "def f(X: R[x, m]) -> R[m] {\n    param W: R[m]\n    return W\n}\n"),
+    Case("E207_wire_as_parameter", "E207", "5:30", AXES +
+         "def f(X: R[x, m]) -> R[x, m] {\n    Y = relu(X)\n    return linear[m -> m](X, Y)\n"
+         "}\n"),
     Case("E207_number_alone", "E207", "3:39", AXES +
          "def f(X: R[x, m]) -> R[x, m] { return 2 }\n"),
     # ---- types, sizes and alignment

@@ -73,8 +73,7 @@ def combine(builder: DefinitionBuilder, op: ir.Operator, values: Sequence[tuple[
         builder.require_reals(value, value_span, what)
     # Parameters take part in the alignment of axes like any operand.
     stand_ins = [(Value(p.array, p.name, p_span), p_span) for p, p_span in params]
-    # (a parameter alone is not yet a term of a tensor equation: no equation to suggest)
-    including(builder, [*values, *stand_ins], at or span, what, None if params else outer,
+    including(builder, [*values, *stand_ins], at or span, what, outer,
               [*names, *[None] * (len(values) - len(names)), *(p.name for p, _ in params)])
     axes = builder.unify_axes([*values, *stand_ins], what)
     out = array(ir.REALS, axes)
@@ -444,11 +443,11 @@ def arithmetic(builder: DefinitionBuilder, expr: s.BinOp | s.Neg, name: str | No
                 params.append((parameter, side.span))
             else:
                 operands.append((builder.single(side), side.span))
-        if not operands:
-            raise ctx.error("E207", f"`{expr.op}` of two parameters is not an array on a wire",
-                            expr.span)
         operand_names = [n for n, side in zip(names, (expr.left, expr.right), strict=True)
                          if _declared_parameter(builder, side) is None]
+        if not operands:  # two parameters: both read as data, on wires
+            operands = [(builder.param_wire(p, p_span), p_span) for p, p_span in params]
+            operand_names, params = [p.name for p, _ in params], []
         return combine(builder, op, operands, expr.span, name, what, params, outer=expr.op,
                        names=operand_names, at=at)
     left = builder.single(expr.left)

@@ -82,8 +82,9 @@ def expected_ports(term: ir.Broadcasted, options: RenderOptions) -> int:
     def side(ports: Sequence[ir.Port]) -> int:
         count = sum(len(p.targets) + dtype_shown(p.array) for p in ports)
         return count if count else 1  # a scalar operation: the datatype stub
-    total = side(term.inputs) + side(term.outputs)
-    if options.show_params:
+    # An operation of parameters alone (a parameter put on a wire) has no datatype stub in.
+    total = (side(term.inputs) if term.dom or not term.params else 0) + side(term.outputs)
+    if options.show_params and not isinstance(term.op, ir.ParameterOp):
         total += len(term.params)
     return total
 
@@ -207,14 +208,16 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         width = max(width, height * 0.9 if glyph.shape is not None else height)
     if cap_box is not None:
         width = max(width, cap_box.width + 16.0)
-    params = term.params if ctx.options.show_params else ()
+    # A parameter put on a wire is drawn as its own card: no parameter wire enters it.
+    params = term.params if ctx.options.show_params and not isinstance(
+        term.op, ir.ParameterOp) else ()
     param_labels = [Label.axis(p.name or "W") for p in params]
     param_slot = max((lab.measure(LABEL_SIZE).width + 8.0 for lab in param_labels),
                      default=0.0)
     width = max(width, param_slot * len(params))
 
     nb = len(band_rows)
-    stub_in = not body_left
+    stub_in = not body_left and (bool(term.dom) or not term.params)
     stub_out = not body_right
     inline = stub_in and stub_out and nb > 0 and not params
     if inline:

@@ -1,0 +1,42 @@
+"""Learned arrays read as data: a parameter put onto a wire (`ParameterOp`), so that any
+operator can read it (`sigmoid(log_a)`, a class token joined to a sequence, learned queries, a
+learned initial state of a `scan`). It has no surface of its own: naming a parameter where an
+array is expected makes one."""
+
+from __future__ import annotations
+
+from ncd import ir
+
+from .declaration import Box, Caption, Declaration, SizeValue, declare
+from .lowering import Emitter, Role, TensorCode
+
+
+def _parameter_caption(op: ir.ParameterOp, term: ir.Broadcasted) -> Caption:
+    name = term.params[0].name if term.params else None
+    return Caption("italic", name or "P")
+
+
+def _parameter_overview(op: ir.ParameterOp) -> tuple[str, str]:
+    return "parameter", "note"
+
+
+def _parameter_roles(op: ir.ParameterOp, term: ir.Broadcasted,
+                     value_of: SizeValue) -> tuple[Role, ...]:
+    """Read as data, a parameter starts standard normal (as a table of `nn.Embedding`): a
+    learned token, query or state, unless its `param` declaration names an initialiser."""
+    return tuple(Role("normal") for _ in term.params)
+
+
+def _parameter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ParameterOp,
+                     inputs: list[TensorCode]) -> list[TensorCode]:
+    (parameter,) = emit.parameters(term)
+    if parameter.names != term.cod[0].names:
+        raise emit.error(f"the parameter {parameter.code} is put on a wire of another layout")
+    return [TensorCode(parameter.code, term.cod[0], batched=False)]
+
+
+PARAMETER = declare(Declaration(
+    node=ir.ParameterOp, surfaces=(),
+    glyph=Box("card", _parameter_caption, caption_size=14.0, min_width=30.0, min_height=26.0,
+              caption_dx=0.06),
+    overview=_parameter_overview, roles=_parameter_roles, lower=_parameter_lower))
