@@ -26,6 +26,7 @@ from .declaration import (
     declare,
     no_parameters,
 )
+from .facts import Cost, CostSizes, entrywise, free, output_entries, per_output_entry
 from .lowering import Emitter, Label, Role, TensorCode, float_literal
 
 if TYPE_CHECKING:
@@ -116,12 +117,17 @@ def _add_lower(emit: Emitter, term: ir.Broadcasted, op: ir.AddOp,
                         comment="sum", batched=any(v.batched for v in inputs), fallback="total")]
 
 
+def _operands_less_one(op: object, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
+    """A sum or product of k arrays: k - 1 operations per output entry."""
+    return Cost(flops=output_entries(sizes, term) * (len(term.inputs) + len(term.params) - 1))
+
+
 ADD = declare(Declaration(
     node=ir.AddOp,
     surfaces=(Surface("add", "entrywise sum; axes missing from an operand are broadcast",
                       "add(X, Y)", _add_typing),),
     glyph=Junction("plus"), overview=lambda op: ("+", "circle"), roles=_add_roles,
-    lower=_add_lower, commutative=True))
+    lower=_add_lower, commutative=True, cost=_operands_less_one, symmetry=entrywise))
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,7 +162,7 @@ MULTIPLY = declare(Declaration(
     surfaces=(Surface("multiply", "entrywise product; axes missing from an operand are "
                       "broadcast", "multiply(X, Y)", _multiply_typing),),
     glyph=Junction("odot"), overview=lambda op: ("×", "circle"), roles=_multiply_roles,
-    lower=_multiply_lower, commutative=True))
+    lower=_multiply_lower, commutative=True, cost=_operands_less_one, symmetry=entrywise))
 
 
 # ---------------------------------------------------------------------------------------
@@ -220,7 +226,8 @@ CONSTANT = declare(Declaration(
                       "make the same kind of operation)", "pow[2](X)", _pow_typing),),
     glyph=Box("plain_box", _constant_caption, caption_size=11.0, min_width=22.0,
               min_height=18.0),
-    overview=_constant_overview, roles=no_parameters, lower=_constant_lower))
+    overview=_constant_overview, roles=no_parameters, lower=_constant_lower,
+    cost=per_output_entry(1), symmetry=entrywise))
 
 
 # ---------------------------------------------------------------------------------------
@@ -284,7 +291,7 @@ BINARY = declare(Declaration(
     glyph=Box("plain_box", lambda op, term: Caption("plain", _BINARY_CAPTIONS[op.function]),
               caption_size=11.0, min_width=22.0, min_height=18.0),
     overview=lambda op: (_BINARY_CAPTIONS[op.function], "box"), roles=no_parameters,
-    lower=_binary_lower))
+    lower=_binary_lower, cost=per_output_entry(1), symmetry=entrywise))
 
 
 # ---------------------------------------------------------------------------------------
@@ -330,7 +337,8 @@ WHERE = declare(Declaration(
                       "where(C, X, Y)", _where_typing),),
     glyph=Box("plain_box", lambda op, term: Caption("plain", "where"), caption_size=11.0,
               min_width=22.0, min_height=18.0),
-    overview=lambda op: ("where", "box"), roles=no_parameters, lower=_where_lower))
+    overview=lambda op: ("where", "box"), roles=no_parameters, lower=_where_lower,
+    cost=free, symmetry=entrywise))
 
 
 # ---------------------------------------------------------------------------------------

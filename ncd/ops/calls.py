@@ -15,6 +15,16 @@ from ncd.sizes import from_ir
 
 from .arguments import bracket_axes, option_error
 from .declaration import Box, Caption, Declaration, Surface, declare, declare_surface, no_parameters
+from .facts import (
+    Break,
+    Carried,
+    Carry,
+    Cost,
+    CostSizes,
+    SymmetryCalls,
+    Verdict,
+    degree_entries,
+)
 from .lowering import Emitter, Label, TensorCode, degree_label, target_label
 
 if TYPE_CHECKING:
@@ -160,10 +170,30 @@ def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
     return results
 
 
+def _call_cost(op: ir.CallOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
+    """The called definition's cost, once per element of the batch lift."""
+    return sizes.call(op.definition).times(degree_entries(sizes, term))
+
+
+def _call_symmetry(op: ir.CallOp, term: ir.Broadcasted, carried: Carried,
+                   calls: SymmetryCalls) -> Verdict:
+    """What the called definition does (target j of a port is the callee's axis j)."""
+    positions = [frozenset(j for j, name in enumerate(port.targets) if name in axes)
+                 for port, axes in zip(term.inputs, carried.inputs, strict=True)]
+    if not any(positions):
+        return Carry(tuple(frozenset() for _ in term.outputs))
+    result = calls.call(op.definition, positions)
+    if isinstance(result, Break):
+        return Break(f"in {op.definition}: {result.reason}")
+    return Carry(tuple(frozenset(port.targets[j] for j in kept)
+                       for port, kept in zip(term.outputs, result, strict=True)))
+
+
 CALL = declare(Declaration(
     node=ir.CallOp, surfaces=(),
     glyph=Box("call_box", _call_caption, caption_size=12.0, min_width=30.0, min_height=26.0),
-    overview=_call_overview, roles=no_parameters, lower=_call_lower))
+    overview=_call_overview, roles=no_parameters, lower=_call_lower,
+    cost=_call_cost, symmetry=_call_symmetry))
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,6 +13,24 @@ from ncd.sizes import from_ir
 
 from .arguments import arguments, bracket_arrows, bracket_axes, option_error, reject_items
 from .declaration import Box, Caption, Cups, Declaration, SizeValue, Surface, declare
+from .facts import (
+    ZERO,
+    Break,
+    Carried,
+    Carry,
+    Cost,
+    CostSizes,
+    SymmetryCalls,
+    Verdict,
+    axis_list,
+    contraction,
+    degree_entries,
+    entries,
+    entrywise,
+    free,
+    output_entries,
+    target_axes,
+)
 from .lowering import (
     Emitter,
     Label,
@@ -99,9 +117,35 @@ def _einsum_lower(emit: Emitter, term: ir.Broadcasted, op: ir.EinsumOp,
                         batched=any(v.batched for v in inputs), fallback="product")]
 
 
+def _einsum_cost(op: ir.EinsumOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
+    cost = contraction(sizes, term, [*term.inputs, *term.params], bool(op.contracted))
+    if op.scale != 1.0:  # the product, then the scaled copy
+        outputs = output_entries(sizes, term)
+        cost = cost + Cost(ZERO, outputs, outputs)
+    return cost
+
+
+def _einsum_symmetry(op: ir.EinsumOp, term: ir.Broadcasted, carried: Carried,
+                     calls: SymmetryCalls) -> Verdict:
+    """A sum over an axis is invariant to permuting it when every operand that has the axis
+    is permuted alike; a learned operand (a weight per position) or an operand that is not
+    permuted breaks that."""
+    names = carried.any
+    for name in sorted(names):
+        for port in term.params:
+            if name in port.targets:
+                return Break(f"the contraction over {name} reads the parameter "
+                             f"{port.name or 'W'} at each position of {name}")
+        for port, axes in zip(term.inputs, carried.inputs, strict=True):
+            if name in port.targets and name not in axes:
+                return Break(f"the contraction over {name} pairs a permuted operand with "
+                             f"{port.name or 'an operand'}, which is not permuted")
+    return entrywise(op, term, carried, calls)
+
+
 EINSUM = declare(Declaration(
     node=ir.EinsumOp, surfaces=(), glyph=Cups(), overview=_einsum_overview,
-    roles=_einsum_roles, lower=_einsum_lower))
+    roles=_einsum_roles, lower=_einsum_lower, cost=_einsum_cost, symmetry=_einsum_symmetry))
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,6 +236,22 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                         batched=inputs[0].batched, fallback="linear")]
 
 
+def _linear_cost(op: ir.LinearOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
+    macs = degree_entries(sizes, term) * entries(sizes, target_axes(term.inputs[0])) * \
+        entries(sizes, [term.outputs[0].array.shape.axis(n) for n in op.outputs])
+    bias = output_entries(sizes, term) if op.bias else ZERO  # the product, then the sum
+    return Cost(macs, macs * 2 + bias, bias)
+
+
+def _linear_symmetry(op: ir.LinearOp, term: ir.Broadcasted, carried: Carried,
+                     calls: SymmetryCalls) -> Verdict:
+    if carried.any:
+        weight = term.params[0].name or "its weight"
+        return Break(f"the linear map over {axis_list(carried.any)} has a weight ({weight}) "
+                     "per position")
+    return Carry(tuple(frozenset() for _ in term.outputs))
+
+
 LINEAR = declare(Declaration(
     node=ir.LinearOp,
     surfaces=(Surface("linear", "a learned linear map from target axes to new axes; weight (and "
@@ -199,7 +259,8 @@ LINEAR = declare(Declaration(
                       _linear_typing),),
     glyph=Box("card", _linear_caption, caption_size=16.0, min_width=34.0, min_height=34.0,
               caption_dx=0.06),
-    overview=_linear_overview, roles=_linear_roles, lower=_linear_lower))
+    overview=_linear_overview, roles=_linear_roles, lower=_linear_lower,
+    cost=_linear_cost, symmetry=_linear_symmetry))
 
 
 # ---------------------------------------------------------------------------------------
@@ -284,4 +345,5 @@ EMBEDDING = declare(Declaration(
                       "embedding[v -> m](T, E)", _embedding_typing),),
     glyph=Box("card", _embedding_caption, caption_size=16.0, min_width=34.0, min_height=34.0,
               caption_dx=0.06),
-    overview=_embedding_overview, roles=_embedding_roles, lower=_embedding_lower))
+    overview=_embedding_overview, roles=_embedding_roles, lower=_embedding_lower,
+    cost=free, symmetry=entrywise))

@@ -13,9 +13,10 @@ A `Declaration[OpT]` binds one IR operator node type `OpT` to everything each st
 - `roles`: the default initialisation of each parameter it reads.
 - `lower`: the PyTorch source it compiles to (`ncd.ops.lowering`).
 - `commutative`: whether its inputs may come in any order (the wiring orders them).
-- `reverse`, `cost`, `symmetry`: named places for the facts that come next (the reverse
-  derivative, FLOPs and bytes, what it commutes with). No stage reads them yet; they are None
-  until one does, and get their types with it.
+- `cost`: its multiply-adds and FLOPs from the sizes of its degree and targets, and
+  `symmetry`: what it does to a permutation (or shift) of the axes it works on
+  (`ncd.ops.facts`; read by `ncd stats` and `ncd check --symmetry`).
+- `reverse`: a named place for the reverse derivative: no stage reads it yet.
 
 `declare` files a declaration under its node type (and its surfaces under their names). Import
 `ncd.operators` to read the tables: it imports every declaration module and checks that each
@@ -32,6 +33,7 @@ from ncd import ir
 from ncd import syntax as s
 from ncd.context import Value
 
+from .facts import Carried, Cost, CostSizes, SymmetryCalls, Verdict
 from .lowering import Emitter, Role, TensorCode
 
 if TYPE_CHECKING:
@@ -153,10 +155,13 @@ class Declaration(Generic[OpT]):
     so that the diagram needs no crossing before a residual `+`."""
     reverse: Hook | None = None
     """The reverse derivative (the backward term): not yet read by any stage."""
-    cost: Hook | None = None
-    """FLOPs and bytes moved, from the sizes: not yet read by any stage."""
-    symmetry: Hook | None = None
-    """What the operator commutes with (permutations of which axes): not yet read."""
+    cost: Callable[[OpT, ir.Broadcasted, CostSizes], Cost] | None = None
+    """Multiply-adds and FLOPs of the whole broadcasted operation, as polynomials in the sizes
+    (`ncd.ops.facts`: the conventions). Every declaration states one (the tests check)."""
+    symmetry: Callable[[OpT, ir.Broadcasted, Carried, SymmetryCalls], Verdict] | None = None
+    """What the operation does when its target axes carry a permutation or shift of an input
+    axis: carries it on (`Carry`) or breaks it (`Break`, with the reason). Every declaration
+    states one (the tests check)."""
 
 
 DECLARATIONS: dict[type[ir.Node], Declaration[Any]] = {}

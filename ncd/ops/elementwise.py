@@ -21,6 +21,7 @@ from .arguments import (
 )
 from .arithmetic import scalar
 from .declaration import Box, Caption, Declaration, Surface, TypingRule, declare, no_parameters
+from .facts import entrywise, per_output_entry
 from .functions import FUNCTIONS, ElementwiseFunction
 from .lowering import Emitter, TensorCode, float_literal
 
@@ -72,7 +73,8 @@ ELEMENTWISE = declare(Declaration(
                    for name, function in FUNCTIONS.items()),
     glyph=Box("plain_box", _elementwise_caption, caption_size=11.0, min_width=22.0,
               min_height=18.0),
-    overview=_elementwise_overview, roles=no_parameters, lower=_elementwise_lower))
+    overview=_elementwise_overview, roles=no_parameters, lower=_elementwise_lower,
+    cost=per_output_entry(1), symmetry=entrywise))
 
 
 # ---------------------------------------------------------------------------------------
@@ -112,7 +114,8 @@ SCALE = declare(Declaration(
     surfaces=(Surface("scale", "multiply every entry by a constant", "scale[0.5](X)",
                       _scale_typing),),
     glyph=Box("plain_box", _scale_caption, caption_size=11.0, min_width=22.0, min_height=18.0),
-    overview=_scale_overview, roles=no_parameters, lower=_scale_lower))
+    overview=_scale_overview, roles=no_parameters, lower=_scale_lower,
+    cost=per_output_entry(1), symmetry=entrywise))
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,4 +159,5 @@ DROPOUT = declare(Declaration(
                       "in eval)", "dropout[p=0.1](X)", _dropout_typing),),
     glyph=Box("plain_box", _dropout_caption, caption_size=11.0, min_width=22.0,
               min_height=18.0),
-    overview=_dropout_overview, roles=no_parameters, lower=_dropout_lower))
+    overview=_dropout_overview, roles=no_parameters, lower=_dropout_lower,
+    cost=per_output_entry(1), symmetry=entrywise))

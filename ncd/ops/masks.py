@@ -22,6 +22,7 @@ from .arguments import (
     same_shape,
 )
 from .declaration import Box, Declaration, Surface, declare, no_parameters
+from .facts import Break, Carried, SymmetryCalls, Verdict, axis_list, entrywise, free
 from .lowering import Emitter, Label, TensorCode, float_literal, target_label
 
 if TYPE_CHECKING:
@@ -197,6 +198,27 @@ def _mask_lower(emit: Emitter, term: ir.Broadcasted, op: ir.MaskOp,
                         fallback="masked")]
 
 
+def _mask_symmetry(op: ir.MaskOp, term: ir.Broadcasted, carried: Carried,
+                   calls: SymmetryCalls) -> Verdict:
+    """A condition on indices reads positions; a mask array is permuted with the scores when
+    it carries the same axes."""
+    names = carried.any
+    if op.by_array:
+        for name in sorted(names):
+            for port, axes in zip(term.inputs, carried.inputs, strict=True):
+                if name in port.targets and name not in axes:
+                    return Break(f"the mask array {port.name or ''} is not permuted along "
+                                 f"{name}".replace("  ", " "))
+        return entrywise(op, term, carried, calls)
+    for condition in op.conditions:
+        touched = {name for name, _ in condition.coefficients} & names
+        if touched:
+            what = "the causal mask" if op.causal else "the mask"
+            return Break(f"{what} keeps {condition.text}: it depends on the positions of "
+                         f"{axis_list(touched)}")
+    return entrywise(op, term, carried, calls)
+
+
 MASK = declare(Declaration(
     node=ir.MaskOp,
     surfaces=(
@@ -206,4 +228,5 @@ MASK = declare(Declaration(
                 "true); fill the rest", "mask[x >= y, fill=0](S)", _mask_typing),
     ),
     glyph=Box("mask_square", min_width=26.0, min_height=26.0, square=True),
-    overview=_mask_overview, roles=no_parameters, lower=_mask_lower))
+    overview=_mask_overview, roles=no_parameters, lower=_mask_lower,
+    cost=free, symmetry=_mask_symmetry))

@@ -12,6 +12,17 @@ from ncd.elision import listed
 
 from .arguments import arguments, bracket_axes, keywords, positive_option, reject_items, same_shape
 from .declaration import Box, Declaration, SizeValue, Surface, TypingRule, declare, no_parameters
+from .facts import (
+    Break,
+    Carried,
+    Cost,
+    CostSizes,
+    SymmetryCalls,
+    Verdict,
+    axis_list,
+    entrywise,
+    per_output_entry,
+)
 from .lowering import Emitter, Label, Role, TensorCode, float_literal, target_label
 
 if TYPE_CHECKING:
@@ -73,7 +84,8 @@ SOFTMAX = declare(Declaration(
                 "logsoftmax[y](S)", _softmax_typing(True)),
     ),
     glyph=Box("triangle_left", min_width=22.0, min_height=26.0, square=True),
-    overview=_softmax_overview, roles=no_parameters, lower=_softmax_lower))
+    overview=_softmax_overview, roles=no_parameters, lower=_softmax_lower,
+    cost=per_output_entry(5), symmetry=entrywise))
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,6 +155,22 @@ def _norm_lower(emit: Emitter, term: ir.Broadcasted, op: ir.NormOp,
                         batched=inputs[0].batched, fallback=op.norm)]
 
 
+def _norm_cost(op: ir.NormOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
+    per_entry = (5 if op.norm == "layernorm" else 3) + op.affine + op.bias
+    return per_output_entry(per_entry)(op, term, sizes)
+
+
+def _norm_symmetry(op: ir.NormOp, term: ir.Broadcasted, carried: Carried,
+                   calls: SymmetryCalls) -> Verdict:
+    """Normalising over a set of entries treats them alike; a gain or a bias per entry does
+    not."""
+    names = carried.any
+    if names and term.params:
+        return Break(f"the {op.norm} over {axis_list(names)} has a "
+                     f"{'gain' if op.affine else 'bias'} ({term.params[0].name}) per position")
+    return entrywise(op, term, carried, calls)
+
+
 NORM = declare(Declaration(
     node=ir.NormOp,
     surfaces=(
@@ -152,4 +180,5 @@ NORM = declare(Declaration(
                 "rmsnorm[m](X, g)", _norm_typing("rmsnorm")),
     ),
     glyph=Box("norm_circle", min_width=30.0, min_height=30.0, square=True),
-    overview=_norm_overview, roles=_norm_roles, lower=_norm_lower))
+    overview=_norm_overview, roles=_norm_roles, lower=_norm_lower,
+    cost=_norm_cost, symmetry=_norm_symmetry))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, assert_never, get_args
 
 from ncd import ir
 from ncd import syntax as s
@@ -12,6 +12,7 @@ from ncd.elision import listed
 
 from .arguments import arguments, bracket_axes, reject_items
 from .declaration import Box, Caption, Declaration, Surface, TypingRule, declare, no_parameters
+from .facts import Cost, CostSizes, entrywise, input_entries, output_entries
 from .lowering import Emitter, TensorCode, target_label
 
 if TYPE_CHECKING:
@@ -79,9 +80,25 @@ def _reduce_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ReduceOp,
                         batched=inputs[0].batched, fallback=op.function)]
 
 
+def _reduce_cost(op: ir.ReduceOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
+    """One operation per entry read; a mean divides each result, and logsumexp takes
+    max, subtract, exp and sum per entry read, log and add per result."""
+    read, results = input_entries(sizes, term), output_entries(sizes, term)
+    match op.function:
+        case "sum" | "max" | "min":
+            return Cost(flops=read)
+        case "mean":
+            return Cost(flops=read + results)
+        case "logsumexp":
+            return Cost(flops=read * 4 + results * 2)
+        case _:
+            assert_never(op.function)
+
+
 REDUCE = declare(Declaration(
     node=ir.ReduceOp,
     surfaces=tuple(Surface(function, reduction.summary, f"{function}[x](X)",
                            _reduce_typing(function)) for function, reduction in REDUCTIONS.items()),
     glyph=Box("plain_box", _reduce_caption, caption_size=13.0, min_width=24.0, min_height=22.0),
-    overview=_reduce_overview, roles=no_parameters, lower=_reduce_lower))
+    overview=_reduce_overview, roles=no_parameters, lower=_reduce_lower,
+    cost=_reduce_cost, symmetry=entrywise))

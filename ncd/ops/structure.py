@@ -21,6 +21,7 @@ from .arguments import (
     replace_axes,
 )
 from .declaration import Box, Caption, Declaration, Surface, declare, no_parameters
+from .facts import Carried, Carry, SymmetryCalls, Verdict, axis_list, free, positional, view
 from .lowering import Emitter, TensorCode, float_literal, target_label
 
 if TYPE_CHECKING:
@@ -92,7 +93,10 @@ CONCAT = declare(Declaration(
     surfaces=(Surface("concat", "join arrays end to end along one axis each",
                       "concat[a b -> c](A, B)", _concat_typing),),
     glyph=Box("funnel", min_width=16.0, min_height=22.0),
-    overview=_concat_overview, roles=no_parameters, lower=_concat_lower))
+    overview=_concat_overview, roles=no_parameters, lower=_concat_lower,
+    cost=free,
+    symmetry=positional(lambda op, term, names: f"concat joins arrays end to end along "
+                        f"{axis_list(names)}: the pieces keep their places")))
 
 
 # ---------------------------------------------------------------------------------------
@@ -161,7 +165,10 @@ SPLIT = declare(Declaration(
     surfaces=(Surface("split", "cut one axis into consecutive pieces, one array each",
                       "split[c -> a b](X)", _split_typing),),
     glyph=Box("fan", min_width=16.0, min_height=22.0),
-    overview=_split_overview, roles=no_parameters, lower=_split_lower))
+    overview=_split_overview, roles=no_parameters, lower=_split_lower,
+    cost=view,
+    symmetry=positional(lambda op, term, names: f"split cuts {axis_list(names)} into "
+                        "consecutive pieces by position")))
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,7 +239,10 @@ PAD = declare(Declaration(
     surfaces=(Surface("pad", "extend an axis with constant entries before and after it (zero "
                       "padding)", "pad[x -> xp, before=1, after=1](X)", _pad_typing),),
     glyph=Box("fan", _pad_caption, caption_size=10.0, min_width=30.0, min_height=22.0),
-    overview=_pad_overview, roles=no_parameters, lower=_pad_lower))
+    overview=_pad_overview, roles=no_parameters, lower=_pad_lower,
+    cost=free,
+    symmetry=positional(lambda op, term, names: f"pad adds entries at the ends of "
+                        f"{axis_list(names)}")))
 
 
 # ---------------------------------------------------------------------------------------
@@ -282,12 +292,21 @@ def _rename_lower(emit: Emitter, term: ir.Broadcasted, op: ir.RenameOp,
                         fallback="renamed")]
 
 
+def _rename_symmetry(op: ir.RenameOp, term: ir.Broadcasted, carried: Carried,
+                     calls: SymmetryCalls) -> Verdict:
+    """The entries stay where they are; the axes that carry the permutation change names."""
+    mapping = dict(op.mapping)
+    return Carry((frozenset(mapping.get(name, name) for name in carried.any),))
+
+
 RENAME = declare(Declaration(
     node=ir.RenameOp,
     surfaces=(Surface("rename", "give axes new names (sizes stay)", "rename[x -> y](X)",
                       _rename_typing),),
     glyph=Box("rename_tag", min_width=18.0, min_height=18.0),
-    overview=_rename_overview, roles=no_parameters, lower=_rename_lower))
+    overview=_rename_overview, roles=no_parameters, lower=_rename_lower,
+    cost=view,
+    symmetry=_rename_symmetry))
 
 
 # ---------------------------------------------------------------------------------------
@@ -366,4 +385,7 @@ RESHAPE = declare(Declaration(
     surfaces=(Surface("reshape", "merge axes into one (row-major) or split one into several",
                       "reshape[h k -> m](X)", _reshape_typing),),
     glyph=Box("chevron_box", min_width=20.0, min_height=22.0),
-    overview=_reshape_overview, roles=no_parameters, lower=_reshape_lower))
+    overview=_reshape_overview, roles=no_parameters, lower=_reshape_lower,
+    cost=view,
+    symmetry=positional(lambda op, term, names: f"reshape regroups {axis_list(names)} by "
+                        "position (row-major)")))
