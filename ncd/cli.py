@@ -1,4 +1,4 @@
-"""The `ncd` command line: check, ir, render, fmt, compile (and watch, site, lsp, declared in
+"""The `ncd` command line: check, ir, render, fmt, compile, stats (and watch, site, lsp, declared in
 modules of their own). `docs/cli.md` lists every command and option; it is generated from
 `build_parser()` by `python -m ncd.cli_reference`.
 
@@ -569,8 +569,21 @@ def command_check(args: argparse.Namespace) -> int:
     sizes = parse_size_overrides(args.define or [])
     inputs = expand_inputs(args.inputs)
 
+    if args.symmetry:
+        _take_definition(args)
+        if args.definition is not None and inputs.several:
+            raise UsageError(f"a definition ({args.definition}) can be chosen for one input "
+                             "file only")
+
     def work(file: str) -> None:
         program = _load(file, sizes, None)
+        if args.symmetry and not reporter.json:
+            from ncd.symmetry import report
+
+            names = [_definition(program, args.definition)] if args.definition else \
+                [d.name for d in program.definitions if d.name in _own_names(program)]
+            reporter.out("".join(report(program.ir, name) for name in names))
+            return
         if not args.quiet and not reporter.json:
             signatures = "".join(f"  {d.signature}\n" for d in program.definitions)
             count = len(program.names)
@@ -579,6 +592,47 @@ def command_check(args: argparse.Namespace) -> int:
 
     reporter.each(inputs, work, summary=True)
     return reporter.finish(always=True)
+
+
+def _own_names(program: Program) -> set[str]:
+    """The definitions a file makes itself (not those it imports)."""
+    source = program.ir.source
+    return {d.name for d in program.ir.definitions
+            if d.span is None or d.span.file == source} or set(program.names)
+
+
+def command_stats(args: argparse.Namespace) -> int:
+    from ncd.stats import StatsError, stats, table
+
+    _take_definition(args)
+    reporter = Reporter.of(args)
+    sizes = parse_size_overrides([*(args.define or []), *_size_list(args.sizes or [])])
+    inputs = expand_inputs(args.inputs)
+    if inputs.several and args.definition is not None:
+        raise UsageError(f"a definition ({args.definition}) can be chosen for one input file "
+                         "only")
+
+    def work(file: str) -> None:
+        program = _load(file, sizes, args.output)
+        name = _definition(program, args.definition)
+        try:
+            figures = stats(program.ir, name)
+        except StatsError as error:
+            raise UsageError(str(error)) from None
+        if args.json:
+            text = json.dumps({"file": _shown(file), **figures.to_json()}, indent=2,
+                              ensure_ascii=False) + "\n"
+        else:
+            text = table(figures)
+        _emit(text, args.output)
+
+    reporter.each(inputs, work, summary=inputs.several)
+    return reporter.finish()
+
+
+def _size_list(items: Sequence[str]) -> list[str]:
+    """`--sizes x=128,b=4` as the overrides `x=128`, `b=4`."""
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
 def command_ir(args: argparse.Namespace) -> int:
@@ -629,6 +683,9 @@ def _render_format(args: argparse.Namespace, several: bool) -> str:
                          + ", ".join(f".{f}" for f in RENDER_FORMATS)
                          + " (or say the format with -f)")
     fmt = fmt or "svg"
+    if args.overview and args.annotate != "none":
+        raise UsageError("--annotate draws figures on the diagram, not on the overview "
+                         "(--overview)")
     if args.overview and fmt == "tex":
         raise UsageError("the overview (--overview) is drawn as .svg, .png or .pdf, or written "
                          "as graphviz's .dot; not as .tex")
@@ -651,9 +708,20 @@ def _draw(args: argparse.Namespace, program: Program, name: str, fmt: str) -> st
             raise UsageError(str(error)) from None
     from ncd.renderers import RenderOptions, render_pdf, render_svg, render_tikz
 
+    notes: tuple[Any, ...] = ()
+    legend = None
+    if args.annotate == "cost":
+        from ncd.renderers.annotate import cost_notes
+        from ncd.stats import StatsError
+
+        try:
+            notes, legend = cost_notes(program.ir, name)
+        except StatsError as error:
+            raise UsageError(str(error)) from None
     options = RenderOptions(wire_labels=args.labels, collapse_depth=args.collapse,
                             theme=args.theme, text=args.text, expand_calls=args.expand,
-                            show_params=args.params, standalone=args.standalone)
+                            show_params=args.params, standalone=args.standalone,
+                            notes=notes, legend=legend)
     if fmt == "tex":
         return render_tikz(program.ir, name, options)
     if fmt == "pdf":
@@ -789,7 +857,7 @@ def _global_options(*, defaults: bool) -> argparse.ArgumentParser:
 
 
 # The commands whose arguments may come before, between and after their options.
-_INTERMIXED = ("check", "ir", "render", "fmt", "compile")
+_INTERMIXED = ("check", "ir", "render", "fmt", "compile", "stats")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -840,6 +908,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-D", "--define", action="append", metavar="AXIS=SIZE",
                        help="override the size of a declared axis (repeatable); the axis must "
                        "exist and the size be a positive integer")
+    check.add_argument("--symmetry", action="store_true",
+                       help="for each input axis of each definition (or of DEF), whether it "
+                       "is equivariant or invariant under permutations and shifts of that "
+                       "axis, or neither and the line that breaks it")
+    check.add_argument("--def", dest="definition", metavar="NAME",
+                       help="with --symmetry: the definition to certify (one input FILE); "
+                       "a last argument DEF says the same")
     check.add_argument("--format", "--diagnostics", dest="diagnostics",
                        choices=("text", "json"), default="text",
                        help="text (the default: diagnostics on standard error) or json (one "
@@ -882,6 +957,9 @@ def build_parser() -> argparse.ArgumentParser:
                              ".svg, .png, .pdf (or .dot, its DOT text)")
     render.add_argument("--standalone", action="store_true",
                         help="TikZ (.tex) as a complete LaTeX document, not a tikzpicture")
+    render.add_argument("--annotate", choices=("none", "cost"), default="none",
+                        help="cost: each box shows its FLOPs and output bytes and is shaded "
+                        "by its FLOPs (the figures of ncd stats), with a legend")
     loading(render)
     render.set_defaults(run=command_render)
 
@@ -898,6 +976,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print a diff instead of writing; exit 1 if a file is not formatted")
     loading(fmt, defines=False)
     fmt.set_defaults(run=command_fmt)
+
+    stats_cmd = commands.add_parser(
+        "stats", parents=[shared], help="parameters, FLOPs, memory of a definition",
+        description="Figures read off a definition (by default the last of the file): per "
+        "operation, per block and in total, parameters, multiply-adds and FLOPs, bytes of "
+        "each output, the largest intermediate, peak forward memory and arithmetic "
+        "intensity; polynomials in the sizes fixed at run time, with how each grows.")
+    inputs(stats_cmd, "+", definition=True)
+    output(stats_cmd, "the figures")
+    stats_cmd.add_argument("--json", action="store_true",
+                           help="the figures as JSON (each: text, value when the sizes are "
+                           "fixed, and the highest power of each symbol)")
+    stats_cmd.add_argument("--sizes", action="append", metavar="AXIS=SIZE,...",
+                           help="fix symbolic sizes (the same as -D, several at once)")
+    loading(stats_cmd)
+    stats_cmd.set_defaults(run=command_stats)
 
     compile_cmd = commands.add_parser(
         "compile", parents=[shared], help="generate a PyTorch module",

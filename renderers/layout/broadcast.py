@@ -11,7 +11,8 @@ from typing import assert_never
 
 from ncd import ir
 
-from ..geometry import LAYER_WIRE, Anchor, Box, Circle, Item, Path, PortPoint, Stroke
+from ..annotate import shaded
+from ..geometry import LAYER_WIRE, Anchor, Box, Circle, Item, Path, PortPoint, Rect, Stroke
 from ..glyphs import BoxGlyph, CupsGlyph, JunctionGlyph, glyph_of
 from ..text import Label
 from .context import Context
@@ -21,6 +22,8 @@ from .options import (
     INLINE_GAP,
     INLINE_HEIGHT,
     LABEL_SIZE,
+    NOTE_LINE,
+    NOTE_SIZE,
     PITCH,
     ROW_PAD,
     RenderOptions,
@@ -208,6 +211,10 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         width = max(width, height * 0.9 if glyph.shape is not None else height)
     if cap_box is not None:
         width = max(width, cap_box.width + 16.0)
+    note = ctx.options.note(term)
+    note_labels = [Label.plain(line) for line in note.lines] if note is not None else []
+    if note is not None:
+        theme = shaded(theme, note.level)
     # A parameter put on a wire is drawn as its own card: no parameter wire enters it.
     params = term.params if ctx.options.show_params and not isinstance(
         term.op, ir.ParameterOp) else ()
@@ -223,8 +230,14 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
     if inline:
         # A function of the datatype alone (elementwise, scale, dropout on an array with
         # axes): a small box on a short arrowed datatype wire tucked just under the array's
-        # bundle, which passes by above, so that it visibly acts on that array.
+        # bundle, which passes by above, so that it visibly acts on that array. (Too small
+        # for figures: only its shade shows them.)
         height = INLINE_HEIGHT
+        note_labels = []
+    elif note_labels:
+        widest = max(label.measure(NOTE_SIZE).width for label in note_labels)
+        width = max(width, widest + 10.0)
+        height += NOTE_LINE * len(note_labels)
     y0 = nb * PITCH if nb else 0.0
     box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
     if inline:
@@ -284,11 +297,18 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         ports.append(PortPoint(bx + width, centre, wire, "right"))
     if glyph.shape is not None:
         items.extend(glyph.shape(bx, box_top, width, height, theme))
+    text_centre = centre - NOTE_LINE * len(note_labels) / 2
     if caption is not None and cap_box is not None:
         cx = bx + width / 2 + glyph.caption_dx * width - cap_box.width / 2
-        baseline = centre + (cap_box.ascent - cap_box.descent) / 2
+        baseline = text_centre + (cap_box.ascent - cap_box.descent) / 2
         items.append(text_item(caption, cx, baseline, glyph.caption_size, theme.text,
                                owner=box_id, role="glyph"))
+    note_top = text_centre + (cap_box.height / 2 if cap_box is not None else 0.0) + 2.0
+    for number, label in enumerate(note_labels):
+        measured = label.measure(NOTE_SIZE)
+        items.append(text_item(label, bx + width / 2 - measured.width / 2,
+                               note_top + number * NOTE_LINE + measured.ascent, NOTE_SIZE,
+                               theme.text, owner=box_id, role="glyph"))
     # Parameters enter from below, each from a small open circle under its name.
     for i, label in enumerate(param_labels):
         px = bx + (i + 0.5) * width / len(params)
@@ -486,6 +506,19 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
         items.append(text_item(label, 6.0, last + PITCH * 0.45 + lb.ascent, LABEL_SIZE,
                                theme.text, role="caption"))
         core_w = max(core_w, lb.width + 12.0)
+    note = ctx.options.note(term)
+    if note is not None:
+        # No box to shade: a swatch of the shade, and the figures beside it, under the cups.
+        last = rows[-1][1] if rows else (band_rows[-1].y if band_rows else 0.0)
+        note_y = last + PITCH * (1.2 if scale_text else 0.45)
+        swatch = shaded(theme, note.level).box_fill
+        items.append(Rect(6.0, note_y, 8.0, 8.0, swatch, Stroke(theme.ink, 0.6)))
+        for number, line in enumerate(note.lines):
+            label = Label.plain(line)
+            measured = label.measure(NOTE_SIZE)
+            items.append(text_item(label, 18.0, note_y + number * NOTE_LINE + measured.ascent,
+                                   NOTE_SIZE, theme.text, role="caption"))
+            core_w = max(core_w, measured.width + 24.0)
     items[:0] = band_core_items(ctx, band_rows, core_w)
     core = Panel(core_w, core_left, list(band_rows), items, [], anchors).fit()
     in_map, out_map = core_maps(specs, right, in_band, out_band, body_in, {}, nb)

@@ -7,13 +7,14 @@ import itertools
 
 from ncd import ir
 
-from ..geometry import Diagram
+from ..annotate import LEVELS, Legend, shaded
+from ..geometry import Diagram, Item, Rect, Stroke
 from ..glyphs import THEMES
-from ..text import elide
+from ..text import Label, elide
 from .context import Context, size_environment
 from .extent import check_expansion
-from .options import LABEL_RAISE, MARGIN, RenderOptions
-from .panels import Panel, array_specs
+from .options import LABEL_RAISE, MARGIN, NOTE_LINE, NOTE_SIZE, RenderOptions
+from .panels import Panel, array_specs, text_item
 from .routing import assemble
 from .terms import layout
 
@@ -42,8 +43,35 @@ def layout_definition(program: ir.Program, name: str,
     dy = MARGIN - panel.top
     placed = panel.moved(0.0, dy)
     height = panel.bottom - panel.top + 2 * MARGIN
+    width = placed.width
+    items = list(placed.items)
+    if options.legend is not None:
+        legend_items, legend_width, legend_height = _legend(ctx, options.legend,
+                                                            height - MARGIN / 2)
+        items.extend(legend_items)
+        width = max(width, legend_width)
+        height += legend_height
     return Diagram(
-        width=round(placed.width, 2), height=round(height, 2),
-        background=ctx.theme.background, items=tuple(placed.items), boxes=tuple(placed.boxes),
+        width=round(width, 2), height=round(height, 2),
+        background=ctx.theme.background, items=tuple(items), boxes=tuple(placed.boxes),
         anchors=tuple(placed.anchors), title=elide(definition.name),
     )
+
+
+def _legend(ctx: Context, legend: Legend, top: float) -> tuple[list[Item], float, float]:
+    """The shades from light to dark, then the legend's lines, under the drawing."""
+    items: list[Item] = []
+    swatch = 10.0
+    for level in range(LEVELS):
+        items.append(Rect(MARGIN + level * (swatch + 2.0), top, swatch, swatch,
+                          shaded(ctx.theme, level).box_fill, Stroke(ctx.theme.ink, 0.6)))
+    width = MARGIN + LEVELS * (swatch + 2.0)
+    y = top + swatch + 4.0
+    for line in legend.lines:
+        label = Label.plain(line)
+        measured = label.measure(NOTE_SIZE + 1.0)
+        items.append(text_item(label, MARGIN, y + measured.ascent, NOTE_SIZE + 1.0,
+                               ctx.theme.text, role="caption"))
+        width = max(width, MARGIN + measured.width)
+        y += NOTE_LINE + 2.0
+    return items, width + MARGIN, y - top + MARGIN / 2

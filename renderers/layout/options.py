@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ncd import ir
+
+from ..annotate import BoxNote, Legend
 from ..glyphs import THEMES
 
 
@@ -26,6 +29,8 @@ class RenderOptions:
     - `show_params`: draw learned parameters as wires entering their boxes from below.
     - `standalone`: TikZ as a complete LaTeX document (`\\documentclass{standalone}`)
       rather than a `tikzpicture` to paste into one.
+    - `notes`, `legend`: figures drawn on the boxes and under the drawing (`--annotate cost`,
+      `renderers.annotate.cost_notes`).
     """
 
     wire_labels: Literal["names", "sizes", "both"] = "names"
@@ -35,6 +40,15 @@ class RenderOptions:
     text: Literal["paths", "text"] = "paths"
     show_params: bool = False
     standalone: bool = False
+    notes: tuple[BoxNote, ...] = ()
+    legend: Legend | None = None
+
+    def note(self, term: ir.Broadcasted) -> BoxNote | None:
+        """The figures to draw on an operation's box, if any."""
+        if not self.notes or term.span is None:
+            return None
+        key = (term.span.line, term.span.column, term.op.kind)
+        return next((note for note in self.notes if note.key == key), None)
 
     def __post_init__(self) -> None:
         if self.wire_labels not in ("names", "sizes", "both"):
@@ -50,6 +64,9 @@ class RenderOptions:
 PITCH = 22.0
 """Vertical distance between neighbouring wires: a label fits between them."""
 LABEL_SIZE = 11.0
+NOTE_SIZE = 8.0
+"""The figures drawn on a box (`--annotate cost`)."""
+NOTE_LINE = 10.0
 TITLE_SIZE = 12.0
 LABEL_RAISE = 4.5
 """Baseline of a wire label above its wire."""
