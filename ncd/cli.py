@@ -567,10 +567,11 @@ def _stdout_is_a_terminal() -> bool:
 def command_check(args: argparse.Namespace) -> int:
     reporter = Reporter.of(args, json_to_stdout=True)
     sizes = parse_size_overrides(args.define or [])
+    if args.symmetry:
+        _take_definition(args)
     inputs = expand_inputs(args.inputs)
 
     if args.symmetry:
-        _take_definition(args)
         if args.definition is not None and inputs.several:
             raise UsageError(f"a definition ({args.definition}) can be chosen for one input "
                              "file only")

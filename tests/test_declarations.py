@@ -23,6 +23,9 @@ from ncd.ops.functions import FUNCTIONS
 from ncd.ops.lowering import DefaultInit, Role
 from ncd.ops.reductions import REDUCTIONS
 from ncd.semantics import elementwise as interpret_elementwise
+from ncd.sizes import check_nonnegative
+from ncd.stats import stats
+from ncd.symmetry import symmetries
 
 OPERATOR_TYPES: tuple[type[ir.Node], ...] = get_args(get_args(ir.Operator)[0])
 TERM_TYPES: tuple[type[ir.Node], ...] = get_args(get_args(ir.Term)[0])
@@ -197,10 +200,28 @@ def test_lowering_and_drawing(node: type[ir.Node]) -> None:
     assert "digraph" in program_to_dot(program.ir, "f")
 
 
-def test_later_facts_are_named_and_not_yet_pretended() -> None:
-    """Reverse derivative, cost and symmetry have their places; no stage reads them yet."""
+@pytest.mark.parametrize("node", OPERATOR_TYPES, ids=kind)
+def test_cost_and_symmetry(node: type[ir.Node]) -> None:
+    """Its cost rule (multiply-adds and FLOPs from the sizes, read by `ncd stats`) and its
+    symmetry rule (read by `ncd check --symmetry`): stated, and reached by both analyses."""
+    declared: decl.Declaration[Any] = DECLARATIONS[node]
+    assert declared.cost is not None, f"{node.__name__} states no cost (ncd/ops/facts.py)"
+    assert declared.symmetry is not None, f"{node.__name__} states no symmetry rule"
+    program = ncd.load(AXES + SOURCES[node])
+    figures = stats(program.ir, "f")
+    made = [op for op in figures.operations if op.kind == kind(node)]
+    assert made, f"ncd stats lists no {kind(node)} operation"
+    for op in made:
+        for value in (op.macs, op.flops, op.output_bytes):
+            assert check_nonnegative(value).verdict == "holds"
+    assert {r.axis for r in symmetries(program.ir, "f")} == {
+        n for v in program.ir.definition("f").inputs for n in v.array.names}
+
+
+def test_the_reverse_derivative_is_named_and_not_yet_pretended() -> None:
+    """The reverse derivative has its place; no stage reads it yet."""
     for declared in DECLARATIONS.values():
-        assert declared.reverse is None and declared.cost is None and declared.symmetry is None
+        assert declared.reverse is None
 
 
 # ----------------------------------------------------------------------------- functions

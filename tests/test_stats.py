@@ -1,0 +1,235 @@
+"""`ncd stats`: the figures read off a definition, held to textbook formulas, to the compiled
+modules (parameters), to PyTorch's FLOP counter and to the memory a forward pass allocates."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+import ncd
+from ncd import ir
+from ncd.sizes import Size
+from ncd.stats import Stats, leading, maxima, polynomial_text, stats
+
+torch = pytest.importorskip("torch")
+
+from measure import counted_flops, peak_forward_bytes  # noqa: E402
+from test_compile_gallery import cases, example_inputs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+GALLERY = ROOT / "gallery"
+GPT2 = Path(__file__).resolve().parent / "models" / "gpt2_small.ncd"
+
+x, b, a, k, n = (Size.sym(name) for name in "xbakn")
+
+
+def figures(text: str, name: str = "f", sizes: dict[str, int] | None = None) -> Stats:
+    return stats(ncd.load(text, sizes=sizes).ir, name)
+
+
+# ----------------------------------------------------------------------------- textbook
+
+
+def test_a_matrix_product_costs_mnk_multiply_adds() -> None:
+    result = figures("axis a, k, n\n"
+                     "def f(X: R[a, k], Y: R[k, n]) -> R[a, n] {\n"
+                     "    Z[a, n] = sum(k) X[a, k] * Y[k, n]\n    return Z\n}")
+    assert result.macs == a * k * n
+    assert result.flops == a * k * n * 2
+    assert result.parameters == Size.const(0)
+    assert result.peak == (a * n * 4,)
+
+
+def test_a_learned_linear_map_with_bias() -> None:
+    result = figures("axis b\naxis m = 784, f = 512\n"
+                     "def f(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }")
+    assert result.parameters == Size.const(784 * 512 + 512)
+    assert result.macs == b * (784 * 512)
+    assert result.flops == b * (2 * 784 * 512 + 512)  # the bias: one addition per output
+
+
+def test_a_convolution_costs_the_textbook_formula() -> None:
+    """2 * batch * out channels * out length * in channels * window (stride and dilation
+    change the output length only)."""
+    source = (GALLERY / "conv1d.ncd").read_text()
+    result = figures(source, "conv1d")
+    batch, c_out, length, c_in, window = b, 32, (128 - 2 * (3 - 1) - 1) // 2 + 1, 16, 3
+    assert result.macs == batch * (c_out * length * c_in * window)
+    assert result.flops == batch * (2 * c_out * length * c_in * window + c_out * length)
+    assert result.parameters == Size.const(c_out * c_in * window)
+
+
+def test_attention_costs_the_textbook_formula() -> None:
+    """Four projections (4 x m^2 multiply-adds), scores and their weighted sum (x^2 m each);
+    softmax five FLOPs per score, the scale by 1/sqrt(k) one, the mask none."""
+    result = figures((GALLERY / "attention.ncd").read_text(), "attention")
+    m, h = 512, 8
+    assert result.macs == x * (4 * m * m) + x * x * (2 * m)
+    assert result.flops == x * (8 * m * m) + x * x * (4 * m) + x * x * (5 * h + h)
+    assert leading(result.flops) == {"x": 2}
+    assert polynomial_text(result.flops) == "2096*x^2 + 2097152*x"
+    scores = 4 * h * x * x  # bytes of S, mask, A
+    assert result.peak == (scores * 3 + x * m * 4 * 5,)
+    assert [name for name, _ in result.largest] == ["Q", "S"]  # which depends on x
+
+
+def test_sizes_fix_the_figures() -> None:
+    result = figures((GALLERY / "attention.ncd").read_text(), "attention", {"x": 128})
+    assert result.flops.value == 2096 * 128 ** 2 + 2097152 * 128
+    assert result.peak[0].value == (96 * 128 + 10240) * 128
+
+
+def test_maxima_keep_what_the_sizes_decide() -> None:
+    assert maxima([x * 3, x * 2 + 1, Size.const(7)]) == [x * 3, Size.const(7)]
+    assert maxima([Size.const(3), Size.const(9), Size.const(4)]) == [Size.const(9)]
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+@cache
+def module(path: Path, name: str, sizes: tuple[tuple[str, int], ...] = ()) -> torch.nn.Module:
+    return ncd.load(path, sizes=dict(sizes)).to_torch(name).eval()
+
+
+@pytest.mark.parametrize(("path", "name"), cases(), ids=lambda c: getattr(c, "stem", c))
+def test_parameters_equal_the_compiled_modules(path: Path, name: str) -> None:
+    counted = stats(ncd.load(path).ir, name).parameters
+    assert counted.value == sum(p.numel() for p in module(path, name).parameters())
+
+
+def test_gpt2_small_has_124439808_parameters_with_tied_embeddings() -> None:
+    program = ncd.load(GPT2)
+    result = stats(program.ir, "gpt2")
+    assert result.parameters.value == 124_439_808
+    table = program.ir.definition("gpt2").params
+    (embedding,) = [p for p in table if p.name == "E"]
+    assert [ir.size_value(axis.size) for axis in embedding.array.shape.axes] == [50257, 768]
+    # Untied, the output projection would be an array of its own: 50257 * 768 more.
+    assert result.parameters.value + 50257 * 768 == 163_037_184
+
+
+def test_gpt2_counts_equal_its_compiled_module_tied() -> None:
+    """At small sizes (the same file, sizes overridden), the module holds one table E that
+    the lookup and the logits both read, and as many numbers as the count says."""
+    sizes = (("v", 97), ("x", 8), ("m", 24), ("h", 4))
+    counted = stats(ncd.load(GPT2, sizes=dict(sizes)).ir, "gpt2").parameters.value
+    compiled = module(GPT2, "gpt2", sizes)
+    assert counted == sum(p.numel() for p in compiled.parameters())
+    assert counted == 97 * 24 + 8 * 24 + 12 * (
+        4 * (24 * 24 + 24) + 2 * 2 * 24 + (24 * 96 + 96) + (96 * 24 + 24)) + 2 * 24
+
+
+# ----------------------------------------------------------------------------- measurement
+
+# Sizes at which the gallery is measured: large enough that every figure matters.
+MEASURED = {
+    "attention": {"x": 64, "m": 128},
+    "transformer": {"x": 16, "m": 64},
+    "feedforward": {"x": 64, "m": 64},
+    "mlp": {"b": 64},
+    "conv1d": {"b": 8},
+    "lstm": {"t": 6, "b": 8},
+    "lstm_cell": {},
+}
+
+
+def measured_cases() -> list[tuple[Path, str]]:
+    return [(path, name) for path, name in cases() if name in MEASURED]
+
+
+def test_every_gallery_definition_is_measured() -> None:
+    assert {name for _, name in cases()} <= set(MEASURED)
+
+
+@pytest.mark.parametrize(("path", "name"), measured_cases(),
+                         ids=lambda c: getattr(c, "stem", c))
+def test_figures_agree_with_pytorch(path: Path, name: str) -> None:
+    """FlopCounterMode counts the matrix products (twice the multiply-adds, exactly) and not
+    the entrywise work, so all FLOPs agree within 5 %; the peak forward memory agrees with
+    the bytes the forward pass allocates within 20 %."""
+    sizes = tuple(sorted(MEASURED[name].items()))
+    program = ncd.load(path, sizes=dict(sizes))
+    result = stats(program.ir, name)
+    compiled = module(path, name, sizes)
+    inputs = example_inputs(program.ir.definition(name))
+    torch_flops = counted_flops(compiled, inputs)
+    assert result.macs.value is not None and result.flops.value is not None
+    assert 2 * result.macs.value == torch_flops
+    assert abs(result.flops.value - torch_flops) <= 0.05 * torch_flops
+    (peak,) = result.peak
+    assert peak.value is not None
+    measured = peak_forward_bytes(compiled, inputs)
+    assert abs(peak.value - measured) <= 0.2 * measured, (peak.value, measured)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from ncd.cli import main
+
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_stats_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "stats", str(GALLERY / "attention.ncd"))
+    assert status == 0
+    assert "S = contract k" in out and "1032*x^2" in out
+    assert "FLOPs                    2096*x^2 + 2097152*x   (grows as x^2)" in out
+
+
+def test_stats_json_with_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "stats", str(GALLERY / "attention.ncd"), "--json",
+                             "--sizes", "x=128")
+    assert status == 0
+    data = json.loads(out)
+    assert data["flops"]["value"] == 2096 * 128 ** 2 + 2097152 * 128
+    assert data["parameters"]["value"] == 1048576
+    assert [op["kind"] for op in data["operations"]][:3] == ["linear"] * 3
+    status, out, _ = run_cli(capsys, "stats", str(GALLERY / "attention.ncd"), "--json")
+    assert json.loads(out)["flops"]["leading"] == {"x": 2}
+
+
+def test_stats_of_a_named_definition_and_bad_sizes(capsys: pytest.CaptureFixture[str]
+                                                   ) -> None:
+    status, out, _ = run_cli(capsys, "stats", str(GALLERY / "transformer.ncd"), "feedforward")
+    assert status == 0 and out.startswith("feedforward")
+    status, _, err = run_cli(capsys, "stats", str(GALLERY / "mlp.ncd"), "--sizes", "b=0")
+    assert status == 2 and "positive integer" in err
+
+
+def test_render_annotate_cost(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "a.svg"
+    status, _, err = run_cli(capsys, "render", str(GALLERY / "attention.ncd"), "--annotate",
+                             "cost", "--text", "text", "-o", str(target))
+    assert status == 0, err
+    svg = target.read_text()
+    assert "524k·x FLOP" in svg and "1.03k·x² FLOP" in svg and "shade: FLOPs" in svg
+    plain = tmp_path / "b.svg"
+    run_cli(capsys, "render", str(GALLERY / "attention.ncd"), "--text", "text", "-o",
+            str(plain))
+    assert "FLOP" not in plain.read_text()
+    status, _, err = run_cli(capsys, "render", str(GALLERY / "attention.ncd"), "--annotate",
+                             "cost", "--overview", "-f", "dot")
+    assert status == 2 and "--annotate" in err
+
+
+@pytest.mark.parametrize("theme", ["light", "print"])
+def test_annotated_diagrams_are_valid(theme: str) -> None:
+    from ncd.renderers import RenderOptions, diagram
+    from ncd.renderers.annotate import cost_notes
+
+    for path in (GALLERY / "attention.ncd", GALLERY / "transformer.ncd",
+                 GALLERY / "conv1d.ncd"):
+        program = ncd.load(path)
+        name = program.main.name
+        notes, legend = cost_notes(program.ir, name)
+        drawn = diagram(program.ir, name, RenderOptions(notes=notes, legend=legend,
+                                                        theme=theme))
+        assert drawn.validate() == []
