@@ -233,3 +233,14 @@ def test_annotated_diagrams_are_valid(theme: str) -> None:
         drawn = diagram(program.ir, name, RenderOptions(notes=notes, legend=legend,
                                                         theme=theme))
         assert drawn.validate() == []
+
+
+def test_the_annotated_diagram_in_the_docs_is_current() -> None:
+    """docs/analysis.md shows `ncd render --annotate cost gallery/attention.ncd`."""
+    from ncd.renderers import RenderOptions, render_svg
+    from ncd.renderers.annotate import cost_notes
+
+    program = ncd.load(GALLERY / "attention.ncd")
+    notes, legend = cost_notes(program.ir, "attention")
+    drawn = render_svg(program.ir, "attention", RenderOptions(notes=notes, legend=legend))
+    assert drawn == (ROOT / "docs" / "attention-cost.svg").read_text()
