@@ -509,8 +509,9 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
     note = ctx.options.note(term)
     if note is not None:
         # No box to shade: a swatch of the shade, and the figures beside it, under the cups.
-        last = rows[-1][1] if rows else (band_rows[-1].y if band_rows else 0.0)
-        note_y = last + PITCH * (1.2 if scale_text else 0.45)
+        lowest = max([y for _, y, _ in rows] + [row.y for row in band_rows], default=0.0)
+        below_scale = bool(scale_text) and lowest <= (rows[-1][1] if rows else 0.0)
+        note_y = lowest + PITCH * (1.2 if below_scale else 0.45)
         swatch = shaded(theme, note.level).box_fill
         items.append(Rect(6.0, note_y, 8.0, 8.0, swatch, Stroke(theme.ink, 0.6)))
         for number, line in enumerate(note.lines):

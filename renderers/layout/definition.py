@@ -46,10 +46,9 @@ def layout_definition(program: ir.Program, name: str,
     width = placed.width
     items = list(placed.items)
     if options.legend is not None:
-        legend_items, legend_width, legend_height = _legend(ctx, options.legend,
-                                                            height - MARGIN / 2)
+        legend_items, legend_height = _legend(ctx, options.legend, height - MARGIN / 2,
+                                              width - 2 * MARGIN)
         items.extend(legend_items)
-        width = max(width, legend_width)
         height += legend_height
     return Diagram(
         width=round(width, 2), height=round(height, 2),
@@ -58,20 +57,32 @@ def layout_definition(program: ir.Program, name: str,
     )
 
 
-def _legend(ctx: Context, legend: Legend, top: float) -> tuple[list[Item], float, float]:
-    """The shades from light to dark, then the legend's lines, under the drawing."""
+def _legend(ctx: Context, legend: Legend, top: float, room: float
+            ) -> tuple[list[Item], float]:
+    """The shades from light to dark, then the legend's lines, under the drawing, each line
+    wrapped at spaces to the drawing's width (the diagram's wires end at its edges, so the
+    legend does not widen it)."""
     items: list[Item] = []
     swatch = 10.0
     for level in range(LEVELS):
         items.append(Rect(MARGIN + level * (swatch + 2.0), top, swatch, swatch,
                           shaded(ctx.theme, level).box_fill, Stroke(ctx.theme.ink, 0.6)))
-    width = MARGIN + LEVELS * (swatch + 2.0)
     y = top + swatch + 4.0
-    for line in legend.lines:
-        label = Label.plain(line)
-        measured = label.measure(NOTE_SIZE + 1.0)
-        items.append(text_item(label, MARGIN, y + measured.ascent, NOTE_SIZE + 1.0,
-                               ctx.theme.text, role="caption"))
-        width = max(width, MARGIN + measured.width)
-        y += NOTE_LINE + 2.0
-    return items, width + MARGIN, y - top + MARGIN / 2
+    size = NOTE_SIZE + 1.0
+    for text in legend.lines:
+        for line in _wrapped(text, room, size):
+            label = Label.plain(line)
+            items.append(text_item(label, MARGIN, y + label.measure(size).ascent, size,
+                                   ctx.theme.text, role="caption"))
+            y += NOTE_LINE + 2.0
+    return items, y - top + MARGIN / 2
+
+
+def _wrapped(text: str, room: float, size: float) -> list[str]:
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and Label.plain(f"{lines[-1]} {word}").measure(size).width <= room:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
