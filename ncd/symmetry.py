@@ -120,9 +120,9 @@ class _Analysis:
         if mode == "permutation":
             detail = f"permuting {axis} permutes {described} alike"
         elif windowed:
-            strides = sorted({stride for _, _, stride in carriers})
-            detail = (f"shifting {axis} by a multiple of {strides[0]} shifts {described}, up "
-                      "to the boundary")
+            step = max(stride for _, _, stride in carriers)
+            by = f" by a multiple of {step}" if step != 1 else ""
+            detail = f"shifting {axis}{by} shifts {described}, up to the boundary"
         else:
             detail = f"cyclically shifting {axis} shifts {described} alike"
         return Claim("equivariant", detail, None, carriers, windowed)

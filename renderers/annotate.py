@@ -51,14 +51,16 @@ def compact(value: Size) -> str:
     terms = sorted(value.terms, key=lambda t: (-sum(p for _, p in t[0]), t[0]))
     if not terms:
         return "0"
-    parts = []
-    for monomial, coefficient in terms[:2]:
+    text = ""
+    for index, (monomial, coefficient) in enumerate(terms[:2]):
         factors = "·".join(key + ("" if power == 1 else _superscript(power))
                            for key, power in monomial)
-        number = _si(coefficient)
-        parts.append(number if not factors else
-                     (factors if number == "1" else f"{number}·{factors}"))
-    text = " + ".join(parts)
+        number = _si(abs(coefficient))
+        part = number if not factors else (factors if number == "1" else f"{number}·{factors}")
+        if index == 0:
+            text = f"-{part}" if coefficient < 0 else part
+        else:
+            text += f" - {part}" if coefficient < 0 else f" + {part}"
     return text + (" + …" if len(terms) > 2 else "")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ncd import ir
 
 from .declaration import Box, Caption, Declaration, SizeValue, declare
+from .facts import entrywise, view
 from .lowering import Emitter, Role, TensorCode
 
 
@@ -39,4 +40,7 @@ PARAMETER = declare(Declaration(
     node=ir.ParameterOp, surfaces=(),
     glyph=Box("card", _parameter_caption, caption_size=14.0, min_width=30.0, min_height=26.0,
               caption_dx=0.06),
-    overview=_parameter_overview, roles=_parameter_roles, lower=_parameter_lower))
+    overview=_parameter_overview, roles=_parameter_roles, lower=_parameter_lower,
+    # No arithmetic and no new array (the output is the parameter itself); it carries no
+    # permutation of an input: an operation that meets it with a permuted array breaks.
+    cost=view, symmetry=entrywise))

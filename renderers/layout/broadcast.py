@@ -510,8 +510,10 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
     if note is not None:
         # No box to shade: a swatch of the shade, and the figures beside it, under the cups.
         lowest = max([y for _, y, _ in rows] + [row.y for row in band_rows], default=0.0)
-        below_scale = bool(scale_text) and lowest <= (rows[-1][1] if rows else 0.0)
-        note_y = lowest + PITCH * (1.2 if below_scale else 0.45)
+        note_y = lowest + PITCH * 0.45
+        if scale_text:  # under the scale's label
+            scale_at = rows[-1][1] if rows else (band_rows[-1].y if band_rows else 0.0)
+            note_y = max(note_y, scale_at + PITCH * 1.2)
         swatch = shaded(theme, note.level).box_fill
         items.append(Rect(6.0, note_y, 8.0, 8.0, swatch, Stroke(theme.ink, 0.6)))
         for number, line in enumerate(note.lines):
