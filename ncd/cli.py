@@ -568,6 +568,9 @@ def command_check(args: argparse.Namespace) -> int:
     reporter = Reporter.of(args, json_to_stdout=True)
     sizes = parse_size_overrides(args.define or [])
     if args.symmetry:
+        if reporter.json:
+            raise UsageError("--symmetry writes the certificates as text; --format json "
+                             "writes only diagnostics: give one of them")
         _take_definition(args)
     inputs = expand_inputs(args.inputs)
 
@@ -578,7 +581,7 @@ def command_check(args: argparse.Namespace) -> int:
 
     def work(file: str) -> None:
         program = _load(file, sizes, None)
-        if args.symmetry and not reporter.json:
+        if args.symmetry:
             from ncd.symmetry import report
 
             names = [_definition(program, args.definition)] if args.definition else \

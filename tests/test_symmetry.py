@@ -266,3 +266,6 @@ def test_report_and_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--symmetry", str(GALLERY / "transformer.ncd")]) == 0
     out = capsys.readouterr().out
     assert "transformer(" in out and "feedforward(" in out and "\nattention(" not in out
+
+    assert main(["check", "--symmetry", "--format", "json", str(GALLERY / "mlp.ncd")]) == 2
+    assert "--symmetry" in capsys.readouterr().err
