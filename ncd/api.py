@@ -12,7 +12,8 @@ Nothing here imports torch until `to_torch` is called.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,7 +274,8 @@ class Program:
 
 
 def load(source: str | Path, sizes: Mapping[str, int] | None = None, *,
-         name: str | None = None) -> Program:
+         name: str | None = None,
+         include: Sequence[str | os.PathLike[str]] | None = None) -> Program:
     """Load and check a `.ncd` file (a `Path`, or a one-line string ending in `.ncd`) or
     source text (named `name` in messages, `<input>` by default).
 
@@ -282,9 +284,13 @@ def load(source: str | Path, sizes: Mapping[str, int] | None = None, *,
     what was given. A key that names no declared axis, or a size that is not positive, is an
     input error like any other (E314, with the closest axis name when there is one).
 
+    `include` lists folders searched, in order, for an import not found beside the importing
+    file, as `-I DIR` does; the folders of the environment variable `NCD_PATH` come after
+    them, and the standard library shipped with ncd (`import "std/attention.ncd"`) last.
+
     Raises `ncd.NcdError` carrying every diagnostic when the input has errors.
     """
-    program, sources = load_program(source, sizes, name=name)
+    program, sources = load_program(source, sizes, name=name, include=include)
     path = None
     if isinstance(source, Path) or ("\n" not in source and source.strip().endswith(".ncd")):
         # The same rule as `load_program`: the path is resolved now, so that compiling later

@@ -279,18 +279,19 @@ def _read_standard_input() -> str:
     return text
 
 
-def _load(file: str, sizes: dict[str, int], output: str | None) -> Program:
-    """Load `file` (`-`: standard input) and check that writing `output` would replace none of
-    the files read."""
+def _load(file: str, sizes: dict[str, int], output: str | None,
+          include: Sequence[str] = ()) -> Program:
+    """Load `file` (`-`: standard input), its imports looked for also in the folders of
+    `include` (`-I`), and check that writing `output` would replace none of the files read."""
     if file == "-":
         from ncd.loader import load_program
 
         text = _read_standard_input()
         if "\n" not in text and text.strip().endswith(".ncd"):
             text += "\n"  # `load_program` takes one line ending in `.ncd` for a file's name
-        program = Program(*load_program(text, sizes, name=STDIN_NAME))
+        program = Program(*load_program(text, sizes, name=STDIN_NAME, include=include))
     else:
-        program = load(_check_input(file), sizes=sizes)
+        program = load(_check_input(file), sizes=sizes, include=include)
     if output is not None and output != "-":
         _check_output(output, file, program)
     return program
@@ -346,6 +347,23 @@ def _output_folder(args: argparse.Namespace, inputs: Inputs, suffix: str) -> dic
     except OSError as error:
         raise UsageError(f"cannot make the folder {folder}: {error.strerror or error}") from None
     return targets
+
+
+def include_option(parser: argparse.ArgumentParser) -> None:
+    """Declare `-I DIR` (repeatable): the folders searched for imports."""
+    parser.add_argument("-I", "--include", action="append", metavar="DIR",
+                        help="a folder searched for imports not found beside the importing "
+                        "file (repeatable, in order; then $NCD_PATH, then the standard "
+                        "library: import \"std/attention.ncd\")")
+
+
+def include_folders(args: argparse.Namespace) -> list[str]:
+    """The `-I` folders, in order; a usage error for one that is not a folder."""
+    folders: list[str] = getattr(args, "include", None) or []
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise UsageError(f"-I {folder}: not a folder")
+    return folders
 
 
 def parse_size_overrides(items: Sequence[str]) -> dict[str, int]:
@@ -567,6 +585,7 @@ def _stdout_is_a_terminal() -> bool:
 def command_check(args: argparse.Namespace) -> int:
     reporter = Reporter.of(args, json_to_stdout=True)
     sizes = parse_size_overrides(args.define or [])
+    include = include_folders(args)
     if args.symmetry:
         if reporter.json:
             raise UsageError("--symmetry writes the certificates as text; --format json "
@@ -580,7 +599,7 @@ def command_check(args: argparse.Namespace) -> int:
                              "file only")
 
     def work(file: str) -> None:
-        program = _load(file, sizes, None)
+        program = _load(file, sizes, None, include)
         if args.symmetry:
             from ncd.symmetry import report
 
@@ -611,13 +630,14 @@ def command_stats(args: argparse.Namespace) -> int:
     _take_definition(args)
     reporter = Reporter.of(args)
     sizes = parse_size_overrides([*(args.define or []), *_size_list(args.sizes or [])])
+    include = include_folders(args)
     inputs = expand_inputs(args.inputs)
     if inputs.several and args.definition is not None:
         raise UsageError(f"a definition ({args.definition}) can be chosen for one input file "
                          "only")
 
     def work(file: str) -> None:
-        program = _load(file, sizes, args.output)
+        program = _load(file, sizes, args.output, include)
         name = _definition(program, args.definition)
         try:
             figures = stats(program.ir, name)
@@ -653,12 +673,13 @@ def command_ir(args: argparse.Namespace) -> int:
     _take_definition(args)
     reporter = Reporter.of(args)
     sizes = parse_size_overrides(args.define or [])
+    include = include_folders(args)
     inputs = expand_inputs(args.inputs)
     targets = _output_folder(args, inputs, "json")
 
     def work(file: str) -> None:
         output = targets.get(file, args.output)
-        program = _load(file, sizes, output)
+        program = _load(file, sizes, output, include)
         if args.definition:
             name = _definition(program, args.definition)
             text = program[name].ir.model_dump_json(indent=2)
@@ -742,13 +763,14 @@ def command_render(args: argparse.Namespace) -> int:
     _take_definition(args)
     reporter = Reporter.of(args)
     sizes = parse_size_overrides(args.define or [])
+    include = include_folders(args)
     inputs = expand_inputs(args.inputs)
     fmt = _render_format(args, inputs.several)
     targets = _output_folder(args, inputs, fmt)
 
     def work(file: str) -> None:
         output = targets.get(file, args.output)
-        program = _load(file, sizes, output)
+        program = _load(file, sizes, output, include)
         _emit(_draw(args, program, _definition(program, args.definition), fmt), output)
 
     reporter.each(inputs, work, summary=inputs.several)
@@ -759,12 +781,13 @@ def command_compile(args: argparse.Namespace) -> int:
     _take_definition(args)
     reporter = Reporter.of(args)
     sizes = parse_size_overrides(args.define or [])
+    include = include_folders(args)
     inputs = expand_inputs(args.inputs)
     targets = _output_folder(args, inputs, "py")
 
     def work(file: str) -> None:
         output = targets.get(file, args.output)
-        program = _load(file, sizes, output)
+        program = _load(file, sizes, output, include)
         name = _definition(program, args.definition) if args.definition or not program.names \
             else None
         _emit(program.compile(name), output)
@@ -894,6 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("-D", "--define", action="append", metavar="AXIS=SIZE",
                              help="override the size of a declared axis (repeatable); the "
                              "axis must exist and the size be a positive integer")
+            include_option(sub)
         sub.add_argument("--diagnostics", choices=("text", "json"), default="text",
                          help="how diagnostics are written to standard error: text (the "
                          "default) or a JSON list")
@@ -912,6 +936,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-D", "--define", action="append", metavar="AXIS=SIZE",
                        help="override the size of a declared axis (repeatable); the axis must "
                        "exist and the size be a positive integer")
+    include_option(check)
     check.add_argument("--symmetry", action="store_true",
                        help="for each input axis of each definition (or of DEF), whether it "
                        "is equivariant or invariant under permutations and shifts of that "

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ncd import ir
+from ncd import syntax as s
 from ncd.diagnostics import DiagnosticSink, Note
 from ncd.sizes import Size
 
@@ -70,6 +71,10 @@ class BlockGroup:
     bound: list[Value] = field(default_factory=list)
 
 
+QUIET_WHEN_INCOMPLETE = frozenset({"E201", "E202"})
+"""Unknown axes and definitions: in a module with a failed import, they may be its names."""
+
+
 class Context:
     """Program-wide state: the axis table, known definitions and the diagnostics sink."""
 
@@ -78,10 +83,19 @@ class Context:
         self.axes: dict[str, AxisInfo] = {}
         self.definitions: dict[str, ir.Definition] = {}
         self.failed: set[str] = set()  # definitions with errors: calls to them stay quiet
+        # Set while a module whose imports did not all load is checked: the names those files
+        # would have declared are unknown, and saying so again at each use (E201, E202) would
+        # only bury the import's own error.
+        self.incomplete = False
+        # Axes declared without a size (`axis m`): another file may give one its size.
+        self.unsized: set[str] = set()
+        self.axis_decls: dict[str, s.AxisDecl] = {}  # the declaration that sized each axis
 
     # ---- diagnostics
     def error(self, code: str, message: str, span: ir.Span | None, *, hint: str | None = None,
               notes: Iterable[Note] = ()) -> Reject:
+        if self.incomplete and code in QUIET_WHEN_INCOMPLETE:
+            return Reject(message)
         self.sink.error(code, message, span, hint=hint, notes=notes)
         return Reject(message)
 

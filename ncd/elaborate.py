@@ -18,7 +18,7 @@ from ncd.context import AxisInfo, BlockGroup, Context, Reject, Step, Value, arra
 from ncd.diagnostics import Note, did_you_mean
 from ncd.initialisers import INITIALISERS, check_initialiser
 from ncd.ops.arguments import constant_value
-from ncd.sizes import Size, SizeLimit, from_ir
+from ncd.sizes import Size, SizeLimit, all_symbols, from_ir
 from ncd.statements import elaborate_body, single
 from ncd.wiring import build_term
 
@@ -67,13 +67,25 @@ def size_expr(ctx: Context, expr: s.Expr, *, what: str = "a size") -> Size:
 
 
 def declare_axes(ctx: Context, decls: Sequence[s.AxisDecl], overrides: Mapping[str, int]) -> None:
+    """Declare and size the axes of `decls`, in order. An axis declared without a size
+    (`axis m`) in one file may be declared again in another: without a size, it is the same
+    axis; with one, that size is the axis's for the whole program (a library's definitions
+    are generic over the sizes its user declares)."""
     for decl in decls:
         name = decl.name.name
+        refined: AxisInfo | None = None
         if name in ctx.axes:
             previous = ctx.axes[name]
-            ctx.error("E204", f"axis `{name}` is declared twice", decl.name.span,
-                      notes=[Note(previous.span, "first declared here")] if previous.span else ())
-            continue
+            if previous.span is not None and previous.span.file != decl.name.span.file and (
+                    decl.size is None or name in ctx.unsized):
+                if decl.size is None:
+                    continue  # the same axis, sized wherever it is sized
+                refined = previous
+            else:
+                ctx.error("E204", f"axis `{name}` is declared twice", decl.name.span,
+                          notes=[Note(previous.span, "first declared here")]
+                          if previous.span else ())
+                continue
         if name in overrides:
             try:
                 size, symbolic = Size.const(overrides[name]), False
@@ -92,7 +104,35 @@ def declare_axes(ctx: Context, decls: Sequence[s.AxisDecl], overrides: Mapping[s
             ctx.error("E309", f"axis `{name}` must have a positive integer size, not {size}",
                       decl.span)
             size = Size.sym(name)
+        if decl.size is None:
+            ctx.unsized.add(name)
+        else:
+            ctx.unsized.discard(name)
         ctx.axes[name] = AxisInfo(name, size, decl.name.span, symbolic)
+        ctx.axis_decls[name] = decl
+        if refined is not None:
+            _resize(ctx, name, ctx.axis_decls)
+
+
+def _resize(ctx: Context, name: str, decls: Mapping[str, s.AxisDecl]) -> None:
+    """Size again, in the order they were declared, the axes sized from `name` (directly or
+    through others) while it had no size: their declarations are read again."""
+    changed = {name}
+    for other, info in list(ctx.axes.items()):
+        decl = decls.get(other)
+        if other in changed or decl is None or decl.size is None or \
+                not changed & all_symbols(info.size):
+            continue
+        try:
+            size = size_expr(ctx, decl.size, what=f"the size of axis `{other}`")
+        except Reject:
+            size = Size.sym(other)
+        if size.is_const and (size.value is None or size.value <= 0):
+            ctx.error("E309", f"axis `{other}` must have a positive integer size, not {size} "
+                      f"(with the size `{name}` has here)", decl.span)
+            size = Size.sym(other)
+        ctx.axes[other] = AxisInfo(other, size, info.span, info.symbolic)
+        changed.add(other)
 
 
 def resolve_type(ctx: Context, type_expr: s.TypeExpr) -> ir.ArrayType:
@@ -138,6 +178,8 @@ class DefinitionBuilder:
         self.name = name
         self.scope: dict[str, Value | None] = {}  # None: bound by a statement that failed
         self.params: dict[str, ir.Parameter] = {}
+        # Parameters whose declaration failed (reported there): their uses stay quiet.
+        self.failed_params: set[str] = set()
         self.steps: list[Step | BlockGroup] = []
         self.instances: dict[str, int] = {}
         self.generated: dict[str, int] = {}
@@ -174,6 +216,8 @@ class DefinitionBuilder:
             if value is None:
                 raise Reject(name)  # already reported where it was bound
             return value
+        if name in self.failed_params:
+            raise Reject(name)  # its declaration's error is reported already
         if name in self.params:
             return self.param_wire(self.params[name], span)
         if name in self.ctx.definitions:
@@ -204,6 +248,8 @@ class DefinitionBuilder:
 
     def parameter(self, ident: s.Ident, expected: ir.ArrayType | None, what: str) -> ir.Parameter:
         """A parameter named in an operator's argument list, declared here if it is new."""
+        if ident.name in self.failed_params and ident.name not in self.scope:
+            raise Reject(ident.name)  # its declaration's error is reported already
         if ident.name in self.scope:
             raise self.ctx.error(
                 "E207", f"`{ident.name}` is an array on a wire, but {what} takes a parameter here",
@@ -226,20 +272,25 @@ class DefinitionBuilder:
         if name in self.params:
             raise self.ctx.error("E312", f"parameter `{name}` is declared twice", stmt.name.span,
                                  notes=[Note(self.params[name].span, "first declared here")])
-        array_type = resolve_type(self.ctx, stmt.type)
+        try:
+            array_type = resolve_type(self.ctx, stmt.type)
+        except Reject:
+            self.failed_params.add(name)
+            raise
         if array_type.dtype.kind != "R":
+            self.failed_params.add(name)
             raise self.ctx.error("E302", "parameters hold reals: write `R[...]`", stmt.type.span)
         init = "default"
         init_args: tuple[float, ...] = ()
         if stmt.init is not None:
             init = stmt.init.name.name
-            if init not in INITIALISERS or stmt.init.items is not None:
-                raise self.ctx.error("E312", f"unknown initialiser `{init}`", stmt.init.name.span,
-                                     hint="use one of: " + ", ".join(sorted(INITIALISERS)))
-            args = []
-            for arg in stmt.init.args:
-                args.append(constant_value(self.ctx, arg))
             try:
+                if init not in INITIALISERS or stmt.init.items is not None:
+                    raise self.ctx.error("E312", f"unknown initialiser `{init}`",
+                                         stmt.init.name.span,
+                                         hint=did_you_mean(init, INITIALISERS) or "use one of: "
+                                         + ", ".join(sorted(INITIALISERS)))
+                args = [constant_value(self.ctx, arg) for arg in stmt.init.args]
                 check_initialiser(self.ctx, stmt.init, args)
             except Reject:  # reported; the parameter still exists, so its uses stay quiet
                 self.params[name] = ir.Parameter(name=name, array=array_type, span=stmt.name.span)

@@ -252,8 +252,9 @@ def _operand(builder: DefinitionBuilder, expr: s.Indexed | s.Var, index_vars: se
     name = expr.name.name if isinstance(expr, s.Indexed) else expr.name
     name_span = expr.name.span if isinstance(expr, s.Indexed) else expr.span
     value = builder.scope.get(name) if name in builder.scope else None
-    if name in builder.scope and value is None:
-        raise Reject(name)
+    if (name in builder.scope and value is None) or (
+            name not in builder.scope and name in builder.failed_params):
+        raise Reject(name)  # reported where it was bound or declared
     parameter = builder.params.get(name) if value is None else None
     if value is None and parameter is None:
         raise ctx.error("E200", f"unknown array `{name}`", name_span,

@@ -11,7 +11,7 @@ import operator
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -23,6 +23,10 @@ from ncd.diagnostics import Diagnostic, DiagnosticSink, NcdError, Note, did_you_
 from ncd.elaborate import declare_axes, elaborate_definition, elaborate_pointfree
 from ncd.parser import MAX_INT_DIGITS, MAX_SOURCE_BYTES, ParseFailure, parse
 
+STD_ROOT = Path(__file__).resolve().parent / "std"
+"""The standard library shipped with ncd: `import "std/attention.ncd"`."""
+SEARCH_PATH_VARIABLE = "NCD_PATH"
+"""The environment variable of import folders searched after `-I` (os.pathsep-separated)."""
 INPUT_NAME = "<input>"
 STDIN_NAME = "<stdin>"
 # How deep imports may nest below the file loaded (`a` imports `b`, which imports `c`, ...).
@@ -41,6 +45,7 @@ class _Open:
     module: s.Module
     directory: Path
     imports: list[tuple[int, s.Import]]
+    root: Path  # the folder its own relative imports stay inside
     next_import: int = 0
 
 
@@ -49,6 +54,9 @@ class Loader:
     root: Path
     overrides: Mapping[str, int]
     sink: DiagnosticSink = field(default_factory=DiagnosticSink)
+    # Folders searched, in order, for an import not found beside the importing file (`-I`,
+    # `NCD_PATH`); the standard library shipped with ncd comes after them.
+    include: tuple[Path, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
     modules: dict[str, s.Module] = field(default_factory=dict)
     loading: list[str] = field(default_factory=list)
@@ -168,7 +176,7 @@ class Loader:
         module = self.parse_text(text, name)
         if module is None:
             return
-        stack = [self._enter(key, module, directory)]
+        stack = [self._enter(key, module, directory, self.root)]
         while stack:
             current = stack[-1]
             if current.next_import == len(current.imports):
@@ -179,7 +187,7 @@ class Loader:
                 continue
             index, item = current.imports[current.next_import]
             current.next_import += 1
-            loaded = self.load_import(item, current.directory, len(stack))
+            loaded = self.load_import(item, current.directory, len(stack), current.root)
             if loaded is None:
                 continue
             target, opened = loaded
@@ -187,41 +195,70 @@ class Loader:
             if opened is not None:
                 stack.append(opened)
 
-    def _enter(self, key: str, module: s.Module, directory: Path) -> _Open:
+    def _enter(self, key: str, module: s.Module, directory: Path, root: Path) -> _Open:
         self.modules[key] = module
         self.loading.append(key)
         imports = [(index, item) for index, item in enumerate(module.items)
                    if isinstance(item, s.Import)]
-        return _Open(key, module, directory, imports)
+        return _Open(key, module, directory, imports, root)
 
-    def load_import(self, item: s.Import, directory: Path,
-                    depth: int) -> tuple[str, _Open | None] | None:
-        """Find, read and parse the file `item` imports, from a module in `directory` that is
-        `depth - 1` imports below the file loaded. Returns its module key and, when it was not
-        loaded before, the module whose own imports are to be loaded next; None (after a
-        diagnostic at the import) when it cannot be imported."""
-        target = _resolve(directory / item.path)
-        if target is None:
-            self.sink.error("E205", f"cannot read `{item.path}`: a loop of symbolic links",
-                            item.span)
-            return None
-        try:
-            target.relative_to(self.root)
-        except ValueError:
+    def find_import(self, item: s.Import, directory: Path,
+                    root: Path) -> tuple[Path, Path] | None:
+        """Where the file `item` names is, and the folder its own relative imports stay
+        inside; None after a diagnostic at the import. Looked for, in order: beside the
+        importing file (inside `root`, its project), in each folder of the search path, in
+        the standard library (`std/...`)."""
+        places: list[tuple[Path, Path]] = [(directory / item.path, root)]
+        places += [(folder / item.path, folder) for folder in self.include]
+        places.append((STD_ROOT.parent / item.path, STD_ROOT))
+        looked: list[str] = []
+        outside: Path | None = None
+        for candidate, inside in places:
+            target = _resolve(candidate)
+            if target is None:
+                self.sink.error("E205", f"cannot read `{item.path}`: a loop of symbolic links",
+                                item.span)
+                return None
+            try:
+                target.relative_to(_resolve(inside) or inside)
+            except ValueError:
+                if inside is root:
+                    outside = target
+                continue
+            try:
+                os.stat(target)
+            except (FileNotFoundError, NotADirectoryError):
+                looked.append(_display(target))
+                continue
+            except OSError as error:
+                self.sink.error("E205", f"cannot read `{item.path}`: {error.strerror or error}",
+                                item.span)
+                return None
+            return target, inside
+        if outside is not None and not looked:
             self.sink.error("E205", f"`{item.path}` is outside the project root "
-                            f"`{_display(self.root)}`", item.span,
-                            hint="imports stay inside the folder of the file being loaded")
+                            f"`{_display(root)}`", item.span,
+                            hint="imports stay inside the folder of the file being loaded; "
+                            "add a folder to the search path with `-I DIR` or `NCD_PATH`")
             return None
-        try:
-            os.stat(target)
-        except (FileNotFoundError, NotADirectoryError):
-            self.sink.error("E205", f"cannot find `{item.path}`", item.span,
-                            hint=f"looked for {_display(target)}")
+        where = ", ".join(looked) if looked else "nowhere"
+        self.sink.error("E205", f"cannot find `{item.path}`", item.span,
+                        hint=f"looked for {where}; add a folder to the search path with "
+                        "`-I DIR` or `NCD_PATH`, or import the standard library as "
+                        "`std/NAME.ncd`")
+        return None
+
+    def load_import(self, item: s.Import, directory: Path, depth: int,
+                    root: Path | None = None) -> tuple[str, _Open | None] | None:
+        """Find, read and parse the file `item` imports, from a module in `directory` (inside
+        `root`, by default the project's) that is `depth - 1` imports below the file loaded.
+        Returns its module key and, when it was not loaded before, the module whose own
+        imports are to be loaded next; None (after a diagnostic at the import) when it cannot
+        be imported."""
+        found = self.find_import(item, directory, self.root if root is None else root)
+        if found is None:
             return None
-        except OSError as error:
-            self.sink.error("E205", f"cannot read `{item.path}`: {error.strerror or error}",
-                            item.span)
-            return None
+        target, inside = found
         key = str(target)
         if key in self.loading:
             cycle = [*self.loading[self.loading.index(key):], key]
@@ -243,7 +280,7 @@ class Loader:
         module = self.parse_text(text, _display(target))
         if module is None:
             return None
-        return key, self._enter(key, module, target.parent)
+        return key, self._enter(key, module, target.parent, inside)
 
 
 def _read_at_most(stream: BinaryIO, size: int) -> bytes:
@@ -296,16 +333,35 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def search_path(include: Sequence[str | os.PathLike[str]] | None = None,
+                environ: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """The folders an import not found beside its file is looked for in, in order: `include`
+    (`-I DIR`, `ncd.load(..., include=[...])`), then those of `NCD_PATH` (separated by
+    `os.pathsep`; empty entries are skipped). The standard library comes after them all."""
+    if isinstance(include, (str, os.PathLike)):
+        raise TypeError("include must be a list of folders, like ['layers'], not one "
+                        f"{type(include).__name__}")
+    folders = [Path(folder) for folder in include or ()]
+    variable = (os.environ if environ is None else environ).get(SEARCH_PATH_VARIABLE, "")
+    folders += [Path(entry) for entry in variable.split(os.pathsep) if entry.strip()]
+    return tuple(_resolve(folder) or folder.absolute() for folder in folders)
+
+
 def load_program(source: str | Path, sizes: Mapping[str, int] | None = None, *,
-                 name: str | None = None) -> tuple[ir.Program, dict[str, str]]:
+                 name: str | None = None,
+                 include: Sequence[str | os.PathLike[str]] | None = None
+                 ) -> tuple[ir.Program, dict[str, str]]:
     """Load a file (a `Path`, or a one-line string ending in `.ncd`) or source text.
 
     Returns the checked program and the source texts by file name; raises `NcdError` with
     every diagnostic when the input has errors. `sizes` overrides axis sizes: a key that is not
     a `str` or a value that is not an `int` is a `TypeError` (`sizes_checked`); a name that no
-    axis declares or a size that is not positive is E314.
+    axis declares or a size that is not positive is E314. `include` lists folders searched for
+    imports after the importing file's own, before `NCD_PATH`'s and the standard library
+    (`search_path`).
     """
     overrides = sizes_checked(sizes)
+    folders = search_path(include)
     # A one-line string ending in `.ncd` names a file (no program text ends that way).
     if isinstance(source, Path) or ("\n" not in source and source.strip().endswith(".ncd")):
         path = Path(source.strip() if isinstance(source, str) else source)
@@ -317,12 +373,12 @@ def load_program(source: str | Path, sizes: Mapping[str, int] | None = None, *,
             message = error.strerror if isinstance(error, OSError) and error.strerror else error
             raise NcdError([Diagnostic("E205", f"cannot read `{path}`: {message}",
                                        _whole_file(_display(path)))]) from None
-        loader = Loader((_resolve(path) or path.absolute()).parent, overrides)
+        loader = Loader((_resolve(path) or path.absolute()).parent, overrides, include=folders)
         loader.load_file(path, None)
         source_name = _display(path)
     else:
         source_name = name or INPUT_NAME
-        loader = Loader(Path.cwd().resolve(), overrides)
+        loader = Loader(Path.cwd().resolve(), overrides, include=folders)
         loader.load_module_text(source, source_name, Path.cwd(), source_name)
     with paused_collection():  # many long-lived objects: see `paused_collection`
         program = _check(loader, source_name, overrides)
@@ -369,7 +425,9 @@ def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir
                 if isinstance(item, s.AxisDecl)]
     for name, value in overrides.items():
         if loader.sink.has_errors:
-            break  # a file that did not parse declares nothing: no override can be judged
+            # A file that did not parse or an import that failed declares nothing: no
+            # override can be judged.
+            break
         names = [d.name.name for d in declared]
         if name not in names:
             listed = ", ".join(f"`{n}`" for n in sorted(set(names)))
@@ -384,8 +442,12 @@ def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir
                               f"{MAX_INT_DIGITS} digits", None)
     valid = {name: value for name, value in overrides.items()
              if 0 < value < 10 ** MAX_INT_DIGITS}
-    declare_axes(ctx, declared, valid)
-    definitions = _elaborate_modules(loader, ctx)
+    incomplete = _incomplete_modules(loader)
+    for key, module in zip(loader.keys, loader.order, strict=True):
+        ctx.incomplete = key in incomplete
+        declare_axes(ctx, [item for item in module.items if isinstance(item, s.AxisDecl)], valid)
+    definitions = _elaborate_modules(loader, ctx, incomplete)
+    ctx.incomplete = False
     if loader.sink.has_errors:
         return None
     top = loader.order[-1] if loader.order else None
@@ -397,7 +459,23 @@ def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir
 Namespace = dict[str, "ir.Definition | None"]  # None: the definition has errors
 
 
-def _elaborate_modules(loader: Loader, ctx: Context) -> list[ir.Definition]:
+def _incomplete_modules(loader: Loader) -> set[str]:
+    """The modules (by key) with an import that did not load, directly or through a module
+    they import: the names the missing file would have declared are unknown there."""
+    incomplete: set[str] = set()
+    for key, module in zip(loader.keys, loader.order, strict=True):
+        for index, item in enumerate(module.items):
+            if not isinstance(item, s.Import):
+                continue
+            target = loader.import_targets.get((key, index))
+            if target is None or target in incomplete:
+                incomplete.add(key)
+    return incomplete
+
+
+def _elaborate_modules(loader: Loader, ctx: Context,
+                       incomplete: set[str] | frozenset[str] = frozenset()
+                       ) -> list[ir.Definition]:
     """Elaborate each module's definitions in its own namespace: its definitions and what it
     imports (everything visible in the file for `import "F"`, the listed names for
     `from "F" import a, b`). A definition whose name is taken by another module's is kept
@@ -413,8 +491,16 @@ def _elaborate_modules(loader: Loader, ctx: Context) -> list[ir.Definition]:
         visible: Namespace = {}
         origin: dict[str, ir.Span] = {}
         imported: set[str] = set()
+        ctx.incomplete = key in incomplete
         for index, item in enumerate(module.items):
-            if not isinstance(item, s.Import) or (key, index) not in loader.import_targets:
+            if not isinstance(item, s.Import):
+                continue
+            if (key, index) not in loader.import_targets:
+                # Reported at the import: the names it lists are known, and failed.
+                for ident in item.names or ():
+                    visible.setdefault(ident.name, None)
+                    origin.setdefault(ident.name, ident.span)
+                    imported.add(ident.name)
                 continue
             available = exports[loader.import_targets[(key, index)]]
             if item.names is None:

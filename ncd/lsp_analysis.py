@@ -12,8 +12,9 @@ Nothing here imports pygls: the analysis is plain Python, usable and testable on
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,16 +190,19 @@ def _display(path: Path) -> str:
     return loading._display(path)
 
 
-def analyse(text: str, path: Path | None) -> Analysis:
+def analyse(text: str, path: Path | None,
+            include: Sequence[str | os.PathLike[str]] | None = None) -> Analysis:
     """Check `text`, the content of the document at `path` (None: not saved yet, when its
-    imports resolve from the working folder)."""
+    imports resolve from the working folder). Imports are found as `ncd check` finds them:
+    beside the file, then in the folders of `include` and `NCD_PATH`, then in the standard
+    library."""
     if path is not None:
         resolved = path.resolve()
         name, directory, key = _display(resolved), resolved.parent, str(resolved)
     else:
         directory = Path.cwd().resolve()
         name, key = UNTITLED, UNTITLED
-    loader = loading.Loader(directory, {})
+    loader = loading.Loader(directory, {}, include=loading.search_path(include))
     log: list[_Recorder] = []
     with _recording(log), paused_collection():
         loader.load_module_text(text, name, directory, key)

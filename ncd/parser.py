@@ -471,6 +471,7 @@ class _Builder:
         if kind == "block":
             title_token = parts[0]
             repeat, color, shared = 1, None, False
+            color_span: Span | None = None
             statements: list[s.Statement] = []
             for child in parts[1:]:
                 if isinstance(child, Tree) and child.data == "block_repeat":
@@ -481,13 +482,15 @@ class _Builder:
                             self.span(child.children[0]), hint="repeat a block fewer times"))
                     repeat = int(digits)
                 elif isinstance(child, Tree) and child.data == "block_color":
-                    color = self.string(self.parts(child)[0])
+                    color_token = self.parts(child)[0]
+                    color = self.string(color_token)
+                    color_span = self.span(color_token)
                 elif isinstance(child, Tree) and child.data == "block_shared":
                     shared = True
                 elif isinstance(child, Tree):
                     statements.append(self.statement(child))
             return s.BlockStmt(self.string(title_token), self.span(title_token), repeat, color,
-                               shared, tuple(statements), span)
+                               shared, tuple(statements), span, color_span)
         raise AssertionError(f"unknown statement {kind}")
 
     # -- expressions

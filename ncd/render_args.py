@@ -1,6 +1,7 @@
 """The command-line options of the commands that draw for a browser (`ncd watch`, `ncd site`):
 how diagrams are drawn (`--labels`, `--collapse`, `--expand`, `--params`, `--theme`, `--text`,
-as `ncd render` spells them) and the size overrides (`-D AXIS=SIZE`).
+as `ncd render` spells them), the size overrides (`-D AXIS=SIZE`) and the import folders
+(`-I DIR`).
 
 Only the standard library is imported here; `render_options` imports the renderers when it
 is called.
@@ -14,7 +15,8 @@ from typing import Any
 
 def add_arguments(parser: argparse.ArgumentParser,
                   parents: list[argparse.ArgumentParser]) -> None:
-    """Declare the drawing options and `-D` on `parser` (`-D` only when no parent has it)."""
+    """Declare the drawing options, `-D` and `-I` on `parser` (each only when no parent has
+    it)."""
     drawing = parser.add_argument_group("drawing")
     drawing.add_argument("--labels", choices=("names", "sizes", "both"), default="names",
                          help="what wires are labelled with (default: names)")
@@ -33,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser,
     if "-D" not in declared:
         parser.add_argument("-D", "--define", action="append", metavar="AXIS=SIZE",
                             help="override the size of a declared axis (repeatable)")
+    if "-I" not in declared:
+        from ncd.cli import include_option
+
+        include_option(parser)
 
 
 def non_negative_int(text: str) -> int:
@@ -59,3 +65,10 @@ def sizes(args: argparse.Namespace) -> dict[str, int]:
     from ncd.cli import parse_size_overrides
 
     return parse_size_overrides(getattr(args, "define", None) or [])
+
+
+def include(args: argparse.Namespace) -> list[str]:
+    """The `-I` folders (a `UsageError` for one that is not a folder)."""
+    from ncd.cli import include_folders
+
+    return include_folders(args)

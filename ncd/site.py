@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     return build_site([Path(name) for name in args.inputs], Path(args.output),
                       title=args.title, sizes=render_args.sizes(args),
+                      include=render_args.include(args),
                       options=render_args.render_options(args), color=color_enabled(args))
 
 
@@ -135,7 +136,8 @@ def _slugs(names: Sequence[str]) -> list[str]:
 
 def build_site(inputs: Sequence[Path], out: Path, *, title: str = "ncd models",
                sizes: Mapping[str, int] | None = None, options: Any = None,
-               report: Callable[[str], None] | None = None, color: bool = False) -> int:
+               report: Callable[[str], None] | None = None, color: bool = False,
+               include: Sequence[str] = ()) -> int:
     """Build the site of `inputs` in the folder `out`: 0, or 1 when a file has errors (2 when
     a size override names no axis of any file). `report` gets the diagnostics and a line per
     file (default: standard error), the diagnostics in colour with `color`."""
@@ -148,7 +150,7 @@ def build_site(inputs: Sequence[Path], out: Path, *, title: str = "ncd models",
     out.mkdir(parents=True, exist_ok=True)
     sizes = dict(sizes or {})
     used: set[str] = set()
-    models = [_model(path, slug, sizes, used, options)
+    models = [_model(path, slug, sizes, used, options, include)
               for (path, _), slug in zip(found, _slugs([name for _, name in found]), strict=True)]
 
     def write(name: str, data: str | bytes) -> None:
@@ -179,7 +181,7 @@ def build_site(inputs: Sequence[Path], out: Path, *, title: str = "ncd models",
 
 
 def _model(path: Path, slug: str, sizes: Mapping[str, int], used: set[str],
-           options: Any) -> Model:
+           options: Any, include: Sequence[str] = ()) -> Model:
     """Check, draw and compile one file."""
     from ncd.diagnostics import NcdError
     from ncd.renderers import render_svg
@@ -191,7 +193,7 @@ def _model(path: Path, slug: str, sizes: Mapping[str, int], used: set[str],
                      problem=f"ncd: {path}: {error.strerror or error}")
     model = Model(path, path.as_posix(), slug, text)
     try:
-        program = _load(path, sizes)
+        program = _load(path, sizes, include)
     except NcdError as error:
         model.problem, model.error = error.render(color=False), error
         return model
@@ -220,20 +222,21 @@ def _model(path: Path, slug: str, sizes: Mapping[str, int], used: set[str],
     return model
 
 
-def _load(path: Path, sizes: Mapping[str, int]) -> Any:
-    """The checked program of `path`, with the overrides among `sizes` that name its axes (a
-    site's overrides are for the files that declare them)."""
+def _load(path: Path, sizes: Mapping[str, int], include: Sequence[str] = ()) -> Any:
+    """The checked program of `path` (its imports looked for also in `include`), with the
+    overrides among `sizes` that name its axes (a site's overrides are for the files that
+    declare them)."""
     from ncd.api import load
     from ncd.diagnostics import NcdError
 
     try:
-        return load(path, sizes=sizes)
+        return load(path, sizes=sizes, include=include)
     except NcdError as error:
         if not sizes or not any(d.code == "E314" for d in error.diagnostics):
             raise
-    program = load(path)
+    program = load(path, include=include)
     own = {name: value for name, value in sizes.items() if name in program.axes}
-    return load(path, sizes=own) if own else program
+    return load(path, sizes=own, include=include) if own else program
 
 
 def _compiled(program: Any, name: str) -> tuple[str | None, str | None]:

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, assert_never
 
 from ncd import ir
 from ncd import syntax as s
+from ncd.colours import NAMED_COLOURS, parse_colour
 from ncd.context import BlockGroup, Reject, Value, rearrangement_map
-from ncd.diagnostics import Note
+from ncd.diagnostics import Note, did_you_mean
 from ncd.equations import elaborate_equation
 from ncd.operators import call
 from ncd.ops.arithmetic import arithmetic
@@ -180,6 +181,11 @@ def block(builder: DefinitionBuilder, stmt: s.BlockStmt) -> None:
     if stmt.repeat > MAX_REPEAT:
         raise ctx.error("E310", f"a block repeats at most {MAX_REPEAT} times, not "
                         f"{stmt.repeat}", stmt.span)
+    if stmt.color is not None and parse_colour(stmt.color) is None:
+        # Reported, and the block is still read (a colour changes nothing it computes).
+        ctx.error("E310", f"unknown colour `{stmt.color}`", stmt.color_span or stmt.span,
+                  hint=did_you_mean(stmt.color.strip().lower(), NAMED_COLOURS)
+                  or "write `#rgb`, `#rrggbb` or a name: " + ", ".join(sorted(NAMED_COLOURS)))
     outer_steps, outer_scope = builder.steps, dict(builder.scope)
     builder.steps = []
     wires = _name_wires(builder, outer_scope) if stmt.repeat > 1 else {}

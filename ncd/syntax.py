@@ -158,6 +158,7 @@ class BlockStmt:
     shared: bool
     body: tuple[Statement, ...]
     span: Span
+    color_span: Span | None = None  # where the colour's string is written
 
 
 Statement = Union[Assign, Equation, Return, ParamDecl, BlockStmt]

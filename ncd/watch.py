@@ -29,7 +29,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     path = _check_input(args.file)
     preview = Preview(path, args.definition, sizes=render_args.sizes(args),
+                      include=render_args.include(args),
                       options=render_args.render_options(args), host=args.host,
                       port=args.port, log=_print, color=color_enabled(args))
     preview.start()
@@ -122,6 +123,7 @@ class Preview:
 
     def __init__(self, path: Path | str, definition: str | None = None, *,
                  sizes: Mapping[str, int] | None = None, options: Any = None,
+                 include: Sequence[str] = (),
                  host: str = "127.0.0.1", port: int = 0, poll: float = POLL_SECONDS,
                  page_poll_ms: int = PAGE_POLL_MS,
                  log: Callable[[str, str | None], None] | None = None,
@@ -129,6 +131,7 @@ class Preview:
         self.path = Path(path)
         self.definition = definition
         self.sizes = dict(sizes or {})
+        self.include = list(include)  # the folders searched for imports (`-I`)
         self.options = options
         self.host = host
         self.port = port
@@ -272,7 +275,7 @@ class Preview:
         if not self.path.is_file():
             return None, f"ncd: {self.path}: no such file (waiting for it to be saved)", None, {}
         try:
-            program = load(self.path, sizes=self.sizes)
+            program = load(self.path, sizes=self.sizes, include=self.include)
         except NcdError as error:
             return None, error.render(color=False), error, dict(error.sources)
         except OSError as failure:
