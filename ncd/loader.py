@@ -7,6 +7,7 @@ and elaborates definitions in order. Every problem becomes a diagnostic.
 
 from __future__ import annotations
 
+import difflib
 import operator
 import os
 import re
@@ -242,10 +243,15 @@ class Loader:
                             "add a folder to the search path with `-I DIR` or `NCD_PATH`")
             return None
         where = ", ".join(looked) if looked else "nowhere"
+        if Path(item.path).parts[:1] == ("std",):
+            shipped = sorted(path.name for path in STD_ROOT.glob("*.ncd"))
+            closest = difflib.get_close_matches(Path(item.path).name, shipped, n=1, cutoff=0.6)
+            advice = f"did you mean `std/{closest[0]}`?" if closest else \
+                "the standard library holds " + ", ".join(f"`std/{name}`" for name in shipped)
+        else:
+            advice = "add a folder to the search path with `-I DIR` or `NCD_PATH`"
         self.sink.error("E205", f"cannot find `{item.path}`", item.span,
-                        hint=f"looked for {where}; add a folder to the search path with "
-                        "`-I DIR` or `NCD_PATH`, or import the standard library as "
-                        "`std/NAME.ncd`")
+                        hint=f"looked for {where}; {advice}")
         return None
 
     def load_import(self, item: s.Import, directory: Path, depth: int,

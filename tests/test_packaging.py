@@ -127,3 +127,12 @@ def test_a_plain_install_renders_and_compiles(tmp_path: Path) -> None:
     module = ast.parse((out / "model.py").read_text(encoding="utf-8"))
     classes = {node.name for node in module.body if isinstance(node, ast.ClassDef)}
     assert {"Attention", "Feedforward", "Transformer"} <= classes, classes
+
+    # The standard library is installed with the package: a model imports it by `std/...`.
+    user = tmp_path / "user.ncd"
+    user.write_text('import "std/attention.ncd"\nimport "std/feedforward.ncd"\n'
+                    'axis x\naxis m = 16, h = 2, k = 8, g = 2, r = 1, f = 32\n'
+                    'def layer(X: R[x, m]) -> R[x, m] { return X + swiglu(attention(X)) }\n',
+                    encoding="utf-8")
+    checked = run([str(ncd), "check", str(user)], tmp_path)
+    assert "layer(X: R[x, m]) -> R[x, m]" in checked.stdout
