@@ -229,7 +229,8 @@ class Loader:
             try:
                 os.stat(target)
             except (FileNotFoundError, NotADirectoryError):
-                looked.append(_display(target))
+                looked.append(f"{item.path} in the standard library" if inside is STD_ROOT
+                              else _display(target))
                 continue
             except OSError as error:
                 self.sink.error("E205", f"cannot read `{item.path}`: {error.strerror or error}",

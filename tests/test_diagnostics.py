@@ -69,6 +69,7 @@ CASES: list[Case] = [
     Case("E205_missing_import", "E205", "1:1", 'import "missing.ncd"\n'),
     Case("E205_name_not_defined", "E205", "1:26", 'from "lib.ncd" import g, nothing\n',
          files={"lib.ncd": "axis m = 4\ndef g(X: R[m]) -> R[m] { return X }\n"}),
+    Case("E205_missing_std_file", "E205", "1:1", 'import "std/atention.ncd"\n'),
     Case("E205_outside_root", "E205", "1:1", 'import "../outside.ncd"\n'),
     Case("E206_import_cycle", "E206", "1:1", 'import "a.ncd"\n',
          files={"a.ncd": 'import "b.ncd"\n', "b.ncd": 'import "a.ncd"\n'}),
@@ -121,6 +122,9 @@ CASES: list[Case] = [
     Case("E310_block_changes_type", "E310", "4:11", AXES +
          'def f(X: R[x, m]) -> R[x, m] {\n    block "Layer" x2 {\n'
          "        X = linear[m -> n](X, W)\n    }\n    return X\n}\n"),
+    Case("E310_unknown_colour", "E310", "4:25", AXES +
+         'def f(X: R[x, m]) -> R[x, m] {\n    block "Layer" color "purpl" {\n'
+         "        X = relu(X)\n    }\n    return X\n}\n"),
     Case("E311_scan_needs_a_definition", "E311", "4:53", AXES +
          "axis t\ndef f(H: R[m], X: R[t, m]) -> R[m] { return scan[t](cel, H, X) }\n"),
     Case("E312_unknown_initialiser", "E312", "4:24", AXES +
