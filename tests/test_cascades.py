@@ -4,6 +4,7 @@ failed declaration would have defined."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,12 @@ def f(X: R[m]) -> R[m] {
 def test_the_colours_the_diagrams_read_are_accepted(colour: str) -> None:
     ncd.load(f'axis m = 8\ndef f(X: R[m]) -> R[m] {{ block "L" color "{colour}" {{ '
              f'Y = relu(X) }}\n return Y }}')
+
+
+def test_the_language_reference_lists_every_colour_name() -> None:
+    from ncd.colours import NAMED_COLOURS
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text(
+        encoding="utf-8")
+    listed = text.split("A colour is `#rgb`, `#rrggbb` or one of the names")[1].split("(the")[0]
+    assert sorted(set(re.findall(r"`(\w+)`", listed))) == sorted(NAMED_COLOURS)
