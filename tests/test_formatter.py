@@ -65,7 +65,7 @@ def shape(node: object) -> object:
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         return (type(node).__name__, *(shape(getattr(node, f.name))
                                        for f in dataclasses.fields(node)
-                                       if f.name not in ("span", "title_span", "op_span")))
+                                       if f.name != "span" and not f.name.endswith("_span")))
     if isinstance(node, tuple):
         return tuple(shape(n) for n in node)
     return node
