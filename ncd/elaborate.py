@@ -16,7 +16,7 @@ from ncd import ir
 from ncd import syntax as s
 from ncd.context import AxisInfo, BlockGroup, Context, Reject, Step, Value, array, port, shape
 from ncd.diagnostics import Note, did_you_mean
-from ncd.initialisers import INITIALISERS, check_initialiser
+from ncd.initialisers import BUFFER_INITIALISERS, INITIALISERS, check_initialiser
 from ncd.ops.arguments import constant_value
 from ncd.sizes import Size, SizeLimit, from_ir
 from ncd.statements import elaborate_body, single
@@ -221,32 +221,64 @@ class DefinitionBuilder:
                                  f"parameter `{ident.name}`", existing.span)
         return existing
 
+    def buffer(self, ident: s.Ident, expected: ir.ArrayType, init: str,
+               what: str) -> ir.Parameter:
+        """A buffer named in an operator's argument list (`batchnorm`'s running statistics),
+        declared here with the initialiser `init` if it is new."""
+        if ident.name in self.scope:
+            raise self.ctx.error(
+                "E207", f"`{ident.name}` is an array on a wire, but {what} is a buffer",
+                ident.span, hint="name a buffer (declared with `buffer` or new)")
+        existing = self.params.get(ident.name)
+        if existing is None:
+            parameter = ir.Parameter(name=ident.name, array=expected, init=init,
+                                     span=ident.span, buffer=True)
+            self.params[ident.name] = parameter
+            return parameter
+        if not existing.buffer:
+            raise self.ctx.error(
+                "E312", f"`{ident.name}` is a learned parameter, but {what} is a buffer",
+                ident.span, notes=[Note(existing.span, "declared here")],
+                hint=f"declare it with `buffer {ident.name}: ...`, or use a new name")
+        self.check_same_axes(existing.array, expected, ident.span, f"buffer `{ident.name}`",
+                             existing.span)
+        return existing
+
     def declare_param(self, stmt: s.ParamDecl) -> None:
         name = stmt.name.name
+        noun = "buffer" if stmt.buffer else "parameter"
         if name in self.params:
-            raise self.ctx.error("E312", f"parameter `{name}` is declared twice", stmt.name.span,
+            raise self.ctx.error("E312", f"{noun} `{name}` is declared twice", stmt.name.span,
                                  notes=[Note(self.params[name].span, "first declared here")])
         array_type = resolve_type(self.ctx, stmt.type)
         if array_type.dtype.kind != "R":
-            raise self.ctx.error("E302", "parameters hold reals: write `R[...]`", stmt.type.span)
+            raise self.ctx.error("E302", f"{noun}s hold reals: write `R[...]`", stmt.type.span)
         init = "default"
         init_args: tuple[float, ...] = ()
+        if stmt.buffer and stmt.init is None:
+            raise self.ctx.error("E312", f"the buffer `{name}` needs an initialiser",
+                                 stmt.span, hint="write `= zeros`, `= ones` or `= constant(c)`")
         if stmt.init is not None:
             init = stmt.init.name.name
-            if init not in INITIALISERS or stmt.init.items is not None:
-                raise self.ctx.error("E312", f"unknown initialiser `{init}`", stmt.init.name.span,
-                                     hint="use one of: " + ", ".join(sorted(INITIALISERS)))
+            allowed = BUFFER_INITIALISERS if stmt.buffer else sorted(INITIALISERS)
+            if init not in allowed or stmt.init.items is not None:
+                raise self.ctx.error("E312", f"unknown initialiser `{init}`" + (
+                    " for a buffer (a buffer's values are fixed, not drawn at random)"
+                    if stmt.buffer and init in INITIALISERS else ""), stmt.init.name.span,
+                    hint="use one of: " + ", ".join(allowed))
             args = []
             for arg in stmt.init.args:
                 args.append(constant_value(self.ctx, arg))
             try:
                 check_initialiser(self.ctx, stmt.init, args)
             except Reject:  # reported; the parameter still exists, so its uses stay quiet
-                self.params[name] = ir.Parameter(name=name, array=array_type, span=stmt.name.span)
+                self.params[name] = ir.Parameter(name=name, array=array_type, span=stmt.name.span,
+                                                 buffer=stmt.buffer)
                 raise
             init_args = tuple(args)
         self.params[name] = ir.Parameter(name=name, array=array_type, init=init,
-                                         init_args=init_args, span=stmt.name.span)
+                                         init_args=init_args, span=stmt.name.span,
+                                         buffer=stmt.buffer)
 
     # ---- checks shared by operators
     def check_same_axes(self, actual: ir.ArrayType, expected: ir.ArrayType, span: ir.Span,

@@ -140,6 +140,17 @@ def norm_circle(x: float, y: float, w: float, h: float, theme: Theme) -> list[It
     ]
 
 
+def batchnorm_circle(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """The normalisation circle with a bar under its V: the statistics of the batch."""
+    radius = min(w, h) / 2
+    cx, cy = x + w / 2, y + h / 2
+    v = radius * 0.62
+    bar = cy + v * 0.8 + radius * 0.16
+    return [*norm_circle(x, y, w, h, theme),
+            Path((cx - v * 0.72, bar), ((cx + v * 0.72, bar),), _stroke(theme, 1.3),
+                 layer=LAYER_BOX)]
+
+
 def mask_square(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
     """A square split on its diagonal: dark above, pink below (a triangular mask)."""
     return [
@@ -231,6 +242,8 @@ def outline_shape(outline: decl.Outline) -> Shape:
             return triangle_left
         case "norm_circle":
             return norm_circle
+        case "batchnorm_circle":
+            return batchnorm_circle
         case "mask_square":
             return mask_square
         case "plain_box":
