@@ -194,7 +194,8 @@ class DefinitionBuilder:
         degree = shape([])
         value = Value(parameter.array, parameter.name, span)
         term = ir.Broadcasted(
-            dom=(), cod=(parameter.array,), span=span, op=ir.ParameterOp(), degree=degree,
+            dom=(), cod=(parameter.array,), span=span, op=ir.BufferOp() if parameter.buffer else ir.ParameterOp(),
+            degree=degree,
             inputs=(), params=(port(parameter.array, parameter.array.names, degree,
                                     parameter.name),),
             outputs=(port(parameter.array, parameter.array.names, degree, parameter.name),))

@@ -548,11 +548,18 @@ class ParameterOp(Node):
     kind: Literal["parameter"] = "parameter"
 
 
+class BufferOp(Node):
+    """A buffer put onto a wire, to be read as data (a fixed table, a running statistic): as
+    `ParameterOp`, with the buffer on its one parameter port."""
+
+    kind: Literal["buffer"] = "buffer"
+
+
 Operator = Annotated[
     Union[
         EinsumOp, LinearOp, EmbeddingOp, SoftmaxOp, NormOp, BatchNormOp, ElementwiseOp, ScaleOp,
         DropoutOp, AddOp, MultiplyOp, MaskOp, ReduceOp, ConcatOp, SplitOp, PadOp, RenameOp,
-        ReshapeOp, CallOp, ConstantOp, BinaryOp, WhereOp, ParameterOp,
+        ReshapeOp, CallOp, ConstantOp, BinaryOp, WhereOp, ParameterOp, BufferOp,
     ],
     Field(discriminator="kind"),
 ]

@@ -530,7 +530,7 @@ class Interpreter:
                 return [combine(tiles, out[0], BINARY[op.function])]
             case ir.WhereOp():
                 return [choose(tiles, out[0])]
-            case ir.ParameterOp():
+            case ir.ParameterOp() | ir.BufferOp():
                 return [params[0]]  # the parameter itself, as data on a wire
         assert_never(op)
 

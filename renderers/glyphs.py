@@ -122,6 +122,19 @@ def card(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
     return [outline, crease]
 
 
+def buffer_card(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """The card of `card`, dashed and unfilled: a buffer, state that is not learned."""
+    fold = min(9.0, h * 0.3)
+    dashed = Stroke(theme.ink, OUTLINE, (3.0, 2.0))
+    outline = Polygon(
+        ((x + fold, y + h), (x, y + h - fold), (x, y), (x + w, y), (x + w, y + h)),
+        theme.box_fill, dashed,
+    )
+    crease = Path((x, y + h - fold), ((x + fold, y + h - fold), (x + fold, y + h)),
+                  _stroke(theme, 0.8), layer=LAYER_BOX)
+    return [outline, crease]
+
+
 def triangle_left(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
     """A white triangle pointing left (softmax)."""
     return [Polygon(((x, y + h / 2), (x + w, y), (x + w, y + h)), theme.box_fill,
@@ -238,6 +251,8 @@ def outline_shape(outline: decl.Outline) -> Shape:
     match outline:
         case "card":
             return card
+        case "buffer_card":
+            return buffer_card
         case "triangle_left":
             return triangle_left
         case "norm_circle":

@@ -205,7 +205,7 @@ def test_ir_and_diagram() -> None:
     text = program.model_dump_json()
     assert text.count('"buffer":true') == 2 and '"buffer":false' not in text
     assert ir.Program.model_validate_json(text) == program
-    svg = ncd.load(BN2D).definition("block").render()
+    svg = ncd.load(BN2D).render("block")
     assert "<svg" in svg
 
 
