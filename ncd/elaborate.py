@@ -193,9 +193,9 @@ class DefinitionBuilder:
             return found[1]
         degree = shape([])
         value = Value(parameter.array, parameter.name, span)
+        op: ir.Operator = ir.BufferOp() if parameter.buffer else ir.ParameterOp()
         term = ir.Broadcasted(
-            dom=(), cod=(parameter.array,), span=span, op=ir.BufferOp() if parameter.buffer else ir.ParameterOp(),
-            degree=degree,
+            dom=(), cod=(parameter.array,), span=span, op=op, degree=degree,
             inputs=(), params=(port(parameter.array, parameter.array.names, degree,
                                     parameter.name),),
             outputs=(port(parameter.array, parameter.array.names, degree, parameter.name),))

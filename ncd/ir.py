@@ -15,8 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, Union, assert_never, get_args
 
-from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler,
-                      WithJsonSchema, model_serializer, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    model_serializer,
+    model_validator,
+)
 
 from ncd.ops.functions import ElementwiseFunction
 
