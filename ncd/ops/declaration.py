@@ -67,7 +67,8 @@ class Surface:
 # --------------------------------------------------------------------------------------
 
 Outline = Literal["card", "buffer_card", "triangle_left", "norm_circle", "batchnorm_circle",
-                  "mask_square", "plain_box", "call_box", "funnel", "fan", "chevron_box", "rename_tag"]
+                  "mask_square", "plain_box", "call_box", "funnel", "fan", "chevron_box",
+                  "rename_tag"]
 """The outline of a box (each drawn by `renderers.glyphs`): a card with a folded corner
 (learned maps), the same card dashed and unfilled (a buffer: state that is not learned), a
 triangle pointing left (softmax), a circle with a V (normalisation), the same with a bar under
