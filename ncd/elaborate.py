@@ -246,40 +246,48 @@ class DefinitionBuilder:
         return existing
 
     def declare_param(self, stmt: s.ParamDecl) -> None:
+        """`param NAME: TYPE = INIT` or `buffer NAME: TYPE = INIT`. A mistake in the type's
+        datatype or in the initialiser is reported, and the array is still declared (as reals,
+        with the default initialiser), so that its uses stay quiet."""
         name = stmt.name.name
         noun = "buffer" if stmt.buffer else "parameter"
         if name in self.params:
             raise self.ctx.error("E312", f"{noun} `{name}` is declared twice", stmt.name.span,
                                  notes=[Note(self.params[name].span, "first declared here")])
         array_type = resolve_type(self.ctx, stmt.type)
-        if array_type.dtype.kind != "R":
-            raise self.ctx.error("E302", f"{noun}s hold reals: write `R[...]`", stmt.type.span)
-        init = "default"
-        init_args: tuple[float, ...] = ()
-        if stmt.buffer and stmt.init is None:
-            raise self.ctx.error("E312", f"the buffer `{name}` needs an initialiser",
-                                 stmt.span, hint="write `= zeros`, `= ones` or `= constant(c)`")
-        if stmt.init is not None:
-            init = stmt.init.name.name
-            allowed = BUFFER_INITIALISERS if stmt.buffer else sorted(INITIALISERS)
-            if init not in allowed or stmt.init.items is not None:
-                raise self.ctx.error("E312", f"unknown initialiser `{init}`" + (
-                    " for a buffer (a buffer's values are fixed, not drawn at random)"
-                    if stmt.buffer and init in INITIALISERS else ""), stmt.init.name.span,
-                    hint="use one of: " + ", ".join(allowed))
-            args = []
-            for arg in stmt.init.args:
-                args.append(constant_value(self.ctx, arg))
-            try:
-                check_initialiser(self.ctx, stmt.init, args)
-            except Reject:  # reported; the parameter still exists, so its uses stay quiet
-                self.params[name] = ir.Parameter(name=name, array=array_type, span=stmt.name.span,
-                                                 buffer=stmt.buffer)
-                raise
-            init_args = tuple(args)
+        fallback = ir.Parameter(name=name, array=array_type.model_copy(update={"dtype": ir.REALS}),
+                                init="zeros" if stmt.buffer else "default",
+                                span=stmt.name.span, buffer=stmt.buffer)
+        try:
+            if array_type.dtype.kind != "R":
+                raise self.ctx.error("E302", f"{noun}s hold reals: write `R[...]`",
+                                     stmt.type.span)
+            init, init_args = self.initialiser(stmt)
+        except Reject:
+            self.params[name] = fallback
+            raise
         self.params[name] = ir.Parameter(name=name, array=array_type, init=init,
                                          init_args=init_args, span=stmt.name.span,
                                          buffer=stmt.buffer)
+
+    def initialiser(self, stmt: s.ParamDecl) -> tuple[str, tuple[float, ...]]:
+        """The initialiser of a declaration and its numbers, checked."""
+        if stmt.init is None:
+            if stmt.buffer:
+                raise self.ctx.error(
+                    "E312", f"the buffer `{stmt.name.name}` needs an initialiser", stmt.span,
+                    hint="write `= zeros`, `= ones` or `= constant(c)`")
+            return "default", ()
+        init = stmt.init.name.name
+        allowed = BUFFER_INITIALISERS if stmt.buffer else sorted(INITIALISERS)
+        if init not in allowed or stmt.init.items is not None:
+            raise self.ctx.error("E312", f"unknown initialiser `{init}`" + (
+                " for a buffer (a buffer's values are fixed, not drawn at random)"
+                if stmt.buffer and init in INITIALISERS else ""), stmt.init.name.span,
+                hint="use one of: " + ", ".join(allowed))
+        args = [constant_value(self.ctx, arg) for arg in stmt.init.args]
+        check_initialiser(self.ctx, stmt.init, args)
+        return init, tuple(args)
 
     # ---- checks shared by operators
     def check_same_axes(self, actual: ir.ArrayType, expected: ir.ArrayType, span: ir.Span,
