@@ -140,6 +140,7 @@ def interpreter_pair(source: str, sizes: dict[str, int], training: bool
 @pytest.mark.parametrize(("source", "sizes", "shape"), [
     (BN2D, {"b": 3, "y": 2, "x": 3}, (3, 3, 2, 3)),
     (BN1D_SEQUENCE, {"b": 2, "t": 5}, (2, 4, 5)),
+    (BN1D.replace("batchnorm[b]", "batchnorm[b, c]"), {"b": 3}, (3, 4)),  # one channel: R[]
 ])
 def test_compiled_batchnorm_is_the_interpreter(training: bool, source: str,
                                                sizes: dict[str, int],

@@ -269,7 +269,7 @@ BATCHNORM = declare(Declaration(
     surfaces=(
         Surface("batchnorm", "normalise each channel over the target axes with the batch's "
                 "statistics (training) or the running ones (evaluation), which it updates; "
-                "optional scale and shift", "batchnorm[b, x](X, mean, var, g, beta)",
+                "optional scale and shift", "batchnorm[x](X, mean, var, g, beta)",
                 _batchnorm_typing),
     ),
     glyph=Box("batchnorm_circle", min_width=30.0, min_height=30.0, square=True),
