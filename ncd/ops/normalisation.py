@@ -264,6 +264,23 @@ def _batchnorm_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BatchNormOp,
                         batched=inputs[0].batched, fallback="batchnorm")]
 
 
+def _batchnorm_cost(op: ir.BatchNormOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
+    """As a layer norm's (the statistics, then a shift and a scale per entry), the running
+    statistics' update being per channel, not per entry."""
+    return per_output_entry(5 + op.affine + op.bias)(op, term, sizes)
+
+
+def _batchnorm_symmetry(op: ir.BatchNormOp, term: ir.Broadcasted, carried: Carried,
+                        calls: SymmetryCalls) -> Verdict:
+    """The statistics treat the entries of the target axes alike; each channel has its own
+    running statistics (and scale and shift), so a permutation of a channel axis breaks."""
+    channels = carried.any - set(op.axes)
+    if channels:
+        return Break(f"the batchnorm over {axis_list(op.axes)} keeps running statistics "
+                     f"({term.params[0].name}) per channel along {axis_list(channels)}")
+    return entrywise(op, term, carried, calls)
+
+
 BATCHNORM = declare(Declaration(
     node=ir.BatchNormOp,
     surfaces=(
@@ -273,4 +290,5 @@ BATCHNORM = declare(Declaration(
                 _batchnorm_typing),
     ),
     glyph=Box("batchnorm_circle", min_width=30.0, min_height=30.0, square=True),
-    overview=_batchnorm_overview, roles=_batchnorm_roles, lower=_batchnorm_lower))
+    overview=_batchnorm_overview, roles=_batchnorm_roles, lower=_batchnorm_lower,
+    cost=_batchnorm_cost, symmetry=_batchnorm_symmetry))
