@@ -99,3 +99,29 @@ def test_buffer_mistakes(declaration: str, message: str) -> None:
     (found,) = diagnostics(source)
     assert message in found.message
     assert found.span is not None and found.span.line == (4 if "twice" in message else 3)
+
+
+def test_buffers_are_not_counted_as_parameters() -> None:
+    """`ncd stats` counts what `module.parameters()` holds: buffers are state, not weights."""
+    from ncd.stats import stats
+
+    source = SOURCE.replace("axis x\n", "axis x = 2\n")
+    counted = stats(ncd.load(source).ir, "f").parameters
+    module = ncd.load(source).to_torch("f")
+    assert counted.value == sum(p.numel() for p in module.parameters()) == 12
+
+
+def test_the_editor_says_buffer() -> None:
+    from ncd import lsp_analysis
+
+    source = ("axis b = 4, c = 3\n\ndef f(X: R[b, c]) -> R[b, c] {\n"
+                          "    buffer mu: R[c] = zeros\n"
+                          "    return batchnorm[b](X, mu, s2) * exp(mu)\n}\n")
+    result = lsp_analysis.analyse(source, None)
+    assert result.diagnostics == []
+    line = source.splitlines().index("    return batchnorm[b](X, mu, s2) * exp(mu)") + 1
+    text = source.splitlines()[line - 1]
+    assert "buffer s2: R[c]" in (lsp_analysis.hover(result, line, text.index("s2") + 1) or "")
+    assert "buffer mu: R[c]" in (lsp_analysis.hover(result, line, text.index("mu") + 1) or "")
+    details = {c.label: c.detail for c in lsp_analysis.completions(result, line)}
+    assert details["mu"] == "buffer R[c]"
