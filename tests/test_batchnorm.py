@@ -245,3 +245,30 @@ def test_batchnorm_mistakes(body: str, code: str | None, message: str | None) ->
         assert found[0].code == code
     if message is not None:
         assert message in found[0].message
+
+
+def test_batchnorm_in_a_scan_updates_once_per_step() -> None:
+    """Inside a `scan` step, the running statistics move once per time step, in order."""
+    source = """axis b = 3, c = 2, t = 4
+
+def cell(H: R[b, c], X: R[b, c]) -> (R[b, c], R[b, c]) {
+    Z = batchnorm[b](H + X, mean, var)
+    return Z, Z
+}
+
+def block(H0: R[b, c], X: R[t, b, c]) -> R[t, b, c] {
+    Last, All = scan[t](cell, H0, X)
+    return All
+}
+"""
+    for training in (True, False):
+        module, interpreter = interpreter_pair(source, {}, training)
+        H0 = torch.randn(3, 2, dtype=torch.float64)
+        X = torch.randn(4, 3, 2, dtype=torch.float64)
+        (want,) = interpreter.run("block", [H0, X])
+        torch.testing.assert_close(module(H0, X), want, **CLOSE)
+        updated = {name: t for (_, name), t in interpreter.updated.items()}
+        assert set(updated) == ({"mean", "var"} if training else set())
+        for name, tensor in updated.items():
+            torch.testing.assert_close(dict(module.named_buffers())[f"cell.{name}"], tensor,
+                                       **CLOSE)
