@@ -381,10 +381,10 @@ class ProgramGenerator:
         targets = subset(self.c, x.axes, 1, 2)
         channels = [a for a in x.axes if a not in targets]
         names = [self.param_name(body) for _ in range(2 + self.c.integer(0, 2))]
+        order = self.shuffled(tuple(channels))  # both statistics list the channels alike
         for name, init in zip(names[:2], ("zeros", "ones"), strict=True):
             if self.c.chance(0.3):
-                body.emit(f"buffer {name}: R[{', '.join(self.shuffled(tuple(channels)))}]"
-                          f" = {init}")
+                body.emit(f"buffer {name}: R[{', '.join(order)}] = {init}")
         options = ""
         if self.c.chance(0.3):
             options = f", eps={choice(self.c, ('0.001', '1e-5'))}, momentum=0.2"

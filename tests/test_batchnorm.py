@@ -184,6 +184,27 @@ def block(X: R[b, c, x, h]) -> R[b, c, x, h] {
     assert list(fresh.parameters()) == []
 
 
+def test_a_new_statistic_follows_the_declared_one() -> None:
+    """The running mean declared with the channels as [h, c]: the new running variance is made
+    in that order too, so both are plain views for `F.batch_norm` to update in place."""
+    source = """axis b, c = 3, h = 2
+
+def block(X: R[b, c, h]) -> R[b, c, h] {
+    buffer mean: R[h, c] = zeros
+    return batchnorm[b](X, mean, var, g, beta)
+}
+"""
+    (definition,) = ok(source).definitions
+    assert {p.name: p.array.names for p in definition.params}["var"] == ("h", "c")
+    for training in (True, False):
+        module, interpreter = interpreter_pair(source, {"b": 4}, training)
+        X = torch.randn(4, 3, 2, dtype=torch.float64)
+        (want,) = interpreter.run("block", [X])
+        torch.testing.assert_close(module(X), want, **CLOSE)
+        for (_, name), tensor in interpreter.updated.items():
+            torch.testing.assert_close(getattr(module, name), tensor, **CLOSE)
+
+
 def test_eval_mode_is_differential_clean() -> None:
     """The differential harness (evaluation mode, a batch lift at run time) agrees."""
     for source in (BN2D, BN1D_SEQUENCE):
@@ -236,9 +257,13 @@ def f(X: R[e, b, c]) -> R[e, b, c] {
      "not drawn at random"),
     ("buffer m: R[c]\n    return batchnorm[b](X, m, v)", "E312", "needs an initialiser"),
     ("buffer m: R[b] = zeros\n    return batchnorm[b](X, m, v)", None, "buffer `m`"),
+    ("buffer m: R[c, h] = zeros\n    buffer v: R[h, c] = ones\n    return batchnorm[b](Y, m, v)",
+     "E312", "lists the channel axes as [h, c]"),
 ])
 def test_batchnorm_mistakes(body: str, code: str | None, message: str | None) -> None:
-    source = f"axis b = 4, c = 3\n\ndef f(X: R[b, c]) -> R[b, c] {{\n    {body}\n}}\n"
+    source = (f"axis b = 4, c = 3, h = 2\n\ndef f(X: R[b, c], Y: R[b, c, h]) -> R[b, c] {{\n"
+              f"    {body}\n}}\n").replace("return batchnorm[b](Y, m, v)",
+                                        "return sum[h](batchnorm[b](Y, m, v))")
     found = diagnostics(source)
     assert len(found) == 1, [d.message for d in found]
     if code is not None:

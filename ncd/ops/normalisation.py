@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from ncd import ir
 from ncd import syntax as s
 from ncd.context import Value, array
+from ncd.diagnostics import Note
 from ncd.elision import listed
 
 from .arguments import arguments, bracket_axes, keywords, positive_option, reject_items, same_shape
@@ -205,6 +206,12 @@ def _batchnorm_typing(builder: DefinitionBuilder, call: s.Call, name: str | None
     targets = [a.name for a in axes]
     channels = [a for a in value.array.shape.axes if a.name not in targets]
     channel_type = array(ir.REALS, channels)
+    for ident in names[:2]:  # a new statistic lists the channels as a declared one does
+        declared = builder.params.get(ident.name)
+        if declared is not None and declared.buffer and \
+                set(declared.array.names) == {a.name for a in channels}:
+            channel_type = declared.array
+            break
     params = []
     for index, ident in enumerate(names):
         if index < 2:
@@ -215,6 +222,13 @@ def _batchnorm_typing(builder: DefinitionBuilder, call: s.Call, name: str | None
             if parameter.init == "default":
                 parameter = parameter.model_copy(update={"init": "ones" if index == 2 else "zeros"})
                 builder.params[parameter.name] = parameter
+        if index == 1 and parameter.array.names != params[0][0].array.names:
+            raise builder.ctx.error(
+                "E312", f"the running variance `{parameter.name}` lists the channel axes as "
+                f"[{', '.join(parameter.array.names)}], the running mean "
+                f"`{params[0][0].name}` as [{', '.join(params[0][1])}]", ident.span,
+                notes=[Note(parameter.span, "declared here")],
+                hint="declare both buffers with the channel axes in the same order")
         params.append((parameter, parameter.array.names))
     op = ir.BatchNormOp(axes=tuple(targets), eps=options.get("eps", 1e-5), momentum=momentum,
                         affine=len(names) >= 3, bias=len(names) == 4)
