@@ -212,7 +212,7 @@ def _batchnorm_typing(builder: DefinitionBuilder, call: s.Call, name: str | None
                 set(declared.array.names) == {a.name for a in channels}:
             channel_type = declared.array
             break
-    params = []
+    params: list[tuple[ir.Parameter, Sequence[str]]] = []
     for index, ident in enumerate(names):
         if index < 2:
             parameter = builder.buffer(ident, channel_type, "ones" if index == 1 else "zeros",
