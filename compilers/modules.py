@@ -195,6 +195,19 @@ def signature_lines(arguments: Sequence[str], returns: str) -> list[str]:
     return ["    def forward(", *(f"        {a}," for a in arguments), f"    ) -> {returns}:"]
 
 
+def buffer_value(parameter: ir.Parameter, dims: list[str]) -> str:
+    """The fixed initial value of a buffer: `torch.zeros(4)`, `torch.full((4,), 0.5)`."""
+    shape = ", ".join(dims) if dims else "()"
+    match parameter.init:
+        case "zeros" | "ones":
+            return f"torch.{parameter.init}({shape})"
+        case "constant":
+            value = parameter.init_args[0] if parameter.init_args else 0.0
+            return f"torch.full(({shape}{',' if len(dims) == 1 else ''}), {float_literal(value)})"
+    raise CompileError(f"the buffer {parameter.name!r} has the initialiser {parameter.init!r}; "
+                       "a buffer starts at zeros, ones or a constant")
+
+
 def repr_entries(spec: ModuleSpec, sizes: ProgramSizes) -> list[str]:
     """What `print(module)` shows of a class besides its submodules: the signature of its
     forward, then each parameter with its type and shape (`(W): Parameter R[m, n] (8, 4)`)."""
@@ -202,7 +215,8 @@ def repr_entries(spec: ModuleSpec, sizes: ProgramSizes) -> list[str]:
     for entry in spec.params.values():
         array = entry.parameter.array
         dims = tuple(sizes.value(axis.size) for axis in array.shape.axes)
-        entries.append(f"({entry.attribute}): Parameter {array.text()} {dims}")
+        kind = "Buffer" if entry.parameter.buffer else "Parameter"
+        entries.append(f"({entry.attribute}): {kind} {array.text()} {dims}")
     return entries
 
 
@@ -268,6 +282,11 @@ def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
         note = parameter.array.text()
         if entry.attribute != parameter.name:
             note += f", renamed from {parameter.name}"
+        if parameter.buffer:
+            line = (f"self.register_buffer({string_literal(entry.attribute)}, "
+                    f"{buffer_value(parameter, dims)})")
+            lines.extend(commented(inner, line, "buffer " + note))
+            continue
         if is_plain_identifier(entry.attribute):
             line = f"self.{entry.attribute} = nn.Parameter({empty})"
         else:
@@ -284,12 +303,13 @@ def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
         else:
             line = f"self.add_module({string_literal(child.attribute)}, {construct})"
         lines.extend(commented(inner, line, child.comment))
-    if spec.params:
+    learned = [entry for entry in spec.params.values() if not entry.parameter.buffer]
+    if learned:
         lines.append(f"{inner}self.reset_parameters()")
         lines.append("")
         lines.append("    def reset_parameters(self) -> None:")
         lines.append(f"{inner}with torch.no_grad():")
-        for entry in spec.params.values():
+        for entry in learned:
             call, _, note = initialiser_code(entry, "self", sizes).partition("  # ")
             lines.extend(commented(inner + "    ", call, note or None))
     lines.extend(extra_repr_lines(spec, sizes))

@@ -16,7 +16,7 @@ from ncd import ir
 from ncd import syntax as s
 from ncd.context import AxisInfo, BlockGroup, Context, Reject, Step, Value, array, port, shape
 from ncd.diagnostics import Note, did_you_mean
-from ncd.initialisers import INITIALISERS, check_initialiser
+from ncd.initialisers import BUFFER_INITIALISERS, INITIALISERS, check_initialiser
 from ncd.ops.arguments import constant_value
 from ncd.sizes import Size, SizeLimit, all_symbols, from_ir
 from ncd.statements import elaborate_body, single
@@ -237,8 +237,9 @@ class DefinitionBuilder:
             return found[1]
         degree = shape([])
         value = Value(parameter.array, parameter.name, span)
+        op: ir.Operator = ir.BufferOp() if parameter.buffer else ir.ParameterOp()
         term = ir.Broadcasted(
-            dom=(), cod=(parameter.array,), span=span, op=ir.ParameterOp(), degree=degree,
+            dom=(), cod=(parameter.array,), span=span, op=op, degree=degree,
             inputs=(), params=(port(parameter.array, parameter.array.names, degree,
                                     parameter.name),),
             outputs=(port(parameter.array, parameter.array.names, degree, parameter.name),))
@@ -267,37 +268,76 @@ class DefinitionBuilder:
                                  f"parameter `{ident.name}`", existing.span)
         return existing
 
+    def buffer(self, ident: s.Ident, expected: ir.ArrayType, init: str,
+               what: str) -> ir.Parameter:
+        """A buffer named in an operator's argument list (`batchnorm`'s running statistics),
+        declared here with the initialiser `init` if it is new."""
+        if ident.name in self.scope:
+            raise self.ctx.error(
+                "E207", f"`{ident.name}` is an array on a wire, but {what} is a buffer",
+                ident.span, hint="name a buffer (declared with `buffer` or new)")
+        existing = self.params.get(ident.name)
+        if existing is None:
+            parameter = ir.Parameter(name=ident.name, array=expected, init=init,
+                                     span=ident.span, buffer=True)
+            self.params[ident.name] = parameter
+            return parameter
+        if not existing.buffer:
+            raise self.ctx.error(
+                "E312", f"`{ident.name}` is a learned parameter, but {what} is a buffer",
+                ident.span, notes=[Note(existing.span, "declared here")],
+                hint=f"declare it with `buffer {ident.name}: ...`, or use a new name")
+        self.check_same_axes(existing.array, expected, ident.span, f"buffer `{ident.name}`",
+                             existing.span)
+        return existing
+
     def declare_param(self, stmt: s.ParamDecl) -> None:
+        """`param NAME: TYPE = INIT` or `buffer NAME: TYPE = INIT`. A mistake in the type's
+        datatype or in the initialiser is reported, and the array is still declared (as reals,
+        with the default initialiser), so that its uses stay quiet."""
         name = stmt.name.name
+        noun = "buffer" if stmt.buffer else "parameter"
         if name in self.params:
-            raise self.ctx.error("E312", f"parameter `{name}` is declared twice", stmt.name.span,
+            raise self.ctx.error("E312", f"{noun} `{name}` is declared twice", stmt.name.span,
                                  notes=[Note(self.params[name].span, "first declared here")])
         try:
             array_type = resolve_type(self.ctx, stmt.type)
-        except Reject:
+        except Reject:  # its uses stay quiet: one error for the one mistake
             self.failed_params.add(name)
             raise
-        if array_type.dtype.kind != "R":
-            self.failed_params.add(name)
-            raise self.ctx.error("E302", "parameters hold reals: write `R[...]`", stmt.type.span)
-        init = "default"
-        init_args: tuple[float, ...] = ()
-        if stmt.init is not None:
-            init = stmt.init.name.name
-            try:
-                if init not in INITIALISERS or stmt.init.items is not None:
-                    raise self.ctx.error("E312", f"unknown initialiser `{init}`",
-                                         stmt.init.name.span,
-                                         hint=did_you_mean(init, INITIALISERS) or "use one of: "
-                                         + ", ".join(sorted(INITIALISERS)))
-                args = [constant_value(self.ctx, arg) for arg in stmt.init.args]
-                check_initialiser(self.ctx, stmt.init, args)
-            except Reject:  # reported; the parameter still exists, so its uses stay quiet
-                self.params[name] = ir.Parameter(name=name, array=array_type, span=stmt.name.span)
-                raise
-            init_args = tuple(args)
+        fallback = ir.Parameter(name=name, array=array_type.model_copy(update={"dtype": ir.REALS}),
+                                init="zeros" if stmt.buffer else "default",
+                                span=stmt.name.span, buffer=stmt.buffer)
+        try:
+            if array_type.dtype.kind != "R":
+                raise self.ctx.error("E302", f"{noun}s hold reals: write `R[...]`",
+                                     stmt.type.span)
+            init, init_args = self.initialiser(stmt)
+        except Reject:  # reported; the array still exists (as reals), so its uses stay quiet
+            self.params[name] = fallback
+            raise
         self.params[name] = ir.Parameter(name=name, array=array_type, init=init,
-                                         init_args=init_args, span=stmt.name.span)
+                                         init_args=init_args, span=stmt.name.span,
+                                         buffer=stmt.buffer)
+
+    def initialiser(self, stmt: s.ParamDecl) -> tuple[str, tuple[float, ...]]:
+        """The initialiser of a declaration and its numbers, checked."""
+        if stmt.init is None:
+            if stmt.buffer:
+                raise self.ctx.error(
+                    "E312", f"the buffer `{stmt.name.name}` needs an initialiser", stmt.span,
+                    hint="write `= zeros`, `= ones` or `= constant(c)`")
+            return "default", ()
+        init = stmt.init.name.name
+        allowed = BUFFER_INITIALISERS if stmt.buffer else sorted(INITIALISERS)
+        if init not in allowed or stmt.init.items is not None:
+            raise self.ctx.error("E312", f"unknown initialiser `{init}`" + (
+                " for a buffer (a buffer's values are fixed, not drawn at random)"
+                if stmt.buffer and init in INITIALISERS else ""), stmt.init.name.span,
+                hint=did_you_mean(init, allowed) or "use one of: " + ", ".join(allowed))
+        args = [constant_value(self.ctx, arg) for arg in stmt.init.args]
+        check_initialiser(self.ctx, stmt.init, args)
+        return init, tuple(args)
 
     # ---- checks shared by operators
     def check_same_axes(self, actual: ir.ArrayType, expected: ir.ArrayType, span: ir.Span,

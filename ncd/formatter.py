@@ -327,7 +327,8 @@ class _Formatter:
         if isinstance(statement, s.Return):
             return "return " + ", ".join(self.expr(v) for v in statement.values)
         if isinstance(statement, s.ParamDecl):
-            text = f"param {statement.name.name}: {self.type_expr(statement.type)}"
+            keyword = "buffer" if statement.buffer else "param"
+            text = f"{keyword} {statement.name.name}: {self.type_expr(statement.type)}"
             init = statement.init
             if init is not None:
                 bare = init.items is None and not init.args

@@ -20,6 +20,9 @@ INITIALISERS: dict[str, int] = {name: len(required)
                                 for name, (required, _) in INITIALISER_ARGUMENTS.items()}
 """Each initialiser's number of required arguments."""
 
+BUFFER_INITIALISERS: tuple[str, ...] = ("constant", "ones", "zeros")
+"""The initialisers of a buffer: fixed values (a buffer is state, not a random draw)."""
+
 
 def check_initialiser(ctx: Context, init: s.Call, args: Sequence[float]) -> None:
     """The initialiser `init` (a known name) can initialise a parameter with `args`: the right

@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, Union, assert_never, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    model_serializer,
+    model_validator,
+)
 
 from ncd.ops.functions import ElementwiseFunction
 
@@ -296,13 +304,24 @@ class Port(Node):
 
 
 class Parameter(Node):
-    """A learned parameter: a wire of the parametric map, named as in the source."""
+    """A learned parameter: a wire of the parametric map, named as in the source. With
+    `buffer` set, a non-learned array of the module's state (`buffer` in the source): kept in
+    the state dict, never trained (the running statistics of `batchnorm`, a fixed table)."""
 
     name: str
     array: ArrayType
     init: str = "default"
     init_args: tuple[Float, ...] = ()
     span: Span | None = None
+    buffer: bool = False
+
+    @model_serializer(mode="wrap")
+    def _omit_default_buffer(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A learned parameter's JSON has no `buffer` key, as before buffers existed."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.buffer:
+            data.pop("buffer", None)
+        return data
 
 
 # --------------------------------------------------------------------------------------
@@ -373,6 +392,22 @@ class NormOp(Node):
 
 ELEMENTWISE_FUNCTIONS: tuple[ElementwiseFunction, ...] = get_args(ElementwiseFunction)
 """The elementwise functions, declared in `ncd.ops.functions`."""
+
+
+class BatchNormOp(Node):
+    """Batch normalisation: normalise each channel (the axes not in `axes`) over the target
+    `axes` with the batch's statistics (training mode) or the running statistics (evaluation
+    mode). Parameter ports: the running mean and the running variance (buffers), then the
+    optional scale and shift, all typed by the channel axes. In training mode the running
+    statistics become `(1 - momentum) * running + momentum * batch` (the variance unbiased),
+    as `nn.BatchNorm1d/2d`."""
+
+    kind: Literal["batchnorm"] = "batchnorm"
+    axes: tuple[str, ...]
+    eps: Float = 1e-5
+    momentum: Float = 0.1
+    affine: bool = False
+    bias: bool = False
 
 
 class ElementwiseOp(Node):
@@ -520,11 +555,18 @@ class ParameterOp(Node):
     kind: Literal["parameter"] = "parameter"
 
 
+class BufferOp(Node):
+    """A buffer put onto a wire, to be read as data (a fixed table, a running statistic): as
+    `ParameterOp`, with the buffer on its one parameter port."""
+
+    kind: Literal["buffer"] = "buffer"
+
+
 Operator = Annotated[
     Union[
-        EinsumOp, LinearOp, EmbeddingOp, SoftmaxOp, NormOp, ElementwiseOp, ScaleOp, DropoutOp,
-        AddOp, MultiplyOp, MaskOp, ReduceOp, ConcatOp, SplitOp, PadOp, RenameOp, ReshapeOp,
-        CallOp, ConstantOp, BinaryOp, WhereOp, ParameterOp,
+        EinsumOp, LinearOp, EmbeddingOp, SoftmaxOp, NormOp, BatchNormOp, ElementwiseOp, ScaleOp,
+        DropoutOp, AddOp, MultiplyOp, MaskOp, ReduceOp, ConcatOp, SplitOp, PadOp, RenameOp,
+        ReshapeOp, CallOp, ConstantOp, BinaryOp, WhereOp, ParameterOp, BufferOp,
     ],
     Field(discriminator="kind"),
 ]

@@ -54,7 +54,7 @@ class Binding:
     name: str
     array: ir.ArrayType
     span: ir.Span | None
-    kind: Literal["array", "parameter"]
+    kind: Literal["array", "parameter", "buffer"]
 
 
 @dataclass
@@ -163,8 +163,16 @@ class _Recorder(elaborate.DefinitionBuilder):
                   what: str) -> ir.Parameter:
         parameter = super().parameter(ident, expected, what)
         self.reads[(ident.span.file, ident.span.line, ident.span.column)] = Binding(
-            parameter.name, parameter.array, parameter.span, "parameter")
+            parameter.name, parameter.array, parameter.span,
+            "buffer" if parameter.buffer else "parameter")
         return parameter
+
+    def buffer(self, ident: s.Ident, expected: ir.ArrayType, init: str,
+               what: str) -> ir.Parameter:
+        buffer = super().buffer(ident, expected, init, what)
+        self.reads[(ident.span.file, ident.span.line, ident.span.column)] = Binding(
+            buffer.name, buffer.array, buffer.span, "buffer")
+        return buffer
 
 
 @contextmanager
@@ -439,7 +447,8 @@ def _binding(analysis: Analysis, occurrence: Occurrence) -> Binding | None:
         parameter = facts.params.get(occurrence.name)
         if parameter is None:
             return None
-        return Binding(parameter.name, parameter.array, parameter.span, "parameter")
+        return Binding(parameter.name, parameter.array, parameter.span,
+                       "buffer" if parameter.buffer else "parameter")
     if occurrence.role in ("target", "input"):
         exact = [b for b in facts.bindings if b.name == occurrence.name and b.span == span]
         if exact:
@@ -539,7 +548,7 @@ def hover(analysis: Analysis, line: int, column: int) -> str | None:
         return _output_hover(analysis, occurrence)
     binding = _binding(analysis, occurrence)
     if binding is not None:
-        keyword = "param " if binding.kind == "parameter" else ""
+        keyword = {"parameter": "param ", "buffer": "buffer ", "array": ""}[binding.kind]
         sizes = " × ".join(ir.size_text(axis.size) for axis in binding.array.shape.axes)
         return _code(f"{keyword}{binding.name}: {binding.array.text()}") + (
             f"\n\nshape {sizes}" if sizes else "\n\na scalar")
@@ -653,7 +662,7 @@ def completions(analysis: Analysis, line: int | None = None) -> list[Completion]
     for binding in reversed(facts.bindings if facts else []):
         add(binding.name, "variable", binding.array.text())
     for name, param in (facts.params if facts else {}).items():
-        add(name, "variable", f"param {param.array.text()}")
+        add(name, "variable", f"{'buffer' if param.buffer else 'param'} {param.array.text()}")
     for info in analysis.axes.values():
         add(info.name, "axis", _axis_text(info))
     for name, (file, item) in analysis.visible.items():

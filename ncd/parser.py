@@ -33,7 +33,8 @@ MAX_POINTFREE_TERMS = 1_000  # names in one point-free expression, e.g. `f ; f ;
 # How each terminal reads in "expected one of ..." messages.
 TERMINAL_WORDS: dict[str, str] = {
     "IMPORT": "`import`", "FROM": "`from`", "AXIS": "`axis`", "DEF": "`def`",
-    "RETURN": "`return`", "PARAM": "`param`", "BLOCK": "`block`", "COLOR": "`color`",
+    "RETURN": "`return`", "PARAM": "`param`", "BUFFER": "`buffer`", "BLOCK": "`block`",
+    "COLOR": "`color`",
     "SHARED": "`shared`", "SUM": "`sum`", "REAL": "`R`", "NAT": "`N`", "BOOL": "`B`",
     "REPEAT": "a repetition like `x6`", "ARROW": "`->`", "TENSOR": "`(x)`",
     "COMPARE": "a comparison", "FLOORDIV": "`//`", "EQUAL": "`=`", "COMMA": "`,`",
@@ -459,6 +460,9 @@ class _Builder:
         if kind == "return_stmt":
             return s.Return(tuple(self.expr(p) for p in parts), span)
         if kind == "param_decl":
+            buffer = isinstance(parts[0], Token) and parts[0].type == "BUFFER"
+            if buffer:
+                parts = parts[1:]
             init: s.Expr | None = None
             if len(parts) > 2 and isinstance(parts[2], Tree) and parts[2].data == "init_name":
                 token = parts[2].children[0]
@@ -467,7 +471,8 @@ class _Builder:
             elif len(parts) > 2 and parts[2] is not None:
                 init = self.expr(parts[2])
             assert init is None or isinstance(init, s.Call)
-            return s.ParamDecl(self.ident(parts[0]), self.type_expr(parts[1]), init, span)
+            return s.ParamDecl(self.ident(parts[0]), self.type_expr(parts[1]), init, span,
+                               buffer)
         if kind == "block":
             title_token = parts[0]
             repeat, color, shared = 1, None, False

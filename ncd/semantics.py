@@ -221,8 +221,15 @@ class Interpreter:
     """Evaluates the definitions of one program for fixed sizes and parameters."""
 
     def __init__(self, program: ir.Program, sizes: Mapping[str, int],
-                 parameters: ParameterSource, real: torch.dtype = torch.float64) -> None:
+                 parameters: ParameterSource, real: torch.dtype = torch.float64,
+                 training: bool = False) -> None:
         self.program = program
+        self.training = training
+        """The mode: `batchnorm` normalises with the batch's statistics and updates its
+        running statistics in training mode, and uses the running ones in evaluation mode."""
+        self.updated: dict[tuple[ParameterPath, str], torch.Tensor] = {}
+        """The buffers written so far (training mode), by path and name, in the declared axis
+        order; a later read of the buffer sees its new value."""
         self.env = resolve_sizes(program, sizes)
         self.parameters = parameters
         self.real = real
@@ -406,7 +413,9 @@ class Interpreter:
         if declared is None:
             raise MalformedTerm(f"parameter {port.name!r} is not declared by "
                                 f"{scope.definition.name!r}")
-        tensor = self.parameters(scope.path, declared)
+        tensor = self.updated.get((scope.path, declared.name))
+        if tensor is None:
+            tensor = self.parameters(scope.path, declared)
         expected = tuple(self.size(a.size) for a in declared.array.shape.axes)
         if tuple(tensor.shape) != expected:
             raise SizeError(f"parameter {port.name} of {scope.definition.name} has shape "
@@ -484,6 +493,8 @@ class Interpreter:
                 return [softmax(tiles[0], op.log)]
             case ir.NormOp():
                 return [normalise(op, tiles[0], params)]
+            case ir.BatchNormOp():
+                return [self.batchnorm(op, term, tiles[0], params, scope)]
             case ir.ElementwiseOp():
                 return [Array(elementwise(op.function, tiles[0].data), tiles[0].axes)]
             case ir.ScaleOp():
@@ -519,7 +530,7 @@ class Interpreter:
                 return [combine(tiles, out[0], BINARY[op.function])]
             case ir.WhereOp():
                 return [choose(tiles, out[0])]
-            case ir.ParameterOp():
+            case ir.ParameterOp() | ir.BufferOp():
                 return [params[0]]  # the parameter itself, as data on a wire
         assert_never(op)
 
@@ -542,6 +553,51 @@ class Interpreter:
         dims = [names.index(n) for n in contracted]
         total = product.sum(dim=dims) if dims else product
         return Array(total * scale if scale != 1.0 else total, tuple(outputs))
+
+    def batchnorm(self, op: ir.BatchNormOp, term: ir.Broadcasted, tile: Array,
+                  params: list[Array], scope: Scope) -> Array:
+        """Each channel (the axes not in `op.axes`) normalised over `op.axes`: in training mode
+        by the batch's mean and biased variance, and the running statistics move towards the
+        batch's mean and unbiased variance by `momentum`; in evaluation mode by the running
+        statistics."""
+        channels = tuple(n for n in tile.axes if n not in op.axes)
+        layout = (*op.axes, *channels)
+        x = tile.aligned(layout).data
+        count = 1
+        for name in op.axes:
+            count *= tile.size(name)
+        rows = x.reshape(count, -1)
+        running_mean, running_var, *rest = (p.aligned(channels).data.reshape(-1) for p in params)
+        if self.training:
+            if count < 2:
+                raise SizeError(f"batchnorm over {op.axes} sees {count} value per channel; "
+                                "training mode needs at least two")
+            mean = rows.sum(0) / count
+            deviation = rows - mean
+            variance = (deviation * deviation).sum(0) / count
+            y = deviation / torch.sqrt(variance + op.eps)
+            new_mean = (1 - op.momentum) * running_mean + op.momentum * mean
+            new_var = ((1 - op.momentum) * running_var
+                       + op.momentum * variance * count / (count - 1))
+            for port, value, source in zip(term.params, (new_mean, new_var), params[:2],
+                                           strict=False):
+                assert port.name is not None  # parameter() has read it
+                declared = self.declared(port.name, scope)
+                shaped = Array(value.reshape(source.aligned(channels).data.shape), channels)
+                self.updated[(scope.path, port.name)] = shaped.aligned(declared.array.names).data
+        else:
+            y = (rows - running_mean) / torch.sqrt(running_var + op.eps)
+        if op.affine:
+            y = y * rest.pop(0)
+        if op.bias:
+            y = y + rest.pop(0)
+        return Array(y.reshape(x.shape), layout).aligned(tile.axes)
+
+    def declared(self, name: str, scope: Scope) -> ir.Parameter:
+        found = next((p for p in scope.definition.params if p.name == name), None)
+        if found is None:
+            raise MalformedTerm(f"parameter {name!r} is not declared by {scope.definition.name!r}")
+        return found
 
     def linear(self, op: ir.LinearOp, x: Array, params: list[Array]) -> Array:
         """`Y[o] = sum_i X[i] W[i, o] (+ b[o])`; input axis `op.inputs[i]` is paired with

@@ -428,6 +428,8 @@ class _Analysis:
 
         visit(definition.body, 1)
         for parameter in definition.params:
+            if parameter.buffer:  # state, not learned: as `module.parameters()` counts
+                continue
             count = copies.get(parameter.name, 1)
             entries = Size.const(1)
             for axis in parameter.array.shape.axes:

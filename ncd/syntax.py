@@ -143,10 +143,13 @@ class Return:
 
 @dataclass(frozen=True)
 class ParamDecl:
+    """`param NAME: R[...] = init`, or with `buffer` a non-learned array of the state."""
+
     name: Ident
     type: TypeExpr
     init: Call | None
     span: Span
+    buffer: bool = False
 
 
 @dataclass(frozen=True)

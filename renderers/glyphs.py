@@ -122,6 +122,19 @@ def card(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
     return [outline, crease]
 
 
+def buffer_card(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """The card of `card`, dashed and unfilled: a buffer, state that is not learned."""
+    fold = min(9.0, h * 0.3)
+    dashed = Stroke(theme.ink, OUTLINE, (3.0, 2.0))
+    outline = Polygon(
+        ((x + fold, y + h), (x, y + h - fold), (x, y), (x + w, y), (x + w, y + h)),
+        theme.box_fill, dashed,
+    )
+    crease = Path((x, y + h - fold), ((x + fold, y + h - fold), (x + fold, y + h)),
+                  _stroke(theme, 0.8), layer=LAYER_BOX)
+    return [outline, crease]
+
+
 def triangle_left(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
     """A white triangle pointing left (softmax)."""
     return [Polygon(((x, y + h / 2), (x + w, y), (x + w, y + h)), theme.box_fill,
@@ -138,6 +151,17 @@ def norm_circle(x: float, y: float, w: float, h: float, theme: Theme) -> list[It
         Path((cx - v * 0.72, cy - v * 0.62), ((cx, cy + v * 0.8), (cx + v * 0.72, cy - v * 0.62)),
              _stroke(theme, 1.3), layer=LAYER_BOX),
     ]
+
+
+def batchnorm_circle(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
+    """The normalisation circle with a bar under its V: the statistics of the batch."""
+    radius = min(w, h) / 2
+    cx, cy = x + w / 2, y + h / 2
+    v = radius * 0.62
+    bar = cy + v * 0.8 + radius * 0.16
+    return [*norm_circle(x, y, w, h, theme),
+            Path((cx - v * 0.72, bar), ((cx + v * 0.72, bar),), _stroke(theme, 1.3),
+                 layer=LAYER_BOX)]
 
 
 def mask_square(x: float, y: float, w: float, h: float, theme: Theme) -> list[Item]:
@@ -227,10 +251,14 @@ def outline_shape(outline: decl.Outline) -> Shape:
     match outline:
         case "card":
             return card
+        case "buffer_card":
+            return buffer_card
         case "triangle_left":
             return triangle_left
         case "norm_circle":
             return norm_circle
+        case "batchnorm_circle":
+            return batchnorm_circle
         case "mask_square":
             return mask_square
         case "plain_box":

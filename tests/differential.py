@@ -125,6 +125,8 @@ def module_parameters(module: torch.nn.Module) -> Callable[[ParameterPath, ir.Pa
             base = f"p{base}"
         for underscores in range(8):
             found = owner._parameters.get(base + "_" * underscores)
+            if found is None:
+                found = owner._buffers.get(base + "_" * underscores)
             if found is not None:
                 return found
         raise KeyError(f"no parameter {parameter.name!r} in {type(owner).__name__}")
@@ -209,6 +211,8 @@ def compare_definition(program: ir.Program, name: str, *, seed: int = 0,
         for parameter in module.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator,
                                         dtype=parameter.dtype))
+        for buffer in module.buffers():  # positive: a running variance is one
+            buffer.copy_(torch.rand(buffer.shape, generator=generator, dtype=buffer.dtype) + 0.5)
     parameters = module_parameters(module)
     seen: dict[int, tuple[torch.Tensor, ParameterPath, str]] = {}
 

@@ -117,6 +117,8 @@ class DefInfo:
     name: str
     inputs: list[Axes]
     outputs: list[Axes]
+    stateful: bool = False
+    """Uses `batchnorm` (itself or through a call): it cannot be lifted over extra axes."""
 
 
 @dataclass
@@ -153,7 +155,7 @@ class ProgramGenerator:
 
     ALL_FEATURES = frozenset({"blocks", "calls", "scan", "pointfree", "equations", "structure",
                               "tricky_names", "docstrings", "comments", "symbolic",
-                              "param_data"})
+                              "param_data", "batchnorm"})
 
     def __init__(self, chooser: Chooser, features: frozenset[str] = ALL_FEATURES, *,
                  max_definitions: int = 4,
@@ -169,6 +171,7 @@ class ProgramGenerator:
         self.base_names: set[str] = set()
         self.chunks: list[str] = []
         self.counter = 0
+        self.stateful = False  # whether the definition being written uses batchnorm
 
     # ---- names and axes
     def fresh(self, base: str) -> str:
@@ -247,6 +250,7 @@ class ProgramGenerator:
     def definition(self) -> None:
         name = self.def_name()
         body = Body()
+        self.stateful = False
         inputs: list[Array] = []
         for index in range(self.c.integer(1, 2)):
             axes = tuple(subset(self.c, self.input_axes(), 1, 3))
@@ -290,7 +294,8 @@ class ProgramGenerator:
                            + "\n}\n")
         if index_inputs:  # the generator calls definitions with R arrays only
             return
-        self.definitions.append(DefInfo(name, [a.axes for a in inputs], signature_outputs))
+        self.definitions.append(DefInfo(name, [a.axes for a in inputs], signature_outputs,
+                                        self.stateful))
 
     def def_name(self) -> str:
         name = self.fresh(choice(self.c, ("f", "layer", "net", "Block_")))
@@ -314,14 +319,16 @@ class ProgramGenerator:
         if chains and self.c.chance(0.6):
             f, g = choice(self.c, chains)
             self.chunks.append(f"def {name} = {f.name} ; {g.name}\n")
-            self.definitions.append(DefInfo(name, f.inputs, g.outputs))
+            self.definitions.append(DefInfo(name, f.inputs, g.outputs,
+                                            f.stateful or g.stateful))
             return
         first = choice(self.c, self.definitions)
         second = choice(self.c, self.definitions)
         doc = ' """Side by side."""' if self.c.chance(0.3) else ""
         self.chunks.append(f"def {name} = {first.name} (x) {second.name}{doc}\n")
         self.definitions.append(DefInfo(name, first.inputs + second.inputs,
-                                        first.outputs + second.outputs))
+                                        first.outputs + second.outputs,
+                                        first.stateful or second.stateful))
 
     # ---- statements
     def statement(self, body: Body, *, allow_blocks: bool) -> None:
@@ -343,6 +350,8 @@ class ProgramGenerator:
             makers.append(self.scan)
         if "param_data" in self.features:
             makers.append(self.param_data)
+        if "batchnorm" in self.features:
+            makers.append(self.batchnorm)
         choice(self.c, makers)(body)
 
     def param_data(self, body: Body) -> None:
@@ -351,8 +360,12 @@ class ProgramGenerator:
         x = self.source(body)
         p_axes = subset(self.c, x.axes, 0, 2)
         param = self.param_name(body)
-        init = choice(self.c, ("", " = normal(0, 0.5)", " = uniform(0.5, 1)", " = ones"))
-        body.emit(f"param {param}: R[{', '.join(p_axes)}]{init}")
+        if "batchnorm" in self.features and self.c.chance(0.3):  # a buffer, read the same way
+            init = choice(self.c, (" = zeros", " = ones", " = constant(0.5)"))
+            body.emit(f"buffer {param}: R[{', '.join(p_axes)}]{init}")
+        else:
+            init = choice(self.c, ("", " = normal(0, 0.5)", " = uniform(0.5, 1)", " = ones"))
+            body.emit(f"param {param}: R[{', '.join(p_axes)}]{init}")
         read = f"{param}[{', '.join(p_axes)}]"
         if p_axes and self.c.chance(0.25):
             self.bind_equation(body, p_axes, [], f"{read} * 0.5")
@@ -360,6 +373,24 @@ class ProgramGenerator:
         exprs = [f"{x.name} * sigmoid({param})", f"maximum({x.name}, {param})",
                  f"{x.name} / (1 + {param} * {param})", f"{x.name} - tanh({param})"]
         self.bind(body, choice(self.c, exprs), x.axes)
+
+    def batchnorm(self, body: Body) -> None:
+        """`batchnorm` over some axes, its running statistics new or declared buffers (in
+        another axis order than the channels'), with or without scale and shift."""
+        x = self.source(body)
+        targets = subset(self.c, x.axes, 1, 2)
+        channels = [a for a in x.axes if a not in targets]
+        names = [self.param_name(body) for _ in range(2 + self.c.integer(0, 2))]
+        order = self.shuffled(tuple(channels))  # both statistics list the channels alike
+        for name, init in zip(names[:2], ("zeros", "ones"), strict=True):
+            if self.c.chance(0.3):
+                body.emit(f"buffer {name}: R[{', '.join(order)}] = {init}")
+        options = ""
+        if self.c.chance(0.3):
+            options = f", eps={choice(self.c, ('0.001', '1e-5'))}, momentum=0.2"
+        self.stateful = True
+        self.bind(body, f"batchnorm[{', '.join(targets)}{options}]"
+                  f"({', '.join([x.name, *names])})", x.axes)
 
     def source(self, body: Body) -> Array:
         """Mostly the latest array, sometimes an earlier one."""
@@ -773,6 +804,9 @@ class ProgramGenerator:
                 assert extra is not None
                 if any(set(extra) & set(out) for out in definition.outputs):
                     continue
+                if extra and definition.stateful:  # batch statistics are not lifted
+                    continue
+                self.stateful = self.stateful or definition.stateful
                 call = f"{definition.name}({', '.join(a.name for a in args)})"
                 if len(definition.outputs) == 1:
                     self.bind(body, call, (*extra, *definition.outputs[0]))

@@ -34,7 +34,8 @@ REDUCE: tuple[str, ...] = get_args(ir.ReduceOp.model_fields["function"].annotati
 
 # Kinds that no operator name makes: other syntax does.
 MADE_BY_OTHER_SYNTAX = {ir.EinsumOp: "tensor equations", ir.CallOp: "calls of definitions",
-                        ir.ParameterOp: "a parameter named where an array is expected"}
+                        ir.ParameterOp: "a parameter named where an array is expected",
+                        ir.BufferOp: "a buffer named where an array is expected"}
 
 AXES = "axis x, y, t = 3, m = 4, h = 2, k = 2, a = 2, b = 3, c = 5, v = 7\n"
 
@@ -46,6 +47,7 @@ SOURCES: dict[type[ir.Node], str] = {
     ir.EmbeddingOp: "def f(T: N[v][x]) -> R[x, m] { return embedding[v -> m](T, E) }",
     ir.SoftmaxOp: "def f(S: R[x, y]) -> R[x, y] { return softmax[y](S) }",
     ir.NormOp: "def f(X: R[x, m]) -> R[x, m] { return layernorm[m](X, g, b0) }",
+    ir.BatchNormOp: "def f(X: R[x, m]) -> R[x, m] { return batchnorm[x](X, mu, s2, g, b0) }",
     ir.ElementwiseOp: "def f(X: R[x, m]) -> R[x, m] { return relu(X) }",
     ir.ScaleOp: "def f(X: R[x, m]) -> R[x, m] { return X * 0.5 }",
     ir.DropoutOp: "def f(X: R[x, m]) -> R[x, m] { return dropout[p=0.1](X) }",
@@ -64,6 +66,7 @@ SOURCES: dict[type[ir.Node], str] = {
     ir.BinaryOp: "def f(X: R[x, m], N: R[x]) -> R[x, m] { return maximum(X, N) / N }",
     ir.WhereOp: "def f(C: B[x, m], X: R[x, m], Y: R[m]) -> R[x, m] { return where(C, X, Y) }",
     ir.ParameterOp: "def f(X: R[x, m]) -> R[x, m] { param a: R[m]\n return X * sigmoid(a) }",
+    ir.BufferOp: "def f(X: R[x, m]) -> R[x, m] { buffer a: R[m] = ones\n return X * exp(a) }",
 }
 
 # Every term kind at once, in `f`.

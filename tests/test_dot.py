@@ -246,7 +246,8 @@ def every_operator() -> list[ir.Operator]:
         ir.ReshapeOp(inputs=("h", "k"), outputs=("m",)),
         ir.CallOp(definition="attention", instance="attention"),
         ir.ConstantOp(op="-", constant=1.0, text="1", constant_first=True),
-        ir.BinaryOp(function="divide"), ir.WhereOp(),
+        ir.BinaryOp(function="divide"), ir.WhereOp(), ir.ParameterOp(), ir.BufferOp(),
+        ir.BatchNormOp(axes=("b", "x")),
     ]
 
 

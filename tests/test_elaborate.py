@@ -346,7 +346,31 @@ def _check_where(d: ir.Definition) -> None:
     assert term.outputs[0].array.names == ("x", "m")
 
 
+def _check_batchnorm(d: ir.Definition) -> None:
+    term = one(d, "batchnorm")
+    assert term.op == ir.BatchNormOp(axes=("x",), eps=0.001, momentum=0.2, affine=True,
+                                     bias=True)
+    assert [p.name for p in term.params] == ["mu", "s2", "g", "b0"]
+    assert [p.targets for p in term.params] == [("m",)] * 4
+    assert term.inputs[0].targets == term.outputs[0].targets == ("x", "m")
+    params = {p.name: p for p in d.params}
+    assert [(params[n].buffer, params[n].init) for n in ("mu", "s2", "g", "b0")] == [
+        (True, "zeros"), (True, "ones"), (False, "ones"), (False, "zeros")]
+
+
+def _check_batchnorm_plain(d: ir.Definition) -> None:
+    term = one(d, "batchnorm")
+    assert term.op == ir.BatchNormOp(axes=("x", "m"))
+    assert [p.array.names for p in term.params] == [(), ()]
+
+
 OPERATOR_CASES: dict[str, list[tuple[str, Callable[[ir.Definition], None]]]] = {
+    "batchnorm": [
+        ("def f(X: R[x, m]) -> R[x, m] { return batchnorm[x, eps=0.001, momentum=0.2]"
+         "(X, mu, s2, g, b0) }", _check_batchnorm),
+        ("def f(X: R[x, m]) -> R[x, m] { return batchnorm[x, m](X, mu, s2) }",
+         _check_batchnorm_plain),
+    ],
     "linear": [
         ("def f(X: R[x, m]) -> R[x, h, k] { return linear[m -> h k](X, W) }", _check_linear),
         ("def f(X: R[x, m]) -> R[x, n] { return linear[m -> n, bias](X, W, b0) }",
@@ -423,6 +447,7 @@ EXAMPLE_SIGNATURES: dict[str, tuple[str, str]] = {
     "linear": ("X: R[x, m], W_q: R[m, h, k]", "R[x, h, k]"),
     "embedding": ("T: N[v][x]", "R[x, m]"),
     "layernorm": ("X: R[x, m]", "R[x, m]"),
+    "batchnorm": ("X: R[x, m]", "R[x, m]"),
     "rmsnorm": ("X: R[x, m]", "R[x, m]"),
     "softmax": ("S: R[x, y]", "R[x, y]"),
     "logsoftmax": ("S: R[x, y]", "R[x, y]"),

@@ -36,6 +36,19 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------------------
 
 
+def uses_batchnorm(builder: DefinitionBuilder, definition: ir.Definition) -> bool:
+    """Whether `definition`, or a definition it calls, normalises with batch statistics."""
+    for term in ir.walk(definition.body):
+        if isinstance(term, ir.Broadcasted):
+            if isinstance(term.op, ir.BatchNormOp):
+                return True
+            if isinstance(term.op, ir.CallOp):
+                called = builder.ctx.definitions.get(term.op.definition)
+                if called is not None and uses_batchnorm(builder, called):
+                    return True
+    return False
+
+
 def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
                 args: Sequence[tuple[ir.ArrayType, ir.Span, str | None]], span: ir.Span,
                 instance: str, names: Sequence[str | None]) -> tuple[ir.Broadcasted,
@@ -70,6 +83,14 @@ def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
                                 notes=[Note(extra[axis.name][1], "the other one")])
             extra.setdefault(axis.name, (axis, arg_span))
     degree = [axis for axis, _ in extra.values()]
+    if degree and uses_batchnorm(builder, definition):
+        raise ctx.error(
+            "E301", f"`{definition.name}` uses `batchnorm`, so it cannot be lifted over the "
+            f"extra {'axes' if len(degree) > 1 else 'axis'} "
+            f"{', '.join(f'`{a.name}`' for a in degree)}: whether they join the batch "
+            "statistics would be a guess", span, notes=[Note(definition.span, "defined here")],
+            hint="give the definition these axes in its inputs and name them among "
+            "`batchnorm`'s target axes")
     outputs: list[ir.ArrayType] = []
     for variable in definition.outputs:
         clash = [a.name for a in degree if a.name in variable.array.names]

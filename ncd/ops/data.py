@@ -1,7 +1,8 @@
 """Learned arrays read as data: a parameter put onto a wire (`ParameterOp`), so that any
 operator can read it (`sigmoid(log_a)`, a class token joined to a sequence, learned queries, a
 learned initial state of a `scan`). It has no surface of its own: naming a parameter where an
-array is expected makes one."""
+array is expected makes one. A buffer read as data is a `BufferOp`, the same with a dashed
+card."""
 
 from __future__ import annotations
 
@@ -44,3 +45,33 @@ PARAMETER = declare(Declaration(
     # No arithmetic and no new array (the output is the parameter itself); it carries no
     # permutation of an input: an operation that meets it with a permuted array breaks.
     cost=view, symmetry=entrywise))
+
+
+def _buffer_caption(op: ir.BufferOp, term: ir.Broadcasted) -> Caption:
+    name = term.params[0].name if term.params else None
+    return Caption("plain", name or "B")
+
+
+def _buffer_overview(op: ir.BufferOp) -> tuple[str, str]:
+    return "buffer", "note"
+
+
+def _buffer_roles(op: ir.BufferOp, term: ir.Broadcasted, value_of: SizeValue) -> tuple[Role, ...]:
+    """A buffer always has its declared initialiser; the role is never read."""
+    return tuple(Role("zeros") for _ in term.params)
+
+
+def _buffer_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BufferOp,
+                  inputs: list[TensorCode]) -> list[TensorCode]:
+    (buffer,) = emit.parameters(term)
+    if buffer.names != term.cod[0].names:
+        raise emit.error(f"the buffer {buffer.code} is put on a wire of another layout")
+    return [TensorCode(buffer.code, term.cod[0], batched=False)]
+
+
+BUFFER = declare(Declaration(
+    node=ir.BufferOp, surfaces=(),
+    glyph=Box("buffer_card", _buffer_caption, caption_size=14.0, min_width=30.0,
+              min_height=26.0, caption_dx=0.06),
+    overview=_buffer_overview, roles=_buffer_roles, lower=_buffer_lower,
+    cost=view, symmetry=entrywise))  # as a parameter read as data

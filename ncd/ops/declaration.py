@@ -66,13 +66,15 @@ class Surface:
 # Glyphs
 # --------------------------------------------------------------------------------------
 
-Outline = Literal["card", "triangle_left", "norm_circle", "mask_square", "plain_box", "call_box",
-                  "funnel", "fan", "chevron_box", "rename_tag"]
+Outline = Literal["card", "buffer_card", "triangle_left", "norm_circle", "batchnorm_circle",
+                  "mask_square", "plain_box", "call_box", "funnel", "fan", "chevron_box",
+                  "rename_tag"]
 """The outline of a box (each drawn by `renderers.glyphs`): a card with a folded corner
-(learned maps), a triangle pointing left (softmax), a circle with a V (normalisation), a
-square split on its diagonal (masks), a plain box, a rounded box (calls), a funnel (many
-pieces into one axis), a fan (one axis into many pieces), a box with a chevron (regrouped
-axes), a notched tag (renamed axes)."""
+(learned maps), the same card dashed and unfilled (a buffer: state that is not learned), a
+triangle pointing left (softmax), a circle with a V (normalisation), the same with a bar under
+the V (batch normalisation), a square split on its diagonal (masks), a plain box, a rounded box
+(calls), a funnel (many pieces into one axis), a fan (one axis into many pieces), a box with a
+chevron (regrouped axes), a notched tag (renamed axes)."""
 
 Mark = Literal["plus", "odot"]
 """The mark where the wires of a junction meet: `+`, or a dot in a circle."""

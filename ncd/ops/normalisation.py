@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from ncd import ir
 from ncd import syntax as s
 from ncd.context import Value, array
+from ncd.diagnostics import Note
 from ncd.elision import listed
 
 from .arguments import arguments, bracket_axes, keywords, positive_option, reject_items, same_shape
@@ -182,3 +183,126 @@ NORM = declare(Declaration(
     glyph=Box("norm_circle", min_width=30.0, min_height=30.0, square=True),
     overview=_norm_overview, roles=_norm_roles, lower=_norm_lower,
     cost=_norm_cost, symmetry=_norm_symmetry))
+
+
+# ---------------------------------------------------------------------------------------
+# batchnorm
+# ---------------------------------------------------------------------------------------
+
+
+def _batchnorm_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    example = "batchnorm[b, y, x, eps=1e-5, momentum=0.1](X, mean, var, g, beta)"
+    reject_items(builder, call, (s.Var, s.Keyword))
+    axes = bracket_axes(builder, call)
+    options = keywords(builder, call, ["eps", "momentum"])
+    positive_option(builder, call, options, "eps", example)
+    (value,), names = arguments(builder, call, 1, 2, 2)
+    builder.require_reals(value, call.args[0].span, "`batchnorm`")
+    builder.require_axes(value, axes, "`batchnorm`")
+    momentum = options.get("momentum", 0.1)
+    if not 0.0 <= momentum <= 1.0:
+        raise builder.ctx.error("E307", f"`momentum` is {momentum}; it lies between 0 and 1",
+                                call.span, hint=f"for example `{example}`")
+    targets = [a.name for a in axes]
+    channels = [a for a in value.array.shape.axes if a.name not in targets]
+    channel_type = array(ir.REALS, channels)
+    for ident in names[:2]:  # a new statistic lists the channels as a declared one does
+        declared = builder.params.get(ident.name)
+        if declared is not None and declared.buffer and \
+                set(declared.array.names) == {a.name for a in channels}:
+            channel_type = declared.array
+            break
+    params: list[tuple[ir.Parameter, Sequence[str]]] = []
+    for index, ident in enumerate(names):
+        if index < 2:
+            parameter = builder.buffer(ident, channel_type, "ones" if index == 1 else "zeros",
+                                       "`batchnorm`'s running " + ("variance" if index else "mean"))
+        else:
+            parameter = builder.parameter(ident, channel_type, "`batchnorm`")
+            if parameter.init == "default":
+                parameter = parameter.model_copy(update={"init": "ones" if index == 2 else "zeros"})
+                builder.params[parameter.name] = parameter
+        if index == 1 and parameter.array.names != params[0][0].array.names:
+            raise builder.ctx.error(
+                "E312", f"the running variance `{parameter.name}` lists the channel axes as "
+                f"[{', '.join(parameter.array.names)}], the running mean "
+                f"`{params[0][0].name}` as [{', '.join(params[0][1])}]", ident.span,
+                notes=[Note(parameter.span, "declared here")],
+                hint="declare both buffers with the channel axes in the same order")
+        params.append((parameter, parameter.array.names))
+    op = ir.BatchNormOp(axes=tuple(targets), eps=options.get("eps", 1e-5), momentum=momentum,
+                        affine=len(names) >= 3, bias=len(names) == 4)
+    every = [a.name for a in value.array.shape.axes]
+    return same_shape(builder, op, value, every, call, name, params)
+
+
+def _batchnorm_overview(op: ir.BatchNormOp) -> tuple[str, str]:
+    return f"batchnorm[{listed(op.axes)}]", "ellipse"
+
+
+def _batchnorm_roles(op: ir.BatchNormOp, term: ir.Broadcasted,
+                     value_of: SizeValue) -> tuple[Role, ...]:
+    """The running mean starts at zero, the running variance at one, the scale at one and the
+    shift at zero (as `nn.BatchNorm2d`)."""
+    return (Role("zeros"), Role("ones"), *((Role("ones"),) if op.affine else ()),
+            *((Role("zeros"),) if op.bias else ()))
+
+
+def _batchnorm_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BatchNormOp,
+                     inputs: list[TensorCode]) -> list[TensorCode]:
+    """`F.batch_norm` on the input flattened to `[rows, channels]`: every dim but the
+    channels' (the target axes and any leading batch dims) holds the batch's samples."""
+    mean, var, *rest = emit.parameters(term)
+    channels = [target_label(n) for n in mean.names]
+    order = [target_label(a) for a in op.axes] + channels
+    expr, labels = emit.single(term, inputs, order)
+    x = expr if expr.isidentifier() else emit.assign("x", expr)
+    sizes = emit.sizes_of(term, [term.inputs[0]])
+    count = " * ".join(emit.size(sizes[c]) for c in channels) if channels else "1"
+
+    def flat(code: TensorCode, method: str) -> str:
+        """A view for the running statistics (`F.batch_norm` updates them in place)."""
+        aligned = emit.permute(code.code, [target_label(n) for n in code.names], channels)
+        return aligned if len(channels) == 1 else f"{aligned}.{method}(-1)"
+
+    weight = flat(rest[0], "reshape") if op.affine else "None"
+    bias = flat(rest[1], "reshape") if op.bias else "None"
+    rows = emit.assign("rows", f"{x}.reshape(-1, {count})",
+                       comment=f"batchnorm over {' '.join(op.axes)}{emit.source_note(term.span)}"
+                       ": one row per sample, one column per channel")
+    normed = emit.assign("normed", f"{emit.functional_call('batch_norm')}({rows}, "
+                       f"{flat(mean, 'view')}, {flat(var, 'view')}, {weight}, {bias}, "
+                       f"self.training, {float_literal(op.momentum)}, {float_literal(op.eps)})")
+    expr = f"{normed}.view_as({x})"
+    return [emit.finish(term, expr, labels, comment=f"batchnorm over {' '.join(op.axes)}",
+                        batched=inputs[0].batched, fallback="batchnorm")]
+
+
+def _batchnorm_cost(op: ir.BatchNormOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
+    """As a layer norm's (the statistics, then a shift and a scale per entry), the running
+    statistics' update being per channel, not per entry."""
+    return per_output_entry(5 + op.affine + op.bias)(op, term, sizes)
+
+
+def _batchnorm_symmetry(op: ir.BatchNormOp, term: ir.Broadcasted, carried: Carried,
+                        calls: SymmetryCalls) -> Verdict:
+    """The statistics treat the entries of the target axes alike; each channel has its own
+    running statistics (and scale and shift), so a permutation of a channel axis breaks."""
+    channels = carried.any - set(op.axes)
+    if channels:
+        return Break(f"the batchnorm over {axis_list(op.axes)} keeps running statistics "
+                     f"({term.params[0].name}) per channel along {axis_list(channels)}")
+    return entrywise(op, term, carried, calls)
+
+
+BATCHNORM = declare(Declaration(
+    node=ir.BatchNormOp,
+    surfaces=(
+        Surface("batchnorm", "normalise each channel over the target axes with the batch's "
+                "statistics (training) or the running ones (evaluation), which it updates; "
+                "optional scale and shift", "batchnorm[x](X, mean, var, g, beta)",
+                _batchnorm_typing),
+    ),
+    glyph=Box("batchnorm_circle", min_width=30.0, min_height=30.0, square=True),
+    overview=_batchnorm_overview, roles=_batchnorm_roles, lower=_batchnorm_lower,
+    cost=_batchnorm_cost, symmetry=_batchnorm_symmetry))

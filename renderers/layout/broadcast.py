@@ -87,7 +87,7 @@ def expected_ports(term: ir.Broadcasted, options: RenderOptions) -> int:
         return count if count else 1  # a scalar operation: the datatype stub
     # An operation of parameters alone (a parameter put on a wire) has no datatype stub in.
     total = (side(term.inputs) if term.dom or not term.params else 0) + side(term.outputs)
-    if options.show_params and not isinstance(term.op, ir.ParameterOp):
+    if options.show_params and not isinstance(term.op, ir.ParameterOp | ir.BufferOp):
         total += len(term.params)
     return total
 
@@ -217,7 +217,7 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         theme = shaded(theme, note.level)
     # A parameter put on a wire is drawn as its own card: no parameter wire enters it.
     params = term.params if ctx.options.show_params and not isinstance(
-        term.op, ir.ParameterOp) else ()
+        term.op, ir.ParameterOp | ir.BufferOp) else ()
     param_labels = [Label.axis(p.name or "W") for p in params]
     param_slot = max((lab.measure(LABEL_SIZE).width + 8.0 for lab in param_labels),
                      default=0.0)
