@@ -565,6 +565,9 @@ class _Builder:
                 op = next(str(c) for c in item.children
                           if isinstance(c, Token) and c.type == "COMPARE")
                 items.append(s.Comparison(self.expr(parts[0]), op, self.expr(parts[-1]), span))
+            elif item.data == "each":
+                name = next(c for c in item.children if isinstance(c, Token) and c.type == "NAME")
+                items.append(s.Each(self.ident(name), span))
             elif item.data == "keyword":
                 items.append(s.Keyword(self.ident(parts[0]), self.expr(parts[1]), span))
             elif item.data == "plain":
