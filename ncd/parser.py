@@ -34,7 +34,8 @@ MAX_POINTFREE_TERMS = 1_000  # names in one point-free expression, e.g. `f ; f ;
 TERMINAL_WORDS: dict[str, str] = {
     "IMPORT": "`import`", "FROM": "`from`", "AXIS": "`axis`", "DEF": "`def`",
     "RETURN": "`return`", "PARAM": "`param`", "BLOCK": "`block`", "COLOR": "`color`",
-    "SHARED": "`shared`", "SUM": "`sum`", "REAL": "`R`", "NAT": "`N`", "BOOL": "`B`",
+    "SHARED": "`shared`", "EACH": "`each`", "SUM": "`sum`", "REAL": "`R`", "NAT": "`N`",
+    "BOOL": "`B`",
     "REPEAT": "a repetition like `x6`", "ARROW": "`->`", "TENSOR": "`(x)`",
     "COMPARE": "a comparison", "FLOORDIV": "`//`", "EQUAL": "`=`", "COMMA": "`,`",
     "COLON": "`:`", "SEMICOLON": "`;`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`",
@@ -47,8 +48,8 @@ _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 
 # Tokens that only shape the tree; the builder skips them.
 _PUNCTUATION = {
-    "IMPORT", "FROM", "AXIS", "DEF", "RETURN", "PARAM", "BLOCK", "COLOR", "SHARED", "ARROW",
-    "TENSOR", "EQUAL", "COMMA", "COLON", "SEMICOLON", "LPAR", "RPAR", "LSQB", "RSQB", "LBRACE",
+    "IMPORT", "FROM", "AXIS", "DEF", "RETURN", "PARAM", "BLOCK", "COLOR", "SHARED", "EACH",
+    "ARROW", "TENSOR", "EQUAL", "COMMA", "COLON", "SEMICOLON", "LPAR", "RPAR", "LSQB", "RSQB", "LBRACE",
     "RBRACE", "PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV",
 }
 

@@ -206,3 +206,16 @@ def test_nested_parameters_count() -> None:
                              "def moe").replace("expert[each e]", "outer[each e]"))
     call = next(t for t in broadcasts(program.definition("moe"), "call"))
     assert isinstance(call.op, ir.CallOp) and call.op.each == "e"
+
+
+def test_compiles_without_graph_breaks_and_exports() -> None:
+    """The loop over the copies unrolls: `torch.compile(fullgraph=True)` and `torch.export`."""
+    module = ncd.load(MOE)["moe"].to_torch().eval()
+    x = torch.randn(5, M)
+    with torch.no_grad():
+        expected = module(x)
+        compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(compiled(x), expected)
+        torch._dynamo.reset()
+        exported = torch.export.export(module, (x,))
+        torch.testing.assert_close(exported.module()(x), expected)
