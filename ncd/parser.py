@@ -49,8 +49,8 @@ _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 # Tokens that only shape the tree; the builder skips them.
 _PUNCTUATION = {
     "IMPORT", "FROM", "AXIS", "DEF", "RETURN", "PARAM", "BLOCK", "COLOR", "SHARED", "EACH",
-    "ARROW", "TENSOR", "EQUAL", "COMMA", "COLON", "SEMICOLON", "LPAR", "RPAR", "LSQB", "RSQB", "LBRACE",
-    "RBRACE", "PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV",
+    "ARROW", "TENSOR", "EQUAL", "COMMA", "COLON", "SEMICOLON", "LPAR", "RPAR", "LSQB", "RSQB",
+    "LBRACE", "RBRACE", "PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV",
 }
 
 
