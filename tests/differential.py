@@ -388,7 +388,7 @@ STRUCTURAL_CONSTRUCTS = (
     "symbolic sizes", "negative coefficient", "stride or dilation", "offset", "window",
     "diagonal", "broadcast (zero coefficients)", "call with a batch lift", "repeated block",
     "repeated block, shared", "copy before a repeated block", "scan",
-    "scan with permuted state axes",
+    "scan with permuted state axes", "call with parameters for each index",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
