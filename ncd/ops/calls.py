@@ -175,7 +175,8 @@ def _call_deck(op: ir.CallOp) -> bool:
 
 
 def _call_overview(op: ir.CallOp) -> tuple[str, str]:
-    return elide(op.definition), "box3d"
+    each = f" [each {op.each}]" if op.each is not None else ""
+    return elide(op.definition) + each, "box3d"
 
 
 def _passed_axes(emit: Emitter, port: ir.Port, variable: ir.Variable) -> list[str]:
