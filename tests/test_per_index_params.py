@@ -219,3 +219,21 @@ def test_compiles_without_graph_breaks_and_exports() -> None:
         torch._dynamo.reset()
         exported = torch.export.export(module, (x,))
         torch.testing.assert_close(exported.module()(x), expected)
+
+
+def test_stats_count_every_copy_and_symmetry_breaks_along_the_owning_axis() -> None:
+    from ncd.sizes import Size
+    from ncd.stats import stats
+    from ncd.symmetry import symmetries
+
+    module = ncd.load(MOE)["moe"].to_torch()
+    figures = stats(ok(MOE), "moe")
+    assert figures.parameters == Size.const(sum(p.numel() for p in module.parameters()))
+    assert figures.parameters == Size.const(M * E + E * (M * H + H + H * M + M))
+    claims = {r.axis: r for r in symmetries(ok(SLICED), "routed")}
+    assert claims["t"].permutation.kind == "equivariant"
+    assert claims["e"].permutation.kind == "neither"
+    assert "own parameters" in claims["e"].permutation.detail
+    # The shared lift over the same axis is equivariant along it.
+    assert {r.axis: r for r in symmetries(ok(SLICED), "shared")}["e"].permutation.kind == \
+        "equivariant"
