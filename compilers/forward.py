@@ -448,11 +448,18 @@ class ForwardEmitter:
                                      entry.parameter.array, batched=False))
         return values
 
-    def submodule(self, op: ir.CallOp) -> Submodule:
+    def submodule(self, op: ir.CallOp, copies: ir.SizeExpr | None = None) -> Submodule:
         callee = self.compiler.definition(op.definition)
         info = self.compiler.info(op.definition)
-        attribute = self.scope.spec.child(op.instance, info.class_name,
-                                          f"call site {op.instance} of {op.definition}")
+        repeat = None
+        comment = f"call site {op.instance} of {op.definition}"
+        if copies is not None:
+            repeat = self.sizes.value(copies)
+            if repeat is None:
+                raise CompileError(f"call site {op.instance} has parameters for each index of "
+                                   f"`{op.each}`, whose size is not fixed")
+            comment += f", its own parameters for each {op.each}"
+        attribute = self.scope.spec.child(op.instance, info.class_name, comment, repeat)
         return Submodule(attribute_code(self.scope.owner, attribute), callee,
                          info.outputs_batched)
 

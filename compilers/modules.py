@@ -68,12 +68,13 @@ class ModuleSpec:
             self.params[name] = entry
         return entry
 
-    def child(self, instance: str, class_name: str, comment: str) -> str:
+    def child(self, instance: str, class_name: str, comment: str,
+              repeat: int | None = None) -> str:
         attribute = self.child_by_instance.get(instance)
         if attribute is None:
             attribute = self.new_attribute(sanitize(instance, "module"))
             self.child_by_instance[instance] = attribute
-            self.children.append(ChildEntry(attribute, class_name, None, comment))
+            self.children.append(ChildEntry(attribute, class_name, repeat, comment))
         return attribute
 
 

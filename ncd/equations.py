@@ -288,7 +288,7 @@ def _operand(builder: DefinitionBuilder, expr: s.Indexed | s.Var, index_vars: se
 
 def _affine(builder: DefinitionBuilder, item: s.BracketItem) -> Affine:
     ctx = builder.ctx
-    if isinstance(item, (s.Arrow, s.Comparison, s.Keyword)):
+    if isinstance(item, (s.Arrow, s.Comparison, s.Keyword, s.Each)):
         raise ctx.error("E313", "an index is an expression like `i`, `2*p + w` or `3`",
                         item.span)
 

@@ -402,6 +402,8 @@ class _Formatter:
                    f"{self.expr(item.right, tight=True)}"
         if isinstance(item, s.Keyword):
             return f"{item.name.name}={self.expr(item.value, tight=True)}"
+        if isinstance(item, s.Each):
+            return f"each {item.axis.name}"
         return self.expr(item, tight=True)
 
     # -- comments

@@ -545,6 +545,17 @@ class CallOp(Node):
     instance: str
     """Unique within the calling definition: each call site owns its own parameters, which the
     generated module keeps under this name (e.g. `attention`, `attention_2`)."""
+    each: str | None = None
+    """`f[each e](X)`: the name of a degree axis whose every index owns its own copy of the
+    callee's parameters (experts, heads); None: the lift shares the parameters."""
+
+    @model_serializer(mode="wrap")
+    def _without_shared(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A shared lift writes no `each` field: the JSON of such calls stays as it was."""
+        data = handler(self)
+        if self.each is None and isinstance(data, dict):
+            data.pop("each", None)
+        return data
 
 
 class ParameterOp(Node):

@@ -391,6 +391,8 @@ def _bracket_items(items: tuple[s.BracketItem, ...],
                 yield from _expr(right, item, "index")
             case s.Keyword(value=value):
                 yield from _expr(value, item, "index")
+            case s.Each(axis=axis):
+                yield Occurrence(axis.name, axis.span, "axis", item)
             case _:
                 yield from _expr(bracket_item, item, "index")
 

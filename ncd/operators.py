@@ -74,6 +74,12 @@ def call(builder: DefinitionBuilder, expr: s.Call, name: str | None) -> list[Val
     surface = OPERATORS.get(callee)
     if surface is None:
         raise unknown_callable(builder, expr.name)
+    for item in expr.items or ():
+        if isinstance(item, s.Each):
+            raise ctx.error("E307", f"`each` gives the parameters of a definition an index, but "
+                            f"`{callee}` is an operator", item.span,
+                            hint="write the layer as a definition and call it: "
+                            f"`f[each {item.axis.name}](X)`")
     return surface.typing(builder, expr, name)
 
 

@@ -34,8 +34,8 @@ MAX_POINTFREE_TERMS = 1_000  # names in one point-free expression, e.g. `f ; f ;
 TERMINAL_WORDS: dict[str, str] = {
     "IMPORT": "`import`", "FROM": "`from`", "AXIS": "`axis`", "DEF": "`def`",
     "RETURN": "`return`", "PARAM": "`param`", "BUFFER": "`buffer`", "BLOCK": "`block`",
-    "COLOR": "`color`",
-    "SHARED": "`shared`", "SUM": "`sum`", "REAL": "`R`", "NAT": "`N`", "BOOL": "`B`",
+    "COLOR": "`color`", "SHARED": "`shared`", "EACH": "`each`", "SUM": "`sum`", "REAL": "`R`",
+    "NAT": "`N`", "BOOL": "`B`",
     "REPEAT": "a repetition like `x6`", "ARROW": "`->`", "TENSOR": "`(x)`",
     "COMPARE": "a comparison", "FLOORDIV": "`//`", "EQUAL": "`=`", "COMMA": "`,`",
     "COLON": "`:`", "SEMICOLON": "`;`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`",
@@ -48,9 +48,9 @@ _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 
 # Tokens that only shape the tree; the builder skips them.
 _PUNCTUATION = {
-    "IMPORT", "FROM", "AXIS", "DEF", "RETURN", "PARAM", "BLOCK", "COLOR", "SHARED", "ARROW",
-    "TENSOR", "EQUAL", "COMMA", "COLON", "SEMICOLON", "LPAR", "RPAR", "LSQB", "RSQB", "LBRACE",
-    "RBRACE", "PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV",
+    "IMPORT", "FROM", "AXIS", "DEF", "RETURN", "PARAM", "BLOCK", "COLOR", "SHARED", "EACH",
+    "ARROW", "TENSOR", "EQUAL", "COMMA", "COLON", "SEMICOLON", "LPAR", "RPAR", "LSQB", "RSQB",
+    "LBRACE", "RBRACE", "PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV",
 }
 
 
@@ -570,6 +570,9 @@ class _Builder:
                 op = next(str(c) for c in item.children
                           if isinstance(c, Token) and c.type == "COMPARE")
                 items.append(s.Comparison(self.expr(parts[0]), op, self.expr(parts[-1]), span))
+            elif item.data == "each":
+                name = next(c for c in item.children if isinstance(c, Token) and c.type == "NAME")
+                items.append(s.Each(self.ident(name), span))
             elif item.data == "keyword":
                 items.append(s.Keyword(self.ident(parts[0]), self.expr(parts[1]), span))
             elif item.data == "plain":

@@ -38,6 +38,7 @@ __all__ = [
     "BlockCopy",
     "BoundsError",
     "CallSite",
+    "EachIndex",
     "Interpreter",
     "InterpreterError",
     "MalformedTerm",
@@ -119,14 +120,24 @@ class BlockCopy:
     index: int
 
 
-PathStep = CallSite | BlockCopy
+@dataclass(frozen=True)
+class EachIndex:
+    """A step of a parameter's path, after a `CallSite` of `f[each e](X)`: the copy of the
+    parameters that index `index` of axis `axis` owns."""
+
+    axis: str
+    index: int
+
+
+PathStep = CallSite | BlockCopy | EachIndex
 ParameterPath = tuple[PathStep, ...]
 
 ParameterSource = Callable[[ParameterPath, ir.Parameter], torch.Tensor]
 """Gives the value of a learned parameter: `(path, parameter) -> tensor` with the axes of
 `parameter.array` in their declared order. `path` says whose parameter it is: a `CallSite` per
-call, and a `BlockCopy` per block of independent copies (`repeat > 1`, not `shared`) around
-it; shared and single blocks are not on the path (their copies share the parameters)."""
+call (followed by an `EachIndex` where the call gives each index of an axis its own copy),
+and a `BlockCopy` per block of independent copies (`repeat > 1`, not `shared`) around it;
+shared and single blocks are not on the path (their copies share the parameters)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -468,7 +479,7 @@ class Interpreter:
                      for value, port in zip(values, term.inputs, strict=True)]
             param_tiles = [self.tile(value, port, p, term.span)
                            for value, port in zip(params, term.params, strict=True)]
-            outputs = self.base(term, tiles, param_tiles, scope)
+            outputs = self.base(term, tiles, param_tiles, scope, p)
             if len(outputs) != len(term.outputs):
                 raise MalformedTerm(f"{term.op.kind} gave {len(outputs)} tiles for "
                                     f"{len(term.outputs)} outputs")
@@ -479,7 +490,7 @@ class Interpreter:
 
     # ---- base operations on tiles
     def base(self, term: ir.Broadcasted, tiles: list[Array], params: list[Array],
-             scope: Scope) -> list[Array]:
+             scope: Scope, p: Sequence[int]) -> list[Array]:
         op = term.op
         out = [port.targets for port in term.outputs]
         match op:
@@ -523,7 +534,7 @@ class Interpreter:
                 shape = [self.size(term.outputs[0].array.shape.axis(a).size) for a in op.outputs]
                 return [reshape(op, tiles[0], shape)]
             case ir.CallOp():
-                return self.call_site(term, op, tiles, scope)
+                return self.call_site(term, op, tiles, scope, p)
             case ir.ConstantOp():
                 return [Array(with_constant(op, tiles[0].data), tiles[0].axes)]
             case ir.BinaryOp():
@@ -635,7 +646,7 @@ class Interpreter:
         return entry.aligned(op.outputs)
 
     def call_site(self, term: ir.Broadcasted, op: ir.CallOp, tiles: list[Array],
-                  scope: Scope) -> list[Array]:
+                  scope: Scope, p: Sequence[int]) -> list[Array]:
         callee = self.definitions.get(op.definition)
         if callee is None:
             raise MalformedTerm(f"call of unknown definition {op.definition!r}")
@@ -645,7 +656,15 @@ class Interpreter:
                 raise MalformedTerm(f"call of {op.definition} passes axes {tile.axes} for "
                                     f"{variable.name}: {variable.array.text()}")
             arguments.append(tile)
-        results = self.call(callee, arguments, (*scope.path, CallSite(op.instance)))
+        path: ParameterPath = (*scope.path, CallSite(op.instance))
+        if op.each is not None:
+            # `f[each e](X)`: at degree element p, the copy of the parameters of index p[e].
+            if op.each not in term.degree.names:
+                raise MalformedTerm(f"call of {op.definition} has parameters for each "
+                                    f"{op.each}, which is not a lifted axis "
+                                    f"{term.degree.names}")
+            path = (*path, EachIndex(op.each, p[term.degree.names.index(op.each)]))
+        results = self.call(callee, arguments, path)
         for result, port in zip(results, term.outputs, strict=True):
             if sorted(result.axes) != sorted(port.targets):
                 raise MalformedTerm(f"{op.definition} returns axes {result.axes} for "

@@ -378,7 +378,8 @@ class _Analysis:
         cost = rule(term.op, term, self)
         parameters = ZERO
         if isinstance(term.op, ir.CallOp):
-            parameters = self.definition_stats(term.op.definition).parameters
+            parameters = self.definition_stats(term.op.definition).parameters * \
+                self._owners(term)
         output = ZERO
         for port in term.outputs:
             output = output + array_bytes(self.sizes, port.array)
@@ -396,6 +397,13 @@ class _Analysis:
             label = f"{', '.join(names)} = {label}"
         return Operation(term.op.kind, label, term.span, blocks, runs, parameters,
                          cost.macs * runs, cost.flops * runs, output, moved * runs)
+
+    def _owners(self, term: ir.Broadcasted) -> Size:
+        """How many copies of a call's parameters it holds: one, or one per index of the
+        owning axis of `f[each e](X)`."""
+        if isinstance(term.op, ir.CallOp) and term.op.each is not None:
+            return self.sizes.polynomial(term.degree.axis(term.op.each).size)
+        return Size.const(1)
 
     def _degree(self, term: ir.Broadcasted) -> Size:
         total = Size.const(1)
@@ -419,7 +427,7 @@ class _Analysis:
                             copies[port.name] = max(copies.get(port.name, 0), factor)
                     if isinstance(term.op, ir.CallOp):
                         total = total + self.definition_stats(term.op.definition).parameters \
-                            * factor
+                            * self._owners(term) * factor
                 case ir.Block():
                     visit(term.body, factor * (1 if term.shared else term.repeat))
                 case _:

@@ -241,6 +241,9 @@ class _Analysis:
                 if source in degree:
                     raise _Broken(f"the parameter {port.name} has an entry per position of "
                                   f"{source}", term.span)
+        if isinstance(term.op, ir.CallOp) and term.op.each in degree:
+            raise _Broken(f"each index of {term.op.each} has its own parameters of "
+                          f"{term.op.definition}", term.span)
         targets = tuple(frozenset(n for n in port.targets if n in state)
                         for port, state in zip(term.inputs, states, strict=True))
         target_carriers = {state[n] for port, state in zip(term.inputs, states, strict=True)

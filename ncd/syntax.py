@@ -78,7 +78,15 @@ class Keyword:
     span: Span
 
 
-BracketItem = Union[Arrow, Comparison, Keyword, "Expr"]
+@dataclass(frozen=True)
+class Each:
+    """`each e` inside a definition call's brackets: each index of `e` owns its parameters."""
+
+    axis: Ident
+    span: Span
+
+
+BracketItem = Union[Arrow, Comparison, Keyword, Each, "Expr"]
 
 
 @dataclass(frozen=True)

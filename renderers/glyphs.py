@@ -290,6 +290,8 @@ def caption_label(caption: decl.Caption) -> Label:
     """A declaration's caption set in the diagram's kind of text."""
     match caption.kind:
         case "plain":
+            if caption.subscript:
+                return Label((Run(caption.text), Run(caption.subscript, script="sub")))
             return Label.plain(caption.text)
         case "math":
             return Label.math(caption.text)
@@ -316,6 +318,11 @@ class BoxGlyph:
     caption_dx: float = 0.0
     """Where the caption sits, as a share of the width right of centre (the card's fold
     takes its lower-left corner)."""
+    deck: Callable[[Any], bool] | None = None
+    """Whether an operation is drawn as a deck of boxes (copies with their own parameters)."""
+
+    def stacked(self, op: ir.Operator) -> bool:
+        return self.deck is not None and self.deck(op)
 
     def caption(self, op: ir.Operator, term: ir.Broadcasted) -> Label | None:
         described = self.describe(op, term)
@@ -341,7 +348,8 @@ def _glyph(spec: decl.Box[Any] | decl.Junction | decl.Cups) -> Glyph:
     match spec:
         case decl.Box():
             return BoxGlyph(outline_shape(spec.outline), spec.caption, spec.caption_size,
-                            spec.min_width, spec.min_height, spec.square, spec.caption_dx)
+                            spec.min_width, spec.min_height, spec.square, spec.caption_dx,
+                            spec.deck)
         case decl.Junction(mark=mark):
             return JunctionGlyph(junction_mark(mark))
         case decl.Cups():

@@ -30,6 +30,7 @@ from ncd.semantics import (
     BlockCopy,
     BoundsError,
     CallSite,
+    EachIndex,
     Interpreter,
     InterpreterError,
     MalformedTerm,
@@ -120,6 +121,9 @@ def module_parameters(module: torch.nn.Module) -> Callable[[ParameterPath, ir.Pa
                     copies = child(owner, snake_case(title))
                     assert isinstance(copies, torch.nn.ModuleList)
                     owner = copies[index]
+                case EachIndex(index=index):
+                    assert isinstance(owner, torch.nn.ModuleList)
+                    owner = owner[index]
         base = parameter.name
         if base.startswith("__") and base.endswith("__"):
             base = f"p{base}"
@@ -388,7 +392,7 @@ STRUCTURAL_CONSTRUCTS = (
     "symbolic sizes", "negative coefficient", "stride or dilation", "offset", "window",
     "diagonal", "broadcast (zero coefficients)", "call with a batch lift", "repeated block",
     "repeated block, shared", "copy before a repeated block", "scan",
-    "scan with permuted state axes",
+    "scan with permuted state axes", "call with parameters for each index",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -465,6 +469,8 @@ def constructs(program: ir.Program) -> set[str]:
                             found.add("broadcast (zero coefficients)")
                     if isinstance(op, ir.CallOp) and term.degree.axes:
                         found.add("call with a batch lift")
+                    if isinstance(op, ir.CallOp) and op.each is not None:
+                        found.add("call with parameters for each index")
                 case ir.Block(repeat=repeat, shared=shared):
                     if repeat > 1:
                         found.add("repeated block, shared" if shared else "repeated block")

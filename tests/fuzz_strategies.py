@@ -119,6 +119,8 @@ class DefInfo:
     outputs: list[Axes]
     stateful: bool = False
     """Uses `batchnorm` (itself or through a call): it cannot be lifted over extra axes."""
+    has_params: bool = False
+    """Whether it declares parameters or calls a definition that does (`f[each e]` needs it)."""
 
 
 @dataclass
@@ -131,6 +133,8 @@ class Body:
     conditions: list[Array] = field(default_factory=list)
     """Boolean inputs `C: B[...]`, read by `where`."""
     indent: str = "    "
+    calls_params: bool = False
+    """Whether it calls a definition that has parameters."""
 
     def emit(self, line: str) -> None:
         self.lines.append(self.indent + line)
@@ -295,7 +299,8 @@ class ProgramGenerator:
         if index_inputs:  # the generator calls definitions with R arrays only
             return
         self.definitions.append(DefInfo(name, [a.axes for a in inputs], signature_outputs,
-                                        self.stateful))
+                                        stateful=self.stateful,
+                                        has_params=bool(body.params) or body.calls_params))
 
     def def_name(self) -> str:
         name = self.fresh(choice(self.c, ("f", "layer", "net", "Block_")))
@@ -320,7 +325,8 @@ class ProgramGenerator:
             f, g = choice(self.c, chains)
             self.chunks.append(f"def {name} = {f.name} ; {g.name}\n")
             self.definitions.append(DefInfo(name, f.inputs, g.outputs,
-                                            f.stateful or g.stateful))
+                                            stateful=f.stateful or g.stateful,
+                                            has_params=f.has_params or g.has_params))
             return
         first = choice(self.c, self.definitions)
         second = choice(self.c, self.definitions)
@@ -328,7 +334,8 @@ class ProgramGenerator:
         self.chunks.append(f"def {name} = {first.name} (x) {second.name}{doc}\n")
         self.definitions.append(DefInfo(name, first.inputs + second.inputs,
                                         first.outputs + second.outputs,
-                                        first.stateful or second.stateful))
+                                        stateful=first.stateful or second.stateful,
+                                        has_params=first.has_params or second.has_params))
 
     # ---- statements
     def statement(self, body: Body, *, allow_blocks: bool) -> None:
@@ -786,7 +793,9 @@ class ProgramGenerator:
 
     # ---- calls, scans and blocks
     def call(self, body: Body) -> None:
-        """Call an earlier definition; arrays with extra axes lift it over a batch."""
+        """Call an earlier definition; arrays with extra axes lift it over a batch, sharing its
+        parameters, or with `f[each e](X)` giving every index of `e` (a lifted axis of fixed
+        size, or a new one that every copy reads the arguments along) its own."""
         for definition in self.shuffled_defs():
             args: list[Array] = []
             extra: Axes | None = None
@@ -807,7 +816,20 @@ class ProgramGenerator:
                 if extra and definition.stateful:  # batch statistics are not lifted
                     continue
                 self.stateful = self.stateful or definition.stateful
-                call = f"{definition.name}({', '.join(a.name for a in args)})"
+                each = ""
+                # `each` lifts too (over its owning axis): not for a definition with batchnorm
+                if definition.has_params and not definition.stateful and self.c.chance(0.6):
+                    taken = {a for axes in (*definition.inputs, *definition.outputs)
+                             for a in axes}
+                    owners = [a for a in self.const_axes(list(self.sizes)) if a not in taken]
+                    if owners:
+                        owner = choice(self.c, owners)
+                        each = f"[each {owner}]"
+                        if owner not in extra:
+                            extra = (*extra, owner)
+                if definition.has_params:
+                    body.calls_params = True
+                call = f"{definition.name}{each}({', '.join(a.name for a in args)})"
                 if len(definition.outputs) == 1:
                     self.bind(body, call, (*extra, *definition.outputs[0]))
                     return
@@ -844,7 +866,8 @@ class ProgramGenerator:
             f"linear[{' '.join(state)} -> {' '.join(state)}](H, {w_state})\n"
             f"    H2 = tanh(Z)\n"
             f"    return H2, H2\n}}\n")
-        self.definitions.append(DefInfo(cell, [cell_state, slice_axes], [cell_state, out_axes]))
+        self.definitions.append(DefInfo(cell, [cell_state, slice_axes], [cell_state, out_axes],
+                                        True))
         weight = self.param_name(body)
         init = self.array_name(body)
         body.emit(f"{init} = linear[{' '.join(slice_axes)} -> {' '.join(state)}]"

@@ -128,7 +128,7 @@ operators = st.one_of(
               .map(tuple), fill=floats, causal=st.booleans(), by_array=st.booleans()),
     st.builds(ir.ReduceOp, function=st.sampled_from(["sum", "mean", "max", "min", "logsumexp"]),
               axes=st.just(("x",))),
-    st.builds(ir.CallOp, definition=names, instance=names),
+    st.builds(ir.CallOp, definition=names, instance=names, each=st.none() | names),
     st.just(ir.AddOp()), st.just(ir.DropoutOp(p=0.1)),
     st.builds(ir.ConstantOp, op=st.sampled_from(["+", "-", "/", "^"]), constant=floats,
               text=st.text(max_size=5), constant_first=st.booleans()),

@@ -172,7 +172,7 @@ MULTIPLY = declare(Declaration(
 
 def _pow_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
     items = list(call.items or ())
-    if len(items) != 1 or isinstance(items[0], (s.Arrow, s.Keyword, s.Comparison)):
+    if len(items) != 1 or isinstance(items[0], (s.Arrow, s.Keyword, s.Comparison, s.Each)):
         hint = None
         if not items and len(call.args) == 2:
             hint = "the exponent is a constant in brackets: `pow[2](X)`"

@@ -51,9 +51,10 @@ def uses_batchnorm(builder: DefinitionBuilder, definition: ir.Definition) -> boo
 
 def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
                 args: Sequence[tuple[ir.ArrayType, ir.Span, str | None]], span: ir.Span,
-                instance: str, names: Sequence[str | None]) -> tuple[ir.Broadcasted,
-                                                                     list[ir.ArrayType]]:
-    """`definition` applied to arrays that may carry extra axes: those are a batch lift."""
+                instance: str, names: Sequence[str | None], each: s.Ident | None = None
+                ) -> tuple[ir.Broadcasted, list[ir.ArrayType]]:
+    """`definition` applied to arrays that may carry extra axes: those are a batch lift.
+    With `each`, every index of that lifted axis owns its own copy of the parameters."""
     ctx = builder.ctx
     if len(args) != len(definition.inputs):
         raise ctx.error("E303", f"`{definition.name}` takes {len(definition.inputs)} arrays, "
@@ -83,6 +84,10 @@ def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
                                 notes=[Note(extra[axis.name][1], "the other one")])
             extra.setdefault(axis.name, (axis, arg_span))
     degree = [axis for axis, _ in extra.values()]
+    if each is not None:
+        owner = _check_each(builder, definition, each, extra)
+        if owner.name not in extra:
+            degree.append(owner)
     if degree and uses_batchnorm(builder, definition):
         raise ctx.error(
             "E301", f"`{definition.name}` uses `batchnorm`, so it cannot be lifted over the "
@@ -103,7 +108,8 @@ def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
     degree_shape = shape(degree)
     term = ir.Broadcasted(
         dom=tuple(a for a, _, _ in args), cod=tuple(outputs), span=span,
-        op=ir.CallOp(definition=definition.name, instance=instance), degree=degree_shape,
+        op=ir.CallOp(definition=definition.name, instance=instance,
+                     each=each.name if each is not None else None), degree=degree_shape,
         inputs=tuple(port(a, v.array.names, degree_shape, n)
                      for (a, _, n), v in zip(args, definition.inputs, strict=True)),
         outputs=tuple(port(a, v.array.names, degree_shape, n)
@@ -111,12 +117,60 @@ def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
     return term, outputs
 
 
+def _check_each(builder: DefinitionBuilder, definition: ir.Definition, each: s.Ident,
+                extra: dict[str, tuple[ir.Axis, ir.Span]]) -> ir.Axis:
+    """The axis of `f[each e](X)`: an extra axis of an argument (the call is lifted over it),
+    or a declared axis that no argument has (every copy reads the same arguments); of a fixed
+    size; and `f` has parameters to give each index of it."""
+    ctx = builder.ctx
+    consumer = next((v for v in definition.inputs if each.name in v.array.names), None)
+    if consumer is not None:
+        raise ctx.error(
+            "E301", f"`{definition.name}` takes axis `{each.name}` itself (its input "
+            f"`{consumer.name}: {consumer.array.text()}`), so the call is not lifted over it",
+            each.span, notes=[Note(definition.span, "defined here")],
+            hint="`each` names an axis the definition does not take: an extra axis of the "
+            "argument, or a new one")
+    axis = extra[each.name][0] if each.name in extra else builder.global_axis(each)
+    if ir.size_value(axis.size) is None:
+        raise ctx.error("E312", f"`each {each.name}` gives every index of `{each.name}` its own "
+                        f"parameters, but `{each.name}` has no fixed size", each.span,
+                        hint=f"declare it with a size: `axis {each.name} = 4`")
+    if not _owns_parameters(builder, definition, set()):
+        raise ctx.error("E312", f"`each {each.name}` gives every index its own parameters, but "
+                        f"`{definition.name}` has none", each.span,
+                        notes=[Note(definition.span, "defined here")],
+                        hint=f"without parameters there is nothing to own: "
+                        f"`{definition.name}(...)` lifts the same computation")
+    return axis
+
+
+def _owns_parameters(builder: DefinitionBuilder, definition: ir.Definition,
+                     seen: set[str]) -> bool:
+    """Whether `definition`, or a definition it calls, declares a learned parameter."""
+    if definition.params:
+        return True
+    seen.add(definition.name)
+    for term in ir.walk(definition.body):
+        if isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp) \
+                and term.op.definition not in seen:
+            callee = builder.ctx.definitions.get(term.op.definition)
+            if callee is not None and _owns_parameters(builder, callee, seen):
+                return True
+    return False
+
+
 def call_definition(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
     ctx = builder.ctx
     definition = ctx.definitions[call.name.name]
-    if call.items is not None:
-        raise option_error(builder, f"`{definition.name}` is a definition and takes no "
-                           "brackets", call.name.span)
+    each: s.Each | None = None
+    for item in call.items or ():
+        if isinstance(item, s.Each) and each is None:
+            each = item
+            continue
+        raise option_error(builder, f"`{definition.name}` is a definition: its brackets take "
+                           "only `each AXIS`", item.span,
+                           hint=f"for per-index parameters: `{definition.name}[each e](X)`")
     values = [builder.single(a) for a in call.args]
     instance = builder.instance_name(call.name.name)
     names = [name if len(definition.outputs) == 1 else None] * len(definition.outputs)
@@ -124,18 +178,26 @@ def call_definition(builder: DefinitionBuilder, call: s.Call, name: str | None) 
     term, outputs = lifted_call(builder, definition,
                                 [(v.array, a.span, v.name) for v, a in zip(values, call.args,
                                                                            strict=True)],
-                                call.span, instance, out_names)
+                                call.span, instance, out_names,
+                                each.axis if each is not None else None)
     out_values = [Value(a, n, call.span) for a, n in zip(outputs, out_names, strict=True)]
     builder.add_step(term, values, out_values)
     return out_values
 
 
 def _call_caption(op: ir.CallOp, term: ir.Broadcasted) -> Caption:
+    if op.each is not None:
+        return Caption("plain", elide(op.definition), subscript=f"each {op.each}")
     return Caption("plain", elide(op.definition))
 
 
+def _call_deck(op: ir.CallOp) -> bool:
+    return op.each is not None
+
+
 def _call_overview(op: ir.CallOp) -> tuple[str, str]:
-    return elide(op.definition), "box3d"
+    each = f" [each {op.each}]" if op.each is not None else ""
+    return elide(op.definition) + each, "box3d"
 
 
 def _passed_axes(emit: Emitter, port: ir.Port, variable: ir.Variable) -> list[str]:
@@ -150,17 +212,28 @@ def _passed_axes(emit: Emitter, port: ir.Port, variable: ir.Variable) -> list[st
 
 def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
                 inputs: list[TensorCode]) -> list[TensorCode]:
-    module = emit.submodule(op)
+    each = term.degree.names.index(op.each) if op.each is not None else None
+    module = emit.submodule(op, term.degree.axes[each].size if each is not None else None)
     callee = module.definition
-    degree = [degree_label(i) for i in range(len(term.degree.axes))]
+    degree = [degree_label(i) for i in range(len(term.degree.axes)) if i != each]
+    if each is not None:
+        # The owning axis goes last of the lifted ones, just before the callee's own axes:
+        # each copy reads its slice there, and the results stack there.
+        degree.append(degree_label(each))
     batched = next((v for v in inputs if v.batched), None)
     arguments = []
+    sliced: list[int | None] = []  # per argument: the dim each copy reads its slice of
     for value, in_port, variable in zip(inputs, term.inputs, callee.inputs, strict=True):
         targets = _passed_axes(emit, in_port, variable)
         order = degree + [target_label(t) for t in targets]
+        if each is not None and op.each not in value.array.names:
+            # Every copy reads this argument whole: no need to spread it along the axis.
+            order.remove(degree_label(each))
+            sliced.append(None)
+        else:
+            sliced.append(-len(targets) - 1)
         leading = batched if (batched is not None and not value.batched) else None
         arguments.append(emit.normalized(term, value, in_port, order, "expand", leading))
-    call = f"{module.code}({', '.join(arguments)})"
     lift = f", lifted over {' '.join(term.degree.names)}" if term.degree.axes else ""
     comment = f"{op.definition}{lift}"
     plans: list[tuple[str, list[Label], bool, bool]] = []
@@ -168,12 +241,19 @@ def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
                                                      strict=True)):
         targets = _passed_axes(emit, out_port, variable)
         labels = degree + [target_label(t) for t in targets]
-        tile = bool(term.degree.axes) and not module.outputs_batched[index]
+        tile = bool(term.degree.axes) and not module.outputs_batched[index] and (
+            each is None or len(degree) > 1 or batched is not None)
         direct = not tile and labels == emit.output_labels(out_port)
         hint = out_port.name if direct and out_port.name else f"{op.instance}_result"
         plans.append((emit.fresh(hint), labels, tile, direct))
-    targets_text = ", ".join(name for name, *_ in plans) or "_"
-    emit.statement(f"{targets_text} = {call}", comment + emit.source_note(term.span))
+    if each is None:
+        call = f"{module.code}({', '.join(arguments)})"
+        targets_text = ", ".join(name for name, *_ in plans) or "_"
+        emit.statement(f"{targets_text} = {call}", comment + emit.source_note(term.span))
+    else:
+        _each_call(emit, term, op, module.code, list(zip(arguments, sliced, strict=True)),
+                   [(name, len(variable.array.shape.axes)) for (name, *_), variable in
+                    zip(plans, callee.outputs, strict=True)], comment)
     results: list[TensorCode] = []
     for index, (raw, labels, tile, direct) in enumerate(plans):
         output_batched = batched is not None or module.outputs_batched[index]
@@ -182,9 +262,11 @@ def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
             continue
         expr = raw
         if tile:
-            # The callee computed this output from its parameters alone: tile it.
+            # The callee computed this output from its parameters alone: tile it (over the
+            # lifted axes other than the owning one, which the stacked copies already give).
             lead = (emit.leading_shape(batched) + " + ") if batched else ""
-            sizes = emit.tuple_text([emit.size(a.size) for a in term.degree.axes])
+            sizes = emit.tuple_text([emit.size(a.size) for i, a in enumerate(term.degree.axes)
+                                     if i != each])
             expr = f"{raw}.expand({lead}{sizes} + {raw}.shape)"
         results.append(emit.finish(term, expr, labels, index, batched=output_batched,
                                    fallback="result"))
@@ -210,9 +292,39 @@ def _call_symmetry(op: ir.CallOp, term: ir.Broadcasted, carried: Carried,
                        for port, kept in zip(term.outputs, result, strict=True)))
 
 
+def _each_call(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp, copies: str,
+               arguments: Sequence[tuple[str, int | None]], outputs: Sequence[tuple[str, int]],
+               comment: str) -> None:
+    """`f[each e](X)`: copy i of the `nn.ModuleList` reads slice i of `e` of the arguments
+    that have it (the dim just before the callee's own axes) and the others whole; its
+    results stack there."""
+    copy = emit.fresh("copy")
+    streams = [copies]
+    names = [copy]
+    passed = []
+    for code, dim in arguments:
+        if dim is None:
+            passed.append(code)
+            continue
+        piece = emit.fresh("piece")
+        streams.append(f"{code}.unbind({dim})")
+        names.append(piece)
+        passed.append(piece)
+    source = streams[0] if len(streams) == 1 else f"zip({', '.join(streams)})"
+    per_index = emit.fresh(f"{op.instance}_per_{op.each}")
+    emit.statement(f"{per_index} = [{copy}({', '.join(passed)}) for {', '.join(names)} in "
+                   f"{source}]",
+                   f"{comment}, its own parameters for each {op.each}"
+                   + emit.source_note(term.span))
+    for position, (name, rank) in enumerate(outputs):
+        results = per_index if len(outputs) == 1 else f"[r[{position}] for r in {per_index}]"
+        emit.statement(f"{name} = torch.stack({results}, dim={-rank - 1})")
+
+
 CALL = declare(Declaration(
     node=ir.CallOp, surfaces=(),
-    glyph=Box("call_box", _call_caption, caption_size=12.0, min_width=30.0, min_height=26.0),
+    glyph=Box("call_box", _call_caption, caption_size=12.0, min_width=30.0, min_height=26.0,
+              deck=_call_deck),
     overview=_call_overview, roles=no_parameters, lower=_call_lower,
     cost=_call_cost, symmetry=_call_symmetry))
 

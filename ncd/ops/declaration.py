@@ -114,6 +114,8 @@ class Box(Generic[OpT]):
     caption_dx: float = 0.0
     """Where the caption sits, as a share of the width right of centre (the card's fold
     takes its lower-left corner)."""
+    deck: Callable[[OpT], bool] | None = None
+    """Whether this operation is drawn as a deck of boxes (one copy per index of an axis)."""
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ ELEMENTWISE = declare(Declaration(
 
 def _scale_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
     items = list(call.items or ())
-    if len(items) != 1 or isinstance(items[0], (s.Arrow, s.Keyword, s.Comparison)):
+    if len(items) != 1 or isinstance(items[0], (s.Arrow, s.Keyword, s.Comparison, s.Each)):
         raise option_error(builder, "`scale` takes one constant: `scale[0.5](X)`",
                            call.name.span)
     factor, text = scalar(builder, items[0])

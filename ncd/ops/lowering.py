@@ -168,8 +168,9 @@ class Emitter(Protocol):
         declaration gives them, in port order."""
         ...
 
-    def submodule(self, op: ir.CallOp) -> Submodule:
-        """The module of a called definition, registered as a child of the current module."""
+    def submodule(self, op: ir.CallOp, copies: ir.SizeExpr | None = None) -> Submodule:
+        """The module of a called definition, registered as a child of the current module;
+        with `copies`, an `nn.ModuleList` of that many independent copies."""
         ...
 
     def finish(self, term: ir.Broadcasted, expr: str, labels: Sequence[Label], index: int = 0,

@@ -45,6 +45,10 @@ from .panels import (
 )
 from .routing import assemble
 
+DECK_STEP = 3.5
+"""How far each box of a deck (a call with its own parameters per index) stands behind the
+next, up and to the right."""
+
 
 def _degree_of(port: ir.Port, name: str, degree: Sequence[str]) -> str:
     """The degree axis that tiling axis `name` of `port` is read at."""
@@ -239,15 +243,16 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         width = max(width, widest + 10.0)
         height += NOTE_LINE * len(note_labels)
     y0 = nb * PITCH if nb else 0.0
+    deck = 2 * DECK_STEP if glyph.stacked(term.op) else 0.0
     box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
     if inline:
         box_top = band_rows[-1].y + INLINE_GAP
-    elif nb and box_top < band_rows[-1].y + CLEARANCE:
-        y0 += band_rows[-1].y + CLEARANCE - box_top
+    elif nb and box_top < band_rows[-1].y + CLEARANCE + deck:
+        y0 += band_rows[-1].y + CLEARANCE + deck - box_top
         box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
 
     pad_left = CORE_PAD + (10.0 if stub_in else 0.0)
-    pad_right = CORE_PAD + (10.0 if stub_out else 0.0)
+    pad_right = CORE_PAD + (10.0 if stub_out else 0.0) + deck
     bx = pad_left
     core_w = bx + width + pad_right
     box_id = ctx.fresh()
@@ -296,6 +301,11 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         items.append(arrowhead(ctx, core_w - 3.0, centre))
         ports.append(PortPoint(bx + width, centre, wire, "right"))
     if glyph.shape is not None:
+        if glyph.stacked(term.op):
+            # A deck: the copies behind, each with its own parameters (`f[each e](X)`).
+            for step in (2, 1):
+                items.extend(glyph.shape(bx + DECK_STEP * step, box_top - DECK_STEP * step,
+                                         width, height, theme))
         items.extend(glyph.shape(bx, box_top, width, height, theme))
     text_centre = centre - NOTE_LINE * len(note_labels) / 2
     if caption is not None and cap_box is not None:

@@ -201,8 +201,10 @@ def layout_expanded_call(term: ir.Broadcasted, definition: ir.Definition, ctx: C
         key = (right[k].array, right[k].kind, right[k].name)
         if key in index_out:
             body_out[k] = index_out[key]
-    block = ir.Block(dom=definition.domain, cod=definition.codomain,
-                     title=elide(definition.name), body=definition.body)
+    # A call with its own parameters per index keeps saying so when drawn expanded.
+    title = elide(definition.name) + (f", each {term.op.each}" if term.op.each else "")
+    block = ir.Block(dom=definition.domain, cod=definition.codomain, title=title,
+                     body=definition.body)
     framed = layout_block(block, inner.with_depth(ctx.depth), ids, collapsible=False)
     nb = len(band_rows)
     if nb:
