@@ -867,7 +867,7 @@ class ProgramGenerator:
             f"    H2 = tanh(Z)\n"
             f"    return H2, H2\n}}\n")
         self.definitions.append(DefInfo(cell, [cell_state, slice_axes], [cell_state, out_axes],
-                                        True))
+                                        has_params=True))
         weight = self.param_name(body)
         init = self.array_name(body)
         body.emit(f"{init} = linear[{' '.join(slice_axes)} -> {' '.join(state)}]"
