@@ -265,10 +265,9 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
     index_values: list[s.Var] = []
     factor, factor_text = 1.0, ""
     for expr, inverse in _factors(builder, stmt.value, False):
-        if _is_index_value(builder, expr, index_vars):
+        if _is_index_value(builder, expr, index_vars) and not inverse:
+            # (`/ k` divides by the size of `k`, as before index values existed)
             assert isinstance(expr, s.Var)
-            if inverse:
-                raise ctx.error("E313", "a tensor equation divides only by constants", expr.span)
             index_values.append(expr)
         elif isinstance(expr, (s.Indexed, s.Var)) and not _is_constant(builder, expr):
             if inverse:
