@@ -268,6 +268,21 @@ class ProgramGenerator:
             index_inputs.append(f"{tokens}: N[{vocabulary}][{', '.join(batch)}]")
             self.bind(body, f"embedding[{vocabulary} -> {' '.join(rows)}]"
                       f"({tokens}, {self.param_name(body)})", (*batch, *rows))
+        if vocabularies and self.c.chance(0.15):
+            # A segment sum into the places an index array names, and a gather back.
+            source = choice(self.c, inputs)
+            places = [v for v in vocabularies if v not in source.axes]
+            if places:
+                target = choice(self.c, places)
+                along = choice(self.c, source.axes)
+                where = self.fresh("P")
+                index_inputs.append(f"{where}: N[{target}][{along}]")
+                summed = self.bind(body, f"scatter_add[{along} -> {target}]({source.name}, "
+                                   f"{where})", replace(source.axes, [along], [target]))
+                if self.c.chance(0.5):
+                    reads = [f"{where}[{along}]" if a == target else a for a in summed.axes]
+                    self.bind_equation(body, source.axes, [],
+                                       f"{summed.name}[{', '.join(reads)}]")
         if self.c.chance(0.35):
             # A boolean array for `where`, on some of an input's axes.
             base = choice(self.c, inputs)
