@@ -18,6 +18,20 @@ from ncd.sizes import from_ir
 
 from .arguments import arguments, bracket_arrows, option_error, reject_items, replace_axes
 from .declaration import Box, Caption, Declaration, Surface, declare, no_parameters
+from .facts import (
+    ZERO,
+    Break,
+    Carried,
+    Carry,
+    Cost,
+    CostSizes,
+    SymmetryCalls,
+    Verdict,
+    axis_list,
+    free,
+    input_entries,
+    positional,
+)
 from .lowering import Emitter, Label, TensorCode, degree_label, target_label
 
 if TYPE_CHECKING:
@@ -76,7 +90,9 @@ INDEX_VALUE = declare(Declaration(
     node=ir.IndexValueOp, surfaces=(),
     glyph=Box("plain_box", lambda op, term: Caption("math", op.text)),
     overview=lambda op: (formula(op.text), "box"), roles=no_parameters,
-    lower=_index_value_lower))
+    lower=_index_value_lower,
+    # Built from positions, it reads no input: nothing it meets can carry a permutation.
+    cost=free, symmetry=positional(lambda op, term, names: "index values are positions")))
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,6 +180,26 @@ def _computed_index(emit: Emitter, term_index: ir.IndexTerm, out: ir.ArrayType) 
     return code
 
 
+def _gather_symmetry(op: ir.GatherOp, term: ir.Broadcasted, carried: Carried,
+                     calls: SymmetryCalls) -> Verdict:
+    """A permutation of an axis the index arrays are read at, which no computed index reads,
+    passes through (`Y[e, f] = X[Src[e], f]`: permuting `e` of `Src` permutes `e` of `Y`);
+    one that the array read carries, or that a computed index reads, does not."""
+    read = carried.inputs[0] if carried.inputs else frozenset()
+    computed = {n for index in op.indices if index.array is None for n, _ in index.coefficients}
+    names = carried.any
+    moved = {n for n in names if n in computed or n in read}
+    if moved:
+        return Break(f"a gather reads entries at computed positions along {axis_list(moved)}")
+    for name in names:
+        if not all(name in set(carried.inputs[index.array]) for index in op.indices
+                   if index.array is not None and
+                   name in term.inputs[index.array].targets):
+            return Break(f"the index arrays are not all permuted along {name}")
+    return Carry(tuple(frozenset(n for n in port.targets if n in names)
+                       for port in term.outputs))
+
+
 def _gather_caption(op: ir.GatherOp, term: ir.Broadcasted) -> Caption:
     return Caption("math", f"[{', '.join(t.text for t in op.indices)}]")
 
@@ -172,7 +208,7 @@ GATHER = declare(Declaration(
     node=ir.GatherOp, surfaces=(),
     glyph=Box("plain_box", _gather_caption),
     overview=lambda op: (formula(f"[{', '.join(t.text for t in op.indices)}]"), "box"),
-    roles=no_parameters, lower=_gather_lower))
+    roles=no_parameters, lower=_gather_lower, cost=free, symmetry=_gather_symmetry))
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,6 +284,22 @@ def _scatter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ScatterAddOp,
                         batched=inputs[0].batched, fallback="summed")]
 
 
+def _scatter_cost(op: ir.ScatterAddOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
+    """One addition per entry summed in."""
+    return Cost(ZERO, input_entries(sizes, term))
+
+
+def _scatter_symmetry(op: ir.ScatterAddOp, term: ir.Broadcasted, carried: Carried,
+                      calls: SymmetryCalls) -> Verdict:
+    """Permuting the summed axis of the entries and of the places alike changes nothing (a
+    sum); permuting one of them alone does."""
+    values, places = (*carried.inputs, frozenset(), frozenset())[:2]
+    if (op.input in values) != (op.input in places):
+        return Break(f"scatter_add pairs each entry along {op.input} with its place: the two "
+                     "are not permuted alike")
+    return Carry(tuple(frozenset() for _ in term.outputs))
+
+
 SCATTER_ADD = declare(Declaration(
     node=ir.ScatterAddOp,
     surfaces=(Surface("scatter_add", "sum the entries along an axis into the places an index "
@@ -255,4 +307,4 @@ SCATTER_ADD = declare(Declaration(
                       _scatter_typing),),
     glyph=Box("funnel", lambda op, term: Caption("math", f"Σ {op.input}→{op.output}")),
     overview=lambda op: (f"scatter_add[{op.input} → {op.output}]", "invtrapezium"),
-    roles=no_parameters, lower=_scatter_lower))
+    roles=no_parameters, lower=_scatter_lower, cost=_scatter_cost, symmetry=_scatter_symmetry))
