@@ -146,3 +146,18 @@ def test_gather_by_a_batched_index_array() -> None:
     batched = module(Z, T)
     for i in range(2):
         torch.testing.assert_close(batched[i], F.cross_entropy(Z[i], T[i]))
+
+
+def test_symmetry_of_the_graph_convolution() -> None:
+    """Relabelling the edges (both index arrays alike) changes nothing; the nodes are read at
+    the index arrays' values, which no permutation of an axis relabels."""
+    from ncd.symmetry import symmetries
+
+    found = {r.axis: r for r in symmetries(ncd.load(GRAPH).ir, "graph_conv")}
+    assert found["e"].permutation.kind == "invariant"
+    assert found["v"].permutation.kind == "neither"
+    module = ncd.load(GRAPH).to_torch("graph_conv").double()
+    X = torch.randn(6, 3, dtype=torch.float64)
+    src, dst = edges()
+    order = torch.randperm(9)
+    torch.testing.assert_close(module(X, src[order], dst[order]), module(X, src, dst))

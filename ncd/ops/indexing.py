@@ -27,7 +27,6 @@ from .facts import (
     CostSizes,
     SymmetryCalls,
     Verdict,
-    axis_list,
     free,
     input_entries,
     positional,
@@ -182,22 +181,32 @@ def _computed_index(emit: Emitter, term_index: ir.IndexTerm, out: ir.ArrayType) 
 
 def _gather_symmetry(op: ir.GatherOp, term: ir.Broadcasted, carried: Carried,
                      calls: SymmetryCalls) -> Verdict:
-    """A permutation of an axis the index arrays are read at, which no computed index reads,
-    passes through (`Y[e, f] = X[Src[e], f]`: permuting `e` of `Src` permutes `e` of `Y`);
-    one that the array read carries, or that a computed index reads, does not."""
-    read = carried.inputs[0] if carried.inputs else frozenset()
-    computed = {n for index in op.indices if index.array is None for n, _ in index.coefficients}
-    names = carried.any
-    moved = {n for n in names if n in computed or n in read}
-    if moved:
-        return Break(f"a gather reads entries at computed positions along {axis_list(moved)}")
-    for name in names:
-        if not all(name in set(carried.inputs[index.array]) for index in op.indices
-                   if index.array is not None and
-                   name in term.inputs[index.array].targets):
-            return Break(f"the index arrays are not all permuted along {name}")
-    return Carry(tuple(frozenset(n for n in port.targets if n in names)
-                       for port in term.outputs))
+    """An output axis carries a permutation when everything that reads it is permuted along it
+    alike: the array read through a plain index (`f` of `X[Src[e], f]`) and the index arrays
+    (`e` of `Src[e]`); an axis read through a computed index or an index array's value does not
+    (`v` of `X[Src[e], f]`, `y` of `X[y // 2]`)."""
+    source = term.inputs[0].array.names
+    moved = carried.inputs[0] if carried.inputs else frozenset()
+    readers: dict[str, list[bool]] = {}  # per output axis: whether each reader is permuted
+    for axis, index in zip(source, op.indices, strict=True):
+        plain = index.array is None and index.offset == 0 and index.divisor == 1 and \
+            index.modulus is None and len(index.coefficients) == 1 and index.coefficients[0][1] == 1
+        if plain:
+            readers.setdefault(index.coefficients[0][0], []).append(axis in moved)
+            continue
+        if axis in moved:
+            return Break(f"a gather reads {axis} at computed positions ({index.text})")
+        for name, _ in index.coefficients:
+            readers.setdefault(name, []).append(False)
+    for position, port in enumerate(term.inputs[1:], start=1):
+        along = carried.inputs[position] if position < len(carried.inputs) else frozenset()
+        for name in port.targets:
+            readers.setdefault(name, []).append(name in along)
+    for name, flags in readers.items():
+        if any(flags) and not all(flags):
+            return Break(f"a gather reads {name} both permuted and in place")
+    kept = frozenset(name for name, flags in readers.items() if flags and all(flags))
+    return Carry(tuple(frozenset(n for n in port.targets if n in kept) for port in term.outputs))
 
 
 def _gather_caption(op: ir.GatherOp, term: ir.Broadcasted) -> Caption:
