@@ -477,6 +477,14 @@ class ForwardEmitter:
     def tuple_text(self, items: Sequence[str]) -> str:
         return tuple_text(items)
 
+    def anchor(self) -> tuple[str, str]:
+        reals = [v for v in self.arguments if v.array.dtype.kind == "R"]
+        if reals:
+            return f"{reals[0].code}.device", f"{reals[0].code}.dtype"
+        if self.arguments:
+            return f"{self.arguments[0].code}.device", "torch.get_default_dtype()"
+        return "None", "torch.get_default_dtype()"
+
     def leading_shape(self, value: TensorCode) -> str:
         return leading_shape(value.code, value.rank)
 

@@ -43,7 +43,7 @@ def size_expr(ctx: Context, expr: s.Expr, *, what: str = "a size") -> Size:
             return info.size
         case s.Neg(operand=operand):
             return -size_expr(ctx, operand, what=what)
-        case s.BinOp(op=op, left=left, right=right, span=span):
+        case s.BinOp(op=op, left=left, right=right, span=span) if op != "%":
             a, b = size_expr(ctx, left, what=what), size_expr(ctx, right, what=what)
             try:
                 if op == "+":

@@ -18,6 +18,7 @@ from ncd import ir
 from ncd import syntax as s
 from ncd.context import Reject, Value, array, shape
 from ncd.diagnostics import Note, did_you_mean
+from ncd.ops.arguments import size_constant
 from ncd.ops.arithmetic import scalar
 from ncd.sizes import Size, check_nonnegative, from_ir
 
@@ -27,13 +28,30 @@ if TYPE_CHECKING:
 
 @dataclass
 class Affine:
+    """One index of an array read: `(sum coefficients[a] * a + offset) // divisor % modulus`,
+    or the value of an index array (`X[Src[e], f]`), which then has no coefficients."""
+
     coefficients: dict[str, int]
     offset: int
     span: ir.Span
+    divisor: int = 1
+    modulus: int | None = None
+    index_array: Operand | None = None
+
+    @property
+    def is_affine(self) -> bool:
+        return self.divisor == 1 and self.modulus is None and self.index_array is None
+
+    @property
+    def variables(self) -> list[str]:
+        """The index variables this index reads (an index array's: those it is read at)."""
+        if self.index_array is not None:
+            return [n for index in self.index_array.indices for n in index.coefficients]
+        return list(self.coefficients)
 
     @property
     def plain_variable(self) -> str | None:
-        if self.offset == 0 and len(self.coefficients) == 1:
+        if self.is_affine and self.offset == 0 and len(self.coefficients) == 1:
             (name, coefficient), = self.coefficients.items()
             if coefficient == 1:
                 return name
@@ -59,10 +77,111 @@ class Operand:
 def elaborate_equation(builder: DefinitionBuilder, stmt: s.Equation) -> Value:
     """An equation: one product (`Y[i, j] = sum(k) A[i, k] * B[k, j]`), or a sum of products
     (`Z[x, n, m] = A[x, n] + B[x, m]`), each term read at the indices it names."""
+    new = _new_indices(builder, stmt)
+    if new:
+        # `Y[s, x, m] = X[x, m]`: computed without `s`, then copied along it.
+        kept = tuple(i for i in stmt.indices if i.name not in new)
+        inner = _equation(builder, s.Equation(stmt.target, kept, stmt.summed, stmt.value,
+                                              stmt.span), None)
+        axes = [inner.array.shape.axis(i.name) if i.name not in new else
+                builder.global_axis(i) for i in stmt.indices]
+        operand = Operand(inner.name, inner, None,
+                          [Affine({n: 1}, 0, stmt.span) for n in inner.array.names], stmt.span)
+        return _reindex(builder, operand, axes, stmt.target.name, stmt.span)
+    return _equation(builder, stmt, stmt.target.name)
+
+
+def _equation(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -> Value:
+    pure = _pure_index(builder, stmt)
+    if pure is not None:
+        coefficients, offset = pure
+        axes = [builder.global_axis(i) for i in stmt.indices]
+        return _index_value(builder, coefficients, offset, _source_text(stmt.value), axes,
+                            result, stmt.span)
     terms = _terms(stmt.value, 1)
     if len(terms) == 1 and terms[0][1] == 1:
-        return _product(builder, stmt, stmt.target.name)
-    return _sum_of_products(builder, stmt, terms)
+        return _product(builder, stmt, result)
+    return _sum_of_products(builder, stmt, terms, result)
+
+
+def _names_in(expr: s.Expr | s.BracketItem) -> set[str]:
+    """Every name an expression writes (arrays, indices, sizes)."""
+    match expr:
+        case s.Var(name=name):
+            return {name}
+        case s.BinOp(left=left, right=right):
+            return _names_in(left) | _names_in(right)
+        case s.Neg(operand=operand):
+            return _names_in(operand)
+        case s.Indexed(name=ident, items=items) | s.Call(name=ident, items=items):
+            found = {ident.name}
+            for item in items or ():
+                found |= _names_in(item)
+            for arg in getattr(expr, "args", ()):
+                found |= _names_in(arg)
+            return found
+        case s.Comparison(left=left, right=right):
+            return _names_in(left) | _names_in(right)
+        case s.Keyword(value=value):
+            return _names_in(value)
+    return set()
+
+
+def _new_indices(builder: DefinitionBuilder, stmt: s.Equation) -> set[str]:
+    """The result's indices that nothing on the right side names and an axis is declared
+    for: the result is copied along them."""
+    written = _names_in(stmt.value)
+    for expr in _all_factors(stmt.value):
+        name = expr.name if isinstance(expr, s.Var) else None
+        value = builder.scope.get(name) if name is not None else None
+        parameter = builder.params.get(name) if name is not None else None
+        if value is not None:
+            written |= set(value.array.names)
+        elif parameter is not None:
+            written |= set(parameter.array.names)
+    return {i.name for i in stmt.indices
+            if i.name not in written and i.name in builder.ctx.axes}
+
+
+def _all_factors(expr: s.Expr) -> list[s.Expr]:
+    match expr:
+        case s.BinOp(left=left, right=right):
+            return [*_all_factors(left), *_all_factors(right)]
+        case s.Neg(operand=operand):
+            return _all_factors(operand)
+    return [expr]
+
+
+def _pure_index(builder: DefinitionBuilder, stmt: s.Equation
+                ) -> tuple[dict[str, int], int] | None:
+    """`P[x] = x`, `R[x, y] = x - y + 1`: a right side that reads no array and is affine in the
+    result's indices is one array of index values (None otherwise)."""
+    index_vars = {i.name for i in stmt.indices}
+    names = _names_in(stmt.value)
+    if stmt.summed is not None or not names & index_vars or \
+            any(n in builder.scope or n in builder.params for n in names) or \
+            any(isinstance(f, (s.Indexed, s.Call)) for f in _all_factors(stmt.value)):
+        return None
+    if any(n not in index_vars and n not in builder.ctx.axes for n in names):
+        return None
+    affine = _affine(builder, stmt.value, index_vars)
+    if not affine.is_affine:
+        return None
+    return affine.coefficients, affine.offset
+
+
+def _source_text(expr: s.Expr) -> str:
+    match expr:
+        case s.Number(value=value):
+            return str(int(value)) if float(value).is_integer() else repr(value)
+        case s.Var(name=name):
+            return name
+        case s.Neg(operand=operand):
+            return f"-{_source_text(operand)}"
+        case s.BinOp(op=op, left=left, right=right):
+            inner = f"{_source_text(left)} {op} {_source_text(right)}"
+            return inner if op in "+-" else inner.replace(" * ", "*")
+    return "?"
 
 
 def _terms(expr: s.Expr, sign: int) -> list[tuple[s.Expr, int]]:
@@ -76,7 +195,7 @@ def _terms(expr: s.Expr, sign: int) -> list[tuple[s.Expr, int]]:
 
 
 def _sum_of_products(builder: DefinitionBuilder, stmt: s.Equation,
-                     terms: Sequence[tuple[s.Expr, int]]) -> Value:
+                     terms: Sequence[tuple[s.Expr, int]], result: str | None) -> Value:
     """Each term is a product over the result's indices it reads; the terms are added, each
     broadcast along the indices it lacks (an outer sum, written as one)."""
     ctx = builder.ctx
@@ -87,9 +206,10 @@ def _sum_of_products(builder: DefinitionBuilder, stmt: s.Equation,
                         "the results")
     values: list[tuple[Value, ir.Span]] = []
     for expr, sign in terms:
-        read = _indices_read(builder, expr)
+        read = _indices_read(builder, expr, set(result_vars))
         indices = tuple(ident for ident in stmt.indices if ident.name in read)
-        if not any(not _is_constant(builder, f) and isinstance(f, (s.Indexed, s.Var))
+        if not any((not _is_constant(builder, f) and isinstance(f, (s.Indexed, s.Var))) or
+                   _is_index_value(builder, f, set(result_vars))
                    for f, _ in _factors(builder, expr, False)):
             raise ctx.error("E313", "each term of a tensor equation reads an array",
                             expr.span, hint=f"add a constant in its own statement: "
@@ -108,16 +228,19 @@ def _sum_of_products(builder: DefinitionBuilder, stmt: s.Equation,
     found = {axis.name: axis for value, _ in values for axis in value.array.shape.axes}
     out = array(ir.REALS, [found[name] for name in result_vars])
     return builder.broadcast(ir.AddOp(), [(value, ()) for value, _ in values],
-                             [(out, (), stmt.target.name)], stmt.span)[0]
+                             [(out, (), result)], stmt.span)[0]
 
 
-def _indices_read(builder: DefinitionBuilder, expr: s.Expr) -> set[str]:
+def _indices_read(builder: DefinitionBuilder, expr: s.Expr, index_vars: set[str]) -> set[str]:
     """The index variables a product names (an unindexed array: its own axes)."""
     read: set[str] = set()
     for factor, _ in _factors(builder, expr, False):
         if isinstance(factor, s.Indexed):
             for item in factor.items:
-                read |= set(_affine(builder, item).coefficients)
+                read |= set(_affine(builder, item, index_vars).variables)
+        elif _is_index_value(builder, factor, index_vars):
+            assert isinstance(factor, s.Var)
+            read.add(factor.name)
         elif isinstance(factor, s.Var) and not _is_constant(builder, factor):
             value = builder.scope.get(factor.name)
             parameter = builder.params.get(factor.name)
@@ -139,9 +262,14 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
                             ident.span, hint="an index is either kept or summed over")
     index_vars = set(result_vars) | set(summed)
     operands: list[Operand] = []
+    index_values: list[s.Var] = []
     factor, factor_text = 1.0, ""
     for expr, inverse in _factors(builder, stmt.value, False):
-        if isinstance(expr, (s.Indexed, s.Var)) and not _is_constant(builder, expr):
+        if _is_index_value(builder, expr, index_vars) and not inverse:
+            # (`/ k` divides by the size of `k`, as before index values existed)
+            assert isinstance(expr, s.Var)
+            index_values.append(expr)
+        elif isinstance(expr, (s.Indexed, s.Var)) and not _is_constant(builder, expr):
             if inverse:
                 raise ctx.error("E313", "a tensor equation divides only by constants", expr.span)
             operands.append(_operand(builder, expr, index_vars, stmt))
@@ -153,15 +281,16 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
                 number, text = 1.0 / number, f"1/{text}"
             factor *= number
             factor_text = f"{factor_text}·{text}" if factor_text else text
-    if not operands:
+    if not operands and not index_values:
         raise ctx.error("E313", "the right side of a tensor equation reads at least one array",
                         stmt.value.span)
     if not math.isfinite(factor):
         raise ctx.error("E309", f"the constant factor {factor_text} is not a usable number "
                         f"({factor})", stmt.value.span)
-    sizes = _solve_sizes(builder, operands, stmt)
+    sizes = _solve_sizes(builder, operands, stmt, [v.name for v in index_values])
     for name in [*result_vars, *summed]:
-        if not any(name in index.coefficients for op in operands for index in op.indices):
+        if not any(name in index.variables for op in operands for index in op.indices) and \
+                name not in {v.name for v in index_values}:
             ident = next(i for i in (*stmt.indices, *(stmt.summed or ())) if i.name == name)
             raise ctx.error("E313", f"index `{name}` does not occur on the right side",
                             ident.span, hint="every index must read some array")
@@ -183,10 +312,17 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
                 operand.name, builder.param_wire(operand.parameter, operand.span), None,
                 operand.indices, operand.span)
 
-    only = operands[0]
-    if len(operands) == 1 and not summed and factor == 1.0 and only.value is not None and \
-            {n for index in only.indices for n in index.coefficients} == set(result_vars):
-        return _reindex(builder, only, result_axes, result, stmt.span)
+    if not operands and len(index_values) == 1 and not summed and factor.is_integer():
+        # `P[x] = x`, `Y[x] = 2 * x`: the index's values, no product.
+        (only_index,) = index_values
+        coefficient = int(factor)
+        text = only_index.name if coefficient == 1 else f"{factor_text} * {only_index.name}"
+        return _index_value(builder, {only_index.name: coefficient}, 0, text, result_axes,
+                            result, stmt.span)
+    if len(operands) == 1 and not index_values and not summed and factor == 1.0 and \
+            operands[0].value is not None and \
+            {n for index in operands[0].indices for n in index.variables} == set(result_vars):
+        return _read(builder, operands[0], result_axes, result, stmt.span)
 
     inputs: list[tuple[Value, Sequence[str]]] = []
     params: list[tuple[ir.Parameter, Sequence[str]]] = []
@@ -198,8 +334,12 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
         value = operand.value
         if not _is_plain(operand):
             order = _first_appearance(operand.indices)
-            value = _reindex(builder, operand, [axes[n] for n in order], None, operand.span)
+            value = _read(builder, operand, [axes[n] for n in order], None, operand.span)
         inputs.append((value, [n for n in value.array.names if n in summed]))
+    for index_value in index_values:
+        value = _index_value(builder, {index_value.name: 1}, 0, index_value.name,
+                             [axes[index_value.name]], None, index_value.span)
+        inputs.append((value, [index_value.name] if index_value.name in summed else []))
     op = ir.EinsumOp(contracted=tuple(summed), scale=factor,
                      scale_text=factor_text or None)
     out_array = array(ir.REALS, result_axes)
@@ -207,6 +347,75 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
         builder.require_reals(value, stmt.value.span, "a tensor equation")
     return builder.broadcast(op, inputs, [(out_array, (), result)], stmt.span,
                              params=params, degree=result_axes)[0]
+
+
+def _index_value(builder: DefinitionBuilder, coefficients: dict[str, int], offset: int,
+                 text: str, axes: Sequence[ir.Axis], name: str | None, span: ir.Span) -> Value:
+    """The array of an index expression's values (`x`, `x - y`): reals, built from nothing."""
+    op = ir.IndexValueOp(coefficients=tuple((n, c) for n, c in coefficients.items() if c),
+                         offset=offset, text=text)
+    out = array(ir.REALS, axes)
+    return builder.broadcast(op, [], [(out, out.names, name)], span, degree=[])[0]
+
+
+def _read(builder: DefinitionBuilder, operand: Operand, out_axes: Sequence[ir.Axis],
+          name: str | None, span: ir.Span) -> Value:
+    """An array read at its indices: a reindexing where every index is affine, else a gather."""
+    if all(index.is_affine for index in operand.indices):
+        return _reindex(builder, operand, out_axes, name, span)
+    return _gather(builder, operand, out_axes, name, span)
+
+
+def _gather(builder: DefinitionBuilder, operand: Operand, out_axes: Sequence[ir.Axis],
+            name: str | None, span: ir.Span) -> Value:
+    """`Y[p] = X[q(p)]` with indices that divide (`y // 2`), take remainders (`i % n`) or
+    read index arrays (`X[Src[e], f]`)."""
+    assert operand.value is not None
+    by_name = {axis.name: axis for axis in out_axes}
+    inputs: list[tuple[Value, Sequence[str]]] = [(operand.value, operand.array.names)]
+    terms: list[ir.IndexTerm] = []
+    for index in operand.indices:
+        text = _index_text(index)
+        inner = index.index_array
+        if inner is not None:
+            assert inner.value is not None
+            read = inner.value
+            if not _is_plain(inner):  # read at other names than its own: renamed
+                read = _reindex(builder, inner, [by_name[i.plain_variable or ""]
+                                                 for i in inner.indices], None, inner.span)
+            inputs.append((read, read.array.names))
+            terms.append(ir.IndexTerm(array=len(inputs) - 1, text=text))
+            continue
+        terms.append(ir.IndexTerm(coefficients=tuple(index.coefficients.items()),
+                                  offset=index.offset, divisor=index.divisor,
+                                  modulus=index.modulus, text=text))
+    op = ir.GatherOp(indices=tuple(terms))
+    out = array(operand.array.dtype, out_axes)
+    return builder.broadcast(op, inputs, [(out, out.names, name)], span, degree=[])[0]
+
+
+def _index_text(index: Affine) -> str:
+    """An index as the source would write it: `y // 2`, `(i + 1) % n`, `Src[e]`."""
+    if index.index_array is not None:
+        names = [i.plain_variable or "?" for i in index.index_array.indices]
+        return f"{index.index_array.name}[{', '.join(names)}]"
+    parts: list[str] = []
+    for var, coefficient in index.coefficients.items():
+        magnitude = "" if abs(coefficient) == 1 else f"{abs(coefficient)}*"
+        sign = "-" if coefficient < 0 else "+"
+        parts.append(f"{sign} {magnitude}{var}" if parts else
+                     f"{'-' if coefficient < 0 else ''}{magnitude}{var}")
+    if index.offset or not parts:
+        value = index.offset
+        parts.append(f"{'-' if value < 0 else '+'} {abs(value)}" if parts else str(value))
+    text = " ".join(parts)
+    compound = len(parts) > 1
+    if index.divisor != 1:
+        text = f"({text}) // {index.divisor}" if compound else f"{text} // {index.divisor}"
+        compound = True
+    if index.modulus is not None:
+        text = f"({text}) % {index.modulus}" if compound else f"{text} % {index.modulus}"
+    return text
 
 
 def _distinct(builder: DefinitionBuilder, idents: Sequence[s.Ident], where: str) -> list[str]:
@@ -219,6 +428,12 @@ def _distinct(builder: DefinitionBuilder, idents: Sequence[s.Ident], where: str)
                                     "`Y[p] = X[p, p]`")
         names.append(ident.name)
     return names
+
+
+def _is_index_value(builder: DefinitionBuilder, expr: s.Expr, index_vars: set[str]) -> bool:
+    """An index variable used as a value (`x` in `P[x] = x`): an integer, held as a real."""
+    return isinstance(expr, s.Var) and expr.name in index_vars and \
+        expr.name not in builder.scope and expr.name not in builder.params
 
 
 def _is_constant(builder: DefinitionBuilder, expr: s.Expr) -> bool:
@@ -275,9 +490,9 @@ def _operand(builder: DefinitionBuilder, expr: s.Indexed | s.Var, index_vars: se
                 "E313", f"`{name}` has {len(array_type.names)} axes "
                 f"[{', '.join(array_type.names)}] but is read with {len(expr.items)} indices",
                 expr.span)
-        indices = [_affine(builder, item) for item in expr.items]
+        indices = [_affine(builder, item, index_vars) for item in expr.items]
     for index in indices:
-        for var in index.coefficients:
+        for var in index.variables:
             if var not in index_vars:
                 raise ctx.error(
                     "E313", f"index `{var}` is neither an index of the result nor summed",
@@ -286,11 +501,31 @@ def _operand(builder: DefinitionBuilder, expr: s.Indexed | s.Var, index_vars: se
     return Operand(name, value, parameter, indices, expr.span)
 
 
-def _affine(builder: DefinitionBuilder, item: s.BracketItem) -> Affine:
+def _affine(builder: DefinitionBuilder, item: s.BracketItem, index_vars: set[str]) -> Affine:
+    """An index as written: affine in the index variables (`2*p + w`, `s*p` with a declared
+    size `s`), divided (`y // 2`) or reduced (`i % n`) by a constant or a size, or an index
+    array read at index variables (`Src[e]`)."""
     ctx = builder.ctx
     if isinstance(item, (s.Arrow, s.Comparison, s.Keyword, s.Each)):
         raise ctx.error("E313", "an index is an expression like `i`, `2*p + w` or `3`",
                         item.span)
+
+    def size_of(expr: s.Expr) -> int | None:
+        """A declared size standing for a number (`s` in `s*p`), read after `-D`."""
+        if isinstance(expr, s.Var) and expr.name not in index_vars and \
+                expr.name not in builder.scope and expr.name not in builder.params:
+            return size_constant(ctx, expr.name, expr.span)
+        return None
+
+    def constant(expr: s.Expr, what: str) -> int:
+        match expr:
+            case s.Number(value=value, is_int=True) if value > 0:
+                return int(value)
+        size = size_of(expr)
+        if size is not None and size > 0:
+            return size
+        raise ctx.error("E306", f"{what} is by a positive integer or a declared size",
+                        expr.span, hint="for example `y // 2` or `i % n`")
 
     def walk(expr: s.Expr) -> tuple[dict[str, int], int]:
         match expr:
@@ -309,18 +544,68 @@ def _affine(builder: DefinitionBuilder, item: s.BracketItem) -> Affine:
                     lt[key] = lt.get(key, 0) + sign * coefficient
                 return lt, lo + sign * ro
             case s.BinOp(op="*", left=left, right=right):
-                lt, lo = walk(left)
-                rt, ro = walk(right)
+                left_size, right_size = size_of(left), size_of(right)
+                lt, lo = ({}, left_size) if left_size is not None else walk(left)
+                rt, ro = ({}, right_size) if right_size is not None else walk(right)
                 if lt and rt:
                     raise ctx.error("E306", "an index may not multiply two index variables",
-                                    expr.span, hint="indices are affine: `2*p + w`")
+                                    expr.span, hint="indices are affine: `2*p + w`; a declared "
+                                    "size is a coefficient: `s*p + w`")
                 factor, terms, offset = (lo, rt, ro) if not lt else (ro, lt, lo)
                 return {k: v * factor for k, v in terms.items()}, offset * factor
-        raise ctx.error("E306", "an index is built from index variables, integers, + - and *",
-                        expr.span, hint="indices are affine: `2*p + w`")
+            case s.BinOp(op="//" | "%", span=span):
+                raise ctx.error("E306", f"`{expr.op}` applies to a whole index", span,
+                                hint="for example `X[y // 2]` or `X[(i + 1) % n]`")
+            case s.Indexed():
+                raise ctx.error("E306", "an index array is a whole index", expr.span,
+                                hint="for example `X[Src[e], f]`")
+        raise ctx.error("E306", "an index is built from index variables, integers, sizes, "
+                        "+ - *, `//` and `%`", expr.span, hint="indices are affine: `2*p + w`")
 
-    terms, offset = walk(item)
-    return Affine({k: v for k, v in terms.items() if v}, offset, item.span)
+    modulus: int | None = None
+    divisor = 1
+    expr: s.Expr = item
+    if isinstance(expr, s.BinOp) and expr.op == "%":
+        modulus = constant(expr.right, "a remainder")
+        expr = expr.left
+    if isinstance(expr, s.BinOp) and expr.op == "//":
+        divisor = constant(expr.right, "a division of an index")
+        expr = expr.left
+    if isinstance(expr, s.Indexed):
+        if modulus is not None or divisor != 1:
+            raise ctx.error("E306", "an index array is read as it is, not divided",
+                            item.span, hint="for example `X[Src[e], f]`")
+        return Affine({}, 0, item.span, index_array=_index_array(builder, expr, index_vars))
+    terms, offset = walk(expr)
+    return Affine({k: v for k, v in terms.items() if v}, offset, item.span, divisor, modulus)
+
+
+def _index_array(builder: DefinitionBuilder, expr: s.Indexed, index_vars: set[str]) -> Operand:
+    """`Src[e]` inside an index: an array of datatype N with a bound, read at plain index
+    variables."""
+    ctx = builder.ctx
+    name = expr.name.name
+    value = builder.scope.get(name)
+    if name in builder.scope and value is None:
+        raise Reject(name)
+    if value is None:
+        raise ctx.error("E200", f"unknown index array `{name}`", expr.name.span,
+                        hint=did_you_mean(name, [n for n in builder.scope if n]))
+    if value.array.dtype.kind != "N" or value.array.dtype.bound is None:
+        raise ctx.error("E302", f"an index array holds naturals with a bound, N[v], but `{name}` "
+                        f"holds {value.array.dtype.text()}", expr.name.span,
+                        hint="declare it with its bound, for example `Src: N[v][e]`")
+    if len(expr.items) != len(value.array.names):
+        raise ctx.error("E313", f"`{name}` has {len(value.array.names)} axes "
+                        f"[{', '.join(value.array.names)}] but is read with {len(expr.items)} "
+                        "indices", expr.span)
+    indices = []
+    for item in expr.items:
+        if not isinstance(item, s.Var):
+            raise ctx.error("E306", "an index array is read at index variables", item.span,
+                            hint=f"for example `{name}[{', '.join(value.array.names)}]`")
+        indices.append(Affine({item.name: 1}, 0, item.span))
+    return Operand(name, value, None, indices, expr.span)
 
 
 def _is_plain(operand: Operand) -> bool:
@@ -332,19 +617,48 @@ def _is_plain(operand: Operand) -> bool:
 def _first_appearance(indices: Sequence[Affine]) -> list[str]:
     order: list[str] = []
     for index in indices:
-        for name in index.coefficients:
+        for name in index.variables:
             if name not in order:
                 order.append(name)
     return order
 
 
+def _occurrences(builder: DefinitionBuilder, operands: Sequence[Operand]
+                 ) -> list[tuple[Affine, ir.Axis]]:
+    """Each index with the axis it reads; an index array's own indices are read too, and its
+    bound is the size of the axis it indexes."""
+    found: list[tuple[Affine, ir.Axis]] = []
+    for op in operands:
+        for index, axis in zip(op.indices, op.array.shape.axes, strict=True):
+            inner = index.index_array
+            if inner is None:
+                found.append((index, axis))
+                continue
+            bound = inner.array.dtype.bound
+            assert bound is not None  # `_index_array` requires one
+            if from_ir(bound) != from_ir(axis.size):
+                raise builder.ctx.error(
+                    "E300", f"`{inner.name}` holds indices below {from_ir(bound)} "
+                    f"({inner.array.dtype.text()}) but indexes axis `{axis.name}` of `{op.name}`, "
+                    f"of size {from_ir(axis.size)}", inner.span,
+                    hint=f"an index array's bound is the size of the axis it indexes: "
+                    f"`{inner.name}: N[{axis.name}][{', '.join(inner.array.names)}]`")
+            found.extend(zip(inner.indices, inner.array.shape.axes, strict=True))
+    return found
+
+
+def _reach_size(index: Affine, axis: ir.Axis) -> Size:
+    """How far the affine part of an index may reach: the axis's size, times the divisor of
+    `y // d` (`2*|y'|` for `y // 2`)."""
+    return from_ir(axis.size) * index.divisor
+
+
 def _solve_sizes(builder: DefinitionBuilder, operands: Sequence[Operand],
-                 stmt: s.Equation) -> dict[str, Size]:
+                 stmt: s.Equation, extra: Sequence[str] = ()) -> dict[str, Size]:
     ctx = builder.ctx
     sizes: dict[str, Size] = {}
     origin: dict[str, ir.Span] = {}
-    occurrences = [(index, axis) for op in operands
-                   for index, axis in zip(op.indices, op.array.shape.axes, strict=True)]
+    occurrences = _occurrences(builder, operands)
     # 1. A plain occurrence ranges over the whole axis it reads.
     for index, axis in occurrences:
         name = index.plain_variable
@@ -368,7 +682,7 @@ def _solve_sizes(builder: DefinitionBuilder, operands: Sequence[Operand],
         sizes.setdefault(name, size)
         origin.setdefault(name, index.span)
     # 2. Otherwise a declared axis of the same name gives the range.
-    all_vars = {n for index, _ in occurrences for n in index.coefficients}
+    all_vars = {n for index, _ in occurrences for n in index.coefficients} | set(extra)
     for name in sorted(all_vars - set(sizes)):
         info = ctx.axes.get(name)
         if info is not None:
@@ -380,25 +694,36 @@ def _solve_sizes(builder: DefinitionBuilder, operands: Sequence[Operand],
         progress = False
         for index, axis in occurrences:
             unknown = [n for n in index.coefficients if n not in sizes]
-            if len(unknown) != 1 or index.coefficients[unknown[0]] <= 0:
+            if len(unknown) != 1 or index.coefficients[unknown[0]] <= 0 or \
+                    index.modulus is not None:
                 continue
             name = unknown[0]
             reach = Size.const(index.offset)
             for other, coefficient in index.coefficients.items():
                 if other != name and coefficient > 0:
                     reach = reach + (sizes[other] - 1) * coefficient
-            room = from_ir(axis.size) - 1 - reach
+            room = _reach_size(index, axis) - 1 - reach
             sizes[name] = room.floor_div(index.coefficients[name]) + 1
             origin[name] = index.span
             progress = True
     missing = sorted(all_vars - set(sizes))
     if missing:
         name = missing[0]
-        span = next(index.span for index, _ in occurrences if name in index.coefficients)
+        span = next((index.span for index, _ in occurrences if name in index.coefficients),
+                    stmt.span)
         raise ctx.error("E305", f"cannot tell how far index `{name}` ranges", span,
                         hint=f"read it plainly somewhere, or declare `axis {name} = ...`")
     # 4. Every index stays inside its axis.
     for index, axis in occurrences:
+        if index.modulus is not None:
+            # `i % n` lies in 0 to n - 1 whatever `i` is: n must not exceed the axis.
+            if check_nonnegative(from_ir(axis.size) - index.modulus,
+                                 [from_ir(a.size) for _, a in occurrences]).verdict != "holds":
+                raise ctx.error(
+                    "E304", f"this index reaches {index.modulus - 1} but axis `{axis.name}` has "
+                    f"indices 0 to {from_ir(axis.size) - 1}", index.span,
+                    hint="take the remainder by at most the axis's size")
+            continue
         high = Size.const(index.offset)
         low = Size.const(index.offset)
         for name, coefficient in index.coefficients.items():
@@ -406,7 +731,7 @@ def _solve_sizes(builder: DefinitionBuilder, operands: Sequence[Operand],
                 high = high + (sizes[name] - 1) * coefficient
             else:
                 low = low + (sizes[name] - 1) * coefficient
-        limit = from_ir(axis.size) - 1
+        limit = _reach_size(index, axis) - 1
         over = limit - high
         notes = [Note(origin[n], f"`{n}` ranges over {sizes[n]} values here")
                  for n in index.coefficients if n in origin and origin[n] != index.span]

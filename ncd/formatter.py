@@ -33,7 +33,7 @@ INDENT = "    "
 _WHITESPACE = " \t\f\r\n"
 _NUMBER = re.compile(r"[0-9]+|[0-9]+\.[0-9]*([eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+"
                      r"|\.[0-9]+([eE][-+]?[0-9]+)?")
-_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2}
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2}
 _NEG, _ATOM = 3, 4
 
 # How a line's blank-line-before is decided: kept from the source, always, or never.

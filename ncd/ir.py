@@ -537,6 +537,51 @@ class ReshapeOp(Node):
     outputs: tuple[str, ...]
 
 
+class IndexValueOp(Node):
+    """The value of an index expression at every index: `P[x] = x`, `R[x, y] = x - y`. Entry
+    p is `sum coefficients[a] * p_a + offset`, an integer held as a real; no inputs."""
+
+    kind: Literal["index"] = "index"
+    coefficients: tuple[tuple[str, int], ...]
+    offset: int = 0
+    text: str
+    """The expression as the source writes it (`x - y`)."""
+
+
+class IndexTerm(Node):
+    """One coordinate a gather reads: `((sum coefficients[a] * p_a + offset) // divisor) %
+    modulus` (no modulus: none taken), or, with `array`, the value of the gather's input
+    `array` (an index array of datatype N, read at the output's indices of its axis names)."""
+
+    coefficients: tuple[tuple[str, int], ...] = ()
+    offset: int = 0
+    divisor: int = 1
+    modulus: int | None = None
+    array: int | None = None
+    text: str
+
+
+class GatherOp(Node):
+    """`Y[p] = X[q(p)]` where `X` is input 0 and each coordinate of `q` (one per axis of `X`,
+    in its memory order) is an `IndexTerm`: a reindexing that divides indices (`y // 2`),
+    takes remainders (`i % n`) or reads index arrays (`X[Src[e], f]`). The other inputs are
+    the index arrays."""
+
+    kind: Literal["gather"] = "gather"
+    indices: tuple[IndexTerm, ...]
+
+
+class ScatterAddOp(Node):
+    """`Y[Dst[e], f] += M[e, f]`: for each index of `M`, its entry is added into `Y` at the
+    coordinate that index array `Dst` (input 1, read at `M`'s indices) holds along axis
+    `output` of `Y`; axis `input` of `M` is summed away. Entries of `Y` that nothing reaches
+    are zero (a segment sum)."""
+
+    kind: Literal["scatter_add"] = "scatter_add"
+    input: str
+    output: str
+
+
 class CallOp(Node):
     """A user definition used as an operation; its extra axes are a batch lift."""
 
@@ -577,7 +622,8 @@ Operator = Annotated[
     Union[
         EinsumOp, LinearOp, EmbeddingOp, SoftmaxOp, NormOp, BatchNormOp, ElementwiseOp, ScaleOp,
         DropoutOp, AddOp, MultiplyOp, MaskOp, ReduceOp, ConcatOp, SplitOp, PadOp, RenameOp,
-        ReshapeOp, CallOp, ConstantOp, BinaryOp, WhereOp, ParameterOp, BufferOp,
+        ReshapeOp, CallOp, ConstantOp, BinaryOp, WhereOp, ParameterOp, BufferOp, IndexValueOp,
+        GatherOp, ScatterAddOp,
     ],
     Field(discriminator="kind"),
 ]

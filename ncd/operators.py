@@ -23,6 +23,7 @@ from ncd.ops import (  # noqa: F401  (each module declares its operators as it i
     contraction,
     data,
     elementwise,
+    indexing,
     masks,
     normalisation,
     reductions,

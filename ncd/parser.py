@@ -37,7 +37,7 @@ TERMINAL_WORDS: dict[str, str] = {
     "COLOR": "`color`", "SHARED": "`shared`", "EACH": "`each`", "SUM": "`sum`", "REAL": "`R`",
     "NAT": "`N`", "BOOL": "`B`",
     "REPEAT": "a repetition like `x6`", "ARROW": "`->`", "TENSOR": "`(x)`",
-    "COMPARE": "a comparison", "FLOORDIV": "`//`", "EQUAL": "`=`", "COMMA": "`,`",
+    "COMPARE": "a comparison", "FLOORDIV": "`//`", "PERCENT": "`%`", "EQUAL": "`=`", "COMMA": "`,`",
     "COLON": "`:`", "SEMICOLON": "`;`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`",
     "RSQB": "`]`", "LBRACE": "`{`", "RBRACE": "`}`", "PLUS": "`+`", "MINUS": "`-`",
     "STAR": "`*`", "SLASH": "`/`", "NAME": "a name", "INT": "an integer", "FLOAT": "a number",
@@ -50,7 +50,7 @@ _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _PUNCTUATION = {
     "IMPORT", "FROM", "AXIS", "DEF", "RETURN", "PARAM", "BLOCK", "COLOR", "SHARED", "EACH",
     "ARROW", "TENSOR", "EQUAL", "COMMA", "COLON", "SEMICOLON", "LPAR", "RPAR", "LSQB", "RSQB",
-    "LBRACE", "RBRACE", "PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV",
+    "LBRACE", "RBRACE", "PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV", "PERCENT",
 }
 
 
@@ -534,8 +534,9 @@ class _Builder:
                     "E103", f"the number `{parts[0]}` is too large", span,
                     hint="numbers must be finite floating-point values"))
             return s.Number(value, False, span)
-        if kind in ("add", "sub", "mul", "div", "floordiv"):
-            op = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//"}[kind]
+        if kind in ("add", "sub", "mul", "div", "floordiv", "mod"):
+            op = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//",
+                  "mod": "%"}[kind]
             token = next((c for c in node.children if isinstance(c, Token) and str(c) == op),
                          None)
             return s.BinOp(op, self.expr(parts[0]), self.expr(parts[1]), span,

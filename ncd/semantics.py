@@ -543,7 +543,52 @@ class Interpreter:
                 return [choose(tiles, out[0])]
             case ir.ParameterOp() | ir.BufferOp():
                 return [params[0]]  # the parameter itself, as data on a wire
+            case ir.IndexValueOp():
+                return [self.index_values(op, term.outputs[0].array)]
+            case ir.GatherOp():
+                return [self.gather(op, tiles, term.outputs[0].array, term.span)]
+            case ir.ScatterAddOp():
+                size = self.size(term.outputs[0].array.shape.axis(op.output).size)
+                return [scatter_add(op, tiles[0], tiles[1], size, term.span)]
         assert_never(op)
+
+    def index_values(self, op: ir.IndexValueOp, out: ir.ArrayType) -> Array:
+        """Entry p is `sum c_a * p_a + offset`, one entry at a time."""
+        result = torch.zeros([self.size(a.size) for a in out.shape.axes], dtype=self.real)
+        coefficients = dict(op.coefficients)
+        for p in self.elements(out.shape):
+            point = dict(zip(out.names, p, strict=True))
+            result[p] = op.offset + sum(c * point[n] for n, c in coefficients.items())
+        return Array(result, out.names)
+
+    def gather(self, op: ir.GatherOp, tiles: list[Array], out: ir.ArrayType,
+               span: ir.Span | None) -> Array:
+        """`Y[p] = X[q(p)]`, one entry at a time; each coordinate is checked to lie inside X."""
+        source = tiles[0]
+        if len(op.indices) != len(source.axes):
+            raise MalformedTerm(f"a gather reads {len(op.indices)} indices of {source.axes}")
+        result = torch.zeros([self.size(a.size) for a in out.shape.axes],
+                             dtype=source.data.dtype)
+        where = f" (line {span.line})" if span is not None else ""
+        for p in self.elements(out.shape):
+            point = dict(zip(out.names, p, strict=True))
+            q: list[int] = []
+            for axis, index in zip(source.axes, op.indices, strict=True):
+                if index.array is not None:
+                    table = tiles[index.array]
+                    value = int(table.data[tuple(point[n] for n in table.axes)])
+                else:
+                    value = index.offset + sum(c * point[n] for n, c in index.coefficients)
+                    value = value // index.divisor
+                    if index.modulus is not None:
+                        value = value % index.modulus
+                if not 0 <= value < source.size(axis):
+                    at = ", ".join(f"{n}={i}" for n, i in point.items())
+                    raise BoundsError(f"gather{where}: at {at}, {index.text} = {value} is "
+                                      f"outside axis {axis} of size {source.size(axis)}")
+                q.append(value)
+            result[p] = source.data[tuple(q)]
+        return Array(result, out.names)
 
     def product_sum(self, operands: list[Array], contracted: Sequence[str],
                     outputs: Sequence[str], scale: float = 1.0) -> Array:
@@ -838,6 +883,22 @@ def holds(condition: ir.Comparison, position: Mapping[str, int]) -> bool:
         case "!=":
             return value != 0
     assert_never(condition.op)
+
+
+def scatter_add(op: ir.ScatterAddOp, value: Array, places: Array, size: int,
+                span: ir.Span | None) -> Array:
+    """`Y[places[e]] += X[e]` for every e along `op.input`; Y starts at zero."""
+    if value.axes != (op.input,) or places.axes != (op.input,):
+        raise MalformedTerm(f"scatter_add tiles {value.axes} and {places.axes} for {op.input}")
+    result = torch.zeros(size, dtype=value.data.dtype)
+    for e in range(value.size(op.input)):
+        place = int(places.data[e])
+        if not 0 <= place < size:
+            where = f" (line {span.line})" if span is not None else ""
+            raise BoundsError(f"scatter_add{where}: at {op.input}={e}, the index array holds "
+                              f"{place}, outside axis {op.output} of size {size}")
+        result[place] = result[place] + value.data[e]
+    return Array(result, (op.output,))
 
 
 def reduce(op: ir.ReduceOp, tile: Array) -> Array:

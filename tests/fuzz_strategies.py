@@ -276,6 +276,21 @@ class ProgramGenerator:
             index_inputs.append(f"{tokens}: N[{vocabulary}][{', '.join(batch)}]")
             self.bind(body, f"embedding[{vocabulary} -> {' '.join(rows)}]"
                       f"({tokens}, {self.param_name(body)})", (*batch, *rows))
+        if vocabularies and self.c.chance(0.15):
+            # A segment sum into the places an index array names, and a gather back.
+            source = choice(self.c, inputs)
+            places = [v for v in vocabularies if v not in source.axes]
+            if places:
+                target = choice(self.c, places)
+                along = choice(self.c, source.axes)
+                where = self.fresh("P")
+                index_inputs.append(f"{where}: N[{target}][{along}]")
+                summed = self.bind(body, f"scatter_add[{along} -> {target}]({source.name}, "
+                                   f"{where})", replace(source.axes, [along], [target]))
+                if self.c.chance(0.5):
+                    reads = [f"{where}[{along}]" if a == target else a for a in summed.axes]
+                    self.bind_equation(body, source.axes, [],
+                                       f"{summed.name}[{', '.join(reads)}]")
         if self.c.chance(0.35):
             # A boolean array for `where`, on some of an input's axes.
             base = choice(self.c, inputs)
@@ -348,7 +363,8 @@ class ProgramGenerator:
         if "equations" in self.features:
             makers += [self.contraction, self.transpose, self.window, self.fixed_index,
                        self.reverse, self.shift, self.flipped_window, self.alias,
-                       self.diagonal, self.sized_read]
+                       self.diagonal, self.sized_read, self.upsample, self.cyclic,
+                       self.positions]
         if "structure" in self.features:
             makers += [self.concat, self.split, self.rename, self.reshape, self.pad]
         if "calls" in self.features and self.definitions:
@@ -664,6 +680,48 @@ class ProgramGenerator:
         reads = [index if a == along else a for a in x.axes]
         self.bind_equation(body, [new if a == along else a for a in x.axes], [],
                            f"{x.name}[{', '.join(reads)}]")
+
+    def upsample(self, body: Body) -> None:
+        """`Y[.., u, ..] = X[.., u // 2, ..]`: each entry read twice along a new axis."""
+        x = self.source(body)
+        along = choice(self.c, x.axes)
+        size = self.sizes[along]
+        if size is not None and size > 16:  # sizes that double grow the later outer products
+            self.transpose(body)
+            return
+        new = self.derived_axis(None if size is None else 2 * size, f"2 * {along}")
+        reads = [f"{new} // 2" if a == along else a for a in x.axes]
+        self.bind_equation(body, [new if a == along else a for a in x.axes], [],
+                           f"{x.name}[{', '.join(reads)}]")
+
+    def cyclic(self, body: Body) -> None:
+        """`Y[.., r, ..] = X[.., (r + k) % a, ..]`: read cyclically, past the end."""
+        x = self.source(body)
+        along = choice(self.c, x.axes)
+        size = self.sizes[along]
+        if size is None:  # a remainder by a size known only at run time is not a number
+            self.transpose(body)
+            return
+        new = self.derived_axis(size + 2, f"{along} + 2")
+        shift = self.c.integer(0, 2)
+        index = f"({new} + {shift}) % {along}" if shift else f"{new} % {along}"
+        reads = [index if a == along else a for a in x.axes]
+        self.bind_equation(body, [new if a == along else a for a in x.axes], [],
+                           f"{x.name}[{', '.join(reads)}]")
+
+    def positions(self, body: Body) -> None:
+        """`Y[..] = X[..] * a`, an index value, or `x - y` copied along the array's axes."""
+        x = self.source(body)
+        along = choice(self.c, x.axes)
+        axes = ", ".join(x.axes)
+        if self.c.chance(0.5) or len(x.axes) < 2:
+            self.bind_equation(body, x.axes, [], f"{x.name}[{axes}] * {along}")
+            return
+        first, second = x.axes[0], x.axes[1]
+        table = self.array_name(body)
+        body.emit(f"{table}[{first}, {second}] = {first} - {second} + 1")
+        body.scope.append(Array(table, (first, second)))
+        self.bind_equation(body, x.axes, [], f"{x.name}[{axes}] + {table}[{first}, {second}]")
 
     def flipped_window(self, body: Body) -> None:
         """`P[.., p, w] = X[.., p - w + W - 1]`: a window read backwards (a convolution with

@@ -35,7 +35,8 @@ REDUCE: tuple[str, ...] = get_args(ir.ReduceOp.model_fields["function"].annotati
 # Kinds that no operator name makes: other syntax does.
 MADE_BY_OTHER_SYNTAX = {ir.EinsumOp: "tensor equations", ir.CallOp: "calls of definitions",
                         ir.ParameterOp: "a parameter named where an array is expected",
-                        ir.BufferOp: "a buffer named where an array is expected"}
+                        ir.BufferOp: "a buffer named where an array is expected",
+                        ir.IndexValueOp: "tensor equations", ir.GatherOp: "tensor equations"}
 
 AXES = "axis x, y, t = 3, m = 4, h = 2, k = 2, a = 2, b = 3, c = 5, v = 7\n"
 
@@ -67,6 +68,10 @@ SOURCES: dict[type[ir.Node], str] = {
     ir.WhereOp: "def f(C: B[x, m], X: R[x, m], Y: R[m]) -> R[x, m] { return where(C, X, Y) }",
     ir.ParameterOp: "def f(X: R[x, m]) -> R[x, m] { param a: R[m]\n return X * sigmoid(a) }",
     ir.BufferOp: "def f(X: R[x, m]) -> R[x, m] { buffer a: R[m] = ones\n return X * exp(a) }",
+    ir.IndexValueOp: "def f(X: R[t, m]) -> R[t, m] { P[t, m] = t * X[t, m]\n return P }",
+    ir.GatherOp: "def f(X: R[v, m], S: N[v][x]) -> R[x, m] { Y[x, m] = X[S[x], m]\n return Y }",
+    ir.ScatterAddOp: "def f(X: R[x, m], S: N[v][x]) -> R[v, m] {\n"
+                     " return scatter_add[x -> v](X, S) }",
 }
 
 # Every term kind at once, in `f`.

@@ -364,6 +364,14 @@ def _check_batchnorm_plain(d: ir.Definition) -> None:
     assert [p.array.names for p in term.params] == [(), ()]
 
 
+def _check_scatter_add(d: ir.Definition) -> None:
+    term = one(d, "scatter_add")
+    assert term.op == ir.ScatterAddOp(input="x", output="v")
+    assert [p.targets for p in term.inputs] == [("x",), ("x",)]
+    assert term.degree.names == ("m",)
+    assert term.outputs[0].array.names == ("v", "m")
+
+
 OPERATOR_CASES: dict[str, list[tuple[str, Callable[[ir.Definition], None]]]] = {
     "batchnorm": [
         ("def f(X: R[x, m]) -> R[x, m] { return batchnorm[x, eps=0.001, momentum=0.2]"
@@ -428,6 +436,8 @@ OPERATOR_CASES: dict[str, list[tuple[str, Callable[[ir.Definition], None]]]] = {
                    _binary_check(function))] for function in ("divide", "maximum", "minimum")},
     "where": [("def f(C: B[x], X: R[x, m], Y: R[m]) -> R[x, m] { return where(C, X, Y) }",
                _check_where)],
+    "scatter_add": [("def f(X: R[x, m], D: N[v][x]) -> R[m, v] { "
+                     "return scatter_add[x -> v](X, D) }", _check_scatter_add)],
 }
 
 
@@ -464,6 +474,7 @@ EXAMPLE_SIGNATURES: dict[str, tuple[str, str]] = {
     "rename": ("X: R[x, m]", "R[y, m]"),
     "reshape": ("X: R[x, h, k]", "R[x, m]"),
     "scan": ("H0: R[m], X: R[t, n]", "(R[m], R[t, m])"),
+    "scatter_add": ("M: R[e, m], Dst: N[v][e]", "R[v, m]"),
 }
 
 
@@ -471,7 +482,7 @@ EXAMPLE_SIGNATURES: dict[str, tuple[str, str]] = {
 def test_registry_example_elaborates(name: str) -> None:
     """The example each operator states in the registry is itself valid ncd."""
     inputs, out = EXAMPLE_SIGNATURES.get(name, ("X: R[x, m]", "R[x, m]"))
-    prefix = {"scan": CELL, "pad": "axis xp = x + 2\n"}.get(name, "")
+    prefix = {"scan": CELL, "pad": "axis xp = x + 2\n", "scatter_add": "axis e = 6\n"}.get(name, "")
     src = f"{AXES}{prefix}def f({inputs}) -> {out} {{ return {OPERATORS[name].example} }}"
     if name == "linear":
         # a parameter cannot also be an input: declare it instead

@@ -36,13 +36,44 @@ def option_error(builder: DefinitionBuilder, message: str, span: ir.Span,
 
 
 def constant_value(ctx: Context, expr: s.Expr) -> float:
-    """A number written in the source (`0.02`, `-1`, `1e-5`)."""
+    """A number written in the source (`0.02`, `-1`, `1e-5`, `-inf`), or computed from the
+    sizes of axes (`k - 1`, `(k - 1) // 2`): sizes are read after `-D` overrides."""
     match expr:
         case s.Number(value=value):
             return float(value)
         case s.Neg(operand=operand):
             return -constant_value(ctx, operand)
-    raise ctx.error("E307", "expected a number here", expr.span)
+        case s.Var(name=name, span=span):
+            size = size_constant(ctx, name, span)
+            if size is not None:
+                return float(size)
+            if name == "inf":
+                return math.inf
+        case s.BinOp(op=op, left=left, right=right) if op in ("+", "-", "*", "/", "//"):
+            a, b = constant_value(ctx, left), constant_value(ctx, right)
+            if op in ("/", "//") and b == 0:
+                raise ctx.error("E309", "division by zero", expr.span)
+            value = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                     "/": lambda: a / b, "//": lambda: float(math.floor(a / b))}[op]()
+            if math.isnan(value):
+                raise ctx.error("E309", f"this option is not a number ({number_text(a)} {op} "
+                                f"{number_text(b)})", expr.span)
+            return value
+    raise ctx.error("E307", "expected a number here (a number, `inf`, or sizes of axes "
+                    "with + - * / //)", expr.span)
+
+
+def size_constant(ctx: Context, name: str, span: ir.Span) -> int | None:
+    """The size of the declared axis `name` where a number goes, or None when no axis has that
+    name; an axis whose size is known only at run time is an error here."""
+    info = ctx.axes.get(name)
+    if info is None:
+        return None
+    if info.size.value is None:
+        raise ctx.error("E309", f"the size of `{name}` is known only at run time, so it cannot "
+                        "stand for a number here", span,
+                        hint=f"give it a size: `axis {name} = 3`, or `-D {name}=3`")
+    return info.size.value
 
 
 def number_text(value: float) -> str:

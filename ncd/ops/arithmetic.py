@@ -431,8 +431,8 @@ def arithmetic(builder: DefinitionBuilder, expr: s.BinOp | s.Neg, name: str | No
     left_scalar, right_scalar = _is_scalar(builder, expr.left), _is_scalar(builder, expr.right)
     if left_scalar and right_scalar:
         raise ctx.error("E207", "a constant alone is not an array", expr.span)
-    if expr.op == "//":
-        raise ctx.error("E307", "`//` is for sizes, not arrays", at,
+    if expr.op in ("//", "%"):
+        raise ctx.error("E307", f"`{expr.op}` is for sizes and indices, not arrays", at,
                         hint="divide arrays with `/`")
     if expr.op == "*" or (expr.op == "/" and right_scalar):
         if left_scalar or right_scalar:

@@ -186,6 +186,11 @@ class Emitter(Protocol):
         """A Python tuple of the items (`(3,)`, `(a, b)`)."""
         ...
 
+    def anchor(self) -> tuple[str, str]:
+        """The code of the device and of the real dtype that an array built from nothing
+        (`torch.arange`) takes: those of the definition's inputs."""
+        ...
+
     def leading_shape(self, value: TensorCode) -> str:
         """The code of `value`'s leading (batch) dims, as a `torch.Size`."""
         ...

@@ -20,6 +20,7 @@ from .arguments import (
     option_error,
     reject_items,
     same_shape,
+    size_constant,
 )
 from .declaration import Box, Declaration, Surface, declare, no_parameters
 from .facts import Break, Carried, SymmetryCalls, Verdict, axis_list, entrywise, free
@@ -53,6 +54,9 @@ def _affine_terms(builder: DefinitionBuilder, expr: s.Expr, axes: Sequence[str]
         case s.Number(value=value, is_int=True):
             return {}, int(value)
         case s.Var(name=name, span=span):
+            size = size_constant(ctx, name, span) if name not in axes else None
+            if size is not None:  # `mask[x - y < w]`: a declared size, read after `-D`
+                return {}, size
             if name not in axes:
                 raise ctx.error("E301", f"`{name}` is not an axis of the masked array "
                                 f"([{', '.join(axes)}])", span, hint=did_you_mean(name, axes))

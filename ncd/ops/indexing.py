@@ -1,0 +1,319 @@
+"""Indices as data: the values of index expressions (`P[x] = x`), reads through indices that
+divide, take remainders or come from index arrays (`X[b, y // 2]`, `X[Src[e], f]`), and the
+sum of entries into the places an index array names (`scatter_add[e -> v](M, Dst)`).
+
+The first two are made by tensor equations (`ncd.equations`); `scatter_add` is an operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ncd import ir
+from ncd import syntax as s
+from ncd.context import Value, array
+from ncd.elision import formula
+from ncd.sizes import from_ir
+
+from .arguments import arguments, bracket_arrows, option_error, reject_items, replace_axes
+from .declaration import Box, Caption, Declaration, Surface, declare, no_parameters
+from .facts import (
+    ZERO,
+    Break,
+    Carried,
+    Carry,
+    Cost,
+    CostSizes,
+    SymmetryCalls,
+    Verdict,
+    free,
+    input_entries,
+    positional,
+)
+from .lowering import Emitter, Label, TensorCode, degree_label, target_label
+
+if TYPE_CHECKING:
+    from ncd.elaborate import DefinitionBuilder
+
+
+def _arange(emit: Emitter, size: ir.SizeExpr, position: int, rank: int, real: bool) -> str:
+    """`torch.arange(n)` laid along dim `position` of `rank` trailing dims."""
+    device, dtype = emit.anchor()
+    kind = f", dtype={dtype}" if real else ""
+    code = f"torch.arange({emit.size(size)}, device={device}{kind})"
+    if rank > 1:
+        shape = ["1"] * rank
+        shape[position] = "-1"
+        code += f".view({', '.join(shape)})"
+    return code
+
+
+def _affine_code(emit: Emitter, coefficients: Sequence[tuple[str, int]], offset: int,
+                 axes: Sequence[ir.Axis], real: bool) -> str:
+    names = [axis.name for axis in axes]
+    parts: list[str] = []
+    for name, coefficient in coefficients:
+        position = names.index(name)
+        index = _arange(emit, axes[position].size, position, len(axes), real)
+        magnitude = abs(coefficient)
+        term = index if magnitude == 1 else f"{magnitude} * {index}"
+        parts.append(("- " if coefficient < 0 else "+ " if parts else "") + term)
+    if offset or not parts:
+        parts.append(f"{'-' if offset < 0 else '+'} {abs(offset)}" if parts else str(offset))
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------
+# index values
+# ---------------------------------------------------------------------------------------
+
+
+def _index_value_lower(emit: Emitter, term: ir.Broadcasted, op: ir.IndexValueOp,
+                       inputs: list[TensorCode]) -> list[TensorCode]:
+    out = term.outputs[0].array
+    axes = out.shape.axes
+    expr = _affine_code(emit, op.coefficients, op.offset, axes, True)
+    if not op.coefficients:
+        device, dtype = emit.anchor()
+        expr = f"torch.full({emit.tuple_text([emit.size(a.size) for a in axes])}, " \
+               f"{op.offset}, device={device}, dtype={dtype})"
+    elif {n for n, _ in op.coefficients} != set(out.names):
+        expr = f"({expr}).expand({', '.join(emit.size(a.size) for a in axes)})"
+    labels = [target_label(n) for n in out.names]
+    return [emit.finish(term, expr, labels, comment=f"index values {op.text}", batched=False,
+                        fallback="index")]
+
+
+INDEX_VALUE = declare(Declaration(
+    node=ir.IndexValueOp, surfaces=(),
+    glyph=Box("plain_box", lambda op, term: Caption("math", op.text)),
+    overview=lambda op: (formula(op.text), "box"), roles=no_parameters,
+    lower=_index_value_lower,
+    # Built from positions, it reads no input: nothing it meets can carry a permutation.
+    cost=free, symmetry=positional(lambda op, term, names: "index values are positions")))
+
+
+# ---------------------------------------------------------------------------------------
+# gather
+# ---------------------------------------------------------------------------------------
+
+
+def _check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
+                       span: ir.Span | None) -> None:
+    """A run-time check that an index array's values lie inside the axis they index."""
+    where = f"line {span.line}: " if span is not None else ""
+    size = emit.size(axis.size)
+    emit.statement(f"if (({code} < 0) | ({code} >= {size})).any():")
+    emit.statement(f"    raise ValueError(\"{where}an index array holds a value outside axis "
+                   f"{axis.name} of {source} (0 to {ir.size_text(axis.size)} - 1)\")")
+
+
+def _trailing(code: str, rank: int) -> str:
+    """The shape of `code`'s last `rank` dims."""
+    return f"{code}.shape[{code}.dim() - {rank}:]"
+
+
+def _leading(code: str, rank: int) -> str:
+    """The shape of `code`'s batch dims (all but its last `rank`)."""
+    return f"{code}.shape[:{code}.dim() - {rank}]"
+
+
+def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
+                  inputs: list[TensorCode]) -> list[TensorCode]:
+    source = inputs[0]
+    out = term.outputs[0].array
+    labels: list[Label] = [target_label(n) for n in out.names]
+    rank = len(out.names)
+    if len(op.indices) != source.rank:
+        raise emit.error(f"a gather reads {len(op.indices)} indices of {source.array.text()}")
+    texts = ", ".join(t.text for t in op.indices)
+    arrays = [(term_index, axis) for term_index, axis in
+              zip(op.indices, source.array.shape.axes, strict=True) if term_index.array is not None]
+    indices: list[str] = []
+    if not arrays:
+        # Indices computed from the positions alone: read from the trailing dims.
+        for term_index in op.indices:
+            indices.append(_computed_index(emit, term_index, out))
+        expr = f"{source.code}[..., {', '.join(indices)}]"
+        return [emit.finish(term, expr, labels, comment=f"read at [{texts}]",
+                            batched=source.batched, fallback="gathered")]
+    # Index arrays: the batch dims of the source and of the index arrays are broadcast and
+    # flattened into one, which a row index reads alongside the others.
+    places: dict[int, str] = {}
+    for term_index, axis in arrays:
+        assert term_index.array is not None
+        value, port = inputs[term_index.array], term.inputs[term_index.array]
+        _check_index_array(emit, value.code, term.inputs[0].name or "the array", axis,
+                           term.span)
+        places[term_index.array] = emit.assign(
+            "places", emit.normalized(term, value, port, labels, "unsqueeze"), fallback="places")
+    batch = emit.assign("batch", "torch.broadcast_shapes(" + ", ".join(
+        [_leading(source.code, source.rank), *(_leading(c, rank) for c in places.values())])
+        + ")", fallback="batch")
+    flat = emit.assign("flat", f"{source.code}.expand({batch} + "
+                       f"{_trailing(source.code, source.rank)}).reshape((-1,) + "
+                       f"{_trailing(source.code, source.rank)})", fallback="flat")
+    rows = f"torch.arange({flat}.shape[0], device={flat}.device)" + \
+        (f".view(-1{', 1' * rank})" if rank else "")
+    for term_index in op.indices:
+        if term_index.array is None:
+            indices.append(_computed_index(emit, term_index, out))
+            continue
+        code = places[term_index.array]
+        indices.append(f"{code}.expand({batch} + {_trailing(code, rank)}).reshape((-1,) + "
+                       f"{_trailing(code, rank)})")
+    read = emit.assign("read", f"{flat}[{rows}, {', '.join(indices)}]", fallback="read")
+    expr = f"{read}.reshape({batch} + {read}.shape[1:])"
+    return [emit.finish(term, expr, labels, comment=f"read at [{texts}]", batched=True,
+                        fallback="gathered")]
+
+
+def _computed_index(emit: Emitter, term_index: ir.IndexTerm, out: ir.ArrayType) -> str:
+    code = _affine_code(emit, term_index.coefficients, term_index.offset, out.shape.axes, False)
+    if term_index.divisor != 1:
+        code = f"({code}) // {term_index.divisor}" if " " in code else \
+            f"{code} // {term_index.divisor}"
+    if term_index.modulus is not None:
+        code = f"({code}) % {term_index.modulus}"
+    return code
+
+
+def _gather_symmetry(op: ir.GatherOp, term: ir.Broadcasted, carried: Carried,
+                     calls: SymmetryCalls) -> Verdict:
+    """An output axis carries a permutation when everything that reads it is permuted along it
+    alike: the array read through a plain index (`f` of `X[Src[e], f]`) and the index arrays
+    (`e` of `Src[e]`); an axis read through a computed index or an index array's value does not
+    (`v` of `X[Src[e], f]`, `y` of `X[y // 2]`)."""
+    source = term.inputs[0].array.names
+    moved = carried.inputs[0] if carried.inputs else frozenset()
+    readers: dict[str, list[bool]] = {}  # per output axis: whether each reader is permuted
+    for axis, index in zip(source, op.indices, strict=True):
+        plain = index.array is None and index.offset == 0 and index.divisor == 1 and \
+            index.modulus is None and len(index.coefficients) == 1 and index.coefficients[0][1] == 1
+        if plain:
+            readers.setdefault(index.coefficients[0][0], []).append(axis in moved)
+            continue
+        if axis in moved:
+            return Break(f"a gather reads {axis} at computed positions ({index.text})")
+        for name, _ in index.coefficients:
+            readers.setdefault(name, []).append(False)
+    for position, port in enumerate(term.inputs[1:], start=1):
+        along = carried.inputs[position] if position < len(carried.inputs) else frozenset()
+        for name in port.targets:
+            readers.setdefault(name, []).append(name in along)
+    for name, flags in readers.items():
+        if any(flags) and not all(flags):
+            return Break(f"a gather reads {name} both permuted and in place")
+    kept = frozenset(name for name, flags in readers.items() if flags and all(flags))
+    return Carry(tuple(frozenset(n for n in port.targets if n in kept) for port in term.outputs))
+
+
+def _gather_caption(op: ir.GatherOp, term: ir.Broadcasted) -> Caption:
+    return Caption("math", f"[{', '.join(t.text for t in op.indices)}]")
+
+
+GATHER = declare(Declaration(
+    node=ir.GatherOp, surfaces=(),
+    glyph=Box("plain_box", _gather_caption),
+    overview=lambda op: (formula(f"[{', '.join(t.text for t in op.indices)}]"), "box"),
+    roles=no_parameters, lower=_gather_lower, cost=free, symmetry=_gather_symmetry))
+
+
+# ---------------------------------------------------------------------------------------
+# scatter_add
+# ---------------------------------------------------------------------------------------
+
+
+def _scatter_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
+    reject_items(builder, call, (s.Arrow,))
+    arrows = bracket_arrows(builder, call)
+    arrow = arrows[0]
+    if len(arrows) != 1 or len(arrow.left) != 1 or len(arrow.right) != 1:
+        raise option_error(builder, "`scatter_add` sums one axis into one axis: "
+                           "`scatter_add[e -> v](M, Dst)`", arrow.span)
+    (value, index), _ = arguments(builder, call, 2)
+    builder.require_reals(value, call.args[0].span, "`scatter_add`")
+    builder.require_axes(value, arrow.left, "`scatter_add`")
+    source = value.array.shape.axis(arrow.left[0].name)
+    dtype = index.array.dtype
+    if dtype.kind != "N" or dtype.bound is None:
+        raise builder.ctx.error("E302", f"`scatter_add` places entries by an index array of "
+                                f"datatype N[v], but `{index.name}` holds {dtype.text()}",
+                                call.args[1].span, hint="declare it with its bound, for "
+                                f"example `{index.name}: N[{arrow.right[0].name}][{source.name}]`")
+    if source.name not in index.array.names:
+        raise builder.ctx.error("E301", f"the index array `{index.name}` has no axis "
+                                f"`{source.name}`: it names a place for each entry along it",
+                                call.args[1].span)
+    for axis in index.array.shape.axes:
+        if axis.name not in value.array.names:
+            raise builder.ctx.error("E301", f"the index array has axis `{axis.name}`, which "
+                                    f"`{value.name}` lacks", call.args[1].span)
+        builder.check_size(axis, value.array.shape.axis(axis.name), call.args[1].span,
+                           "the index array")
+    target = builder.global_axis(arrow.right[0])
+    if target.name in value.array.names:
+        raise builder.ctx.error("E301", f"`{value.name}` already has axis `{target.name}`",
+                                arrow.right[0].span)
+    assert dtype.bound is not None
+    if from_ir(dtype.bound) != from_ir(target.size):
+        raise builder.ctx.error(
+            "E300", f"`{index.name}` holds indices below {from_ir(dtype.bound)} "
+            f"({dtype.text()}) but axis `{target.name}` has size {from_ir(target.size)}",
+            call.args[1].span, hint=f"an index array's bound is the size of the axis it "
+            f"indexes: `{index.name}: N[{target.name}][{', '.join(index.array.names)}]`")
+    out = array(ir.REALS, replace_axes(value.array.shape.axes, [source.name], [target]))
+    op = ir.ScatterAddOp(input=source.name, output=target.name)
+    return builder.broadcast(op, [(value, [source.name]), (index, [source.name])],
+                             [(out, [target.name], name)], call.span)
+
+
+def _scatter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ScatterAddOp,
+                   inputs: list[TensorCode]) -> list[TensorCode]:
+    degree: list[Label] = [degree_label(i) for i in range(len(term.degree.axes))]
+    order = [*degree, target_label(op.input)]
+    value = emit.normalized(term, inputs[0], term.inputs[0], order, "expand")
+    target = term.outputs[0].array.shape.axis(op.output)
+    index = inputs[1]
+    _check_index_array(emit, index.code, "the result", target, term.span)
+    size = emit.size(target.size)
+    if index.names == (op.input,) and not index.batched:
+        moved = emit.assign("moved", value, fallback="moved")
+        expr = f"{moved}.new_zeros({moved}.shape[:-1] + ({size},)).index_add(-1, {index.code}, " \
+               f"{moved})"
+    else:
+        where = emit.assign("places", emit.normalized(term, index, term.inputs[1], order,
+                                                      "expand", leading_from=inputs[0]))
+        moved = emit.assign("moved", value, fallback="moved")
+        expr = f"{moved}.new_zeros({moved}.shape[:-1] + ({size},)).scatter_add(-1, " \
+               f"{where}, {moved})"
+    labels = [*degree, target_label(op.output)]
+    return [emit.finish(term, expr, labels, comment=f"sum along {op.input} into {op.output}",
+                        batched=inputs[0].batched, fallback="summed")]
+
+
+def _scatter_cost(op: ir.ScatterAddOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
+    """One addition per entry summed in."""
+    return Cost(ZERO, input_entries(sizes, term))
+
+
+def _scatter_symmetry(op: ir.ScatterAddOp, term: ir.Broadcasted, carried: Carried,
+                      calls: SymmetryCalls) -> Verdict:
+    """Permuting the summed axis of the entries and of the places alike changes nothing (a
+    sum); permuting one of them alone does."""
+    values, places = (*carried.inputs, frozenset(), frozenset())[:2]
+    if (op.input in values) != (op.input in places):
+        return Break(f"scatter_add pairs each entry along {op.input} with its place: the two "
+                     "are not permuted alike")
+    return Carry(tuple(frozenset() for _ in term.outputs))
+
+
+SCATTER_ADD = declare(Declaration(
+    node=ir.ScatterAddOp,
+    surfaces=(Surface("scatter_add", "sum the entries along an axis into the places an index "
+                      "array names (a segment sum)", "scatter_add[e -> v](M, Dst)",
+                      _scatter_typing),),
+    glyph=Box("funnel", lambda op, term: Caption("math", f"Σ {op.input}→{op.output}")),
+    overview=lambda op: (f"scatter_add[{op.input} → {op.output}]", "invtrapezium"),
+    roles=no_parameters, lower=_scatter_lower, cost=_scatter_cost, symmetry=_scatter_symmetry))

@@ -1,0 +1,163 @@
+"""Gather by index arrays of datatype N inside tensor equations (`X[Src[e], f]`,
+`Z[b, T[b]]`) and `scatter_add` (a segment sum), against PyTorch written by hand and against
+the interpreter, gradients included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import err, ok, one
+from differential import compare_text
+
+import ncd
+from ncd import ir
+from ncd.semantics import BoundsError, Interpreter
+
+GRAPH = """axis v = 6, e = 9, f = 3, g = 4
+def graph_conv(X: R[v, f], Src: N[v][e], Dst: N[v][e]) -> R[v, g] {
+    M[e, f] = X[Src[e], f]
+    H = scatter_add[e -> v](M, Dst)
+    return linear[f -> g, bias](H, W, b)
+}
+"""
+
+LOSS = """axis b = 5, k = 7
+def cross_entropy(Z: R[b, k], T: N[k][b]) -> R[] {
+    L[b] = Z[b, T[b]]
+    return mean[b](logsumexp[k](Z) - L)
+}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def agrees_with_interpreter(text: str) -> None:
+    for name, report in compare_text(text).items():
+        assert not report.findings, f"{name}: {report.findings}"
+        assert report.compared >= 1, f"{name} was not compared ({report.skipped})"
+
+
+def edges() -> tuple[torch.Tensor, torch.Tensor]:
+    src = torch.tensor([0, 1, 2, 3, 4, 5, 0, 2, 2])
+    dst = torch.tensor([1, 2, 3, 4, 5, 0, 3, 3, 1])  # node 3 receives three messages
+    return src, dst
+
+
+def test_graph_convolution_is_index_add_with_gradients() -> None:
+    module = ncd.load(GRAPH).to_torch("graph_conv").double()
+    weight, bias = module.W, module.b
+    X = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    src, dst = edges()
+    Y = module(X, src, dst)
+
+    X2 = X.detach().clone().requires_grad_(True)
+    summed = torch.zeros(6, 3, dtype=torch.float64).index_add_(0, dst, X2[src])
+    reference = torch.einsum("vf,fg->vg", summed, weight.detach()) + bias.detach()
+    torch.testing.assert_close(Y, reference)
+    Y.square().sum().backward()
+    reference.square().sum().backward()
+    assert X.grad is not None and X2.grad is not None
+    torch.testing.assert_close(X.grad, X2.grad)
+    assert weight.grad is not None and weight.grad.abs().sum() > 0
+
+
+def test_graph_convolution_agrees_with_the_interpreter() -> None:
+    agrees_with_interpreter(GRAPH)
+
+
+def test_cross_entropy_pick_is_f_cross_entropy_with_gradients() -> None:
+    module = ncd.load(LOSS).to_torch("cross_entropy").double()
+    Z = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    T = torch.tensor([0, 6, 3, 3, 1])
+    loss = module(Z, T)
+    Z2 = Z.detach().clone().requires_grad_(True)
+    reference = F.cross_entropy(Z2, T)
+    torch.testing.assert_close(loss, reference)
+    loss.backward()
+    reference.backward()
+    assert Z.grad is not None
+    torch.testing.assert_close(Z.grad, Z2.grad)
+    agrees_with_interpreter(LOSS)
+
+
+def test_gather_and_scatter_are_typed_operations_in_the_ir() -> None:
+    program = ok(GRAPH)
+    definition = program.definition("graph_conv")
+    gather = one(definition, "gather")
+    assert isinstance(gather.op, ir.GatherOp)
+    assert [t.text for t in gather.op.indices] == ["Src[e]", "f"]
+    assert gather.op.indices[0].array == 1
+    scatter = one(definition, "scatter_add")
+    assert scatter.op == ir.ScatterAddOp(input="e", output="v")
+    restored = ir.Program.model_validate_json(program.model_dump_json())
+    assert restored == program
+
+
+def test_out_of_range_index_values() -> None:
+    bad = torch.tensor([0, 1, 2, 3, 4, 6, 0, 2, 2])  # 6 is outside v = 6
+    _, dst = edges()
+    module = ncd.load(GRAPH).to_torch("graph_conv")
+    with pytest.raises(ValueError, match="line 3: an index array holds a value outside axis v"):
+        module(torch.randn(6, 3), bad, dst)
+    with pytest.raises(ValueError, match="line 4: "):
+        module(torch.randn(6, 3), dst, bad)
+    program = ncd.load(GRAPH).ir
+    interpreter = Interpreter(program, {}, lambda path, p: torch.zeros(
+        [int(ir.size_value(a.size) or 0) for a in p.array.shape.axes], dtype=torch.float64))
+    with pytest.raises(BoundsError, match=r"gather \(line 3\)"):
+        interpreter.run("graph_conv", [torch.randn(6, 3, dtype=torch.float64), bad, dst])
+    with pytest.raises(BoundsError, match=r"scatter_add \(line 4\)"):
+        interpreter.run("graph_conv", [torch.randn(6, 3, dtype=torch.float64), dst, bad])
+
+
+def test_bound_of_an_index_array_must_match_its_axis() -> None:
+    diagnostic = err("axis v = 6, w = 5, e = 4, f = 2\n"
+                     "def f(X: R[v, f], S: N[w][e]) -> R[e, f] {\n"
+                     "    M[e, f] = X[S[e], f]\n    return M\n}", "E300", "3:17")
+    assert "`S` holds indices below 5" in diagnostic.message
+    assert "N[v][e]" in (diagnostic.hint or "")
+    err("axis v = 6, w = 5, e = 4, f = 2\n"
+        "def f(M: R[e, f], S: N[v][e]) -> R[w, f] {\n"
+        "    return scatter_add[e -> w](M, S)\n}", "E300", "3:35")
+
+
+def test_an_index_array_holds_naturals() -> None:
+    diagnostic = err("axis v = 6, e = 4, f = 2\ndef f(X: R[v, f], S: R[e]) -> R[e, f] {\n"
+                     "    M[e, f] = X[S[e], f]\n    return M\n}", "E302", "3:17")
+    assert "holds R" in diagnostic.message
+
+
+def test_index_arrays_are_read_at_index_variables() -> None:
+    err("axis v = 6, e = 4, f = 2\ndef f(X: R[v, f], S: N[v][e]) -> R[e, f] {\n"
+        "    M[e, f] = X[S[e + 1], f]\n    return M\n}", "E306", "3:19")
+    err("axis v = 6, e = 4, f = 2\ndef f(X: R[v, f], S: N[v][e]) -> R[e, f] {\n"
+        "    M[e, f] = X[S[e] + 1, f]\n    return M\n}", "E306", "3:17")
+
+
+def test_gather_by_a_batched_index_array() -> None:
+    """A call lifted over a batch: the index arrays carry the batch dims too."""
+    module = ncd.load(LOSS).to_torch("cross_entropy")
+    Z = torch.randn(2, 5, 7)
+    T = torch.randint(0, 7, (2, 5))
+    batched = module(Z, T)
+    for i in range(2):
+        torch.testing.assert_close(batched[i], F.cross_entropy(Z[i], T[i]))
+
+
+def test_symmetry_of_the_graph_convolution() -> None:
+    """Relabelling the edges (both index arrays alike) changes nothing; the nodes are read at
+    the index arrays' values, which no permutation of an axis relabels."""
+    from ncd.symmetry import symmetries
+
+    found = {r.axis: r for r in symmetries(ncd.load(GRAPH).ir, "graph_conv")}
+    assert found["e"].permutation.kind == "invariant"
+    assert found["v"].permutation.kind == "neither"
+    module = ncd.load(GRAPH).to_torch("graph_conv").double()
+    X = torch.randn(6, 3, dtype=torch.float64)
+    src, dst = edges()
+    order = torch.randperm(9)
+    torch.testing.assert_close(module(X, src[order], dst[order]), module(X, src, dst))
