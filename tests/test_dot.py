@@ -248,6 +248,9 @@ def every_operator() -> list[ir.Operator]:
         ir.ConstantOp(op="-", constant=1.0, text="1", constant_first=True),
         ir.BinaryOp(function="divide"), ir.WhereOp(), ir.ParameterOp(), ir.BufferOp(),
         ir.BatchNormOp(axes=("b", "x")),
+        ir.IndexValueOp(coefficients=(("x", 1), ("y", -1)), text="x - y"),
+        ir.GatherOp(indices=(ir.IndexTerm(coefficients=(("y", 1),), divisor=2, text="y // 2"),)),
+        ir.ScatterAddOp(input="e", output="v"),
     ]
 
 

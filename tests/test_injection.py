@@ -136,12 +136,13 @@ def test_title_survives_as_text() -> None:
                                     "red;} @import url(http://evil)", "javascript:alert(1)",
                                     "expression(alert(1))", "</style><script>x</script>"])
 def test_colours_cannot_inject(colour: str) -> None:
-    program = ncd.load(titled("t", colour=re.sub(r'(?<!\\)"', '\\\\"', colour)))
-    for text in ("paths", "text"):
-        svg = render_svg(program.ir, "f", RenderOptions(text=text))
-        check_svg(svg)
-        assert "evil" not in svg and "alert" not in svg
-    assert "evil" not in render_tikz(program.ir, "f")
+    """A colour is a name of the palette: anything else is refused where it is written (E310),
+    so no text of the source reaches the SVG or TikZ as a colour."""
+    with pytest.raises(NcdError) as caught:
+        ncd.load(titled("t", colour=re.sub(r'(?<!\\)"', '\\\\"', colour)))
+    [diagnostic] = caught.value.diagnostics
+    assert diagnostic.code == "E310" and diagnostic.message.startswith("unknown colour")
+    assert diagnostic.span is not None and diagnostic.span.line == 5
 
 
 def test_tex_commands_in_titles_are_escaped() -> None:
