@@ -6,8 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import ncd
 from ncd.compilers.naming import Namespace
+
+import ncd
 
 
 def test_a_call_chain_deeper_than_the_recursion_limit_compiles() -> None:
