@@ -81,6 +81,9 @@ class Namespace:
 
     def __init__(self, reserved: frozenset[str] | set[str] = frozenset()) -> None:
         self._taken: set[str] = set(reserved)
+        # The suffix to try first for a base name: every smaller one is taken already (names
+        # are never given back), so a name rebound n times costs O(1), not O(n), each time.
+        self._next_suffix: dict[str, int] = {}
 
     def _is_free(self, name: str) -> bool:
         return (
@@ -97,11 +100,12 @@ class Namespace:
         if self._is_free(base):
             self._taken.add(base)
             return base
-        counter = 1
+        counter = self._next_suffix.get(base, 1)
         while not self._is_free(f"{base}_{counter}"):
             counter += 1
         name = f"{base}_{counter}"
         self._taken.add(name)
+        self._next_suffix[base] = counter + 1
         return name
 
 

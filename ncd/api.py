@@ -13,6 +13,7 @@ Nothing here imports torch until `to_torch` is called.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,7 +144,13 @@ class Program:
                            f"{', '.join(self.names) or 'nothing'}") from None
 
     def __contains__(self, name: object) -> bool:
-        return name in self.names
+        if not isinstance(name, str):
+            return False
+        try:
+            self.ir.definition(name)
+        except KeyError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[Definition]:
         return iter(self.definitions)
@@ -242,11 +249,11 @@ class Program:
     def _require_fixed_parameters(self, definition: str | None) -> None:
         """A generated module allocates its parameters, so their axes need known sizes: a
         symbolic one is an input error (E312 at the parameter), found before compiling."""
-        pending = [definition] if definition is not None else list(self.names)
+        pending = deque([definition] if definition is not None else self.names)
         seen: set[str] = set()
         found: list[Diagnostic] = []
         while pending:
-            name = pending.pop(0)
+            name = pending.popleft()
             if name in seen or name not in self:
                 continue
             seen.add(name)

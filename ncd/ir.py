@@ -779,10 +779,23 @@ class Program(Node):
     definitions: tuple[Definition, ...]
 
     def definition(self, name: str) -> Definition:
-        for definition in self.definitions:
-            if definition.name == name:
-                return definition
-        raise KeyError(name)
+        """The first definition called `name` (a `KeyError` when there is none)."""
+        # An index by name, built at the first look-up and kept in the instance's `__dict__`
+        # beside the fields: not a field, so the schema, JSON, equality and hash are those of
+        # the fields alone. It remembers the tuple it indexes: a copy with other definitions
+        # (`model_copy(update=...)` copies `__dict__`) builds its own.
+        cached: tuple[tuple[Definition, ...], dict[str, Definition]] | None = \
+            self.__dict__.get(_DEFINITION_INDEX)
+        if cached is None or cached[0] is not self.definitions:
+            index: dict[str, Definition] = {}
+            for definition in self.definitions:
+                index.setdefault(definition.name, definition)
+            cached = (self.definitions, index)
+            object.__setattr__(self, _DEFINITION_INDEX, cached)
+        return cached[1][name]
+
+
+_DEFINITION_INDEX = "_definition_index"
 
 
 for _model in (SizeAdd, SizeMul, SizeDiv, SizeFloorDiv, Axis, Datatype, Composed, Product, Block,

@@ -8,7 +8,7 @@ steps run in parallel with identities for the arrays that pass them by.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ncd import ir
 from ncd.context import BlockGroup, Step, Value
@@ -26,22 +26,32 @@ def block_term(group: BlockGroup, exported: Sequence[Value]) -> ir.Block:
                     color=group.color, repeat=group.repeat, shared=group.shared, body=body)
 
 
-def _consumers(steps: Sequence[Step | BlockGroup]) -> dict[int, int]:
-    """How many times each value is read, anywhere in these steps (blocks included)."""
-    counts: dict[int, int] = {}
-    for step in steps:
-        inputs = step.inputs if isinstance(step, Step) else step.reads
-        for value in inputs:
-            counts[value.id] = counts.get(value.id, 0) + 1
-        if isinstance(step, BlockGroup):
-            for value_id, count in _consumers(step.steps).items():
-                counts[value_id] = counts.get(value_id, 0) + count
-    return counts
+def _read_ids(step: Step | BlockGroup) -> Iterator[int]:
+    """The ids of the values a step reads, anywhere inside it (blocks included)."""
+    if isinstance(step, Step):
+        for value in step.inputs:
+            yield value.id
+        return
+    for value in step.reads:
+        yield value.id
+    for inner in step.steps:
+        yield from _read_ids(inner)
+
+
+def _last_reads(steps: Sequence[Step | BlockGroup]) -> dict[int, int]:
+    """For each value read by these steps, the index of the last step that reads it."""
+    last: dict[int, int] = {}
+    for index, step in enumerate(steps):
+        for value_id in _read_ids(step):
+            last[value_id] = index
+    return last
 
 
 def resolve_blocks(steps: Sequence[Step | BlockGroup], results: Sequence[Value]) -> list[Step]:
     """Turn every block group into a step whose outputs are the inner values read after it."""
     resolved: list[Step] = []
+    last_read: dict[int, int] | None = None  # computed at the first block that needs it
+    result_ids = {v.id for v in results}
     for index, step in enumerate(steps):
         if isinstance(step, Step):
             resolved.append(step)
@@ -49,9 +59,10 @@ def resolve_blocks(steps: Sequence[Step | BlockGroup], results: Sequence[Value])
         if step.carried_results is not None:
             resolved.append(Step(block_term(step, ()), list(step.reads), list(step.outputs)))
             continue
-        later = _consumers(steps[index + 1:])
-        result_ids = {v.id for v in results}
-        exported = [v for v in step.bound if v.id in later or v.id in result_ids]
+        if last_read is None:
+            last_read = _last_reads(steps)
+        exported = [v for v in step.bound
+                    if last_read.get(v.id, -1) > index or v.id in result_ids]
         resolved.append(Step(block_term(step, exported), list(step.reads), exported))
     return resolved
 
@@ -73,16 +84,21 @@ def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
         for value in step.inputs:
             last_use[value.id] = max(last_use.get(value.id, 0), level[index])
     result_ids = {v.id for v in results}
+    by_level: list[list[Step]] = [[] for _ in range(max(level, default=0) + 1)]
+    for index, step in enumerate(flat):
+        by_level[level[index]].append(step)
 
     layers: list[ir.Term] = []
     live: list[Value] = list(inputs)
-    for current in range(1, max(level, default=0) + 1):
-        group = [flat[i] for i in range(len(flat)) if level[i] == current]
+    for current in range(1, len(by_level)):
+        group = by_level[current]
         passing: list[Value] = []
+        passing_ids: set[int] = set()
         for value in live:
             needed = last_use.get(value.id, 0) > current or value.id in result_ids
-            if needed and all(value.id != p.id for p in passing):
+            if needed and value.id not in passing_ids:
                 passing.append(value)
+                passing_ids.add(value.id)
         items: list[tuple[float, int, Step | Value]] = []
         position = {value.id: i for i, value in reversed(list(enumerate(live)))}
         for order, step in enumerate(group):

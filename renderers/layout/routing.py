@@ -264,8 +264,12 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
                  left_labels=left_labels, right_labels=right_labels).fit()
 
 
-def join(ctx: Context, first: Panel, second: Panel) -> Panel:
-    """`first ; second`: side by side, with a routing column where the wires disagree."""
+def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False) -> Panel:
+    """`first ; second`: side by side, with a routing column where the wires disagree.
+
+    `reuse_first`: the caller owns `first` and drops it, so its lists of items, boxes and
+    anchors are extended in place instead of copied (a chain of n joins then costs O(n), not
+    O(n^2))."""
     differences = [a.y - b.y for a, b in zip(first.right, second.left, strict=True)]
     if differences:
         # Among equally good shifts: first the one that keeps straight the wires passing
@@ -284,7 +288,7 @@ def join(ctx: Context, first: Panel, second: Panel) -> Panel:
         dy = (first.top + first.bottom) / 2 - (second.top + second.bottom) / 2
     moves = [abs(d - dy) for d in differences]
     width = route_width(max(moves)) if moves and max(moves) > EPS else 0.0
-    items = list(first.items)
+    items = first.items if reuse_first else list(first.items)
     placed = second.moved(first.width + width, dy)
     second_items = placed.items
     if width == 0 and first.right_labels and placed.left_labels:
@@ -299,9 +303,14 @@ def join(ctx: Context, first: Panel, second: Panel) -> Panel:
             items.append(wire_path(ctx, a.spec, a.wire, (first.width, a.y),
                                    [curve(first.width, a.y, first.width + width, b.y + dy)]))
     items.extend(second_items)
+    if reuse_first:
+        boxes, anchors = first.boxes, first.anchors
+        boxes.extend(placed.boxes)
+        anchors.extend(placed.anchors)
+    else:
+        boxes, anchors = first.boxes + placed.boxes, first.anchors + placed.anchors
     return Panel(
-        first.width + width + second.width, first.left, placed.right, items,
-        first.boxes + placed.boxes, first.anchors + placed.anchors,
+        first.width + width + second.width, first.left, placed.right, items, boxes, anchors,
         min(first.top, placed.top), max(first.bottom, placed.bottom),
         first.left_labels, placed.right_labels if second.width > 0 else first.right_labels,
     )

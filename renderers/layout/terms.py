@@ -55,10 +55,15 @@ def layout_identity(term: ir.Identity, ctx: Context, in_ids: Sequence[int]) -> P
 
 def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> Panel:
     panel: Panel | None = None
+    owned = False
     ids = list(in_ids)
     for sub in term.terms:
         next_panel = layout(sub, ctx, ids)
-        panel = next_panel if panel is None else join(ctx, panel, next_panel)
+        if panel is None:
+            panel = next_panel
+        else:  # from the second join on, `panel` is a join's own result: extended in place
+            panel = join(ctx, panel, next_panel, reuse_first=owned)
+            owned = True
         ids = [e.wire for e in panel.right]
     if panel is None:
         return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)

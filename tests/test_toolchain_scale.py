@@ -1,0 +1,78 @@
+"""The toolchain on programs too large for quadratic steps or deep recursion (no timings here:
+`bench/toolchain.py` measures; these tests hold what the fast paths must keep)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ncd.compilers.naming import Namespace
+
+import ncd
+
+
+def test_a_call_chain_deeper_than_the_recursion_limit_compiles() -> None:
+    depth = sys.getrecursionlimit() + 200
+    parts = ["axis b, m = 4\n", "def f0(X: R[b, m]) -> R[b, m] { return gelu(X) }\n"]
+    parts += [f"def f{i}(X: R[b, m]) -> R[b, m] {{ return f{i - 1}(X) }}\n"
+              for i in range(1, depth)]
+    program = ncd.load("".join(parts))
+    source = program.compile(f"f{depth - 1}")
+    classes = [line.split("(")[0].removeprefix("class ") for line in source.splitlines()
+               if line.startswith("class ")]
+    assert classes == [f"F{i}" for i in range(depth)]  # callees first
+
+
+def test_a_namespace_hands_out_the_smallest_free_suffix() -> None:
+    names = Namespace()
+    given = [names.fresh(hint) for hint in ("X", "X", "X_2", "X", "X", "Y", "X_1", "X")]
+    # `X_2` taken as a name of its own is skipped by later `X`s; `X_1` asked for again is
+    # `X_1_1`, not a clash.
+    assert given == ["X", "X_1", "X_2", "X_3", "X_4", "Y", "X_1_1", "X_5"]
+    reserved = Namespace({"Z", "Z_1", "Z_3"})
+    assert [reserved.fresh("Z") for _ in range(3)] == ["Z_2", "Z_4", "Z_5"]
+
+
+def test_definition_look_ups_follow_copies_of_a_program() -> None:
+    program = ncd.load("axis m = 2\ndef f(X: R[m]) -> R[m] { return relu(X) }\n"
+                       "def g(X: R[m]) -> R[m] { return f(X) }\n").ir
+    assert program.definition("g").name == "g"
+    fewer = program.model_copy(update={"definitions": program.definitions[:1]})
+    assert fewer.definition("f").name == "f"
+    assert "g" not in {d.name for d in fewer.definitions}
+    try:
+        fewer.definition("g")
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("a copy without `g` still finds it")
+    renamed = program.model_copy(update={"definitions": (
+        program.definitions[0].model_copy(update={"name": "h"}), program.definitions[1])})
+    assert renamed.definition("h").name == "h"
+    # The index is not part of the model: equal programs stay equal, and the JSON is the same.
+    again = ncd.load("axis m = 2\ndef f(X: R[m]) -> R[m] { return relu(X) }\n"
+                     "def g(X: R[m]) -> R[m] { return f(X) }\n").ir
+    assert program == again and hash(program) == hash(again)
+    assert program.model_dump_json() == again.model_dump_json()
+
+
+def test_many_blocks_export_what_later_statements_read() -> None:
+    blocks = "".join(f'    block "B{i}" {{\n        Y{i} = relu(X)\n        X = X + Y{i}\n    }}\n'
+                     for i in range(60))
+    text = f"axis m = 2\ndef f(X: R[m]) -> R[m] {{\n{blocks}    return X + Y0\n}}\n"
+    program = ncd.load(text)
+    source = program.compile()
+    assert source.count("F.relu(") == 60
+    assert program.render(collapse_depth=0).startswith("<svg")
+
+
+def test_import_ncd_loads_neither_the_ir_nor_the_parser() -> None:
+    probe = ("import sys, ncd\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('ncd.', 'pydantic', 'lark'))))\n"
+             "ncd.load\n"
+             "print('ncd.api' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    loaded, api = done.stdout.splitlines()
+    assert loaded == "[]"
+    assert api == "True"
