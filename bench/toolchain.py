@@ -245,9 +245,21 @@ def memory_of(shape: str, n: int) -> dict[str, float]:
         loaded.run(stage)
         figures[stage] = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    scale = 2**20 if sys.platform == "darwin" else 2**10  # ru_maxrss: bytes there, KiB here
-    figures["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    figures["max_rss"] = peak_resident_mib()
     return figures
+
+
+def peak_resident_mib() -> float:
+    """This process's peak resident memory. On Linux from /proc (`VmHWM`, which starts
+    afresh at exec): `ru_maxrss` keeps the parent's peak across fork and exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
+    scale = 2**20 if sys.platform == "darwin" else 2**10  # ru_maxrss: bytes there, KiB here
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def measure_memory(rows: dict[tuple[str, int, str], Row], programs: list[Synthetic]) -> None:
