@@ -68,26 +68,7 @@ class Definition:
     def render(self, *, wire_labels: WireLabels = "names", collapse_depth: int | None = None,
                expand_calls: bool = False, theme: Theme = "light", text: LabelText = "paths",
                show_params: bool = False, **unknown: Never) -> str:
-        """The neural circuit diagram of this definition, as SVG text.
-
-        Options (keyword-only):
-
-        - `wire_labels`: what wires are labelled with: `"names"` (the axis names, the default),
-          `"sizes"` (their sizes, once fixed) or `"both"`.
-        - `collapse_depth`: blocks nested deeper than this int are drawn as one titled box (0:
-          every block is a box); `None` (the default) collapses nothing.
-        - `expand_calls`: `True` draws each call of a definition as that definition's diagram,
-          framed and titled with its name; `False` (the default) as one named box.
-        - `theme`: the colours, `"light"` (the default), `"dark"` or `"print"` (greyscale-safe).
-        - `text`: labels as glyph outlines, `"paths"` (the default, the same in every viewer),
-          or as selectable `<text>` elements, `"text"`.
-        - `show_params`: `True` draws learned parameters as wires entering their boxes from
-          below; `False` (the default) leaves them out.
-
-        An unknown option is a `TypeError` (with the closest option's name when there is one); a
-        value of the wrong type a `TypeError`; a value outside the allowed ones a `ValueError`
-        that lists them.
-        """
+        """The neural circuit diagram of this definition, as SVG text."""
         return self.program.render(self.name, wire_labels=wire_labels,
                                    collapse_depth=collapse_depth, expand_calls=expand_calls,
                                    theme=theme, text=text, show_params=show_params, **unknown)
@@ -162,27 +143,7 @@ class Program:
                collapse_depth: int | None = None, expand_calls: bool = False,
                theme: Theme = "light", text: LabelText = "paths", show_params: bool = False,
                **unknown: Never) -> str:
-        """The neural circuit diagram of `definition` (the main one by default), as SVG
-    text.
-
-        Options (keyword-only):
-
-        - `wire_labels`: what wires are labelled with: `"names"` (the axis names, the default),
-          `"sizes"` (their sizes, once fixed) or `"both"`.
-        - `collapse_depth`: blocks nested deeper than this int are drawn as one titled box (0:
-          every block is a box); `None` (the default) collapses nothing.
-        - `expand_calls`: `True` draws each call of a definition as that definition's diagram,
-          framed and titled with its name; `False` (the default) as one named box.
-        - `theme`: the colours, `"light"` (the default), `"dark"` or `"print"` (greyscale-safe).
-        - `text`: labels as glyph outlines, `"paths"` (the default, the same in every viewer),
-          or as selectable `<text>` elements, `"text"`.
-        - `show_params`: `True` draws learned parameters as wires entering their boxes from
-          below; `False` (the default) leaves them out.
-
-        An unknown option is a `TypeError` (with the closest option's name when there is one); a
-        value of the wrong type a `TypeError`; a value outside the allowed ones a `ValueError`
-        that lists them.
-        """
+        """The neural circuit diagram of `definition` (the main one by default), as SVG text."""
         from ncd.renderers import render_svg
 
         name = definition or self.main.name
@@ -304,6 +265,31 @@ def load(source: str | Path, sizes: Mapping[str, int] | None = None, *,
         # from another working directory still finds the file's project.
         path = Path(source.strip() if isinstance(source, str) else source).resolve()
     return Program(program, sources, path)
+
+
+_RENDER_OPTIONS_DOC = """
+Options (keyword-only):
+
+- `wire_labels`: what wires are labelled with: `"names"` (the axis names, the default),
+  `"sizes"` (their sizes, once fixed) or `"both"`.
+- `collapse_depth`: blocks nested deeper than this int are drawn as one titled box (0:
+  every block is a box); `None` (the default) collapses nothing.
+- `expand_calls`: `True` draws each call of a definition as that definition's diagram,
+  framed and titled with its name; `False` (the default) as one named box.
+- `theme`: the colours, `"light"` (the default), `"dark"` or `"print"` (greyscale-safe).
+- `text`: labels as glyph outlines, `"paths"` (the default, the same in every viewer),
+  or as selectable `<text>` elements, `"text"`.
+- `show_params`: `True` draws learned parameters as wires entering their boxes from
+  below; `False` (the default) leaves them out.
+
+An unknown option is a `TypeError` (with the closest option's name when there is one); a
+value of the wrong type a `TypeError`; a value outside the allowed ones a `ValueError`
+that lists them.
+"""
+
+# One text for both `render` methods, so that `help()` shows the options on each.
+for _render in (Definition.render, Program.render):
+    _render.__doc__ = f"{_render.__doc__}\n{_RENDER_OPTIONS_DOC}"
 
 
 def render_options(unknown: Mapping[str, object], **values: Any) -> RenderOptions:
