@@ -29,12 +29,18 @@ def _parameter_roles(op: ir.ParameterOp, term: ir.Broadcasted,
     return tuple(Role("normal") for _ in term.params)
 
 
+def _put_on_a_wire(emit: Emitter, term: ir.Broadcasted, noun: str) -> list[TensorCode]:
+    """The stored array (a parameter or a buffer) itself, on the term's one wire: no copy, and
+    never batched (it does not gain the lifted axes)."""
+    (stored,) = emit.parameters(term)
+    if stored.names != term.cod[0].names:
+        raise emit.error(f"the {noun} {stored.code} is put on a wire of another layout")
+    return [TensorCode(stored.code, term.cod[0], batched=False)]
+
+
 def _parameter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ParameterOp,
                      inputs: list[TensorCode]) -> list[TensorCode]:
-    (parameter,) = emit.parameters(term)
-    if parameter.names != term.cod[0].names:
-        raise emit.error(f"the parameter {parameter.code} is put on a wire of another layout")
-    return [TensorCode(parameter.code, term.cod[0], batched=False)]
+    return _put_on_a_wire(emit, term, "parameter")
 
 
 PARAMETER = declare(Declaration(
@@ -63,10 +69,7 @@ def _buffer_roles(op: ir.BufferOp, term: ir.Broadcasted, value_of: SizeValue) ->
 
 def _buffer_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BufferOp,
                   inputs: list[TensorCode]) -> list[TensorCode]:
-    (buffer,) = emit.parameters(term)
-    if buffer.names != term.cod[0].names:
-        raise emit.error(f"the buffer {buffer.code} is put on a wire of another layout")
-    return [TensorCode(buffer.code, term.cod[0], batched=False)]
+    return _put_on_a_wire(emit, term, "buffer")
 
 
 BUFFER = declare(Declaration(
