@@ -293,6 +293,131 @@ def test_lenet5_is_lenet5() -> None:
                        reference, [(randn(2, 32, 32),), (randn(3, 32, 32),)])
 
 
+# ----------------------------------- ResNet basic block and batch normalisation (stateful)
+#
+# `gallery/resnet_block.ncd` (He et al., 2016) and `gallery/batchnorm.ncd` (Ioffe and Szegedy,
+# 2015) keep running statistics in buffers. They are held to PyTorch's `nn.BatchNorm1d/2d` in
+# training mode (batch statistics; the running mean and unbiased variance move by momentum 0.1
+# after every forward, as PyTorch's) and then in evaluation mode (the running statistics
+# normalise and stay), outputs and gradients alike.
+
+
+def holds_to_reference_in_both_modes(model: str, definition: str, sizes: dict[str, int],
+                                     copies: Sequence[Copy], buffers: Sequence[Copy],
+                                     reference: nn.Module, inputs: Sequence[Tensors]) -> None:
+    """`holds_to_reference` for a definition with running statistics: `buffers` copies the
+    reference's (random) running statistics in, and after every forward the module's buffers
+    must equal the reference's, in training mode (both move) and in evaluation mode (both
+    stay)."""
+    module = ncd.load(GALLERY / f"{model}.ncd", sizes=sizes).to_torch(definition).to(DTYPE)
+    named, held = dict(module.named_parameters()), dict(module.named_buffers())
+    assert sorted(named) == sorted(c.name for c in copies), "every parameter is copied"
+    assert sorted(held) == sorted(b.name for b in buffers), "every buffer is copied"
+    with torch.no_grad():
+        for copy, target in [*((c, named[c.name]) for c in copies),
+                             *((b, held[b.name]) for b in buffers)]:
+            value = copy.to_ncd(copy.source.detach())
+            assert value.shape == target.shape, (copy.name, value.shape, target.shape)
+            target.copy_(value)
+    for training in (True, False):
+        module.train(training)
+        reference.train(training)
+        for arguments in inputs:
+            before = {name: buffer.clone() for name, buffer in held.items()}
+            mine = [a.clone().requires_grad_() for a in arguments]
+            theirs = [a.clone().requires_grad_() for a in arguments]
+            got, want = as_tuple(module(*mine)), as_tuple(reference(*theirs))
+            assert len(got) == len(want)
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, **TOLERANCE)
+            for buffer in buffers:
+                torch.testing.assert_close(held[buffer.name], buffer.to_ncd(buffer.source),
+                                           **TOLERANCE, msg=f"running statistic {buffer.name}")
+                moved = not torch.equal(held[buffer.name], before[buffer.name])
+                assert moved == training, (buffer.name, "training" if training else "eval")
+            cotangents = [randn(*w.shape) for w in want]
+            module.zero_grad()
+            reference.zero_grad()
+            sum((g * c).sum() for g, c in zip(got, cotangents, strict=True)).backward()
+            sum((w * c).sum() for w, c in zip(want, cotangents, strict=True)).backward()
+            for m, t in zip(mine, theirs, strict=True):
+                torch.testing.assert_close(m.grad, t.grad, **TOLERANCE)
+            for copy in copies:
+                assert copy.source.grad is not None, f"{copy.name}: the reference does not use it"
+                torch.testing.assert_close(named[copy.name].grad, copy.to_ncd(copy.source.grad),
+                                           **TOLERANCE, msg=f"gradient of {copy.name}")
+
+
+def randomised(norm: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.BatchNorm1d | nn.BatchNorm2d:
+    """Random scale and shift, and random running statistics (positive variances)."""
+    with torch.no_grad():
+        norm.weight.copy_(randn(*norm.weight.shape))
+        norm.bias.copy_(randn(*norm.bias.shape))
+        if norm.running_mean is not None and norm.running_var is not None:
+            norm.running_mean.copy_(randn(*norm.running_mean.shape))
+            norm.running_var.copy_(torch.rand(norm.running_var.shape, dtype=DTYPE) + 0.5)
+    return norm
+
+
+def running(prefix: str, norm: nn.BatchNorm1d | nn.BatchNorm2d, mean: str,
+            var: str) -> list[Copy]:
+    assert norm.running_mean is not None and norm.running_var is not None
+    return [Copy(prefix + mean, norm.running_mean), Copy(prefix + var, norm.running_var)]
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block as torchvision writes it (stride 1, no downsampling)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False, dtype=DTYPE)
+        self.bn1 = randomised(nn.BatchNorm2d(channels, dtype=DTYPE))
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False, dtype=DTYPE)
+        self.bn2 = randomised(nn.BatchNorm2d(channels, dtype=DTYPE))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(X)))
+        return torch.relu(self.bn2(self.conv2(out)) + X)
+
+
+def test_resnet_block_is_a_basic_block_in_training_and_in_evaluation() -> None:
+    c = 3
+    block = BasicBlock(c)
+    assert block.bn1.running_mean is not None and block.bn2.running_mean is not None
+    copies = [Copy("W_1", block.conv1.weight), Copy("W_2", block.conv2.weight),
+              Copy("gamma_1", block.bn1.weight), Copy("beta_1", block.bn1.bias),
+              Copy("gamma_2", block.bn2.weight), Copy("beta_2", block.bn2.bias)]
+    buffers = [*running("", block.bn1, "mean_1", "var_1"),
+               *running("", block.bn2, "mean_2", "var_2")]
+    holds_to_reference_in_both_modes(
+        "resnet_block", "resnet_block", {"c": c}, copies, buffers, block,
+        [(randn(2, c, 5, 6),), (randn(3, c, 4, 4),), (randn(1, c, 3, 2),)])
+
+
+def test_batchnorm_layer_is_linear_batchnorm1d_relu() -> None:
+    i, n = 4, 3
+    linear = nn.Linear(i, n, bias=False, dtype=DTYPE)
+    norm = randomised(nn.BatchNorm1d(n, dtype=DTYPE))
+    layer = nn.Sequential(linear, norm, nn.ReLU())
+    copies = [Copy("W", linear.weight, lambda t: t.T), Copy("gamma", norm.weight),
+              Copy("beta", norm.bias)]
+    holds_to_reference_in_both_modes(
+        "batchnorm", "batchnorm_layer", {"i": i, "n": n}, copies,
+        running("", norm, "running_mean", "running_var"), layer,
+        [(randn(5, i),), (randn(2, i),), (randn(7, i),)])
+
+
+def test_batch_normalizing_transform_is_batchnorm1d_on_batch_statistics() -> None:
+    """Algorithm 1 normalises with the mini-batch's statistics in either mode: as
+    `nn.BatchNorm1d` that keeps no running statistics."""
+    n = 3
+    norm = randomised(nn.BatchNorm1d(n, track_running_stats=False, dtype=DTYPE))
+    copies = [Copy("gamma", norm.weight), Copy("beta", norm.bias)]
+    holds_to_reference_in_both_modes(
+        "batchnorm", "batch_normalizing_transform", {"n": n}, copies, [], norm,
+        [(randn(5, n),), (randn(2, n),), (randn(9, n),)])
+
+
 # ------------------------------------------------------------- against the interpreter
 
 INTERPRETER_SIZES = {
@@ -304,6 +429,9 @@ INTERPRETER_SIZES = {
     "depthwise_separable": {"c": 2, "o": 3},
     # LeNet-5 with 2 × 2 windows on an 11 × 11 image: the same layers, far less work
     "lenet5": {"c1": 1, "c3": 2, "c5": 2, "f6": 2, "n": 2, "x": 11, "y": 11, "u": 2, "v": 2},
+    # ResNet's basic block: two channels, a 3 × 2 image; batch normalisation: 3 inputs, 2 units
+    "resnet_block": {"c": 2, "y": 3, "x": 2},
+    "batchnorm": {"i": 3, "n": 2},
 }
 
 
