@@ -258,6 +258,23 @@ def test_every_elementwise_function_has_one_entry() -> None:
     assert set(FUNCTIONS) == set(ELEMENTWISE)
 
 
+def test_logsoftmax_is_the_softmax_triangle_with_log_inside() -> None:
+    """Both are drawn as the softmax triangle; only the logarithm's carries `log`, so a
+    cross-entropy reads as one in the diagram."""
+    program = ncd.load(AXES + "def f(X: R[x, m]) -> (R[x, m], R[x, m]) {\n"
+                       "    return softmax[m](X), logsoftmax[m](X)\n}")
+    terms = broadcasts(program, ir.SoftmaxOp)
+    glyph = GLYPHS[ir.SoftmaxOp]
+    declared = DECLARATIONS[ir.SoftmaxOp].glyph
+    assert isinstance(glyph, BoxGlyph) and isinstance(declared, decl.Box)
+    assert declared.outline == "triangle_left"
+    captions = {t.op.log: glyph.caption(t.op, t) for t in terms}  # type: ignore[attr-defined]
+    assert captions[False] is None
+    label = captions[True]
+    assert label is not None and label.plain_text() == "log"
+    assert "log" in render_tikz(program.ir, "f")
+
+
 def test_every_reduction_has_one_entry() -> None:
     assert set(REDUCTIONS) == set(REDUCE)
     assert {s.name for s in DECLARATIONS[ir.ReduceOp].surfaces} == set(REDUCE)

@@ -42,7 +42,7 @@ class Copy:
 
 
 def randn(*shape: int) -> torch.Tensor:
-    return torch.randn(*shape, dtype=DTYPE)
+    return torch.randn(shape, dtype=DTYPE)  # a tuple: `randn()` is a scalar (a loss's cotangent)
 
 
 def leaf(*shape: int) -> torch.Tensor:
@@ -67,8 +67,8 @@ def holds_to_reference(model: str, sizes: dict[str, int], copies: Sequence[Copy]
             assert value.shape == target.shape, (copy.name, value.shape, target.shape)
             target.copy_(value)
     for arguments in inputs:
-        mine = [a.clone().requires_grad_() for a in arguments]
-        theirs = [a.clone().requires_grad_() for a in arguments]
+        mine = [a.clone().requires_grad_(a.is_floating_point()) for a in arguments]
+        theirs = [a.clone().requires_grad_(a.is_floating_point()) for a in arguments]
         got, want = as_tuple(module(*mine)), as_tuple(reference(*theirs))
         assert len(got) == len(want)
         for g, w in zip(got, want, strict=True):
@@ -80,7 +80,8 @@ def holds_to_reference(model: str, sizes: dict[str, int], copies: Sequence[Copy]
         sum((g * c).sum() for g, c in zip(got, cotangents, strict=True)).backward()
         sum((w * c).sum() for w, c in zip(want, cotangents, strict=True)).backward()
         for m, t in zip(mine, theirs, strict=True):
-            torch.testing.assert_close(m.grad, t.grad, **TOLERANCE)
+            if m.is_floating_point():  # integer inputs (labels, indices) have no gradient
+                torch.testing.assert_close(m.grad, t.grad, **TOLERANCE)
         for copy in copies:
             assert copy.source.grad is not None, f"{copy.name}: the reference does not use it"
             torch.testing.assert_close(named[copy.name].grad, copy.to_ncd(copy.source.grad),
@@ -418,6 +419,96 @@ def test_batch_normalizing_transform_is_batchnorm1d_on_batch_statistics() -> Non
         [(randn(5, n),), (randn(2, n),), (randn(9, n),)])
 
 
+# ---------------------------------------------------------------------- mixture of experts
+
+
+@pytest.mark.parametrize("e", [4, 3])
+def test_moe_mixes_experts_with_their_own_weights_by_a_softmax_gate(e: int) -> None:
+    m, h = 6, 5
+    gate = nn.Linear(m, e, bias=False, dtype=DTYPE)
+    experts = nn.ModuleList(
+        nn.Sequential(nn.Linear(m, h, dtype=DTYPE), nn.ReLU(), nn.Linear(h, m, dtype=DTYPE))
+        for _ in range(e))
+    with torch.no_grad():
+        for parameter in [*gate.parameters(), *experts.parameters()]:
+            parameter.copy_(randn(*parameter.shape))
+
+    def reference(X: torch.Tensor) -> torch.Tensor:
+        G = torch.softmax(gate(X), dim=-1)                          # (..., x, e)
+        Z = torch.stack([expert(X) for expert in experts], dim=-2)  # (..., x, e, m)
+        return (G.unsqueeze(-1) * Z).sum(dim=-2)
+
+    def transposed(t: torch.Tensor) -> torch.Tensor:
+        return t.T
+
+    copies = [Copy("W_g", gate.weight, transposed)]
+    for number, expert in enumerate(experts):
+        first, _, second = expert  # type: ignore[misc]
+        copies += [Copy(f"expert.{number}.W_1", first.weight, transposed),
+                   Copy(f"expert.{number}.b_1", first.bias),
+                   Copy(f"expert.{number}.W_2", second.weight, transposed),
+                   Copy(f"expert.{number}.b_2", second.bias)]
+    holds_to_reference("moe", {"m": m, "h": h, "e": e}, copies, reference,
+                       [(randn(5, m),), (randn(2, 3, m),), (randn(1, m),)])
+
+
+def test_moe_experts_differ_and_the_gate_weighs_them() -> None:
+    """The experts are copies with weights of their own (not one shared layer), and a gate that
+    puts all its weight on expert i gives expert i's output."""
+    m, h, e = 4, 3, 3
+    module = ncd.load(GALLERY / "moe.ncd", sizes={"m": m, "h": h, "e": e}).to_torch().to(DTYPE)
+    named = dict(module.named_parameters())
+    X = randn(5, m)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(randn(*parameter.shape))
+        named["W_g"].zero_()
+        uniform = module(X)
+        outputs = []
+        for i in range(e):
+            weights = torch.relu(X @ named[f"expert.{i}.W_1"] + named[f"expert.{i}.b_1"])
+            outputs.append(weights @ named[f"expert.{i}.W_2"] + named[f"expert.{i}.b_2"])
+        torch.testing.assert_close(uniform, sum(outputs) / e, **TOLERANCE)
+        assert not torch.allclose(outputs[0], outputs[1])
+        X_one = torch.zeros(1, m, dtype=DTYPE)
+        X_one[0, 0] = 1.0
+        named["W_g"][0] = torch.tensor([0.0, 1e4, 0.0], dtype=DTYPE)  # the gate picks expert 1
+        picked = module(X_one)
+        hidden = torch.relu(X_one @ named["expert.1.W_1"] + named["expert.1.b_1"])
+        torch.testing.assert_close(picked, hidden @ named["expert.1.W_2"] + named["expert.1.b_2"],
+                                   **TOLERANCE)
+
+
+# ------------------------------------------------------------- classifier and cross-entropy
+
+
+@pytest.mark.parametrize("n", [5, 2])
+def test_classifier_loss_is_f_cross_entropy_of_the_pooled_logits(n: int) -> None:
+    c = 4
+    fc = nn.Linear(c, n, dtype=DTYPE)
+    with torch.no_grad():
+        for parameter in fc.parameters():
+            parameter.copy_(randn(*parameter.shape))
+
+    def reference(X: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+        logits = fc(X.mean(dim=(-2, -1)))      # global average pooling, then the fc layer
+        return F.cross_entropy(logits, T)       # reduction="mean"
+
+    def labels(b: int) -> torch.Tensor:
+        return torch.randint(n, (b,))
+
+    copies = [Copy("head.W_fc", fc.weight, lambda t: t.T), Copy("head.b_fc", fc.bias)]
+    holds_to_reference("classifier", {"c": c, "n": n}, copies, reference,
+                       [(randn(3, c, 2, 5), labels(3)), (randn(1, c, 1, 1), labels(1)),
+                        (randn(6, c, 3, 3), torch.arange(6) % n)])
+
+
+def test_classifier_refuses_a_label_outside_the_classes() -> None:
+    module = ncd.load(GALLERY / "classifier.ncd", sizes={"c": 2, "n": 3}).to_torch()
+    with pytest.raises(ValueError, match=r"line \d+: an index array holds a value outside axis n"):
+        module(torch.randn(2, 2, 1, 1), torch.tensor([0, 3]))
+
+
 # ------------------------------------------------------------- against the interpreter
 
 INTERPRETER_SIZES = {
@@ -432,6 +523,8 @@ INTERPRETER_SIZES = {
     # ResNet's basic block: two channels, a 3 × 2 image; batch normalisation: 3 inputs, 2 units
     "resnet_block": {"c": 2, "y": 3, "x": 2},
     "batchnorm": {"i": 3, "n": 2},
+    "moe": {"m": 2, "h": 3, "e": 2},
+    "classifier": {"c": 2, "n": 3},
 }
 
 

@@ -114,6 +114,34 @@ def test_out_of_range_index_values() -> None:
         interpreter.run("graph_conv", [torch.randn(6, 3, dtype=torch.float64), dst, bad])
 
 
+def test_gathers_and_scatters_are_captured_whole_by_export_compile_and_fx() -> None:
+    """The bounds check of an index array cannot branch on its values inside a captured graph:
+    there it is the graph's assertion, which still refuses a value outside the axis."""
+    src, dst = edges()
+    bad = torch.tensor([0, 1, 2, 3, 4, 6, 0, 2, 2])
+    module = ncd.load(GRAPH).to_torch("graph_conv").eval()
+    inputs = (torch.randn(6, 3), src, dst)
+    with torch.no_grad():
+        expected = module(*inputs)
+        exported = torch.export.export(module, inputs).module()
+        compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+        traced = torch.fx.symbolic_trace(module)
+        for captured in (exported, compiled, traced):
+            torch.testing.assert_close(captured(*inputs), expected)
+            with pytest.raises(RuntimeError, match="line 3: an index array holds a value "
+                                                   r"outside axis v of X \(0 to 5\)"):
+                captured(inputs[0], bad, dst)
+            with pytest.raises(RuntimeError, match="line 4: "):
+                captured(inputs[0], src, bad)
+    torch._dynamo.reset()
+    loss = ncd.load(LOSS).to_torch()
+    Z, T = torch.randn(5, 7), torch.tensor([0, 6, 2, 7, 1])
+    with pytest.raises(ValueError, match=r"line 3: .* outside axis k of Z \(0 to 6\)"):
+        loss(Z, T)
+    with pytest.raises(RuntimeError, match="line 3: "):
+        torch.export.export(loss, (Z, T.clamp(max=6))).module()(Z, T)
+
+
 def test_bound_of_an_index_array_must_match_its_axis() -> None:
     diagnostic = err("axis v = 6, w = 5, e = 4, f = 2\n"
                      "def f(X: R[v, f], S: N[w][e]) -> R[e, f] {\n"

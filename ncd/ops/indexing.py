@@ -101,12 +101,23 @@ INDEX_VALUE = declare(Declaration(
 
 def _check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
                        span: ir.Span | None) -> None:
-    """A run-time check that an index array's values lie inside the axis they index."""
+    """A run-time check that an index array's values lie inside the axis they index: a
+    `ValueError` naming the line when the module runs as Python. A graph being captured
+    (`torch.compile`, `torch.export`, `torch.fx.symbolic_trace`) cannot branch on the values
+    of a tensor, so there the same test is the graph's own assertion, `torch._assert_async`,
+    which raises a `RuntimeError` with the same message when the graph runs."""
     where = f"line {span.line}: " if span is not None else ""
     size = emit.size(axis.size)
-    emit.statement(f"if (({code} < 0) | ({code} >= {size})).any():")
-    emit.statement(f"    raise ValueError(\"{where}an index array holds a value outside axis "
-                   f"{axis.name} of {source} (0 to {ir.size_text(axis.size)} - 1)\")")
+    known = ir.size_value(axis.size)
+    last = str(known - 1) if known is not None else f"{ir.size_text(axis.size)} - 1"
+    message = f"\"{where}an index array holds a value outside axis {axis.name} of {source} " \
+        f"(0 to {last})\""
+    outside = emit.assign("outside", f"(({code} < 0) | ({code} >= {size})).any()",
+                          fallback="outside")
+    emit.statement("if torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_tracing():")
+    emit.statement(f"    torch._assert_async(~{outside}, {message})")
+    emit.statement(f"elif {outside}:")
+    emit.statement(f"    raise ValueError({message})")
 
 
 def _trailing(code: str, rank: int) -> str:
@@ -117,6 +128,11 @@ def _trailing(code: str, rank: int) -> str:
 def _leading(code: str, rank: int) -> str:
     """The shape of `code`'s batch dims (all but its last `rank`)."""
     return f"{code}.shape[:{code}.dim() - {rank}]"
+
+
+def _lead_view(code: str, rank: int) -> str:
+    """An empty view with the shape of `code`'s batch dims: one entry expanded, no copy."""
+    return f"{code}.new_empty(()).expand({_leading(code, rank)})"
 
 
 def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
@@ -148,9 +164,11 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
                            term.span)
         places[term_index.array] = emit.assign(
             "places", emit.normalized(term, value, port, labels, "unsqueeze"), fallback="places")
-    batch = emit.assign("batch", "torch.broadcast_shapes(" + ", ".join(
-        [_leading(source.code, source.rank), *(_leading(c, rank) for c in places.values())])
-        + ")", fallback="batch")
+    # The broadcast batch shape, from empty views (`torch.broadcast_shapes` takes integers,
+    # which `torch.fx.symbolic_trace` does not have: it traces shapes as proxies).
+    leads = [_lead_view(source.code, source.rank), *(_lead_view(c, rank) for c in places.values())]
+    batch = emit.assign("batch", f"torch.broadcast_tensors({', '.join(leads)})[0].shape",
+                        fallback="batch")
     flat = emit.assign("flat", f"{source.code}.expand({batch} + "
                        f"{_trailing(source.code, source.rank)}).reshape((-1,) + "
                        f"{_trailing(source.code, source.rank)})", fallback="flat")

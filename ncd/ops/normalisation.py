@@ -12,7 +12,16 @@ from ncd.diagnostics import Note
 from ncd.elision import listed
 
 from .arguments import arguments, bracket_axes, keywords, positive_option, reject_items, same_shape
-from .declaration import Box, Declaration, SizeValue, Surface, TypingRule, declare, no_parameters
+from .declaration import (
+    Box,
+    Caption,
+    Declaration,
+    SizeValue,
+    Surface,
+    TypingRule,
+    declare,
+    no_parameters,
+)
 from .facts import (
     Break,
     Carried,
@@ -60,6 +69,11 @@ def _softmax_overview(op: ir.SoftmaxOp) -> tuple[str, str]:
     return f"{'log_softmax' if op.log else 'softmax'}[{listed(op.axes)}]", "box"
 
 
+def _softmax_caption(op: ir.SoftmaxOp, term: ir.Broadcasted) -> Caption | None:
+    """`log` in the triangle of a logsoftmax; the softmax triangle is bare."""
+    return Caption("plain", "log") if op.log else None
+
+
 def _softmax_lower(emit: Emitter, term: ir.Broadcasted, op: ir.SoftmaxOp,
                    inputs: list[TensorCode]) -> list[TensorCode]:
     function = "torch.log_softmax" if op.log else "torch.softmax"
@@ -84,7 +98,8 @@ SOFTMAX = declare(Declaration(
         Surface("logsoftmax", "the logarithm of softmax over the target axes",
                 "logsoftmax[y](S)", _softmax_typing(True)),
     ),
-    glyph=Box("triangle_left", min_width=22.0, min_height=26.0, square=True),
+    glyph=Box("triangle_left", _softmax_caption, caption_size=8.0, min_width=22.0,
+              min_height=26.0, square=True, caption_dx=0.2),
     overview=_softmax_overview, roles=no_parameters, lower=_softmax_lower,
     cost=per_output_entry(5), symmetry=entrywise))
 
