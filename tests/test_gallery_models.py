@@ -202,8 +202,9 @@ def test_cross_attention_is_multihead_attention_with_other_keys_and_values() -> 
 # ------------------------------------------------------------------ sliding-window attention
 
 
-def test_sliding_window_attention_attends_to_a_band_of_four() -> None:
-    m, h, window = 8, 2, 4
+@pytest.mark.parametrize("window", [4, 2])
+def test_sliding_window_attention_attends_to_a_band_of_w(window: int) -> None:
+    m, h = 8, 2
     W_q, W_k, W_v, W_o = (leaf(m, m) for _ in range(4))
 
     def reference(X: torch.Tensor) -> torch.Tensor:
@@ -217,8 +218,8 @@ def test_sliding_window_attention_attends_to_a_band_of_four() -> None:
     copies = [Copy(f"W_{name}", W, lambda t: heads_in(t, h))
               for name, W in zip("qkv", (W_q, W_k, W_v), strict=True)]
     copies.append(Copy("W_o", W_o, lambda t: heads_out(t, h)))
-    holds_to_reference("sliding_window_attention", {"m": m, "h": h}, copies, reference,
-                       [(randn(2, 9, m),), (randn(1, 3, m),), (randn(6, m),)])
+    holds_to_reference("sliding_window_attention", {"m": m, "h": h, "w": window}, copies,
+                       reference, [(randn(2, 9, m),), (randn(1, 3, m),), (randn(6, m),)])
 
 
 # ------------------------------------------------------------------------------------ GRU
