@@ -19,7 +19,7 @@ from ncd import syntax as s
 from ncd.context import Reject, Value, array, shape
 from ncd.diagnostics import Note, did_you_mean
 from ncd.ops.arguments import size_constant
-from ncd.ops.arithmetic import scalar
+from ncd.ops.arithmetic import is_constant_call, is_scalar, scalar
 from ncd.sizes import Size, check_nonnegative, from_ir
 
 if TYPE_CHECKING:
@@ -454,7 +454,7 @@ def _factors(builder: DefinitionBuilder, expr: s.Expr, inverse: bool
                 "E313", f"a tensor equation is a product of indexed arrays and constants; "
                 f"`{op}` is not allowed here", span,
                 hint="compute sums of arrays in separate statements: `Z = X + Y`")
-        case s.Call(name=ident) if ident.name != "sqrt":
+        case s.Call(name=ident) if not (is_constant_call(expr) and is_scalar(builder, expr)):
             raise builder.ctx.error(
                 "E313", "operators are applied in their own statements, not inside a tensor "
                 "equation", expr.span, hint=f"bind it first: `T = {ident.name}(...)`")

@@ -8,6 +8,8 @@ own function, and the compiled module against the reference interpreter (`compar
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -60,6 +62,10 @@ def caption(program: ir.Program, kind: str) -> str:
     ("X / 2", lambda X: X / 2),
     ("2 * X", lambda X: 2 * X),
     ("X + sqrt(m)", lambda X: X + 2.0),
+    ("X * log(10000)", lambda X: X * math.log(10000)),
+    ("X * (-2 * log(10000) / m)", lambda X: X * (-2 * math.log(10000) / 4)),
+    ("exp(1) - X", lambda X: math.e - X),
+    ("X / exp(log(m) / 2)", lambda X: X / 2),
     ("pow[3](X)", lambda X: torch.pow(X, 3)),
     ("pow[-0.5](abs(X) + 1)", lambda X: torch.pow(X.abs() + 1, -0.5)),
 ])
@@ -81,6 +87,51 @@ def test_constant_operations_in_the_ir() -> None:
     # a constant factor stays a scaling
     program = ok(AXES + "def f(X: R[x, m]) -> R[x, m] { return X / 4 }")
     assert one(program.definition("f"), "scale").op.factor == 0.25  # type: ignore[union-attr]
+
+
+def test_log_and_exp_of_constants_are_constants() -> None:
+    """`log(...)` and `exp(...)` of constants are constants, as `sqrt(...)` is: a frequency
+    10000^(-2j / k) is written `exp(J * (-2 * log(10000) / k))`; in a tensor equation too."""
+    program = ok(AXES + "def f(X: R[x, m]) -> R[x, m] { return X * (2 * log(10000) / m) }")
+    scale = one(program.definition("f"), "scale").op
+    assert isinstance(scale, ir.ScaleOp) and scale.factor == 2 * math.log(10000) / 4
+    assert scale.text == "2*ln(10000)/|m|"
+    text = AXES + """def f(X: R[x, m]) -> R[x, m] {
+        Y[x, m] = X[x, m] * log(2) / exp(1)
+        return Y
+    }"""
+    X = torch.randn(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(ncd.load(text).to_torch("f").double()(X),
+                               X * math.log(2) / math.e, **TOLERANCE)
+    agrees_with_interpreter(text)
+    frequencies = """axis x, j = 4, k = 8
+def f(X: R[x, j]) -> R[x, j] {
+    J[j] = j
+    Theta = exp(J * (-2 * log(10000) / k))
+    A[x, j] = x * Theta[j]
+    return X * cos(A)
+}"""
+    X = torch.randn(5, 4, dtype=torch.float64)
+    angle = torch.arange(5.0, dtype=torch.float64)[:, None] * \
+        10000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    torch.testing.assert_close(ncd.load(frequencies).to_torch("f").double()(X),
+                               X * torch.cos(angle), **TOLERANCE)
+
+
+@pytest.mark.parametrize(("expr", "message"), [
+    ("X * log(0)", "the logarithm of 0"),
+    ("X * log(1 - m)", "the logarithm of -3"),
+    ("X + exp(1000)", "exp(1000) is too large"),
+])
+def test_log_and_exp_of_constants_refuse_what_is_no_number(expr: str, message: str) -> None:
+    diagnostic = err(AXES + f"def f(X: R[x, m]) -> R[x, m] {{ return {expr} }}", "E309")
+    assert message in diagnostic.message
+
+
+def test_log_of_an_array_in_an_equation_is_an_operator_in_its_own_statement() -> None:
+    diagnostic = err(AXES + "def f(X: R[x, m]) -> R[x, m] {\n    Y[x, m] = log(X[x, m])\n"
+                     "    return Y\n}", "E313")
+    assert "in their own statements" in diagnostic.message
 
 
 def test_constants_are_drawn_in_the_caption() -> None:

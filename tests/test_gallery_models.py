@@ -203,8 +203,9 @@ def test_cross_attention_is_multihead_attention_with_other_keys_and_values() -> 
 # ------------------------------------------------------------------ sliding-window attention
 
 
-def test_sliding_window_attention_attends_to_a_band_of_four() -> None:
-    m, h, window = 8, 2, 4
+@pytest.mark.parametrize("window", [4, 2])
+def test_sliding_window_attention_attends_to_a_band_of_w(window: int) -> None:
+    m, h = 8, 2
     W_q, W_k, W_v, W_o = (leaf(m, m) for _ in range(4))
 
     def reference(X: torch.Tensor) -> torch.Tensor:
@@ -218,8 +219,8 @@ def test_sliding_window_attention_attends_to_a_band_of_four() -> None:
     copies = [Copy(f"W_{name}", W, lambda t: heads_in(t, h))
               for name, W in zip("qkv", (W_q, W_k, W_v), strict=True)]
     copies.append(Copy("W_o", W_o, lambda t: heads_out(t, h)))
-    holds_to_reference("sliding_window_attention", {"m": m, "h": h}, copies, reference,
-                       [(randn(2, 9, m),), (randn(1, 3, m),), (randn(6, m),)])
+    holds_to_reference("sliding_window_attention", {"m": m, "h": h, "w": window}, copies,
+                       reference, [(randn(2, 9, m),), (randn(1, 3, m),), (randn(6, m),)])
 
 
 # ------------------------------------------------------------------------------------ GRU
@@ -509,6 +510,60 @@ def test_classifier_refuses_a_label_outside_the_classes() -> None:
         module(torch.randn(2, 2, 1, 1), torch.tensor([0, 3]))
 
 
+# ------------------------------------------------------------------------------ Llama block
+
+
+def rotary_reference(t: torch.Tensor) -> torch.Tensor:
+    """RoPE as Llama's code applies it, in real arithmetic: on (..., x, k), the pair (2j, 2j + 1)
+    of position x turned by the angle x 10000^(-2j / k)."""
+    positions = torch.arange(t.shape[-2], dtype=DTYPE)
+    width = t.shape[-1]
+    frequencies = 10000.0 ** (-torch.arange(0, width, 2, dtype=DTYPE) / width)
+    angle = positions[:, None] * frequencies[None, :]  # (x, k / 2)
+    cos, sin = angle.cos(), angle.sin()
+    a, b = t[..., 0::2], t[..., 1::2]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+
+
+@pytest.mark.parametrize(("h", "g"), [(4, 2), (4, 1), (2, 2)])
+def test_llama_block_is_a_llama_block(h: int, g: int) -> None:
+    m, f = 16, 12
+    r, k = h // g, m // h
+    attention_norm, ffn_norm = leaf(m), leaf(m)
+    wq, wk, wv, wo = leaf(h * k, m), leaf(g * k, m), leaf(g * k, m), leaf(m, h * k)
+    w1, w2, w3 = leaf(f, m), leaf(m, f), leaf(f, m)  # Llama's names: gate, down, up
+
+    def attention(X: torch.Tensor) -> torch.Tensor:
+        q = rotary_reference(split_heads(F.linear(X, wq), h))
+        key = rotary_reference(split_heads(F.linear(X, wk), g))
+        value = split_heads(F.linear(X, wv), g)
+        # each key-value head serves r consecutive query heads (Llama's repeat_kv)
+        key, value = key.repeat_interleave(r, dim=-3), value.repeat_interleave(r, dim=-3)
+        A = F.scaled_dot_product_attention(q, key, value, is_causal=True)
+        return F.linear(merge_heads(A), wo)
+
+    def llama_block(X: torch.Tensor) -> torch.Tensor:
+        H = X + attention(F.rms_norm(X, (m,), attention_norm, eps=1e-5))
+        Z = F.rms_norm(H, (m,), ffn_norm, eps=1e-5)
+        return H + F.linear(F.silu(F.linear(Z, w1)) * F.linear(Z, w3), w2)
+
+    def transposed(t: torch.Tensor) -> torch.Tensor:
+        return t.T
+
+    copies = [Copy("w_attn", attention_norm), Copy("w_ffn", ffn_norm),
+              # the rows of a query head: pairs (j, p) of entries 2j + p
+              Copy("attention.W_q", wq, lambda t: t.reshape(g, r, k // 2, 2, m)
+                   .permute(4, 0, 1, 2, 3)),
+              Copy("attention.W_k", wk, lambda t: t.reshape(g, k // 2, 2, m)
+                   .permute(3, 0, 1, 2)),
+              Copy("attention.W_v", wv, lambda t: heads_in(t, g)),
+              Copy("attention.W_o", wo, lambda t: t.reshape(m, g, r, k).permute(1, 2, 3, 0)),
+              Copy("swiglu.W_gate", w1, transposed), Copy("swiglu.W_down", w2, transposed),
+              Copy("swiglu.W_up", w3, transposed)]
+    holds_to_reference("llama_block", {"m": m, "h": h, "g": g, "f": f}, copies, llama_block,
+                       [(randn(2, 9, m),), (randn(1, 1, m),), (randn(5, m),)])
+
+
 # ------------------------------------------------------------- against the interpreter
 
 INTERPRETER_SIZES = {
@@ -516,6 +571,7 @@ INTERPRETER_SIZES = {
     "mlp_mixer": {"s": 3, "c": 4, "ds": 2, "dc": 5},
     "cross_attention": {"m": 4, "n": 3, "h": 2},
     "sliding_window_attention": {"m": 4, "h": 2},
+    "llama_block": {"m": 8, "h": 2, "g": 1, "f": 2},  # two query heads share a key-value head
     "gru": {"i": 2, "n": 3},
     "depthwise_separable": {"c": 2, "o": 3},
     # LeNet-5 with 2 × 2 windows on an 11 × 11 image: the same layers, far less work

@@ -53,6 +53,27 @@ def test_index_values_in_the_ir() -> None:
     assert values[1].cod[0].dtype == ir.REALS
 
 
+def test_index_values_of_several_indices_compile_to_short_lines() -> None:
+    """Each index's positions get a line of their own, so the generated code stays within 100
+    columns (as ruff checks it) however many indices a value names."""
+    text = """axis x, y = x, p = 2, q = p
+def f(S: R[x, y]) -> (R[x, y], R[p, q]) {
+    Rel[x, y] = 2*x - y + 1
+    Turn[p, q] = p - q
+    return S * Rel, Turn
+}
+"""
+    program = ncd.load(text)
+    code = program.compile("f")
+    assert max(len(line) for line in code.splitlines()) <= 100
+    S = torch.randn(5, 5, dtype=torch.float64)
+    got, turn = program.to_torch("f").double()(S)
+    x = torch.arange(5.0, dtype=torch.float64)
+    torch.testing.assert_close(got, S * (2 * x[:, None] - x + 1))
+    torch.testing.assert_close(turn, torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64))
+    agrees_with_interpreter(text)
+
+
 def test_sinusoidal_positions_written_directly() -> None:
     text = """axis x = 6, f = 4
 def sinusoid(Inv: R[f]) -> R[x, f] {

@@ -145,7 +145,16 @@ MEASURED: dict[tuple[str, str], dict[str, int]] = {
     ("lenet5", "lenet5"): {"b": 8},
     ("mlp_mixer", "mlp_mixer"): {"c": 64, "ds": 64, "dc": 128},
     ("sliding_window_attention", "sliding_window_attention"): {"x": 64, "m": 128},
+    ("llama_block", "llama_block"): {"x": 16, "m": 128, "h": 4, "g": 2, "f": 344},
+    ("llama_block", "attention"): {"x": 64, "m": 64, "h": 4, "g": 2},
+    ("llama_block", "rotary"): {"x": 64, "m": 128, "h": 4},
+    ("llama_block", "swiglu"): {"m": 128, "f": 344},
+    ("llama_block", "feedforward"): {"m": 128, "f": 344},
 }
+# Definitions whose work is mostly entrywise, which FlopCounterMode does not count (the
+# rotation of rotary embeddings: cos, sin and products at every entry): only their matrix
+# products are compared.
+ENTRYWISE = {("llama_block", "rotary")}
 
 
 def test_every_gallery_definition_is_measured() -> None:
@@ -166,7 +175,8 @@ def test_figures_agree_with_pytorch(path: Path, name: str) -> None:
     torch_flops = counted_flops(compiled, inputs)
     assert result.macs.value is not None and result.flops.value is not None
     assert 2 * result.macs.value == torch_flops
-    assert abs(result.flops.value - torch_flops) <= 0.05 * torch_flops
+    if (path.stem, name) not in ENTRYWISE:
+        assert abs(result.flops.value - torch_flops) <= 0.05 * torch_flops
     (peak,) = result.peak
     assert peak.value is not None
     measured = peak_forward_bytes(compiled, inputs)

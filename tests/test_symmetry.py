@@ -26,7 +26,8 @@ TOLERANCE = {"rtol": 1e-9, "atol": 1e-9}
 # Narrower models where the width does not change what is claimed (fast in float64).
 NARROW = {"attention": {"m": 16}, "transformer": {"m": 16}, "gpt2_block": {"m": 24},
           "cross_attention": {"m": 16, "n": 8}, "sliding_window_attention": {"m": 16},
-          "mlp_mixer": {"c": 8, "ds": 8, "dc": 16}}
+          "mlp_mixer": {"c": 8, "ds": 8, "dc": 16},
+          "llama_block": {"m": 16, "h": 4, "g": 2, "f": 12}}
 
 
 @cache

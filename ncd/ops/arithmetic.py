@@ -346,8 +346,20 @@ WHERE = declare(Declaration(
 # ---------------------------------------------------------------------------------------
 
 
+# The functions that make a constant of a constant (`/ sqrt(k)`, `* log(10000)`).
+CONSTANT_FUNCTIONS = frozenset({"sqrt", "log", "exp"})
+
+
+def is_constant_call(expr: s.Expr) -> bool:
+    """`sqrt(...)`, `log(...)` or `exp(...)` of one argument and no brackets: a constant when
+    its argument is one."""
+    return isinstance(expr, s.Call) and expr.name.name in CONSTANT_FUNCTIONS and \
+        expr.items is None and len(expr.args) == 1
+
+
 def scalar(builder: DefinitionBuilder, expr: s.Expr) -> tuple[float, str]:
-    """A constant factor: numbers, `sqrt(...)` and sizes of concrete axes (`/ sqrt(k)`)."""
+    """A constant factor: numbers, sizes of concrete axes (`/ sqrt(k)`), `+ - * /` of these and
+    `sqrt(...)`, `log(...)` and `exp(...)` of these."""
     value, text = _scalar(builder, expr)
     if not math.isfinite(value):
         raise builder.ctx.error("E309", "this constant factor is too large to be a number",
@@ -376,6 +388,19 @@ def _scalar(builder: DefinitionBuilder, expr: s.Expr) -> tuple[float, str]:
             if value < 0:
                 raise ctx.error("E309", "square root of a negative number", expr.span)
             return math.sqrt(value), f"√{text}"
+        case s.Call(name=ident, items=None, args=(arg,)) if ident.name == "log":
+            value, text = scalar(builder, arg)
+            if value <= 0:
+                raise ctx.error("E309", f"the logarithm of {number_text(value)}: a constant's "
+                                "logarithm needs a positive number", expr.span)
+            return math.log(value), f"ln({text})"
+        case s.Call(name=ident, items=None, args=(arg,)) if ident.name == "exp":
+            value, text = scalar(builder, arg)
+            try:
+                return math.exp(value), f"exp({text})"
+            except OverflowError:
+                raise ctx.error("E309", f"exp({number_text(value)}) is too large to be a "
+                                "number", expr.span) from None
         case s.BinOp(op=op, left=left, right=right, span=span) if op in "+-*/":
             a, a_text = scalar(builder, left)
             b, b_text = scalar(builder, right)
@@ -383,22 +408,22 @@ def _scalar(builder: DefinitionBuilder, expr: s.Expr) -> tuple[float, str]:
                 raise ctx.error("E309", "division by zero", span)
             value = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0}[op]
             return value, f"{a_text}{op}{b_text}"
-    raise ctx.error("E307", "expected a constant (a number, an axis size or sqrt(...))",
-                    expr.span)
+    raise ctx.error("E307", "expected a constant (a number, an axis size, or sqrt(...), "
+                    "log(...) or exp(...) of these)", expr.span)
 
 
-def _is_scalar(builder: DefinitionBuilder, expr: s.Expr) -> bool:
+def is_scalar(builder: DefinitionBuilder, expr: s.Expr) -> bool:
     match expr:
         case s.Number():
             return True
         case s.Var(name=name):
             return name not in builder.scope and name in builder.ctx.axes
         case s.Neg(operand=operand):
-            return _is_scalar(builder, operand)
-        case s.Call(name=ident, items=None, args=(arg,)) if ident.name == "sqrt":
-            return _is_scalar(builder, arg)
+            return is_scalar(builder, operand)
+        case s.Call(args=(arg,)) if is_constant_call(expr):
+            return is_scalar(builder, arg)
         case s.BinOp(left=left, right=right, op=op) if op != "//":
-            return _is_scalar(builder, left) and _is_scalar(builder, right)
+            return is_scalar(builder, left) and is_scalar(builder, right)
     return False
 
 
@@ -428,7 +453,7 @@ def arithmetic(builder: DefinitionBuilder, expr: s.BinOp | s.Neg, name: str | No
         return builder.broadcast(negation, [(value, ())], [(value.array, (), name)],
                                  expr.span)[0]
     at = expr.op_span or expr.span
-    left_scalar, right_scalar = _is_scalar(builder, expr.left), _is_scalar(builder, expr.right)
+    left_scalar, right_scalar = is_scalar(builder, expr.left), is_scalar(builder, expr.right)
     if left_scalar and right_scalar:
         raise ctx.error("E207", "a constant alone is not an array", expr.span)
     if expr.op in ("//", "%"):

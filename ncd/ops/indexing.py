@@ -56,6 +56,8 @@ def _affine_code(emit: Emitter, coefficients: Sequence[tuple[str, int]], offset:
     for name, coefficient in coefficients:
         position = names.index(name)
         index = _arange(emit, axes[position].size, position, len(axes), real)
+        if len(coefficients) > 1:  # each position on a line of its own, the sum after them
+            index = emit.assign(f"{name}_index", index, fallback="index")
         magnitude = abs(coefficient)
         term = index if magnitude == 1 else f"{magnitude} * {index}"
         parts.append(("- " if coefficient < 0 else "+ " if parts else "") + term)
