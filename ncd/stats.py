@@ -13,7 +13,8 @@ every array a definition computes lives until the definition returns (the genera
 keeps each in a local), a view (a rename, a rearranging reindexing) is no new array, a window
 (`X[2*p + w]`) is a view that the operation reading it copies while it runs, the
 copies of a repeated block replace the previous copy's arrays one by one (a loop reassigning
-its locals), and a scan keeps each step's outputs until they are stacked. Inputs and
+its locals), a scan keeps each step's outputs until they are stacked, and so does a call
+with parameters for each index (`f[each e](X)`), whose copies run one after another. Inputs and
 parameters are not counted: they exist before the forward pass. Entries of R are 4 bytes
 (float32), of N 8 (int64), of B 1.
 """
@@ -405,10 +406,12 @@ class _Analysis:
             return self.sizes.polynomial(term.degree.axis(term.op.each).size)
         return Size.const(1)
 
-    def _degree(self, term: ir.Broadcasted) -> Size:
+    def _degree(self, term: ir.Broadcasted, leaving: str | None = None) -> Size:
+        """The number of entries of the term's lift (without axis `leaving`)."""
         total = Size.const(1)
         for axis in term.degree.axes:
-            total = total * self.sizes.polynomial(axis.size)
+            if axis.name != leaving:
+                total = total * self.sizes.polynomial(axis.size)
         return total
 
     def _parameters(self, definition: ir.Definition) -> Size:
@@ -525,10 +528,22 @@ class _Analysis:
         if isinstance(term.op, ir.CallOp):
             run = self._run(term.op.definition)
             lift = self._degree(term)
-            for peak in run.peaks:
-                memory.note(peak * lift + copies)
             arrays.extend((f"{term.op.definition}: {name}", size * lift)
                           for name, size in run.arrays)
+            if term.op.each is not None:
+                # One copy per index, run one after another: a copy's arrays are freed when
+                # it returns, its outputs kept in a list (a local until return) that is then
+                # stacked. At most every output but the last is done while a copy runs.
+                outputs = ZERO
+                for size in sizes:
+                    outputs = outputs + size
+                per_copy = self._degree(term, leaving=term.op.each)
+                for peak in run.peaks:
+                    memory.note(peak * per_copy + outputs + copies)
+                memory.alloc(outputs)  # the list of each copy's outputs
+            else:
+                for peak in run.peaks:
+                    memory.note(peak * lift + copies)
             made: dict[int, int] = {}
             wires: list[Wire] = []
             for group, size in zip(run.output_groups, sizes, strict=True):

@@ -150,11 +150,20 @@ MEASURED: dict[tuple[str, str], dict[str, int]] = {
     ("llama_block", "rotary"): {"x": 64, "m": 128, "h": 4},
     ("llama_block", "swiglu"): {"m": 128, "f": 344},
     ("llama_block", "feedforward"): {"m": 128, "f": 344},
+    ("resnet_block", "resnet_block"): {"b": 4, "y": 16, "x": 16, "c": 32},
+    ("batchnorm", "batchnorm_layer"): {"b": 64},
+    ("batchnorm", "batch_normalizing_transform"): {"b": 64},
+    ("classifier", "classifier"): {"b": 8, "y": 2, "x": 2, "c": 1024, "n": 100},
+    ("classifier", "head"): {"b": 8, "y": 2, "x": 2, "c": 1024, "n": 100},
+    ("classifier", "cross_entropy"): {"b": 64, "n": 100},
+    ("moe", "moe"): {"x": 32, "m": 128, "h": 256},
+    ("moe", "expert"): {"x": 32, "m": 128, "h": 256},
 }
 # Definitions whose work is mostly entrywise, which FlopCounterMode does not count (the
-# rotation of rotary embeddings: cos, sin and products at every entry): only their matrix
-# products are compared.
-ENTRYWISE = {("llama_block", "rotary")}
+# rotation of rotary embeddings: cos, sin and products at every entry; batch normalisation
+# written out; a loss): only their matrix products are compared.
+ENTRYWISE = {("llama_block", "rotary"), ("batchnorm", "batch_normalizing_transform"),
+             ("classifier", "cross_entropy")}
 
 
 def test_every_gallery_definition_is_measured() -> None:
