@@ -25,7 +25,7 @@ from ncd.sizes import from_ir as size_polynomial
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
-from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code
+from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
 from .naming import Namespace, camel_case, comment_text, snake_case, string_literal
 from .size_code import division_atoms, size_expression_code
 from .views import Missing, Row, View, leading_shape, permute_text, tuple_text, view_through
@@ -62,7 +62,8 @@ class ForwardEmitter:
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
         """One line of code; its comment trails it when that fits in 100 columns, else it
-        goes on its own line above (where a formatter leaves it alone)."""
+        goes on its own line above (where a formatter leaves it alone). Code too long for a
+        line is wrapped as a formatter wraps it."""
         indent = "    " * self.depth
         if comment:
             note = f"# {comment_text(comment)}"
@@ -70,7 +71,7 @@ class ForwardEmitter:
                 line = f"{line}  {note}"
             else:
                 self.lines.append(indent + note)
-        self.lines.append(indent + line)
+        self.lines.extend(wrapped(indent, line))
 
     @contextmanager
     def indented(self) -> Iterator[None]:

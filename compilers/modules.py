@@ -176,13 +176,86 @@ def initialiser_code(entry: ParamEntry, owner: str, sizes: ProgramSizes) -> str:
 
 
 def commented(indent: str, line: str, comment: str | None) -> list[str]:
-    """A line with its comment trailing when that fits in 100 columns, else above it."""
+    """A line with its comment trailing when that fits in 100 columns, else above it; a line
+    of code too long for 100 columns is wrapped (`wrapped`)."""
     if not comment:
-        return [indent + line]
+        return wrapped(indent, line)
     note = f"# {comment_text(comment)}"
     if len(indent) + len(line) + 2 + len(note) <= LINE_LENGTH:
         return [f"{indent}{line}  {note}"]
-    return [indent + note, indent + line]
+    return [indent + note, *wrapped(indent, line)]
+
+
+_CLOSING = {")": "(", "]": "["}
+
+
+def _brackets(text: str) -> list[int] | None:
+    """For each character of `text`, the bracket depth before it (-1 inside a string); None
+    when the brackets do not balance. Strings hold no quote of their own kind here."""
+    depths: list[int] = []
+    depth = 0
+    quote: str | None = None
+    for char in text:
+        depths.append(depth if quote is None else -1)
+        if quote is not None:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth < 0:
+                return None
+    return depths if depth == 0 and quote is None else None
+
+
+def _items(body: str, depths: list[int]) -> list[str]:
+    """`body` split at its top-level commas."""
+    items, start = [], 0
+    for index, char in enumerate(body):
+        if char == "," and depths[index] == 0:
+            items.append(body[start:index].strip())
+            start = index + 1
+    last = body[start:].strip()
+    if last:
+        items.append(last)
+    return items
+
+
+def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
+    """`line` (then `suffix`) at `indent`, wrapped as a formatter (ruff, black) wraps it when
+    it is longer than 100 columns: split inside its last pair of brackets, the contents on
+    one line when they fit, else one item per line with a trailing comma (items wrapped in
+    turn). A line this cannot shorten is left whole."""
+    stripped = line.lstrip(" ")
+    indent, line = indent + " " * (len(line) - len(stripped)), stripped
+    if len(indent) + len(line) + len(suffix) <= LINE_LENGTH or not line \
+            or line[-1] not in _CLOSING:
+        return [indent + line + suffix]
+    depths = _brackets(line)
+    if depths is None:
+        return [indent + line + suffix]
+    close = len(line) - 1
+    opening = max(i for i in range(close)
+                  if line[i] == _CLOSING[line[close]] and depths[i] == depths[close] - 1)
+    head, body = line[:opening + 1], line[opening + 1:close]
+    inner = indent + "    "
+    if not body.strip() or len(indent) + len(head) > LINE_LENGTH:
+        return [indent + line + suffix]
+    body_depths = [d - depths[opening] - 1 if d >= 0 else -1
+                   for d in depths[opening + 1:close]]
+    items = _items(body, body_depths)
+    subscript = line[close] == "]"
+    end = indent + line[close] + suffix
+    if len(inner) + len(body) <= LINE_LENGTH and not body.rstrip().endswith(","):
+        return [indent + head, inner + body, end]
+    if subscript and len(items) == 1:
+        return [indent + head, *wrapped(inner, items[0]), end]
+    lines = [indent + head]
+    for item in items:
+        lines.extend(wrapped(inner, item, ","))
+    return [*lines, end]
 
 
 def signature_lines(arguments: Sequence[str], returns: str) -> list[str]:

@@ -54,7 +54,12 @@ def inputs(definition: ir.Definition, seed: int) -> list[torch.Tensor]:
         shape = [ir.size_value(axis.size, {s: SIZE for s in _symbols(axis.size)})
                  for axis in variable.array.shape.axes]
         dims = [int(n or 0) for n in shape]
-        if variable.array.dtype.kind == "B":
+        dtype = variable.array.dtype
+        if dtype.kind == "N":  # an index array: values within its bound (labels, node ids)
+            bound = ir.size_value(dtype.bound, {s: SIZE for s in _symbols(dtype.bound)}) \
+                if dtype.bound is not None else 2
+            tensors.append(torch.randint(0, int(bound or 1), dims, generator=generator))
+        elif variable.array.dtype.kind == "B":
             tensors.append(torch.rand(dims, generator=generator) > 0.5)
         else:
             tensors.append(torch.randn(dims, generator=generator, dtype=torch.float64))

@@ -124,12 +124,12 @@ def _check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
 
 def _trailing(code: str, rank: int) -> str:
     """The shape of `code`'s last `rank` dims."""
-    return f"{code}.shape[{code}.dim() - {rank}:]"
+    return f"{code}.shape[-{rank}:]" if rank else "()"
 
 
 def _leading(code: str, rank: int) -> str:
     """The shape of `code`'s batch dims (all but its last `rank`)."""
-    return f"{code}.shape[:{code}.dim() - {rank}]"
+    return f"{code}.shape[:-{rank}]" if rank else f"{code}.shape"
 
 
 def _lead_view(code: str, rank: int) -> str:
@@ -169,8 +169,9 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
     # The broadcast batch shape, from empty views (`torch.broadcast_shapes` takes integers,
     # which `torch.fx.symbolic_trace` does not have: it traces shapes as proxies).
     leads = [_lead_view(source.code, source.rank), *(_lead_view(c, rank) for c in places.values())]
-    batch = emit.assign("batch", f"torch.broadcast_tensors({', '.join(leads)})[0].shape",
-                        fallback="batch")
+    broadcast = emit.assign("leads", f"torch.broadcast_tensors({', '.join(leads)})",
+                            fallback="leads")
+    batch = emit.assign("batch", f"{broadcast}[0].shape", fallback="batch")
     flat = emit.assign("flat", f"{source.code}.expand({batch} + "
                        f"{_trailing(source.code, source.rank)}).reshape((-1,) + "
                        f"{_trailing(source.code, source.rank)})", fallback="flat")
