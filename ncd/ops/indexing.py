@@ -303,16 +303,18 @@ def _scatter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ScatterAddOp,
     size = emit.size(target.size)
     if index.names == (op.input,) and not index.batched:
         moved = emit.assign("moved", value, fallback="moved")
-        expr = f"{moved}.new_zeros({moved}.shape[:-1] + ({size},)).index_add(-1, {index.code}, " \
-               f"{moved})"
+        zeros = emit.assign("zeros", f"{moved}.new_zeros({moved}.shape[:-1] + ({size},))",
+                            fallback="zeros")
+        expr = f"{zeros}.index_add(-1, {index.code}, {moved})"
     else:
         where = emit.assign("places", emit.normalized(term, index, term.inputs[1], order,
                                                       "expand",
                                                       leading_from=inputs[0] if lead is None
                                                       else None))
         moved = emit.assign("moved", value, fallback="moved")
-        expr = f"{moved}.new_zeros({moved}.shape[:-1] + ({size},)).scatter_add(-1, " \
-               f"{where}, {moved})"
+        zeros = emit.assign("zeros", f"{moved}.new_zeros({moved}.shape[:-1] + ({size},))",
+                            fallback="zeros")
+        expr = f"{zeros}.scatter_add(-1, {where}, {moved})"
     labels = [*degree, target_label(op.output)]
     return [emit.finish(term, expr, labels, comment=f"sum along {op.input} into {op.output}",
                         batched=inputs[0].batched or index.batched, fallback="summed")]
