@@ -78,7 +78,7 @@ def elaborate_equation(builder: DefinitionBuilder, stmt: s.Equation) -> Value:
     """An equation: one product (`Y[i, j] = sum(k) A[i, k] * B[k, j]`), or a sum of products
     (`Z[x, n, m] = A[x, n] + B[x, m]`), each term read at the indices it names."""
     new = _new_indices(builder, stmt)
-    if new:
+    if new and _lone_number(stmt.value) is None:
         # `Y[s, x, m] = X[x, m]`: computed without `s`, then copied along it.
         kept = tuple(i for i in stmt.indices if i.name not in new)
         inner = _equation(builder, s.Equation(stmt.target, kept, stmt.summed, stmt.value,
@@ -155,9 +155,19 @@ def _all_factors(expr: s.Expr) -> list[s.Expr]:
 def _pure_index(builder: DefinitionBuilder, stmt: s.Equation
                 ) -> tuple[dict[str, int], int] | None:
     """`P[x] = x`, `R[x, y] = x - y + 1`: a right side that reads no array and is affine in the
-    result's indices is one array of index values (None otherwise)."""
+    result's indices is one array of index values (None otherwise); an integer alone,
+    `One[e] = 1`, is the constant array (every coefficient zero)."""
     index_vars = {i.name for i in stmt.indices}
     names = _names_in(stmt.value)
+    constant = _lone_number(stmt.value)
+    if stmt.summed is None and stmt.indices and constant is not None:
+        if not constant.is_int:
+            raise builder.ctx.error("E313", "an array of one constant is written with an "
+                                    "integer", stmt.value.span,
+                                    hint=f"write `{stmt.target.name}[...] = 1`, then scale "
+                                    f"it: `{stmt.target.name} * 0.5`")
+        affine = _affine(builder, stmt.value, index_vars)
+        return affine.coefficients, affine.offset
     if stmt.summed is not None or not names & index_vars or \
             any(n in builder.scope or n in builder.params for n in names) or \
             any(isinstance(f, (s.Indexed, s.Call)) for f in _all_factors(stmt.value)):
@@ -168,6 +178,12 @@ def _pure_index(builder: DefinitionBuilder, stmt: s.Equation
     if not affine.is_affine:
         return None
     return affine.coefficients, affine.offset
+
+
+def _lone_number(expr: s.Expr) -> s.Number | None:
+    """The number of a right side that is one number (`1`, `-2`), else None."""
+    inner = expr.operand if isinstance(expr, s.Neg) else expr
+    return inner if isinstance(inner, s.Number) else None
 
 
 def _source_text(expr: s.Expr) -> str:

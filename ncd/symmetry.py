@@ -15,7 +15,10 @@ axis renamed, `K[y] = K[x]`, carries it on under its new name):
 - a reindexing that is not a renaming breaks permutations; for shifts, a window
   (`X[2*p + w]`) carries the shift on along `p` with the stride (`2`), up to the boundary:
   after a window only entrywise operations keep it;
-- a scan runs along its axis in order: it breaks both along that axis.
+- a scan runs along its axis in order: it breaks both along that axis;
+- an array built from nothing (`One[e] = 1`, index values) that does not depend on an axis is
+  constant along it: transformed and not transformed at once, it agrees with whatever the
+  other operands of an operation do (a `constant` carrier).
 
 Shifts are cyclic (`torch.roll`): a definition that commutes with every permutation of an axis
 commutes with its cyclic shifts exactly; through a window, shifts by multiples of the stride
@@ -45,7 +48,11 @@ class Carrier:
 
     stride: int = 1
     windowed: bool = False
+    constant: bool = False
+    """The array is constant along the axis: unchanged by any transformation of it."""
 
+
+CONSTANT = Carrier(constant=True)
 
 State = dict[str, Carrier]
 """The axes of one array that carry the tracked axis."""
@@ -107,6 +114,7 @@ class _Analysis:
             outputs = self.propagate(definition.body, states)
         except _Broken as broken:
             return Claim("neither", broken.reason, broken.span)
+        outputs = [_varying(state) for state in outputs]
         carriers = tuple((index, name, carrier.stride)
                          for index, state in enumerate(outputs)
                          for name, carrier in state.items())
@@ -139,7 +147,7 @@ class _Analysis:
         except _Broken as broken:
             where = f" ({broken.span})" if broken.span is not None else ""
             return Break(broken.reason + where)
-        return tuple(frozenset(j for j, n in enumerate(v.array.names) if n in state)
+        return tuple(frozenset(j for j, n in enumerate(v.array.names) if n in _varying(state))
                      for v, state in zip(callee.outputs, outputs, strict=True))
 
     # ---- propagation
@@ -185,6 +193,8 @@ class _Analysis:
         for row, axis in enumerate(eta.codomain.axes):
             coefficients = [(eta.domain.axes[i], c) for i, c in enumerate(eta.matrix[row]) if c]
             carrier = state.get(axis.name)
+            if carrier is not None and carrier.constant:
+                continue  # read anywhere, a constant stays what it is (and is not tracked on)
             if carrier is None:
                 for domain_axis, _ in coefficients:
                     claimed.setdefault(domain_axis.name, "")
@@ -215,6 +225,12 @@ class _Analysis:
         return value if value is not None else 1 << 30  # a run-time size: the long one
 
     def broadcasted(self, term: ir.Broadcasted, states: list[State]) -> list[State]:
+        if isinstance(term.op, ir.IndexValueOp):  # built from nothing: constant along the rest
+            used = {name for name, _ in term.op.coefficients}
+            return [{n: CONSTANT for n in port.array.names if n not in used}
+                    for port in term.outputs]
+        constants = [{n for n, c in state.items() if c.constant} for state in states]
+        states = [_varying(state) for state in states]
         degree: dict[str, Carrier] = {}
         owner: dict[str, str] = {}
         for port, state in zip(term.inputs, states, strict=True):
@@ -230,10 +246,11 @@ class _Analysis:
                                   f"differently along {source}", term.span)
                 degree[source] = carrier
                 owner[source] = port.name or "an input"
-        # Every operand that tiles a carrying degree axis must itself be transformed.
-        for port, state in zip(term.inputs, states, strict=True):
+        # Every operand that tiles a carrying degree axis must itself be transformed (or be
+        # constant along it).
+        for port, state, constant in zip(term.inputs, states, constants, strict=True):
             for name, source in self._tiling_sources(port).items():
-                if source in degree and name not in state:
+                if source in degree and name not in state and name not in constant:
                     raise _Broken(f"{owner[source]} is transformed along {source} but "
                                   f"{port.name or 'another operand'} is not", term.span)
         for port in term.params:
@@ -244,8 +261,13 @@ class _Analysis:
         if isinstance(term.op, ir.CallOp) and term.op.each in degree:
             raise _Broken(f"each index of {term.op.each} has its own parameters of "
                           f"{term.op.definition}", term.span)
-        targets = tuple(frozenset(n for n in port.targets if n in state)
-                        for port, state in zip(term.inputs, states, strict=True))
+        varying = {n for port, state in zip(term.inputs, states, strict=True)
+                   for n in port.targets if n in state}
+        # A constant target axis counts as transformed where another operand's is.
+        targets = tuple(frozenset(n for n in port.targets if n in state or
+                                  (n in constant and n in varying))
+                        for port, state, constant in zip(term.inputs, states, constants,
+                                                         strict=True))
         target_carriers = {state[n] for port, state in zip(term.inputs, states, strict=True)
                            for n in port.targets if n in state}
         if len(target_carriers) > 1:
@@ -256,6 +278,7 @@ class _Analysis:
             raise _Broken(f"after a window, the {term.op.kind} over "
                           f"{', '.join(sorted(set().union(*targets)))} reaches the boundary",
                           term.span)
+        constant_degree = self._constant_degree(term, constants)
         rule = declaration(term.op).symmetry
         if rule is None:
             raise _Broken(f"the operator {term.op.kind} states no symmetry rule", term.span)
@@ -272,8 +295,26 @@ class _Analysis:
             carried = verdict.outputs[index] if index < len(verdict.outputs) else frozenset()
             for name in carried:
                 made[name] = common
+            for name, source in self._tiling_sources(port).items():
+                if source in constant_degree and name not in made:
+                    made[name] = CONSTANT
             out.append(made)
         return out
+
+    def _constant_degree(self, term: ir.Broadcasted, constants: list[set[str]]
+                         ) -> dict[str, Carrier]:
+        """The degree axes along which the result is constant: every operand that tiles one
+        is constant along it, and no parameter has an entry per position of it."""
+        tiled: dict[str, list[bool]] = {}
+        for port, constant in zip(term.inputs, constants, strict=True):
+            for name, source in self._tiling_sources(port).items():
+                if source is not None:
+                    tiled.setdefault(source, []).append(name in constant)
+        for port in term.params:
+            for source in self._tiling_sources(port).values():
+                if source is not None:
+                    tiled.setdefault(source, []).append(False)
+        return {name: CONSTANT for name, flags in tiled.items() if flags and all(flags)}
 
     @staticmethod
     def _tiling_sources(port: ir.Port) -> dict[str, str | None]:
@@ -292,6 +333,7 @@ class _Analysis:
 
     def scan(self, term: ir.Scan, states: list[State]) -> list[State]:
         axis = term.axis.name
+        states = [_varying(state) for state in states]
         for state in states[term.carries:]:
             if axis in state:
                 raise _Broken(f"the scan runs along {axis} in order", term.span)
@@ -305,6 +347,11 @@ class _Analysis:
                 break
             carries = joined
         return [*outputs[:term.carries], *(dict(s) for s in outputs[term.carries:])]
+
+
+def _varying(state: State) -> State:
+    """The carriers of a state without its constant axes."""
+    return {name: carrier for name, carrier in state.items() if not carrier.constant}
 
 
 def report(program: ir.Program, name: str) -> str:

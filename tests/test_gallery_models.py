@@ -564,6 +564,107 @@ def test_llama_block_is_a_llama_block(h: int, g: int) -> None:
                        [(randn(2, 9, m),), (randn(1, 1, m),), (randn(5, m),)])
 
 
+# ------------------------------------------------- sequences and graphs: LRU, graph convolution
+# (gallery/lru.ncd and gallery/graph_conv.ncd)
+
+
+def lru_by_a_loop(X: torch.Tensor, nu_log: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                  D: torch.Tensor) -> torch.Tensor:
+    """The LRU written as its recurrence, a step at a time: X is (..., t, m); B and C are
+    `nn.Linear` weights (n, m) and (m, n)."""
+    lam = torch.exp(-torch.exp(nu_log))
+    gamma = torch.sqrt(1 - lam ** 2)
+    h = X.new_zeros(*X.shape[:-2], nu_log.shape[0])
+    states = []
+    for step in range(X.shape[-2]):
+        h = lam * h + gamma * F.linear(X[..., step, :], B)
+        states.append(h)
+    return F.linear(torch.stack(states, dim=-2), C) + D * X
+
+
+def lru_by_powers(X: torch.Tensor, nu_log: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                  D: torch.Tensor) -> torch.Tensor:
+    """The same in closed form: h_t = sum over s <= t of λ^(t - s) γ B x_s, the powers of λ
+    taken as cumulative products."""
+    lam = torch.exp(-torch.exp(nu_log))
+    steps = X.shape[-2]
+    powers = torch.cumprod(torch.cat([torch.ones_like(lam)[None], lam.expand(steps - 1, -1)]),
+                           dim=0)  # (t, n): λ^0, λ^1, ...
+    lag = torch.arange(steps)[:, None] - torch.arange(steps)[None, :]
+    kernel = torch.where((lag >= 0)[..., None], powers[lag.clamp(min=0)], 0.0)  # (t, s, n)
+    U = torch.sqrt(1 - lam ** 2) * F.linear(X, B)
+    H = torch.einsum("tsn,...sn->...tn", kernel, U)
+    return F.linear(H, C) + D * X
+
+
+@pytest.mark.parametrize("reference", [lru_by_a_loop, lru_by_powers])
+def test_lru_is_the_linear_recurrent_unit(reference: Callable[..., torch.Tensor]) -> None:
+    m, n = 3, 4
+    nu_log, B, C, D = leaf(n), leaf(n, m), leaf(m, n), leaf(m)
+    copies = [Copy("lru_step.nu_log", nu_log), Copy("W_B", B, lambda t: t.T),
+              Copy("W_C", C, lambda t: t.T), Copy("D", D)]
+    holds_to_reference("lru", {"m": m, "n": n}, copies,
+                       lambda X: reference(X, nu_log, B, C, D),
+                       [(randn(6, m),), (randn(2, 5, m),), (randn(1, m),)])
+
+
+def test_lru_starts_from_a_zero_buffer_in_either_mode() -> None:
+    module = ncd.load(GALLERY / "lru.ncd", sizes={"m": 3, "n": 4}).to_torch().to(DTYPE)
+    assert "H0" in dict(module.named_buffers())
+    assert "H0" not in dict(module.named_parameters())
+    torch.testing.assert_close(module.state_dict()["H0"], torch.zeros(4, dtype=DTYPE))
+    X = randn(2, 5, 3)
+    named = dict(module.named_parameters())
+    want = lru_by_a_loop(X, named["lru_step.nu_log"], named["W_B"].T, named["W_C"].T,
+                         named["D"])
+    for train in (True, False):  # no dropout, no running statistics: the modes agree
+        module.train(train)
+        torch.testing.assert_close(module(X), want, **TOLERANCE)
+        torch.testing.assert_close(module.state_dict()["H0"], torch.zeros(4, dtype=DTYPE))
+
+
+def test_the_lru_decay_lies_between_0_9_and_0_999_at_the_start() -> None:
+    module = ncd.load(GALLERY / "lru.ncd").to_torch()
+    lam = torch.exp(-torch.exp(dict(module.named_parameters())["lru_step.nu_log"]))
+    assert lam.shape == (256,)
+    assert bool(((lam > 0.9) & (lam < 0.999)).all())
+
+
+Graph = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # node features, sources, destinations
+
+
+def random_graph(nodes: int, edges: int, f: int) -> Graph:
+    return (randn(nodes, f), torch.randint(0, nodes, (edges,)),
+            torch.randint(0, nodes, (edges,)))
+
+
+def test_graph_conv_is_gcn_conv() -> None:
+    """Against PyG's `GCNConv` written with `index_select` and `index_add_`: self-loops
+    appended to the edge list, degrees counted at the destinations, both sides normalised."""
+    f, g = 3, 4
+    lin = nn.Linear(f, g, bias=False, dtype=DTYPE)
+    bias = leaf(g)
+
+    def gcn_conv(X: torch.Tensor, Src: torch.Tensor, Dst: torch.Tensor) -> torch.Tensor:
+        nodes = X.shape[0]
+        loops = torch.arange(nodes)
+        row, col = torch.cat([Src, loops]), torch.cat([Dst, loops])
+        degree = torch.zeros(nodes, dtype=DTYPE).index_add_(0, col,
+                                                            torch.ones(len(col), dtype=DTYPE))
+        scale = degree.pow(-0.5)
+        norm = scale.index_select(0, row) * scale.index_select(0, col)
+        messages = lin(X).index_select(0, row) * norm[:, None]
+        out = torch.zeros(nodes, g, dtype=DTYPE).index_add_(0, col, messages)
+        return torch.relu(out + bias)
+
+    copies = [Copy("W", lin.weight, lambda t: t.T), Copy("b", bias)]
+    # an isolated node, repeated edges and self-loops among the edges of the random graphs
+    path = (randn(4, f), torch.tensor([0, 1, 1, 2, 2]), torch.tensor([1, 0, 2, 1, 2]))
+    holds_to_reference("graph_conv", {"f": f, "g": g}, copies, gcn_conv,
+                       [random_graph(5, 9, f), random_graph(7, 3, f), random_graph(3, 12, f),
+                        path])
+
+
 # ------------------------------------------------------------- against the interpreter
 
 INTERPRETER_SIZES = {
@@ -581,6 +682,8 @@ INTERPRETER_SIZES = {
     "batchnorm": {"i": 3, "n": 2},
     "moe": {"m": 2, "h": 3, "e": 2},
     "classifier": {"c": 2, "n": 3},
+    "lru": {"m": 2, "n": 3},
+    "graph_conv": {"f": 2, "g": 3},
 }
 
 

@@ -176,6 +176,24 @@ def test_gather_by_a_batched_index_array() -> None:
         torch.testing.assert_close(batched[i], F.cross_entropy(Z[i], T[i]))
 
 
+def test_scatter_of_values_built_from_nothing_by_a_batched_index_array() -> None:
+    """Values without batch dims (`P[e] = e`) take those of a batched index array."""
+    text = """axis v = 4, e = 5, f = 2
+def counts(X: R[v, f], Dst: N[v][e]) -> R[v, f] {
+    P[e] = e
+    return X + scatter_add[e -> v](P, Dst)
+}
+"""
+    module = ncd.load(text).to_torch("counts").double()
+    X = torch.randn(3, 4, 2, dtype=torch.float64)
+    Dst = torch.randint(0, 4, (3, 5))
+    position = torch.arange(5, dtype=torch.float64)
+    want = torch.stack([torch.zeros(4, dtype=torch.float64).index_add(0, Dst[i], position)
+                        for i in range(3)])
+    torch.testing.assert_close(module(X, Dst), X + want[:, :, None])
+    agrees_with_interpreter(text)
+
+
 def test_symmetry_of_the_graph_convolution() -> None:
     """Relabelling the edges (both index arrays alike) changes nothing; the nodes are read at
     the index arrays' values, which no permutation of an axis relabels."""

@@ -86,6 +86,37 @@ def sinusoid(Inv: R[f]) -> R[x, f] {
     torch.testing.assert_close(module(inv), torch.sin(torch.arange(6.0)[:, None] * inv))
 
 
+CONSTANTS = """axis v = 4, e = 6, n = 3
+def degrees(Dst: N[v][e]) -> (R[v], R[e, n]) {
+    One[e] = 1
+    Minus[e, n] = -2
+    return scatter_add[e -> v](One, Dst), Minus
+}
+"""
+
+
+def test_an_integer_alone_is_a_constant_array() -> None:
+    """`One[e] = 1`: every coefficient zero, the offset 1 (counting, as a degree needs)."""
+    module = ncd.load(CONSTANTS).to_torch("degrees")  # no real input: the default dtype
+    Dst = torch.tensor([0, 2, 2, 3, 0, 2])
+    degree, minus = module(Dst)
+    torch.testing.assert_close(degree, torch.zeros(4).index_add_(0, Dst, torch.ones(6)))
+    torch.testing.assert_close(minus, torch.full((6, 3), -2.0))
+    values = [t.op for t in ir.walk(ok(CONSTANTS).definition("degrees").body)
+              if isinstance(t, ir.Broadcasted) and isinstance(t.op, ir.IndexValueOp)]
+    assert [(op.coefficients, op.offset, op.text) for op in values
+            if isinstance(op, ir.IndexValueOp)] == [((), 1, "1"), ((), -2, "-2")]
+    agrees_with_interpreter(CONSTANTS)
+
+
+def test_a_constant_array_is_an_integer_along_declared_axes() -> None:
+    source = "axis e = 3\ndef f(X: R[e]) -> R[e] {{\n    H[{}] = {}\n    return X + H\n}}"
+    diagnostic = err(source.format("e", "0.5"), "E313", "3:12")
+    assert "written with an integer" in diagnostic.message
+    assert diagnostic.hint is not None and "H * 0.5" in diagnostic.hint
+    err(source.format("q", "1"), "E201", "3:7")
+
+
 BROADCAST = """axis s = 3, x = 4, m = 2
 def copies(X: R[x, m]) -> R[s, x, m] {
     Y[s, x, m] = X[x, m]

@@ -158,12 +158,15 @@ MEASURED: dict[tuple[str, str], dict[str, int]] = {
     ("classifier", "cross_entropy"): {"b": 64, "n": 100},
     ("moe", "moe"): {"x": 32, "m": 128, "h": 256},
     ("moe", "expert"): {"x": 32, "m": 128, "h": 256},
+    ("lru", "lru"): {"t": 16, "m": 64, "n": 64},
+    ("lru", "lru_step"): {"n": 64},
+    ("graph_conv", "gcn_conv"): {"v": 64, "e": 256, "f": 128, "g": 16},
 }
 # Definitions whose work is mostly entrywise, which FlopCounterMode does not count (the
 # rotation of rotary embeddings: cos, sin and products at every entry; batch normalisation
-# written out; a loss): only their matrix products are compared.
+# written out; a loss; a step of the LRU): only their matrix products are compared.
 ENTRYWISE = {("llama_block", "rotary"), ("batchnorm", "batch_normalizing_transform"),
-             ("classifier", "cross_entropy")}
+             ("classifier", "cross_entropy"), ("lru", "lru_step")}
 
 
 def test_every_gallery_definition_is_measured() -> None:

@@ -241,6 +241,14 @@ RULES = {
                           "neither", "neither"),
     "mask by an array": ("def f(S: R[x, y], C: B[x, y]) -> R[x, y] { return mask(S, C) }",
                          "equivariant", "equivariant"),
+    "a constant along the axis": ("def f(S: R[b, x]) -> R[b, x] {\n    One[x] = 1\n"
+                                  "    return S * (One + 1)\n}", "equivariant", "equivariant"),
+    "index values": ("def f(S: R[b, x]) -> R[b, x] {\n    P[x] = x\n    return S + P\n}",
+                     "neither", "neither"),
+    "counts by scatter_add": ("axis v = 3\ndef f(S: R[x], Dst: N[v][x]) -> R[v] {\n"
+                              "    One[x] = 1\n"
+                              "    return scatter_add[x -> v](S, Dst) / "
+                              "(scatter_add[x -> v](One, Dst) + 1)\n}", "invariant", "invariant"),
 }
 
 

@@ -294,24 +294,30 @@ def _scatter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ScatterAddOp,
                    inputs: list[TensorCode]) -> list[TensorCode]:
     degree: list[Label] = [degree_label(i) for i in range(len(term.degree.axes))]
     order = [*degree, target_label(op.input)]
-    value = emit.normalized(term, inputs[0], term.inputs[0], order, "expand")
-    target = term.outputs[0].array.shape.axis(op.output)
     index = inputs[1]
+    # Values built from nothing (`One[e] = 1`) take the batch dims of a batched index array.
+    lead = index if index.batched and not inputs[0].batched else None
+    value = emit.normalized(term, inputs[0], term.inputs[0], order, "expand", leading_from=lead)
+    target = term.outputs[0].array.shape.axis(op.output)
     _check_index_array(emit, index.code, "the result", target, term.span)
     size = emit.size(target.size)
     if index.names == (op.input,) and not index.batched:
         moved = emit.assign("moved", value, fallback="moved")
-        expr = f"{moved}.new_zeros({moved}.shape[:-1] + ({size},)).index_add(-1, {index.code}, " \
-               f"{moved})"
+        zeros = emit.assign("zeros", f"{moved}.new_zeros({moved}.shape[:-1] + ({size},))",
+                            fallback="zeros")
+        expr = f"{zeros}.index_add(-1, {index.code}, {moved})"
     else:
         where = emit.assign("places", emit.normalized(term, index, term.inputs[1], order,
-                                                      "expand", leading_from=inputs[0]))
+                                                      "expand",
+                                                      leading_from=inputs[0] if lead is None
+                                                      else None))
         moved = emit.assign("moved", value, fallback="moved")
-        expr = f"{moved}.new_zeros({moved}.shape[:-1] + ({size},)).scatter_add(-1, " \
-               f"{where}, {moved})"
+        zeros = emit.assign("zeros", f"{moved}.new_zeros({moved}.shape[:-1] + ({size},))",
+                            fallback="zeros")
+        expr = f"{zeros}.scatter_add(-1, {where}, {moved})"
     labels = [*degree, target_label(op.output)]
     return [emit.finish(term, expr, labels, comment=f"sum along {op.input} into {op.output}",
-                        batched=inputs[0].batched, fallback="summed")]
+                        batched=inputs[0].batched or index.batched, fallback="summed")]
 
 
 def _scatter_cost(op: ir.ScatterAddOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
