@@ -3,6 +3,7 @@ submodules, block copies) and the text of its class, around the `forward` the em
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -223,6 +224,17 @@ def _items(body: str, depths: list[int]) -> list[str]:
     return items
 
 
+def _comprehension(body: str, depths: list[int]) -> list[str]:
+    """A comprehension's element and its `for` and `if` clauses; `[body]` when it is none."""
+    cuts = [index for keyword in (" for ", " if ")
+            for index in range(len(body) - len(keyword) + 1)
+            if depths[index] == 0 and body.startswith(keyword, index)]
+    if not any(body.startswith(" for ", cut) for cut in cuts):
+        return [body]
+    bounds = [0, *sorted(cuts), len(body)]
+    return [body[a:b].strip() for a, b in itertools.pairwise(bounds) if a < b]
+
+
 def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     """`line` (then `suffix`) at `indent`, wrapped as a formatter (ruff, black) wraps it when
     it is longer than 100 columns: split inside its last pair of brackets, the contents on
@@ -250,6 +262,10 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     end = indent + line[close] + suffix
     if len(inner) + len(body) <= LINE_LENGTH and not body.rstrip().endswith(","):
         return [indent + head, inner + body, end]
+    clauses = _comprehension(body, body_depths)
+    if len(clauses) > 1:  # `[f(x) for x in xs]`: the element and each clause on a line
+        return [indent + head, *(line for clause in clauses for line in wrapped(inner, clause)),
+                end]
     if subscript and len(items) == 1:
         return [indent + head, *wrapped(inner, items[0]), end]
     lines = [indent + head]

@@ -365,3 +365,14 @@ def f(X: R[x, m], B: R[m], C: B[m, x]) -> (R[x, m], R[x, m], R[x, m], R[x, m]) {
     outputs = [t.outputs[0].array.names for t in ir.walk(program.definition("f").body)
                if isinstance(t, ir.Broadcasted) and t.op.kind in ("binary", "where", "add")]
     assert sorted(outputs) == sorted([("m", "x"), ("x", "m"), ("m", "x"), ("m", "x")])
+
+
+def test_a_parameter_named_like_an_axis_is_the_parameter_not_the_size() -> None:
+    """`exp(a)` with a buffer or parameter `a` and an axis `a`: the array, never the size."""
+    for declaration in ("buffer a: R[m] = ones", "param a: R[m]"):
+        program = ncd.load("axis x, m = 4, a = 2\n"
+                           f"def f(X: R[x, m]) -> R[x, m] {{ {declaration}\n"
+                           " return X * exp(a) }")
+        kinds = {term.op.kind for term in ir.walk(program.ir.definition("f").body)
+                 if isinstance(term, ir.Broadcasted)}
+        assert "scale" not in kinds and "multiply" in kinds, kinds

@@ -262,6 +262,7 @@ def test_long_lines_are_wrapped_as_the_formatter_wraps_them(tmp_path: Path) -> N
         f"    torch._assert_async(~outside, {long_string})",
         f"    raise ValueError({long_string}, {long_string})",
         f"normed = F.batch_norm(rows, {names}, self.training, 0.1, 1e-05)",
+        f"per_e = [copy(piece, piece_1) for copy, piece, piece_1 in zip({names}) if piece]",
         "short = f(x)",
     ]
     body = [line for text in lines for line in wrapped("        ", text)]

@@ -417,7 +417,9 @@ def is_scalar(builder: DefinitionBuilder, expr: s.Expr) -> bool:
         case s.Number():
             return True
         case s.Var(name=name):
-            return name not in builder.scope and name in builder.ctx.axes
+            # An array, parameter or buffer of that name is the array, not the axis's size.
+            return name not in builder.scope and name not in builder.params \
+                and name in builder.ctx.axes
         case s.Neg(operand=operand):
             return is_scalar(builder, operand)
         case s.Call(args=(arg,)) if is_constant_call(expr):
