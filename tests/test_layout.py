@@ -279,10 +279,12 @@ def test_layout_is_deterministic(samples: ir.Program) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _label(x: float, y: float, text: str = "x", owner: int | None = None) -> Text:
+def _label(x: float, y: float, text: str = "x", owner: int | None = None,
+           wire: int | None = None) -> Text:
     label = Label.axis(text)
     box = label.measure(11.0)
-    return Text(label, x, y, 11.0, "#000000", box.width, box.ascent, box.descent, owner)
+    return Text(label, x, y, 11.0, "#000000", box.width, box.ascent, box.descent, owner,
+                wire=wire)
 
 
 def _wire(wire: int, start: tuple[float, float], end: tuple[float, float]) -> WirePath:
@@ -302,7 +304,7 @@ def test_validate_accepts_a_correct_figure() -> None:
     box = _box(ports=(PortPoint(40.0, 30.0, 1, "left"), PortPoint(60.0, 30.0, 2, "right")),
                expected=2)
     d = _diagram([_wire(1, (0.0, 30.0), (40.0, 30.0)), _wire(2, (60.0, 30.0), (100.0, 30.0)),
-                  _label(5.0, 25.0)], [box])
+                  _label(5.0, 25.0, wire=1), _label(70.0, 25.0, wire=2)], [box])
     assert d.validate() == []
 
 

@@ -414,9 +414,10 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
                 return (0, -at)
             return (1, band_index.get(_degree_of(param, name, degree), 0))
 
+        axes = {axis.name: axis for axis in param.array.shape.axes}
         for name in sorted(param.array.names, key=card_order):
             k = len(specs)
-            specs.append(Spec("axis", -1 - number, name, None))
+            specs.append(Spec("axis", -1 - number, name, ctx.axis_label(axes[name])))
             ids.append(ctx.fresh())
             if name in param.targets:
                 contracted_rows.append(k)
@@ -512,7 +513,9 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
     if scale_text:
         label = Label.math(scale_text)
         lb = label.measure(LABEL_SIZE)
-        last = rows[-1][1] if rows else (band_rows[-1].y if band_rows else 0.0)
+        # Under the lowest wire of the core (a band row only a card feeds runs under the
+        # cups), so that no wire runs through it.
+        last = max([y for _, y, _ in rows] + [row.y for row in band_rows], default=0.0)
         items.append(text_item(label, 6.0, last + PITCH * 0.45 + lb.ascent, LABEL_SIZE,
                                theme.text, role="caption"))
         core_w = max(core_w, lb.width + 12.0)
@@ -522,8 +525,7 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
         lowest = max([y for _, y, _ in rows] + [row.y for row in band_rows], default=0.0)
         note_y = lowest + PITCH * 0.45
         if scale_text:  # under the scale's label
-            scale_at = rows[-1][1] if rows else (band_rows[-1].y if band_rows else 0.0)
-            note_y = max(note_y, scale_at + PITCH * 1.2)
+            note_y = max(note_y, lowest + PITCH * 1.2)
         swatch = shaded(theme, note.level).box_fill
         items.append(Rect(6.0, note_y, 8.0, 8.0, swatch, Stroke(theme.ink, 0.6)))
         for number, line in enumerate(note.lines):

@@ -54,6 +54,7 @@ def layout_definition(program: ir.Program, name: str,
         width=round(width, 2), height=round(height, 2),
         background=ctx.theme.background, items=tuple(items), boxes=tuple(placed.boxes),
         anchors=tuple(placed.anchors), title=elide(definition.name),
+        loops=tuple(placed.loops),
     )
 
 

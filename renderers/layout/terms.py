@@ -12,7 +12,19 @@ from typing import assert_never
 
 from ncd import ir
 
-from ..geometry import EPS, LAYER_MARK, LAYER_WIRE, Anchor, Box, Item, Path, Polygon, Stroke, Text
+from ..geometry import (
+    EPS,
+    LAYER_MARK,
+    LAYER_WIRE,
+    Anchor,
+    Box,
+    Item,
+    Loop,
+    Path,
+    Polygon,
+    Stroke,
+    Text,
+)
 from ..glyphs import BoxGlyph, block_fill, glyph_of
 from ..text import MAX_TITLE_CHARS, Label, Run, elide
 from .broadcast import Wiring, broadcast_wiring, core_maps, layout_broadcasted
@@ -98,6 +110,7 @@ def layout_product(term: ir.Product, ctx: Context, in_ids: Sequence[int]) -> Pan
     right: list[End] = []
     left_labels: list[Text] = []
     right_labels: list[Text] = []
+    loops: list[Loop] = []
     bottom: float | None = None
     for index, panel in enumerate(panels):
         if bottom is not None:
@@ -140,6 +153,7 @@ def layout_product(term: ir.Product, ctx: Context, in_ids: Sequence[int]) -> Pan
         items.extend(panel.items)
         boxes.extend(panel.boxes)
         anchors.extend(panel.anchors)
+        loops.extend(panel.loops)
         left.extend(panel.left)
         # A narrower factor continues its wires straight to the common right edge.
         for end in panel.right:
@@ -152,7 +166,7 @@ def layout_product(term: ir.Product, ctx: Context, in_ids: Sequence[int]) -> Pan
         if panel.width >= width - EPS:
             right_labels.extend(panel.right_labels)
     return Panel(width, left, right, items, boxes, anchors, left_labels=left_labels,
-                 right_labels=right_labels).fit()
+                 right_labels=right_labels, loops=loops).fit()
 
 
 def expanded_definition(term: ir.Broadcasted, ctx: Context) -> ir.Definition | None:
@@ -224,7 +238,7 @@ def layout_expanded_call(term: ir.Broadcasted, definition: ir.Definition, ctx: C
                                [(width, end.y)]))
     items.extend(framed.items)
     core = Panel(width, [*band_rows, *framed.left], [*band_rows, *framed.right], items,
-                 framed.boxes, framed.anchors).fit()
+                 framed.boxes, framed.anchors, loops=framed.loops).fit()
     in_map, out_map = core_maps(left, right, in_band, out_band, body_in, body_out, nb)
     return assemble(ctx, left, in_ids, in_map, core, out_map, right)
 
@@ -300,30 +314,36 @@ def layout_scan(term: ir.Scan, ctx: Context, in_ids: Sequence[int]) -> Panel:
     items.extend(framed.items)
     anchors = list(framed.anchors)
     frame_top = framed.top
+    loops = list(framed.loops)
     for level, array in enumerate(carried):
-        y_in = next(e.y for e in framed.left if e.spec.array == array and e.spec.kind != "sep")
-        y_out = next(e.y for e in framed.right
-                     if e.spec.array == array and e.spec.kind != "sep")
+        # The loop spans the whole state: its legs run down across every wire of the carried
+        # array, tied to each by a dot, so that a state of several axes goes back as a whole.
+        ys_in = [e.y for e in framed.left if e.spec.array == array and e.spec.kind != "sep"]
+        ys_out = [e.y for e in framed.right if e.spec.array == array and e.spec.kind != "sep"]
+        y_in, y_out = max(ys_in), max(ys_out)
         inset = pad - 4.0 - LOOP_STEP * level
         x_in, x_out = inset, width - inset
         y_top = frame_top - LOOP_STEP * (level + 1) + 1.0
-        r = min(4.0, (y_in - y_top) / 2, (y_out - y_top) / 2)
+        r = min(4.0, (min(ys_in) - y_top) / 2, (min(ys_out) - y_top) / 2)
+        wire = ctx.fresh()
         loop = Path((x_out, y_out), (
             (x_out, y_top + r), (x_out, y_top + r * 0.45, x_out - r * 0.45, y_top, x_out - r,
                                  y_top),
             (x_in + r, y_top), (x_in + r * 0.45, y_top, x_in, y_top + r * 0.45, x_in,
                                 y_top + r),
-            (x_in, y_in)), Stroke(ctx.theme.ink, THIN), wire=ctx.fresh(), role="dtype",
+            (x_in, y_in)), Stroke(ctx.theme.ink, THIN), wire=wire, role="dtype",
             layer=LAYER_WIRE)
         items.append(loop)
+        loops.append(Loop(wire, x_in, x_out, tuple(ys_in), tuple(ys_out)))
         mid = (x_in + x_out) / 2
         items.append(Polygon(((mid - 3.0, y_top), (mid + 2.5, y_top - 2.4),
                               (mid + 2.5, y_top + 2.4)), ctx.theme.ink, None, layer=LAYER_MARK))
-        for x, y in ((x_in, y_in), (x_out, y_out)):
-            items.append(dot(ctx, x, y))
-            anchors.append(Anchor(x, y))
+        for x, ys in ((x_in, ys_in), (x_out, ys_out)):
+            for y in ys:
+                items.append(dot(ctx, x, y))
+                anchors.append(Anchor(x, y))
     core = Panel(width, [band, *framed.left], [band, *framed.right], items, framed.boxes,
-                 anchors).fit()
+                 anchors, loops=loops).fit()
     in_map: list[int | None] = []
     for k in range(len(left)):
         if k in feeders:

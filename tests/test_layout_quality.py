@@ -1,0 +1,209 @@
+"""Diagrams that fit the page: the small wrongs of the renderer, each fixed and each caught by
+`Diagram.validate()`, checked on the geometry (numbers, not pictures).
+
+Each wrong has a test on a real diagram that failed before the fix, and a test that
+`validate()` reports a figure with that wrong (a hand-built geometry).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ncd.renderers import RenderOptions, diagram
+from ncd.renderers.geometry import (
+    BOX_GAP,
+    Anchor,
+    Box,
+    Circle,
+    Diagram,
+    Loop,
+    PortPoint,
+    Stroke,
+    Text,
+)
+from ncd.renderers.geometry import (
+    Path as WirePath,
+)
+from ncd.renderers.text import Label
+
+import ncd
+from ncd import ir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SOURCE = """\
+axis x, y = x
+axis i = 4, j = 5, o = 3, e = 8
+
+def two_cards(X: R[x, i, j]) -> R[x, o] {
+    param U: R[i, o]
+    param V: R[j, o]
+    Y[x, o] = sum(i, j) X[x, i, j] * U[i, o] * V[j, o]
+    return Y
+}
+
+def scaled(Q: R[x, e]) -> R[x, y] {
+    param K: R[y, e]
+    S[x, y] = sum(e) Q[x, e] * K[y, e] / sqrt(e)
+    return S
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory) -> ir.Program:
+    path = tmp_path_factory.mktemp("quality") / "wrongs.ncd"
+    path.write_text(SOURCE)
+    return ncd.load(str(path)).ir
+
+
+def _texts(d: Diagram) -> list[Text]:
+    return [item for item in d.items if isinstance(item, Text)]
+
+
+def _wires(d: Diagram) -> list[WirePath]:
+    return [item for item in d.items if isinstance(item, WirePath) and item.wire is not None]
+
+
+# --------------------------------------------------------------------------------------
+# Parameter cards of one contraction keep a gap, and their wires are named
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [RenderOptions(), RenderOptions(wire_labels="both")])
+def test_two_cards_of_one_contraction_do_not_touch(program: ir.Program,
+                                                   options: RenderOptions) -> None:
+    d = diagram(program, "two_cards", options)
+    cards = sorted((b for b in d.boxes if b.kind == "parameter"), key=lambda b: b.y)
+    assert len(cards) == 2
+    upper, lower = cards
+    assert lower.y - (upper.y + upper.height) >= BOX_GAP
+    assert d.validate() == []
+
+
+@pytest.mark.parametrize("name", ["two_cards", "scaled"])
+def test_every_wire_leaving_a_card_is_named_beside_it(program: ir.Program, name: str) -> None:
+    d = diagram(program, name)
+    cards = [b for b in d.boxes if b.kind == "parameter"]
+    assert cards
+    texts = _texts(d)
+    names = []
+    for card in cards:
+        for port in card.ports:
+            # A label just right of the card, just above the wire, naming an axis.
+            near = [t for t in texts if t.owner is None and t.wire == port.wire
+                    and 0 <= t.x - port.x <= 8.0 and 0 < port.y - t.y <= 8.0]
+            assert len(near) == 1, (card, port)
+            names.append(near[0].label.plain_text())
+    names.sort()
+    expected = {"two_cards": ["i", "j", "o", "o"], "scaled": ["e", "y"]}[name]
+    assert names == expected
+
+
+def test_the_conv1d_kernel_names_its_wires() -> None:
+    d = diagram(ncd.load(str(ROOT / "gallery" / "conv1d.ncd")).ir, "conv1d")
+    (card,) = [b for b in d.boxes if b.kind == "parameter"]
+    named = {t.label.plain_text() for t in _texts(d) if t.wire in {p.wire for p in card.ports}
+             and t.x < card.x + card.width + 8.0}
+    assert named == {"o", "c", "w"}
+
+
+# --------------------------------------------------------------------------------------
+# A contraction's scale sits clear of every wire
+# --------------------------------------------------------------------------------------
+
+
+def test_the_scale_of_a_contraction_sits_under_its_wires(program: ir.Program) -> None:
+    d = diagram(program, "scaled")
+    (scale,) = [t for t in _texts(d) if t.role == "caption"]
+    assert scale.label.plain_text().startswith("1/")
+    x0, y0, x1, y1 = scale.bbox()
+    for wire in _wires(d):
+        for px, py in wire.polyline(48):
+            assert not (x0 < px < x1 and y0 < py < y1), (wire.wire, px, py)
+    assert d.validate() == []
+
+
+# --------------------------------------------------------------------------------------
+# A scan's feedback loop spans its whole state
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_the_feedback_loop_spans_every_wire_of_its_state(name: str) -> None:
+    d = diagram(ncd.load(str(ROOT / "gallery" / f"{name}.ncd")).ir, name)
+    assert d.loops
+    dots = {(round(c.cx, 1), round(c.cy, 1)) for c in d.items if isinstance(c, Circle)}
+    for loop in d.loops:
+        assert len(loop.state_in) >= 2  # the state is R[b, n]: two wires
+        (path,) = [w for w in _wires(d) if w.wire == loop.wire]
+        points = path.polyline()
+        for x, state in ((loop.x_in, loop.state_in), (loop.x_out, loop.state_out)):
+            leg = [py for px, py in points if abs(px - x) < 0.01]
+            assert min(leg) <= min(state) and max(leg) >= max(state) - 0.01
+            # tied to each of its wires by a dot
+            assert all((round(x, 1), round(y, 1)) in dots for y in state)
+    assert d.validate() == []
+
+
+# --------------------------------------------------------------------------------------
+# validate() catches each kind of wrong
+# --------------------------------------------------------------------------------------
+
+
+def _label(x: float, y: float, text: str = "x", wire: int | None = None) -> Text:
+    label = Label.axis(text)
+    box = label.measure(11.0)
+    return Text(label, x, y, 11.0, "#000000", box.width, box.ascent, box.descent, wire=wire)
+
+
+def _wire(wire: int, start: tuple[float, float], *points: tuple[float, ...],
+          role: str = "axis") -> WirePath:
+    return WirePath(start, tuple(points), Stroke("#000000", 1.3), wire=wire,
+                    role=role)  # type: ignore[arg-type]
+
+
+def _figure(items: list, boxes: tuple[Box, ...] = (), anchors: tuple[Anchor, ...] = (),
+            loops: tuple[Loop, ...] = ()) -> Diagram:
+    return Diagram(200.0, 100.0, None, tuple(items), boxes, anchors, loops=loops)
+
+
+def test_validate_reports_boxes_closer_than_the_gap() -> None:
+    def card(box_id: int, y: float) -> Box:
+        return Box(box_id, 10.0, y, 30.0, 28.0, "parameter", (), 0)
+
+    touching = _figure([], (card(1, 10.0), card(2, 38.0)))
+    assert any("px apart" in p and "parameter box" in p for p in touching.validate())
+    overlapping = _figure([], (card(1, 10.0), card(2, 30.0)))
+    assert any("0.0 px apart" in p for p in overlapping.validate())
+    apart = _figure([], (card(1, 10.0), card(2, 38.0 + BOX_GAP)))
+    assert apart.validate() == []
+
+
+def test_validate_reports_a_wire_through_a_label() -> None:
+    crossed = _figure([_wire(1, (0.0, 40.0), (200.0, 40.0)), _label(50.0, 44.0, wire=1)])
+    assert any("runs through the label 'x'" in p for p in crossed.validate())
+    above = _figure([_wire(1, (0.0, 40.0), (200.0, 40.0)), _label(50.0, 35.5, wire=1)])
+    assert above.validate() == []
+
+
+def test_validate_reports_a_loop_that_does_not_span_its_state() -> None:
+    state = (30.0, 52.0)
+    wires = [_wire(1, (0.0, 30.0), (200.0, 30.0)), _wire(2, (0.0, 52.0), (200.0, 52.0))]
+    anchors = tuple(Anchor(x, y) for x in (20.0, 180.0) for y in state)
+    short = _wire(9, (180.0, 30.0), (180.0, 10.0), (20.0, 10.0), (20.0, 30.0), role="dtype")
+    problems = _figure([*wires, short], anchors=anchors,
+                       loops=(Loop(9, 20.0, 180.0, state, state),)).validate()
+    assert any("reaches 1 of the 2 wires of its state" in p for p in problems)
+    whole = _wire(9, (180.0, 52.0), (180.0, 10.0), (20.0, 10.0), (20.0, 52.0), role="dtype")
+    assert _figure([*wires, whole], anchors=anchors,
+                   loops=(Loop(9, 20.0, 180.0, state, state),)).validate() == []
+
+
+def test_validate_reports_an_unlabelled_wire_at_a_box_port() -> None:
+    box = Box(1, 10.0, 20.0, 30.0, 28.0, "parameter", (PortPoint(40.0, 34.0, 5, "right"),), 1)
+    wire = _wire(5, (40.0, 34.0), (200.0, 34.0))
+    problems = _figure([wire], (box,)).validate()
+    assert any("right port of the parameter box" in p and "no label" in p for p in problems)
+    assert _figure([wire, _label(44.0, 29.5, "o", wire=5)], (box,)).validate() == []
