@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SOURCE = """\
 axis x, y = x
-axis i = 4, j = 5, o = 3, e = 8
+axis i = 4, j = 5, o = 3, e = 8, v = 6, u = v
 
 def two_cards(X: R[x, i, j]) -> R[x, o] {
     param U: R[i, o]
@@ -47,6 +47,24 @@ def scaled(Q: R[x, e]) -> R[x, y] {
     param K: R[y, e]
     S[x, y] = sum(e) Q[x, e] * K[y, e] / sqrt(e)
     return S
+}
+
+def normalised(S: R[x, y]) -> (R[x, y], R[x, y]) {
+    return softmax[y](S), logsoftmax[y](S)
+}
+
+def banded(S: R[x, y]) -> R[x, y] {
+    return mask[x - y < 4, fill=0](causal[x, y](S))
+}
+
+def renamed(X: R[x, v]) -> R[u, x] {
+    Y[u, x] = X[x, u]
+    return Y
+}
+
+def transposed(X: R[x, v]) -> R[v, x] {
+    Y[v, x] = X[x, v]
+    return Y
 }
 """
 
@@ -144,6 +162,55 @@ def test_the_feedback_loop_spans_every_wire_of_its_state(name: str) -> None:
             assert min(leg) <= min(state) and max(leg) >= max(state) - 0.01
             # tied to each of its wires by a dot
             assert all((round(x, 1), round(y, 1)) in dots for y in state)
+    assert d.validate() == []
+
+
+# --------------------------------------------------------------------------------------
+# logsoftmax is not softmax; a mask shows its conditions; a renamed axis passes a rename tag
+# --------------------------------------------------------------------------------------
+
+
+def _captions(d: Diagram, box: Box) -> list[str]:
+    return [t.label.plain_text() for t in _texts(d) if t.owner == box.id]
+
+
+def test_logsoftmax_is_drawn_unlike_softmax(program: ir.Program) -> None:
+    d = diagram(program, "normalised")
+    boxes = sorted((b for b in d.boxes if b.kind == "softmax"), key=lambda b: b.y)
+    assert len(boxes) == 2
+    plain, log = boxes
+    assert _captions(d, plain) == []
+    assert _captions(d, log) == ["log"]
+    assert d.validate() == []
+
+
+def test_a_mask_shows_its_conditions_under_its_square(program: ir.Program) -> None:
+    d = diagram(program, "banded")
+    squares = sorted((b for b in d.boxes if b.kind == "mask"), key=lambda b: b.x)
+    assert len(squares) == 2
+    _causal, band = squares
+    legends = [t for t in _texts(d) if t.role == "caption"]
+    (legend,) = legends  # the causal triangle says x >= y by itself
+    assert legend.label.plain_text().replace("\u2212", "-").replace(" ", "") == "x-y<4"
+    x0, y0, x1, _ = legend.bbox()
+    assert y0 >= band.y + band.height  # under the square
+    assert x0 < band.x + band.width / 2 < x1  # centred on it
+    assert d.validate() == []
+
+
+def test_an_axis_that_changes_its_name_passes_a_rename_tag(program: ir.Program) -> None:
+    d = diagram(program, "renamed")
+    (tag,) = [b for b in d.boxes if b.kind == "rename"]
+    sides = {port.side: port.wire for port in tag.ports}
+    names = {side: sorted(t.label.plain_text() for t in _texts(d) if t.wire == wire)
+             for side, wire in sides.items()}
+    assert names == {"left": ["v"], "right": ["u"]}
+    assert d.validate() == []
+
+
+def test_a_transpose_that_keeps_the_names_draws_no_rename_tag(program: ir.Program) -> None:
+    d = diagram(program, "transposed")
+    assert not [b for b in d.boxes if b.kind == "rename"]
     assert d.validate() == []
 
 

@@ -253,6 +253,13 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
 
     pad_left = CORE_PAD + (10.0 if stub_in else 0.0)
     pad_right = CORE_PAD + (10.0 if stub_out else 0.0) + deck
+    # Text under the box (a mask's conditions): the core is wide enough for it.
+    legend = glyph.legend(term.op, term) if not inline else None
+    legend_box = legend.measure(LABEL_SIZE) if legend is not None else None
+    if legend_box is not None:
+        overhang = max(0.0, (legend_box.width - width) / 2 - CORE_PAD + 2.0)
+        pad_left += overhang
+        pad_right += overhang
     bx = pad_left
     core_w = bx + width + pad_right
     box_id = ctx.fresh()
@@ -319,6 +326,10 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         items.append(text_item(label, bx + width / 2 - measured.width / 2,
                                note_top + number * NOTE_LINE + measured.ascent, NOTE_SIZE,
                                theme.text, owner=box_id, role="glyph"))
+    if legend is not None and legend_box is not None:
+        items.append(text_item(legend, bx + width / 2 - legend_box.width / 2,
+                               box_top + height + 3.0 + legend_box.ascent, LABEL_SIZE,
+                               theme.text, role="caption"))
     # Parameters enter from below, each from a small open circle under its name.
     for i, label in enumerate(param_labels):
         px = bx + (i + 0.5) * width / len(params)
