@@ -280,7 +280,9 @@ Options (keyword-only):
 - `text`: labels as glyph outlines, `"paths"` (the default, the same in every viewer),
   or as selectable `<text>` elements, `"text"`.
 - `show_params`: `True` draws learned parameters as wires entering their boxes from
-  below; `False` (the default) leaves them out.
+  below; `False` (the default) leaves out those a glyph stands for (the weight of a
+  linear map's card); a linear map's bias and a parameter added to or multiplied with an
+  array are drawn either way.
 
 An unknown option is a `TypeError` (with the closest option's name when there is one); a
 value of the wrong type a `TypeError`; a value outside the allowed ones a `ValueError`

@@ -66,6 +66,20 @@ def transposed(X: R[x, v]) -> R[v, x] {
     Y[v, x] = X[x, v]
     return Y
 }
+
+def scaled_by(X: R[x, e]) -> R[x, e] {
+    param g: R[e]
+    return X * g
+}
+
+def shifted_by(X: R[x, e]) -> R[x, e] {
+    param bias: R[e]
+    return X + bias
+}
+
+def affine(X: R[x, e]) -> R[x, o] {
+    return linear[e -> o, bias](X, W, b)
+}
 """
 
 
@@ -212,6 +226,56 @@ def test_a_transpose_that_keeps_the_names_draws_no_rename_tag(program: ir.Progra
     d = diagram(program, "transposed")
     assert not [b for b in d.boxes if b.kind == "rename"]
     assert d.validate() == []
+
+
+# --------------------------------------------------------------------------------------
+# Every operand visible: a parameter in a sum or product, the bias of a linear map
+# --------------------------------------------------------------------------------------
+
+BOTH = [RenderOptions(), RenderOptions(show_params=True)]
+
+
+@pytest.mark.parametrize("options", BOTH, ids=["plain", "params"])
+@pytest.mark.parametrize("name,param", [("scaled_by", "g"), ("shifted_by", "bias")])
+def test_a_parameter_operand_of_a_junction_is_a_card_wired_into_it(
+        program: ir.Program, options: RenderOptions, name: str, param: str) -> None:
+    d = diagram(program, name, options)
+    assert d.validate() == []
+    (card,) = [b for b in d.boxes if b.kind == "parameter"]
+    assert param in _captions(d, card)
+    wires = _wires(d)
+    by_port = {port.wire: port for port in card.ports}
+    axis = [w for w in wires if w.wire in by_port and w.role == "axis"]
+    sep = [w for w in wires if w.wire in by_port and w.role == "sep"]
+    assert len(axis) == 1 and len(sep) == 1
+    # The card's e wire joins X's e wire at a dot: a dot on a straight e wire of X.
+    dots = [(c.cx, c.cy) for c in d.items if isinstance(c, Circle)]
+    end_x, end_y = axis[0].end
+    joined = [(x, y) for x, y in dots if abs(x - end_x) < 0.6 and abs(y - end_y) < 0.6]
+    assert joined, "the card's wire ends at a dot"
+    (x_dot, y_dot) = joined[0]
+    assert any(w.role == "axis" and w.wire not in by_port and w.start[1] == y_dot
+               and w.end[1] == y_dot and w.start[0] < x_dot < w.end[0] + 0.6 for w in wires)
+    # Its separator runs on (as the junction's joint) into the mark.
+    marks = [a for a in d.anchors if abs(a.y - sep[0].end[1]) < 0.6]
+    assert any(0 < a.x - sep[0].end[0] <= 20.0 for a in marks)
+
+
+@pytest.mark.parametrize("options", BOTH, ids=["plain", "params"])
+def test_the_bias_of_a_linear_map_enters_its_card(program: ir.Program,
+                                                 options: RenderOptions) -> None:
+    d = diagram(program, "affine", options)
+    assert d.validate() == []
+    (box,) = [b for b in d.boxes if b.kind == "linear"]
+    below = [port for port in box.ports if port.side == "bottom"]
+    names = sorted(t.label.plain_text() for t in _texts(d) if t.role == "param")
+    # Without --params only the bias (the card's L names the weight); with it, both.
+    assert names == (["W", "b"] if options.show_params else ["b"])
+    assert len(below) == len(names)
+    for port in below:
+        (wire,) = [w for w in _wires(d) if w.wire == port.wire]
+        assert wire.role == "param" and wire.end == (port.x, port.y)
+        assert wire.start[1] > box.y + box.height
 
 
 # --------------------------------------------------------------------------------------

@@ -26,7 +26,9 @@ class RenderOptions:
       refused (`NcdError`, E103 at the definition).
     - `theme`: `light`, `dark`, or `print` (greyscale-safe).
     - `text`: labels as glyph outlines (`paths`, the same everywhere) or real `<text>`.
-    - `show_params`: draw learned parameters as wires entering their boxes from below.
+    - `show_params`: draw learned parameters as wires entering their boxes from below. The
+      bias of `linear[..., bias]` is drawn so always, and a parameter added to or multiplied
+      with an array always as a card (operands the glyph does not stand for).
     - `standalone`: TikZ as a complete LaTeX document (`\\documentclass{standalone}`)
       rather than a `tikzpicture` to paste into one.
     - `notes`, `legend`: figures drawn on the boxes and under the drawing (`--annotate cost`,
