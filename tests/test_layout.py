@@ -138,7 +138,7 @@ def test_boxes_grow_to_fit_their_captions(samples: ir.Program) -> None:
 
 
 def test_composition_goes_left_to_right(samples: ir.Program) -> None:
-    d = diagram(samples, "attention")
+    d = diagram(samples, "attention", RenderOptions(width=None))  # on one row: no budget
     order = [b.kind for b in sorted(d.boxes, key=lambda b: b.x)]
     assert order.index("mask") < order.index("softmax")
     linears = sorted(boxes_of(d, "linear"), key=lambda b: b.x)
@@ -420,7 +420,9 @@ def test_learned_operand_of_a_contraction_needs_no_detour() -> None:
 
 
 def test_residual_chain_stays_level() -> None:
-    d = diagram(_gallery("transformer"), "transformer", RenderOptions(expand_calls=True))
+    # On one row (no width budget): wrapped, the residual line continues on the next row.
+    d = diagram(_gallery("transformer"), "transformer",
+                RenderOptions(expand_calls=True, width=None))
     wires = [p for p in d.items if isinstance(p, WirePath) and p.role == "axis"]
     left = sorted(p.start[1] for p in wires if p.start[0] < 0.01)
     right = sorted(p.end[1] for p in wires if p.end[0] > d.width - 0.01)

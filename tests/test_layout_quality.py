@@ -338,3 +338,75 @@ def test_validate_reports_an_unlabelled_wire_at_a_box_port() -> None:
     problems = _figure([wire], (box,)).validate()
     assert any("right port of the parameter box" in p and "no label" in p for p in problems)
     assert _figure([wire, _label(44.0, 29.5, "o", wire=5)], (box,)).validate() == []
+
+
+# --------------------------------------------------------------------------------------
+# Wrapping: a long composition breaks onto rows within a width budget
+# --------------------------------------------------------------------------------------
+
+PT_AT_170_MM = 170.0 / 25.4 * 72.0
+
+
+def _lenet() -> ir.Program:
+    return ncd.load(str(ROOT / "gallery" / "lenet5.ncd")).ir
+
+
+def test_lenet5_wraps_to_the_page_and_prints_its_labels_at_6_pt() -> None:
+    unwrapped = diagram(_lenet(), "lenet5", RenderOptions(width=None))
+    wrapped = diagram(_lenet(), "lenet5")  # the default budget
+    assert unwrapped.width > 880.0 >= wrapped.width
+    assert max(wrapped.width, wrapped.height) / min(wrapped.width, wrapped.height) <= 3.0
+    smallest = min(t.size for t in _texts(wrapped))
+    assert smallest * PT_AT_170_MM / wrapped.width >= 6.0
+    assert wrapped.validate() == []
+    # the same operations, the same boxes: wrapping moves them, it draws nothing less
+    assert sorted(b.kind for b in wrapped.boxes) == sorted(b.kind for b in unwrapped.boxes)
+
+
+@pytest.mark.parametrize("width", [880.0, 600.0])
+def test_the_wires_at_a_break_end_and_start_at_one_numbered_mark(width: float) -> None:
+    d = diagram(_lenet(), "lenet5", RenderOptions(width=width))
+    marks: dict[str, list[Text]] = {}
+    for t in _texts(d):
+        if t.role == "title" and t.label.plain_text().isdigit():
+            marks.setdefault(t.label.plain_text(), []).append(t)
+    assert marks, "no break"
+    assert sorted(int(n) for n in marks) == list(range(1, len(marks) + 1))
+    wires = _wires(d)
+    for number, pair in marks.items():
+        assert len(pair) == 2, number
+        upper, lower = sorted(pair, key=lambda t: t.y)
+        x_end = upper.x + upper.width / 2 - 11.0  # the mark sits beside the wires' ends
+        x_start = lower.x + lower.width / 2 + 11.0
+        # each mark has a bracket spanning the wires it ends or starts
+        y_end = _bracket(d, x_end, -4.0, upper)
+        y_start = _bracket(d, x_start, 4.0, lower)
+        ending = {w.wire for w in wires if w.role == "axis" and abs(w.end[0] - x_end) < 0.6
+                  and y_end[0] < w.end[1] < y_end[1]}
+        starting = {w.wire for w in wires if w.role == "axis"
+                    and abs(w.start[0] - x_start) < 0.6 and y_start[0] < w.start[1] < y_start[1]}
+        assert ending and ending == starting, number
+        for wire in ending:  # named before the break and after it
+            assert sum(1 for t in _texts(d) if t.wire == wire) >= 2, (number, wire)
+    assert d.validate() == []
+
+
+def _bracket(d: Diagram, x: float, tick: float, mark: Text) -> tuple[float, float]:
+    """The span of the bracket at `x` whose ticks point by `tick`, beside `mark`."""
+    y = mark.y - mark.ascent / 2
+    (found,) = [(p.start[1], p.segments[1][1]) for p in d.items
+                if isinstance(p, WirePath) and p.wire is None and len(p.segments) == 3
+                and abs(p.start[0] - (x + tick)) < 0.01 and abs(p.segments[0][0] - x) < 0.01
+                and abs(p.segments[1][0] - x) < 0.01 and p.start[1] < y < p.segments[1][1]]
+    return found
+
+
+def test_a_narrower_budget_makes_a_narrower_drawing() -> None:
+    widths = [diagram(_lenet(), "lenet5", RenderOptions(width=w)).width
+              for w in (None, 1500.0, 880.0, 600.0)]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == 4
+
+
+def test_a_budget_below_the_least_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 200"):
+        RenderOptions(width=100.0)

@@ -18,6 +18,7 @@ from ..geometry import (
     LAYER_WIRE,
     Anchor,
     Box,
+    Circle,
     Item,
     Loop,
     Path,
@@ -30,8 +31,33 @@ from ..text import MAX_TITLE_CHARS, Label, Run, elide
 from .broadcast import Wiring, broadcast_wiring, core_maps, layout_broadcasted
 from .context import Context
 from .frames import collapsed, frame
-from .options import CLEARANCE, CORE_PAD, LOOP_STEP, PITCH, SEPARATOR_ROOM, THIN
-from .panels import End, Panel, Spec, array_specs, band_core_items, dot, dtype_shown, wire_path
+from .options import (
+    BLOCK_PAD,
+    BRACKET,
+    BREAK_MARK,
+    CLEARANCE,
+    CORE_PAD,
+    EDGE_ZONE,
+    LABEL_RAISE,
+    LOOP_STEP,
+    MARGIN,
+    PITCH,
+    ROW_GAP,
+    SEPARATOR_ROOM,
+    THIN,
+    TITLE_SIZE,
+)
+from .panels import (
+    End,
+    Panel,
+    Spec,
+    array_specs,
+    band_core_items,
+    dot,
+    dtype_shown,
+    text_item,
+    wire_path,
+)
 from .rewiring import layout_rearrangement, layout_reindexing
 from .routing import assemble, join
 
@@ -66,6 +92,9 @@ def layout_identity(term: ir.Identity, ctx: Context, in_ids: Sequence[int]) -> P
 
 
 def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> Panel:
+    budget = composition_budget(ctx)
+    if budget is not None:
+        return layout_wrapped(term, ctx, in_ids, budget)
     panel: Panel | None = None
     owned = False
     ids = list(in_ids)
@@ -80,6 +109,115 @@ def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> P
     if panel is None:
         return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
     return panel
+
+
+SCRAP_SHARE = 0.25
+"""A row of a wrapped composition narrower than this share of the budget is scrap: it stays
+on the row before (or after) it."""
+
+
+def composition_budget(ctx: Context) -> float | None:
+    """The width a composition may take before it wraps: the diagram's budget less its
+    margins and the label zones at its edges, and less the frames round it."""
+    if ctx.options.width is None:
+        return None
+    frames = ctx.depth * 2 * (BLOCK_PAD + BRACKET + 5.0)
+    return max(ctx.options.width - 2 * MARGIN - 2 * EDGE_ZONE - frames, 2 * BREAK_MARK)
+
+
+def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
+                   budget: float) -> Panel:
+    """A composition with a width budget: its terms side by side as long as they fit, then on
+    a new row under the first, and so on. At each break the wires end at a numbered mark,
+    labelled, and the next row starts from the same mark with the same labels."""
+    panels: list[Panel] = []
+    ids = list(in_ids)
+    for sub in term.terms:
+        panels.append(layout(sub, ctx, ids))
+        ids = [e.wire for e in panels[-1].right]
+    rows: list[Panel] = []
+    row: Panel | None = None
+    # A break leaves no scrap: a row is not closed while it is short, nor for a short rest
+    # of the composition (one trailing sum on a row of its own reads worse than an overflow).
+    scrap = SCRAP_SHARE * budget
+    for index, next_panel in enumerate(panels):
+        if row is None:
+            row = next_panel
+            continue
+        joined = join(ctx, row, next_panel)
+        rest = sum(p.width for p in panels[index:])
+        if joined.width > budget - 2 * BREAK_MARK and row.width >= scrap and rest >= scrap:
+            rows.append(row)
+            row = next_panel
+        else:
+            row = joined
+    if row is None:
+        return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
+    rows.append(row)
+    if len(rows) == 1:
+        return rows[0]
+    last = len(rows) - 1
+    # The wires at each break are named on both sides of it.
+    rows = [assemble(ctx, [e.spec for e in r.left], [e.wire for e in r.left],
+                     list(range(len(r.left))), r, list(range(len(r.right))),
+                     [e.spec for e in r.right], labels=i > 0, labels_right=i < last,
+                     skip_left={round(t.y + LABEL_RAISE, 1) for t in r.left_labels},
+                     skip_right={round(t.y + LABEL_RAISE, 1) for t in r.right_labels})
+            for i, r in enumerate(rows)]
+    numbers = [ctx.next_break() for _ in range(last)]
+    content = max(r.width + (BREAK_MARK if i > 0 else 0.0) for i, r in enumerate(rows))
+    width = content + BREAK_MARK
+    items: list[Item] = []
+    boxes: list[Box] = []
+    anchors: list[Anchor] = []
+    loops: list[Loop] = []
+    placed: list[Panel] = []
+    top = rows[0].top
+    for i, r in enumerate(rows):
+        x0 = BREAK_MARK if i > 0 else 0.0
+        moved = r.moved(x0, top - r.top)
+        top = moved.bottom + ROW_GAP
+        placed.append(moved)
+        items.extend(moved.items)
+        boxes.extend(moved.boxes)
+        anchors.extend(moved.anchors)
+        loops.extend(moved.loops)
+        right_x = x0 + r.width
+        stop = content if i < last else width
+        if stop > right_x + EPS:  # the row's wires run on to the common right edge
+            for end in moved.right:
+                items.append(wire_path(ctx, end.spec, end.wire, (right_x, end.y),
+                                       [(stop, end.y)]))
+        if i < last:
+            items.extend(_break_mark(ctx, content, moved.right, numbers[i], anchors, "right"))
+        if i > 0:
+            items.extend(_break_mark(ctx, x0, moved.left, numbers[i - 1], anchors, "left"))
+    first, final = placed[0], placed[-1]
+    right = list(final.right)
+    return Panel(width, list(first.left), right, items, boxes, anchors,
+                 left_labels=first.left_labels, loops=loops).fit()
+
+
+def _break_mark(ctx: Context, x: float, ends: Sequence[End], number: int,
+                anchors: list[Anchor], side: str) -> list[Item]:
+    """The numbered mark where the wires `ends` leave a row (`side` right) or enter the next
+    (`side` left) at `x`: a thin bracket spanning them and the break's number beside it."""
+    items: list[Item] = []
+    ys = [e.y for e in ends] or [0.0]
+    for y in ys:
+        anchors.append(Anchor(x, y))
+    y0, y1 = min(ys) - 6.0, max(ys) + 6.0
+    tick = 4.0 if side == "right" else -4.0
+    items.append(Path((x - tick, y0), ((x, y0), (x, y1), (x - tick, y1)),
+                      Stroke(ctx.theme.ink, 1.4), layer=LAYER_MARK))
+    label = Label.plain(str(number))
+    box = label.measure(TITLE_SIZE)
+    cx = x + (BREAK_MARK / 2 if side == "right" else -BREAK_MARK / 2)
+    cy = (y0 + y1) / 2
+    items.append(Circle(cx, cy, 7.5, ctx.theme.box_fill, Stroke(ctx.theme.ink, 1.0)))
+    items.append(text_item(label, cx - box.width / 2, cy + (box.ascent - box.descent) / 2,
+                           TITLE_SIZE, ctx.theme.text, role="title"))
+    return items
 
 
 def _port_count(arrays: Sequence[ir.ArrayType]) -> int:
