@@ -287,7 +287,7 @@ def report(after: dict[str, Figures | None], before: dict[str, Figures | None] |
         "| diagram | " + " | ".join(title for _, title in COLUMNS) + " | validate() |",
         "|---|" + "---:|" * len(COLUMNS) + "---:|",
     ]
-    names = list(after) + [n for n in (before or {}) if n not in after]
+    names = [n for n in after if after[n] is not None]
     for name in names:
         a = after.get(name)
         b = before.get(name) if before is not None else None
@@ -296,6 +296,14 @@ def report(after: dict[str, Figures | None], before: dict[str, Figures | None] |
         problems = _pair("problems", b, a) if before is not None else \
             _cell(a.get("problems") if a else None)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {problems} |")
+    unreadable = sorted({n for n, f in after.items() if f is None}
+                        | {n for n, f in (before or {}).items() if f is None})
+    if unreadable:
+        lines.append("")
+        lines.append("Not measured where a revision cannot load the file (a newer language "
+                     "construct, or a file it has no before for): "
+                     + ", ".join(f"`{n}`" for n in unreadable) + "; its diagrams have no "
+                     "before figures above.")
     lines.append("")
     lines.append("## Totals and goals")
     lines.append("")
