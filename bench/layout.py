@@ -13,7 +13,8 @@ geometry the SVG is drawn from):
   shorter (1.0 is square; `3.0` is 3:1 either way);
 - crossings: points where two different wires (axis, datatype or parameter wires; not the
   dashed separators) cross, their ends excepted (wires that meet at a dot, a fork, a cup or a
-  port touch there and do not cross); two wires crossing twice count twice;
+  port touch there and do not cross), and a wire passing through a dot drawn on another
+  (a tie) excepted; two wires crossing twice count twice;
 - bends: the lane changes of wires, each S-curve (a cubic that ends at another height) and
   each corner of a polyline counted once;
 - wire length: the total length in px of every wire (axis, datatype, parameter);
@@ -39,7 +40,7 @@ import sys
 import tarfile
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from io import BytesIO
 from itertools import pairwise
@@ -57,6 +58,8 @@ GOAL_PT = 6.0
 GOAL_ASPECT = 3.0
 WIRE_ROLES = ("axis", "dtype", "param")
 CELL = 48.0
+DOT_TOLERANCE = 3.0
+"""A crossing this close (px) to a dot is a tie: the wires meet there."""
 END_TOLERANCE = 1.0
 """A crossing this close (px) to an end of either wire is where they meet, not a crossing."""
 
@@ -115,8 +118,13 @@ def _cross(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float
     return None
 
 
-def crossings(paths: list[Any]) -> int:
-    """Crossings between different wires (see the module docstring)."""
+def crossings(paths: list[Any], dots: Sequence[tuple[float, float]] = ()) -> int:
+    """Crossings between different wires (see the module docstring); where a wire passes
+    through a dot on another (a tie, as a loop spanning a state is tied to each of its
+    wires), they meet rather than cross."""
+    dot_grid: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
+    for x, y in dots:
+        dot_grid[(int(x // CELL), int(y // CELL))].append((x, y))
     segments: list[tuple[int, tuple[float, float], tuple[float, float]]] = []
     ends: list[tuple[tuple[float, float], tuple[float, float]]] = []
     for index, path in enumerate(paths):
@@ -141,6 +149,11 @@ def crossings(paths: list[Any]) -> int:
                     continue
                 if any(math.dist(point, e) <= END_TOLERANCE
                        for e in (*ends[wi], *ends[wj])):
+                    continue
+                key = (int(point[0] // CELL), int(point[1] // CELL))
+                if any(math.dist(point, dot) <= DOT_TOLERANCE
+                       for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+                       for dot in dot_grid.get((key[0] + dx, key[1] + dy), ())):
                     continue
                 pair = (min(wi, wj), max(wi, wj))
                 found.add((*pair, round(point[0] / 2), round(point[1] / 2)))
@@ -185,16 +198,19 @@ def smallest_label_pt(diagram: Any) -> float | None:
 
 
 def measure(diagram: Any) -> Figures:
+    from ncd.renderers.geometry import Circle
     from ncd.renderers.geometry import Path as WirePath
 
     paths = [item for item in diagram.items if isinstance(item, WirePath)
              and item.wire is not None and item.role in WIRE_ROLES]
+    dots = [(item.cx, item.cy) for item in diagram.items
+            if isinstance(item, Circle) and item.r <= DOT_TOLERANCE and item.fill is not None]
     width, height = float(diagram.width), float(diagram.height)
     return {
         "width": round(width, 1),
         "height": round(height, 1),
         "aspect": round(max(width, height) / min(width, height), 2),
-        "crossings": crossings(paths),
+        "crossings": crossings(paths, dots),
         "bends": bends(paths),
         "length": round(wire_length(paths)),
         "label_pt": (round(pt, 2) if (pt := smallest_label_pt(diagram)) is not None
