@@ -28,11 +28,15 @@ def layout_definition(program: ir.Program, name: str,
     definition = program.definition(name)
     if options.expand_calls:
         check_expansion(program, name, options)
+    target = options.width
+    # A drawing that fits its budget on one row is drawn on one row.
+    drawn = _layout(program, definition, replace(options, width=None))
+    if target is None or drawn.width <= target + 0.5:
+        return drawn
     drawn = _layout(program, definition, options)
     # The budget is for the whole drawing, but compositions are wrapped against an estimate
     # of what surrounds them: while the drawing is still too wide, wrap against less (a few
     # times at most; a term wider than the budget by itself cannot be broken).
-    target = options.width
     budget = target
     best = drawn
     floor = max(MIN_WIDTH, FLOOR_SHARE * target) if target is not None else MIN_WIDTH

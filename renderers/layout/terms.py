@@ -135,7 +135,10 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     for sub in term.terms:
         panels.append(layout(sub, ctx, ids))
         ids = [e.wire for e in panels[-1].right]
+    if not panels:
+        return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
     rows: list[Panel] = []
+    starts: list[int] = []
     row: Panel | None = None
     # A break leaves no scrap: a row is not closed while it is short, nor for a short rest
     # of the composition (one trailing sum on a row of its own reads worse than an overflow).
@@ -143,19 +146,27 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     for index, next_panel in enumerate(panels):
         if row is None:
             row = next_panel
+            starts.append(index)
             continue
         joined = join(ctx, row, next_panel)
         rest = sum(p.width for p in panels[index:])
         if joined.width > budget - 2 * BREAK_MARK and row.width >= scrap and rest >= scrap:
             rows.append(row)
             row = next_panel
+            starts.append(index)
         else:
             row = joined
-    if row is None:
-        return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
+    assert row is not None
     rows.append(row)
     if len(rows) == 1:
         return rows[0]
+    # As many rows, as even as they can be: a full row and a short one become two halves.
+    balanced = _balanced_starts([p.width for p in panels], len(rows))
+    if balanced is not None and balanced != starts:
+        even = [_joined(ctx, panels[a:b]) for a, b in
+                zip(balanced, [*balanced[1:], len(panels)], strict=True)]
+        if max(r.width for r in even) <= max(r.width for r in rows) + EPS:
+            rows = even
     last = len(rows) - 1
     # The wires at each break are named on both sides of it.
     rows = [assemble(ctx, [e.spec for e in r.left], [e.wire for e in r.left],
@@ -196,6 +207,46 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     right = list(final.right)
     return Panel(width, list(first.left), right, items, boxes, anchors,
                  left_labels=first.left_labels, loops=loops).fit()
+
+
+ROUTE_ESTIMATE = 40.0
+"""What a routing column between two terms is reckoned to take when rows are balanced."""
+
+
+def _balanced_starts(widths: Sequence[float], count: int) -> list[int] | None:
+    """Where `count` rows start so that the widest is as narrow as it can be (terms of
+    `widths` kept in order, a routing column reckoned between neighbours), or None."""
+    def split(limit: float) -> list[int]:
+        starts = [0]
+        width = widths[0]
+        for index in range(1, len(widths)):
+            if width + ROUTE_ESTIMATE + widths[index] > limit:
+                starts.append(index)
+                width = widths[index]
+            else:
+                width += ROUTE_ESTIMATE + widths[index]
+        return starts
+
+    low = max(max(widths), (sum(widths) + ROUTE_ESTIMATE * (len(widths) - count)) / count)
+    high = sum(widths) + ROUTE_ESTIMATE * len(widths)
+    if len(split(high)) > count:
+        return None
+    for _ in range(24):
+        middle = (low + high) / 2
+        if len(split(middle)) <= count:
+            high = middle
+        else:
+            low = middle
+    found = split(high)
+    return found if len(found) == count else None
+
+
+def _joined(ctx: Context, panels: Sequence[Panel]) -> Panel:
+    """Panels side by side (each already laid out with the ids the one before leaves)."""
+    row = panels[0]
+    for index, panel in enumerate(panels[1:]):
+        row = join(ctx, row, panel, reuse_first=index > 0)
+    return row
 
 
 def _break_mark(ctx: Context, x: float, ends: Sequence[End], number: int,
