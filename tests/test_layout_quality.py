@@ -410,3 +410,23 @@ def test_a_narrower_budget_makes_a_narrower_drawing() -> None:
 def test_a_budget_below_the_least_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 200"):
         RenderOptions(width=100.0)
+
+
+def test_a_drawing_that_fits_its_budget_stays_on_one_row() -> None:
+    program = ncd.load(str(ROOT / "gallery" / "mlp.ncd")).ir
+    one_row = diagram(program, "mlp", RenderOptions(width=None))
+    assert one_row.width <= 880.0
+    assert diagram(program, "mlp") == one_row
+
+
+def test_wrapped_rows_are_evened_out() -> None:
+    program = ncd.load(str(ROOT / "gallery" / "attention.ncd")).ir
+    one_row = diagram(program, "attention", RenderOptions(width=None))
+    wrapped = diagram(program, "attention")
+    assert one_row.width > 880.0
+    marks = [t for t in _texts(wrapped) if t.role == "title" and t.label.plain_text() == "1"]
+    assert len(marks) == 2  # two rows
+    # Filled greedily, the first row would take nearly the whole budget and the second the
+    # rest; evened out, the two rows share the width.
+    assert wrapped.width < 0.7 * one_row.width
+    assert wrapped.validate() == []
