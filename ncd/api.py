@@ -35,7 +35,9 @@ WireLabels = Literal["names", "sizes", "both"]
 Theme = Literal["light", "dark", "print"]
 LabelText = Literal["paths", "text"]
 RENDER_OPTIONS = ("wire_labels", "collapse_depth", "expand_calls", "theme", "text",
-                  "show_params")
+                  "show_params", "width")
+DEFAULT_WIDTH = 880.0
+"""The width budget of `render` (`RenderOptions.width`'s default)."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,13 @@ class Definition:
 
     def render(self, *, wire_labels: WireLabels = "names", collapse_depth: int | None = None,
                expand_calls: bool = False, theme: Theme = "light", text: LabelText = "paths",
-               show_params: bool = False, **unknown: Never) -> str:
+               show_params: bool = False, width: float | None = DEFAULT_WIDTH,
+               **unknown: Never) -> str:
         """The neural circuit diagram of this definition, as SVG text."""
         return self.program.render(self.name, wire_labels=wire_labels,
                                    collapse_depth=collapse_depth, expand_calls=expand_calls,
-                                   theme=theme, text=text, show_params=show_params, **unknown)
+                                   theme=theme, text=text, show_params=show_params,
+                                   width=width, **unknown)
 
     def compile(self) -> str:
         """The PyTorch source of this definition and the ones it calls, as text."""
@@ -142,7 +146,7 @@ class Program:
     def render(self, definition: str | None = None, *, wire_labels: WireLabels = "names",
                collapse_depth: int | None = None, expand_calls: bool = False,
                theme: Theme = "light", text: LabelText = "paths", show_params: bool = False,
-               **unknown: Never) -> str:
+               width: float | None = DEFAULT_WIDTH, **unknown: Never) -> str:
         """The neural circuit diagram of `definition` (the main one by default), as SVG text."""
         from ncd.renderers import render_svg
 
@@ -150,7 +154,8 @@ class Program:
         self[name]  # a clear KeyError for an unknown name
         options = render_options(unknown, wire_labels=wire_labels,
                                  collapse_depth=collapse_depth, expand_calls=expand_calls,
-                                 theme=theme, text=text, show_params=show_params)
+                                 theme=theme, text=text, show_params=show_params,
+                                 width=width)
         return render_svg(self.ir, name, options)
 
     def compile(self, definition: str | None = None) -> str:
@@ -279,8 +284,13 @@ Options (keyword-only):
 - `theme`: the colours, `"light"` (the default), `"dark"` or `"print"` (greyscale-safe).
 - `text`: labels as glyph outlines, `"paths"` (the default, the same in every viewer),
   or as selectable `<text>` elements, `"text"`.
+- `width`: a width budget in px (default 880, at which 11 px labels print at 6 pt on a page
+  170 mm wide): a composition wider than it breaks onto several rows; `None` draws every
+  composition on one row.
 - `show_params`: `True` draws learned parameters as wires entering their boxes from
-  below; `False` (the default) leaves them out.
+  below; `False` (the default) leaves out those a glyph stands for (the weight of a
+  linear map's card); a linear map's bias and a parameter added to or multiplied with an
+  array are drawn either way.
 
 An unknown option is a `TypeError` (with the closest option's name when there is one); a
 value of the wrong type a `TypeError`; a value outside the allowed ones a `ValueError`
@@ -311,6 +321,11 @@ def render_options(unknown: Mapping[str, object], **values: Any) -> RenderOption
         raise TypeError(f"render(): collapse_depth must be None or an int, got {_shown(depth)}")
     if depth is not None and depth < 0:
         raise ValueError(f"render(): collapse_depth must be None or at least 0, got {depth}")
+    width = values["width"]
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int | float)):
+        raise TypeError(f"render(): width must be None or a number of px, got {_shown(width)}")
+    if width is not None and not 200 <= width < float("inf"):
+        raise ValueError(f"render(): width must be None or at least 200 px, got {width}")
     for option, choices in (("wire_labels", WireLabels), ("theme", Theme), ("text", LabelText)):
         allowed = get_args(choices)
         if values[option] not in allowed:

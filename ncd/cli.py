@@ -746,7 +746,8 @@ def _draw(args: argparse.Namespace, program: Program, name: str, fmt: str) -> st
     options = RenderOptions(wire_labels=args.labels, collapse_depth=args.collapse,
                             theme=args.theme, text=args.text, expand_calls=args.expand,
                             show_params=args.params, standalone=args.standalone,
-                            notes=notes, legend=legend)
+                            notes=notes, legend=legend,
+                            **({"width": args.width} if args.width is not None else {}))
     if fmt == "tex":
         return render_tikz(program.ir, name, options)
     if fmt == "pdf":
@@ -862,6 +863,19 @@ def _non_negative_int(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _width(text: str) -> float:
+    from ncd.renderers.layout.options import MIN_WIDTH
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not MIN_WIDTH <= value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a width in px of at least {MIN_WIDTH:g}, got {text!r}")
     return value
 
 
@@ -981,6 +995,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="draw called definitions in place instead of as named boxes")
     render.add_argument("--params", action="store_true",
                         help="draw the parameter wires of learned operations")
+    render.add_argument("--width", type=_width, metavar="PX",
+                        help="break a composition wider than PX onto several rows, the wires "
+                        "that cross a break ending and starting at a numbered mark (default "
+                        "880: 11 px labels print at 6 pt on a page 170 mm wide)")
     render.add_argument("--overview", action="store_true",
                         help="draw the graphviz overview (one node per operation) instead: "
                              ".svg, .png, .pdf (or .dot, its DOT text)")

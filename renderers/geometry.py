@@ -166,7 +166,8 @@ class Circle:
 @dataclass(frozen=True, slots=True)
 class Text:
     """A label: left edge `x`, baseline `y`, font size `size`. `owner` is the id of the box
-    the label is drawn inside (a glyph's own text), which it may therefore overlap."""
+    the label is drawn inside (a glyph's own text), which it may therefore overlap; `wire` is
+    the id of the wire a wire label names."""
 
     label: Label
     x: float
@@ -179,10 +180,11 @@ class Text:
     owner: int | None = None
     role: str = "axis"
     layer: Layer = LAYER_TEXT
+    wire: int | None = None
 
     def moved(self, dx: float, dy: float) -> Text:
         return Text(self.label, self.x + dx, self.y + dy, self.size, self.color, self.width,
-                    self.ascent, self.descent, self.owner, self.role, self.layer)
+                    self.ascent, self.descent, self.owner, self.role, self.layer, self.wire)
 
     def bbox(self) -> BBox:
         return (self.x, self.y - self.ascent, self.x + self.width, self.y + self.descent)
@@ -239,6 +241,27 @@ class Anchor:
         return Anchor(self.x + dx, self.y + dy)
 
 
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """A feedback loop of a scan: the path(s) with id `wire` carry a state from the step's
+    output (at `x_out`) back to its input (at `x_in`). `state_in` and `state_out` are the
+    heights of the state's wires there: the loop must span them all."""
+
+    wire: int
+    x_in: float
+    x_out: float
+    state_in: tuple[float, ...]
+    state_out: tuple[float, ...]
+
+    def moved(self, dx: float, dy: float) -> Loop:
+        return Loop(self.wire, self.x_in + dx, self.x_out + dx,
+                    tuple(y + dy for y in self.state_in), tuple(y + dy for y in self.state_out))
+
+
+BOX_GAP = 3.0
+"""Least distance between two boxes (their outlines must not touch)."""
+
+
 @dataclass(frozen=True)
 class Diagram:
     width: float
@@ -248,6 +271,7 @@ class Diagram:
     boxes: tuple[Box, ...]
     anchors: tuple[Anchor, ...]
     title: str = ""
+    loops: tuple[Loop, ...] = ()
 
     def sorted_items(self) -> list[Item]:
         """Items in drawing order: by layer, then in the order the layout made them."""
@@ -278,6 +302,31 @@ def _grid(boxes: Iterable[tuple[int, BBox]]) -> dict[tuple[int, int], list[int]]
 def _overlap(a: BBox, b: BBox, margin: float = 0.0) -> bool:
     return (a[0] < b[2] - margin and b[0] < a[2] - margin
             and a[1] < b[3] - margin and b[1] < a[3] - margin)
+
+
+def _grown(boxes: Iterable[BBox], by: float) -> Iterator[BBox]:
+    return ((x0 - by, y0 - by, x1 + by, y1 + by) for x0, y0, x1, y1 in boxes)
+
+
+def _shrunk(box: BBox, by: float) -> BBox:
+    x0, y0, x1, y1 = box
+    return (x0 + by, y0 + by, max(x0 + by, x1 - by), max(y0 + by, y1 - by))
+
+
+def _gap(a: BBox, b: BBox) -> float:
+    """The distance between two boxes along the axis that separates them (negative: they
+    overlap)."""
+    return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
+
+
+def _pairs(grid: dict[tuple[int, int], list[int]]) -> list[tuple[int, int]]:
+    """The pairs of indices that share a cell of `grid`, each once, in order."""
+    found: set[tuple[int, int]] = set()
+    for cell in grid.values():
+        for position, i in enumerate(cell):
+            for j in cell[position + 1:]:
+                found.add((min(i, j), max(i, j)))
+    return sorted(found)
 
 
 def _segment_hits_box(p: Point, q: Point, box: BBox) -> bool:
@@ -405,6 +454,55 @@ def _problems(diagram: Diagram) -> Iterator[str]:
                 continue
             yield (f"{wire.role} wire {wire.wire} ends in the open at "
                    f"({point[0]:.1f}, {point[1]:.1f})")
+
+    # Boxes keep a gap between them: two outlines that touch read as one.
+    for i, j in _pairs(_grid(enumerate(_grown(box_boxes, BOX_GAP / 2)))):
+        gap = _gap(box_boxes[i], box_boxes[j])
+        if gap < BOX_GAP - EPS:
+            one, other = boxes[i], boxes[j]
+            yield (f"the {one.kind} box at ({one.x:.1f}, {one.y:.1f}) and the {other.kind} box "
+                   f"at ({other.x:.1f}, {other.y:.1f}) are {max(gap, 0.0):.1f} px apart; "
+                   f"boxes keep {BOX_GAP:g} px between them")
+
+    # No wire runs through a label (a glyph's own caption is inside its box, drawn over it).
+    free_texts = [k for k, t in enumerate(texts) if t.owner is None]
+    free_grid = _grid((k, _shrunk(text_boxes[k], 0.5)) for k in free_texts)
+    crossed: set[int] = set()
+    for wire in wires:
+        for p, q in pairwise(wire.polyline()):
+            columns = range(int(min(p[0], q[0]) // _CELL), int(max(p[0], q[0]) // _CELL) + 1)
+            rows = range(int(min(p[1], q[1]) // _CELL), int(max(p[1], q[1]) // _CELL) + 1)
+            for key in [(cx, cy) for cx in columns for cy in rows]:
+                for k in free_grid.get(key, ()):
+                    if k in crossed:
+                        continue
+                    if _segment_hits_box(p, q, _shrunk(text_boxes[k], 0.5)):
+                        crossed.add(k)
+                        yield (f"{wire.role} wire {wire.wire} runs through the label "
+                               f"{texts[k].label.plain_text()!r} at ({texts[k].x:.1f}, "
+                               f"{texts[k].y:.1f})")
+
+    # A feedback loop spans every wire of the state it carries back, at both ends.
+    for loop in diagram.loops:
+        points = [point for wire in wires if wire.wire == loop.wire for point in wire.polyline()]
+        for x, state, where in ((loop.x_in, loop.state_in, "input"),
+                                (loop.x_out, loop.state_out, "output")):
+            leg = [y for px, y in points if abs(px - x) <= 0.6]
+            reached = [y for y in state if leg and min(leg) - 0.6 <= y <= max(leg) + 0.6]
+            if len(reached) < len(state):
+                yield (f"the feedback loop at ({x:.1f}, {min(state, default=0.0):.1f}) reaches "
+                       f"{len(reached)} of the {len(state)} wires of its state at the step's "
+                       f"{where}")
+
+    # Every wire that enters or leaves a box by its side is labelled somewhere along it.
+    labelled = {t.wire for t in texts if t.wire is not None}
+    roles = {wire.wire: wire.role for wire in wires}
+    for box in boxes:
+        for port in box.ports:
+            if port.side in ("left", "right") and roles.get(port.wire) == "axis" \
+                    and port.wire not in labelled:
+                yield (f"the axis wire at the {port.side} port of the {box.kind} box at "
+                       f"({port.x:.1f}, {port.y:.1f}) has no label")
 
     # Every box has the ports its IR node needs, and each port touches a wire.
     for box in boxes:

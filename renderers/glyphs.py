@@ -320,6 +320,12 @@ class BoxGlyph:
     takes its lower-left corner)."""
     deck: Callable[[Any], bool] | None = None
     """Whether an operation is drawn as a deck of boxes (copies with their own parameters)."""
+    describe_legend: Callable[[Any, ir.Broadcasted], decl.Caption | None] | None = None
+    """Text set under the box (a mask's conditions)."""
+
+    def legend(self, op: ir.Operator, term: ir.Broadcasted) -> Label | None:
+        described = self.describe_legend(op, term) if self.describe_legend else None
+        return caption_label(described) if described is not None else None
 
     def stacked(self, op: ir.Operator) -> bool:
         return self.deck is not None and self.deck(op)
@@ -349,7 +355,7 @@ def _glyph(spec: decl.Box[Any] | decl.Junction | decl.Cups) -> Glyph:
         case decl.Box():
             return BoxGlyph(outline_shape(spec.outline), spec.caption, spec.caption_size,
                             spec.min_width, spec.min_height, spec.square, spec.caption_dx,
-                            spec.deck)
+                            spec.deck, spec.legend)
         case decl.Junction(mark=mark):
             return JunctionGlyph(junction_mark(mark))
         case decl.Cups():

@@ -173,6 +173,16 @@ def test_render_options_are_documented_and_checked() -> None:
         program.render(collapse_depth=-1)
     with pytest.raises(TypeError, match="show_params must be True or False, got 1"):
         program.render(show_params=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="width must be None or a number"):
+        program.render(width="wide")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 200 px"):
+        program.render(width=50)
+    assert program.render("proj", width=None) == program.render("proj", width=5000)
+    from ncd.renderers import RenderOptions
+
+    from ncd.api import DEFAULT_WIDTH
+
+    assert DEFAULT_WIDTH == RenderOptions().width  # one default, written twice
     dark = program["proj"].render(theme="dark", wire_labels="both", show_params=True)
     assert dark == program.render("proj", theme="dark", wire_labels="both", show_params=True)
     assert dark != program.render("proj")

@@ -204,12 +204,20 @@ def test_a_long_axis_name_on_many_wires_stays_small() -> None:
     long_name = copies(30, "a" * 10_000)
     program = ncd.load(long_name)
     start = time.process_time()
-    svg = render_svg(program.ir, "f")
+    svg = render_svg(program.ir, "f", RenderOptions(width=None))  # on one row
     assert time.process_time() - start < 20
     assert len(svg.encode("utf-8")) < 4_000_000  # a GB before labels were bounded
     assert ELLIPSIS in svg
+    # Wrapped within the default width, each row break names its wires on both sides of
+    # it: more labels, each as bounded.
+    start = time.process_time()
+    wrapped = render_svg(program.ir, "f")
+    assert time.process_time() - start < 20
+    assert len(wrapped.encode("utf-8")) < 8_000_000
     # Beyond the limit a name's length changes nothing in the drawing.
-    assert svg == render_svg(ncd.load(copies(30, "a" * (MAX_NAME_CHARS + 1))).ir, "f")
+    assert svg == render_svg(ncd.load(copies(30, "a" * (MAX_NAME_CHARS + 1))).ir, "f",
+                             RenderOptions(width=None))
+    assert wrapped == render_svg(ncd.load(copies(30, "a" * (MAX_NAME_CHARS + 1))).ir, "f")
     text = render_svg(program.ir, "f", RenderOptions(text="text", wire_labels="both"))
     assert len(text.encode("utf-8")) < 1_000_000 and ELLIPSIS in text
     tikz = render_tikz(program.ir, "f")

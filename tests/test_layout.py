@@ -138,7 +138,7 @@ def test_boxes_grow_to_fit_their_captions(samples: ir.Program) -> None:
 
 
 def test_composition_goes_left_to_right(samples: ir.Program) -> None:
-    d = diagram(samples, "attention")
+    d = diagram(samples, "attention", RenderOptions(width=None))  # on one row: no budget
     order = [b.kind for b in sorted(d.boxes, key=lambda b: b.x)]
     assert order.index("mask") < order.index("softmax")
     linears = sorted(boxes_of(d, "linear"), key=lambda b: b.x)
@@ -279,10 +279,12 @@ def test_layout_is_deterministic(samples: ir.Program) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _label(x: float, y: float, text: str = "x", owner: int | None = None) -> Text:
+def _label(x: float, y: float, text: str = "x", owner: int | None = None,
+           wire: int | None = None) -> Text:
     label = Label.axis(text)
     box = label.measure(11.0)
-    return Text(label, x, y, 11.0, "#000000", box.width, box.ascent, box.descent, owner)
+    return Text(label, x, y, 11.0, "#000000", box.width, box.ascent, box.descent, owner,
+                wire=wire)
 
 
 def _wire(wire: int, start: tuple[float, float], end: tuple[float, float]) -> WirePath:
@@ -302,7 +304,7 @@ def test_validate_accepts_a_correct_figure() -> None:
     box = _box(ports=(PortPoint(40.0, 30.0, 1, "left"), PortPoint(60.0, 30.0, 2, "right")),
                expected=2)
     d = _diagram([_wire(1, (0.0, 30.0), (40.0, 30.0)), _wire(2, (60.0, 30.0), (100.0, 30.0)),
-                  _label(5.0, 25.0)], [box])
+                  _label(5.0, 25.0, wire=1), _label(70.0, 25.0, wire=2)], [box])
     assert d.validate() == []
 
 
@@ -418,7 +420,9 @@ def test_learned_operand_of_a_contraction_needs_no_detour() -> None:
 
 
 def test_residual_chain_stays_level() -> None:
-    d = diagram(_gallery("transformer"), "transformer", RenderOptions(expand_calls=True))
+    # On one row (no width budget): wrapped, the residual line continues on the next row.
+    d = diagram(_gallery("transformer"), "transformer",
+                RenderOptions(expand_calls=True, width=None))
     wires = [p for p in d.items if isinstance(p, WirePath) and p.role == "axis"]
     left = sorted(p.start[1] for p in wires if p.start[0] < 0.01)
     right = sorted(p.end[1] for p in wires if p.end[0] > d.width - 0.01)

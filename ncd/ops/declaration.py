@@ -116,6 +116,9 @@ class Box(Generic[OpT]):
     takes its lower-left corner)."""
     deck: Callable[[OpT], bool] | None = None
     """Whether this operation is drawn as a deck of boxes (one copy per index of an axis)."""
+    legend: Callable[[OpT, ir.Broadcasted], Caption | None] = no_caption
+    """Text set under the box, where the outline leaves no room inside (a mask's
+    conditions)."""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from .arguments import (
     same_shape,
     size_constant,
 )
-from .declaration import Box, Declaration, Surface, declare, no_parameters
+from .declaration import Box, Caption, Declaration, Surface, declare, no_parameters
 from .facts import Break, Carried, SymmetryCalls, Verdict, axis_list, entrywise, free
 from .lowering import Emitter, Label, TensorCode, float_literal, target_label
 
@@ -223,6 +223,14 @@ def _mask_symmetry(op: ir.MaskOp, term: ir.Broadcasted, carried: Carried,
     return entrywise(op, term, carried, calls)
 
 
+def _mask_legend(op: ir.MaskOp, term: ir.Broadcasted) -> Caption | None:
+    """The conditions a mask keeps, under its square (`x - y < 4`); the causal mask's
+    triangle says `x >= y` already, and a mask array enters the box as a wire."""
+    if op.causal or op.by_array or not op.conditions:
+        return None
+    return Caption("math", formula(", ".join(c.text for c in op.conditions)))
+
+
 MASK = declare(Declaration(
     node=ir.MaskOp,
     surfaces=(
@@ -231,6 +239,7 @@ MASK = declare(Declaration(
         Surface("mask", "keep entries where index conditions hold (or where a boolean array is "
                 "true); fill the rest", "mask[x >= y, fill=0](S)", _mask_typing),
     ),
-    glyph=Box("mask_square", min_width=26.0, min_height=26.0, square=True),
+    glyph=Box("mask_square", min_width=26.0, min_height=26.0, square=True,
+              legend=_mask_legend),
     overview=_mask_overview, roles=no_parameters, lower=_mask_lower,
     cost=free, symmetry=_mask_symmetry))

@@ -91,9 +91,20 @@ def expected_ports(term: ir.Broadcasted, options: RenderOptions) -> int:
         return count if count else 1  # a scalar operation: the datatype stub
     # An operation of parameters alone (a parameter put on a wire) has no datatype stub in.
     total = (side(term.inputs) if term.dom or not term.params else 0) + side(term.outputs)
-    if options.show_params and not isinstance(term.op, ir.ParameterOp | ir.BufferOp):
-        total += len(term.params)
-    return total
+    return total + len(drawn_params(term, options))
+
+
+def drawn_params(term: ir.Broadcasted, options: RenderOptions) -> tuple[ir.Port, ...]:
+    """The parameters drawn entering a box from below: all of them with `show_params`; else
+    only those the glyph does not stand for, the bias of `linear[..., bias]` (its card names
+    the weight alone). A parameter put on a wire is its own card: none enters it."""
+    if isinstance(term.op, ir.ParameterOp | ir.BufferOp):
+        return ()
+    if options.show_params:
+        return term.params
+    if isinstance(term.op, ir.LinearOp) and term.op.bias:
+        return term.params[1:]
+    return ()
 
 
 @dataclass(frozen=True)
@@ -219,9 +230,7 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
     note_labels = [Label.plain(line) for line in note.lines] if note is not None else []
     if note is not None:
         theme = shaded(theme, note.level)
-    # A parameter put on a wire is drawn as its own card: no parameter wire enters it.
-    params = term.params if ctx.options.show_params and not isinstance(
-        term.op, ir.ParameterOp | ir.BufferOp) else ()
+    params = drawn_params(term, ctx.options)
     param_labels = [Label.axis(p.name or "W") for p in params]
     param_slot = max((lab.measure(LABEL_SIZE).width + 8.0 for lab in param_labels),
                      default=0.0)
@@ -253,6 +262,13 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
 
     pad_left = CORE_PAD + (10.0 if stub_in else 0.0)
     pad_right = CORE_PAD + (10.0 if stub_out else 0.0) + deck
+    # Text under the box (a mask's conditions): the core is wide enough for it.
+    legend = glyph.legend(term.op, term) if not inline else None
+    legend_box = legend.measure(LABEL_SIZE) if legend is not None else None
+    if legend_box is not None:
+        overhang = max(0.0, (legend_box.width - width) / 2 - CORE_PAD + 2.0)
+        pad_left += overhang
+        pad_right += overhang
     bx = pad_left
     core_w = bx + width + pad_right
     box_id = ctx.fresh()
@@ -319,6 +335,10 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         items.append(text_item(label, bx + width / 2 - measured.width / 2,
                                note_top + number * NOTE_LINE + measured.ascent, NOTE_SIZE,
                                theme.text, owner=box_id, role="glyph"))
+    if legend is not None and legend_box is not None:
+        items.append(text_item(legend, bx + width / 2 - legend_box.width / 2,
+                               box_top + height + 3.0 + legend_box.ascent, LABEL_SIZE,
+                               theme.text, role="caption"))
     # Parameters enter from below, each from a small open circle under its name.
     for i, label in enumerate(param_labels):
         px = bx + (i + 0.5) * width / len(params)
@@ -343,13 +363,52 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
               left: list[Spec], right: list[Spec], band_rows: list[End],
               in_band: dict[int, int], out_band: dict[int, int]) -> Panel:
     """Addition and multiplication: the inputs' wires meet at dots on the band, and the
-    separators between the inputs run into a `+` (or a dot in a circle) just below."""
+    separators between the inputs run into a `+` (or a dot in a circle) just below. A
+    parameter operand (`X * g`, `Y + bias`) is a card at the left edge under the inputs, drawn
+    with or without `show_params` (it is an operand, not a weight the glyph stands for): its
+    wires join the band rows of its axes at dots, and a separator from the card's foot runs
+    into the mark, as between two inputs."""
+    specs = list(left)
+    ids = list(in_ids)
+    in_band = dict(in_band)
+    body_in = {k: 0 for k, spec in enumerate(left) if spec.kind in ("sep", "dtype")}
+    sources: list[Source] = []
+    band_index = {row.spec.name: i for i, row in enumerate(band_rows)}
+    degree = list(term.degree.names)
+    for number, param in enumerate(term.params):
+        first = len(specs)
+        axes = {axis.name: axis for axis in param.array.shape.axes}
+
+        def row_of(name: str, param: ir.Port = param) -> int:
+            return band_index.get(_degree_of(param, name, degree), 0)
+
+        for name in sorted(param.array.names, key=row_of):
+            in_band[len(specs)] = row_of(name)
+            specs.append(Spec("axis", -1 - number, name, ctx.axis_label(axes[name])))
+            ids.append(ctx.fresh())
+        if dtype_shown(param.array):  # a scalar parameter: its datatype wire runs into the mark
+            body_in[len(specs)] = 0
+            specs.append(Spec("dtype", -1 - number, "", ctx.dtype_label(param.array.dtype)))
+            ids.append(ctx.fresh())
+        elif first:  # under the card's axis wires, so that it rises to the mark crossing none
+            body_in[len(specs)] = 0
+            specs.append(Spec("sep", -1 - number, "", None))
+            ids.append(ctx.fresh())
+        sources.append(Source(Label.axis(param.name or "W"), first, len(specs) - first))
+    if term.params:  # a band row fed by a card as well as an input merges at a dot
+        feeders: dict[int, list[int]] = {}
+        for k, index in in_band.items():
+            feeders.setdefault(index, []).append(k)
+        band_rows = [End(row.y, ids[feeders[i][0]] if len(feeders.get(i, ())) == 1
+                         else (row.wire if row.wire not in in_ids else ctx.fresh()), row.spec)
+                     for i, row in enumerate(band_rows)]
     # The main line of a residual (`X = X + f(X)`: the input bound to the result's name) runs
     # on through the junction as the same wire, so a chain keeps it straight.
     main = next((index for index, port in enumerate(term.inputs)
                  if port.name is not None and port.name == term.outputs[0].name), None)
     if main is not None:
-        carried = {row: in_ids[k] for k, row in in_band.items() if left[k].array == main}
+        carried = {row: in_ids[k] for k, row in in_band.items()
+                   if k < len(left) and left[k].array == main}
         band_rows = [End(row.y, carried.get(i, row.wire), row.spec)
                      for i, row in enumerate(band_rows)]
     nb = len(band_rows)
@@ -362,7 +421,6 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
     joint = End(y_j, ctx.fresh(), joint_spec, joint=True)
     items.append(wire_path(ctx, joint_spec, joint.wire, (0.0, y_j), [(cx - 7.0, y_j)]))
     core_left = [*band_rows, joint]
-    body_in = {k: 0 for k, spec in enumerate(left) if spec.kind in ("sep", "dtype")}
     core_right = list(band_rows)
     body_out: dict[int, int] = {}
     for k, spec in enumerate(right):
@@ -372,16 +430,15 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
             core_right.append(End(y_j, wire, spec))
             items.append(wire_path(ctx, spec, wire, (cx + 6.0, y_j), [(width, y_j)], free=True))
     core = Panel(width, core_left, core_right, items, [], [Anchor(cx, y_j)]).fit()
-    in_map, out_map = core_maps(left, right, in_band, out_band, body_in, body_out, nb)
+    in_map, out_map = core_maps(specs, right, in_band, out_band, body_in, body_out, nb)
     # The sum continues its main line straight: the input that is the variable the result
-    # is bound to (`X = X + f(X)`).
-    if main is not None:
-        return assemble(ctx, left, in_ids, in_map, core, out_map, right,
-                        align_left=[k for k, s in enumerate(left) if s.array == main])
-    # Otherwise the result takes the height of the first input (its wires run straight and
-    # the others join it), so a chain of merges stays level instead of drifting.
-    return assemble(ctx, left, in_ids, in_map, core, out_map, right,
-                    align_left=[k for k, s in enumerate(left) if s.array == 0])
+    # is bound to (`X = X + f(X)`); otherwise the result takes the height of the first input
+    # (its wires run straight and the others join it), so a chain of merges stays level
+    # instead of drifting.
+    straight = main if main is not None else 0
+    return assemble(ctx, specs, ids, in_map, core, out_map, right,
+                    align_left=[k for k, s in enumerate(specs) if s.array == straight],
+                    sources=sources)
 
 
 def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: list[Spec],
@@ -414,9 +471,10 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
                 return (0, -at)
             return (1, band_index.get(_degree_of(param, name, degree), 0))
 
+        axes = {axis.name: axis for axis in param.array.shape.axes}
         for name in sorted(param.array.names, key=card_order):
             k = len(specs)
-            specs.append(Spec("axis", -1 - number, name, None))
+            specs.append(Spec("axis", -1 - number, name, ctx.axis_label(axes[name])))
             ids.append(ctx.fresh())
             if name in param.targets:
                 contracted_rows.append(k)
@@ -512,7 +570,9 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
     if scale_text:
         label = Label.math(scale_text)
         lb = label.measure(LABEL_SIZE)
-        last = rows[-1][1] if rows else (band_rows[-1].y if band_rows else 0.0)
+        # Under the lowest wire of the core (a band row only a card feeds runs under the
+        # cups), so that no wire runs through it.
+        last = max([y for _, y, _ in rows] + [row.y for row in band_rows], default=0.0)
         items.append(text_item(label, 6.0, last + PITCH * 0.45 + lb.ascent, LABEL_SIZE,
                                theme.text, role="caption"))
         core_w = max(core_w, lb.width + 12.0)
@@ -522,8 +582,7 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
         lowest = max([y for _, y, _ in rows] + [row.y for row in band_rows], default=0.0)
         note_y = lowest + PITCH * 0.45
         if scale_text:  # under the scale's label
-            scale_at = rows[-1][1] if rows else (band_rows[-1].y if band_rows else 0.0)
-            note_y = max(note_y, scale_at + PITCH * 1.2)
+            note_y = max(note_y, lowest + PITCH * 1.2)
         swatch = shaded(theme, note.level).box_fill
         items.append(Rect(6.0, note_y, 8.0, 8.0, swatch, Stroke(theme.ink, 0.6)))
         for number, line in enumerate(note.lines):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ncd import ir, sizes
 
@@ -54,17 +54,23 @@ class Context:
     counter: itertools.count
     depth: int = 0
     calls: tuple[str, ...] = ()
+    breaks: itertools.count = field(default_factory=lambda: itertools.count(1))
+    """Numbers of the row breaks of wrapped compositions, one sequence per diagram."""
 
     def fresh(self) -> int:
         return next(self.counter)
 
+    def next_break(self) -> int:
+        return next(self.breaks)
+
     def deeper(self, call: str | None = None) -> Context:
         return Context(self.program, self.options, self.theme, self.env, self.counter,
-                       self.depth + 1, (*self.calls, call) if call else self.calls)
+                       self.depth + 1, (*self.calls, call) if call else self.calls,
+                       self.breaks)
 
     def with_depth(self, depth: int) -> Context:
         return Context(self.program, self.options, self.theme, self.env, self.counter, depth,
-                       self.calls)
+                       self.calls, self.breaks)
 
     # -- labels ------------------------------------------------------------------------
 

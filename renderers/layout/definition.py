@@ -4,6 +4,7 @@ labelled input and output wires, after the expansion limits are checked."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 from ncd import ir
 
@@ -13,7 +14,7 @@ from ..glyphs import THEMES
 from ..text import Label, elide
 from .context import Context, size_environment
 from .extent import check_expansion
-from .options import LABEL_RAISE, MARGIN, NOTE_LINE, NOTE_SIZE, RenderOptions
+from .options import LABEL_RAISE, MARGIN, MIN_WIDTH, NOTE_LINE, NOTE_SIZE, RenderOptions
 from .panels import Panel, array_specs, text_item
 from .routing import assemble
 from .terms import layout
@@ -27,6 +28,37 @@ def layout_definition(program: ir.Program, name: str,
     definition = program.definition(name)
     if options.expand_calls:
         check_expansion(program, name, options)
+    target = options.width
+    # A drawing that fits its budget on one row is drawn on one row.
+    drawn = _layout(program, definition, replace(options, width=None))
+    if target is None or drawn.width <= target + 0.5:
+        return drawn
+    drawn = _layout(program, definition, options)
+    # The budget is for the whole drawing, but compositions are wrapped against an estimate
+    # of what surrounds them: while the drawing is still too wide, wrap against less (a few
+    # times at most; a term wider than the budget by itself cannot be broken).
+    budget = target
+    best = drawn
+    floor = max(MIN_WIDTH, FLOOR_SHARE * target) if target is not None else MIN_WIDTH
+    for _ in range(RETRIES):
+        if target is None or budget is None or drawn.width <= target + 0.5 \
+                or budget <= floor:
+            break
+        budget = max(floor, budget - max(40.0, (drawn.width - target) / 2))
+        drawn = _layout(program, definition, replace(options, width=budget))
+        if drawn.width < best.width:
+            best = drawn
+    return best
+
+
+RETRIES = 5
+"""How often a drawing wider than its budget is wrapped again against a smaller one."""
+FLOOR_SHARE = 0.75
+"""The smallest budget a drawing is wrapped again against, as a share of its own: less
+breaks nested compositions into rows of one term each."""
+
+
+def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptions) -> Diagram:
     ctx = Context(program, options, THEMES[options.theme], size_environment(program),
                   itertools.count(1), calls=(definition.name,))
     left = array_specs(definition.domain, ctx)
@@ -54,6 +86,7 @@ def layout_definition(program: ir.Program, name: str,
         width=round(width, 2), height=round(height, 2),
         background=ctx.theme.background, items=tuple(items), boxes=tuple(placed.boxes),
         anchors=tuple(placed.anchors), title=elide(definition.name),
+        loops=tuple(placed.loops),
     )
 
 

@@ -108,4 +108,4 @@ def frame(ctx: Context, body: Panel, title: Label, repeat: int, fill: str,
         items.append(Path((x1 - 6.0, y0), ((x1, y0), (x1, y1), (x1 - 6.0, y1)), thick,
                           layer=LAYER_MARK))
     return Panel(width, placed.left, [End(e.y, e.wire, e.spec) for e in placed.right],
-                 items, placed.boxes, placed.anchors).fit()
+                 items, placed.boxes, placed.anchors, loops=placed.loops).fit()

@@ -26,11 +26,17 @@ class RenderOptions:
       refused (`NcdError`, E103 at the definition).
     - `theme`: `light`, `dark`, or `print` (greyscale-safe).
     - `text`: labels as glyph outlines (`paths`, the same everywhere) or real `<text>`.
-    - `show_params`: draw learned parameters as wires entering their boxes from below.
+    - `show_params`: draw learned parameters as wires entering their boxes from below. The
+      bias of `linear[..., bias]` is drawn so always, and a parameter added to or multiplied
+      with an array always as a card (operands the glyph does not stand for).
     - `standalone`: TikZ as a complete LaTeX document (`\\documentclass{standalone}`)
       rather than a `tikzpicture` to paste into one.
     - `notes`, `legend`: figures drawn on the boxes and under the drawing (`--annotate cost`,
       `renderers.annotate.cost_notes`).
+    - `width`: a width budget in px (None: none). A composition wider than it breaks onto
+      several rows, one under another; the wires that cross a break end at a numbered mark,
+      labelled, and the next row starts from the same mark with the same labels. The
+      default, 880 px, prints an 11 px label at 6 pt on a page 170 mm wide.
     """
 
     wire_labels: Literal["names", "sizes", "both"] = "names"
@@ -42,6 +48,7 @@ class RenderOptions:
     standalone: bool = False
     notes: tuple[BoxNote, ...] = ()
     legend: Legend | None = None
+    width: float | None = 880.0
 
     def note(self, term: ir.Broadcasted) -> BoxNote | None:
         """The figures to draw on an operation's box, if any."""
@@ -59,8 +66,18 @@ class RenderOptions:
             raise ValueError(f"text must be paths or text, not {self.text!r}")
         if self.collapse_depth is not None and self.collapse_depth < 0:
             raise ValueError("collapse_depth must be None or at least 0")
+        if self.width is not None and not self.width >= MIN_WIDTH:
+            raise ValueError(f"width must be None or at least {MIN_WIDTH:g} px, not {self.width}")
 
 
+MIN_WIDTH = 200.0
+"""The narrowest width budget (`RenderOptions.width`)."""
+BREAK_MARK = 22.0
+"""Room for the numbered mark at either end of a row break."""
+EDGE_ZONE = 30.0
+"""What a budget keeps for the label zone at either edge of a diagram."""
+ROW_GAP = 26.0
+"""Vertical space between two rows of a wrapped composition."""
 PITCH = 22.0
 """Vertical distance between neighbouring wires: a label fits between them."""
 LABEL_SIZE = 11.0

@@ -19,6 +19,7 @@ from ..geometry import (
     Box,
     Circle,
     Item,
+    Loop,
     Path,
     Polygon,
     Stroke,
@@ -80,6 +81,8 @@ class Panel:
     """Wire labels in the label zone at the left edge (also in `items`), so that a neighbour
     that already shows the same name right there can drop its copy."""
     right_labels: list[Text] = field(default_factory=list)
+    loops: list[Loop] = field(default_factory=list)
+    """The feedback loops of scans drawn in the panel, for validation."""
 
     def moved(self, dx: float, dy: float) -> Panel:
         if abs(dx) < 1e-9 and abs(dy) < 1e-9:
@@ -95,6 +98,7 @@ class Panel:
             self.bottom + dy,
             [t.moved(dx, dy) for t in self.left_labels],
             [t.moved(dx, dy) for t in self.right_labels],
+            [loop.moved(dx, dy) for loop in self.loops],
         )
 
     def fit(self) -> Panel:
@@ -158,9 +162,10 @@ def curve(x0: float, y0: float, x1: float, y1: float) -> tuple[float, ...]:
 
 
 def text_item(label: Label, x: float, baseline: float, size: float, color: str,
-              owner: int | None = None, role: str = "axis") -> Text:
+              owner: int | None = None, role: str = "axis", wire: int | None = None) -> Text:
     box = label.measure(size)
-    return Text(label, x, baseline, size, color, box.width, box.ascent, box.descent, owner, role)
+    return Text(label, x, baseline, size, color, box.width, box.ascent, box.descent, owner, role,
+                wire=wire)
 
 
 def arrowhead(ctx: Context, x_tip: float, y: float) -> Polygon:

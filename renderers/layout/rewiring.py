@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from ncd import ir
 
 from ..geometry import Box, Item, PortPoint
-from ..glyphs import hexagon, pentagon
+from ..glyphs import hexagon, pentagon, rename_tag
 from ..text import Label
 from .context import Context
 from .options import CORE_PAD, LABEL_SIZE, PITCH, ROW_PAD
-from .panels import End, Kind, Panel, array_specs, straight_core, text_item, wire_path
+from .panels import End, Kind, Panel, Spec, array_specs, straight_core, text_item, wire_path
 from .routing import assemble
 
 
@@ -55,6 +55,15 @@ def layout_rearrangement(term: ir.Rearrangement, ctx: Context, in_ids: Sequence[
         align = sorted({r: k for k, r in enumerate(out_map) if r is not None}.values())
     return assemble(ctx, left, in_ids, in_map, core, out_map, right, labels=False,
                     align_right=align)
+
+
+RENAME_TAG = 18.0
+"""Width and height of the rename tag on a wire whose axis changes its name."""
+
+
+def left_of_name(left: Sequence[Spec], row: int) -> str:
+    """The name of the input's axis `row` (by position among its axis wires)."""
+    return [s.name for s in left if s.kind == "axis"][row]
 
 
 def _row_kind(eta: ir.StrideMorphism, row: int) -> tuple[str, int | None]:
@@ -111,7 +120,15 @@ def layout_reindexing(term: ir.Reindexing, ctx: Context, in_ids: Sequence[int]) 
     pent_labels = {j: Label.math(str(eta.offset[j])) for j in constant_rows}
     pent_w = max((lab.measure(LABEL_SIZE).width + 16.0 for lab in pent_labels.values()),
                  default=0.0)
-    glyph_w = max(hex_w, pent_w)
+    # An output axis read plainly from an input axis of another name (`Y[x, u] = X[x, u]`
+    # with `X: R[x, v]`) changes its name on the way: it passes a rename tag, as `rename`
+    # draws it, rather than being relabelled silently.
+    renamed = {domain[source] for j, (kind, source) in enumerate(kinds)
+               if kind == "simple" and source is not None and j not in hex_rows
+               and sum(1 for other, s in kinds if other == "simple" and s == source) == 1
+               and left_of_name(left, j) != domain[source]}
+    tag_w = RENAME_TAG if renamed else 0.0
+    glyph_w = max(hex_w, pent_w, tag_w)
     core_w = glyph_w + 2 * CORE_PAD if glyph_w else 10.0
     gx = CORE_PAD
 
@@ -214,6 +231,22 @@ def layout_reindexing(term: ir.Reindexing, ctx: Context, in_ids: Sequence[int]) 
         for j in wire_sources:
             k, _ = left_of[j]
             in_map[k] = len(core_left)
+        if name in renamed:
+            (j,) = wire_sources
+            k, in_spec = left_of[j]
+            box_id = ctx.fresh()
+            out_id = ctx.fresh()
+            core_left.append(End(y, row_id, in_spec))
+            core_right.append(End(y, out_id, spec))
+            x_tag = gx + (glyph_w - tag_w) / 2
+            items.append(wire_path(ctx, in_spec, row_id, (0.0, y), [(x_tag, y)]))
+            items.append(wire_path(ctx, spec, out_id, (x_tag + tag_w, y), [(core_w, y)]))
+            items.extend(rename_tag(x_tag, y - tag_w / 2, tag_w, tag_w, theme))
+            boxes.append(Box(box_id, x_tag, y - tag_w / 2, tag_w, tag_w, "rename",
+                             (PortPoint(x_tag, y, row_id, "left"),
+                              PortPoint(x_tag + tag_w, y, out_id, "right")), 2))
+            y += PITCH
+            continue
         core_left.append(row)
         core_right.append(row)
         items.append(wire_path(ctx, spec, row_id, (0.0, y), [(core_w, y)]))

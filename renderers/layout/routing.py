@@ -27,6 +27,16 @@ from .panels import (
     wire_path,
 )
 
+CARD_GAP = 6.0
+"""Least vertical gap between two cards stacked in one label zone."""
+
+
+def card_extent(y_first: float, y_last: float) -> tuple[float, float]:
+    """Top and bottom of a card whose wires leave it at heights `y_first` to `y_last`."""
+    height = max(28.0, y_last - y_first + 2 * ROW_PAD)
+    top = (y_first + y_last) / 2 - height / 2
+    return top, top + height
+
 
 def route_width(dy: float) -> float:
     """Width of a routing column: gentle slopes for long moves, never a kink for short ones."""
@@ -107,15 +117,31 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     cards: list[tuple[Source, float, float]] = []  # source, card width, card top
     for k in range(len(left)):
         y_left[k] += gap[k]
+    # Cards stacked one under another keep a gap between them: a card lower than the one
+    # above it moves down, with its wires and every wire under it.
+    previous_bottom: float | None = None
+    for source in sources:
+        first, last = source.first, source.first + source.count - 1
+        top, bottom = card_extent(y_left[first], y_left[last])
+        if previous_bottom is not None and top < previous_bottom + CARD_GAP:
+            shift = previous_bottom + CARD_GAP - top
+            for k in range(first, len(left)):
+                y_left[k] += shift
+            top, bottom = top + shift, bottom + shift
+        previous_bottom = bottom
     for source in sources:
         lb = source.label.measure(TITLE_SIZE)
         cards.append((source, max(26.0, lb.width + 14.0), 0.0))
 
     labels_left = labels
     labels_right = labels if labels_right is None else labels_right
-    zone_left = label_zone_width(left) if labels_left else 0.0
-    zone_left = max([zone_left] + [w + 8.0 for _, w, _ in cards])
+    zone_left = label_zone_width([s for k, s in enumerate(left)
+                                  if not any(src.first <= k < src.first + src.count
+                                             for src in sources)]) if labels_left else 0.0
     for source, card_w, _ in cards:
+        # Room right of the card for the names of its wires.
+        names = label_zone_width(left[source.first:source.first + source.count])
+        zone_left = max(zone_left, 4.0 + card_w + max(names, 4.0))
         for k in range(source.first, source.first + source.count):
             sourced[k] = 4.0 + card_w
     zone_right = label_zone_width(right) if labels_right else 0.0
@@ -223,8 +249,8 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
 
     for source, card_w, _ in cards:
         ys = y_left[source.first:source.first + source.count]
-        height = max(28.0, ys[-1] - ys[0] + 2 * ROW_PAD)
-        top = (ys[0] + ys[-1]) / 2 - height / 2
+        top, bottom = card_extent(ys[0], ys[-1])
+        height = bottom - top
         box_id = ctx.fresh()
         items.extend(card(4.0, top, card_w, height, ctx.theme))
         lb = source.label.measure(TITLE_SIZE)
@@ -238,6 +264,12 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
 
     left_labels: list[Text] = []
     right_labels: list[Text] = []
+    for k, x_card in sorted(sourced.items()):
+        # A card's wire is named where it leaves the card, as an input's is at the edge.
+        spec = left[k]
+        if spec.label is not None:
+            left_labels.append(text_item(spec.label, x_card + ZONE_PAD, y_left[k] - LABEL_RAISE,
+                                         LABEL_SIZE, ctx.theme.text, wire=in_ids[k]))
     if labels_left:
         for k, (spec, y) in enumerate(zip(left, y_left, strict=True)):
             if k in sourced or round(y, 1) in skip_left:
@@ -245,12 +277,13 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
             if spec.label is not None:
                 width = spec.label.measure(LABEL_SIZE).width
                 left_labels.append(text_item(spec.label, zone_left - ZONE_PAD - width,
-                                             y - LABEL_RAISE, LABEL_SIZE, ctx.theme.text))
+                                             y - LABEL_RAISE, LABEL_SIZE, ctx.theme.text,
+                                             wire=in_ids[k]))
     if labels_right:
-        for spec, y in zip(right, y_right, strict=True):
+        for spec, y, leaving in zip(right, y_right, right_ends, strict=True):
             if spec.label is not None and round(y, 1) not in skip_right:
                 right_labels.append(text_item(spec.label, end_x + ZONE_PAD, y - LABEL_RAISE,
-                                              LABEL_SIZE, ctx.theme.text))
+                                              LABEL_SIZE, ctx.theme.text, wire=leaving.wire))
     items.extend(left_labels)
     items.extend(right_labels)
     if core_x < EPS:  # the core's own edge labels are this panel's edge labels
@@ -261,7 +294,7 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     left_ends = [End(y, wire, spec) for k, (y, wire, spec)
                  in enumerate(zip(y_left, in_ids, left, strict=True)) if k not in sourced]
     return Panel(total, left_ends, right_ends, items, boxes, anchors,
-                 left_labels=left_labels, right_labels=right_labels).fit()
+                 left_labels=left_labels, right_labels=right_labels, loops=moved.loops).fit()
 
 
 def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False) -> Panel:
@@ -313,4 +346,5 @@ def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False
         first.width + width + second.width, first.left, placed.right, items, boxes, anchors,
         min(first.top, placed.top), max(first.bottom, placed.bottom),
         first.left_labels, placed.right_labels if second.width > 0 else first.right_labels,
+        first.loops + placed.loops,
     )

@@ -12,14 +12,52 @@ from typing import assert_never
 
 from ncd import ir
 
-from ..geometry import EPS, LAYER_MARK, LAYER_WIRE, Anchor, Box, Item, Path, Polygon, Stroke, Text
+from ..geometry import (
+    EPS,
+    LAYER_MARK,
+    LAYER_WIRE,
+    Anchor,
+    Box,
+    Circle,
+    Item,
+    Loop,
+    Path,
+    Polygon,
+    Stroke,
+    Text,
+)
 from ..glyphs import BoxGlyph, block_fill, glyph_of
 from ..text import MAX_TITLE_CHARS, Label, Run, elide
 from .broadcast import Wiring, broadcast_wiring, core_maps, layout_broadcasted
 from .context import Context
 from .frames import collapsed, frame
-from .options import CLEARANCE, CORE_PAD, LOOP_STEP, PITCH, SEPARATOR_ROOM, THIN
-from .panels import End, Panel, Spec, array_specs, band_core_items, dot, dtype_shown, wire_path
+from .options import (
+    BLOCK_PAD,
+    BRACKET,
+    BREAK_MARK,
+    CLEARANCE,
+    CORE_PAD,
+    EDGE_ZONE,
+    LABEL_RAISE,
+    LOOP_STEP,
+    MARGIN,
+    PITCH,
+    ROW_GAP,
+    SEPARATOR_ROOM,
+    THIN,
+    TITLE_SIZE,
+)
+from .panels import (
+    End,
+    Panel,
+    Spec,
+    array_specs,
+    band_core_items,
+    dot,
+    dtype_shown,
+    text_item,
+    wire_path,
+)
 from .rewiring import layout_rearrangement, layout_reindexing
 from .routing import assemble, join
 
@@ -54,6 +92,9 @@ def layout_identity(term: ir.Identity, ctx: Context, in_ids: Sequence[int]) -> P
 
 
 def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> Panel:
+    budget = composition_budget(ctx)
+    if budget is not None:
+        return layout_wrapped(term, ctx, in_ids, budget)
     panel: Panel | None = None
     owned = False
     ids = list(in_ids)
@@ -68,6 +109,166 @@ def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> P
     if panel is None:
         return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
     return panel
+
+
+SCRAP_SHARE = 0.25
+"""A row of a wrapped composition narrower than this share of the budget is scrap: it stays
+on the row before (or after) it."""
+
+
+def composition_budget(ctx: Context) -> float | None:
+    """The width a composition may take before it wraps: the diagram's budget less its
+    margins and the label zones at its edges, and less the frames round it."""
+    if ctx.options.width is None:
+        return None
+    frames = ctx.depth * 2 * (BLOCK_PAD + BRACKET + 5.0)
+    return max(ctx.options.width - 2 * MARGIN - 2 * EDGE_ZONE - frames, 2 * BREAK_MARK)
+
+
+def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
+                   budget: float) -> Panel:
+    """A composition with a width budget: its terms side by side as long as they fit, then on
+    a new row under the first, and so on. At each break the wires end at a numbered mark,
+    labelled, and the next row starts from the same mark with the same labels."""
+    panels: list[Panel] = []
+    ids = list(in_ids)
+    for sub in term.terms:
+        panels.append(layout(sub, ctx, ids))
+        ids = [e.wire for e in panels[-1].right]
+    if not panels:
+        return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
+    rows: list[Panel] = []
+    starts: list[int] = []
+    row: Panel | None = None
+    # A break leaves no scrap: a row is not closed while it is short, nor for a short rest
+    # of the composition (one trailing sum on a row of its own reads worse than an overflow).
+    scrap = SCRAP_SHARE * budget
+    for index, next_panel in enumerate(panels):
+        if row is None:
+            row = next_panel
+            starts.append(index)
+            continue
+        joined = join(ctx, row, next_panel)
+        rest = sum(p.width for p in panels[index:])
+        if joined.width > budget - 2 * BREAK_MARK and row.width >= scrap and rest >= scrap:
+            rows.append(row)
+            row = next_panel
+            starts.append(index)
+        else:
+            row = joined
+    assert row is not None
+    rows.append(row)
+    if len(rows) == 1:
+        return rows[0]
+    # As many rows, as even as they can be: a full row and a short one become two halves.
+    balanced = _balanced_starts([p.width for p in panels], len(rows))
+    if balanced is not None and balanced != starts:
+        even = [_joined(ctx, panels[a:b]) for a, b in
+                zip(balanced, [*balanced[1:], len(panels)], strict=True)]
+        if max(r.width for r in even) <= max(r.width for r in rows) + EPS:
+            rows = even
+    last = len(rows) - 1
+    # The wires at each break are named on both sides of it.
+    rows = [assemble(ctx, [e.spec for e in r.left], [e.wire for e in r.left],
+                     list(range(len(r.left))), r, list(range(len(r.right))),
+                     [e.spec for e in r.right], labels=i > 0, labels_right=i < last,
+                     skip_left={round(t.y + LABEL_RAISE, 1) for t in r.left_labels},
+                     skip_right={round(t.y + LABEL_RAISE, 1) for t in r.right_labels})
+            for i, r in enumerate(rows)]
+    numbers = [ctx.next_break() for _ in range(last)]
+    content = max(r.width + (BREAK_MARK if i > 0 else 0.0) for i, r in enumerate(rows))
+    width = content + BREAK_MARK
+    items: list[Item] = []
+    boxes: list[Box] = []
+    anchors: list[Anchor] = []
+    loops: list[Loop] = []
+    placed: list[Panel] = []
+    top = rows[0].top
+    for i, r in enumerate(rows):
+        x0 = BREAK_MARK if i > 0 else 0.0
+        moved = r.moved(x0, top - r.top)
+        top = moved.bottom + ROW_GAP
+        placed.append(moved)
+        items.extend(moved.items)
+        boxes.extend(moved.boxes)
+        anchors.extend(moved.anchors)
+        loops.extend(moved.loops)
+        right_x = x0 + r.width
+        stop = content if i < last else width
+        if stop > right_x + EPS:  # the row's wires run on to the common right edge
+            for end in moved.right:
+                items.append(wire_path(ctx, end.spec, end.wire, (right_x, end.y),
+                                       [(stop, end.y)]))
+        if i < last:
+            items.extend(_break_mark(ctx, content, moved.right, numbers[i], anchors, "right"))
+        if i > 0:
+            items.extend(_break_mark(ctx, x0, moved.left, numbers[i - 1], anchors, "left"))
+    first, final = placed[0], placed[-1]
+    right = list(final.right)
+    return Panel(width, list(first.left), right, items, boxes, anchors,
+                 left_labels=first.left_labels, loops=loops).fit()
+
+
+ROUTE_ESTIMATE = 40.0
+"""What a routing column between two terms is reckoned to take when rows are balanced."""
+
+
+def _balanced_starts(widths: Sequence[float], count: int) -> list[int] | None:
+    """Where `count` rows start so that the widest is as narrow as it can be (terms of
+    `widths` kept in order, a routing column reckoned between neighbours), or None."""
+    def split(limit: float) -> list[int]:
+        starts = [0]
+        width = widths[0]
+        for index in range(1, len(widths)):
+            if width + ROUTE_ESTIMATE + widths[index] > limit:
+                starts.append(index)
+                width = widths[index]
+            else:
+                width += ROUTE_ESTIMATE + widths[index]
+        return starts
+
+    low = max(max(widths), (sum(widths) + ROUTE_ESTIMATE * (len(widths) - count)) / count)
+    high = sum(widths) + ROUTE_ESTIMATE * len(widths)
+    if len(split(high)) > count:
+        return None
+    for _ in range(24):
+        middle = (low + high) / 2
+        if len(split(middle)) <= count:
+            high = middle
+        else:
+            low = middle
+    found = split(high)
+    return found if len(found) == count else None
+
+
+def _joined(ctx: Context, panels: Sequence[Panel]) -> Panel:
+    """Panels side by side (each already laid out with the ids the one before leaves)."""
+    row = panels[0]
+    for index, panel in enumerate(panels[1:]):
+        row = join(ctx, row, panel, reuse_first=index > 0)
+    return row
+
+
+def _break_mark(ctx: Context, x: float, ends: Sequence[End], number: int,
+                anchors: list[Anchor], side: str) -> list[Item]:
+    """The numbered mark where the wires `ends` leave a row (`side` right) or enter the next
+    (`side` left) at `x`: a thin bracket spanning them and the break's number beside it."""
+    items: list[Item] = []
+    ys = [e.y for e in ends] or [0.0]
+    for y in ys:
+        anchors.append(Anchor(x, y))
+    y0, y1 = min(ys) - 6.0, max(ys) + 6.0
+    tick = 4.0 if side == "right" else -4.0
+    items.append(Path((x - tick, y0), ((x, y0), (x, y1), (x - tick, y1)),
+                      Stroke(ctx.theme.ink, 1.4), layer=LAYER_MARK))
+    label = Label.plain(str(number))
+    box = label.measure(TITLE_SIZE)
+    cx = x + (BREAK_MARK / 2 if side == "right" else -BREAK_MARK / 2)
+    cy = (y0 + y1) / 2
+    items.append(Circle(cx, cy, 7.5, ctx.theme.box_fill, Stroke(ctx.theme.ink, 1.0)))
+    items.append(text_item(label, cx - box.width / 2, cy + (box.ascent - box.descent) / 2,
+                           TITLE_SIZE, ctx.theme.text, role="title"))
+    return items
 
 
 def _port_count(arrays: Sequence[ir.ArrayType]) -> int:
@@ -98,6 +299,7 @@ def layout_product(term: ir.Product, ctx: Context, in_ids: Sequence[int]) -> Pan
     right: list[End] = []
     left_labels: list[Text] = []
     right_labels: list[Text] = []
+    loops: list[Loop] = []
     bottom: float | None = None
     for index, panel in enumerate(panels):
         if bottom is not None:
@@ -140,6 +342,7 @@ def layout_product(term: ir.Product, ctx: Context, in_ids: Sequence[int]) -> Pan
         items.extend(panel.items)
         boxes.extend(panel.boxes)
         anchors.extend(panel.anchors)
+        loops.extend(panel.loops)
         left.extend(panel.left)
         # A narrower factor continues its wires straight to the common right edge.
         for end in panel.right:
@@ -152,7 +355,7 @@ def layout_product(term: ir.Product, ctx: Context, in_ids: Sequence[int]) -> Pan
         if panel.width >= width - EPS:
             right_labels.extend(panel.right_labels)
     return Panel(width, left, right, items, boxes, anchors, left_labels=left_labels,
-                 right_labels=right_labels).fit()
+                 right_labels=right_labels, loops=loops).fit()
 
 
 def expanded_definition(term: ir.Broadcasted, ctx: Context) -> ir.Definition | None:
@@ -224,7 +427,7 @@ def layout_expanded_call(term: ir.Broadcasted, definition: ir.Definition, ctx: C
                                [(width, end.y)]))
     items.extend(framed.items)
     core = Panel(width, [*band_rows, *framed.left], [*band_rows, *framed.right], items,
-                 framed.boxes, framed.anchors).fit()
+                 framed.boxes, framed.anchors, loops=framed.loops).fit()
     in_map, out_map = core_maps(left, right, in_band, out_band, body_in, body_out, nb)
     return assemble(ctx, left, in_ids, in_map, core, out_map, right)
 
@@ -300,30 +503,36 @@ def layout_scan(term: ir.Scan, ctx: Context, in_ids: Sequence[int]) -> Panel:
     items.extend(framed.items)
     anchors = list(framed.anchors)
     frame_top = framed.top
+    loops = list(framed.loops)
     for level, array in enumerate(carried):
-        y_in = next(e.y for e in framed.left if e.spec.array == array and e.spec.kind != "sep")
-        y_out = next(e.y for e in framed.right
-                     if e.spec.array == array and e.spec.kind != "sep")
+        # The loop spans the whole state: its legs run down across every wire of the carried
+        # array, tied to each by a dot, so that a state of several axes goes back as a whole.
+        ys_in = [e.y for e in framed.left if e.spec.array == array and e.spec.kind != "sep"]
+        ys_out = [e.y for e in framed.right if e.spec.array == array and e.spec.kind != "sep"]
+        y_in, y_out = max(ys_in), max(ys_out)
         inset = pad - 4.0 - LOOP_STEP * level
         x_in, x_out = inset, width - inset
         y_top = frame_top - LOOP_STEP * (level + 1) + 1.0
-        r = min(4.0, (y_in - y_top) / 2, (y_out - y_top) / 2)
+        r = min(4.0, (min(ys_in) - y_top) / 2, (min(ys_out) - y_top) / 2)
+        wire = ctx.fresh()
         loop = Path((x_out, y_out), (
             (x_out, y_top + r), (x_out, y_top + r * 0.45, x_out - r * 0.45, y_top, x_out - r,
                                  y_top),
             (x_in + r, y_top), (x_in + r * 0.45, y_top, x_in, y_top + r * 0.45, x_in,
                                 y_top + r),
-            (x_in, y_in)), Stroke(ctx.theme.ink, THIN), wire=ctx.fresh(), role="dtype",
+            (x_in, y_in)), Stroke(ctx.theme.ink, THIN), wire=wire, role="dtype",
             layer=LAYER_WIRE)
         items.append(loop)
+        loops.append(Loop(wire, x_in, x_out, tuple(ys_in), tuple(ys_out)))
         mid = (x_in + x_out) / 2
         items.append(Polygon(((mid - 3.0, y_top), (mid + 2.5, y_top - 2.4),
                               (mid + 2.5, y_top + 2.4)), ctx.theme.ink, None, layer=LAYER_MARK))
-        for x, y in ((x_in, y_in), (x_out, y_out)):
-            items.append(dot(ctx, x, y))
-            anchors.append(Anchor(x, y))
+        for x, ys in ((x_in, ys_in), (x_out, ys_out)):
+            for y in ys:
+                items.append(dot(ctx, x, y))
+                anchors.append(Anchor(x, y))
     core = Panel(width, [band, *framed.left], [band, *framed.right], items, framed.boxes,
-                 anchors).fit()
+                 anchors, loops=loops).fit()
     in_map: list[int | None] = []
     for k in range(len(left)):
         if k in feeders:
