@@ -695,6 +695,14 @@ def test_unet_level_is_down_pool_lower_upsample_concatenate_up(i: int, c: int, d
                        [(randn(2, i, 6, 8),), (randn(1, i, 4, 2),), (randn(3, i, 2, 2),)])
 
 
+def test_unet_level_refuses_an_image_it_cannot_halve() -> None:
+    module = ncd.load(GALLERY / "unet_level.ncd", sizes={"i": 1, "c": 2, "d": 2}).to_torch()
+    assert module(torch.randn(1, 1, 4, 6)).shape == (1, 2, 4, 6)
+    with pytest.raises(ValueError, match=r"input X: axis y has 5 entries, but its size is "
+                       r"2\*yh for a whole yh >= 1"):
+        module(torch.randn(1, 1, 5, 4))
+
+
 # ------------------------------------------------------------------ Vision Transformer
 
 
@@ -763,7 +771,7 @@ INTERPRETER_SIZES = {
     "classifier": {"c": 2, "n": 3},
     "lru": {"m": 2, "n": 3},
     "graph_conv": {"f": 2, "g": 3},
-    "unet_level": {"i": 1, "c": 1, "d": 1},
+    "unet_level": {"i": 1, "c": 1, "d": 1, "xh": 1},  # the height stays symbolic
     "vit": {"c": 1, "p": 2, "u": 2, "v": 4, "m": 4, "h": 2},
 }
 
