@@ -513,6 +513,44 @@ def _base_name(code: str) -> str:
 
 
 
+def shape_checks(emitter: ForwardEmitter, arguments: list[TensorCode]) -> list[str]:
+    """A check that an input axis whose size is `a * n + b` with `a > 1` (`axis y = 2 * yh`)
+    has a size of that form, for a whole `n >= 1`: a `ValueError` naming the input and the
+    axis, where without it an odd image would be read as `(y - b) // a` and fail later in
+    torch (or silently drop a row)."""
+    lines = []
+    for value in arguments:
+        for position, axis in enumerate(value.array.shape.axes):
+            symbols = emitter.sizes.symbols(axis.size)
+            if len(symbols) != 1:
+                continue
+            (symbol,) = symbols
+            solution = emitter.sizes.solve(axis.size, symbol)
+            if solution is None or solution[0] == 1:
+                continue
+            a, b = solution
+            shape = f"{value.code}.shape[{position - value.rank}]"
+            condition = f"{shape} < {a + b} or ({shape} - {b}) % {a}" if b else \
+                f"{shape} < {a} or {shape} % {a}"
+            form = f"{a}*{symbol}" + (f" {'+' if b > 0 else '-'} {abs(b)}" if b else "")
+            written = ir.size_text(axis.size)
+            if written.replace(" ", "") != form.replace(" ", ""):
+                form = f"{written} = {form}"
+            found = f"input {value.code}: axis {axis.name} has {{{shape}}} entries, "
+            needed = f"but its size is {form} for a whole {symbol} >= 1"
+            literal = f"f{string_literal(found + needed)}"
+            lines += [f"        if {condition}:", f"            raise ValueError({literal})"]
+            # as a formatter wraps it: the call's argument on a line of its own, then the
+            # message as two strings
+            if len(lines[-1]) > LINE_LENGTH:
+                lines[-1:] = ["            raise ValueError(", f"                {literal}",
+                              "            )"]
+            if len(lines[-2]) > LINE_LENGTH:
+                lines[-2:-1] = [f"                f{string_literal(found)}",
+                                f"                {string_literal(needed)}"]
+    return lines
+
+
 def symbol_reads(emitter: ForwardEmitter, definition: ir.Definition,
                   arguments: list[TensorCode]) -> list[str]:
     """`size_x = X.shape[-2]` for every symbolic size the forward uses."""

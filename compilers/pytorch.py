@@ -35,7 +35,7 @@ from ncd.ops.lowering import Role, TensorCode
 from ncd.sizes import ProgramSizes
 
 from .errors import CompileError
-from .forward import ForwardEmitter, symbol_reads
+from .forward import ForwardEmitter, shape_checks, symbol_reads
 from .generated import load_source
 from .modules import DefinitionInfo, ModuleSpec, all_specs, class_lines, nested_blocks
 from .naming import Namespace, camel_case, comment_text
@@ -125,7 +125,8 @@ class ProgramCompiler:
         for name, parameter in declared.items():  # declared but unused: still learnable
             if not any(name in (s.params) for s in all_specs(spec)):
                 spec.param(name, parameter.array, Role("fan_in_uniform"))
-        forward = symbol_reads(emitter, definition, arguments) + emitter.checks + emitter.lines
+        forward = (shape_checks(emitter, arguments) + symbol_reads(emitter, definition, arguments)
+                   + emitter.checks + emitter.lines)
         self.functional = self.functional or emitter.functional
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)

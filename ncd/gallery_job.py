@@ -47,7 +47,13 @@ def main() -> int:
                 write_atomically(GALLERY / f"{source.stem}{suffix}.expanded.svg",
                                  expanded.encode())
         code_path = BUILD / f"{source.stem}.py"
-        write_atomically(code_path, program.compile().encode())
+        try:
+            code = program.compile()
+        except NcdError as error:
+            print(error.render(), file=sys.stderr)
+            failures += 1
+            continue
+        write_atomically(code_path, code.encode())
         names = ", ".join(d.name for d in local)
         print(f"{source.relative_to(ROOT)}: checked, drew {names}, compiled to "
               f"{code_path.relative_to(ROOT)}")

@@ -555,7 +555,28 @@ def _elaborate_modules(loader: Loader, ctx: Context,
             ctx.definitions[name] = definition
             definitions.append(definition)
         exports[key] = visible
-    return definitions
+    if not loader.order:
+        return definitions
+    return _reached(definitions, exports[loader.keys[-1]])
+
+
+def _reached(definitions: list[ir.Definition], visible: Namespace) -> list[ir.Definition]:
+    """The definitions the loaded file can reach: its own, those it imports (all of a file's
+    for `import "F"`, the listed ones for `from "F" import a, b`) and what they call. The rest
+    of an imported file (`from "std/attention.ncd" import attention` leaves out the other
+    attention layers) is checked but not part of the program, so that compiling the program
+    does not need the sizes of axes only those definitions use."""
+    by_name = {definition.name: definition for definition in definitions}
+    pending = [d.name for d in visible.values() if d is not None]
+    kept: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in kept or name not in by_name:
+            continue
+        kept.add(name)
+        pending.extend(term.op.definition for term in ir.walk(by_name[name].body)
+                       if isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp))
+    return [definition for definition in definitions if definition.name in kept]
 
 
 def _unique_name(name: str, module: str, taken: set[str],

@@ -631,6 +631,44 @@ def test_stride_past_a_symbolic_end_raises_when_the_module_runs() -> None:
             f(randn(size))
 
 
+def test_an_input_axis_of_size_a_times_n_plus_b_is_checked_when_the_module_runs() -> None:
+    """`axis y = 2 * yh`: an input of odd length along y is no `R[y]` (it would be read as
+    `yh = y // 2` and fail inside torch, or drop an entry); `yp = y + 2` needs an even
+    length plus two. A `ValueError` names the input and the axis."""
+    program = load("""
+        axis yh
+        axis y = 2 * yh, yp = y + 2
+        def up(X: R[y], P: R[yp]) -> (R[y], R[yp]) {
+            H[yh] = X[2*yh]                 # every other entry
+            U[y] = H[y // 2]                # each of them twice
+            return U, P
+        }
+        """)
+    f = program.to_torch("up").to(DTYPE)
+    for length in (2, 6):
+        X, P = randn(3, length), randn(3, length + 2)
+        U, Q = f(X, P)
+        close(U, X[..., ::2].repeat_interleave(2, dim=-1))
+        close(Q, P)
+    for length in (1, 5):
+        with pytest.raises(ValueError, match=rf"input X: axis y has {length} entries, but its "
+                           r"size is 2\*yh for a whole yh >= 1"):
+            f(randn(length), randn(6))
+    with pytest.raises(ValueError, match=r"input P: axis yp has 7 entries, but its size is "
+                       r"(y \+ 2 = )?2\*yh \+ 2 for a whole yh >= 1"):
+        f(randn(4), randn(7))
+    with pytest.raises(ValueError, match=r"input P: axis yp has 2 entries"):
+        f(randn(4), randn(2))       # yh would be 0
+    # sizes fixed with -D: nothing to check
+    identity = """
+        axis yh
+        axis y = 2 * yh
+        def f(X: R[y]) -> R[y] { return X }
+        """
+    assert "ValueError" in load(identity).compile("f")
+    assert "ValueError" not in load(identity, {"yh": 3}).compile("f")
+
+
 def test_strided_convolution_one_too_long_is_refused() -> None:
     with pytest.raises(NcdError) as caught:
         load("""

@@ -13,6 +13,7 @@ from conftest import broadcasts, diagnostics, err, nodes, ok, one, sizes, text
 
 import ncd
 from ncd import ir
+from ncd.diagnostics import NcdError
 from ncd.operators import OPERATORS
 
 AXES = "axis x, t\naxis y = x\naxis m = 8, n = 4, h = 2, k = 4, v = 10, a = 3, b = 5, c = 8\n"
@@ -696,6 +697,35 @@ def test_import_some_hides_the_other_names(tmp_path: Path) -> None:
     assert lib_h.span is not None and lib_h.span.file.endswith("lib.ncd")
     main_h = program.definition("h")
     assert main_h.span is not None and main_h.span.file.endswith("main.ncd")
+
+
+def test_import_some_leaves_the_definitions_nothing_reaches_out(tmp_path: Path) -> None:
+    """The program holds what the loaded file reaches: its own definitions, the names it
+    imports and what those call; the rest of an imported file is checked but left out, so
+    compiling the program needs no size of an axis only they use (`n` here)."""
+    (tmp_path / "lib.ncd").write_text(
+        "axis m = 4, n\n"
+        "def inner(X: R[m]) -> R[m] { return tanh(X) }\n"
+        "def g(X: R[m]) -> R[m] { return linear[m -> m](inner(X), W) }\n"
+        "def wide(X: R[m]) -> R[n] { return linear[m -> n](X, V) }\n")
+    (tmp_path / "some.ncd").write_text('from "lib.ncd" import g\n'
+                                       "def f(X: R[m]) -> R[m] { return relu(g(X)) }\n")
+    some = ncd.load(tmp_path / "some.ncd")
+    assert some.names == ("inner", "g", "f")
+    assert "class Wide" not in some.compile() and "class Inner" in some.compile()
+    (tmp_path / "all.ncd").write_text('import "lib.ncd"\n'
+                                      "def f(X: R[m]) -> R[m] { return relu(g(X)) }\n")
+    everything = ncd.load(tmp_path / "all.ncd")
+    assert everything.names == ("inner", "g", "wide", "f")
+    with pytest.raises(NcdError, match="axis `n` of unknown size"):
+        everything.compile()
+    # a definition left out is still checked
+    (tmp_path / "lib.ncd").write_text(
+        "axis m = 4\ndef g(X: R[m]) -> R[m] { return X }\n"
+        "def broken(X: R[m]) -> R[m] { return relu(Y) }\n")
+    (found,) = diagnostics(tmp_path / "some.ncd")
+    assert found.code == "E200" and found.span is not None
+    assert found.span.file.endswith("lib.ncd")
 
 
 def test_a_name_not_imported_is_unknown(tmp_path: Path) -> None:

@@ -665,6 +665,93 @@ def test_graph_conv_is_gcn_conv() -> None:
                         path])
 
 
+# ------------------------------------------------------------------ U-Net level (vision)
+
+
+@pytest.mark.parametrize(("i", "c", "d"), [(2, 3, 4), (1, 2, 3)])
+def test_unet_level_is_down_pool_lower_upsample_concatenate_up(i: int, c: int, d: int) -> None:
+    def conv(out: int, into: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return leaf(out, into, 3, 3), leaf(out)
+
+    layers = {"down": (conv(c, i), conv(c, c)), "lower": (conv(d, c), conv(d, d)),
+              "up": (conv(c, c + d), conv(c, c))}
+
+    def double_conv(X: torch.Tensor, name: str) -> torch.Tensor:
+        for weight, bias in layers[name]:
+            X = F.relu(F.conv2d(X, weight, bias, padding=1))
+        return X
+
+    def reference(X: torch.Tensor) -> torch.Tensor:
+        D = double_conv(X, "down")
+        L = double_conv(F.max_pool2d(D, 2), "lower")
+        U = F.interpolate(L, scale_factor=2, mode="nearest")
+        return double_conv(torch.cat([D, U], dim=1), "up")
+
+    copies = [Copy(f"{name}.{kind}_{number}", tensor)
+              for name, pair in layers.items()
+              for number, (weight, bias) in enumerate(pair, start=1)
+              for kind, tensor in (("W", weight), ("b", bias))]
+    holds_to_reference("unet_level", {"i": i, "c": c, "d": d}, copies, reference,
+                       [(randn(2, i, 6, 8),), (randn(1, i, 4, 2),), (randn(3, i, 2, 2),)])
+
+
+def test_unet_level_refuses_an_image_it_cannot_halve() -> None:
+    module = ncd.load(GALLERY / "unet_level.ncd", sizes={"i": 1, "c": 2, "d": 2}).to_torch()
+    assert module(torch.randn(1, 1, 4, 6)).shape == (1, 2, 4, 6)
+    with pytest.raises(ValueError, match=r"input X: axis y has 5 entries, but its size is "
+                       r"2\*yh for a whole yh >= 1"):
+        module(torch.randn(1, 1, 5, 4))
+
+
+# ------------------------------------------------------------------ Vision Transformer
+
+
+@pytest.mark.parametrize(("c", "p", "u", "v"), [(3, 2, 4, 6), (2, 3, 3, 6), (1, 2, 2, 2)])
+def test_vit_embeds_patches_then_runs_a_pre_norm_encoder_layer(c: int, p: int, u: int,
+                                                               v: int) -> None:
+    m, h = 8, 2
+    x = (u // p) * (v // p) + 1
+    patch = (leaf(m, c, p, p), leaf(m))          # nn.Conv2d(c, m, p, stride=p)
+    class_token, position = leaf(1, 1, m), leaf(1, x, m)   # as torchvision's ViT holds them
+    norm_1, norm_2 = (leaf(m), leaf(m)), (leaf(m), leaf(m))
+    attention = nn.MultiheadAttention(m, h, batch_first=True, dtype=DTYPE)
+    mlp = (leaf(4 * m, m), leaf(4 * m)), (leaf(m, 4 * m), leaf(m))
+    with torch.no_grad():
+        for parameter in attention.parameters():
+            parameter.copy_(randn(*parameter.shape))
+
+    def reference(X: torch.Tensor) -> torch.Tensor:
+        batch = X.shape[:-3]
+        E = F.conv2d(X, *patch, stride=p)                  # (..., m, u / p, v / p)
+        T = E.flatten(-2).transpose(-1, -2)                # the grid row by row: (..., n, m)
+        Z = torch.cat([class_token.reshape(1, m).expand(*batch, 1, m), T], dim=-2)
+        Z = Z + position.reshape(x, m)
+        H = F.layer_norm(Z, (m,), *norm_1, eps=1e-6)
+        Z = Z + attention(H, H, H, need_weights=False)[0]
+        H = F.layer_norm(Z, (m,), *norm_2, eps=1e-6)
+        return Z + F.linear(F.gelu(F.linear(H, *mlp[0])), *mlp[1])
+
+    bias = attention.in_proj_bias
+    assert bias is not None
+    layer, msa, ff = "encoder_layer.", "encoder_layer.attention.", "encoder_layer.feedforward."
+    copies = [Copy("patch_embedding.W_e", patch[0]), Copy("patch_embedding.b_e", patch[1]),
+              Copy("patch_embedding.cls", class_token, lambda t: t.reshape(1, m)),
+              Copy("patch_embedding.pos", position, lambda t: t.reshape(x, m)),
+              Copy(layer + "g_1", norm_1[0]), Copy(layer + "b_1", norm_1[1]),
+              Copy(layer + "g_2", norm_2[0]), Copy(layer + "b_2", norm_2[1]),
+              Copy(msa + "W_o", attention.out_proj.weight, lambda t: heads_out(t, h)),
+              Copy(msa + "b_o", attention.out_proj.bias),
+              Copy(ff + "W_in", mlp[0][0], lambda t: t.T), Copy(ff + "b_in", mlp[0][1]),
+              Copy(ff + "W_out", mlp[1][0], lambda t: t.T), Copy(ff + "b_out", mlp[1][1])]
+    for part, name in enumerate("qkv"):
+        copies.append(Copy(f"{msa}W_{name}", attention.in_proj_weight,
+                           lambda t, p=part: heads_in(t[p * m:(p + 1) * m], h)))
+        copies.append(Copy(f"{msa}b_{name}", bias,
+                           lambda t, p=part: t[p * m:(p + 1) * m].reshape(h, -1)))
+    holds_to_reference("vit", {"c": c, "p": p, "u": u, "v": v, "m": m, "h": h}, copies,
+                       reference, [(randn(2, c, u, v),), (randn(1, c, u, v),), (randn(c, u, v),)])
+
+
 # ------------------------------------------------------------- against the interpreter
 
 INTERPRETER_SIZES = {
@@ -684,6 +771,8 @@ INTERPRETER_SIZES = {
     "classifier": {"c": 2, "n": 3},
     "lru": {"m": 2, "n": 3},
     "graph_conv": {"f": 2, "g": 3},
+    "unet_level": {"i": 1, "c": 1, "d": 1, "xh": 1},  # the height stays symbolic
+    "vit": {"c": 1, "p": 2, "u": 2, "v": 4, "m": 4, "h": 2},
 }
 
 

@@ -149,7 +149,6 @@ MEASURED: dict[tuple[str, str], dict[str, int]] = {
     ("llama_block", "attention"): {"x": 64, "m": 64, "h": 4, "g": 2},
     ("llama_block", "rotary"): {"x": 64, "m": 128, "h": 4},
     ("llama_block", "swiglu"): {"m": 128, "f": 344},
-    ("llama_block", "feedforward"): {"m": 128, "f": 344},
     ("resnet_block", "resnet_block"): {"b": 4, "y": 16, "x": 16, "c": 32},
     ("batchnorm", "batchnorm_layer"): {"b": 64},
     ("batchnorm", "batch_normalizing_transform"): {"b": 64},
@@ -161,6 +160,15 @@ MEASURED: dict[tuple[str, str], dict[str, int]] = {
     ("lru", "lru"): {"t": 16, "m": 64, "n": 64},
     ("lru", "lru_step"): {"n": 64},
     ("graph_conv", "gcn_conv"): {"v": 64, "e": 256, "f": 128, "g": 16},
+    ("unet_level", "unet_level"): {"yh": 32, "xh": 32, "c": 16, "d": 32},
+    ("unet_level", "down"): {"yh": 32, "xh": 32, "c": 16},
+    ("unet_level", "lower"): {"yh": 32, "xh": 32, "c": 16, "d": 32},
+    ("unet_level", "up"): {"yh": 32, "xh": 32, "c": 16, "d": 32},
+    ("vit", "vit"): {"u": 64, "v": 64, "p": 4, "m": 128, "h": 2},
+    ("vit", "patch_embedding"): {"u": 64, "v": 64, "p": 4, "m": 128, "h": 2},
+    ("vit", "encoder_layer"): {"u": 64, "v": 64, "p": 4, "m": 128, "h": 2},
+    ("vit", "attention"): {"u": 64, "v": 64, "p": 4, "m": 128, "h": 2},
+    ("vit", "feedforward"): {"m": 96},
 }
 # Definitions whose work is mostly entrywise, which FlopCounterMode does not count (the
 # rotation of rotary embeddings: cos, sin and products at every entry; batch normalisation

@@ -154,6 +154,11 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
         for term_index in op.indices:
             indices.append(_computed_index(emit, term_index, out))
         expr = f"{source.code}[..., {', '.join(indices)}]"
+        if len(expr) > LONG_EXPRESSION:
+            # Each index on a line of its own, so that every line of the module stays short.
+            indices = [emit.assign(f"at_{axis.name}", code, fallback="at")
+                       for axis, code in zip(source.array.shape.axes, indices, strict=True)]
+            expr = f"{source.code}[..., {', '.join(indices)}]"
         return [emit.finish(term, expr, labels, comment=f"read at [{texts}]",
                             batched=source.batched, fallback="gathered")]
     # Index arrays: the batch dims of the source and of the index arrays are broadcast and
@@ -188,6 +193,11 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
     expr = f"{read}.reshape({batch} + {read}.shape[1:])"
     return [emit.finish(term, expr, labels, comment=f"read at [{texts}]", batched=True,
                         fallback="gathered")]
+
+
+LONG_EXPRESSION = 70
+"""An expression longer than this, assigned at the indentation of a `forward`, would make a line
+longer than generated code keeps (100 columns)."""
 
 
 def _computed_index(emit: Emitter, term_index: ir.IndexTerm, out: ir.ArrayType) -> str:
