@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ncd import ir
 
-from ..geometry import Box, Item, PortPoint
+from ..geometry import BOX_GAP, Box, Item, PortPoint
 from ..glyphs import hexagon, pentagon, rename_tag
 from ..text import Label
 from .context import Context
@@ -188,6 +188,12 @@ def layout_reindexing(term: ir.Reindexing, ctx: Context, in_ids: Sequence[int]) 
             continue
         if entry_kind == "hex":
             count = max(len(hex_inputs), len(hex_outputs))
+            # Below a rename tag of this column, the hexagon keeps the boxes' gap.
+            top = y + (count - 1) * PITCH / 2 - max(24.0, (count - 1) * PITCH + 2 * ROW_PAD) / 2
+            above = max((b.y + b.height for b in boxes
+                         if b.x < gx + glyph_w and gx < b.x + b.width), default=None)
+            if above is not None and top < above + BOX_GAP:
+                y += above + BOX_GAP - top
             box_id = ctx.fresh()
             ports: list[PortPoint] = []
             for i, row_index in enumerate(hex_inputs):
@@ -239,6 +245,12 @@ def layout_reindexing(term: ir.Reindexing, ctx: Context, in_ids: Sequence[int]) 
             core_left.append(End(y, row_id, in_spec))
             core_right.append(End(y, out_id, spec))
             x_tag = gx + (glyph_w - tag_w) / 2
+            # Below a glyph of this column (a tall hexagon), the tag keeps the boxes' gap.
+            above = max((b.y + b.height for b in boxes
+                         if b.x < x_tag + tag_w and x_tag < b.x + b.width), default=None)
+            if above is not None and y - tag_w / 2 < above + BOX_GAP:
+                y = above + BOX_GAP + tag_w / 2
+                row = End(y, row_id, spec)
             items.append(wire_path(ctx, in_spec, row_id, (0.0, y), [(x_tag, y)]))
             items.append(wire_path(ctx, spec, out_id, (x_tag + tag_w, y), [(core_w, y)]))
             items.extend(rename_tag(x_tag, y - tag_w / 2, tag_w, tag_w, theme))
