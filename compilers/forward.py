@@ -243,10 +243,8 @@ class ForwardEmitter:
                     condition = f"{reach_code} < 0"
                     shown = f" (here {reach} = {{{reach_code}}})"
                 literal = string_literal(message.replace("{", "{{").replace("}", "}}") + shown)
-                lines = [f"        if {condition}:", f"            raise ValueError(f{literal})"]
-                if len(lines[1]) > LINE_LENGTH:  # as a formatter wraps it
-                    lines[1:] = ["            raise ValueError(", f"                f{literal}",
-                                 "            )"]
+                lines = [f"        if {condition}:",
+                         *wrapped("            ", f"raise ValueError(f{literal})")]
                 if not any(self.checks[i:i + len(lines)] == lines
                            for i in range(len(self.checks))):
                     self.checks.extend(lines)

@@ -258,7 +258,6 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     body_depths = [d - depths[opening] - 1 if d >= 0 else -1
                    for d in depths[opening + 1:close]]
     items = _items(body, body_depths)
-    subscript = line[close] == "]"
     end = indent + line[close] + suffix
     if len(inner) + len(body) <= LINE_LENGTH and not body.rstrip().endswith(","):
         return [indent + head, inner + body, end]
@@ -266,7 +265,7 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     if len(clauses) > 1:  # `[f(x) for x in xs]`: the element and each clause on a line
         return [indent + head, *(line for clause in clauses for line in wrapped(inner, clause)),
                 end]
-    if subscript and len(items) == 1:
+    if len(items) == 1:  # nothing to split at: the one item on its own lines, no comma added
         return [indent + head, *wrapped(inner, items[0]), end]
     lines = [indent + head]
     for item in items:
