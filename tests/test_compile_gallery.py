@@ -1,5 +1,6 @@
-"""Every gallery definition compiles, runs, and survives `torch.fx.symbolic_trace`,
-`torch.export.export` and `torch.compile(fullgraph=True)` with unchanged results."""
+"""Every gallery definition compiles, runs, and survives `torch.fx.symbolic_trace` with
+unchanged results; every definition that no other one calls (and so every definition, inside
+its callers' graphs) survives `torch.export.export` and `torch.compile(fullgraph=True)`."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ def symbolic_axes(program: ncd.Program) -> list[str]:
 
 def cases() -> list[tuple[Path, str]]:
     return [(path, name) for path in SOURCES for name in ncd.load(path).names]
+
+
+def called(program: ncd.Program) -> set[str]:
+    """The definitions that another definition of the program calls."""
+    return {term.op.definition for definition in program.ir.definitions
+            for term in ir.walk(definition.body)
+            if isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp)}
 
 
 def example_inputs(definition: ir.Definition) -> tuple[torch.Tensor, ...]:
@@ -87,15 +95,9 @@ def test_gallery_definition_compiles_traces_and_exports(path: Path, name: str) -
         for result in outputs(expected):
             assert torch.isfinite(result).all()
 
-        # torch.export: sizes are read from the example inputs' shapes.
-        exported = torch.export.export(module, inputs)
-        assert_same(exported.module()(*inputs), expected)
-
-        # torch.compile without graph breaks (the aot_eager backend keeps CI fast; inductor
-        # is exercised by test_inductor_compiles_a_gallery_model).
-        compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-        assert_same(compiled(*inputs), expected)
-        torch._dynamo.reset()
+    # A definition that another one calls is exported and compiled as part of its caller.
+    if name not in called(program):
+        export_and_compile(module, inputs, expected)
 
     # torch.fx traces symbolically, so a scan's length must be a fixed size: fix every
     # symbolic size (as `-D t=3` does) and copy the weights over.
@@ -105,6 +107,20 @@ def test_gallery_definition_compiles_traces_and_exports(path: Path, name: str) -
     graph = torch.fx.symbolic_trace(traced_source)
     with torch.no_grad():
         assert_same(graph(*inputs), expected)
+
+
+def export_and_compile(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...],
+                       expected: object) -> None:
+    with torch.no_grad():
+        # torch.export: sizes are read from the example inputs' shapes.
+        exported = torch.export.export(module, inputs)
+        assert_same(exported.module()(*inputs), expected)
+
+        # torch.compile without graph breaks (the aot_eager backend keeps CI fast; inductor
+        # is exercised by test_inductor_compiles_a_gallery_model).
+        compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+        assert_same(compiled(*inputs), expected)
+        torch._dynamo.reset()
 
 
 def test_inductor_compiles_a_gallery_model() -> None:

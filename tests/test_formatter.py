@@ -157,7 +157,7 @@ def test_documentation_examples(example: int, tmp_path: Path,
 
 # ---- generated programs ------------------------------------------------------------------------
 
-FUZZ = settings(max_examples=40, deadline=None,
+FUZZ = settings(max_examples=25, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 SPACES = (" ", "  ", "\n", "\n\n", "\n\n\n", "\n  ", "\t", " \n\t ", "\n        ")

@@ -49,13 +49,13 @@ def accepted(text: str, **options: bool) -> Outcome:
     return outcome
 
 
-@fuzz(200)
+@fuzz(100)
 @given(programs())
 def test_generated_programs_check_render_and_compile(text: str) -> None:
     accepted(text)
 
 
-@fuzz(300)
+@fuzz(150)
 @given(mutated_programs())
 def test_mutated_programs_never_crash_the_checker(text: str) -> None:
     """The checker on corrupted input: located diagnostics, never a traceback. (Which inputs
