@@ -51,6 +51,41 @@ def layout_definition(program: ir.Program, name: str,
     return best
 
 
+def _reorders_freely(term: ir.Term) -> bool:
+    """Whether `term` only permutes whole arrays, keeping arrays of one type in their order:
+    at the diagram's edge the arrays may then be drawn in its order instead, each still told
+    apart by the labels of its wires (and arrays labelled alike still in source order)."""
+    if not isinstance(term, ir.Rearrangement) or len(term.dom) != len(term.cod) \
+            or sorted(term.mapping) != list(range(len(term.dom))):
+        return False
+    position = {a: q for q, a in enumerate(term.mapping)}
+    return all(position[i] < position[j] for i in range(len(term.dom))
+               for j in range(i + 1, len(term.dom)) if term.dom[i] == term.dom[j])
+
+
+def edges_in_drawing_order(definition: ir.Definition
+                           ) -> tuple[tuple[ir.ArrayType, ...], tuple[ir.ArrayType, ...],
+                                      ir.Term]:
+    """The arrays at the diagram's left and right edges, top to bottom, and the term drawn
+    between them. A body that starts by permuting its inputs (`scan(cell, H0, X)` of a
+    definition taking `X, H0`) draws its inputs in the permuted order instead, and one that
+    ends by permuting its outputs draws them in the order they are made: the wires at the
+    edge keep their labels, and no wire crosses just to reach the edge."""
+    terms = list(definition.body.terms) if isinstance(definition.body, ir.Composed) \
+        else [definition.body]
+    domain, codomain = definition.domain, definition.codomain
+    if len(terms) > 1 and _reorders_freely(terms[0]):
+        domain = terms.pop(0).cod
+    if len(terms) > 1 and _reorders_freely(terms[-1]):
+        codomain = terms.pop().dom
+    if len(terms) == 1:
+        return domain, codomain, terms[0]
+    if domain == definition.domain and codomain == definition.codomain:
+        return domain, codomain, definition.body
+    return domain, codomain, ir.Composed(dom=domain, cod=codomain, terms=tuple(terms),
+                                         span=definition.body.span)
+
+
 RETRIES = 5
 """How often a drawing wider than its budget is wrapped again against a smaller one."""
 FLOOR_SHARE = 0.75
@@ -61,10 +96,11 @@ breaks nested compositions into rows of one term each."""
 def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptions) -> Diagram:
     ctx = Context(program, options, THEMES[options.theme], size_environment(program),
                   itertools.count(1), calls=(definition.name,))
-    left = array_specs(definition.domain, ctx)
-    right = array_specs(definition.codomain, ctx)
+    domain, codomain, term = edges_in_drawing_order(definition)
+    left = array_specs(domain, ctx)
+    right = array_specs(codomain, ctx)
     in_ids = [ctx.fresh() for _ in left]
-    body = layout(definition.body, ctx, in_ids)
+    body = layout(term, ctx, in_ids)
     # Label the diagram's own inputs and outputs at its edges, unless the body already does.
     panel = assemble(ctx, left, in_ids, list(range(len(left))), body,
                      list(range(len(right))), right,
