@@ -19,9 +19,8 @@ from ncd import ir
 
 from .panels import dtype_shown
 
-EXACT_FACTORS = 6
-"""Up to this many factors every stacking order is tried; beyond, neighbours are swapped
-while that removes crossings."""
+EXACT_FACTORS = 7
+"""Up to this many factors every stacking order is tried; beyond, a local search."""
 
 
 def _wires(array: ir.ArrayType) -> int:
@@ -76,8 +75,11 @@ def _groups(sizes: Sequence[int]) -> list[list[int]]:
     return groups
 
 
-def _best_order(count: int, cost: Callable[[Sequence[int]], int]) -> tuple[int, ...]:
-    """The order of `count` factors with the least cost; the source order on ties."""
+def _best_order(count: int, cost: Callable[[Sequence[int]], int],
+                seeds: Sequence[Sequence[int]] = ()) -> tuple[int, ...]:
+    """The order of `count` factors with the least cost; the source order on ties. Exact up
+    to `EXACT_FACTORS`; beyond, the best of `seeds` and the source order improved by moving
+    one factor or swapping two while that lowers the cost (it falls each time, so it ends)."""
     identity = tuple(range(count))
     best, best_cost = identity, cost(identity)
     if best_cost == 0:
@@ -88,15 +90,25 @@ def _best_order(count: int, cost: Callable[[Sequence[int]], int]) -> tuple[int, 
             if c < best_cost:
                 best, best_cost = order, c
         return best
+    for seed in seeds:
+        c = cost(seed)
+        if c < best_cost:
+            best, best_cost = tuple(seed), c
     improved = True
-    while improved:  # neighbours swapped while that helps: ends, since the cost falls
+    while improved:
         improved = False
-        for i in range(count - 1):
-            trial = list(best)
-            trial[i], trial[i + 1] = trial[i + 1], trial[i]
-            c = cost(tuple(trial))
-            if c < best_cost:
-                best, best_cost, improved = tuple(trial), c, True
+        for i in range(count):
+            for j in range(count):
+                if i == j:
+                    continue
+                swapped = list(best)
+                swapped[i], swapped[j] = swapped[j], swapped[i]
+                moved = list(best)
+                moved.insert(j, moved.pop(i))
+                for trial in (tuple(swapped), tuple(moved)):
+                    c = cost(trial)
+                    if c < best_cost:
+                        best, best_cost, improved = trial, c, True
     return best
 
 
@@ -158,7 +170,20 @@ def _restack(out: list[ir.Term], start: int, stop: int,
         return (crossings_of(left_mapping(order), left_weights)
                 + crossings_of(right_mapping(order), [out_weights[a] for a in drawn]))
 
-    order = _best_order(count, cost)
+    # Seeds for a local search among many factors: each factor where the arrays it makes
+    # are wanted after the run, or where the arrays it reads come from before it.
+    def by_right(g: int) -> tuple[float, int]:
+        wanted = [j for j, a in enumerate(after.mapping) if a in out_groups[g]] \
+            if isinstance(after, ir.Rearrangement) else out_groups[g]
+        return (sum(wanted) / len(wanted) if wanted else float(g), g)
+
+    def by_left(g: int) -> tuple[float, int]:
+        sources = [before.mapping[a] for a in in_groups[g]] \
+            if isinstance(before, ir.Rearrangement) else in_groups[g]
+        return (sum(sources) / len(sources) if sources else float(g), g)
+
+    seeds = [sorted(range(count), key=by_right), sorted(range(count), key=by_left)]
+    order = _best_order(count, cost, seeds)
     if order == tuple(range(count)):
         return out, stop
     restacked: list[ir.Term] = []
