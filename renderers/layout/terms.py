@@ -369,6 +369,8 @@ def expanded_definition(term: ir.Broadcasted, ctx: Context) -> ir.Definition | N
     if not (isinstance(glyph_of(term.op), BoxGlyph) and isinstance(term.op, ir.CallOp)
             and ctx.options.expand_calls and term.op.definition not in ctx.calls):
         return None
+    if ctx.nested_calls is not None and len(ctx.calls) > ctx.nested_calls:
+        return None  # folded: the drawing is too wide with every call expanded
     try:
         return ctx.program.definition(term.op.definition)
     except KeyError:
