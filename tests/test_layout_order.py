@@ -175,3 +175,21 @@ def test_expanded_gallery_diagrams_print_their_labels_at_6_pt(name: str) -> None
 def test_no_glyph_caption_is_smaller_than_a_wire_label(program: ir.Program) -> None:
     drawn = diagram(program, "padded")
     assert min(t.size for t in drawn.items if isinstance(t, Text)) >= options.LABEL_SIZE
+
+
+def test_an_expanded_drawing_too_wide_folds_its_deepest_calls() -> None:
+    loaded = ncd.load(str(ROOT / "gallery" / "llama_block.ncd")).ir
+    expanded = RenderOptions(expand_calls=True)
+    drawn = diagram(loaded, "llama_block", expanded)
+    # with every call expanded the drawing is wider than the budget, whatever the wrapping
+    unfolded = definition._fitted(loaded, loaded.definition("llama_block"), expanded,
+                                  880.0)
+    assert unfolded.width > 880.5
+    assert drawn.width <= 880.5
+    smallest = min(t.size for t in drawn.items if isinstance(t, Text))
+    assert smallest * PT_AT_170_MM / drawn.width >= 6.0
+    # the top-level calls are expanded (their frames are titled), the deepest are boxes
+    titles = {str(t.label.plain_text()) for t in drawn.items if isinstance(t, Text)}
+    assert {"attention", "swiglu"} <= titles
+    assert [b for b in drawn.boxes if b.kind == "call"]
+    assert drawn.validate() == []
