@@ -420,9 +420,9 @@ def test_a_drawing_that_fits_its_budget_stays_on_one_row() -> None:
 
 
 def test_wrapped_rows_are_evened_out() -> None:
-    program = ncd.load(str(ROOT / "gallery" / "attention.ncd")).ir
-    one_row = diagram(program, "attention", RenderOptions(width=None))
-    wrapped = diagram(program, "attention")
+    program = ncd.load(str(ROOT / "gallery" / "sliding_window_attention.ncd")).ir
+    one_row = diagram(program, "sliding_window_attention", RenderOptions(width=None))
+    wrapped = diagram(program, "sliding_window_attention")
     assert one_row.width > 880.0
     marks = [t for t in _texts(wrapped) if t.role == "title" and t.label.plain_text() == "1"]
     assert len(marks) == 2  # two rows

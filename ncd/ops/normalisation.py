@@ -98,7 +98,7 @@ SOFTMAX = declare(Declaration(
         Surface("logsoftmax", "the logarithm of softmax over the target axes",
                 "logsoftmax[y](S)", _softmax_typing(True)),
     ),
-    glyph=Box("triangle_left", _softmax_caption, caption_size=8.0, min_width=22.0,
+    glyph=Box("triangle_left", _softmax_caption, caption_size=11.0, min_width=22.0,
               min_height=26.0, square=True, caption_dx=0.2),
     overview=_softmax_overview, roles=no_parameters, lower=_softmax_lower,
     cost=per_output_entry(5), symmetry=entrywise))

@@ -238,7 +238,7 @@ PAD = declare(Declaration(
     node=ir.PadOp,
     surfaces=(Surface("pad", "extend an axis with constant entries before and after it (zero "
                       "padding)", "pad[x -> xp, before=1, after=1](X)", _pad_typing),),
-    glyph=Box("fan", _pad_caption, caption_size=10.0, min_width=30.0, min_height=22.0),
+    glyph=Box("fan", _pad_caption, caption_size=11.0, min_width=30.0, min_height=22.0),
     overview=_pad_overview, roles=no_parameters, lower=_pad_lower,
     cost=free,
     symmetry=positional(lambda op, term, names: f"pad adds entries at the ends of "

@@ -31,6 +31,7 @@ The package is split along those seams:
   side by side (`join`);
 - `terms`: the dispatch on the term kind and the kinds that nest terms (composition,
   product, block, scan, a call drawn expanded);
+- `order`: the stacking order of a composition's products, chosen to cross fewer wires;
 - `rewiring`: rearrangements and reindexings; `broadcast`: broadcasted operations;
 - `frames`: block and scan frames, and collapsed boxes;
 - `extent`: the size of a drawing with its calls expanded, and its limits;

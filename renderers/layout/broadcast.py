@@ -5,8 +5,10 @@ inputs share a degree axis."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import permutations
 from typing import assert_never
 
 from ncd import ir
@@ -75,12 +77,85 @@ def band_order(term: ir.Broadcasted) -> list[str]:
             if name in degree and name not in order:
                 order.append(name)
     order.extend(n for n in degree if n not in order)
+    lowered: list[str] = []
     if isinstance(term.op, ir.EinsumOp) and term.params:
         # A learned operand's card sits under the inputs: the axes only it brings (`o` of
         # `W[o, c, w]`) go last, next to the card, so its wires need not cross the inputs'.
         read = {name for port in term.inputs for name in port.tiling}
-        order = [n for n in order if n in read] + [n for n in order if n not in read]
-    return order
+        lowered = [n for n in order if n not in read]
+        order = [n for n in order if n in read]
+    return fewest_crossings(term, order) + lowered
+
+
+EXACT_BAND = 6
+"""Up to this many band rows every order is tried; beyond, neighbours are swapped while that
+removes crossings."""
+
+
+def _edge_targets(term: ir.Broadcasted, ports: Sequence[ir.Port], inputs: bool,
+                  degree: Sequence[str]) -> list[tuple[str | None, int]]:
+    """For each wire of one edge, top to bottom: the band row it runs in (a degree axis), or
+    None and its place among the wires that enter (or leave) the operation itself."""
+    targets: list[tuple[str | None, int]] = []
+    body = 0
+    for port in ports:
+        for name in port.array.names:
+            if name in port.targets:
+                targets.append((None, body))
+                body += 1
+            else:
+                targets.append((_degree_of(port, name, degree) if inputs else name, 0))
+        if dtype_shown(port.array):
+            targets.append((None, body))
+            body += 1
+    return targets
+
+
+def _inversions(keys: Sequence[int]) -> int:
+    """Pairs drawn in the other order than they are stacked: the crossings of a routing
+    column whose wires run from their place in `keys`' order to row `keys[i]`. Wires into
+    one row meet at a dot and do not cross."""
+    return sum(1 for i, a in enumerate(keys) for b in keys[i + 1:] if a > b)
+
+
+def fewest_crossings(term: ir.Broadcasted, order: list[str]) -> list[str]:
+    """The band rows `order` restacked so that the fewest tiling wires cross on their way in
+    and out of the band (the source order where nothing is gained)."""
+    if len(order) < 2:
+        return order
+    degree = list(term.degree.names)
+    left = _edge_targets(term, term.inputs, True, degree)
+    right = _edge_targets(term, term.outputs, False, degree)
+
+    def cost(trial: Sequence[str]) -> int:
+        row = {name: i for i, name in enumerate(trial)}
+        bottom = len(degree)
+        total = 0
+        for targets in (left, right):
+            keys = [row.get(name, 0) if name is not None else bottom + seq
+                    for name, seq in targets]
+            total += _inversions(keys)
+        return total
+
+    best, best_cost = list(order), cost(order)
+    if best_cost == 0:
+        return best
+    if len(order) <= EXACT_BAND:
+        for permuted in permutations(order):
+            c = cost(permuted)
+            if c < best_cost:
+                best, best_cost = list(permuted), c
+        return best
+    improved = True
+    while improved:  # neighbours swapped while that helps: ends, since the cost falls
+        improved = False
+        for i in range(len(best) - 1):
+            swapped = list(best)
+            swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
+            c = cost(swapped)
+            if c < best_cost:
+                best, best_cost, improved = swapped, c, True
+    return best
 
 
 def expected_ports(term: ir.Broadcasted, options: RenderOptions) -> int:
@@ -189,6 +264,33 @@ def layout_broadcasted(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int]
     assert_never(glyph)
 
 
+def band_split(left: Sequence[Spec], right: Sequence[Spec], in_band: dict[int, int],
+               out_band: dict[int, int], count: int) -> int:
+    """How many of `count` band rows pass above a box (the rest pass under it) so that the
+    fewest wires cross on the way in and out: all of them where nothing is gained."""
+    def cost(above: int) -> int:
+        total = 0
+        for specs, band in ((left, in_band), (right, out_band)):
+            keys: list[int] = []
+            body = 0
+            for k, spec in enumerate(specs):
+                if k in band:
+                    row = band[k]
+                    keys.append(row if row < above else 2 * len(specs) + count + row)
+                elif spec.kind != "sep":
+                    keys.append(count + body)
+                    body += 1
+            total += _inversions(keys)
+        return total
+
+    best, best_cost = count, cost(count)
+    for above in range(count - 1, -1, -1):
+        c = cost(above)
+        if c < best_cost:
+            best, best_cost = above, c
+    return best
+
+
 def core_maps(left: Sequence[Spec], right: Sequence[Spec], in_band: dict[int, int],
           out_band: dict[int, int], body_in: dict[int, int], body_out: dict[int, int],
           band_count: int) -> tuple[list[int | None], list[int | None]]:
@@ -240,6 +342,11 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
     stub_in = not body_left and (bool(term.dom) or not term.params)
     stub_out = not body_right
     inline = stub_in and stub_out and nb > 0 and not params
+    legend = glyph.legend(term.op, term) if not inline else None
+    # The band rows after `above` pass under the box instead (none where something hangs
+    # under it): the tiling wires stacked below the target ones then need not cross them.
+    above = nb if inline or params or legend is not None or glyph.stacked(term.op) \
+        else band_split(left, right, in_band, out_band, nb)
     if inline:
         # A function of the datatype alone (elementwise, scale, dropout on an array with
         # axes): a small box on a short arrowed datatype wire tucked just under the array's
@@ -251,19 +358,23 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         widest = max(label.measure(NOTE_SIZE).width for label in note_labels)
         width = max(width, widest + 10.0)
         height += NOTE_LINE * len(note_labels)
-    y0 = nb * PITCH if nb else 0.0
+    y0 = above * PITCH if above else 0.0
     deck = 2 * DECK_STEP if glyph.stacked(term.op) else 0.0
     box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
     if inline:
         box_top = band_rows[-1].y + INLINE_GAP
-    elif nb and box_top < band_rows[-1].y + CLEARANCE + deck:
-        y0 += band_rows[-1].y + CLEARANCE + deck - box_top
+    elif above and box_top < band_rows[above - 1].y + CLEARANCE + deck:
+        y0 += band_rows[above - 1].y + CLEARANCE + deck - box_top
         box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
+    if above < nb:  # on the pitch grid of the box's rows, clear of the box
+        rows_down = math.ceil((box_top + height + CLEARANCE - y0) / PITCH - 1e-6)
+        band_rows = band_rows[:above] + [
+            End(y0 + (rows_down + n) * PITCH, row.wire, row.spec)
+            for n, row in enumerate(band_rows[above:])]
 
     pad_left = CORE_PAD + (10.0 if stub_in else 0.0)
     pad_right = CORE_PAD + (10.0 if stub_out else 0.0) + deck
     # Text under the box (a mask's conditions): the core is wide enough for it.
-    legend = glyph.legend(term.op, term) if not inline else None
     legend_box = legend.measure(LABEL_SIZE) if legend is not None else None
     if legend_box is not None:
         overhang = max(0.0, (legend_box.width - width) / 2 - CORE_PAD + 2.0)

@@ -56,6 +56,9 @@ class Context:
     calls: tuple[str, ...] = ()
     breaks: itertools.count = field(default_factory=lambda: itertools.count(1))
     """Numbers of the row breaks of wrapped compositions, one sequence per diagram."""
+    nested_calls: int | None = None
+    """With `expand_calls`, how many calls deep are drawn expanded (None: all); a call
+    deeper is its titled box, as a drawing too wide to print is folded."""
 
     def fresh(self) -> int:
         return next(self.counter)
@@ -66,11 +69,11 @@ class Context:
     def deeper(self, call: str | None = None) -> Context:
         return Context(self.program, self.options, self.theme, self.env, self.counter,
                        self.depth + 1, (*self.calls, call) if call else self.calls,
-                       self.breaks)
+                       self.breaks, self.nested_calls)
 
     def with_depth(self, depth: int) -> Context:
         return Context(self.program, self.options, self.theme, self.env, self.counter, depth,
-                       self.calls, self.breaks)
+                       self.calls, self.breaks, self.nested_calls)
 
     # -- labels ------------------------------------------------------------------------
 

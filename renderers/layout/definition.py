@@ -33,38 +33,108 @@ def layout_definition(program: ir.Program, name: str,
     drawn = _layout(program, definition, replace(options, width=None))
     if target is None or drawn.width <= target + 0.5:
         return drawn
-    drawn = _layout(program, definition, options)
+    best = _fitted(program, definition, options, target)
+    if best.width <= target + 0.5 or not options.expand_calls:
+        return best
+    # Still too wide with every call expanded: the deepest calls are folded into their boxes,
+    # one level at a time, until the drawing fits (the top-level calls stay expanded).
+    levels = _call_levels(program, definition.name)
+    for nested in range(levels - 1, 0, -1):
+        folded = _fitted(program, definition, options, target, nested)
+        if folded.width < best.width:
+            best = folded
+        if folded.width <= target + 0.5:
+            break
+    return best
+
+
+def _fitted(program: ir.Program, definition: ir.Definition, options: RenderOptions,
+            target: float, nested_calls: int | None = None) -> Diagram:
+    """The drawing wrapped to the budget `target`, or as near to it as wrapping gets."""
+    drawn = _layout(program, definition, options, nested_calls)
     # The budget is for the whole drawing, but compositions are wrapped against an estimate
     # of what surrounds them: while the drawing is still too wide, wrap against less (a few
     # times at most; a term wider than the budget by itself cannot be broken).
     budget = target
     best = drawn
-    floor = max(MIN_WIDTH, FLOOR_SHARE * target) if target is not None else MIN_WIDTH
+    floor = max(MIN_WIDTH, FLOOR_SHARE * target)
     for _ in range(RETRIES):
-        if target is None or budget is None or drawn.width <= target + 0.5 \
-                or budget <= floor:
+        if drawn.width <= target + 0.5 or budget <= floor:
             break
         budget = max(floor, budget - max(40.0, (drawn.width - target) / 2))
-        drawn = _layout(program, definition, replace(options, width=budget))
+        drawn = _layout(program, definition, replace(options, width=budget), nested_calls)
         if drawn.width < best.width:
             best = drawn
     return best
 
 
-RETRIES = 5
+def _call_levels(program: ir.Program, name: str, seen: tuple[str, ...] = ()) -> int:
+    """How many calls deep the expanded drawing of `name` nests (a recursive call is not
+    expanded again)."""
+    deepest = 0
+    for term in ir.walk(program.definition(name).body):
+        if isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp) \
+                and term.op.definition not in (*seen, name):
+            try:
+                program.definition(term.op.definition)
+            except KeyError:
+                continue
+            deepest = max(deepest, 1 + _call_levels(program, term.op.definition,
+                                                    (*seen, name)))
+    return deepest
+
+
+def _reorders_freely(term: ir.Term) -> bool:
+    """Whether `term` only permutes whole arrays, keeping arrays of one type in their order:
+    at the diagram's edge the arrays may then be drawn in its order instead, each still told
+    apart by the labels of its wires (and arrays labelled alike still in source order)."""
+    if not isinstance(term, ir.Rearrangement) or len(term.dom) != len(term.cod) \
+            or sorted(term.mapping) != list(range(len(term.dom))):
+        return False
+    position = {a: q for q, a in enumerate(term.mapping)}
+    return all(position[i] < position[j] for i in range(len(term.dom))
+               for j in range(i + 1, len(term.dom)) if term.dom[i] == term.dom[j])
+
+
+def edges_in_drawing_order(definition: ir.Definition
+                           ) -> tuple[tuple[ir.ArrayType, ...], tuple[ir.ArrayType, ...],
+                                      ir.Term]:
+    """The arrays at the diagram's left and right edges, top to bottom, and the term drawn
+    between them. A body that starts by permuting its inputs (`scan(cell, H0, X)` of a
+    definition taking `X, H0`) draws its inputs in the permuted order instead, and one that
+    ends by permuting its outputs draws them in the order they are made: the wires at the
+    edge keep their labels, and no wire crosses just to reach the edge."""
+    terms = list(definition.body.terms) if isinstance(definition.body, ir.Composed) \
+        else [definition.body]
+    domain, codomain = definition.domain, definition.codomain
+    if len(terms) > 1 and _reorders_freely(terms[0]):
+        domain = terms.pop(0).cod
+    if len(terms) > 1 and _reorders_freely(terms[-1]):
+        codomain = terms.pop().dom
+    if len(terms) == 1:
+        return domain, codomain, terms[0]
+    if domain == definition.domain and codomain == definition.codomain:
+        return domain, codomain, definition.body
+    return domain, codomain, ir.Composed(dom=domain, cod=codomain, terms=tuple(terms),
+                                         span=definition.body.span)
+
+
+RETRIES = 10
 """How often a drawing wider than its budget is wrapped again against a smaller one."""
-FLOOR_SHARE = 0.75
+FLOOR_SHARE = 0.5
 """The smallest budget a drawing is wrapped again against, as a share of its own: less
 breaks nested compositions into rows of one term each."""
 
 
-def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptions) -> Diagram:
+def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptions,
+            nested_calls: int | None = None) -> Diagram:
     ctx = Context(program, options, THEMES[options.theme], size_environment(program),
-                  itertools.count(1), calls=(definition.name,))
-    left = array_specs(definition.domain, ctx)
-    right = array_specs(definition.codomain, ctx)
+                  itertools.count(1), calls=(definition.name,), nested_calls=nested_calls)
+    domain, codomain, term = edges_in_drawing_order(definition)
+    left = array_specs(domain, ctx)
+    right = array_specs(codomain, ctx)
     in_ids = [ctx.fresh() for _ in left]
-    body = layout(definition.body, ctx, in_ids)
+    body = layout(term, ctx, in_ids)
     # Label the diagram's own inputs and outputs at its edges, unless the body already does.
     panel = assemble(ctx, left, in_ids, list(range(len(left))), body,
                      list(range(len(right))), right,

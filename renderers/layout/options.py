@@ -36,7 +36,9 @@ class RenderOptions:
     - `width`: a width budget in px (None: none). A composition wider than it breaks onto
       several rows, one under another; the wires that cross a break end at a numbered mark,
       labelled, and the next row starts from the same mark with the same labels. The
-      default, 880 px, prints an 11 px label at 6 pt on a page 170 mm wide.
+      default, 880 px, prints an 11 px label at 6 pt on a page 170 mm wide. With
+      `expand_calls`, a drawing that wrapping cannot bring within the budget has its
+      deepest calls folded into their boxes, a level at a time, until it fits.
     """
 
     wire_labels: Literal["names", "sizes", "both"] = "names"

@@ -38,9 +38,14 @@ def card_extent(y_first: float, y_last: float) -> tuple[float, float]:
     return top, top + height
 
 
+ROUTE_MAX = 60.0
+"""The widest routing column: a wire moving far (past a tall block) turns steeply rather than
+widening the whole diagram, whose labels shrink with its width when it is printed."""
+
+
 def route_width(dy: float) -> float:
     """Width of a routing column: gentle slopes for long moves, never a kink for short ones."""
-    return max(26.0, min(130.0, 18.0 + 0.45 * dy))
+    return max(26.0, min(ROUTE_MAX, 18.0 + 0.45 * dy))
 
 
 def best_offset(differences: Sequence[float], weights: Sequence[float] | None = None,

@@ -47,6 +47,7 @@ from .options import (
     THIN,
     TITLE_SIZE,
 )
+from .order import drawing_order
 from .panels import (
     End,
     Panel,
@@ -98,7 +99,7 @@ def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> P
     panel: Panel | None = None
     owned = False
     ids = list(in_ids)
-    for sub in term.terms:
+    for sub in drawing_order(term.terms):
         next_panel = layout(sub, ctx, ids)
         if panel is None:
             panel = next_panel
@@ -132,7 +133,7 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     labelled, and the next row starts from the same mark with the same labels."""
     panels: list[Panel] = []
     ids = list(in_ids)
-    for sub in term.terms:
+    for sub in drawing_order(term.terms):
         panels.append(layout(sub, ctx, ids))
         ids = [e.wire for e in panels[-1].right]
     if not panels:
@@ -150,7 +151,11 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
             continue
         joined = join(ctx, row, next_panel)
         rest = sum(p.width for p in panels[index:])
-        if joined.width > budget - 2 * BREAK_MARK and row.width >= scrap and rest >= scrap:
+        # A short rest still goes on a row of its own where it would overflow the budget:
+        # an overflow shrinks every label of the diagram when it is printed.
+        overflow = joined.width > budget + EDGE_ZONE
+        if joined.width > budget - 2 * BREAK_MARK and row.width >= scrap \
+                and (rest >= scrap or overflow):
             rows.append(row)
             row = next_panel
             starts.append(index)
@@ -364,6 +369,8 @@ def expanded_definition(term: ir.Broadcasted, ctx: Context) -> ir.Definition | N
     if not (isinstance(glyph_of(term.op), BoxGlyph) and isinstance(term.op, ir.CallOp)
             and ctx.options.expand_calls and term.op.definition not in ctx.calls):
         return None
+    if ctx.nested_calls is not None and len(ctx.calls) > ctx.nested_calls:
+        return None  # folded: the drawing is too wide with every call expanded
     try:
         return ctx.program.definition(term.op.definition)
     except KeyError:

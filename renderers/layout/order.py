@@ -1,0 +1,217 @@
+"""The drawing order of parallel arrays: which factor of a product is stacked above which.
+
+The IR keeps the source order. Where a run of products sits between rearrangements (a copy
+that feeds a branch and a skip, a swap that brings two arrays to a concatenation), the order
+in which the product's factors are stacked decides how many wires cross in the rearrangements
+round it. `drawing_order` rewrites a composition into an equal one (the same morphism: the
+same operations on the same arrays, every wire keeping its label) whose products are stacked
+in the order that makes the fewest crossings in the routing columns at both ends of the run:
+exact over every order for a few factors, by swaps of neighbours beyond that. The rewrite is
+a pure function of the term, so the drawing stays deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import permutations
+
+from ncd import ir
+
+from .panels import dtype_shown
+
+EXACT_FACTORS = 7
+"""Up to this many factors every stacking order is tried; beyond, a local search."""
+
+
+def _wires(array: ir.ArrayType) -> int:
+    return len(array.shape.axes) + int(dtype_shown(array))
+
+
+def _factors(product: ir.Product) -> list[ir.Term]:
+    """The factors of a product, nested products flattened and an identity on several arrays
+    split into one identity per array (the same morphism, with more freedom to reorder)."""
+    factors: list[ir.Term] = []
+    for term in product.terms:
+        if isinstance(term, ir.Product):
+            factors.extend(_factors(term))
+        elif isinstance(term, ir.Identity) and len(term.dom) > 1:
+            names = term.names if len(term.names) == len(term.dom) else (None,) * len(term.dom)
+            factors.extend(ir.Identity(dom=(a,), cod=(a,), names=(n,) if term.names else (),
+                                       span=term.span)
+                           for a, n in zip(term.dom, names, strict=True))
+        else:
+            factors.append(term)
+    return factors
+
+
+def _aligned(first: Sequence[ir.Term], second: Sequence[ir.Term]) -> bool:
+    """Whether factor i of one product feeds exactly factor i of the next, for every i."""
+    return len(first) == len(second) and all(
+        len(a.cod) == len(b.dom) for a, b in zip(first, second, strict=True))
+
+
+def crossings_of(mapping: Sequence[int], weights: Sequence[int]) -> int:
+    """Wire crossings of a rearrangement (output j is input `mapping[j]`) whose input array i
+    has `weights[i]` wires: every pair of outputs drawn in the other order than their inputs
+    crosses each other's wires."""
+    total = 0
+    for j, a in enumerate(mapping):
+        for b in mapping[j + 1:]:
+            if a > b:
+                total += weights[a] * weights[b]
+    return total
+
+
+def _arrays_in_order(groups: Sequence[Sequence[int]], order: Sequence[int]) -> list[int]:
+    return [a for g in order for a in groups[g]]
+
+
+def _groups(sizes: Sequence[int]) -> list[list[int]]:
+    groups: list[list[int]] = []
+    start = 0
+    for size in sizes:
+        groups.append(list(range(start, start + size)))
+        start += size
+    return groups
+
+
+def _best_order(count: int, cost: Callable[[Sequence[int]], int],
+                seeds: Sequence[Sequence[int]] = ()) -> tuple[int, ...]:
+    """The order of `count` factors with the least cost; the source order on ties. Exact up
+    to `EXACT_FACTORS`; beyond, the best of `seeds` and the source order improved by moving
+    one factor or swapping two while that lowers the cost (it falls each time, so it ends)."""
+    identity = tuple(range(count))
+    best, best_cost = identity, cost(identity)
+    if best_cost == 0:
+        return identity
+    if count <= EXACT_FACTORS:
+        for order in permutations(range(count)):
+            c = cost(order)
+            if c < best_cost:
+                best, best_cost = order, c
+        return best
+    for seed in seeds:
+        c = cost(seed)
+        if c < best_cost:
+            best, best_cost = tuple(seed), c
+    improved = True
+    while improved:
+        improved = False
+        for i in range(count):
+            for j in range(count):
+                if i == j:
+                    continue
+                swapped = list(best)
+                swapped[i], swapped[j] = swapped[j], swapped[i]
+                moved = list(best)
+                moved.insert(j, moved.pop(i))
+                for trial in (tuple(swapped), tuple(moved)):
+                    c = cost(trial)
+                    if c < best_cost:
+                        best, best_cost, improved = trial, c, True
+    return best
+
+
+def drawing_order(terms: Sequence[ir.Term]) -> list[ir.Term]:
+    """The terms of a composition with each run of aligned products restacked (and the
+    rearrangements at its ends adjusted) to cross the fewest wires."""
+    out = list(terms)
+    i = 0
+    while i < len(out):
+        if not isinstance(out[i], ir.Product):
+            i += 1
+            continue
+        runs = [_factors(out[i])]  # type: ignore[arg-type]
+        j = i + 1
+        while j < len(out) and isinstance(out[j], ir.Product):
+            nxt = _factors(out[j])  # type: ignore[arg-type]
+            if not _aligned(runs[-1], nxt):
+                break
+            runs.append(nxt)
+            j += 1
+        out, i = _restack(out, i, j, runs)
+    return out
+
+
+def _restack(out: list[ir.Term], start: int, stop: int,
+             runs: list[list[ir.Term]]) -> tuple[list[ir.Term], int]:
+    """Restack the products `out[start:stop]` (their factors `runs`); the index after them."""
+    count = len(runs[0])
+    if count < 2:
+        return out, stop
+    first, last = out[start], out[stop - 1]
+    in_groups = _groups([len(f.dom) for f in runs[0]])
+    out_groups = _groups([len(f.cod) for f in runs[-1]])
+    before = out[start - 1] if start > 0 and isinstance(out[start - 1], ir.Rearrangement) \
+        else None
+    after = out[stop] if stop < len(out) and isinstance(out[stop], ir.Rearrangement) else None
+    in_weights = [_wires(a) for a in first.dom]
+    out_weights = [_wires(a) for a in last.cod]
+
+    def left_mapping(order: Sequence[int]) -> list[int]:
+        arrays = _arrays_in_order(in_groups, order)
+        if before is None:
+            return arrays
+        assert isinstance(before, ir.Rearrangement)
+        return [before.mapping[a] for a in arrays]
+
+    def right_mapping(order: Sequence[int]) -> list[int]:
+        arrays = _arrays_in_order(out_groups, order)
+        position = {a: q for q, a in enumerate(arrays)}
+        if after is None:
+            return [position[a] for a in range(len(arrays))]
+        assert isinstance(after, ir.Rearrangement)
+        return [position[a] for a in after.mapping]
+
+    left_weights = [_wires(a) for a in before.dom] if before is not None else in_weights
+
+    def cost(order: Sequence[int]) -> int:
+        drawn = _arrays_in_order(out_groups, order)  # the output arrays, top to bottom
+        return (crossings_of(left_mapping(order), left_weights)
+                + crossings_of(right_mapping(order), [out_weights[a] for a in drawn]))
+
+    # Seeds for a local search among many factors: each factor where the arrays it makes
+    # are wanted after the run, or where the arrays it reads come from before it.
+    def by_right(g: int) -> tuple[float, int]:
+        wanted = [j for j, a in enumerate(after.mapping) if a in out_groups[g]] \
+            if isinstance(after, ir.Rearrangement) else out_groups[g]
+        return (sum(wanted) / len(wanted) if wanted else float(g), g)
+
+    def by_left(g: int) -> tuple[float, int]:
+        sources = [before.mapping[a] for a in in_groups[g]] \
+            if isinstance(before, ir.Rearrangement) else in_groups[g]
+        return (sum(sources) / len(sources) if sources else float(g), g)
+
+    seeds = [sorted(range(count), key=by_right), sorted(range(count), key=by_left)]
+    order = _best_order(count, cost, seeds)
+    if order == tuple(range(count)):
+        return out, stop
+    restacked: list[ir.Term] = []
+    for factors in runs:
+        chosen = [factors[g] for g in order]
+        restacked.append(ir.Product(dom=tuple(a for f in chosen for a in f.dom),
+                                    cod=tuple(a for f in chosen for a in f.cod),
+                                    terms=tuple(chosen)))
+    new_in = restacked[0].dom
+    new_out = restacked[-1].cod
+    head = _rearrangement(before.dom if before is not None else first.dom, new_in,
+                          left_mapping(order), before.span if before is not None else None)
+    tail = _rearrangement(new_out, after.cod if after is not None else last.cod,
+                          right_mapping(order), after.span if after is not None else None)
+    lo = start - 1 if before is not None else start
+    hi = stop + 1 if after is not None else stop
+    middle = ([head] if head is not None else []) + restacked
+    rest = [tail] if tail is not None else []
+    result = out[:lo] + middle + rest + out[hi:]
+    # Resume after the products: the rearrangement after them may start the next run's
+    # left end, and is looked at again there.
+    resume = lo + len(middle)
+    return result, resume
+
+
+def _rearrangement(dom: tuple[ir.ArrayType, ...], cod: tuple[ir.ArrayType, ...],
+                   mapping: Sequence[int], span: ir.Span | None) -> ir.Term | None:
+    """A rearrangement, or None where it would change nothing."""
+    if len(dom) == len(cod) and list(mapping) == list(range(len(dom))):
+        return None
+    return ir.Rearrangement(dom=dom, cod=cod, mapping=tuple(mapping), span=span)
