@@ -52,24 +52,46 @@ class AttentionLowering:
               inputs: list[TensorCode]) -> TensorCode:
         emit = self.emitter
         scores, values = match.scores, match.values
+        value_port = 1 - match.weights_port
+        query_value, key_value = scored[match.query_port], scored[1 - match.query_port]
+        value_value = inputs[value_port]
+        operands = (query_value, key_value, value_value)
+        # Four dims (batch, heads, positions, width) whatever the leading dims: the CPU's
+        # fused kernel takes no other rank (it falls back to the written-out product). With
+        # leading dims on some operands only, the call broadcasts them as they are.
+        four = len({v.batched for v in operands}) == 1
+        grouped = four and bool(match.groups_s)
         contracted = [target_label(name) for name in match.contracted]
-        leading_s = [degree_label(i) for i in (*match.batch_s, *match.groups_s)]
-        queries = emit.normalized(
-            scores, scored[match.query_port], scores.inputs[match.query_port],
-            [*leading_s, degree_label(match.query_s), *contracted], "expand")
-        keys = emit.normalized(
-            scores, scored[1 - match.query_port], scores.inputs[1 - match.query_port],
-            [*leading_s, degree_label(match.key_s), *contracted], "expand")
-        if len(contracted) > 1:
+        batch_s = [degree_label(i) for i in match.batch_s]
+        groups_s = [degree_label(i) for i in match.groups_s]
+        key_heads = batch_s if grouped else [*batch_s, *groups_s]
+        s_sizes = emit.sizes_of(scores, scores.inputs)
+        queries = emit.normalized(scores, query_value, scores.inputs[match.query_port],
+                                  [*batch_s, *groups_s, degree_label(match.query_s),
+                                   *contracted], "expand")
+        keys = emit.normalized(scores, key_value, scores.inputs[1 - match.query_port],
+                               [*key_heads, degree_label(match.key_s), *contracted], "expand")
+        (summed,) = values.inputs[value_port].targets
+        batch_v = [degree_label(i) for i in match.batch_v]
+        groups_v = [degree_label(i) for i in match.groups_v]
+        value_labels: list[Label] = [degree_label(i) for i in match.value_v]
+        v_sizes = emit.sizes_of(values, values.inputs)
+        read = emit.normalized(values, value_value, values.inputs[value_port],
+                               [*(batch_v if grouped else [*batch_v, *groups_v]),
+                                target_label(summed), *value_labels], "expand")
+        if four:
+            width = self._product([s_sizes[label] for label in contracted])
+            keys_size = self._product([s_sizes[degree_label(match.key_s)]])
+            queries = f"{queries}.reshape(-1, " \
+                f"{self._product([s_sizes[label] for label in [*batch_s, *groups_s]])}, " \
+                f"{self._product([s_sizes[degree_label(match.query_s)]])}, {width})"
+            heads = self._product([s_sizes[label] for label in key_heads])
+            keys = f"{keys}.reshape(-1, {heads}, {keys_size}, {width})"
+            read = f"{read}.reshape(-1, {heads}, {keys_size}, " \
+                f"{self._product([v_sizes[label] for label in value_labels])})"
+        elif len(contracted) > 1 or len(value_labels) > 1:
             queries = f"{queries}.flatten(-{len(contracted)})"
             keys = f"{keys}.flatten(-{len(contracted)})"
-        value_port = 1 - match.weights_port
-        (summed,) = values.inputs[value_port].targets
-        leading_v = [degree_label(i) for i in (*match.batch_v, *match.groups_v)]
-        value_labels: list[Label] = [degree_label(i) for i in match.value_v]
-        read = emit.normalized(values, inputs[value_port], values.inputs[value_port],
-                               [*leading_v, target_label(summed), *value_labels], "expand")
-        if len(value_labels) > 1:
             read = f"{read}.flatten(-{len(value_labels)})"
         arguments = [queries, keys, read]
         described = "no mask"
@@ -79,9 +101,11 @@ class AttentionLowering:
             if match.causal:
                 arguments.append("is_causal=True")
             else:
-                arguments.append(f"attn_mask={self._keep(match, scored[match.query_port])}")
+                arguments.append(f"attn_mask={self._keep(match, query_value)}")
         assert isinstance(scores.op, ir.EinsumOp)
         arguments.append(f"scale={float_literal(match.scale)}")
+        if grouped:
+            arguments.append("enable_gqa=True")  # the key heads serve groups of query heads
         softmax_axis = match.softmax.op.axes[0] if isinstance(match.softmax.op, ir.SoftmaxOp) \
             else ""
         scale_text = scores.op.scale_text or float_literal(match.scale)
@@ -90,14 +114,36 @@ class AttentionLowering:
         # its own line, so that a formatter wraps the call's arguments, not a permute after it
         expr = emit.assign("attended", f"{emit.functional_call('scaled_dot_product_attention')}"
                            f"({', '.join(arguments)})", comment + emit.source_note(values.span))
-        if len(value_labels) > 1:
-            sizes = emit.sizes_of(values, [])
-            shape = emit.tuple_text([emit.size(sizes[label]) for label in value_labels])
+        labels = [*batch_v, *groups_v, degree_label(match.query_v), *value_labels]
+        if four:
+            shape = emit.tuple_text([emit.size(v_sizes[label]) for label in labels])
+            if query_value.batched:
+                shape = f"{emit.leading_shape(query_value)} + {shape}"
+            expr = f"{expr}.reshape({shape})"
+        elif len(value_labels) > 1:
+            shape = emit.tuple_text([emit.size(v_sizes[label]) for label in value_labels])
             expr = f"{expr}.unflatten(-1, {shape})"
-        labels = [*leading_v, degree_label(match.query_v), *value_labels]
-        batched = any(v.batched for v in (*scored, *inputs))
+        batched = any(v.batched for v in operands)
         return emit.finish(values, expr, labels, index=0, comment="heads back in place",
                            batched=batched)
+
+    def _product(self, sizes: list[ir.SizeExpr]) -> str:
+        """The code of a product of sizes (1 for none)."""
+        constant = 1
+        codes = []
+        for size in sizes:
+            value = self.emitter.sizes.value(size)
+            if value is not None:
+                constant *= value
+            else:
+                codes.append(self.emitter.size(size))
+        if constant != 1 or not codes:
+            codes.insert(0, str(constant))
+        if not codes:
+            return "1"
+        if len(codes) == 1:
+            return codes[0]
+        return " * ".join(c if c.isidentifier() or c.isdecimal() else f"({c})" for c in codes)
 
     def _keep(self, match: Attention, queries: TensorCode) -> str:
         """The boolean (query, key) matrix of the entries the mask keeps."""
