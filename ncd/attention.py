@@ -227,7 +227,8 @@ def _match_from(flow: _Flow, values: ir.Broadcasted, weights_port: int) -> Atten
             return None
         chain.insert(0, previous)
         current = previous
-    if not (_pure(scores, 2) and not scores.outputs[0].targets and scores.op.contracted):
+    if not (isinstance(scores.op, ir.EinsumOp) and _pure(scores, 2)
+            and not scores.outputs[0].targets and scores.op.contracted):
         return None
     # the scores' axes, each by its degree index
     axes = _unit_rows(scores.outputs[0])

@@ -176,8 +176,8 @@ def test_gallery_attention_gradients_match_the_written_out_term() -> None:
         S = torch.einsum("bxhk,byhk->bhxy", Q, K) / 8 ** 0.5
         keep = torch.ones(7, 7, dtype=torch.bool).tril()
         A = torch.softmax(S.masked_fill(~keep, float("-inf")), dim=-1)
-        O = torch.einsum("bhxy,byhk->bxhk", A, V)
-        return torch.einsum("bxhk,hkm->bxm", O, module.W_o) + module.b_o
+        weighted = torch.einsum("bhxy,byhk->bxhk", A, V)
+        return torch.einsum("bxhk,hkm->bxm", weighted, module.W_o) + module.b_o
 
     module.zero_grad()
     X2 = X.detach().clone().requires_grad_(True)
