@@ -22,6 +22,7 @@ from ncd.ops.lowering import Missing as LoweringMissing
 from ncd.sizes import ProgramSizes, Size, SizeLimit, check_nonnegative
 from ncd.sizes import from_ir as size_polynomial
 
+from .attention import AttentionLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
@@ -58,6 +59,8 @@ class ForwardEmitter:
         self.scope = Scope(spec, "self")
         # Run-time checks of bounds that depend on symbolic sizes (the first lines of forward).
         self.checks: list[str] = []
+        # Attention patterns, each lowered as one fused call (`compilers.attention`).
+        self.attention = AttentionLowering(self)
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -178,6 +181,7 @@ class ForwardEmitter:
                     self.check_bounds(port.reindexing, port.name or "an operand", term.span)
                 return self.broadcasted(term, inputs)
             case ir.Composed(terms=terms):
+                self.attention.plan(term)
                 values = list(inputs)
                 for part in terms:
                     values = self.term(part, values)
@@ -385,6 +389,9 @@ class ForwardEmitter:
 
     # ---- broadcasted operations: each lowered by its operator's declaration
     def broadcasted(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode]:
+        fused = self.attention.lower(term, inputs)
+        if fused is not None:
+            return fused
         return declaration(term.op).lower(self, term, term.op, inputs)
 
     # ---- the services a lowering uses (`ncd.ops.lowering.Emitter`)

@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import Any, assert_never
 
 from ncd import ir
+from ncd.attention import Attention, find_attention
 from ncd.operators import declaration
 from ncd.ops.facts import ZERO, Cost
 from ncd.sizes import ProgramSizes, Size, SizeLimit, check_nonnegative
@@ -311,6 +312,8 @@ class _Analysis:
         self.sizes = ProgramSizes(program.axes)
         self._stats: dict[str, Stats] = {}
         self._runs: dict[str, _Run] = {}
+        # Members of attention patterns, which the compiled module runs as one fused call.
+        self._fused: dict[int, Attention] = {}
 
     # ---- the CostSizes protocol of the declarations
     def size(self, size: ir.SizeExpr) -> Size:
@@ -496,6 +499,8 @@ class _Analysis:
                 size = array_bytes(self.sizes, term.cod[0])
                 arrays.append((term.name or "reindexing", size))
                 return [memory.window(size)]
+            case ir.Broadcasted() if id(term) in self._fused:
+                return self._simulate_fused(term, self._fused[id(term)], memory, arrays)
             case ir.Broadcasted():
                 copies = ZERO  # the windows it reads, copied while it runs
                 for wire in dict.fromkeys(wires):
@@ -503,6 +508,9 @@ class _Analysis:
                         copies = copies + memory.windows[wire]
                 return self._simulate_operation(term, memory, arrays, copies)
             case ir.Composed(terms=terms):
+                for match in find_attention(term):
+                    for member in match.members:
+                        self._fused.setdefault(id(member), match)
                 for child in terms:
                     wires = self._simulate(child, wires, memory, arrays)
                 return wires
@@ -564,6 +572,24 @@ class _Analysis:
         if held != ZERO:
             memory.note(held)
         return wires
+
+    def _simulate_fused(self, term: ir.Broadcasted, match: Attention, memory: _Memory,
+                        arrays: list[tuple[str, Size]]) -> list[Wire]:
+        """A member of an attention pattern: the fused call holds no score matrix (nor the
+        masked scores, nor the weights); it makes the values' output, and a general mask is
+        a boolean matrix of queries by keys that the kernel reads as floats while it runs."""
+        port = term.outputs[0]
+        size = array_bytes(self.sizes, port.array)
+        arrays.append((port.name or term.op.kind, size))
+        if term is not match.values:
+            if term is match.mask and not match.causal:
+                array = term.inputs[0].array
+                keep = self.size(array.shape.axis(match.mask_query).size) * \
+                    self.size(array.shape.axis(match.mask_key).size)
+                memory.alloc(keep * BYTES_PER_ENTRY["B"])
+                memory.note(keep * BYTES_PER_ENTRY["R"])
+            return [None]
+        return [memory.alloc(size)]
 
     def _simulate_block(self, term: ir.Block, wires: list[Wire], memory: _Memory,
                         arrays: list[tuple[str, Size]]) -> list[Wire]:

@@ -364,7 +364,7 @@ class ProgramGenerator:
             makers += [self.contraction, self.transpose, self.window, self.fixed_index,
                        self.reverse, self.shift, self.flipped_window, self.alias,
                        self.diagonal, self.sized_read, self.upsample, self.cyclic,
-                       self.positions]
+                       self.positions, self.attention]
         if "structure" in self.features:
             makers += [self.concat, self.split, self.rename, self.reshape, self.pad]
         if "calls" in self.features and self.definitions:
@@ -737,6 +737,34 @@ class ProgramGenerator:
         reads = [index if a == along else a for a in x.axes]
         others = [a for a in x.axes if a != along]
         self.bind_equation(body, [*others, p, w], [], f"{x.name}[{', '.join(reads)}]")
+
+    def attention(self, body: Body) -> None:
+        """Self-attention of an array with itself along one of its axes: scores over a fresh
+        key index, maybe scaled, maybe masked (causal, a window, a mask that leaves the first
+        query no key, a finite fill), a softmax over the keys, the weighted sum. The compiler
+        fuses most of these into one `F.scaled_dot_product_attention` call."""
+        x = self.source(body)
+        if len(x.axes) < 2:
+            self.unary(body)
+            return
+        position, width = subset(self.c, x.axes, 2, 2)
+        key = self.fresh("y")
+        scores = self.fresh("Scores")  # never in scope: only the pattern reads it
+        keys = [key if a == position else a for a in x.axes]
+        score_axes = [a for a in x.axes if a != width] + [key]
+        scales = ["", " * 0.5", " / 2"] + [f" / sqrt({width})"] * bool(self.const_axes([width]))
+        body.emit(f"{scores}[{', '.join(score_axes)}] = sum({width}) "
+                  f"{x.name}[{', '.join(x.axes)}] * {x.name}[{', '.join(keys)}]"
+                  f"{choice(self.c, scales)}")
+        masked = choice(self.c, (
+            scores, f"causal[{position}, {key}]({scores})",
+            f"mask[{key} <= {position}, {position} - {key} < 3]({scores})",
+            f"mask[{key} > {position}]({scores})", f"mask[{key} <= {position}, fill=-2]({scores})",
+            f"causal[{position}, {key}]({scores}) * 0.5"))
+        weights = self.fresh("Weights")
+        body.emit(f"{weights} = softmax[{key}]({masked})")
+        self.bind_equation(body, x.axes, [key], f"{weights}[{', '.join(score_axes)}] * "
+                           f"{x.name}[{', '.join(keys)}]")
 
     def diagonal(self, body: Body) -> None:
         """`O[.., a, y] = X[.., a] * X[.., y]` then `D[.., a] = O[.., a, a]`: an outer product

@@ -63,9 +63,23 @@ def peak_forward_bytes(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) 
     return mode.peak
 
 
+def _cpu_attention_flops(query_shape: Sequence[int], key_shape: Sequence[int],
+                         value_shape: Sequence[int], *args: Any, **kwargs: Any) -> int:
+    """The two matrix products of attention (scores, then values), as PyTorch counts them for
+    its GPU kernels (`sdpa_flop_count`), for any number of leading dims: FlopCounterMode has
+    no formula for the CPU kernel, `_scaled_dot_product_flash_attention_for_cpu`."""
+    batch = torch.Size(query_shape[:-2]).numel()  # grouped-query: the keys' heads are fewer
+    queries, width = query_shape[-2:]
+    keys, value_width = value_shape[-2:]
+    return 2 * batch * queries * keys * (width + value_width)
+
+
 def counted_flops(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> int:
     """The FLOPs `torch.utils.flop_counter.FlopCounterMode` counts for one forward pass (it
     counts matrix products, convolutions and attention kernels; nothing entrywise)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+                     _cpu_attention_flops}
+    with torch.no_grad(), FlopCounterMode(display=False,
+                                          custom_mapping=cpu_attention) as counter:
         module(*inputs)
     return int(counter.get_total_flops())
