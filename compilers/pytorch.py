@@ -37,6 +37,7 @@ from ncd.sizes import ProgramSizes
 from .errors import CompileError
 from .forward import ForwardEmitter, shape_checks, symbol_reads
 from .generated import load_source
+from .lifetimes import free_after_last_use
 from .modules import DefinitionInfo, ModuleSpec, all_specs, class_lines, nested_blocks
 from .naming import Namespace, camel_case, comment_text
 
@@ -127,6 +128,9 @@ class ProgramCompiler:
                 spec.param(name, parameter.array, Role("fan_in_uniform"))
         forward = (shape_checks(emitter, arguments) + symbol_reads(emitter, definition, arguments)
                    + emitter.checks + emitter.lines)
+        # Each intermediate released after its last use; the sizes read stay (integers).
+        forward = free_after_last_use(forward, [v.code for v in arguments],
+                                      set(emitter.symbol_code.values()))
         self.functional = self.functional or emitter.functional
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)
