@@ -302,9 +302,11 @@ def linear_fuses(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
 
 
 def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
-                  value: TensorCode, params: Sequence[TensorCode]) -> str | None:
+                  value: TensorCode, params: Sequence[TensorCode]
+                  ) -> tuple[str, list[Label]] | None:
     """`F.linear(X, W.T, b)` (weight and bias flattened when they have several input or
-    output axes), or None when `value`'s layout is not the one `linear_fuses` needs."""
+    output axes) and the labels of its dims, or None when `value`'s layout is not the one
+    `linear_fuses` needs."""
     source = term.inputs[0]
     degree = [degree_label(i) for i in _plain_tiling(source) or ()]
     if emit.plain_labels(value, source) != [*degree, *(target_label(n) for n in op.inputs)]:
@@ -321,7 +323,7 @@ def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
         shape = emit.tuple_text([emit.size(term.outputs[0].array.shape.axis(n).size)
                                  for n in op.outputs])
         expr += f".unflatten(-1, {shape})"
-    return expr
+    return expr, [*degree, *(target_label(n) for n in op.outputs)]
 
 
 def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
@@ -333,9 +335,9 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     labels = emit.output_labels(term.outputs[0])
     if linear_fuses(op, term):
         fused = _fused_linear(emit, term, op, inputs[0], params)
-        if fused is not None:
+        if fused is not None:  # `finish` moves its dims to the output's order (a view)
             comment = f"{' '.join(inputs[0].names)} -> {' '.join(term.outputs[0].array.names)}"
-            return [emit.finish(term, fused, labels, comment=comment,
+            return [emit.finish(term, fused[0], fused[1], comment=comment,
                                 batched=inputs[0].batched, fallback="linear")]
     missing = [w for w in op.weight_inputs if w not in term.params[0].array.names]
     if missing:
