@@ -18,7 +18,8 @@ The compiler is in four parts, one job each: this module orders the definitions 
 file together; `compilers.forward` writes each `forward` (a broadcasted operation is lowered by
 its operator's declaration, `ncd.ops`); `compilers.modules` writes each class around it (its
 parameters, their initial values, its submodules); `compilers.size_code` and
-`compilers.einsum` write sizes and contractions.
+`compilers.einsum` write sizes and contractions; `compilers.lifetimes` deletes each local of
+a `forward` after its last use.
 
 This module writes text only; it does not import torch (`build_module` imports it lazily).
 """

@@ -9,12 +9,12 @@ body `repeat` times, a scan its step once per entry of the scanned axis, a call 
 definition once per element of its batch lift.
 
 Memory is counted as the compiled forward pass holds it (`torch.no_grad`; docs/analysis.md):
-every array a definition computes lives until the definition returns (the generated forward
-keeps each in a local), a view (a rename, a rearranging reindexing) is no new array, a window
-(`X[2*p + w]`) is a view that the operation reading it copies while it runs, the
-copies of a repeated block replace the previous copy's arrays one by one (a loop reassigning
-its locals), a scan keeps each step's outputs until they are stacked, and so does a call
-with parameters for each index (`f[each e](X)`), whose copies run one after another. Inputs and
+every array a definition computes is freed once no wire holds it any more (the generated
+forward deletes each local after its last use), a view (a rename, a rearranging reindexing)
+is no new array and keeps the array it reads alive, a window (`X[2*p + w]`) is a view that
+the operation reading it copies while it runs, the copies of a repeated block run one after
+another, a scan keeps each step's outputs until they are stacked, and so does a call with
+parameters for each index (`f[each e](X)`), whose copies run one after another. Inputs and
 parameters are not counted: they exist before the forward pass. Entries of R are 4 bytes
 (float32), of N 8 (int64), of B 1.
 """
