@@ -14,7 +14,7 @@ Conventions of the generated code (docs/compiling.md explains them with examples
 - A block repeated N times without `shared` is an `nn.ModuleList` of N copies named after the
   block's title (`transformer_layer.0.W_q`); a shared or single block is transparent.
 
-The compiler is in four parts, one job each: this module orders the definitions and puts the
+The compiler is in parts, one job each: this module orders the definitions and puts the
 file together; `compilers.forward` writes each `forward` (a broadcasted operation is lowered by
 its operator's declaration, `ncd.ops`); `compilers.modules` writes each class around it (its
 parameters, their initial values, its submodules); `compilers.size_code` and
