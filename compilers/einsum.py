@@ -3,11 +3,13 @@ letters taken from the axis names; more than 52 distinct axes are grouped into m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ncd import ir
+from ncd.contraction_order import Path, contraction_path, representative
 from ncd.ops.lowering import Label, TensorCode, degree_label, target_label
+from ncd.sizes import SizeLimit
 
 from .errors import CompileError
 from .labels import output_labels, port_rows
@@ -72,10 +74,53 @@ def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
             ("..." if operands[0][0].batched else "") + "".join(map(letter, out_labels))):
         return arguments[0]  # one operand read as it is: no einsum needed
     batched = any(value.batched for value, _ in operands)
+    if len(read) >= 3:
+        path = _path(emitter, read, out_labels, label_sizes)
+        if path is not None:
+            return _pairwise(emitter, term, read, path, letter)
     result = ("..." if batched else "") + "".join(letter(label) for label in out_labels)
     equation = f"{','.join(subscripts)}->{result}"
     # The equation holds only letters, commas, dots and "->": safe between double quotes.
     return f'torch.einsum("{equation}", {", ".join(arguments)})'
+
+
+def _path(emitter: ForwardEmitter, read: Sequence[tuple[list[Label], str, bool]],
+          out_labels: Sequence[Label], label_sizes: Mapping[Label, ir.SizeExpr]
+          ) -> Path | None:
+    """The cheapest order of pairwise contractions (`ncd.contraction_order`), with the sizes
+    `ncd stats` counts with; None when a size is beyond the size algebra."""
+    try:
+        sizes = {label: representative(emitter.sizes.polynomial(size))
+                 for label, size in label_sizes.items()}
+    except SizeLimit:
+        return None
+    if any(label not in sizes for labels, _, _ in read for label in labels):
+        return None
+    return contraction_path([labels for labels, _, _ in read], out_labels, sizes)
+
+
+def _pairwise(emitter: ForwardEmitter, term: ir.Broadcasted,
+              read: Sequence[tuple[list[Label], str, bool]], path: Path,
+              letter: Callable[[Label], str]) -> str:
+    """The contraction as one `torch.einsum` of two arrays per step, in the order of `path`:
+    each intermediate a local of its own, the last step the expression returned."""
+    arrays: list[tuple[Sequence[Label], str, bool]] = [
+        (labels, code, batched) for labels, code, batched in read]
+    hint = f"{term.outputs[0].name or 'product'}_partial"
+    expr = ""
+    for index, step in enumerate(path.steps):
+        left, right = arrays[step.left], arrays[step.right]
+        batched = left[2] or right[2]
+        subscripts = [("..." if b else "") + "".join(map(letter, labels))
+                      for labels, _, b in (left, right)]
+        result = ("..." if batched else "") + "".join(map(letter, step.labels))
+        expr = f'torch.einsum("{",".join(subscripts)}->{result}", {left[1]}, {right[1]})'
+        if index == len(path.steps) - 1:
+            break
+        name = emitter.assign(hint, expr, f"step {index + 1} of {len(path.steps)} (cheapest "
+                              "order)", fallback="partial")
+        arrays.append((step.labels, name, batched))
+    return expr
 
 
 def _axis_name(term: ir.Broadcasted, label: Label) -> str:

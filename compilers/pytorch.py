@@ -14,11 +14,12 @@ Conventions of the generated code (docs/compiling.md explains them with examples
 - A block repeated N times without `shared` is an `nn.ModuleList` of N copies named after the
   block's title (`transformer_layer.0.W_q`); a shared or single block is transparent.
 
-The compiler is in four parts, one job each: this module orders the definitions and puts the
+The compiler is in parts, one job each: this module orders the definitions and puts the
 file together; `compilers.forward` writes each `forward` (a broadcasted operation is lowered by
 its operator's declaration, `ncd.ops`); `compilers.modules` writes each class around it (its
 parameters, their initial values, its submodules); `compilers.size_code` and
-`compilers.einsum` write sizes and contractions.
+`compilers.einsum` write sizes and contractions; `compilers.lifetimes` deletes each local of
+a `forward` after its last use.
 
 This module writes text only; it does not import torch (`build_module` imports it lazily).
 """
@@ -37,6 +38,7 @@ from ncd.sizes import ProgramSizes
 from .errors import CompileError
 from .forward import ForwardEmitter, shape_checks, symbol_reads
 from .generated import load_source
+from .lifetimes import free_after_last_use
 from .modules import DefinitionInfo, ModuleSpec, all_specs, class_lines, nested_blocks
 from .naming import Namespace, camel_case, comment_text
 
@@ -127,6 +129,9 @@ class ProgramCompiler:
                 spec.param(name, parameter.array, Role("fan_in_uniform"))
         forward = (shape_checks(emitter, arguments) + symbol_reads(emitter, definition, arguments)
                    + emitter.checks + emitter.lines)
+        # Each intermediate released after its last use; the sizes read stay (integers).
+        forward = free_after_last_use(forward, [v.code for v in arguments],
+                                      set(emitter.symbol_code.values()))
         self.functional = self.functional or emitter.functional
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)

@@ -9,12 +9,12 @@ body `repeat` times, a scan its step once per entry of the scanned axis, a call 
 definition once per element of its batch lift.
 
 Memory is counted as the compiled forward pass holds it (`torch.no_grad`; docs/analysis.md):
-every array a definition computes lives until the definition returns (the generated forward
-keeps each in a local), a view (a rename, a rearranging reindexing) is no new array, a window
-(`X[2*p + w]`) is a view that the operation reading it copies while it runs, the
-copies of a repeated block replace the previous copy's arrays one by one (a loop reassigning
-its locals), a scan keeps each step's outputs until they are stacked, and so does a call
-with parameters for each index (`f[each e](X)`), whose copies run one after another. Inputs and
+every array a definition computes is freed once no wire holds it any more (the generated
+forward deletes each local after its last use), a view (a rename, a rearranging reindexing)
+is no new array and keeps the array it reads alive, a window (`X[2*p + w]`) is a view that
+the operation reading it copies while it runs, the copies of a repeated block run one after
+another, a scan keeps each step's outputs until they are stacked, and so does a call with
+parameters for each index (`f[each e](X)`), whose copies run one after another. Inputs and
 parameters are not counted: they exist before the forward pass. Entries of R are 4 bytes
 (float32), of N 8 (int64), of B 1.
 """
@@ -254,6 +254,11 @@ def is_view(eta: ir.StrideMorphism) -> bool:
     return all(sum(1 for c in row if c) <= 1 for row in eta.matrix)
 
 
+Wire = int | None
+"""An array on a wire: the id of a live array the definition made, or None (an input or a
+parameter, which the figures do not count)."""
+
+
 @dataclass
 class _Memory:
     """Live arrays while a definition runs, and the candidates for its peak."""
@@ -261,6 +266,15 @@ class _Memory:
     live: dict[int, Size] = field(default_factory=dict)
     peaks: list[Size] = field(default_factory=list)
     next_id: int = 0
+    held: list[list[Wire]] = field(default_factory=list)
+    """The wires that enclosing terms still hold (the other parts of a product): their arrays
+    are not freed while an inner term runs."""
+    pinned: dict[int, list[Wire]] = field(default_factory=dict)
+    """The queries and keys of a fused attention (by the match's id): the call reads them
+    until it has made its output, after the scores' place in the term."""
+    scratch: dict[int, Size] = field(default_factory=dict)
+    """What a fused attention holds while it runs besides its operands and output (a general
+    mask read as floats), by the match's id."""
     windows: dict[int, Size] = field(default_factory=dict)
     """Windowed views (`X[2*p + w]`): no array of their own, but the operation that reads
     one copies it while it runs."""
@@ -290,10 +304,14 @@ class _Memory:
         if ident is not None:
             self.live.pop(ident, None)
 
-
-Wire = int | None
-"""An array on a wire: the id of a live array the definition made, or None (an input or a
-parameter, which the figures do not count)."""
+    def collect(self, wires: Sequence[Wire]) -> None:
+        """Free every array no wire holds any more: the generated forward deletes a local
+        after the last statement that reads it."""
+        needed = set(wires)
+        for held in [*self.held, *self.pinned.values()]:
+            needed.update(held)
+        for ident in [i for i in self.live if i not in needed]:
+            del self.live[ident]
 
 
 @dataclass(frozen=True)
@@ -500,28 +518,34 @@ class _Analysis:
                 arrays.append((term.name or "reindexing", size))
                 return [memory.window(size)]
             case ir.Broadcasted() if id(term) in self._fused:
-                return self._simulate_fused(term, self._fused[id(term)], memory, arrays)
+                return self._simulate_fused(term, self._fused[id(term)], memory, arrays, wires)
             case ir.Broadcasted():
                 copies = ZERO  # the windows it reads, copied while it runs
                 for wire in dict.fromkeys(wires):
                     if wire is not None and wire in memory.windows:
                         copies = copies + memory.windows[wire]
-                return self._simulate_operation(term, memory, arrays, copies)
+                return self._simulate_operation(term, wires, memory, arrays, copies)
             case ir.Composed(terms=terms):
                 for match in find_attention(term):
                     for member in match.members:
                         self._fused.setdefault(id(member), match)
                 for child in terms:
                     wires = self._simulate(child, wires, memory, arrays)
+                    memory.collect(wires)
                 return wires
             case ir.Product(terms=terms):
                 out: list[Wire] = []
                 start = 0
                 for child in terms:
                     count = len(child.dom)
-                    out.extend(self._simulate(child, wires[start:start + count], memory,
-                                              arrays))
+                    memory.held.append([*out, *wires[start + count:]])
+                    try:
+                        out.extend(self._simulate(child, wires[start:start + count], memory,
+                                                  arrays))
+                    finally:
+                        memory.held.pop()
                     start += count
+                    memory.collect([*out, *wires[start:]])
                 return out
             case ir.Block():
                 return self._simulate_block(term, wires, memory, arrays)
@@ -530,7 +554,7 @@ class _Analysis:
             case _:
                 assert_never(term)
 
-    def _simulate_operation(self, term: ir.Broadcasted, memory: _Memory,
+    def _simulate_operation(self, term: ir.Broadcasted, inputs: list[Wire], memory: _Memory,
                             arrays: list[tuple[str, Size]], copies: Size) -> list[Wire]:
         sizes = [array_bytes(self.sizes, port.array) for port in term.outputs]
         if isinstance(term.op, ir.CallOp):
@@ -562,8 +586,9 @@ class _Analysis:
         rule = declaration(term.op).cost
         assert rule is not None
         cost = rule(term.op, term, self)
-        if not cost.allocates:
-            return [None for _ in term.outputs]
+        if not cost.allocates:  # a view: it keeps the array it reads alive
+            viewed = next((w for w in inputs if w is not None and w in memory.live), None)
+            return [viewed for _ in term.outputs]
         wires = []
         for port, size in zip(term.outputs, sizes, strict=True):
             arrays.append((port.name or term.op.kind, size))
@@ -574,36 +599,38 @@ class _Analysis:
         return wires
 
     def _simulate_fused(self, term: ir.Broadcasted, match: Attention, memory: _Memory,
-                        arrays: list[tuple[str, Size]]) -> list[Wire]:
+                        arrays: list[tuple[str, Size]], inputs: list[Wire]) -> list[Wire]:
         """A member of an attention pattern: the fused call holds no score matrix (nor the
-        masked scores, nor the weights); it makes the values' output, and a general mask is
-        a boolean matrix of queries by keys that the kernel reads as floats while it runs."""
+        masked scores, nor the weights); it makes the values' output while the queries and
+        keys are still alive, and a general mask is a boolean matrix of queries by keys that
+        the kernel reads as floats while it runs."""
         port = term.outputs[0]
         size = array_bytes(self.sizes, port.array)
         arrays.append((port.name or term.op.kind, size))
+        if term is match.scores:
+            memory.pinned[id(match)] = list(inputs)
         if term is not match.values:
             if term is match.mask and not match.causal:
                 array = term.inputs[0].array
                 keep = self.size(array.shape.axis(match.mask_query).size) * \
                     self.size(array.shape.axis(match.mask_key).size)
                 memory.alloc(keep * BYTES_PER_ENTRY["B"])
-                memory.note(keep * BYTES_PER_ENTRY["R"])
+                memory.scratch[id(match)] = keep * BYTES_PER_ENTRY["R"]
             return [None]
-        return [memory.alloc(size)]
+        output = memory.alloc(size)
+        memory.note(memory.scratch.pop(id(match), ZERO))
+        memory.pinned.pop(id(match), None)
+        return [output]
 
     def _simulate_block(self, term: ir.Block, wires: list[Wire], memory: _Memory,
                         arrays: list[tuple[str, Size]]) -> list[Wire]:
         if term.repeat == 1:
             return self._simulate(term.body, wires, memory, arrays)
-        # Copy 1, then copy 2 replacing copy 1's arrays one by one as its loop reassigns
-        # them; later copies repeat copy 2.
-        before = set(memory.live)
+        # Copy 1, then copy 2 on copy 1's outputs (each copy frees its arrays as it goes, so
+        # later copies repeat copy 2).
         first = self._simulate(term.body, wires, memory, arrays)
-        previous = [i for i in memory.live if i not in before]
-        replacing = _Replacing(memory, previous, carried=set(i for i in first if i))
-        second = self._simulate(term.body, first, replacing.memory, [])
-        replacing.finish(second)
-        return second
+        memory.collect(first)
+        return self._simulate(term.body, first, memory, [])
 
     def _simulate_scan(self, term: ir.Scan, wires: list[Wire], memory: _Memory,
                        arrays: list[tuple[str, Size]]) -> list[Wire]:
@@ -633,43 +660,6 @@ class _Analysis:
             arrays.append((f"{term.step_name or 'scan'} outputs", size))
             out.append(memory.alloc(size))
         return out
-
-
-class _Replacing:
-    """A loop's second copy: each array it makes frees the array the first copy made at the
-    same place (the loop reassigns the same local), except those passed on to it."""
-
-    def __init__(self, memory: _Memory, previous: list[int], carried: set[int]) -> None:
-        self.outer = memory
-        self.previous = previous
-        self.carried = carried
-        self.index = 0
-        parent = self
-
-        class Memory(_Memory):
-            def alloc(self, size: Size) -> int:
-                ident = parent.outer.alloc(size)
-                if parent.index < len(parent.previous):
-                    old = parent.previous[parent.index]
-                    if old not in parent.carried:
-                        parent.outer.free(old)
-                parent.index += 1
-                return ident
-
-            def note(self, extra: Size) -> None:
-                parent.outer.note(extra)
-
-            def free(self, ident: int | None) -> None:
-                parent.outer.free(ident)
-
-        self.memory = Memory()
-        self.memory.live = memory.live  # shared: the view of the live arrays is the outer one
-
-    def finish(self, outputs: Sequence[Wire]) -> None:
-        """Free what is left of the first copy, but not what the second copy passes on."""
-        for old in self.previous:
-            if old not in outputs:
-                self.outer.free(old)
 
 
 def _block_paths(term: ir.Term, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...],

@@ -577,13 +577,19 @@ class ProgramGenerator:
         initialisers = ["", " = normal(0, 0.02)", " = zeros", " = kaiming", " = xavier",
                         " = uniform(-1, 1)", " = ones", " = default", " = constant(0.5)"]
         body.emit(f"param {param}: R[{', '.join(p_axes)}]" + choice(self.c, initialisers))
+        third = ""  # sometimes a third operand: the compiler chooses the order of the pairs
+        if self.c.chance(0.3):
+            other = self.param_name(body)
+            o_axes = subset(self.c, p_axes, 1, len(p_axes))
+            body.emit(f"param {other}: R[{', '.join(o_axes)}]")
+            third = f" * {other}[{', '.join(o_axes)}]"
         result = (*kept, *new)
         if not result:
             result = tuple(summed)
             summed = []
         self.bind_equation(body, result, summed,
                            f"{x.name}[{', '.join(x.axes)}] * {param}[{', '.join(p_axes)}]"
-                           + scale)
+                           + third + scale)
 
     def bind_equation(self, body: Body, result: Sequence[str], summed: Sequence[str],
                       rhs: str) -> None:

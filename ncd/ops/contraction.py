@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 from ncd import ir
 from ncd import syntax as s
 from ncd.context import Value, array
+from ncd.contraction_order import Path, contraction_path, live_intermediates, representative
 from ncd.elision import formula, spaced
-from ncd.sizes import from_ir
+from ncd.sizes import Size, from_ir
 
 from .arguments import arguments, bracket_arrows, bracket_axes, option_error, reject_items
 from .declaration import Box, Caption, Cups, Declaration, SizeValue, Surface, declare
@@ -117,8 +118,61 @@ def _einsum_lower(emit: Emitter, term: ir.Broadcasted, op: ir.EinsumOp,
                         batched=any(v.batched for v in inputs), fallback="product")]
 
 
+def _port_labels(port: ir.Port) -> list[Label]:
+    """The labels of an operand as the compiler reads it: the degree indices its tiling axes
+    follow, then its target axes."""
+    degree = sorted({i for row in port.reindexing.matrix for i, c in enumerate(row) if c})
+    return [*(degree_label(i) for i in degree), *(target_label(n) for n in port.targets)]
+
+
+def contraction_order(term: ir.Broadcasted, sizes: CostSizes
+                      ) -> tuple[Path, dict[Label, Size]] | None:
+    """The order in which the compiler contracts three or more operands two at a time
+    (`ncd.contraction_order`), with the size of every label; None for fewer operands."""
+    ports = [*term.inputs, *term.params]
+    if len(ports) < 3:
+        return None
+    polynomials: dict[Label, Size] = {
+        degree_label(i): sizes.size(axis.size) for i, axis in enumerate(term.degree.axes)}
+    for port in [*ports, term.outputs[0]]:
+        for name in port.targets:
+            polynomials[target_label(name)] = sizes.size(port.array.shape.axis(name).size)
+    values = {label: representative(size) for label, size in polynomials.items()}
+    output = [*(degree_label(i) for i in range(len(term.degree.axes))),
+              *(target_label(n) for n in term.outputs[0].targets)]
+    return contraction_path([_port_labels(p) for p in ports], output, values), polynomials
+
+
+def _path_cost(path: Path, operands: int, polynomials: Mapping[Label, Size]) -> Cost:
+    """Multiply-adds of each pairwise step, and the intermediates held while the path runs
+    (where they are largest together, with the sizes the path was chosen with)."""
+    def product(labels: Sequence[Label]) -> Size:
+        total = Size.const(1)
+        for label in labels:
+            total = total * polynomials[label]
+        return total
+
+    macs = ZERO
+    for step in path.steps:
+        macs = macs + product(step.counted)
+    held = ZERO
+    held_value = -1
+    for alive in live_intermediates(path, operands):
+        total = ZERO
+        for number in alive:
+            total = total + product(path.steps[number - operands].labels)
+        value = representative(total)
+        if value > held_value:
+            held, held_value = total, value
+    return Cost(macs, macs * 2, held)
+
+
 def _einsum_cost(op: ir.EinsumOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:
-    cost = contraction(sizes, term, [*term.inputs, *term.params], bool(op.contracted))
+    ordered = contraction_order(term, sizes)
+    if ordered is not None:
+        cost = _path_cost(ordered[0], len(term.inputs) + len(term.params), ordered[1])
+    else:
+        cost = contraction(sizes, term, [*term.inputs, *term.params], bool(op.contracted))
     if op.scale != 1.0:  # the product, then the scaled copy
         outputs = output_entries(sizes, term)
         cost = cost + Cost(ZERO, outputs, outputs)
@@ -212,12 +266,79 @@ def _linear_roles(op: ir.LinearOp, term: ir.Broadcasted, value_of: SizeValue
     return (role, role) if op.bias else (role,)
 
 
+def _plain_tiling(port: ir.Port) -> list[int] | None:
+    """The degree index each tiling axis of `port` follows, when each is read as it is
+    (coefficient 1, no offset); else None."""
+    indices = []
+    for row, offset in zip(port.reindexing.matrix, port.reindexing.offset, strict=True):
+        ones = [i for i, c in enumerate(row) if c]
+        if len(ones) != 1 or row[ones[0]] != 1 or offset:
+            return None
+        indices.append(ones[0])
+    return indices
+
+
+def linear_fuses(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
+    """Whether the linear map runs as one `F.linear` (a matrix product with its bias added in
+    the same call, no temporary): the input's axes mapped are its trailing axes in the
+    weight's order, the output's new axes its trailing axes, the other axes in the same order
+    in both, and the weight laid out `[inputs..., outputs...]` (read transposed, a view)."""
+    source, result = term.inputs[0], term.outputs[0]
+    tiling_in, tiling_out = _plain_tiling(source), _plain_tiling(result)
+    if tiling_in is None or tiling_out is None or tiling_in != tiling_out:
+        return False
+    inputs, outputs = len(op.inputs), len(op.outputs)
+    if source.array.names[len(source.array.names) - inputs:] != op.inputs or \
+            source.array.names[:len(source.array.names) - inputs] != source.tiling:
+        return False
+    if result.array.names[len(result.array.names) - outputs:] != op.outputs or \
+            result.array.names[:len(result.array.names) - outputs] != result.tiling:
+        return False
+    weight = term.params[0].array.names
+    if weight != (*op.weight_inputs, *op.outputs) or term.params[0].tiling:
+        return False
+    return not op.bias or (term.params[1].array.names == op.outputs
+                           and not term.params[1].tiling)
+
+
+def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
+                  value: TensorCode, params: Sequence[TensorCode]
+                  ) -> tuple[str, list[Label]] | None:
+    """`F.linear(X, W.T, b)` (weight and bias flattened when they have several input or
+    output axes) and the labels of its dims, or None when `value`'s layout is not the one
+    `linear_fuses` needs."""
+    source = term.inputs[0]
+    degree = [degree_label(i) for i in _plain_tiling(source) or ()]
+    if emit.plain_labels(value, source) != [*degree, *(target_label(n) for n in op.inputs)]:
+        return None
+    inputs, outputs = len(op.inputs), len(op.outputs)
+    weight = params[0].code + (f".flatten(0, {inputs - 1})" if inputs > 1 else "") + \
+        (".flatten(1)" if outputs > 1 else "")
+    operand = value.code + (f".flatten({-inputs})" if inputs > 1 else "")
+    arguments = [operand, f"{weight}.T"]
+    if op.bias:
+        arguments.append(params[1].code + (".flatten()" if outputs > 1 else ""))
+    expr = f"{emit.functional_call('linear')}({', '.join(arguments)})"
+    if outputs > 1:
+        shape = emit.tuple_text([emit.size(term.outputs[0].array.shape.axis(n).size)
+                                 for n in op.outputs])
+        expr += f".unflatten(-1, {shape})"
+    return expr, [*degree, *(target_label(n) for n in op.outputs)]
+
+
 def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                   inputs: list[TensorCode]) -> list[TensorCode]:
     if len(term.params) != (2 if op.bias else 1):
         raise emit.error(f"linear{'with bias' if op.bias else ''} has "
                          f"{len(term.params)} parameters")
     params = emit.parameters(term)
+    labels = emit.output_labels(term.outputs[0])
+    if linear_fuses(op, term):
+        fused = _fused_linear(emit, term, op, inputs[0], params)
+        if fused is not None:  # `finish` moves its dims to the output's order (a view)
+            comment = f"{' '.join(inputs[0].names)} -> {' '.join(term.outputs[0].array.names)}"
+            return [emit.finish(term, fused[0], fused[1], comment=comment,
+                                batched=inputs[0].batched, fallback="linear")]
     missing = [w for w in op.weight_inputs if w not in term.params[0].array.names]
     if missing:
         raise emit.error(f"the weight {term.params[0].array.text()} of a linear map has no "
@@ -229,7 +350,6 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
         {target_label(w): ("contract", a)
          for a, w in zip(op.inputs, op.weight_inputs, strict=True)}]
     expr = emit.contraction(term, operands, relabel)
-    labels = emit.output_labels(term.outputs[0])
     if op.bias:
         expr += " + " + emit.normalized(term, params[1], term.params[1], labels, "unsqueeze")
     return [emit.finish(term, expr, labels, comment=contraction_comment(term, operands),
@@ -240,7 +360,8 @@ def _linear_cost(op: ir.LinearOp, term: ir.Broadcasted, sizes: CostSizes) -> Cos
     macs = degree_entries(sizes, term) * entries(sizes, target_axes(term.inputs[0])) * \
         entries(sizes, [term.outputs[0].array.shape.axis(n) for n in op.outputs])
     bias = output_entries(sizes, term) if op.bias else ZERO  # the product, then the sum
-    return Cost(macs, macs * 2 + bias, bias)
+    # Fused, the bias is added into the product's output: no temporary.
+    return Cost(macs, macs * 2 + bias, ZERO if linear_fuses(op, term) else bias)
 
 
 def _linear_symmetry(op: ir.LinearOp, term: ir.Broadcasted, carried: Carried,

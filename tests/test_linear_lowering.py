@@ -1,0 +1,60 @@
+"""A linear map runs as one `F.linear` (a matrix product with the bias added in the same
+call) where its layout allows, as an einsum otherwise; either way it computes what
+`nn.Linear` (or `torch.einsum`) computes with the same weights, which keep their declared
+layout `[inputs..., outputs...]`."""
+
+from __future__ import annotations
+
+import pytest
+
+import ncd
+
+torch = pytest.importorskip("torch")
+
+
+def test_a_linear_map_with_bias_is_one_f_linear_as_nn_linear_computes_it() -> None:
+    program = ncd.load("axis b\naxis m = 12, f = 5\n"
+                       "def f(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }")
+    source = program.compile()
+    assert "F.linear(X, self.W.T, self.c)" in source
+    assert "torch.einsum" not in source
+    module = program.to_torch("f").eval()
+    assert tuple(module.W.shape) == (12, 5)  # the declared layout: checkpoints load as before
+    reference = torch.nn.Linear(12, 5)
+    with torch.no_grad():
+        reference.weight.copy_(module.W.T)
+        reference.bias.copy_(module.c)
+        for X in (torch.randn(7, 12), torch.randn(3, 4, 7, 12)):  # leading batch dims too
+            torch.testing.assert_close(module(X), reference(X))
+
+
+def test_several_input_and_output_axes_flatten_the_weight_as_a_view() -> None:
+    program = ncd.load("""
+    axis x
+    axis m = 16, h = 2, k = 8
+    def heads(X: R[x, m]) -> R[x, h, k] { return linear[m -> h k, bias](X, W, c) }
+    def merge(O: R[x, h, k]) -> R[x, m] { return linear[h k -> m](O, W_o) }
+    """)
+    source = program.compile()
+    assert "F.linear(X, self.W.flatten(1).T, self.c.flatten()).unflatten(-1, (2, 8))" \
+        in source
+    assert "F.linear(O.flatten(-2), self.W_o.flatten(0, 1).T)" in source
+    heads, merge = program.to_torch("heads").eval(), program.to_torch("merge").eval()
+    X, heads_out = torch.randn(9, 16), torch.randn(9, 2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(heads(X), torch.einsum("xm,mhk->xhk", X, heads.W) + heads.c)
+        torch.testing.assert_close(merge(heads_out),
+                                   torch.einsum("xhk,hkm->xm", heads_out, merge.W_o))
+
+
+def test_a_map_over_a_leading_axis_stays_an_einsum() -> None:
+    """`linear[m -> f]` of `X: R[m, x]`: F.linear would need a transposed copy of X."""
+    program = ncd.load("axis x\naxis m = 6, f = 4\n"
+                       "def f(X: R[m, x]) -> R[f, x] { return linear[m -> f, bias](X, W, c) }")
+    source = program.compile()
+    assert "F.linear" not in source and "torch.einsum" in source
+    module = program.to_torch("f").eval()
+    X = torch.randn(6, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(module(X),
+                                   torch.einsum("mx,mf->fx", X, module.W) + module.c[:, None])
