@@ -26,7 +26,7 @@ from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
-from .naming import Namespace, camel_case, comment_text, snake_case, string_literal
+from .naming import Namespace, base_name, camel_case, comment_text, snake_case, string_literal
 from .scans import lower_scan
 from .size_code import division_atoms, size_expression_code
 from .views import Missing, Row, View, leading_shape, permute_text, tuple_text, view_through
@@ -282,7 +282,7 @@ class ForwardEmitter:
                                f"{[a.text() for a in term.body.cod]} differ from its inputs")
         # Fresh names: the loop rebinds them, and the values they start from may be read again
         # after the block (a copy that passes it by).
-        carried = [TensorCode(self.assign(_base_name(v.code), v.code, fallback="carried"),
+        carried = [TensorCode(self.assign(base_name(v.code), v.code, fallback="carried"),
                               v.array, v.batched) for v in inputs]
         title = comment_text(term.title)
         if term.shared:
@@ -453,13 +453,6 @@ def _index_text(eta: ir.StrideMorphism, row: int) -> str:
     if offset or not text:
         text += str(offset) if not text else f" {'-' if offset < 0 else '+'} {abs(offset)}"
     return text
-
-
-def _base_name(code: str) -> str:
-    """`X_3` -> `X`, `self.W` -> `W`: a hint for a new name of the same value."""
-    name = code.rsplit(".", 1)[-1]
-    head, underscore, number = name.rpartition("_")
-    return head if underscore and number.isdecimal() else name
 
 
 

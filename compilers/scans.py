@@ -25,6 +25,7 @@ from ncd.recurrent_cells import Cell, CellLinear, recognise
 
 from .errors import CompileError
 from .modules import ModuleSpec, Scope, attribute_code
+from .naming import base_name
 from .views import leading_shape
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def initial_states(emit: ForwardEmitter, term: ir.Scan,
         if not value.batched and any_batched is not None:
             expr = (f"{value.code}.expand({leading_shape(any_batched.code, any_batched.rank)}"
                     f" + {value.code}.shape)")
-        state.append(TensorCode(emit.assign(_base_name(value.code), expr, fallback="state"),
+        state.append(TensorCode(emit.assign(base_name(value.code), expr, fallback="state"),
                                 value.array, value.batched or any_batched is not None))
     return state
 
@@ -220,7 +221,7 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
                 if wire not in sliced:
                     value = values[wire]
                     dim = -(value.rank + lifted + 1)
-                    name = emit.assign(f"{_base_name(value.code)}_step",
+                    name = emit.assign(f"{base_name(value.code)}_step",
                                        f"{value.code}.select({dim}, {index})")
                     sliced[wire] = TensorCode(name, value.array, True)
                 return sliced[wire]
@@ -246,17 +247,27 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
     The kernel wants (steps, batch, features): every lifted and leading dim is one batch."""
     sequence = inputs[term.carries]
     lifted = len(plan.call.degree.axes)
-    ordered = emit.names.fresh(f"{_base_name(sequence.code)}_by_{term.axis.name}")
-    emit.emit(f"{ordered} = {sequence.code}.movedim({-lifted - 2}, 0)",
-              f"{term.axis.name} first")
     width = _value(emit, cell.input_map.term.inputs[0].array.shape.axes[0].size)
     hidden = _value(emit, cell.input_map.term.outputs[0].array.shape.axis(cell.hidden_axis).size)
     gates = 4 if cell.kind == "lstm" else 3
-    batch = f"{ordered}.shape[1:-1]"
+    carried = [cell.hidden] + ([cell.cell] if cell.cell is not None else [])
+    # The kernel's batch: the sequence's and the states' leading and lifted dims, broadcast
+    # (a state may have fewer leading dims than the sequence, or more).
+    time = -lifted - 2
+    firsts = [f"{sequence.code}.select({time}, 0)[..., 0]"] + \
+        [f"{inputs[p].code}[..., 0]" for p in carried]
+    batch = emit.assign("batch", f"torch.broadcast_tensors({', '.join(firsts)})[0].shape",
+                        "the batch dims of the kernel")
+    leading = f"{batch}[:-{lifted}]" if lifted else batch
+    ordered = emit.assign(f"{base_name(sequence.code)}_by_{term.axis.name}",
+                          f"{sequence.code}.expand({leading} + {sequence.code}.shape[{time}:])"
+                          f".movedim({time}, 0)", f"{term.axis.name} first")
+    flat = emit.assign(f"{base_name(sequence.code)}_flat",
+                       f"{ordered}.reshape({ordered}.shape[0], -1, {width})")
     states = []
-    for position in [cell.hidden] + ([cell.cell] if cell.cell is not None else []):
+    for position in carried:
         value = inputs[position]
-        states.append(emit.assign(f"{_base_name(value.code)}_flat",
+        states.append(emit.assign(f"{base_name(value.code)}_flat",
                                   f"{value.code}.expand({batch} + ({hidden},))"
                                   f".reshape(1, -1, {hidden})"))
     outer = emit.scope
@@ -274,14 +285,13 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
     steps = emit.names.fresh(f"{plan.op.instance}_steps")
     finals = [emit.names.fresh(f"{plan.op.instance}_last") for _ in states]
     kernel = "torch.lstm" if cell.kind == "lstm" else "torch.gru"
-    emit.emit(f"{', '.join([steps, *finals])} = {kernel}({ordered}.reshape({ordered}.shape[0], "
-              f"-1, {width}), {state_text}, {params}, True, 1, 0.0, False, False, False)")
-    by_carry = dict(zip([cell.hidden] + ([cell.cell] if cell.cell is not None else []),
-                        finals, strict=True))
+    emit.emit(f"{', '.join([steps, *finals])} = {kernel}({flat}, {state_text}, {params}, True, "
+              "1, 0.0, False, False, False)")
+    by_carry = dict(zip(carried, finals, strict=True))
     for position, result in enumerate(results[:term.carries]):
         emit.emit(f"{result.code} = {by_carry[position]}.reshape({batch} + ({hidden},))")
     (stacked,) = results[term.carries:]
-    emit.emit(f"{stacked.code} = {steps}.reshape({ordered}.shape[:-1] + ({hidden},))"
+    emit.emit(f"{stacked.code} = {steps}.reshape({ordered}.shape[:1] + {batch} + ({hidden},))"
               f".movedim(0, {-lifted - 2})")
 
 
@@ -308,10 +318,3 @@ def _value(emit: ForwardEmitter, size: ir.SizeExpr) -> int:
     if value is None:
         raise CompileError(f"the size {ir.size_text(size)} of a fused cell is not fixed")
     return value
-
-
-def _base_name(code: str) -> str:
-    """`X_3` -> `X`, `self.W` -> `W`: a hint for a new name of the same value."""
-    name = code.rsplit(".", 1)[-1]
-    head, underscore, number = name.rpartition("_")
-    return head if underscore and number.isdecimal() else name

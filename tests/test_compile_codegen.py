@@ -250,7 +250,7 @@ def test_long_docstrings_and_file_names_keep_lines_within_100_characters() -> No
 def test_long_lines_are_wrapped_as_the_formatter_wraps_them(tmp_path: Path) -> None:
     """Generated code longer than 100 columns is wrapped exactly as `ruff format` would wrap
     it: the contents of the last brackets on one line, else one item per line."""
-    from compilers.modules import wrapped
+    from ncd.compilers.modules import wrapped
 
     names = ", ".join(f"argument_{i}" for i in range(12))
     long_string = '"line 19: an index array (with brackets [ and commas, inside) is long"'
@@ -264,6 +264,9 @@ def test_long_lines_are_wrapped_as_the_formatter_wraps_them(tmp_path: Path) -> N
         f"normed = F.batch_norm(rows, {names}, self.training, 0.1, 1e-05)",
         f"per_e = [copy(piece, piece_1) for copy, piece, piece_1 in zip({names}) if piece]",
         "short = f(x)",
+        "for step in steps:",
+        '    projected = torch.einsum("...a,agn->...gn", hidden_state, self.cell.W_hh)'
+        " + self.cell.b_hh",
     ]
     body = [line for text in lines for line in wrapped("        ", text)]
     assert max(len(line) for line in body) <= 100
