@@ -274,14 +274,19 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     return [*lines, end]
 
 
+_OPERATORS = (" + ", " - ", " * ", " / ", " @ ")
+
+
 def _parenthesized(indent: str, line: str, suffix: str) -> list[str]:
     """`name = a(...) + b`, too long and not ending in a bracket: as a formatter writes it,
-    the right-hand side inside parentheses on a line of its own, when it fits there. A line
-    this cannot shorten is left whole."""
+    the right-hand side (a sum, a product) inside parentheses on a line of its own, when it
+    fits there. A line this cannot shorten is left whole."""
     depths = _brackets(line)
     equals = line.find(" = ")
     if suffix or depths is None or equals < 0 or depths[equals + 1] != 0 or \
-            not line[:equals].isidentifier():
+            not line[:equals].isidentifier() or not any(
+                line.startswith(operator, i) and depths[i] == 0
+                for i in range(equals + 3, len(line)) for operator in _OPERATORS):
         return [indent + line + suffix]
     target, value = line[:equals], line[equals + 3:]
     inner = indent + "    "

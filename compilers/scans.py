@@ -256,8 +256,9 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
     time = -lifted - 2
     firsts = [f"{sequence.code}.select({time}, 0)[..., 0]"] + \
         [f"{inputs[p].code}[..., 0]" for p in carried]
-    batch = emit.assign("batch", f"torch.broadcast_tensors({', '.join(firsts)})[0].shape",
-                        "the batch dims of the kernel")
+    broadcast = emit.assign("broadcast", f"torch.broadcast_tensors({', '.join(firsts)})",
+                            "the batch dims of the kernel")
+    batch = emit.assign("batch", f"{broadcast}[0].shape")
     leading = f"{batch}[:-{lifted}]" if lifted else batch
     ordered = emit.assign(f"{base_name(sequence.code)}_by_{term.axis.name}",
                           f"{sequence.code}.expand({leading} + {sequence.code}.shape[{time}:])"
