@@ -231,3 +231,16 @@ def test_states_with_leading_dims_of_their_own_broadcast_as_in_the_loop() -> Non
             loop = module(X, H0, C0)
         assert fused.shape == loop.shape
         torch.testing.assert_close(fused, loop, atol=1e-12, rtol=1e-10)
+
+
+def test_a_fused_scan_without_lifted_axes() -> None:
+    """`X: R[t, i]`, `H0: R[n]`: the kernel's batch is the leading dims alone (none, or the
+    batch-lift law's)."""
+    text = lstm_text().replace("R[t, b, i]", "R[t, i]").replace("R[b, n]", "R[n]") \
+        .replace("R[t, b, n]", "R[t, n]")
+    program = ncd.load(text)
+    assert "torch.lstm(" in program.compile("lstm")
+    for context in (nullcontext(), the_loop()):
+        with context:
+            report = compare_definition(program.ir, "lstm")
+        assert report.compared and not report.findings, report.findings
