@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ncd import ir
-from ncd.dataflow import Dataflow, Wire, dataflow, independent_of, reached_from
+from ncd.dataflow import Dataflow, Wire, dataflow, independent_of, inlinable_step, reached_from
 from ncd.ops.lowering import TensorCode
 from ncd.recurrent_cells import Cell, CellLinear, recognise
 
@@ -70,40 +70,15 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
 
 
 def inline_plan(emit: ForwardEmitter, term: ir.Scan) -> InlinePlan | None:
-    """The plan when the step is a lifted call whose ports keep the lifted axes first, in the
-    degree's order (the callee's own axes are the trailing dims, as in its own forward),
-    every sequence has the scanned axis just before them, every size inside the step is
-    fixed, the step repeats no block into copies, and every state and output of the step
-    depends on its inputs (a value of the parameters alone has no batch dims)."""
-    step = term.step
-    if not isinstance(step, ir.Broadcasted) or not isinstance(step.op, ir.CallOp) or \
-            step.op.each is not None or step.params:
+    """The plan when the step can be written into the loop (`ncd.dataflow.inlinable_step`)."""
+    found = inlinable_step(term, emit.compiler.program, emit.sizes)
+    if found is None:
         return None
-    lifted = step.degree.names
-    for port in (*step.inputs, *step.outputs):
-        if port.array.names != (*lifted, *port.targets) or not port.reindexing.is_identity:
-            return None
-    for sequence, sliced in zip(term.dom[term.carries:], step.dom[term.carries:], strict=True):
-        if sequence.names != (term.axis.name, *sliced.names):
-            return None
-    definition = emit.compiler.definition(step.op.definition)
+    call, op, definition = found
     spec = emit.compiler.specs.get(definition.name)
     if spec is None:
         return None
-    for part in ir.walk(definition.body):
-        if isinstance(part, ir.Block) and part.repeat > 1 and not part.shared:
-            return None
-        arrays = [*part.dom, *part.cod]
-        axes = [a for array in arrays for a in array.shape.axes]
-        if isinstance(part, ir.Broadcasted):
-            axes += list(part.degree.axes)
-        if any(emit.sizes.value(axis.size) is None for axis in axes):
-            return None
-    flow = dataflow(definition.body)
-    reached = reached_from(flow, flow.inputs)
-    if any(wire not in reached for wire in flow.outputs):
-        return None
-    return InlinePlan(step, step.op, definition, spec, flow)
+    return InlinePlan(call, op, definition, spec, dataflow(definition.body))
 
 
 def initial_states(emit: ForwardEmitter, term: ir.Scan,

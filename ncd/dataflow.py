@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from ncd import ir
+from ncd.sizes import ProgramSizes
 
 Wire = int
 """A value of the graph: the term's inputs are wires 0 .. n-1, then each node's outputs."""
@@ -101,3 +102,41 @@ def independent_of(flow: Dataflow, sources: Iterable[Wire]) -> list[bool]:
     changes them)."""
     reached = reached_from(flow, sources)
     return [not any(wire in reached for wire in node.inputs) for node in flow.nodes]
+
+
+def inlinable_step(term: ir.Scan, program: ir.Program,
+                   sizes: ProgramSizes) -> tuple[ir.Broadcasted, ir.CallOp, ir.Definition] | None:
+    """The call and definition of a scan's step when the step can be written into the loop
+    (`compilers.scans`): a lifted call whose ports keep the lifted axes first, in the
+    degree's order (the callee's own axes are the trailing dims, as in its own forward),
+    whose sequences have the scanned axis just before them, with every size inside the
+    step fixed, no block repeated into copies, and every state and output of the step
+    depending on its inputs (a value of the parameters alone has no batch dims)."""
+    step = term.step
+    if not isinstance(step, ir.Broadcasted) or not isinstance(step.op, ir.CallOp) or \
+            step.op.each is not None or step.params:
+        return None
+    lifted = step.degree.names
+    for port in (*step.inputs, *step.outputs):
+        if port.array.names != (*lifted, *port.targets) or not port.reindexing.is_identity:
+            return None
+    for sequence, sliced in zip(term.dom[term.carries:], step.dom[term.carries:], strict=True):
+        if sequence.names != (term.axis.name, *sliced.names):
+            return None
+    try:
+        definition = program.definition(step.op.definition)
+    except KeyError:
+        return None
+    for part in ir.walk(definition.body):
+        if isinstance(part, ir.Block) and part.repeat > 1 and not part.shared:
+            return None
+        axes = [a for array in (*part.dom, *part.cod) for a in array.shape.axes]
+        if isinstance(part, ir.Broadcasted):
+            axes += list(part.degree.axes)
+        if any(sizes.value(axis.size) is None for axis in axes):
+            return None
+    flow = dataflow(definition.body)
+    reached = reached_from(flow, flow.inputs)
+    if any(wire not in reached for wire in flow.outputs):
+        return None
+    return step, step.op, definition

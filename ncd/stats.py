@@ -27,7 +27,7 @@ from fractions import Fraction
 from typing import Any, assert_never
 
 from ncd import ir
-from ncd.dataflow import dataflow, independent_of, reached_from
+from ncd.dataflow import dataflow, independent_of, inlinable_step, reached_from
 from ncd.operators import declaration
 from ncd.ops.facts import ZERO, Cost
 from ncd.recurrent_cells import Cell, recognise
@@ -584,14 +584,13 @@ class _Analysis:
     def _simulate_scan(self, term: ir.Scan, wires: list[Wire], memory: _Memory,
                        arrays: list[tuple[str, Size]]) -> list[Wire]:
         steps = self.sizes.polynomial(term.axis.size)
-        call = term.step if isinstance(term.step, ir.Broadcasted) and \
-            isinstance(term.step.op, ir.CallOp) and term.step.op.each is None else None
-        if call is not None and isinstance(call.op, ir.CallOp):
-            cell = recognise(self.program.definition(call.op.definition), term.carries,
-                             self.sizes)
+        inlined = inlinable_step(term, self.program, self.sizes)
+        if inlined is not None:
+            call, _, definition = inlined
+            cell = recognise(definition, term.carries, self.sizes)
             if cell is not None and len(term.dom) == term.carries + 1:
                 return self._simulate_fused(term, cell, memory, arrays)
-        if call is not None:  # bound to locals of forward, as the step's own values are
+            # bound to locals of forward, as the step's own values are
             memory.alloc(self._hoisted_bytes(term, call, steps))
         step_memory = _Memory()
         step_arrays: list[tuple[str, Size]] = []
