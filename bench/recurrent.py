@@ -7,7 +7,8 @@
 For each model and size it times, in one process on one thread, interleaved (run 1 of every
 variant, then run 2, ...), the forward pass and the forward and backward pass (the sum of the
 outputs, then `backward`), and reports the medians of process CPU time (`time.process_time`)
-and the ratio to PyTorch's module (above 1: slower). Variants: PyTorch's module; the
+and the ratio to PyTorch's module (above 1: slower), and the ATen operations one forward pass
+runs. Variants: PyTorch's module; the
 generated module as it runs (the fused kernel where the step is a standard cell); the same
 module's loop (the branch that `torch.compile` runs: the step inlined, its input projections
 hoisted); and, with `--before DIR`, the module that the ncd at DIR generates (for a checkout
@@ -28,11 +29,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -105,14 +109,15 @@ def run(variant: Variant | None, reference: nn.Module, model: str, X: torch.Tens
         H0: torch.Tensor, C0: torch.Tensor) -> torch.Tensor:
     """The outputs at every step, from PyTorch's module (`variant` None) or a generated one."""
     if variant is None:
-        if model == "lstm":
-            return reference(X, (H0[None], C0[None]))[0]  # type: ignore[no-any-return]
-        return reference(X, H0[None])[0]  # type: ignore[no-any-return]
+        output = reference(X, (H0[None], C0[None]))[0] if model == "lstm" else \
+            reference(X, H0[None])[0]
+        assert isinstance(output, torch.Tensor)
+        return output
     with patch("torch.compiler.is_compiling", return_value=True) if variant.loop else \
             _nothing():
-        if model == "lstm":
-            return variant.module(X, H0, C0)  # type: ignore[no-any-return]
-        return variant.module(X, H0)[0]  # type: ignore[no-any-return]
+        result = variant.module(X, H0, C0) if model == "lstm" else variant.module(X, H0)[0]
+    assert isinstance(result, torch.Tensor)
+    return result
 
 
 class _nothing:
@@ -121,6 +126,24 @@ class _nothing:
 
     def __exit__(self, *_: object) -> None:
         return None
+
+
+class _Counting(TorchDispatchMode):
+    """Counts the ATen operations run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def aten_operations(action: Callable[[], object]) -> int:
+    with _Counting() as counting:
+        action()
+    return counting.count
 
 
 def cpu_seconds(action: Callable[[], object]) -> float:
@@ -136,8 +159,8 @@ def measure(model: str, size: str, repeats: int, before: Path | None) -> list[st
     X, H0, C0 = torch.randn(t, b, i), torch.randn(b, n), torch.randn(b, n)
     with torch.no_grad():
         want = run(None, reference, model, X, H0, C0)
-        for variant in found:
-            torch.testing.assert_close(run(variant, reference, model, X, H0, C0), want,
+        for generated in found:
+            torch.testing.assert_close(run(generated, reference, model, X, H0, C0), want,
                                        atol=1e-4, rtol=1e-4)
     names = ["nn." + ("LSTM" if model == "lstm" else "GRU")] + [v.name for v in found]
     chosen: list[Variant | None] = [None, *found]
@@ -157,8 +180,10 @@ def measure(model: str, size: str, repeats: int, before: Path | None) -> list[st
         forward_backward(variant)
     for _ in range(repeats):
         for name, variant in zip(names, chosen, strict=True):
-            forward[name].append(cpu_seconds(lambda v=variant: forward_only(v)))
-            backward[name].append(cpu_seconds(lambda v=variant: forward_backward(v)))
+            forward[name].append(cpu_seconds(partial(forward_only, variant)))
+            backward[name].append(cpu_seconds(partial(forward_backward, variant)))
+    operations = {name: aten_operations(partial(forward_only, variant))
+                  for name, variant in zip(names, chosen, strict=True)}
     rows = []
     base_forward = statistics.median(forward[names[0]])
     base_backward = statistics.median(backward[names[0]])
@@ -166,7 +191,7 @@ def measure(model: str, size: str, repeats: int, before: Path | None) -> list[st
         f, fb = statistics.median(forward[name]), statistics.median(backward[name])
         rows.append(f"| {model} | {size} (i={i}, n={n}, t={t}, b={b}) | {name} | "
                     f"{f * 1e3:.2f} | {f / base_forward:.2f} | {fb * 1e3:.2f} | "
-                    f"{fb / base_backward:.2f} |")
+                    f"{fb / base_backward:.2f} | {operations[name]:,} |")
     return rows
 
 
@@ -184,8 +209,9 @@ def main() -> None:
     repeats = arguments.repeats or (5 if arguments.quick else 15)
     print(f"torch {torch.__version__}, one thread, medians of {repeats} runs of process CPU "
           "time, ratio to PyTorch's module\n")
-    print("| model | size | variant | forward ms | ratio | forward + backward ms | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | size | variant | forward ms | ratio | forward + backward ms | ratio | "
+          "ATen ops (forward) |")
+    print("|---|---|---|---|---|---|---|---|")
     for model in ("lstm", "gru"):
         for size in arguments.sizes:
             for row in measure(model, size, repeats, arguments.before):
