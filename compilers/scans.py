@@ -3,7 +3,8 @@
 - **Fused**: a step that is exactly a standard LSTM or GRU cell (`ncd.recurrent_cells`) runs
   as PyTorch's fused kernel (`torch.lstm`, `torch.gru`), its weights passed as views of the
   step's parameters (the state dict keeps its keys). `torch.compile` cannot compile that
-  kernel, so while it traces, the inlined loop below runs instead (the same values).
+  kernel, so while a graph is captured (`torch.compile`, `torch.export`, `torch.fx`), the
+  inlined loop below runs instead (the same values).
 - **Inlined and hoisted**: the step's definition is written into the loop (no submodule call
   per step; its parameters are read from its submodule, so their names do not change), and
   everything in it that does not depend on the carried state (`ncd.dataflow.independent_of`:
@@ -59,7 +60,7 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
         emit.depth -= 1
         loop, emit.lines = emit.lines, lines
     kernel = "torch.lstm" if cell.kind == "lstm" else "torch.gru"
-    emit.emit("if not torch.compiler.is_compiling():",
+    emit.emit("if not (torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_tracing()):",
               f"{plan.op.definition} is a standard {cell.kind.upper()} cell: {kernel}"
               f"{emit.source_note(term.span)}")
     with emit.indented():
@@ -181,6 +182,16 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
             if before:
                 results = emit.term(node.term, [values[w] for w in node.inputs])
                 values.update(zip(node.outputs, results, strict=True))
+        # Each value the loop reads a step of, cut into its steps once: `unbind`, whose
+        # gradient is one `stack` (a `select` per step would add a zero array of the whole
+        # sequence per step to the backward pass).
+        read_in_loop = [w for node, before in zip(flow.nodes, hoisted, strict=True)
+                        if not before for w in node.inputs] + list(flow.outputs)
+        steps: dict[Wire, str] = {}
+        for wire in dict.fromkeys(w for w in read_in_loop if w in along):
+            value = values[wire]
+            steps[wire] = emit.assign(f"{base_name(value.code)}_steps",
+                                      f"{value.code}.unbind({-(value.rank + lifted + 1)})")
         collected = [emit.assign(f"{term.step_name or 'step'}_outputs", "[]")
                      for _ in term.step.cod[term.carries:]]
         length = emit.size(term.axis.size)
@@ -191,14 +202,12 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
             sliced: dict[Wire, TensorCode] = {}
 
             def read(wire: Wire) -> TensorCode:
-                if wire not in along:
+                if wire not in steps:
                     return values[wire]
                 if wire not in sliced:
-                    value = values[wire]
-                    dim = -(value.rank + lifted + 1)
-                    name = emit.assign(f"{base_name(value.code)}_step",
-                                       f"{value.code}.select({dim}, {index})")
-                    sliced[wire] = TensorCode(name, value.array, True)
+                    name = emit.assign(f"{base_name(values[wire].code)}_step",
+                                       f"{steps[wire]}[{index}]")
+                    sliced[wire] = TensorCode(name, values[wire].array, True)
                 return sliced[wire]
 
             for node, before in zip(flow.nodes, hoisted, strict=True):
@@ -229,11 +238,11 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
     # The kernel's batch: the sequence's and the states' leading and lifted dims, broadcast
     # (a state may have fewer leading dims than the sequence, or more).
     time = -lifted - 2
-    firsts = [f"{sequence.code}.select({time}, 0)[..., 0]"] + \
-        [f"{inputs[p].code}[..., 0]" for p in carried]
-    broadcast = emit.assign("broadcast", f"torch.broadcast_tensors({', '.join(firsts)})",
-                            "the batch dims of the kernel")
-    batch = emit.assign("batch", f"{broadcast}[0].shape")
+    around = f"{sequence.code}.shape[:{time}]" + \
+        (f" + {sequence.code}.shape[{time + 1}:-1]" if lifted else "")
+    shapes = [around] + [f"{inputs[p].code}.shape[:-1]" for p in carried]
+    batch = emit.assign("batch", f"torch.broadcast_shapes({', '.join(shapes)})",
+                        "the batch dims of the kernel")
     leading = f"{batch}[:-{lifted}]" if lifted else batch
     ordered = emit.assign(f"{base_name(sequence.code)}_by_{term.axis.name}",
                           f"{sequence.code}.expand({leading} + {sequence.code}.shape[{time}:])"
