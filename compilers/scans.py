@@ -60,7 +60,8 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
         emit.depth -= 1
         loop, emit.lines = emit.lines, lines
     kernel = "torch.lstm" if cell.kind == "lstm" else "torch.gru"
-    emit.emit("if not (torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_tracing()):",
+    capturing = "torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()"
+    emit.emit(f"if not ({capturing}):",
               f"{plan.op.definition} is a standard {cell.kind.upper()} cell: {kernel}"
               f"{emit.source_note(term.span)}")
     with emit.indented():
