@@ -27,7 +27,8 @@ from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
-from .naming import Namespace, camel_case, comment_text, snake_case, string_literal
+from .naming import Namespace, base_name, camel_case, comment_text, snake_case, string_literal
+from .scans import lower_scan
 from .size_code import division_atoms, size_expression_code
 from .views import Missing, Row, View, leading_shape, permute_text, tuple_text, view_through
 
@@ -285,7 +286,7 @@ class ForwardEmitter:
                                f"{[a.text() for a in term.body.cod]} differ from its inputs")
         # Fresh names: the loop rebinds them, and the values they start from may be read again
         # after the block (a copy that passes it by).
-        carried = [TensorCode(self.assign(_base_name(v.code), v.code, fallback="carried"),
+        carried = [TensorCode(self.assign(base_name(v.code), v.code, fallback="carried"),
                               v.array, v.batched) for v in inputs]
         title = comment_text(term.title)
         if term.shared:
@@ -336,56 +337,7 @@ class ForwardEmitter:
             self.emit(f"{target} = {source}")
 
     def scan(self, term: ir.Scan, inputs: list[TensorCode]) -> list[TensorCode]:
-        axis = term.axis.name
-        carries, sequences = inputs[:term.carries], inputs[term.carries:]
-        any_batched = next((v for v in sequences if v.batched), None)
-        state: list[TensorCode] = []
-        for value in carries:
-            expr = value.code
-            if not value.batched and any_batched is not None:
-                expr = (f"{value.code}.expand({leading_shape(any_batched.code, any_batched.rank)}"
-                        f" + {value.code}.shape)")
-            state.append(TensorCode(self.assign(_base_name(value.code), expr, fallback="state"),
-                                    value.array, value.batched or any_batched is not None))
-        step_outputs = term.step.cod[term.carries:]
-        collected = [self.assign(f"{term.step_name or 'step'}_outputs", "[]") for _ in
-                     step_outputs]
-        length = self.size(term.axis.size)
-        index = self.names.fresh(f"{axis}_index")
-        self.emit(f"for {index} in range({length}):",
-                  f"scan over {axis}{self.source_note(term.span)}")
-        with self.indented():
-            slices: list[TensorCode] = []
-            for value, wanted in zip(sequences, term.step.dom[term.carries:], strict=True):
-                if axis not in value.names:
-                    raise CompileError(f"scan input {value.array.text()} lacks the axis {axis}")
-                position = value.names.index(axis) - value.rank
-                rest = ir.ArrayType(dtype=value.array.dtype, shape=ir.Shape(axes=tuple(
-                    a for a in value.array.shape.axes if a.name != axis)))
-                name = self.assign(f"{value.code}_step", f"{value.code}.select({position}, "
-                                   f"{index})")
-                slices.append(self.relayout(TensorCode(name, rest, value.batched), wanted))
-            outputs = self.term(term.step, state + slices)
-            self.write_back(state, outputs[:term.carries])
-            for bucket, result in zip(collected, outputs[term.carries:], strict=True):
-                self.emit(f"{bucket}.append({result.code})")
-        results = list(state)
-        for bucket, step_array, final in zip(collected, step_outputs, term.cod[term.carries:],
-                                             strict=True):
-            names = [n for n in final.names if n != axis]
-            position = final.names.index(axis)
-            batched = any(v.batched for v in inputs)
-            if names == list(step_array.names):
-                name = self.assign(bucket.removesuffix("_outputs"),
-                                   f"torch.stack({bucket}, dim={position - len(final.shape.axes)})")
-                results.append(TensorCode(name, final, batched))
-            else:
-                stacked_array = ir.ArrayType(dtype=final.dtype, shape=ir.Shape(
-                    axes=(*step_array.shape.axes, term.axis)))
-                name = self.assign(bucket.removesuffix("_outputs"),
-                                   f"torch.stack({bucket}, dim=-1)")
-                results.append(self.relayout(TensorCode(name, stacked_array, batched), final))
-        return results
+        return lower_scan(self, term, inputs)
 
     # ---- broadcasted operations: each lowered by its operator's declaration
     def broadcasted(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode]:
@@ -508,13 +460,6 @@ def _index_text(eta: ir.StrideMorphism, row: int) -> str:
     if offset or not text:
         text += str(offset) if not text else f" {'-' if offset < 0 else '+'} {abs(offset)}"
     return text
-
-
-def _base_name(code: str) -> str:
-    """`X_3` -> `X`, `self.W` -> `W`: a hint for a new name of the same value."""
-    name = code.rsplit(".", 1)[-1]
-    head, underscore, number = name.rpartition("_")
-    return head if underscore and number.isdecimal() else name
 
 
 

@@ -6,8 +6,10 @@ The pass reads the emitted lines as Python (`ast`): each statement's reads and w
 names, and a liveness analysis over its statement list, loops included. In a loop body a name
 is deleted only when it is made in the body and needed neither by a later iteration nor after
 the loop (a value from before the loop, or carried from one iteration to the next, is left
-alone; it is deleted after the loop when nothing later reads it). Names in `keep` (the sizes
-read from the inputs, loop variables) are never deleted: they hold integers or modules.
+alone; it is deleted after the loop when nothing later reads it). Each branch of an `if`
+deletes what it makes or reads last itself, since a name that one branch makes may be unbound
+after the `if`. Names in `keep` (the sizes read from the inputs, loop variables) are never
+deleted: they hold integers or modules.
 """
 
 from __future__ import annotations
@@ -89,6 +91,14 @@ def _exposed(body: Sequence[ast.stmt]) -> set[str]:
             exposed.update(n for n in _names([statement.iter], ast.Load) if n not in written)
             exposed.update(n for n in _exposed(statement.body) if n not in written)
             continue
+        if isinstance(statement, ast.If):
+            exposed.update(n for n in _names([statement.test], ast.Load) if n not in written)
+            exposed.update(n for n in _exposed(statement.body) | _exposed(statement.orelse)
+                           if n not in written)
+            # made after the `if` only when both branches make it
+            written.update(set(_names(statement.body, ast.Store))
+                           & set(_names(statement.orelse, ast.Store)))
+            continue
         reads = _names([statement], ast.Load)
         exposed.update(n for n in reads if n not in written)
         written.update(_names([statement], ast.Store))
@@ -114,6 +124,18 @@ def _body(body: Sequence[ast.stmt], live_out: set[str], keep: set[str],
             reads = set(touched)
             dead = [n for n in dict.fromkeys(touched) if n not in live and n not in keep]
             live = live | reads
+        elif isinstance(statement, ast.If):
+            # Each branch deletes, at their last use in it, what it makes and what it reads
+            # last; after the `if` go only the names that its test alone reads (a name that
+            # one branch makes, or deletes, may be unbound after it).
+            branches = [_body(branch, live, keep, inserts)
+                        for branch in (statement.body, statement.orelse)]
+            in_branches = {*_names([*statement.body, *statement.orelse], ast.Load),
+                           *_names([*statement.body, *statement.orelse], ast.Store)}
+            test_reads = _names([statement.test], ast.Load)
+            dead = [n for n in test_reads
+                    if n not in live and n not in keep and n not in in_branches]
+            live = set(test_reads).union(*branches)
         else:
             reads_list = _names([statement], ast.Load)
             writes = _names([statement], ast.Store)

@@ -242,9 +242,10 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     turn). A line this cannot shorten is left whole."""
     stripped = line.lstrip(" ")
     indent, line = indent + " " * (len(line) - len(stripped)), stripped
-    if len(indent) + len(line) + len(suffix) <= LINE_LENGTH or not line \
-            or line[-1] not in _CLOSING:
+    if len(indent) + len(line) + len(suffix) <= LINE_LENGTH or not line:
         return [indent + line + suffix]
+    if line[-1] not in _CLOSING:
+        return _parenthesized(indent, line, suffix)
     depths = _brackets(line)
     if depths is None:
         return [indent + line + suffix]
@@ -271,6 +272,27 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     for item in items:
         lines.extend(wrapped(inner, item, ","))
     return [*lines, end]
+
+
+_OPERATORS = (" + ", " - ", " * ", " / ", " @ ")
+
+
+def _parenthesized(indent: str, line: str, suffix: str) -> list[str]:
+    """`name = a(...) + b`, too long and not ending in a bracket: as a formatter writes it,
+    the right-hand side (a sum, a product) inside parentheses on a line of its own, when it
+    fits there. A line this cannot shorten is left whole."""
+    depths = _brackets(line)
+    equals = line.find(" = ")
+    if suffix or depths is None or equals < 0 or depths[equals + 1] != 0 or \
+            not line[:equals].isidentifier() or not any(
+                line.startswith(operator, i) and depths[i] == 0
+                for i in range(equals + 3, len(line)) for operator in _OPERATORS):
+        return [indent + line + suffix]
+    target, value = line[:equals], line[equals + 3:]
+    inner = indent + "    "
+    if len(inner) + len(value) > LINE_LENGTH:
+        return [indent + line + suffix]
+    return [f"{indent}{target} = (", inner + value, f"{indent})"]
 
 
 def signature_lines(arguments: Sequence[str], returns: str) -> list[str]:

@@ -122,3 +122,10 @@ def string_literal(text: str) -> str:
     if literal.startswith("'") and '"' not in text:
         literal = '"' + literal[1:-1] + '"'
     return literal
+
+
+def base_name(code: str) -> str:
+    """`X_3` -> `X`, `self.W` -> `W`: a hint for a new name of the same value."""
+    name = code.rsplit(".", 1)[-1]
+    head, underscore, number = name.rpartition("_")
+    return head if underscore and number.isdecimal() else name

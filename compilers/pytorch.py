@@ -57,6 +57,9 @@ class ProgramCompiler:
         self.sizes = ProgramSizes(program.axes)
         self.classes = Namespace()
         self.infos: dict[str, DefinitionInfo] = {}
+        # Each compiled definition's class: a caller that inlines it (a scan's step) reads
+        # the parameters this class registers.
+        self.specs: dict[str, ModuleSpec] = {}
         self.chunks: list[list[str]] = []
         self.functional = False  # some forward calls torch.nn.functional (`F.`)
 
@@ -149,6 +152,7 @@ class ProgramCompiler:
             chunk.extend(["", ""])
         chunk.extend(class_lines(spec, self.sizes, (signature, forward, returns)))
         self.chunks.append(chunk)
+        self.specs[definition.name] = spec
         self.infos[definition.name] = DefinitionInfo(
             class_name, tuple(v.batched for v in outputs))
 

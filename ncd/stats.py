@@ -28,8 +28,10 @@ from typing import Any, assert_never
 
 from ncd import ir
 from ncd.attention import Attention, find_attention
+from ncd.dataflow import dataflow, independent_of, inlinable_step, reached_from
 from ncd.operators import declaration
 from ncd.ops.facts import ZERO, Cost
+from ncd.recurrent_cells import Cell, recognise
 from ncd.sizes import ProgramSizes, Size, SizeLimit, check_nonnegative
 
 BYTES_PER_ENTRY = {"R": 4, "N": 8, "B": 1}
@@ -635,6 +637,14 @@ class _Analysis:
     def _simulate_scan(self, term: ir.Scan, wires: list[Wire], memory: _Memory,
                        arrays: list[tuple[str, Size]]) -> list[Wire]:
         steps = self.sizes.polynomial(term.axis.size)
+        inlined = inlinable_step(term, self.program, self.sizes)
+        if inlined is not None:
+            call, _, definition = inlined
+            cell = recognise(definition, term.carries, self.sizes)
+            if cell is not None and len(term.dom) == term.carries + 1:
+                return self._simulate_fused_scan(term, cell, memory, arrays)
+            # bound to locals of forward, as the step's own values are
+            memory.alloc(self._hoisted_bytes(term, call, steps))
         step_memory = _Memory()
         step_arrays: list[tuple[str, Size]] = []
         step_inputs: list[Wire] = [None] * len(term.step.dom)
@@ -659,6 +669,47 @@ class _Analysis:
             size = array_bytes(self.sizes, array)
             arrays.append((f"{term.step_name or 'scan'} outputs", size))
             out.append(memory.alloc(size))
+        return out
+
+    def _hoisted_bytes(self, term: ir.Scan, call: ir.Broadcasted, steps: Size) -> Size:
+        """What the compiled scan computes before its loop (`compilers.scans`): the step's
+        values that do not depend on the carried state, for every step and every index of
+        the lift when they depend on the sequences, once when on the parameters alone."""
+        assert isinstance(call.op, ir.CallOp)
+        flow = dataflow(self.program.definition(call.op.definition).body)
+        along = reached_from(flow, flow.inputs[term.carries:])
+        lifted = Size.const(1)
+        for axis in call.degree.axes:
+            lifted = lifted * self.sizes.polynomial(axis.size)
+        total = ZERO
+        for node, early in zip(flow.nodes, independent_of(flow, flow.inputs[:term.carries]),
+                               strict=True):
+            if not early:
+                continue
+            for wire, array in zip(node.outputs, node.term.cod, strict=True):
+                size = array_bytes(self.sizes, array)
+                total = total + (size * steps * lifted if wire in along else size)
+        return total
+
+    def _simulate_fused_scan(self, term: ir.Scan, cell: Cell, memory: _Memory,
+                             arrays: list[tuple[str, Size]]) -> list[Wire]:
+        """A scan run by PyTorch's fused kernel (`torch.lstm`, `torch.gru`): its results, and
+        the work arrays the CPU kernels hold at their peak (as measured with torch 2.13): the
+        GRU kernel the input projections of every step and a second copy of the outputs, the
+        LSTM kernel a copy of the final states."""
+        out: list[Wire] = []
+        finals = ZERO
+        for array in term.cod[:term.carries]:
+            size = array_bytes(self.sizes, array)
+            finals = finals + size
+            out.append(memory.alloc(size))
+        stacked = ZERO
+        for array in term.cod[term.carries:]:
+            size = array_bytes(self.sizes, array)
+            stacked = stacked + size
+            arrays.append((f"{term.step_name or 'scan'} outputs", size))
+            out.append(memory.alloc(size))
+        memory.note(finals if cell.kind == "lstm" else stacked * Size.const(4))
         return out
 
 

@@ -26,6 +26,8 @@ from ncd.compilers.naming import sanitize, snake_case
 from ncd.compilers.pytorch import CompileError, build_module
 
 from ncd import ir
+from ncd.dataflow import inlinable_step
+from ncd.recurrent_cells import recognise
 from ncd.semantics import (
     BlockCopy,
     BoundsError,
@@ -38,6 +40,7 @@ from ncd.semantics import (
     SizeError,
     resolve_sizes,
 )
+from ncd.sizes import ProgramSizes
 
 SYMBOL_VALUES = (1, 2, 3, 4, 5, 6)
 SEMANTIC_SEED_OFFSET = 20_000_000  # the differential corpus has seeds of its own
@@ -392,7 +395,8 @@ STRUCTURAL_CONSTRUCTS = (
     "symbolic sizes", "negative coefficient", "stride or dilation", "offset", "window",
     "diagonal", "broadcast (zero coefficients)", "call with a batch lift", "repeated block",
     "repeated block, shared", "copy before a repeated block", "scan",
-    "scan with permuted state axes", "call with parameters for each index",
+    "scan with permuted state axes", "scan, step inlined", "scan, fused LSTM or GRU cell",
+    "call with parameters for each index",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -454,6 +458,7 @@ def compare_text(text: str, *, seed: int = 0, sizes: int = 2,
 def constructs(program: ir.Program) -> set[str]:
     """The constructs a program uses, as named in docs/reliability.md (for coverage counts)."""
     found: set[str] = set()
+    sizes = ProgramSizes(program.axes)
     if free_symbols(program):
         found.add("symbolic sizes")
     for definition in program.definitions:
@@ -476,6 +481,12 @@ def constructs(program: ir.Program) -> set[str]:
                         found.add("repeated block, shared" if shared else "repeated block")
                 case ir.Scan(step=step, carries=carries):
                     found.add("scan")
+                    inlined = inlinable_step(term, program, sizes)
+                    if inlined is not None:  # as the compiler lowers it (compilers/scans.py)
+                        found.add("scan, step inlined")
+                        if recognise(inlined[2], carries, sizes) is not None and \
+                                len(term.dom) == carries + 1:
+                            found.add("scan, fused LSTM or GRU cell")
                     declared = step.dom
                     if isinstance(step, ir.Broadcasted) and isinstance(step.op, ir.CallOp):
                         declared = program.definition(step.op.definition).domain

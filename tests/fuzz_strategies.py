@@ -370,7 +370,7 @@ class ProgramGenerator:
         if "calls" in self.features and self.definitions:
             makers += [self.call, self.call]
         if "scan" in self.features:
-            makers.append(self.scan)
+            makers += [self.scan, self.recurrent_scan]
         if "param_data" in self.features:
             makers.append(self.param_data)
         if "batchnorm" in self.features:
@@ -971,6 +971,65 @@ class ProgramGenerator:
         body.emit(f"{last}, {seq} = scan[{time}]({cell}, {init}, {x.name})")
         body.scope.append(Array(last, state))
         body.scope.append(Array(seq, (time, *out_axes)))
+
+    def recurrent_scan(self, body: Body) -> None:
+        """An LSTM or a GRU cell as `nn.LSTM` / `nn.GRU` compute it (which the compiler runs
+        as PyTorch's fused kernel), now and then with one piece changed (which it must not),
+        run by scan along an axis of an array whose last other axis is the cell's input."""
+        x = self.source(body)
+        if len(x.axes) < 2:
+            self.unary(body)
+            return
+        time = x.axes[0] if self.c.chance(0.7) else choice(self.c, x.axes)
+        slice_axes = tuple(a for a in x.axes if a != time)
+        width = slice_axes[-1]
+        size = self.c.integer(1, 4)
+        hidden = self.derived_axis(size, str(size))
+        lstm = self.c.chance(0.5)
+        gates = self.derived_axis(4 if lstm else 3, "4" if lstm else "3")
+        standard = self.c.chance(0.7)
+        cell = self.fresh("cell")
+        w_ih, b_ih, w_hh, b_hh = (self.fresh(n) for n in ("Wi", "bi", "Wh", "bh"))
+        maps = (f"linear[{width} -> {gates} {hidden}, bias](Xt, {w_ih}, {b_ih})",
+                f"linear[{hidden} -> {gates} {hidden}, bias](H, {w_hh}, {b_hh})")
+        if lstm:
+            g_row, o_row = (2, 3) if standard else (3, 2)
+            text = (f"def {cell}(H: R[{hidden}], C: R[{hidden}], Xt: R[{width}]) -> "
+                    f"(R[{hidden}], R[{hidden}], R[{hidden}]) {{\n"
+                    f"    Z = {maps[0]} + {maps[1]}\n"
+                    + "".join(f"    Z{k}[{hidden}] = Z[{k}, {hidden}]\n" for k in range(4))
+                    + f"    C2 = sigmoid(Z1) * C + sigmoid(Z0) * tanh(Z{g_row})\n"
+                    f"    H2 = sigmoid(Z{o_row}) * tanh(C2)\n"
+                    f"    return H2, C2, H2\n}}\n")
+            states = [(hidden,), (hidden,)]
+        else:
+            kept = "(1 - U) * N + U * H" if standard else "U * N + (1 - U) * H"
+            text = (f"def {cell}(H: R[{hidden}], Xt: R[{width}]) -> "
+                    f"(R[{hidden}], R[{hidden}]) {{\n"
+                    f"    A = {maps[0]}\n    B = {maps[1]}\n"
+                    + "".join(f"    {n}{k}[{hidden}] = {n}[{k}, {hidden}]\n"
+                              for n in "AB" for k in range(3))
+                    + f"    R = sigmoid(A0 + B0)\n    U = sigmoid(A1 + B1)\n"
+                    f"    N = tanh(A2 + R * B2)\n    H2 = {kept}\n"
+                    f"    return H2, H2\n}}\n")
+            states = [(hidden,)]
+        self.chunks.append(text)
+        self.definitions.append(DefInfo(cell, [*states, (width,)], [*states, (hidden,)],
+                                        has_params=True))
+        inits = []
+        for _ in states:
+            weight = self.param_name(body)
+            init = self.array_name(body)
+            body.emit(f"{init} = linear[{width} -> {hidden}](sum[{time}]({x.name}), {weight})")
+            body.scope.append(Array(init, (*slice_axes[:-1], hidden)))
+            inits.append(init)
+        finals = [self.fresh("Last") for _ in states]
+        seq = self.fresh("Seq")
+        body.emit(f"{', '.join([*finals, seq])} = scan[{time}]({cell}, {', '.join(inits)}, "
+                  f"{x.name})")
+        for final in finals:
+            body.scope.append(Array(final, (*slice_axes[:-1], hidden)))
+        body.scope.append(Array(seq, (time, *slice_axes[:-1], hidden)))
 
     def block(self, body: Body) -> None:
         title = choice(self.c, TITLES)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from typing import Any
+from unittest.mock import patch
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -76,10 +77,13 @@ def _cpu_attention_flops(query_shape: Sequence[int], key_shape: Sequence[int],
 
 def counted_flops(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> int:
     """The FLOPs `torch.utils.flop_counter.FlopCounterMode` counts for one forward pass (it
-    counts matrix products, convolutions and attention kernels; nothing entrywise)."""
+    counts matrix products, convolutions and attention kernels; nothing entrywise). A scan
+    lowered to a fused LSTM or GRU kernel is counted on its loop (the branch `torch.compile`
+    runs): the counter does not see inside the fused kernel."""
     cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
                      _cpu_attention_flops}
     with torch.no_grad(), FlopCounterMode(display=False,
-                                          custom_mapping=cpu_attention) as counter:
+                                          custom_mapping=cpu_attention) as counter, \
+            patch("torch.compiler.is_compiling", return_value=True):
         module(*inputs)
     return int(counter.get_total_flops())

@@ -265,6 +265,9 @@ def test_long_lines_are_wrapped_as_the_formatter_wraps_them(tmp_path: Path) -> N
         f"normed = F.batch_norm(rows, {names}, self.training, 0.1, 1e-05)",
         f"per_e = [copy(piece, piece_1) for copy, piece, piece_1 in zip({names}) if piece]",
         "short = f(x)",
+        "for step in steps:",
+        '    projected = torch.einsum("...a,agn->...gn", hidden_state, self.cell.W_hh)'
+        " + self.cell.b_hh",
     ]
     body = [line for text in lines for line in wrapped("        ", text)]
     assert max(len(line) for line in body) <= 100

@@ -87,6 +87,39 @@ def test_a_rebound_carried_value_is_freed_before_its_next_value_is_made() -> Non
         "return X_1")
 
 
+def test_each_branch_of_an_if_deletes_what_it_makes() -> None:
+    """A name that one branch makes is unbound after the `if` on the other path: it is
+    deleted in its branch, never after the `if` (a scan with a fused kernel has two)."""
+    lines = body("fast = not torch.compiler.is_compiling()",
+                 "if fast:",
+                 "    batch = X.shape[:-1]",
+                 "    Y = torch.tanh(X).reshape(batch + (4,))",
+                 "else:",
+                 "    Z = torch.relu(X)",
+                 "    Y = Z * W",
+                 "return Y")
+    freed = free_after_last_use(lines, ["X", "W"], set())
+    assert freed == body("fast = not torch.compiler.is_compiling()",
+                         "if fast:",
+                         "    batch = X.shape[:-1]",
+                         "    Y = torch.tanh(X).reshape(batch + (4,))",
+                         "    del X, batch",
+                         "else:",
+                         "    Z = torch.relu(X)",
+                         "    del X",
+                         "    Y = Z * W",
+                         "    del Z, W",
+                         "del fast",
+                         "return Y")
+    for fast in (True, False):  # both paths run
+        namespace = {"torch": torch, "X": torch.ones(2, 4), "W": torch.ones(2, 4)}
+        code = "\n".join(line.removeprefix("        ") for line in freed)
+        code = code.replace("not torch.compiler.is_compiling()", str(fast))
+        exec("def forward(X, W):\n" + "\n".join("    " + line for line in code.splitlines())
+             + "\nresult = forward(X, W)", namespace)
+        assert namespace["result"].shape == (2, 4)
+
+
 def test_names_a_comprehension_reads_are_left_alone() -> None:
     """A name a comprehension reads is a closure cell; torch.compile cannot trace its
     `del` (DELETE_DEREF)."""

@@ -1,0 +1,306 @@
+"""The lowering of a scan: a loop over its axis, in one of three forms.
+
+- **Fused**: a step that is exactly a standard LSTM or GRU cell (`ncd.recurrent_cells`) runs
+  as PyTorch's fused kernel (`torch.lstm`, `torch.gru`), its weights passed as views of the
+  step's parameters (the state dict keeps its keys). `torch.compile` cannot compile that
+  kernel, so while a graph is captured (`torch.compile`, `torch.export`, `torch.fx`), the
+  inlined loop below runs instead (the same values).
+- **Inlined and hoisted**: the step's definition is written into the loop (no submodule call
+  per step; its parameters are read from its submodule, so their names do not change), and
+  everything in it that does not depend on the carried state (`ncd.dataflow.independent_of`:
+  the input projections, values of the parameters alone) is computed once before the loop,
+  for every step at once (the scanned axis is one more leading dim); the loop reads slices.
+- **Generic**: the step's submodule called at every step, when the step cannot be inlined
+  (a lift that reorders axes, sizes known only at run time inside the step, block copies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ncd import ir
+from ncd.dataflow import Dataflow, Wire, dataflow, independent_of, inlinable_step, reached_from
+from ncd.ops.lowering import TensorCode
+from ncd.recurrent_cells import Cell, CellLinear, recognise
+
+from .errors import CompileError
+from .modules import ModuleSpec, Scope, attribute_code
+from .naming import base_name
+from .views import leading_shape
+
+if TYPE_CHECKING:
+    from .forward import ForwardEmitter
+
+
+@dataclass(frozen=True)
+class InlinePlan:
+    """A step that can be written into the loop: its call, definition and dataflow."""
+
+    call: ir.Broadcasted
+    op: ir.CallOp
+    definition: ir.Definition
+    spec: ModuleSpec
+    flow: Dataflow
+
+
+def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) -> list[TensorCode]:
+    plan = inline_plan(emit, term)
+    if plan is None:
+        return generic_scan(emit, term, inputs)
+    cell = recognise(plan.definition, term.carries, emit.sizes)
+    if cell is None or len(inputs) != term.carries + 1:
+        return inlined_scan(emit, term, inputs, plan)
+    # The loop first, into a buffer: the fused branch binds the names it leaves.
+    lines, emit.lines = emit.lines, []
+    emit.depth += 1
+    try:
+        results = inlined_scan(emit, term, inputs, plan)
+    finally:
+        emit.depth -= 1
+        loop, emit.lines = emit.lines, lines
+    kernel = "torch.lstm" if cell.kind == "lstm" else "torch.gru"
+    capturing = "torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()"
+    emit.emit(f"if not ({capturing}):",
+              f"{plan.op.definition} is a standard {cell.kind.upper()} cell: {kernel}"
+              f"{emit.source_note(term.span)}")
+    with emit.indented():
+        fused_scan(emit, term, inputs, plan, cell, results)
+    emit.emit("else:", "torch.compile cannot compile the fused kernel: the loop")
+    emit.lines.extend(loop)
+    return results
+
+
+def inline_plan(emit: ForwardEmitter, term: ir.Scan) -> InlinePlan | None:
+    """The plan when the step can be written into the loop (`ncd.dataflow.inlinable_step`)."""
+    found = inlinable_step(term, emit.compiler.program, emit.sizes)
+    if found is None:
+        return None
+    call, op, definition = found
+    spec = emit.compiler.specs.get(definition.name)
+    if spec is None:
+        return None
+    return InlinePlan(call, op, definition, spec, dataflow(definition.body))
+
+
+def initial_states(emit: ForwardEmitter, term: ir.Scan,
+                   inputs: list[TensorCode]) -> list[TensorCode]:
+    """Fresh names for the carried states (the loop rebinds them), each spread over the
+    sequences' leading dims when it has none of its own."""
+    carries, sequences = inputs[:term.carries], inputs[term.carries:]
+    any_batched = next((v for v in sequences if v.batched), None)
+    state: list[TensorCode] = []
+    for value in carries:
+        expr = value.code
+        if not value.batched and any_batched is not None:
+            expr = (f"{value.code}.expand({leading_shape(any_batched.code, any_batched.rank)}"
+                    f" + {value.code}.shape)")
+        state.append(TensorCode(emit.assign(base_name(value.code), expr, fallback="state"),
+                                value.array, value.batched or any_batched is not None))
+    return state
+
+
+def stacked_results(emit: ForwardEmitter, term: ir.Scan, collected: list[str],
+                    batched: bool) -> list[TensorCode]:
+    """The per-step outputs, stacked along the scanned axis."""
+    axis = term.axis.name
+    results = []
+    for bucket, step_array, final in zip(collected, term.step.cod[term.carries:],
+                                         term.cod[term.carries:], strict=True):
+        names = [n for n in final.names if n != axis]
+        position = final.names.index(axis)
+        if names == list(step_array.names):
+            name = emit.assign(bucket.removesuffix("_outputs"),
+                               f"torch.stack({bucket}, dim={position - len(final.shape.axes)})")
+            results.append(TensorCode(name, final, batched))
+        else:
+            stacked_array = ir.ArrayType(dtype=final.dtype, shape=ir.Shape(
+                axes=(*step_array.shape.axes, term.axis)))
+            name = emit.assign(bucket.removesuffix("_outputs"),
+                               f"torch.stack({bucket}, dim=-1)")
+            results.append(emit.relayout(TensorCode(name, stacked_array, batched), final))
+    return results
+
+
+def generic_scan(emit: ForwardEmitter, term: ir.Scan,
+                 inputs: list[TensorCode]) -> list[TensorCode]:
+    """The step's submodule called at every step."""
+    axis = term.axis.name
+    sequences = inputs[term.carries:]
+    state = initial_states(emit, term, inputs)
+    collected = [emit.assign(f"{term.step_name or 'step'}_outputs", "[]")
+                 for _ in term.step.cod[term.carries:]]
+    length = emit.size(term.axis.size)
+    index = emit.names.fresh(f"{axis}_index")
+    emit.emit(f"for {index} in range({length}):",
+              f"scan over {axis}{emit.source_note(term.span)}")
+    with emit.indented():
+        slices: list[TensorCode] = []
+        for value, wanted in zip(sequences, term.step.dom[term.carries:], strict=True):
+            if axis not in value.names:
+                raise CompileError(f"scan input {value.array.text()} lacks the axis {axis}")
+            position = value.names.index(axis) - value.rank
+            rest = ir.ArrayType(dtype=value.array.dtype, shape=ir.Shape(axes=tuple(
+                a for a in value.array.shape.axes if a.name != axis)))
+            name = emit.assign(f"{value.code}_step", f"{value.code}.select({position}, "
+                               f"{index})")
+            slices.append(emit.relayout(TensorCode(name, rest, value.batched), wanted))
+        outputs = emit.term(term.step, state + slices)
+        emit.write_back(state, outputs[:term.carries])
+        for bucket, result in zip(collected, outputs[term.carries:], strict=True):
+            emit.emit(f"{bucket}.append({result.code})")
+    return state + stacked_results(emit, term, collected, any(v.batched for v in inputs))
+
+
+def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
+                 plan: InlinePlan) -> list[TensorCode]:
+    """The step's definition written into the loop, what does not depend on the state
+    computed before it."""
+    axis = term.axis.name
+    definition, flow = plan.definition, plan.flow
+    state = initial_states(emit, term, inputs)
+    # In the step's own frame: its declared axes trailing, the lifted axes leading.
+    variables = [TensorCode(value.code, variable.array, True)
+                 for value, variable in zip(state, definition.inputs[:term.carries],
+                                            strict=True)]
+    values: dict[Wire, TensorCode] = dict(zip(flow.inputs, variables, strict=False))
+    for wire, value, variable in zip(flow.inputs[term.carries:], inputs[term.carries:],
+                                     definition.inputs[term.carries:], strict=True):
+        values[wire] = TensorCode(value.code, variable.array, value.batched)
+    # Values that carry the scanned axis as a leading dim (the loop reads one slice of each).
+    hoisted = independent_of(flow, flow.inputs[:term.carries])
+    before_loop = set(flow.inputs[term.carries:]).union(
+        *(node.outputs for node, early in zip(flow.nodes, hoisted, strict=True) if early))
+    along = reached_from(flow, flow.inputs[term.carries:]) & before_loop
+    lifted = len(plan.call.degree.axes)
+    attribute = emit.scope.spec.child(plan.op.instance,
+                                      emit.compiler.info(definition.name).class_name,
+                                      f"call site {plan.op.instance} of {definition.name}")
+    outer = emit.scope
+    emit.scope = Scope(plan.spec, attribute_code(outer.owner, attribute))
+    try:
+        for node, before in zip(flow.nodes, hoisted, strict=True):
+            if before:
+                results = emit.term(node.term, [values[w] for w in node.inputs])
+                values.update(zip(node.outputs, results, strict=True))
+        # Each value the loop reads a step of, cut into its steps once: `unbind`, whose
+        # gradient is one `stack` (a `select` per step would add a zero array of the whole
+        # sequence per step to the backward pass).
+        read_in_loop = [w for node, before in zip(flow.nodes, hoisted, strict=True)
+                        if not before for w in node.inputs] + list(flow.outputs)
+        steps: dict[Wire, str] = {}
+        for wire in dict.fromkeys(w for w in read_in_loop if w in along):
+            value = values[wire]
+            steps[wire] = emit.assign(f"{base_name(value.code)}_steps",
+                                      f"{value.code}.unbind({-(value.rank + lifted + 1)})")
+        collected = [emit.assign(f"{term.step_name or 'step'}_outputs", "[]")
+                     for _ in term.step.cod[term.carries:]]
+        length = emit.size(term.axis.size)
+        index = emit.names.fresh(f"{axis}_index")
+        emit.emit(f"for {index} in range({length}):",
+                  f"scan over {axis}, {definition.name} inlined{emit.source_note(term.span)}")
+        with emit.indented():
+            sliced: dict[Wire, TensorCode] = {}
+
+            def read(wire: Wire) -> TensorCode:
+                if wire not in steps:
+                    return values[wire]
+                if wire not in sliced:
+                    name = emit.assign(f"{base_name(values[wire].code)}_step",
+                                       f"{steps[wire]}[{index}]")
+                    sliced[wire] = TensorCode(name, values[wire].array, True)
+                return sliced[wire]
+
+            for node, before in zip(flow.nodes, hoisted, strict=True):
+                if not before:
+                    results = emit.term(node.term, [read(w) for w in node.inputs])
+                    values.update(zip(node.outputs, results, strict=True))
+            outputs = [read(wire) for wire in flow.outputs]
+            emit.write_back(variables, outputs[:term.carries])
+            for bucket, result, variable in zip(collected, outputs[term.carries:],
+                                                definition.outputs[term.carries:], strict=True):
+                result = emit.relayout(result, variable.array)
+                emit.emit(f"{bucket}.append({result.code})")
+    finally:
+        emit.scope = outer
+    return state + stacked_results(emit, term, collected, True)
+
+
+def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
+               plan: InlinePlan, cell: Cell, results: list[TensorCode]) -> None:
+    """`torch.lstm` / `torch.gru` over the sequence, its results bound to `results`' names.
+    The kernel wants (steps, batch, features): every lifted and leading dim is one batch."""
+    sequence = inputs[term.carries]
+    lifted = len(plan.call.degree.axes)
+    width = _value(emit, cell.input_map.term.inputs[0].array.shape.axes[0].size)
+    hidden = _value(emit, cell.input_map.term.outputs[0].array.shape.axis(cell.hidden_axis).size)
+    gates = 4 if cell.kind == "lstm" else 3
+    carried = [cell.hidden] + ([cell.cell] if cell.cell is not None else [])
+    # The kernel's batch: the sequence's and the states' leading and lifted dims, broadcast
+    # (a state may have fewer leading dims than the sequence, or more).
+    time = -lifted - 2
+    around = f"{sequence.code}.shape[:{time}]" + \
+        (f" + {sequence.code}.shape[{time + 1}:-1]" if lifted else "")
+    shapes = [around] + [f"{inputs[p].code}.shape[:-1]" for p in carried]
+    batch = emit.assign("batch", f"torch.broadcast_shapes({', '.join(shapes)})",
+                        "the batch dims of the kernel")
+    leading = f"{batch}[:-{lifted}]" if lifted else batch
+    ordered = emit.assign(f"{base_name(sequence.code)}_by_{term.axis.name}",
+                          f"{sequence.code}.expand({leading} + {sequence.code}.shape[{time}:])"
+                          f".movedim({time}, 0)", f"{term.axis.name} first")
+    flat = emit.assign(f"{base_name(sequence.code)}_flat",
+                       f"{ordered}.reshape({ordered}.shape[0], -1, {width})")
+    states = []
+    for position in carried:
+        value = inputs[position]
+        states.append(emit.assign(f"{base_name(value.code)}_flat",
+                                  f"{value.code}.expand({batch} + ({hidden},))"
+                                  f".reshape(1, -1, {hidden})"))
+    outer = emit.scope
+    attribute = outer.spec.child(plan.op.instance,
+                                 emit.compiler.info(plan.definition.name).class_name,
+                                 f"call site {plan.op.instance} of {plan.definition.name}")
+    emit.scope = Scope(plan.spec, attribute_code(outer.owner, attribute))
+    try:
+        weights = [_weight_view(emit, linear, cell, gates * hidden)
+                   for linear in (cell.input_map, cell.hidden_map)]
+    finally:
+        emit.scope = outer
+    params = emit.tuple_text([w for w, _ in weights] + [b for _, b in weights])
+    state_text = states[0] if len(states) == 1 else f"({', '.join(states)})"
+    steps = emit.names.fresh(f"{plan.op.instance}_steps")
+    finals = [emit.names.fresh(f"{plan.op.instance}_last") for _ in states]
+    kernel = "torch.lstm" if cell.kind == "lstm" else "torch.gru"
+    emit.emit(f"{', '.join([steps, *finals])} = {kernel}({flat}, {state_text}, {params}, True, "
+              "1, 0.0, False, False, False)")
+    by_carry = dict(zip(carried, finals, strict=True))
+    for position, result in enumerate(results[:term.carries]):
+        emit.emit(f"{result.code} = {by_carry[position]}.reshape({batch} + ({hidden},))")
+    (stacked,) = results[term.carries:]
+    emit.emit(f"{stacked.code} = {steps}.reshape({ordered}.shape[:1] + {batch} + ({hidden},))"
+              f".movedim(0, {-lifted - 2})")
+
+
+def _weight_view(emit: ForwardEmitter, linear: CellLinear, cell: Cell,
+                 rows: int) -> tuple[str, str]:
+    """The weight as (gates * hidden, input) and the bias as (gates * hidden,), views of the
+    parameters in PyTorch's layout (gate-major rows)."""
+    weight, bias = emit.parameters(linear.term)
+    columns = _value(emit, linear.term.params[0].array.shape.axis(linear.input_axis).size)
+    weight_text = _permuted(weight, (cell.gate_axis, cell.hidden_axis, linear.input_axis))
+    bias_text = _permuted(bias, (cell.gate_axis, cell.hidden_axis))
+    return f"{weight_text}.reshape({rows}, {columns})", f"{bias_text}.reshape({rows})"
+
+
+def _permuted(value: TensorCode, order: tuple[str, ...]) -> str:
+    names = value.names
+    if names == order:
+        return value.code
+    return f"{value.code}.permute({', '.join(str(names.index(n)) for n in order)})"
+
+
+def _value(emit: ForwardEmitter, size: ir.SizeExpr) -> int:
+    value = emit.sizes.value(size)
+    if value is None:
+        raise CompileError(f"the size {ir.size_text(size)} of a fused cell is not fixed")
+    return value
