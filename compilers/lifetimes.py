@@ -7,9 +7,9 @@ names, and a liveness analysis over its statement list, loops included. In a loo
 is deleted only when it is made in the body and needed neither by a later iteration nor after
 the loop (a value from before the loop, or carried from one iteration to the next, is left
 alone; it is deleted after the loop when nothing later reads it). Each branch of an `if`
-deletes what it makes or reads last itself, since a name that one branch makes may be unbound
-after the `if`. Names in `keep` (the sizes read from the inputs, loop variables) are never
-deleted: they hold integers or modules.
+deletes what it makes or reads last itself, and nothing is deleted after the `if`, since a
+name that one branch makes may be unbound there. Names in `keep` (the sizes read from the
+inputs, loop variables) are never deleted: they hold integers or modules.
 """
 
 from __future__ import annotations
@@ -126,16 +126,13 @@ def _body(body: Sequence[ast.stmt], live_out: set[str], keep: set[str],
             live = live | reads
         elif isinstance(statement, ast.If):
             # Each branch deletes, at their last use in it, what it makes and what it reads
-            # last; after the `if` go only the names that its test alone reads (a name that
-            # one branch makes, or deletes, may be unbound after it).
+            # last. Nothing is deleted after the `if`: a name that one branch makes, or
+            # deletes, may be unbound there, and an `elif` has no place of its own after it
+            # (what only a test reads, a condition, lives on).
             branches = [_body(branch, live, keep, inserts)
                         for branch in (statement.body, statement.orelse)]
-            in_branches = {*_names([*statement.body, *statement.orelse], ast.Load),
-                           *_names([*statement.body, *statement.orelse], ast.Store)}
-            test_reads = _names([statement.test], ast.Load)
-            dead = [n for n in test_reads
-                    if n not in live and n not in keep and n not in in_branches]
-            live = set(test_reads).union(*branches)
+            dead = []
+            live = set(_names([statement.test], ast.Load)).union(*branches)
         else:
             reads_list = _names([statement], ast.Load)
             writes = _names([statement], ast.Store)

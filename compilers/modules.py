@@ -249,17 +249,16 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     depths = _brackets(line)
     if depths is None:
         return [indent + line + suffix]
-    close = len(line) - 1
-    opening = max(i for i in range(close)
-                  if line[i] == _CLOSING[line[close]] and depths[i] == depths[close] - 1)
+    pair = _split_pair(indent, line, suffix, depths)
+    if pair is None:
+        return [indent + line + suffix]
+    opening, close = pair
     head, body = line[:opening + 1], line[opening + 1:close]
     inner = indent + "    "
-    if not body.strip() or len(indent) + len(head) > LINE_LENGTH:
-        return [indent + line + suffix]
     body_depths = [d - depths[opening] - 1 if d >= 0 else -1
                    for d in depths[opening + 1:close]]
     items = _items(body, body_depths)
-    end = indent + line[close] + suffix
+    end = indent + line[close:] + suffix
     if len(inner) + len(body) <= LINE_LENGTH and not body.rstrip().endswith(","):
         return [indent + head, inner + body, end]
     clauses = _comprehension(body, body_depths)
@@ -272,6 +271,32 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     for item in items:
         lines.extend(wrapped(inner, item, ","))
     return [*lines, end]
+
+
+def _split_pair(indent: str, line: str, suffix: str, depths: list[int]
+                ) -> tuple[int, int] | None:
+    """The brackets to split `line` inside: its last pair when what comes before it fits on
+    the first line; else, as the formatter omits trailers (`f(...).g(...)`), the latest
+    earlier pair whose rest (`).g(...)`) fits on the closing line. None when none does."""
+    close = len(line) - 1
+    while close > 0:
+        opening = max(i for i in range(close)
+                      if line[i] == _CLOSING[line[close]] and depths[i] == depths[close] - 1)
+        rest = line[close:]
+        if depths[close] == 1 and line[opening + 1:close].strip() \
+                and len(indent) + opening + 1 <= LINE_LENGTH \
+                and (close == len(line) - 1
+                     or len(indent) + len(rest) + len(suffix) <= LINE_LENGTH):
+            return opening, close
+        # the trailer before: the closing bracket just before the last trailer's opening
+        close = opening - 1
+        while close > 0 and line[close] not in _CLOSING:
+            if not (line[close].isalnum() or line[close] in "._"):
+                return None  # not a chain of trailers (an operator, a space)
+            close -= 1
+        if line[close] not in _CLOSING or depths[close] != 1:
+            return None
+    return None
 
 
 _OPERATORS = (" + ", " - ", " * ", " / ", " @ ")

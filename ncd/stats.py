@@ -643,8 +643,13 @@ class _Analysis:
             cell = recognise(definition, term.carries, self.sizes)
             if cell is not None and len(term.dom) == term.carries + 1:
                 return self._simulate_fused_scan(term, cell, memory, arrays)
-            # bound to locals of forward, as the step's own values are
-            memory.alloc(self._hoisted_bytes(term, call, steps))
+            kept, transient, consumed = self._hoisted(term, call, steps)
+            memory.note(kept + transient)  # while the hoisted values are made
+            memory.alloc(kept)  # locals of forward, read by the loop
+            held = {wire for wires_held in memory.held for wire in wires_held}
+            for index in consumed:  # sequences the loop no longer reads: deleted before it
+                if wires[index] not in held and wires.count(wires[index]) == 1:
+                    memory.free(wires[index])
         step_memory = _Memory()
         step_arrays: list[tuple[str, Size]] = []
         step_inputs: list[Wire] = [None] * len(term.step.dom)
@@ -671,25 +676,41 @@ class _Analysis:
             out.append(memory.alloc(size))
         return out
 
-    def _hoisted_bytes(self, term: ir.Scan, call: ir.Broadcasted, steps: Size) -> Size:
+    def _hoisted(self, term: ir.Scan, call: ir.Broadcasted, steps: Size
+                 ) -> tuple[Size, Size, set[int]]:
         """What the compiled scan computes before its loop (`compilers.scans`): the step's
         values that do not depend on the carried state, for every step and every index of
-        the lift when they depend on the sequences, once when on the parameters alone."""
+        the lift when they depend on the sequences, once when on the parameters alone. Returns
+        the bytes of those the loop reads (kept through it), the largest of the others (each
+        freed after its last use before the loop), and which sequences (by position among the
+        scan's inputs) only the hoisted values read (deleted before the loop)."""
         assert isinstance(call.op, ir.CallOp)
         flow = dataflow(self.program.definition(call.op.definition).body)
         along = reached_from(flow, flow.inputs[term.carries:])
         lifted = Size.const(1)
         for axis in call.degree.axes:
             lifted = lifted * self.sizes.polynomial(axis.size)
-        total = ZERO
-        for node, early in zip(flow.nodes, independent_of(flow, flow.inputs[:term.carries]),
-                               strict=True):
-            if not early:
+        early = independent_of(flow, flow.inputs[:term.carries])
+        late_reads = {wire for node, first in zip(flow.nodes, early, strict=True)
+                      if not first for wire in node.inputs} | set(flow.outputs)
+        kept = ZERO
+        transient: list[Size] = []
+        for node, first in zip(flow.nodes, early, strict=True):
+            if not first:
                 continue
             for wire, array in zip(node.outputs, node.term.cod, strict=True):
                 size = array_bytes(self.sizes, array)
-                total = total + (size * steps * lifted if wire in along else size)
-        return total
+                size = size * steps * lifted if wire in along else size
+                if wire in late_reads:
+                    kept = kept + size
+                else:
+                    transient.append(size)
+        largest = ZERO
+        for size in transient:
+            largest = largest if _dominates(largest, size) else size
+        consumed = {index for index, wire in enumerate(flow.inputs)
+                    if index >= term.carries and wire not in late_reads}
+        return kept, largest, consumed
 
     def _simulate_fused_scan(self, term: ir.Scan, cell: Cell, memory: _Memory,
                              arrays: list[tuple[str, Size]]) -> list[Wire]:

@@ -250,7 +250,8 @@ def test_long_docstrings_and_file_names_keep_lines_within_100_characters() -> No
 
 def test_long_lines_are_wrapped_as_the_formatter_wraps_them(tmp_path: Path) -> None:
     """Generated code longer than 100 columns is wrapped exactly as `ruff format` would wrap
-    it: the contents of the last brackets on one line, else one item per line."""
+    it: the contents of the last brackets on one line, else one item per line; a call
+    chain whose last head is too long splits an earlier call."""
     from ncd.compilers.modules import wrapped
 
     names = ", ".join(f"argument_{i}" for i in range(12))
@@ -268,6 +269,10 @@ def test_long_lines_are_wrapped_as_the_formatter_wraps_them(tmp_path: Path) -> N
         "for step in steps:",
         '    projected = torch.einsum("...a,agn->...gn", hidden_state, self.cell.W_hh)'
         " + self.cell.b_hh",
+        # the last brackets' head too long: split the call before its trailer
+        "    for t_index in range(size_t):",
+        "        linear_2 = F.linear(H0_1, self.lstm_cell.W_hh.flatten(1).T,"
+        " self.lstm_cell.b_hh.flatten()).unflatten(-1, (4, 64))",
     ]
     body = [line for text in lines for line in wrapped("        ", text)]
     assert max(len(line) for line in body) <= 100

@@ -109,7 +109,6 @@ def test_each_branch_of_an_if_deletes_what_it_makes() -> None:
                          "    del X",
                          "    Y = Z * W",
                          "    del Z, W",
-                         "del fast",
                          "return Y")
     for fast in (True, False):  # both paths run
         namespace = {"torch": torch, "X": torch.ones(2, 4), "W": torch.ones(2, 4)}
