@@ -13,7 +13,7 @@ nodes (`Operator`), and the closed set of term nodes (`Term`): `Identity`, `Rear
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal, Union, assert_never, get_args
+from typing import Annotated, Any, Literal, TypeVar, Union, assert_never, get_args
 
 from pydantic import (
     BaseModel,
@@ -33,6 +33,29 @@ class Node(BaseModel):
     # Infinite floats (a mask's fill of -inf) are written as the strings "Infinity" and
     # "-Infinity": the JSON stays standard (RFC 8259) and reads back as floats.
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+
+
+_NodeT = TypeVar("_NodeT", bound=Node)
+_new_object = object.__new__
+_set_slot = object.__setattr__
+
+
+def trusted(cls: type[_NodeT], **fields: Any) -> _NodeT:
+    """A node made without validation, from values already valid: every field of `cls`, in
+    the order the class declares them, of exactly the field's type (tuples, not lists).
+
+    What `model_construct` does, for the few nodes the checker makes at every statement
+    (spans, shapes, ports): validating them was the largest share of checking a long
+    program, and pydantic's own `model_construct` is slower than its validation. The node is
+    the one validation would make: equal, with the same hash, repr and JSON
+    (tests/test_toolchain_scale.py).
+    """
+    node = _new_object(cls)
+    _set_slot(node, "__dict__", fields)
+    _set_slot(node, "__pydantic_fields_set__", set(fields))
+    _set_slot(node, "__pydantic_extra__", None)
+    _set_slot(node, "__pydantic_private__", None)
+    return node
 
 
 # A float field of the IR: in JSON a number, or one of the strings of `Node.model_config`.
