@@ -118,10 +118,10 @@ def paused_collection() -> Iterator[None]:
 
     The objects made in the block are then moved to the oldest generation (`gc.freeze` and
     `gc.unfreeze`, two splices of lists): the first collection after the block would
-    otherwise look at every one of them at once (a fifth of the time of checking a long
-    program), and they are long-lived. A full collection still looks at them, as at any old
-    object. Not done where something else holds objects frozen: unfreezing would free
-    them too."""
+    otherwise look at every one of them at once (about a tenth of the time of checking a
+    long program), and they are long-lived. A full collection still looks at them, as at any
+    old object. Not done where something else holds objects frozen: unfreezing would
+    release those too."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -149,8 +149,10 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
             starts.append(index)
             continue
         joined = join(ctx, row, next_panel)
-        rest = sum(p.width for p in panels[index:])
-        if joined.width > budget - 2 * BREAK_MARK and row.width >= scrap and rest >= scrap:
+        # The width of the rest is summed only where a break is considered (summing it at
+        # every term made a long chain quadratic).
+        if joined.width > budget - 2 * BREAK_MARK and row.width >= scrap and \
+                sum(p.width for p in panels[index:]) >= scrap:
             rows.append(row)
             row = next_panel
             starts.append(index)
