@@ -3,6 +3,11 @@
 The grammar lives in `grammar/ncd.lark` (shipped as `ncd.grammar`); lark parses it LALR(1)
 and this module turns lark's tree into `ncd.syntax` nodes with spans. Parse failures become
 diagnostics with a location and a plain-words list of what could come next.
+
+The parser's tables are precomputed in `ncd/parser_tables.py` (loading them takes
+milliseconds, computing them a tenth of a second at every start). After a change to the
+grammar, write them again with `python -m ncd.parser`; until then the parser computes its
+tables at start-up, and a test says the file is stale.
 """
 
 from __future__ import annotations
