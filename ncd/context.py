@@ -7,6 +7,7 @@ later turns the graph into the categorical term (copies, deletes and identities 
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,6 +30,11 @@ class AxisInfo:
     size: Size
     span: ir.Span | None
     symbolic: bool
+
+    @functools.cached_property
+    def axis(self) -> ir.Axis:
+        """The IR's axis, made once: every array type that names the axis holds this one."""
+        return ir.Axis(name=self.name, size=self.size.to_ir())
 
 
 @dataclass(eq=False)
@@ -108,22 +114,36 @@ def paused_collection() -> Iterator[None]:
     make few reference cycles. The collector would scan every live object again and again as
     they pile up: with thousands of definitions that took more time than the checking itself,
     and a share growing with the program's size. Memory is freed by reference counting all
-    the same; the next collection after the block finds any cycles."""
+    the same; the next collection after the block finds any cycles.
+
+    The objects made in the block are then moved to the oldest generation (`gc.freeze` and
+    `gc.unfreeze`, two splices of lists): the first collection after the block would
+    otherwise look at every one of them at once (about a tenth of the time of checking a
+    long program), and they are long-lived. A full collection still looks at them, as at any
+    old object. Not done where something else holds objects frozen: unfreezing would
+    release those too."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
+# The nodes below are made at every statement from nodes already valid: `ir.trusted` makes
+# them without validating them again (checked by mypy's types; see `ir.trusted`).
+
+
 def shape(axes: Sequence[ir.Axis]) -> ir.Shape:
-    return ir.Shape(axes=tuple(axes))
+    return ir.trusted(ir.Shape, axes=tuple(axes))
 
 
 def array(dtype: ir.Datatype, axes: Sequence[ir.Axis]) -> ir.ArrayType:
-    return ir.ArrayType(dtype=dtype, shape=shape(axes))
+    return ir.trusted(ir.ArrayType, dtype=dtype, shape=shape(axes))
 
 
 def rearrangement_map(domain: ir.Shape, codomain: ir.Shape) -> ir.StrideMorphism:
@@ -132,12 +152,12 @@ def rearrangement_map(domain: ir.Shape, codomain: ir.Shape) -> ir.StrideMorphism
     matrix = tuple(
         tuple(1 if name == target.name else 0 for name in names) for target in codomain.axes
     )
-    return ir.StrideMorphism(domain=domain, codomain=codomain, matrix=matrix,
-                             offset=(0,) * len(codomain.axes))
+    return ir.trusted(ir.StrideMorphism, domain=domain, codomain=codomain, matrix=matrix,
+                      offset=(0,) * len(codomain.axes))
 
 
 def port(array_type: ir.ArrayType, targets: Sequence[str], degree: ir.Shape,
          name: str | None) -> ir.Port:
     tiling = shape([a for a in array_type.shape.axes if a.name not in targets])
-    return ir.Port(array=array_type, targets=tuple(targets),
-                   reindexing=rearrangement_map(degree, tiling), name=name)
+    return ir.trusted(ir.Port, array=array_type, targets=tuple(targets),
+                      reindexing=rearrangement_map(degree, tiling), name=name)

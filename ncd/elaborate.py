@@ -149,7 +149,7 @@ def resolve_type(ctx: Context, type_expr: s.TypeExpr) -> ir.ArrayType:
             raise ctx.error("E301", f"axis `{ident.name}` appears twice in one array type",
                             ident.span, hint="give the second axis its own name")
         seen[ident.name] = ident
-        axes.append(ir.Axis(name=ident.name, size=info.size.to_ir()))
+        axes.append(info.axis)
     if type_expr.dtype == "N":
         assert type_expr.bound is not None
         bound = size_expr(ctx, type_expr.bound, what="the bound of N")
@@ -401,7 +401,7 @@ class DefinitionBuilder:
             raise self.ctx.error("E201", f"unknown axis `{ident.name}`", ident.span,
                                  hint=did_you_mean(ident.name, self.ctx.axes) or
                                  f"declare it with `axis {ident.name} = ...`")
-        return ir.Axis(name=ident.name, size=info.size.to_ir())
+        return info.axis
 
     def unify_axes(self, values: Sequence[tuple[Value, ir.Span]], what: str) -> list[ir.Axis]:
         """The union of the values' axes (first-seen order), checking shared sizes agree."""

@@ -13,7 +13,7 @@ nodes (`Operator`), and the closed set of term nodes (`Term`): `Identity`, `Rear
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal, Union, assert_never, get_args
+from typing import Annotated, Any, Literal, TypeVar, Union, assert_never, get_args
 
 from pydantic import (
     BaseModel,
@@ -32,7 +32,34 @@ class Node(BaseModel):
     # Masks fill with -inf: JSON carries it as the constant `-Infinity`, so round trips hold.
     # Infinite floats (a mask's fill of -inf) are written as the strings "Infinity" and
     # "-Infinity": the JSON stays standard (RFC 8259) and reads back as floats.
-    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+    # The validators and serializers are built when a class is first used, not at import:
+    # `ncd check` of a gallery file builds 21 of the 57 classes. (The forward references,
+    # `SizeExpr` and `Term`, are resolved then too.)
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings",
+                              defer_build=True)
+
+
+_NodeT = TypeVar("_NodeT", bound=Node)
+_new_object = object.__new__
+_set_slot = object.__setattr__
+
+
+def trusted(cls: type[_NodeT], **fields: Any) -> _NodeT:
+    """A node made without validation, from values already valid: every field of `cls`, in
+    the order the class declares them, of exactly the field's type (tuples, not lists).
+
+    What `model_construct` does, for the few nodes the checker makes at every statement
+    (spans, shapes, ports): validating them was the largest share of checking a long
+    program, and pydantic's own `model_construct` is slower than its validation. The node is
+    the one validation would make: equal, with the same hash, repr and JSON
+    (tests/test_toolchain_scale.py).
+    """
+    node = _new_object(cls)
+    _set_slot(node, "__dict__", fields)
+    _set_slot(node, "__pydantic_fields_set__", set(fields))
+    _set_slot(node, "__pydantic_extra__", None)
+    _set_slot(node, "__pydantic_private__", None)
+    return node
 
 
 # A float field of the IR: in JSON a number, or one of the strings of `Node.model_config`.
@@ -798,9 +825,6 @@ class Program(Node):
 _DEFINITION_INDEX = "_definition_index"
 
 
-for _model in (SizeAdd, SizeMul, SizeDiv, SizeFloorDiv, Axis, Datatype, Composed, Product, Block,
-               Scan):
-    _model.model_rebuild()
 
 
 def kind_of(node: type[Node]) -> str:

@@ -369,6 +369,15 @@ def load_program(source: str | Path, sizes: Mapping[str, int] | None = None, *,
     """
     overrides = sizes_checked(sizes)
     folders = search_path(include)
+    # Parsing and checking under one pause of the collector (see `paused_collection`): its
+    # first collection afterwards looks at the syntax trees and the IR once, not twice.
+    with paused_collection():
+        return _load_and_check(source, overrides, folders, name)
+
+
+def _load_and_check(source: str | Path, overrides: Mapping[str, int],
+                    folders: tuple[Path, ...], name: str | None
+                    ) -> tuple[ir.Program, dict[str, str]]:
     # A one-line string ending in `.ncd` names a file (no program text ends that way).
     if isinstance(source, Path) or ("\n" not in source and source.strip().endswith(".ncd")):
         path = Path(source.strip() if isinstance(source, str) else source)
@@ -387,8 +396,7 @@ def load_program(source: str | Path, sizes: Mapping[str, int] | None = None, *,
         source_name = name or INPUT_NAME
         loader = Loader(Path.cwd().resolve(), overrides, include=folders)
         loader.load_module_text(source, source_name, Path.cwd(), source_name)
-    with paused_collection():  # many long-lived objects: see `paused_collection`
-        program = _check(loader, source_name, overrides)
+    program = _check(loader, source_name, overrides)
     if loader.sink.has_errors or program is None:
         raise NcdError(loader.sink.diagnostics, loader.sources)
     return program, loader.sources
@@ -458,7 +466,7 @@ def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir
     if loader.sink.has_errors:
         return None
     top = loader.order[-1] if loader.order else None
-    axes = tuple(ir.Axis(name=info.name, size=info.size.to_ir()) for info in ctx.axes.values())
+    axes = tuple(info.axis for info in ctx.axes.values())
     return ir.Program(source=source_name, doc=top.doc if top else None, axes=axes,
                       definitions=tuple(definitions))
 

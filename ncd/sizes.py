@@ -35,11 +35,15 @@ class Size:
     atoms: tuple[tuple[str, ir.SizeExpr], ...] = ()
 
     # ---- construction
+    # A size is an immutable value: the sizes of constants and symbols, which the checker
+    # and the compiler ask for again at every statement, are made once (bounded caches).
     @staticmethod
+    @functools.lru_cache(maxsize=4096)
     def const(value: int | Fraction) -> Size:
         return Size._build({(): Fraction(value)}, {})
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)
     def sym(name: str) -> Size:
         return Size._build({((name, 1),): Fraction(1)}, {name: ir.SizeSym(name=name)})
 
@@ -282,13 +286,33 @@ class ProgramSizes:
                 if value is not None:
                     self.known[axis.name] = value
                     changed = True
+        # The answers for sizes asked about before, by the identity of the expression: a
+        # compiler asks about the same few IR nodes at every statement (comparing them by
+        # value would cost more than the answer), and `declared` and `known` do not change
+        # after this point. Each entry holds its key, so no other node can take its id.
+        self._values: dict[int, tuple[ir.SizeExpr, int | None]] = {}
+        self._expanded: dict[int, tuple[ir.SizeExpr, ir.SizeExpr]] = {}
+        self._polynomials: dict[int, tuple[ir.SizeExpr, Size]] = {}
 
     def value(self, size: ir.SizeExpr) -> int | None:
         """The integer value of a size, or None when it depends on a run-time symbol."""
-        return evaluate(self.expand(size), self.known)
+        seen = self._values.get(id(size))
+        if seen is not None and seen[0] is size:
+            return seen[1]
+        value = evaluate(self.expand(size), self.known)
+        self._values[id(size)] = (size, value)
+        return value
 
     def expand(self, size: ir.SizeExpr) -> ir.SizeExpr:
         """Replace each symbol that names a derived axis (`q = x + 1`) by its definition."""
+        seen = self._expanded.get(id(size))
+        if seen is not None and seen[0] is size:
+            return seen[1]
+        expanded = self._expand(size)
+        self._expanded[id(size)] = (size, expanded)
+        return expanded
+
+    def _expand(self, size: ir.SizeExpr) -> ir.SizeExpr:
         match size:
             case ir.SizeSym(name=name):
                 definition = self.declared.get(name)
@@ -315,10 +339,15 @@ class ProgramSizes:
     def polynomial(self, size: ir.SizeExpr) -> Size:
         """A size in normal form over the run-time symbols (known sizes folded in); may raise
         `SizeLimit`."""
+        seen = self._polynomials.get(id(size))
+        if seen is not None and seen[0] is size:
+            return seen[1]
         value = from_ir(self.expand(size))
         known = {name: Size.const(self.known[name]) for name in value.symbols
                  if name in self.known}
-        return substitute(value, known) if known else value
+        polynomial = substitute(value, known) if known else value
+        self._polynomials[id(size)] = (size, polynomial)
+        return polynomial
 
     def solve(self, size: ir.SizeExpr, symbol: str) -> tuple[int, int] | None:
         """`(a, b)` when `size` is exactly `a * symbol + b` (integers, `a > 0`), so that an
@@ -334,7 +363,11 @@ class ProgramSizes:
             return None
 
 
+@functools.lru_cache(maxsize=4096)
 def from_ir(expr: ir.SizeExpr) -> Size:
+    """The normal form of a size expression (cached: IR nodes and sizes are immutable, and
+    the few distinct sizes of a program are asked for at every statement); may raise
+    `SizeLimit` or `ZeroDivisionError`."""
     match expr:
         case ir.SizeConst(value=value):
             return Size.const(value)

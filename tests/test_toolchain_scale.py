@@ -76,3 +76,78 @@ def test_import_ncd_loads_neither_the_ir_nor_the_parser() -> None:
     loaded, api = done.stdout.splitlines()
     assert loaded == "[]"
     assert api == "True"
+
+
+def _spans(value: object) -> list[object]:
+    """Every `Span` in a syntax tree (dataclasses, tuples)."""
+    import dataclasses
+
+    from ncd.ir import Span
+
+    if isinstance(value, Span):
+        return [value]
+    if isinstance(value, tuple):
+        return [span for item in value for span in _spans(item)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [span for f in dataclasses.fields(value)
+                for span in _spans(getattr(value, f.name))]
+    return []
+
+
+def test_nodes_made_without_validation_are_the_validated_ones() -> None:
+    from pathlib import Path
+
+    from ncd import ir
+    from ncd.context import array, port, rearrangement_map, shape
+    from ncd.parser import parse
+
+    b = ir.Axis(name="b", size=ir.SizeConst(value=4))
+    m = ir.Axis(name="m", size=ir.SizeSym(name="m"))
+    made: list[ir.Node] = [
+        shape([b, m]), shape([]), array(ir.REALS, [b, m]),
+        rearrangement_map(shape([b, m]), shape([m, b])),
+        port(array(ir.REALS, [b, m]), ["m"], shape([b]), "X"),
+        port(array(ir.Datatype(kind="B"), [m]), [], shape([m]), None),
+    ]
+    text = (Path(__file__).resolve().parent.parent / "gallery" / "attention.ncd").read_text()
+    spans = _spans(parse(text, "attention.ncd"))
+    assert len(spans) > 50
+    made.extend(spans)  # type: ignore[arg-type]  # spans are nodes too
+    for node in made:
+        again = type(node).model_validate(node.model_dump())
+        assert node == again and hash(node) == hash(again)
+        assert repr(node) == repr(again)
+        assert node.model_dump_json() == again.model_dump_json()
+        assert node.model_fields_set == again.model_fields_set
+        assert list(node.__dict__) == list(type(node).model_fields)
+
+
+def test_the_precomputed_parser_tables_are_those_of_the_grammar() -> None:
+    """`ncd/parser_tables.py` is made by `python -m ncd.parser`; a changed grammar (or lark)
+    needs them made again (until then the parser computes its tables at start-up)."""
+    from pathlib import Path
+
+    from ncd import parser, parser_tables
+
+    assert parser_tables.KEY == parser.tables_key(parser.grammar_text()), \
+        "the grammar changed: run `python -m ncd.parser` to write ncd/parser_tables.py again"
+    built = parser.build_parser(parser.grammar_text())
+    for path in sorted((Path(__file__).resolve().parent.parent / "gallery").glob("*.ncd")):
+        text = path.read_text()
+        assert parser._parser().parse(text) == built.parse(text), path.name
+
+
+def test_a_check_leaves_the_collector_on_and_frozen_objects_frozen() -> None:
+    import gc
+
+    text = "axis m = 2\ndef f(X: R[m]) -> R[m] { return relu(X) }\n"
+    assert gc.isenabled()
+    ncd.load(text)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.freeze()  # as a server might before it forks: the check must not unfreeze them
+    try:
+        frozen = gc.get_freeze_count()
+        ncd.load(text)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

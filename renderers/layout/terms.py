@@ -150,12 +150,13 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
             starts.append(index)
             continue
         joined = join(ctx, row, next_panel)
-        rest = sum(p.width for p in panels[index:])
         # A short rest still goes on a row of its own where it would overflow the budget:
-        # an overflow shrinks every label of the diagram when it is printed.
+        # an overflow shrinks every label of the diagram when it is printed. The width of
+        # the rest is summed only where a break is considered (summing it at every term
+        # made a long chain quadratic).
         overflow = joined.width > budget + EDGE_ZONE
         if joined.width > budget - 2 * BREAK_MARK and row.width >= scrap \
-                and (rest >= scrap or overflow):
+                and (overflow or sum(p.width for p in panels[index:]) >= scrap):
             rows.append(row)
             row = next_panel
             starts.append(index)
