@@ -37,15 +37,21 @@ def layout_definition(program: ir.Program, name: str,
     if best.width <= target + 0.5 or not options.expand_calls:
         return best
     # Still too wide with every call expanded: the deepest calls are folded into their boxes,
-    # one level at a time, until the drawing fits (the top-level calls stay expanded).
-    levels = _call_levels(program, definition.name)
-    for nested in range(levels - 1, 0, -1):
+    # as few levels as make the drawing fit (the top-level calls stay expanded). Folding a
+    # level more never widens it, so the number of levels kept is found by bisection: a few
+    # layouts, however deep the calls nest.
+    low, high = 1, _call_levels(program, definition.name) - 1
+    fitting: Diagram | None = None
+    while low <= high:
+        nested = (low + high) // 2
         folded = _fitted(program, definition, options, target, nested)
         if folded.width < best.width:
             best = folded
         if folded.width <= target + 0.5:
-            break
-    return best
+            fitting, low = folded, nested + 1
+        else:
+            high = nested - 1
+    return fitting or best
 
 
 def _fitted(program: ir.Program, definition: ir.Definition, options: RenderOptions,
