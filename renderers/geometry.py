@@ -353,6 +353,21 @@ def _near(a: Point, b: Point, tolerance: float = 0.6) -> bool:
     return abs(a[0] - b[0]) <= tolerance and abs(a[1] - b[1]) <= tolerance
 
 
+def _crossings(a: list[Point], b: list[Point]) -> Iterator[Point]:
+    """Points where polyline `a` properly crosses polyline `b` (touching does not count)."""
+    for p, q in pairwise(a):
+        for r, s in pairwise(b):
+            d1 = (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+            d2 = (q[0] - p[0]) * (s[1] - p[1]) - (q[1] - p[1]) * (s[0] - p[0])
+            d3 = (s[0] - r[0]) * (p[1] - r[1]) - (s[1] - r[1]) * (p[0] - r[0])
+            d4 = (s[0] - r[0]) * (q[1] - r[1]) - (s[1] - r[1]) * (q[0] - r[0])
+            # A vertex of `a` exactly on `b` counts on one side, so that a polyline passing
+            # through `b` at one of its sample points still crosses it once.
+            if d1 * d2 < -1e-6 and (d3 >= 0) != (d4 >= 0):
+                t = d3 / (d3 - d4)
+                yield (p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]))
+
+
 def _problems(diagram: Diagram) -> Iterator[str]:
     texts = [item for item in diagram.items if isinstance(item, Text)]
     wires = [item for item in diagram.items if isinstance(item, Path) and item.wire is not None]
@@ -454,6 +469,25 @@ def _problems(diagram: Diagram) -> Iterator[str]:
                 continue
             yield (f"{wire.role} wire {wire.wire} ends in the open at "
                    f"({point[0]:.1f}, {point[1]:.1f})")
+
+    # A separator runs between the arrays it separates: it crosses no wire (a separator that
+    # does has curled out of the gap between its arrays, round a wire into a mark or a break).
+    looping = {loop.wire for loop in diagram.loops}  # a scan's loop spans its state on purpose
+    lines = [w for w in wires if w.role != "sep" and w.wire not in looping]
+    line_grid = _grid(enumerate(w.bbox() for w in lines))
+    for separator in (w for w in wires if w.role == "sep"):
+        points = separator.polyline()
+        sb = separator.bbox()
+        near: set[int] = set()
+        for cx in range(int(sb[0] // _CELL), int(sb[2] // _CELL) + 1):
+            for cy in range(int(sb[1] // _CELL), int(sb[3] // _CELL) + 1):
+                near.update(line_grid.get((cx, cy), ()))
+        crossing = next((q for k in sorted(near) for q in _crossings(points,
+                                                                      lines[k].polyline())),
+                        None)
+        if crossing is not None:
+            yield (f"separator {separator.wire} crosses a wire at ({crossing[0]:.1f}, "
+                   f"{crossing[1]:.1f}): it leaves the gap between its arrays")
 
     # Boxes keep a gap between them: two outlines that touch read as one.
     for i, j in _pairs(_grid(enumerate(_grown(box_boxes, BOX_GAP / 2)))):

@@ -7,6 +7,7 @@ Each wrong has a test on a real diagram that failed before the fix, and a test t
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from ncd.renderers.geometry import (
     PortPoint,
     Stroke,
     Text,
+    _crossings,
 )
 from ncd.renderers.geometry import (
     Path as WirePath,
@@ -79,6 +81,19 @@ def shifted_by(X: R[x, e]) -> R[x, e] {
 
 def affine(X: R[x, e]) -> R[x, o] {
     return linear[e -> o, bias](X, W, b)
+}
+
+def residual(X: R[x, e]) -> R[x, e] {
+    param W: R[e, o]
+    param V: R[o, e]
+    H[x, o] = sum(e) X[x, e] * W[e, o]
+    Y[x, e] = sum(o) H[x, o] * V[o, e]
+    X = X + Y
+    return X
+}
+
+def gated(X: R[x, e], G: R[x, e]) -> R[x, e] {
+    return X * G
 }
 """
 
@@ -279,6 +294,89 @@ def test_the_bias_of_a_linear_map_enters_its_card(program: ir.Program,
 
 
 # --------------------------------------------------------------------------------------
+# Elementwise operations between arrays: the arrays meet at the mark, the separator ends on it
+# --------------------------------------------------------------------------------------
+
+
+def _marks(d: Diagram) -> list[tuple[float, float]]:
+    """The centres of `+` marks: a horizontal and a vertical stroke crossing at their middles."""
+    strokes = [p for p in d.items if isinstance(p, WirePath) and p.wire is None
+               and len(p.segments) == 1 and len(p.segments[0]) == 2]
+    across = {((p.start[0] + p.end[0]) / 2, p.start[1]) for p in strokes
+              if p.start[1] == p.end[1]}
+    return [(x, y) for p in strokes if p.start[0] == p.end[0]
+            for x, y in across if abs(x - p.start[0]) < 0.01
+            and abs(y - (p.start[1] + p.end[1]) / 2) < 0.01]
+
+
+@pytest.mark.parametrize("name", ["residual", "gated"])
+def test_the_arrays_of_a_sum_or_product_meet_at_its_mark(program: ir.Program,
+                                                         name: str) -> None:
+    d = diagram(program, name)
+    assert d.validate() == []
+    wires = _wires(d)
+    separator = max((w for w in wires if w.role == "sep"), key=lambda w: w.end[0])
+    # The separator runs straight into the mark: it does not curl round a wire.
+    ys = {round(y, 2) for _, y in separator.polyline()}
+    assert len(ys) == 1
+    y_sep = separator.end[1]
+    if name == "residual":
+        (plus,) = _marks(d)
+        assert abs(plus[1] - y_sep) < 0.01 and 0 < plus[0] - separator.end[0] <= 8.0
+    else:  # the dot in a circle
+        (circle,) = [c for c in d.items if isinstance(c, Circle) and c.r > 4.0]
+        assert abs(circle.cy - y_sep) < 0.01 and 0 < circle.cx - separator.end[0] <= 8.0
+    x_mark = separator.end[0]
+    # ... between the two arrays: a wire of each passes above and below it there ...
+    heights = [a[1] + (b[1] - a[1]) * (x_mark - a[0]) / (b[0] - a[0])
+               for w in wires if w.role == "axis" for a, b in pairwise(w.polyline(48))
+               if a[0] <= x_mark < b[0]]
+    assert any(y < y_sep - 10.0 for y in heights) and any(y > y_sep + 10.0 for y in heights)
+    # ... and the two arrays' x and e wires meet at dots just right of the mark.
+    merges = [c for c in d.items if isinstance(c, Circle) and 2.0 < c.r < 4.0
+              and c.cx > x_mark]
+    assert len(merges) == 2 and all(c.cx - x_mark <= 100.0 for c in merges)
+
+
+# --------------------------------------------------------------------------------------
+# A separator never curls out of the gap between its arrays
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["transformer", "lru", "vit", "resnet_block", "mlp_mixer"])
+def test_no_separator_crosses_a_wire_in_the_gallery(name: str) -> None:
+    program = ncd.load(str(ROOT / "gallery" / f"{name}.ncd")).ir
+    for options in (RenderOptions(), RenderOptions(expand_calls=True)):
+        d = diagram(program, name, options)
+        assert not [p for p in d.validate() if "separator" in p]
+        separators = [w for w in _wires(d) if w.role == "sep"]
+        others = [w for w in _wires(d) if w.role != "sep"
+                  and w.wire not in {loop.wire for loop in d.loops}]
+        for separator in separators:
+            for other in others:
+                assert not list(_crossings(separator.polyline(), other.polyline())), \
+                    (name, separator.wire, other.wire)
+
+
+@pytest.mark.parametrize("name,options", [
+    ("resnet_block", RenderOptions()), ("vit", RenderOptions(expand_calls=True)),
+    ("lru", RenderOptions(expand_calls=True))])
+def test_no_separator_bends_into_a_row_break(name: str, options: RenderOptions) -> None:
+    d = diagram(ncd.load(str(ROOT / "gallery" / f"{name}.ncd")).ir, name, options)
+    # The brackets of the break marks: three-segment decorations, vertical in the middle.
+    brackets = [(p.segments[0][0], p.start[1], p.segments[1][1]) for p in d.items
+                if isinstance(p, WirePath) and p.wire is None and len(p.segments) == 3
+                and p.segments[0][0] == p.segments[1][0] and p.start[1] == p.segments[0][1]]
+    assert brackets
+    for separator in (w for w in _wires(d) if w.role == "sep"):
+        if len({round(y, 2) for _, y in separator.polyline()}) == 1:
+            continue  # straight into a mark or out of one: the arrays run on across the break
+        for x, y0, y1 in brackets:
+            for px, py in (separator.start, separator.end):
+                assert not (abs(px - x) < 0.6 and y0 <= py <= y1), (separator.wire, px, py)
+
+
+# --------------------------------------------------------------------------------------
 # validate() catches each kind of wrong
 # --------------------------------------------------------------------------------------
 
@@ -330,6 +428,17 @@ def test_validate_reports_a_loop_that_does_not_span_its_state() -> None:
     whole = _wire(9, (180.0, 52.0), (180.0, 10.0), (20.0, 10.0), (20.0, 52.0), role="dtype")
     assert _figure([*wires, whole], anchors=anchors,
                    loops=(Loop(9, 20.0, 180.0, state, state),)).validate() == []
+
+
+def test_validate_reports_a_separator_that_crosses_a_wire() -> None:
+    wires = [_wire(1, (0.0, 30.0), (200.0, 30.0)), _wire(2, (0.0, 60.0), (200.0, 60.0))]
+    anchors = (Anchor(150.0, 75.0),)
+    curled = _wire(3, (0.0, 45.0), (100.0, 45.0), (125.0, 45.0, 125.0, 75.0, 150.0, 75.0),
+                   role="sep")
+    problems = _figure([*wires, curled], anchors=anchors).validate()
+    assert any("separator 3 crosses a wire" in p for p in problems)
+    between = _wire(3, (0.0, 45.0), (150.0, 45.0), role="sep")
+    assert _figure([*wires, between], anchors=(Anchor(150.0, 45.0),)).validate() == []
 
 
 def test_validate_reports_an_unlabelled_wire_at_a_box_port() -> None:

@@ -473,16 +473,24 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
 def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: Sequence[int],
               left: list[Spec], right: list[Spec], band_rows: list[End],
               in_band: dict[int, int], out_band: dict[int, int]) -> Panel:
-    """Addition and multiplication: the inputs' wires meet at dots on the band, and the
-    separators between the inputs run into a `+` (or a dot in a circle) just below. A
-    parameter operand (`X * g`, `Y + bias`) is a card at the left edge under the inputs, drawn
-    with or without `show_params` (it is an operand, not a weight the glyph stands for): its
-    wires join the band rows of its axes at dots, and a separator from the card's foot runs
-    into the mark, as between two inputs."""
+    """Addition and multiplication. Arrays with axes: their wires converge and meet at dots
+    on the band, and the mark (`+`, or a dot in a circle) sits between each two of them where
+    they start to converge, the separator between them running straight into it (the
+    published style: the arrays visibly meet at the operation). A parameter operand (`X * g`,
+    `Y + bias`) is a card at the left edge under the inputs, drawn with or without
+    `show_params` (it is an operand, not a weight the glyph stands for): its wires join the
+    band rows of its axes at dots, and a separator from the card's foot runs into the mark
+    just below the band, as do the datatype wires of scalar operands."""
+    # Between arrays only: a card (and a scalar's datatype wire) has no separator above it
+    # to end on a mark in the gap, so there the mark stays on the band.
+    between = not term.params and any(spec.kind == "sep" for spec in left) \
+        and not any(spec.kind == "dtype" for spec in left)
     specs = list(left)
     ids = list(in_ids)
     in_band = dict(in_band)
-    body_in = {k: 0 for k, spec in enumerate(left) if spec.kind in ("sep", "dtype")}
+    body_in = {} if between else \
+        {k: 0 for k, spec in enumerate(left) if spec.kind in ("sep", "dtype")}
+    marked = {k for k, spec in enumerate(left) if spec.kind == "sep"} if between else set()
     sources: list[Source] = []
     band_index = {row.spec.name: i for i, row in enumerate(band_rows)}
     degree = list(term.degree.names)
@@ -523,6 +531,20 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
         band_rows = [End(row.y, carried.get(i, row.wire), row.spec)
                      for i, row in enumerate(band_rows)]
     nb = len(band_rows)
+    # The sum continues its main line straight: the input that is the variable the result
+    # is bound to (`X = X + f(X)`); otherwise the result takes the height of the first input
+    # (its wires run straight and the others join it), so a chain of merges stays level
+    # instead of drifting.
+    straight = main if main is not None else 0
+    align = [k for k, s in enumerate(specs) if s.array == straight]
+    if between:
+        width = 12.0
+        core = Panel(width, list(band_rows), list(band_rows),
+                     band_core_items(ctx, band_rows, width)).fit()
+        in_map, out_map = core_maps(specs, right, in_band, out_band, {}, {}, nb)
+        return assemble(ctx, specs, ids, in_map, core, out_map, right, align_left=align,
+                        sources=sources, mark=lambda x, y: glyph.mark(x, y, ctx.theme),
+                        marked=marked)
     y_j = nb * PITCH - PITCH * 0.35 if nb else 0.0
     width = 24.0
     cx = 14.0
@@ -542,13 +564,7 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
             items.append(wire_path(ctx, spec, wire, (cx + 6.0, y_j), [(width, y_j)], free=True))
     core = Panel(width, core_left, core_right, items, [], [Anchor(cx, y_j)]).fit()
     in_map, out_map = core_maps(specs, right, in_band, out_band, body_in, body_out, nb)
-    # The sum continues its main line straight: the input that is the variable the result
-    # is bound to (`X = X + f(X)`); otherwise the result takes the height of the first input
-    # (its wires run straight and the others join it), so a chain of merges stays level
-    # instead of drifting.
-    straight = main if main is not None else 0
-    return assemble(ctx, specs, ids, in_map, core, out_map, right,
-                    align_left=[k for k, s in enumerate(specs) if s.array == straight],
+    return assemble(ctx, specs, ids, in_map, core, out_map, right, align_left=align,
                     sources=sources)
 
 

@@ -29,6 +29,15 @@ from .panels import (
 
 CARD_GAP = 6.0
 """Least vertical gap between two cards stacked in one label zone."""
+MARK_LEAD = 22.0
+"""Straight run before a left routing column where a junction's mark (a `+`) sits between
+two converging arrays, clear of the curves that start after it."""
+
+MARK_ARM = 7.0
+"""Half the width of a junction's mark (and a little room): where a separator into it ends."""
+
+Mark = Callable[[float, float], list[Item]]
+"""Draws a junction's mark centred at (x, y)."""
 
 
 def card_extent(y_first: float, y_last: float) -> tuple[float, float]:
@@ -75,6 +84,15 @@ def best_offset(differences: Sequence[float], weights: Sequence[float] | None = 
     return best[0]
 
 
+def crossed(separator: tuple[float, float], moves: Sequence[tuple[float, float]]) -> bool:
+    """Whether a wire moving from one height to another (`moves`) crosses a separator moving
+    from `separator[0]` to `separator[1]` in a routing column: the column regroups the arrays,
+    so the separator stops at its edges instead of running through wires."""
+    y0, y1 = separator
+    return any((a - y0) * (b - y1) < 0 or (abs(a - y0) < EPS) != (abs(b - y1) < EPS)
+               for a, b in moves)
+
+
 def wire_weight(spec: Spec) -> float:
     return 0.0 if spec.kind == "sep" else 1.0
 
@@ -85,13 +103,22 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
              align_left: Sequence[int] | None = None, align_right: Sequence[int] | None = None,
              sources: Sequence[Source] = (), skip_left: AbstractSet[float] = frozenset(),
              skip_right: AbstractSet[float] = frozenset(), balance_left: bool = False,
-             balance_right: bool = False) -> Panel:
+             balance_right: bool = False, mark: Mark | None = None,
+             marked: AbstractSet[int] = frozenset(), bend_separators: bool = True) -> Panel:
     """Wrap `core` with routing and label zones.
 
     Left wire k (at the panel's left edge, stacked at the wire pitch) runs to the core's left
     row `in_map[k]` (None: it ends, in a bar for a deleted wire); several wires into one row
     meet at a dot, and a row nobody feeds starts at a dot. Right wire k leaves core row
     `out_map[k]`; a row used twice forks at a dot, a row nobody uses ends in a bar.
+
+    `mark` and `marked` (indices of left separators): a junction whose arrays converge in the
+    left routing column draws its mark at each such separator's height, between the arrays,
+    just before the curves; the separator runs straight into it.
+
+    A separator follows its arrays through a routing column (an S-curve between them) unless
+    a wire crosses it there (the column regroups the arrays) or `bend_separators` is false (the
+    wires at a row break, which the break's mark lists): then it stops at the column's edges.
     """
     items: list[Item] = []
     anchors: list[Anchor] = []
@@ -165,10 +192,21 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
         width_left = 12.0
     else:
         width_left = 0.0
-    core_x = zone_left + width_left
+    lead = MARK_LEAD if mark is not None and marked else 0.0
+    core_x = zone_left + lead + width_left
+    left_moves = [(y_left[k], core.left[r].y) for k, r in enumerate(in_map)
+                  if r is not None and left[k].kind != "sep"]
 
     for k, (spec, wire, row_index) in enumerate(zip(left, in_ids, in_map, strict=True)):
         y = y_left[k]
+        if row_index is None and mark is not None and k in marked:
+            x_mark = zone_left + lead / 2
+            items.extend(mark(x_mark, y))
+            anchors.append(Anchor(x_mark, y))
+            # the separator ends at the mark's left arm
+            items.append(wire_path(ctx, spec, wire, (0.0, y), [(x_mark - MARK_ARM, y)]))
+            anchors.append(Anchor(x_mark - MARK_ARM, y))
+            continue
         if row_index is None:
             if spec.kind == "sep":
                 items.append(wire_path(ctx, spec, wire, (0.0, y), [(zone_left + 6.0, y)]))
@@ -181,10 +219,15 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
         target = core.left[row_index].y
         segments: list[tuple[float, ...]] = []
         x_start = sourced.get(k, 0.0)
-        if zone_left > x_start:
-            segments.append((zone_left, y))
+        if zone_left + lead > x_start:
+            segments.append((zone_left + lead, y))
+        if spec.kind == "sep" and width_left > 0 and abs(y - target) > EPS \
+                and (not bend_separators or crossed((y, target), left_moves)):
+            if segments and bend_separators:
+                items.append(wire_path(ctx, spec, wire, (x_start, y), segments))
+            continue
         if width_left > 0:
-            segments.append(curve(zone_left, y, core_x, target))
+            segments.append(curve(zone_left + lead, y, core_x, target))
         if segments:  # else the core's row starts right at the panel edge
             items.append(wire_path(ctx, spec, wire, (x_start, y), segments))
         if spec.kind == "dtype" and zone_left > 12:
@@ -218,6 +261,8 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
         width_right = 0.0
     end_x = core_end + width_right
     total = end_x + zone_right
+    right_moves = [(core.right[r].y, y_right[k]) for k, r in enumerate(out_map)
+                   if r is not None and right[k].kind != "sep"]
 
     right_ends: list[End] = []
     for r, row in enumerate(core.right):
@@ -242,6 +287,13 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
         row = core.right[row_index]
         wire = row.wire if users[row_index] == 1 else ctx.fresh()
         segments = []
+        if spec.kind == "sep" and width_right > 0 and abs(row.y - y) > EPS \
+                and (not bend_separators or crossed((row.y, y), right_moves)):
+            wire = ctx.fresh()  # a new piece, after the column that regroups the arrays
+            if zone_right > 0 and bend_separators:
+                items.append(wire_path(ctx, spec, wire, (end_x, y), [(total, y)]))
+            right_ends.append(End(y, wire, spec))
+            continue
         if width_right > 0:
             segments.append(curve(core_end, row.y, end_x, y))
         if zone_right > 0:
@@ -336,7 +388,11 @@ def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False
         if drop:
             second_items = [it for it in placed.items if not (isinstance(it, Text)
                                                               and it in drop)]
+    heights = [(a.y, b.y + dy) for a, b in zip(first.right, second.left, strict=True)
+             if a.spec.kind != "sep"]
     for a, b in zip(first.right, second.left, strict=True):
+        if a.spec.kind == "sep" and crossed((a.y, b.y + dy), heights):
+            continue  # the column regroups the arrays: the separator stops at its edges
         if width > 0:
             items.append(wire_path(ctx, a.spec, a.wire, (first.width, a.y),
                                    [curve(first.width, a.y, first.width + width, b.y + dy)]))

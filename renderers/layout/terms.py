@@ -174,12 +174,14 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
         if max(r.width for r in even) <= max(r.width for r in rows) + EPS:
             rows = even
     last = len(rows) - 1
-    # The wires at each break are named on both sides of it.
+    # The wires at each break are named on both sides of it; a separator does not bend into
+    # the break (its mark lists the wires): it stops where its arrays leave their row.
     rows = [assemble(ctx, [e.spec for e in r.left], [e.wire for e in r.left],
                      list(range(len(r.left))), r, list(range(len(r.right))),
                      [e.spec for e in r.right], labels=i > 0, labels_right=i < last,
                      skip_left={round(t.y + LABEL_RAISE, 1) for t in r.left_labels},
-                     skip_right={round(t.y + LABEL_RAISE, 1) for t in r.right_labels})
+                     skip_right={round(t.y + LABEL_RAISE, 1) for t in r.right_labels},
+                     bend_separators=False)
             for i, r in enumerate(rows)]
     numbers = [ctx.next_break() for _ in range(last)]
     content = max(r.width + (BREAK_MARK if i > 0 else 0.0) for i, r in enumerate(rows))
@@ -202,7 +204,13 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
         right_x = x0 + r.width
         stop = content if i < last else width
         if stop > right_x + EPS:  # the row's wires run on to the common right edge
+            # (a separator only where it reaches the row's edge: one that stopped before the
+            # routing to the break stays stopped)
+            reaching = {item.wire for item in moved.items if isinstance(item, Path)
+                        and item.role == "sep" and abs(item.end[0] - right_x) < EPS}
             for end in moved.right:
+                if end.spec.kind == "sep" and end.wire not in reaching:
+                    continue
                 items.append(wire_path(ctx, end.spec, end.wire, (right_x, end.y),
                                        [(stop, end.y)]))
         if i < last:
