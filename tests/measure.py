@@ -82,6 +82,10 @@ def counted_flops(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> in
     runs): the counter does not see inside the fused kernel."""
     cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
                      _cpu_attention_flops}
+    # Dynamo maps torch's functions to its rules once per process, reading them from their
+    # modules: were the map made while `is_compiling` is patched, the real function would
+    # be untraceable in every later `torch.compile` of the process. Made here first.
+    torch._dynamo.trace_rules.get_torch_obj_rule_map()
     with torch.no_grad(), FlopCounterMode(display=False,
                                           custom_mapping=cpu_attention) as counter, \
             patch("torch.compiler.is_compiling", return_value=True):
