@@ -80,7 +80,17 @@ def make_inputs(definition: ir.Definition, env: dict[str, int], batch: tuple[int
         shape = [ir.size_value(axis.size, env) for axis in variable.array.shape.axes]
         if any(s is None for s in shape):
             raise ValueError(f"a size of {variable.array.text()} is not given")
-        tensors.append(torch.randn(*batch, *shape, generator=generator))  # type: ignore[misc]
+        dims = (*batch, *shape)
+        dtype = variable.array.dtype
+        if dtype.kind == "N":  # indices or labels: naturals below the bound
+            bound = ir.size_value(dtype.bound, env) if dtype.bound is not None else None
+            if bound is None:
+                raise ValueError(f"the bound of {variable.array.text()} is not given")
+            tensors.append(torch.randint(bound, dims, generator=generator))  # type: ignore[arg-type]
+        elif dtype.kind == "B":
+            tensors.append(torch.rand(dims, generator=generator) < 0.5)  # type: ignore[arg-type]
+        else:
+            tensors.append(torch.randn(dims, generator=generator))  # type: ignore[arg-type]
     return tuple(tensors)
 
 
@@ -105,19 +115,22 @@ def check_agreement(variants: Sequence[Variant], inputs: tuple[torch.Tensor, ...
     function is worthless)."""
     doubled = [v.module.double() for v in variants]
     try:
-        wide = [x.double().requires_grad_(True) for x in inputs]
+        # integer inputs (indices, labels) stay as they are and have no gradient
+        wide = [x.double().requires_grad_(True) if x.is_floating_point() else x for x in inputs]
+        real = [x for x in wide if x.is_floating_point()]
         expected = outputs(doubled[0](*wide))
         weight = [torch.randn_like(y) for y in expected]
         grads = torch.autograd.grad(sum((y * w).sum() for y, w in zip(expected, weight,
-                                                                       strict=True)), wide)
+                                                                       strict=True)), real)
         for variant, module in zip(variants[1:], doubled[1:], strict=True):
-            again = [x.detach().clone().requires_grad_(True) for x in wide]
+            again = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in wide]
             actual = outputs(module(*again))
             for a, b in zip(actual, expected, strict=True):
                 torch.testing.assert_close(a, b, atol=TOLERANCE, rtol=TOLERANCE,
                                            msg=lambda m, v=variant: f"{v.label}: {m}")
-            other = torch.autograd.grad(sum((y * w).sum() for y, w in zip(actual, weight,
-                                                                          strict=True)), again)
+            other = torch.autograd.grad(
+                sum((y * w).sum() for y, w in zip(actual, weight, strict=True)),
+                [x for x in again if x.is_floating_point()])
             for a, b in zip(other, grads, strict=True):
                 torch.testing.assert_close(a, b, atol=TOLERANCE, rtol=TOLERANCE,
                                            msg=lambda m, v=variant: f"{v.label} grad: {m}")

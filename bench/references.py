@@ -275,6 +275,326 @@ class TorchGru(nn.Module):
         return y, last[0]
 
 
+# ---- vision
+
+
+def _conv(weight: torch.Tensor, bias: torch.Tensor | None, **options: int) -> nn.Conv2d:
+    """`nn.Conv2d` holding an ncd weight already in PyTorch's `(out, in, kh, kw)` layout."""
+    out, into, kh, kw = weight.shape  # `into` is per group
+    layer = nn.Conv2d(into * options.get("groups", 1), out, (kh, kw), bias=bias is not None,
+                      **options)
+    with torch.no_grad():
+        layer.weight.copy_(weight.detach())
+        if bias is not None:
+            layer.bias.copy_(bias.detach())  # type: ignore[union-attr]
+    return layer
+
+
+def _batch_norm(norm: nn.BatchNorm1d | nn.BatchNorm2d, gamma: torch.Tensor, beta: torch.Tensor,
+                mean: torch.Tensor, var: torch.Tensor) -> nn.BatchNorm1d | nn.BatchNorm2d:
+    """A PyTorch batch norm with the generated module's scale, shift and running statistics."""
+    with torch.no_grad():
+        norm.weight.copy_(gamma.detach())
+        norm.bias.copy_(beta.detach())
+        norm.running_mean.copy_(mean)  # type: ignore[union-attr]
+        norm.running_var.copy_(var)  # type: ignore[union-attr]
+    return norm
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 as usually written: `nn.Conv2d`, tanh, `F.avg_pool2d`, `nn.Linear`."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.c1 = _conv(source.W_c1.detach()[:, None], source.b_c1)
+        self.c3 = _conv(source.W_c3, source.b_c3)
+        self.c5 = _conv(source.W_c5, source.b_c5)
+        self.f6 = _linear(_flat_in(source.W_f6), source.b_f6)
+        self.out = _linear(_flat_in(source.W_out), source.b_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(torch.tanh(self.c1(x.unsqueeze(-3))), 2)
+        x = F.avg_pool2d(torch.tanh(self.c3(x)), 2)
+        x = torch.tanh(self.c5(x)).flatten(-3)
+        return self.out(torch.tanh(self.f6(x)))
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block as torchvision writes it (stride 1, no downsampling):
+    `nn.Conv2d(3, padding=1, bias=False)`, `nn.BatchNorm2d`, ReLU, the identity shortcut."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.conv1 = _conv(source.W_1, None, padding=1)
+        self.bn1 = _batch_norm(nn.BatchNorm2d(source.W_1.shape[0]), source.gamma_1,
+                               source.beta_1, source.mean_1, source.var_1)
+        self.conv2 = _conv(source.W_2, None, padding=1)
+        self.bn2 = _batch_norm(nn.BatchNorm2d(source.W_2.shape[0]), source.gamma_2,
+                               source.beta_2, source.mean_2, source.var_2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + x)
+
+
+class DepthwiseSeparable(nn.Module):
+    """`nn.Conv2d(c, c, 3, groups=c)`, then the pointwise `nn.Conv2d(c, o, 1)`."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        channels = source.K.shape[0]
+        self.depthwise = _conv(source.K.detach()[:, None], source.b_d, groups=channels)
+        self.pointwise = _conv(source.W_p.detach().T[:, :, None, None], source.b_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class UnetLevel(nn.Module):
+    """A U-Net level as common implementations write it: double convolutions
+    (`nn.Conv2d(3, padding=1)` and ReLU), `F.max_pool2d`, `F.interpolate(mode="nearest")` and
+    `torch.cat` for the skip."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleDict({
+            name: nn.Sequential(
+                _conv(getattr(source, name).W_1, getattr(source, name).b_1, padding=1),
+                nn.ReLU(),
+                _conv(getattr(source, name).W_2, getattr(source, name).b_2, padding=1),
+                nn.ReLU())
+            for name in ("down", "lower", "up")})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.stages["down"](x)
+        below = self.stages["lower"](F.max_pool2d(skip, 2))
+        upsampled = F.interpolate(below, scale_factor=2, mode="nearest")
+        return self.stages["up"](torch.cat([skip, upsampled], dim=-3))
+
+
+class VitAttention(nn.Module):
+    """timm's `Attention`: one `nn.Linear` to queries, keys and values, SDPA, a projection."""
+
+    def __init__(self, source: nn.Module, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        weights = [_flat_in(getattr(source, f"W_{n}")) for n in "qkv"]
+        biases = [getattr(source, f"b_{n}").detach().reshape(-1) for n in "qkv"]
+        self.qkv = _linear(torch.cat(weights), torch.cat(biases))
+        self.proj = _linear(_flat_out(source.W_o, 2), source.b_o)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(o.transpose(1, 2).flatten(-2))
+
+
+class Vit(nn.Module):
+    """ViT as timm and torchvision write it: the patches by `nn.Conv2d(stride=p)`, the class
+    token concatenated, position embeddings added, then a pre-norm encoder layer
+    (`nn.LayerNorm(eps=1e-6)`, attention by SDPA, an MLP with GELU)."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        embedding, layer = source.patch_embedding, source.encoder_layer
+        patch = embedding.W_e.shape[-1]
+        m = embedding.W_e.shape[0]
+        self.patch = _conv(embedding.W_e, embedding.b_e, stride=patch)
+        self.cls_token = nn.Parameter(embedding.cls.detach().clone())
+        self.pos_embed = nn.Parameter(embedding.pos.detach().clone())
+        self.norm1 = _norm(m, layer.g_1, layer.b_1, eps=1e-6)
+        self.attn = VitAttention(layer.attention, layer.attention.W_q.shape[1])
+        self.norm2 = _norm(m, layer.g_2, layer.b_2, eps=1e-6)
+        ff = layer.feedforward
+        self.fc1 = _linear(_flat_in(ff.W_in), ff.b_in)
+        self.fc2 = _linear(_flat_in(ff.W_out), ff.b_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        z = torch.cat([cls, tokens], dim=1) + self.pos_embed
+        z = z + self.attn(self.norm1(z))
+        return z + self.fc2(F.gelu(self.fc1(self.norm2(z))))
+
+
+# ---- mixers, Llama, attention variants
+
+
+class MixerBlock(nn.Module):
+    """An MLP-Mixer block as timm writes it: token mixing by `nn.Linear` on the transposed
+    normalised input, channel mixing by `nn.Linear`, GELU, residuals."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        c = source.g_1.shape[0]
+        self.norm1 = _norm(c, source.g_1, source.b_1)
+        self.token_fc1 = _linear(_flat_in(source.W_1), source.b_w1)
+        self.token_fc2 = _linear(_flat_in(source.W_2), source.b_w2)
+        self.norm2 = _norm(c, source.g_2, source.b_2)
+        self.channel_fc1 = _linear(_flat_in(source.W_3), source.b_w3)
+        self.channel_fc2 = _linear(_flat_in(source.W_4), source.b_w4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = self.token_fc2(F.gelu(self.token_fc1(self.norm1(x).transpose(-1, -2))))
+        x = x + mixed.transpose(-1, -2)
+        return x + self.channel_fc2(F.gelu(self.channel_fc1(self.norm2(x))))
+
+
+class LlamaBlock(nn.Module):
+    """A Llama block as Meta's reference code writes it: `F.rms_norm`, bias-free `nn.Linear`
+    projections, rotary embeddings on interleaved pairs, SDPA with `is_causal=True` and
+    `enable_gqa=True`, and the SwiGLU MLP."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        attention, mlp = source.attention, source.swiglu
+        _, groups, per_group, _, _ = attention.W_q.shape  # (m, g, r, j, p)
+        self.heads, self.kv_heads = groups * per_group, groups
+        self.attention_norm = nn.Parameter(source.w_attn.detach().clone())
+        self.ffn_norm = nn.Parameter(source.w_ffn.detach().clone())
+        self.wq = _linear(_flat_in(attention.W_q))
+        self.wk = _linear(_flat_in(attention.W_k))
+        self.wv = _linear(_flat_in(attention.W_v))
+        self.wo = _linear(_flat_out(attention.W_o, 3))
+        self.w1 = _linear(_flat_in(mlp.W_gate))
+        self.w3 = _linear(_flat_in(mlp.W_up))
+        self.w2 = _linear(_flat_in(mlp.W_down))
+
+    @staticmethod
+    def rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        a, b = t.unflatten(-1, (-1, 2)).unbind(-1)
+        return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        length, width = x.shape[-2], self.wq.out_features // self.heads
+        theta = 10000.0 ** (-torch.arange(0, width, 2, dtype=x.dtype) / width)
+        angle = torch.arange(length, dtype=x.dtype)[:, None] * theta  # (x, k / 2)
+        cos, sin = angle.cos(), angle.sin()
+        q = self.rotate(self.wq(x).unflatten(-1, (self.heads, -1)).transpose(-3, -2), cos, sin)
+        k = self.rotate(self.wk(x).unflatten(-1, (self.kv_heads, -1)).transpose(-3, -2), cos,
+                        sin)
+        v = self.wv(x).unflatten(-1, (self.kv_heads, -1)).transpose(-3, -2)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        return self.wo(o.transpose(-3, -2).flatten(-2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = (x.shape[-1],)
+        h = x + self.attention(F.rms_norm(x, width, self.attention_norm, eps=1e-5))
+        z = F.rms_norm(h, width, self.ffn_norm, eps=1e-5)
+        return h + self.w2(F.silu(self.w1(z)) * self.w3(z))
+
+
+class SlidingWindowAttention(nn.Module):
+    """Bias-free `F.linear` projections and SDPA with a boolean band mask."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.heads, self.window = source.W_q.shape[1], sizes["w"]
+        self.q = _linear(_flat_in(source.W_q))
+        self.k = _linear(_flat_in(source.W_k))
+        self.v = _linear(_flat_in(source.W_v))
+        self.o = _linear(_flat_out(source.W_o, 2))
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        position = torch.arange(x.shape[-2], device=x.device)
+        lag = position[:, None] - position[None, :]
+        band = (lag >= 0) & (lag < self.window)
+        o = F.scaled_dot_product_attention(self.split(self.q(x)), self.split(self.k(x)),
+                                           self.split(self.v(x)), attn_mask=band)
+        return self.o(o.transpose(-3, -2).flatten(-2))
+
+
+class Moe(nn.Module):
+    """Dense softmax-gated experts: `nn.Linear` gate, each expert an `nn.Sequential` of
+    `nn.Linear`, ReLU, `nn.Linear`, their outputs summed with the gate's weights."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.gate = _linear(_flat_in(source.W_g))
+        self.experts = nn.ModuleList(
+            nn.Sequential(_linear(_flat_in(e.W_1), e.b_1), nn.ReLU(),
+                          _linear(_flat_in(e.W_2), e.b_2))
+            for e in source.expert)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.gate(x), dim=-1)
+        out = weights[..., 0:1] * self.experts[0](x)
+        for i in range(1, len(self.experts)):
+            out = out + weights[..., i:i + 1] * self.experts[i](x)
+        return out
+
+
+# ---- normalisation, sequences, graphs, losses
+
+
+class BatchnormLayer(nn.Module):
+    """`nn.Linear(i, n, bias=False)`, `nn.BatchNorm1d(n)`, ReLU."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.linear = _linear(_flat_in(source.W))
+        self.norm = _batch_norm(nn.BatchNorm1d(source.W.shape[1]), source.gamma, source.beta,
+                                source.running_mean, source.running_var)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.linear(x)))
+
+
+class LoopLru(nn.Module):
+    """The LRU as a hand loop: the input projection of every step in one `F.linear`, the
+    diagonal recurrence a step at a time, the output projection of every step at once."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.nu_log = nn.Parameter(source.lru_step.nu_log.detach().clone())
+        self.B = nn.Parameter(_flat_in(source.W_B))
+        self.C = nn.Parameter(_flat_in(source.W_C))
+        self.D = nn.Parameter(source.D.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        decay = torch.exp(-torch.exp(self.nu_log))
+        u = torch.sqrt(1 - decay * decay) * F.linear(x, self.B)
+        h = u.new_zeros(*u.shape[:-2], u.shape[-1])
+        states = []
+        for step in u.unbind(-2):
+            h = decay * h + step
+            states.append(h)
+        return F.linear(torch.stack(states, dim=-2), self.C) + self.D * x
+
+
+class GcnConv(nn.Module):
+    """`GCNConv` over an edge list, written with `bincount`, `index_select` and `index_add`:
+    the self-loops added as a separate term instead of appended edges."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.lin = _linear(_flat_in(source.W))
+        self.bias = nn.Parameter(source.b.detach().clone())
+
+    def forward(self, x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        xw = self.lin(x)
+        degree = torch.bincount(dst, minlength=x.shape[0]).to(x.dtype) + 1
+        scale = degree.rsqrt()
+        coefficient = scale.index_select(0, src) * scale.index_select(0, dst)
+        messages = xw.index_select(0, src) * coefficient[:, None]
+        out = torch.zeros_like(xw).index_add(0, dst, messages) + xw / degree[:, None]
+        return F.relu(out + self.bias)
+
+
+class Classifier(nn.Module):
+    """Global average pooling, `nn.Linear`, `F.cross_entropy`."""
+
+    def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.fc = _linear(_flat_in(source.head.W_fc), source.head.b_fc)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.fc(x.mean(dim=(-2, -1))), labels)
+
+
 # ---- the cases
 
 
@@ -318,4 +638,43 @@ CASES: tuple[Case, ...] = (
     Case("gru", "gru", (("nn.GRU", TorchGru),),
          Size("small", {"t": 16, "b": 4}), Size("realistic", {"t": 64, "b": 32, "n": 256,
                                                                "i": 128})),
+    Case("lenet5", "lenet5", (("nn.Conv2d, F.avg_pool2d", LeNet5),),
+         Size("small", {"b": 16}), Size("realistic", {"b": 256})),
+    Case("resnet_block", "resnet_block", (("torchvision BasicBlock", BasicBlock),),
+         Size("small", {"b": 4, "y": 16, "x": 16, "c": 16}),
+         Size("realistic", {"b": 4, "y": 56, "x": 56, "c": 64})),
+    Case("vit", "vit", (("nn.Conv2d patches, timm block (SDPA)", Vit),),
+         Size("small", {"c": 3, "u": 32, "v": 32, "p": 8, "m": 64, "h": 4}, (4,)),
+         Size("realistic", {"c": 3, "u": 224, "v": 224, "p": 16, "m": 768, "h": 12}, (2,))),
+    Case("mlp_mixer", "mlp_mixer", (("timm MixerBlock", MixerBlock),),
+         Size("small", {"s": 16, "c": 32, "ds": 16, "dc": 64}, (4,)),
+         Size("realistic", {"s": 196, "c": 512, "ds": 256, "dc": 2048}, (4,))),
+    Case("llama_block", "llama_block", (("Llama block (SDPA, GQA)", LlamaBlock),),
+         Size("small", {"x": 32, "m": 64, "h": 4, "g": 2, "f": 172}, (2,)),
+         Size("realistic", {"x": 128, "m": 2048, "h": 32, "g": 4, "f": 5632}, (2,))),
+    Case("depthwise_separable", "depthwise_separable",
+         (("nn.Conv2d groups=c, 1x1", DepthwiseSeparable),),
+         Size("small", {"b": 4, "x": 32, "y": 32}),
+         Size("realistic", {"b": 16, "x": 112, "y": 112, "c": 32, "o": 64})),
+    Case("unet_level", "unet_level", (("F.conv2d, max_pool2d, interpolate", UnetLevel),),
+         Size("small", {"yh": 8, "xh": 8, "c": 16, "d": 32}, (2,)),
+         Size("realistic", {"yh": 32, "xh": 32, "i": 1, "c": 64, "d": 128}, (4,))),
+    Case("batchnorm", "batchnorm_layer", (("nn.Linear, nn.BatchNorm1d", BatchnormLayer),),
+         Size("small", {"b": 32}), Size("realistic", {"b": 512, "i": 784, "n": 100})),
+    Case("sliding_window_attention", "sliding_window_attention",
+         (("F.linear + SDPA, band mask", SlidingWindowAttention),),
+         Size("small", {"x": 32, "m": 64, "h": 4, "w": 4}, (4,)),
+         Size("realistic", {"x": 256, "m": 512, "h": 8, "w": 64}, (4,))),
+    Case("lru", "lru", (("hand loop, F.linear", LoopLru),),
+         Size("small", {"t": 16, "m": 32, "n": 32}, (4,)),
+         Size("realistic", {"t": 128, "m": 256, "n": 256}, (16,))),
+    Case("graph_conv", "gcn_conv", (("index_select, index_add", GcnConv),),
+         Size("small", {"v": 100, "e": 400, "f": 64, "g": 16}),
+         Size("realistic", {"v": 2708, "e": 10556, "f": 1433, "g": 16})),
+    Case("moe", "moe", (("nn.Linear experts, loop", Moe),),
+         Size("small", {"x": 32, "m": 64, "h": 128}, (4,)),
+         Size("realistic", {"x": 256, "m": 512, "h": 1024, "e": 4}, (4,))),
+    Case("classifier", "classifier", (("mean, nn.Linear, F.cross_entropy", Classifier),),
+         Size("small", {"b": 4, "y": 7, "x": 7, "c": 256, "n": 100}),
+         Size("realistic", {"b": 64, "y": 7, "x": 7, "c": 2048, "n": 1000})),
 )
