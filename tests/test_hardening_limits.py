@@ -353,12 +353,15 @@ def test_expansion_nests_frames_up_to_the_depth_limit() -> None:
     fromstring(svg)
     with pytest.raises(NcdError, match=f"more than {MAX_EXPANDED_DEPTH}"):
         render_svg(program, f"f{MAX_EXPANDED_DEPTH + 1}", RenderOptions(expand_calls=True))
+    # (The width budget's wrapping and folding are tried on the chain above; below, every
+    # level is laid out once, at the full depth.)
     # The deepest layout per level known: a call beside another step, then a sum.
     lines = ["axis m = 3", "def f0(X: R[m]) -> R[m] { return relu(X) }"]
     lines += [f"def f{i}(X: R[m]) -> R[m] {{ Y = f{i - 1}(X)\n Z = relu(X)\n return Y + Z }}"
               for i in range(1, MAX_EXPANDED_DEPTH + 1)]
     program = ncd.load("\n".join(lines) + "\n").ir
-    fromstring(render_svg(program, f"f{MAX_EXPANDED_DEPTH}", RenderOptions(expand_calls=True)))
+    fromstring(render_svg(program, f"f{MAX_EXPANDED_DEPTH}",
+                          RenderOptions(expand_calls=True, width=None)))
 
 
 # ---- 5. point-free chains --------------------------------------------------------------------
