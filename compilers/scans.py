@@ -122,18 +122,24 @@ def stacked_results(emit: ForwardEmitter, term: ir.Scan, collected: list[str],
     return results
 
 
+def _loop(emit: ForwardEmitter, term: ir.Scan, note: str) -> tuple[list[str], str]:
+    """The lists that collect the step's outputs, and the `for` over the scanned axis (its
+    body is what the caller emits next, indented): the lists' names and the index's."""
+    collected = [emit.assign(f"{term.step_name or 'step'}_outputs", "[]")
+                 for _ in term.step.cod[term.carries:]]
+    length = emit.size(term.axis.size)
+    index = emit.names.fresh(f"{term.axis.name}_index")
+    emit.emit(f"for {index} in range({length}):", note + emit.source_note(term.span))
+    return collected, index
+
+
 def generic_scan(emit: ForwardEmitter, term: ir.Scan,
                  inputs: list[TensorCode]) -> list[TensorCode]:
     """The step's submodule called at every step."""
     axis = term.axis.name
     sequences = inputs[term.carries:]
     state = initial_states(emit, term, inputs)
-    collected = [emit.assign(f"{term.step_name or 'step'}_outputs", "[]")
-                 for _ in term.step.cod[term.carries:]]
-    length = emit.size(term.axis.size)
-    index = emit.names.fresh(f"{axis}_index")
-    emit.emit(f"for {index} in range({length}):",
-              f"scan over {axis}{emit.source_note(term.span)}")
+    collected, index = _loop(emit, term, f"scan over {axis}")
     with emit.indented():
         slices: list[TensorCode] = []
         for value, wanted in zip(sequences, term.step.dom[term.carries:], strict=True):
@@ -193,12 +199,7 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
             value = values[wire]
             steps[wire] = emit.assign(f"{base_name(value.code)}_steps",
                                       f"{value.code}.unbind({-(value.rank + lifted + 1)})")
-        collected = [emit.assign(f"{term.step_name or 'step'}_outputs", "[]")
-                     for _ in term.step.cod[term.carries:]]
-        length = emit.size(term.axis.size)
-        index = emit.names.fresh(f"{axis}_index")
-        emit.emit(f"for {index} in range({length}):",
-                  f"scan over {axis}, {definition.name} inlined{emit.source_note(term.span)}")
+        collected, index = _loop(emit, term, f"scan over {axis}, {definition.name} inlined")
         with emit.indented():
             sliced: dict[Wire, TensorCode] = {}
 
