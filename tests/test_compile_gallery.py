@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from gallery_cases import SOURCES, gallery_definitions, gallery_program
 
 import ncd
 from ncd import ir
 
 GALLERY = Path(__file__).resolve().parent.parent / "gallery"
-SOURCES = sorted(GALLERY.glob("*.ncd"))
 RUN_SIZE = 3  # every symbolic size, at run time
 
 
@@ -22,7 +22,7 @@ def symbolic_axes(program: ncd.Program) -> list[str]:
 
 
 def cases() -> list[tuple[Path, str]]:
-    return [(path, name) for path in SOURCES for name in ncd.load(path).names]
+    return gallery_definitions()
 
 
 def called(program: ncd.Program) -> set[str]:
@@ -86,7 +86,7 @@ def test_the_gallery_is_not_empty() -> None:
 
 @pytest.mark.parametrize(("path", "name"), cases(), ids=lambda v: getattr(v, "stem", v))
 def test_gallery_definition_compiles_traces_and_exports(path: Path, name: str) -> None:
-    program = ncd.load(path)
+    program = gallery_program(path)
     torch.manual_seed(0)
     module = program.to_torch(name).eval()
     inputs = example_inputs(program[name].ir)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from gallery_cases import gallery_definitions, gallery_program
 from ncd.renderers import RenderOptions, diagram
 from ncd.renderers.geometry import (
     Anchor,
@@ -37,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ir_samples
 
 ROOT = Path(__file__).resolve().parent.parent
-GALLERY = sorted((ROOT / "gallery").glob("*.ncd"))
 
 OPTION_SETS = [
     RenderOptions(),
@@ -85,28 +85,12 @@ def test_sample_diagrams_validate(samples: ir.Program, name: str,
     assert d.width > 0 and d.height > 0
 
 
-def _gallery_definitions() -> list[tuple[Path, str]]:
-    """Every definition of every gallery file. Collection fails if the gallery is missing or a
-    file does not load: a case left out is a case never checked."""
-    import ncd
-
-    assert GALLERY, f"no gallery files in {ROOT / 'gallery'}"
-    found = []
-    for path in GALLERY:
-        program = ncd.load(path).ir
-        assert program.definitions, f"{path.name} defines nothing"
-        found.extend((path, d.name) for d in program.definitions)
-    return found
-
-
-@pytest.mark.parametrize("path,name", _gallery_definitions(),
+@pytest.mark.parametrize("path,name", gallery_definitions(),
                          ids=lambda v: v.name if isinstance(v, Path) else v)
 @pytest.mark.parametrize("options", OPTION_SETS[:4], ids=lambda o: f"{o.wire_labels}-"
                          f"c{o.collapse_depth}-e{int(o.expand_calls)}")
 def test_gallery_diagrams_validate(path: Path, name: str, options: RenderOptions) -> None:
-    import ncd
-
-    program = ncd.load(str(path)).ir
+    program = gallery_program(path).ir
     assert diagram(program, name, options).validate() == []
 
 

@@ -17,9 +17,11 @@ from typing import Any, Literal
 
 import pypdf
 import pytest
-from ncd.renderers import RenderOptions, diagram, render_pdf, render_svg
+from gallery_cases import gallery_definitions, gallery_program
+from ncd.renderers import RenderOptions, diagram, render_pdf
 from ncd.renderers.geometry import Diagram, Rect, Text
 from ncd.renderers.pdf import PT_PER_PX, render
+from ncd.renderers.svg import render as svg_render
 from ncd.renderers.text import Label
 
 import ncd
@@ -28,11 +30,6 @@ from ncd import ir
 GALLERY = Path(__file__).resolve().parent.parent / "gallery"
 PDFTOTEXT = shutil.which("pdftotext")
 PDFFONTS = shutil.which("pdffonts")
-
-
-def gallery_definitions() -> list[tuple[Path, str]]:
-    return [(path, definition.name) for path in sorted(GALLERY.glob("*.ncd"))
-            for definition in ncd.load(path).ir.definitions]
 
 
 GALLERY_DEFINITIONS = gallery_definitions()
@@ -69,9 +66,10 @@ def fonts(reader: pypdf.PdfReader) -> list[Any]:
 def gallery_pdfs() -> dict[str, tuple[Diagram, str, bytes]]:
     rendered = {}
     for (path, name), key in zip(GALLERY_DEFINITIONS, IDS, strict=True):
-        program = ncd.load(path).ir
-        rendered[key] = (diagram(program, name), render_svg(program, name),
-                         render_pdf(program, name))
+        # One layout serves both emitters, as `render_svg` and `render_pdf` lay it out alike;
+        # the test of bytes across processes below holds `render_pdf` itself to these bytes.
+        drawn = diagram(gallery_program(path).ir, name)
+        rendered[key] = (drawn, svg_render(drawn), render(drawn))
     return rendered
 
 

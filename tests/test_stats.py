@@ -16,6 +16,7 @@ from ncd.stats import Stats, leading, maxima, polynomial_text, stats
 
 torch = pytest.importorskip("torch")
 
+from gallery_cases import gallery_program  # noqa: E402
 from measure import counted_flops, peak_forward_bytes  # noqa: E402
 from test_compile_gallery import cases, example_inputs  # noqa: E402
 
@@ -99,7 +100,7 @@ def module(path: Path, name: str, sizes: tuple[tuple[str, int], ...] = ()) -> to
 
 @pytest.mark.parametrize(("path", "name"), cases(), ids=lambda c: getattr(c, "stem", c))
 def test_parameters_equal_the_compiled_modules(path: Path, name: str) -> None:
-    counted = stats(ncd.load(path).ir, name).parameters
+    counted = stats(gallery_program(path).ir, name).parameters
     assert counted.value == sum(p.numel() for p in module(path, name).parameters())
 
 
