@@ -433,8 +433,10 @@ class Interpreter:
                             f"{tuple(tensor.shape)}, expected {expected}")
         return Array(tensor, declared.array.names)
 
-    def tile(self, value: Array, port: ir.Port, p: Sequence[int], span: ir.Span | None) -> Array:
-        """The tile of `value` that the base operation reads at degree element `p`."""
+    def tile_reader(self, value: Array, port: ir.Port,
+                    span: ir.Span | None) -> Callable[[Sequence[int]], Array]:
+        """The tile of `value` that the base operation reads at each degree element `p`. What
+        does not depend on `p` is checked once here; each read checks its own bounds."""
         eta = port.reindexing
         tiling = [n for n in value.axes if n not in port.targets]
         if sorted(tiling) != sorted(eta.codomain.names):
@@ -443,29 +445,42 @@ class Interpreter:
         missing = [t for t in port.targets if t not in value.axes]
         if missing:
             raise MalformedTerm(f"targets {missing} are not axes of {value.axes}")
-        q = self.apply(eta, p, value, port.name or "an operand", span)
-        index = tuple(slice(None) if n in port.targets else q[n] for n in value.axes)
-        return Array(value.data[index], tuple(n for n in value.axes if n in port.targets))
+        what = port.name or "an operand"
+        kept = tuple(n for n in value.axes if n in port.targets)
 
-    def place(self, result: torch.Tensor, output_axes: tuple[str, ...], port: ir.Port,
-              p: Sequence[int], tile: Array) -> None:
-        """Write `tile` into the output at degree element `p` (outputs tile by a permutation)."""
+        def read(p: Sequence[int]) -> Array:
+            q = self.apply(eta, p, value, what, span)
+            index = tuple(slice(None) if n in port.targets else q[n] for n in value.axes)
+            return Array(value.data[index], kept)
+
+        return read
+
+    def tile_writer(self, result: torch.Tensor, output_axes: tuple[str, ...],
+                    port: ir.Port) -> Callable[[Sequence[int], Array], None]:
+        """Writes a tile into the output at each degree element `p`: outputs tile by a
+        permutation (checked once here), so the tile lands at the entries `p` names."""
         eta = port.reindexing
-        index: list[int | slice] = []
+        places: list[int | None] = []  # per output axis: None for a target, else a degree axis
         for name in output_axes:
             if name in port.targets:
-                index.append(slice(None))
+                places.append(None)
                 continue
             row = eta.codomain.names.index(name)
             ones = [i for i, c in enumerate(eta.matrix[row]) if c]
             if eta.offset[row] or len(ones) != 1 or eta.matrix[row][ones[0]] != 1:
                 raise MalformedTerm(f"output {output_axes} tiles by {eta.text()}, "
                                     f"not a permutation")
-            index.append(p[ones[0]])
+            places.append(ones[0])
         targets = tuple(n for n in output_axes if n in port.targets)
-        if sorted(targets) != sorted(tile.axes):
-            raise MalformedTerm(f"a base operation gave axes {tile.axes} for targets {targets}")
-        result[tuple(index)] = tile.aligned(targets).data
+
+        def write(p: Sequence[int], tile: Array) -> None:
+            if sorted(targets) != sorted(tile.axes):
+                raise MalformedTerm(f"a base operation gave axes {tile.axes} for targets "
+                                    f"{targets}")
+            index = tuple(slice(None) if at is None else p[at] for at in places)
+            result[index] = tile.aligned(targets).data
+
+        return write
 
     def broadcasted(self, term: ir.Broadcasted, values: list[Array], scope: Scope) -> list[Array]:
         if len(values) != len(term.inputs):
@@ -474,17 +489,20 @@ class Interpreter:
         params = [self.parameter(port, scope) for port in term.params]
         results = [torch.zeros([self.size(a.size) for a in port.array.shape.axes],
                                dtype=self.dtype(port.array.dtype)) for port in term.outputs]
+        inputs = [self.tile_reader(value, port, term.span)
+                  for value, port in zip(values, term.inputs, strict=True)]
+        param_inputs = [self.tile_reader(value, port, term.span)
+                        for value, port in zip(params, term.params, strict=True)]
+        writers = [self.tile_writer(result, port.array.names, port)
+                   for result, port in zip(results, term.outputs, strict=True)]
         for p in self.elements(term.degree):
-            tiles = [self.tile(value, port, p, term.span)
-                     for value, port in zip(values, term.inputs, strict=True)]
-            param_tiles = [self.tile(value, port, p, term.span)
-                           for value, port in zip(params, term.params, strict=True)]
-            outputs = self.base(term, tiles, param_tiles, scope, p)
+            outputs = self.base(term, [read(p) for read in inputs],
+                                [read(p) for read in param_inputs], scope, p)
             if len(outputs) != len(term.outputs):
                 raise MalformedTerm(f"{term.op.kind} gave {len(outputs)} tiles for "
                                     f"{len(term.outputs)} outputs")
-            for result, port, tile in zip(results, term.outputs, outputs, strict=True):
-                self.place(result, port.array.names, port, p, tile)
+            for write, tile in zip(writers, outputs, strict=True):
+                write(p, tile)
         return [Array(result, port.array.names) for result, port in
                 zip(results, term.outputs, strict=True)]
 
