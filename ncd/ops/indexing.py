@@ -116,7 +116,7 @@ def _check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
         f"(0 to {last})\""
     outside = emit.assign("outside", f"(({code} < 0) | ({code} >= {size})).any()",
                           fallback="outside")
-    emit.statement("if torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_tracing():")
+    emit.statement("if torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():")
     emit.statement(f"    torch._assert_async(~{outside}, {message})")
     emit.statement(f"elif {outside}:")
     emit.statement(f"    raise ValueError({message})")
