@@ -52,6 +52,7 @@ CATALOGUE: dict[str, str] = {
     "E312": "bad parameter",
     "E313": "bad tensor equation",
     "E314": "bad size override",
+    "E315": "bad training set-up",
 }
 
 Severity = Literal["error", "warning"]
