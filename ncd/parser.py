@@ -46,8 +46,8 @@ MAX_POINTFREE_TERMS = 1_000  # names in one point-free expression, e.g. `f ; f ;
 TERMINAL_WORDS: dict[str, str] = {
     "IMPORT": "`import`", "FROM": "`from`", "AXIS": "`axis`", "DEF": "`def`",
     "RETURN": "`return`", "PARAM": "`param`", "BUFFER": "`buffer`", "BLOCK": "`block`",
-    "COLOR": "`color`", "SHARED": "`shared`", "EACH": "`each`", "TRAIN": "`train`", "SUM": "`sum`", "REAL": "`R`",
-    "NAT": "`N`", "BOOL": "`B`",
+    "COLOR": "`color`", "SHARED": "`shared`", "EACH": "`each`", "TRAIN": "`train`",
+    "SUM": "`sum`", "REAL": "`R`", "NAT": "`N`", "BOOL": "`B`",
     "REPEAT": "a repetition like `x6`", "ARROW": "`->`", "TENSOR": "`(x)`",
     "COMPARE": "a comparison", "FLOORDIV": "`//`", "PERCENT": "`%`", "EQUAL": "`=`", "COMMA": "`,`",
     "COLON": "`:`", "SEMICOLON": "`;`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`",

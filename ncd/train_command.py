@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 
 def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         buffer = io.BytesIO()
-        torch.save(result.step.model.state_dict(), buffer)
+        model = cast(torch.nn.Module, result.step.model)
+        torch.save(model.state_dict(), buffer)
         write_atomically(Path(args.output), buffer.getvalue())
     return EXIT_OK

@@ -12,7 +12,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from ncd import ir
 from ncd.datasets import Dataset
@@ -103,9 +103,10 @@ def accuracy(step: torch.nn.Module, data: Dataset, batch_size: int) -> float | N
     """The share of right predictions over `data` (None when the loss counts none)."""
     right = 0
     chunk = max(batch_size, 1024)
+    # The step module's own method (`nn.Module` types its attributes as tensors or modules).
+    correct = cast("Callable[[torch.Tensor, torch.Tensor], int | None]", step.correct)
     for start in range(0, len(data), chunk):
-        counted = step.correct(data.inputs[start:start + chunk],
-                               data.targets[start:start + chunk])
+        counted = correct(data.inputs[start:start + chunk], data.targets[start:start + chunk])
         if counted is None:
             return None
         right += counted

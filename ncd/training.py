@@ -205,8 +205,9 @@ class _Elaborator:
 
     def hyper_value(self, hyper: s.Hyper, spec: HyperSpec,
                     declaration: OptimiserDeclaration) -> tuple[float, ...]:
+        example = spec.text(spec.default or (0.5,) * spec.arity)
         shape = "a number" if spec.arity == 1 else \
-            f"a tuple of {spec.arity} numbers, like `{spec.name} = {spec.text(spec.default or (0.5,) * spec.arity)}`"
+            f"a tuple of {spec.arity} numbers, like `{spec.name} = {example}`"
         if len(hyper.values) != spec.arity or hyper.is_tuple != (spec.arity > 1):
             raise self.ctx.error("E315", f"`{spec.name}` of `{declaration.name}` is {shape}",
                                  hyper.span)
