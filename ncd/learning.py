@@ -95,11 +95,14 @@ def cross_entropy_loss(
     output's shape without the class dim `dim`), averaged over the examples; and its gradient
     with respect to `output`: (softmax(output) - one_hot(target)) / examples."""
     labels = target.long().unsqueeze(dim)
-    log_probabilities = torch.log_softmax(output, dim)
-    picked = torch.gather(log_probabilities, dim, labels)
+    # softmax and log-softmax from one exponential, shifted by the largest logit
+    shifted = output - output.amax(dim, keepdim=True)
+    exponentials = shifted.exp()
+    total = exponentials.sum(dim, keepdim=True)
+    picked = torch.gather(shifted - total.log(), dim, labels)
     examples = picked.numel()
     loss = -picked.sum() / examples
-    gradient = torch.softmax(output, dim).scatter_add(dim, labels, torch.full_like(picked, -1.0))
+    gradient = (exponentials / total).scatter_add(dim, labels, torch.full_like(picked, -1.0))
     return loss, gradient / examples
 ''',
     correct='''
