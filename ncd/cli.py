@@ -613,10 +613,16 @@ def command_check(args: argparse.Namespace) -> int:
             reporter.out("".join(report(program.ir, name) for name in names))
             return
         if not args.quiet and not reporter.json:
+            from ncd.training import describe
+
             signatures = "".join(f"  {d.signature}\n" for d in program.definitions)
+            signatures += "".join(f"  train {describe(t)}\n" for t in program.ir.trainings)
             count = len(program.names)
+            trainings = len(program.ir.trainings)
+            also = f", {trainings} training set-up{'s' if trainings != 1 else ''}" \
+                if trainings else ""
             reporter.out(f"{signatures}{_shown(file)}: ok "
-                         f"({count} definition{'s' if count != 1 else ''})\n")
+                         f"({count} definition{'s' if count != 1 else ''}{also})\n")
 
     reporter.each(inputs, work, summary=True)
     return reporter.finish(always=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, cast
 
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from ncd.loader import load_program
     from ncd.trainer import Epoch, ProgressBar, epoch_line, train
 
+    # PyTorch warns at import when NumPy is missing; ncd train needs no NumPy.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     sizes = parse_size_overrides(args.define or [])
     program, _ = load_program(_check_input(args.file), sizes,
                               include=include_folders(args))
@@ -102,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
               f"{training.optimiser.name} on {len(data)} examples of {args.data}", flush=True)
     result = train(program, name, data, epochs=args.epochs, batch_size=args.batch_size,
                    seed=args.seed, report=report, progress=progress)
+    if not args.quiet:
+        seconds = sum(epoch.seconds for epoch in result.epochs)
+        print(f"ncd train: {args.epochs} epoch{'s' if args.epochs != 1 else ''} in "
+              f"{seconds:.2f} s", file=sys.stderr)
     if args.output:
         import io
 

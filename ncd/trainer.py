@@ -114,8 +114,7 @@ def accuracy(step: torch.nn.Module, data: Dataset, batch_size: int) -> float | N
 
 
 def epoch_line(epoch: Epoch, epochs: int) -> str:
-    """`epoch 3/50  loss 0.4123  accuracy 91.3%  (0.02 s)`."""
+    """`epoch 3/50  loss 0.4123  accuracy  91.3%` (no time: the same run prints the same)."""
     width = len(str(epochs))
     shown = "" if epoch.accuracy is None else f"  accuracy {100 * epoch.accuracy:5.1f}%"
-    return (f"epoch {epoch.number:>{width}}/{epochs}  loss {epoch.loss:.4f}{shown}  "
-            f"({epoch.seconds:.2f} s)")
+    return f"epoch {epoch.number:>{width}}/{epochs}  loss {epoch.loss:.4f}{shown}"

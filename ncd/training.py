@@ -278,3 +278,16 @@ def _find(name: str, definitions: dict[str, ir.Definition]) -> ir.Definition | N
     """A callee by its (possibly qualified) name."""
     return definitions.get(name) or next(
         (d for d in definitions.values() if d.name == name), None)
+
+
+def describe(training: ir.Training) -> str:
+    """One line for a person: `fit: mlp, cross_entropy[n], adam(lr=0.01, betas=(0.9, ...))`."""
+    axes = f"[{', '.join(a.name for a in training.loss.axes)}]" if training.loss.axes else ""
+    hyper = ", ".join(f"{h.name}={_number_text(h.values)}" for h in training.optimiser.hyper)
+    return (f"{training.name}: {training.model}, {training.loss.name}{axes}, "
+            f"{training.optimiser.name}({hyper})")
+
+
+def _number_text(values: tuple[float, ...]) -> str:
+    numbers = [f"{v:g}" for v in values]
+    return numbers[0] if len(numbers) == 1 else "(" + ", ".join(numbers) + ")"
