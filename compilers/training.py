@@ -14,6 +14,7 @@ This module writes text only; it does not import torch.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from ncd import ir
@@ -23,7 +24,7 @@ from .errors import CompileError
 from .generated import load_source
 from .modules import docstring_literal
 from .naming import Namespace, camel_case, comment_text
-from .pytorch import _compile
+from .pytorch import compile_with_classes
 
 if TYPE_CHECKING:
     import torch
@@ -66,15 +67,20 @@ def _compile_training(program: ir.Program, name: str,
         raise CompileError(f"no training set-up named {name!r}") from None
     loss = LOSSES[training.loss.name]
     optimiser = OPTIMISERS[training.optimiser.name]
-    source, compiler = _compile(program, training.model, source_name)
-    model_class = compiler.infos[training.model].class_name
-    step_class = compiler.classes.fresh(camel_case(training.name), "TrainingStep")
+    source, classes = compile_with_classes(program, training.model, source_name=source_name)
+    model_class = classes[training.model]
+    # The classes added here take names no class of the file has (blocks have classes too).
+    names = Namespace(set(re.findall(r"^class (\w+)\(", source, re.MULTILINE)))
+    state_class = names.fresh("OptimiserState")
+    step_class = names.fresh(camel_case(training.name), "TrainingStep")
     functions = [loss.function]
     if loss.correct is not None:
         functions.append(loss.correct)
-    functions += [optimiser.update, MODEL_GRADIENTS, OPTIMISER_STATE]
+    functions += [optimiser.update, MODEL_GRADIENTS,
+                  OPTIMISER_STATE.replace("class OptimiserState(", f"class {state_class}(")]
     chunks = [chunk.strip("\n") for chunk in functions]
-    chunks.append("\n".join(_step_class(training, loss, optimiser, model_class, step_class)))
+    chunks.append("\n".join(_step_class(training, loss, optimiser, model_class, step_class,
+                                        state_class)))
     return source + "".join(f"\n\n{chunk}\n" for chunk in chunks), model_class, step_class
 
 
@@ -89,7 +95,7 @@ def class_dim(training: ir.Training) -> int:
 
 def _step_class(training: ir.Training, loss: LossDeclaration,
                 optimiser: OptimiserDeclaration, model_class: str,
-                step_class: str) -> list[str]:
+                step_class: str, state_class: str) -> list[str]:
     names = Namespace({"self", "parameters", "output", "loss", "d_output", "gradients",
                        "param", "grad", "model"})
     source = names.fresh(training.input.name, "X")
@@ -116,7 +122,7 @@ def _step_class(training: ir.Training, loss: LossDeclaration,
         "        # The optimiser's state wires: arrays per parameter, and the count of steps.",
     ]
     for spec, attribute in states:
-        lines.append(f"        self.{attribute} = OptimiserState(self.model, {inits[spec.name]!r})")
+        lines.append(f"        self.{attribute} = {state_class}(self.model, {inits[spec.name]!r})")
     lines += [
         '        self.register_buffer("step", torch.zeros(()))',
         "",
