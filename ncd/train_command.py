@@ -56,6 +56,7 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ncd.api import load
     from ncd.cli import (
         EXIT_OK,
         UsageError,
@@ -66,15 +67,14 @@ def run(args: argparse.Namespace) -> int:
     )
     from ncd.datasets import layout, read_dataset
     from ncd.diagnostics import did_you_mean
-    from ncd.loader import load_program
     from ncd.trainer import Epoch, ProgressBar, epoch_line, train
 
     # PyTorch warns at import when NumPy is missing; ncd train needs no NumPy.
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     sizes = parse_size_overrides(args.define or [])
-    program, _ = load_program(_check_input(args.file), sizes,
-                              include=include_folders(args))
-    names = [t.name for t in program.trainings]
+    loaded = load(_check_input(args.file), sizes=sizes, include=include_folders(args))
+    program = loaded.ir
+    names = list(loaded.training_names)
     if not names:
         raise UsageError(f"{args.file} has no training set-up; add one: `train fit {{ model: "
                          "mlp  loss: cross_entropy[n]  optimiser: adam(lr = 0.01) }`")
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"training {training.model} with {training.loss.name} and "
               f"{training.optimiser.name} on {len(data)} examples of {args.data}", flush=True)
-    result = train(program, name, data, epochs=args.epochs, batch_size=args.batch_size,
+    result = train(loaded, name, data, epochs=args.epochs, batch_size=args.batch_size,
                    seed=args.seed, report=report, progress=progress)
     if not args.quiet:
         seconds = sum(epoch.seconds for epoch in result.epochs)

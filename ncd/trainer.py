@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO, cast
 
-from ncd import ir
+from ncd.api import Program
 from ncd.datasets import Dataset
 
 if TYPE_CHECKING:
@@ -63,17 +63,16 @@ class ProgressBar:
             self.stream.flush()
 
 
-def train(program: ir.Program, name: str, data: Dataset, *, epochs: int, batch_size: int,
+def train(program: Program, name: str, data: Dataset, *, epochs: int, batch_size: int,
           seed: int, report: Callable[[Epoch], None] | None = None,
-          progress: ProgressBar | None = None, source_name: str | None = None) -> TrainingRun:
+          progress: ProgressBar | None = None) -> TrainingRun:
     """Build the training step of `name` (its parameters initialised under `seed`) and run it
-    `epochs` times over `data` in shuffled batches of `batch_size`."""
+    `epochs` times over `data` in shuffled batches of `batch_size` (the order drawn from
+    `seed` too)."""
     import torch
 
-    from ncd.compilers.training import build_training_step
-
     torch.manual_seed(seed)
-    step = build_training_step(program, name, source_name=source_name)
+    step = program.training_step(name)
     shuffle = torch.Generator().manual_seed(seed)
     run = TrainingRun(step)
     count = len(data)

@@ -328,7 +328,7 @@ BAD_DATA = [
 def test_bad_data_files_are_diagnostics(tmp_path: Path, name: str, text: str, message: str,
                                         at: str) -> None:
     (tmp_path / name).write_text(text)
-    code, out, errors = run_cli("train", str(IRIS), "--data", str(tmp_path / name))
+    code, _, errors = run_cli("train", str(IRIS), "--data", str(tmp_path / name))
     assert code == 1, errors
     assert "error[E316]" in errors and message in errors and f"{name}:{at}:" in errors
     assert "Traceback" not in errors
