@@ -56,6 +56,7 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ncd import ir
     from ncd.api import load
     from ncd.cli import (
         EXIT_OK,
@@ -84,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no training set-up named {name!r} in {args.file}; "
                          + (hint or f"it has {', '.join(names)}"))
     training = program.training(name)
+    batch = training.input.array.shape.axes[0]
+    if not isinstance(batch.size, ir.SizeSym):
+        raise UsageError(f"the batch axis `{batch.name}` has a fixed size here (-D "
+                         f"{batch.name}=...); ncd train feeds batches of --batch-size: leave "
+                         "it free")
     try:
         data_layout = layout(program, training)
     except ValueError as error:

@@ -119,7 +119,9 @@ class _Elaborator:
             raise self.ctx.error("E315", "a model maps reals to reals (`R[...]`)", span,
                                  hint=shown)
         axes = source.shape.axes
-        if not axes or not isinstance(axes[0].size, ir.SizeSym):
+        # Declared without a size (`axis b`), whether or not `-D b=...` fixes it for this run.
+        if not axes or not (isinstance(axes[0].size, ir.SizeSym)
+                            or axes[0].name in self.ctx.unsized):
             raise self.ctx.error(
                 "E315", "a model's input starts with the batch axis, a symbolic axis",
                 span, hint=f"{shown}; declare the batch axis without a size (`axis b`) and "
