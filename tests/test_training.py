@@ -353,6 +353,21 @@ def test_bad_pt_files_are_diagnostics(tmp_path: Path) -> None:
     assert code == 1 and "error[E316]" in errors and "Traceback" not in errors
 
 
+def test_the_progress_bar_redraws_one_line_and_clears_it() -> None:
+    from ncd.trainer import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    bar.show(2, 5, 3, 10, 0.5)
+    bar.show(2, 5, 10, 10, 0.25)
+    shown = stream.getvalue()
+    assert shown.count("\r") == 2 and "\n" not in shown
+    assert "epoch 2/5 [#######.................] 3/10 loss 0.5000" in shown
+    assert "[########################] 10/10 loss 0.2500" in shown
+    bar.clear()
+    assert stream.getvalue().endswith("\r") and bar.shown == 0
+
+
 def test_ncd_train_usage_errors() -> None:
     code, _, errors = run_cli("train", str(IRIS), "fit", "--data", str(IRIS_DATA))
     assert code == 2 and "no training set-up named 'fit'" in errors and "fit_iris" in errors
@@ -361,3 +376,7 @@ def test_ncd_train_usage_errors() -> None:
     code, _, errors = run_cli("train", str(ROOT / "gallery" / "mlp.ncd"), "--data",
                               str(IRIS_DATA))
     assert code == 2 and "has no training set-up" in errors
+    # `-D b=3` fixes the batch: the set-up checks, but batches of --batch-size cannot run
+    assert ok(IRIS.read_text(), sizes={"b": 3}).training("fit_iris").input.name == "X"
+    code, _, errors = run_cli("train", str(IRIS), "-D", "b=3", "--data", str(IRIS_DATA))
+    assert code == 2 and "the batch axis `b` has a fixed size" in errors
