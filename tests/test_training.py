@@ -314,6 +314,23 @@ def test_ncd_train_fits_a_convolutional_network_to_bars(tmp_path: Path) -> None:
     assert set(weights) == {"W_c", "b_c", "W_out", "b_out"}
 
 
+def test_ncd_train_regresses_with_mse_from_a_csv_without_header(tmp_path: Path) -> None:
+    """Three target columns per row for an output R[b, n]; no accuracy for a regression."""
+    source = tmp_path / "regress.ncd"
+    source.write_text(setup("model: net  loss: mse  optimiser: adam(lr = 0.05)"))
+    generator = torch.Generator().manual_seed(2)
+    X = torch.rand(64, 4, generator=generator)
+    Y = torch.stack([X.sum(1), X[:, 0] - X[:, 1], 0.5 * X[:, 3]], dim=1)
+    rows = [",".join(f"{v:.6f}" for v in row) for row in torch.cat([X, Y], dim=1).tolist()]
+    (tmp_path / "regress.csv").write_text("\n".join(rows) + "\n")
+    code, out, errors = run_cli("train", str(source), "--data", str(tmp_path / "regress.csv"),
+                                "--epochs", "40", "--batch-size", "16")
+    assert code == 0, errors
+    losses = [float(line.split("loss ")[1]) for line in out.splitlines() if "loss " in line]
+    assert len(losses) == 40 and "accuracy" not in out
+    assert losses[-1] < 0.1 * losses[0], losses
+
+
 BAD_DATA = [
     ("short.csv", "5.1,3.5,1.4,0\n", "has 4 columns; the training set-up reads 5", "1:1"),
     ("word.csv", "a,b,c,d,e\n5.1,3.5,x,0.2,0\n", "`x` is not a finite number", "2:9"),
