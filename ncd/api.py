@@ -165,7 +165,9 @@ class Program:
 
     def compile(self, definition: str | None = None) -> str:
         """The PyTorch source of the definition and the ones it calls (every definition by
-        default), as text. The header names the source file relative to its project root."""
+        default), as text. The header names the source file relative to its project root.
+        The name of a training set-up gives its training step (the model's classes, then the
+        step's functions and module)."""
         from ncd.compilers.pytorch import compile_program
 
         if definition is not None and definition in self.training_names:
