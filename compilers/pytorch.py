@@ -48,7 +48,8 @@ PROJECT_MARKERS = (".git", "pyproject.toml", "setup.cfg")
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CompileError", "ForwardEmitter", "build_module", "compile_program", "source_label"]
+__all__ = ["CompileError", "ForwardEmitter", "build_module", "compile_program",
+           "compile_with_classes", "source_label"]
 
 
 class ProgramCompiler:
@@ -195,6 +196,14 @@ def compile_program(program: ir.Program, definition: str | None = None, *,
     gives the same bytes.
     """
     return _compile(program, definition, source_name)[0]
+
+
+def compile_with_classes(program: ir.Program, definition: str, *,
+                         source_name: str | None = None) -> tuple[str, dict[str, str]]:
+    """The source `compile_program` writes for `definition`, and the class of each definition
+    in it (for code written after it: a training step names its model's class)."""
+    source, compiler = _compile(program, definition, source_name)
+    return source, {name: info.class_name for name, info in compiler.infos.items()}
 
 
 def source_label(source: str | Path) -> str:

@@ -107,6 +107,11 @@ class Program:
         return tuple(d.name for d in self.ir.definitions)
 
     @property
+    def training_names(self) -> tuple[str, ...]:
+        """The names of the file's training set-ups (`train NAME { ... }`)."""
+        return tuple(t.name for t in self.ir.trainings)
+
+    @property
     def definitions(self) -> tuple[Definition, ...]:
         return tuple(Definition(self, d) for d in self.ir.definitions)
 
@@ -160,14 +165,41 @@ class Program:
 
     def compile(self, definition: str | None = None) -> str:
         """The PyTorch source of the definition and the ones it calls (every definition by
-        default), as text. The header names the source file relative to its project root."""
+        default), as text. The header names the source file relative to its project root.
+        The name of a training set-up gives its training step (the model's classes, then the
+        step's functions and module)."""
         from ncd.compilers.pytorch import compile_program
 
+        if definition is not None and definition in self.training_names:
+            from ncd.compilers.training import compile_training
+
+            model = self.ir.training(definition).model
+            self._require_fixed_parameters(model)
+            with self._sizes_known_at_run_time():
+                return compile_training(self.ir, definition, source_name=self._source_name())
         if definition is not None:
             self[definition]
         self._require_fixed_parameters(definition)
         with self._sizes_known_at_run_time():
             return compile_program(self.ir, definition, source_name=self._source_name())
+
+    def training_step(self, name: str | None = None, *, device: Any = None,
+                      dtype: Any = None) -> torch.nn.Module:
+        """The training step of the set-up `name` (the last of the file by default): a
+        `torch.nn.Module` whose `forward(X, target)` runs one step (forward pass, loss,
+        gradients, update) and returns the loss; its `model` is the model being trained."""
+        from ncd.compilers.training import build_training_step
+
+        if not self.training_names:
+            raise KeyError("the program has no training set-up")
+        name = name or self.training_names[-1]
+        if name not in self.training_names:
+            raise KeyError(f"no training set-up named {name!r}; the program has "
+                           f"{', '.join(self.training_names)}")
+        self._require_fixed_parameters(self.ir.training(name).model)
+        with self._sizes_known_at_run_time():
+            return build_training_step(self.ir, name, source_name=self._source_name(),
+                                       device=device, dtype=dtype)
 
     def to_torch(self, definition: str | None = None, *, device: Any = None,
                  dtype: Any = None) -> torch.nn.Module:

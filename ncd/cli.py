@@ -547,6 +547,11 @@ def _os_error_message(error: OSError) -> str:
 
 
 def _definition(program: Program, name: str | None) -> str:
+    if name is not None and name in program.training_names:
+        training = program.ir.training(name)
+        raise UsageError(f"`{name}` is a training set-up, which the renderer does not draw "
+                         f"yet; draw its model: `{training.model}` (`ncd compile` writes its "
+                         "training step)")
     if not program.names:
         raise UsageError(f"{program.ir.source} defines nothing; add a `def`")
     if name is None:
@@ -608,10 +613,16 @@ def command_check(args: argparse.Namespace) -> int:
             reporter.out("".join(report(program.ir, name) for name in names))
             return
         if not args.quiet and not reporter.json:
+            from ncd.training import describe
+
             signatures = "".join(f"  {d.signature}\n" for d in program.definitions)
+            signatures += "".join(f"  train {describe(t)}\n" for t in program.ir.trainings)
             count = len(program.names)
+            trainings = len(program.ir.trainings)
+            also = f", {trainings} training set-up{'s' if trainings != 1 else ''}" \
+                if trainings else ""
             reporter.out(f"{signatures}{_shown(file)}: ok "
-                         f"({count} definition{'s' if count != 1 else ''})\n")
+                         f"({count} definition{'s' if count != 1 else ''}{also})\n")
 
     reporter.each(inputs, work, summary=True)
     return reporter.finish(always=True)
@@ -789,6 +800,9 @@ def command_compile(args: argparse.Namespace) -> int:
     def work(file: str) -> None:
         output = targets.get(file, args.output)
         program = _load(file, sizes, output, include)
+        if args.definition is not None and args.definition in program.training_names:
+            _emit(program.compile(args.definition), output)  # a training step
+            return
         name = _definition(program, args.definition) if args.definition or not program.names \
             else None
         _emit(program.compile(name), output)
@@ -1053,9 +1067,9 @@ def build_parser() -> argparse.ArgumentParser:
     # language server) declare their arguments there, with the global options (`--color`,
     # `--no-color`, `--debug`) as a parent; each module imports only the standard library at
     # import time, so building this parser stays fast.
-    from ncd import lsp, site, watch
+    from ncd import lsp, site, train_command, watch
 
-    for module in (watch, site, lsp):
+    for module in (train_command, watch, site, lsp):
         module.add_parser(commands, [shared])
     return parser
 

@@ -52,6 +52,8 @@ CATALOGUE: dict[str, str] = {
     "E312": "bad parameter",
     "E313": "bad tensor equation",
     "E314": "bad size override",
+    "E315": "bad training set-up",
+    "E316": "bad training data",
 }
 
 Severity = Literal["error", "warning"]

@@ -218,6 +218,8 @@ class _Formatter:
                 groups.append(("import", [self.import_line(item)]))
             elif isinstance(item, s.Definition):
                 groups.append(("def", self.definition(item)))
+            elif isinstance(item, s.Training):
+                groups.append(("def", self.training(item)))
             else:
                 groups.append(("pointfree", [self.pointfree(item)]))
             index += 1
@@ -280,6 +282,40 @@ class _Formatter:
         lines.append(self.closing(lines[0].end - 1, src.end(item.span), 0,
                                   empty=len(lines) == 1))
         return lines
+
+    def training(self, item: s.Training) -> list[_Line]:
+        """`train NAME {`, its docstring, one field a line, `}`."""
+        src = self.source
+        start = src.start(item.span)
+        brace = src.find(start, "{")
+        lines = [_Line(0, f"train {item.name.name} {{", start, _end(src.tokens[brace]))]
+        if item.doc is not None:
+            token = src.tokens[brace + 1]
+            raw = _reindent(str(token), src.column(_start(token)), len(INDENT))
+            lines.append(_Line(1, raw, _start(token), _end(token), first="none"))
+        for train_field in item.fields:
+            line = _Line(1, self.train_field(train_field), src.start(train_field.span),
+                         src.end(train_field.span))
+            if len(lines) == 1:
+                line.first = "none"
+            lines.append(line)
+        lines.append(self.closing(lines[0].end - 1, src.end(item.span), 0,
+                                  empty=len(lines) == 1))
+        return lines
+
+    def train_field(self, field: s.TrainField) -> str:
+        """`loss: cross_entropy[n]`, `optimiser: adam(lr = 0.01, betas = (0.9, 0.999))`."""
+        text = f"{field.key.name}: {field.value.name}"
+        if field.axes is not None:
+            text += "[" + ", ".join(axis.name for axis in field.axes) + "]"
+        if field.hypers is not None:
+            hypers = []
+            for hyper in field.hypers:
+                values = ", ".join(self.expr(value) for value in hyper.values)
+                hypers.append(f"{hyper.name.name} = " + (f"({values})" if hyper.is_tuple
+                                                         else values))
+            text += "(" + ", ".join(hypers) + ")"
+        return text
 
     def closing(self, opener: int, end: int, depth: int, *, empty: bool) -> _Line:
         return _Line(depth, "}", end - 1, end, first="none" if empty else "keep", code="none",

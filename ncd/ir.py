@@ -796,14 +796,94 @@ class Definition(Node):
         return tuple(v.array for v in self.outputs)
 
 
+# --------------------------------------------------------------------------------------
+# Training set-ups: training as parametric lenses
+# --------------------------------------------------------------------------------------
+
+
+class Loss(Node):
+    """What a training set-up minimises (a loss declared in `ncd.learning`): the axes it works
+    on (the class axis of a cross-entropy) and the array of targets it compares the model's
+    output with."""
+
+    name: str
+    axes: tuple[Axis, ...] = ()
+    target: ArrayType
+    span: Span | None = None
+
+
+class HyperParameter(Node):
+    """A hyper-parameter of an optimiser, named as in `torch.optim`: one number, or a tuple of
+    numbers (Adam's `betas`)."""
+
+    name: str
+    values: tuple[Float, ...]
+
+
+class Optimiser(Node):
+    """How parameters are updated from their gradients (an optimiser declared in
+    `ncd.learning`), with every hyper-parameter: those written, the rest at their defaults."""
+
+    name: str
+    hyper: tuple[HyperParameter, ...]
+    span: Span | None = None
+
+
+class StateWire(Node):
+    """An array of the optimiser's state: a wire that enters a training step and leaves it
+    updated (Adam's `exp_avg` of `W_in`). `parameter` is the parameter it belongs to and it
+    has that parameter's type; without one it is the optimiser's own (the count of steps)."""
+
+    name: str
+    parameter: str | None = None
+    array: ArrayType
+    init: Float = 0.0
+
+
+class Training(Node):
+    """A training step as a composition of lenses: the model's forward pass, the loss, the
+    reverse pass back to the parameters, and the optimiser on the parameter wires.
+
+    `input` and `output` are the model's; `target` (in `loss`) is the other input of a step.
+    `params` are the parameters the optimiser updates (the model's and those of the
+    definitions it calls, by the name each declares), `state` the optimiser's state wires."""
+
+    name: str
+    doc: str | None = None
+    model: str
+    input: Variable
+    output: Variable
+    loss: Loss
+    optimiser: Optimiser
+    params: tuple[Parameter, ...]
+    state: tuple[StateWire, ...]
+    span: Span | None = None
+
+
 class Program(Node):
-    """A checked file: its axes (with sizes after overrides), and its definitions in source
-    order, imported ones first."""
+    """A checked file: its axes (with sizes after overrides), its definitions in source
+    order, imported ones first, and the training set-ups of the file loaded."""
 
     source: str
     doc: str | None = None
     axes: tuple[Axis, ...]
     definitions: tuple[Definition, ...]
+    trainings: tuple[Training, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_no_trainings(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A program without training set-ups has no `trainings` key, as before they existed."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.trainings:
+            data.pop("trainings", None)
+        return data
+
+    def training(self, name: str) -> Training:
+        """The training set-up called `name` (a `KeyError` when there is none)."""
+        for training in self.trainings:
+            if training.name == name:
+                return training
+        raise KeyError(name)
 
     def definition(self, name: str) -> Definition:
         """The first definition called `name` (a `KeyError` when there is none)."""

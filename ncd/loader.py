@@ -23,6 +23,7 @@ from ncd.context import Context, paused_collection
 from ncd.diagnostics import Diagnostic, DiagnosticSink, NcdError, Note, did_you_mean
 from ncd.elaborate import declare_axes, elaborate_definition, elaborate_pointfree
 from ncd.parser import MAX_INT_DIGITS, MAX_SOURCE_BYTES, ParseFailure, parse
+from ncd.training import elaborate_training
 
 STD_ROOT = Path(__file__).resolve().parent / "std"
 """The standard library shipped with ncd: `import "std/attention.ncd"`."""
@@ -461,14 +462,14 @@ def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir
     for key, module in zip(loader.keys, loader.order, strict=True):
         ctx.incomplete = key in incomplete
         declare_axes(ctx, [item for item in module.items if isinstance(item, s.AxisDecl)], valid)
-    definitions = _elaborate_modules(loader, ctx, incomplete)
+    definitions, trainings = _elaborate_modules(loader, ctx, incomplete)
     ctx.incomplete = False
     if loader.sink.has_errors:
         return None
     top = loader.order[-1] if loader.order else None
     axes = tuple(info.axis for info in ctx.axes.values())
     return ir.Program(source=source_name, doc=top.doc if top else None, axes=axes,
-                      definitions=tuple(definitions))
+                      definitions=tuple(definitions), trainings=tuple(trainings))
 
 
 Namespace = dict[str, "ir.Definition | None"]  # None: the definition has errors
@@ -490,15 +491,19 @@ def _incomplete_modules(loader: Loader) -> set[str]:
 
 def _elaborate_modules(loader: Loader, ctx: Context,
                        incomplete: set[str] | frozenset[str] = frozenset()
-                       ) -> list[ir.Definition]:
+                       ) -> tuple[list[ir.Definition], list[ir.Training]]:
     """Elaborate each module's definitions in its own namespace: its definitions and what it
     imports (everything visible in the file for `import "F"`, the listed names for
     `from "F" import a, b`). A definition whose name is taken by another module's is kept
     under a qualified name (`F.h`) so that every definition of the program is distinct; the
-    plain name goes to the file that defines it last (the file being loaded)."""
+    plain name goes to the file that defines it last (the file being loaded).
+
+    The training set-ups are those of the file loaded (an imported file's are not part of
+    the program), elaborated last, in its namespace."""
     exports: dict[str, Namespace] = {}
     taken: set[str] = set()
     definitions: list[ir.Definition] = []
+    trainings: list[ir.Training] = []
     # The plain name goes to the last module defining it (the file loaded keeps its names).
     last_module = {item.name.name: position for position, module in enumerate(loader.order)
                    for item in module.items if isinstance(item, (s.Definition, s.PointFree))}
@@ -563,9 +568,29 @@ def _elaborate_modules(loader: Loader, ctx: Context,
             ctx.definitions[name] = definition
             definitions.append(definition)
         exports[key] = visible
+        if position == len(loader.order) - 1:
+            trainings = _elaborate_trainings(ctx, module, origin)
     if not loader.order:
-        return definitions
-    return _reached(definitions, exports[loader.keys[-1]])
+        return definitions, trainings
+    return _reached(definitions, exports[loader.keys[-1]]), trainings
+
+
+def _elaborate_trainings(ctx: Context, module: s.Module,
+                         origin: dict[str, ir.Span]) -> list[ir.Training]:
+    trainings: list[ir.Training] = []
+    for item in module.items:
+        if not isinstance(item, s.Training):
+            continue
+        name = item.name.name
+        if name in origin:
+            loader_note = Note(origin[name], "first defined here")
+            ctx.error("E203", f"`{name}` is defined twice", item.name.span, notes=[loader_note])
+            continue
+        origin[name] = item.name.span
+        training = elaborate_training(ctx, item)
+        if training is not None:
+            trainings.append(training)
+    return trainings
 
 
 def _reached(definitions: list[ir.Definition], visible: Namespace) -> list[ir.Definition]:

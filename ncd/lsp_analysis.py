@@ -316,6 +316,14 @@ def _occurrences(module: s.Module) -> Iterator[Occurrence]:
             case s.PointFree():
                 yield Occurrence(item.name.name, item.name.span, "def-decl", item)
                 yield from _pointfree(item.expr, item)
+            case s.Training(fields=fields):
+                # The model is a definition (go to it, hover it); a loss's class axis an axis.
+                for train_field in fields:
+                    if train_field.key.name == "model":
+                        yield Occurrence(train_field.value.name, train_field.value.span,
+                                         "callee", None)
+                    for ident in train_field.axes or ():
+                        yield Occurrence(ident.name, ident.span, "axis", None)
 
 
 def _type(type_expr: s.TypeExpr, item: s.Definition) -> Iterator[Occurrence]:

@@ -46,8 +46,8 @@ MAX_POINTFREE_TERMS = 1_000  # names in one point-free expression, e.g. `f ; f ;
 TERMINAL_WORDS: dict[str, str] = {
     "IMPORT": "`import`", "FROM": "`from`", "AXIS": "`axis`", "DEF": "`def`",
     "RETURN": "`return`", "PARAM": "`param`", "BUFFER": "`buffer`", "BLOCK": "`block`",
-    "COLOR": "`color`", "SHARED": "`shared`", "EACH": "`each`", "SUM": "`sum`", "REAL": "`R`",
-    "NAT": "`N`", "BOOL": "`B`",
+    "COLOR": "`color`", "SHARED": "`shared`", "EACH": "`each`", "TRAIN": "`train`",
+    "SUM": "`sum`", "REAL": "`R`", "NAT": "`N`", "BOOL": "`B`",
     "REPEAT": "a repetition like `x6`", "ARROW": "`->`", "TENSOR": "`(x)`",
     "COMPARE": "a comparison", "FLOORDIV": "`//`", "PERCENT": "`%`", "EQUAL": "`=`", "COMMA": "`,`",
     "COLON": "`:`", "SEMICOLON": "`;`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`",
@@ -60,7 +60,7 @@ _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 
 # Tokens that only shape the tree; the builder skips them.
 _PUNCTUATION = {
-    "IMPORT", "FROM", "AXIS", "DEF", "RETURN", "PARAM", "BLOCK", "COLOR", "SHARED", "EACH",
+    "IMPORT", "FROM", "AXIS", "DEF", "RETURN", "PARAM", "BLOCK", "COLOR", "SHARED", "EACH", "TRAIN",
     "ARROW", "TENSOR", "EQUAL", "COMMA", "COLON", "SEMICOLON", "LPAR", "RPAR", "LSQB", "RSQB",
     "LBRACE", "RBRACE", "PLUS", "MINUS", "STAR", "SLASH", "FLOORDIV", "PERCENT",
 }
@@ -424,7 +424,35 @@ class _Builder:
             return self.definition(tree)
         if kind == "pointfree":
             return self.pointfree(tree)
+        if kind == "training":
+            return self.training(tree)
         raise AssertionError(f"unknown item {kind}")
+
+    def training(self, tree: Tree) -> s.Training:
+        parts = self.parts(tree)
+        doc = None
+        fields: list[s.TrainField] = []
+        for child in parts[1:]:
+            if isinstance(child, Token) and child.type == "DOCSTRING":
+                doc = self.docstring(child)
+            elif isinstance(child, Tree):
+                fields.append(self.train_field(child))
+        return s.Training(self.ident(parts[0]), doc, tuple(fields), self.span(tree))
+
+    def train_field(self, tree: Tree) -> s.TrainField:
+        key, value, axes_tree, hypers_tree = self.parts(tree)
+        axes = None if axes_tree is None else tuple(
+            self.ident(token) for token in self.parts(axes_tree))
+        hypers = None
+        if hypers_tree is not None:
+            hypers = tuple(self.hyper(hyper) for hyper in self.parts(hypers_tree)
+                           if hyper is not None)
+        return s.TrainField(self.ident(key), self.ident(value), axes, hypers, self.span(tree))
+
+    def hyper(self, tree: Tree) -> s.Hyper:
+        name, *values = self.parts(tree)
+        return s.Hyper(self.ident(name), tuple(self.expr(value) for value in values),
+                       tree.data == "hyper_tuple", self.span(tree))
 
     def definition(self, tree: Tree) -> s.Definition:
         parts = self.parts(tree)

@@ -245,7 +245,39 @@ class PointFree:
     span: Span
 
 
-Item = Union[Import, AxisDecl, Definition, PointFree]
+@dataclass(frozen=True)
+class Hyper:
+    """`lr = 0.01` or `betas = (0.9, 0.999)` in an optimiser's parentheses."""
+
+    name: Ident
+    values: tuple[Expr, ...]
+    is_tuple: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class TrainField:
+    """`loss: cross_entropy[n]`: a field of a training set-up, naming a thing with optional
+    target axes and hyper-parameters."""
+
+    key: Ident
+    value: Ident
+    axes: tuple[Ident, ...] | None
+    hypers: tuple[Hyper, ...] | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Training:
+    """`train NAME { model: ...  loss: ...  optimiser: ... }`: how a model is trained."""
+
+    name: Ident
+    doc: str | None
+    fields: tuple[TrainField, ...]
+    span: Span
+
+
+Item = Union[Import, AxisDecl, Definition, PointFree, Training]
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,13 @@ class Case:
     source: str | bytes
     files: dict[str, str] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    data: tuple[str, str] | None = None
+    """A data file (name, text) for the last training set-up of the source: read as
+    `ncd train` reads it."""
 
 
 AXES = "axis x\naxis m = 8, n = 4, v = 10\n"
+TRAINABLE = "def net(X: R[x, m]) -> R[x, n] { return linear[m -> n](X, W) }\n"
 
 CASES: list[Case] = [
     # ---- input and syntax
@@ -145,6 +149,16 @@ CASES: list[Case] = [
          "def f(X: R[x, m]) -> R[x, m] { return X[x, m] }\n"),
     Case("E314_unknown_axis_override", "E314", None, AXES, sizes={"mm": 16}),
     Case("E314_non_positive_override", "E314", None, AXES, sizes={"m": 0}),
+    # ---- training set-ups and their data
+    Case("E202_unknown_model", "E202", "4:18", AXES + TRAINABLE +
+         "train t { model: nett  loss: cross_entropy[n]  optimiser: sgd() }\n"),
+    Case("E315_class_axis_not_in_output", "E315", "4:43", AXES + TRAINABLE +
+         "train t { model: net  loss: cross_entropy[m]  optimiser: sgd() }\n"),
+    Case("E315_unknown_hyper_parameter", "E315", "6:21", AXES + TRAINABLE +
+         "train t {\n    model: net  loss: mse\n    optimiser: adam(learning_rate = 0.1)\n}\n"),
+    Case("E316_label_out_of_range", "E316", "2:17", AXES + TRAINABLE +
+         "train t { model: net  loss: cross_entropy[n]  optimiser: sgd() }\n",
+         data=("data.csv", "f1,f2,f3,f4,f5,f6,f7,f8,label\n1,2,3,4,5,6,7,8,4\n")),
 ]
 
 
@@ -158,9 +172,19 @@ def run_case(case: Case, folder: Path) -> tuple[tuple[Diagnostic, ...], str]:
     else:
         path.write_text(case.source, encoding="utf-8")
     try:
-        ncd.load(Path("case.ncd"), sizes=case.sizes or None)
+        program = ncd.load(Path("case.ncd"), sizes=case.sizes or None)
+        if case.data is not None:
+            from ncd.datasets import layout, read_dataset
+
+            name, text = case.data
+            (folder / name).write_text(text, encoding="utf-8")
+            training = program.ir.trainings[-1]
+            read_dataset(Path(name), layout(program.ir, training))
     except NcdError as error:
-        return error.diagnostics, error.render() + "\n"
+        sources = {**error.sources}
+        if case.data is not None:
+            sources[case.data[0]] = case.data[1]
+        return error.diagnostics, NcdError(error.diagnostics, sources).render() + "\n"
     pytest.fail(f"{case.name}: the input checked without a diagnostic")
 
 

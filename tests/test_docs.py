@@ -215,7 +215,7 @@ def tutorial_steps(text: str) -> tuple[list[Step], list[Step]]:
             target = setup if marker and marker.group(1) == "set-up" else steps
             target += [Step("run", command, line) for command in commands]
         else:
-            pytest.fail(f"docs/tutorial.md:{line}: a ```{language} block that is neither "
+            pytest.fail(f"line {line}: a ```{language} block that is neither "
                         "commands, a file nor an output: mark it")
     return steps, setup
 
@@ -243,8 +243,24 @@ def test_the_tutorial_runs_as_written_in_a_fresh_clone(tmp_path: Path) -> None:
     assert len(runs) >= 8 and len([s for s in steps if s.kind == "file"]) >= 4
     assert any(s.expected_exit == 1 for s in runs), "the tutorial shows an error"
     assert any("make demo" in s.text for s in setup), "the set-up is marked, not dropped"
-    assert not any(word in s.text for s in runs for word in ("pip ", "make ", "git clone"))
+    run_as_written(steps, tmp_path, "docs/tutorial.md")
 
+
+def test_the_training_page_runs_as_written_in_a_fresh_clone(tmp_path: Path) -> None:
+    """docs/training.md: the same conventions as the tutorial, from the clone's root."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: there is nothing to clone")
+    steps, _ = tutorial_steps((DOCS / "training.md").read_text(encoding="utf-8"))
+    runs = [s for s in steps if s.kind == "run"]
+    assert any(s.text.startswith("ncd train ") for s in runs)
+    assert any(s.expected_exit == 1 for s in runs), "the page shows an error"
+    run_as_written(steps, tmp_path, "docs/training.md")
+
+
+def run_as_written(steps: list[Step], tmp_path: Path, page: str) -> None:
+    """Run a page's steps in a fresh clone; what each prints must be what the page shows."""
+    runs = [s for s in steps if s.kind == "run"]
+    assert not any(word in s.text for s in runs for word in ("pip ", "make ", "git clone"))
     started = time.monotonic()
     clone = tmp_path / "ncd"
     git_env = {**os.environ, "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
@@ -264,7 +280,7 @@ def test_the_tutorial_runs_as_written_in_a_fresh_clone(tmp_path: Path) -> None:
     previous: tuple[Step, int] | None = None
     for index, step in enumerate(steps):
         if step.kind == "run":
-            where = f"docs/tutorial.md:{step.line}: `{step.text}`"
+            where = f"{page}:{step.line}: `{step.text}`"
             status = int((log / f"{index}.rc").read_text())
             printed = "".join((log / f"{index}.{stream}").read_text(encoding="utf-8")
                               for stream in ("output", "errors"))
@@ -276,15 +292,15 @@ def test_the_tutorial_runs_as_written_in_a_fresh_clone(tmp_path: Path) -> None:
                     f"{where} did not write {written}"
             previous = (step, index)
         elif step.kind in ("output", "errors"):
-            assert previous is not None, f"docs/tutorial.md:{step.line}: output of nothing"
+            assert previous is not None, f"{page}:{step.line}: output of nothing"
             command, number = previous
             output = (log / f"{number}.{step.kind}").read_text(encoding="utf-8")
             shown = [line.rstrip() for line in step.text.rstrip().splitlines()]
             printed = [line.rstrip() for line in output.rstrip().splitlines()]
-            assert printed == shown, (f"docs/tutorial.md:{step.line}: `{command.text}` "
+            assert printed == shown, (f"{page}:{step.line}: `{command.text}` "
                                       f"printed on its standard {step.kind}:\n{output}")
     elapsed = time.monotonic() - started
-    assert elapsed < 60, f"the tutorial took {elapsed:.1f} s"
+    assert elapsed < 60, f"{page} took {elapsed:.1f} s"
 
 
 # --- ncd for PyTorch users -------------------------------------------------------------------

@@ -773,6 +773,7 @@ INTERPRETER_SIZES = {
     "graph_conv": {"f": 2, "g": 3},
     "unet_level": {"i": 1, "c": 1, "d": 1, "xh": 1},  # the height stays symbolic
     "vit": {"c": 1, "p": 2, "u": 2, "v": 4, "m": 4, "h": 2},
+    "iris": {"f": 5},  # the perceptron of gallery/iris.ncd (its training set-up: test_training)
 }
 
 

@@ -135,6 +135,7 @@ MEASURED: dict[tuple[str, str], dict[str, int]] = {
     ("transformer", "transformer"): {"x": 16, "m": 64},
     ("transformer", "feedforward"): {"x": 64, "m": 64},
     ("mlp", "mlp"): {"b": 64},
+    ("iris", "iris_mlp"): {"b": 64, "m": 256, "f": 512},  # wide: the products dominate
     ("conv1d", "conv1d"): {"b": 8},
     ("lstm", "lstm"): {"t": 6, "b": 8},
     ("lstm", "lstm_cell"): {},
