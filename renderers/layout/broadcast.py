@@ -264,6 +264,30 @@ def layout_broadcasted(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int]
     assert_never(glyph)
 
 
+def cups_position(specs: Sequence[Spec], in_band: dict[int, int], contracted: Sequence[int],
+                  band: Sequence[int]) -> int | None:
+    """Where the block of a contraction's cup rows (`contracted`, spec indices in drawing
+    order) goes among the band rows `band` (indices, top to bottom): the band row it goes
+    above, or None for under them all (the default, kept on ties). Counted on the left
+    routing column: a wire crosses another drawn in the other order."""
+    if not contracted or not band:
+        return None
+    cup_rank = {k: n for n, k in enumerate(contracted)}
+
+    def cost(at: int) -> int:
+        rank = {row: n + (len(contracted) if n >= at else 0) for n, row in enumerate(band)}
+        keys = [at + cup_rank[k] if k in cup_rank else rank[in_band[k]]
+                for k in range(len(specs)) if k in cup_rank or in_band.get(k) in rank]
+        return _inversions(keys)
+
+    best, best_cost = len(band), cost(len(band))
+    for at in range(len(band) - 1, -1, -1):
+        c = cost(at)
+        if c < best_cost:
+            best, best_cost = at, c
+    return band[best] if best < len(band) else None
+
+
 def band_split(left: Sequence[Spec], right: Sequence[Spec], in_band: dict[int, int],
                out_band: dict[int, int], count: int) -> int:
     """How many of `count` band rows pass above a box (the rest pass under it) so that the
@@ -343,10 +367,18 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
     stub_out = not body_right
     inline = stub_in and stub_out and nb > 0 and not params
     legend = glyph.legend(term.op, term) if not inline else None
-    # The band rows after `above` pass under the box instead (none where something hangs
-    # under it): the tiling wires stacked below the target ones then need not cross them.
-    above = nb if inline or params or legend is not None or glyph.stacked(term.op) \
+    # The band rows after `above` pass under the box instead, and under what hangs from it
+    # (its parameters' names, its legend): the tiling wires stacked below the target ones
+    # then need not cross them.
+    above = nb if inline or glyph.stacked(term.op) \
         else band_split(left, right, in_band, out_band, nb)
+    hanging = 0.0
+    if params:
+        hanging = 20.0 + max(m.ascent + m.descent
+                             for m in (label.measure(LABEL_SIZE) for label in param_labels))
+    if legend is not None:
+        measured = legend.measure(LABEL_SIZE)
+        hanging = max(hanging, 3.0 + measured.ascent + measured.descent)
     if inline:
         # A function of the datatype alone (elementwise, scale, dropout on an array with
         # axes): a small box on a short arrowed datatype wire tucked just under the array's
@@ -367,7 +399,7 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         y0 += band_rows[above - 1].y + CLEARANCE + deck - box_top
         box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
     if above < nb:  # on the pitch grid of the box's rows, clear of the box
-        rows_down = math.ceil((box_top + height + CLEARANCE - y0) / PITCH - 1e-6)
+        rows_down = math.ceil((box_top + height + hanging + CLEARANCE - y0) / PITCH - 1e-6)
         band_rows = band_rows[:above] + [
             End(y0 + (rows_down + n) * PITCH, row.wire, row.spec)
             for n, row in enumerate(band_rows[above:])]
@@ -635,19 +667,28 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
     # the cups, straight on from the card, and joins the others on the output side.
     # The other band rows stay at the height of the input wires that feed them where the
     # order allows, so those run straight; the cups come after them.
-    if term.params and order:
-        lowered: list[int] = []
+    lowered = [i for i in range(nb) if term.params and feeders.get(i)
+               and not any(k < len(left) for k in feeders[i])]
+    # The cups sit between the band rows where the fewest wires cross on the way in (a cup
+    # closes to the left, so the wires round it need not cross it): under them all on ties.
+    at = cups_position(specs, in_band, order, [i for i in range(nb) if i not in lowered])
+    if order and (term.params or at is not None):
         y_prev = -PITCH
         for i, row in enumerate(band_rows):
-            inputs = [k for k in feeders.get(i, ()) if k < len(left)]
-            if feeders.get(i) and not inputs:
-                lowered.append(i)
+            if i in lowered:
                 continue
-            y_prev = max(min(inputs) * PITCH if inputs else y_prev, y_prev + PITCH)
+            if i == at:
+                y0 = y_prev + PITCH
+                y_prev = y0 + (len(order) - 1) * PITCH
+            inputs = [k for k in feeders.get(i, ()) if k < len(left)]
+            y_prev = max(min(inputs) * PITCH if inputs and term.params else y_prev,
+                         y_prev + PITCH)
             band_rows[i] = End(y_prev, row.wire, row.spec)
-        y0 = y_prev + PITCH
+        if at is None:
+            y0 = y_prev + PITCH
+        cups_end = y0 + (len(order) - 1) * PITCH
         for n, i in enumerate(lowered):
-            band_rows[i] = End(y0 + (len(order) + n) * PITCH, band_rows[i].wire,
+            band_rows[i] = End(max(y_prev, cups_end) + (n + 1) * PITCH, band_rows[i].wire,
                                band_rows[i].spec)
     core_left = list(band_rows)
     body_in: dict[int, int] = {}
