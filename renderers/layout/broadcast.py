@@ -513,19 +513,50 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
     `show_params` (it is an operand, not a weight the glyph stands for): its wires join the
     band rows of its axes at dots, and a separator from the card's foot runs into the mark
     just below the band, as do the datatype wires of scalar operands."""
+    band_index = {row.spec.name: i for i, row in enumerate(band_rows)}
+    degree = list(term.degree.names)
+    # A single card whose wires join band rows high in the bundle goes above the inputs, with
+    # the mark between it and them, where its wires cross fewer of the inputs' on the way in.
+    above = _card_above(term, left, in_band, band_index, degree)
+    specs = list(left)
+    ids = list(in_ids)
+    in_band = dict(in_band)
+    if above:
+        param = term.params[0]
+        axes = {axis.name: axis for axis in param.array.shape.axes}
+        names = sorted(param.array.names,
+                       key=lambda n: band_index.get(_degree_of(param, n, degree), 0))
+        shift = len(names) + 1
+        specs = [Spec("axis", -1, n, ctx.axis_label(axes[n])) for n in names] \
+            + [Spec("sep", -1, "", None)] + specs
+        ids = [ctx.fresh() for _ in range(shift)] + ids
+        in_band = {k + shift: row for k, row in in_band.items()}
+        in_band.update({k: band_index.get(_degree_of(param, n, degree), 0)
+                        for k, n in enumerate(names)})
+        feeders: dict[int, list[int]] = {}
+        for k, index in in_band.items():
+            feeders.setdefault(index, []).append(k)
+        band_rows = [End(row.y, ids[feeders[i][0]] if len(feeders.get(i, ())) == 1
+                         else (row.wire if row.wire not in in_ids else ctx.fresh()), row.spec)
+                     for i, row in enumerate(band_rows)]
+        nb = len(band_rows)
+        width = 12.0
+        core = Panel(width, list(band_rows), list(band_rows),
+                     band_core_items(ctx, band_rows, width)).fit()
+        in_map, out_map = core_maps(specs, right, in_band, out_band, {}, {}, nb)
+        marked = {k for k, spec in enumerate(specs) if spec.kind == "sep"}
+        align = [k for k, spec in enumerate(specs) if spec.array == 0]
+        return assemble(ctx, specs, ids, in_map, core, out_map, right, align_left=align,
+                        sources=[Source(Label.axis(param.name or "W"), 0, shift)],
+                        mark=lambda x, y: glyph.mark(x, y, ctx.theme), marked=marked)
     # Between arrays only: a card (and a scalar's datatype wire) has no separator above it
     # to end on a mark in the gap, so there the mark stays on the band.
     between = not term.params and any(spec.kind == "sep" for spec in left) \
         and not any(spec.kind == "dtype" for spec in left)
-    specs = list(left)
-    ids = list(in_ids)
-    in_band = dict(in_band)
     body_in = {} if between else \
         {k: 0 for k, spec in enumerate(left) if spec.kind in ("sep", "dtype")}
     marked = {k for k, spec in enumerate(left) if spec.kind == "sep"} if between else set()
     sources: list[Source] = []
-    band_index = {row.spec.name: i for i, row in enumerate(band_rows)}
-    degree = list(term.degree.names)
     for number, param in enumerate(term.params):
         first = len(specs)
         axes = {axis.name: axis for axis in param.array.shape.axes}
@@ -600,6 +631,23 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
                     sources=sources)
 
 
+def _card_above(term: ir.Broadcasted, left: Sequence[Spec], in_band: dict[int, int],
+                band_index: dict[str, int], degree: list[str]) -> bool:
+    """Whether a sum's or product's one parameter operand (a card with axes and no datatype
+    wire) crosses fewer of the inputs' wires drawn above them than under them: its wire into
+    band row r crosses each input wire into a row above r from above, under r from below."""
+    if len(term.params) != 1 or any(spec.kind == "dtype" for spec in left):
+        return False
+    param = term.params[0]
+    if dtype_shown(param.array) or not param.array.names:
+        return False
+    rows = [band_index.get(_degree_of(param, name, degree), 0) for name in param.array.names]
+    inputs = [row for k, row in in_band.items() if k < len(left)]
+    from_above = sum(1 for r in rows for q in inputs if q < r)
+    from_below = sum(1 for r in rows for q in inputs if q > r)
+    return from_above < from_below
+
+
 def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: list[Spec],
             right: list[Spec], band_rows: list[End], in_band: dict[int, int],
             out_band: dict[int, int], body_left: list[int]) -> Panel:
@@ -620,15 +668,19 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
     contracted_rows = [k for k in body_left if left[k].kind == "axis"]
     sources: list[Source] = []
     first_contracted = [left[k].name for k in contracted_rows]
+    input_rows = set(in_band.values())
     for number, param in enumerate(term.params):
         first = len(specs)
-        # The card's wires in the order that needs no crossing: its contracted wires first,
-        # mirroring the input's so that the cups nest, then its tiling wires by band row.
+        # The card's wires in the order that needs no crossing: its contracted wires mirroring
+        # the input's so that the cups nest; its tiling wires by band row, above them where
+        # they join a band row an input feeds (they rise to it without crossing the cups),
+        # under them where only the card feeds the row (it runs on under the cups).
         def card_order(name: str, param: ir.Port = param) -> tuple[int, int]:
             if name in param.targets:
                 at = first_contracted.index(name) if name in first_contracted else -1
                 return (0, -at)
-            return (1, band_index.get(_degree_of(param, name, degree), 0))
+            row = band_index.get(_degree_of(param, name, degree), 0)
+            return (-1 if row in input_rows else 1, row)
 
         axes = {axis.name: axis for axis in param.array.shape.axes}
         for name in sorted(param.array.names, key=card_order):
