@@ -533,12 +533,7 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
         in_band = {k + shift: row for k, row in in_band.items()}
         in_band.update({k: band_index.get(_degree_of(param, n, degree), 0)
                         for k, n in enumerate(names)})
-        feeders: dict[int, list[int]] = {}
-        for k, index in in_band.items():
-            feeders.setdefault(index, []).append(k)
-        band_rows = [End(row.y, ids[feeders[i][0]] if len(feeders.get(i, ())) == 1
-                         else (row.wire if row.wire not in in_ids else ctx.fresh()), row.spec)
-                     for i, row in enumerate(band_rows)]
+        band_rows = _merged_band_rows(ctx, band_rows, in_band, ids, in_ids)
         nb = len(band_rows)
         width = 12.0
         core = Panel(width, list(band_rows), list(band_rows),
@@ -578,12 +573,7 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
             ids.append(ctx.fresh())
         sources.append(Source(Label.axis(param.name or "W"), first, len(specs) - first))
     if term.params:  # a band row fed by a card as well as an input merges at a dot
-        feeders: dict[int, list[int]] = {}
-        for k, index in in_band.items():
-            feeders.setdefault(index, []).append(k)
-        band_rows = [End(row.y, ids[feeders[i][0]] if len(feeders.get(i, ())) == 1
-                         else (row.wire if row.wire not in in_ids else ctx.fresh()), row.spec)
-                     for i, row in enumerate(band_rows)]
+        band_rows = _merged_band_rows(ctx, band_rows, in_band, ids, in_ids)
     # The main line of a residual (`X = X + f(X)`: the input bound to the result's name) runs
     # on through the junction as the same wire, so a chain keeps it straight.
     main = next((index for index, port in enumerate(term.inputs)
@@ -629,6 +619,18 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
     in_map, out_map = core_maps(specs, right, in_band, out_band, body_in, body_out, nb)
     return assemble(ctx, specs, ids, in_map, core, out_map, right, align_left=align,
                     sources=sources)
+
+
+def _merged_band_rows(ctx: Context, band_rows: Sequence[End], in_band: dict[int, int],
+                      ids: Sequence[int], in_ids: Sequence[int]) -> list[End]:
+    """The band rows once a card's wires feed them too: a row fed once carries its feeder's
+    wire; a row fed several times (by a card as well as an input) is a new wire from a dot."""
+    feeders: dict[int, list[int]] = {}
+    for k, index in in_band.items():
+        feeders.setdefault(index, []).append(k)
+    return [End(row.y, ids[feeders[i][0]] if len(feeders.get(i, ())) == 1
+                else (row.wire if row.wire not in in_ids else ctx.fresh()), row.spec)
+            for i, row in enumerate(band_rows)]
 
 
 def _card_above(term: ir.Broadcasted, left: Sequence[Spec], in_band: dict[int, int],
