@@ -8,6 +8,7 @@ fewest crossings the drawing allows."""
 from __future__ import annotations
 
 import importlib.util
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,38 @@ def test_each_card_is_a_box_with_its_ports(program: ir.Program) -> None:
         cards = [b for b in diagram(program, name).boxes if b.kind == "parameter"]
         assert cards and all(isinstance(b, Box) and len(b.ports) == b.expected_ports
                              for b in cards)
+
+
+THREE_COPIES = """\
+axis x, m = 4
+
+def three(X: R[x, m]) -> (R[x, m], R[x, m], R[x, m]) {
+    Y = relu(X)
+    return Y, Y, Y
+}
+"""
+
+
+def test_three_copies_of_a_bundle_are_drawn_as_a_cascade(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three copies of [x, m] fanned from one dot per wire: m's first copy crosses the second
+    # and third copies of x, its second copy the third (3); copied in two and the second
+    # copied again, each copy crosses once (2).
+    from ncd.renderers.layout import order, terms
+
+    path = tmp_path / "three.ncd"
+    path.write_text(THREE_COPIES)
+    program = ncd.load(str(path)).ir
+    body = program.definition("three").body
+    assert isinstance(body, ir.Composed)
+    split = order.cascaded_copies(body.terms)
+    assert len(split) == len(body.terms) + 1  # the copy in three: a copy in two, then one more
+    for first, second in pairwise(split):
+        assert first.cod == second.dom
+    chosen = diagram(program, "three")
+    with monkeypatch.context() as patch:
+        patch.setattr(terms, "drawing_order", lambda ts: list(ts))
+        fanned = diagram(program, "three")
+    assert chosen.validate() == []
+    assert set(labels(chosen)) == set(labels(fanned))
+    assert (count(fanned), count(chosen)) == (3, 2)

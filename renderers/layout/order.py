@@ -112,10 +112,70 @@ def _best_order(count: int, cost: Callable[[Sequence[int]], int],
     return best
 
 
+def cascaded_copies(terms: Sequence[ir.Term]) -> list[ir.Term]:
+    """The terms of a composition with each rearrangement that copies an array of several
+    wires three or more times into neighbouring places drawn as a cascade of copies in two.
+
+    A fan of k copies of a bundle of w wires from one dot per wire crosses k(k-1)/2 * w(w-1)/2
+    times; splitting one copy off at a time, (k-1) * w(w-1)/2 (the same morphism: a copy in
+    two, then the second copied again)."""
+    out: list[ir.Term] = []
+    for term in terms:
+        if isinstance(term, ir.Rearrangement):
+            out.extend(_cascade(term))
+        else:
+            out.append(term)
+    return out
+
+
+def _cascade(term: ir.Rearrangement) -> list[ir.Term]:
+    """`term` as a rearrangement that copies each run in two, then a product that copies the
+    second of the two again (a cascade itself where copies remain); `[term]` where no run of
+    three or more copies of an array of several wires is drawn side by side."""
+    mapping = term.mapping
+    runs: dict[int, int] = {}  # first output of a run -> its length
+    j = 0
+    while j < len(mapping):
+        k = j
+        while k + 1 < len(mapping) and mapping[k + 1] == mapping[j]:
+            k += 1
+        if k - j >= 2 and _wires(term.dom[mapping[j]]) >= 2:
+            runs[j] = k - j + 1
+        j = k + 1
+    if not runs:
+        return [term]
+    first_mapping: list[int] = []
+    factors: list[ir.Term] = []
+    j = 0
+    while j < len(mapping):
+        array = term.cod[j]
+        factors.append(ir.Identity(dom=(array,), cod=(array,)))
+        if j in runs:
+            first_mapping.extend((mapping[j], mapping[j]))
+            factors.append(_copies(array, runs[j] - 1, term.span))
+            j += runs[j]
+        else:
+            first_mapping.append(mapping[j])
+            j += 1
+    middle = tuple(a for f in factors for a in f.dom)
+    return [ir.Rearrangement(dom=term.dom, cod=middle, mapping=tuple(first_mapping),
+                             span=term.span),
+            ir.Product(dom=middle, cod=term.cod, terms=tuple(factors))]
+
+
+def _copies(array: ir.ArrayType, count: int, span: ir.Span | None) -> ir.Term:
+    """`count` copies of `array`, cascaded where there are three or more."""
+    copy = ir.Rearrangement(dom=(array,), cod=(array,) * count, mapping=(0,) * count, span=span)
+    if count < 3:
+        return copy
+    return ir.Composed(dom=(array,), cod=(array,) * count, terms=tuple(_cascade(copy)))
+
+
 def drawing_order(terms: Sequence[ir.Term]) -> list[ir.Term]:
-    """The terms of a composition with each run of aligned products restacked (and the
-    rearrangements at its ends adjusted) to cross the fewest wires."""
-    out = list(terms)
+    """The terms of a composition with its copies of bundles cascaded and each run of aligned
+    products restacked (and the rearrangements at its ends adjusted) to cross the fewest
+    wires."""
+    out = cascaded_copies(terms)
     i = 0
     while i < len(out):
         if not isinstance(out[i], ir.Product):
