@@ -185,3 +185,34 @@ def test_three_copies_of_a_bundle_are_drawn_as_a_cascade(
     assert chosen.validate() == []
     assert set(labels(chosen)) == set(labels(fanned))
     assert (count(fanned), count(chosen)) == (3, 2)
+
+
+CENTRED = """\
+axis b, n = 4
+
+def centred(X: R[b, n]) -> R[b, n] {
+    M = mean[b](X)
+    return X - M
+}
+"""
+
+
+def test_the_operands_of_a_sum_are_stacked_to_reach_its_rows_uncrossed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # X - mean[b](X): the mean, [n], stacked over X, [b, n], has its n cross X's b on the way
+    # to the sum's rows (b over n); X over the mean, nothing crosses there.
+    from ncd.renderers.layout import order
+
+    path = tmp_path / "centred.ncd"
+    path.write_text(CENTRED)
+    program = ncd.load(str(path)).ir
+    chosen = diagram(program, "centred")
+    with monkeypatch.context() as patch:
+        patch.setattr(order, "_commutative_junction", lambda *args: None)
+        kept = diagram(program, "centred")
+    assert count(kept) == count(chosen) + 1
+    assert chosen.validate() == []
+    # the same operations on wires of the same names
+    assert sorted(b.kind for b in chosen.boxes) == sorted(b.kind for b in kept.boxes)
+    assert {str(t.label) for t in chosen.items if isinstance(t, Text) and t.role == "axis"} \
+        == {str(t.label) for t in kept.items if isinstance(t, Text) and t.role == "axis"}

@@ -172,10 +172,10 @@ def _copies(array: ir.ArrayType, count: int, span: ir.Span | None) -> ir.Term:
 
 
 def drawing_order(terms: Sequence[ir.Term]) -> list[ir.Term]:
-    """The terms of a composition with its copies of bundles cascaded and each run of aligned
-    products restacked (and the rearrangements at its ends adjusted) to cross the fewest
-    wires."""
-    out = cascaded_copies(terms)
+    """The terms of a composition with each run of aligned products restacked (and the
+    rearrangements at its ends adjusted) and its copies of bundles cascaded, to cross the
+    fewest wires."""
+    out = list(terms)
     i = 0
     while i < len(out):
         if not isinstance(out[i], ir.Product):
@@ -190,7 +190,9 @@ def drawing_order(terms: Sequence[ir.Term]) -> list[ir.Term]:
             runs.append(nxt)
             j += 1
         out, i = _restack(out, i, j, runs)
-    return out
+    # Cascaded last: the restacking adjusts the rearrangements round the products it moves,
+    # the copies among them included.
+    return cascaded_copies(out)
 
 
 def _restack(out: list[ir.Term], start: int, stop: int,
@@ -224,11 +226,16 @@ def _restack(out: list[ir.Term], start: int, stop: int,
         return [position[a] for a in after.mapping]
 
     left_weights = [_wires(a) for a in before.dom] if before is not None else in_weights
+    # A sum or product right after the run takes its operands in any order: it is permuted
+    # with the run instead of a rearrangement before it, and its wires' crossings on their
+    # way to its band rows are what the order costs on the right.
+    junction = _commutative_junction(out, stop, len(last.cod)) if after is None else None
 
     def cost(order: Sequence[int]) -> int:
         drawn = _arrays_in_order(out_groups, order)  # the output arrays, top to bottom
-        return (crossings_of(left_mapping(order), left_weights)
-                + crossings_of(right_mapping(order), [out_weights[a] for a in drawn]))
+        right = (junction_crossings(junction, drawn) if junction is not None else
+                 crossings_of(right_mapping(order), [out_weights[a] for a in drawn]))
+        return crossings_of(left_mapping(order), left_weights) + right
 
     # Seeds for a local search among many factors: each factor where the arrays it makes
     # are wanted after the run, or where the arrays it reads come from before it.
@@ -258,6 +265,13 @@ def _restack(out: list[ir.Term], start: int, stop: int,
                           left_mapping(order), before.span if before is not None else None)
     tail = _rearrangement(new_out, after.cod if after is not None else last.cod,
                           right_mapping(order), after.span if after is not None else None)
+    if junction is not None:  # its operands permuted with the run: no rearrangement between
+        drawn = _arrays_in_order(out_groups, order)
+        tail = None
+        permuted = junction.model_copy(update={
+            "dom": tuple(junction.dom[a] for a in drawn),
+            "inputs": tuple(junction.inputs[a] for a in drawn)})
+        out = [*out[:stop], permuted, *out[stop + 1:]]
     lo = start - 1 if before is not None else start
     hi = stop + 1 if after is not None else stop
     middle = ([head] if head is not None else []) + restacked
@@ -267,6 +281,34 @@ def _restack(out: list[ir.Term], start: int, stop: int,
     # left end, and is looked at again there.
     resume = lo + len(middle)
     return result, resume
+
+
+COMMUTATIVE = ("add", "multiply")
+"""Operations whose operands may be drawn in any order: the same sum, the same product."""
+
+
+def _commutative_junction(out: Sequence[ir.Term], stop: int,
+                          arrays: int) -> ir.Broadcasted | None:
+    """The sum or product of the `arrays` arrays a run of products ends with, if the term
+    after the run is one (its operands all arrays of the run, no parameter operand)."""
+    if stop >= len(out):
+        return None
+    term = out[stop]
+    if not isinstance(term, ir.Broadcasted) or term.op.kind not in COMMUTATIVE \
+            or term.params or len(term.inputs) != arrays or len(term.dom) != arrays:
+        return None
+    return term
+
+
+def junction_crossings(junction: ir.Broadcasted, drawn: Sequence[int]) -> int:
+    """Crossings of the wires of a sum's or product's operands, stacked in the order `drawn`
+    (indices of its inputs, top to bottom), on their way to its band rows, which follow its
+    result's axes: a wire crosses each one above it bound for a lower row. Wires into one
+    row meet at a dot and do not cross."""
+    rank = {name: n for n, name in enumerate(junction.outputs[0].array.names)}
+    rows = [rank[name] for a in drawn for name in junction.inputs[a].array.names
+            if name in rank]
+    return sum(1 for i, r in enumerate(rows) for q in rows[i + 1:] if r > q)
 
 
 def _rearrangement(dom: tuple[ir.ArrayType, ...], cod: tuple[ir.ArrayType, ...],
