@@ -512,7 +512,9 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
     `Y + bias`) is a card at the left edge under the inputs, drawn with or without
     `show_params` (it is an operand, not a weight the glyph stands for): its wires join the
     band rows of its axes at dots, and a separator from the card's foot runs into the mark
-    just below the band, as do the datatype wires of scalar operands."""
+    just below the band, as do the datatype wires of scalar operands. A single card whose
+    wires cross fewer of the inputs' from above (`_card_above`) is drawn above them instead,
+    the mark between it and them."""
     band_index = {row.spec.name: i for i, row in enumerate(band_rows)}
     degree = list(term.degree.names)
     # A single card whose wires join band rows high in the bundle goes above the inputs, with
