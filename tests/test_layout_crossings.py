@@ -59,6 +59,12 @@ def biased(X: R[c, y, x]) -> R[c, y, x] {
     param G: R[c] = zeros
     return X + G
 }
+
+def conv(X: R[p, y, k, x, u]) -> R[c, y, x] {
+    param W: R[u, k, p, c] = kaiming
+    O[c, y, x] = sum(p, k, u) X[p, y, k, x, u] * W[u, k, p, c]
+    return O
+}
 """
 
 
@@ -138,10 +144,29 @@ def test_a_parameter_added_to_the_top_wires_is_drawn_above_the_inputs(
     assert labels(chosen) == labels(under)
 
 
+def test_a_kernel_whose_cups_nest_from_above_is_drawn_above_the_inputs(
+        program: ir.Program, monkeypatch: pytest.MonkeyPatch) -> None:
+    # X[p, y, k, x, u] W[u, k, p, c] -> O[c, y, x], a convolution's shape: under the inputs
+    # the cups of p and k enclose y and x (3 crossings) and W's c climbs over y and x to the
+    # top of the result (2); above them the cups enclose the same wires and c starts on top.
+    chosen = diagram(program, "conv")
+    with monkeypatch.context() as patch:
+        patch.setattr(broadcast._Operands, "cost", lambda self, right, out_band:
+                      0 if not self.card_above else 1)
+        under = diagram(program, "conv")
+    assert (count(under), count(chosen)) == (5, 3)
+    assert chosen.validate() == []
+    card = next(b for b in chosen.boxes if b.kind == "parameter")
+    inputs_top = min(item.start[1] for item in chosen.items if isinstance(item, WirePath)
+                     and item.role == "axis" and item.start[0] == 0.0)
+    assert card.y + card.height < inputs_top
+    assert set(labels(chosen)) == set(labels(under))
+
+
 def test_the_choices_are_deterministic(program: ir.Program) -> None:
     from ncd.renderers.svg import render
 
-    for name in ("contract", "mapped", "depthwise", "biased"):
+    for name in ("contract", "mapped", "depthwise", "biased", "conv"):
         assert render(diagram(program, name)) == render(diagram(program, name))
 
 

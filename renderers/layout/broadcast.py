@@ -652,6 +652,119 @@ def _card_above(term: ir.Broadcasted, left: Sequence[Spec], in_band: dict[int, i
     return from_above < from_below
 
 
+@dataclass
+class _Operands:
+    """A contraction's operand wires stacked one way: `specs` top to bottom (the inputs', and
+    each card's), `order` the cup rows' spec indices top to bottom, `lowered` the band rows
+    only a card feeds, `at` the band row the cups go above (None: under all but `lowered`),
+    `inputs_from` the index of the inputs' first wire."""
+
+    specs: list[Spec]
+    ids: list[int]
+    in_band: dict[int, int]
+    sources: list[Source]
+    order: list[int]
+    lowered: list[int]
+    at: int | None
+    inputs_from: int
+    card_above: bool
+    band_count: int
+
+    def cost(self, right: Sequence[Spec], out_band: dict[int, int]) -> int:
+        """Crossings on the way in (every wire to its row) and out (every band row to its
+        output place), each pair of wires drawn in the other order than its rows counted."""
+        others = [i for i in range(self.band_count) if i not in self.lowered]
+        cups = [("cup", k) for k in self.order]
+        placed: list[tuple[str, int]] = []
+        for i in others:
+            if i == self.at:
+                placed.extend(cups)
+            placed.append(("band", i))
+        if self.at is None:
+            placed.extend(cups)
+        lowered = [("band", i) for i in self.lowered]
+        placed = lowered + placed if self.card_above else placed + lowered
+        rank = {row: n for n, row in enumerate(placed)}
+        keys = [rank[("cup", k)] if ("cup", k) in rank else rank[("band", self.in_band[k])]
+                for k in range(len(self.specs)) if ("cup", k) in rank or k in self.in_band]
+        band_rank = {i: rank[("band", i)] for i in range(self.band_count)}
+        out_keys = [band_rank[out_band[k]] for k in range(len(right)) if k in out_band]
+        return _inversions(keys) + _inversions(out_keys)
+
+
+def _einsum_operands(term: ir.Broadcasted, ctx: Context, left: Sequence[Spec],
+                     in_ids: Sequence[int], in_band: dict[int, int], body_left: Sequence[int],
+                     band_index: dict[str, int], degree: list[str],
+                     card_above: bool) -> _Operands:
+    """The operand wires of a contraction with its cards under the inputs, or (one card)
+    above them, and where its cups go."""
+    nb = len(band_index)
+    contracted_inputs = [k for k in body_left if left[k].kind == "axis"]
+    first_contracted = [left[k].name for k in contracted_inputs]
+    input_rows = set(in_band.values())
+    card_specs: list[Spec] = []
+    card_band: dict[int, int] = {}
+    card_contracted: list[int] = []
+    sources: list[Source] = []
+    for number, param in enumerate(term.params):
+        first = len(card_specs)
+        # The card's wires in the order that needs no crossing: its contracted wires mirroring
+        # the input's so that the cups nest; its tiling wires by band row, above them where
+        # they join a band row an input feeds (they rise to it without crossing the cups),
+        # under them where only the card feeds the row (it runs on under the cups); a card
+        # above the inputs the other way round.
+        def card_order(name: str, param: ir.Port = param) -> tuple[int, int]:
+            if name in param.targets:
+                at = first_contracted.index(name) if name in first_contracted else -1
+                return (0, -at)
+            row = band_index.get(_degree_of(param, name, degree), 0)
+            joins = row in input_rows
+            return (-1 if joins != card_above else 1, row)
+
+        axes = {axis.name: axis for axis in param.array.shape.axes}
+        for name in sorted(param.array.names, key=card_order):
+            k = len(card_specs)
+            card_specs.append(Spec("axis", -1 - number, name, ctx.axis_label(axes[name])))
+            if name in param.targets:
+                card_contracted.append(k)
+            else:
+                card_band[k] = band_index.get(_degree_of(param, name, degree), 0)
+        sources.append(Source(Label.axis(param.name or "W"), first, len(card_specs) - first))
+    cards = len(card_specs)
+    inputs_from = cards if card_above else 0
+    cards_from = 0 if card_above else len(left)
+    specs = [*card_specs, *left] if card_above else [*left, *card_specs]
+    card_ids = [-1] * len(card_specs)  # given fresh ids once a way is chosen
+    ids = [*card_ids, *in_ids] if card_above else [*in_ids, *card_ids]
+    bands = {k + inputs_from: row for k, row in in_band.items()}
+    bands.update({k + cards_from: row for k, row in card_band.items()})
+    contracted = [k + inputs_from for k in contracted_inputs] \
+        + [k + cards_from for k in card_contracted]
+    sources = [Source(src.label, src.first + cards_from, src.count) for src in sources]
+
+    # Rows of contracted axes; later operands list their axes in reverse so cups nest (the
+    # card first where it is above the inputs).
+    operands: dict[int, list[int]] = {}
+    for k in contracted:
+        operands.setdefault(specs[k].array, []).append(k)
+    order: list[int] = []
+    first_names: list[str] = []
+    for position, (_, ks) in enumerate(sorted(
+            operands.items(), key=lambda kv: ((kv[0] < 0) != card_above, abs(kv[0])))):
+        if position == 0:
+            first_names = [specs[k].name for k in ks]
+        else:
+            ks = sorted(ks, key=lambda k: -first_names.index(specs[k].name)
+                        if specs[k].name in first_names else 0)
+        order.extend(ks)
+    fed_by_inputs = {row for k, row in bands.items() if inputs_from <= k < inputs_from + len(left)}
+    lowered = [i for i in range(nb) if term.params and i not in fed_by_inputs
+               and any(row == i for row in bands.values())]
+    at = cups_position(specs, bands, order, [i for i in range(nb) if i not in lowered])
+    return _Operands(specs, ids, bands, sources, order, lowered, at, inputs_from, card_above,
+                     nb)
+
+
 def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: list[Spec],
             right: list[Spec], band_rows: list[End], in_band: dict[int, int],
             out_band: dict[int, int], body_left: list[int]) -> Panel:
@@ -665,37 +778,21 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
     degree = list(term.degree.names)
     band_index = {row.spec.name: i for i, row in enumerate(band_rows)}
 
-    # The operands' wires as one list: the inputs (panel edge), then each parameter's (card).
-    specs = list(left)
-    ids = list(in_ids)
-    in_band = dict(in_band)
-    contracted_rows = [k for k in body_left if left[k].kind == "axis"]
-    sources: list[Source] = []
-    first_contracted = [left[k].name for k in contracted_rows]
-    input_rows = set(in_band.values())
-    for number, param in enumerate(term.params):
-        first = len(specs)
-        # The card's wires in the order that needs no crossing: its contracted wires mirroring
-        # the input's so that the cups nest; its tiling wires by band row, above them where
-        # they join a band row an input feeds (they rise to it without crossing the cups),
-        # under them where only the card feeds the row (it runs on under the cups).
-        def card_order(name: str, param: ir.Port = param) -> tuple[int, int]:
-            if name in param.targets:
-                at = first_contracted.index(name) if name in first_contracted else -1
-                return (0, -at)
-            row = band_index.get(_degree_of(param, name, degree), 0)
-            return (-1 if row in input_rows else 1, row)
-
-        axes = {axis.name: axis for axis in param.array.shape.axes}
-        for name in sorted(param.array.names, key=card_order):
-            k = len(specs)
-            specs.append(Spec("axis", -1 - number, name, ctx.axis_label(axes[name])))
-            ids.append(ctx.fresh())
-            if name in param.targets:
-                contracted_rows.append(k)
-            else:
-                in_band[k] = band_index.get(_degree_of(param, name, degree), 0)
-        sources.append(Source(Label.axis(param.name or "W"), first, len(specs) - first))
+    # The operands' wires as one list: the inputs (panel edge), then each parameter's (card);
+    # a single card goes above the inputs instead where fewer wires cross that way.
+    below = _einsum_operands(term, ctx, left, in_ids, in_band, body_left, band_index, degree,
+                             card_above=False)
+    chosen = below
+    if len(term.params) == 1 and below.order:
+        above = _einsum_operands(term, ctx, left, in_ids, in_band, body_left, band_index,
+                                 degree, card_above=True)
+        if above.cost(right, out_band) < below.cost(right, out_band):
+            chosen = above
+    specs, in_band, sources = chosen.specs, chosen.in_band, chosen.sources
+    ids = [ctx.fresh() if wire < 0 else wire for wire in chosen.ids]
+    order, lowered, at = chosen.order, chosen.lowered, chosen.at
+    card_above = chosen is not below
+    inputs_from = chosen.inputs_from
     # With the parameters' wires added, a band row may have a different set of feeders.
     feeders: dict[int, list[int]] = {}
     for k, index in in_band.items():
@@ -704,48 +801,34 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
                      else (row.wire if len(feeders.get(i, ())) != 1 and row.wire not in in_ids
                            else ctx.fresh()), row.spec)
                  for i, row in enumerate(band_rows)]
-
-    # Rows of contracted axes; later operands list their axes in reverse so cups nest.
-    operands: dict[int, list[int]] = {}
-    for k in contracted_rows:
-        operands.setdefault(specs[k].array, []).append(k)
-    order: list[int] = []
-    first_names: list[str] = []
-    for position, (_, ks) in enumerate(sorted(operands.items(),
-                                              key=lambda kv: (kv[0] < 0, abs(kv[0])))):
-        if position == 0:
-            first_names = [specs[k].name for k in ks]
-        else:
-            ks = sorted(ks, key=lambda k: -first_names.index(specs[k].name)
-                        if specs[k].name in first_names else 0)
-        order.extend(ks)
-    # A band row only a learned operand feeds (the last ones, see `band_order`) runs under
-    # the cups, straight on from the card, and joins the others on the output side.
+    # A band row only a learned operand feeds runs under the cups (over them, for a card
+    # above the inputs), straight on from the card, and joins the others on the output side.
     # The other band rows stay at the height of the input wires that feed them where the
-    # order allows, so those run straight; the cups come after them.
-    lowered = [i for i in range(nb) if term.params and feeders.get(i)
-               and not any(k < len(left) for k in feeders[i])]
-    # The cups sit between the band rows where the fewest wires cross on the way in (a cup
-    # closes to the left, so the wires round it need not cross it): under them all on ties.
-    at = cups_position(specs, in_band, order, [i for i in range(nb) if i not in lowered])
+    # order allows, so those run straight; the cups sit among them where fewest wires cross.
     if order and (term.params or at is not None):
         y_prev = -PITCH
+        if card_above:
+            for i in lowered:
+                y_prev += PITCH
+                band_rows[i] = End(y_prev, band_rows[i].wire, band_rows[i].spec)
         for i, row in enumerate(band_rows):
             if i in lowered:
                 continue
             if i == at:
                 y0 = y_prev + PITCH
                 y_prev = y0 + (len(order) - 1) * PITCH
-            inputs = [k for k in feeders.get(i, ()) if k < len(left)]
+            inputs = [k - inputs_from for k in feeders.get(i, ())
+                      if inputs_from <= k < inputs_from + len(left)]
             y_prev = max(min(inputs) * PITCH if inputs and term.params else y_prev,
                          y_prev + PITCH)
             band_rows[i] = End(y_prev, row.wire, row.spec)
         if at is None:
             y0 = y_prev + PITCH
         cups_end = y0 + (len(order) - 1) * PITCH
-        for n, i in enumerate(lowered):
-            band_rows[i] = End(max(y_prev, cups_end) + (n + 1) * PITCH, band_rows[i].wire,
-                               band_rows[i].spec)
+        if not card_above:
+            for n, i in enumerate(lowered):
+                band_rows[i] = End(max(y_prev, cups_end) + (n + 1) * PITCH, band_rows[i].wire,
+                                   band_rows[i].spec)
     core_left = list(band_rows)
     body_in: dict[int, int] = {}
     rows: list[tuple[str, float, int]] = []
