@@ -3,6 +3,7 @@
     python -m bench.layout                    # writes bench/LAYOUT.md, before and after
     python bench/layout.py --before REV       # "before" = the renderer of git revision REV
     python bench/layout.py --no-before --json out.json
+    python -m bench.layout --where attention  # where its wires cross, and which
 
 The diagrams are those `make demo` draws (`ncd.gallery_job`): for every `gallery/*.ncd`, each
 definition of the file itself, and, where it calls another definition, the same drawn with
@@ -122,6 +123,12 @@ def crossings(paths: list[Any], dots: Sequence[tuple[float, float]] = ()) -> int
     """Crossings between different wires (see the module docstring); where a wire passes
     through a dot on another (a tie, as a loop spanning a state is tied to each of its
     wires), they meet rather than cross."""
+    return len(crossing_points(paths, dots))
+
+
+def crossing_points(paths: list[Any], dots: Sequence[tuple[float, float]] = ()
+                    ) -> list[tuple[float, float, int, int]]:
+    """Where the crossings `crossings` counts are: (x, y, wire, other wire), left to right."""
     dot_grid: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
     for x, y in dots:
         dot_grid[(int(x // CELL), int(y // CELL))].append((x, y))
@@ -136,7 +143,7 @@ def crossings(paths: list[Any], dots: Sequence[tuple[float, float]] = ()) -> int
         for cx in range(int(min(p[0], q[0]) // CELL), int(max(p[0], q[0]) // CELL) + 1):
             for cy in range(int(min(p[1], q[1]) // CELL), int(max(p[1], q[1]) // CELL) + 1):
                 grid[(cx, cy)].append(s)
-    found: set[tuple[int, int, int, int]] = set()
+    found: dict[tuple[int, int, int, int], tuple[float, float, int, int]] = {}
     for cell in grid.values():
         for i_pos, i in enumerate(cell):
             wi, a, b = segments[i]
@@ -156,8 +163,10 @@ def crossings(paths: list[Any], dots: Sequence[tuple[float, float]] = ()) -> int
                        for dot in dot_grid.get((key[0] + dx, key[1] + dy), ())):
                     continue
                 pair = (min(wi, wj), max(wi, wj))
-                found.add((*pair, round(point[0] / 2), round(point[1] / 2)))
-    return len(found)
+                found.setdefault((*pair, round(point[0] / 2), round(point[1] / 2)),
+                                 (point[0], point[1], paths[pair[0]].wire,
+                                  paths[pair[1]].wire))
+    return sorted(found.values())
 
 
 def bends(paths: list[Any]) -> int:
@@ -217,6 +226,30 @@ def measure(diagram: Any) -> Figures:
                      else None),
         "problems": len(diagram.validate()),
     }
+
+
+def print_crossings(gallery: Path, names: Sequence[str]) -> int:
+    """Each crossing of the named diagrams: where, and the names of the two wires."""
+    from ncd.renderers.geometry import Circle, Text
+    from ncd.renderers.geometry import Path as WirePath
+
+    for name, diagram in gallery_diagrams(gallery):
+        if name not in names or diagram is None:
+            continue
+        paths = [item for item in diagram.items if isinstance(item, WirePath)
+                 and item.wire is not None and item.role in WIRE_ROLES]
+        dots = [(item.cx, item.cy) for item in diagram.items
+                if isinstance(item, Circle) and item.r <= DOT_TOLERANCE and item.fill is not None]
+        named: dict[int, str] = {}
+        for item in diagram.items:
+            if isinstance(item, Text) and item.wire is not None:
+                named.setdefault(item.wire, "".join(run.text for run in item.label.runs))
+        points = crossing_points(paths, dots)
+        print(f"{name}: {len(points)} crossings")
+        for x, y, a, b in points:
+            print(f"  ({x:7.1f}, {y:7.1f})  {named.get(a, '?')} (wire {a}) x "
+                  f"{named.get(b, '?')} (wire {b})")
+    return 0
 
 
 def measure_gallery(gallery: Path) -> dict[str, Figures | None]:
@@ -363,12 +396,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--output", type=Path, default=OUTPUT, metavar="FILE",
                         help="the Markdown report (default bench/LAYOUT.md)")
+    parser.add_argument("--where", metavar="DIAGRAM", action="append", default=[],
+                        help="print where the wires of DIAGRAM (e.g. attention, "
+                             "unet_level.expanded) cross, and write nothing else")
     parser.add_argument("--gallery", type=Path, default=GALLERY, help=argparse.SUPPRESS)
     parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tree is not None:
         _use_tree(args.tree)
+    if args.where:
+        return print_crossings(args.gallery, args.where)
     after = measure_gallery(args.gallery)
     if args.json is not None:
         args.json.write_text(json.dumps(after, indent=1))

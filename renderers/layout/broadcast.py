@@ -264,6 +264,30 @@ def layout_broadcasted(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int]
     assert_never(glyph)
 
 
+def cups_position(specs: Sequence[Spec], in_band: dict[int, int], contracted: Sequence[int],
+                  band: Sequence[int]) -> int | None:
+    """Where the block of a contraction's cup rows (`contracted`, spec indices in drawing
+    order) goes among the band rows `band` (indices, top to bottom): the band row it goes
+    above, or None for under them all (the default, kept on ties). Counted on the left
+    routing column: a wire crosses another drawn in the other order."""
+    if not contracted or not band:
+        return None
+    cup_rank = {k: n for n, k in enumerate(contracted)}
+
+    def cost(at: int) -> int:
+        rank = {row: n + (len(contracted) if n >= at else 0) for n, row in enumerate(band)}
+        keys = [at + cup_rank[k] if k in cup_rank else rank[in_band[k]]
+                for k in range(len(specs)) if k in cup_rank or in_band.get(k) in rank]
+        return _inversions(keys)
+
+    best, best_cost = len(band), cost(len(band))
+    for at in range(len(band) - 1, -1, -1):
+        c = cost(at)
+        if c < best_cost:
+            best, best_cost = at, c
+    return band[best] if best < len(band) else None
+
+
 def band_split(left: Sequence[Spec], right: Sequence[Spec], in_band: dict[int, int],
                out_band: dict[int, int], count: int) -> int:
     """How many of `count` band rows pass above a box (the rest pass under it) so that the
@@ -343,10 +367,18 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
     stub_out = not body_right
     inline = stub_in and stub_out and nb > 0 and not params
     legend = glyph.legend(term.op, term) if not inline else None
-    # The band rows after `above` pass under the box instead (none where something hangs
-    # under it): the tiling wires stacked below the target ones then need not cross them.
-    above = nb if inline or params or legend is not None or glyph.stacked(term.op) \
+    # The band rows after `above` pass under the box instead, and under what hangs from it
+    # (its parameters' names, its legend): the tiling wires stacked below the target ones
+    # then need not cross them.
+    above = nb if inline or glyph.stacked(term.op) \
         else band_split(left, right, in_band, out_band, nb)
+    hanging = 0.0
+    if params:
+        hanging = 20.0 + max(m.ascent + m.descent
+                             for m in (label.measure(LABEL_SIZE) for label in param_labels))
+    if legend is not None:
+        measured = legend.measure(LABEL_SIZE)
+        hanging = max(hanging, 3.0 + measured.ascent + measured.descent)
     if inline:
         # A function of the datatype alone (elementwise, scale, dropout on an array with
         # axes): a small box on a short arrowed datatype wire tucked just under the array's
@@ -367,7 +399,7 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
         y0 += band_rows[above - 1].y + CLEARANCE + deck - box_top
         box_top = y0 + (n_rows - 1) * PITCH / 2 - height / 2
     if above < nb:  # on the pitch grid of the box's rows, clear of the box
-        rows_down = math.ceil((box_top + height + CLEARANCE - y0) / PITCH - 1e-6)
+        rows_down = math.ceil((box_top + height + hanging + CLEARANCE - y0) / PITCH - 1e-6)
         band_rows = band_rows[:above] + [
             End(y0 + (rows_down + n) * PITCH, row.wire, row.spec)
             for n, row in enumerate(band_rows[above:])]
@@ -480,20 +512,48 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
     `Y + bias`) is a card at the left edge under the inputs, drawn with or without
     `show_params` (it is an operand, not a weight the glyph stands for): its wires join the
     band rows of its axes at dots, and a separator from the card's foot runs into the mark
-    just below the band, as do the datatype wires of scalar operands."""
+    just below the band, as do the datatype wires of scalar operands. A single card whose
+    wires cross fewer of the inputs' from above (`_card_above`) is drawn above them instead,
+    the mark between it and them."""
+    band_index = {row.spec.name: i for i, row in enumerate(band_rows)}
+    degree = list(term.degree.names)
+    # A single card whose wires join band rows high in the bundle goes above the inputs, with
+    # the mark between it and them, where its wires cross fewer of the inputs' on the way in.
+    above = _card_above(term, left, in_band, band_index, degree)
+    specs = list(left)
+    ids = list(in_ids)
+    in_band = dict(in_band)
+    if above:
+        param = term.params[0]
+        axes = {axis.name: axis for axis in param.array.shape.axes}
+        names = sorted(param.array.names,
+                       key=lambda n: band_index.get(_degree_of(param, n, degree), 0))
+        shift = len(names) + 1
+        specs = [Spec("axis", -1, n, ctx.axis_label(axes[n])) for n in names] \
+            + [Spec("sep", -1, "", None)] + specs
+        ids = [ctx.fresh() for _ in range(shift)] + ids
+        in_band = {k + shift: row for k, row in in_band.items()}
+        in_band.update({k: band_index.get(_degree_of(param, n, degree), 0)
+                        for k, n in enumerate(names)})
+        band_rows = _merged_band_rows(ctx, band_rows, in_band, ids, in_ids)
+        nb = len(band_rows)
+        width = 12.0
+        core = Panel(width, list(band_rows), list(band_rows),
+                     band_core_items(ctx, band_rows, width)).fit()
+        in_map, out_map = core_maps(specs, right, in_band, out_band, {}, {}, nb)
+        marked = {k for k, spec in enumerate(specs) if spec.kind == "sep"}
+        align = [k for k, spec in enumerate(specs) if spec.array == 0]
+        return assemble(ctx, specs, ids, in_map, core, out_map, right, align_left=align,
+                        sources=[Source(Label.axis(param.name or "W"), 0, shift)],
+                        mark=lambda x, y: glyph.mark(x, y, ctx.theme), marked=marked)
     # Between arrays only: a card (and a scalar's datatype wire) has no separator above it
     # to end on a mark in the gap, so there the mark stays on the band.
     between = not term.params and any(spec.kind == "sep" for spec in left) \
         and not any(spec.kind == "dtype" for spec in left)
-    specs = list(left)
-    ids = list(in_ids)
-    in_band = dict(in_band)
     body_in = {} if between else \
         {k: 0 for k, spec in enumerate(left) if spec.kind in ("sep", "dtype")}
     marked = {k for k, spec in enumerate(left) if spec.kind == "sep"} if between else set()
     sources: list[Source] = []
-    band_index = {row.spec.name: i for i, row in enumerate(band_rows)}
-    degree = list(term.degree.names)
     for number, param in enumerate(term.params):
         first = len(specs)
         axes = {axis.name: axis for axis in param.array.shape.axes}
@@ -515,12 +575,7 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
             ids.append(ctx.fresh())
         sources.append(Source(Label.axis(param.name or "W"), first, len(specs) - first))
     if term.params:  # a band row fed by a card as well as an input merges at a dot
-        feeders: dict[int, list[int]] = {}
-        for k, index in in_band.items():
-            feeders.setdefault(index, []).append(k)
-        band_rows = [End(row.y, ids[feeders[i][0]] if len(feeders.get(i, ())) == 1
-                         else (row.wire if row.wire not in in_ids else ctx.fresh()), row.spec)
-                     for i, row in enumerate(band_rows)]
+        band_rows = _merged_band_rows(ctx, band_rows, in_band, ids, in_ids)
     # The main line of a residual (`X = X + f(X)`: the input bound to the result's name) runs
     # on through the junction as the same wire, so a chain keeps it straight.
     main = next((index for index, port in enumerate(term.inputs)
@@ -568,6 +623,148 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
                     sources=sources)
 
 
+def _merged_band_rows(ctx: Context, band_rows: Sequence[End], in_band: dict[int, int],
+                      ids: Sequence[int], in_ids: Sequence[int]) -> list[End]:
+    """The band rows once a card's wires feed them too: a row fed once carries its feeder's
+    wire; a row fed several times (by a card as well as an input) is a new wire from a dot."""
+    feeders: dict[int, list[int]] = {}
+    for k, index in in_band.items():
+        feeders.setdefault(index, []).append(k)
+    return [End(row.y, ids[feeders[i][0]] if len(feeders.get(i, ())) == 1
+                else (row.wire if row.wire not in in_ids else ctx.fresh()), row.spec)
+            for i, row in enumerate(band_rows)]
+
+
+def _card_above(term: ir.Broadcasted, left: Sequence[Spec], in_band: dict[int, int],
+                band_index: dict[str, int], degree: list[str]) -> bool:
+    """Whether a sum's or product's one parameter operand (a card with axes and no datatype
+    wire) crosses fewer of the inputs' wires drawn above them than under them: its wire into
+    band row r crosses each input wire into a row above r from above, under r from below."""
+    if len(term.params) != 1 or any(spec.kind == "dtype" for spec in left):
+        return False
+    param = term.params[0]
+    if dtype_shown(param.array) or not param.array.names:
+        return False
+    rows = [band_index.get(_degree_of(param, name, degree), 0) for name in param.array.names]
+    inputs = [row for k, row in in_band.items() if k < len(left)]
+    from_above = sum(1 for r in rows for q in inputs if q < r)
+    from_below = sum(1 for r in rows for q in inputs if q > r)
+    return from_above < from_below
+
+
+@dataclass
+class _Operands:
+    """A contraction's operand wires stacked one way: `specs` top to bottom (the inputs', and
+    each card's), `order` the cup rows' spec indices top to bottom, `lowered` the band rows
+    only a card feeds, `at` the band row the cups go above (None: under all but `lowered`),
+    `inputs_from` the index of the inputs' first wire."""
+
+    specs: list[Spec]
+    ids: list[int]
+    in_band: dict[int, int]
+    sources: list[Source]
+    order: list[int]
+    lowered: list[int]
+    at: int | None
+    inputs_from: int
+    card_above: bool
+    band_count: int
+
+    def cost(self, right: Sequence[Spec], out_band: dict[int, int]) -> int:
+        """Crossings on the way in (every wire to its row) and out (every band row to its
+        output place), each pair of wires drawn in the other order than its rows counted."""
+        others = [i for i in range(self.band_count) if i not in self.lowered]
+        cups = [("cup", k) for k in self.order]
+        placed: list[tuple[str, int]] = []
+        for i in others:
+            if i == self.at:
+                placed.extend(cups)
+            placed.append(("band", i))
+        if self.at is None:
+            placed.extend(cups)
+        lowered = [("band", i) for i in self.lowered]
+        placed = lowered + placed if self.card_above else placed + lowered
+        rank = {row: n for n, row in enumerate(placed)}
+        keys = [rank[("cup", k)] if ("cup", k) in rank else rank[("band", self.in_band[k])]
+                for k in range(len(self.specs)) if ("cup", k) in rank or k in self.in_band]
+        band_rank = {i: rank[("band", i)] for i in range(self.band_count)}
+        out_keys = [band_rank[out_band[k]] for k in range(len(right)) if k in out_band]
+        return _inversions(keys) + _inversions(out_keys)
+
+
+def _einsum_operands(term: ir.Broadcasted, ctx: Context, left: Sequence[Spec],
+                     in_ids: Sequence[int], in_band: dict[int, int], body_left: Sequence[int],
+                     band_index: dict[str, int], degree: list[str],
+                     card_above: bool) -> _Operands:
+    """The operand wires of a contraction with its cards under the inputs, or (one card)
+    above them, and where its cups go."""
+    nb = len(band_index)
+    contracted_inputs = [k for k in body_left if left[k].kind == "axis"]
+    first_contracted = [left[k].name for k in contracted_inputs]
+    input_rows = set(in_band.values())
+    card_specs: list[Spec] = []
+    card_band: dict[int, int] = {}
+    card_contracted: list[int] = []
+    sources: list[Source] = []
+    for number, param in enumerate(term.params):
+        first = len(card_specs)
+        # The card's wires in the order that needs no crossing: its contracted wires mirroring
+        # the input's so that the cups nest; its tiling wires by band row, above them where
+        # they join a band row an input feeds (they rise to it without crossing the cups),
+        # under them where only the card feeds the row (it runs on under the cups); a card
+        # above the inputs the other way round.
+        def card_order(name: str, param: ir.Port = param) -> tuple[int, int]:
+            if name in param.targets:
+                at = first_contracted.index(name) if name in first_contracted else -1
+                return (0, -at)
+            row = band_index.get(_degree_of(param, name, degree), 0)
+            joins = row in input_rows
+            return (-1 if joins != card_above else 1, row)
+
+        axes = {axis.name: axis for axis in param.array.shape.axes}
+        for name in sorted(param.array.names, key=card_order):
+            k = len(card_specs)
+            card_specs.append(Spec("axis", -1 - number, name, ctx.axis_label(axes[name])))
+            if name in param.targets:
+                card_contracted.append(k)
+            else:
+                card_band[k] = band_index.get(_degree_of(param, name, degree), 0)
+        sources.append(Source(Label.axis(param.name or "W"), first, len(card_specs) - first))
+    cards = len(card_specs)
+    inputs_from = cards if card_above else 0
+    cards_from = 0 if card_above else len(left)
+    specs = [*card_specs, *left] if card_above else [*left, *card_specs]
+    card_ids = [-1] * len(card_specs)  # given fresh ids once a way is chosen
+    ids = [*card_ids, *in_ids] if card_above else [*in_ids, *card_ids]
+    bands = {k + inputs_from: row for k, row in in_band.items()}
+    bands.update({k + cards_from: row for k, row in card_band.items()})
+    contracted = [k + inputs_from for k in contracted_inputs] \
+        + [k + cards_from for k in card_contracted]
+    sources = [Source(src.label, src.first + cards_from, src.count) for src in sources]
+
+    # Rows of contracted axes; later operands list their axes in reverse so cups nest (the
+    # card first where it is above the inputs).
+    operands: dict[int, list[int]] = {}
+    for k in contracted:
+        operands.setdefault(specs[k].array, []).append(k)
+    order: list[int] = []
+    first_names: list[str] = []
+    for position, (_, ks) in enumerate(sorted(
+            operands.items(), key=lambda kv: ((kv[0] < 0) != card_above, abs(kv[0])))):
+        if position == 0:
+            first_names = [specs[k].name for k in ks]
+        else:
+            ks = sorted(ks, key=lambda k: -first_names.index(specs[k].name)
+                        if specs[k].name in first_names else 0)
+        order.extend(ks)
+    fed_by_inputs = {row for k, row in bands.items() if inputs_from <= k < inputs_from + len(left)}
+    lowered = [i for i in range(nb) if term.params and i not in fed_by_inputs
+               and any(row == i for row in bands.values())]
+    at = cups_position(specs, bands, order, [i for i in range(nb) if i not in lowered])
+    return _Operands(specs, ids, bands, sources, order, lowered, at, inputs_from, card_above,
+                     nb)
+
+
 def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: list[Spec],
             right: list[Spec], band_rows: list[End], in_band: dict[int, int],
             out_band: dict[int, int], body_left: list[int]) -> Panel:
@@ -581,33 +778,21 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
     degree = list(term.degree.names)
     band_index = {row.spec.name: i for i, row in enumerate(band_rows)}
 
-    # The operands' wires as one list: the inputs (panel edge), then each parameter's (card).
-    specs = list(left)
-    ids = list(in_ids)
-    in_band = dict(in_band)
-    contracted_rows = [k for k in body_left if left[k].kind == "axis"]
-    sources: list[Source] = []
-    first_contracted = [left[k].name for k in contracted_rows]
-    for number, param in enumerate(term.params):
-        first = len(specs)
-        # The card's wires in the order that needs no crossing: its contracted wires first,
-        # mirroring the input's so that the cups nest, then its tiling wires by band row.
-        def card_order(name: str, param: ir.Port = param) -> tuple[int, int]:
-            if name in param.targets:
-                at = first_contracted.index(name) if name in first_contracted else -1
-                return (0, -at)
-            return (1, band_index.get(_degree_of(param, name, degree), 0))
-
-        axes = {axis.name: axis for axis in param.array.shape.axes}
-        for name in sorted(param.array.names, key=card_order):
-            k = len(specs)
-            specs.append(Spec("axis", -1 - number, name, ctx.axis_label(axes[name])))
-            ids.append(ctx.fresh())
-            if name in param.targets:
-                contracted_rows.append(k)
-            else:
-                in_band[k] = band_index.get(_degree_of(param, name, degree), 0)
-        sources.append(Source(Label.axis(param.name or "W"), first, len(specs) - first))
+    # The operands' wires as one list: the inputs (panel edge), then each parameter's (card);
+    # a single card goes above the inputs instead where fewer wires cross that way.
+    below = _einsum_operands(term, ctx, left, in_ids, in_band, body_left, band_index, degree,
+                             card_above=False)
+    chosen = below
+    if len(term.params) == 1 and below.order:
+        above = _einsum_operands(term, ctx, left, in_ids, in_band, body_left, band_index,
+                                 degree, card_above=True)
+        if above.cost(right, out_band) < below.cost(right, out_band):
+            chosen = above
+    specs, in_band, sources = chosen.specs, chosen.in_band, chosen.sources
+    ids = [ctx.fresh() if wire < 0 else wire for wire in chosen.ids]
+    order, lowered, at = chosen.order, chosen.lowered, chosen.at
+    card_above = chosen is not below
+    inputs_from = chosen.inputs_from
     # With the parameters' wires added, a band row may have a different set of feeders.
     feeders: dict[int, list[int]] = {}
     for k, index in in_band.items():
@@ -616,39 +801,34 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
                      else (row.wire if len(feeders.get(i, ())) != 1 and row.wire not in in_ids
                            else ctx.fresh()), row.spec)
                  for i, row in enumerate(band_rows)]
-
-    # Rows of contracted axes; later operands list their axes in reverse so cups nest.
-    operands: dict[int, list[int]] = {}
-    for k in contracted_rows:
-        operands.setdefault(specs[k].array, []).append(k)
-    order: list[int] = []
-    first_names: list[str] = []
-    for position, (_, ks) in enumerate(sorted(operands.items(),
-                                              key=lambda kv: (kv[0] < 0, abs(kv[0])))):
-        if position == 0:
-            first_names = [specs[k].name for k in ks]
-        else:
-            ks = sorted(ks, key=lambda k: -first_names.index(specs[k].name)
-                        if specs[k].name in first_names else 0)
-        order.extend(ks)
-    # A band row only a learned operand feeds (the last ones, see `band_order`) runs under
-    # the cups, straight on from the card, and joins the others on the output side.
+    # A band row only a learned operand feeds runs under the cups (over them, for a card
+    # above the inputs), straight on from the card, and joins the others on the output side.
     # The other band rows stay at the height of the input wires that feed them where the
-    # order allows, so those run straight; the cups come after them.
-    if term.params and order:
-        lowered: list[int] = []
+    # order allows, so those run straight; the cups sit among them where fewest wires cross.
+    if order and (term.params or at is not None):
         y_prev = -PITCH
+        if card_above:
+            for i in lowered:
+                y_prev += PITCH
+                band_rows[i] = End(y_prev, band_rows[i].wire, band_rows[i].spec)
         for i, row in enumerate(band_rows):
-            inputs = [k for k in feeders.get(i, ()) if k < len(left)]
-            if feeders.get(i) and not inputs:
-                lowered.append(i)
+            if i in lowered:
                 continue
-            y_prev = max(min(inputs) * PITCH if inputs else y_prev, y_prev + PITCH)
+            if i == at:
+                y0 = y_prev + PITCH
+                y_prev = y0 + (len(order) - 1) * PITCH
+            inputs = [k - inputs_from for k in feeders.get(i, ())
+                      if inputs_from <= k < inputs_from + len(left)]
+            y_prev = max(min(inputs) * PITCH if inputs and term.params else y_prev,
+                         y_prev + PITCH)
             band_rows[i] = End(y_prev, row.wire, row.spec)
-        y0 = y_prev + PITCH
-        for n, i in enumerate(lowered):
-            band_rows[i] = End(y0 + (len(order) + n) * PITCH, band_rows[i].wire,
-                               band_rows[i].spec)
+        if at is None:
+            y0 = y_prev + PITCH
+        cups_end = y0 + (len(order) - 1) * PITCH
+        if not card_above:
+            for n, i in enumerate(lowered):
+                band_rows[i] = End(max(y_prev, cups_end) + (n + 1) * PITCH, band_rows[i].wire,
+                                   band_rows[i].spec)
     core_left = list(band_rows)
     body_in: dict[int, int] = {}
     rows: list[tuple[str, float, int]] = []

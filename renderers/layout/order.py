@@ -112,9 +112,69 @@ def _best_order(count: int, cost: Callable[[Sequence[int]], int],
     return best
 
 
+def cascaded_copies(terms: Sequence[ir.Term]) -> list[ir.Term]:
+    """The terms of a composition with each rearrangement that copies an array of several
+    wires three or more times into neighbouring places drawn as a cascade of copies in two.
+
+    A fan of k copies of a bundle of w wires from one dot per wire crosses k(k-1)/2 * w(w-1)/2
+    times; splitting one copy off at a time, (k-1) * w(w-1)/2 (the same morphism: a copy in
+    two, then the second copied again)."""
+    out: list[ir.Term] = []
+    for term in terms:
+        if isinstance(term, ir.Rearrangement):
+            out.extend(_cascade(term))
+        else:
+            out.append(term)
+    return out
+
+
+def _cascade(term: ir.Rearrangement) -> list[ir.Term]:
+    """`term` as a rearrangement that copies each run in two, then a product that copies the
+    second of the two again (a cascade itself where copies remain); `[term]` where no run of
+    three or more copies of an array of several wires is drawn side by side."""
+    mapping = term.mapping
+    runs: dict[int, int] = {}  # first output of a run -> its length
+    j = 0
+    while j < len(mapping):
+        k = j
+        while k + 1 < len(mapping) and mapping[k + 1] == mapping[j]:
+            k += 1
+        if k - j >= 2 and _wires(term.dom[mapping[j]]) >= 2:
+            runs[j] = k - j + 1
+        j = k + 1
+    if not runs:
+        return [term]
+    first_mapping: list[int] = []
+    factors: list[ir.Term] = []
+    j = 0
+    while j < len(mapping):
+        array = term.cod[j]
+        factors.append(ir.Identity(dom=(array,), cod=(array,)))
+        if j in runs:
+            first_mapping.extend((mapping[j], mapping[j]))
+            factors.append(_copies(array, runs[j] - 1, term.span))
+            j += runs[j]
+        else:
+            first_mapping.append(mapping[j])
+            j += 1
+    middle = tuple(a for f in factors for a in f.dom)
+    return [ir.Rearrangement(dom=term.dom, cod=middle, mapping=tuple(first_mapping),
+                             span=term.span),
+            ir.Product(dom=middle, cod=term.cod, terms=tuple(factors))]
+
+
+def _copies(array: ir.ArrayType, count: int, span: ir.Span | None) -> ir.Term:
+    """`count` copies of `array`, cascaded where there are three or more."""
+    copy = ir.Rearrangement(dom=(array,), cod=(array,) * count, mapping=(0,) * count, span=span)
+    if count < 3:
+        return copy
+    return ir.Composed(dom=(array,), cod=(array,) * count, terms=tuple(_cascade(copy)))
+
+
 def drawing_order(terms: Sequence[ir.Term]) -> list[ir.Term]:
     """The terms of a composition with each run of aligned products restacked (and the
-    rearrangements at its ends adjusted) to cross the fewest wires."""
+    rearrangements at its ends adjusted) and its copies of bundles cascaded, to cross the
+    fewest wires."""
     out = list(terms)
     i = 0
     while i < len(out):
@@ -130,7 +190,9 @@ def drawing_order(terms: Sequence[ir.Term]) -> list[ir.Term]:
             runs.append(nxt)
             j += 1
         out, i = _restack(out, i, j, runs)
-    return out
+    # Cascaded last: the restacking adjusts the rearrangements round the products it moves,
+    # the copies among them included.
+    return cascaded_copies(out)
 
 
 def _restack(out: list[ir.Term], start: int, stop: int,
@@ -164,11 +226,16 @@ def _restack(out: list[ir.Term], start: int, stop: int,
         return [position[a] for a in after.mapping]
 
     left_weights = [_wires(a) for a in before.dom] if before is not None else in_weights
+    # A sum or product right after the run takes its operands in any order: it is permuted
+    # with the run instead of a rearrangement before it, and its wires' crossings on their
+    # way to its band rows are what the order costs on the right.
+    junction = _commutative_junction(out, stop, len(last.cod)) if after is None else None
 
     def cost(order: Sequence[int]) -> int:
         drawn = _arrays_in_order(out_groups, order)  # the output arrays, top to bottom
-        return (crossings_of(left_mapping(order), left_weights)
-                + crossings_of(right_mapping(order), [out_weights[a] for a in drawn]))
+        right = (junction_crossings(junction, drawn) if junction is not None else
+                 crossings_of(right_mapping(order), [out_weights[a] for a in drawn]))
+        return crossings_of(left_mapping(order), left_weights) + right
 
     # Seeds for a local search among many factors: each factor where the arrays it makes
     # are wanted after the run, or where the arrays it reads come from before it.
@@ -198,6 +265,13 @@ def _restack(out: list[ir.Term], start: int, stop: int,
                           left_mapping(order), before.span if before is not None else None)
     tail = _rearrangement(new_out, after.cod if after is not None else last.cod,
                           right_mapping(order), after.span if after is not None else None)
+    if junction is not None:  # its operands permuted with the run: no rearrangement between
+        drawn = _arrays_in_order(out_groups, order)
+        tail = None
+        permuted = junction.model_copy(update={
+            "dom": tuple(junction.dom[a] for a in drawn),
+            "inputs": tuple(junction.inputs[a] for a in drawn)})
+        out = [*out[:stop], permuted, *out[stop + 1:]]
     lo = start - 1 if before is not None else start
     hi = stop + 1 if after is not None else stop
     middle = ([head] if head is not None else []) + restacked
@@ -207,6 +281,34 @@ def _restack(out: list[ir.Term], start: int, stop: int,
     # left end, and is looked at again there.
     resume = lo + len(middle)
     return result, resume
+
+
+COMMUTATIVE = ("add", "multiply")
+"""Operations whose operands may be drawn in any order: the same sum, the same product."""
+
+
+def _commutative_junction(out: Sequence[ir.Term], stop: int,
+                          arrays: int) -> ir.Broadcasted | None:
+    """The sum or product of the `arrays` arrays a run of products ends with, if the term
+    after the run is one (its operands all arrays of the run, no parameter operand)."""
+    if stop >= len(out):
+        return None
+    term = out[stop]
+    if not isinstance(term, ir.Broadcasted) or term.op.kind not in COMMUTATIVE \
+            or term.params or len(term.inputs) != arrays or len(term.dom) != arrays:
+        return None
+    return term
+
+
+def junction_crossings(junction: ir.Broadcasted, drawn: Sequence[int]) -> int:
+    """Crossings of the wires of a sum's or product's operands, stacked in the order `drawn`
+    (indices of its inputs, top to bottom), on their way to its band rows, which follow its
+    result's axes: a wire crosses each one above it bound for a lower row. Wires into one
+    row meet at a dot and do not cross."""
+    rank = {name: n for n, name in enumerate(junction.outputs[0].array.names)}
+    rows = [rank[name] for a in drawn for name in junction.inputs[a].array.names
+            if name in rank]
+    return sum(1 for i, r in enumerate(rows) for q in rows[i + 1:] if r > q)
 
 
 def _rearrangement(dom: tuple[ir.ArrayType, ...], cod: tuple[ir.ArrayType, ...],

@@ -130,7 +130,10 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
                     if r is not None and (align_right is None or k in align_right)]
     gap = [0.0] * len(left)  # a card's wires keep a wire's gap from the data above them
     for source in sources:
-        for k in range(source.first, source.first + source.count):
+        # A card at the top keeps the gap from the data under it instead.
+        shifted = range(source.count, len(left)) if source.first == 0 \
+            else range(source.first, source.first + source.count)
+        for k in shifted:
             gap[k] = PITCH
     base_left = best_offset([core.left[in_map[k] or 0].y - k * PITCH - gap[k]
                               for k in chosen_left], [wire_weight(left[k]) for k in chosen_left])
@@ -204,7 +207,8 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
             items.extend(mark(x_mark, y))
             anchors.append(Anchor(x_mark, y))
             # the separator ends at the mark's left arm
-            items.append(wire_path(ctx, spec, wire, (0.0, y), [(x_mark - MARK_ARM, y)]))
+            items.append(wire_path(ctx, spec, wire, (sourced.get(k, 0.0), y),
+                                   [(x_mark - MARK_ARM, y)]))
             anchors.append(Anchor(x_mark - MARK_ARM, y))
             continue
         if row_index is None:
