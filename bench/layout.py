@@ -103,20 +103,62 @@ def gallery_diagrams(gallery: Path) -> Iterator[tuple[str, Any]]:
 # The measures
 
 
-def _cross(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float],
-           d: tuple[float, float]) -> tuple[float, float] | None:
-    """Where segments ab and cd cross properly (not collinear, not merely touching)."""
+Point = tuple[float, float]
+EPSILON = 1e-9
+
+
+def _meet(a: Point, b: Point, c: Point, d: Point) -> tuple[float, float] | None:
+    """The parameters (t on ab, u on cd) where segments ab and cd meet, ends included; None
+    when they do not meet or are parallel (a shared run is not a crossing point)."""
     rx, ry = b[0] - a[0], b[1] - a[1]
     sx, sy = d[0] - c[0], d[1] - c[1]
     denominator = rx * sy - ry * sx
-    if abs(denominator) < 1e-9:
+    if abs(denominator) < EPSILON:
         return None
     qx, qy = c[0] - a[0], c[1] - a[1]
     t = (qx * sy - qy * sx) / denominator
     u = (qx * ry - qy * rx) / denominator
-    if 1e-9 < t < 1 - 1e-9 and 1e-9 < u < 1 - 1e-9:
-        return (a[0] + t * rx, a[1] + t * ry)
+    if -EPSILON <= t <= 1 + EPSILON and -EPSILON <= u <= 1 + EPSILON:
+        return t, u
     return None
+
+
+def _inside(t: float) -> bool:
+    return EPSILON < t < 1 - EPSILON
+
+
+def _neighbours(points: list[Point], k: int, t: float) -> tuple[Point, Point] | None:
+    """The points a wire comes from and goes to around where it is met: the ends of its
+    segment k when met inside it, the vertices either side when met at a vertex; None at an
+    end of the wire (wires meet there)."""
+    if _inside(t):
+        return points[k], points[k + 1]
+    vertex = k if t <= EPSILON else k + 1
+    if vertex == 0 or vertex == len(points) - 1:
+        return None
+    return points[vertex - 1], points[vertex + 1]
+
+
+def _separates(at: Point, first: tuple[Point, Point], second: tuple[Point, Point]) -> bool:
+    """Whether the wire through `at` along `second` passes from one side of the wire along
+    `first` to the other (a crossing), rather than touching it and turning back. The two
+    directions of `first` cut the turn around `at` in two; `second` crosses when its two
+    directions lie in different parts. A direction along `first` (a shared run) is no
+    crossing here."""
+    def angle(point: Point) -> float:
+        return math.atan2(point[1] - at[1], point[0] - at[0]) % math.tau
+
+    start, end = angle(first[0]), angle(first[1])
+    span = (end - start) % math.tau
+
+    def side(point: Point) -> int | None:
+        turn = (angle(point) - start) % math.tau
+        if min(turn, math.tau - turn) < 1e-7 or abs(turn - span) < 1e-7:
+            return None
+        return 0 if turn < span else 1
+
+    sides = (side(second[0]), side(second[1]))
+    return None not in sides and sides[0] != sides[1]
 
 
 def crossings(paths: list[Any], dots: Sequence[tuple[float, float]] = ()) -> int:
@@ -128,34 +170,53 @@ def crossings(paths: list[Any], dots: Sequence[tuple[float, float]] = ()) -> int
 
 def crossing_points(paths: list[Any], dots: Sequence[tuple[float, float]] = ()
                     ) -> list[tuple[float, float, int, int]]:
-    """Where the crossings `crossings` counts are: (x, y, wire, other wire), left to right."""
+    """Where the crossings `crossings` counts are: (x, y, wire, other wire), left to right.
+
+    Two wires cross where their polylines pass through each other: inside a segment of each,
+    or where one or both pass through a vertex (two curves swapped symmetrically share their
+    middle sample), in which case the turn of each wire around the point decides whether
+    the other passes to its other side or only touches it."""
     dot_grid: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
     for x, y in dots:
         dot_grid[(int(x // CELL), int(y // CELL))].append((x, y))
-    segments: list[tuple[int, tuple[float, float], tuple[float, float]]] = []
-    ends: list[tuple[tuple[float, float], tuple[float, float]]] = []
+    polylines: list[list[Point]] = []
+    segments: list[tuple[int, int]] = []  # (path, index of the segment's first point)
     for index, path in enumerate(paths):
-        points = path.polyline()
-        ends.append((points[0], points[-1]))
-        segments.extend((index, p, q) for p, q in pairwise(points) if p != q)
+        drawn = path.polyline()
+        points = [point for point, following in zip(drawn, [*drawn[1:], None], strict=True)
+                  if point != following]
+        polylines.append(points)
+        segments.extend((index, k) for k in range(len(points) - 1))
     grid: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for s, (_, p, q) in enumerate(segments):
+    for s, (w, k) in enumerate(segments):
+        p, q = polylines[w][k], polylines[w][k + 1]
         for cx in range(int(min(p[0], q[0]) // CELL), int(max(p[0], q[0]) // CELL) + 1):
             for cy in range(int(min(p[1], q[1]) // CELL), int(max(p[1], q[1]) // CELL) + 1):
                 grid[(cx, cy)].append(s)
     found: dict[tuple[int, int, int, int], tuple[float, float, int, int]] = {}
     for cell in grid.values():
         for i_pos, i in enumerate(cell):
-            wi, a, b = segments[i]
+            wi, ki = segments[i]
+            a, b = polylines[wi][ki], polylines[wi][ki + 1]
             for j in cell[i_pos + 1:]:
-                wj, c, d = segments[j]
+                wj, kj = segments[j]
                 if paths[wi].wire == paths[wj].wire:
                     continue
-                point = _cross(a, b, c, d)
-                if point is None:
+                c, d = polylines[wj][kj], polylines[wj][kj + 1]
+                met = _meet(a, b, c, d)
+                if met is None:
                     continue
-                if any(math.dist(point, e) <= END_TOLERANCE
-                       for e in (*ends[wi], *ends[wj])):
+                t, u = met
+                point = (a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]))
+                if not (_inside(t) and _inside(u)):
+                    around_i = _neighbours(polylines[wi], ki, t)
+                    around_j = _neighbours(polylines[wj], kj, u)
+                    if around_i is None or around_j is None \
+                            or not _separates(point, around_i, around_j):
+                        continue
+                ends = (polylines[wi][0], polylines[wi][-1], polylines[wj][0],
+                        polylines[wj][-1])
+                if any(math.dist(point, e) <= END_TOLERANCE for e in ends):
                     continue
                 key = (int(point[0] // CELL), int(point[1] // CELL))
                 if any(math.dist(point, dot) <= DOT_TOLERANCE

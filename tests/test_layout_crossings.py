@@ -118,7 +118,7 @@ def test_a_card_wire_joining_an_input_band_row_leaves_the_card_above_its_cups(
                if isinstance(t, Text) and t.wire is not None}
     assert [name_of[port.wire] for port in sorted(card.ports, key=lambda port: port.y)] \
         == ["c", "u"]
-    assert count(chosen) == 1
+    assert count(chosen) == 2  # p and X's u
     assert chosen.validate() == []
 
 
@@ -241,3 +241,29 @@ def test_the_operands_of_a_sum_are_stacked_to_reach_its_rows_uncrossed(
     assert sorted(b.kind for b in chosen.boxes) == sorted(b.kind for b in kept.boxes)
     assert {str(t.label) for t in chosen.items if isinstance(t, Text) and t.role == "axis"} \
         == {str(t.label) for t in kept.items if isinstance(t, Text) and t.role == "axis"}
+
+
+class _Polyline:
+    """A wire as the counter reads it: its points and its wire id."""
+
+    def __init__(self, points: list[tuple[float, float]], wire: int) -> None:
+        self.points, self.wire = points, wire
+
+    def polyline(self) -> list[tuple[float, float]]:
+        return self.points
+
+
+@pytest.mark.parametrize(("first", "second", "expected"), [
+    ([(0, 0), (10, 10)], [(0, 10), (10, 0)], 1),  # inside a segment of each
+    ([(0, 0), (5, 5), (10, 10)], [(0, 10), (5, 5), (10, 0)], 1),  # a swap through one vertex
+    ([(0, 0), (5, 5), (10, 0)], [(0, 10), (5, 5), (10, 10)], 0),  # touch and turn back
+    ([(0, 5), (10, 5)], [(5, 0), (5, 5), (6, 10)], 1),  # a vertex on a segment, passing over
+    ([(0, 5), (10, 5)], [(5, 0), (5, 5), (6, 0)], 0),  # a vertex on a segment, turning back
+    ([(0, 0), (10, 0)], [(10, 0), (20, 5)], 0),  # wires that meet at their ends
+])
+def test_the_counter_sees_crossings_at_shared_points(
+        first: list[tuple[float, float]], second: list[tuple[float, float]],
+        expected: int) -> None:
+    """Two curves swapped symmetrically share their middle sample: a crossing at a vertex
+    of both is still a crossing, and a touch is not."""
+    assert BENCH.crossings([_Polyline(first, 1), _Polyline(second, 2)]) == expected
