@@ -29,7 +29,7 @@ from ..geometry import (
 from ..glyphs import BoxGlyph, block_fill, glyph_of
 from ..text import MAX_TITLE_CHARS, Label, Run, elide
 from .broadcast import Wiring, broadcast_wiring, core_maps, layout_broadcasted
-from .context import Context
+from .context import Context, TooWide
 from .frames import collapsed, frame
 from .options import (
     BLOCK_PAD,
@@ -106,6 +106,8 @@ def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> P
         else:  # from the second join on, `panel` is a join's own result: extended in place
             panel = join(ctx, panel, next_panel, reuse_first=owned)
             owned = True
+        if ctx.give_up_beyond is not None and panel.width > ctx.give_up_beyond:
+            raise TooWide(panel.width)
         ids = [e.wire for e in panel.right]
     if panel is None:
         return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
