@@ -29,13 +29,15 @@ def layout_definition(program: ir.Program, name: str,
     if options.expand_calls:
         check_expansion(program, name, options)
     target = options.width
+    if target is None:
+        return _layout(program, definition, options)
     # A drawing that fits its budget on one row is drawn on one row. Whether it fits is known
     # as soon as a composition in it outgrows the budget (the drawing is at least as wide):
     # the rest of the row is not laid out (on a long chain, most of it).
     try:
         drawn = _layout(program, definition, replace(options, width=None),
-                        give_up_beyond=None if target is None else target + 1.0)
-        if target is None or drawn.width <= target + 0.5:
+                        give_up_beyond=target + 1.0)
+        if drawn.width <= target + 0.5:
             return drawn
     except TooWide:
         pass
