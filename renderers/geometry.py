@@ -70,9 +70,12 @@ class Path:
         return (last[-2], last[-1])
 
     def moved(self, dx: float, dy: float) -> Path:
+        # (one comprehension, no helper call per segment: a wire is moved a few times)
         return Path(
             (self.start[0] + dx, self.start[1] + dy),
-            tuple(_shift_segment(s, dx, dy) for s in self.segments),
+            tuple([(s[0] + dx, s[1] + dy) if len(s) == 2 else
+                   (s[0] + dx, s[1] + dy, s[2] + dx, s[3] + dy, s[4] + dx, s[5] + dy)
+                   for s in self.segments]),
             self.stroke, self.fill, self.closed, self.wire, self.role, self.free_ends,
             self.layer,
         )
@@ -104,11 +107,12 @@ class Path:
             ys.extend(seg[1::2])
         return (min(xs), min(ys), max(xs), max(ys))
 
-
-def _shift_segment(seg: Segment, dx: float, dy: float) -> Segment:
-    if len(seg) == 2:
-        return (seg[0] + dx, seg[1] + dy)
-    return (seg[0] + dx, seg[1] + dy, seg[2] + dx, seg[3] + dy, seg[4] + dx, seg[5] + dy)
+    def y_extent(self) -> tuple[float, float]:
+        """The top and bottom of `bbox` (what a panel's extent needs), without the xs."""
+        ys = [self.start[1]]
+        for seg in self.segments:
+            ys.extend(seg[1::2])
+        return min(ys), max(ys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,9 @@ class Rect:
     def bbox(self) -> BBox:
         return (self.x, self.y, self.x + self.width, self.y + self.height)
 
+    def y_extent(self) -> tuple[float, float]:
+        return self.y, self.y + self.height
+
 
 @dataclass(frozen=True, slots=True)
 class Polygon:
@@ -146,6 +153,10 @@ class Polygon:
         ys = [p[1] for p in self.points]
         return (min(xs), min(ys), max(xs), max(ys))
 
+    def y_extent(self) -> tuple[float, float]:
+        ys = [p[1] for p in self.points]
+        return min(ys), max(ys)
+
 
 @dataclass(frozen=True, slots=True)
 class Circle:
@@ -161,6 +172,9 @@ class Circle:
 
     def bbox(self) -> BBox:
         return (self.cx - self.r, self.cy - self.r, self.cx + self.r, self.cy + self.r)
+
+    def y_extent(self) -> tuple[float, float]:
+        return self.cy - self.r, self.cy + self.r
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +202,9 @@ class Text:
 
     def bbox(self) -> BBox:
         return (self.x, self.y - self.ascent, self.x + self.width, self.y + self.descent)
+
+    def y_extent(self) -> tuple[float, float]:
+        return self.y - self.ascent, self.y + self.descent
 
 
 Item = Path | Rect | Polygon | Circle | Text

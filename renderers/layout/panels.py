@@ -107,9 +107,11 @@ class Panel:
         top = min(ys, default=0.0)
         bottom = max(ys, default=0.0)
         for item in self.items:
-            _, y0, _, y1 = item.bbox()
-            top = min(top, y0)
-            bottom = max(bottom, y1)
+            y0, y1 = item.y_extent()
+            if y0 < top:
+                top = y0
+            if y1 > bottom:
+                bottom = y1
         for box in self.boxes:
             top = min(top, box.y)
             bottom = max(bottom, box.y + box.height)
