@@ -9,7 +9,7 @@ from dataclasses import replace
 from ncd import ir
 
 from ..annotate import LEVELS, Legend, shaded
-from ..geometry import Diagram, Item, Rect, Stroke
+from ..geometry import Diagram, Item, Rect, Stroke, placed_items
 from ..glyphs import THEMES
 from ..text import Label, elide
 from .context import Context, TooWide, size_environment
@@ -161,7 +161,7 @@ def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptio
     placed = panel.moved(0.0, dy)
     height = panel.bottom - panel.top + 2 * MARGIN
     width = placed.width
-    items = list(placed.items)
+    items = placed_items(placed.items)
     if options.legend is not None:
         legend_items, legend_height = _legend(ctx, options.legend, height - MARGIN / 2,
                                               width - 2 * MARGIN)
