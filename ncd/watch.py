@@ -20,9 +20,7 @@ show another definition) and never serves files.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import http.server
 import os
 import secrets
 import socket
@@ -32,10 +30,13 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from ncd import webpage
+
+if TYPE_CHECKING:
+    import http.server
 
 POLL_SECONDS = 0.2
 """How often the files are looked at."""
@@ -163,10 +164,14 @@ class Preview:
         and watch on threads of their own."""
         from ncd.cli import UsageError
 
+        # The HTTP server's module (and what it imports) loads only here: every `ncd`
+        # command builds the parser that declares `ncd watch`.
+        from ncd.watch_http import PreviewHandler, PreviewServer
+
         self.refresh(force=True)
-        handler = type("Handler", (_Handler,), {"preview": self})
+        handler = type("Handler", (PreviewHandler,), {"preview": self})
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        server_class = type("Server", (_Server,), {"address_family": family})
+        server_class = type("Server", (PreviewServer,), {"address_family": family})
         try:
             self._server = server_class((self.host, self.port), handler)
         except OSError as error:
@@ -428,57 +433,3 @@ _SCRIPT = """
   again();
 })();
 """
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return  # the browser went away mid-answer
-        super().handle_error(request, client_address)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    preview: Preview
-    server_version = "ncd-watch"
-
-    def do_HEAD(self) -> None:
-        self.do_GET(body=False)
-
-    def do_GET(self, body: bool = True) -> None:
-        self.body = body
-        address = urlsplit(self.path)
-        query = parse_qs(address.query)
-        definition = query.get("def", [""])[0] or None
-        if address.path == "/version":
-            self._send(200, "text/plain", str(self.preview.version))
-        elif address.path == "/fragment":
-            version, content = self.preview.content(definition)
-            self._send(200, "text/html", content, {"X-Ncd-Version": str(version)})
-        elif address.path in ("/", "/index.html"):
-            text, nonce = self.preview.page(definition)
-            policy = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-                      f"connect-src 'self'; script-src 'nonce-{nonce}'; base-uri 'none'; "
-                      "form-action 'none'")
-            self._send(200, "text/html", text, {"Content-Security-Policy": policy})
-        else:
-            self._send(404, "text/plain", "not found: this server shows one ncd file at /\n")
-
-    def _send(self, status: int, kind: str, text: str,
-              headers: Mapping[str, str] | None = None) -> None:
-        data = text.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", f"{kind}; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if getattr(self, "body", True):
-            with contextlib.suppress(ConnectionError):
-                self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the terminal shows the file's state, not each request

@@ -70,9 +70,12 @@ class Path:
         return (last[-2], last[-1])
 
     def moved(self, dx: float, dy: float) -> Path:
+        # (one comprehension, no helper call per segment: a wire is moved a few times)
         return Path(
             (self.start[0] + dx, self.start[1] + dy),
-            tuple(_shift_segment(s, dx, dy) for s in self.segments),
+            tuple([(s[0] + dx, s[1] + dy) if len(s) == 2 else
+                   (s[0] + dx, s[1] + dy, s[2] + dx, s[3] + dy, s[4] + dx, s[5] + dy)
+                   for s in self.segments]),
             self.stroke, self.fill, self.closed, self.wire, self.role, self.free_ends,
             self.layer,
         )
@@ -104,11 +107,12 @@ class Path:
             ys.extend(seg[1::2])
         return (min(xs), min(ys), max(xs), max(ys))
 
-
-def _shift_segment(seg: Segment, dx: float, dy: float) -> Segment:
-    if len(seg) == 2:
-        return (seg[0] + dx, seg[1] + dy)
-    return (seg[0] + dx, seg[1] + dy, seg[2] + dx, seg[3] + dy, seg[4] + dx, seg[5] + dy)
+    def y_extent(self) -> tuple[float, float]:
+        """The top and bottom of `bbox` (what a panel's extent needs), without the xs."""
+        ys = [self.start[1]]
+        for seg in self.segments:
+            ys.extend(seg[1::2])
+        return min(ys), max(ys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,9 @@ class Rect:
     def bbox(self) -> BBox:
         return (self.x, self.y, self.x + self.width, self.y + self.height)
 
+    def y_extent(self) -> tuple[float, float]:
+        return self.y, self.y + self.height
+
 
 @dataclass(frozen=True, slots=True)
 class Polygon:
@@ -146,6 +153,10 @@ class Polygon:
         ys = [p[1] for p in self.points]
         return (min(xs), min(ys), max(xs), max(ys))
 
+    def y_extent(self) -> tuple[float, float]:
+        ys = [p[1] for p in self.points]
+        return min(ys), max(ys)
+
 
 @dataclass(frozen=True, slots=True)
 class Circle:
@@ -161,6 +172,9 @@ class Circle:
 
     def bbox(self) -> BBox:
         return (self.cx - self.r, self.cy - self.r, self.cx + self.r, self.cy + self.r)
+
+    def y_extent(self) -> tuple[float, float]:
+        return self.cy - self.r, self.cy + self.r
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +203,149 @@ class Text:
     def bbox(self) -> BBox:
         return (self.x, self.y - self.ascent, self.x + self.width, self.y + self.descent)
 
+    def y_extent(self) -> tuple[float, float]:
+        return self.y - self.ascent, self.y + self.descent
+
 
 Item = Path | Rect | Polygon | Circle | Text
+
+
+Candidate = tuple[float, float]
+"""A height the layout computes as `base + offset` (a rectangle's bottom: its y plus its
+height): a group keeps the base and moves it, and adds the offset last, as moving the item
+and then measuring it would."""
+_NEAR = 1e-6
+"""Candidates for an extreme this far from the best are dropped: moving a group shifts them
+all alike, and rounding never reorders them by as much."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Group:
+    """Items of a panel moved into place as a whole: shifted by (`dx`, `dy`) only when the
+    diagram is finished (`placed_items`), so that a panel nested n deep is not copied n
+    times. Labels are never grouped (a join compares and drops them as they are); a diagram
+    holds no groups.
+
+    The vertical extent is kept as moving every item would give it, to the last bit: the
+    least and greatest coordinate (`low`, `high`) of the paths and polygons in it, moved as
+    they are, and the heights made of a coordinate and an offset (`tops`, `bottoms`, see
+    `Candidate`)."""
+
+    items: tuple[Drawn, ...]
+    dx: float
+    dy: float
+    low: float
+    high: float
+    tops: tuple[Candidate, ...]
+    bottoms: tuple[Candidate, ...]
+
+    def y_extent(self) -> tuple[float, float]:
+        top = min([self.low, *(b + o for b, o in self.tops)])
+        bottom = max([self.high, *(b + o for b, o in self.bottoms)])
+        return top, bottom
+
+
+Drawn = Item | Group
+"""What a panel draws while it is laid out: items, and groups of items still to be moved."""
+
+
+def _pruned(candidates: list[Candidate], dy: float, bound: float, lowest: bool
+            ) -> tuple[Candidate, ...]:
+    """`candidates` moved by `dy`, less those that cannot be the extreme: farther than
+    `_NEAR` from the best of them or beyond `bound` (the moved coordinates' extreme)."""
+    moved = [(b + dy, o) for b, o in candidates]
+    if not moved:
+        return ()
+    if lowest:
+        best = min(min(b + o for b, o in moved), bound)
+        return tuple(c for c in moved if c[0] + c[1] <= best + _NEAR)
+    best = max(max(b + o for b, o in moved), bound)
+    return tuple(c for c in moved if c[0] + c[1] >= best - _NEAR)
+
+
+def group(items: Iterable[Drawn], dx: float, dy: float) -> tuple[list[Drawn], list[Text]]:
+    """`items` moved by (dx, dy): the labels moved at once, everything else in one group
+    (its shifts applied in order when the diagram is finished, as moving each item at every
+    level would: the same numbers come out)."""
+    texts: list[Text] = []
+    rest: list[Drawn] = []
+    low, high = float("inf"), float("-inf")
+    tops: list[Candidate] = []
+    bottoms: list[Candidate] = []
+    for item in items:
+        if isinstance(item, Text):
+            texts.append(item.moved(dx, dy))
+            continue
+        rest.append(item)
+        if isinstance(item, Group):
+            low, high = min(low, item.low), max(high, item.high)
+            tops.extend(item.tops)
+            bottoms.extend(item.bottoms)
+        elif isinstance(item, Rect):
+            low = min(low, item.y)
+            bottoms.append((item.y, item.height))
+        elif isinstance(item, Circle):
+            tops.append((item.cy, -item.r))
+            bottoms.append((item.cy, item.r))
+        else:
+            y0, y1 = item.y_extent()
+            low, high = min(low, y0), max(high, y1)
+    if not rest:
+        return [], texts
+    low, high = low + dy, high + dy
+    return [Group(tuple(rest), dx, dy, low, high, _pruned(tops, dy, low, True),
+                  _pruned(bottoms, dy, high, False))], texts
+
+
+def placed_items(items: Iterable[Drawn]) -> list[Item]:
+    """Every item with the shifts of the groups round it applied, innermost first, in the
+    order the layout made them."""
+    placed: list[Item] = []
+    _place(items, (), (), placed)
+    return placed
+
+
+def _place(items: Iterable[Drawn], xs: tuple[float, ...], ys: tuple[float, ...],
+           out: list[Item]) -> None:
+    for item in items:
+        if isinstance(item, Group):
+            # innermost shift first: the order a panel nested in others was moved in
+            _place(item.items, (item.dx, *xs), (item.dy, *ys), out)
+        elif not xs:
+            out.append(item)
+        else:
+            out.append(_shifted(item, xs, ys))
+
+
+def path_ends(items: Iterable[Drawn], role: WireRole, xs: tuple[float, ...] = ()
+              ) -> Iterator[tuple[int | None, float]]:
+    """The wire id and the x of the end of every path of `role` among `items`, those in
+    groups too (shifted as `placed_items` shifts them)."""
+    for item in items:
+        if isinstance(item, Group):
+            yield from path_ends(item.items, role, (item.dx, *xs))
+        elif isinstance(item, Path) and item.role == role:
+            yield item.wire, _along(item.end[0], xs)
+
+
+def _along(value: float, shifts: tuple[float, ...]) -> float:
+    for shift in shifts:
+        value += shift
+    return value
+
+
+def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
+    """`item.moved(xs[0], ys[0]).moved(xs[1], ys[1])...` without the items in between."""
+    if isinstance(item, Path):
+        return Path(
+            (_along(item.start[0], xs), _along(item.start[1], ys)),
+            tuple([tuple([_along(v, ys) if k % 2 else _along(v, xs) for k, v in enumerate(s)])
+                   for s in item.segments]),
+            item.stroke, item.fill, item.closed, item.wire, item.role, item.free_ends,
+            item.layer)
+    for dx, dy in zip(xs, ys, strict=True):
+        item = item.moved(dx, dy)
+    return item
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,13 +131,7 @@ class Label:
         """An axis name or size: `d_ff` -> italic d, subscript ff; `x1`, `x_1` -> x, subscript 1
         (digits upright); `512` -> roman. Anything that is not a name (`m / h`) is a formula.
         Beyond `MAX_NAME_CHARS` characters its middle is an ellipsis."""
-        if not name:
-            return Label(())
-        if _NUMBER.fullmatch(name):
-            return Label((Run(elide(name), "roman"),))
-        if not _IDENTIFIER.fullmatch(name):
-            return Label.math(name)
-        return Label(_elide_runs(_merge(_identifier_runs(name, "base")), MAX_NAME_CHARS))
+        return _axis_label(name)
 
     @staticmethod
     def operator(symbol: str, subscript: str | None = None) -> Label:
@@ -452,6 +446,18 @@ class _Placed:
     pieces: tuple[tuple[str, int, float, float, float], ...] = ()
     """Text strings (`Piece`) in em: characters (none for a glyph drawn as its outline),
     that glyph, origin and scale."""
+
+
+@lru_cache(maxsize=8192)
+def _axis_label(name: str) -> Label:
+    """`Label.axis`, made once per name: a diagram labels every wire of an axis alike."""
+    if not name:
+        return Label(())
+    if _NUMBER.fullmatch(name):
+        return Label((Run(elide(name), "roman"),))
+    if not _IDENTIFIER.fullmatch(name):
+        return Label.math(name)
+    return Label(_elide_runs(_merge(_identifier_runs(name, "base")), MAX_NAME_CHARS))
 
 
 @lru_cache(maxsize=16384)

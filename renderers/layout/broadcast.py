@@ -14,7 +14,7 @@ from typing import assert_never
 from ncd import ir
 
 from ..annotate import shaded
-from ..geometry import LAYER_WIRE, Anchor, Box, Circle, Item, Path, PortPoint, Rect, Stroke
+from ..geometry import LAYER_WIRE, Anchor, Box, Circle, Drawn, Path, PortPoint, Rect, Stroke
 from ..glyphs import BoxGlyph, CupsGlyph, JunctionGlyph, glyph_of
 from ..text import Label
 from .context import Context
@@ -415,7 +415,7 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
     bx = pad_left
     core_w = bx + width + pad_right
     box_id = ctx.fresh()
-    items: list[Item] = band_core_items(ctx, band_rows, core_w)
+    items: list[Drawn] = band_core_items(ctx, band_rows, core_w)
     ports: list[PortPoint] = []
     anchors: list[Anchor] = []
     core_left = list(band_rows)
@@ -838,7 +838,7 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
         core_left.append(End(y, ids[k], specs[k]))
         rows.append((specs[k].name, y, ids[k]))
 
-    items: list[Item] = []
+    items: list[Drawn] = []
     anchors: list[Anchor] = []
     x_cup = 10.0
     max_bulge = 0.0

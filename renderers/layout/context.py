@@ -45,6 +45,11 @@ def size_environment(program: ir.Program) -> dict[str, int]:
     return env
 
 
+class TooWide(Exception):
+    """A composition grew wider than `Context.give_up_beyond`: every panel holding it is at
+    least as wide, so the whole drawing is too."""
+
+
 @dataclass
 class Context:
     program: ir.Program
@@ -59,6 +64,10 @@ class Context:
     nested_calls: int | None = None
     """With `expand_calls`, how many calls deep are drawn expanded (None: all); a call
     deeper is its titled box, as a drawing too wide to print is folded."""
+    give_up_beyond: float | None = None
+    """A width past which the drawing is of no use (`TooWide` is raised as soon as a
+    composition is wider): the one-row drawing that only tells whether a diagram fits its
+    budget stops there instead of laying out the rest of a long chain."""
 
     def fresh(self) -> int:
         return next(self.counter)
@@ -69,11 +78,11 @@ class Context:
     def deeper(self, call: str | None = None) -> Context:
         return Context(self.program, self.options, self.theme, self.env, self.counter,
                        self.depth + 1, (*self.calls, call) if call else self.calls,
-                       self.breaks, self.nested_calls)
+                       self.breaks, self.nested_calls, self.give_up_beyond)
 
     def with_depth(self, depth: int) -> Context:
         return Context(self.program, self.options, self.theme, self.env, self.counter, depth,
-                       self.calls, self.breaks, self.nested_calls)
+                       self.calls, self.breaks, self.nested_calls, self.give_up_beyond)
 
     # -- labels ------------------------------------------------------------------------
 

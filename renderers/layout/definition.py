@@ -9,10 +9,10 @@ from dataclasses import replace
 from ncd import ir
 
 from ..annotate import LEVELS, Legend, shaded
-from ..geometry import Diagram, Item, Rect, Stroke
+from ..geometry import Diagram, Item, Rect, Stroke, placed_items
 from ..glyphs import THEMES
 from ..text import Label, elide
-from .context import Context, size_environment
+from .context import Context, TooWide, size_environment
 from .extent import check_expansion
 from .options import LABEL_RAISE, MARGIN, MIN_WIDTH, NOTE_LINE, NOTE_SIZE, RenderOptions
 from .panels import Panel, array_specs, text_item
@@ -29,10 +29,18 @@ def layout_definition(program: ir.Program, name: str,
     if options.expand_calls:
         check_expansion(program, name, options)
     target = options.width
-    # A drawing that fits its budget on one row is drawn on one row.
-    drawn = _layout(program, definition, replace(options, width=None))
-    if target is None or drawn.width <= target + 0.5:
-        return drawn
+    if target is None:
+        return _layout(program, definition, options)
+    # A drawing that fits its budget on one row is drawn on one row. Whether it fits is known
+    # as soon as a composition in it outgrows the budget (the drawing is at least as wide):
+    # the rest of the row is not laid out (on a long chain, most of it).
+    try:
+        drawn = _layout(program, definition, replace(options, width=None),
+                        give_up_beyond=target + 1.0)
+        if drawn.width <= target + 0.5:
+            return drawn
+    except TooWide:
+        pass
     best = _fitted(program, definition, options, target)
     if best.width <= target + 0.5 or not options.expand_calls:
         return best
@@ -133,9 +141,10 @@ breaks nested compositions into rows of one term each."""
 
 
 def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptions,
-            nested_calls: int | None = None) -> Diagram:
+            nested_calls: int | None = None, give_up_beyond: float | None = None) -> Diagram:
     ctx = Context(program, options, THEMES[options.theme], size_environment(program),
-                  itertools.count(1), calls=(definition.name,), nested_calls=nested_calls)
+                  itertools.count(1), calls=(definition.name,), nested_calls=nested_calls,
+                  give_up_beyond=give_up_beyond)
     domain, codomain, term = edges_in_drawing_order(definition)
     left = array_specs(domain, ctx)
     right = array_specs(codomain, ctx)
@@ -152,7 +161,7 @@ def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptio
     placed = panel.moved(0.0, dy)
     height = panel.bottom - panel.top + 2 * MARGIN
     width = placed.width
-    items = list(placed.items)
+    items = placed_items(placed.items)
     if options.legend is not None:
         legend_items, legend_height = _legend(ctx, options.legend, height - MARGIN / 2,
                                               width - 2 * MARGIN)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from ncd import ir
 
-from ..geometry import LAYER_FRAME, LAYER_MARK, Box, Item, Path, PortPoint, Rect, Stroke
+from ..geometry import LAYER_FRAME, LAYER_MARK, Box, Drawn, Path, PortPoint, Rect, Stroke
 from ..glyphs import block_fill
 from ..text import Label
 from .context import Context
@@ -30,7 +30,7 @@ def collapsed(term: ir.Block | ir.Scan, title: Label, ctx: Context, in_ids: Sequ
     box_id = ctx.fresh()
     bx = CORE_PAD
     core_w = width + 2 * CORE_PAD
-    items: list[Item] = []
+    items: list[Drawn] = []
     ports: list[PortPoint] = []
     core_left: list[End] = []
     core_right: list[End] = []
@@ -82,7 +82,7 @@ def frame(ctx: Context, body: Panel, title: Label, repeat: int, fill: str,
     placed = body.moved(body_x, 0.0)
     frame_top = placed.top - title_band - 2.0
     frame_bottom = placed.bottom + BLOCK_PAD * 0.7
-    items: list[Item] = [Rect(frame_x, frame_top, frame_w, frame_bottom - frame_top, fill,
+    items: list[Drawn] = [Rect(frame_x, frame_top, frame_w, frame_bottom - frame_top, fill,
                               Stroke(theme.block_stroke, 0.9, (4.0, 2.5) if dashed else ()),
                               radius=6.0, layer=LAYER_FRAME)]
     for end in placed.left:

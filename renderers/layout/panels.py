@@ -18,12 +18,13 @@ from ..geometry import (
     Anchor,
     Box,
     Circle,
-    Item,
+    Drawn,
     Loop,
     Path,
     Polygon,
     Stroke,
     Text,
+    group,
 )
 from ..text import Label
 from .context import Context
@@ -72,7 +73,8 @@ class Panel:
     width: float
     left: list[End]
     right: list[End]
-    items: list[Item] = field(default_factory=list)
+    items: list[Drawn] = field(default_factory=list)
+    """What the panel draws; the items of a moved panel in a `Group`."""
     boxes: list[Box] = field(default_factory=list)
     anchors: list[Anchor] = field(default_factory=list)
     top: float = 0.0
@@ -87,11 +89,12 @@ class Panel:
     def moved(self, dx: float, dy: float) -> Panel:
         if abs(dx) < 1e-9 and abs(dy) < 1e-9:
             return self
+        grouped, labels = group(self.items, dx, dy)
         return Panel(
             self.width,
             [e.moved(dy) for e in self.left],
             [e.moved(dy) for e in self.right],
-            [item.moved(dx, dy) for item in self.items],
+            [*grouped, *labels],
             [box.moved(dx, dy) for box in self.boxes],
             [anchor.moved(dx, dy) for anchor in self.anchors],
             self.top + dy,
@@ -107,9 +110,11 @@ class Panel:
         top = min(ys, default=0.0)
         bottom = max(ys, default=0.0)
         for item in self.items:
-            _, y0, _, y1 = item.bbox()
-            top = min(top, y0)
-            bottom = max(bottom, y1)
+            y0, y1 = item.y_extent()
+            if y0 < top:
+                top = y0
+            if y1 > bottom:
+                bottom = y1
         for box in self.boxes:
             top = min(top, box.y)
             bottom = max(bottom, box.y + box.height)
@@ -192,7 +197,7 @@ def label_zone_width(specs: Sequence[Spec]) -> float:
 def straight_core(ctx: Context, rows: Sequence[End], width: float,
                    right_rows: Sequence[End] | None = None) -> Panel:
     """Rows that run straight across a core (their ids kept)."""
-    items: list[Item] = []
+    items: list[Drawn] = []
     if width > 0:
         for row in rows:
             items.append(wire_path(ctx, row.spec, row.wire, (0.0, row.y), [(width, row.y)]))
@@ -200,6 +205,6 @@ def straight_core(ctx: Context, rows: Sequence[End], width: float,
                  items).fit()
 
 
-def band_core_items(ctx: Context, band_rows: Sequence[End], width: float) -> list[Item]:
+def band_core_items(ctx: Context, band_rows: Sequence[End], width: float) -> list[Drawn]:
     return [wire_path(ctx, row.spec, row.wire, (0.0, row.y), [(width, row.y)])
             for row in band_rows]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ncd import ir
 
-from ..geometry import BOX_GAP, Box, Item, PortPoint
+from ..geometry import BOX_GAP, Box, Drawn, PortPoint
 from ..glyphs import hexagon, pentagon, rename_tag
 from ..text import Label
 from .context import Context
@@ -107,7 +107,7 @@ def layout_reindexing(term: ir.Reindexing, ctx: Context, in_ids: Sequence[int]) 
         else:
             order.append(name)
 
-    items: list[Item] = []
+    items: list[Drawn] = []
     boxes: list[Box] = []
     theme = ctx.theme
     hex_label: Label | None = None

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 
-from ..geometry import EPS, Anchor, Box, Item, PortPoint, Text
+from ..geometry import EPS, Anchor, Box, Drawn, Item, PortPoint, Text
 from ..glyphs import card
 from .context import Context
 from .options import LABEL_RAISE, LABEL_SIZE, PITCH, ROW_PAD, TITLE_SIZE, ZONE_PAD
@@ -120,7 +120,7 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     a wire crosses it there (the column regroups the arrays) or `bend_separators` is false (the
     wires at a row break, which the break's mark lists): then it stops at the column's edges.
     """
-    items: list[Item] = []
+    items: list[Drawn] = []
     anchors: list[Anchor] = []
 
     # Stack each side at the pitch, shifted so that as many wires as possible run straight.

@@ -19,17 +19,19 @@ from ..geometry import (
     Anchor,
     Box,
     Circle,
+    Drawn,
     Item,
     Loop,
     Path,
     Polygon,
     Stroke,
     Text,
+    path_ends,
 )
 from ..glyphs import BoxGlyph, block_fill, glyph_of
 from ..text import MAX_TITLE_CHARS, Label, Run, elide
 from .broadcast import Wiring, broadcast_wiring, core_maps, layout_broadcasted
-from .context import Context
+from .context import Context, TooWide
 from .frames import collapsed, frame
 from .options import (
     BLOCK_PAD,
@@ -106,6 +108,8 @@ def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> P
         else:  # from the second join on, `panel` is a join's own result: extended in place
             panel = join(ctx, panel, next_panel, reuse_first=owned)
             owned = True
+        if ctx.give_up_beyond is not None and panel.width > ctx.give_up_beyond:
+            raise TooWide(panel.width)
         ids = [e.wire for e in panel.right]
     if panel is None:
         return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
@@ -186,7 +190,7 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     numbers = [ctx.next_break() for _ in range(last)]
     content = max(r.width + (BREAK_MARK if i > 0 else 0.0) for i, r in enumerate(rows))
     width = content + BREAK_MARK
-    items: list[Item] = []
+    items: list[Drawn] = []
     boxes: list[Box] = []
     anchors: list[Anchor] = []
     loops: list[Loop] = []
@@ -206,8 +210,8 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
         if stop > right_x + EPS:  # the row's wires run on to the common right edge
             # (a separator only where it reaches the row's edge: one that stopped before the
             # routing to the break stays stopped)
-            reaching = {item.wire for item in moved.items if isinstance(item, Path)
-                        and item.role == "sep" and abs(item.end[0] - right_x) < EPS}
+            reaching = {wire for wire, x in path_ends(moved.items, "sep")
+                        if abs(x - right_x) < EPS}
             for end in moved.right:
                 if end.spec.kind == "sep" and end.wire not in reaching:
                     continue
@@ -306,7 +310,7 @@ def layout_product(term: ir.Product, ctx: Context, in_ids: Sequence[int]) -> Pan
         position += count
     width = max((p.width for p in panels), default=0.0)
 
-    items: list[Item] = []
+    items: list[Drawn] = []
     boxes: list[Box] = []
     anchors: list[Anchor] = []
     left: list[End] = []

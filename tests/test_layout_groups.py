@@ -1,0 +1,123 @@
+"""Groups of moved items (`renderers.geometry.group`): a panel moved into place keeps its
+items in a group shifted only when the diagram is finished. What comes out must be what
+moving every item at every level gives, to the last bit: the coordinates of every item and
+the vertical extent a panel reads from its items (a difference of one unit in the last place
+can round a coordinate the other way in the SVG)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from ncd.renderers.geometry import (
+    Circle,
+    Drawn,
+    Group,
+    Item,
+    Path,
+    Polygon,
+    Rect,
+    Stroke,
+    Text,
+    group,
+    path_ends,
+    placed_items,
+)
+from ncd.renderers.text import Label
+
+INK = Stroke("#000000", 1.0)
+
+
+def _coordinate(rng: random.Random) -> float:
+    # Values with long binary expansions (sums of them round), as label widths give.
+    return rng.uniform(-300.0, 300.0) + rng.choice((0.0, 0.1, 1 / 3, 0.7, 1e-3))
+
+
+def _item(rng: random.Random) -> Item:
+    kind = rng.randrange(5)
+    c = lambda: _coordinate(rng)  # noqa: E731
+    if kind == 0:
+        segments = tuple((c(), c()) if rng.random() < 0.5 else (c(), c(), c(), c(), c(), c())
+                         for _ in range(rng.randrange(0, 4)))
+        return Path((c(), c()), segments, INK, role=rng.choice(("axis", "sep", None)),
+                    wire=rng.randrange(50))
+    if kind == 1:
+        return Rect(c(), c(), abs(c()) / 3 + 0.1, abs(c()) / 3 + 0.1, None, INK)
+    if kind == 2:
+        return Circle(c(), c(), rng.choice((2.1, 2.5, 7.5, 0.3)), None, INK)
+    if kind == 3:
+        return Polygon(tuple((c(), c()) for _ in range(3)), None, INK)
+    label = Label.plain("x")
+    return Text(label, c(), c(), 11.0, "#000000", abs(c()) / 10, 7.755 + rng.random(),
+                2.387 + rng.random())
+
+
+def _eager(items: list[Item], shifts: list[tuple[float, float]]) -> list[Item]:
+    for dx, dy in shifts:
+        items = [item.moved(dx, dy) for item in items]
+    return items
+
+
+def _extent(items: list[Drawn]) -> tuple[float, float]:
+    extents = [item.y_extent() for item in items]
+    return min(e[0] for e in extents), max(e[1] for e in extents)
+
+
+def _nest(rng: random.Random, depth: int) -> tuple[list[Drawn], list[Item]]:
+    """Items moved `depth` times, some levels adding new items: lazily (groups) and eagerly
+    (every item moved at every level), in the same order."""
+    lazy: list[Drawn] = []
+    eager: list[Item] = []
+    for _ in range(depth):
+        fresh = [_item(rng) for _ in range(rng.randrange(0, 6))]
+        lazy.extend(fresh)
+        eager.extend(fresh)
+        dx, dy = _coordinate(rng), _coordinate(rng)
+        grouped, texts = group(lazy, dx, dy)
+        lazy = [*grouped, *texts]
+        eager = _eager(eager, [(dx, dy)])
+    return lazy, eager
+
+
+def _by_kind(items: list[Item]) -> tuple[list[Item], list[Item]]:
+    """Labels and the rest, each in order (labels are drawn on a layer of their own, after
+    everything else, so only these two orders show)."""
+    return ([i for i in items if isinstance(i, Text)],
+            [i for i in items if not isinstance(i, Text)])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_placed_items_are_the_eagerly_moved_items(seed: int) -> None:
+    rng = random.Random(seed)
+    lazy, eager = _nest(rng, rng.randrange(1, 9))
+    placed = placed_items(lazy)
+    assert _by_kind(placed) == _by_kind(eager)
+    assert not any(isinstance(item, Group) for item in placed)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_group_reads_the_extent_of_its_moved_items(seed: int) -> None:
+    rng = random.Random(seed)
+    lazy, eager = _nest(rng, rng.randrange(1, 9))
+    if not eager:
+        return
+    assert _extent(lazy) == _extent(list(eager))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_path_ends_see_into_groups(seed: int) -> None:
+    rng = random.Random(seed)
+    lazy, eager = _nest(rng, rng.randrange(1, 7))
+    expected = sorted((p.wire, p.end[0]) for p in eager
+                      if isinstance(p, Path) and p.role == "sep")
+    assert sorted(path_ends(lazy, "sep"), key=lambda e: (e[0] or 0, e[1])) \
+        == sorted(expected, key=lambda e: (e[0] or 0, e[1]))
+
+
+def test_a_group_of_labels_only_is_no_group() -> None:
+    text = _item(random.Random(3))
+    while not isinstance(text, Text):
+        text = _item(random.Random(random.random()))
+    grouped, labels = group([text], 1.5, 2.5)
+    assert grouped == []
+    assert labels == [text.moved(1.5, 2.5)]
