@@ -17,7 +17,7 @@ from ncd.elision import formula
 from ncd.sizes import from_ir
 
 from .arguments import arguments, bracket_arrows, option_error, reject_items, replace_axes
-from .declaration import Box, Caption, Declaration, Surface, declare, no_parameters
+from .declaration import Box, Caption, Declaration, Gradients, Surface, declare, no_parameters
 from .facts import (
     ZERO,
     Break,
@@ -34,6 +34,7 @@ from .facts import (
 from .lowering import Emitter, Label, TensorCode, degree_label, target_label
 
 if TYPE_CHECKING:
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 
@@ -87,8 +88,15 @@ def _index_value_lower(emit: Emitter, term: ir.Broadcasted, op: ir.IndexValueOp,
                         fallback="index")]
 
 
+def _index_value_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.IndexValueOp,
+                         inputs: Sequence[Value], outputs: Sequence[Value],
+                         grads: Sequence[Value]) -> Gradients:
+    """An index value reads nothing: nothing to give a gradient to."""
+    return Gradients([])
+
+
 INDEX_VALUE = declare(Declaration(
-    node=ir.IndexValueOp, surfaces=(),
+    node=ir.IndexValueOp, reverse=_index_value_reverse, surfaces=(),
     glyph=Box("plain_box", lambda op, term: Caption("math", op.text)),
     overview=lambda op: (formula(op.text), "box"), roles=no_parameters,
     lower=_index_value_lower,

@@ -1,0 +1,679 @@
+"""The reverse derivative of a checked definition, built as another checked definition.
+
+`backward_definition(program, name)` returns the definition `NAME_grad` of the backward pass:
+
+- its inputs are the forward inputs, then one gradient wire per real output of the forward
+  definition (`dY`); its outputs are the gradient of each real input (`dX`), then of each
+  learned parameter (`dW`), in the order the forward definition declares them;
+- its parameters are the forward definition's, under the same names: the generated module
+  of the backward definition has the forward module's state-dict keys, and reads the
+  forward module's weights (`ncd.api.Definition.to_torch_grad` ties them);
+- its body is two blocks: `forward` recomputes the forward pass, `backward` runs the
+  reverse rules in the opposite order. The wires from the first block to the second are
+  the saved forward values: visible in the diagram, and listed (`Backward.saved`).
+
+Everything is built from the IR's own constructs, so that the checker's invariants hold and
+every stage (the renderer, the compiler, the reference interpreter) reads the result as any
+other definition. Identities and rearrangements are routing only: a wire read twice (a copy)
+receives a gradient from each reader and they are added (the reverse of a copy is an add, of
+a delete a zero). Each broadcasted operation's rule is its declaration's `reverse`
+(`ncd.ops.*`); reindexings have their adjoint here (a sum over the preimage of each index,
+which for a convolution window is the transposed convolution); a block becomes a block of the
+backward pass, whose steps come in the reverse order. A construct with no rule yet is an
+input error (E320) at its source, never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import assert_never
+
+from ncd import ir
+from ncd.context import BlockGroup, Step, Value, array, port, rearrangement_map, shape
+from ncd.dataflow import dataflow
+from ncd.diagnostics import Diagnostic, NcdError
+from ncd.operators import declaration
+from ncd.ops.declaration import Gradients
+from ncd.sizes import from_ir
+from ncd.wiring import build_term
+
+__all__ = ["Backward", "Reverser", "Unsupported", "backward_definition", "with_backward"]
+
+NOT_YET_REVERSED: dict[type[ir.Node], str] = {}
+"""Operators whose declaration has no reverse rule yet, each with the reason (the coverage
+test lists these; `ncd` reports their use as E320)."""
+
+
+class Unsupported(Exception):
+    """A construct of the forward definition has no reverse rule (yet)."""
+
+    def __init__(self, what: str, span: ir.Span | None, hint: str):
+        super().__init__(what)
+        self.what = what
+        self.span = span
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Backward:
+    """The backward definition and what it keeps of the forward pass."""
+
+    definition: ir.Definition
+    saved: tuple[ir.Variable, ...]
+    """The forward values the backward block reads (the saved wires), by name and type."""
+    gradient_of: tuple[str, ...]
+    """For each output of the backward definition, the forward input or parameter it is the
+    gradient of."""
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One computing node of the forward pass as recorded: its term, the values it read and
+    made; for a block, the entries of its body."""
+
+    term: ir.Term
+    inputs: list[Value]
+    outputs: list[Value]
+    body: list[_Entry] = field(default_factory=list)
+
+
+class Reverser:
+    """Builds the steps of the backward definition; the reverse rules call its helpers, each of
+    which records one broadcasted operation (or reindexing) and returns the values it makes."""
+
+    def __init__(self, program: ir.Program, definition: ir.Definition):
+        self.program = program
+        self.definition = definition
+        self.params = {p.name: p for p in definition.params}
+        self.steps: list[Step | BlockGroup] = []
+        self.param_wires: dict[tuple[int, str], Value] = {}
+        self.span: ir.Span | None = definition.span
+
+    # ---- values and steps
+    def value(self, array_type: ir.ArrayType, name: str) -> Value:
+        return Value(array_type, name, self.span)
+
+    def add_step(self, term: ir.Term, inputs: Sequence[Value], outputs: Sequence[Value]) -> None:
+        self.steps.append(Step(term, list(inputs), list(outputs)))
+
+    def op(self, op: ir.Operator, inputs: Sequence[tuple[Value, Sequence[str]]],
+           outputs: Sequence[tuple[ir.ArrayType, Sequence[str], str]],
+           params: Sequence[tuple[ir.Parameter, Sequence[str]]] = (),
+           degree: Sequence[ir.Axis] | None = None) -> list[Value]:
+        """One broadcasted operation; the degree defaults to the first output's tiling axes."""
+        if degree is None:
+            first, targets, _ = outputs[0]
+            degree = [a for a in first.shape.axes if a.name not in targets]
+        degree_shape = shape(degree)
+        made = [self.value(a, n) for a, _, n in outputs]
+        term = ir.Broadcasted(
+            dom=tuple(v.array for v, _ in inputs), cod=tuple(v.array for v in made),
+            span=self.span, op=op, degree=degree_shape,
+            inputs=tuple(port(v.array, t, degree_shape, v.name) for v, t in inputs),
+            params=tuple(port(p.array, t, degree_shape, p.name) for p, t in params),
+            outputs=tuple(port(a, t, degree_shape, v.name)
+                          for (a, t, _), v in zip(outputs, made, strict=True)))
+        self.add_step(term, [v for v, _ in inputs], made)
+        return made
+
+    def parameter(self, name: str) -> Value:
+        """A parameter of the definition put onto a wire (once per list of steps)."""
+        key = (id(self.steps), name)
+        found = self.param_wires.get(key)
+        if found is not None:
+            return found
+        parameter = self.params[name]
+        degree = shape([])
+        op: ir.Operator = ir.BufferOp() if parameter.buffer else ir.ParameterOp()
+        made = self.value(parameter.array, name)
+        term = ir.Broadcasted(
+            dom=(), cod=(parameter.array,), span=self.span, op=op, degree=degree, inputs=(),
+            params=(port(parameter.array, parameter.array.names, degree, name),),
+            outputs=(port(parameter.array, parameter.array.names, degree, name),))
+        self.add_step(term, [], [made])
+        self.param_wires[key] = made
+        return made
+
+    # ---- entrywise arithmetic (axes missing from an operand are broadcast)
+    def _entrywise(self, op: ir.Operator, operands: Sequence[Value], name: str,
+                   like: ir.ArrayType | None = None) -> Value:
+        if like is None:
+            axes: dict[str, ir.Axis] = {}
+            for operand in operands:
+                for axis in operand.array.shape.axes:
+                    axes.setdefault(axis.name, axis)
+            like = array(ir.REALS, list(axes.values()))
+        return self.op(op, [(v, ()) for v in operands], [(like, (), name)])[0]
+
+    def add(self, *operands: Value, like: ir.ArrayType | None = None) -> Value:
+        if len(operands) == 1 and (like is None or operands[0].array == like):
+            return operands[0]
+        return self._entrywise(ir.AddOp(), operands, "sum", like)
+
+    def multiply(self, *operands: Value, like: ir.ArrayType | None = None) -> Value:
+        return self._entrywise(ir.MultiplyOp(), operands, "product", like)
+
+    def divide(self, numerator: Value, denominator: Value) -> Value:
+        return self._entrywise(ir.BinaryOp(function="divide"), (numerator, denominator),
+                               "quotient")
+
+    def subtract(self, left: Value, right: Value) -> Value:
+        return self.add(left, self.scale(right, -1.0))
+
+    def scale(self, operand: Value, factor: float, text: str | None = None) -> Value:
+        return self._entrywise(ir.ScaleOp(factor=factor, text=text or _number(factor)),
+                               (operand,), "scaled")
+
+    def constant(self, operand: Value, op: str, constant: float, *,
+                 constant_first: bool = False) -> Value:
+        """`x + c`, `x - c`, `c - x`, `c / x`, `x ^ c` (`op` one of `+ - / ^`)."""
+        assert op in ("+", "-", "/", "^")
+        node = ir.ConstantOp(op=op, constant=constant, text=_number(constant),  # type: ignore[arg-type]
+                             constant_first=constant_first)
+        return self._entrywise(node, (operand,), "shifted")
+
+    def function(self, function: ir.ElementwiseFunction, operand: Value) -> Value:
+        return self._entrywise(ir.ElementwiseOp(function=function), (operand,), function)
+
+    def where(self, condition: Value, chosen: Value, otherwise: Value) -> Value:
+        return self._entrywise(ir.WhereOp(), (condition, chosen, otherwise), "chosen",
+                               like=array(ir.REALS, _union_axes(chosen, otherwise, condition)))
+
+    def constant_array(self, array_type: ir.ArrayType, value: int) -> Value:
+        """An array of one integer everywhere (an index value with no coefficients)."""
+        op = ir.IndexValueOp(coefficients=(), offset=value, text=str(value))
+        real = array(ir.REALS, array_type.shape.axes)
+        return self.op(op, [], [(real, real.names, "zeros" if value == 0 else "ones")],
+                       degree=[])[0]
+
+    def zeros(self, array_type: ir.ArrayType) -> Value:
+        return self.constant_array(array_type, 0)
+
+    def step(self, operand: Value) -> Value:
+        """1 where the entry is positive, else 0: `relu(sign(x))`."""
+        return self.function("relu", self.function("sign", operand))
+
+    # ---- axes
+    def contract(self, like: ir.ArrayType, operands: Sequence[Value], scale: float = 1.0,
+                 scale_text: str | None = None, name: str = "contracted") -> Value:
+        """`Y[like] = scale * sum(...) prod(operands)` summing every axis not in `like`; an
+        axis of `like` that no operand has is broadcast (the entries are copied along it)."""
+        present = {n for v in operands for n in v.array.names}
+        kept = [a for a in like.shape.axes if a.name in present]
+        partial = array(ir.REALS, kept)
+        contracted = tuple(dict.fromkeys(n for v in operands for n in v.array.names
+                                         if n not in partial.names))
+        if len(operands) == 1 and not contracted and scale == 1.0:
+            result = operands[0]
+        else:
+            op = ir.EinsumOp(contracted=contracted, scale=scale, scale_text=scale_text)
+            result = self.op(op, [(v, tuple(n for n in v.array.names if n in contracted))
+                                  for v in operands], [(partial, (), name)])[0]
+        return self.expand(result, like)
+
+    def expand(self, operand: Value, like: ir.ArrayType) -> Value:
+        """`operand` with the axes of `like`, in its order: copied along the axes it lacks
+        (a reindexing whose map ignores them), reordered when only the order differs."""
+        if operand.array.names == like.names:
+            return operand
+        eta = rearrangement_map(like.shape, operand.array.shape)
+        target = array(operand.array.dtype, like.shape.axes)
+        made = self.value(target, operand.name)
+        self.add_step(ir.Reindexing(dom=(operand.array,), cod=(target,), span=self.span,
+                                    eta=eta, name=made.name, source=operand.name),
+                      [operand], [made])
+        return made
+
+    def sum_to(self, operand: Value, like: ir.ArrayType) -> Value:
+        """`operand` summed over the axes `like` lacks, with the axes of `like` in its order
+        (the reverse of broadcasting an array along those axes)."""
+        extra = tuple(n for n in operand.array.names if n not in like.names)
+        if not extra:
+            return self.expand(operand, like)
+        target = array(ir.REALS, like.shape.axes)
+        return self.op(ir.ReduceOp(function="sum", axes=extra), [(operand, extra)],
+                       [(target, (), "summed")])[0]
+
+    def reduce(self, function: ir.ReduceFunction, operand: Value, axes: Sequence[str]) -> Value:
+        kept = array(ir.REALS, [a for a in operand.array.shape.axes if a.name not in axes])
+        return self.op(ir.ReduceOp(function=function, axes=tuple(axes)),
+                       [(operand, tuple(axes))], [(kept, (), function)])[0]
+
+    def rename(self, operand: Value, mapping: dict[str, str]) -> Value:
+        """The same entries with axes renamed (`old -> new`), as a reindexing."""
+        if not any(n in mapping for n in operand.array.names):
+            return operand
+        axes = [ir.Axis(name=mapping.get(a.name, a.name), size=a.size)
+                for a in operand.array.shape.axes]
+        target = array(operand.array.dtype, axes)
+        eta = ir.StrideMorphism(
+            domain=target.shape, codomain=operand.array.shape,
+            matrix=tuple(tuple(1 if j == i else 0 for j in range(len(axes)))
+                         for i in range(len(axes))),
+            offset=(0,) * len(axes))
+        made = self.value(target, operand.name)
+        self.add_step(ir.Reindexing(dom=(operand.array,), cod=(target,), span=self.span,
+                                    eta=eta, name=made.name, source=operand.name),
+                      [operand], [made])
+        return made
+
+    def size_of(self, axes: Sequence[ir.Axis]) -> int | None:
+        """The number of entries along `axes`, when every size is fixed."""
+        total = 1
+        for axis in axes:
+            value = from_ir(axis.size).value
+            if value is None:
+                return None
+            total *= value
+        return total
+
+    def divide_by_count(self, operand: Value, axes: Sequence[ir.Axis]) -> Value:
+        """`operand / |axes|`: a scale when the sizes are fixed, else a division by the sum of
+        ones along them."""
+        count = self.size_of(axes)
+        if count is not None:
+            text = "1/" + "".join(f"|{a.name}|" for a in axes)
+            return self.scale(operand, 1.0 / count, text)
+        ones = self.constant_array(array(ir.REALS, axes), 1)
+        total = self.reduce("sum", ones, [a.name for a in axes])
+        return self.divide(operand, total)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) and abs(value) < 1e15 else f"{value:.6g}"
+
+
+def _union_axes(*values: Value) -> list[ir.Axis]:
+    axes: dict[str, ir.Axis] = {}
+    for value in values:
+        for axis in value.array.shape.axes:
+            axes.setdefault(axis.name, axis)
+    return list(axes.values())
+
+
+# --------------------------------------------------------------------------------------
+# The forward pass, recorded
+# --------------------------------------------------------------------------------------
+
+
+def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
+            produced: list[Value]) -> tuple[list[Value], list[_Entry]]:
+    """Add the computing nodes of `term` to `rev.steps` (blocks as nested groups), reading
+    `inputs`; returns the values of its outputs and the entries for the backward pass."""
+    flow = dataflow(term)
+    wires: dict[int, Value] = dict(zip(flow.inputs, inputs, strict=True))
+    entries: list[_Entry] = []
+    for node in flow.nodes:
+        read = [wires[w] for w in node.inputs]
+        part = node.term
+        match part:
+            case ir.Broadcasted() | ir.Reindexing() | ir.Scan():
+                made = [Value(a, _port_name(part, i), part.span)
+                        for i, a in enumerate(part.cod)]
+                rev.add_step(part, read, made)
+                produced.extend(made)
+                entries.append(_Entry(part, read, made))
+            case ir.Block():
+                if part.repeat > 1 and not part.shared:
+                    raise Unsupported(
+                        f"the block \"{part.title}\" repeats {part.repeat} copies with their "
+                        "own parameters", part.span,
+                        "the backward pass of a repeated block is not built yet; write the "
+                        "copies out, or make the block shared")
+                outer = rev.steps
+                group = BlockGroup(title=part.title, color=part.color, repeat=1, shared=False,
+                                   span=part.span or _no_span(rev), steps=[], reads=[],
+                                   outputs=[])
+                rev.steps = group.steps
+                inner_produced: list[Value] = []
+                current = read
+                body: list[_Entry] = []
+                for _ in range(part.repeat):
+                    current, copy = _record(part.body, current, rev, inner_produced)
+                    body.extend(copy)
+                rev.steps = outer
+                group.bound = inner_produced
+                group.reads = _outside_reads(group.steps)
+                outer.append(group)
+                produced.extend(inner_produced)
+                made = current
+                entries.append(_Entry(part, read, list(made), body))
+            case ir.Identity() | ir.Rearrangement() | ir.Composed() | ir.Product():
+                raise AssertionError("dataflow leaves only computing nodes")
+            case _:
+                assert_never(part)
+        for wire, value in zip(node.outputs, made, strict=True):
+            wires[wire] = value
+    return [wires[w] for w in flow.outputs], entries
+
+
+def _port_name(term: ir.Term, index: int) -> str:
+    if isinstance(term, ir.Broadcasted):
+        name = term.outputs[index].name
+        if name:
+            return name
+        return term.op.kind
+    if isinstance(term, ir.Reindexing) and term.name:
+        return term.name
+    return "t"
+
+
+def _no_span(rev: Reverser) -> ir.Span:
+    return rev.span or ir.Span(file=rev.program.source, line=1, column=1, end_line=1,
+                               end_column=1)
+
+
+def _made_ids(steps: Sequence[Step | BlockGroup]) -> set[int]:
+    """The ids of the values that `steps` make (blocks included)."""
+    made: set[int] = set()
+    for item in steps:
+        if isinstance(item, Step):
+            made.update(v.id for v in item.outputs)
+        else:
+            made |= _made_ids(item.steps)
+    return made
+
+
+def _outside_reads(steps: Sequence[Step | BlockGroup]) -> list[Value]:
+    """The values read by `steps` (blocks included) that no step among them makes."""
+    made: set[int] = set()
+    reads: dict[int, Value] = {}
+
+    def visit(items: Sequence[Step | BlockGroup]) -> None:
+        for item in items:
+            if isinstance(item, Step):
+                for value in item.inputs:
+                    if value.id not in made:
+                        reads.setdefault(value.id, value)
+                made.update(v.id for v in item.outputs)
+            else:
+                visit(item.steps)
+
+    visit(steps)
+    return list(reads.values())
+
+
+# --------------------------------------------------------------------------------------
+# The backward pass
+# --------------------------------------------------------------------------------------
+
+
+class _Accumulator:
+    """The gradient contributions of each value; read once, they are added into one."""
+
+    def __init__(self, rev: Reverser):
+        self.rev = rev
+        self.parts: dict[int, list[Value]] = {}
+        self.params: dict[str, list[Value]] = {}
+
+    def give(self, value: Value, gradient: Value | None) -> None:
+        if gradient is None or value.array.dtype.kind != "R":
+            return
+        if gradient.array != value.array:
+            gradient = self.rev.sum_to(gradient, value.array)
+        self.parts.setdefault(value.id, []).append(gradient)
+
+    def total(self, value: Value) -> Value | None:
+        parts = self.parts.pop(value.id, None)
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        return self.rev.add(*parts, like=value.array)
+
+
+def _reverse(entries: Sequence[_Entry], rev: Reverser, grads: _Accumulator) -> None:
+    for entry in reversed(entries):
+        outputs = [grads.total(v) for v in entry.outputs]
+        if all(g is None for g in outputs):
+            continue
+        rev.span = entry.term.span or rev.span
+        # An output with no gradient gets zeros (an index array's stand-in is never read).
+        filled = [g if g is not None else rev.zeros(v.array)
+                  for g, v in zip(outputs, entry.outputs, strict=True)]
+        term = entry.term
+        match term:
+            case ir.Broadcasted():
+                _check_ports(term)
+                rule = declaration(term.op).reverse
+                if rule is None:
+                    name = type(term.op).__name__
+                    raise Unsupported(
+                        f"`{term.op.kind}` has no reverse derivative yet", term.span,
+                        NOT_YET_REVERSED.get(type(term.op), f"{name} is not supported by "
+                                             "`--grad` yet"))
+                result: Gradients = rule(rev, term, term.op, entry.inputs, entry.outputs,
+                                         filled)
+                for value, gradient in zip(entry.inputs, result.inputs, strict=True):
+                    grads.give(value, gradient)
+                param_grads = [*result.params, *[None] * (len(term.params) - len(result.params))]
+                for param_port, gradient in zip(term.params, param_grads, strict=True):
+                    if gradient is not None and param_port.name is not None:
+                        parameter = rev.params.get(param_port.name)
+                        if parameter is not None and not parameter.buffer:
+                            grads.params.setdefault(param_port.name, []).append(
+                                rev.sum_to(gradient, parameter.array))
+            case ir.Reindexing():
+                (gradient,) = filled
+                assert gradient is not None
+                grads.give(entry.inputs[0], _reindexing_adjoint(rev, term, gradient))
+            case ir.Block():
+                # The block's reverse is a block: its body's steps in the reverse order.
+                outer = rev.steps
+                group = BlockGroup(title=f"{term.title} (backward)", color=term.color,
+                                   repeat=1, shared=False, span=term.span or _no_span(rev),
+                                   steps=[], reads=[], outputs=[])
+                rev.steps = group.steps
+                for value, gradient in zip(entry.outputs, filled, strict=True):
+                    grads.parts[value.id] = [gradient]
+                _reverse(entry.body, rev, grads)
+                rev.steps = outer
+                made = _made_ids(group.steps)
+                group.bound = [v for parts in (*grads.parts.values(), *grads.params.values())
+                               for v in parts if v.id in made]
+                group.reads = _outside_reads(group.steps)
+                outer.append(group)
+            case ir.Scan():
+                raise Unsupported(
+                    "a scan has no reverse derivative yet", term.span,
+                    "its reverse is a scan in the opposite direction: not built yet")
+            case ir.Identity() | ir.Rearrangement() | ir.Composed() | ir.Product():
+                raise AssertionError("dataflow leaves only computing nodes")
+            case _:
+                assert_never(term)
+
+
+def _check_ports(term: ir.Broadcasted) -> None:
+    """Every port reads its tile at the degree's index of the same axis name (what every rule
+    assumes when it works with whole arrays)."""
+    for each in (*term.inputs, *term.params, *term.outputs):
+        eta = each.reindexing
+        for row, axis in zip(eta.matrix, eta.codomain.axes, strict=True):
+            named = [d.name for d, c in zip(eta.domain.axes, row, strict=True) if c]
+            if named != [axis.name] or 1 not in row or any(eta.offset):
+                raise Unsupported(
+                    f"`{term.op.kind}` reads a tile through the index map {eta.text()}",
+                    term.span, "the reverse rules read whole arrays by axis name")
+
+
+def _reindexing_adjoint(rev: Reverser, term: ir.Reindexing, gradient: Value) -> Value:
+    """`dX[q] = sum over p with eta(p) = q of dY[p]`.
+
+    Axes that pass through (`b -> b`) stay; a bijective renaming or permutation is the
+    inverse reindexing; otherwise each group of codomain rows that share domain axes gets an
+    indicator array `I[q, p] = [eta(p) == q]` (ones, masked by the affine conditions) and the
+    gradient is contracted with them: for a convolution window, the transposed convolution.
+    """
+    eta = term.eta
+    source = term.dom[0]
+    domain = eta.domain.axes
+    codomain = eta.codomain.axes
+    passing: set[int] = set()  # codomain rows that copy the domain axis of their own name
+    for j, axis in enumerate(codomain):
+        row = eta.matrix[j]
+        nonzero = [i for i, c in enumerate(row) if c]
+        if eta.offset[j] == 0 and len(nonzero) == 1 and row[nonzero[0]] == 1 and \
+                domain[nonzero[0]].name == axis.name:
+            passing.add(j)
+    rest = [j for j in range(len(codomain)) if j not in passing]
+    used_by_rest = {i for j in rest for i, c in enumerate(eta.matrix[j]) if c}
+    # A renaming or permutation: each remaining row reads one domain axis (coefficient 1, no
+    # offset), each domain axis is read once, with the same size.
+    if all(eta.offset[j] == 0 and sorted(eta.matrix[j]).count(0) == len(domain) - 1 and
+           max(eta.matrix[j]) == 1 for j in rest):
+        reads = {j: eta.matrix[j].index(1) for j in rest}
+        if len(set(reads.values())) == len(rest) and all(
+                from_ir(codomain[j].size) == from_ir(domain[i].size) for j, i in reads.items()):
+            mapping = {domain[i].name: codomain[j].name for j, i in reads.items()}
+            unread = [a.name for i, a in enumerate(domain)
+                      if i not in reads.values() and a.name not in
+                      {codomain[j].name for j in passing}]
+            summed = rev.reduce("sum", gradient, unread) if unread else gradient
+            return rev.expand(rev.rename(summed, mapping), source)
+    # General case: indicators per group of rows linked by the domain axes they read.
+    fresh: dict[str, str] = {}
+    taken = {a.name for a in domain} | {a.name for a in codomain}
+    for j in rest:
+        name = codomain[j].name
+        if name in {a.name for a in domain}:
+            new = name + "_q"
+            while new in taken:
+                new += "_"
+            taken.add(new)
+            fresh[name] = new
+    groups: list[tuple[list[int], set[int]]] = []
+    for j in rest:
+        reads_j = {i for i, c in enumerate(eta.matrix[j]) if c}
+        merged = [g for g in groups if g[1] & reads_j]
+        rows, axes = [j], set(reads_j)
+        for g in merged:
+            rows += g[0]
+            axes |= g[1]
+            groups.remove(g)
+        groups.append((sorted(rows), axes))
+    operands = [gradient]
+    for rows, axes_read in groups:
+        q_axes = [ir.Axis(name=fresh.get(codomain[j].name, codomain[j].name),
+                          size=codomain[j].size) for j in rows]
+        p_axes = [domain[i] for i in sorted(axes_read)]
+        conditions = []
+        for j, q_axis in zip(rows, q_axes, strict=True):
+            coefficients = [(q_axis.name, 1)] + [(domain[i].name, -c) for i, c in
+                                                 enumerate(eta.matrix[j]) if c]
+            text = f"{q_axis.name} == {eta.row_text(j)}"
+            conditions.append(ir.Comparison(coefficients=tuple(coefficients),
+                                            offset=-eta.offset[j], op="==", text=text))
+        indicator_type = array(ir.REALS, [*q_axes, *p_axes])
+        ones = rev.constant_array(indicator_type, 1)
+        indicator = rev.op(ir.MaskOp(axes=indicator_type.names, conditions=tuple(conditions),
+                                     fill=0.0),
+                           [(ones, indicator_type.names)],
+                           [(indicator_type, indicator_type.names, "indicator")],
+                           degree=[])[0]
+        operands.append(indicator)
+    # Domain axes no row reads are summed (a broadcast's adjoint); the einsum sums them.
+    del used_by_rest
+    result_axes = [ir.Axis(name=fresh.get(a.name, a.name), size=a.size) if j in rest else a
+                   for j, a in enumerate(codomain)]
+    result = rev.contract(array(ir.REALS, result_axes), operands, name="adjoint")
+    back = {new: old for old, new in fresh.items()}
+    return rev.expand(rev.rename(result, back), source)
+
+
+# --------------------------------------------------------------------------------------
+# The definition
+# --------------------------------------------------------------------------------------
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def backward_definition(program: ir.Program, name: str) -> Backward:
+    """The backward definition of `name` (see the module's docstring); raises `Unsupported`
+    at the first construct with no reverse rule."""
+    forward = program.definition(name)
+    rev = Reverser(program, forward)
+    taken = {d.name for d in program.definitions}
+    grad_name = _fresh(f"{name}_grad", taken)
+    names = {v.name for v in forward.inputs} | {p.name for p in forward.params}
+    inputs = [Value(v.array, v.name, forward.span) for v in forward.inputs]
+    seeds = [Value(v.array, _fresh(f"d{v.name}", names), forward.span)
+             for v in forward.outputs if v.array.dtype.kind == "R"]
+
+    group = BlockGroup(title="forward", color=None, repeat=1, shared=False,
+                       span=_no_span(rev), steps=[], reads=[], outputs=[])
+    rev.steps = group.steps
+    produced: list[Value] = []
+    results, entries = _record(forward.body, inputs, rev, produced)
+    group.bound = [*produced]
+    group.reads = _outside_reads(group.steps)
+
+    grads = _Accumulator(rev)
+    back = BlockGroup(title="backward", color=None, repeat=1, shared=False,
+                      span=_no_span(rev), steps=[], reads=[], outputs=[])
+    rev.steps = back.steps
+    real_results = [v for v, o in zip(results, forward.outputs, strict=True)
+                    if o.array.dtype.kind == "R"]
+    for result, seed in zip(real_results, seeds, strict=True):
+        grads.give(result, seed)
+    _reverse(entries, rev, grads)
+    outputs: list[Value] = []
+    out_vars: list[ir.Variable] = []
+    gradient_of: list[str] = []
+    out_names = {v.name for v in inputs} | {v.name for v in seeds}
+    for value in inputs:
+        if value.array.dtype.kind != "R":
+            continue
+        gradient = grads.total(value) or rev.zeros(value.array)
+        outputs.append(gradient)
+        out_vars.append(ir.Variable(name=_fresh(f"d{value.name}", out_names),
+                                    array=value.array))
+        gradient_of.append(value.name)
+    for parameter in forward.params:
+        if parameter.buffer:
+            continue
+        parts = grads.params.get(parameter.name, [])
+        gradient = rev.add(*parts, like=parameter.array) if parts else \
+            rev.zeros(parameter.array)
+        outputs.append(gradient)
+        out_vars.append(ir.Variable(name=_fresh(f"d{parameter.name}", out_names),
+                                    array=parameter.array))
+        gradient_of.append(parameter.name)
+    back.bound = list(outputs)
+    back.reads = _outside_reads(back.steps)
+    read_ids = {v.id for v in back.reads}
+    saved = [v for v in produced if v.id in read_ids]
+    saved += [v for v in inputs if v.id in read_ids]
+    body = build_term([group, back], [*inputs, *seeds], outputs, forward.span)
+    definition = ir.Definition(
+        name=grad_name,
+        doc=f"The reverse derivative of `{name}`: the gradients of its inputs and parameters "
+            "from the gradients of its outputs.",
+        inputs=tuple(ir.Variable(name=v.name, array=v.array) for v in [*inputs, *seeds]),
+        outputs=tuple(out_vars), params=forward.params, body=body, span=forward.span)
+    return Backward(definition, tuple(ir.Variable(name=v.name, array=v.array) for v in saved),
+                    tuple(gradient_of))
+
+
+def with_backward(program: ir.Program, name: str,
+                  sources: dict[str, str] | None = None) -> tuple[ir.Program, Backward]:
+    """The program with the backward definition of `name` added last; an unsupported
+    construct is an `NcdError` (E320) at its source."""
+    try:
+        backward = backward_definition(program, name)
+    except Unsupported as unsupported:
+        raise NcdError([Diagnostic("E320", f"no reverse derivative: {unsupported.what}",
+                                   unsupported.span or program.definition(name).span,
+                                   hint=unsupported.hint)], sources or {}) from None
+    extended = program.model_copy(update={"definitions": (*program.definitions,
+                                                          backward.definition)})
+    return extended, backward
+
+
+_ = math  # the rules' constants live with the rules
