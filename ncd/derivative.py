@@ -35,7 +35,7 @@ from ncd.context import BlockGroup, Step, Value, array, port, rearrangement_map,
 from ncd.dataflow import dataflow
 from ncd.diagnostics import Diagnostic, NcdError
 from ncd.operators import declaration
-from ncd.ops.declaration import Gradients
+from ncd.ops.declaration import Gradients, Unsupported
 from ncd.sizes import from_ir
 from ncd.wiring import build_term
 
@@ -44,16 +44,6 @@ __all__ = ["Backward", "Reverser", "Unsupported", "backward_definition", "with_b
 NOT_YET_REVERSED: dict[type[ir.Node], str] = {}
 """Operators whose declaration has no reverse rule yet, each with the reason (the coverage
 test lists these; `ncd` reports their use as E320)."""
-
-
-class Unsupported(Exception):
-    """A construct of the forward definition has no reverse rule (yet)."""
-
-    def __init__(self, what: str, span: ir.Span | None, hint: str):
-        super().__init__(what)
-        self.what = what
-        self.span = span
-        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -90,6 +80,23 @@ class Reverser:
         self.steps: list[Step | BlockGroup] = []
         self.param_wires: dict[tuple[int, str], Value] = {}
         self.span: ir.Span | None = definition.span
+        self.callees: dict[str, Backward] = {}
+        """The backward definitions of the definitions called, by the callee's name, in the
+        order they were made (a callee's own callees first); shared by nested reversers."""
+        self.called_params: dict[str, ir.ArrayType] = {}
+        """The parameters of called definitions that get gradients, by their path
+        (`instance.name`), in the order first met."""
+
+    def backward_of(self, name: str) -> Backward:
+        """The backward definition of a called definition (made once)."""
+        found = self.callees.get(name)
+        if found is None:
+            nested = Reverser(self.program, self.program.definition(name))
+            nested.callees = self.callees
+            found = _build(nested, {d.name for d in self.program.definitions} |
+                           {b.definition.name for b in self.callees.values()})
+            self.callees[name] = found
+        return found
 
     # ---- values and steps
     def value(self, array_type: ir.ArrayType, name: str) -> Value:
@@ -117,6 +124,16 @@ class Reverser:
                           for (a, t, _), v in zip(outputs, made, strict=True)))
         self.add_step(term, [v for v, _ in inputs], made)
         return made
+
+    def inverse(self, op: ir.Operator, term: ir.Broadcasted, grads: Sequence[Value],
+                made: Sequence[ir.Port] | None = None) -> list[Value]:
+        """`op` run backwards through `term`'s weave: it reads the gradients of the term's
+        outputs as their ports do, and makes arrays typed as the term's inputs' ports (or
+        `made`): the reverse of a concat is a split, of a rename the inverse rename."""
+        ports = term.inputs if made is None else made
+        return self.op(op, [(g, p.targets) for g, p in zip(grads, term.outputs, strict=True)],
+                       [(p.array, p.targets, f"d{p.name or 'x'}") for p in ports],
+                       degree=term.degree.axes)
 
     def parameter(self, name: str) -> Value:
         """A parameter of the definition put onto a wire (once per list of steps)."""
@@ -455,6 +472,8 @@ def _reverse(entries: Sequence[_Entry], rev: Reverser, grads: _Accumulator) -> N
                         if parameter is not None and not parameter.buffer:
                             grads.params.setdefault(param_port.name, []).append(
                                 rev.sum_to(gradient, parameter.array))
+                for path, gradient in result.called.items():
+                    grads.params.setdefault(path, []).append(gradient)
             case ir.Reindexing():
                 (gradient,) = filled
                 assert gradient is not None
@@ -594,12 +613,18 @@ def _fresh(name: str, taken: set[str]) -> str:
     return name
 
 
-def backward_definition(program: ir.Program, name: str) -> Backward:
-    """The backward definition of `name` (see the module's docstring); raises `Unsupported`
-    at the first construct with no reverse rule."""
-    forward = program.definition(name)
-    rev = Reverser(program, forward)
-    taken = {d.name for d in program.definitions}
+def backward_definition(program: ir.Program, name: str) -> tuple[Backward, list[Backward]]:
+    """The backward definition of `name` (see the module's docstring), and those of the
+    definitions it calls (callees first); raises `Unsupported` at the first construct with no
+    reverse rule."""
+    rev = Reverser(program, program.definition(name))
+    backward = _build(rev, {d.name for d in program.definitions})
+    return backward, list(rev.callees.values())
+
+
+def _build(rev: Reverser, taken: set[str]) -> Backward:
+    forward = rev.definition
+    name = forward.name
     grad_name = _fresh(f"{name}_grad", taken)
     names = {v.name for v in forward.inputs} | {p.name for p in forward.params}
     inputs = [Value(v.array, v.name, forward.span) for v in forward.inputs]
@@ -645,6 +670,13 @@ def backward_definition(program: ir.Program, name: str) -> Backward:
         out_vars.append(ir.Variable(name=_fresh(f"d{parameter.name}", out_names),
                                     array=parameter.array))
         gradient_of.append(parameter.name)
+    for path, array_type in rev.called_params.items():
+        parts = grads.params.get(path, [])
+        gradient = rev.add(*parts, like=array_type) if parts else rev.zeros(array_type)
+        outputs.append(gradient)
+        out_vars.append(ir.Variable(name=_fresh("d" + path.replace(".", "_"), out_names),
+                                    array=array_type))
+        gradient_of.append(path)
     back.bound = list(outputs)
     back.reads = _outside_reads(back.steps)
     read_ids = {v.id for v in back.reads}
@@ -666,13 +698,13 @@ def with_backward(program: ir.Program, name: str,
     """The program with the backward definition of `name` added last; an unsupported
     construct is an `NcdError` (E320) at its source."""
     try:
-        backward = backward_definition(program, name)
+        backward, callees = backward_definition(program, name)
     except Unsupported as unsupported:
         raise NcdError([Diagnostic("E320", f"no reverse derivative: {unsupported.what}",
                                    unsupported.span or program.definition(name).span,
                                    hint=unsupported.hint)], sources or {}) from None
-    extended = program.model_copy(update={"definitions": (*program.definitions,
-                                                          backward.definition)})
+    extended = program.model_copy(update={"definitions": (
+        *program.definitions, *(b.definition for b in callees), backward.definition)})
     return extended, backward
 
 

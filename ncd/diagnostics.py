@@ -52,6 +52,8 @@ CATALOGUE: dict[str, str] = {
     "E312": "bad parameter",
     "E313": "bad tensor equation",
     "E314": "bad size override",
+    # derivatives
+    "E320": "no reverse derivative",
 }
 
 Severity = Literal["error", "warning"]

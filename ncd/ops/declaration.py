@@ -27,8 +27,8 @@ operator kind of the IR has its declaration.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ncd import ir
@@ -55,6 +55,17 @@ Hook = Callable[..., object]
 """A fact no stage reads yet: its real signature comes with the stage that reads it."""
 
 
+class Unsupported(Exception):
+    """A construct with no reverse rule (yet): what it is, where, and what to do instead
+    (`ncd.derivative` reports it as E320)."""
+
+    def __init__(self, what: str, span: ir.Span | None, hint: str):
+        super().__init__(what)
+        self.what = what
+        self.span = span
+        self.hint = hint
+
+
 @dataclass(frozen=True)
 class Gradients:
     """What a reverse rule gives: per input port the gradient of its array (None: it has none,
@@ -63,6 +74,9 @@ class Gradients:
 
     inputs: Sequence[Value | None]
     params: Sequence[Value | None] = ()
+    called: Mapping[str, Value] = field(default_factory=dict)
+    """The gradients of the parameters of a called definition, by their path
+    (`instance.name`), each of the parameter's own type."""
 
 
 ReverseRule = Callable[["Reverser", ir.Broadcasted, OpT, Sequence[Value], Sequence[Value],
