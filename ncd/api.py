@@ -220,10 +220,15 @@ class Program:
         `torch.autograd` at run time. Its state-dict keys are the forward module's; with
         `forward` (a module of `to_torch(definition)`), it reads that module's parameters and
         buffers themselves, so an update of the forward module is seen by the backward one."""
-        backward = self.grad(definition)
+        from ncd.derivative import with_backward
+
+        name = definition or self.main.name
+        self[name]
+        extended, made = with_backward(self.ir, name, self.sources)
+        backward = Definition(Program(extended, self.sources, self.path), made.definition)
         module = backward.to_torch(device=device, dtype=dtype)
         if forward is not None:
-            share_parameters(module, forward)
+            share_parameters(module, forward, dict(made.aliases))
         return module
 
     def _source_name(self) -> str | None:
@@ -310,18 +315,28 @@ def load(source: str | Path, sizes: Mapping[str, int] | None = None, *,
     return Program(program, sources, path)
 
 
-def share_parameters(backward: torch.nn.Module, forward: torch.nn.Module) -> None:
-    """Make `backward` read `forward`'s parameters and buffers: each tensor of the forward
-    module is put in place of the backward module's tensor of the same state-dict key."""
-    for key, tensor in [*forward.named_parameters(), *forward.named_buffers()]:
+def share_parameters(backward: torch.nn.Module, forward: torch.nn.Module,
+                     aliases: Mapping[str, str] | None = None) -> None:
+    """Make `backward` read `forward`'s parameters and buffers: each tensor of the backward
+    module is replaced by the forward module's tensor of the same state-dict key, or, under a
+    call site of `aliases` (`attention_forward` -> `attention`, where the backward definition
+    recomputes a call of the forward pass), of the key with the aliased site."""
+    sources = dict(forward.named_parameters()) | dict(forward.named_buffers())
+    renames = sorted((aliases or {}).items(), key=lambda item: -len(item[0]))
+    for key, _ in [*backward.named_parameters(), *backward.named_buffers()]:
+        source = key
+        for new, old in renames:
+            if source.startswith(new + "."):
+                source = old + source[len(new):]
+                break
+        if source not in sources:
+            raise KeyError(f"the forward module has no parameter or buffer {source!r}")
         path, _, leaf = key.rpartition(".")
         owner = backward.get_submodule(path) if path else backward
         if leaf in owner._parameters:
-            owner._parameters[leaf] = tensor  # type: ignore[assignment]
-        elif leaf in owner._buffers:
-            owner._buffers[leaf] = tensor
+            owner._parameters[leaf] = sources[source]  # type: ignore[assignment]
         else:
-            raise KeyError(f"the backward module has no parameter or buffer {key!r}")
+            owner._buffers[leaf] = sources[source]
 
 
 _RENDER_OPTIONS_DOC = """

@@ -41,7 +41,18 @@ from ncd.wiring import build_term
 
 __all__ = ["Backward", "Reverser", "Unsupported", "backward_definition", "with_backward"]
 
-NOT_YET_REVERSED: dict[type[ir.Node], str] = {}
+NOT_YET_REVERSED: dict[type[ir.Node], str] = {
+    ir.BatchNormOp: "batch normalisation's reverse (through the batch statistics in training "
+    "mode, the running ones in evaluation mode) is not built yet; write the normalisation out "
+    "with `mean`, `pow` and arithmetic (gallery/batchnorm.ncd shows how)",
+    ir.GatherOp: "the reverse of a gather is a scatter-add through the same index map: not "
+    "built yet",
+    ir.ScatterAddOp: "the reverse of a scatter-add is a gather through the same index array: "
+    "not built yet",
+    ir.EmbeddingOp: "the reverse of an embedding is a scatter-add of the gradients into the "
+    "rows of the table: not built yet; a one-hot product (`sum(v) OneHot[b, v] * E[v, m]`) "
+    "has a reverse",
+}
 """Operators whose declaration has no reverse rule yet, each with the reason (the coverage
 test lists these; `ncd` reports their use as E320)."""
 
@@ -55,7 +66,10 @@ class Backward:
     """The forward values the backward block reads (the saved wires), by name and type."""
     gradient_of: tuple[str, ...]
     """For each output of the backward definition, the forward input or parameter it is the
-    gradient of."""
+    gradient of (a parameter of a called definition by its path, `instance.name`)."""
+    aliases: tuple[tuple[str, str], ...] = ()
+    """Call-site paths of the backward definition whose parameters are those of a call-site
+    path of the forward definition (`Reverser.aliases`, with those of the callees)."""
 
 
 @dataclass(eq=False)
@@ -83,6 +97,14 @@ class Reverser:
         self.callees: dict[str, Backward] = {}
         """The backward definitions of the definitions called, by the callee's name, in the
         order they were made (a callee's own callees first); shared by nested reversers."""
+        self.aliases: dict[str, str] = {}
+        """Call sites of the backward definition that stand for a call site of the forward
+        one (`attention_forward` -> `attention`): the forward pass recomputed inside the
+        backward definition calls the callee at a site of its own, since the forward call's
+        site is taken by the call of the callee's backward definition. Its parameters are the
+        forward call site's (`ncd.api.share_parameters` ties them)."""
+        self.instances = {t.op.instance for t in ir.walk(definition.body)
+                          if isinstance(t, ir.Broadcasted) and isinstance(t.op, ir.CallOp)}
         self.called_params: dict[str, ir.ArrayType] = {}
         """The parameters of called definitions that get gradients, by their path
         (`instance.name`), in the order first met."""
@@ -329,7 +351,7 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
             case ir.Broadcasted() | ir.Reindexing() | ir.Scan():
                 made = [Value(a, _port_name(part, i), part.span)
                         for i, a in enumerate(part.cod)]
-                rev.add_step(part, read, made)
+                rev.add_step(_recomputed(part, rev), read, made)
                 produced.extend(made)
                 entries.append(_Entry(part, read, made))
             case ir.Block():
@@ -364,6 +386,19 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
         for wire, value in zip(node.outputs, made, strict=True):
             wires[wire] = value
     return [wires[w] for w in flow.outputs], entries
+
+
+def _recomputed(term: ir.Term, rev: Reverser) -> ir.Term:
+    """The term as the forward block runs it: a call at a site of its own (see
+    `Reverser.aliases`), the same site for every copy of a shared block."""
+    if not (isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp)):
+        return term
+    instance = term.op.instance
+    site = next((new for new, old in rev.aliases.items() if old == instance), None)
+    if site is None:
+        site = _fresh(f"{instance}_forward", rev.instances)
+        rev.aliases[site] = instance
+    return term.model_copy(update={"op": term.op.model_copy(update={"instance": site})})
 
 
 def _port_name(term: ir.Term, index: int) -> str:
@@ -690,7 +725,7 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
         inputs=tuple(ir.Variable(name=v.name, array=v.array) for v in [*inputs, *seeds]),
         outputs=tuple(out_vars), params=forward.params, body=body, span=forward.span)
     return Backward(definition, tuple(ir.Variable(name=v.name, array=v.array) for v in saved),
-                    tuple(gradient_of))
+                    tuple(gradient_of), tuple(rev.aliases.items()))
 
 
 def with_backward(program: ir.Program, name: str,

@@ -31,6 +31,7 @@ class Case:
     source: str | bytes
     files: dict[str, str] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    grad: str | None = None  # the definition whose backward definition is then built
 
 
 AXES = "axis x\naxis m = 8, n = 4, v = 10\n"
@@ -145,6 +146,10 @@ CASES: list[Case] = [
          "def f(X: R[x, m]) -> R[x, m] { return X[x, m] }\n"),
     Case("E314_unknown_axis_override", "E314", None, AXES, sizes={"mm": 16}),
     Case("E314_non_positive_override", "E314", None, AXES, sizes={"m": 0}),
+    # ---- derivatives
+    Case("E320_no_reverse_rule", "E320", "6:12", AXES + "axis b = 3\n"
+         "def f(X: R[b, m]) -> R[b, m] {\n    buffer s: R[m] = ones\n"
+         "    return batchnorm[b](X, s, s)\n}\n", grad="f"),
 ]
 
 
@@ -158,7 +163,9 @@ def run_case(case: Case, folder: Path) -> tuple[tuple[Diagnostic, ...], str]:
     else:
         path.write_text(case.source, encoding="utf-8")
     try:
-        ncd.load(Path("case.ncd"), sizes=case.sizes or None)
+        program = ncd.load(Path("case.ncd"), sizes=case.sizes or None)
+        if case.grad is not None:
+            program.grad(case.grad)
     except NcdError as error:
         return error.diagnostics, error.render() + "\n"
     pytest.fail(f"{case.name}: the input checked without a diagnostic")

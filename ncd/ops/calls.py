@@ -345,6 +345,8 @@ def _call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
             term.span, "the backward pass of a call with parameters per index is not built "
             "yet; call it without `each`")
     backward = rev.backward_of(op.definition)
+    for new, old in backward.aliases:
+        rev.aliases[f"{op.instance}.{new}"] = f"{op.instance}.{old}"
     callee = rev.program.definition(op.definition)
     degree = list(term.degree.axes)
 
