@@ -93,6 +93,7 @@ class Reverser:
         self.params = {p.name: p for p in definition.params}
         self.steps: list[Step | BlockGroup] = []
         self.param_wires: dict[tuple[int, str], Value] = {}
+        self.stand_ins: dict[int, ir.Parameter] = {}
         self.span: ir.Span | None = definition.span
         self.callees: dict[str, Backward] = {}
         """The backward definitions of the definitions called, by the callee's name, in the
@@ -131,20 +132,31 @@ class Reverser:
            outputs: Sequence[tuple[ir.ArrayType, Sequence[str], str]],
            params: Sequence[tuple[ir.Parameter, Sequence[str]]] = (),
            degree: Sequence[ir.Axis] | None = None) -> list[Value]:
-        """One broadcasted operation; the degree defaults to the first output's tiling axes."""
+        """One broadcasted operation; the degree defaults to the first output's tiling axes.
+        A parameter's stand-in (`parameter`) among the inputs of a contraction, product or
+        sum is read on a parameter port, as `W` in `sum(c) X[c] * W[o, c]`; elsewhere the
+        parameter is put onto a wire first."""
         if degree is None:
             first, targets, _ = outputs[0]
             degree = [a for a in first.shape.axes if a.name not in targets]
         degree_shape = shape(degree)
+        reads: list[tuple[Value, Sequence[str]]] = []
+        param_reads = list(params)
+        for value, targets in inputs:
+            parameter = self.stand_ins.get(value.id)
+            if parameter is not None and isinstance(op, _READS_PARAMETERS):
+                param_reads.append((parameter, targets))
+            else:
+                reads.append((self.on_wire(value), targets))
         made = [self.value(a, n) for a, _, n in outputs]
         term = ir.Broadcasted(
-            dom=tuple(v.array for v, _ in inputs), cod=tuple(v.array for v in made),
+            dom=tuple(v.array for v, _ in reads), cod=tuple(v.array for v in made),
             span=self.span, op=op, degree=degree_shape,
-            inputs=tuple(port(v.array, t, degree_shape, v.name) for v, t in inputs),
-            params=tuple(port(p.array, t, degree_shape, p.name) for p, t in params),
+            inputs=tuple(port(v.array, t, degree_shape, v.name) for v, t in reads),
+            params=tuple(port(p.array, t, degree_shape, p.name) for p, t in param_reads),
             outputs=tuple(port(a, t, degree_shape, v.name)
                           for (a, t, _), v in zip(outputs, made, strict=True)))
-        self.add_step(term, [v for v, _ in inputs], made)
+        self.add_step(term, [v for v, _ in reads], made)
         return made
 
     def inverse(self, op: ir.Operator, term: ir.Broadcasted, grads: Sequence[Value],
@@ -158,19 +170,30 @@ class Reverser:
                        degree=term.degree.axes)
 
     def parameter(self, name: str) -> Value:
-        """A parameter of the definition put onto a wire (once per list of steps)."""
-        key = (id(self.steps), name)
+        """A stand-in for a parameter of the definition: read on a parameter port by the
+        operations that have them, put onto a wire (`on_wire`) for the others."""
+        parameter = self.params[name]
+        made = Value(parameter.array, name, self.span)
+        self.stand_ins[made.id] = parameter
+        return made
+
+    def on_wire(self, value: Value) -> Value:
+        """The value itself, or for a parameter's stand-in the parameter put onto a wire (once
+        per list of steps)."""
+        parameter = self.stand_ins.get(value.id)
+        if parameter is None:
+            return value
+        key = (id(self.steps), parameter.name)
         found = self.param_wires.get(key)
         if found is not None:
             return found
-        parameter = self.params[name]
         degree = shape([])
         op: ir.Operator = ir.BufferOp() if parameter.buffer else ir.ParameterOp()
-        made = self.value(parameter.array, name)
+        made = self.value(parameter.array, parameter.name)
         term = ir.Broadcasted(
             dom=(), cod=(parameter.array,), span=self.span, op=op, degree=degree, inputs=(),
-            params=(port(parameter.array, parameter.array.names, degree, name),),
-            outputs=(port(parameter.array, parameter.array.names, degree, name),))
+            params=(port(parameter.array, parameter.array.names, degree, parameter.name),),
+            outputs=(port(parameter.array, parameter.array.names, degree, parameter.name),))
         self.add_step(term, [], [made])
         self.param_wires[key] = made
         return made
@@ -245,7 +268,7 @@ class Reverser:
         contracted = tuple(dict.fromkeys(n for v in operands for n in v.array.names
                                          if n not in partial.names))
         if len(operands) == 1 and not contracted and scale == 1.0:
-            result = operands[0]
+            result = self.on_wire(operands[0])
         else:
             op = ir.EinsumOp(contracted=contracted, scale=scale, scale_text=scale_text)
             result = self.op(op, [(v, tuple(n for n in v.array.names if n in contracted))
@@ -257,6 +280,7 @@ class Reverser:
         (a reindexing whose map ignores them), reordered when only the order differs."""
         if operand.array.names == like.names:
             return operand
+        operand = self.on_wire(operand)
         eta = rearrangement_map(like.shape, operand.array.shape)
         target = array(operand.array.dtype, like.shape.axes)
         made = self.value(target, operand.name)
@@ -284,6 +308,7 @@ class Reverser:
         """The same entries with axes renamed (`old -> new`), as a reindexing."""
         if not any(n in mapping for n in operand.array.names):
             return operand
+        operand = self.on_wire(operand)
         axes = [ir.Axis(name=mapping.get(a.name, a.name), size=a.size)
                 for a in operand.array.shape.axes]
         target = array(operand.array.dtype, axes)
@@ -318,6 +343,11 @@ class Reverser:
         ones = self.constant_array(array(ir.REALS, axes), 1)
         total = self.reduce("sum", ones, [a.name for a in axes])
         return self.divide(operand, total)
+
+
+_READS_PARAMETERS = (ir.EinsumOp, ir.MultiplyOp, ir.AddOp)
+"""The operators whose operands may be parameter ports (`sum(c) X[c] * W[o, c]`, `X * g`,
+`X + b`)."""
 
 
 def _number(value: float) -> str:
