@@ -447,6 +447,25 @@ def _no_span(rev: Reverser) -> ir.Span:
                                end_column=1)
 
 
+def _prune(steps: list[Step | BlockGroup], needed: set[int]) -> None:
+    """Drop the steps (in place, blocks included) whose outputs nothing in `needed` reads,
+    transitively: the forward block recomputes only what the backward block reads. `needed`
+    gains the values the kept steps read."""
+    kept: list[Step | BlockGroup] = []
+    for item in reversed(steps):
+        if isinstance(item, Step):
+            if any(v.id in needed for v in item.outputs):
+                kept.append(item)
+                needed.update(v.id for v in item.inputs)
+            continue
+        _prune(item.steps, needed)
+        if item.steps:
+            item.bound = [v for v in item.bound if v.id in _made_ids(item.steps)]
+            item.reads = _outside_reads(item.steps)
+            kept.append(item)
+    steps[:] = reversed(kept)
+
+
 def _made_ids(steps: Sequence[Step | BlockGroup]) -> set[int]:
     """The ids of the values that `steps` make (blocks included)."""
     made: set[int] = set()
@@ -745,9 +764,13 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
     back.bound = list(outputs)
     back.reads = _outside_reads(back.steps)
     read_ids = {v.id for v in back.reads}
+    _prune(group.steps, set(read_ids))
+    group.bound = [v for v in produced if v.id in read_ids]
+    group.reads = _outside_reads(group.steps)
     saved = [v for v in produced if v.id in read_ids]
     saved += [v for v in inputs if v.id in read_ids]
-    body = build_term([group, back], [*inputs, *seeds], outputs, forward.span)
+    body = build_term([group, back] if group.steps else [back], [*inputs, *seeds], outputs,
+                      forward.span)
     definition = ir.Definition(
         name=grad_name,
         doc=f"The reverse derivative of `{name}`: the gradients of its inputs and parameters "
