@@ -25,7 +25,6 @@ input error (E320) at its source, never a traceback.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
@@ -621,7 +620,6 @@ def _reindexing_adjoint(rev: Reverser, term: ir.Reindexing, gradient: Value) -> 
                 domain[nonzero[0]].name == axis.name:
             passing.add(j)
     rest = [j for j in range(len(codomain)) if j not in passing]
-    used_by_rest = {i for j in rest for i, c in enumerate(eta.matrix[j]) if c}
     # A renaming or permutation: each remaining row reads one domain axis (coefficient 1, no
     # offset), each domain axis is read once, with the same size.
     if all(eta.offset[j] == 0 and sorted(eta.matrix[j]).count(0) == len(domain) - 1 and
@@ -676,8 +674,7 @@ def _reindexing_adjoint(rev: Reverser, term: ir.Reindexing, gradient: Value) -> 
                            [(indicator_type, indicator_type.names, "indicator")],
                            degree=[])[0]
         operands.append(indicator)
-    # Domain axes no row reads are summed (a broadcast's adjoint); the einsum sums them.
-    del used_by_rest
+    # Domain axes no row reads are summed (a broadcast's adjoint): the einsum sums them.
     result_axes = [ir.Axis(name=fresh.get(a.name, a.name), size=a.size) if j in rest else a
                    for j, a in enumerate(codomain)]
     result = rev.contract(array(ir.REALS, result_axes), operands, name="adjoint")
@@ -795,5 +792,3 @@ def with_backward(program: ir.Program, name: str,
         *program.definitions, *(b.definition for b in callees), backward.definition)})
     return extended, backward
 
-
-_ = math  # the rules' constants live with the rules
