@@ -44,8 +44,6 @@ NOT_YET_REVERSED: dict[type[ir.Node], str] = {
     ir.BatchNormOp: "batch normalisation's reverse (through the batch statistics in training "
     "mode, the running ones in evaluation mode) is not built yet; write the normalisation out "
     "with `mean`, `pow` and arithmetic (gallery/batchnorm.ncd shows how)",
-    ir.GatherOp: "the reverse of a gather is a scatter-add through the same index map: not "
-    "built yet",
     ir.ScatterAddOp: "the reverse of a scatter-add is a gather through the same index array: "
     "not built yet",
     ir.EmbeddingOp: "the reverse of an embedding is a scatter-add of the gradients into the "
@@ -633,39 +631,71 @@ def _reindexing_adjoint(rev: Reverser, term: ir.Reindexing, gradient: Value) -> 
                       {codomain[j].name for j in passing}]
             summed = rev.reduce("sum", gradient, unread) if unread else gradient
             return rev.expand(rev.rename(summed, mapping), source)
-    # General case: indicators per group of rows linked by the domain axes they read.
+    rows = [AffineRow(tuple((domain[i].name, c) for i, c in enumerate(eta.matrix[j]) if c),
+                      eta.offset[j], 1, eta.row_text(j)) for j in range(len(codomain))]
+    return affine_adjoint(rev, gradient, source, list(domain), rows)
+
+
+@dataclass(frozen=True)
+class AffineRow:
+    """One coordinate read: `(sum coefficients[a] * p_a + offset) // divisor`."""
+
+    coefficients: tuple[tuple[str, int], ...]
+    offset: int
+    divisor: int
+    text: str
+
+
+def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
+                   domain: Sequence[ir.Axis], rows: Sequence[AffineRow]) -> Value:
+    """The adjoint of `Y[p] = X[q(p)]` (`p` over `domain`, one row of `q` per axis of
+    `source`): `dX[q] = sum over p with q(p) = q of dY[p]`. A row that copies the domain axis
+    of its own name passes through; the others, in groups linked by the domain axes they read,
+    become indicator arrays `[q(p) = q]` (ones masked by affine conditions: `q == e`, or
+    `D q <= e < D q + D` for a floor division by `D`), contracted with the gradient."""
+    codomain = source.shape.axes
+    domain_names = {a.name for a in domain}
+    rest = [j for j, row in enumerate(rows)
+            if not (row.divisor == 1 and row.offset == 0 and
+                    row.coefficients == ((codomain[j].name, 1),))]
     fresh: dict[str, str] = {}
-    taken = {a.name for a in domain} | {a.name for a in codomain}
+    taken = domain_names | {a.name for a in codomain}
     for j in rest:
         name = codomain[j].name
-        if name in {a.name for a in domain}:
-            new = name + "_q"
-            while new in taken:
-                new += "_"
-            taken.add(new)
-            fresh[name] = new
-    groups: list[tuple[list[int], set[int]]] = []
+        if name in domain_names:
+            fresh[name] = _fresh(name + "_q", taken)
+    groups: list[tuple[list[int], set[str]]] = []
     for j in rest:
-        reads_j = {i for i, c in enumerate(eta.matrix[j]) if c}
+        reads_j = {n for n, _ in rows[j].coefficients}
         merged = [g for g in groups if g[1] & reads_j]
-        rows, axes = [j], set(reads_j)
+        members, axes = [j], set(reads_j)
         for g in merged:
-            rows += g[0]
+            members += g[0]
             axes |= g[1]
             groups.remove(g)
-        groups.append((sorted(rows), axes))
+        groups.append((sorted(members), axes))
     operands = [gradient]
-    for rows, axes_read in groups:
+    for members, axes_read in groups:
         q_axes = [ir.Axis(name=fresh.get(codomain[j].name, codomain[j].name),
-                          size=codomain[j].size) for j in rows]
-        p_axes = [domain[i] for i in sorted(axes_read)]
-        conditions = []
-        for j, q_axis in zip(rows, q_axes, strict=True):
-            coefficients = [(q_axis.name, 1)] + [(domain[i].name, -c) for i, c in
-                                                 enumerate(eta.matrix[j]) if c]
-            text = f"{q_axis.name} == {eta.row_text(j)}"
-            conditions.append(ir.Comparison(coefficients=tuple(coefficients),
-                                            offset=-eta.offset[j], op="==", text=text))
+                          size=codomain[j].size) for j in members]
+        p_axes = [a for a in domain if a.name in axes_read]
+        conditions: list[ir.Comparison] = []
+        for j, q_axis in zip(members, q_axes, strict=True):
+            row = rows[j]
+            read = tuple((n, -c) for n, c in row.coefficients)
+            q = q_axis.name
+            if row.divisor == 1:
+                conditions.append(ir.Comparison(coefficients=((q, 1), *read),
+                                                offset=-row.offset, op="==",
+                                                text=f"{q} == {row.text}"))
+            else:
+                d = row.divisor
+                conditions.append(ir.Comparison(coefficients=((q, d), *read),
+                                                offset=-row.offset, op="<=",
+                                                text=f"{d}*{q} <= {row.text}"))
+                conditions.append(ir.Comparison(
+                    coefficients=((q, -d), *((n, c) for n, c in row.coefficients)),
+                    offset=row.offset - d, op="<", text=f"{row.text} < {d}*{q} + {d}"))
         indicator_type = array(ir.REALS, [*q_axes, *p_axes])
         ones = rev.constant_array(indicator_type, 1)
         indicator = rev.op(ir.MaskOp(axes=indicator_type.names, conditions=tuple(conditions),

@@ -66,7 +66,7 @@ SUPPORTED: tuple[tuple[str, str], ...] = (
     ("lstm", "lstm_cell"), ("mlp", "mlp"), ("mlp_mixer", "mlp_mixer"), ("moe", "expert"),
     ("sliding_window_attention", "sliding_window_attention"), ("transformer", "attention"),
     ("transformer", "feedforward"), ("unet_level", "down"), ("unet_level", "lower"),
-    ("unet_level", "up"), ("vit", "attention"),
+    ("unet_level", "up"), ("unet_level", "unet_level"), ("vit", "attention"),
     ("vit", "feedforward"), ("vit", "patch_embedding"), ("vit", "encoder_layer"),
     ("vit", "vit"),
 )

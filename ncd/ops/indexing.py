@@ -17,7 +17,16 @@ from ncd.elision import formula
 from ncd.sizes import from_ir
 
 from .arguments import arguments, bracket_arrows, option_error, reject_items, replace_axes
-from .declaration import Box, Caption, Declaration, Gradients, Surface, declare, no_parameters
+from .declaration import (
+    Box,
+    Caption,
+    Declaration,
+    Gradients,
+    Surface,
+    Unsupported,
+    declare,
+    no_parameters,
+)
 from .facts import (
     ZERO,
     Break,
@@ -252,8 +261,30 @@ def _gather_caption(op: ir.GatherOp, term: ir.Broadcasted) -> Caption:
     return Caption("math", f"[{', '.join(t.text for t in op.indices)}]")
 
 
+def _gather_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.GatherOp,
+                    inputs: Sequence[Value], outputs: Sequence[Value],
+                    grads: Sequence[Value]) -> Gradients:
+    """The adjoint of a gather through affine indices with floor divisions (`X[y // 2]`, `X[2*i
+    + 1]`): a sum over the preimage of each index, with indicator arrays
+    (`ncd.derivative.affine_adjoint`). Index arrays and remainders have no rule yet."""
+    from ncd.derivative import AffineRow, affine_adjoint
+
+    for index in op.indices:
+        if index.array is not None or index.modulus is not None:
+            raise Unsupported(
+                f"the gather reads `{index.text}`, " + ("an index array" if index.array
+                                                       is not None else "a remainder"),
+                term.span, "the reverse of a gather through an index array or a remainder (a "
+                "scatter-add) is not built yet; gathers through affine indices and floor "
+                "divisions have one")
+    rows = [AffineRow(index.coefficients, index.offset, index.divisor, index.text)
+            for index in op.indices]
+    (x,), (y,), (gradient,) = inputs, outputs, grads
+    return Gradients([affine_adjoint(rev, gradient, x.array, y.array.shape.axes, rows)])
+
+
 GATHER = declare(Declaration(
-    node=ir.GatherOp, surfaces=(),
+    node=ir.GatherOp, reverse=_gather_reverse, surfaces=(),
     glyph=Box("plain_box", _gather_caption),
     overview=lambda op: (formula(f"[{', '.join(t.text for t in op.indices)}]"), "box"),
     roles=no_parameters, lower=_gather_lower, cost=free, symmetry=_gather_symmetry))
