@@ -37,9 +37,9 @@ SIZES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
                             {"c": 2, "o": 3, "b": 1, "x": 4, "y": 6}),
     "gpt2_block": ({"m": 8, "h": 2, "x": 3}, {"m": 6, "h": 3, "x": 4}),
     "gru": ({"i": 3, "n": 4, "b": 2, "t": 2}, {"i": 2, "n": 5, "b": 3, "t": 2}),
-    "lenet5": ({"x": 18, "y": 18, "u": 3, "v": 3, "c1": 2, "c3": 3, "c5": 4, "f6": 5, "n": 3,
-                "b": 2},
-               {"x": 11, "y": 11, "u": 2, "v": 2, "c1": 1, "c3": 2, "c5": 3, "f6": 4, "n": 2,
+    "lenet5": ({"x": 11, "y": 11, "u": 2, "v": 2, "c1": 2, "c3": 2, "c5": 3, "f6": 4, "n": 3,
+                "b": 1},
+               {"x": 18, "y": 18, "u": 3, "v": 3, "c1": 1, "c3": 2, "c5": 3, "f6": 4, "n": 2,
                 "b": 1}),
     "llama_block": ({"m": 16, "h": 4, "g": 2, "f": 12, "x": 3},
                     {"m": 24, "h": 6, "g": 3, "f": 8, "x": 4}),
@@ -50,9 +50,8 @@ SIZES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "moe": ({"m": 6, "h": 5, "e": 2, "x": 3}, {"m": 4, "h": 3, "e": 3, "x": 2}),
     "sliding_window_attention": ({"m": 8, "h": 2, "x": 6}, {"m": 6, "h": 3, "x": 7}),
     "transformer": ({"m": 8, "h": 2, "x": 3}, {"m": 6, "h": 3, "x": 4}),
-    "unet_level": ({"c": 3, "d": 4, "yh": 2, "xh": 2}, {"c": 2, "d": 3, "yh": 3, "xh": 2}),
-    "vit": ({"c": 2, "u": 8, "v": 8, "p": 4, "m": 8, "h": 2, "s": 2,
-             "g": 1, "r": 1},
+    "unet_level": ({"c": 2, "d": 2, "yh": 1, "xh": 2}, {"c": 2, "d": 3, "yh": 3, "xh": 2}),
+    "vit": ({"c": 1, "u": 4, "v": 4, "p": 2, "m": 4, "h": 2, "s": 2, "g": 1, "r": 1},
             {"c": 1, "u": 6, "v": 9, "p": 3, "m": 6, "h": 3, "s": 1, "g": 1, "r": 1}),
 }
 
@@ -246,13 +245,14 @@ def test_reindexing_adjoint_is_a_transposed_convolution() -> None:
         torch.testing.assert_close(a, b)
 
 
-def test_cli_renders_and_compiles_the_backward(tmp_path: Path) -> None:
-    path = str(GALLERY / "mlp.ncd")
-    drawn = subprocess.run([sys.executable, "-m", "ncd", "render", path, "mlp", "--grad"],
+def test_cli_renders_and_compiles_the_backward() -> None:
+    drawn = subprocess.run([sys.executable, "-m", "ncd", "render", str(GALLERY / "classifier.ncd"),
+                            "head", "--grad"],
                            capture_output=True, text=True, check=False)
     assert drawn.returncode == 0, drawn.stderr
     assert drawn.stdout.startswith("<svg") or "<svg" in drawn.stdout[:200]
-    compiled = subprocess.run([sys.executable, "-m", "ncd", "compile", path, "--grad"],
+    compiled = subprocess.run([sys.executable, "-m", "ncd", "compile", str(GALLERY / "mlp.ncd"),
+                               "--grad"],
                               capture_output=True, text=True, check=False)
     assert compiled.returncode == 0, compiled.stderr
     assert "class MlpGrad(nn.Module)" in compiled.stdout
