@@ -44,8 +44,6 @@ NOT_YET_REVERSED: dict[type[ir.Node], str] = {
     ir.BatchNormOp: "batch normalisation's reverse (through the batch statistics in training "
     "mode, the running ones in evaluation mode) is not built yet; write the normalisation out "
     "with `mean`, `pow` and arithmetic (gallery/batchnorm.ncd shows how)",
-    ir.ScatterAddOp: "the reverse of a scatter-add is a gather through the same index array: "
-    "not built yet",
     ir.EmbeddingOp: "the reverse of an embedding is a scatter-add of the gradients into the "
     "rows of the table: not built yet; a one-hot product (`sum(v) OneHot[b, v] * E[v, m]`) "
     "has a reverse",

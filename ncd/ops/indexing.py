@@ -264,22 +264,42 @@ def _gather_caption(op: ir.GatherOp, term: ir.Broadcasted) -> Caption:
 def _gather_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.GatherOp,
                     inputs: Sequence[Value], outputs: Sequence[Value],
                     grads: Sequence[Value]) -> Gradients:
-    """The adjoint of a gather through affine indices with floor divisions (`X[y // 2]`, `X[2*i
-    + 1]`): a sum over the preimage of each index, with indicator arrays
-    (`ncd.derivative.affine_adjoint`). Index arrays and remainders have no rule yet."""
+    """The adjoint of a gather. Through affine indices with floor divisions (`X[y // 2]`,
+    `X[2*i + 1]`): a sum over the preimage of each index, with indicator arrays
+    (`ncd.derivative.affine_adjoint`). Through one index array along an axis of its own, the
+    other axes passing (`X[Src[e], f]`): a scatter-add of the gradient through the same array
+    (`dX[Src[e], f] += dY[e, f]`). Other index arrays and remainders have no rule yet."""
     from ncd.derivative import AffineRow, affine_adjoint
 
+    x, (y,), (gradient,) = inputs[0], outputs, grads
+    arrays = [i for i, index in enumerate(op.indices) if index.array is not None]
+    if len(arrays) == 1:
+        position = arrays[0]
+        index = op.indices[position]
+        assert index.array is not None
+        table = inputs[index.array]
+        passing = all(t.array is None and t.modulus is None and t.divisor == 1 and
+                      t.offset == 0 and t.coefficients == ((x.array.names[i], 1),)
+                      for i, t in enumerate(op.indices) if i != position)
+        (along,) = table.array.names if len(table.array.names) == 1 else (None,)
+        if passing and along is not None and along not in x.array.names and \
+                len(inputs) == 2:
+            target = x.array.names[position]
+            rest = [a for a in y.array.shape.axes if a.name != along]
+            (summed,) = rev.op(ir.ScatterAddOp(input=along, output=target),
+                               [(gradient, (along,)), (table, (along,))],
+                               [(x.array, (target,), f"d{x.name}")], degree=rest)
+            return Gradients([summed, None])
     for index in op.indices:
         if index.array is not None or index.modulus is not None:
             raise Unsupported(
                 f"the gather reads `{index.text}`, " + ("an index array" if index.array
                                                        is not None else "a remainder"),
-                term.span, "the reverse of a gather through an index array or a remainder (a "
-                "scatter-add) is not built yet; gathers through affine indices and floor "
-                "divisions have one")
+                term.span, "the reverse of this gather is not built yet; gathers through "
+                "affine indices and floor divisions, and through one index array along an "
+                "axis of its own (`X[Src[e], f]`), have one")
     rows = [AffineRow(index.coefficients, index.offset, index.divisor, index.text)
             for index in op.indices]
-    (x,), (y,), (gradient,) = inputs, outputs, grads
     return Gradients([affine_adjoint(rev, gradient, x.array, y.array.shape.axes, rows)])
 
 
@@ -385,8 +405,23 @@ def _scatter_symmetry(op: ir.ScatterAddOp, term: ir.Broadcasted, carried: Carrie
     return Carry(tuple(frozenset() for _ in term.outputs))
 
 
+def _scatter_add_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.ScatterAddOp,
+                         inputs: Sequence[Value], outputs: Sequence[Value],
+                         grads: Sequence[Value]) -> Gradients:
+    """The reverse of `Y[Dst[e], f] += M[e, f]` is the gather `dM[e, f] = dY[Dst[e], f]`."""
+    (values, places), (gradient,) = inputs, grads
+    indices = tuple(
+        ir.IndexTerm(array=1, text=f"{places.name}[{op.input}]") if name == op.output else
+        ir.IndexTerm(coefficients=((name, 1),), text=name)
+        for name in gradient.array.names)
+    (gathered,) = rev.op(ir.GatherOp(indices=indices),
+                         [(gradient, gradient.array.names), (places, places.array.names)],
+                         [(values.array, values.array.names, f"d{values.name}")], degree=[])
+    return Gradients([gathered, None])
+
+
 SCATTER_ADD = declare(Declaration(
-    node=ir.ScatterAddOp,
+    node=ir.ScatterAddOp, reverse=_scatter_add_reverse,
     surfaces=(Surface("scatter_add", "sum the entries along an axis into the places an index "
                       "array names (a segment sum)", "scatter_add[e -> v](M, Dst)",
                       _scatter_typing),),
