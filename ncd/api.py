@@ -86,6 +86,15 @@ class Definition:
         `Program.to_torch`)."""
         return self.program.to_torch(self.name, device=device, dtype=dtype)
 
+    def grad(self) -> Definition:
+        """The backward definition of this one (see `Program.grad`)."""
+        return self.program.grad(self.name)
+
+    def to_torch_grad(self, forward: torch.nn.Module | None = None, *, device: Any = None,
+                      dtype: Any = None) -> torch.nn.Module:
+        """The backward module of this definition (see `Program.to_torch_grad`)."""
+        return self.program.to_torch_grad(self.name, forward, device=device, dtype=dtype)
+
     def _repr_svg_(self) -> str:
         return self.render()
 
@@ -220,6 +229,40 @@ class Program:
             return build_module(self.ir, name, source_name=self._source_name(), device=device,
                                 dtype=dtype)
 
+    def grad(self, definition: str | None = None) -> Definition:
+        """The backward definition of `definition` (the main one by default), `NAME_grad`, in a
+        program that also holds it (and the backward definitions of what it calls): its
+        inputs are the forward inputs and the gradients of the outputs (`dY`), its outputs
+        the gradients of the real inputs, then of each learned parameter, then of the
+        parameters of called definitions (`d<instance>_<name>`). It renders, compiles and
+        runs as any definition (docs/derivatives.md). An operation with no reverse rule yet
+        is an `NcdError` (E320) at its source."""
+        from ncd.derivative import with_backward
+
+        name = definition or self.main.name
+        self[name]
+        extended, backward = with_backward(self.ir, name, self.sources)
+        return Definition(Program(extended, self.sources, self.path), backward.definition)
+
+    def to_torch_grad(self, definition: str | None = None,
+                      forward: torch.nn.Module | None = None, *, device: Any = None,
+                      dtype: Any = None) -> torch.nn.Module:
+        """An instantiated module computing the backward definition of `definition` (see
+        `grad`): `backward(*inputs, *output_gradients)` returns the gradients, with no
+        `torch.autograd` at run time. Its state-dict keys are the forward module's; with
+        `forward` (a module of `to_torch(definition)`), it reads that module's parameters and
+        buffers themselves, so an update of the forward module is seen by the backward one."""
+        from ncd.derivative import with_backward
+
+        name = definition or self.main.name
+        self[name]
+        extended, made = with_backward(self.ir, name, self.sources)
+        backward = Definition(Program(extended, self.sources, self.path), made.definition)
+        module = backward.to_torch(device=device, dtype=dtype)
+        if forward is not None:
+            share_parameters(module, forward, dict(made.aliases))
+        return module
+
     def _source_name(self) -> str | None:
         """How generated code names the source: the file relative to its project root,
         wherever the program is compiled from; None (the program's name) for source text."""
@@ -302,6 +345,30 @@ def load(source: str | Path, sizes: Mapping[str, int] | None = None, *,
         # from another working directory still finds the file's project.
         path = Path(source.strip() if isinstance(source, str) else source).resolve()
     return Program(program, sources, path)
+
+
+def share_parameters(backward: torch.nn.Module, forward: torch.nn.Module,
+                     aliases: Mapping[str, str] | None = None) -> None:
+    """Make `backward` read `forward`'s parameters and buffers: each tensor of the backward
+    module is replaced by the forward module's tensor of the same state-dict key, or, under a
+    call site of `aliases` (`attention_forward` -> `attention`, where the backward definition
+    recomputes a call of the forward pass), of the key with the aliased site."""
+    sources = dict(forward.named_parameters()) | dict(forward.named_buffers())
+    renames = sorted((aliases or {}).items(), key=lambda item: -len(item[0]))
+    for key, _ in [*backward.named_parameters(), *backward.named_buffers()]:
+        source = key
+        for new, old in renames:
+            if source.startswith(new + "."):
+                source = old + source[len(new):]
+                break
+        if source not in sources:
+            raise KeyError(f"the forward module has no parameter or buffer {source!r}")
+        path, _, leaf = key.rpartition(".")
+        owner = backward.get_submodule(path) if path else backward
+        if leaf in owner._parameters:
+            owner._parameters[leaf] = sources[source]  # type: ignore[assignment]
+        else:
+            owner._buffers[leaf] = sources[source]
 
 
 _RENDER_OPTIONS_DOC = """

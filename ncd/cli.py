@@ -783,7 +783,11 @@ def command_render(args: argparse.Namespace) -> int:
     def work(file: str) -> None:
         output = targets.get(file, args.output)
         program = _load(file, sizes, output, include)
-        _emit(_draw(args, program, _definition(program, args.definition), fmt), output)
+        name = _definition(program, args.definition)
+        if args.grad:
+            backward = program.grad(name)
+            program, name = backward.program, backward.name
+        _emit(_draw(args, program, name, fmt), output)
 
     reporter.each(inputs, work, summary=inputs.several)
     return reporter.finish()
@@ -804,7 +808,10 @@ def command_compile(args: argparse.Namespace) -> int:
             _emit(program.compile(args.definition), output)  # a training step
             return
         name = _definition(program, args.definition) if args.definition or not program.names \
-            else None
+            or args.grad else None
+        if args.grad and name is not None:
+            backward = program.grad(name)
+            program, name = backward.program, backward.name
         _emit(program.compile(name), output)
 
     reporter.each(inputs, work, summary=inputs.several)
@@ -1021,6 +1028,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--annotate", choices=("none", "cost"), default="none",
                         help="cost: each box shows its FLOPs and output bytes and is shaded "
                         "by its FLOPs (the figures of ncd stats), with a legend")
+    render.add_argument("--grad", action="store_true",
+                        help="draw the backward definition (NAME_grad: the gradients of the "
+                        "inputs and parameters from those of the outputs; docs/derivatives.md)")
     loading(render)
     render.set_defaults(run=command_render)
 
@@ -1060,6 +1070,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and what it calls.")
     inputs(compile_cmd, "+", definition=True)
     output(compile_cmd, "the Python source")
+    compile_cmd.add_argument("--grad", action="store_true",
+                             help="compile the backward definition of DEF (the main one by "
+                             "default): a module computing the gradients of the inputs and "
+                             "parameters from those of the outputs, with no torch.autograd "
+                             "(docs/derivatives.md)")
     loading(compile_cmd)
     compile_cmd.set_defaults(run=command_compile)
 

@@ -54,6 +54,8 @@ CATALOGUE: dict[str, str] = {
     "E314": "bad size override",
     "E315": "bad training set-up",
     "E316": "bad training data",
+    # derivatives
+    "E320": "no reverse derivative",
 }
 
 Severity = Literal["error", "warning"]

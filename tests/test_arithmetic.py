@@ -175,7 +175,7 @@ def g(X: R[x, m]) -> R[x, m] {
 
 @pytest.mark.parametrize(("function", "reference"), [
     ("reciprocal", torch.reciprocal), ("rsqrt", torch.rsqrt), ("sin", torch.sin),
-    ("cos", torch.cos), ("erf", torch.erf), ("softplus", F.softplus),
+    ("cos", torch.cos), ("erf", torch.erf), ("sign", torch.sign), ("softplus", F.softplus),
     ("gelu_tanh", lambda X: F.gelu(X, approximate="tanh")),
 ])
 def test_new_functions_are_torch_functions(function: str, reference) -> None:  # type: ignore[no-untyped-def]

@@ -34,6 +34,7 @@ class Case:
     data: tuple[str, str] | None = None
     """A data file (name, text) for the last training set-up of the source: read as
     `ncd train` reads it."""
+    grad: str | None = None  # the definition whose backward definition is then built
 
 
 AXES = "axis x\naxis m = 8, n = 4, v = 10\n"
@@ -159,6 +160,10 @@ CASES: list[Case] = [
     Case("E316_label_out_of_range", "E316", "2:17", AXES + TRAINABLE +
          "train t { model: net  loss: cross_entropy[n]  optimiser: sgd() }\n",
          data=("data.csv", "f1,f2,f3,f4,f5,f6,f7,f8,label\n1,2,3,4,5,6,7,8,4\n")),
+    # ---- derivatives
+    Case("E320_no_reverse_rule", "E320", "6:12", AXES + "axis b = 3\n"
+         "def f(X: R[b, m]) -> R[b, m] {\n    buffer s: R[m] = ones\n"
+         "    return batchnorm[b](X, s, s)\n}\n", grad="f"),
 ]
 
 
@@ -180,6 +185,8 @@ def run_case(case: Case, folder: Path) -> tuple[tuple[Diagnostic, ...], str]:
             (folder / name).write_text(text, encoding="utf-8")
             training = program.ir.trainings[-1]
             read_dataset(Path(name), layout(program.ir, training))
+        if case.grad is not None:
+            program.grad(case.grad)
     except NcdError as error:
         sources = {**error.sources}
         if case.data is not None:

@@ -463,3 +463,30 @@ def test_gru_is_nn_gru() -> None:
     actual = module(X, h0[0])
     for got, want in zip(actual, (Y, H[0]), strict=True):
         close(got, want)
+
+
+# --- derivatives.md ---------------------------------------------------------------------------
+
+
+def test_derivatives_python_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ```python block of docs/derivatives.md runs as written (from the repository root):
+    the backward module's gradients equal autograd's."""
+    text = (DOCS / "derivatives.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    assert blocks, "docs/derivatives.md has no python example"
+    monkeypatch.chdir(ROOT)
+    for block in blocks:
+        exec(compile(block, "docs/derivatives.md", "exec"), {})
+
+
+def test_derivatives_commands_run(tmp_path: Path) -> None:
+    """The commands at the top of docs/derivatives.md run and write their files."""
+    text = (DOCS / "derivatives.md").read_text(encoding="utf-8")
+    commands = re.findall(r"^ncd (render|compile) (\S+) (\S+) --grad -o (\S+)", text, re.M)
+    assert len(commands) == 2
+    for command, source, name, output in commands:
+        result = subprocess.run([sys.executable, "-m", "ncd", command, str(ROOT / source), name,
+                                 "--grad", "-o", str(tmp_path / output)],
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / output).stat().st_size > 0

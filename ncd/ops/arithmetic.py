@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, assert_never, get_args
 
 from ncd import ir
 from ncd import syntax as s
@@ -19,6 +19,7 @@ from .declaration import (
     Caption,
     CaptionKind,
     Declaration,
+    Gradients,
     Junction,
     SizeValue,
     Surface,
@@ -30,6 +31,7 @@ from .facts import Cost, CostSizes, entrywise, free, output_entries, per_output_
 from .lowering import Emitter, Label, Role, TensorCode, float_literal
 
 if TYPE_CHECKING:
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 
@@ -122,8 +124,17 @@ def _operands_less_one(op: object, term: ir.Broadcasted, sizes: CostSizes) -> Co
     return Cost(flops=output_entries(sizes, term) * (len(term.inputs) + len(term.params) - 1))
 
 
+def _add_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.AddOp, inputs: Sequence[Value],
+                 outputs: Sequence[Value], grads: Sequence[Value]) -> Gradients:
+    """Each operand gets the output's gradient, summed along the axes it was broadcast on
+    (the reverse of the add is a copy)."""
+    (gradient,) = grads
+    return Gradients([rev.sum_to(gradient, v.array) for v in inputs],
+                     [rev.sum_to(gradient, p.array) for p in term.params])
+
+
 ADD = declare(Declaration(
-    node=ir.AddOp,
+    node=ir.AddOp, reverse=_add_reverse,
     surfaces=(Surface("add", "entrywise sum; axes missing from an operand are broadcast",
                       "add(X, Y)", _add_typing),),
     glyph=Junction("plus"), overview=lambda op: ("+", "circle"), roles=_add_roles,
@@ -157,8 +168,18 @@ def _multiply_lower(emit: Emitter, term: ir.Broadcasted, op: ir.MultiplyOp,
                         fallback="product")]
 
 
+def _multiply_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.MultiplyOp,
+                      inputs: Sequence[Value], outputs: Sequence[Value],
+                      grads: Sequence[Value]) -> Gradients:
+    """Each operand gets the output's gradient times the other operands."""
+    operands = [*inputs, *(rev.parameter(p.name) for p in term.params if p.name is not None)]
+    found = [rev.sum_to(rev.multiply(grads[0], *(o for i, o in enumerate(operands) if i != j)),
+                        operand.array) for j, operand in enumerate(operands)]
+    return Gradients(found[:len(inputs)], found[len(inputs):])
+
+
 MULTIPLY = declare(Declaration(
-    node=ir.MultiplyOp,
+    node=ir.MultiplyOp, reverse=_multiply_reverse,
     surfaces=(Surface("multiply", "entrywise product; axes missing from an operand are "
                       "broadcast", "multiply(X, Y)", _multiply_typing),),
     glyph=Junction("odot"), overview=lambda op: ("×", "circle"), roles=_multiply_roles,
@@ -220,8 +241,31 @@ def _constant_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ConstantOp,
                         fallback=fallback)]
 
 
+def _constant_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.ConstantOp,
+                      inputs: Sequence[Value], outputs: Sequence[Value],
+                      grads: Sequence[Value]) -> Gradients:
+    """`x ± c`: the gradient; `c - x`: its negative; `c / x`: times `-c / x²`; `x / c`: times
+    `1 / c`; `x ^ c`: times `c x^(c-1)`; `c ^ x`: times `log(c) c^x`."""
+    (x,), (y,), (gradient,) = inputs, outputs, grads
+    c = op.constant
+    match op.op, op.constant_first:
+        case ("+", _) | ("-", False):
+            return Gradients([gradient])
+        case ("-", True):
+            return Gradients([rev.scale(gradient, -1.0)])
+        case ("/", True):
+            return Gradients([rev.scale(rev.divide(gradient, rev.function("square", x)), -c)])
+        case ("/", False):
+            return Gradients([rev.scale(gradient, 1 / c)])
+        case ("^", False):
+            return Gradients([rev.multiply(gradient, rev.scale(rev.constant(x, "^", c - 1), c))])
+        case ("^", True):
+            return Gradients([rev.multiply(gradient, rev.scale(y, math.log(c)))])
+    raise AssertionError(op.op)
+
+
 CONSTANT = declare(Declaration(
-    node=ir.ConstantOp,
+    node=ir.ConstantOp, reverse=_constant_reverse,
     surfaces=(Surface("pow", "every entry to a constant power (`X + c`, `c - X` and `c / X` "
                       "make the same kind of operation)", "pow[2](X)", _pow_typing),),
     glyph=Box("plain_box", _constant_caption, caption_size=11.0, min_width=22.0,
@@ -282,8 +326,28 @@ def _binary_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BinaryOp,
                         batched=any(v.batched for v in inputs), fallback=op.function)]
 
 
+def _binary_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.BinaryOp,
+                    inputs: Sequence[Value], outputs: Sequence[Value],
+                    grads: Sequence[Value]) -> Gradients:
+    """`a / b`: `dY / b` and `-dY a / b²`; `maximum`: the gradient goes to the larger operand,
+    half to each where they are equal (as PyTorch's); `minimum` likewise to the smaller."""
+    (a, b), (y,), (gradient,) = inputs, outputs, grads
+    match op.function:
+        case "divide":
+            d_a = rev.divide(gradient, b)
+            d_b = rev.scale(rev.divide(rev.multiply(gradient, y), b), -1.0)
+        case "maximum" | "minimum":
+            difference = rev.subtract(a, b) if op.function == "maximum" else rev.subtract(b, a)
+            share = rev.scale(rev.constant(rev.function("sign", difference), "+", 1.0), 0.5)
+            d_a = rev.multiply(gradient, share)
+            d_b = rev.subtract(gradient, d_a)
+        case _:
+            assert_never(op.function)
+    return Gradients([rev.sum_to(d_a, a.array), rev.sum_to(d_b, b.array)])
+
+
 BINARY = declare(Declaration(
-    node=ir.BinaryOp,
+    node=ir.BinaryOp, reverse=_binary_reverse,
     surfaces=tuple(Surface(function, _BINARY_SUMMARIES[function] + "; the axes of one include "
                            "the other's, which is broadcast", f"{function}(X, Y)",
                            _binary_typing(function))
@@ -330,8 +394,18 @@ def _where_lower(emit: Emitter, term: ir.Broadcasted, op: ir.WhereOp,
                         fallback="chosen")]
 
 
+def _where_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.WhereOp,
+                   inputs: Sequence[Value], outputs: Sequence[Value],
+                   grads: Sequence[Value]) -> Gradients:
+    """The gradient goes to the chosen operand: `where(C, dY, 0)` and `where(C, 0, dY)`."""
+    (condition, chosen, otherwise), (gradient,) = inputs, grads
+    zero = rev.zeros(ir.ArrayType(dtype=ir.REALS, shape=ir.Shape()))
+    return Gradients([None, rev.sum_to(rev.where(condition, gradient, zero), chosen.array),
+                      rev.sum_to(rev.where(condition, zero, gradient), otherwise.array)])
+
+
 WHERE = declare(Declaration(
-    node=ir.WhereOp,
+    node=ir.WhereOp, reverse=_where_reverse,
     surfaces=(Surface("where", "the entry of X where the boolean array C is true, else the "
                       "entry of Y; the axes of one operand include the others'",
                       "where(C, X, Y)", _where_typing),),

@@ -8,13 +8,23 @@ from typing import TYPE_CHECKING
 
 from ncd import ir
 from ncd import syntax as s
-from ncd.context import Reject, Value, port, shape
+from ncd.context import Reject, Value, array, port, shape
 from ncd.diagnostics import Note, did_you_mean
 from ncd.elision import elide
 from ncd.sizes import from_ir
 
 from .arguments import bracket_axes, option_error
-from .declaration import Box, Caption, Declaration, Surface, declare, declare_surface, no_parameters
+from .declaration import (
+    Box,
+    Caption,
+    Declaration,
+    Gradients,
+    Surface,
+    Unsupported,
+    declare,
+    declare_surface,
+    no_parameters,
+)
 from .facts import (
     Break,
     Carried,
@@ -28,6 +38,7 @@ from .facts import (
 from .lowering import Emitter, Label, TensorCode, degree_label, target_label
 
 if TYPE_CHECKING:
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 
@@ -321,8 +332,60 @@ def _each_call(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp, copies: str,
         emit.statement(f"{name} = torch.stack({results}, dim={-rank - 1})")
 
 
+def _call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
+                  inputs: Sequence[Value], outputs: Sequence[Value],
+                  grads: Sequence[Value]) -> Gradients:
+    """A call of the callee's backward definition at the same call site (the same instance,
+    so the same parameters), lifted over the same axes: it reads the call's inputs and the
+    gradients of its outputs, and gives the gradients of its real inputs and of the callee's
+    parameters (summed over the lifted axes, which share them)."""
+    if op.each is not None:
+        raise Unsupported(
+            f"the call of `{op.definition}` owns parameters for each index of `{op.each}`",
+            term.span, "the backward pass of a call with parameters per index is not built "
+            "yet; call it without `each`")
+    backward = rev.backward_of(op.definition)
+    for new, old in backward.aliases:
+        rev.aliases[f"{op.instance}.{new}"] = f"{op.instance}.{old}"
+    callee = rev.program.definition(op.definition)
+    degree = list(term.degree.axes)
+
+    def lifted(array_type: ir.ArrayType) -> ir.ArrayType:
+        """The array with the lifted axes first, as a port of this call tiles it."""
+        return array(array_type.dtype, [*degree, *array_type.shape.axes])
+
+    reads = [(v, p.targets) for v, p in zip(inputs, term.inputs, strict=True)]
+    reads += [(g, p.targets) for g, p, o in zip(grads, term.outputs, callee.outputs, strict=True)
+              if o.array.dtype.kind == "R"]
+    made: list[tuple[ir.ArrayType, Sequence[str], str]] = []
+    real = [(v, p) for v, p in zip(inputs, term.inputs, strict=True)
+            if v.array.dtype.kind == "R"]
+    for value, in_port in real:
+        tiled = value.array if set(term.degree.names) <= set(in_port.tiling) else \
+            lifted(array(value.array.dtype, [a for a in value.array.shape.axes
+                                             if a.name in in_port.targets]))
+        made.append((tiled, in_port.targets, f"d{value.name}"))
+    paths = backward.gradient_of[len(real):]
+    for path, variable in zip(paths, backward.definition.outputs[len(real):], strict=True):
+        made.append((lifted(variable.array), variable.array.names, f"d{path}"))
+    call = op.model_copy(update={"definition": backward.definition.name})
+    results = rev.op(call, reads, made, degree=degree)
+    d_inputs: list[Value | None] = []
+    found = iter(results[:len(real)])
+    for value in inputs:
+        d_inputs.append(rev.sum_to(next(found), value.array)
+                        if value.array.dtype.kind == "R" else None)
+    called: dict[str, Value] = {}
+    for path, variable, gradient in zip(paths, backward.definition.outputs[len(real):],
+                                        results[len(real):], strict=True):
+        full = f"{op.instance}.{path}"
+        rev.called_params.setdefault(full, variable.array)
+        called[full] = rev.sum_to(gradient, variable.array)
+    return Gradients(d_inputs, called=called)
+
+
 CALL = declare(Declaration(
-    node=ir.CallOp, surfaces=(),
+    node=ir.CallOp, reverse=_call_reverse, surfaces=(),
     glyph=Box("call_box", _call_caption, caption_size=12.0, min_width=30.0, min_height=26.0,
               deck=_call_deck),
     overview=_call_overview, roles=no_parameters, lower=_call_lower,

@@ -13,7 +13,7 @@ from ncd.elision import formula, spaced
 from ncd.sizes import Size, from_ir
 
 from .arguments import arguments, bracket_arrows, bracket_axes, option_error, reject_items
-from .declaration import Box, Caption, Cups, Declaration, SizeValue, Surface, declare
+from .declaration import Box, Caption, Cups, Declaration, Gradients, SizeValue, Surface, declare
 from .facts import (
     ZERO,
     Break,
@@ -43,6 +43,7 @@ from .lowering import (
 )
 
 if TYPE_CHECKING:
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 
@@ -197,8 +198,26 @@ def _einsum_symmetry(op: ir.EinsumOp, term: ir.Broadcasted, carried: Carried,
     return entrywise(op, term, carried, calls)
 
 
+def _einsum_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.EinsumOp,
+                    inputs: Sequence[Value], outputs: Sequence[Value],
+                    grads: Sequence[Value]) -> Gradients:
+    """The gradient of each operand is the contraction of the output's gradient with the
+    other operands, the operand's axes now the output: inputs and output exchanged."""
+    operands = [*inputs, *(rev.parameter(p.name) for p in term.params if p.name is not None)]
+    (gradient,) = grads
+    found: list[Value | None] = []
+    for j, operand in enumerate(operands):
+        if operand.array.dtype.kind != "R":
+            found.append(None)
+            continue
+        others = [o for i, o in enumerate(operands) if i != j]
+        found.append(rev.contract(operand.array, [gradient, *others], op.scale, op.scale_text,
+                                  name=f"d{operand.name}"))
+    return Gradients(found[:len(inputs)], found[len(inputs):])
+
+
 EINSUM = declare(Declaration(
-    node=ir.EinsumOp, surfaces=(), glyph=Cups(), overview=_einsum_overview,
+    node=ir.EinsumOp, reverse=_einsum_reverse, surfaces=(), glyph=Cups(), overview=_einsum_overview,
     roles=_einsum_roles, lower=_einsum_lower, cost=_einsum_cost, symmetry=_einsum_symmetry))
 
 
@@ -373,8 +392,29 @@ def _linear_symmetry(op: ir.LinearOp, term: ir.Broadcasted, carried: Carried,
     return Carry(tuple(frozenset() for _ in term.outputs))
 
 
+def _linear_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.LinearOp,
+                    inputs: Sequence[Value], outputs: Sequence[Value],
+                    grads: Sequence[Value]) -> Gradients:
+    """`dX = dY W` over the output axes, `dW = X dY` over the tiling axes, `db = sum dY`; the
+    input's axes take the weight's names first where an axis is both input and output."""
+    (operand,) = inputs
+    (gradient,) = grads
+    weight_port = term.params[0]
+    assert weight_port.name is not None
+    weight = rev.parameter(weight_port.name)
+    renames = {a: w for a, w in zip(op.inputs, op.weight_inputs, strict=True) if a != w}
+    renamed = rev.rename(operand, renames)
+    d_renamed = rev.contract(renamed.array, [gradient, weight], name=f"d{operand.name}")
+    d_operand = rev.rename(d_renamed, {w: a for a, w in renames.items()})
+    params: list[Value | None] = [rev.contract(weight.array, [renamed, gradient],
+                                               name=f"d{weight.name}")]
+    if op.bias:
+        params.append(rev.sum_to(gradient, term.params[1].array))
+    return Gradients([d_operand], params)
+
+
 LINEAR = declare(Declaration(
-    node=ir.LinearOp,
+    node=ir.LinearOp, reverse=_linear_reverse,
     surfaces=(Surface("linear", "a learned linear map from target axes to new axes; weight (and "
                       "bias) named in the arguments", "linear[m -> h k](X, W_q)",
                       _linear_typing),),

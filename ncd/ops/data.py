@@ -6,11 +6,18 @@ card."""
 
 from __future__ import annotations
 
-from ncd import ir
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .declaration import Box, Caption, Declaration, SizeValue, declare
+from ncd import ir
+from ncd.context import Value
+
+from .declaration import Box, Caption, Declaration, Gradients, SizeValue, declare
 from .facts import entrywise, view
 from .lowering import Emitter, Role, TensorCode
+
+if TYPE_CHECKING:
+    from ncd.derivative import Reverser
 
 
 def _parameter_caption(op: ir.ParameterOp, term: ir.Broadcasted) -> Caption:
@@ -43,8 +50,15 @@ def _parameter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ParameterOp,
     return _put_on_a_wire(emit, term, "parameter")
 
 
+def _parameter_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.ParameterOp,
+                       inputs: Sequence[Value], outputs: Sequence[Value],
+                       grads: Sequence[Value]) -> Gradients:
+    """The wire's gradient is the parameter's."""
+    return Gradients([], [grads[0]])
+
+
 PARAMETER = declare(Declaration(
-    node=ir.ParameterOp, surfaces=(),
+    node=ir.ParameterOp, reverse=_parameter_reverse, surfaces=(),
     glyph=Box("card", _parameter_caption, caption_size=14.0, min_width=30.0, min_height=26.0,
               caption_dx=0.06),
     overview=_parameter_overview, roles=_parameter_roles, lower=_parameter_lower,
@@ -72,8 +86,15 @@ def _buffer_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BufferOp,
     return _put_on_a_wire(emit, term, "buffer")
 
 
+def _buffer_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.BufferOp,
+                    inputs: Sequence[Value], outputs: Sequence[Value],
+                    grads: Sequence[Value]) -> Gradients:
+    """A buffer is not learned: no gradient."""
+    return Gradients([], [None])
+
+
 BUFFER = declare(Declaration(
-    node=ir.BufferOp, surfaces=(),
+    node=ir.BufferOp, reverse=_buffer_reverse, surfaces=(),
     glyph=Box("buffer_card", _buffer_caption, caption_size=14.0, min_width=30.0,
               min_height=26.0, caption_dx=0.06),
     overview=_buffer_overview, roles=_buffer_roles, lower=_buffer_lower,

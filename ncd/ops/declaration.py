@@ -16,7 +16,9 @@ A `Declaration[OpT]` binds one IR operator node type `OpT` to everything each st
 - `cost`: its multiply-adds and FLOPs from the sizes of its degree and targets, and
   `symmetry`: what it does to a permutation (or shift) of the axes it works on
   (`ncd.ops.facts`; read by `ncd stats` and `ncd check --symmetry`).
-- `reverse`: a named place for the reverse derivative: no stage reads it yet.
+- `reverse`: its reverse derivative rule (`ncd.derivative` reads it): from the values the
+  operation read and made and the gradients of its outputs, the gradients of its inputs and
+  parameters, recorded as operations of the backward definition.
 
 `declare` files a declaration under its node type (and its surfaces under their names). Import
 `ncd.operators` to read the tables: it imports every declaration module and checks that each
@@ -25,8 +27,8 @@ operator kind of the IR has its declaration.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ncd import ir
@@ -37,6 +39,7 @@ from .facts import Carried, Cost, CostSizes, SymmetryCalls, Verdict
 from .lowering import Emitter, Role, TensorCode
 
 if TYPE_CHECKING:
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 OpT = TypeVar("OpT", bound=ir.Node)
@@ -50,6 +53,39 @@ SizeValue = Callable[[ir.SizeExpr], "int | None"]
 
 Hook = Callable[..., object]
 """A fact no stage reads yet: its real signature comes with the stage that reads it."""
+
+
+class Unsupported(Exception):
+    """A construct with no reverse rule (yet): what it is, where, and what to do instead
+    (`ncd.derivative` reports it as E320)."""
+
+    def __init__(self, what: str, span: ir.Span | None, hint: str):
+        super().__init__(what)
+        self.what = what
+        self.span = span
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Gradients:
+    """What a reverse rule gives: per input port the gradient of its array (None: it has none,
+    e.g. an index array), and per parameter port the gradient of the parameter (the same
+    array type as the parameter, or one with more axes, which are summed)."""
+
+    inputs: Sequence[Value | None]
+    params: Sequence[Value | None] = ()
+    called: Mapping[str, Value] = field(default_factory=dict)
+    """The gradients of the parameters of a called definition, by their path
+    (`instance.name`), each of the parameter's own type."""
+
+
+ReverseRule = Callable[["Reverser", ir.Broadcasted, OpT, Sequence[Value], Sequence[Value],
+                        Sequence[Value]], Gradients]
+"""The reverse derivative of a broadcasted operation: given the backward definition's builder,
+the term, its operator, the values it read (inputs; parameters are read with
+`Reverser.parameter`), the values it made, and the gradient of each output (zeros where an
+output has none), the gradients of its inputs and parameters. Every port reads its tile at the
+degree's index of the same axis names, so a rule works with whole arrays by axis name."""
 
 
 @dataclass(frozen=True)
@@ -160,8 +196,9 @@ class Declaration(Generic[OpT]):
     commutative: bool = False
     """Its inputs may come in any order: the wiring takes them in the order their wires lie,
     so that the diagram needs no crossing before a residual `+`."""
-    reverse: Hook | None = None
-    """The reverse derivative (the backward term): not yet read by any stage."""
+    reverse: ReverseRule[OpT] | None = None
+    """The reverse derivative (`ReverseRule`); None: not supported yet, and listed in
+    `ncd.derivative.NOT_YET_REVERSED` with the reason (the tests check)."""
     cost: Callable[[OpT, ir.Broadcasted, CostSizes], Cost] | None = None
     """Multiply-adds and FLOPs of the whole broadcasted operation, as polynomials in the sizes
     (`ncd.ops.facts`: the conventions). Every declaration states one (the tests check)."""

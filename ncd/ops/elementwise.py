@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, assert_never
 
 from ncd import ir
 from ncd import syntax as s
@@ -20,12 +22,22 @@ from .arguments import (
     unary,
 )
 from .arithmetic import scalar
-from .declaration import Box, Caption, Declaration, Surface, TypingRule, declare, no_parameters
+from .declaration import (
+    Box,
+    Caption,
+    Declaration,
+    Gradients,
+    Surface,
+    TypingRule,
+    declare,
+    no_parameters,
+)
 from .facts import entrywise, per_output_entry
 from .functions import FUNCTIONS, ElementwiseFunction
 from .lowering import Emitter, TensorCode, float_literal
 
 if TYPE_CHECKING:
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 
@@ -66,8 +78,77 @@ def _elementwise_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ElementwiseOp
                         comment=op.function, batched=inputs[0].batched, fallback=op.function)]
 
 
+def _slope(rev: Reverser, function: ElementwiseFunction, x: Value, y: Value) -> Value | None:
+    """The derivative of `function` at `x` (whose value is `y`), entrywise; None: zero."""
+    match function:
+        case "relu":
+            return rev.step(x)
+        case "gelu":  # Φ(x) + x φ(x)
+            cdf = rev.scale(rev.constant(rev.function("erf", rev.scale(
+                x, 1 / math.sqrt(2), "1/√2")), "+", 1.0), 0.5)
+            density = rev.scale(rev.function("exp", rev.scale(rev.function("square", x), -0.5)),
+                                1 / math.sqrt(2 * math.pi), "1/√(2π)")
+            return rev.add(cdf, rev.multiply(x, density))
+        case "silu":  # σ(x) (1 + x (1 - σ(x)))
+            sigma = rev.function("sigmoid", x)
+            return rev.multiply(sigma, rev.constant(rev.multiply(
+                x, rev.constant(sigma, "-", 1.0, constant_first=True)), "+", 1.0))
+        case "sigmoid":
+            return rev.multiply(y, rev.constant(y, "-", 1.0, constant_first=True))
+        case "tanh":
+            return rev.constant(rev.function("square", y), "-", 1.0, constant_first=True)
+        case "exp":
+            return y
+        case "log":
+            return rev.function("reciprocal", x)
+        case "neg":
+            return rev.scale(rev.constant_array(x.array, 1), -1.0)
+        case "sqrt":
+            return rev.scale(rev.function("reciprocal", y), 0.5)
+        case "abs":
+            return rev.function("sign", x)
+        case "square":
+            return rev.scale(x, 2.0)
+        case "softplus":
+            return rev.function("sigmoid", x)
+        case "reciprocal":
+            return rev.scale(rev.function("square", y), -1.0)
+        case "rsqrt":
+            return rev.scale(rev.constant(y, "^", 3.0), -0.5)
+        case "sin":
+            return rev.function("cos", x)
+        case "cos":
+            return rev.scale(rev.function("sin", x), -1.0)
+        case "erf":
+            return rev.scale(rev.function("exp", rev.scale(rev.function("square", x), -1.0)),
+                             2 / math.sqrt(math.pi), "2/√π")
+        case "gelu_tanh":  # ½(1 + t) + ½ x (1 - t²) √(2/π) (1 + 3·0.044715 x²)
+            c = math.sqrt(2 / math.pi)
+            cube = rev.multiply(x, rev.function("square", x))
+            t = rev.function("tanh", rev.scale(rev.add(x, rev.scale(cube, 0.044715)), c,
+                                               "√(2/π)"))
+            half = rev.scale(rev.constant(t, "+", 1.0), 0.5)
+            inner = rev.scale(rev.constant(rev.scale(rev.function("square", x),
+                                                     3 * 0.044715), "+", 1.0), c, "√(2/π)")
+            sech = rev.constant(rev.function("square", t), "-", 1.0, constant_first=True)
+            return rev.add(half, rev.scale(rev.multiply(x, sech, inner), 0.5))
+        case "sign":
+            return None
+    assert_never(function)
+
+
+def _elementwise_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.ElementwiseOp,
+                         inputs: Sequence[Value], outputs: Sequence[Value],
+                         grads: Sequence[Value]) -> Gradients:
+    """`dX = dY f'(X)`, with `f'` written with the elementwise functions themselves."""
+    slope = _slope(rev, op.function, inputs[0], outputs[0])
+    if slope is None:
+        return Gradients([None])
+    return Gradients([rev.multiply(grads[0], slope, like=inputs[0].array)])
+
+
 ELEMENTWISE = declare(Declaration(
-    node=ir.ElementwiseOp,
+    node=ir.ElementwiseOp, reverse=_elementwise_reverse,
     surfaces=tuple(Surface(name, f"`{name}` applied to every entry: {function.meaning}",
                            f"{name}(X)", _elementwise_typing(name))
                    for name, function in FUNCTIONS.items()),
@@ -109,8 +190,15 @@ def _scale_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ScaleOp,
                         fallback="scaled")]
 
 
+def _scale_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.ScaleOp,
+                   inputs: Sequence[Value], outputs: Sequence[Value],
+                   grads: Sequence[Value]) -> Gradients:
+    """A scale is its own reverse."""
+    return Gradients([rev.scale(grads[0], op.factor, op.text)])
+
+
 SCALE = declare(Declaration(
-    node=ir.ScaleOp,
+    node=ir.ScaleOp, reverse=_scale_reverse,
     surfaces=(Surface("scale", "multiply every entry by a constant", "scale[0.5](X)",
                       _scale_typing),),
     glyph=Box("plain_box", _scale_caption, caption_size=11.0, min_width=22.0, min_height=18.0),
@@ -153,8 +241,17 @@ def _dropout_lower(emit: Emitter, term: ir.Broadcasted, op: ir.DropoutOp,
                         batched=inputs[0].batched, fallback="dropped")]
 
 
+def _dropout_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.DropoutOp,
+                     inputs: Sequence[Value], outputs: Sequence[Value],
+                     grads: Sequence[Value]) -> Gradients:
+    """In evaluation mode dropout is the identity, and so is its reverse. (In training mode
+    the reverse multiplies by the same mask, scaled by 1/(1-p): the mask would be a saved
+    forward value; the backward definition is the evaluation-mode derivative.)"""
+    return Gradients([grads[0]])
+
+
 DROPOUT = declare(Declaration(
-    node=ir.DropoutOp,
+    node=ir.DropoutOp, reverse=_dropout_reverse,
     surfaces=(Surface("dropout", "zero entries with probability p during training (identity "
                       "in eval)", "dropout[p=0.1](X)", _dropout_typing),),
     glyph=Box("plain_box", _dropout_caption, caption_size=11.0, min_width=22.0,

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 
 ElementwiseFunction = Literal["relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg",
                               "sqrt", "abs", "square", "softplus", "reciprocal", "rsqrt", "sin",
-                              "cos", "erf", "gelu_tanh"]
+                              "cos", "erf", "gelu_tanh", "sign"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,9 @@ FUNCTIONS: dict[ElementwiseFunction, Function] = {
     "erf": Function("the error function, 2/√π ∫₀ˣ exp(-t²) dt", "erf", "erf"),
     "gelu_tanh": Function("GELU's tanh approximation, x/2 (1 + tanh(√(2/π) (x + 0.044715 x³)))",
                           "GELU (tanh)", "gelu", functional=True, options='approximate="tanh"'),
+    # The step functions of the reverse derivative (`relu`, `abs`, `maximum`, `max`) are
+    # made from it: `relu(sign(x))` is 1 where x > 0, else 0.
+    "sign": Function("the sign of x: -1, 0 or 1", "sgn", "sign"),
 }
 
 if set(FUNCTIONS) != set(get_args(ElementwiseFunction)):  # loud at import, not when drawn

@@ -17,7 +17,16 @@ from ncd.elision import formula
 from ncd.sizes import from_ir
 
 from .arguments import arguments, bracket_arrows, option_error, reject_items, replace_axes
-from .declaration import Box, Caption, Declaration, Surface, declare, no_parameters
+from .declaration import (
+    Box,
+    Caption,
+    Declaration,
+    Gradients,
+    Surface,
+    Unsupported,
+    declare,
+    no_parameters,
+)
 from .facts import (
     ZERO,
     Break,
@@ -34,6 +43,7 @@ from .facts import (
 from .lowering import Emitter, Label, TensorCode, degree_label, target_label
 
 if TYPE_CHECKING:
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 
@@ -87,8 +97,15 @@ def _index_value_lower(emit: Emitter, term: ir.Broadcasted, op: ir.IndexValueOp,
                         fallback="index")]
 
 
+def _index_value_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.IndexValueOp,
+                         inputs: Sequence[Value], outputs: Sequence[Value],
+                         grads: Sequence[Value]) -> Gradients:
+    """An index value reads nothing: nothing to give a gradient to."""
+    return Gradients([])
+
+
 INDEX_VALUE = declare(Declaration(
-    node=ir.IndexValueOp, surfaces=(),
+    node=ir.IndexValueOp, reverse=_index_value_reverse, surfaces=(),
     glyph=Box("plain_box", lambda op, term: Caption("math", op.text)),
     overview=lambda op: (formula(op.text), "box"), roles=no_parameters,
     lower=_index_value_lower,
@@ -116,7 +133,8 @@ def _check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
         f"(0 to {last})\""
     outside = emit.assign("outside", f"(({code} < 0) | ({code} >= {size})).any()",
                           fallback="outside")
-    emit.statement("if torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():")
+    capturing = "torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()"
+    emit.statement(f"if {capturing}:")
     emit.statement(f"    torch._assert_async(~{outside}, {message})")
     emit.statement(f"elif {outside}:")
     emit.statement(f"    raise ValueError({message})")
@@ -244,8 +262,50 @@ def _gather_caption(op: ir.GatherOp, term: ir.Broadcasted) -> Caption:
     return Caption("math", f"[{', '.join(t.text for t in op.indices)}]")
 
 
+def _gather_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.GatherOp,
+                    inputs: Sequence[Value], outputs: Sequence[Value],
+                    grads: Sequence[Value]) -> Gradients:
+    """The adjoint of a gather. Through affine indices with floor divisions (`X[y // 2]`,
+    `X[2*i + 1]`): a sum over the preimage of each index, with indicator arrays
+    (`ncd.derivative.affine_adjoint`). Through one index array along an axis of its own, the
+    other axes passing (`X[Src[e], f]`): a scatter-add of the gradient through the same array
+    (`dX[Src[e], f] += dY[e, f]`). Other index arrays and remainders have no rule yet."""
+    from ncd.derivative import AffineRow, affine_adjoint
+
+    x, (y,), (gradient,) = inputs[0], outputs, grads
+    arrays = [i for i, index in enumerate(op.indices) if index.array is not None]
+    if len(arrays) == 1:
+        position = arrays[0]
+        index = op.indices[position]
+        assert index.array is not None
+        table = inputs[index.array]
+        passing = all(t.array is None and t.modulus is None and t.divisor == 1 and
+                      t.offset == 0 and t.coefficients == ((x.array.names[i], 1),)
+                      for i, t in enumerate(op.indices) if i != position)
+        (along,) = table.array.names if len(table.array.names) == 1 else (None,)
+        if passing and along is not None and along not in x.array.names and \
+                len(inputs) == 2:
+            target = x.array.names[position]
+            rest = [a for a in y.array.shape.axes if a.name != along]
+            (summed,) = rev.op(ir.ScatterAddOp(input=along, output=target),
+                               [(gradient, (along,)), (table, (along,))],
+                               [(x.array, (target,), f"d{x.name}")], degree=rest)
+            return Gradients([summed, None])
+    for index in op.indices:
+        if index.array is not None or index.modulus is not None:
+            raise Unsupported(
+                f"the gather reads `{index.text}`, " + ("an index array" if index.array
+                                                       is not None else "a remainder"),
+                term.span, "the reverse of this gather is not built yet; gathers through "
+                "affine indices and floor divisions, and through one index array along an "
+                "axis of its own (`X[Src[e], f]`), have one")
+    rows = [AffineRow(index.coefficients, index.offset, index.divisor, index.text)
+            for index in op.indices]
+    return Gradients([affine_adjoint(rev, gradient, x.array, y.array.shape.axes, rows)])
+
+
 GATHER = declare(Declaration(
-    node=ir.GatherOp, surfaces=(),
+    node=ir.GatherOp, reverse=_gather_reverse, surfaces=(),
     glyph=Box("plain_box", _gather_caption),
     overview=lambda op: (formula(f"[{', '.join(t.text for t in op.indices)}]"), "box"),
     roles=no_parameters, lower=_gather_lower, cost=free, symmetry=_gather_symmetry))
@@ -346,8 +406,23 @@ def _scatter_symmetry(op: ir.ScatterAddOp, term: ir.Broadcasted, carried: Carrie
     return Carry(tuple(frozenset() for _ in term.outputs))
 
 
+def _scatter_add_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.ScatterAddOp,
+                         inputs: Sequence[Value], outputs: Sequence[Value],
+                         grads: Sequence[Value]) -> Gradients:
+    """The reverse of `Y[Dst[e], f] += M[e, f]` is the gather `dM[e, f] = dY[Dst[e], f]`."""
+    (values, places), (gradient,) = inputs, grads
+    indices = tuple(
+        ir.IndexTerm(array=1, text=f"{places.name}[{op.input}]") if name == op.output else
+        ir.IndexTerm(coefficients=((name, 1),), text=name)
+        for name in gradient.array.names)
+    (gathered,) = rev.op(ir.GatherOp(indices=indices),
+                         [(gradient, gradient.array.names), (places, places.array.names)],
+                         [(values.array, values.array.names, f"d{values.name}")], degree=[])
+    return Gradients([gathered, None])
+
+
 SCATTER_ADD = declare(Declaration(
-    node=ir.ScatterAddOp,
+    node=ir.ScatterAddOp, reverse=_scatter_add_reverse,
     surfaces=(Surface("scatter_add", "sum the entries along an axis into the places an index "
                       "array names (a segment sum)", "scatter_add[e -> v](M, Dst)",
                       _scatter_typing),),

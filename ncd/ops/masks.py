@@ -22,11 +22,12 @@ from .arguments import (
     same_shape,
     size_constant,
 )
-from .declaration import Box, Caption, Declaration, Surface, declare, no_parameters
+from .declaration import Box, Caption, Declaration, Gradients, Surface, declare, no_parameters
 from .facts import Break, Carried, SymmetryCalls, Verdict, axis_list, entrywise, free
 from .lowering import Emitter, Label, TensorCode, float_literal, target_label
 
 if TYPE_CHECKING:
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 
@@ -231,8 +232,20 @@ def _mask_legend(op: ir.MaskOp, term: ir.Broadcasted) -> Caption | None:
     return Caption("math", formula(", ".join(c.text for c in op.conditions)))
 
 
+def _mask_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.MaskOp,
+                  inputs: Sequence[Value], outputs: Sequence[Value],
+                  grads: Sequence[Value]) -> Gradients:
+    """The same mask on the gradient, filling with 0: masked entries get no gradient."""
+    reads = [(grads[0], term.inputs[0].targets),
+             *((v, p.targets) for v, p in zip(inputs[1:], term.inputs[1:], strict=True))]
+    (gradient,) = rev.op(op.model_copy(update={"fill": 0.0}), reads,
+                         [(inputs[0].array, term.outputs[0].targets, f"d{inputs[0].name}")],
+                         degree=term.degree.axes)
+    return Gradients([gradient, *(None for _ in inputs[1:])])
+
+
 MASK = declare(Declaration(
-    node=ir.MaskOp,
+    node=ir.MaskOp, reverse=_mask_reverse,
     surfaces=(
         Surface("causal", "keep entries with query index >= key index; the rest become -inf",
                 "causal[x, y](S)", _causal_typing),

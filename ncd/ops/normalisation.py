@@ -16,6 +16,7 @@ from .declaration import (
     Box,
     Caption,
     Declaration,
+    Gradients,
     SizeValue,
     Surface,
     TypingRule,
@@ -36,6 +37,7 @@ from .facts import (
 from .lowering import Emitter, Label, Role, TensorCode, float_literal, target_label
 
 if TYPE_CHECKING:
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 
@@ -90,8 +92,23 @@ def _softmax_lower(emit: Emitter, term: ir.Broadcasted, op: ir.SoftmaxOp,
                         batched=inputs[0].batched, fallback="softmax")]
 
 
+def _softmax_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.SoftmaxOp,
+                     inputs: Sequence[Value], outputs: Sequence[Value],
+                     grads: Sequence[Value]) -> Gradients:
+    """softmax: `dX = Y (dY - sum(dY Y))`; log-softmax: `dX = dY - exp(Y) sum(dY)`, the sums
+    over the target axes (Y, the output, is the saved value)."""
+    (x,), (y,), (gradient,) = inputs, outputs, grads
+    kept = ir.ArrayType(dtype=ir.REALS, shape=ir.Shape(
+        axes=tuple(a for a in x.array.shape.axes if a.name not in op.axes)))
+    if not op.log:
+        dot = rev.contract(kept, [gradient, y], name="dot")
+        return Gradients([rev.multiply(y, rev.subtract(gradient, dot), like=x.array)])
+    total = rev.reduce("sum", gradient, op.axes)
+    return Gradients([rev.subtract(gradient, rev.multiply(rev.function("exp", y), total))])
+
+
 SOFTMAX = declare(Declaration(
-    node=ir.SoftmaxOp,
+    node=ir.SoftmaxOp, reverse=_softmax_reverse,
     surfaces=(
         Surface("softmax", "exponentiate and normalise to sum 1 over the target axes",
                 "softmax[y](S)", _softmax_typing(False)),
@@ -187,8 +204,36 @@ def _norm_symmetry(op: ir.NormOp, term: ir.Broadcasted, carried: Carried,
     return entrywise(op, term, carried, calls)
 
 
+def _norm_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.NormOp,
+                  inputs: Sequence[Value], outputs: Sequence[Value],
+                  grads: Sequence[Value]) -> Gradients:
+    """With `x̂` the normalised input, `r` the reciprocal root and `g = dY γ`:
+    layer norm `dX = r (g - mean(g) - x̂ mean(g x̂))`, RMS norm `dX = r (g - x̂ mean(g x̂))`
+    (means over the target axes); `dγ = sum dY x̂`, `dβ = sum dY` over the other axes."""
+    (x,), (gradient,) = inputs, grads
+    axes = op.axes
+    ports = list(term.params)
+    gain = rev.parameter(ports.pop(0).name or "") if op.affine else None
+    shift = ports.pop(0) if op.bias else None
+    centred = rev.subtract(x, rev.reduce("mean", x, axes)) if op.norm == "layernorm" else x
+    variance = rev.reduce("mean", rev.function("square", centred), axes)
+    root = rev.function("rsqrt", rev.constant(variance, "+", op.eps))
+    normalised = rev.multiply(centred, root, like=x.array)
+    scaled = rev.multiply(gradient, gain, like=x.array) if gain is not None else gradient
+    dot = rev.reduce("mean", rev.multiply(scaled, normalised), axes)
+    inner = rev.subtract(scaled, rev.multiply(normalised, dot, like=x.array))
+    if op.norm == "layernorm":
+        inner = rev.subtract(inner, rev.reduce("mean", scaled, axes))
+    params: list[Value | None] = []
+    if gain is not None:
+        params.append(rev.sum_to(rev.multiply(gradient, normalised), gain.array))
+    if shift is not None:
+        params.append(rev.sum_to(gradient, shift.array))
+    return Gradients([rev.multiply(inner, root, like=x.array)], params)
+
+
 NORM = declare(Declaration(
-    node=ir.NormOp,
+    node=ir.NormOp, reverse=_norm_reverse,
     surfaces=(
         Surface("layernorm", "normalise over the target axes to mean 0 and variance 1; optional "
                 "scale and shift parameters", "layernorm[m](X, g, b)", _norm_typing("layernorm")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, assert_never, get_args
 
@@ -11,11 +12,21 @@ from ncd.context import Value, array
 from ncd.elision import listed
 
 from .arguments import arguments, bracket_axes, reject_items
-from .declaration import Box, Caption, Declaration, Surface, TypingRule, declare, no_parameters
+from .declaration import (
+    Box,
+    Caption,
+    Declaration,
+    Gradients,
+    Surface,
+    TypingRule,
+    declare,
+    no_parameters,
+)
 from .facts import Cost, CostSizes, entrywise, input_entries, output_entries
 from .lowering import Emitter, TensorCode, target_label
 
 if TYPE_CHECKING:
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 
@@ -95,8 +106,33 @@ def _reduce_cost(op: ir.ReduceOp, term: ir.Broadcasted, sizes: CostSizes) -> Cos
             assert_never(op.function)
 
 
+def _reduce_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.ReduceOp,
+                    inputs: Sequence[Value], outputs: Sequence[Value],
+                    grads: Sequence[Value]) -> Gradients:
+    """sum: the gradient copied along the reduced axes; mean: divided by their size; max and
+    min: shared evenly by the entries equal to the result (as PyTorch's `amax`), found with
+    `1 - sign(|Y - X|)`; logsumexp: times `exp(X - Y)`."""
+    (x,), (y,), (gradient,) = inputs, outputs, grads
+    axes = [x.array.shape.axis(n) for n in op.axes]
+    match op.function:
+        case "sum":
+            return Gradients([rev.expand(gradient, x.array)])
+        case "mean":
+            return Gradients([rev.expand(rev.divide_by_count(gradient, axes), x.array)])
+        case "max" | "min":
+            gap = rev.subtract(y, x) if op.function == "max" else rev.subtract(x, y)
+            gap = rev.expand(gap, x.array)
+            equal = rev.constant(rev.function("sign", gap), "-", 1.0, constant_first=True)
+            count = rev.reduce("sum", equal, op.axes)
+            return Gradients([rev.multiply(rev.divide(gradient, count), equal, like=x.array)])
+        case "logsumexp":
+            share = rev.function("exp", rev.expand(rev.subtract(x, y), x.array))
+            return Gradients([rev.multiply(gradient, share, like=x.array)])
+    assert_never(op.function)
+
+
 REDUCE = declare(Declaration(
-    node=ir.ReduceOp,
+    node=ir.ReduceOp, reverse=_reduce_reverse,
     surfaces=tuple(Surface(function, reduction.summary, f"{function}[x](X)",
                            _reduce_typing(function)) for function, reduction in REDUCTIONS.items()),
     glyph=Box("plain_box", _reduce_caption, caption_size=13.0, min_width=24.0, min_height=22.0),

@@ -20,11 +20,14 @@ from .arguments import (
     reject_items,
     replace_axes,
 )
-from .declaration import Box, Caption, Declaration, Surface, declare, no_parameters
+from .declaration import Box, Caption, Declaration, Gradients, Surface, declare, no_parameters
 from .facts import Carried, Carry, SymmetryCalls, Verdict, axis_list, free, positional, view
 from .lowering import Emitter, TensorCode, float_literal, target_label
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
 
@@ -88,8 +91,15 @@ def _concat_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ConcatOp,
                         batched=batched is not None, fallback="joined")]
 
 
+def _concat_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.ConcatOp,
+                    inputs: Sequence[Value], outputs: Sequence[Value],
+                    grads: Sequence[Value]) -> Gradients:
+    """The reverse of a concat is a split into the same pieces."""
+    return Gradients(rev.inverse(ir.SplitOp(input=op.output, outputs=op.inputs), term, grads))
+
+
 CONCAT = declare(Declaration(
-    node=ir.ConcatOp,
+    node=ir.ConcatOp, reverse=_concat_reverse,
     surfaces=(Surface("concat", "join arrays end to end along one axis each",
                       "concat[a b -> c](A, B)", _concat_typing),),
     glyph=Box("funnel", min_width=16.0, min_height=22.0),
@@ -160,8 +170,15 @@ def _split_lower(emit: Emitter, term: ir.Broadcasted, op: ir.SplitOp,
     return results
 
 
+def _split_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.SplitOp,
+                   inputs: Sequence[Value], outputs: Sequence[Value],
+                   grads: Sequence[Value]) -> Gradients:
+    """The reverse of a split is a concat of the pieces' gradients."""
+    return Gradients(rev.inverse(ir.ConcatOp(inputs=op.outputs, output=op.input), term, grads))
+
+
 SPLIT = declare(Declaration(
-    node=ir.SplitOp,
+    node=ir.SplitOp, reverse=_split_reverse,
     surfaces=(Surface("split", "cut one axis into consecutive pieces, one array each",
                       "split[c -> a b](X)", _split_typing),),
     glyph=Box("fan", min_width=16.0, min_height=22.0),
@@ -234,8 +251,42 @@ def _pad_lower(emit: Emitter, term: ir.Broadcasted, op: ir.PadOp,
                         fallback="padded")]
 
 
+def _pad_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.PadOp,
+                 inputs: Sequence[Value], outputs: Sequence[Value],
+                 grads: Sequence[Value]) -> Gradients:
+    """The reverse of a pad is a slice: a split of the padded axis into the margins and the
+    original, of which the original is kept (the margins hold constants: no gradient)."""
+    (x,), (padded,) = inputs, outputs
+    inner = term.inputs[0]
+    axis = padded.array.shape.axis(op.output)
+    taken = set(x.array.names) | set(padded.array.names)
+    pieces: list[ir.Port] = []
+    names: list[str] = []
+    for margin, size in (("before", op.before), ("input", 0), ("after", op.after)):
+        if margin == "input":
+            pieces.append(inner)
+            names.append(op.input)
+            continue
+        if size == 0:
+            continue
+        name = f"{axis.name}_{margin}"
+        while name in taken:
+            name += "_"
+        piece_axis = ir.Axis(name=name, size=ir.SizeConst(value=size))
+        axes = [piece_axis if a.name == op.input else a for a in x.array.shape.axes]
+        piece = array(ir.REALS, axes)
+        targets = tuple(name if t == op.input else t for t in inner.targets)
+        pieces.append(inner.model_copy(update={"array": piece, "targets": targets,
+                                               "name": name}))
+        names.append(name)
+    if len(pieces) == 1:
+        return Gradients([rev.rename(grads[0], {op.output: op.input})])
+    made = rev.inverse(ir.SplitOp(input=op.output, outputs=tuple(names)), term, grads, pieces)
+    return Gradients([made[names.index(op.input)]])
+
+
 PAD = declare(Declaration(
-    node=ir.PadOp,
+    node=ir.PadOp, reverse=_pad_reverse,
     surfaces=(Surface("pad", "extend an axis with constant entries before and after it (zero "
                       "padding)", "pad[x -> xp, before=1, after=1](X)", _pad_typing),),
     glyph=Box("fan", _pad_caption, caption_size=11.0, min_width=30.0, min_height=22.0),
@@ -299,8 +350,16 @@ def _rename_symmetry(op: ir.RenameOp, term: ir.Broadcasted, carried: Carried,
     return Carry((frozenset(mapping.get(name, name) for name in carried.any),))
 
 
+def _rename_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.RenameOp,
+                    inputs: Sequence[Value], outputs: Sequence[Value],
+                    grads: Sequence[Value]) -> Gradients:
+    """The reverse of a renaming is the inverse renaming."""
+    back = ir.RenameOp(mapping=tuple((new, old) for old, new in op.mapping))
+    return Gradients(rev.inverse(back, term, grads))
+
+
 RENAME = declare(Declaration(
-    node=ir.RenameOp,
+    node=ir.RenameOp, reverse=_rename_reverse,
     surfaces=(Surface("rename", "give axes new names (sizes stay)", "rename[x -> y](X)",
                       _rename_typing),),
     glyph=Box("rename_tag", min_width=18.0, min_height=18.0),
@@ -380,8 +439,16 @@ def _reshape_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ReshapeOp,
                         batched=inputs[0].batched, fallback="reshaped")]
 
 
+def _reshape_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.ReshapeOp,
+                     inputs: Sequence[Value], outputs: Sequence[Value],
+                     grads: Sequence[Value]) -> Gradients:
+    """The reverse of a reshape is the inverse reshape (the same row-major order)."""
+    back = ir.ReshapeOp(inputs=op.outputs, outputs=op.inputs)
+    return Gradients(rev.inverse(back, term, grads))
+
+
 RESHAPE = declare(Declaration(
-    node=ir.ReshapeOp,
+    node=ir.ReshapeOp, reverse=_reshape_reverse,
     surfaces=(Surface("reshape", "merge axes into one (row-major) or split one into several",
                       "reshape[h k -> m](X)", _reshape_typing),),
     glyph=Box("chevron_box", min_width=20.0, min_height=22.0),
