@@ -23,6 +23,7 @@ from ncd.sizes import ProgramSizes, Size, SizeLimit, check_nonnegative
 from ncd.sizes import from_ir as size_polynomial
 
 from .attention import AttentionLowering
+from .convolution import WindowLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
@@ -62,6 +63,8 @@ class ForwardEmitter:
         self.checks: list[str] = []
         # Attention patterns, each lowered as one fused call (`compilers.attention`).
         self.attention = AttentionLowering(self)
+        # Convolutions and pools, each lowered as one kernel call (`compilers.convolution`).
+        self.windows = WindowLowering(self)
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -176,6 +179,9 @@ class ForwardEmitter:
                 return [inputs[i] for i in mapping]
             case ir.Reindexing():
                 self.check_bounds(term.eta, term.source or inputs[0].code, term.span)
+                fused = self.windows.lower(term, inputs)
+                if fused is not None:
+                    return fused
                 return [self.reindexing(term, inputs[0])]
             case ir.Broadcasted():
                 for port in (*term.inputs, *term.params):
@@ -183,6 +189,7 @@ class ForwardEmitter:
                 return self.broadcasted(term, inputs)
             case ir.Composed(terms=terms):
                 self.attention.plan(term)
+                self.windows.plan(term)
                 values = list(inputs)
                 for part in terms:
                     values = self.term(part, values)
@@ -342,6 +349,8 @@ class ForwardEmitter:
     # ---- broadcasted operations: each lowered by its operator's declaration
     def broadcasted(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode]:
         fused = self.attention.lower(term, inputs)
+        if fused is None:
+            fused = self.windows.lower(term, inputs)
         if fused is not None:
             return fused
         return declaration(term.op).lower(self, term, term.op, inputs)
