@@ -102,7 +102,10 @@ class WindowLowering:
                                  *(axis.output for axis in match.spatial)]
         if match.kind == "conv":
             assert kernel is not None
-            arguments = [expr, self._weight(match, kernel), bias.code if bias else "None"]
+            bias_code = "None"
+            if bias is not None:
+                bias_code = bias.code if bias.rank == 1 else f"{bias.code}.flatten()"
+            arguments = [expr, self._weight(match, kernel), bias_code]
             if strides != "1":
                 arguments.append(f"stride={strides}")
             if paddings != "0":
@@ -130,7 +133,7 @@ class WindowLowering:
             described = "mean pool"
         expr = f"{emit.functional_call(call)}({', '.join(arguments)})"
         if match.factor != 1:
-            expr = f"{expr} * {float_literal(float(match.factor))}"
+            expr = f"({expr} * {float_literal(float(match.factor))})"
         if any(axis.trim for axis in match.spatial):
             trims = [f":{emit.size(degree[axis.output].size)}" if axis.trim else ":"
                      for axis in match.spatial]
@@ -151,8 +154,14 @@ class WindowLowering:
         if match.bias is not None:
             term = match.bias
             labels = self._bias_labels(match, out_labels)
+        fallback = described.replace(" ", "_")
+        if labels != emit.output_labels(term.outputs[0]):
+            # the call on a line of its own, so that a formatter wraps its arguments, not the
+            # permute after it
+            expr = emit.assign(fallback, expr, comment + emit.source_note(term.span))
+            comment = "axes back in place"
         return emit.finish(term, expr, labels, comment=comment, batched=source.batched,
-                           fallback=described.replace(" ", "_"))
+                           fallback=fallback)
 
     def _weight(self, match: Window, kernel: TensorCode) -> str:
         """The kernel parameter as `(groups * out, in, window...)`: a view when its axes are

@@ -135,7 +135,17 @@ class ForwardEmitter:
                 offset = wanted - size_polynomial(self.sizes.expand(axis.size))
                 if not offset.is_const or offset.value is None:
                     continue
-                key = f"({ir.size_text(self.sizes.expand(axis.size))})"
+                axis_size = self.sizes.expand(axis.size)
+                if isinstance(axis_size, ir.SizeSym):
+                    # an axis of a symbol's size: the symbol's own read (`size_u`), not a second
+                    key = axis_size.name
+                    if key not in self.symbol_code:
+                        self.symbol_code[key] = self.names.fresh(f"size_{key}")
+                    code, shift = self.symbol_code[key], offset.value
+                    if shift != 0:
+                        code = f"({code} {'+' if shift > 0 else '-'} {abs(shift)})"
+                    return code, key
+                key = f"({ir.size_text(axis_size)})"
                 if key not in self.symbol_code:
                     self.symbol_code[key] = self.names.fresh(f"size_{axis.name}")
                     self.composite_reads[key] = f"{value.code}.shape[{position - value.rank}]"
