@@ -17,8 +17,8 @@ kernel computes exactly the same function:
 - zero padding is taken into the call (`padding=`) only when the kernel's symmetric padding
   covers every read; any other padding stays a `pad` of its own;
 - a max pool takes in padding only of `-inf`, a mean pool only of zeros (as
-  `count_include_pad=True` counts them), and neither pads more than half its window (what
-  PyTorch accepts).
+  `count_include_pad=True` counts them), and neither more than half its window's entries
+  (`padding <= kernel_size // 2`, dilation aside: what PyTorch accepts).
 
 `ncd stats` reads the same matches to count memory as the kernels hold it. Nothing here
 imports torch.
@@ -459,8 +459,8 @@ def _spatial(rows: list[tuple[int, int, str, int, int, int]],
         kernel_size = sizes.value(size_of(kernel))
         if kernel_size is None:
             return None  # a kernel of fixed size only
-        if padding and (2 * padding > (kernel_size - 1) * dilation + 1) and kind != "conv":
-            return None  # PyTorch's pools pad at most half their window
+        if kind != "conv" and padding > kernel_size // 2:
+            return None  # PyTorch's pools pad at most half their window (dilation aside)
         # the last index read, and the last the kernel can read with its padding
         last = outputs * stride - stride + (kernel_size - 1) * dilation + start
         if check_nonnegative(length - 1 + padding - last, [length, outputs]).verdict != \
