@@ -369,6 +369,12 @@ class ForwardEmitter:
     def error(self, message: str) -> CompileError:
         return CompileError(message)
 
+    def same_size(self, first: ir.SizeExpr, second: ir.SizeExpr) -> bool:
+        try:
+            return self.sizes.polynomial(first) == self.sizes.polynomial(second)
+        except SizeLimit:
+            return False
+
     def statement(self, line: str, comment: str | None = None) -> None:
         self.emit(line, comment)
 

@@ -416,3 +416,31 @@ def test_gallery_gradients_match_the_written_out_terms() -> None:
     Y.square().sum().backward()
     torch.testing.assert_close(grad_x, X.grad)
     torch.testing.assert_close(grad_k, module.K.grad)
+
+
+# ---- nearest-neighbour upsampling: a broadcast view copied once
+
+UPSAMPLING = """
+    axis yh, xh
+    axis c = 2, y = 2 * yh, x = 3 * xh
+    def f(X: R[c, yh, xh]) -> R[c, y, x] {
+        U[c, y, x] = X[c, y // 2, x // 3]
+        return U
+    }"""
+
+
+def test_nearest_upsampling_is_a_view_copied_once_as_f_interpolate_computes_it() -> None:
+    source = ncd.load(UPSAMPLING).compile("f")
+    assert ".expand(" in source and "torch.arange" not in source, source
+    _agrees(UPSAMPLING)
+    module = _module(UPSAMPLING)
+    X = torch.randn(4, 2, 3, 5, dtype=torch.float64)
+    expected = torch.nn.functional.interpolate(X, scale_factor=(2, 3), mode="nearest")
+    torch.testing.assert_close(module(X), expected)
+
+
+def test_upsampling_to_fewer_entries_than_the_factor_gives_stays_a_gather() -> None:
+    text = UPSAMPLING.replace("y = 2 * yh", "y = 2 * yh - 1")
+    source = ncd.load(text).compile("f")
+    assert ".expand(" not in source and "torch.arange" in source, source
+    _agrees(text)

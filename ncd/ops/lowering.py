@@ -127,6 +127,10 @@ class Emitter(Protocol):
         """The code of a size: an integer, or an expression of sizes read at run time."""
         ...
 
+    def same_size(self, first: ir.SizeExpr, second: ir.SizeExpr) -> bool:
+        """Whether two sizes are equal for every size the program allows (proved)."""
+        ...
+
     def source_note(self, span: ir.Span | None) -> str:
         """` (line N)`: where in the source a node came from."""
         ...
