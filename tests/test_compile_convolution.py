@@ -6,6 +6,10 @@ modules a user would write (`nn.Conv2d`, `nn.MaxPool2d`, ...), with the same wei
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from differential import compare_text
 
@@ -444,3 +448,16 @@ def test_upsampling_to_fewer_entries_than_the_factor_gives_stays_a_gather() -> N
     source = ncd.load(text).compile("f")
     assert ".expand(" not in source and "torch.arange" in source, source
     _agrees(text)
+
+
+def test_the_generated_code_of_every_case_is_lint_clean_and_formatted(tmp_path: Path) -> None:
+    texts = [*(text for _, text in FUSED.values()), *NOT_FUSED.values(), UPSAMPLING]
+    for index, text in enumerate(texts):
+        (tmp_path / f"case_{index}.py").write_text(ncd.load(text).compile())
+    ruff = [sys.executable, "-m", "ruff"]
+    check = subprocess.run([*ruff, "check", "--isolated", "--line-length", "100", "--select",
+                            "E,F,W,B,UP", str(tmp_path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    formatted = subprocess.run([*ruff, "format", "--isolated", "--line-length", "100",
+                                "--check", str(tmp_path)], capture_output=True, text=True)
+    assert formatted.returncode == 0, formatted.stdout

@@ -236,8 +236,9 @@ def _nearest_upsampling(emit: Emitter, op: ir.GatherOp, source: TensorCode,
             slots.append("None")
             sizes.append(str(factor))
     leading = emit.leading_shape(source)
-    expanded = f"{source.code}[..., {', '.join(slots)}].expand({leading} + " \
-        f"{emit.tuple_text(sizes)})"
+    # the view a local of its own: one call per line, which a formatter leaves as it is
+    expanded = emit.assign("repeated", f"{source.code}[..., {', '.join(slots)}].expand("
+                           f"{leading} + {emit.tuple_text(sizes)})")
     shape = emit.tuple_text([emit.size(axis.size) for axis in out.shape.axes])
     return f"{expanded}.reshape({leading} + {shape})"
 
