@@ -61,6 +61,9 @@ class ForwardEmitter:
         self.scope = Scope(spec, "self")
         # Run-time checks of bounds that depend on symbolic sizes (the first lines of forward).
         self.checks: list[str] = []
+        # Checks of index arrays already made at the top level of forward (array, bound): the
+        # arrays are never modified, so each is checked once.
+        self.checked: set[str] = set()
         # Attention patterns, each lowered as one fused call (`compilers.attention`).
         self.attention = AttentionLowering(self)
         # Convolutions and pools, each lowered as one kernel call (`compilers.convolution`).
@@ -82,6 +85,8 @@ class ForwardEmitter:
 
     @contextmanager
     def indented(self) -> Iterator[None]:
+        # a loop may rebind names (the values a block carries): what was checked is forgotten
+        self.checked.clear()
         self.depth += 1
         try:
             yield
@@ -368,6 +373,14 @@ class ForwardEmitter:
     # ---- the services a lowering uses (`ncd.ops.lowering.Emitter`)
     def error(self, message: str) -> CompileError:
         return CompileError(message)
+
+    def first_check(self, key: str) -> bool:
+        if self.depth != 2:  # inside a loop: a check there may not run before a later one
+            return True
+        if key in self.checked:
+            return False
+        self.checked.add(key)
+        return True
 
     def same_size(self, first: ir.SizeExpr, second: ir.SizeExpr) -> bool:
         try:

@@ -110,6 +110,8 @@ def _check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
     which raises a `RuntimeError` with the same message when the graph runs."""
     where = f"line {span.line}: " if span is not None else ""
     size = emit.size(axis.size)
+    if not emit.first_check(f"{code} < {size}"):
+        return  # the same array, checked against the same bound before
     known = ir.size_value(axis.size)
     last = str(known - 1) if known is not None else f"{ir.size_text(axis.size)} - 1"
     message = f"\"{where}an index array holds a value outside axis {axis.name} of {source} " \
