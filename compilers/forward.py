@@ -23,6 +23,7 @@ from ncd.sizes import ProgramSizes, Size, SizeLimit, check_nonnegative
 from ncd.sizes import from_ir as size_polynomial
 
 from .attention import AttentionLowering
+from .convolution import WindowLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
@@ -60,8 +61,13 @@ class ForwardEmitter:
         self.scope = Scope(spec, "self")
         # Run-time checks of bounds that depend on symbolic sizes (the first lines of forward).
         self.checks: list[str] = []
+        # Checks of index arrays already made at the top level of forward (array, bound): the
+        # arrays are never modified, so each is checked once.
+        self.checked: set[str] = set()
         # Attention patterns, each lowered as one fused call (`compilers.attention`).
         self.attention = AttentionLowering(self)
+        # Convolutions and pools, each lowered as one kernel call (`compilers.convolution`).
+        self.windows = WindowLowering(self)
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -79,6 +85,8 @@ class ForwardEmitter:
 
     @contextmanager
     def indented(self) -> Iterator[None]:
+        # a loop may rebind names (the values a block carries): what was checked is forgotten
+        self.checked.clear()
         self.depth += 1
         try:
             yield
@@ -132,7 +140,17 @@ class ForwardEmitter:
                 offset = wanted - size_polynomial(self.sizes.expand(axis.size))
                 if not offset.is_const or offset.value is None:
                     continue
-                key = f"({ir.size_text(self.sizes.expand(axis.size))})"
+                axis_size = self.sizes.expand(axis.size)
+                if isinstance(axis_size, ir.SizeSym):
+                    # an axis of a symbol's size: the symbol's own read (`size_u`), not a second
+                    key = axis_size.name
+                    if key not in self.symbol_code:
+                        self.symbol_code[key] = self.names.fresh(f"size_{key}")
+                    code, shift = self.symbol_code[key], offset.value
+                    if shift != 0:
+                        code = f"({code} {'+' if shift > 0 else '-'} {abs(shift)})"
+                    return code, key
+                key = f"({ir.size_text(axis_size)})"
                 if key not in self.symbol_code:
                     self.symbol_code[key] = self.names.fresh(f"size_{axis.name}")
                     self.composite_reads[key] = f"{value.code}.shape[{position - value.rank}]"
@@ -176,6 +194,9 @@ class ForwardEmitter:
                 return [inputs[i] for i in mapping]
             case ir.Reindexing():
                 self.check_bounds(term.eta, term.source or inputs[0].code, term.span)
+                fused = self.windows.lower(term, inputs)
+                if fused is not None:
+                    return fused
                 return [self.reindexing(term, inputs[0])]
             case ir.Broadcasted():
                 for port in (*term.inputs, *term.params):
@@ -183,6 +204,7 @@ class ForwardEmitter:
                 return self.broadcasted(term, inputs)
             case ir.Composed(terms=terms):
                 self.attention.plan(term)
+                self.windows.plan(term)
                 values = list(inputs)
                 for part in terms:
                     values = self.term(part, values)
@@ -342,6 +364,8 @@ class ForwardEmitter:
     # ---- broadcasted operations: each lowered by its operator's declaration
     def broadcasted(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode]:
         fused = self.attention.lower(term, inputs)
+        if fused is None:
+            fused = self.windows.lower(term, inputs)
         if fused is not None:
             return fused
         return declaration(term.op).lower(self, term, term.op, inputs)
@@ -349,6 +373,20 @@ class ForwardEmitter:
     # ---- the services a lowering uses (`ncd.ops.lowering.Emitter`)
     def error(self, message: str) -> CompileError:
         return CompileError(message)
+
+    def first_check(self, key: str) -> bool:
+        if self.depth != 2:  # inside a loop: a check there may not run before a later one
+            return True
+        if key in self.checked:
+            return False
+        self.checked.add(key)
+        return True
+
+    def same_size(self, first: ir.SizeExpr, second: ir.SizeExpr) -> bool:
+        try:
+            return self.sizes.polynomial(first) == self.sizes.polynomial(second)
+        except SizeLimit:
+            return False
 
     def statement(self, line: str, comment: str | None = None) -> None:
         self.emit(line, comment)

@@ -53,6 +53,7 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
         return inlined_scan(emit, term, inputs, plan)
     # The loop first, into a buffer: the fused branch binds the names it leaves.
     lines, emit.lines = emit.lines, []
+    emit.checked.clear()  # the loop rebinds names: what was checked is forgotten
     emit.depth += 1
     try:
         results = inlined_scan(emit, term, inputs, plan)

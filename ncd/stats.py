@@ -28,6 +28,7 @@ from typing import Any, assert_never
 
 from ncd import ir
 from ncd.attention import Attention, find_attention
+from ncd.convolution import Window, find_windows
 from ncd.dataflow import dataflow, independent_of, inlinable_step, reached_from
 from ncd.operators import declaration
 from ncd.ops.facts import ZERO, Cost
@@ -334,6 +335,8 @@ class _Analysis:
         self._runs: dict[str, _Run] = {}
         # Members of attention patterns, which the compiled module runs as one fused call.
         self._fused: dict[int, Attention] = {}
+        # Members of convolutions and pools, which the compiled module runs as one kernel call.
+        self._windows: dict[int, Window] = {}
 
     # ---- the CostSizes protocol of the declarations
     def size(self, size: ir.SizeExpr) -> Size:
@@ -348,6 +351,7 @@ class _Analysis:
         if name in self._stats:
             return self._stats[name]
         definition = self.program.definition(name)
+        self._find_windows(definition.body)
         operations = list(self._operations(definition.body, (), Size.const(1)))
         parameters = self._parameters(definition)
         macs = flops = moved = ZERO
@@ -374,7 +378,7 @@ class _Analysis:
             case ir.Broadcasted():
                 yield self._operation(term, blocks, runs)
             case ir.Reindexing():
-                if not is_view(term.eta):
+                if not is_view(term.eta) and id(term) not in self._windows:
                     out = array_bytes(self.sizes, term.cod[0])
                     moved = (array_bytes(self.sizes, term.dom[0]) + out) * runs
                     yield Operation("reindexing", f"{term.name or 'reindexing'} = "
@@ -421,6 +425,16 @@ class _Analysis:
             label = f"{', '.join(names)} = {label}"
         return Operation(term.op.kind, label, term.span, blocks, runs, parameters,
                          cost.macs * runs, cost.flops * runs, output, moved * runs)
+
+    def _find_windows(self, body: ir.Term) -> None:
+        """The convolutions and pools of a definition (found once, from the outermost
+        composition that holds them)."""
+        for term in ir.walk(body):
+            if isinstance(term, ir.Composed):
+                for match in find_windows(term, self.sizes):
+                    if not any(id(member) in self._windows for member in match.members):
+                        for member in match.members:
+                            self._windows[id(member)] = match
 
     def _owners(self, term: ir.Broadcasted) -> Size:
         """How many copies of a call's parameters it holds: one, or one per index of the
@@ -493,6 +507,7 @@ class _Analysis:
         if name in self._runs:
             return self._runs[name]
         definition = self.program.definition(name)
+        self._find_windows(definition.body)
         memory = _Memory()
         arrays: list[tuple[str, Size]] = []
         outputs = self._simulate(definition.body, [None] * len(definition.inputs), memory,
@@ -513,6 +528,12 @@ class _Analysis:
                 return wires
             case ir.Rearrangement(mapping=mapping):
                 return [wires[i] for i in mapping]
+            case ir.Reindexing() if id(term) in self._windows:
+                return self._simulate_window(term, self._windows[id(term)], memory, arrays,
+                                             wires)
+            case ir.Broadcasted() if id(term) in self._windows:
+                return self._simulate_window(term, self._windows[id(term)], memory, arrays,
+                                             wires)
             case ir.Reindexing():
                 if is_view(term.eta):
                     return wires
@@ -621,6 +642,24 @@ class _Analysis:
             return [None]
         output = memory.alloc(size)
         memory.note(memory.scratch.pop(id(match), ZERO))
+        memory.pinned.pop(id(match), None)
+        return [output]
+
+    def _simulate_window(self, term: ir.Reindexing | ir.Broadcasted, match: Window,
+                         memory: _Memory, arrays: list[tuple[str, Size]], inputs: list[Wire]
+                         ) -> list[Wire]:
+        """A member of a convolution or pool: the kernel reads the source (not a padded
+        copy, not the windows) until it has made its output, which is the only array the
+        pattern allocates."""
+        if term is match.source_port:
+            memory.pinned[id(match)] = list(inputs)
+        last = match.bias if match.bias is not None else match.reducer
+        if term is not last:
+            return [None]
+        size = array_bytes(self.sizes, term.cod[0])
+        port = match.reducer.outputs[0] if match.bias is None else match.bias.outputs[0]
+        arrays.append((port.name or match.kind, size))
+        output = memory.alloc(size)
         memory.pinned.pop(id(match), None)
         return [output]
 

@@ -26,6 +26,7 @@ from ncd.compilers.naming import sanitize, snake_case
 from ncd.compilers.pytorch import CompileError, build_module
 
 from ncd import ir
+from ncd.convolution import find_windows
 from ncd.dataflow import inlinable_step
 from ncd.recurrent_cells import recognise
 from ncd.semantics import (
@@ -396,7 +397,8 @@ STRUCTURAL_CONSTRUCTS = (
     "diagonal", "broadcast (zero coefficients)", "call with a batch lift", "repeated block",
     "repeated block, shared", "copy before a repeated block", "scan",
     "scan with permuted state axes", "scan, step inlined", "scan, fused LSTM or GRU cell",
-    "call with parameters for each index",
+    "call with parameters for each index", "convolution as a kernel call",
+    "pool as a kernel call", "padding inside a kernel call",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -494,6 +496,11 @@ def constructs(program: ir.Program) -> set[str]:
                                                               strict=False)):
                         found.add("scan with permuted state axes")
                 case ir.Composed(terms=terms):
+                    for window in find_windows(term, sizes):  # as compilers/convolution.py
+                        found.add("convolution as a kernel call" if window.kind == "conv"
+                                  else "pool as a kernel call")
+                        if window.pads:
+                            found.add("padding inside a kernel call")
                     for before, after in itertools.pairwise(terms):
                         if isinstance(after, ir.Product) and isinstance(before, ir.Rearrangement) \
                                 and len(set(before.mapping)) < len(before.mapping) and any(

@@ -364,7 +364,7 @@ class ProgramGenerator:
             makers += [self.contraction, self.transpose, self.window, self.fixed_index,
                        self.reverse, self.shift, self.flipped_window, self.alias,
                        self.diagonal, self.sized_read, self.upsample, self.cyclic,
-                       self.positions, self.attention]
+                       self.positions, self.attention, self.convolution]
         if "structure" in self.features:
             makers += [self.concat, self.split, self.rename, self.reshape, self.pad]
         if "calls" in self.features and self.definitions:
@@ -771,6 +771,80 @@ class ProgramGenerator:
         body.emit(f"{weights} = softmax[{key}]({masked})")
         self.bind_equation(body, x.axes, [key], f"{weights}[{', '.join(score_axes)}] * "
                            f"{x.name}[{', '.join(keys)}]")
+
+    def convolution(self, body: Body) -> None:
+        """A convolution or a pool along one or two axes of an array: maybe padded (zeros,
+        -inf or ones; mostly alike on both sides), a strided, dilated window, then a sum
+        against a kernel parameter (the other axes summed as channels, kept as groups or as
+        batch, maybe a new output axis and a bias) or a max, mean or scaled sum over the
+        window. The compiler runs most of these as one `F.conv*d` or `F.*_pool*d` call."""
+        x = self.source(body)
+        if not x.axes or len(set(x.axes)) != len(x.axes):
+            self.unary(body)
+            return
+        pool = self.c.chance(0.4)
+        value = choice(self.c, ("0", "0", "-inf", "1")) if pool else choice(self.c, ("0", "0", "1"))
+        spatial = subset(self.c, x.axes, 1, min(2, len(x.axes)))
+        current = x
+        reads: dict[str, str] = {}
+        outputs: dict[str, str] = {}
+        windows: list[str] = []
+        for along in spatial:
+            size = self.sizes[along]
+            before = self.c.integer(0, 2) if self.c.chance(0.6) else 0
+            after = before if self.c.chance(0.7) else self.c.integer(0, 2)
+            grown = along
+            if before + after:
+                grown = self.derived_axis(None if size is None else size + before + after,
+                                          f"{along} + {before + after}")
+                options = [f"before={before}", f"after={after}"]
+                if value != "0":
+                    options.append(f"value={value}")
+                current = self.bind(body, f"pad[{along} -> {grown}, {', '.join(options)}]"
+                                    f"({current.name})", replace(current.axes, [along], [grown]))
+            padded = None if size is None else size + before + after
+            stride, dilation = self.c.integer(1, 3), self.c.integer(1, 2)
+            width = self.c.integer(1, 3)
+            if padded is not None and padded - dilation * (width - 1) - 1 < 0:
+                width, dilation = 1, 1
+            span = f"{grown} - {dilation * (width - 1)} - 1"
+            length = None if padded is None else (padded - dilation * (width - 1) - 1) // \
+                stride + 1
+            w = self.derived_axis(width, str(width))
+            p = self.derived_axis(length, f"({span}) // {stride} + 1")
+            reads[grown] = f"{stride}*{p} + {dilation}*{w}"
+            outputs[along] = p
+            windows.append(w)
+        others = [a for a in current.axes if a not in reads]
+        kept = [outputs.get(a, a) for a in x.axes]
+        index = ", ".join(reads.get(a, a) for a in current.axes)
+        if pool:
+            window = self.fresh("Windows")  # never in scope: only the pool reads it
+            body.emit(f"{window}[{', '.join([*kept, *windows])}] = {current.name}[{index}]")
+            kind = choice(self.c, ("max", "mean", "sum", "scaled"))
+            if kind == "scaled":
+                self.bind_equation(body, kept, windows, f"{window}[{', '.join([*kept, *windows])}]"
+                                   f" / {choice(self.c, ('2', '3', '4'))}")
+            else:
+                self.bind(body, f"{kind}[{', '.join(windows)}]({window})", tuple(kept))
+            return
+        channels = subset(self.c, others, 0, len(others))
+        groups = subset(self.c, [a for a in others if a not in channels], 0, 1)
+        new = subset(self.c, self.unused_axes([*x.axes, *current.axes, *windows,
+                                               *outputs.values()]), 0, 1)
+        kernel = self.shuffled([*groups, *new, *channels, *windows])
+        param = self.param_name(body)
+        body.emit(f"param {param}: R[{', '.join(kernel)}]")
+        result = [a for a in kept if a not in channels] + list(new)
+        target = self.array_name(body)
+        body.emit(f"{target}[{', '.join(result)}] = sum({', '.join([*channels, *windows])}) "
+                  f"{current.name}[{index}] * {param}[{', '.join(kernel)}]")
+        body.scope = [a for a in body.scope if a.name != target]
+        body.scope.append(Array(target, tuple(result)))
+        if (groups or new) and self.c.chance(0.5):
+            bias = self.param_name(body)
+            body.emit(f"param {bias}: R[{', '.join([*groups, *new])}]")
+            self.bind(body, f"{target} + {bias}", tuple(result))
 
     def diagonal(self, body: Body) -> None:
         """`O[.., a, y] = X[.., a] * X[.., y]` then `D[.., a] = O[.., a, a]`: an outer product

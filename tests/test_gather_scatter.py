@@ -207,3 +207,18 @@ def test_symmetry_of_the_graph_convolution() -> None:
     src, dst = edges()
     order = torch.randperm(9)
     torch.testing.assert_close(module(X, src[order], dst[order]), module(X, src, dst))
+
+
+def test_an_index_array_is_checked_once_against_each_bound() -> None:
+    """`gallery/graph_conv.ncd` reads through `Src` twice and `Dst` three times, all against
+    the node axis: one check each (the arrays never change), and a bad index still raises."""
+    program = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3})
+    source = program.compile()
+    assert source.count(").any()") == 2, source
+    module = program.to_torch("gcn_conv").eval()
+    X = torch.randn(5, 6)
+    Src, Dst = torch.tensor([0, 1, 4, 2]), torch.tensor([1, 2, 3, 0])
+    assert module(X, Src, Dst).shape == (5, 3)
+    for bad_src, bad_dst in ((torch.tensor([0, 1, 5, 2]), Dst), (Src, torch.tensor([1, -1, 3, 0]))):
+        with pytest.raises(ValueError, match="an index array holds a value outside axis v"):
+            module(X, bad_src, bad_dst)

@@ -47,14 +47,32 @@ def test_several_input_and_output_axes_flatten_the_weight_as_a_view() -> None:
                                    torch.einsum("xhk,hkm->xm", heads_out, merge.W_o))
 
 
-def test_a_map_over_a_leading_axis_stays_an_einsum() -> None:
-    """`linear[m -> f]` of `X: R[m, x]`: F.linear would need a transposed copy of X."""
+def test_a_map_over_a_leading_axis_is_a_pointwise_convolution() -> None:
+    """`linear[m -> f]` of `X: R[m, x]`: F.linear would need a transposed copy of X; a
+    convolution of kernel size 1 (`nn.Conv1d(m, f, 1)`) reads X as it is."""
     program = ncd.load("axis x\naxis m = 6, f = 4\n"
                        "def f(X: R[m, x]) -> R[f, x] { return linear[m -> f, bias](X, W, c) }")
     source = program.compile()
-    assert "F.linear" not in source and "torch.einsum" in source
+    assert "F.linear" not in source and "torch.einsum" not in source
+    assert "F.conv1d(X.reshape(-1, 6, size_x), self.W.T[:, :, None], self.c)" in source
     module = program.to_torch("f").eval()
     X = torch.randn(6, 10)
     with torch.no_grad():
         torch.testing.assert_close(module(X),
                                    torch.einsum("mx,mf->fx", X, module.W) + module.c[:, None])
+
+
+def test_a_map_of_the_channels_of_an_image_is_what_nn_conv2d_of_kernel_size_1_computes() -> None:
+    program = ncd.load("axis b, y, x\naxis c = 5, o = 3\n"
+                       "def f(X: R[b, c, y, x]) -> R[b, o, y, x] {"
+                       " return linear[c -> o, bias](X, W, d) }")
+    assert "F.conv1d(" in program.compile()
+    module = program.to_torch("f").double().eval()
+    reference = torch.nn.Conv2d(5, 3, 1).double()
+    with torch.no_grad():
+        reference.weight.copy_(module.W.T[:, :, None, None])
+        reference.bias.copy_(module.d)
+        for X in (torch.randn(2, 5, 4, 7, dtype=torch.float64),
+                  torch.randn(3, 2, 5, 4, 7, dtype=torch.float64)):
+            expected = reference(X.reshape(-1, 5, 4, 7)).reshape(*X.shape[:-3], 3, 4, 7)
+            torch.testing.assert_close(module(X), expected)

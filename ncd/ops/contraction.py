@@ -320,6 +320,66 @@ def linear_fuses(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
                            and not term.params[1].tiling)
 
 
+def linear_is_pointwise(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
+    """Whether the linear map runs as one pointwise (kernel size 1) convolution: it maps one
+    axis that other axes follow (the channels of `b, c, y, x`) to one axis in its place, as
+    `nn.Conv2d(c, o, 1)` does, with the bias added in the same call and no copy of the input
+    or the output moved into a layout `F.linear` takes."""
+    source, result = term.inputs[0], term.outputs[0]
+    tiling_in, tiling_out = _plain_tiling(source), _plain_tiling(result)
+    if tiling_in is None or tiling_out is None or tiling_in != tiling_out or \
+            len(op.inputs) != 1 or len(op.outputs) != 1:
+        return False
+    names_in, names_out = source.array.names, result.array.names
+    position = names_in.index(op.inputs[0])
+    if position == len(names_in) - 1 or names_out.index(op.outputs[0]) != position or \
+            names_in[:position] + names_in[position + 1:] != source.tiling or \
+            names_out[:position] + names_out[position + 1:] != result.tiling:
+        return False
+    if term.params[0].array.names != (*op.weight_inputs, *op.outputs) or term.params[0].tiling:
+        return False
+    return not op.bias or (term.params[1].array.names == op.outputs
+                           and not term.params[1].tiling)
+
+
+def _factor(code: str) -> str:
+    """A size's code as a factor of a product: parenthesised unless it is one already."""
+    if code.isidentifier() or code.isdecimal():
+        return code
+    depth = 0
+    for index, character in enumerate(code):
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if depth == 0 and index < len(code) - 1:
+            return f"({code})"
+    return code if code.startswith("(") else f"({code})"
+
+
+def _pointwise_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
+                      value: TensorCode, params: Sequence[TensorCode]
+                      ) -> tuple[str, list[Label]] | None:
+    """`F.conv1d(X.reshape(-1, C, L), W.T[:, :, None], b)` split back into the output's
+    axes, and the labels of its dims; None when `value`'s layout is not the one
+    `linear_is_pointwise` needs."""
+    source, result = term.inputs[0], term.outputs[0]
+    degree = [degree_label(i) for i in _plain_tiling(source) or ()]
+    position = source.array.names.index(op.inputs[0])
+    own = [*degree[:position], target_label(op.inputs[0]), *degree[position:]]
+    if emit.plain_labels(value, source) != own:
+        return None
+    sizes = {axis.name: axis.size for axis in source.array.shape.axes}
+    after = [emit.size(sizes[n]) for n in source.array.names[position + 1:]]
+    length = after[0] if len(after) == 1 else " * ".join(map(_factor, after))
+    operand = f"{value.code}.reshape(-1, {emit.size(sizes[op.inputs[0]])}, {length})"
+    arguments = [operand, f"{params[0].code}.T[:, :, None]"]
+    if op.bias:
+        arguments.append(params[1].code)
+    shape = emit.tuple_text([emit.size(axis.size) for axis in result.array.shape.axes])
+    if value.batched:
+        shape = f"{emit.leading_shape(value)} + {shape}"
+    expr = f"{emit.functional_call('conv1d')}({', '.join(arguments)}).reshape({shape})"
+    return expr, [*degree[:position], target_label(op.outputs[0]), *degree[position:]]
+
+
 def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                   value: TensorCode, params: Sequence[TensorCode]
                   ) -> tuple[str, list[Label]] | None:
@@ -358,6 +418,13 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
             comment = f"{' '.join(inputs[0].names)} -> {' '.join(term.outputs[0].array.names)}"
             return [emit.finish(term, fused[0], fused[1], comment=comment,
                                 batched=inputs[0].batched, fallback="linear")]
+    if linear_is_pointwise(op, term):
+        pointwise = _pointwise_linear(emit, term, op, inputs[0], params)
+        if pointwise is not None:
+            comment = f"{' '.join(inputs[0].names)} -> {' '.join(term.outputs[0].array.names)}"
+            return [emit.finish(term, pointwise[0], pointwise[1], comment=comment + ", a "
+                                "pointwise convolution", batched=inputs[0].batched,
+                                fallback="linear")]
     missing = [w for w in op.weight_inputs if w not in term.params[0].array.names]
     if missing:
         raise emit.error(f"the weight {term.params[0].array.text()} of a linear map has no "
@@ -380,7 +447,8 @@ def _linear_cost(op: ir.LinearOp, term: ir.Broadcasted, sizes: CostSizes) -> Cos
         entries(sizes, [term.outputs[0].array.shape.axis(n) for n in op.outputs])
     bias = output_entries(sizes, term) if op.bias else ZERO  # the product, then the sum
     # Fused, the bias is added into the product's output: no temporary.
-    return Cost(macs, macs * 2 + bias, ZERO if linear_fuses(op, term) else bias)
+    fused = linear_fuses(op, term) or linear_is_pointwise(op, term)
+    return Cost(macs, macs * 2 + bias, ZERO if fused else bias)
 
 
 def _linear_symmetry(op: ir.LinearOp, term: ir.Broadcasted, carried: Carried,

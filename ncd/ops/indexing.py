@@ -127,6 +127,8 @@ def _check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
     which raises a `RuntimeError` with the same message when the graph runs."""
     where = f"line {span.line}: " if span is not None else ""
     size = emit.size(axis.size)
+    if not emit.first_check(f"{code} < {size}"):
+        return  # the same array, checked against the same bound before
     known = ir.size_value(axis.size)
     last = str(known - 1) if known is not None else f"{ir.size_text(axis.size)} - 1"
     message = f"\"{where}an index array holds a value outside axis {axis.name} of {source} " \
@@ -168,6 +170,11 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
               zip(op.indices, source.array.shape.axes, strict=True) if term_index.array is not None]
     indices: list[str] = []
     if not arrays:
+        upsampled = _nearest_upsampling(emit, op, source, out)
+        if upsampled is not None:
+            return [emit.finish(term, upsampled, labels, comment=f"read at [{texts}]: each "
+                                "entry repeated, a broadcast view copied once",
+                                batched=source.batched, fallback="upsampled")]
         # Indices computed from the positions alone: read from the trailing dims.
         for term_index in op.indices:
             indices.append(_computed_index(emit, term_index, out))
@@ -216,6 +223,44 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
 LONG_EXPRESSION = 70
 """An expression longer than this, assigned at the indentation of a `forward`, would make a line
 longer than generated code keeps (100 columns)."""
+
+
+def _nearest_upsampling(emit: Emitter, op: ir.GatherOp, source: TensorCode,
+                        out: ir.ArrayType) -> str | None:
+    """`X[d, y // 2, x // 2]` with `|y| = 2 |yh|` (nearest-neighbour upsampling, as
+    `F.interpolate(mode="nearest")` computes it for a whole factor): each axis read as it is or
+    divided by its factor, in the source's order, as a view that repeats each entry
+    (`X[..., :, None].expand(...)`) and one copy (`reshape`), with no index tensors; None for
+    any other gather."""
+    if len(out.shape.axes) != len(op.indices):
+        return None
+    factors = []
+    for index, axis_in, axis_out in zip(op.indices, source.array.shape.axes, out.shape.axes,
+                                        strict=True):
+        if index.array is not None or index.modulus is not None or index.offset or \
+                index.coefficients != ((axis_out.name, 1),) or index.divisor < 1:
+            return None
+        grown = axis_in.size if index.divisor == 1 else ir.SizeMul(
+            factors=(ir.SizeConst(value=index.divisor), axis_in.size))
+        if not emit.same_size(axis_out.size, grown):
+            return None
+        factors.append(index.divisor)
+    if all(f == 1 for f in factors):
+        return None
+    slots: list[str] = []
+    sizes: list[str] = []
+    for factor, axis in zip(factors, source.array.shape.axes, strict=True):
+        slots.append(":")
+        sizes.append(emit.size(axis.size))
+        if factor != 1:
+            slots.append("None")
+            sizes.append(str(factor))
+    leading = emit.leading_shape(source)
+    # the view a local of its own: one call per line, which a formatter leaves as it is
+    expanded = emit.assign("repeated", f"{source.code}[..., {', '.join(slots)}].expand("
+                           f"{leading} + {emit.tuple_text(sizes)})")
+    shape = emit.tuple_text([emit.size(axis.size) for axis in out.shape.axes])
+    return f"{expanded}.reshape({leading} + {shape})"
 
 
 def _computed_index(emit: Emitter, term_index: ir.IndexTerm, out: ir.ArrayType) -> str:

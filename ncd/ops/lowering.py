@@ -127,6 +127,16 @@ class Emitter(Protocol):
         """The code of a size: an integer, or an expression of sizes read at run time."""
         ...
 
+    def first_check(self, key: str) -> bool:
+        """Whether a run-time check named `key` is written here for the first time where every
+        later statement runs after it (the top level of `forward`); False when one there has
+        already made it, so that it need not be made again."""
+        ...
+
+    def same_size(self, first: ir.SizeExpr, second: ir.SizeExpr) -> bool:
+        """Whether two sizes are equal for every size the program allows (proved)."""
+        ...
+
     def source_note(self, span: ir.Span | None) -> str:
         """` (line N)`: where in the source a node came from."""
         ...

@@ -315,10 +315,18 @@ def _batchnorm_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BatchNormOp,
     mean, var, *rest = emit.parameters(term)
     channels = [target_label(n) for n in mean.names]
     order = [target_label(a) for a in op.axes] + channels
+    sizes = emit.sizes_of(term, [term.inputs[0]])
+    # Channels between the sample axes (`b, c, y, x`) are read as `[N, C, L]`, in place: a
+    # reshape to rows would copy the array and its result.
+    own = emit.plain_labels(inputs[0], term.inputs[0])
+    after = _after_channels(own, order, channels)
+    if after and own is not None:
+        order = list(own)
     expr, labels = emit.single(term, inputs, order)
     x = expr if expr.isidentifier() else emit.assign("x", expr)
-    sizes = emit.sizes_of(term, [term.inputs[0]])
     count = " * ".join(emit.size(sizes[c]) for c in channels) if channels else "1"
+    if after:
+        count += ", " + " * ".join(emit.size(sizes[label]) for label in after)
 
     def flat(code: TensorCode, method: str) -> str:
         """A view for the running statistics (`F.batch_norm` updates them in place)."""
@@ -327,15 +335,29 @@ def _batchnorm_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BatchNormOp,
 
     weight = flat(rest[0], "reshape") if op.affine else "None"
     bias = flat(rest[1], "reshape") if op.bias else "None"
+    shape = "samples by channels by positions" if after else \
+        "one row per sample, one column per channel"
     rows = emit.assign("rows", f"{x}.reshape(-1, {count})",
                        comment=f"batchnorm over {' '.join(op.axes)}{emit.source_note(term.span)}"
-                       ": one row per sample, one column per channel")
+                       f": {shape}")
     normed = emit.assign("normed", f"{emit.functional_call('batch_norm')}({rows}, "
                        f"{flat(mean, 'view')}, {flat(var, 'view')}, {weight}, {bias}, "
                        f"self.training, {float_literal(op.momentum)}, {float_literal(op.eps)})")
     expr = f"{normed}.view_as({x})"
     return [emit.finish(term, expr, labels, comment=f"batchnorm over {' '.join(op.axes)}",
                         batched=inputs[0].batched, fallback="batchnorm")]
+
+
+def _after_channels(own: Sequence[Label] | None, order: Sequence[Label],
+                    channels: Sequence[Label]) -> list[Label]:
+    """The sample axes after the channels in the input's memory order, when the channels are
+    one block there (`b, c, y, x`: `y, x`); else none."""
+    if own is None or sorted(map(str, own)) != sorted(map(str, order)) or not channels:
+        return []
+    positions = [own.index(c) for c in channels]
+    if positions != list(range(positions[0], positions[0] + len(channels))):
+        return []
+    return list(own[positions[-1] + 1:])
 
 
 def _batchnorm_cost(op: ir.BatchNormOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:

@@ -1,0 +1,226 @@
+"""Convolutions and pools as one call of PyTorch's kernels (`F.conv1d`/`2d`/`3d`,
+`F.max_pool*d`, `F.avg_pool*d`).
+
+`ncd.convolution.find_windows` finds the pattern (zero paddings, a window reindexing, a sum
+against a kernel or a max or mean over the window, a bias); this module lowers each match: the
+paddings and the window write no code (their arrays are read by nothing else), and the last
+member becomes one call. The source array is laid out as the kernel wants it (its batch axes
+flattened into one leading dim, its group and input channel axes into one channel dim, then
+its spatial axes: a view when they are already in that order), the kernel parameter is viewed
+as `(groups * out, in, window...)` (its layout and values are the module's own, so state
+dicts are unchanged), and the output is split back into the term's axes. The kernels never
+copy the windows out, which is what makes them faster and smaller than the term written out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ncd import ir
+from ncd.convolution import Window, find_windows
+from ncd.ops.lowering import Label, TensorCode, degree_label, float_literal
+
+from .views import permute_text
+
+if TYPE_CHECKING:
+    from .forward import ForwardEmitter
+
+PLACEHOLDER = "_fused_window"
+"""The code of a member's output that only the next member reads (it writes no code)."""
+
+
+class WindowLowering:
+    """The matches of the terms an emitter writes, and the sources and kernels read so far."""
+
+    def __init__(self, emitter: ForwardEmitter) -> None:
+        self.emitter = emitter
+        self.roles: dict[int, Window] = {}  # id of a member term -> its match
+        self.sources: dict[int, TensorCode] = {}  # id of a match's reducer -> its source
+        self.kernels: dict[int, TensorCode] = {}  # id of a match's reducer -> its kernel
+
+    def plan(self, term: ir.Composed) -> None:
+        """Find the matches in a composition about to be written (the terms are the IR's own
+        objects, alive while it is written, so their ids name them)."""
+        for match in find_windows(term, self.emitter.sizes):
+            if any(id(member) in self.roles for member in match.members):
+                continue  # found again from an enclosing composition
+            for member in match.members:
+                self.roles[id(member)] = match
+
+    def lower(self, term: ir.Term, inputs: list[TensorCode]) -> list[TensorCode] | None:
+        """The outputs of a member of a match, or None for any other term."""
+        match = self.roles.get(id(term))
+        if match is None:
+            return None
+        key = id(match.reducer)
+        if term is match.source_port:
+            self.sources[key] = inputs[0]
+        if term is match.reducer and match.kernel_port is not None:
+            self.kernels[key] = self.emitter.parameters(match.reducer)[0]
+        last = match.bias if match.bias is not None else match.reducer
+        if term is not last:
+            return [TensorCode(PLACEHOLDER, term.cod[0], inputs[0].batched)]
+        source = self.sources.pop(key)
+        bias = None
+        if match.bias is not None:
+            bias = self.emitter.parameters(match.bias)[0]
+        return [self._call(match, source, self.kernels.pop(key, None), bias)]
+
+    # ---- the call
+    def _call(self, match: Window, source: TensorCode, kernel: TensorCode | None,
+              bias: TensorCode | None) -> TensorCode:
+        emit = self.emitter
+        reducer = match.reducer
+        degree = reducer.degree.axes
+        names = source.array.names
+        axes = source.array.shape.axes
+        by_role: dict[str, list[str]] = {"batch": [], "group": [], "in": [], "spatial": []}
+        for name, (role, _) in zip(names, match.source_roles, strict=True):
+            by_role[role].append(name)
+        channels = [*by_role["group"], *by_role["in"]]
+        layout = [*by_role["batch"], *channels, *by_role["spatial"]]
+        expr = permute_text(source.code, names, layout)
+        spatial_sizes = [emit.size(axes[axis.source_axis].size) for axis in match.spatial]
+        plain = not source.batched and len(by_role["batch"]) == 1 and \
+            (match.kind != "conv" or len(channels) == 1)
+        if not plain:
+            if match.kind == "conv":
+                sizes = [self._product([source.array.shape.axis(n).size for n in channels])]
+            else:
+                sizes = []
+            expr = f"{expr}.reshape({', '.join(['-1', *sizes, *spatial_sizes])})"
+        if any(axis.cut for axis in match.spatial):
+            cuts = [f"{axis.cut}:" if axis.cut else ":" for axis in match.spatial]
+            expr = f"{expr}[..., {', '.join(cuts)}]"
+        rank = match.rank
+        strides = self._ints([axis.stride for axis in match.spatial])
+        paddings = self._ints([axis.padding for axis in match.spatial])
+        dilations = self._ints([axis.dilation for axis in match.spatial])
+        windows = self._ints([axis.kernel_size for axis in match.spatial])
+        out_labels: list[int] = [*match.batch, *match.groups, *match.out_channels,
+                                 *(axis.output for axis in match.spatial)]
+        if match.kind == "conv":
+            assert kernel is not None
+            bias_code = "None"
+            if bias is not None:
+                bias_code = bias.code if bias.rank == 1 else f"{bias.code}.flatten()"
+            arguments = [expr, self._weight(match, kernel), bias_code]
+            if strides != "1":
+                arguments.append(f"stride={strides}")
+            if paddings != "0":
+                arguments.append(f"padding={paddings}")
+            if dilations != "1":
+                arguments.append(f"dilation={dilations}")
+            if match.groups:
+                arguments.append(
+                    f"groups={self._product([degree[i].size for i in match.groups])}")
+            call = f"conv{rank}d"
+            described = "convolution"
+        elif match.kind == "max":
+            arguments = [expr, windows, strides]
+            if paddings != "0":
+                arguments.append(f"padding={paddings}")
+            if dilations != "1":
+                arguments.append(f"dilation={dilations}")
+            call = f"max_pool{rank}d"
+            described = "max pool"
+        else:
+            arguments = [expr, windows, strides]
+            if paddings != "0":
+                arguments.append(f"padding={paddings}")
+            call = f"avg_pool{rank}d"
+            described = "mean pool"
+        expr = f"{emit.functional_call(call)}({', '.join(arguments)})"
+        if match.factor != 1:
+            expr = f"({expr} * {float_literal(float(match.factor))})"
+        if any(axis.trim for axis in match.spatial):
+            trims = [f":{emit.size(degree[axis.output].size)}" if axis.trim else ":"
+                     for axis in match.spatial]
+            expr = f"{expr}[..., {', '.join(trims)}]"
+        if not plain:
+            shape = emit.tuple_text([emit.size(degree[i].size) for i in out_labels])
+            if source.batched:
+                shape = f"{emit.leading_shape(source)} + {shape}"
+            expr = f"{expr}.reshape({shape})"
+        windowed = " ".join(axis.kernel for axis in match.spatial)
+        comment = f"{described} over {windowed} in one call"
+        if match.pads:
+            comment += ", the padding inside it"
+        if match.bias is not None:
+            comment += ", with its bias"
+        labels: list[Label] = [degree_label(i) for i in out_labels]
+        term = reducer
+        if match.bias is not None:
+            term = match.bias
+            labels = self._bias_labels(match, out_labels)
+        fallback = described.replace(" ", "_")
+        if labels != emit.output_labels(term.outputs[0]):
+            # the call on a line of its own, so that a formatter wraps its arguments, not the
+            # permute after it
+            expr = emit.assign(fallback, expr, comment + emit.source_note(term.span))
+            comment = "axes back in place"
+        return emit.finish(term, expr, labels, comment=comment, batched=source.batched,
+                           fallback=fallback)
+
+    def _weight(self, match: Window, kernel: TensorCode) -> str:
+        """The kernel parameter as `(groups * out, in, window...)`: a view when its axes are
+        already in that order."""
+        emit = self.emitter
+        names = kernel.array.names
+        role_of = dict(zip(names, match.kernel_axes, strict=True))
+        groups = [n for n in names if role_of[n][0] == "group"]
+        outs = [n for n in names if role_of[n][0] == "out"]
+        source_ins = [label for role, label in match.source_roles if role == "in"]
+        ins = sorted((n for n in names if role_of[n][0] == "in"),
+                     key=lambda n: source_ins.index(role_of[n][1]))
+        window_of = {label: n for n in names for role, label in [role_of[n]]
+                     if role == "window"}
+        windows = [window_of[axis.kernel] for axis in match.spatial]
+        # groups in the source's order, as the channel dim of the input flattens them
+        source_groups = [label for role, label in match.source_roles if role == "group"]
+        groups.sort(key=lambda n: source_groups.index(role_of[n][1]))
+        order = [*groups, *outs, *ins, *windows]
+        expr = permute_text(kernel.code, names, order)
+        if len(groups) + len(outs) == 1 and len(ins) == 1:
+            return expr
+        sizes = {axis.name: axis.size for axis in kernel.array.shape.axes}
+        shape = [self._product([sizes[n] for n in [*groups, *outs]]),
+                 self._product([sizes[n] for n in ins]),
+                 *(emit.size(sizes[n]) for n in windows)]
+        return f"{expr}.reshape({', '.join(shape)})"
+
+    def _bias_labels(self, match: Window, out_labels: Sequence[int]) -> list[Label]:
+        """The labels of the bias addition's degree for the reducer's degree indices."""
+        assert match.bias is not None
+        written = match.reducer.outputs[0].reindexing
+        name_of = {}
+        for name, row in zip(written.codomain.names, written.matrix, strict=True):
+            name_of[row.index(1)] = name
+        read = match.bias.inputs[0].reindexing
+        index_of = {}
+        for name, row in zip(read.codomain.names, read.matrix, strict=True):
+            index_of[name] = row.index(1)
+        return [degree_label(index_of[name_of[i]]) for i in out_labels]
+
+    def _ints(self, values: Sequence[int]) -> str:
+        """One int when every axis has it, else a tuple."""
+        if len(set(values)) == 1:
+            return str(values[0])
+        return self.emitter.tuple_text([str(v) for v in values])
+
+    def _product(self, sizes: Sequence[ir.SizeExpr]) -> str:
+        """The code of a product of sizes (1 for none)."""
+        constant = 1
+        codes = []
+        for size in sizes:
+            value = self.emitter.sizes.value(size)
+            if value is not None:
+                constant *= value
+            else:
+                codes.append(self.emitter.size(size))
+        if constant != 1 or not codes:
+            codes.insert(0, str(constant))
+        if len(codes) == 1:
+            return codes[0]
+        return " * ".join(c if c.isidentifier() or c.isdecimal() else f"({c})" for c in codes)
