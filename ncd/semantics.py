@@ -564,7 +564,11 @@ class Interpreter:
             case ir.IndexValueOp():
                 return [self.index_values(op, term.outputs[0].array)]
             case ir.GatherOp():
-                return [self.gather(op, tiles, term.outputs[0].array, term.span)]
+                # The coordinates follow the source's axes in its declared order, whatever
+                # order the array arrived in (a scan stacks its outputs in its step's order).
+                source = tiles[0].aligned(term.inputs[0].targets)
+                return [self.gather(op, [source, *tiles[1:]], term.outputs[0].array,
+                                    term.span)]
             case ir.ScatterAddOp():
                 size = self.size(term.outputs[0].array.shape.axis(op.output).size)
                 return [scatter_add(op, tiles[0], tiles[1], size, term.span)]

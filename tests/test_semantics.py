@@ -531,3 +531,21 @@ def test_maximum_and_minimum_keep_nan_as_torch_does() -> None:
     high, low = run(text, "f", [X, Y])
     torch.testing.assert_close(high, torch.maximum(X, Y), equal_nan=True, rtol=0, atol=0)
     torch.testing.assert_close(low, torch.minimum(X, Y), equal_nan=True, rtol=0, atol=0)
+
+
+def test_a_gather_from_a_scan_state_reads_the_declared_axis_order() -> None:
+    """The state enters the scan as R[g, y] while the step declares R[y, g]: the scan's
+    result is typed R[g, y], and a gather's coordinates follow that order, not the order in
+    which the step happened to stack its arrays."""
+    no_findings("""
+    axis t = 3, y = 3, g = 2, d = 4
+    def cell(H: R[y, g], X: R[g]) -> (R[y, g], R[y, g]) {
+        Z = tanh(H + X)
+        return Z, Z
+    }
+    def net(H0: R[g, y], S: R[t, g]) -> R[d, y] {
+        Out, Seq = scan[t](cell, H0, S)
+        A[d, y] = Out[(d + 1) % g, y]
+        return A
+    }
+    """)
