@@ -15,9 +15,10 @@ softmax of `-inf` everywhere is NaN).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ncd import ir
+from ncd.term_flow import TermFlow
 
 Member = ir.Broadcasted
 
@@ -65,89 +66,10 @@ class Attention:
         return self.scores.op.contracted
 
 
-# ---- where each array goes: a wire-level walk of the term
-
-
-_ESCAPES = -1  # read by something outside the walk (an output, a block, a reindexing)
-
-
-@dataclass
-class _Flow:
-    """Each array as a token: which broadcasted operation made it, and who reads it."""
-
-    next_token: int = 0
-    made: dict[int, tuple[ir.Broadcasted, int]] = field(default_factory=dict)
-    readers: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
-    """token -> (id of the reading term or `_ESCAPES`, input index)."""
-    reads: dict[int, list[int]] = field(default_factory=dict)
-    """id of a broadcasted term -> the tokens of its inputs."""
-    operations: list[ir.Broadcasted] = field(default_factory=list)
-
-    def new(self) -> int:
-        self.next_token += 1
-        self.readers[self.next_token] = []
-        return self.next_token
-
-    def read(self, token: int, reader: int, index: int) -> None:
-        self.readers[token].append((reader, index))
-
-    def walk(self, term: ir.Term, wires: list[int]) -> list[int]:
-        match term:
-            case ir.Identity():
-                return wires
-            case ir.Rearrangement(mapping=mapping):
-                for index, token in enumerate(wires):
-                    if index not in mapping:
-                        self.read(token, _ESCAPES, index)  # deleted: not only the pattern's
-                return [wires[i] for i in mapping]
-            case ir.Composed(terms=terms):
-                for part in terms:
-                    wires = self.walk(part, wires)
-                return wires
-            case ir.Product(terms=terms):
-                out: list[int] = []
-                start = 0
-                for part in terms:
-                    out.extend(self.walk(part, wires[start:start + len(part.dom)]))
-                    start += len(part.dom)
-                return out
-            case ir.Broadcasted():
-                self.operations.append(term)
-                self.reads[id(term)] = list(wires)
-                for index, token in enumerate(wires):
-                    self.read(token, id(term), index)
-                made = []
-                for index in range(len(term.cod)):
-                    token = self.new()
-                    self.made[token] = (term, index)
-                    made.append(token)
-                return made
-            case ir.Reindexing() | ir.Block() | ir.Scan():
-                for index, token in enumerate(wires):
-                    self.read(token, _ESCAPES, index)
-                return [self.new() for _ in term.cod]
-        raise AssertionError(f"unknown term {term.kind}")
-
-    def only_reader(self, token: int) -> int | None:
-        readers = self.readers[token]
-        return readers[0][0] if len(readers) == 1 else None
-
-    def producer(self, term: ir.Broadcasted, index: int) -> ir.Broadcasted | None:
-        """The operation that made input `index` of `term`, when `term` is its only reader."""
-        token = self.reads[id(term)][index]
-        if token not in self.made or self.only_reader(token) != id(term):
-            return None
-        producer, output = self.made[token]
-        return producer if output == 0 and len(producer.cod) == 1 else None
-
-
 def find_attention(term: ir.Term) -> list[Attention]:
     """Every match of the pattern inside `term` (through compositions and products; the body
     of a block or a scan is a term of its own, searched when it is reached)."""
-    flow = _Flow()
-    ends = flow.walk(term, [flow.new() for _ in term.dom])
-    for token in ends:
-        flow.read(token, _ESCAPES, 0)
+    flow = TermFlow.of(term)
     found = []
     for operation in flow.operations:
         match = _match(flow, operation)
@@ -197,7 +119,7 @@ def _through(term: ir.Broadcasted, axes: dict[str, int]) -> dict[str, int] | Non
     return carried if len(carried) == len(axes) else None
 
 
-def _match(flow: _Flow, values: ir.Broadcasted) -> Attention | None:
+def _match(flow: TermFlow, values: ir.Broadcasted) -> Attention | None:
     op = values.op
     if not (isinstance(op, ir.EinsumOp) and _pure(values, 2) and op.scale == 1.0
             and len(op.contracted) == 1 and not values.outputs[0].targets):
@@ -209,15 +131,15 @@ def _match(flow: _Flow, values: ir.Broadcasted) -> Attention | None:
     return None
 
 
-def _match_from(flow: _Flow, values: ir.Broadcasted, weights_port: int) -> Attention | None:
-    softmax = flow.producer(values, weights_port)
+def _match_from(flow: TermFlow, values: ir.Broadcasted, weights_port: int) -> Attention | None:
+    softmax = flow.operation_producer(values, weights_port)
     if softmax is None or not isinstance(softmax.op, ir.SoftmaxOp) or softmax.op.log or \
             len(softmax.op.axes) != 1 or not _pure(softmax):
         return None
     chain: list[ir.Broadcasted] = []
     current = softmax
     while True:
-        previous = flow.producer(current, 0)
+        previous = flow.operation_producer(current, 0)
         if previous is None:
             return None
         if isinstance(previous.op, ir.EinsumOp):

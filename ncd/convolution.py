@@ -33,6 +33,7 @@ from typing import Literal
 
 from ncd import ir
 from ncd.sizes import ProgramSizes, SizeLimit, check_nonnegative
+from ncd.term_flow import TermFlow
 
 Kind = Literal["conv", "max", "mean"]
 
@@ -103,89 +104,10 @@ class Window:
         return self.pads[0] if self.pads else self.window
 
 
-# ---- where each array goes: a wire-level walk of the term
-
-_ESCAPES = -1
-
-
-@dataclass
-class _Flow:
-    """Each array as a token: the term (a broadcasted operation or a reindexing) that made it,
-    and who reads it."""
-
-    next_token: int = 0
-    made: dict[int, tuple[ir.Term, int]] = field(default_factory=dict)
-    readers: dict[int, list[int]] = field(default_factory=dict)
-    reads: dict[int, list[int]] = field(default_factory=dict)
-    operations: list[ir.Broadcasted] = field(default_factory=list)
-
-    def new(self) -> int:
-        self.next_token += 1
-        self.readers[self.next_token] = []
-        return self.next_token
-
-    def walk(self, term: ir.Term, wires: list[int]) -> list[int]:
-        match term:
-            case ir.Identity():
-                return wires
-            case ir.Rearrangement(mapping=mapping):
-                for index, token in enumerate(wires):
-                    if index not in mapping:
-                        self.readers[token].append(_ESCAPES)
-                return [wires[i] for i in mapping]
-            case ir.Composed(terms=terms):
-                for part in terms:
-                    wires = self.walk(part, wires)
-                return wires
-            case ir.Product(terms=terms):
-                out: list[int] = []
-                start = 0
-                for part in terms:
-                    out.extend(self.walk(part, wires[start:start + len(part.dom)]))
-                    start += len(part.dom)
-                return out
-            case ir.Broadcasted() | ir.Reindexing():
-                if isinstance(term, ir.Broadcasted):
-                    self.operations.append(term)
-                self.reads[id(term)] = list(wires)
-                for token in wires:
-                    self.readers[token].append(id(term))
-                made = []
-                for index in range(len(term.cod)):
-                    token = self.new()
-                    self.made[token] = (term, index)
-                    made.append(token)
-                return made
-            case ir.Block() | ir.Scan():
-                for token in wires:
-                    self.readers[token].append(_ESCAPES)
-                return [self.new() for _ in term.cod]
-        raise AssertionError(f"unknown term {term.kind}")
-
-    def producer(self, term: ir.Term, index: int) -> ir.Term | None:
-        """The term that made input `index` of `term`, when `term` is its only reader."""
-        token = self.reads[id(term)][index]
-        if token not in self.made or self.readers[token] != [id(term)]:
-            return None
-        producer, output = self.made[token]
-        return producer if output == 0 and len(producer.cod) == 1 else None
-
-    def only_reader(self, term: ir.Term) -> int | None:
-        """The id of the one term that reads the single output of `term`."""
-        for token, (maker, _) in self.made.items():
-            if maker is term:
-                readers = self.readers[token]
-                return readers[0] if len(readers) == 1 else None
-        return None
-
-
 def find_windows(term: ir.Term, sizes: ProgramSizes) -> list[Window]:
     """Every match inside `term` (through compositions and products; the body of a block or
     a scan is a term of its own, searched when it is reached)."""
-    flow = _Flow()
-    ends = flow.walk(term, [flow.new() for _ in term.dom])
-    for token in ends:
-        flow.readers[token].append(_ESCAPES)
+    flow = TermFlow.of(term)
     found = []
     by_id = {id(op): op for op in flow.operations}
     for operation in flow.operations:
@@ -242,7 +164,7 @@ def _reducer_kind(term: ir.Broadcasted) -> tuple[Kind, Fraction] | None:
     return None
 
 
-def _match(flow: _Flow, reducer: ir.Broadcasted, sizes: ProgramSizes,
+def _match(flow: TermFlow, reducer: ir.Broadcasted, sizes: ProgramSizes,
            by_id: dict[int, ir.Broadcasted]) -> Window | None:
     kind = _reducer_kind(reducer)
     if kind is None or len(reducer.outputs) != 1 or reducer.outputs[0].targets:
@@ -286,13 +208,13 @@ def _composed_rows(reducer: ir.Broadcasted, data_port: int, window: ir.Reindexin
     return rows
 
 
-def _pad_chain(flow: _Flow, window: ir.Reindexing, spatial_axes: set[int], kind: Kind
+def _pad_chain(flow: TermFlow, window: ir.Reindexing, spatial_axes: set[int], kind: Kind
                ) -> list[tuple[ir.Broadcasted, int]]:
     """The paddings that made the window's source, last first, each with the source axis it
     pads: only paddings of spatial axes with the value the kernel pads with."""
     wanted = {"conv": 0.0, "mean": 0.0, "max": float("-inf")}[kind]
     chain: list[tuple[ir.Broadcasted, int]] = []
-    current: ir.Term = window
+    current: ir.Broadcasted | ir.Reindexing = window
     while True:
         made = flow.producer(current, 0)
         if not isinstance(made, ir.Broadcasted) or not isinstance(made.op, ir.PadOp) or \
@@ -314,7 +236,7 @@ def _pad_chain(flow: _Flow, window: ir.Reindexing, spatial_axes: set[int], kind:
         current = made
 
 
-def _roles(flow: _Flow, reducer: ir.Broadcasted, data_port: int, window: ir.Reindexing,
+def _roles(flow: TermFlow, reducer: ir.Broadcasted, data_port: int, window: ir.Reindexing,
            kind: Kind, factor: Fraction, sizes: ProgramSizes,
            by_id: dict[int, ir.Broadcasted]) -> Window | None:
     rows = _composed_rows(reducer, data_port, window)
@@ -475,12 +397,12 @@ def _spatial(rows: list[tuple[int, int, str, int, int, int]],
     return tuple(found)
 
 
-def _bias(flow: _Flow, reducer: ir.Broadcasted, groups: list[int], out_channels: list[int],
+def _bias(flow: TermFlow, reducer: ir.Broadcasted, groups: list[int], out_channels: list[int],
           by_id: dict[int, ir.Broadcasted]
           ) -> tuple[ir.Broadcasted | None, tuple[Literal["input", "param"], int] | None]:
     """The addition of a bias per output channel that reads the convolution alone, and which
     operand of it is the bias."""
-    reader = flow.only_reader(reducer)
+    reader = flow.reader_of(reducer)
     add = by_id.get(reader) if reader is not None else None
     if add is None or not isinstance(add.op, ir.AddOp) or \
             len(add.inputs) + len(add.params) != 2 or len(add.outputs) != 1:

@@ -1,0 +1,116 @@
+"""Where each array of a term goes: a wire-level walk for the pattern matchers.
+
+The fused lowerings (`ncd.attention`, `ncd.convolution`) may take several operations into one
+kernel call only when the arrays between them flow from one member of the pattern to the next
+and nowhere else. `TermFlow.of(term)` gives each array of `term` a token, records which
+operation or reindexing made it and every reader of it (with the input it is read on), through
+compositions, products and rearrangements; a block or a scan is a term of its own, opaque here
+(it reads its inputs as an outside reader would), and the term's own outputs are read from
+outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ncd import ir
+
+ESCAPES = -1
+"""The reader of an array read outside the walk (an output, a deleted wire, a block or a scan)."""
+
+Maker = ir.Broadcasted | ir.Reindexing
+
+
+@dataclass
+class TermFlow:
+    """Each array as a token: which operation or reindexing made it, and who reads it."""
+
+    next_token: int = 0
+    made: dict[int, tuple[Maker, int]] = field(default_factory=dict)
+    """token -> (the term that made it, which of its outputs)."""
+    readers: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    """token -> (id of the reading term or `ESCAPES`, input index), one per read."""
+    reads: dict[int, list[int]] = field(default_factory=dict)
+    """id of an operation or reindexing -> the tokens of its inputs."""
+    outputs: dict[int, list[int]] = field(default_factory=dict)
+    """id of an operation or reindexing -> the tokens of its outputs."""
+    operations: list[ir.Broadcasted] = field(default_factory=list)
+    """Every broadcasted operation reached, in the order of the term."""
+
+    @classmethod
+    def of(cls, term: ir.Term) -> TermFlow:
+        flow = cls()
+        for token in flow.walk(term, [flow.new() for _ in term.dom]):
+            flow.read(token, ESCAPES, 0)
+        return flow
+
+    def new(self) -> int:
+        self.next_token += 1
+        self.readers[self.next_token] = []
+        return self.next_token
+
+    def read(self, token: int, reader: int, index: int) -> None:
+        self.readers[token].append((reader, index))
+
+    def walk(self, term: ir.Term, wires: list[int]) -> list[int]:
+        match term:
+            case ir.Identity():
+                return wires
+            case ir.Rearrangement(mapping=mapping):
+                for index, token in enumerate(wires):
+                    if index not in mapping:
+                        self.read(token, ESCAPES, index)  # deleted: not only the pattern's
+                return [wires[i] for i in mapping]
+            case ir.Composed(terms=terms):
+                for part in terms:
+                    wires = self.walk(part, wires)
+                return wires
+            case ir.Product(terms=terms):
+                out: list[int] = []
+                start = 0
+                for part in terms:
+                    out.extend(self.walk(part, wires[start:start + len(part.dom)]))
+                    start += len(part.dom)
+                return out
+            case ir.Broadcasted() | ir.Reindexing():
+                if isinstance(term, ir.Broadcasted):
+                    self.operations.append(term)
+                self.reads[id(term)] = list(wires)
+                for index, token in enumerate(wires):
+                    self.read(token, id(term), index)
+                made = []
+                for index in range(len(term.cod)):
+                    token = self.new()
+                    self.made[token] = (term, index)
+                    made.append(token)
+                self.outputs[id(term)] = made
+                return made
+            case ir.Block() | ir.Scan():
+                for index, token in enumerate(wires):
+                    self.read(token, ESCAPES, index)
+                return [self.new() for _ in term.cod]
+        raise AssertionError(f"unknown term {term.kind}")
+
+    def only_reader(self, token: int) -> int | None:
+        """The id of the one term that reads `token` (or `ESCAPES`); None for several."""
+        readers = self.readers[token]
+        return readers[0][0] if len(readers) == 1 else None
+
+    def producer(self, term: Maker, index: int) -> Maker | None:
+        """The term that made input `index` of `term`, when that is its single output and
+        `term` its only reader."""
+        token = self.reads[id(term)][index]
+        if token not in self.made or self.only_reader(token) != id(term):
+            return None
+        producer, output = self.made[token]
+        return producer if output == 0 and len(producer.cod) == 1 else None
+
+    def operation_producer(self, term: Maker, index: int) -> ir.Broadcasted | None:
+        """`producer`, when it is a broadcasted operation."""
+        producer = self.producer(term, index)
+        return producer if isinstance(producer, ir.Broadcasted) else None
+
+    def reader_of(self, term: Maker) -> int | None:
+        """The id of the one term that reads the single output of `term`."""
+        made = self.outputs[id(term)]
+        return self.only_reader(made[0]) if len(made) == 1 else None
