@@ -80,15 +80,16 @@ class AttentionLowering:
                                [*(batch_v if grouped else [*batch_v, *groups_v]),
                                 target_label(summed), *value_labels], "expand")
         if four:
-            width = self._product([s_sizes[label] for label in contracted])
-            keys_size = self._product([s_sizes[degree_label(match.key_s)]])
-            queries = f"{queries}.reshape(-1, " \
-                f"{self._product([s_sizes[label] for label in [*batch_s, *groups_s]])}, " \
-                f"{self._product([s_sizes[degree_label(match.query_s)]])}, {width})"
-            heads = self._product([s_sizes[label] for label in key_heads])
+            width = self.emitter.size_product([s_sizes[label] for label in contracted])
+            keys_size = self.emitter.size_product([s_sizes[degree_label(match.key_s)]])
+            batch_size = self.emitter.size_product(
+                [s_sizes[label] for label in [*batch_s, *groups_s]])
+            queries = f"{queries}.reshape(-1, {batch_size}, " \
+                f"{self.emitter.size_product([s_sizes[degree_label(match.query_s)]])}, {width})"
+            heads = self.emitter.size_product([s_sizes[label] for label in key_heads])
             keys = f"{keys}.reshape(-1, {heads}, {keys_size}, {width})"
             read = f"{read}.reshape(-1, {heads}, {keys_size}, " \
-                f"{self._product([v_sizes[label] for label in value_labels])})"
+                f"{self.emitter.size_product([v_sizes[label] for label in value_labels])})"
         elif len(contracted) > 1 or len(value_labels) > 1:
             queries = f"{queries}.flatten(-{len(contracted)})"
             keys = f"{keys}.flatten(-{len(contracted)})"
@@ -126,24 +127,6 @@ class AttentionLowering:
         batched = any(v.batched for v in operands)
         return emit.finish(values, expr, labels, index=0, comment="heads back in place",
                            batched=batched)
-
-    def _product(self, sizes: list[ir.SizeExpr]) -> str:
-        """The code of a product of sizes (1 for none)."""
-        constant = 1
-        codes = []
-        for size in sizes:
-            value = self.emitter.sizes.value(size)
-            if value is not None:
-                constant *= value
-            else:
-                codes.append(self.emitter.size(size))
-        if constant != 1 or not codes:
-            codes.insert(0, str(constant))
-        if not codes:
-            return "1"
-        if len(codes) == 1:
-            return codes[0]
-        return " * ".join(c if c.isidentifier() or c.isdecimal() else f"({c})" for c in codes)
 
     def _keep(self, match: Attention, queries: TensorCode) -> str:
         """The boolean (query, key) matrix of the entries the mask keeps."""

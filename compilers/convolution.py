@@ -86,7 +86,8 @@ class WindowLowering:
             (match.kind != "conv" or len(channels) == 1)
         if not plain:
             if match.kind == "conv":
-                sizes = [self._product([source.array.shape.axis(n).size for n in channels])]
+                channel_sizes = [source.array.shape.axis(n).size for n in channels]
+                sizes = [self.emitter.size_product(channel_sizes)]
             else:
                 sizes = []
             expr = f"{expr}.reshape({', '.join(['-1', *sizes, *spatial_sizes])})"
@@ -114,7 +115,7 @@ class WindowLowering:
                 arguments.append(f"dilation={dilations}")
             if match.groups:
                 arguments.append(
-                    f"groups={self._product([degree[i].size for i in match.groups])}")
+                    f"groups={self.emitter.size_product([degree[i].size for i in match.groups])}")
             call = f"conv{rank}d"
             described = "convolution"
         elif match.kind == "max":
@@ -185,8 +186,8 @@ class WindowLowering:
         if len(groups) + len(outs) == 1 and len(ins) == 1:
             return expr
         sizes = {axis.name: axis.size for axis in kernel.array.shape.axes}
-        shape = [self._product([sizes[n] for n in [*groups, *outs]]),
-                 self._product([sizes[n] for n in ins]),
+        shape = [self.emitter.size_product([sizes[n] for n in [*groups, *outs]]),
+                 self.emitter.size_product([sizes[n] for n in ins]),
                  *(emit.size(sizes[n]) for n in windows)]
         return f"{expr}.reshape({', '.join(shape)})"
 
@@ -208,19 +209,3 @@ class WindowLowering:
         if len(set(values)) == 1:
             return str(values[0])
         return self.emitter.tuple_text([str(v) for v in values])
-
-    def _product(self, sizes: Sequence[ir.SizeExpr]) -> str:
-        """The code of a product of sizes (1 for none)."""
-        constant = 1
-        codes = []
-        for size in sizes:
-            value = self.emitter.sizes.value(size)
-            if value is not None:
-                constant *= value
-            else:
-                codes.append(self.emitter.size(size))
-        if constant != 1 or not codes:
-            codes.insert(0, str(constant))
-        if len(codes) == 1:
-            return codes[0]
-        return " * ".join(c if c.isidentifier() or c.isdecimal() else f"({c})" for c in codes)

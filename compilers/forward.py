@@ -125,6 +125,22 @@ class ForwardEmitter:
             self.sizes_read.update(self.atom_reads.get(key, key) for key in used)
         return code
 
+    def size_product(self, sizes: Sequence[ir.SizeExpr]) -> str:
+        """The code of a product of sizes (1 for none), its known factors folded into one."""
+        constant = 1
+        codes = []
+        for size in sizes:
+            value = self.sizes.value(size)
+            if value is not None:
+                constant *= value
+            else:
+                codes.append(self.size(size))
+        if constant != 1 or not codes:
+            codes.insert(0, str(constant))
+        if len(codes) == 1:
+            return codes[0]
+        return " * ".join(c if c.isidentifier() or c.isdecimal() else f"({c})" for c in codes)
+
     def _input_size(self, size: ir.SizeExpr) -> tuple[str, str] | None:
         """The code of a composite symbolic size from an input axis whose size differs from it
         by a constant (`n = d * e` read as `X.shape[-1]`, `q = d - 2` as `X.shape[-1] - 2`),
