@@ -38,7 +38,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import stat
 import sys
@@ -54,6 +53,7 @@ from typing import Any, Literal, TextIO, cast
 from ncd.api import Program, load
 from ncd.diagnostics import NcdError
 from ncd.loader import STDIN_NAME, kind_of_file
+from ncd.progress import ProgressBar
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 RENDER_FORMATS = ("svg", "pdf", "png", "dot", "tex")
@@ -403,31 +403,6 @@ def color_enabled(args: argparse.Namespace, stream: TextIO | None = None) -> boo
         return False
 
 
-class _Progress:
-    """A one-line progress bar on standard error (a terminal), redrawn in place with `\\r`."""
-
-    WIDTH = 24
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total = total
-        self.stream = stream
-        self.shown = 0  # the length of the line on the screen
-
-    def show(self, done: int, name: str) -> None:
-        filled = self.WIDTH * done // self.total
-        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{self.total} {name}"
-        line = line[:max(shutil.get_terminal_size().columns - 1, 20)]
-        self.stream.write("\r" + line.ljust(self.shown))
-        self.shown = len(line)
-        self.stream.flush()
-
-    def clear(self) -> None:
-        if self.shown:
-            self.stream.write("\r" + " " * self.shown + "\r")
-            self.shown = 0
-            self.stream.flush()
-
-
 @dataclass
 class Reporter:
     """How one command reports: diagnostics as text or JSON, other errors as text, a progress
@@ -437,7 +412,7 @@ class Reporter:
     json: bool
     debug: bool
     json_to_stdout: bool
-    progress: _Progress | None = None
+    progress: ProgressBar | None = None
     collected: list[dict[str, Any]] = field(default_factory=list)
     status: int = EXIT_OK
 
@@ -498,11 +473,11 @@ class Reporter:
         for problem in inputs.problems:
             self.usage(problem)
         if len(inputs.files) > 5 and sys.stderr is not None and sys.stderr.isatty():
-            self.progress = _Progress(len(inputs.files), sys.stderr)
+            self.progress = ProgressBar(sys.stderr)
         try:
             for index, file in enumerate(inputs.files):
                 if self.progress:
-                    self.progress.show(index, _shown(file))
+                    self.progress.show(index, len(inputs.files), after=_shown(file))
                 try:
                     work(file)
                 except NcdError as error:

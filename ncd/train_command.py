@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from ncd.datasets import layout, read_dataset
     from ncd.diagnostics import did_you_mean
-    from ncd.trainer import Epoch, ProgressBar, epoch_line, train
+    from ncd.progress import ProgressBar
+    from ncd.trainer import Epoch, epoch_line, train
 
     # PyTorch warns at import when NumPy is missing; ncd train needs no NumPy.
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")

@@ -8,14 +8,14 @@ over the whole data set with the parameters as they are then (the training accur
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, cast
 
 from ncd.api import Program
 from ncd.datasets import Dataset
+from ncd.progress import ProgressBar
 
 if TYPE_CHECKING:
     import torch
@@ -36,31 +36,6 @@ class Epoch:
 class TrainingRun:
     step: torch.nn.Module
     epochs: list[Epoch] = field(default_factory=list)
-
-
-class ProgressBar:
-    """A one-line bar of the batches of an epoch on a terminal, redrawn in place with `\\r`."""
-
-    WIDTH = 24
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.shown = 0
-
-    def show(self, epoch: int, epochs: int, done: int, total: int, loss: float) -> None:
-        filled = self.WIDTH * done // max(total, 1)
-        line = (f"epoch {epoch}/{epochs} [{'#' * filled}{'.' * (self.WIDTH - filled)}] "
-                f"{done}/{total} loss {loss:.4f}")
-        line = line[:max(shutil.get_terminal_size().columns - 1, 20)]
-        self.stream.write("\r" + line.ljust(self.shown))
-        self.shown = len(line)
-        self.stream.flush()
-
-    def clear(self) -> None:
-        if self.shown:
-            self.stream.write("\r" + " " * self.shown + "\r")
-            self.shown = 0
-            self.stream.flush()
 
 
 def train(program: Program, name: str, data: Dataset, *, epochs: int, batch_size: int,
@@ -86,8 +61,9 @@ def train(program: Program, name: str, data: Dataset, *, epochs: int, batch_size
             loss = step(data.inputs[chosen], data.targets[chosen])
             total += float(loss) * len(chosen)
             if progress is not None:
-                progress.show(number, epochs, index + 1, batches, total / min(
-                    (index + 1) * batch_size, count))
+                loss_so_far = total / min((index + 1) * batch_size, count)
+                progress.show(index + 1, batches, before=f"epoch {number}/{epochs} ",
+                              after=f"loss {loss_so_far:.4f}")
         if progress is not None:
             progress.clear()
         epoch = Epoch(number, total / count, accuracy(step, data, batch_size),

@@ -371,12 +371,12 @@ def test_bad_pt_files_are_diagnostics(tmp_path: Path) -> None:
 
 
 def test_the_progress_bar_redraws_one_line_and_clears_it() -> None:
-    from ncd.trainer import ProgressBar
+    from ncd.progress import ProgressBar
 
     stream = io.StringIO()
     bar = ProgressBar(stream)
-    bar.show(2, 5, 3, 10, 0.5)
-    bar.show(2, 5, 10, 10, 0.25)
+    bar.show(3, 10, before="epoch 2/5 ", after="loss 0.5000")
+    bar.show(10, 10, before="epoch 2/5 ", after="loss 0.2500")
     shown = stream.getvalue()
     assert shown.count("\r") == 2 and "\n" not in shown
     assert "epoch 2/5 [#######.................] 3/10 loss 0.5000" in shown
