@@ -783,8 +783,9 @@ def elementwise(function: str, x: torch.Tensor) -> torch.Tensor:
         case "gelu_tanh":
             return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)))
         case "sign":
+            # 0 where x is NaN: the language defines sign so (as torch.sign computes it).
             ones = torch.ones_like(x)
-            return torch.where(x > 0, ones, torch.where(x < 0, -ones, x * 0))  # NaN stays NaN
+            return torch.where(x > 0, ones, torch.where(x < 0, -ones, torch.zeros_like(x)))
     raise MalformedTerm(f"unknown elementwise function {function!r}")
 
 

@@ -62,7 +62,7 @@ FUNCTIONS: dict[ElementwiseFunction, Function] = {
                           "GELU (tanh)", "gelu", functional=True, options='approximate="tanh"'),
     # The step functions of the reverse derivative (`relu`, `abs`, `maximum`, `max`) are
     # made from it: `relu(sign(x))` is 1 where x > 0, else 0.
-    "sign": Function("the sign of x: -1, 0 or 1", "sgn", "sign"),
+    "sign": Function("the sign of x: -1, 0 or 1 (0 where x is NaN)", "sgn", "sign"),
 }
 
 if set(FUNCTIONS) != set(get_args(ElementwiseFunction)):  # loud at import, not when drawn
