@@ -110,6 +110,28 @@ def all_specs(spec: ModuleSpec) -> Iterator[ModuleSpec]:
         yield from all_specs(block)
 
 
+def state_keys(spec: ModuleSpec, classes: dict[str, ModuleSpec]
+               ) -> list[tuple[str, str, bool]] | None:
+    """What a module of the class holds: for each parameter and buffer its path in the IR
+    (`W`, `instance.W` in a called definition), its state-dict key (the attributes: a name may
+    be renamed, `to_`) and whether it is a buffer, in the order `named_parameters` and
+    `named_buffers` list them. `classes`: every class of the file by its name. None for a
+    class that holds copies (an `nn.ModuleList`), whose keys have no path of the IR."""
+    keys = [(e.parameter.name, e.attribute, e.parameter.buffer) for e in spec.params.values()]
+    instances = {attribute: instance for instance, attribute in spec.child_by_instance.items()}
+    for child in spec.children:
+        instance = instances.get(child.attribute)
+        inner = classes.get(child.class_name)
+        if child.repeat is not None or instance is None or inner is None:
+            return None
+        held = state_keys(inner, classes)
+        if held is None:
+            return None
+        keys += [(f"{instance}.{path}", f"{child.attribute}.{key}", buffer)
+                 for path, key, buffer in held]
+    return keys
+
+
 def nested_blocks(spec: ModuleSpec) -> list[ModuleSpec]:
     """Block classes in the order they must be defined (inner before outer)."""
     ordered: list[ModuleSpec] = []

@@ -158,10 +158,13 @@ class ProgramCompiler:
             class_name, tuple(v.batched for v in outputs))
 
 
-def _compile(program: ir.Program, definition: str | None,
+def _compile(program: ir.Program, definition: str | Sequence[str] | None,
              source_name: str | None) -> tuple[str, ProgramCompiler]:
     compiler = ProgramCompiler(program)
-    roots = [definition] if definition is not None else [d.name for d in program.definitions]
+    if definition is None:
+        roots = [d.name for d in program.definitions]
+    else:
+        roots = [definition] if isinstance(definition, str) else list(definition)
     with paused_collection():  # many long-lived objects: see `paused_collection`
         for name in compiler.order(roots):
             compiler.compile_definition(compiler.definition(name))
@@ -198,12 +201,13 @@ def compile_program(program: ir.Program, definition: str | None = None, *,
     return _compile(program, definition, source_name)[0]
 
 
-def compile_with_classes(program: ir.Program, definition: str, *,
-                         source_name: str | None = None) -> tuple[str, dict[str, str]]:
-    """The source `compile_program` writes for `definition`, and the class of each definition
-    in it (for code written after it: a training step names its model's class)."""
-    source, compiler = _compile(program, definition, source_name)
-    return source, {name: info.class_name for name, info in compiler.infos.items()}
+def compile_with_classes(program: ir.Program, definitions: str | Sequence[str], *,
+                         source_name: str | None = None) -> tuple[str, dict[str, ModuleSpec]]:
+    """The source `compile_program` writes for `definitions` (one name or several, each with
+    the definitions it calls), and the class of each definition in it (for code written after
+    it: a training step names its model's class and reads the parameters it registers)."""
+    source, compiler = _compile(program, definitions, source_name)
+    return source, dict(compiler.specs)
 
 
 def source_label(source: str | Path) -> str:
