@@ -223,7 +223,7 @@ def _step_class(training: ir.Training, loss: LossDeclaration,
                 step_class: str, state_class: str,
                 backward: CompiledBackward | None) -> list[str]:
     names = Namespace({"self", "parameters", "output", "loss", "d_output", "gradients",
-                       "param", "grad", "model", "by_key", "key"})
+                       "param", "grad", "model", "by_key", "key", "backward", "aliases"})
     source = names.fresh(training.input.name, "X")
     target = names.fresh("target")
     states = [(spec, names.fresh(spec.name, "state")) for spec in optimiser.state]
@@ -257,20 +257,23 @@ def _step_class(training: ir.Training, loss: LossDeclaration,
         if len(backward.gradient_of) == 1:
             gradient_of += ","
         lines += [
-            "        # The model's backward module, outside the step's state (its tensors are the",
-            "        # model's: the same objects, so each update of the model is seen by it).",
-            f'        object.__setattr__(self, "backward", {backward.class_name}())',
+            "        # The model's backward module, made without memory or random draws (on the",
+            "        # meta device), then given the model's tensors themselves: each update of",
+            "        # the model is seen by it. It is no part of the step's state.",
+            '        with torch.device("meta"):',
+            f"            backward = {backward.class_name}()",
         ]
         if aliases:
             lines += [
                 "        # Call sites where the backward definition recomputes a call of the",
                 "        # forward pass: their parameters are those of the forward call site.",
                 *_assign("aliases", f"{{{aliases}}}", "        "),
-                "        share_parameters(self.backward, self.model, aliases)",
+                "        share_parameters(backward, self.model, aliases)",
             ]
         else:
-            lines.append("        share_parameters(self.backward, self.model, {})")
+            lines.append("        share_parameters(backward, self.model, {})")
         lines += [
+            '        object.__setattr__(self, "backward", backward)',
             "        # What each output of the backward module is the gradient of: the model's",
             "        # input, then its parameters by state-dict key.",
             *_assign("self.gradient_of", f"({gradient_of})", "        "),

@@ -153,12 +153,34 @@ def test_a_model_calling_definitions_uses_their_compiled_backward() -> None:
     twenty_steps_against_torch_optim(program, (6, 4))
 
 
+def test_a_model_with_dropout_falls_back_to_autograd() -> None:
+    """The backward definition is the evaluation-mode derivative: a step in training mode,
+    whose forward pass draws dropout masks, takes its gradients from torch.autograd."""
+    program = ncd.load("""axis b
+axis m = 4, n = 3
+def net(X: R[b, m]) -> R[b, n] {
+    return linear[m -> n, bias](dropout[p=0.5](X), W, c)
+}
+train t { model: net  loss: cross_entropy[n]  optimiser: sgd(lr = 0.1) }
+""")
+    source = program.compile("t")
+    assert "`net` draws dropout masks" in source and "def model_gradients(" in source
+    assert len(re.findall(r"torch\.autograd\.\w+\(", source)) == 1
+    step = program.training_step("t")
+    assert torch.isfinite(step(torch.randn(4, 4), torch.tensor([0, 1, 2, 0])))
+
+
 def test_the_iris_step_runs_the_compiled_backward_on_the_models_tensors() -> None:
     program = ncd.load(IRIS)
     source = program.compile("fit_iris")
     assert "torch.autograd" not in source and "model_gradients" not in source
     assert "class IrisMlpGrad(nn.Module):" in source
+    torch.manual_seed(3)
     step = program.training_step("fit_iris", dtype=torch.float64)
+    drawn = torch.rand(1)
+    torch.manual_seed(3)
+    type(step.model)()
+    assert torch.equal(drawn, torch.rand(1))  # the backward module draws no random numbers
     backward = step.backward
     # The backward module's tensors are the model's own, and stay so across steps; it is no
     # part of the step's state (saved once, under `model.`).
