@@ -347,10 +347,15 @@ def signature_lines(arguments: Sequence[str], returns: str) -> list[str]:
     one_line = f"    def forward({', '.join(arguments)}) -> {returns}:"
     if len(one_line) <= LINE_LENGTH:
         return [one_line]
+    closing = [f"    ) -> {returns}:"]
+    if len(closing[0]) > LINE_LENGTH and returns.startswith("tuple[") and returns.endswith("]"):
+        # many outputs (a backward definition's): one type a line, as the formatter does
+        closing = ["    ) -> tuple[", *(f"        {t.strip()}," for t in returns[6:-1].split(",")),
+                   "    ]:"]
     middle = "        " + ", ".join(arguments)
     if len(middle) <= LINE_LENGTH:
-        return ["    def forward(", middle, f"    ) -> {returns}:"]
-    return ["    def forward(", *(f"        {a}," for a in arguments), f"    ) -> {returns}:"]
+        return ["    def forward(", middle, *closing]
+    return ["    def forward(", *(f"        {a}," for a in arguments), *closing]
 
 
 def buffer_value(parameter: ir.Parameter, dims: list[str]) -> str:
@@ -391,7 +396,10 @@ def extra_repr_lines(spec: ModuleSpec, sizes: ProgramSizes) -> list[str]:
         return lines
     lines.append("        lines = (")
     for entry in entries:
-        parts = split_text(entry, LINE_LENGTH - 16)
+        # whole when it fits with its comma at this indent: the formatter joins adjacent
+        # literals that fit
+        fits = len(string_literal(entry)) + 13 <= LINE_LENGTH
+        parts = [entry] if fits else split_text(entry, LINE_LENGTH - 16)
         for index, part in enumerate(parts):
             comma = "," if index == len(parts) - 1 else ""
             lines.append(f"            {string_literal(part)}{comma}")

@@ -26,6 +26,7 @@ This module writes text only; it does not import torch (`build_module` imports i
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,14 @@ from .errors import CompileError
 from .forward import ForwardEmitter, shape_checks, symbol_reads
 from .generated import load_source
 from .lifetimes import free_after_last_use
-from .modules import DefinitionInfo, ModuleSpec, all_specs, class_lines, nested_blocks
+from .modules import (
+    LINE_LENGTH,
+    DefinitionInfo,
+    ModuleSpec,
+    all_specs,
+    class_lines,
+    nested_blocks,
+)
 from .naming import Namespace, camel_case, comment_text
 
 # A folder holding one of these is the root of a project: headers name sources from there.
@@ -139,7 +147,10 @@ class ProgramCompiler:
         self.functional = self.functional or emitter.functional
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)
-        forward.insert(0, f"        # {inputs_doc} -> {outputs_doc}")
+        forward[0:0] = [f"        # {line}" for line in textwrap.wrap(
+            f"{inputs_doc} -> {outputs_doc}", LINE_LENGTH - 10, break_long_words=False,
+            break_on_hyphens=False)]
+        forward = _wrapped_return(forward)
         spec.signature = ", ".join(f"{v.code}: {v.array.text()}" for v in arguments) + \
             " -> " + ", ".join(v.array.text() for v in definition.outputs)
         signature = ["self"] + [f"{v.code}: torch.Tensor" for v in arguments]
@@ -156,6 +167,19 @@ class ProgramCompiler:
         self.specs[definition.name] = spec
         self.infos[definition.name] = DefinitionInfo(
             class_name, tuple(v.batched for v in outputs))
+
+
+def _wrapped_return(lines: list[str]) -> list[str]:
+    """The body with its last line, `return a, b, ...`, one value a line in parentheses when
+    it is too long (many outputs: a backward definition's), as the formatter lays it out."""
+    last = lines[-1] if lines else ""
+    prefix = "        return "
+    if len(last) <= LINE_LENGTH or not last.startswith(prefix) or "#" in last:
+        return lines
+    values = last[len(prefix):].split(", ")
+    if not all(v.isidentifier() for v in values):
+        return lines
+    return [*lines[:-1], "        return (", *(f"            {v}," for v in values), "        )"]
 
 
 def _compile(program: ir.Program, definition: str | Sequence[str] | None,

@@ -125,7 +125,8 @@ def _compile_training(program: ir.Program, name: str,
         functions.append(loss.correct)
     functions.append(optimiser.update)
     if backward is None:
-        note = textwrap.wrap(f"The parameters' gradients come from torch.autograd: {why_autograd}",
+        note = textwrap.wrap(comment_text("The parameters' gradients come from torch.autograd: "
+                                          + why_autograd),
                              98, break_long_words=False, break_on_hyphens=False)
         functions.append("\n".join(f"# {line}" for line in note) + MODEL_GRADIENTS)
     else:
