@@ -110,6 +110,28 @@ def all_specs(spec: ModuleSpec) -> Iterator[ModuleSpec]:
         yield from all_specs(block)
 
 
+def state_keys(spec: ModuleSpec, classes: dict[str, ModuleSpec]
+               ) -> list[tuple[str, str, bool]] | None:
+    """What a module of the class holds: for each parameter and buffer its path in the IR
+    (`W`, `instance.W` in a called definition), its state-dict key (the attributes: a name may
+    be renamed, `to_`) and whether it is a buffer, in the order `named_parameters` and
+    `named_buffers` list them. `classes`: every class of the file by its name. None for a
+    class that holds copies (an `nn.ModuleList`), whose keys have no path of the IR."""
+    keys = [(e.parameter.name, e.attribute, e.parameter.buffer) for e in spec.params.values()]
+    instances = {attribute: instance for instance, attribute in spec.child_by_instance.items()}
+    for child in spec.children:
+        instance = instances.get(child.attribute)
+        inner = classes.get(child.class_name)
+        if child.repeat is not None or instance is None or inner is None:
+            return None
+        held = state_keys(inner, classes)
+        if held is None:
+            return None
+        keys += [(f"{instance}.{path}", f"{child.attribute}.{key}", buffer)
+                 for path, key, buffer in held]
+    return keys
+
+
 def nested_blocks(spec: ModuleSpec) -> list[ModuleSpec]:
     """Block classes in the order they must be defined (inner before outer)."""
     ordered: list[ModuleSpec] = []
@@ -325,10 +347,15 @@ def signature_lines(arguments: Sequence[str], returns: str) -> list[str]:
     one_line = f"    def forward({', '.join(arguments)}) -> {returns}:"
     if len(one_line) <= LINE_LENGTH:
         return [one_line]
+    closing = [f"    ) -> {returns}:"]
+    if len(closing[0]) > LINE_LENGTH and returns.startswith("tuple[") and returns.endswith("]"):
+        # many outputs (a backward definition's): one type a line, as the formatter does
+        closing = ["    ) -> tuple[", *(f"        {t.strip()}," for t in returns[6:-1].split(",")),
+                   "    ]:"]
     middle = "        " + ", ".join(arguments)
     if len(middle) <= LINE_LENGTH:
-        return ["    def forward(", middle, f"    ) -> {returns}:"]
-    return ["    def forward(", *(f"        {a}," for a in arguments), f"    ) -> {returns}:"]
+        return ["    def forward(", middle, *closing]
+    return ["    def forward(", *(f"        {a}," for a in arguments), *closing]
 
 
 def buffer_value(parameter: ir.Parameter, dims: list[str]) -> str:
@@ -369,7 +396,10 @@ def extra_repr_lines(spec: ModuleSpec, sizes: ProgramSizes) -> list[str]:
         return lines
     lines.append("        lines = (")
     for entry in entries:
-        parts = split_text(entry, LINE_LENGTH - 16)
+        # whole when it fits with its comma at this indent: the formatter joins adjacent
+        # literals that fit
+        fits = len(string_literal(entry)) + 13 <= LINE_LENGTH
+        parts = [entry] if fits else split_text(entry, LINE_LENGTH - 16)
         for index, part in enumerate(parts):
             comma = "," if index == len(parts) - 1 else ""
             lines.append(f"            {string_literal(part)}{comma}")

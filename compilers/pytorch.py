@@ -26,6 +26,7 @@ This module writes text only; it does not import torch (`build_module` imports i
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,14 @@ from .errors import CompileError
 from .forward import ForwardEmitter, shape_checks, symbol_reads
 from .generated import load_source
 from .lifetimes import free_after_last_use
-from .modules import DefinitionInfo, ModuleSpec, all_specs, class_lines, nested_blocks
+from .modules import (
+    LINE_LENGTH,
+    DefinitionInfo,
+    ModuleSpec,
+    all_specs,
+    class_lines,
+    nested_blocks,
+)
 from .naming import Namespace, camel_case, comment_text
 
 # A folder holding one of these is the root of a project: headers name sources from there.
@@ -139,7 +147,10 @@ class ProgramCompiler:
         self.functional = self.functional or emitter.functional
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)
-        forward.insert(0, f"        # {inputs_doc} -> {outputs_doc}")
+        forward[0:0] = [f"        # {line}" for line in textwrap.wrap(
+            f"{inputs_doc} -> {outputs_doc}", LINE_LENGTH - 10, break_long_words=False,
+            break_on_hyphens=False)]
+        forward = _wrapped_return(forward)
         spec.signature = ", ".join(f"{v.code}: {v.array.text()}" for v in arguments) + \
             " -> " + ", ".join(v.array.text() for v in definition.outputs)
         signature = ["self"] + [f"{v.code}: torch.Tensor" for v in arguments]
@@ -158,10 +169,26 @@ class ProgramCompiler:
             class_name, tuple(v.batched for v in outputs))
 
 
-def _compile(program: ir.Program, definition: str | None,
+def _wrapped_return(lines: list[str]) -> list[str]:
+    """The body with its last line, `return a, b, ...`, one value a line in parentheses when
+    it is too long (many outputs: a backward definition's), as the formatter lays it out."""
+    last = lines[-1] if lines else ""
+    prefix = "        return "
+    if len(last) <= LINE_LENGTH or not last.startswith(prefix) or "#" in last:
+        return lines
+    values = last[len(prefix):].split(", ")
+    if not all(v.isidentifier() for v in values):
+        return lines
+    return [*lines[:-1], "        return (", *(f"            {v}," for v in values), "        )"]
+
+
+def _compile(program: ir.Program, definition: str | Sequence[str] | None,
              source_name: str | None) -> tuple[str, ProgramCompiler]:
     compiler = ProgramCompiler(program)
-    roots = [definition] if definition is not None else [d.name for d in program.definitions]
+    if definition is None:
+        roots = [d.name for d in program.definitions]
+    else:
+        roots = [definition] if isinstance(definition, str) else list(definition)
     with paused_collection():  # many long-lived objects: see `paused_collection`
         for name in compiler.order(roots):
             compiler.compile_definition(compiler.definition(name))
@@ -198,12 +225,13 @@ def compile_program(program: ir.Program, definition: str | None = None, *,
     return _compile(program, definition, source_name)[0]
 
 
-def compile_with_classes(program: ir.Program, definition: str, *,
-                         source_name: str | None = None) -> tuple[str, dict[str, str]]:
-    """The source `compile_program` writes for `definition`, and the class of each definition
-    in it (for code written after it: a training step names its model's class)."""
-    source, compiler = _compile(program, definition, source_name)
-    return source, {name: info.class_name for name, info in compiler.infos.items()}
+def compile_with_classes(program: ir.Program, definitions: str | Sequence[str], *,
+                         source_name: str | None = None) -> tuple[str, dict[str, ModuleSpec]]:
+    """The source `compile_program` writes for `definitions` (one name or several, each with
+    the definitions it calls), and the class of each definition in it (for code written after
+    it: a training step names its model's class and reads the parameters it registers)."""
+    source, compiler = _compile(program, definitions, source_name)
+    return source, dict(compiler.specs)
 
 
 def source_label(source: str | Path) -> str:

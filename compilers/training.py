@@ -3,11 +3,17 @@ the model's module, the loss and the optimiser's update as plain functions, and 
 whose `forward(X, target)` runs one step and returns the loss.
 
 One step is the lens: the forward pass, the loss and its gradient with respect to the model's
-output (written out, `ncd.learning`), the model's parameter gradients (`model_gradients`, the
-one place that still uses `torch.autograd`: the compiled reverse pass is to take its place),
-and the optimiser's update of the parameters and of its state arrays (written out: no
-`torch.optim` at run time). The optimiser's state wires of the IR are buffers of the step
-module (`exp_avg.W_in`, `step`), so they are saved and loaded with its `state_dict`.
+output (written out, `ncd.learning`), the model's parameter gradients, and the optimiser's
+update of the parameters and of its state arrays (written out: no `torch.optim` at run time).
+The optimiser's state wires of the IR are buffers of the step module (`exp_avg.W_in`,
+`step`), so they are saved and loaded with its `state_dict`.
+
+The parameter gradients come from the model's backward definition (`ncd.derivative`),
+compiled into the same file: the step holds a module of it that reads the model's own
+parameter tensors, and no `torch.autograd` runs. A model whose backward definition cannot be
+built (a scan, batch normalisation: E320), or that draws dropout masks (the backward
+definition is the evaluation-mode derivative), takes its gradients from `torch.autograd`
+instead (`model_gradients`), and the file says why in a comment.
 
 This module writes text only; it does not import torch.
 """
@@ -15,15 +21,19 @@ This module writes text only; it does not import torch.
 from __future__ import annotations
 
 import re
+import textwrap
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ncd import ir
+from ncd.derivative import Backward, with_backward
+from ncd.diagnostics import NcdError
 from ncd.learning import LOSSES, OPTIMISERS, LossDeclaration, OptimiserDeclaration
 
 from .errors import CompileError
 from .generated import load_source
-from .modules import docstring_literal
-from .naming import Namespace, camel_case, comment_text
+from .modules import ModuleSpec, docstring_literal, state_keys
+from .naming import Namespace, camel_case, comment_text, string_literal
 from .pytorch import compile_with_classes
 
 if TYPE_CHECKING:
@@ -33,11 +43,31 @@ MODEL_GRADIENTS = '''
 def model_gradients(
     output: torch.Tensor, parameters: tuple[torch.Tensor, ...], d_output: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
-    """The gradients of the model's parameters, from the gradient `d_output` of its output.
-
-    The one use of torch.autograd in a training step (through the graph the forward pass
-    recorded); the compiled reverse pass of the model is to take its place."""
+    """The gradients of the model's parameters, from the gradient `d_output` of its output,
+    by torch.autograd (through the graph the forward pass recorded)."""
     return torch.autograd.grad(output, parameters, d_output)
+'''
+
+SHARE_PARAMETERS = '''
+def share_parameters(backward: nn.Module, forward: nn.Module, aliases: dict[str, str]) -> None:
+    """Make `backward` read `forward`'s parameters and buffers themselves (the same tensors,
+    so an update of the model is seen): each tensor of the backward module is replaced by the
+    forward module's of the same state-dict key, or, under a call site of `aliases` (where
+    the backward definition recomputes a call of the forward pass), of the aliased site."""
+    sources = dict(forward.named_parameters()) | dict(forward.named_buffers())
+    renames = sorted(aliases.items(), key=lambda item: -len(item[0]))
+    for key, _ in [*backward.named_parameters(), *backward.named_buffers()]:
+        source = key
+        for new, old in renames:
+            if source.startswith(new + "."):
+                source = old + source[len(new) :]
+                break
+        path, _, leaf = key.rpartition(".")
+        owner = backward.get_submodule(path) if path else backward
+        if leaf in owner._parameters:
+            owner._parameters[leaf] = sources[source]
+        else:
+            owner._buffers[leaf] = sources[source]
 '''
 
 OPTIMISER_STATE = '''
@@ -58,6 +88,17 @@ def compile_training(program: ir.Program, name: str, *,
     return _compile_training(program, name, source_name)[0]
 
 
+@dataclass(frozen=True)
+class CompiledBackward:
+    """The model's backward definition as the step uses it: its class, what each of its
+    outputs is the gradient of (the model's input by its name, a parameter by the model's
+    state-dict key), and the call sites whose parameters are another site's."""
+
+    class_name: str
+    gradient_of: tuple[str, ...]
+    aliases: tuple[tuple[str, str], ...]
+
+
 def _compile_training(program: ir.Program, name: str,
                       source_name: str | None) -> tuple[str, str, str]:
     """The source file, the name of the model's class and that of the step's class."""
@@ -67,8 +108,14 @@ def _compile_training(program: ir.Program, name: str,
         raise CompileError(f"no training set-up named {name!r}") from None
     loss = LOSSES[training.loss.name]
     optimiser = OPTIMISERS[training.optimiser.name]
-    source, classes = compile_with_classes(program, training.model, source_name=source_name)
-    model_class = classes[training.model]
+    compiled = _with_backward(program, training, source_name)
+    if isinstance(compiled, str):
+        why_autograd = compiled
+        source, specs = compile_with_classes(program, training.model, source_name=source_name)
+        backward = None
+    else:
+        source, specs, backward = compiled
+    model_class = specs[training.model].class_name
     # The classes added here take names no class of the file has (blocks have classes too).
     names = Namespace(set(re.findall(r"^class (\w+)\(", source, re.MULTILINE)))
     state_class = names.fresh("OptimiserState")
@@ -76,12 +123,91 @@ def _compile_training(program: ir.Program, name: str,
     functions = [loss.function]
     if loss.correct is not None:
         functions.append(loss.correct)
-    functions += [optimiser.update, MODEL_GRADIENTS,
-                  OPTIMISER_STATE.replace("class OptimiserState(", f"class {state_class}(")]
+    functions.append(optimiser.update)
+    if backward is None:
+        note = textwrap.wrap(comment_text("The parameters' gradients come from torch.autograd: "
+                                          + why_autograd),
+                             98, break_long_words=False, break_on_hyphens=False)
+        functions.append("\n".join(f"# {line}" for line in note) + MODEL_GRADIENTS)
+    else:
+        functions.append(SHARE_PARAMETERS)
+    functions.append(OPTIMISER_STATE.replace("class OptimiserState(", f"class {state_class}("))
     chunks = [chunk.strip("\n") for chunk in functions]
     chunks.append("\n".join(_step_class(training, loss, optimiser, model_class, step_class,
-                                        state_class)))
+                                        state_class, backward)))
     return source + "".join(f"\n\n{chunk}\n" for chunk in chunks), model_class, step_class
+
+
+def _with_backward(program: ir.Program, training: ir.Training, source_name: str | None
+                   ) -> tuple[str, dict[str, ModuleSpec], CompiledBackward] | str:
+    """The file's source with the classes of the model and of its backward definition, the
+    class of each definition, and the backward as the step uses it; or why the step takes its
+    gradients from torch.autograd instead."""
+    try:
+        extended, made = with_backward(program, training.model)
+    except NcdError as error:
+        return f"the model's backward definition cannot be built ({error.diagnostics[0].message})"
+    dropout = _dropout_in(program, training.model)
+    if dropout is not None:
+        return (f"`{dropout}` draws dropout masks, and the backward definition is the "
+                "evaluation-mode derivative")
+    grad_name = made.definition.name
+    try:
+        source, specs = compile_with_classes(extended, [training.model, grad_name],
+                                             source_name=source_name)
+    except CompileError as error:
+        return f"the model's backward definition does not compile ({error})"
+    mapped = _gradient_keys(made, specs, training)
+    if mapped is None:
+        return ("the backward module's parameters do not map by name onto the model's "
+                "(a parameter renamed in the generated classes)")
+    return source, specs, CompiledBackward(specs[grad_name].class_name, mapped, made.aliases)
+
+
+def _dropout_in(program: ir.Program, name: str) -> str | None:
+    """The first definition, of `name` and those it calls, that applies dropout (p > 0)."""
+    pending, seen = [name], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for term in ir.walk(program.definition(current).body):
+            if not isinstance(term, ir.Broadcasted):
+                continue
+            if isinstance(term.op, ir.DropoutOp) and term.op.p > 0:
+                return current
+            if isinstance(term.op, ir.CallOp):
+                pending.append(term.op.definition)
+    return None
+
+
+def _gradient_keys(made: Backward, specs: dict[str, ModuleSpec],
+                   training: ir.Training) -> tuple[str, ...] | None:
+    """For each output of the backward definition, the model's state-dict key of the
+    parameter it is the gradient of (the input's name for the input's gradient); None unless
+    every parameter of the model has one and every parameter and buffer of the backward
+    module has a tensor of the model to read (what `share_parameters` does at run time)."""
+    classes = {spec.class_name: spec for spec in specs.values()}
+    model_keys = state_keys(specs[training.model], classes)
+    backward_keys = state_keys(specs[made.definition.name], classes)
+    if model_keys is None or backward_keys is None:
+        return None
+    key_of = {path: key for path, key, buffer in model_keys if not buffer}
+    inputs = {training.input.name}
+    mapped = tuple(name if name in inputs else key_of.get(name, "") for name in made.gradient_of)
+    learned = [key for _, key, buffer in model_keys if not buffer]
+    if "" in mapped or sorted(k for k in mapped if k not in inputs) != sorted(learned) or \
+            inputs & set(learned):
+        return None
+    held = {key for _, key, _ in model_keys}
+    renames = sorted(made.aliases, key=lambda item: -len(item[0]))
+    for _, key, _ in backward_keys:
+        source = next((old + key[len(new):] for new, old in renames
+                       if key.startswith(new + ".")), key)
+        if source not in held:
+            return None
+    return mapped
 
 
 def class_dim(training: ir.Training) -> int:
@@ -95,9 +221,10 @@ def class_dim(training: ir.Training) -> int:
 
 def _step_class(training: ir.Training, loss: LossDeclaration,
                 optimiser: OptimiserDeclaration, model_class: str,
-                step_class: str, state_class: str) -> list[str]:
+                step_class: str, state_class: str,
+                backward: CompiledBackward | None) -> list[str]:
     names = Namespace({"self", "parameters", "output", "loss", "d_output", "gradients",
-                       "param", "grad", "model"})
+                       "param", "grad", "model", "by_key", "key", "backward", "aliases"})
     source = names.fresh(training.input.name, "X")
     target = names.fresh("target")
     states = [(spec, names.fresh(spec.name, "state")) for spec in optimiser.state]
@@ -123,20 +250,64 @@ def _step_class(training: ir.Training, loss: LossDeclaration,
     ]
     for spec, attribute in states:
         lines.append(f"        self.{attribute} = {state_class}(self.model, {inits[spec.name]!r})")
+    lines.append('        self.register_buffer("step", torch.zeros(()))')
+    if backward is not None:
+        aliases = ", ".join(f"{string_literal(new)}: {string_literal(old)}"
+                            for new, old in backward.aliases)
+        gradient_of = ", ".join(string_literal(name) for name in backward.gradient_of)
+        if len(backward.gradient_of) == 1:
+            gradient_of += ","
+        lines += [
+            "        # The model's backward module, made without memory or random draws (on the",
+            "        # meta device), then given the model's tensors themselves: each update of",
+            "        # the model is seen by it. It is no part of the step's state.",
+            '        with torch.device("meta"):',
+            f"            backward = {backward.class_name}()",
+        ]
+        if aliases:
+            lines += [
+                "        # Call sites where the backward definition recomputes a call of the",
+                "        # forward pass: their parameters are those of the forward call site.",
+                *_assign("aliases", f"{{{aliases}}}", "        "),
+                "        share_parameters(backward, self.model, aliases)",
+            ]
+        else:
+            lines.append("        share_parameters(backward, self.model, {})")
+        lines += [
+            '        object.__setattr__(self, "backward", backward)',
+            "        # What each output of the backward module is the gradient of: the model's",
+            "        # input, then its parameters by state-dict key.",
+            *_assign("self.gradient_of", f"({gradient_of})", "        "),
+        ]
     lines += [
-        '        self.register_buffer("step", torch.zeros(()))',
         "",
         f"    def forward(self, {source}: torch.Tensor, {target}: torch.Tensor) -> torch.Tensor:",
         f"        # {comment_text(training.input.array.text())}, "
         f"{comment_text(training.loss.target.text())} -> the loss, R[]",
         "        parameters = tuple(self.model.parameters())",
-        "        with torch.enable_grad():",
-        f"            output = self.model({source})",
-        f"        loss, d_output = {loss.loss_function}(output.detach(), {target}, {dim})",
-        "        gradients = model_gradients(output, parameters, d_output)",
-        "        with torch.no_grad():",
-        "            self.step += 1",
     ]
+    if backward is None:
+        lines += [
+            "        with torch.enable_grad():",
+            f"            output = self.model({source})",
+            f"        loss, d_output = {loss.loss_function}(output.detach(), {target}, {dim})",
+            "        gradients = model_gradients(output, parameters, d_output)",
+            "        with torch.no_grad():",
+            "            self.step += 1",
+        ]
+    else:
+        lines += [
+            "        with torch.no_grad():",
+            f"            output = self.model({source})",
+            f"            loss, d_output = {loss.loss_function}(output, {target}, {dim})",
+            "            # The compiled reverse pass, its outputs put in the order of the",
+            "            # parameters by name.",
+            *_assign("by_key", "dict(zip(self.gradient_of, "
+                     f"self.backward({source}, d_output), strict=True))", "            "),
+            "            gradients = tuple(by_key[key] for key, _ in "
+            "self.model.named_parameters())",
+            "            self.step += 1",
+        ]
     loop = ["param", "grad", *(attribute for _, attribute in states)]
     sources = ["parameters", "gradients", *(f"self.{attribute}.buffers()"
                                            for _, attribute in states)]
@@ -194,8 +365,21 @@ def _call(function: str, arguments: str, indent: str) -> list[str]:
             f"{indent})"]
 
 
+def _assign(target: str, value: str, indent: str) -> list[str]:
+    """`target = value` as `ruff format` lays it out for a call, a tuple or a dict: on one line
+    when it fits, else its top-level items one a line (a trailing comma after the last)."""
+    one_line = f"{indent}{target} = {value}"
+    if len(one_line) <= 100:
+        return [one_line]
+    opening = min(value.index(bracket) for bracket in "({" if bracket in value)
+    head, inner_text = value[:opening + 1], value[opening + 1:-1]
+    inner = indent + "    "
+    return [f"{indent}{target} = {head}",
+            *(f"{inner}{a}," for a in _split_arguments(inner_text)), f"{indent}{value[-1]}"]
+
+
 def _split_arguments(arguments: str) -> list[str]:
-    """The top-level arguments of a call's text (commas inside parentheses kept)."""
+    """The top-level arguments of a call's text (commas inside brackets kept)."""
     parts: list[str] = []
     depth = 0
     current = ""
@@ -204,7 +388,7 @@ def _split_arguments(arguments: str) -> list[str]:
             parts.append(current.strip())
             current = ""
             continue
-        depth += {"(": 1, ")": -1}.get(char, 0)
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(char, 0)
         current += char
     if current.strip():
         parts.append(current.strip())

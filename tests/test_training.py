@@ -59,22 +59,22 @@ def test_every_optimiser_is_tested() -> None:
     assert set(HYPER) == set(OPTIMISERS)
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMISERS))
-def test_twenty_steps_equal_torch_optim(name: str) -> None:
-    declaration = OPTIMISERS[name]
-    program = ncd.load(setup(f"model: net  loss: cross_entropy[n]  "
-                             f"optimiser: {name}({HYPER[name]})"))
+def twenty_steps_against_torch_optim(program: ncd.Program, shape: tuple[int, ...]) -> None:
+    """Twenty steps of the set-up `t` (float64) and of `torch.optim` on a copy of its model,
+    on the same random batches of inputs of `shape`: the same losses and parameters to 1e-6."""
+    training = program.ir.training("t")
+    declaration = OPTIMISERS[training.optimiser.name]
     step = program.training_step("t", dtype=torch.float64)
     reference = type(step.model)().double()
     reference.load_state_dict(step.model.state_dict())
     hyper = {h.name: h.values[0] if len(h.values) == 1 else tuple(h.values)
-             for h in program.ir.training("t").optimiser.hyper}
+             for h in training.optimiser.hyper}
     optimiser = getattr(torch.optim, declaration.torch_class)(
         reference.parameters(), **hyper, **dict(declaration.torch_fixed))
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):
-        X = torch.randn(6, 4, generator=generator, dtype=torch.float64)
-        T = torch.randint(0, 3, (6,), generator=generator)
+        X = torch.randn(*shape, generator=generator, dtype=torch.float64)
+        T = torch.randint(0, 3, (shape[0],), generator=generator)
         loss = step(X, T)
         optimiser.zero_grad()
         expected = F.cross_entropy(reference(X), T)
@@ -88,8 +88,121 @@ def test_twenty_steps_equal_torch_optim(name: str) -> None:
     # The optimiser's state is in the step's state_dict: one array per parameter and name.
     keys = set(step.state_dict())
     for spec in declaration.state:
-        assert {f"{spec.name.replace('sum', 'sum_1')}.{k}" for k in ("W_in", "b_in")} <= keys
+        assert {f"{spec.name.replace('sum', 'sum_1')}.{k.replace('.', '_')}"
+                for k, _ in step.model.named_parameters()} <= keys
     assert float(step.step) == 20
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMISERS))
+def test_twenty_steps_equal_torch_optim(name: str) -> None:
+    """The step's gradients come from the model's compiled backward definition here."""
+    program = ncd.load(setup(f"model: net  loss: cross_entropy[n]  "
+                             f"optimiser: {name}({HYPER[name]})"))
+    assert "torch.autograd" not in program.compile("t")
+    twenty_steps_against_torch_optim(program, (6, 4))
+
+
+# A model with a scan: its backward definition cannot be built (E320), so its step takes the
+# gradients from torch.autograd.
+SCAN_MODEL = """axis b
+axis t = 3, m = 4, n = 3
+def cell(H: R[n], U: R[n]) -> (R[n], R[n]) {
+    H2 = tanh(H + U)
+    return H2, H2
+}
+def rnn(X: R[b, t, m]) -> R[b, n] {
+    U = linear[m -> n, bias](X, W_in, b_in)
+    H0 = mean[t](U)
+    Last, Hs = scan[t](cell, H0, U)
+    return Last
+}
+train t { model: rnn  loss: cross_entropy[n]  optimiser: adam(lr = 0.01, weight_decay = 0.01) }
+"""
+
+# A model calling a definition twice: the backward module recomputes each call at a site of
+# its own (`inner_forward`), whose parameters are tied to the forward call site's.
+CALLS_MODEL = """axis b
+axis m = 4, f = 5, n = 3
+def inner(X: R[b, m]) -> R[b, f] {
+    return tanh(linear[m -> f, bias](X, W, c))
+}
+def outer(X: R[b, m]) -> R[b, n] {
+    H = inner(X)
+    G = inner(relu(X))
+    return linear[f -> n](H * G, W_out)
+}
+train t { model: outer  loss: cross_entropy[n]  optimiser: momentum(lr = 0.1, momentum = 0.9) }
+"""
+
+
+def test_a_model_with_a_scan_falls_back_to_autograd_and_equals_torch_optim() -> None:
+    program = ncd.load(SCAN_MODEL)
+    source = program.compile("t")
+    assert "# The parameters' gradients come from torch.autograd: the model's backward" in source
+    assert "a scan has no reverse derivative yet" in source
+    assert len(re.findall(r"torch\.autograd\.\w+\(", source)) == 1
+    assert "def model_gradients(" in source and "share_parameters" not in source
+    twenty_steps_against_torch_optim(program, (6, 3, 4))
+
+
+def test_a_model_calling_definitions_uses_their_compiled_backward() -> None:
+    program = ncd.load(CALLS_MODEL)
+    source = program.compile("t")
+    assert "torch.autograd" not in source and "class OuterGrad(" in source
+    assert '{"inner_forward": "inner", "inner_2_forward": "inner_2"}' in source
+    twenty_steps_against_torch_optim(program, (6, 4))
+
+
+def test_a_model_with_dropout_falls_back_to_autograd() -> None:
+    """The backward definition is the evaluation-mode derivative: a step in training mode,
+    whose forward pass draws dropout masks, takes its gradients from torch.autograd."""
+    program = ncd.load("""axis b
+axis m = 4, n = 3
+def net(X: R[b, m]) -> R[b, n] {
+    return linear[m -> n, bias](dropout[p=0.5](X), W, c)
+}
+train t { model: net  loss: cross_entropy[n]  optimiser: sgd(lr = 0.1) }
+""")
+    source = program.compile("t")
+    assert "`net` draws dropout masks" in source and "def model_gradients(" in source
+    assert len(re.findall(r"torch\.autograd\.\w+\(", source)) == 1
+    step = program.training_step("t")
+    assert torch.isfinite(step(torch.randn(4, 4), torch.tensor([0, 1, 2, 0])))
+
+
+def test_the_iris_step_runs_the_compiled_backward_on_the_models_tensors() -> None:
+    program = ncd.load(IRIS)
+    source = program.compile("fit_iris")
+    assert "torch.autograd" not in source and "model_gradients" not in source
+    assert "class IrisMlpGrad(nn.Module):" in source
+    torch.manual_seed(3)
+    step = program.training_step("fit_iris", dtype=torch.float64)
+    drawn = torch.rand(1)
+    torch.manual_seed(3)
+    type(step.model)()
+    assert torch.equal(drawn, torch.rand(1))  # the backward module draws no random numbers
+    backward = step.backward
+    # The backward module's tensors are the model's own, and stay so across steps; it is no
+    # part of the step's state (saved once, under `model.`).
+    for key, tensor in step.model.named_parameters():
+        assert backward.get_parameter(key) is tensor, key
+    assert not any(key.startswith("backward") for key in step.state_dict())
+    before = {k: v.clone() for k, v in step.model.named_parameters()}
+    X = torch.randn(5, 4, dtype=torch.float64)
+    T = torch.tensor([0, 1, 2, 1, 0])
+    loss = step(X, T)
+    # One step of Adam moves each entry by about lr against the sign of its gradient: the
+    # gradients of torch.autograd at the parameters before the step.
+    reference = type(step.model)().double()
+    reference.load_state_dict(before)
+    expected = F.cross_entropy(reference(X), T)
+    gradients = torch.autograd.grad(expected, list(reference.parameters()))
+    assert torch.allclose(loss, expected, rtol=0, atol=1e-12)
+    for (key, after), gradient in zip(step.model.named_parameters(), gradients, strict=True):
+        moved = before[key] - after
+        assert backward.get_parameter(key) is after
+        big = gradient.abs() > 1e-6
+        assert torch.equal(torch.sign(moved[big]), torch.sign(gradient[big])), key
 
 
 # ---- each loss: its value and gradient against torch.nn.functional ------------------------
@@ -238,12 +351,22 @@ def test_compiled_step_is_lint_clean_formatted_and_has_no_torch_optim(tmp_path: 
                                  f"optimiser: {name}({hyper})"))
         sources[name] = program.compile("t")
     sources["iris"] = ncd.load(IRIS).compile("fit_iris")
+    sources["calls"] = ncd.load(CALLS_MODEL).compile("t")
+    sources["scan"] = ncd.load(SCAN_MODEL).compile("t")
+    # Models whose backward definitions have many outputs (long signatures and returns).
+    for stem, model in (("llama_block", "llama_block"), ("lenet5", "lenet5"),
+                        ("sliding_window_attention", "sliding_window_attention")):
+        text = (ROOT / "gallery" / f"{stem}.ncd").read_text()
+        sources[stem] = ncd.load(f"{text}\ntrain t {{ model: {model}  loss: mse  optimiser: "
+                                 "sgd() }\n").compile("t")
     for name, source in sources.items():
         (tmp_path / f"{name}.py").write_text(source)
         assert not re.search(r"torch\.optim\.\w+\(", source)  # no call (docstrings name them)
-        # autograd in one named function only, to be replaced by the compiled reverse pass
-        assert len(re.findall(r"torch\.autograd\.\w+\(", source)) == 1
-        assert "def model_gradients(" in source
+        # the compiled reverse pass; autograd in one named function only where it cannot be
+        # built (the model with a scan)
+        calls = len(re.findall(r"torch\.autograd\.\w+\(", source))
+        assert calls == (1 if name == "scan" else 0), name
+        assert ("def model_gradients(" in source) == (name == "scan"), name
     ruff = [sys.executable, "-m", "ruff"]
     check = subprocess.run([*ruff, "check", "--isolated", "--line-length", "100", "--select",
                             "E,F,W,B,UP", "--ignore", "E741", str(tmp_path)],
