@@ -173,9 +173,6 @@ def test_backward_diagram_validates(stem: str, name: str) -> None:
     assert diagram(back.program.ir, back.name, RenderOptions()).validate() == []
 
 
-@pytest.mark.xfail(strict=True, reason="the renderer routes a separator across a wire in the "
-                   "backward diagram of a softmax of scores (the forward diagram of the same "
-                   "computation validates)")
 def test_backward_diagram_of_softmax_scores_validates() -> None:
     from ncd.renderers import RenderOptions, diagram
 

@@ -285,7 +285,11 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
         if row_index is None:
             wire = ctx.fresh()
             start = max(core_end, end_x - 12.0)
-            items.append(wire_path(ctx, spec, wire, (start, y), [(total, y)]))
+            if width_right > 12.0 and crossed((y, y), right_moves):
+                # Wires pass its height in the column: it starts after them, or not at all.
+                start = end_x
+            if total > start:
+                items.append(wire_path(ctx, spec, wire, (start, y), [(total, y)]))
             right_ends.append(End(y, wire, spec))
             continue
         row = core.right[row_index]
