@@ -93,6 +93,29 @@ def crossed(separator: tuple[float, float], moves: Sequence[tuple[float, float]]
                for a, b in moves)
 
 
+SEPARATOR_CLEARANCE = 3.0
+"""How far (down or up, and across) a wire is from where a separator starts beside it."""
+
+
+def clear_of(y0: float, y1: float, y: float, x0: float, x1: float) -> float:
+    """Where a separator at height `y` may start beside a wire's S-curve from (x0, y0) to
+    (x1, y1) (`curve`): past where the wire is SEPARATOR_CLEARANCE beyond `y` for good; x0 if
+    it never comes within that of `y` on its way."""
+    away = (y0 - y) * (y1 - y) > 0 and min(abs(y0 - y), abs(y1 - y)) >= SEPARATOR_CLEARANCE
+    if abs(y1 - y0) < EPS or away:
+        return x0
+    past = y + SEPARATOR_CLEARANCE * (1.0 if y1 > y0 else -1.0)
+    share = min(1.0, max(0.0, (past - y0) / (y1 - y0)))
+    # The curve's height runs as smoothstep 3t^2 - 2t^3 of its parameter t: bisect for t.
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        t = (low + high) / 2
+        low, high = (t, high) if 3 * t * t - 2 * t ** 3 < share else (low, t)
+    t = high
+    # and as far again to the right: a steep curve is drawn (and checked) as a polyline.
+    return min(x1, x0 + (x1 - x0) * (1.5 * t * (1 - t) + t ** 3) + SEPARATOR_CLEARANCE)
+
+
 def wire_weight(spec: Spec) -> float:
     return 0.0 if spec.kind == "sep" else 1.0
 
@@ -284,7 +307,9 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
         y = y_right[k]
         if row_index is None:
             wire = ctx.fresh()
-            start = max(core_end, end_x - 12.0)
+            # It starts late in the column, clear of the wires that pass its height there.
+            start = max(core_end, end_x - 12.0,
+                        *(clear_of(a, b, y, core_end, end_x) for a, b in right_moves))
             items.append(wire_path(ctx, spec, wire, (start, y), [(total, y)]))
             right_ends.append(End(y, wire, spec))
             continue
