@@ -152,7 +152,7 @@ def test_every_command_that_loads_files_takes_dash_i() -> None:
                     if action.__class__.__name__ == "_SubParsersAction")
     takes = {name for name, sub in commands.choices.items()  # type: ignore[attr-defined]
              if any("-I" in action.option_strings for action in sub._actions)}
-    assert takes == {"check", "ir", "render", "compile", "stats", "watch", "site"}
+    assert takes == {"check", "ir", "render", "compile", "stats", "watch", "site", "train"}
 
 
 def test_the_site_resolves_imports_with_include(folders: dict[str, Path],
