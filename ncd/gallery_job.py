@@ -1,8 +1,9 @@
 """The main job (`make demo`): check every gallery file, draw each definition, compile it.
 
 Diagrams are written next to their sources (`gallery/NAME.svg` for the file's main definition,
-`gallery/NAME.DEF.svg` for the others, and `*.expanded.svg` with called definitions drawn in
-place); generated PyTorch modules go to `build/gallery/`.
+`gallery/NAME.DEF.svg` for the others, `*.expanded.svg` with called definitions drawn in
+place, and `NAME.grad.svg`, the backward definition of the main one, for the files in
+`BACKWARD`); generated PyTorch modules go to `build/gallery/`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from ncd.diagnostics import NcdError
 ROOT = Path(__file__).resolve().parent.parent
 GALLERY = ROOT / "gallery"
 BUILD = ROOT / "build" / "gallery"
+BACKWARD = ("attention",)
+"""The files whose main definition's backward diagram is drawn too (`ncd render --grad`): a
+showcase of the reverse derivative, not every file, as each takes seconds to draw."""
 
 
 def main() -> int:
@@ -46,6 +50,10 @@ def main() -> int:
                                       RenderOptions(expand_calls=True))
                 write_atomically(GALLERY / f"{source.stem}{suffix}.expanded.svg",
                                  expanded.encode())
+        if source.stem in BACKWARD:
+            backward = program.grad(main_name)
+            write_atomically(GALLERY / f"{source.stem}.grad.svg",
+                             render_svg(backward.program.ir, backward.name).encode())
         code_path = BUILD / f"{source.stem}.py"
         try:
             code = program.compile()

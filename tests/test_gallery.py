@@ -10,6 +10,7 @@ from ncd.renderers import RenderOptions, render_svg
 
 import ncd
 from ncd import ir
+from ncd.gallery_job import BACKWARD
 
 GALLERY = Path(__file__).resolve().parent.parent / "gallery"
 SOURCES = sorted(GALLERY.glob("*.ncd"))
@@ -21,6 +22,8 @@ def test_the_gallery_has_the_required_models() -> None:
 
 
 def _diagrams(source: Path) -> list[tuple[str, RenderOptions, Path]]:
+    """(definition, options, file) of each diagram `make demo` draws of `source` but the
+    backward one (`_backward_diagram`)."""
     program = ncd.load(source)
     main = program.main.name
     found = []
@@ -48,8 +51,22 @@ def test_committed_diagrams_are_up_to_date(source: Path) -> None:
             f"{path.name} is not what the renderer draws now: run `make demo` and look at it")
 
 
+def test_the_backward_diagrams_are_up_to_date() -> None:
+    """`NAME.grad.svg`: the backward definition of the main definition of each file in
+    `BACKWARD`, drawn as `ncd render --grad` draws it."""
+    assert BACKWARD, "no backward diagram in the gallery"
+    for stem in BACKWARD:
+        backward = ncd.load(GALLERY / f"{stem}.ncd").grad()
+        path = GALLERY / f"{stem}.grad.svg"
+        assert path.is_file(), f"{path.name} is missing: run `make demo`"
+        assert path.read_text(encoding="utf-8") == render_svg(backward.program.ir,
+                                                              backward.name), (
+            f"{path.name} is not what the renderer draws now: run `make demo` and look at it")
+
+
 def test_no_stale_diagrams() -> None:
     expected = {path for source in SOURCES for _, _, path in _diagrams(source)}
+    expected |= {GALLERY / f"{stem}.grad.svg" for stem in BACKWARD}
     assert set(GALLERY.glob("*.svg")) == expected
 
 
