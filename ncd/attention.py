@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ncd import ir
-from ncd.term_flow import TermFlow
+from ncd.term_flow import TermFlow, plain_reads
 
 Member = ir.Broadcasted
 
@@ -81,19 +81,6 @@ def find_attention(term: ir.Term) -> list[Attention]:
 # ---- the match
 
 
-def _unit_rows(port: ir.Port) -> dict[str, int] | None:
-    """Each tiling axis of `port` -> the degree index it reads, when each reads one degree
-    axis as it is (no offset, no stride) and no two read the same; else None."""
-    eta = port.reindexing
-    read: dict[str, int] = {}
-    for name, row, offset in zip(eta.codomain.names, eta.matrix, eta.offset, strict=True):
-        ones = [i for i, c in enumerate(row) if c]
-        if offset or len(ones) != 1 or row[ones[0]] != 1 or ones[0] in read.values():
-            return None
-        read[name] = ones[0]
-    return read
-
-
 def _pure(term: ir.Broadcasted, inputs: int = 1) -> bool:
     return len(term.inputs) == inputs and not term.params and len(term.outputs) == 1
 
@@ -105,7 +92,7 @@ def _through(term: ir.Broadcasted, axes: dict[str, int]) -> dict[str, int] | Non
     source, target = term.inputs[0], term.outputs[0]
     if set(source.targets) != set(target.targets):
         return None
-    read, written = _unit_rows(source), _unit_rows(target)
+    read, written = plain_reads(source), plain_reads(target)
     if read is None or written is None or len(read) != len(term.degree.axes) or \
             len(written) != len(term.degree.axes):
         return None
@@ -153,7 +140,7 @@ def _match_from(flow: TermFlow, values: ir.Broadcasted, weights_port: int) -> At
             and not scores.outputs[0].targets and scores.op.contracted):
         return None
     # the scores' axes, each by its degree index
-    axes = _unit_rows(scores.outputs[0])
+    axes = plain_reads(scores.outputs[0])
     if axes is None or len(axes) != len(scores.degree.axes):
         return None
     masks = [t for t in chain if isinstance(t.op, ir.MaskOp)]
@@ -192,7 +179,7 @@ def _roles(scores: ir.Broadcasted, values: ir.Broadcasted, softmax: ir.Broadcast
     contracted = set(scores.op.contracted)
     if set(queries.targets) != contracted or set(keys.targets) != contracted:
         return None
-    read_q, read_k = _unit_rows(queries), _unit_rows(keys)
+    read_q, read_k = plain_reads(queries), plain_reads(keys)
     if read_q is None or read_k is None:
         return None
     q_axes, k_axes = set(read_q.values()), set(read_k.values())
@@ -213,7 +200,7 @@ def _roles(scores: ir.Broadcasted, values: ir.Broadcasted, softmax: ir.Broadcast
     if weights.targets != (summed,) or value_port.targets != (summed,) or \
             weights_axes.get(summed) != key_s:
         return None
-    read_w, read_v = _unit_rows(weights), _unit_rows(value_port)
+    read_w, read_v = plain_reads(weights), plain_reads(value_port)
     if read_w is None or read_v is None:
         return None
     to_values = {weights_axes[name]: index for name, index in read_w.items()}
@@ -264,7 +251,7 @@ def _roles(scores: ir.Broadcasted, values: ir.Broadcasted, softmax: ir.Broadcast
 
 def axes_order(scores: ir.Broadcasted) -> list[int]:
     """The scores' degree indices in the memory order of the scores array."""
-    rows = _unit_rows(scores.outputs[0])
+    rows = plain_reads(scores.outputs[0])
     assert rows is not None
     return [rows[name] for name in scores.outputs[0].array.names]
 

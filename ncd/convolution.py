@@ -33,7 +33,7 @@ from typing import Literal
 
 from ncd import ir
 from ncd.sizes import ProgramSizes, SizeLimit, check_nonnegative
-from ncd.term_flow import TermFlow
+from ncd.term_flow import TermFlow, plain_reads
 
 Kind = Literal["conv", "max", "mean"]
 
@@ -126,21 +126,9 @@ Label = int | str
 """A degree index of the reducer, or the name of one of its summed axes."""
 
 
-def _plain(port: ir.Port) -> dict[str, int] | None:
-    """Each tiling axis of `port` -> the degree index it reads as it is; None otherwise."""
-    eta = port.reindexing
-    read: dict[str, int] = {}
-    for name, row, offset in zip(eta.codomain.names, eta.matrix, eta.offset, strict=True):
-        ones = [i for i, c in enumerate(row) if c]
-        if offset or len(ones) != 1 or row[ones[0]] != 1 or ones[0] in read.values():
-            return None
-        read[name] = ones[0]
-    return read
-
-
 def _port_labels(port: ir.Port) -> list[Label] | None:
     """The label each axis of a plainly read operand stands for, in memory order."""
-    tiling = _plain(port)
+    tiling = plain_reads(port)
     if tiling is None:
         return None
     return [name if name in port.targets else tiling[name] for name in port.array.names]
@@ -226,7 +214,7 @@ def _pad_chain(flow: TermFlow, window: ir.Reindexing, spatial_axes: set[int], ki
         if len(names_in) != len(names_out) or names_in[position] != made.op.input or \
                 position not in spatial_axes:
             return chain
-        read_in, read_out = _plain(source), _plain(target)
+        read_in, read_out = plain_reads(source), plain_reads(target)
         if read_in is None or read_out is None:
             return chain
         if any(names_in[j] != names_out[j] or read_in[names_in[j]] != read_out[names_out[j]]
@@ -418,7 +406,7 @@ def _bias(flow: TermFlow, reducer: ir.Broadcasted, groups: list[int], out_channe
     (where, index, bias_port) = next(q for q in ports if q[2] is not conv_port)
     if where != "param":
         return None, None  # a bias that is a parameter (an array without batch dims)
-    read_conv, read_out = _plain(conv_port), _plain(add.outputs[0])
+    read_conv, read_out = plain_reads(conv_port), plain_reads(add.outputs[0])
     read_bias = _port_labels(bias_port)
     if read_conv is None or read_out is None or read_bias is None or conv_port.targets or \
             add.outputs[0].targets or bias_port.targets:
@@ -428,7 +416,7 @@ def _bias(flow: TermFlow, reducer: ir.Broadcasted, groups: list[int], out_channe
             len(read_conv) != len(add.degree.axes):
         return None, None
     # the bias's axes, as the reducer's degree indices
-    written = _plain(reducer.outputs[0])
+    written = plain_reads(reducer.outputs[0])
     assert written is not None
     degree_of_name = {name: index for name, index in written.items()}
     name_of_add = {index: name for name, index in read_conv.items()}

@@ -1,4 +1,5 @@
-"""Where each array of a term goes: a wire-level walk for the pattern matchers.
+"""What the pattern matchers read of a term: where each array goes (a wire-level walk), and
+which degree axis each axis of a port reads.
 
 The fused lowerings (`ncd.attention`, `ncd.convolution`) may take several operations into one
 kernel call only when the arrays between them flow from one member of the pattern to the next
@@ -114,3 +115,16 @@ class TermFlow:
         """The id of the one term that reads the single output of `term`."""
         made = self.outputs[id(term)]
         return self.only_reader(made[0]) if len(made) == 1 else None
+
+
+def plain_reads(port: ir.Port) -> dict[str, int] | None:
+    """Each tiling axis of `port` -> the degree index it reads, when each reads one degree
+    axis as it is (no offset, no stride) and no two read the same; else None."""
+    eta = port.reindexing
+    read: dict[str, int] = {}
+    for name, row, offset in zip(eta.codomain.names, eta.matrix, eta.offset, strict=True):
+        ones = [i for i, c in enumerate(row) if c]
+        if offset or len(ones) != 1 or row[ones[0]] != 1 or ones[0] in read.values():
+            return None
+        read[name] = ones[0]
+    return read
