@@ -274,10 +274,16 @@ def _step_class(training: ir.Training, loss: LossDeclaration,
         else:
             lines.append("        share_parameters(backward, self.model, {})")
         lines += [
-            '        object.__setattr__(self, "backward", backward)',
+            "        # In a tuple: a module attribute would be a submodule, in the state dict.",
+            "        self.backward_pass = (backward,)",
             "        # What each output of the backward module is the gradient of: the model's",
             "        # input, then its parameters by state-dict key.",
             *_assign("self.gradient_of", f"({gradient_of})", "        "),
+            "",
+            "    @property",
+            "    def backward(self) -> nn.Module:",
+            '        """The model\'s backward module."""',
+            "        return self.backward_pass[0]",
         ]
     lines += [
         "",

@@ -159,7 +159,7 @@ class ProgramGenerator:
 
     ALL_FEATURES = frozenset({"blocks", "calls", "scan", "pointfree", "equations", "structure",
                               "tricky_names", "docstrings", "comments", "symbolic",
-                              "param_data", "batchnorm"})
+                              "param_data", "batchnorm", "training"})
 
     def __init__(self, chooser: Chooser, features: frozenset[str] = ALL_FEATURES, *,
                  max_definitions: int = 4,
@@ -176,6 +176,7 @@ class ProgramGenerator:
         self.chunks: list[str] = []
         self.counter = 0
         self.stateful = False  # whether the definition being written uses batchnorm
+        self.unsized: set[str] = set()  # axes declared without a size (`axis b`)
 
     # ---- names and axes
     def fresh(self, base: str) -> str:
@@ -207,6 +208,8 @@ class ProgramGenerator:
 
     def declare(self, name: str, size: int | None, text: str | None) -> None:
         self.sizes[name] = size
+        if text is None:
+            self.unsized.add(name)
         self.axis_lines.append(f"axis {name}" + (f" = {text}" if text is not None else ""))
 
     def derived_axis(self, size: int | None, text: str) -> str:
@@ -244,6 +247,9 @@ class ProgramGenerator:
                 self.pointfree()
             else:
                 self.definition()
+        # Last, so that the definitions drawn for a seed stay what they were.
+        if "training" in self.features:
+            self.training()
         head = []
         if "docstrings" in self.features and self.c.chance(0.3):
             head.append('"""A generated program: <script>alert(1)</script> & \'quotes\'."""')
@@ -316,6 +322,29 @@ class ProgramGenerator:
         self.definitions.append(DefInfo(name, [a.axes for a in inputs], signature_outputs,
                                         stateful=self.stateful,
                                         has_params=bool(body.params) or body.calls_params))
+
+    def training(self) -> None:
+        """A `train` set-up for a definition that fits a model: one real input and one real
+        output, both starting with an axis declared without a size (the batch)."""
+        models = [d for d in self.definitions if len(d.inputs) == len(d.outputs) == 1
+                  and d.inputs[0] and d.inputs[0][0] in self.unsized
+                  and d.outputs[0] and d.outputs[0][0] == d.inputs[0][0]]
+        if not models or not self.c.chance(0.5):
+            return
+        model = choice(self.c, models)
+        classes = [a for a in model.outputs[0][1:] if self.sizes[a] is not None]
+        if classes and self.c.chance(0.5):
+            loss = f"cross_entropy[{choice(self.c, classes)}]"
+        else:
+            loss = choice(self.c, ("mse", "bce_with_logits"))
+        optimiser = choice(self.c, ("sgd(lr = 0.05)", "momentum(lr = 0.1, momentum = 0.9)",
+                                    "nesterov(momentum = 0.9, weight_decay = 1e-4)",
+                                    "adagrad()", "adam(lr = 0.01, betas = (0.9, 0.99))",
+                                    "adamw(weight_decay = 1e-2)"))
+        doc = '    """Trains it."""\n' if "docstrings" in self.features and \
+            self.c.chance(0.3) else ""
+        self.chunks.append(f"train {self.fresh('fit')} {{\n{doc}    model: {model.name}\n"
+                           f"    loss: {loss}\n    optimiser: {optimiser}\n}}\n")
 
     def def_name(self) -> str:
         name = self.fresh(choice(self.c, ("f", "layer", "net", "Block_")))
@@ -1297,8 +1326,9 @@ def check_diagnostics(error: Exception, stage: str) -> tuple[str, ...]:
     return tuple(d.code for d in error.diagnostics)
 
 
-def check_python(source: str) -> None:
-    """Generated code defines the model and nothing else: imports of torch and classes."""
+def check_python(source: str, *, functions: bool = False) -> None:
+    """Generated code defines the model and nothing else: imports of torch and classes (and,
+    for a training step, `functions`: its loss, update and helper functions)."""
     import ast
 
     try:
@@ -1310,7 +1340,7 @@ def check_python(source: str) -> None:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             names = [node.module or ""]
-        elif isinstance(node, ast.ClassDef):
+        elif isinstance(node, ast.ClassDef) or (functions and isinstance(node, ast.FunctionDef)):
             continue
         else:
             raise Violation("compile", f"top-level {type(node).__name__} in generated code")
@@ -1430,6 +1460,15 @@ def exercise(text: str, *, svg: bool = True, tikz: bool = True, dot: bool = True
             raise crash("compile", error) from None
         check_python(source)
         stages.append("compile")
+        for training in program.training_names:
+            try:
+                check_python(program.compile(training), functions=True)
+            except NcdError as error:
+                check_diagnostics(error, "compile")
+                continue
+            except Exception as error:
+                raise crash("compile", error) from None
+            stages.append("train")
         if build:
             try:
                 build_modules(source)

@@ -86,7 +86,7 @@ def test_generator_reaches_every_operator_and_construct() -> None:
     missing = [name for name in OPERATORS if not re.search(rf"\b{name}\s*[\[(]", texts)]
     assert not missing
     for construct in ("block ", " x", " shared", "color ", " ; ", " (x) ", "sum(", "param ",
-                      "scan[", "N[", "__import__", "lambda", "// ", "bias"):
+                      "scan[", "N[", "__import__", "lambda", "// ", "bias", "train "):
         assert construct in texts, construct
 
 
