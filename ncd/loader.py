@@ -23,7 +23,6 @@ from ncd.context import Context, paused_collection
 from ncd.diagnostics import Diagnostic, DiagnosticSink, NcdError, Note, did_you_mean
 from ncd.elaborate import declare_axes, elaborate_definition, elaborate_pointfree
 from ncd.parser import MAX_INT_DIGITS, MAX_SOURCE_BYTES, ParseFailure, parse
-from ncd.training import elaborate_training
 
 STD_ROOT = Path(__file__).resolve().parent / "std"
 """The standard library shipped with ncd: `import "std/attention.ncd"`."""
@@ -587,6 +586,10 @@ def _elaborate_trainings(ctx: Context, module: s.Module,
             ctx.error("E203", f"`{name}` is defined twice", item.name.span, notes=[loader_note])
             continue
         origin[name] = item.name.span
+        # Imported here: only a file with a training set-up pays for the losses and
+        # optimisers at start-up.
+        from ncd.training import elaborate_training
+
         training = elaborate_training(ctx, item)
         if training is not None:
             trainings.append(training)
