@@ -174,11 +174,12 @@ def _prune(directory: Path) -> None:
     affected; one needed again is written again. Errors (a file another process removed
     first) are ignored."""
     try:
-        files = [(entry.stat().st_mtime, entry) for entry in os.scandir(directory)
-                 if entry.name.startswith(PREFIX) and entry.name.endswith(".py")]
+        entries = [entry for entry in os.scandir(directory)
+                   if entry.name.startswith(PREFIX) and entry.name.endswith(".py")]
+        if len(entries) <= MAX_CACHED:
+            return  # counted by name alone: a stat of every file at every write is slow
+        files = [(entry.stat().st_mtime, entry) for entry in entries]
     except OSError:
-        return
-    if len(files) <= MAX_CACHED:
         return
     files.sort(key=lambda item: item[0])
     for _, entry in files[:len(files) - KEEP_CACHED]:
