@@ -21,10 +21,9 @@ demo: $(STAMP)
 # The suite runs on two workers (pytest-xdist; the machines have two cores), a test file at a
 # time on one worker (`--dist loadfile`: a module's fixtures are made once). Every test is safe
 # to run in parallel: outputs go to pytest's temporary folders, goldens are written atomically
-# and hypothesis is derandomised (tests/conftest.py).
+# and hypothesis is derandomised (tests/conftest.py). ruff and mypy run inside the suite
+# (tests/test_static.py), so that the type checker shares the workers with the other tests.
 test: $(STAMP) browser
-	$(BIN)/ruff check .
-	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The browser tests (tests/browser.py) take screenshots of the pages `ncd site` and `ncd watch`
