@@ -89,7 +89,9 @@ class WindowLowering:
                 channel_sizes = [source.array.shape.axis(n).size for n in channels]
                 sizes = [self.emitter.size_product(channel_sizes)]
             else:
-                sizes = []
+                # one channel, batch mode: the unbatched form `(planes, spatial...)` of a pool
+                # refuses zero planes, so an empty batch would fail
+                sizes = ["1"]
             expr = f"{expr}.reshape({', '.join(['-1', *sizes, *spatial_sizes])})"
         if any(axis.cut for axis in match.spatial):
             cuts = [f"{axis.cut}:" if axis.cut else ":" for axis in match.spatial]

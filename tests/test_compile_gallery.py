@@ -94,6 +94,11 @@ def test_gallery_definition_compiles_traces_and_exports(path: Path, name: str) -
         expected = module(*inputs)
         for result in outputs(expected):
             assert torch.isfinite(result).all()
+        # An empty batch (a leading dim of size 0 on every input) gives empty results of the
+        # same trailing shapes, as PyTorch's own modules do.
+        empty = module(*(x[None][:0] for x in inputs))
+        assert [tuple(r.shape) for r in outputs(empty)] == \
+            [(0, *r.shape) for r in outputs(expected)]
 
     # A definition that another one calls is exported and compiled as part of its caller.
     if name not in called(program):
