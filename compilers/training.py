@@ -268,12 +268,12 @@ def _step_class(training: ir.Training, loss: LossDeclaration,
             lines += [
                 "        # Call sites where the backward definition recomputes a call of the",
                 "        # forward pass: their parameters are those of the forward call site.",
-                *_assign("aliases", f"{{{aliases}}}", "        "),
-                "        share_parameters(backward, self.model, aliases)",
+                *_assign("self.aliases", f"{{{aliases}}}", "        "),
             ]
         else:
-            lines.append("        share_parameters(backward, self.model, {})")
+            lines.append("        self.aliases: dict[str, str] = {}")
         lines += [
+            "        share_parameters(backward, self.model, self.aliases)",
             "        # In a tuple: a module attribute would be a submodule, in the state dict.",
             "        self.backward_pass = (backward,)",
             "        # What each output of the backward module is the gradient of: the model's",
@@ -284,6 +284,13 @@ def _step_class(training: ir.Training, loss: LossDeclaration,
             "    def backward(self) -> nn.Module:",
             '        """The model\'s backward module."""',
             "        return self.backward_pass[0]",
+            "",
+            f"    def _apply(self, fn: object, recurse: bool = True) -> \"{step_class}\":",
+            '        """`.to()`, `.double()` and the like give the model new buffers (and, by a',
+            "        PyTorch setting, new parameters): the backward module is given those.\"\"\"",
+            "        super()._apply(fn, recurse)",
+            "        share_parameters(self.backward, self.model, self.aliases)",
+            "        return self",
         ]
     lines += [
         "",

@@ -205,6 +205,37 @@ def test_the_iris_step_runs_the_compiled_backward_on_the_models_tensors() -> Non
         assert torch.equal(torch.sign(moved[big]), torch.sign(gradient[big])), key
 
 
+SCALED = """axis b
+axis m = 3, n = 2
+def scaled(X: R[b, m]) -> R[b, n] {
+    buffer s: R[n] = ones
+    return linear[m -> n](X, W) * s
+}
+train fit {
+    model: scaled
+    loss: mse
+    optimiser: sgd(lr = 0.1)
+}
+"""
+
+
+def test_the_backward_module_follows_the_model_through_a_conversion() -> None:
+    """`.double()` (as `.to(device)`) gives the model new buffers: the backward module reads
+    those, so a step after the buffer changes is still gradient descent on the model."""
+    step = ncd.load(SCALED).training_step("fit").double()
+    model = step.model
+    assert step.backward.get_buffer("s") is model.s and model.s.dtype == torch.float64
+    with torch.no_grad():
+        model.s.fill_(3.0)
+    X = torch.randn(4, 3, dtype=torch.float64)
+    T = torch.randn(4, 2, dtype=torch.float64)
+    W = model.W.detach().clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(F.mse_loss(X @ W * model.s, T), [W])
+    step(X, T)
+    torch.testing.assert_close(model.W.detach(), W.detach() - 0.1 * gradient, rtol=0,
+                               atol=1e-12)
+
+
 # ---- each loss: its value and gradient against torch.nn.functional ------------------------
 
 LOSS_CASES = {
