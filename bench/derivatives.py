@@ -1,0 +1,215 @@
+"""The reverse derivative of every gallery definition, measured: is it built, does it equal
+`torch.autograd`, does its diagram pass the layout checks, and what does it save.
+
+    python -m bench.derivatives               # writes bench/DERIVATIVES.md
+    python bench/derivatives.py --json out.json --files mlp lenet5
+
+For every definition of every `gallery/*.ncd` (those `make demo` draws):
+
+- whether `ncd` builds its backward definition, or the E320 it reports (with its message);
+- the largest difference between the compiled backward module's gradients (inputs and
+  parameters) and `torch.autograd`'s gradients of the compiled forward module, in float64,
+  over three conditions: the two size sets of `tests/test_derivative.py` (`SIZES`), and the
+  first of them with a leading batch dim of 2 on every input (the gradients of a batch of
+  two, each parameter's summed over it);
+- `validate()` of its backward diagram (the layout checks every gallery diagram passes), and
+  the time it takes to draw;
+- the saved forward values (`Backward.saved`): how many wires, and their entries at the first
+  size set.
+
+The unit tests (`tests/test_derivative.py`) hold the same comparison at two sizes for every
+supported definition and draw the quickest fifteen diagrams; this script draws every one.
+Not a test: it asserts nothing; it prints the table and writes `bench/DERIVATIVES.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from differential import module_parameters, random_input  # noqa: E402
+from test_derivative import SIZES  # noqa: E402
+
+import ncd  # noqa: E402
+from ncd import ir  # noqa: E402
+from ncd.derivative import backward_definition  # noqa: E402
+from ncd.diagnostics import NcdError  # noqa: E402
+from ncd.semantics import Interpreter, resolve_sizes  # noqa: E402
+
+GALLERY = ROOT / "gallery"
+TOLERANCE = 1e-5  # what the unit tests hold the gradients to
+
+
+@dataclass
+class Row:
+    file: str
+    definition: str
+    built: bool
+    reason: str = ""  # the E320 message when not built
+    gap: float | None = None  # largest |compiled - autograd| over the conditions
+    interpreter_gap: float | None = None  # largest |compiled - interpreter|, first size set
+    conditions: int = 0
+    valid: bool | None = None  # validate() of the backward diagram
+    problems: list[str] = field(default_factory=list)
+    draw_seconds: float | None = None
+    saved_wires: int = 0
+    saved_entries: int = 0
+
+
+def gaps(program: ncd.Program, name: str, lead: tuple[int, ...], seed: int = 0
+         ) -> tuple[float, float | None]:
+    """The largest difference between the compiled backward module and autograd (and, without
+    a batch dim, the reference interpreter run on the backward definition)."""
+    definition = program.ir.definition(name)
+    back = program.grad(name)
+    gradient_of = backward_definition(program.ir, name)[0].gradient_of
+    torch.manual_seed(seed)
+    forward = program[name].to_torch(dtype=torch.float64)
+    module = back.program.to_torch_grad(name, forward, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    env = resolve_sizes(program.ir, {})
+    inputs = [random_input(v.array, env, generator, False, lead) for v in definition.inputs]
+    leaves = [x.clone().requires_grad_(True) if x.is_floating_point() else x for x in inputs]
+    result = forward(*leaves)
+    outputs = result if isinstance(result, tuple) else (result,)
+    seeds = [torch.randn(o.shape, dtype=torch.float64, generator=generator) for o in outputs]
+    real = [x for x in leaves if x.is_floating_point()]
+    parameters = dict(forward.named_parameters())
+    wrt = real + [parameters[key] for key in gradient_of[len(real):]]
+    expected = torch.autograd.grad(outputs, wrt, seeds, allow_unused=True)
+    with torch.no_grad():
+        found = module(*inputs, *seeds)
+    found = found if isinstance(found, tuple) else (found,)
+    gap = 0.0
+    for want, got in zip(expected, found, strict=True):
+        if lead and want is not None and got.dim() == want.dim() + len(lead):
+            # Each batch element is a call of the backward definition of its own: a
+            # parameter's gradient comes per element (per-example gradients); autograd's is
+            # their sum.
+            got = got.sum(dim=tuple(range(len(lead))))
+        want = torch.zeros_like(got) if want is None else want
+        if want.shape != got.shape:
+            print(f"  {name}: shape {tuple(got.shape)}, autograd {tuple(want.shape)}")
+            return math.inf, None
+        gap = max(gap, (want - got).abs().max().item() if got.numel() else 0.0)
+    if lead:
+        return gap, None
+    interpreter = Interpreter(back.program.ir, {}, module_parameters(module))
+    with torch.no_grad():
+        reference = interpreter.run(back.name, [*inputs, *seeds])
+    interpreter_gap = max(((r - f).abs().max().item() if f.numel() else 0.0)
+                          for r, f in zip(reference, found, strict=True))
+    return gap, interpreter_gap
+
+
+def measure(path: Path, name: str) -> Row:
+    row = Row(path.stem, name, built=False)
+    choices = SIZES.get(path.stem)
+    program = ncd.load(path, sizes=choices[0] if choices else None)
+    try:
+        back = program.grad(name)
+    except NcdError as error:
+        row.reason = error.diagnostics[0].message
+        return row
+    row.built = True
+    built, _ = backward_definition(program.ir, name)
+    env = resolve_sizes(program.ir, {})
+    row.saved_wires = len(built.saved)
+    row.saved_entries = sum(math.prod(ir.size_value(a.size, env) or 0
+                                      for a in v.array.shape.axes) for v in built.saved)
+    from ncd.renderers import RenderOptions, diagram
+
+    start = time.process_time()
+    problems = diagram(back.program.ir, back.name, RenderOptions()).validate()
+    row.draw_seconds = time.process_time() - start
+    row.valid = not problems
+    row.problems = [str(p) for p in problems[:3]]
+    conditions: list[tuple[ncd.Program, tuple[int, ...]]] = []
+    for sizes in choices or ({},):
+        conditions.append((ncd.load(path, sizes=sizes), ()))
+    conditions.append((program, (2,)))
+    row.gap = 0.0
+    for loaded, lead in conditions:
+        gap, interpreter_gap = gaps(loaded, name, lead)
+        row.gap = max(row.gap, gap)
+        if interpreter_gap is not None:
+            row.interpreter_gap = max(row.interpreter_gap or 0.0, interpreter_gap)
+        row.conditions += 1
+    return row
+
+
+def report(rows: list[Row]) -> str:
+    built = [r for r in rows if r.built]
+    held = [r for r in built if r.gap is not None and r.gap <= TOLERANCE]
+    valid = [r for r in built if r.valid]
+    lines = [
+        "# The reverse derivative of every gallery definition",
+        "",
+        "Written by `python -m bench.derivatives` (not by hand): the backward definition of "
+        "every definition of every gallery file, compiled and held to `torch.autograd` in "
+        "float64 at the two size sets of `tests/test_derivative.py` and with a leading batch "
+        "dim of 2; its diagram drawn and checked by `validate()`.",
+        "",
+        f"- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, ncd "
+        f"{metadata.version('ncd')}",
+        f"- {len(built)} of {len(rows)} definitions have a backward definition; "
+        f"{len(held)} of them equal autograd to {TOLERANCE:g} under every condition; "
+        f"{len(valid)} of their diagrams pass `validate()`.",
+        "",
+        "| file | definition | backward | conditions | largest gap to autograd | to the "
+        "interpreter | diagram | drawn in (CPU s) | saved wires | saved entries |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        if not r.built:
+            lines.append(f"| {r.file} | {r.definition} | E320: {r.reason} | | | | | | | |")
+            continue
+        interp = f"{r.interpreter_gap:.1e}" if r.interpreter_gap is not None else ""
+        diagram = "valid" if r.valid else "; ".join(r.problems)
+        lines.append(f"| {r.file} | {r.definition} | built | {r.conditions} | {r.gap:.1e} | "
+                     f"{interp} | {diagram} | {r.draw_seconds:.2f} | {r.saved_wires} | "
+                     f"{r.saved_entries} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", nargs="*", help="gallery file stems (default: all)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    rows: list[Row] = []
+    for path in sorted(GALLERY.glob("*.ncd")):
+        if args.files and path.stem not in args.files:
+            continue
+        for name in ncd.load(path).names:
+            row = measure(path, name)
+            rows.append(row)
+            state = f"gap {row.gap:.1e}, diagram {'valid' if row.valid else row.problems}" \
+                if row.built else "E320"
+            print(f"{path.stem}.{name}: {state}", flush=True)
+    text = report(rows)
+    print(text)
+    if not args.no_write and not args.files:
+        (ROOT / "bench" / "DERIVATIVES.md").write_text(text, encoding="utf-8")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
