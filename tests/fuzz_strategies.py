@@ -1432,16 +1432,23 @@ def exercise(text: str, *, svg: bool = True, tikz: bool = True, dot: bool = True
     except Exception as error:
         raise crash("ir", error) from None
     for name in names:
-        from ncd.renderers import RenderOptions, render_svg, render_tikz
+        from ncd.renderers import diagram
+        from ncd.renderers import svg as svg_emitter
+        from ncd.renderers import tikz as tikz_emitter
         from ncd.renderers.dot import program_to_dot
 
         try:
+            # Laid out once: `render_svg` and `render_tikz` each lay the definition out and
+            # hand the same geometry to their emitter (the label style is the emitter's).
+            drawn = diagram(program.ir, name) if svg or tikz else None
             if svg:
-                check_svg(render_svg(program.ir, name))
-                check_svg(render_svg(program.ir, name, RenderOptions(text="text")))
+                assert drawn is not None
+                check_svg(svg_emitter.render(drawn))
+                check_svg(svg_emitter.render(drawn, text="text"))
                 stages.append("svg")
             if tikz:
-                render_tikz(program.ir, name)
+                assert drawn is not None
+                tikz_emitter.render(drawn)
                 stages.append("tikz")
             if dot:
                 program_to_dot(program.ir, name)
