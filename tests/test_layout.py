@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from gallery_cases import gallery_definitions, gallery_program
+from gallery_cases import gallery_definitions, gallery_diagram
 from ncd.renderers import RenderOptions, diagram
 from ncd.renderers.geometry import (
     Anchor,
@@ -90,8 +90,7 @@ def test_sample_diagrams_validate(samples: ir.Program, name: str,
 @pytest.mark.parametrize("options", OPTION_SETS[:4], ids=lambda o: f"{o.wire_labels}-"
                          f"c{o.collapse_depth}-e{int(o.expand_calls)}")
 def test_gallery_diagrams_validate(path: Path, name: str, options: RenderOptions) -> None:
-    program = gallery_program(path).ir
-    assert diagram(program, name, options).validate() == []
+    assert gallery_diagram(path, name, options).validate() == []
 
 
 # --------------------------------------------------------------------------------------

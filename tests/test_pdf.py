@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import pypdf
 import pytest
-from gallery_cases import gallery_definitions, gallery_program
+from gallery_cases import gallery_definitions, gallery_diagram
 from ncd.renderers import RenderOptions, diagram, render_pdf
 from ncd.renderers.geometry import Diagram, Rect, Text
 from ncd.renderers.pdf import PT_PER_PX, render
@@ -68,7 +68,7 @@ def gallery_pdfs() -> dict[str, tuple[Diagram, str, bytes]]:
     for (path, name), key in zip(GALLERY_DEFINITIONS, IDS, strict=True):
         # One layout serves both emitters, as `render_svg` and `render_pdf` lay it out alike;
         # the test of bytes across processes below holds `render_pdf` itself to these bytes.
-        drawn = diagram(gallery_program(path).ir, name)
+        drawn = gallery_diagram(path, name)
         rendered[key] = (drawn, svg_render(drawn), render(drawn))
     return rendered
 
