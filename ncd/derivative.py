@@ -674,12 +674,14 @@ def _reindexing_adjoint(rev: Reverser, term: ir.Reindexing, gradient: Value) -> 
 
 @dataclass(frozen=True)
 class AffineRow:
-    """One coordinate read: `(sum coefficients[a] * p_a + offset) // divisor`."""
+    """One coordinate read: `(sum coefficients[a] * p_a + offset) // divisor % modulus`
+    (no modulus: none taken)."""
 
     coefficients: tuple[tuple[str, int], ...]
     offset: int
     divisor: int
     text: str
+    modulus: int | None = None
 
 
 def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
@@ -688,11 +690,13 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
     `source`): `dX[q] = sum over p with q(p) = q of dY[p]`. A row that copies the domain axis
     of its own name passes through; the others, in groups linked by the domain axes they read,
     become indicator arrays `[q(p) = q]` (ones masked by affine conditions: `q == e`, or
-    `D q <= e < D q + D` for a floor division by `D`), contracted with the gradient."""
+    `D q <= e < D q + D` for a floor division by `D`), contracted with the gradient. A
+    remainder `e // D % n` is `q + n k` for some whole `k`: the indicator gains an axis `k`
+    over the range those take (the sizes must be known), summed by the contraction."""
     codomain = source.shape.axes
     domain_names = {a.name for a in domain}
     rest = [j for j, row in enumerate(rows)
-            if not (row.divisor == 1 and row.offset == 0 and
+            if not (row.divisor == 1 and row.offset == 0 and row.modulus is None and
                     row.coefficients == ((codomain[j].name, 1),))]
     fresh: dict[str, str] = {}
     taken = domain_names | {a.name for a in codomain}
@@ -715,24 +719,34 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
         q_axes = [ir.Axis(name=fresh.get(codomain[j].name, codomain[j].name),
                           size=codomain[j].size) for j in members]
         p_axes = [a for a in domain if a.name in axes_read]
+        k_axes: list[ir.Axis] = []
         conditions: list[ir.Comparison] = []
         for j, q_axis in zip(members, q_axes, strict=True):
             row = rows[j]
             read = tuple((n, -c) for n, c in row.coefficients)
             q = q_axis.name
-            if row.divisor == 1:
-                conditions.append(ir.Comparison(coefficients=((q, 1), *read),
-                                                offset=-row.offset, op="==",
+            d = row.divisor
+            # `q + n k` (k = k_axis + lowest) in place of q for a remainder
+            wrapped: tuple[tuple[str, int], ...] = ()
+            shift = 0
+            if row.modulus is not None:
+                k_axis, lowest = _wraps(row, domain, _fresh("k_" + codomain[j].name, taken))
+                k_axes.append(k_axis)
+                wrapped, shift = ((k_axis.name, row.modulus),), row.modulus * lowest
+            scaled = tuple((n, d * c) for n, c in ((q, 1), *wrapped))
+            if d == 1:
+                conditions.append(ir.Comparison(coefficients=(*scaled, *read),
+                                                offset=shift - row.offset, op="==",
                                                 text=f"{q} == {row.text}"))
             else:
-                d = row.divisor
-                conditions.append(ir.Comparison(coefficients=((q, d), *read),
-                                                offset=-row.offset, op="<=",
+                conditions.append(ir.Comparison(coefficients=(*scaled, *read),
+                                                offset=d * shift - row.offset, op="<=",
                                                 text=f"{d}*{q} <= {row.text}"))
                 conditions.append(ir.Comparison(
-                    coefficients=((q, -d), *((n, c) for n, c in row.coefficients)),
-                    offset=row.offset - d, op="<", text=f"{row.text} < {d}*{q} + {d}"))
-        indicator_type = array(ir.REALS, [*q_axes, *p_axes])
+                    coefficients=(*((n, -c) for n, c in scaled), *row.coefficients),
+                    offset=row.offset - d - d * shift, op="<",
+                    text=f"{row.text} < {d}*{q} + {d}"))
+        indicator_type = array(ir.REALS, [*q_axes, *k_axes, *p_axes])
         ones = rev.constant_array(indicator_type, 1)
         indicator = rev.op(ir.MaskOp(axes=indicator_type.names, conditions=tuple(conditions),
                                      fill=0.0),
@@ -746,6 +760,24 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
     result = rev.contract(array(ir.REALS, result_axes), operands, name="adjoint")
     back = {new: old for old, new in fresh.items()}
     return rev.expand(rev.rename(result, back), source)
+
+
+def _wraps(row: AffineRow, domain: Sequence[ir.Axis], name: str) -> tuple[ir.Axis, int]:
+    """For a remainder `f % n` with `f = e // D`: the axis over the whole numbers `k` with
+    `f = q + n k` for some `q` in `0 .. n-1` and `e` over the domain, and the lowest `k`."""
+    assert row.modulus is not None
+    sizes = {a.name: from_ir(a.size).value for a in domain}
+    low = high = row.offset
+    for axis_name, coefficient in row.coefficients:
+        size = sizes.get(axis_name)
+        if size is None:
+            raise Unsupported(f"the gather reads `{row.text}`, a remainder of an index whose "
+                              "range is not known", None, "give the axes it reads a size")
+        low += min(0, coefficient * (size - 1))
+        high += max(0, coefficient * (size - 1))
+    n = row.modulus
+    lowest, highest = (low // row.divisor - n + 1) // n, high // row.divisor // n
+    return ir.Axis(name=name, size=ir.SizeConst(value=highest - lowest + 1)), lowest
 
 
 # --------------------------------------------------------------------------------------

@@ -226,3 +226,20 @@ def test_gather_through_an_index_array_along_kept_axes(case: str) -> None:
     shape = program.ir.definition("f").inputs[1].array.names
     T = torch.randint(0, bound, tuple(3 if a == "b" else 4 for a in shape), generator=generator)
     _backward_against_autograd(program, "f", [X, T], True)
+
+
+REMAINDERS = {
+    # a periodic read: each entry of X read at m = q, q + 3, q + 6
+    "period": ("axis m = 7, n = 3\ndef f(X: R[n]) -> R[m] {\n    Y[m] = X[m % 3]\n"
+               "    return Y\n}\n", (3,)),
+    # a floor division inside, a batch axis passing, negative numerators wrapped
+    "divided": ("axis m = 7, n = 3, b = 2\ndef f(X: R[b, n]) -> R[b, m] {\n"
+                "    Y[b, m] = X[b, (5 - 2*m) // 3 % 3]\n    return Y\n}\n", (2, 3)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REMAINDERS))
+def test_gather_through_a_remainder(case: str) -> None:
+    source, shape = REMAINDERS[case]
+    X = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    _backward_against_autograd(ncd.load(source), "f", [X], True)

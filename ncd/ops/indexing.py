@@ -349,10 +349,10 @@ def _gather_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.GatherOp,
                     grads: Sequence[Value]) -> Gradients:
     """The adjoint of a gather. Through affine indices with floor divisions (`X[y // 2]`,
     `X[2*i + 1]`): a sum over the preimage of each index, with indicator arrays
-    (`ncd.derivative.affine_adjoint`). Through one index array, the other axes read as they
-    are (`X[Src[e], f]`, `X[b, T[b]]`): a scatter-add of the gradient through the same array
-    (`dX[Src[e], f] += dY[e, f]`, `scatter_adjoint`). Several index arrays and remainders
-    have no rule yet."""
+    (`ncd.derivative.affine_adjoint`), remainders included (`X[i % n]`). Through one index
+    array, the other axes read as they are (`X[Src[e], f]`, `X[b, T[b]]`): a scatter-add of
+    the gradient through the same array (`dX[Src[e], f] += dY[e, f]`, `scatter_adjoint`).
+    Several index arrays have no rule yet."""
     from ncd.derivative import AffineRow, affine_adjoint
 
     x, (y,), (gradient,) = inputs[0], outputs, grads
@@ -369,16 +369,19 @@ def _gather_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.GatherOp,
             return Gradients([scatter_adjoint(rev, gradient, inputs[index.array], target,
                                               x.array), None])
     for index in op.indices:
-        if index.array is not None or index.modulus is not None:
+        if index.array is not None:
             raise Unsupported(
-                f"the gather reads `{index.text}`, " + ("an index array" if index.array
-                                                       is not None else "a remainder"),
-                term.span, "the reverse of this gather is not built yet; gathers through "
-                "affine indices and floor divisions, and through one index array with the "
-                "other axes read as they are (`X[Src[e], f]`, `X[b, T[b]]`), have one")
-    rows = [AffineRow(index.coefficients, index.offset, index.divisor, index.text)
-            for index in op.indices]
-    return Gradients([affine_adjoint(rev, gradient, x.array, y.array.shape.axes, rows)])
+                f"the gather reads `{index.text}`, an index array", term.span,
+                "the reverse of this gather is not built yet; gathers through affine indices, "
+                "floor divisions and remainders, and through one index array with the other "
+                "axes read as they are (`X[Src[e], f]`, `X[b, T[b]]`), have one")
+    rows = [AffineRow(index.coefficients, index.offset, index.divisor, index.text,
+                      index.modulus) for index in op.indices]
+    try:
+        adjoint = affine_adjoint(rev, gradient, x.array, y.array.shape.axes, rows)
+    except Unsupported as unsupported:
+        raise Unsupported(unsupported.what, term.span, unsupported.hint) from None
+    return Gradients([adjoint])
 
 
 GATHER = declare(Declaration(
