@@ -204,6 +204,16 @@ def test_embedding_equals_nn_embedding(indices: tuple[int, ...]) -> None:
     torch.testing.assert_close(found, interpreted)
 
 
+def test_tied_embedding_table() -> None:
+    """The table read by the lookup and by the output projection (GPT-2's tied weights): its
+    gradient is the scatter-add plus the contraction's."""
+    program = ncd.load("axis v = 6, x = 4, m = 3\n"
+                       "def f(T: N[v][x]) -> R[x, v] {\n    param P: R[x, m]\n"
+                       "    H = layernorm[m](embedding[v -> m](T, E) + P, g, b)\n"
+                       "    L[x, v] = sum(m) H[x, m] * E[v, m]\n    return L\n}\n")
+    _backward_against_autograd(program, "f", [torch.tensor([2, 5, 2, 0])], True)
+
+
 GATHERS = {
     # the index array indexes an axis the result keeps: a permutation per row, with repeats
     "own_axis": ("def f(X: R[b, n], T: N[n][b, n]) -> R[b, n] {\n"
