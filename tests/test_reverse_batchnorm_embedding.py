@@ -26,12 +26,11 @@ BATCHNORM_SIZES = {"i": 5, "n": 4, "b": 3}
 
 def _randomise_statistics(module: torch.nn.Module) -> None:
     """Running statistics away from their initial zeros and ones, so that evaluation mode
-    reads them."""
+    reads them (positive, so that each may be a variance)."""
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        for name, buffer in module.named_buffers():
-            shift = 0.5 if "var" in name else -0.5
-            buffer.copy_(torch.rand(buffer.shape, generator=generator, dtype=buffer.dtype) + shift)
+        for buffer in module.buffers():
+            buffer.copy_(torch.rand(buffer.shape, generator=generator, dtype=buffer.dtype) + 0.5)
 
 
 def _backward_against_autograd(program: ncd.Program, name: str, inputs: list[torch.Tensor],
@@ -85,6 +84,19 @@ def test_resnet_block_in_evaluation_mode() -> None:
     program = ncd.load(GALLERY / "resnet_block.ncd", sizes={"c": 2, "b": 2, "y": 3, "x": 2})
     X = torch.randn(2, 2, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     _backward_against_autograd(program, "resnet_block", [X], False)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
+def test_batchnorm_with_two_channel_axes_declared_in_another_order(training: bool) -> None:
+    """Channels `c, d` around the normalised axis, the statistics and the scale declared
+    `[d, c]`, no shift."""
+    program = ncd.load("axis c = 2, b = 4, d = 3\n"
+                       "def f(X: R[b, c, d]) -> R[b, c, d] {\n"
+                       "    buffer mu: R[d, c] = zeros\n    buffer s2: R[d, c] = ones\n"
+                       "    param g: R[d, c] = ones\n"
+                       "    return sigmoid(batchnorm[b](X, mu, s2, g))\n}\n")
+    X = torch.randn(4, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    _backward_against_autograd(program, "f", [X], training)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
