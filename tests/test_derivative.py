@@ -162,8 +162,8 @@ def test_backward_definition_agrees_with_the_interpreter(stem: str, name: str) -
 
 
 DRAWN: tuple[tuple[str, str], ...] = (
-    ("batchnorm", "batch_normalizing_transform"), ("batchnorm", "batchnorm_layer"),
-    ("classifier", "head"), ("classifier", "classifier"), ("conv1d", "conv1d"),
+    ("batchnorm", "batch_normalizing_transform"), ("classifier", "head"),
+    ("classifier", "classifier"), ("conv1d", "conv1d"),
     ("depthwise_separable", "depthwise_separable"), ("gpt2_block", "causal_self_attention"),
     ("gpt2_block", "mlp"), ("iris", "iris_mlp"), ("llama_block", "rotary"),
     ("lru", "lru_step"), ("mlp", "mlp"), ("moe", "expert"), ("transformer", "feedforward"),

@@ -78,14 +78,6 @@ def test_batchnorm_layer_in_both_modes(training: bool) -> None:
     _backward_against_autograd(program, "batchnorm_layer", [X], training)
 
 
-def test_resnet_block_in_evaluation_mode() -> None:
-    """Two normalisations over three axes (b, y, x) per channel; the training mode is in
-    tests/test_derivative.py."""
-    program = ncd.load(GALLERY / "resnet_block.ncd", sizes={"c": 2, "b": 2, "y": 3, "x": 2})
-    X = torch.randn(2, 2, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    _backward_against_autograd(program, "resnet_block", [X], False)
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 def test_batchnorm_with_two_channel_axes_declared_in_another_order(training: bool) -> None:
     """Channels `c, d` around the normalised axis, the statistics and the scale declared
