@@ -86,14 +86,15 @@ class Definition:
         `Program.to_torch`)."""
         return self.program.to_torch(self.name, device=device, dtype=dtype)
 
-    def grad(self) -> Definition:
+    def grad(self, *, training: bool = True) -> Definition:
         """The backward definition of this one (see `Program.grad`)."""
-        return self.program.grad(self.name)
+        return self.program.grad(self.name, training=training)
 
     def to_torch_grad(self, forward: torch.nn.Module | None = None, *, device: Any = None,
-                      dtype: Any = None) -> torch.nn.Module:
+                      dtype: Any = None, training: bool | None = None) -> torch.nn.Module:
         """The backward module of this definition (see `Program.to_torch_grad`)."""
-        return self.program.to_torch_grad(self.name, forward, device=device, dtype=dtype)
+        return self.program.to_torch_grad(self.name, forward, device=device, dtype=dtype,
+                                          training=training)
 
     def _repr_svg_(self) -> str:
         return self.render()
@@ -229,34 +230,40 @@ class Program:
             return build_module(self.ir, name, source_name=self._source_name(), device=device,
                                 dtype=dtype)
 
-    def grad(self, definition: str | None = None) -> Definition:
+    def grad(self, definition: str | None = None, *, training: bool = True) -> Definition:
         """The backward definition of `definition` (the main one by default), `NAME_grad`, in a
         program that also holds it (and the backward definitions of what it calls): its
         inputs are the forward inputs and the gradients of the outputs (`dY`), its outputs
         the gradients of the real inputs, then of each learned parameter, then of the
         parameters of called definitions (`d<instance>_<name>`). It renders, compiles and
-        runs as any definition (docs/derivatives.md). An operation with no reverse rule yet
-        is an `NcdError` (E320) at its source."""
+        runs as any definition (docs/derivatives.md). `training`: the mode differentiated
+        (`batchnorm` normalises by the batch's statistics in training mode, by its running
+        ones in evaluation mode). An operation with no reverse rule yet is an `NcdError`
+        (E320) at its source."""
         from ncd.derivative import with_backward
 
         name = definition or self.main.name
         self[name]
-        extended, backward = with_backward(self.ir, name, self.sources)
+        extended, backward = with_backward(self.ir, name, self.sources, training=training)
         return Definition(Program(extended, self.sources, self.path), backward.definition)
 
     def to_torch_grad(self, definition: str | None = None,
                       forward: torch.nn.Module | None = None, *, device: Any = None,
-                      dtype: Any = None) -> torch.nn.Module:
+                      dtype: Any = None, training: bool | None = None) -> torch.nn.Module:
         """An instantiated module computing the backward definition of `definition` (see
         `grad`): `backward(*inputs, *output_gradients)` returns the gradients, with no
         `torch.autograd` at run time. Its state-dict keys are the forward module's; with
         `forward` (a module of `to_torch(definition)`), it reads that module's parameters and
-        buffers themselves, so an update of the forward module is seen by the backward one."""
+        buffers themselves, so an update of the forward module is seen by the backward one.
+        `training`: the mode differentiated, fixed when the module is made (by default the
+        forward module's mode at that moment; training mode without one)."""
         from ncd.derivative import with_backward
 
         name = definition or self.main.name
         self[name]
-        extended, made = with_backward(self.ir, name, self.sources)
+        if training is None:
+            training = forward.training if forward is not None else True
+        extended, made = with_backward(self.ir, name, self.sources, training=training)
         backward = Definition(Program(extended, self.sources, self.path), made.definition)
         module = backward.to_torch(device=device, dtype=dtype)
         if forward is not None:

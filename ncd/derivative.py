@@ -25,7 +25,7 @@ input error (E320) at its source, never a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
 
@@ -35,19 +35,14 @@ from ncd.dataflow import dataflow
 from ncd.diagnostics import Diagnostic, NcdError
 from ncd.operators import declaration
 from ncd.ops.declaration import Gradients, Unsupported
+from ncd.ops.normalisation import batchnorm_recomputed
 from ncd.sizes import from_ir
 from ncd.wiring import build_term
 
-__all__ = ["Backward", "Reverser", "Unsupported", "backward_definition", "with_backward"]
+__all__ = ["Backward", "Reverser", "Unsupported", "backward_definition", "first_applying",
+           "with_backward"]
 
-NOT_YET_REVERSED: dict[type[ir.Node], str] = {
-    ir.BatchNormOp: "batch normalisation's reverse (through the batch statistics in training "
-    "mode, the running ones in evaluation mode) is not built yet; write the normalisation out "
-    "with `mean`, `pow` and arithmetic (gallery/batchnorm.ncd shows how)",
-    ir.EmbeddingOp: "the reverse of an embedding is a scatter-add of the gradients into the "
-    "rows of the table: not built yet; a one-hot product (`sum(v) OneHot[b, v] * E[v, m]`) "
-    "has a reverse",
-}
+NOT_YET_REVERSED: dict[type[ir.Node], str] = {}
 """Operators whose declaration has no reverse rule yet, each with the reason (the coverage
 test lists these; `ncd` reports their use as E320)."""
 
@@ -82,9 +77,17 @@ class Reverser:
     """Builds the steps of the backward definition; the reverse rules call its helpers, each of
     which records one broadcasted operation (or reindexing) and returns the values it makes."""
 
-    def __init__(self, program: ir.Program, definition: ir.Definition):
+    def __init__(self, program: ir.Program, definition: ir.Definition, training: bool = True):
         self.program = program
         self.definition = definition
+        self.training = training
+        """The mode the backward definition differentiates (`batchnorm` reads the batch's
+        statistics in training mode, its running ones in evaluation mode); a generated module
+        starts in training mode."""
+        self.normalised: dict[int, tuple[Value, Value]] = {}
+        """For the output of each batch normalisation recomputed by the forward block, its
+        normalised input and reciprocal root (`ncd.ops.normalisation.batchnorm_recomputed`),
+        which its reverse rule reads (saved values)."""
         self.params = {p.name: p for p in definition.params}
         self.steps: list[Step | BlockGroup] = []
         self.param_wires: dict[tuple[int, str], Value] = {}
@@ -109,7 +112,7 @@ class Reverser:
         """The backward definition of a called definition (made once)."""
         found = self.callees.get(name)
         if found is None:
-            nested = Reverser(self.program, self.program.definition(name))
+            nested = Reverser(self.program, self.program.definition(name), self.training)
             nested.callees = self.callees
             found = _build(nested, {d.name for d in self.program.definitions} |
                            {b.definition.name for b in self.callees.values()})
@@ -373,6 +376,14 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
         read = [wires[w] for w in node.inputs]
         part = node.term
         match part:
+            case ir.Broadcasted() if isinstance(part.op, ir.BatchNormOp):
+                # Written out in the mode differentiated: the operation itself would follow
+                # the module's mode and move the running statistics a second time.
+                start = len(rev.steps)
+                made = [batchnorm_recomputed(rev, part, read[0])]
+                produced.extend(v for s in rev.steps[start:] if isinstance(s, Step)
+                                for v in s.outputs)
+                entries.append(_Entry(part, read, made))
             case ir.Broadcasted() | ir.Reindexing() | ir.Scan():
                 made = [Value(a, _port_name(part, i), part.span)
                         for i, a in enumerate(part.cod)]
@@ -418,12 +429,39 @@ def _recomputed(term: ir.Term, rev: Reverser) -> ir.Term:
     `Reverser.aliases`), the same site for every copy of a shared block."""
     if not (isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp)):
         return term
+    if first_applying(rev.program, term.op.definition,
+                      lambda op: isinstance(op, ir.BatchNormOp)) is not None:
+        raise Unsupported(
+            f"the call of `{term.op.definition}`, which applies `batchnorm`, would be "
+            "recomputed by the backward pass", term.span,
+            "the recomputed call would follow the module's mode and update the running "
+            "statistics again; write the callee's body out in the caller")
     instance = term.op.instance
     site = next((new for new, old in rev.aliases.items() if old == instance), None)
     if site is None:
         site = _fresh(f"{instance}_forward", rev.instances)
         rev.aliases[site] = instance
     return term.model_copy(update={"op": term.op.model_copy(update={"instance": site})})
+
+
+def first_applying(program: ir.Program, name: str,
+                   wanted: Callable[[ir.Operator], bool]) -> str | None:
+    """The first definition, of `name` and those it calls, with an operation that `wanted`
+    accepts (`batchnorm`, dropout with p > 0, ...); None when there is none."""
+    pending, seen = [name], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for term in ir.walk(program.definition(current).body):
+            if not isinstance(term, ir.Broadcasted):
+                continue
+            if wanted(term.op):
+                return current
+            if isinstance(term.op, ir.CallOp):
+                pending.append(term.op.definition)
+    return None
 
 
 def _port_name(term: ir.Term, index: int) -> str:
@@ -636,12 +674,14 @@ def _reindexing_adjoint(rev: Reverser, term: ir.Reindexing, gradient: Value) -> 
 
 @dataclass(frozen=True)
 class AffineRow:
-    """One coordinate read: `(sum coefficients[a] * p_a + offset) // divisor`."""
+    """One coordinate read: `(sum coefficients[a] * p_a + offset) // divisor % modulus`
+    (no modulus: none taken)."""
 
     coefficients: tuple[tuple[str, int], ...]
     offset: int
     divisor: int
     text: str
+    modulus: int | None = None
 
 
 def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
@@ -650,11 +690,13 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
     `source`): `dX[q] = sum over p with q(p) = q of dY[p]`. A row that copies the domain axis
     of its own name passes through; the others, in groups linked by the domain axes they read,
     become indicator arrays `[q(p) = q]` (ones masked by affine conditions: `q == e`, or
-    `D q <= e < D q + D` for a floor division by `D`), contracted with the gradient."""
+    `D q <= e < D q + D` for a floor division by `D`), contracted with the gradient. A
+    remainder `e // D % n` is `q + n k` for some whole `k`: the indicator gains an axis `k`
+    over the range those take (the sizes must be known), summed by the contraction."""
     codomain = source.shape.axes
     domain_names = {a.name for a in domain}
     rest = [j for j, row in enumerate(rows)
-            if not (row.divisor == 1 and row.offset == 0 and
+            if not (row.divisor == 1 and row.offset == 0 and row.modulus is None and
                     row.coefficients == ((codomain[j].name, 1),))]
     fresh: dict[str, str] = {}
     taken = domain_names | {a.name for a in codomain}
@@ -677,24 +719,34 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
         q_axes = [ir.Axis(name=fresh.get(codomain[j].name, codomain[j].name),
                           size=codomain[j].size) for j in members]
         p_axes = [a for a in domain if a.name in axes_read]
+        k_axes: list[ir.Axis] = []
         conditions: list[ir.Comparison] = []
         for j, q_axis in zip(members, q_axes, strict=True):
             row = rows[j]
             read = tuple((n, -c) for n, c in row.coefficients)
             q = q_axis.name
-            if row.divisor == 1:
-                conditions.append(ir.Comparison(coefficients=((q, 1), *read),
-                                                offset=-row.offset, op="==",
+            d = row.divisor
+            # `q + n k` (k = k_axis + lowest) in place of q for a remainder
+            wrapped: tuple[tuple[str, int], ...] = ()
+            shift = 0
+            if row.modulus is not None:
+                k_axis, lowest = _wraps(row, domain, _fresh("k_" + codomain[j].name, taken))
+                k_axes.append(k_axis)
+                wrapped, shift = ((k_axis.name, row.modulus),), row.modulus * lowest
+            scaled = tuple((n, d * c) for n, c in ((q, 1), *wrapped))
+            if d == 1:
+                conditions.append(ir.Comparison(coefficients=(*scaled, *read),
+                                                offset=shift - row.offset, op="==",
                                                 text=f"{q} == {row.text}"))
             else:
-                d = row.divisor
-                conditions.append(ir.Comparison(coefficients=((q, d), *read),
-                                                offset=-row.offset, op="<=",
+                conditions.append(ir.Comparison(coefficients=(*scaled, *read),
+                                                offset=d * shift - row.offset, op="<=",
                                                 text=f"{d}*{q} <= {row.text}"))
                 conditions.append(ir.Comparison(
-                    coefficients=((q, -d), *((n, c) for n, c in row.coefficients)),
-                    offset=row.offset - d, op="<", text=f"{row.text} < {d}*{q} + {d}"))
-        indicator_type = array(ir.REALS, [*q_axes, *p_axes])
+                    coefficients=(*((n, -c) for n, c in scaled), *row.coefficients),
+                    offset=row.offset - d - d * shift, op="<",
+                    text=f"{row.text} < {d}*{q} + {d}"))
+        indicator_type = array(ir.REALS, [*q_axes, *k_axes, *p_axes])
         ones = rev.constant_array(indicator_type, 1)
         indicator = rev.op(ir.MaskOp(axes=indicator_type.names, conditions=tuple(conditions),
                                      fill=0.0),
@@ -710,6 +762,24 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
     return rev.expand(rev.rename(result, back), source)
 
 
+def _wraps(row: AffineRow, domain: Sequence[ir.Axis], name: str) -> tuple[ir.Axis, int]:
+    """For a remainder `f % n` with `f = e // D`: the axis over the whole numbers `k` with
+    `f = q + n k` for some `q` in `0 .. n-1` and `e` over the domain, and the lowest `k`."""
+    assert row.modulus is not None
+    sizes = {a.name: from_ir(a.size).value for a in domain}
+    low = high = row.offset
+    for axis_name, coefficient in row.coefficients:
+        size = sizes.get(axis_name)
+        if size is None:
+            raise Unsupported(f"the gather reads `{row.text}`, a remainder of an index whose "
+                              "range is not known", None, "give the axes it reads a size")
+        low += min(0, coefficient * (size - 1))
+        high += max(0, coefficient * (size - 1))
+    n = row.modulus
+    lowest, highest = (low // row.divisor - n + 1) // n, high // row.divisor // n
+    return ir.Axis(name=name, size=ir.SizeConst(value=highest - lowest + 1)), lowest
+
+
 # --------------------------------------------------------------------------------------
 # The definition
 # --------------------------------------------------------------------------------------
@@ -722,11 +792,12 @@ def _fresh(name: str, taken: set[str]) -> str:
     return name
 
 
-def backward_definition(program: ir.Program, name: str) -> tuple[Backward, list[Backward]]:
-    """The backward definition of `name` (see the module's docstring), and those of the
-    definitions it calls (callees first); raises `Unsupported` at the first construct with no
-    reverse rule."""
-    rev = Reverser(program, program.definition(name))
+def backward_definition(program: ir.Program, name: str, *, training: bool = True
+                        ) -> tuple[Backward, list[Backward]]:
+    """The backward definition of `name` (see the module's docstring) in the given mode, and
+    those of the definitions it calls (callees first); raises `Unsupported` at the first
+    construct with no reverse rule."""
+    rev = Reverser(program, program.definition(name), training)
     backward = _build(rev, {d.name for d in program.definitions})
     return backward, list(rev.callees.values())
 
@@ -806,12 +877,12 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
                     tuple(gradient_of), tuple(rev.aliases.items()))
 
 
-def with_backward(program: ir.Program, name: str,
-                  sources: dict[str, str] | None = None) -> tuple[ir.Program, Backward]:
-    """The program with the backward definition of `name` added last; an unsupported
-    construct is an `NcdError` (E320) at its source."""
+def with_backward(program: ir.Program, name: str, sources: dict[str, str] | None = None, *,
+                  training: bool = True) -> tuple[ir.Program, Backward]:
+    """The program with the backward definition of `name` (in the given mode) added last; an
+    unsupported construct is an `NcdError` (E320) at its source."""
     try:
-        backward, callees = backward_definition(program, name)
+        backward, callees = backward_definition(program, name, training=training)
     except Unsupported as unsupported:
         raise NcdError([Diagnostic("E320", f"no reverse derivative: {unsupported.what}",
                                    unsupported.span or program.definition(name).span,
