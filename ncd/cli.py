@@ -708,7 +708,9 @@ def _render_format(args: argparse.Namespace, several: bool) -> str:
     return fmt
 
 
-def _draw(args: argparse.Namespace, program: Program, name: str, fmt: str) -> str | bytes:
+def _draw(args: argparse.Namespace, program: Program, name: str, fmt: str,
+          lens: Any = None) -> str | bytes:
+    """The drawing `args` ask for; `lens` (a `LensView`): a derivative drawn as a lens."""
     if args.overview or fmt == "dot":
         from ncd.renderers.dot import LayoutProgramMissing, program_to_dot, render_dot
 
@@ -732,7 +734,7 @@ def _draw(args: argparse.Namespace, program: Program, name: str, fmt: str) -> st
     options = RenderOptions(wire_labels=args.labels, collapse_depth=args.collapse,
                             theme=args.theme, text=args.text, expand_calls=args.expand,
                             show_params=args.params, standalone=args.standalone,
-                            notes=notes, legend=legend,
+                            notes=notes, legend=legend, lens=lens,
                             **({"width": args.width} if args.width is not None else {}))
     if fmt == "tex":
         return render_tikz(program.ir, name, options)
@@ -759,10 +761,10 @@ def command_render(args: argparse.Namespace) -> int:
         output = targets.get(file, args.output)
         program = _load(file, sizes, output, include)
         name = _definition(program, args.definition)
-        if args.grad:
-            backward = program.grad(name)
-            program, name = backward.program, backward.name
-        _emit(_draw(args, program, name, fmt), output)
+        view = None
+        if args.grad or args.lens:
+            program, name, view = program.derivative_drawing(name, lens=args.lens)
+        _emit(_draw(args, program, name, fmt, view), output)
 
     reporter.each(inputs, work, summary=inputs.several)
     return reporter.finish()
@@ -1005,7 +1007,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "by its FLOPs (the figures of ncd stats), with a legend")
     render.add_argument("--grad", action="store_true",
                         help="draw the backward definition (NAME_grad: the gradients of the "
-                        "inputs and parameters from those of the outputs; docs/derivatives.md)")
+                        "inputs and parameters from those of the outputs; docs/derivatives.md) "
+                        "as a lens: the forward block on top, the backward block under it "
+                        "running right to left, the saved values marked")
+    render.add_argument("--lens", action="store_true",
+                        help="draw the forward and backward passes together as a lens (the "
+                        "lens definition NAME_lens: the forward results leave at the top "
+                        "right, the gradients at the bottom left)")
     loading(render)
     render.set_defaults(run=command_render)
 
