@@ -525,8 +525,8 @@ def _definition(program: Program, name: str | None) -> str:
     if name is not None and name in program.training_names:
         training = program.ir.training(name)
         raise UsageError(f"`{name}` is a training set-up, which the renderer does not draw "
-                         f"yet; draw its model: `{training.model}` (`ncd compile` writes its "
-                         "training step)")
+                         f"yet; draw its model: `{training.model}` (with `--lens`, its "
+                         "forward and backward passes; `ncd compile` writes its training step)")
     if not program.names:
         raise UsageError(f"{program.ir.source} defines nothing; add a `def`")
     if name is None:
