@@ -167,16 +167,32 @@ class Program:
         from ncd.renderers import render_svg
 
         name = definition or self.main.name
-        self[name]  # a clear KeyError for an unknown name
+        training = name in self.training_names
+        if not training:
+            self[name]  # a clear KeyError for an unknown name
         options = render_options(unknown, wire_labels=wire_labels,
                                  collapse_depth=collapse_depth, expand_calls=expand_calls,
                                  theme=theme, text=text, show_params=show_params,
                                  width=width, grad=grad, lens=lens)
         program: Program = self
-        if grad or lens:
+        if training:
+            program, name, view = self.training_drawing(name)
+            options = replace(options, lens=view)
+        elif grad or lens:
             program, name, view = self.derivative_drawing(name, lens=lens)
             options = replace(options, lens=view)
         return render_svg(program.ir, name, options)
+
+    def training_drawing(self, name: str) -> tuple[Program, str, LensView]:
+        """What `render(name)` draws for the training set-up `name`: the lens definition of
+        its model (`lens`), drawn with the loss on the model's output and the optimiser on
+        its parameter wires."""
+        from ncd.renderers.layout.lens import LensView
+
+        training = self.ir.training(name)
+        program, lens_name, view = self.derivative_drawing(training.model, lens=True)
+        return program, lens_name, LensView(view.crossing, view.saved, view.gradient_of,
+                                            training)
 
     def derivative_drawing(self, definition: str, *, lens: bool = False
                            ) -> tuple[Program, str, LensView]:

@@ -524,9 +524,9 @@ def _os_error_message(error: OSError) -> str:
 def _definition(program: Program, name: str | None) -> str:
     if name is not None and name in program.training_names:
         training = program.ir.training(name)
-        raise UsageError(f"`{name}` is a training set-up, which the renderer does not draw "
-                         f"yet; draw its model: `{training.model}` (with `--lens`, its "
-                         "forward and backward passes; `ncd compile` writes its training step)")
+        raise UsageError(f"`{name}` is a training set-up, not a definition; its model is "
+                         f"`{training.model}` (`ncd render` draws the set-up as a lens, "
+                         "`ncd compile` writes its training step)")
     if not program.names:
         raise UsageError(f"{program.ir.source} defines nothing; add a `def`")
     if name is None:
@@ -760,8 +760,13 @@ def command_render(args: argparse.Namespace) -> int:
     def work(file: str) -> None:
         output = targets.get(file, args.output)
         program = _load(file, sizes, output, include)
-        name = _definition(program, args.definition)
         view = None
+        if args.definition is not None and args.definition in program.training_names:
+            # a training set-up: the lens of its model, with the loss and the optimiser
+            program, name, view = program.training_drawing(args.definition)
+            _emit(_draw(args, program, name, fmt, view), output)
+            return
+        name = _definition(program, args.definition)
         if args.grad or args.lens:
             program, name, view = program.derivative_drawing(name, lens=args.lens)
         _emit(_draw(args, program, name, fmt, view), output)
@@ -975,7 +980,9 @@ def build_parser() -> argparse.ArgumentParser:
     render = commands.add_parser(
         "render", parents=[shared], help="draw a definition (svg, pdf, png, dot, tex)",
         description="Draw a definition (by default the last of the file) as a neural circuit "
-        "diagram. The format is the suffix of -o FILE, else -f, else svg.")
+        "diagram; the name of a training set-up draws the set-up as a lens (the model's "
+        "forward and backward passes, the loss, the optimiser on the parameter wires). The "
+        "format is the suffix of -o FILE, else -f, else svg.")
     inputs(render, "+", definition=True)
     output(render, "the drawing")
     render.add_argument("-f", "--format", choices=RENDER_FORMATS,

@@ -4,7 +4,8 @@ Diagrams are written next to their sources (`gallery/NAME.svg` for the file's ma
 `gallery/NAME.DEF.svg` for the others, `*.expanded.svg` with called definitions drawn in
 place, `NAME.grad.svg`, the backward definition of the main one drawn as a lens, for the
 files in `BACKWARD`, and `NAME.lens.svg`, its forward and backward passes together, for those
-in `LENS`); generated PyTorch modules go to `build/gallery/`.
+in `LENS`, and `NAME.TRAIN.svg` for each training set-up, drawn as a lens); generated
+PyTorch modules go to `build/gallery/`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def main() -> int:
         if source.stem in LENS:
             write_atomically(GALLERY / f"{source.stem}.lens.svg",
                              program.render(main_name, lens=True).encode())
+        for training in program.training_names:
+            write_atomically(GALLERY / f"{source.stem}.{training}.svg",
+                             program.render(training).encode())
         code_path = BUILD / f"{source.stem}.py"
         try:
             code = program.compile()

@@ -66,8 +66,24 @@ def test_the_derivative_diagrams_are_up_to_date(stems: tuple[str, ...], kind: st
             f"{path.name} is not what the renderer draws now: run `make demo` and look at it")
 
 
+def test_the_training_diagrams_are_up_to_date() -> None:
+    """`NAME.TRAIN.svg`: each training set-up, drawn as `ncd render FILE TRAIN` draws it."""
+    drawn = 0
+    for source in SOURCES:
+        program = ncd.load(source)
+        for training in program.training_names:
+            path = GALLERY / f"{source.stem}.{training}.svg"
+            assert path.is_file(), f"{path.name} is missing: run `make demo`"
+            assert path.read_text(encoding="utf-8") == program.render(training), (
+                f"{path.name} is not what the renderer draws now: run `make demo`")
+            drawn += 1
+    assert drawn, "no training set-up in the gallery"
+
+
 def test_no_stale_diagrams() -> None:
     expected = {path for source in SOURCES for _, _, path in _diagrams(source)}
+    expected |= {GALLERY / f"{source.stem}.{training}.svg" for source in SOURCES
+                 for training in ncd.load(source).training_names}
     expected |= {GALLERY / f"{stem}.grad.svg" for stem in BACKWARD}
     expected |= {GALLERY / f"{stem}.lens.svg" for stem in LENS}
     assert set(GALLERY.glob("*.svg")) == expected

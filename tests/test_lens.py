@@ -144,3 +144,67 @@ def test_api_render_draws_the_lens() -> None:
     assert grad != plain and lens != grad and lens.startswith("<svg")
     with pytest.raises(TypeError, match="grad must be True or False"):
         program.render("iris_mlp", grad="yes")  # type: ignore[arg-type]
+
+
+SET_UP = """axis b
+axis m = 3, n = 2
+
+def model(X: R[b, m]) -> R[b, n] {
+    return linear[m -> n, bias](X, W, c)
+}
+
+train fit {
+    model: model
+    loss: mse
+    optimiser: momentum(lr = 0.1, momentum = 0.9)
+}
+"""
+
+
+@functools.cache
+def training_drawing(source: str, name: str) -> Diagram:
+    program = ncd.load(source) if "\n" in source else ncd.load(GALLERY / source)
+    drawn_program, drawn_name, view = program.training_drawing(name)
+    return diagram(drawn_program.ir, drawn_name, RenderOptions(lens=view))
+
+
+@pytest.mark.parametrize(("source", "name"), [("iris.ncd", "fit_iris"), (SET_UP, "fit")],
+                         ids=["iris", "momentum"])
+def test_a_training_set_up_draws_as_a_lens(source: str, name: str) -> None:
+    """The model's lens with the loss on its output (the loss out and the targets in at the
+    right, the output's gradient back into the backward block) and the optimiser on the
+    parameter wires: its hyper-parameters and state named, a wire up into the model for
+    each parameter, the parameters' gradients into it."""
+    found = training_drawing(source, name)
+    assert found.validate() == []
+    kinds = {box.kind: box for box in found.boxes}
+    optimiser, loss = kinds["optimiser"], kinds["loss"]
+    training = (ncd.load(source) if "\n" in source else ncd.load(GALLERY / source)
+                ).ir.training(name)
+    inside = {t.label.plain_text() for t in found.items
+              if isinstance(t, Text) and t.owner == optimiser.id}
+    assert training.optimiser.name in inside
+    assert {h.name for h in training.optimiser.hyper} <= {text.split(" = ")[0]
+                                                          for text in inside}
+    params = [p.name for p in training.params]
+    ups = [p for p in optimiser.ports if p.side == "top"]
+    assert len(ups) == len(params)
+    names = _texts(found)
+    for state in {s.name for s in training.state}:
+        assert state in names and f"{state}\u2032" in names
+    # one gradient wire in per axis of each parameter
+    assert len([p for p in optimiser.ports if p.side == "right"]) == sum(
+        len(p.array.shape.axes) for p in training.params)
+    assert {"L", "T"} <= set(names)
+    assert any(p.side == "left" for p in loss.ports) and any(p.side == "right"
+                                                             for p in loss.ports)
+
+
+def test_cli_draws_a_training_set_up(tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "fit.svg"
+    code = main(["render", str(GALLERY / "iris.ncd"), "fit_iris", "-o", str(output)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "Traceback" not in captured.err
+    assert output.read_text(encoding="utf-8").startswith("<svg")

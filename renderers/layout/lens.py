@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from ncd import ir
 
 from ..geometry import (
+    LAYER_FRAME,
     LAYER_MARK,
     Anchor,
     Box,
@@ -37,15 +38,17 @@ from ..geometry import (
     Loop,
     Path,
     Polygon,
+    PortPoint,
     Rect,
+    Stroke,
     Text,
     placed_items,
 )
 from ..glyphs import THEMES
 from ..text import Label, Run, elide
 from .context import Context, size_environment
-from .options import LABEL_RAISE, LABEL_SIZE, MARGIN, RenderOptions
-from .panels import End, Panel, array_specs, bar, dot, text_item, wire_path
+from .options import LABEL_RAISE, LABEL_SIZE, MARGIN, PITCH, ROW_PAD, RenderOptions
+from .panels import End, Panel, array_specs, bar, dot, stroke_for, text_item, wire_path
 from .routing import assemble
 from .terms import layout
 
@@ -63,12 +66,18 @@ class LensView:
 
     crossing: tuple[str, ...]
     saved: frozenset[str]
+    gradient_of: tuple[str, ...] = ()
+    """What each gradient the definition outputs is the gradient of (`Backward`)."""
+    training: ir.Training | None = None
+    """A training set-up drawn round the lens of its model: the loss on the right, the
+    optimiser on the parameter wires on the left."""
     forward_title: str = "forward"
     backward_title: str = "backward"
 
     @staticmethod
-    def of(backward: Backward) -> LensView:
-        return LensView(backward.crossing, frozenset(v.name for v in backward.saved))
+    def of(backward: Backward, training: ir.Training | None = None) -> LensView:
+        return LensView(backward.crossing, frozenset(v.name for v in backward.saved),
+                        backward.gradient_of, training)
 
 
 Origin = tuple[Literal["input", "forward", "backward"], int]
@@ -166,7 +175,8 @@ def mirrored(panel: Panel) -> Panel:
     itself; its left wires become its right ones and the other way round."""
     width = panel.width
     boxes = [Box(b.id, width - b.x - b.width, b.y, b.width, b.height, b.kind,
-                 tuple(type(p)(width - p.x, p.y, p.wire, _OTHER_SIDE[p.side]) for p in b.ports),
+                 tuple(PortPoint(width - p.x, p.y, p.wire, _OTHER_SIDE[p.side])
+                       for p in b.ports),
                  b.expected_ports) for b in panel.boxes]
     items = [_mirrored_item(item, width) for item in placed_items(panel.items)]
     left_labels = [_mirrored_item(t, width) for t in panel.right_labels]
@@ -199,6 +209,64 @@ TURN = 6.0
 MARK = 5.0
 """Side of the square that marks a saved value."""
 NAME_PAD = 6.0
+
+
+LOSS_NAME = "L"
+"""The name of the loss where it leaves a training set-up's drawing."""
+TARGET_NAME = "T"
+"""The name of the targets where they enter it."""
+OPTIMISER_INSET = 12.0
+"""How far right of the forward block's left edge the first parameter wire rises into it."""
+OPTIMISER_GAP = 16.0
+"""Between the optimiser's box and the backward block."""
+OPTIMISER_PITCH = 18.0
+"""Spacing of the parameter and state wires at the optimiser's left."""
+
+
+class _Optimiser:
+    """The optimiser's box: its name and hyper-parameters, the parameters' names over the
+    wires that rise from it into the model, and the wires at its left: each parameter and
+    each kind of state, in and (primed) out."""
+
+    def __init__(self, ctx: Context, training: ir.Training):
+        params = [p.name for p in training.params]
+        state = list(dict.fromkeys(s.name for s in training.state))
+        self.left: list[tuple[Label, Literal["param", "dtype"]]] = [
+            *((Label.axis(p), "param") for p in params),
+            *((Label.plain(s), "dtype") for s in state),
+            *((_primed(Label.axis(p)), "param") for p in params),
+            *((_primed(Label.plain(s)), "dtype") for s in state)]
+        self.lines = [Label((Run(training.optimiser.name, "bold"),)), *(
+            Label.plain(f"{h.name} = " + (f"{h.values[0]:g}" if len(h.values) == 1 else
+                                          "(" + ", ".join(f"{v:g}" for v in h.values) + ")"))
+            for h in training.optimiser.hyper)]
+        self.names: list[tuple[Label, float, float]] = []  # label, left, centre
+        x = 0.0
+        for name in params:
+            label = Label.axis(name)
+            size = label.measure(LABEL_SIZE).width
+            self.names.append((label, x, x + size / 2))
+            x += size + 2 * NAME_PAD
+        self.names_at = NAME_PAD
+        widths = [x - 2 * NAME_PAD, *(line.measure(LABEL_SIZE).width for line in self.lines)]
+        self.width = max(widths) + 2 * NAME_PAD
+        self.x = 0.0
+        del ctx
+
+
+class _Loss:
+    """The loss's box: a lens of its own, the loss forward at its top, its reverse (the
+    gradient of the model's output) at its bottom."""
+
+    def __init__(self, ctx: Context, training: ir.Training, x: float):
+        loss = training.loss
+        axes = f"[{', '.join(a.name for a in loss.axes)}]" if loss.axes else ""
+        self.title = Label.plain(f"{loss.name}{axes}")
+        self.reverse = Label.plain("reverse")
+        self.target_specs = [s for s in array_specs((loss.target,), ctx) if s.kind != "sep"]
+        self.width = max(self.title.measure(LABEL_SIZE).width,
+                         self.reverse.measure(LABEL_SIZE).width) + 2 * NAME_PAD
+        self.x = x
 
 
 @dataclass
@@ -305,15 +373,24 @@ class _Lens:
         output_names: dict[Origin, list[str]] = {}
         for n, origin in enumerate(wiring.outputs):
             output_names.setdefault(origin, []).append(outputs[n])
-        left_names += [", ".join(names) for o, names in output_names.items()
-                       if o[0] == "backward"]
-        right_names = [inputs[o[1]] for k in from_right
-                       for o in [wiring.backward_from[k]]]
-        right_names += [", ".join(names) for o, names in output_names.items()
-                        if o[0] == "forward"]
+        training = self.view.training
+        optimiser = _Optimiser(ctx, training) if training is not None else None
+        if optimiser is None:
+            left_names += [", ".join(names) for o, names in output_names.items()
+                           if o[0] == "backward"]
+            right_names = [inputs[o[1]] for k in from_right
+                           for o in [wiring.backward_from[k]]]
+            right_names += [", ".join(names) for o, names in output_names.items()
+                            if o[0] == "forward"]
+        else:
+
+            right_names = [LOSS_NAME, TARGET_NAME]
         saved_names = [self.view.crossing[j] for j in range(len(forward_out))
                        if j < len(self.view.crossing)]
         left_zone = _zone(left_names)
+        if optimiser is not None:
+            left_zone = max(left_zone, max(label.measure(LABEL_SIZE).width
+                                           for label, _ in optimiser.left) + 2 * NAME_PAD)
         right_zone = _zone(right_names)
         saved_zone = _zone([*saved_names, "saved"]) + MARK + NAME_PAD
 
@@ -325,11 +402,20 @@ class _Lens:
         band_top = (forward.bottom if forward is not None else 0.0) + ROW_GAP
         band_height = band_wires * BAND_STEP + (len(banded) - 1) * BAND_STEP
         backward_top = band_top + max(0.0, band_height) + (ROW_GAP if banded else 0.0)
-        backward = backward.moved(left_zone, backward_top - backward.top)
+        x_backward = left_zone
+        if optimiser is not None:
+            # its parameter wires rise into the forward block's frame
+            frames = [item.x for item in placed_items(forward.items)
+                      if isinstance(item, Rect) and item.layer == LAYER_FRAME] \
+                if forward is not None else []
+            inset = min(frames, default=0.0) + OPTIMISER_INSET
+            optimiser.x = max(left_zone, x_forward + inset - optimiser.names_at)
+            x_backward = optimiser.x + optimiser.width + OPTIMISER_GAP
+        backward = backward.moved(x_backward, backward_top - backward.top)
         backward_in = _bundles(backward.right, len(wiring.backward.dom))
         backward_out = _bundles(backward.left, len(wiring.backward.cod))
         x_forward_right = x_forward + (forward.width if forward is not None else 0.0)
-        x_backward_right = left_zone + backward.width
+        x_backward_right = x_backward + backward.width
         lanes_start = max(x_forward_right + saved_zone, x_backward_right) + TURN + LANE
 
         # Every wire into the backward block from above gets a lane in the column; the one
@@ -360,6 +446,11 @@ class _Lens:
         width = max(caption_x + _text_width("saved") + NAME_PAD if crossing else 0.0,
                     lanes_end + TURN) + right_zone
         width = max(width, x_backward_right + right_zone, x_forward_right + right_zone)
+        loss: _Loss | None = None
+        if training is not None:
+            loss = _Loss(ctx, training, width - right_zone + NAME_PAD)
+            width = loss.x + loss.width + right_zone + _zone([
+                *(s.label.plain_text() for s in loss.target_specs if s.label is not None)])
 
         for panel in (placed_forward, backward):
             if panel is not None:
@@ -423,6 +514,11 @@ class _Lens:
             self.items.append(text_item(label, caption_x, middle + LABEL_SIZE / 3, LABEL_SIZE,
                                         ctx.theme.text, role="caption"))
 
+        if training is not None and optimiser is not None and loss is not None:
+            self._training(optimiser, loss, width, left_zone, forward_right, backward_in,
+                           backward_out, from_right, output_names, placed_forward,
+                           x_forward_right, x_backward, x_backward_right)
+            return self._diagram(width)
         # The output gradients: in at the right edge of the bottom row.
         for k in from_right:
             i = wiring.backward_from[k][1]
@@ -444,13 +540,141 @@ class _Lens:
         # A gradient the definition does not output (the same as another) ends in a bar.
         for j, bundle in enumerate(backward_out):
             if ("backward", j) not in output_names:
-                for end in bundle.ends:
-                    x = left_zone - NAME_PAD
-                    self._wire(end, [(left_zone, end.y), (x, end.y)])
-                    self.items.append(bar(ctx, x, end.y))
-                    self.anchors.append(Anchor(x, end.y))
-
+                self._bar(bundle, x_backward)
         return self._diagram(width)
+
+    def _bar(self, bundle: _Bundle, x_edge: float) -> None:
+        """The wires of `bundle` end in a bar just left of `x_edge` (a gradient not used)."""
+        for end in bundle.ends:
+            x = x_edge - NAME_PAD
+            self._wire(end, [(x_edge, end.y), (x, end.y)])
+            self.items.append(bar(self.ctx, x, end.y))
+            self.anchors.append(Anchor(x, end.y))
+
+    # ---- a training set-up
+    def _training(self, optimiser: _Optimiser, loss: _Loss, width: float, left_zone: float,
+                  forward_right: Sequence[_Bundle], backward_in: Sequence[_Bundle],
+                  backward_out: Sequence[_Bundle], from_right: Sequence[int],
+                  output_names: dict[Origin, list[str]], placed_forward: Panel | None,
+                  x_forward_right: float, x_backward: float, x_backward_right: float) -> None:
+        """The loss on the right (the model's output in, the gradient of the output back out
+        into the backward block; the loss out and the targets in at the right edge) and the
+        optimiser on the left (the gradients of the parameters in; the parameters up into the
+        forward block; the parameters and the optimiser's state in and out at the left
+        edge)."""
+        ctx, view = self.ctx, self.view
+        results = [forward_right[o[1]] for o in output_names if o[0] == "forward"]
+        seeds = [backward_in[k] for k in from_right]
+        self._loss(loss, width, results, seeds, x_forward_right, x_backward_right)
+        made = [n for n, o in enumerate(self.wiring.outputs) if o[0] == "backward"]
+        model_input = view.training.input.name if view.training is not None else ""
+        gradients: list[_Bundle] = []
+        for position, n in enumerate(made):
+            bundle = backward_out[self.wiring.outputs[n][1]]
+            of = view.gradient_of[position] if position < len(view.gradient_of) else ""
+            if of == model_input:  # a training step does not use the input's gradient
+                self._bar(bundle, x_backward)
+            elif all(bundle is not g for g in gradients):
+                gradients.append(bundle)
+        for j, bundle in enumerate(backward_out):
+            if ("backward", j) not in output_names:
+                self._bar(bundle, x_backward)
+        forward_bottom = placed_forward.bottom if placed_forward is not None else 0.0
+        self._optimiser(optimiser, left_zone, gradients, x_backward, forward_bottom)
+        del ctx
+
+    def _box(self, kind: str, x: float, y: float, width: float, height: float,
+             ports: Sequence[PortPoint], texts: Sequence[tuple[Label, float, float]]) -> None:
+        box_id = self.ctx.fresh()
+        self.items.append(Rect(x, y, width, height, self.ctx.theme.call_fill,
+                               Stroke(self.ctx.theme.ink, 1.0), radius=3.0))
+        self.boxes.append(Box(box_id, x, y, width, height, kind, tuple(
+            PortPoint(p.x, p.y, p.wire, p.side) for p in ports), len(ports)))
+        for label, tx, baseline in texts:
+            self.items.append(text_item(label, tx, baseline, LABEL_SIZE, self.ctx.theme.text,
+                                        owner=box_id, role="glyph"))
+
+    def _loss(self, loss: _Loss, width: float, results: Sequence[_Bundle],
+              seeds: Sequence[_Bundle], x_forward_right: float,
+              x_backward_right: float) -> None:
+        ctx = self.ctx
+        ys = [e.y for b in (*results, *seeds) for e in b.ends]
+        top = min(ys, default=0.0) - ROW_PAD
+        level = min((e.y for b in results for e in b.ends), default=top + ROW_PAD)
+        ports: list[PortPoint] = []
+        right = loss.x + loss.width
+        for bundle in results:
+            for end in bundle.ends:
+                self._wire(end, [(x_forward_right, end.y), (loss.x, end.y)])
+                ports.append(PortPoint(loss.x, end.y, end.wire, "left"))
+        for bundle in seeds:
+            for end in bundle.ends:
+                self._wire(end, [(loss.x, end.y), (x_backward_right, end.y)])
+                ports.append(PortPoint(loss.x, end.y, end.wire, "left"))
+        # The loss leaves at the model's output's height; the targets enter under it.
+        loss_wire = ctx.fresh()
+        self.items.append(Path((right, level), ((width, level),), stroke_for(ctx, "dtype"),
+                               wire=loss_wire, role="dtype"))
+        ports.append(PortPoint(right, level, loss_wire, "right"))
+        self._name(LOSS_NAME, width - NAME_PAD - _text_width(LOSS_NAME) - NAME_PAD, width,
+                   level, "right")
+        y = level + PITCH
+        target_top = y
+        for spec in loss.target_specs:
+            wire = ctx.fresh()
+            self.items.append(wire_path(ctx, spec, wire, (width, y), [(right, y)]))
+            ports.append(PortPoint(right, y, wire, "right"))
+            if spec.label is not None:
+                self.items.append(text_item(spec.label, right + NAME_PAD, y - LABEL_RAISE,
+                                            LABEL_SIZE, ctx.theme.text, wire=wire))
+            y += PITCH
+        self._name(TARGET_NAME, right, width, target_top, "right")
+        bottom = max([*ys, y - PITCH]) + ROW_PAD
+        ascent = loss.title.measure(LABEL_SIZE).ascent
+        descent = loss.reverse.measure(LABEL_SIZE).descent
+        self._box("loss", loss.x, top, loss.width, bottom - top, ports, [
+            (loss.title, loss.x + NAME_PAD, top + NAME_PAD + ascent),
+            (loss.reverse, loss.x + NAME_PAD, bottom - NAME_PAD - descent)])
+
+    def _optimiser(self, optimiser: _Optimiser, left_zone: float,
+                   gradients: Sequence[_Bundle], x_backward: float,
+                   forward_bottom: float) -> None:
+        ctx = self.ctx
+        ys = [e.y for b in gradients for e in b.ends]
+        top = min(ys, default=forward_bottom + 2 * ROW_GAP) - ROW_PAD
+        ports: list[PortPoint] = []
+        right = optimiser.x + optimiser.width
+        for bundle in gradients:
+            for end in bundle.ends:
+                self._wire(end, [(x_backward, end.y), (right, end.y)])
+                ports.append(PortPoint(right, end.y, end.wire, "right"))
+        # The parameters and the state in and out at the left edge, one wire each.
+        y = top
+        for label, kind in optimiser.left:
+            y += OPTIMISER_PITCH
+            wire = ctx.fresh()
+            self.items.append(Path((0.0, y), ((optimiser.x, y),), stroke_for(ctx, kind),
+                                   wire=wire, role="param"))
+            ports.append(PortPoint(optimiser.x, y, wire, "left"))
+            self.items.append(text_item(label, NAME_PAD, y - LABEL_RAISE, LABEL_SIZE,
+                                        ctx.theme.text, role="caption"))
+        # The parameters up into the forward block, each under its name.
+        texts: list[tuple[Label, float, float]] = []
+        line = LABEL_SIZE * 1.3
+        baseline = top + NAME_PAD + line * 0.8
+        for label, offset, centre in optimiser.names:
+            x = optimiser.x + optimiser.names_at + centre
+            wire = ctx.fresh()
+            self.items.append(Path((x, top), ((x, forward_bottom),), stroke_for(ctx, "param"),
+                                   wire=wire, role="param"))
+            ports.append(PortPoint(x, top, wire, "top"))
+            self.anchors.append(Anchor(x, forward_bottom))
+            texts.append((label, optimiser.x + optimiser.names_at + offset, baseline))
+        for label in optimiser.lines:
+            baseline += line
+            texts.append((label, optimiser.x + NAME_PAD, baseline))
+        bottom = max([*ys, y, baseline]) + ROW_PAD
+        self._box("optimiser", optimiser.x, top, optimiser.width, bottom - top, ports, texts)
 
     # ---- pieces
     def _take(self, panel: Panel) -> None:
@@ -490,6 +714,11 @@ class _Lens:
             anchors=tuple(a.moved(0.0, dy) for a in self.anchors),
             title=elide(self.definition.name),
             loops=tuple(loop.moved(0.0, dy) for loop in self.loops))
+
+
+def _primed(label: Label) -> Label:
+    """The label of an array's new value: `W_in` -> `W_in′`."""
+    return Label((*label.runs, Run("\u2032")))
 
 
 def _text_width(text: str) -> float:
