@@ -60,6 +60,12 @@ class Backward:
     aliases: tuple[tuple[str, str], ...] = ()
     """Call-site paths of the backward definition whose parameters are those of a call-site
     path of the forward definition (`Reverser.aliases`, with those of the callees)."""
+    crossing: tuple[str, ...] = ()
+    """The names of the `forward` block's outputs, in order: the wires that cross to the
+    `backward` block (and, in a lens definition, the forward results first)."""
+    results: int = 0
+    """How many forward results lead the definition's outputs: 0 in a backward definition,
+    the forward definition's output count in a lens definition (`lens=True`)."""
 
 
 @dataclass(eq=False)
@@ -792,20 +798,22 @@ def _fresh(name: str, taken: set[str]) -> str:
     return name
 
 
-def backward_definition(program: ir.Program, name: str, *, training: bool = True
-                        ) -> tuple[Backward, list[Backward]]:
+def backward_definition(program: ir.Program, name: str, *, training: bool = True,
+                        lens: bool = False) -> tuple[Backward, list[Backward]]:
     """The backward definition of `name` (see the module's docstring) in the given mode, and
     those of the definitions it calls (callees first); raises `Unsupported` at the first
-    construct with no reverse rule."""
+    construct with no reverse rule. With `lens`, the lens definition `NAME_lens` instead: the
+    same two blocks, the forward block also making the forward results, which lead the
+    outputs (forward and backward passes together, as the lens view draws them)."""
     rev = Reverser(program, program.definition(name), training)
-    backward = _build(rev, {d.name for d in program.definitions})
+    backward = _build(rev, {d.name for d in program.definitions}, lens=lens)
     return backward, list(rev.callees.values())
 
 
-def _build(rev: Reverser, taken: set[str]) -> Backward:
+def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
     forward = rev.definition
     name = forward.name
-    grad_name = _fresh(f"{name}_grad", taken)
+    grad_name = _fresh(f"{name}_lens" if lens else f"{name}_grad", taken)
     names = {v.name for v in forward.inputs} | {p.name for p in forward.params}
     inputs = [Value(v.array, v.name, forward.span) for v in forward.inputs]
     seeds = [Value(v.array, _fresh(f"d{v.name}", names), forward.span)
@@ -860,11 +868,18 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
     back.bound = list(outputs)
     back.reads = _outside_reads(back.steps)
     read_ids = {v.id for v in back.reads}
-    _prune(group.steps, set(read_ids))
-    group.bound = [v for v in produced if v.id in read_ids]
-    group.reads = _outside_reads(group.steps)
+    # A lens definition keeps the forward results too: they leave the forward block first.
+    kept = _unique([v for v in results if v.id in {p.id for p in produced}]) if lens else []
+    _prune(group.steps, read_ids | {v.id for v in kept})
     saved = [v for v in produced if v.id in read_ids]
+    group.bound = [*kept, *(v for v in saved if v not in kept)]
+    group.reads = _outside_reads(group.steps)
+    crossing = [v.name for v in group.bound]
     saved += [v for v in inputs if v.id in read_ids]
+    if lens:
+        outputs = [*results, *outputs]
+        out_vars = [*(ir.Variable(name=v.name, array=v.array) for v in forward.outputs),
+                    *out_vars]
     body = build_term([group, back] if group.steps else [back], [*inputs, *seeds], outputs,
                       forward.span)
     definition = ir.Definition(
@@ -874,15 +889,21 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
         inputs=tuple(ir.Variable(name=v.name, array=v.array) for v in [*inputs, *seeds]),
         outputs=tuple(out_vars), params=forward.params, body=body, span=forward.span)
     return Backward(definition, tuple(ir.Variable(name=v.name, array=v.array) for v in saved),
-                    tuple(gradient_of), tuple(rev.aliases.items()))
+                    tuple(gradient_of), tuple(rev.aliases.items()), tuple(crossing),
+                    len(forward.outputs) if lens else 0)
+
+
+def _unique(values: Sequence[Value]) -> list[Value]:
+    return list({v.id: v for v in values}.values())
 
 
 def with_backward(program: ir.Program, name: str, sources: dict[str, str] | None = None, *,
-                  training: bool = True) -> tuple[ir.Program, Backward]:
-    """The program with the backward definition of `name` (in the given mode) added last; an
-    unsupported construct is an `NcdError` (E320) at its source."""
+                  training: bool = True, lens: bool = False) -> tuple[ir.Program, Backward]:
+    """The program with the backward definition of `name` (in the given mode; with `lens`,
+    its lens definition) added last; an unsupported construct is an `NcdError` (E320) at its
+    source."""
     try:
-        backward, callees = backward_definition(program, name, training=training)
+        backward, callees = backward_definition(program, name, training=training, lens=lens)
     except Unsupported as unsupported:
         raise NcdError([Diagnostic("E320", f"no reverse derivative: {unsupported.what}",
                                    unsupported.span or program.definition(name).span,

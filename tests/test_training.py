@@ -415,8 +415,12 @@ def test_ncd_compile_writes_the_training_step() -> None:
     assert "class FitIris(nn.Module):" in out and "def adam_update(" in out
 
 
-def test_ncd_render_of_a_training_set_up_says_what_to_draw() -> None:
+def test_ncd_render_of_a_training_set_up_draws_it() -> None:
+    """As a lens (tests/test_lens.py checks the drawing); a command that reads definitions
+    only says what the set-up is and names its model."""
     code, out, errors = run_cli("render", str(IRIS), "fit_iris")
+    assert code == 0 and out.startswith("<svg"), errors
+    code, out, errors = run_cli("stats", str(IRIS), "fit_iris")
     assert code == 2 and not out
     assert "training set-up" in errors and "iris_mlp" in errors
     assert "Traceback" not in errors
