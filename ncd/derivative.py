@@ -19,7 +19,8 @@ receives a gradient from each reader and they are added (the reverse of a copy i
 a delete a zero). Each broadcasted operation's rule is its declaration's `reverse`
 (`ncd.ops.*`); reindexings have their adjoint here (a sum over the preimage of each index,
 which for a convolution window is the transposed convolution); a block becomes a block of the
-backward pass, whose steps come in the reverse order. A construct with no rule yet is an
+backward pass, whose steps come in the reverse order; a scan a reverse scan
+(`ncd.scan_derivative`). A construct with no rule yet is an
 input error (E320) at its source, never a traceback.
 """
 
