@@ -458,7 +458,13 @@ def _forward_site(instance: str, rev: Reverser) -> str:
     scan's step there): a site of its own, aliased to it."""
     site = next((new for new, old in rev.aliases.items() if old == instance), None)
     if site is None:
-        site = _fresh(f"{instance}_forward", rev.instances)
+        # Numbered, not `_`-suffixed: the compiler names a call site's attribute without
+        # trailing underscores, so `cell_forward_` would share `cell_forward`'s.
+        site, count = f"{instance}_forward", 1
+        while site in rev.instances:
+            count += 1
+            site = f"{instance}_forward_{count}"
+        rev.instances.add(site)
         rev.aliases[site] = instance
     return site
 

@@ -150,3 +150,27 @@ def test_a_scan_inside_a_called_definition_equals_autograd() -> None:
     assert len(found) == len(expected) == len(made.gradient_of)
     for role, actual, wanted in zip(made.gradient_of, found, expected, strict=True):
         torch.testing.assert_close(actual, wanted, rtol=1e-10, atol=1e-10, msg=role)
+
+
+def test_the_backward_of_a_backward_with_a_scan_equals_autograd() -> None:
+    """The reverse of a reverse scan is a scan forward again; the forward block's call sites
+    are numbered (`cell_forward_2`), so that each has a module of its own."""
+    first = ncd.load(NESTED).grad("rnn").program
+    torch.manual_seed(0)
+    forward = first["rnn_grad"].to_torch(dtype=torch.float64)
+    backward = first.to_torch_grad("rnn_grad", forward, dtype=torch.float64)
+    made, _ = backward_definition(first.ir, "rnn_grad")
+    assert "cell_forward_2" in dict(made.aliases)
+    generator = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(*shape, dtype=torch.float64, generator=generator, requires_grad=True)
+              for shape in ((2, 2, 3), (2, 4), (2, 4), (2, 2, 4))]
+    outputs = forward(*inputs)
+    seeds = [torch.randn(o.shape, dtype=torch.float64, generator=generator) for o in outputs]
+    parameters = dict(forward.named_parameters())
+    wrt = [*inputs, *(parameters[key] for key in made.gradient_of[len(inputs):])]
+    expected = torch.autograd.grad(outputs, wrt, seeds, allow_unused=True)
+    with torch.no_grad():
+        found = backward(*(x.detach() for x in inputs), *seeds)
+    for role, actual, wanted in zip(made.gradient_of, found, expected, strict=True):
+        wanted = torch.zeros_like(actual) if wanted is None else wanted
+        torch.testing.assert_close(actual, wanted, rtol=1e-10, atol=1e-10, msg=role)
