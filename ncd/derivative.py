@@ -20,8 +20,8 @@ a delete a zero). Each broadcasted operation's rule is its declaration's `revers
 (`ncd.ops.*`); reindexings have their adjoint here (a sum over the preimage of each index,
 which for a convolution window is the transposed convolution); a block becomes a block of the
 backward pass, whose steps come in the reverse order; a scan a reverse scan
-(`ncd.scan_derivative`). A construct with no rule yet is an
-input error (E320) at its source, never a traceback.
+(`ncd.scan_derivative`). A construct with no rule yet is an input error (E320) at its source,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -406,7 +406,7 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
                 made = [Value(a, _port_name(part, i), part.span)
                         for i, a in enumerate(part.cod)]
                 saved = [Value(a, f"{v.name}_saved", part.span) for a, v in
-                         zip(saving.cod[len(part.cod):], read, strict=False)]
+                         zip(saving.cod[len(part.cod):], read[:part.carries], strict=True)]
                 rev.add_step(saving, read, [*made, *saved])
                 produced.extend([*made, *saved])
                 entries.append(_Entry(part, read, made, saved=saved))
