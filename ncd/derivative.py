@@ -19,8 +19,9 @@ receives a gradient from each reader and they are added (the reverse of a copy i
 a delete a zero). Each broadcasted operation's rule is its declaration's `reverse`
 (`ncd.ops.*`); reindexings have their adjoint here (a sum over the preimage of each index,
 which for a convolution window is the transposed convolution); a block becomes a block of the
-backward pass, whose steps come in the reverse order. A construct with no rule yet is an
-input error (E320) at its source, never a traceback.
+backward pass, whose steps come in the reverse order; a scan a reverse scan
+(`ncd.scan_derivative`). A construct with no rule yet is an input error (E320) at its source,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ncd.diagnostics import Diagnostic, NcdError
 from ncd.operators import declaration
 from ncd.ops.declaration import Gradients, Unsupported
 from ncd.ops.normalisation import batchnorm_recomputed
+from ncd.scan_derivative import reverse_scan, saving_scan, step_call
 from ncd.sizes import from_ir
 from ncd.wiring import build_term
 
@@ -66,6 +68,9 @@ class Backward:
     results: int = 0
     """How many forward results lead the definition's outputs: 0 in a backward definition,
     the forward definition's output count in a lens definition (`lens=True`)."""
+    helpers: tuple[ir.Definition, ...] = ()
+    """Definitions the backward pass calls that are not backward definitions (a scan's
+    `STEP_saving` and `STEP_grad_step`, `ncd.scan_derivative`), those of the callees too."""
 
 
 @dataclass(eq=False)
@@ -77,6 +82,8 @@ class _Entry:
     inputs: list[Value]
     outputs: list[Value]
     body: list[_Entry] = field(default_factory=list)
+    saved: list[Value] = field(default_factory=list)
+    """For a scan, the states entering each step, stacked along its axis."""
 
 
 class Reverser:
@@ -113,6 +120,9 @@ class Reverser:
         self.called_params: dict[str, ir.ArrayType] = {}
         """The parameters of called definitions that get gradients, by their path
         (`instance.name`), in the order first met."""
+        self.helpers: dict[tuple[str, str], ir.Definition] = {}
+        """The helper definitions of scans' reverses, by role and step definition (made once,
+        shared by nested reversers)."""
 
     def backward_of(self, name: str) -> Backward:
         """The backward definition of a called definition (made once)."""
@@ -120,10 +130,20 @@ class Reverser:
         if found is None:
             nested = Reverser(self.program, self.program.definition(name), self.training)
             nested.callees = self.callees
-            found = _build(nested, {d.name for d in self.program.definitions} |
-                           {b.definition.name for b in self.callees.values()})
+            nested.helpers = self.helpers
+            found = _build(nested, self._taken())
             self.callees[name] = found
         return found
+
+    def definition_name(self, stem: str) -> str:
+        """A name for a new definition that no definition of the program, backward definition
+        or helper has."""
+        return _fresh(stem, self._taken())
+
+    def _taken(self) -> set[str]:
+        return {d.name for d in self.program.definitions} | \
+            {b.definition.name for b in self.callees.values()} | \
+            {d.name for d in self.helpers.values()}
 
     # ---- values and steps
     def value(self, array_type: ir.ArrayType, name: str) -> Value:
@@ -390,12 +410,23 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
                 produced.extend(v for s in rev.steps[start:] if isinstance(s, Step)
                                 for v in s.outputs)
                 entries.append(_Entry(part, read, made))
-            case ir.Broadcasted() | ir.Reindexing() | ir.Scan():
+            case ir.Broadcasted() | ir.Reindexing():
                 made = [Value(a, _port_name(part, i), part.span)
                         for i, a in enumerate(part.cod)]
                 rev.add_step(_recomputed(part, rev), read, made)
                 produced.extend(made)
                 entries.append(_Entry(part, read, made))
+            case ir.Scan():
+                # Run with a step that also gives back the states it reads: they are saved.
+                _, step_op = step_call(part)
+                saving = saving_scan(rev, part, _forward_site(step_op.instance, rev))
+                made = [Value(a, _port_name(part, i), part.span)
+                        for i, a in enumerate(part.cod)]
+                saved = [Value(a, f"{v.name}_saved", part.span) for a, v in
+                         zip(saving.cod[len(part.cod):], read[:part.carries], strict=True)]
+                rev.add_step(saving, read, [*made, *saved])
+                produced.extend([*made, *saved])
+                entries.append(_Entry(part, read, made, saved=saved))
             case ir.Block():
                 if part.repeat > 1 and not part.shared:
                     raise Unsupported(
@@ -442,12 +473,24 @@ def _recomputed(term: ir.Term, rev: Reverser) -> ir.Term:
             "recomputed by the backward pass", term.span,
             "the recomputed call would follow the module's mode and update the running "
             "statistics again; write the callee's body out in the caller")
-    instance = term.op.instance
+    site = _forward_site(term.op.instance, rev)
+    return term.model_copy(update={"op": term.op.model_copy(update={"instance": site})})
+
+
+def _forward_site(instance: str, rev: Reverser) -> str:
+    """The call site at which the forward block recomputes the call at `instance` (or a
+    scan's step there): a site of its own, aliased to it."""
     site = next((new for new, old in rev.aliases.items() if old == instance), None)
     if site is None:
-        site = _fresh(f"{instance}_forward", rev.instances)
+        # Numbered, not `_`-suffixed: the compiler names a call site's attribute without
+        # trailing underscores, so `cell_forward_` would share `cell_forward`'s.
+        site, count = f"{instance}_forward", 1
+        while site in rev.instances:
+            count += 1
+            site = f"{instance}_forward_{count}"
+        rev.instances.add(site)
         rev.aliases[site] = instance
-    return term.model_copy(update={"op": term.op.model_copy(update={"instance": site})})
+    return site
 
 
 def first_applying(program: ir.Program, name: str,
@@ -618,9 +661,12 @@ def _reverse(entries: Sequence[_Entry], rev: Reverser, grads: _Accumulator) -> N
                 group.reads = _outside_reads(group.steps)
                 outer.append(group)
             case ir.Scan():
-                raise Unsupported(
-                    "a scan has no reverse derivative yet", term.span,
-                    "its reverse is a scan in the opposite direction: not built yet")
+                # A scan in the opposite direction (`ncd.scan_derivative`).
+                d_inputs, called = reverse_scan(rev, term, entry.inputs, entry.saved, filled)
+                for value, gradient in zip(entry.inputs, d_inputs, strict=True):
+                    grads.give(value, gradient)
+                for path, gradient in called.items():
+                    grads.params.setdefault(path, []).append(gradient)
             case ir.Identity() | ir.Rearrangement() | ir.Composed() | ir.Product():
                 raise AssertionError("dataflow leaves only computing nodes")
             case _:
@@ -890,7 +936,7 @@ def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
         outputs=tuple(out_vars), params=forward.params, body=body, span=forward.span)
     return Backward(definition, tuple(ir.Variable(name=v.name, array=v.array) for v in saved),
                     tuple(gradient_of), tuple(rev.aliases.items()), tuple(crossing),
-                    len(forward.outputs) if lens else 0)
+                    len(forward.outputs) if lens else 0, tuple(rev.helpers.values()))
 
 
 def _unique(values: Sequence[Value]) -> list[Value]:
@@ -909,6 +955,7 @@ def with_backward(program: ir.Program, name: str, sources: dict[str, str] | None
                                    unsupported.span or program.definition(name).span,
                                    hint=unsupported.hint)], sources or {}) from None
     extended = program.model_copy(update={"definitions": (
-        *program.definitions, *(b.definition for b in callees), backward.definition)})
+        *program.definitions, *(b.definition for b in callees), *backward.helpers,
+        backward.definition)})
     return extended, backward
 
