@@ -407,6 +407,9 @@ class ForwardEmitter:
     def statement(self, line: str, comment: str | None = None) -> None:
         self.emit(line, comment)
 
+    def too_long(self, line: str) -> bool:
+        return len("    " * self.depth) + len(line) > LINE_LENGTH
+
     def fresh(self, hint: str) -> str:
         return self.names.fresh(hint)
 
@@ -515,6 +518,21 @@ def _index_text(eta: ir.StrideMorphism, row: int) -> str:
         text += str(offset) if not text else f" {'-' if offset < 0 else '+'} {abs(offset)}"
     return text
 
+
+
+def unbatched_checks(definition: ir.Definition, arguments: list[TensorCode]) -> list[str]:
+    """For a definition that takes no leading dims (`Definition.leading_dims`): a
+    `ValueError` when an input has more dims than its declared axes, where the module would
+    otherwise compute something else than its forward module does. Not while a graph is
+    being traced symbolically (`torch.fx`), whose shapes are not numbers."""
+    if definition.leading_dims or not arguments:
+        return []
+    lines = ["        if not torch.fx._symbolic_trace.is_fx_symbolic_tracing():"]
+    for value in arguments:
+        message = f"input {value.code} has leading batch dims, which batchnorm would pool"
+        lines.append(f"            if {value.code}.dim() != {value.rank}:")
+        lines.extend(wrapped("                ", f"raise ValueError({string_literal(message)})"))
+    return lines
 
 
 def shape_checks(emitter: ForwardEmitter, arguments: list[TensorCode]) -> list[str]:

@@ -37,7 +37,7 @@ from ncd.ops.lowering import Role, TensorCode
 from ncd.sizes import ProgramSizes
 
 from .errors import CompileError
-from .forward import ForwardEmitter, shape_checks, symbol_reads
+from .forward import ForwardEmitter, shape_checks, symbol_reads, unbatched_checks
 from .generated import load_source
 from .lifetimes import free_after_last_use
 from .modules import (
@@ -139,8 +139,9 @@ class ProgramCompiler:
         for name, parameter in declared.items():  # declared but unused: still learnable
             if not any(name in (s.params) for s in all_specs(spec)):
                 spec.param(name, parameter.array, Role("fan_in_uniform"))
-        forward = (shape_checks(emitter, arguments) + symbol_reads(emitter, definition, arguments)
-                   + emitter.checks + emitter.lines)
+        forward = (unbatched_checks(definition, arguments) + shape_checks(emitter, arguments)
+                   + symbol_reads(emitter, definition, arguments) + emitter.checks
+                   + emitter.lines)
         # Each intermediate released after its last use; the sizes read stay (integers).
         forward = free_after_last_use(forward, [v.code for v in arguments],
                                       set(emitter.symbol_code.values()))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ncd import ir
+from ncd.ops.lowering import slice_text
 from ncd.sizes import Size, from_ir
 
 Label = Hashable
@@ -156,7 +157,7 @@ def view_through(
             low_text = "" if low == 0 else (str(low) if isinstance(low, int) else size_code(low))
             stop = str(row.offset + 1)
             whole = size_code(input_sizes[j], read=False)
-            cuts[j] = f"{low_text}:{'' if stop == whole else stop}"
+            cuts[j] = slice_text(low_text, "" if stop == whole else stop)
             rows[j] = Row(tuple((label, -c) for label, c in row.terms))
             length = affine_size(1 + sum(c for c, _ in parts), [(-c, n) for c, n in parts])
             input_sizes[j] = ir.SizeConst(value=length) if isinstance(length, int) else length
@@ -187,7 +188,7 @@ def view_through(
         step = terms[0][1] if len(terms) == 1 else 1
         start_text = "" if first == 0 else first_text
         stop_text = "" if stop == whole else size_code(stop_size)
-        item = f"{start_text}:{stop_text}" + (f":{step}" if step != 1 else "")
+        item = slice_text(start_text, stop_text, str(step) if step != 1 else "")
         items.append(item)
         if len(terms) > 1:
             windows.append((len(labels), terms))

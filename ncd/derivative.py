@@ -933,10 +933,17 @@ def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
         doc=f"The reverse derivative of `{name}`: the gradients of its inputs and parameters "
             "from the gradients of its outputs.",
         inputs=tuple(ir.Variable(name=v.name, array=v.array) for v in [*inputs, *seeds]),
-        outputs=tuple(out_vars), params=forward.params, body=body, span=forward.span)
+        outputs=tuple(out_vars), params=forward.params, body=body, span=forward.span,
+        leading_dims=not (rev.training and _applies_batchnorm(forward)))
     return Backward(definition, tuple(ir.Variable(name=v.name, array=v.array) for v in saved),
                     tuple(gradient_of), tuple(rev.aliases.items()), tuple(crossing),
                     len(forward.outputs) if lens else 0, tuple(rev.helpers.values()))
+
+
+def _applies_batchnorm(definition: ir.Definition) -> bool:
+    """Whether the definition's body applies `batchnorm` (a call of one that does is E320)."""
+    return any(isinstance(t, ir.Broadcasted) and isinstance(t.op, ir.BatchNormOp)
+               for t in ir.walk(definition.body))
 
 
 def _unique(values: Sequence[Value]) -> list[Value]:

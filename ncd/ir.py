@@ -798,6 +798,20 @@ class Definition(Node):
     params: tuple[Parameter, ...] = ()
     body: Term
     span: Span | None = None
+    leading_dims: bool = True
+    """Whether the compiled module takes extra leading (batch) dims on its inputs, each batch
+    element a call of its own. False for the backward definition of a training-mode
+    `batchnorm`, whose forward module pools such dims into its statistics: the backward
+    definition's statistics are per call, so its module refuses them rather than differ."""
+
+    @model_serializer(mode="wrap")
+    def _omit_default_dims(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A definition that takes leading dims writes no `leading_dims` field: the JSON of
+        such definitions stays as it was."""
+        data = handler(self)
+        if self.leading_dims and isinstance(data, dict):
+            data.pop("leading_dims", None)
+        return data
 
     @property
     def domain(self) -> tuple[ArrayType, ...]:

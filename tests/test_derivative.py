@@ -297,3 +297,40 @@ def test_shared_repeated_block_and_its_reverse() -> None:
         torch.testing.assert_close(a, b)
     titles = [t.title for t in ir.walk(loaded.grad("f").ir.body) if isinstance(t, ir.Block)]
     assert "Layer (backward)" in titles
+
+
+def test_backward_code_is_lint_clean_and_formatted(tmp_path: Path) -> None:
+    """The compiled backward module of every supported definition, as `ncd compile --grad`
+    writes it, is as ruff formats it and lint-clean (the rules generated code keeps)."""
+    for stem, name in SUPPORTED:
+        back = backward(stem, name, 0)
+        (tmp_path / f"{stem}_{name}_grad.py").write_text(back.program.compile(back.name))
+    ruff = [sys.executable, "-m", "ruff"]
+    check = subprocess.run([*ruff, "check", "--isolated", "--line-length", "100", "--select",
+                            "E,F,W,B,UP", "--ignore", "E741", str(tmp_path)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    formatted = subprocess.run([*ruff, "format", "--isolated", "--line-length", "100",
+                                "--check", str(tmp_path)], capture_output=True, text=True)
+    assert formatted.returncode == 0, formatted.stdout
+
+
+def test_a_training_mode_batchnorm_backward_refuses_leading_dims() -> None:
+    """The forward module's batchnorm pools leading batch dims into its statistics; the
+    backward definition's statistics are per call: its module refuses such dims rather than
+    compute the derivative of something else. In evaluation mode (running statistics) it
+    takes them, each batch element a call of its own."""
+    loaded = program("batchnorm", 0)
+    forward = loaded["batchnorm_layer"].to_torch(dtype=torch.float64)
+    module = loaded.to_torch_grad("batchnorm_layer", forward, dtype=torch.float64)
+    X = torch.randn(2, 3, 5, dtype=torch.float64)
+    dY = torch.randn(2, 3, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="leading batch dims"):
+        module(X, dY)
+    module(X[0], dY[0])  # its declared axes only: computed
+    assert backward_definition(loaded.ir, "batchnorm_layer")[0].definition.leading_dims is False
+    evaluation = backward_definition(loaded.ir, "batchnorm_layer", training=False)[0]
+    assert evaluation.definition.leading_dims is True
+    # written out with `mean` and arithmetic, not `batchnorm`: per call in both modules
+    assert backward_definition(loaded.ir, "batch_normalizing_transform")[0] \
+        .definition.leading_dims

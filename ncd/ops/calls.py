@@ -260,7 +260,15 @@ def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
     if each is None:
         call = f"{module.code}({', '.join(arguments)})"
         targets_text = ", ".join(name for name, *_ in plans) or "_"
-        emit.statement(f"{targets_text} = {call}", comment + emit.source_note(term.span))
+        note = comment + emit.source_note(term.span)
+        if len(plans) > 1 and emit.too_long(f"{targets_text} = {module.code}("):
+            # as a formatter lays it out: the targets one per line in parentheses
+            emit.statement("(", note)
+            for name, *_ in plans:
+                emit.statement(f"    {name},")
+            emit.statement(f") = {call}")
+        else:
+            emit.statement(f"{targets_text} = {call}", note)
     else:
         _each_call(emit, term, op, module.code, list(zip(arguments, sliced, strict=True)),
                    [(name, len(variable.array.shape.axes)) for (name, *_), variable in

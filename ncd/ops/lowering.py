@@ -15,6 +15,7 @@ This module writes no code and imports no torch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -89,6 +90,15 @@ class Submodule:
     """Per output: whether it depends on an input (False: computed from parameters alone)."""
 
 
+def slice_text(start: str, stop: str, step: str = "") -> str:
+    """`start:stop:step` as a formatter (ruff, black) writes it: the colons spaced when a
+    bound is more than a name or a number (`1 : (n + 1)`), tight otherwise (`1:n`, `:n`)."""
+    parts = [start, stop, *([step] if step else [])]
+    if all(re.fullmatch(r"-?\w*", part) for part in parts):
+        return ":".join(parts)
+    return " : ".join(parts).strip()
+
+
 def float_literal(value: float) -> str:
     """A float as Python source, infinities and NaN included."""
     if value != value:
@@ -107,6 +117,10 @@ class Emitter(Protocol):
 
     def statement(self, line: str, comment: str | None = None) -> None:
         """Write one line of code with its comment."""
+        ...
+
+    def too_long(self, line: str) -> bool:
+        """Whether `line`, at the current indentation, is longer than generated code keeps."""
         ...
 
     def assign(self, hint: str | None, expr: str, comment: str | None = None,

@@ -22,7 +22,7 @@ from .arguments import (
 )
 from .declaration import Box, Caption, Declaration, Gradients, Surface, declare, no_parameters
 from .facts import Carried, Carry, SymmetryCalls, Verdict, axis_list, free, positional, view
-from .lowering import Emitter, TensorCode, float_literal, target_label
+from .lowering import Emitter, TensorCode, float_literal, slice_text, target_label
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -160,7 +160,7 @@ def _split_lower(emit: Emitter, term: ir.Broadcasted, op: ir.SplitOp,
         begin = emit.size(ir.SizeAdd(terms=(ir.SizeConst(value=0), *start)))
         end = emit.size(ir.SizeAdd(terms=(ir.SizeConst(value=0), *start, size)))
         slots = [":"] * len(order)
-        slots[position] = f"{'' if begin == '0' else begin}:{end}"
+        slots[position] = slice_text("" if begin == "0" else begin, end)
         labels = list(order)
         labels[position] = target_label(axis)
         results.append(emit.finish(term, f"{source}[..., {', '.join(slots)}]", labels,
