@@ -58,7 +58,7 @@ class Row:
     file: str
     definition: str
     built: bool
-    reason: str = ""  # the E320 message when not built
+    reason: str = ""  # the E320 message when not built; a note when built
     gap: float | None = None  # largest |compiled - autograd| over the conditions
     interpreter_gap: float | None = None  # largest |compiled - interpreter|, first size set
     conditions: int = 0
@@ -140,7 +140,10 @@ def measure(path: Path, name: str) -> Row:
     conditions: list[tuple[ncd.Program, tuple[int, ...]]] = []
     for sizes in choices or ({},):
         conditions.append((ncd.load(path, sizes=sizes), ()))
-    conditions.append((program, (2,)))
+    if back.ir.leading_dims:  # else its module refuses them (training-mode batchnorm)
+        conditions.append((program, (2,)))
+    else:
+        row.reason = "refuses leading dims"
     row.gap = 0.0
     for loaded, lead in conditions:
         gap, interpreter_gap = gaps(loaded, name, lead)
@@ -180,7 +183,9 @@ def report(rows: list[Row]) -> str:
             continue
         interp = f"{r.interpreter_gap:.1e}" if r.interpreter_gap is not None else ""
         diagram = "valid" if r.valid else "; ".join(r.problems)
-        lines.append(f"| {r.file} | {r.definition} | built | {r.conditions} | {r.gap:.1e} | "
+        built_text = f"built ({r.reason})" if r.reason else "built"
+        lines.append(f"| {r.file} | {r.definition} | {built_text} | {r.conditions} | "
+                     f"{r.gap:.1e} | "
                      f"{interp} | {diagram} | {r.draw_seconds:.2f} | {r.saved_wires} | "
                      f"{r.saved_entries} |")
     return "\n".join(lines) + "\n"
