@@ -12,8 +12,8 @@ For every definition of every `gallery/*.ncd` (those `make demo` draws):
   over three conditions: the two size sets of `tests/test_derivative.py` (`SIZES`), and the
   first of them with a leading batch dim of 2 on every input (the gradients of a batch of
   two, each parameter's summed over it);
-- `validate()` of its backward diagram (the layout checks every gallery diagram passes), and
-  the time it takes to draw;
+- `validate()` of its backward diagram as `ncd render --grad` draws it (the layout checks
+  every gallery diagram passes), and the time it takes to draw;
 - the saved forward values (`Backward.saved`): how many wires, and their entries at the first
   size set.
 
@@ -133,7 +133,8 @@ def measure(path: Path, name: str) -> Row:
     from ncd.renderers import RenderOptions, diagram
 
     start = time.process_time()
-    problems = diagram(back.program.ir, back.name, RenderOptions()).validate()
+    extended, grad_name, view = program.derivative_drawing(name)  # what `--grad` draws
+    problems = diagram(extended.ir, grad_name, RenderOptions(lens=view)).validate()
     row.draw_seconds = time.process_time() - start
     row.valid = not problems
     row.problems = [str(p) for p in problems[:3]]

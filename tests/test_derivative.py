@@ -175,10 +175,11 @@ backward diagram takes seconds; the others pass too, checked by hand, not on eve
 
 @pytest.mark.parametrize(("stem", "name"), DRAWN, ids=[f"{s}.{n}" for s, n in DRAWN])
 def test_backward_diagram_validates(stem: str, name: str) -> None:
+    """What `ncd render --grad` draws: the backward block mirrored under the forward one."""
     from ncd.renderers import RenderOptions, diagram
 
-    back = backward(stem, name, 0)
-    assert diagram(back.program.ir, back.name, RenderOptions()).validate() == []
+    extended, grad_name, view = program(stem, 0).derivative_drawing(name)
+    assert diagram(extended.ir, grad_name, RenderOptions(lens=view)).validate() == []
 
 
 def test_backward_diagram_of_softmax_scores_validates() -> None:
