@@ -5,7 +5,8 @@ Diagrams are written next to their sources (`gallery/NAME.svg` for the file's ma
 place, `NAME.grad.svg`, the backward definition of the main one drawn as a lens, for the
 files in `BACKWARD`, and `NAME.lens.svg`, its forward and backward passes together, for those
 in `LENS`, and `NAME.TRAIN.svg` for each training set-up, drawn as a lens); generated
-PyTorch modules go to `build/gallery/`.
+PyTorch modules go to `build/gallery/`. The figures of docs/derivatives.md's reverse rules
+(`RULES`) are drawn too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ BACKWARD = ("attention",)
 showcase of the reverse derivative, not every file, as each takes seconds to draw."""
 LENS = ("attention", "iris")
 """The files whose main definition's lens view is drawn too (`ncd render --lens`)."""
+RULES = ROOT / "docs" / "derivatives" / "rules.ncd"
+"""Small definitions whose backward diagrams illustrate the reverse rules in
+docs/derivatives.md: each drawn as `ncd render --grad` draws it, `NAME.grad.svg` beside it."""
+
+
+def draw_rule_figures() -> list[str]:
+    """Draw the figures of the reverse rules (`RULES`); the names drawn."""
+    program = load(RULES)
+    for name in program.names:
+        write_atomically(RULES.with_name(f"{name}.grad.svg"),
+                         program.render(name, grad=True).encode())
+    return list(program.names)
 
 
 def main() -> int:
@@ -74,6 +87,8 @@ def main() -> int:
         names = ", ".join(d.name for d in local)
         print(f"{source.relative_to(ROOT)}: checked, drew {names}, compiled to "
               f"{code_path.relative_to(ROOT)}")
+    drawn = ", ".join(draw_rule_figures())
+    print(f"{RULES.relative_to(ROOT)}: drew the backward diagrams of {drawn}")
     return 1 if failures else 0
 
 

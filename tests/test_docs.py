@@ -490,3 +490,19 @@ def test_derivatives_commands_run(tmp_path: Path) -> None:
                                 capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stderr
         assert (tmp_path / output).stat().st_size > 0
+
+
+def test_the_figures_of_the_rules_are_current() -> None:
+    """docs/derivatives/NAME.grad.svg: each definition of rules.ncd drawn as `ncd render
+    --grad` draws it (`make demo` redraws them), each shown in docs/derivatives.md."""
+    from ncd.gallery_job import RULES
+
+    program = ncd.load(RULES)
+    text = (DOCS / "derivatives.md").read_text(encoding="utf-8")
+    assert set(RULES.parent.glob("*.svg")) == {RULES.with_name(f"{name}.grad.svg")
+                                               for name in program.names}
+    for name in program.names:
+        figure = RULES.with_name(f"{name}.grad.svg")
+        assert figure.read_text(encoding="utf-8") == program.render(name, grad=True), (
+            f"{figure.name} is not what the renderer draws now: run `make demo`")
+        assert f"](derivatives/{figure.name})" in text, f"{figure.name} is not in the page"
