@@ -84,6 +84,18 @@ class ForwardEmitter:
         self.lines.extend(wrapped(indent, line))
 
     @contextmanager
+    def branch(self) -> Iterator[None]:
+        """The body of an `if` or `else`: one level deeper. What was checked before it holds
+        inside; what is checked inside is forgotten after it (the other branch may run)."""
+        checked = set(self.checked)
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            self.checked = checked
+
+    @contextmanager
     def indented(self) -> Iterator[None]:
         # a loop may rebind names (the values a block carries): what was checked is forgotten
         self.checked.clear()
@@ -391,11 +403,10 @@ class ForwardEmitter:
         return CompileError(message)
 
     def first_check(self, key: str) -> bool:
-        if self.depth != 2:  # inside a loop: a check there may not run before a later one
-            return True
-        if key in self.checked:
+        if key in self.checked:  # made before, at the top level: it holds here too
             return False
-        self.checked.add(key)
+        if self.depth == 2:  # inside a loop or a branch, a check may not run before a later one
+            self.checked.add(key)
         return True
 
     def same_size(self, first: ir.SizeExpr, second: ir.SizeExpr) -> bool:

@@ -222,3 +222,28 @@ def test_an_index_array_is_checked_once_against_each_bound() -> None:
     for bad_src, bad_dst in ((torch.tensor([0, 1, 5, 2]), Dst), (Src, torch.tensor([1, -1, 3, 0]))):
         with pytest.raises(ValueError, match="an index array holds a value outside axis v"):
             module(X, bad_src, bad_dst)
+
+
+def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_agree() -> None:
+    """A gather through one index array of one axis is `index_select` (whole slices) or
+    `gather` (a pick in each row) when the index array has no batch dims; with batch dims
+    it is read by rows as before. Both equal the per-element results."""
+    graph = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3})
+    assert ".index_select(-2, Src)" in graph.compile()
+    module = graph.to_torch("gcn_conv", dtype=torch.float64).eval()
+    X = torch.randn(2, 5, 6, dtype=torch.float64)
+    Src = torch.tensor([[0, 1, 4, 2], [3, 3, 0, 1]])
+    Dst = torch.tensor([[1, 2, 3, 0], [0, 4, 4, 2]])
+    together = module(X, Src, Dst)
+    for i in range(2):
+        torch.testing.assert_close(together[i], module(X[i], Src[i], Dst[i]))
+    loss = ncd.load("gallery/classifier.ncd", sizes={"n": 5})
+    assert ".gather(-1, T.unsqueeze(-1)).squeeze(-1)" in loss.compile("cross_entropy")
+    pick = loss.to_torch("cross_entropy", dtype=torch.float64)
+    Z = torch.randn(2, 3, 5, dtype=torch.float64)
+    T = torch.tensor([[0, 4, 2], [1, 1, 3]])
+    together = pick(Z, T)
+    for i in range(2):
+        expected = torch.nn.functional.cross_entropy(Z[i], T[i])
+        torch.testing.assert_close(pick(Z[i], T[i]), expected)
+        torch.testing.assert_close(together[i], expected)

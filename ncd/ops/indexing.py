@@ -162,7 +162,6 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
     source = inputs[0]
     out = term.outputs[0].array
     labels: list[Label] = [target_label(n) for n in out.names]
-    rank = len(out.names)
     if len(op.indices) != source.rank:
         raise emit.error(f"a gather reads {len(op.indices)} indices of {source.array.text()}")
     texts = ", ".join(t.text for t in op.indices)
@@ -186,8 +185,85 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
             expr = f"{source.code}[..., {', '.join(indices)}]"
         return [emit.finish(term, expr, labels, comment=f"read at [{texts}]",
                             batched=source.batched, fallback="gathered")]
-    # Index arrays: the batch dims of the source and of the index arrays are broadcast and
-    # flattened into one, which a row index reads alongside the others.
+    single = _single_index_read(emit, op, source, out, inputs)
+    if single is None:
+        expr = _gather_by_rows(emit, term, op, source, inputs, arrays, labels)
+        return [emit.finish(term, expr, labels, comment=f"read at [{texts}]", batched=True,
+                            fallback="gathered")]
+    # One index array, the other axes read as they are: when the index array has no batch
+    # dims (as it mostly has not), one `index_select` or `gather`, as a user would write it;
+    # else the general reading by rows.
+    position, index, pick = single
+    _check_index_array(emit, index.code, term.inputs[0].name or "the array",
+                       source.array.shape.axes[position], term.span)
+    dim = position - source.rank
+    gathered = emit.fresh("gathered")
+    condition = f"{index.code}.dim() == 1"
+    if pick:
+        condition += f" and {source.code}.dim() == {source.rank}"
+        fast = f"{source.code}.gather({dim}, {index.code}.unsqueeze({dim})).squeeze({dim})"
+    else:
+        fast = f"{source.code}.index_select({dim}, {index.code})"
+    emit.statement(f"if not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and {condition}:")
+    with emit.branch():
+        emit.statement(f"{gathered} = {fast}")
+    emit.statement("else:")
+    with emit.branch():
+        emit.statement(f"{gathered} = "
+                       f"{_gather_by_rows(emit, term, op, source, inputs, arrays, labels)}")
+    return [emit.finish(term, gathered, labels, comment=f"read at [{texts}]", batched=True,
+                        fallback="gathered")]
+
+
+def _single_index_read(emit: Emitter, op: ir.GatherOp, source: TensorCode, out: ir.ArrayType,
+                       inputs: list[TensorCode]) -> tuple[int, TensorCode, bool] | None:
+    """For a gather through one index array of one axis whose other coordinates are the
+    output's axes read as they are, in the output's order: the source axis the index array
+    indexes, the index array, and whether its axis is also one of those kept (`L[b, T[b]]`,
+    a pick in each row, for a source of two axes: `gather`) or not (`XW[Src[e], g]`, whole
+    slices: `index_select`); None for any other gather."""
+    arrays = [(i, t) for i, t in enumerate(op.indices) if t.array is not None]
+    if len(arrays) != 1:
+        return None
+    (position, term_index), = arrays
+    assert term_index.array is not None
+    index = inputs[term_index.array]
+    if index.rank != 1 or index.array.names[0] not in out.names:
+        return None
+    kept: list[str] = []
+    for i, (coordinate, axis) in enumerate(zip(op.indices, source.array.shape.axes,
+                                               strict=True)):
+        if i == position:
+            continue
+        if coordinate.array is not None or coordinate.modulus is not None or \
+                coordinate.offset or coordinate.divisor != 1 or \
+                len(coordinate.coefficients) != 1 or coordinate.coefficients[0][1] != 1:
+            return None
+        name = coordinate.coefficients[0][0]
+        if name not in out.names or not emit.same_size(axis.size,
+                                                        out.shape.axis(name).size):
+            return None
+        kept.append(name)
+    axis_name = index.array.names[0]
+    if axis_name in kept:
+        if source.rank != 2 or list(out.names) != kept:
+            return None
+        return position, index, True
+    expected = [*kept[:position], axis_name, *kept[position:]]
+    if list(out.names) != expected:
+        return None
+    return position, index, False
+
+
+def _gather_by_rows(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp, source: TensorCode,
+                    inputs: list[TensorCode], arrays: list[tuple[ir.IndexTerm, ir.Axis]],
+                    labels: list[Label]) -> str:
+    """The gather through index arrays in general: the batch dims of the source and of the
+    index arrays broadcast and flattened into one, which a row index reads alongside the
+    others."""
+    out = term.outputs[0].array
+    rank = len(out.names)
+    indices: list[str] = []
     places: dict[int, str] = {}
     for term_index, axis in arrays:
         assert term_index.array is not None
@@ -215,9 +291,7 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
         indices.append(f"{code}.expand({batch} + {_trailing(code, rank)}).reshape((-1,) + "
                        f"{_trailing(code, rank)})")
     read = emit.assign("read", f"{flat}[{rows}, {', '.join(indices)}]", fallback="read")
-    expr = f"{read}.reshape({batch} + {read}.shape[1:])"
-    return [emit.finish(term, expr, labels, comment=f"read at [{texts}]", batched=True,
-                        fallback="gathered")]
+    return f"{read}.reshape({batch} + {read}.shape[1:])"
 
 
 LONG_EXPRESSION = 70

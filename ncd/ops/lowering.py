@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -121,6 +122,11 @@ class Emitter(Protocol):
 
     def too_long(self, line: str) -> bool:
         """Whether `line`, at the current indentation, is longer than generated code keeps."""
+        ...
+
+    def branch(self) -> AbstractContextManager[None]:
+        """The statements written inside it one level deeper: the body of an `if` or `else`
+        (checks made before it hold inside, those made inside are forgotten after it)."""
         ...
 
     def assign(self, hint: str | None, expr: str, comment: str | None = None,
