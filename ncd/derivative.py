@@ -19,7 +19,9 @@ receives a gradient from each reader and they are added (the reverse of a copy i
 a delete a zero). Each broadcasted operation's rule is its declaration's `reverse`
 (`ncd.ops.*`); reindexings have their adjoint here (a sum over the preimage of each index,
 which for a convolution window is the transposed convolution); a block becomes a block of the
-backward pass, whose steps come in the reverse order. A construct with no rule yet is an
+backward pass, whose steps come in the reverse order; the copies of a block repeated with
+parameters of its own become one block per copy (`ir.CopyOf`), each reading its copy's
+parameters. A construct with no rule yet is an
 input error (E320) at its source, never a traceback.
 """
 
@@ -57,7 +59,9 @@ class Backward:
     """The forward values the backward block reads (the saved wires), by name and type."""
     gradient_of: tuple[str, ...]
     """For each output of the backward definition, the forward input or parameter it is the
-    gradient of (a parameter of a called definition by its path, `instance.name`)."""
+    gradient of: a parameter of a called definition, or of a copy, by its path as the forward
+    module keys it (`instance.name`, `instance.2.name` for a call with parameters for each
+    index, `block_title.3.name` for a copy of a repeated block)."""
     aliases: tuple[tuple[str, str], ...] = ()
     """Call-site paths of the backward definition whose parameters are those of a call-site
     path of the forward definition (`Reverser.aliases`, with those of the callees)."""
