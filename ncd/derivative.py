@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import assert_never
 
 from ncd import ir
-from ncd.compilers.naming import snake_case
+from ncd.compilers.naming import MODULE_ATTRIBUTES, sanitize, snake_case
 from ncd.context import BlockGroup, Step, Value, array, port, rearrangement_map, shape
 from ncd.dataflow import dataflow
 from ncd.diagnostics import Diagnostic, NcdError
@@ -490,6 +490,36 @@ def copy_path(outer: str, copy_of: ir.CopyOf) -> str:
     return f"{outer}{snake_case(copy_of.title)}.{copy_of.index}."
 
 
+def _check_copy_names(term: ir.Term) -> None:
+    """The blocks repeated with parameters of their own must be found by their title in the
+    forward module (`copy_path`): in each class, no two of them share a name, and none is
+    renamed for a parameter, a call site or an attribute of `nn.Module` of that name."""
+    blocks: list[ir.Block] = []
+    names: set[str] = set()
+
+    def visit(part: ir.Term) -> None:
+        if isinstance(part, ir.Block) and part.repeat > 1 and not part.shared:
+            blocks.append(part)
+            _check_copy_names(part.body)  # its copies' class
+            return
+        if isinstance(part, ir.Broadcasted):
+            names.update(p.name for p in part.params if p.name is not None)
+            if isinstance(part.op, ir.CallOp):
+                names.add(sanitize(part.op.instance, "module"))
+        for child in ir.children(part):
+            visit(child)
+
+    visit(term)
+    for index, block in enumerate(blocks):
+        name = snake_case(block.title)
+        if name in names or name in MODULE_ATTRIBUTES or name.startswith("__") or \
+                any(snake_case(b.title) == name for b in blocks[:index]):
+            raise Unsupported(
+                f"the copies of the block \"{block.title}\" are not kept under `{name}` in the "
+                "generated module (another block, a parameter or a call site has that name)",
+                block.span, "give the block a title of its own")
+
+
 def _recomputed(term: ir.Term, rev: Reverser) -> ir.Term:
     """The term as the forward block runs it: a call at a site of its own (see
     `Reverser.aliases`), the same site for every copy of a block."""
@@ -875,6 +905,7 @@ def backward_definition(program: ir.Program, name: str, *, training: bool = True
 
 def _build(rev: Reverser, taken: set[str]) -> Backward:
     forward = rev.definition
+    _check_copy_names(forward.body)
     name = forward.name
     grad_name = _fresh(f"{name}_grad", taken)
     names = {v.name for v in forward.inputs} | {p.name for p in forward.params}

@@ -13,6 +13,7 @@ from test_training import twenty_steps_against_torch_optim
 import ncd
 from ncd import ir
 from ncd.derivative import backward_definition
+from ncd.diagnostics import NcdError
 from ncd.semantics import Interpreter
 
 # Copies inside copies: each copy of "Layer" has its own gate, its own experts (one per
@@ -83,6 +84,19 @@ def test_the_training_step_uses_the_compiled_backward_of_the_copies() -> None:
     program = ncd.load(MODEL)
     assert "torch.autograd" not in program.compile("t")
     twenty_steps_against_torch_optim(program, (5, 4), steps=3)
+
+
+def test_two_repeated_blocks_of_one_name_are_reported() -> None:
+    """The generated module would keep their copies under `l` and `l_`: the backward
+    definition, which finds a copy's parameters by its block's title, says so (E320)."""
+    block = '    block "L" x2 {\n        X = tanh(linear[m -> m](X, W))\n    }\n'
+    program = ncd.load(f"axis b = 2, m = 3\ndef f(X: R[b, m]) -> R[b, m] {{\n{block}{block}"
+                       "    return X\n}\n")
+    with pytest.raises(NcdError) as caught:
+        program.grad("f")
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.code == "E320" and "are not kept under `l`" in diagnostic.message
+    assert diagnostic.span is not None and diagnostic.span.line == 6
 
 
 EXPORTED = (("mlp", "mlp"), ("moe", "moe"))
