@@ -329,6 +329,8 @@ class ForwardEmitter:
 
     # ---- blocks and scans
     def block(self, term: ir.Block, inputs: list[TensorCode]) -> list[TensorCode]:
+        if term.copy_of is not None:
+            return self._block_copy(term, term.copy_of, inputs)
         if term.repeat <= 1:
             return self.term(term.body, inputs)
         if [a.names for a in term.body.dom] != [a.names for a in term.body.cod]:
@@ -345,15 +347,7 @@ class ForwardEmitter:
             with self.indented():
                 self._block_iteration(term, carried)
             return carried
-        spec = self.scope.spec
-        block_spec = ModuleSpec(
-            class_name=self.compiler.classes.fresh(
-                camel_case(f"{spec.class_name} {term.title}", "Block")),
-            doc=f"One copy of block {term.title!r}.", declared=spec.declared)
-        spec.blocks.append(block_spec)
-        attribute = spec.new_attribute(snake_case(term.title))
-        spec.children.append(ChildEntry(attribute, block_spec.class_name, term.repeat,
-                                        f"block {title!r} x{term.repeat}"))
+        attribute, block_spec = self._copies(term.title, term.repeat)
         loop_name = self.names.fresh("layer")
         self.emit(f"for {loop_name} in {attribute_code(self.scope.owner, attribute)}:",
                   f"block {title!r} x{term.repeat}")
@@ -365,6 +359,43 @@ class ForwardEmitter:
         finally:
             self.scope = outer
         return carried
+
+    def _copies(self, title: str, repeat: int) -> tuple[str, ModuleSpec]:
+        """A new `nn.ModuleList` of `repeat` copies of a new block class, named after the
+        block's title: its attribute and the class."""
+        spec = self.scope.spec
+        block_spec = ModuleSpec(
+            class_name=self.compiler.classes.fresh(
+                camel_case(f"{spec.class_name} {title}", "Block")),
+            doc=f"One copy of block {title!r}.", declared=spec.declared)
+        spec.blocks.append(block_spec)
+        attribute = spec.new_attribute(snake_case(title))
+        spec.children.append(ChildEntry(attribute, block_spec.class_name, repeat,
+                                        f"block {comment_text(title)!r} x{repeat}",
+                                        copies_path=snake_case(title)))
+        return attribute, block_spec
+
+    def _block_copy(self, term: ir.Block, copy_of: ir.CopyOf,
+                    inputs: list[TensorCode]) -> list[TensorCode]:
+        """One copy of a repeated block, run on its own (the backward definition runs them
+        one by one): its body reads copy `index` of the block's `nn.ModuleList`, which every
+        block that is a copy of the same block shares."""
+        spec = self.scope.spec
+        key = (copy_of.title, copy_of.copies)
+        found = spec.copies_of.get(key)
+        if found is None:
+            found = spec.copies_of[key] = self._copies(copy_of.title, copy_of.copies)
+        attribute, block_spec = found
+        owner = self.assign("layer", f"{attribute_code(self.scope.owner, attribute)}"
+                            f"[{copy_of.index}]",
+                            f"block {comment_text(copy_of.title)!r}, copy {copy_of.index} of "
+                            f"{copy_of.copies}")
+        outer = self.scope
+        self.scope = Scope(block_spec, owner)
+        try:
+            return self.term(term.body, inputs)
+        finally:
+            self.scope = outer
 
     def _block_iteration(self, term: ir.Block, carried: list[TensorCode]) -> None:
         outputs = self.term(term.body, list(carried))

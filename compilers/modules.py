@@ -36,6 +36,9 @@ class ChildEntry:
     class_name: str
     repeat: int | None  # None: a single submodule; N: an nn.ModuleList of N copies
     comment: str
+    copies_path: str | None = None
+    """For a block's copies: the step of their parameters' paths in the IR (the block's title
+    in snake case, `transformer_layer` as in `transformer_layer.3.W`; docs/compiling.md)."""
 
 
 @dataclass
@@ -50,6 +53,9 @@ class ModuleSpec:
     child_by_instance: dict[str, str] = field(default_factory=dict)
     attributes: set[str] = field(default_factory=set)
     blocks: list[ModuleSpec] = field(default_factory=list)
+    copies_of: dict[tuple[str, int], tuple[str, ModuleSpec]] = field(default_factory=dict)
+    """The copies of a repeated block that blocks run one by one (`ir.CopyOf`), by the
+    block's title and number of copies: the attribute of their `nn.ModuleList`, their class."""
     signature: str | None = None  # `X: R[x, m] -> R[x, n]`, shown by `print(module)`
 
     def new_attribute(self, wanted: str) -> str:
@@ -115,20 +121,23 @@ def state_keys(spec: ModuleSpec, classes: dict[str, ModuleSpec]
     """What a module of the class holds: for each parameter and buffer its path in the IR
     (`W`, `instance.W` in a called definition), its state-dict key (the attributes: a name may
     be renamed, `to_`) and whether it is a buffer, in the order `named_parameters` and
-    `named_buffers` list them. `classes`: every class of the file by its name. None for a
-    class that holds copies (an `nn.ModuleList`), whose keys have no path of the IR."""
+    `named_buffers` list them. `classes`: every class of the file by its name. Copies (an
+    `nn.ModuleList`) have the index of the copy in both (`expert.0.W`, `transformer_layer.3.W`).
+    None for a class that holds a submodule whose keys have no path of the IR."""
     keys = [(e.parameter.name, e.attribute, e.parameter.buffer) for e in spec.params.values()]
     instances = {attribute: instance for instance, attribute in spec.child_by_instance.items()}
     for child in spec.children:
-        instance = instances.get(child.attribute)
+        site = instances.get(child.attribute, child.copies_path)
         inner = classes.get(child.class_name)
-        if child.repeat is not None or instance is None or inner is None:
+        if site is None or inner is None:
             return None
         held = state_keys(inner, classes)
         if held is None:
             return None
-        keys += [(f"{instance}.{path}", f"{child.attribute}.{key}", buffer)
-                 for path, key, buffer in held]
+        steps = [("", "")] if child.repeat is None else \
+            [(f".{index}", f".{index}") for index in range(child.repeat)]
+        keys += [(f"{site}{path_index}.{path}", f"{child.attribute}{key_index}.{key}", buffer)
+                 for path_index, key_index in steps for path, key, buffer in held]
     return keys
 
 

@@ -32,7 +32,7 @@ from ncd.learning import LOSSES, OPTIMISERS, LossDeclaration, OptimiserDeclarati
 
 from .errors import CompileError
 from .generated import load_source
-from .modules import ModuleSpec, docstring_literal, state_keys
+from .modules import ModuleSpec, all_specs, docstring_literal, state_keys
 from .naming import Namespace, camel_case, comment_text, string_literal
 from .pytorch import compile_with_classes
 
@@ -171,7 +171,7 @@ def _gradient_keys(made: Backward, specs: dict[str, ModuleSpec],
     parameter it is the gradient of (the input's name for the input's gradient); None unless
     every parameter of the model has one and every parameter and buffer of the backward
     module has a tensor of the model to read (what `share_parameters` does at run time)."""
-    classes = {spec.class_name: spec for spec in specs.values()}
+    classes = {each.class_name: each for spec in specs.values() for each in all_specs(spec)}
     model_keys = state_keys(specs[training.model], classes)
     backward_keys = state_keys(specs[made.definition.name], classes)
     if model_keys is None or backward_keys is None:

@@ -75,6 +75,8 @@ class BlockGroup:
     inputs: list[Value] | None = None
     # For a single block: inner values bound to names at its end (candidate exports).
     bound: list[Value] = field(default_factory=list)
+    # For one copy of a repeated block run on its own (the backward definition's): which.
+    copy_of: ir.CopyOf | None = None
 
 
 QUIET_WHEN_INCOMPLETE = frozenset({"E201", "E202"})

@@ -20,8 +20,9 @@ a delete a zero). Each broadcasted operation's rule is its declaration's `revers
 (`ncd.ops.*`); reindexings have their adjoint here (a sum over the preimage of each index,
 which for a convolution window is the transposed convolution); a block becomes a block of the
 backward pass, whose steps come in the reverse order; a scan a reverse scan
-(`ncd.scan_derivative`). A construct with no rule yet is an input error (E320) at its source,
-never a traceback.
+(`ncd.scan_derivative`); the copies of a block repeated with parameters of its own become one
+block per copy (`ir.CopyOf`), each reading its copy's parameters. A construct with no rule yet
+is an input error (E320) at its source, never a traceback.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import assert_never
 
 from ncd import ir
+from ncd.compilers.naming import MODULE_ATTRIBUTES, sanitize, snake_case
 from ncd.context import BlockGroup, Step, Value, array, port, rearrangement_map, shape
 from ncd.dataflow import dataflow
 from ncd.diagnostics import Diagnostic, NcdError
@@ -58,7 +60,9 @@ class Backward:
     """The forward values the backward block reads (the saved wires), by name and type."""
     gradient_of: tuple[str, ...]
     """For each output of the backward definition, the forward input or parameter it is the
-    gradient of (a parameter of a called definition by its path, `instance.name`)."""
+    gradient of: a parameter of a called definition, or of a copy, by its path as the forward
+    module keys it (`instance.name`, `instance.2.name` for a call with parameters for each
+    index, `block_title.3.name` for a copy of a repeated block)."""
     aliases: tuple[tuple[str, str], ...] = ()
     """Call-site paths of the backward definition whose parameters are those of a call-site
     path of the forward definition (`Reverser.aliases`, with those of the callees)."""
@@ -118,11 +122,25 @@ class Reverser:
         self.instances = {t.op.instance for t in ir.walk(definition.body)
                           if isinstance(t, ir.Broadcasted) and isinstance(t.op, ir.CallOp)}
         self.called_params: dict[str, ir.ArrayType] = {}
-        """The parameters of called definitions that get gradients, by their path
-        (`instance.name`), in the order first met."""
+        """The parameters of called definitions, and of the copies of repeated blocks, that
+        get gradients, by their path (`instance.name`, `block_title.3.name`), in the order
+        first met."""
         self.helpers: dict[tuple[str, str], ir.Definition] = {}
         """The helper definitions of scans' reverses, by role and step definition (made once,
         shared by nested reversers)."""
+        self.copy_path = ""
+        """The path of the copy of a repeated block being recorded or reversed, as the
+        generated module keys its parameters (`transformer_layer.3.`; empty outside copies)."""
+        self.copies: list[str] = []
+        """The paths of the copies, in the order the forward pass runs them."""
+        self.forward_sites: dict[str, str] = {}
+        """The call site at which the forward block recomputes each call site (`attention`
+        -> `attention_forward`): the same for every copy of a block."""
+
+    def site(self, name: str) -> str:
+        """The path of a parameter or call site of the definition as the generated module
+        keys it: inside a copy of a repeated block, under that copy."""
+        return self.copy_path + name
 
     def backward_of(self, name: str) -> Backward:
         """The backward definition of a called definition (made once)."""
@@ -347,6 +365,24 @@ class Reverser:
                       [operand], [made])
         return made
 
+    def select(self, operand: Value, axis: str, index: int) -> Value:
+        """The entries at `index` of `axis`, without that axis (`X[i, m]` -> `X[3, m]`), as
+        a reindexing whose row for `axis` is the constant `index`."""
+        operand = self.on_wire(operand)
+        source = operand.array.shape
+        kept = [a for a in source.axes if a.name != axis]
+        target = array(operand.array.dtype, kept)
+        names = [a.name for a in kept]
+        eta = ir.StrideMorphism(
+            domain=target.shape, codomain=source,
+            matrix=tuple(tuple(1 if a.name == n else 0 for n in names) for a in source.axes),
+            offset=tuple(index if a.name == axis else 0 for a in source.axes))
+        made = self.value(target, f"{operand.name}_{index}")
+        self.add_step(ir.Reindexing(dom=(operand.array,), cod=(target,), span=self.span,
+                                    eta=eta, name=made.name, source=operand.name),
+                      [operand], [made])
+        return made
+
     def size_of(self, axes: Sequence[ir.Axis]) -> int | None:
         """The number of entries along `axes`, when every size is fixed."""
         total = 1
@@ -427,13 +463,11 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
                 rev.add_step(saving, read, [*made, *saved])
                 produced.extend([*made, *saved])
                 entries.append(_Entry(part, read, made, saved=saved))
+            case ir.Block() if part.repeat > 1 and not part.shared:
+                made = read
+                for index in range(part.repeat):
+                    made = _record_copy(part, index, made, rev, produced, entries)
             case ir.Block():
-                if part.repeat > 1 and not part.shared:
-                    raise Unsupported(
-                        f"the block \"{part.title}\" repeats {part.repeat} copies with their "
-                        "own parameters", part.span,
-                        "the backward pass of a repeated block is not built yet; write the "
-                        "copies out, or make the block shared")
                 outer = rev.steps
                 group = BlockGroup(title=part.title, color=part.color, repeat=1, shared=False,
                                    span=part.span or _no_span(rev), steps=[], reads=[],
@@ -461,9 +495,70 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
     return [wires[w] for w in flow.outputs], entries
 
 
+def _record_copy(block: ir.Block, index: int, read: list[Value], rev: Reverser,
+                 produced: list[Value], entries: list[_Entry]) -> list[Value]:
+    """Copy `index` of a block repeated with parameters of its own, recorded as a block of
+    its own that reads that copy's parameters (`ir.CopyOf`); returns the values it makes."""
+    copy_of = ir.CopyOf(title=block.title, index=index, copies=block.repeat)
+    term = block.model_copy(update={"title": f"{block.title}, copy {index}", "repeat": 1,
+                                    "copy_of": copy_of})
+    outer, outer_path = rev.steps, rev.copy_path
+    group = BlockGroup(title=term.title, color=block.color, repeat=1, shared=False,
+                       span=block.span or _no_span(rev), steps=[], reads=[], outputs=[],
+                       copy_of=copy_of)
+    rev.steps = group.steps
+    rev.copy_path = copy_path(rev.copy_path, copy_of)
+    rev.copies.append(rev.copy_path)
+    inner_produced: list[Value] = []
+    made, body = _record(block.body, read, rev, inner_produced)
+    rev.steps, rev.copy_path = outer, outer_path
+    group.bound = inner_produced
+    group.reads = _outside_reads(group.steps)
+    outer.append(group)
+    produced.extend(inner_produced)
+    entries.append(_Entry(term, read, list(made), body))
+    return made
+
+
+def copy_path(outer: str, copy_of: ir.CopyOf) -> str:
+    """The path of a copy's parameters (`transformer_layer.3.`): the generated module keeps a
+    block's copies in an `nn.ModuleList` named after its title (docs/compiling.md)."""
+    return f"{outer}{snake_case(copy_of.title)}.{copy_of.index}."
+
+
+def _check_copy_names(term: ir.Term) -> None:
+    """The blocks repeated with parameters of their own must be found by their title in the
+    forward module (`copy_path`): in each class, no two of them share a name, and none is
+    renamed for a parameter, a call site or an attribute of `nn.Module` of that name."""
+    blocks: list[ir.Block] = []
+    names: set[str] = set()
+
+    def visit(part: ir.Term) -> None:
+        if isinstance(part, ir.Block) and part.repeat > 1 and not part.shared:
+            blocks.append(part)
+            _check_copy_names(part.body)  # its copies' class
+            return
+        if isinstance(part, ir.Broadcasted):
+            names.update(p.name for p in part.params if p.name is not None)
+            if isinstance(part.op, ir.CallOp):
+                names.add(sanitize(part.op.instance, "module"))
+        for child in ir.children(part):
+            visit(child)
+
+    visit(term)
+    for index, block in enumerate(blocks):
+        name = snake_case(block.title)
+        if name in names or name in MODULE_ATTRIBUTES or name.startswith("__") or \
+                any(snake_case(b.title) == name for b in blocks[:index]):
+            raise Unsupported(
+                f"the copies of the block \"{block.title}\" are not kept under `{name}` in the "
+                "generated module (another block, a parameter or a call site has that name)",
+                block.span, "give the block a title of its own")
+
+
 def _recomputed(term: ir.Term, rev: Reverser) -> ir.Term:
     """The term as the forward block runs it: a call at a site of its own (see
-    `Reverser.aliases`), the same site for every copy of a shared block."""
+    `Reverser.aliases`), the same site for every copy of a block."""
     if not (isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp)):
         return term
     if first_applying(rev.program, term.op.definition,
@@ -479,8 +574,9 @@ def _recomputed(term: ir.Term, rev: Reverser) -> ir.Term:
 
 def _forward_site(instance: str, rev: Reverser) -> str:
     """The call site at which the forward block recomputes the call at `instance` (or a
-    scan's step there): a site of its own, aliased to it."""
-    site = next((new for new, old in rev.aliases.items() if old == instance), None)
+    scan's step there): a site of its own, the same for every copy of a block, aliased to
+    it (under the copy's path inside a copy)."""
+    site = rev.forward_sites.get(instance)
     if site is None:
         # Numbered, not `_`-suffixed: the compiler names a call site's attribute without
         # trailing underscores, so `cell_forward_` would share `cell_forward`'s.
@@ -489,7 +585,8 @@ def _forward_site(instance: str, rev: Reverser) -> str:
             count += 1
             site = f"{instance}_forward_{count}"
         rev.instances.add(site)
-        rev.aliases[site] = instance
+        rev.forward_sites[instance] = site
+    rev.aliases[rev.site(site)] = rev.site(instance)
     return site
 
 
@@ -636,7 +733,10 @@ def _reverse(entries: Sequence[_Entry], rev: Reverser, grads: _Accumulator) -> N
                     if gradient is not None and param_port.name is not None:
                         parameter = rev.params.get(param_port.name)
                         if parameter is not None and not parameter.buffer:
-                            grads.params.setdefault(param_port.name, []).append(
+                            path = rev.site(param_port.name)
+                            if rev.copy_path:  # a copy's own parameter
+                                rev.called_params.setdefault(path, parameter.array)
+                            grads.params.setdefault(path, []).append(
                                 rev.sum_to(gradient, parameter.array))
                 for path, gradient in result.called.items():
                     grads.params.setdefault(path, []).append(gradient)
@@ -646,15 +746,17 @@ def _reverse(entries: Sequence[_Entry], rev: Reverser, grads: _Accumulator) -> N
                 grads.give(entry.inputs[0], _reindexing_adjoint(rev, term, gradient))
             case ir.Block():
                 # The block's reverse is a block: its body's steps in the reverse order.
-                outer = rev.steps
+                outer, outer_path = rev.steps, rev.copy_path
                 group = BlockGroup(title=f"{term.title} (backward)", color=term.color,
                                    repeat=1, shared=False, span=term.span or _no_span(rev),
-                                   steps=[], reads=[], outputs=[])
+                                   steps=[], reads=[], outputs=[], copy_of=term.copy_of)
                 rev.steps = group.steps
+                if term.copy_of is not None:  # the copy's reverse reads its own parameters
+                    rev.copy_path = copy_path(rev.copy_path, term.copy_of)
                 for value, gradient in zip(entry.outputs, filled, strict=True):
                     grads.parts[value.id] = [gradient]
                 _reverse(entry.body, rev, grads)
-                rev.steps = outer
+                rev.steps, rev.copy_path = outer, outer_path
                 made = _made_ids(group.steps)
                 group.bound = [v for parts in (*grads.parts.values(), *grads.params.values())
                                for v in parts if v.id in made]
@@ -858,6 +960,7 @@ def backward_definition(program: ir.Program, name: str, *, training: bool = True
 
 def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
     forward = rev.definition
+    _check_copy_names(forward.body)
     name = forward.name
     grad_name = _fresh(f"{name}_lens" if lens else f"{name}_grad", taken)
     names = {v.name for v in forward.inputs} | {p.name for p in forward.params}
@@ -894,9 +997,10 @@ def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
         out_vars.append(ir.Variable(name=_fresh(f"d{value.name}", out_names),
                                     array=value.array))
         gradient_of.append(value.name)
+    outside = _read_outside_copies(forward.body)
     for parameter in forward.params:
-        if parameter.buffer:
-            continue
+        if parameter.buffer or parameter.name not in outside:
+            continue  # a buffer, or a parameter of which each copy of a block has its own
         parts = grads.params.get(parameter.name, [])
         gradient = rev.add(*parts, like=parameter.array) if parts else \
             rev.zeros(parameter.array)
@@ -904,7 +1008,7 @@ def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
         out_vars.append(ir.Variable(name=_fresh(f"d{parameter.name}", out_names),
                                     array=parameter.array))
         gradient_of.append(parameter.name)
-    for path, array_type in rev.called_params.items():
+    for path, array_type in _in_forward_order(rev.called_params, rev.copies):
         parts = grads.params.get(path, [])
         gradient = rev.add(*parts, like=array_type) if parts else rev.zeros(array_type)
         outputs.append(gradient)
@@ -948,6 +1052,27 @@ def _applies_batchnorm(definition: ir.Definition) -> bool:
 
 def _unique(values: Sequence[Value]) -> list[Value]:
     return list({v.id: v for v in values}.values())
+
+
+def _read_outside_copies(term: ir.Term) -> set[str]:
+    """The parameters that `term` reads outside the blocks repeated with parameters of their
+    own (whose copies each have their own)."""
+    match term:
+        case ir.Block() if term.repeat > 1 and not term.shared:
+            return set()
+        case ir.Broadcasted():
+            return {p.name for p in term.params if p.name is not None}
+        case _:
+            return set().union(*(_read_outside_copies(c) for c in ir.children(term)))
+
+
+def _in_forward_order(paths: dict[str, ir.ArrayType], copies: Sequence[str]
+                      ) -> list[tuple[str, ir.ArrayType]]:
+    """The called definitions' and the copies' parameters: a copy's after those of the
+    copies the forward pass runs before it (the backward pass meets them last first)."""
+    def order(path: str) -> int:
+        return next((i for i, prefix in enumerate(copies) if path.startswith(prefix)), -1)
+    return sorted(paths.items(), key=lambda item: order(item[0]))
 
 
 def with_backward(program: ir.Program, name: str, sources: dict[str, str] | None = None, *,

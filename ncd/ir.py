@@ -729,10 +729,22 @@ class Product(TermBase):
     terms: tuple[Term, ...]
 
 
+class CopyOf(Node):
+    """Which copy a block is of a block repeated without `shared` (`block "T" x6 { ... }`):
+    copy `index` (from 0) of the `copies` copies of the block titled `title`."""
+
+    title: str
+    index: int
+    copies: int
+
+
 class Block(TermBase):
     """A titled, coloured group; `repeat` copies of `body` in sequence.
 
-    Semantically transparent. With `shared`, the copies share their parameters.
+    Semantically transparent. With `shared`, the copies share their parameters. With `copy_of`,
+    the block runs its body once as that copy of a repeated block, reading that copy's
+    parameters: the backward definition of a repeated block (`ncd.derivative`) runs the
+    copies one by one, in the opposite order.
     """
 
     kind: Literal["block"] = "block"
@@ -740,7 +752,16 @@ class Block(TermBase):
     color: str | None = None
     repeat: int = 1
     shared: bool = False
+    copy_of: CopyOf | None = None
     body: Term
+
+    @model_serializer(mode="wrap")
+    def _without_copy(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A block that is no copy writes no `copy_of` field: its JSON stays as it was."""
+        data = handler(self)
+        if self.copy_of is None and isinstance(data, dict):
+            data.pop("copy_of", None)
+        return data
 
 
 class Scan(TermBase):

@@ -384,7 +384,9 @@ class Interpreter:
     def block(self, term: ir.Block, values: list[Array], scope: Scope) -> list[Array]:
         for copy in range(term.repeat):
             path = scope.path
-            if term.repeat > 1 and not term.shared:
+            if term.copy_of is not None:  # one copy of a repeated block, run on its own
+                path = (*path, BlockCopy(term.copy_of.title, term.copy_of.index))
+            elif term.repeat > 1 and not term.shared:
                 path = (*path, BlockCopy(term.title, copy))
             values = self.term(term.body, values, Scope(scope.definition, path))
         return values

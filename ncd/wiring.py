@@ -23,7 +23,8 @@ def block_term(group: BlockGroup, exported: Sequence[Value]) -> ir.Block:
     else:
         body = build_term(group.steps, group.reads, exported, group.span)
     return ir.Block(dom=body.dom, cod=body.cod, span=group.span, title=group.title,
-                    color=group.color, repeat=group.repeat, shared=group.shared, body=body)
+                    color=group.color, repeat=group.repeat, shared=group.shared,
+                    copy_of=group.copy_of, body=body)
 
 
 def _read_ids(step: Step | BlockGroup) -> Iterator[int]:

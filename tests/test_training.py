@@ -59,9 +59,11 @@ def test_every_optimiser_is_tested() -> None:
     assert set(HYPER) == set(OPTIMISERS)
 
 
-def twenty_steps_against_torch_optim(program: ncd.Program, shape: tuple[int, ...]) -> None:
-    """Twenty steps of the set-up `t` (float64) and of `torch.optim` on a copy of its model,
-    on the same random batches of inputs of `shape`: the same losses and parameters to 1e-6."""
+def twenty_steps_against_torch_optim(program: ncd.Program, shape: tuple[int, ...],
+                                     steps: int = 20) -> None:
+    """Twenty steps (or `steps`) of the set-up `t` (float64) and of `torch.optim` on a copy of
+    its model, on the same random batches of inputs of `shape`: the same losses and parameters
+    to 1e-6."""
     training = program.ir.training("t")
     declaration = OPTIMISERS[training.optimiser.name]
     step = program.training_step("t", dtype=torch.float64)
@@ -72,7 +74,7 @@ def twenty_steps_against_torch_optim(program: ncd.Program, shape: tuple[int, ...
     optimiser = getattr(torch.optim, declaration.torch_class)(
         reference.parameters(), **hyper, **dict(declaration.torch_fixed))
     generator = torch.Generator().manual_seed(0)
-    for _ in range(20):
+    for _ in range(steps):
         X = torch.randn(*shape, generator=generator, dtype=torch.float64)
         T = torch.randint(0, 3, (shape[0],), generator=generator)
         loss = step(X, T)
@@ -90,7 +92,7 @@ def twenty_steps_against_torch_optim(program: ncd.Program, shape: tuple[int, ...
     for spec in declaration.state:
         assert {f"{spec.name.replace('sum', 'sum_1')}.{k.replace('.', '_')}"
                 for k, _ in step.model.named_parameters()} <= keys
-    assert float(step.step) == 20
+    assert float(step.step) == steps
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMISERS))

@@ -20,7 +20,6 @@ from .declaration import (
     Declaration,
     Gradients,
     Surface,
-    Unsupported,
     declare,
     declare_surface,
     no_parameters,
@@ -329,7 +328,7 @@ def _each_call(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp, copies: str,
         streams.append(f"{code}.unbind({dim})")
         names.append(piece)
         passed.append(piece)
-    source = streams[0] if len(streams) == 1 else f"zip({', '.join(streams)})"
+    source = streams[0] if len(streams) == 1 else f"zip({', '.join(streams)}, strict=True)"
     per_index = emit.fresh(f"{op.instance}_per_{op.each}")
     emit.statement(f"{per_index} = [{copy}({', '.join(passed)}) for {', '.join(names)} in "
                    f"{source}]",
@@ -346,15 +345,16 @@ def _call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
     """A call of the callee's backward definition at the same call site (the same instance,
     so the same parameters), lifted over the same axes: it reads the call's inputs and the
     gradients of its outputs, and gives the gradients of its real inputs and of the callee's
-    parameters (summed over the lifted axes, which share them)."""
-    if op.each is not None:
-        raise Unsupported(
-            f"the call of `{op.definition}` owns parameters for each index of `{op.each}`",
-            term.span, "the backward pass of a call with parameters per index is not built "
-            "yet; call it without `each`")
+    parameters (summed over the lifted axes, which share them). A call with parameters for
+    each index of `e` (`f[each e](X)`) is reversed by the same call with `each e`: each index's
+    copy of the backward definition reads that index's parameters, and the gradients of the
+    parameters are summed over the other lifted axes only, then taken index by index (copy
+    `i`'s parameter `instance.i.W`, as the generated module keys it)."""
     backward = rev.backward_of(op.definition)
+    copies = _each_copies(term, op)
     for new, old in backward.aliases:
-        rev.aliases[f"{op.instance}.{new}"] = f"{op.instance}.{old}"
+        for prefix in _site_prefixes(rev.site(op.instance), copies):
+            rev.aliases[f"{prefix}.{new}"] = f"{prefix}.{old}"
     callee = rev.program.definition(op.definition)
     degree = list(term.degree.axes)
 
@@ -384,12 +384,42 @@ def _call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
         d_inputs.append(rev.sum_to(next(found), value.array)
                         if value.array.dtype.kind == "R" else None)
     called: dict[str, Value] = {}
-    for path, variable, gradient in zip(paths, backward.definition.outputs[len(real):],
-                                        results[len(real):], strict=True):
-        full = f"{op.instance}.{path}"
-        rev.called_params.setdefault(full, variable.array)
-        called[full] = rev.sum_to(gradient, variable.array)
+    variables = backward.definition.outputs[len(real):]
+    if copies is None:
+        for path, variable, gradient in zip(paths, variables, results[len(real):],
+                                            strict=True):
+            full = f"{rev.site(op.instance)}.{path}"
+            rev.called_params.setdefault(full, variable.array)
+            called[full] = rev.sum_to(gradient, variable.array)
+        return Gradients(d_inputs, called=called)
+    owner, count = copies
+    stacked = [rev.sum_to(gradient, array(variable.array.dtype,
+                                          [owner, *variable.array.shape.axes]))
+               for variable, gradient in zip(variables, results[len(real):], strict=True)]
+    for index in range(count):  # copy by copy, as the module lists its parameters
+        for path, variable, per_index in zip(paths, variables, stacked, strict=True):
+            full = f"{rev.site(op.instance)}.{index}.{path}"
+            rev.called_params.setdefault(full, variable.array)
+            called[full] = rev.select(per_index, owner.name, index)
     return Gradients(d_inputs, called=called)
+
+
+def _each_copies(term: ir.Broadcasted, op: ir.CallOp) -> tuple[ir.Axis, int] | None:
+    """For `f[each e](X)`: the axis `e` and its size (the number of copies); else None."""
+    if op.each is None:
+        return None
+    owner = term.degree.axis(op.each)
+    count = ir.size_value(owner.size)
+    assert count is not None, "the checker requires a fixed size for `each`"
+    return owner, count
+
+
+def _site_prefixes(instance: str, copies: tuple[ir.Axis, int] | None) -> list[str]:
+    """The state-dict prefixes of a call site's parameters: `instance`, or one per copy
+    (`instance.0`, `instance.1`, ...) for a call with parameters for each index."""
+    if copies is None:
+        return [instance]
+    return [f"{instance}.{index}" for index in range(copies[1])]
 
 
 CALL = declare(Declaration(
