@@ -226,10 +226,12 @@ def test_an_index_array_is_checked_once_against_each_bound() -> None:
 
 def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_agree() -> None:
     """A gather through one index array of one axis is `index_select` (whole slices) or
-    `gather` (a pick in each row) when the index array has no batch dims; with batch dims
-    it is read by rows as before. Both equal the per-element results."""
+    `gather` (a pick in each row), and a `scatter_add` through one `index_add`, when the
+    index array has no batch dims; with batch dims they are spelled out by rows and places
+    as before. Both equal the per-element results."""
     graph = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3})
-    assert ".index_select(-2, Src)" in graph.compile()
+    source = graph.compile()
+    assert ".index_select(-2, Src)" in source and ".index_add(-1, Dst, " in source
     module = graph.to_torch("gcn_conv", dtype=torch.float64).eval()
     X = torch.randn(2, 5, 6, dtype=torch.float64)
     Src = torch.tensor([[0, 1, 4, 2], [3, 3, 0, 1]])

@@ -525,20 +525,31 @@ def _scatter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ScatterAddOp,
     target = term.outputs[0].array.shape.axis(op.output)
     _check_index_array(emit, index.code, "the result", target, term.span)
     size = emit.size(target.size)
-    if index.names == (op.input,) and not index.batched:
-        moved = emit.assign("moved", value, fallback="moved")
-        zeros = emit.assign("zeros", f"{moved}.new_zeros({moved}.shape[:-1] + ({size},))",
-                            fallback="zeros")
-        expr = f"{zeros}.index_add(-1, {index.code}, {moved})"
+    moved = emit.assign("moved", value, fallback="moved")
+    zeros = f"{moved}.new_zeros({moved}.shape[:-1] + ({size},))"
+    one_axis = index.names == (op.input,)
+    if one_axis and not index.batched:
+        expr = f"{emit.assign('zeros', zeros)}.index_add(-1, {index.code}, {moved})"
     else:
-        where = emit.assign("places", emit.normalized(term, index, term.inputs[1], order,
-                                                      "expand",
-                                                      leading_from=inputs[0] if lead is None
-                                                      else None))
-        moved = emit.assign("moved", value, fallback="moved")
-        zeros = emit.assign("zeros", f"{moved}.new_zeros({moved}.shape[:-1] + ({size},))",
-                            fallback="zeros")
-        expr = f"{zeros}.scatter_add(-1, {where}, {moved})"
+        # the batch dims of the moved values (as many trailing dims as the result has)
+        moved_code = TensorCode(moved, term.outputs[0].array)
+        general = emit.normalized(term, index, term.inputs[1], order, "expand",
+                                  leading_from=moved_code if lead is None else None)
+        if one_axis:
+            # With no batch dims on the index array (as it mostly has none): `index_add`, as
+            # a user would write it; else each place spelled out for `scatter_add`.
+            expr = emit.fresh("summed")
+            emit.statement("if not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and "
+                           f"{index.code}.dim() == 1:")
+            with emit.branch():
+                emit.statement(f"{expr} = {zeros}.index_add(-1, {index.code}, {moved})")
+            emit.statement("else:")
+            with emit.branch():
+                where = emit.assign("places", general)
+                emit.statement(f"{expr} = {zeros}.scatter_add(-1, {where}, {moved})")
+        else:
+            where = emit.assign("places", general)
+            expr = f"{emit.assign('zeros', zeros)}.scatter_add(-1, {where}, {moved})"
     labels = [*degree, target_label(op.output)]
     return [emit.finish(term, expr, labels, comment=f"sum along {op.input} into {op.output}",
                         batched=inputs[0].batched or index.batched, fallback="summed")]
