@@ -29,6 +29,7 @@ from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
 from .naming import Namespace, base_name, camel_case, comment_text, snake_case, string_literal
+from .machines import lower_machine
 from .scans import lower_scan
 from .size_code import division_atoms, size_expression_code
 from .views import Missing, Row, View, leading_shape, permute_text, tuple_text, view_through
@@ -236,6 +237,8 @@ class ForwardEmitter:
                 return self.block(term, inputs)
             case ir.Scan():
                 return self.scan(term, inputs)
+            case ir.Machine():
+                return lower_machine(self, term, inputs)
         assert_never(term)
 
     def check_bounds(self, eta: ir.StrideMorphism, what: str, span: ir.Span | None) -> None:

@@ -35,6 +35,7 @@ from ncd.dataflow import dataflow
 from ncd.diagnostics import Diagnostic, NcdError
 from ncd.operators import declaration
 from ncd.ops.declaration import Gradients, Unsupported
+from ncd.ops.machines import machine_reverse
 from ncd.sizes import from_ir
 from ncd.wiring import build_term
 
@@ -373,7 +374,7 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
         read = [wires[w] for w in node.inputs]
         part = node.term
         match part:
-            case ir.Broadcasted() | ir.Reindexing() | ir.Scan():
+            case ir.Broadcasted() | ir.Reindexing() | ir.Scan() | ir.Machine():
                 made = [Value(a, _port_name(part, i), part.span)
                         for i, a in enumerate(part.cod)]
                 rev.add_step(_recomputed(part, rev), read, made)
@@ -416,6 +417,8 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
 def _recomputed(term: ir.Term, rev: Reverser) -> ir.Term:
     """The term as the forward block runs it: a call at a site of its own (see
     `Reverser.aliases`), the same site for every copy of a shared block."""
+    if isinstance(term, ir.Machine):
+        return term.model_copy(update={"body": _recomputed(term.body, rev)})
     if not (isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp)):
         return term
     instance = term.op.instance
@@ -577,6 +580,13 @@ def _reverse(entries: Sequence[_Entry], rev: Reverser, grads: _Accumulator) -> N
                 raise Unsupported(
                     "a scan has no reverse derivative yet", term.span,
                     "its reverse is a scan in the opposite direction: not built yet")
+            case ir.Machine():
+                # The reverse of a machine is a machine on the reversed blocks (ncd.ops.machines).
+                result = machine_reverse(rev, term, entry.inputs, entry.outputs, filled)
+                for value, gradient in zip(entry.inputs, result.inputs, strict=True):
+                    grads.give(value, gradient)
+                for path, gradient in result.called.items():
+                    grads.params.setdefault(path, []).append(gradient)
             case ir.Identity() | ir.Rearrangement() | ir.Composed() | ir.Product():
                 raise AssertionError("dataflow leaves only computing nodes")
             case _:

@@ -332,7 +332,7 @@ def _each_call(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp, copies: str,
         emit.statement(f"{name} = torch.stack({results}, dim={-rank - 1})")
 
 
-def _call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
+def call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
                   inputs: Sequence[Value], outputs: Sequence[Value],
                   grads: Sequence[Value]) -> Gradients:
     """A call of the callee's backward definition at the same call site (the same instance,
@@ -385,7 +385,7 @@ def _call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
 
 
 CALL = declare(Declaration(
-    node=ir.CallOp, reverse=_call_reverse, surfaces=(),
+    node=ir.CallOp, reverse=call_reverse, surfaces=(),
     glyph=Box("call_box", _call_caption, caption_size=12.0, min_width=30.0, min_height=26.0,
               deck=_call_deck),
     overview=_call_overview, roles=no_parameters, lower=_call_lower,
@@ -445,7 +445,7 @@ def _scan_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> 
     term, step_outputs = lifted_call(builder, step, step_args, call.span, instance, step_names)
     for index in range(carries):
         # Axes align by name: a state may list its axes in another order than the step.
-        if not _same_axes(step_outputs[index], values[index].array):
+        if not same_axes(step_outputs[index], values[index].array):
             raise ctx.error(
                 "E311", f"the step must give state {index + 1} back as "
                 f"{values[index].array.text()}, but gives {step_outputs[index].text()}",
@@ -466,7 +466,7 @@ def _scan_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> 
     return out_values
 
 
-def _same_axes(a: ir.ArrayType, b: ir.ArrayType) -> bool:
+def same_axes(a: ir.ArrayType, b: ir.ArrayType) -> bool:
     """The same datatype and the same axes by name and size, in any order."""
     if a.dtype.kind != b.dtype.kind or sorted(a.names) != sorted(b.names):
         return False
