@@ -27,9 +27,9 @@ from .convolution import WindowLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
+from .machines import lower_machine
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
 from .naming import Namespace, base_name, camel_case, comment_text, snake_case, string_literal
-from .machines import lower_machine
 from .scans import lower_scan
 from .size_code import division_atoms, size_expression_code
 from .views import Missing, Row, View, leading_shape, permute_text, tuple_text, view_through
