@@ -495,6 +495,8 @@ def constructs(program: ir.Program) -> set[str]:
                     if any(a.names != b.names for a, b in zip(term.dom[:carries], declared,
                                                               strict=False)):
                         found.add("scan with permuted state axes")
+                case ir.Machine(backward=backward):
+                    found.add("backward machine" if backward else "machine")
                 case ir.Composed(terms=terms):
                     for window in find_windows(term, sizes):  # as compilers/convolution.py
                         found.add("convolution as a kernel call" if window.kind == "conv"

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
-EXAMPLE = "machine[n, 4, 4, 8](f, Y)"
+EXAMPLE = "machine[n, 2, 2](layer, Y)"
 
 
 def _blocks(builder: DefinitionBuilder, call: s.Call) -> tuple[s.Ident, list[tuple[int, s.Expr]]]:
