@@ -58,7 +58,9 @@ def _dim(value: TensorCode, axis: str) -> int:
 def _scatter(into: str, source: str, dim: int, start: str, stop: str) -> str:
     """`into` with the entries [start, stop) along `dim` taken from `source` (of the same
     layout)."""
-    return (f"{into}.slice_scatter(({source}).narrow({dim}, {start}, {stop} - {start}), "
+    piece = source if source.isidentifier() else f"({source})"
+    length = stop if start == "0" else f"{stop} - {start}"
+    return (f"{into}.slice_scatter({piece}.narrow({dim}, {start}, {length}), "
             f"dim={dim}, start={start}, end={stop})")
 
 
