@@ -728,13 +728,21 @@ class _Analysis:
         body_arrays: list[tuple[str, Size]] = []
         self._simulate(term.body, [None] * len(term.body.dom), body_memory, body_arrays)
         out: list[Wire] = [memory.alloc(array_bytes(self.sizes, array)) for array in term.cod]
-        kept = ZERO
+        state = array_bytes(self.sizes, term.cod[term.state_output])
         if term.backward:
+            # Each block's gradients until they are summed, and the masked copies the body
+            # reads (the block's gradient and the forward state before the block).
+            kept = state * 2
             for index, array in enumerate(term.body.cod):
                 if index != term.state_output:
                     kept = kept + array_bytes(self.sizes, array) * len(term.blocks)
-        for peak in body_memory.peaks:
-            memory.note(kept + peak)
+            for peak in body_memory.peaks:
+                memory.note(kept + peak)
+        else:
+            for peak in body_memory.peaks:
+                memory.note(peak)
+            # After the body: its result, `Y + result`, and the new state beside the old one.
+            memory.note(state * 3)
         name = term.body_name or "machine"
         arrays.extend((f"{name}: {array_name}", size) for array_name, size in body_arrays)
         return out
