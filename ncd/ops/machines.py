@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from ncd import ir
 from ncd import syntax as s
-from ncd.context import Reject, Step, Value
-from ncd.diagnostics import Note, did_you_mean
+from ncd.context import Step, Value
+from ncd.diagnostics import Note
 
 from .arguments import constant_value, option_error
-from .calls import call_reverse, lifted_call, same_axes
+from .calls import call_reverse, definition_argument, lifted_call, same_axes
 from .declaration import Gradients, Surface, Unsupported, declare_surface
 
 if TYPE_CHECKING:
@@ -57,16 +57,9 @@ def _blocks(builder: DefinitionBuilder, call: s.Call) -> tuple[s.Ident, list[tup
 def _machine_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
     ctx = builder.ctx
     axis_ident, sizes = _blocks(builder, call)
-    if call.args and isinstance(call.args[0], s.Var) and call.args[0].name in ctx.failed:
-        raise Reject(call.args[0].name)
-    if not call.args or not isinstance(call.args[0], s.Var) or \
-            call.args[0].name not in ctx.definitions:
-        raise ctx.error("E318", "the first argument of `machine` is the definition it runs",
-                        call.args[0].span if call.args else call.span,
-                        hint=did_you_mean(call.args[0].name, ctx.definitions)
-                        if call.args and isinstance(call.args[0], s.Var) else
-                        f"for example `{EXAMPLE}`")
-    body = ctx.definitions[call.args[0].name]
+    body = definition_argument(builder, call, "E318",
+                               "the first argument of `machine` is the definition it runs",
+                               f"for example `{EXAMPLE}`")
     if len(call.args) < 2:
         raise ctx.error("E303", "`machine` needs the array it solves for after the definition",
                         call.span, hint=f"for example `{EXAMPLE}`")
