@@ -161,7 +161,8 @@ def test_backward_definition_agrees_with_the_interpreter(stem: str, name: str) -
 
 DRAWN: tuple[tuple[str, str], ...] = (
     ("batchnorm", "batch_normalizing_transform"), ("classifier", "head"), ("conv1d", "conv1d"),
-    ("depthwise_separable", "depthwise_separable"), ("gpt2_block", "causal_self_attention"),
+    ("dense_machine", "dense_machine"), ("depthwise_separable", "depthwise_separable"),
+    ("gpt2_block", "causal_self_attention"),
     ("gpt2_block", "mlp"), ("iris", "iris_mlp"), ("llama_block", "rotary"),
     ("lru", "lru_step"), ("mlp", "mlp"), ("moe", "expert"), ("transformer", "feedforward"),
     ("vit", "feedforward"), ("vit", "patch_embedding"), ("vit", "vit"),

@@ -177,3 +177,32 @@ def test_a_body_that_changes_the_type_is_a_diagnostic() -> None:
     assert diagnostic.code == "E318" and "maps R[n] to R[m]" in diagnostic.message
     assert diagnostic.span is not None and (diagnostic.span.line, diagnostic.span.column) == \
         (3, 56)  # the definition named
+
+
+def test_a_machine_inside_a_block_on_an_array_of_another_axis_order() -> None:
+    """Y: R[n, b] where the lifted body gives R[b, n], the machine inside a block: compiled,
+    interpreted, differentiated and drawn alike."""
+    from ncd.renderers import RenderOptions, diagram
+
+    program = ncd.load("axis b, n = 5\n"
+                       "def f(X: R[n]) -> R[n] { return sigmoid(linear[n -> n](X, W)) }\n"
+                       "def g(Y: R[n, b]) -> R[n, b] {\n"
+                       '    block "B" { Z = machine[n, 2, 3](f, Y) + Y }\n    return Z\n}\n')
+    torch.manual_seed(0)
+    module = program["g"].to_torch(dtype=DTYPE)
+    Y = torch.randn(5, 4, dtype=DTYPE)
+    leaf = Y.clone().requires_grad_(True)
+    output = module(leaf)
+    with torch.no_grad():
+        (interpreted,) = Interpreter(program.ir, {"b": 4}, module_parameters(module)).run(
+            "g", [Y])
+    torch.testing.assert_close(output.detach(), interpreted, rtol=0, atol=1e-12)
+    seed = torch.randn_like(output)
+    expected = torch.autograd.grad(output, [leaf, module.f.W], seed)
+    with torch.no_grad():
+        found = program.to_torch_grad("g", module, dtype=DTYPE)(Y, seed)
+    for want, got in zip(expected, found, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    back = program["g"].grad()
+    assert diagram(program.ir, "g", RenderOptions()).validate() == []
+    assert diagram(back.program.ir, back.name, RenderOptions()).validate() == []
