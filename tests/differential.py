@@ -398,7 +398,7 @@ STRUCTURAL_CONSTRUCTS = (
     "repeated block, shared", "copy before a repeated block", "scan",
     "scan with permuted state axes", "scan, step inlined", "scan, fused LSTM or GRU cell",
     "call with parameters for each index", "convolution as a kernel call",
-    "pool as a kernel call", "padding inside a kernel call",
+    "pool as a kernel call", "padding inside a kernel call", "machine",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
