@@ -151,6 +151,11 @@ def docstring_literal(text: str, indent: str = "    ", width: int = 100) -> str:
             return f'"""{line}"""'
         wrapped = textwrap.wrap(line, width - len(indent) - 3, break_long_words=False,
                                 break_on_hyphens=False)
+        if len(wrapped) == 1:
+            # The formatter puts the closing quotes back on a docstring of one line: the line
+            # must break where the quotes still fit.
+            wrapped = textwrap.wrap(line, width - len(indent) - 6, break_long_words=False,
+                                    break_on_hyphens=False)
         return '"""' + f"\n{indent}".join(wrapped) + f'\n{indent}"""'
     return string_literal(line)
 

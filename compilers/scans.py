@@ -48,7 +48,7 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
     plan = inline_plan(emit, term)
     if plan is None:
         return generic_scan(emit, term, inputs)
-    cell = recognise(plan.definition, term.carries, emit.sizes)
+    cell = None if term.reverse else recognise(plan.definition, term.carries, emit.sizes)
     if cell is None or len(inputs) != term.carries + 1:
         return inlined_scan(emit, term, inputs, plan)
     # The loop first, into a buffer: the fused branch binds the names it leaves.
@@ -110,15 +110,17 @@ def stacked_results(emit: ForwardEmitter, term: ir.Scan, collected: list[str],
                                          term.cod[term.carries:], strict=True):
         names = [n for n in final.names if n != axis]
         position = final.names.index(axis)
+        # A reverse scan collected its steps from the last: stacked back in the axis's order.
+        tiles = f"{bucket}[::-1]" if term.reverse else bucket
         if names == list(step_array.names):
             name = emit.assign(bucket.removesuffix("_outputs"),
-                               f"torch.stack({bucket}, dim={position - len(final.shape.axes)})")
+                               f"torch.stack({tiles}, dim={position - len(final.shape.axes)})")
             results.append(TensorCode(name, final, batched))
         else:
             stacked_array = ir.ArrayType(dtype=final.dtype, shape=ir.Shape(
                 axes=(*step_array.shape.axes, term.axis)))
             name = emit.assign(bucket.removesuffix("_outputs"),
-                               f"torch.stack({bucket}, dim=-1)")
+                               f"torch.stack({tiles}, dim=-1)")
             results.append(emit.relayout(TensorCode(name, stacked_array, batched), final))
     return results
 
@@ -130,7 +132,8 @@ def _loop(emit: ForwardEmitter, term: ir.Scan, note: str) -> tuple[list[str], st
                  for _ in term.step.cod[term.carries:]]
     length = emit.size(term.axis.size)
     index = emit.names.fresh(f"{term.axis.name}_index")
-    emit.emit(f"for {index} in range({length}):", note + emit.source_note(term.span))
+    steps = f"reversed(range({length}))" if term.reverse else f"range({length})"
+    emit.emit(f"for {index} in {steps}:", note + emit.source_note(term.span))
     return collected, index
 
 
@@ -153,9 +156,11 @@ def generic_scan(emit: ForwardEmitter, term: ir.Scan,
                                f"{index})")
             slices.append(emit.relayout(TensorCode(name, rest, value.batched), wanted))
         outputs = emit.term(term.step, state + slices)
-        emit.write_back(state, outputs[:term.carries])
+        # The per-step outputs first: one may be a state the step reads, which the write-back
+        # rebinds (a step that gives back its state, as the forward pass of a reverse saves).
         for bucket, result in zip(collected, outputs[term.carries:], strict=True):
             emit.emit(f"{bucket}.append({result.code})")
+        emit.write_back(state, outputs[:term.carries])
     return state + stacked_results(emit, term, collected, any(v.batched for v in inputs))
 
 
@@ -218,11 +223,12 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
                     results = emit.term(node.term, [read(w) for w in node.inputs])
                     values.update(zip(node.outputs, results, strict=True))
             outputs = [read(wire) for wire in flow.outputs]
-            emit.write_back(variables, outputs[:term.carries])
+            # The per-step outputs before the write-back, as in `generic_scan`.
             for bucket, result, variable in zip(collected, outputs[term.carries:],
                                                 definition.outputs[term.carries:], strict=True):
                 result = emit.relayout(result, variable.array)
                 emit.emit(f"{bucket}.append({result.code})")
+            emit.write_back(variables, outputs[:term.carries])
     finally:
         emit.scope = outer
     return state + stacked_results(emit, term, collected, True)

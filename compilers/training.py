@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ncd import ir
-from ncd.derivative import Backward, with_backward
+from ncd.derivative import Backward, first_applying, with_backward
 from ncd.diagnostics import NcdError
 from ncd.learning import LOSSES, OPTIMISERS, LossDeclaration, OptimiserDeclaration
 
@@ -147,7 +147,8 @@ def _with_backward(program: ir.Program, training: ir.Training, source_name: str 
         extended, made = with_backward(program, training.model)
     except NcdError as error:
         return f"the model's backward definition cannot be built ({error.diagnostics[0].message})"
-    dropout = _dropout_in(program, training.model)
+    dropout = first_applying(program, training.model,
+                             lambda op: isinstance(op, ir.DropoutOp) and op.p > 0)
     if dropout is not None:
         return (f"`{dropout}` draws dropout masks, and the backward definition is the "
                 "evaluation-mode derivative")
@@ -162,24 +163,6 @@ def _with_backward(program: ir.Program, training: ir.Training, source_name: str 
         return ("the backward module's parameters do not map by name onto the model's "
                 "(a parameter renamed in the generated classes)")
     return source, specs, CompiledBackward(specs[grad_name].class_name, mapped, made.aliases)
-
-
-def _dropout_in(program: ir.Program, name: str) -> str | None:
-    """The first definition, of `name` and those it calls, that applies dropout (p > 0)."""
-    pending, seen = [name], set()
-    while pending:
-        current = pending.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        for term in ir.walk(program.definition(current).body):
-            if not isinstance(term, ir.Broadcasted):
-                continue
-            if isinstance(term.op, ir.DropoutOp) and term.op.p > 0:
-                return current
-            if isinstance(term.op, ir.CallOp):
-                pending.append(term.op.definition)
-    return None
 
 
 def _gradient_keys(made: Backward, specs: dict[str, ModuleSpec],

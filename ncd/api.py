@@ -16,7 +16,7 @@ import os
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Never, get_args
 
@@ -30,12 +30,13 @@ if TYPE_CHECKING:
     import torch
 
     from ncd.renderers import RenderOptions
+    from ncd.renderers.layout.lens import LensView
 
 WireLabels = Literal["names", "sizes", "both"]
 Theme = Literal["light", "dark", "print"]
 LabelText = Literal["paths", "text"]
 RENDER_OPTIONS = ("wire_labels", "collapse_depth", "expand_calls", "theme", "text",
-                  "show_params", "width")
+                  "show_params", "width", "grad", "lens")
 DEFAULT_WIDTH = 880.0
 """The width budget of `render` (`RenderOptions.width`'s default)."""
 
@@ -70,12 +71,12 @@ class Definition:
     def render(self, *, wire_labels: WireLabels = "names", collapse_depth: int | None = None,
                expand_calls: bool = False, theme: Theme = "light", text: LabelText = "paths",
                show_params: bool = False, width: float | None = DEFAULT_WIDTH,
-               **unknown: Never) -> str:
+               grad: bool = False, lens: bool = False, **unknown: Never) -> str:
         """The neural circuit diagram of this definition, as SVG text."""
         return self.program.render(self.name, wire_labels=wire_labels,
                                    collapse_depth=collapse_depth, expand_calls=expand_calls,
                                    theme=theme, text=text, show_params=show_params,
-                                   width=width, **unknown)
+                                   width=width, grad=grad, lens=lens, **unknown)
 
     def compile(self) -> str:
         """The PyTorch source of this definition and the ones it calls, as text."""
@@ -86,14 +87,15 @@ class Definition:
         `Program.to_torch`)."""
         return self.program.to_torch(self.name, device=device, dtype=dtype)
 
-    def grad(self) -> Definition:
+    def grad(self, *, training: bool = True) -> Definition:
         """The backward definition of this one (see `Program.grad`)."""
-        return self.program.grad(self.name)
+        return self.program.grad(self.name, training=training)
 
     def to_torch_grad(self, forward: torch.nn.Module | None = None, *, device: Any = None,
-                      dtype: Any = None) -> torch.nn.Module:
+                      dtype: Any = None, training: bool | None = None) -> torch.nn.Module:
         """The backward module of this definition (see `Program.to_torch_grad`)."""
-        return self.program.to_torch_grad(self.name, forward, device=device, dtype=dtype)
+        return self.program.to_torch_grad(self.name, forward, device=device, dtype=dtype,
+                                          training=training)
 
     def _repr_svg_(self) -> str:
         return self.render()
@@ -160,17 +162,64 @@ class Program:
     def render(self, definition: str | None = None, *, wire_labels: WireLabels = "names",
                collapse_depth: int | None = None, expand_calls: bool = False,
                theme: Theme = "light", text: LabelText = "paths", show_params: bool = False,
-               width: float | None = DEFAULT_WIDTH, **unknown: Never) -> str:
+               width: float | None = DEFAULT_WIDTH, grad: bool = False, lens: bool = False,
+               **unknown: Never) -> str:
         """The neural circuit diagram of `definition` (the main one by default), as SVG text."""
         from ncd.renderers import render_svg
 
         name = definition or self.main.name
-        self[name]  # a clear KeyError for an unknown name
+        training = name in self.training_names
+        if not training:
+            self[name]  # a clear KeyError for an unknown name
         options = render_options(unknown, wire_labels=wire_labels,
                                  collapse_depth=collapse_depth, expand_calls=expand_calls,
                                  theme=theme, text=text, show_params=show_params,
-                                 width=width)
-        return render_svg(self.ir, name, options)
+                                 width=width, grad=grad, lens=lens)
+        program: Program = self
+        if training:
+            program, name, view = self.training_drawing(name)
+            options = replace(options, lens=view)
+        elif grad or lens:
+            program, name, view = self.derivative_drawing(name, lens=lens)
+            options = replace(options, lens=view)
+        return render_svg(program.ir, name, options)
+
+    def training_drawing(self, name: str) -> tuple[Program, str, LensView]:
+        """What `render(name)` draws for the training set-up `name`: the lens definition of
+        its model (`lens`), drawn with the loss on the model's output and the optimiser on
+        its parameter wires."""
+        from ncd.renderers.layout.lens import LensView
+
+        training = self.ir.training(name)
+        program, lens_name, view = self.derivative_drawing(training.model, lens=True)
+        return program, lens_name, LensView(view.crossing, view.saved, view.gradient_of,
+                                            training)
+
+    def derivative_drawing(self, definition: str, *, lens: bool = False
+                           ) -> tuple[Program, str, LensView]:
+        """What `render(..., grad=True)` draws: the program holding the backward definition
+        of `definition` (with `lens`, its lens definition `NAME_lens`, whose outputs are the
+        forward results and then the gradients), that definition's name, and what the lens
+        view needs to know of it (the saved values)."""
+        from ncd.derivative import with_backward
+        from ncd.renderers.layout.lens import LensView
+
+        self[definition]
+        extended, made = with_backward(self.ir, definition, self.sources, lens=lens)
+        return Program(extended, self.sources, self.path), made.definition.name, \
+            LensView.of(made)
+
+    def lens(self, definition: str | None = None) -> Definition:
+        """The lens definition of `definition` (the main one by default), `NAME_lens`: the
+        backward definition's two blocks, with the forward results leading its outputs
+        (`(Y, dX, dW...)` from `(X, dY)`): the forward and backward passes together, as
+        `render(..., lens=True)` draws them (docs/derivatives.md)."""
+        from ncd.derivative import with_backward
+
+        name = definition or self.main.name
+        self[name]
+        extended, made = with_backward(self.ir, name, self.sources, lens=True)
+        return Definition(Program(extended, self.sources, self.path), made.definition)
 
     def compile(self, definition: str | None = None) -> str:
         """The PyTorch source of the definition and the ones it calls (every definition by
@@ -229,34 +278,40 @@ class Program:
             return build_module(self.ir, name, source_name=self._source_name(), device=device,
                                 dtype=dtype)
 
-    def grad(self, definition: str | None = None) -> Definition:
+    def grad(self, definition: str | None = None, *, training: bool = True) -> Definition:
         """The backward definition of `definition` (the main one by default), `NAME_grad`, in a
         program that also holds it (and the backward definitions of what it calls): its
         inputs are the forward inputs and the gradients of the outputs (`dY`), its outputs
         the gradients of the real inputs, then of each learned parameter, then of the
         parameters of called definitions (`d<instance>_<name>`). It renders, compiles and
-        runs as any definition (docs/derivatives.md). An operation with no reverse rule yet
-        is an `NcdError` (E320) at its source."""
+        runs as any definition (docs/derivatives.md). `training`: the mode differentiated
+        (`batchnorm` normalises by the batch's statistics in training mode, by its running
+        ones in evaluation mode). An operation with no reverse rule yet is an `NcdError`
+        (E320) at its source."""
         from ncd.derivative import with_backward
 
         name = definition or self.main.name
         self[name]
-        extended, backward = with_backward(self.ir, name, self.sources)
+        extended, backward = with_backward(self.ir, name, self.sources, training=training)
         return Definition(Program(extended, self.sources, self.path), backward.definition)
 
     def to_torch_grad(self, definition: str | None = None,
                       forward: torch.nn.Module | None = None, *, device: Any = None,
-                      dtype: Any = None) -> torch.nn.Module:
+                      dtype: Any = None, training: bool | None = None) -> torch.nn.Module:
         """An instantiated module computing the backward definition of `definition` (see
         `grad`): `backward(*inputs, *output_gradients)` returns the gradients, with no
         `torch.autograd` at run time. Its state-dict keys are the forward module's; with
         `forward` (a module of `to_torch(definition)`), it reads that module's parameters and
-        buffers themselves, so an update of the forward module is seen by the backward one."""
+        buffers themselves, so an update of the forward module is seen by the backward one.
+        `training`: the mode differentiated, fixed when the module is made (by default the
+        forward module's mode at that moment; training mode without one)."""
         from ncd.derivative import with_backward
 
         name = definition or self.main.name
         self[name]
-        extended, made = with_backward(self.ir, name, self.sources)
+        if training is None:
+            training = forward.training if forward is not None else True
+        extended, made = with_backward(self.ir, name, self.sources, training=training)
         backward = Definition(Program(extended, self.sources, self.path), made.definition)
         module = backward.to_torch(device=device, dtype=dtype)
         if forward is not None:
@@ -390,6 +445,10 @@ Options (keyword-only):
   below; `False` (the default) leaves out those a glyph stands for (the weight of a
   linear map's card); a linear map's bias and a parameter added to or multiplied with an
   array are drawn either way.
+- `grad`: `True` draws the backward definition (`grad()`) as a lens: the forward block on
+  top, the backward block under it running right to left, the saved values marked.
+- `lens`: `True` draws the lens definition (`Program.lens`): the same, with the forward
+  results leaving at the top right.
 
 An unknown option is a `TypeError` (with the closest option's name when there is one); a
 value of the wrong type a `TypeError`; a value outside the allowed ones a `ValueError`
@@ -411,7 +470,7 @@ def render_options(unknown: Mapping[str, object], **values: Any) -> RenderOption
         hint = did_you_mean(option, RENDER_OPTIONS)
         raise TypeError(f"render() got an unknown option `{option}`; "
                         + (hint or f"the options are {', '.join(RENDER_OPTIONS)}"))
-    for flag in ("expand_calls", "show_params"):
+    for flag in ("expand_calls", "show_params", "grad", "lens"):
         if not isinstance(values[flag], bool):
             raise TypeError(f"render(): {flag} must be True or False, got "
                             f"{_shown(values[flag])}")
@@ -430,6 +489,8 @@ def render_options(unknown: Mapping[str, object], **values: Any) -> RenderOption
         if values[option] not in allowed:
             raise ValueError(f"render(): {option} must be one of "
                              f"{', '.join(repr(a) for a in allowed)}; got {_shown(values[option])}")
+    values.pop("grad", None)
+    values.pop("lens", None)
     return RenderOptions(**values)
 
 

@@ -524,9 +524,9 @@ def _os_error_message(error: OSError) -> str:
 def _definition(program: Program, name: str | None) -> str:
     if name is not None and name in program.training_names:
         training = program.ir.training(name)
-        raise UsageError(f"`{name}` is a training set-up, which the renderer does not draw "
-                         f"yet; draw its model: `{training.model}` (`ncd compile` writes its "
-                         "training step)")
+        raise UsageError(f"`{name}` is a training set-up, not a definition; its model is "
+                         f"`{training.model}` (`ncd render` draws the set-up as a lens, "
+                         "`ncd compile` writes its training step)")
     if not program.names:
         raise UsageError(f"{program.ir.source} defines nothing; add a `def`")
     if name is None:
@@ -708,7 +708,9 @@ def _render_format(args: argparse.Namespace, several: bool) -> str:
     return fmt
 
 
-def _draw(args: argparse.Namespace, program: Program, name: str, fmt: str) -> str | bytes:
+def _draw(args: argparse.Namespace, program: Program, name: str, fmt: str,
+          lens: Any = None) -> str | bytes:
+    """The drawing `args` ask for; `lens` (a `LensView`): a derivative drawn as a lens."""
     if args.overview or fmt == "dot":
         from ncd.renderers.dot import LayoutProgramMissing, program_to_dot, render_dot
 
@@ -732,7 +734,7 @@ def _draw(args: argparse.Namespace, program: Program, name: str, fmt: str) -> st
     options = RenderOptions(wire_labels=args.labels, collapse_depth=args.collapse,
                             theme=args.theme, text=args.text, expand_calls=args.expand,
                             show_params=args.params, standalone=args.standalone,
-                            notes=notes, legend=legend,
+                            notes=notes, legend=legend, lens=lens,
                             **({"width": args.width} if args.width is not None else {}))
     if fmt == "tex":
         return render_tikz(program.ir, name, options)
@@ -758,11 +760,16 @@ def command_render(args: argparse.Namespace) -> int:
     def work(file: str) -> None:
         output = targets.get(file, args.output)
         program = _load(file, sizes, output, include)
+        view = None
+        if args.definition is not None and args.definition in program.training_names:
+            # a training set-up: the lens of its model, with the loss and the optimiser
+            program, name, view = program.training_drawing(args.definition)
+            _emit(_draw(args, program, name, fmt, view), output)
+            return
         name = _definition(program, args.definition)
-        if args.grad:
-            backward = program.grad(name)
-            program, name = backward.program, backward.name
-        _emit(_draw(args, program, name, fmt), output)
+        if args.grad or args.lens:
+            program, name, view = program.derivative_drawing(name, lens=args.lens)
+        _emit(_draw(args, program, name, fmt, view), output)
 
     reporter.each(inputs, work, summary=inputs.several)
     return reporter.finish()
@@ -973,7 +980,9 @@ def build_parser() -> argparse.ArgumentParser:
     render = commands.add_parser(
         "render", parents=[shared], help="draw a definition (svg, pdf, png, dot, tex)",
         description="Draw a definition (by default the last of the file) as a neural circuit "
-        "diagram. The format is the suffix of -o FILE, else -f, else svg.")
+        "diagram; the name of a training set-up draws the set-up as a lens (the model's "
+        "forward and backward passes, the loss, the optimiser on the parameter wires). The "
+        "format is the suffix of -o FILE, else -f, else svg.")
     inputs(render, "+", definition=True)
     output(render, "the drawing")
     render.add_argument("-f", "--format", choices=RENDER_FORMATS,
@@ -1005,7 +1014,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "by its FLOPs (the figures of ncd stats), with a legend")
     render.add_argument("--grad", action="store_true",
                         help="draw the backward definition (NAME_grad: the gradients of the "
-                        "inputs and parameters from those of the outputs; docs/derivatives.md)")
+                        "inputs and parameters from those of the outputs; docs/derivatives.md) "
+                        "as a lens: the forward block on top, the backward block under it "
+                        "running right to left, the saved values marked")
+    render.add_argument("--lens", action="store_true",
+                        help="draw the forward and backward passes together as a lens (the "
+                        "lens definition NAME_lens: the forward results leave at the top "
+                        "right, the gradients at the bottom left)")
     loading(render)
     render.set_defaults(run=command_render)
 

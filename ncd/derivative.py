@@ -19,13 +19,14 @@ receives a gradient from each reader and they are added (the reverse of a copy i
 a delete a zero). Each broadcasted operation's rule is its declaration's `reverse`
 (`ncd.ops.*`); reindexings have their adjoint here (a sum over the preimage of each index,
 which for a convolution window is the transposed convolution); a block becomes a block of the
-backward pass, whose steps come in the reverse order. A construct with no rule yet is an
-input error (E320) at its source, never a traceback.
+backward pass, whose steps come in the reverse order; a scan a reverse scan
+(`ncd.scan_derivative`). A construct with no rule yet is an input error (E320) at its source,
+never a traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
 
@@ -36,19 +37,15 @@ from ncd.diagnostics import Diagnostic, NcdError
 from ncd.operators import declaration
 from ncd.ops.declaration import Gradients, Unsupported
 from ncd.ops.machines import machine_reverse
+from ncd.ops.normalisation import batchnorm_recomputed
+from ncd.scan_derivative import reverse_scan, saving_scan, step_call
 from ncd.sizes import from_ir
 from ncd.wiring import build_term
 
-__all__ = ["Backward", "Reverser", "Unsupported", "backward_definition", "with_backward"]
+__all__ = ["Backward", "Reverser", "Unsupported", "backward_definition", "first_applying",
+           "with_backward"]
 
-NOT_YET_REVERSED: dict[type[ir.Node], str] = {
-    ir.BatchNormOp: "batch normalisation's reverse (through the batch statistics in training "
-    "mode, the running ones in evaluation mode) is not built yet; write the normalisation out "
-    "with `mean`, `pow` and arithmetic (gallery/batchnorm.ncd shows how)",
-    ir.EmbeddingOp: "the reverse of an embedding is a scatter-add of the gradients into the "
-    "rows of the table: not built yet; a one-hot product (`sum(v) OneHot[b, v] * E[v, m]`) "
-    "has a reverse",
-}
+NOT_YET_REVERSED: dict[type[ir.Node], str] = {}
 """Operators whose declaration has no reverse rule yet, each with the reason (the coverage
 test lists these; `ncd` reports their use as E320)."""
 
@@ -66,6 +63,15 @@ class Backward:
     aliases: tuple[tuple[str, str], ...] = ()
     """Call-site paths of the backward definition whose parameters are those of a call-site
     path of the forward definition (`Reverser.aliases`, with those of the callees)."""
+    crossing: tuple[str, ...] = ()
+    """The names of the `forward` block's outputs, in order: the wires that cross to the
+    `backward` block (and, in a lens definition, the forward results first)."""
+    results: int = 0
+    """How many forward results lead the definition's outputs: 0 in a backward definition,
+    the forward definition's output count in a lens definition (`lens=True`)."""
+    helpers: tuple[ir.Definition, ...] = ()
+    """Definitions the backward pass calls that are not backward definitions (a scan's
+    `STEP_saving` and `STEP_grad_step`, `ncd.scan_derivative`), those of the callees too."""
 
 
 @dataclass(eq=False)
@@ -77,15 +83,25 @@ class _Entry:
     inputs: list[Value]
     outputs: list[Value]
     body: list[_Entry] = field(default_factory=list)
+    saved: list[Value] = field(default_factory=list)
+    """For a scan, the states entering each step, stacked along its axis."""
 
 
 class Reverser:
     """Builds the steps of the backward definition; the reverse rules call its helpers, each of
     which records one broadcasted operation (or reindexing) and returns the values it makes."""
 
-    def __init__(self, program: ir.Program, definition: ir.Definition):
+    def __init__(self, program: ir.Program, definition: ir.Definition, training: bool = True):
         self.program = program
         self.definition = definition
+        self.training = training
+        """The mode the backward definition differentiates (`batchnorm` reads the batch's
+        statistics in training mode, its running ones in evaluation mode); a generated module
+        starts in training mode."""
+        self.normalised: dict[int, tuple[Value, Value]] = {}
+        """For the output of each batch normalisation recomputed by the forward block, its
+        normalised input and reciprocal root (`ncd.ops.normalisation.batchnorm_recomputed`),
+        which its reverse rule reads (saved values)."""
         self.params = {p.name: p for p in definition.params}
         self.steps: list[Step | BlockGroup] = []
         self.param_wires: dict[tuple[int, str], Value] = {}
@@ -105,17 +121,30 @@ class Reverser:
         self.called_params: dict[str, ir.ArrayType] = {}
         """The parameters of called definitions that get gradients, by their path
         (`instance.name`), in the order first met."""
+        self.helpers: dict[tuple[str, str], ir.Definition] = {}
+        """The helper definitions of scans' reverses, by role and step definition (made once,
+        shared by nested reversers)."""
 
     def backward_of(self, name: str) -> Backward:
         """The backward definition of a called definition (made once)."""
         found = self.callees.get(name)
         if found is None:
-            nested = Reverser(self.program, self.program.definition(name))
+            nested = Reverser(self.program, self.program.definition(name), self.training)
             nested.callees = self.callees
-            found = _build(nested, {d.name for d in self.program.definitions} |
-                           {b.definition.name for b in self.callees.values()})
+            nested.helpers = self.helpers
+            found = _build(nested, self._taken())
             self.callees[name] = found
         return found
+
+    def definition_name(self, stem: str) -> str:
+        """A name for a new definition that no definition of the program, backward definition
+        or helper has."""
+        return _fresh(stem, self._taken())
+
+    def _taken(self) -> set[str]:
+        return {d.name for d in self.program.definitions} | \
+            {b.definition.name for b in self.callees.values()} | \
+            {d.name for d in self.helpers.values()}
 
     # ---- values and steps
     def value(self, array_type: ir.ArrayType, name: str) -> Value:
@@ -374,12 +403,31 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
         read = [wires[w] for w in node.inputs]
         part = node.term
         match part:
-            case ir.Broadcasted() | ir.Reindexing() | ir.Scan() | ir.Machine():
+            case ir.Broadcasted() if isinstance(part.op, ir.BatchNormOp):
+                # Written out in the mode differentiated: the operation itself would follow
+                # the module's mode and move the running statistics a second time.
+                start = len(rev.steps)
+                made = [batchnorm_recomputed(rev, part, read[0])]
+                produced.extend(v for s in rev.steps[start:] if isinstance(s, Step)
+                                for v in s.outputs)
+                entries.append(_Entry(part, read, made))
+            case ir.Broadcasted() | ir.Reindexing() | ir.Machine():
                 made = [Value(a, _port_name(part, i), part.span)
                         for i, a in enumerate(part.cod)]
                 rev.add_step(_recomputed(part, rev), read, made)
                 produced.extend(made)
                 entries.append(_Entry(part, read, made))
+            case ir.Scan():
+                # Run with a step that also gives back the states it reads: they are saved.
+                _, step_op = step_call(part)
+                saving = saving_scan(rev, part, _forward_site(step_op.instance, rev))
+                made = [Value(a, _port_name(part, i), part.span)
+                        for i, a in enumerate(part.cod)]
+                saved = [Value(a, f"{v.name}_saved", part.span) for a, v in
+                         zip(saving.cod[len(part.cod):], read[:part.carries], strict=True)]
+                rev.add_step(saving, read, [*made, *saved])
+                produced.extend([*made, *saved])
+                entries.append(_Entry(part, read, made, saved=saved))
             case ir.Block():
                 if part.repeat > 1 and not part.shared:
                     raise Unsupported(
@@ -421,12 +469,51 @@ def _recomputed(term: ir.Term, rev: Reverser) -> ir.Term:
         return term.model_copy(update={"body": _recomputed(term.body, rev)})
     if not (isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp)):
         return term
-    instance = term.op.instance
+    if first_applying(rev.program, term.op.definition,
+                      lambda op: isinstance(op, ir.BatchNormOp)) is not None:
+        raise Unsupported(
+            f"the call of `{term.op.definition}`, which applies `batchnorm`, would be "
+            "recomputed by the backward pass", term.span,
+            "the recomputed call would follow the module's mode and update the running "
+            "statistics again; write the callee's body out in the caller")
+    site = _forward_site(term.op.instance, rev)
+    return term.model_copy(update={"op": term.op.model_copy(update={"instance": site})})
+
+
+def _forward_site(instance: str, rev: Reverser) -> str:
+    """The call site at which the forward block recomputes the call at `instance` (or a
+    scan's step there): a site of its own, aliased to it."""
     site = next((new for new, old in rev.aliases.items() if old == instance), None)
     if site is None:
-        site = _fresh(f"{instance}_forward", rev.instances)
+        # Numbered, not `_`-suffixed: the compiler names a call site's attribute without
+        # trailing underscores, so `cell_forward_` would share `cell_forward`'s.
+        site, count = f"{instance}_forward", 1
+        while site in rev.instances:
+            count += 1
+            site = f"{instance}_forward_{count}"
+        rev.instances.add(site)
         rev.aliases[site] = instance
-    return term.model_copy(update={"op": term.op.model_copy(update={"instance": site})})
+    return site
+
+
+def first_applying(program: ir.Program, name: str,
+                   wanted: Callable[[ir.Operator], bool]) -> str | None:
+    """The first definition, of `name` and those it calls, with an operation that `wanted`
+    accepts (`batchnorm`, dropout with p > 0, ...); None when there is none."""
+    pending, seen = [name], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for term in ir.walk(program.definition(current).body):
+            if not isinstance(term, ir.Broadcasted):
+                continue
+            if wanted(term.op):
+                return current
+            if isinstance(term.op, ir.CallOp):
+                pending.append(term.op.definition)
+    return None
 
 
 def _port_name(term: ir.Term, index: int) -> str:
@@ -577,9 +664,12 @@ def _reverse(entries: Sequence[_Entry], rev: Reverser, grads: _Accumulator) -> N
                 group.reads = _outside_reads(group.steps)
                 outer.append(group)
             case ir.Scan():
-                raise Unsupported(
-                    "a scan has no reverse derivative yet", term.span,
-                    "its reverse is a scan in the opposite direction: not built yet")
+                # A scan in the opposite direction (`ncd.scan_derivative`).
+                d_inputs, called = reverse_scan(rev, term, entry.inputs, entry.saved, filled)
+                for value, gradient in zip(entry.inputs, d_inputs, strict=True):
+                    grads.give(value, gradient)
+                for path, gradient in called.items():
+                    grads.params.setdefault(path, []).append(gradient)
             case ir.Machine():
                 # The reverse of a machine is a machine on the reversed blocks (ncd.ops.machines).
                 result = machine_reverse(rev, term, entry.inputs, entry.outputs, filled)
@@ -646,12 +736,14 @@ def _reindexing_adjoint(rev: Reverser, term: ir.Reindexing, gradient: Value) -> 
 
 @dataclass(frozen=True)
 class AffineRow:
-    """One coordinate read: `(sum coefficients[a] * p_a + offset) // divisor`."""
+    """One coordinate read: `(sum coefficients[a] * p_a + offset) // divisor % modulus`
+    (no modulus: none taken)."""
 
     coefficients: tuple[tuple[str, int], ...]
     offset: int
     divisor: int
     text: str
+    modulus: int | None = None
 
 
 def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
@@ -660,11 +752,13 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
     `source`): `dX[q] = sum over p with q(p) = q of dY[p]`. A row that copies the domain axis
     of its own name passes through; the others, in groups linked by the domain axes they read,
     become indicator arrays `[q(p) = q]` (ones masked by affine conditions: `q == e`, or
-    `D q <= e < D q + D` for a floor division by `D`), contracted with the gradient."""
+    `D q <= e < D q + D` for a floor division by `D`), contracted with the gradient. A
+    remainder `e // D % n` is `q + n k` for some whole `k`: the indicator gains an axis `k`
+    over the range those take (the sizes must be known), summed by the contraction."""
     codomain = source.shape.axes
     domain_names = {a.name for a in domain}
     rest = [j for j, row in enumerate(rows)
-            if not (row.divisor == 1 and row.offset == 0 and
+            if not (row.divisor == 1 and row.offset == 0 and row.modulus is None and
                     row.coefficients == ((codomain[j].name, 1),))]
     fresh: dict[str, str] = {}
     taken = domain_names | {a.name for a in codomain}
@@ -687,24 +781,34 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
         q_axes = [ir.Axis(name=fresh.get(codomain[j].name, codomain[j].name),
                           size=codomain[j].size) for j in members]
         p_axes = [a for a in domain if a.name in axes_read]
+        k_axes: list[ir.Axis] = []
         conditions: list[ir.Comparison] = []
         for j, q_axis in zip(members, q_axes, strict=True):
             row = rows[j]
             read = tuple((n, -c) for n, c in row.coefficients)
             q = q_axis.name
-            if row.divisor == 1:
-                conditions.append(ir.Comparison(coefficients=((q, 1), *read),
-                                                offset=-row.offset, op="==",
+            d = row.divisor
+            # `q + n k` (k = k_axis + lowest) in place of q for a remainder
+            wrapped: tuple[tuple[str, int], ...] = ()
+            shift = 0
+            if row.modulus is not None:
+                k_axis, lowest = _wraps(row, domain, _fresh("k_" + codomain[j].name, taken))
+                k_axes.append(k_axis)
+                wrapped, shift = ((k_axis.name, row.modulus),), row.modulus * lowest
+            scaled = tuple((n, d * c) for n, c in ((q, 1), *wrapped))
+            if d == 1:
+                conditions.append(ir.Comparison(coefficients=(*scaled, *read),
+                                                offset=shift - row.offset, op="==",
                                                 text=f"{q} == {row.text}"))
             else:
-                d = row.divisor
-                conditions.append(ir.Comparison(coefficients=((q, d), *read),
-                                                offset=-row.offset, op="<=",
+                conditions.append(ir.Comparison(coefficients=(*scaled, *read),
+                                                offset=d * shift - row.offset, op="<=",
                                                 text=f"{d}*{q} <= {row.text}"))
                 conditions.append(ir.Comparison(
-                    coefficients=((q, -d), *((n, c) for n, c in row.coefficients)),
-                    offset=row.offset - d, op="<", text=f"{row.text} < {d}*{q} + {d}"))
-        indicator_type = array(ir.REALS, [*q_axes, *p_axes])
+                    coefficients=(*((n, -c) for n, c in scaled), *row.coefficients),
+                    offset=row.offset - d - d * shift, op="<",
+                    text=f"{row.text} < {d}*{q} + {d}"))
+        indicator_type = array(ir.REALS, [*q_axes, *k_axes, *p_axes])
         ones = rev.constant_array(indicator_type, 1)
         indicator = rev.op(ir.MaskOp(axes=indicator_type.names, conditions=tuple(conditions),
                                      fill=0.0),
@@ -720,6 +824,24 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
     return rev.expand(rev.rename(result, back), source)
 
 
+def _wraps(row: AffineRow, domain: Sequence[ir.Axis], name: str) -> tuple[ir.Axis, int]:
+    """For a remainder `f % n` with `f = e // D`: the axis over the whole numbers `k` with
+    `f = q + n k` for some `q` in `0 .. n-1` and `e` over the domain, and the lowest `k`."""
+    assert row.modulus is not None
+    sizes = {a.name: from_ir(a.size).value for a in domain}
+    low = high = row.offset
+    for axis_name, coefficient in row.coefficients:
+        size = sizes.get(axis_name)
+        if size is None:
+            raise Unsupported(f"the gather reads `{row.text}`, a remainder of an index whose "
+                              "range is not known", None, "give the axes it reads a size")
+        low += min(0, coefficient * (size - 1))
+        high += max(0, coefficient * (size - 1))
+    n = row.modulus
+    lowest, highest = (low // row.divisor - n + 1) // n, high // row.divisor // n
+    return ir.Axis(name=name, size=ir.SizeConst(value=highest - lowest + 1)), lowest
+
+
 # --------------------------------------------------------------------------------------
 # The definition
 # --------------------------------------------------------------------------------------
@@ -732,19 +854,22 @@ def _fresh(name: str, taken: set[str]) -> str:
     return name
 
 
-def backward_definition(program: ir.Program, name: str) -> tuple[Backward, list[Backward]]:
-    """The backward definition of `name` (see the module's docstring), and those of the
-    definitions it calls (callees first); raises `Unsupported` at the first construct with no
-    reverse rule."""
-    rev = Reverser(program, program.definition(name))
-    backward = _build(rev, {d.name for d in program.definitions})
+def backward_definition(program: ir.Program, name: str, *, training: bool = True,
+                        lens: bool = False) -> tuple[Backward, list[Backward]]:
+    """The backward definition of `name` (see the module's docstring) in the given mode, and
+    those of the definitions it calls (callees first); raises `Unsupported` at the first
+    construct with no reverse rule. With `lens`, the lens definition `NAME_lens` instead: the
+    same two blocks, the forward block also making the forward results, which lead the
+    outputs (forward and backward passes together, as the lens view draws them)."""
+    rev = Reverser(program, program.definition(name), training)
+    backward = _build(rev, {d.name for d in program.definitions}, lens=lens)
     return backward, list(rev.callees.values())
 
 
-def _build(rev: Reverser, taken: set[str]) -> Backward:
+def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
     forward = rev.definition
     name = forward.name
-    grad_name = _fresh(f"{name}_grad", taken)
+    grad_name = _fresh(f"{name}_lens" if lens else f"{name}_grad", taken)
     names = {v.name for v in forward.inputs} | {p.name for p in forward.params}
     inputs = [Value(v.array, v.name, forward.span) for v in forward.inputs]
     seeds = [Value(v.array, _fresh(f"d{v.name}", names), forward.span)
@@ -799,11 +924,18 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
     back.bound = list(outputs)
     back.reads = _outside_reads(back.steps)
     read_ids = {v.id for v in back.reads}
-    _prune(group.steps, set(read_ids))
-    group.bound = [v for v in produced if v.id in read_ids]
-    group.reads = _outside_reads(group.steps)
+    # A lens definition keeps the forward results too: they leave the forward block first.
+    kept = _unique([v for v in results if v.id in {p.id for p in produced}]) if lens else []
+    _prune(group.steps, read_ids | {v.id for v in kept})
     saved = [v for v in produced if v.id in read_ids]
+    group.bound = [*kept, *(v for v in saved if v not in kept)]
+    group.reads = _outside_reads(group.steps)
+    crossing = [v.name for v in group.bound]
     saved += [v for v in inputs if v.id in read_ids]
+    if lens:
+        outputs = [*results, *outputs]
+        out_vars = [*(ir.Variable(name=v.name, array=v.array) for v in forward.outputs),
+                    *out_vars]
     body = build_term([group, back] if group.steps else [back], [*inputs, *seeds], outputs,
                       forward.span)
     definition = ir.Definition(
@@ -813,20 +945,27 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
         inputs=tuple(ir.Variable(name=v.name, array=v.array) for v in [*inputs, *seeds]),
         outputs=tuple(out_vars), params=forward.params, body=body, span=forward.span)
     return Backward(definition, tuple(ir.Variable(name=v.name, array=v.array) for v in saved),
-                    tuple(gradient_of), tuple(rev.aliases.items()))
+                    tuple(gradient_of), tuple(rev.aliases.items()), tuple(crossing),
+                    len(forward.outputs) if lens else 0, tuple(rev.helpers.values()))
 
 
-def with_backward(program: ir.Program, name: str,
-                  sources: dict[str, str] | None = None) -> tuple[ir.Program, Backward]:
-    """The program with the backward definition of `name` added last; an unsupported
-    construct is an `NcdError` (E320) at its source."""
+def _unique(values: Sequence[Value]) -> list[Value]:
+    return list({v.id: v for v in values}.values())
+
+
+def with_backward(program: ir.Program, name: str, sources: dict[str, str] | None = None, *,
+                  training: bool = True, lens: bool = False) -> tuple[ir.Program, Backward]:
+    """The program with the backward definition of `name` (in the given mode; with `lens`,
+    its lens definition) added last; an unsupported construct is an `NcdError` (E320) at its
+    source."""
     try:
-        backward, callees = backward_definition(program, name)
+        backward, callees = backward_definition(program, name, training=training, lens=lens)
     except Unsupported as unsupported:
         raise NcdError([Diagnostic("E320", f"no reverse derivative: {unsupported.what}",
                                    unsupported.span or program.definition(name).span,
                                    hint=unsupported.hint)], sources or {}) from None
     extended = program.model_copy(update={"definitions": (
-        *program.definitions, *(b.definition for b in callees), backward.definition)})
+        *program.definitions, *(b.definition for b in callees), *backward.helpers,
+        backward.definition)})
     return extended, backward
 

@@ -2,8 +2,10 @@
 
 Diagrams are written next to their sources (`gallery/NAME.svg` for the file's main definition,
 `gallery/NAME.DEF.svg` for the others, `*.expanded.svg` with called definitions drawn in
-place, and `NAME.grad.svg`, the backward definition of the main one, for the files in
-`BACKWARD`); generated PyTorch modules go to `build/gallery/`.
+place, `NAME.grad.svg`, the backward definition of the main one drawn as a lens, for the
+files in `BACKWARD`, and `NAME.lens.svg`, its forward and backward passes together, for those
+in `LENS`, and `NAME.TRAIN.svg` for each training set-up, drawn as a lens); generated
+PyTorch modules go to `build/gallery/`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ BUILD = ROOT / "build" / "gallery"
 BACKWARD = ("attention", "dense_machine")
 """The files whose main definition's backward diagram is drawn too (`ncd render --grad`): a
 showcase of the reverse derivative, not every file, as each takes seconds to draw."""
+LENS = ("attention", "iris")
+"""The files whose main definition's lens view is drawn too (`ncd render --lens`)."""
 
 
 def main() -> int:
@@ -51,9 +55,14 @@ def main() -> int:
                 write_atomically(GALLERY / f"{source.stem}{suffix}.expanded.svg",
                                  expanded.encode())
         if source.stem in BACKWARD:
-            backward = program.grad(main_name)
             write_atomically(GALLERY / f"{source.stem}.grad.svg",
-                             render_svg(backward.program.ir, backward.name).encode())
+                             program.render(main_name, grad=True).encode())
+        if source.stem in LENS:
+            write_atomically(GALLERY / f"{source.stem}.lens.svg",
+                             program.render(main_name, lens=True).encode())
+        for training in program.training_names:
+            write_atomically(GALLERY / f"{source.stem}.{training}.svg",
+                             program.render(training).encode())
         code_path = BUILD / f"{source.stem}.py"
         try:
             code = program.compile()

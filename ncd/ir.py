@@ -755,6 +755,18 @@ class Scan(TermBase):
     carries: int
     step: Term
     step_name: str | None = None
+    reverse: bool = False
+    """Run from the last index of `axis` to the first: `carry[l], out[l] = step(carry[l+1],
+    x[l])`, the final states those after index 0 (the reverse of a scan, `ncd.derivative`)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_forward(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A scan run forward writes no `reverse` field: the JSON of such scans stays as it
+        was."""
+        data = handler(self)
+        if not self.reverse and isinstance(data, dict):
+            data.pop("reverse", None)
+        return data
 
 
 class Machine(TermBase):

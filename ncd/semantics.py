@@ -395,7 +395,8 @@ class Interpreter:
         axis = term.axis.name
         states, sequences = values[:term.carries], values[term.carries:]
         collected: list[list[Array]] = [[] for _ in term.step.cod[term.carries:]]
-        for step in range(self.size(term.axis.size)):
+        order = range(self.size(term.axis.size))
+        for step in reversed(order) if term.reverse else order:
             slices = []
             for sequence in sequences:
                 if axis not in sequence.axes:
@@ -411,7 +412,8 @@ class Interpreter:
         for bucket, step_type in zip(collected, term.step.cod[term.carries:], strict=True):
             names = step_type.names
             if bucket:
-                data = torch.stack([tile.aligned(names).data for tile in bucket])
+                tiles = reversed(bucket) if term.reverse else bucket  # in the axis's order
+                data = torch.stack([tile.aligned(names).data for tile in tiles])
             else:
                 shape = [0] + [self.size(a.size) for a in step_type.shape.axes]
                 data = torch.zeros(shape, dtype=self.dtype(step_type.dtype))

@@ -683,7 +683,7 @@ class _Analysis:
         inlined = inlinable_step(term, self.program, self.sizes)
         if inlined is not None:
             call, _, definition = inlined
-            cell = recognise(definition, term.carries, self.sizes)
+            cell = None if term.reverse else recognise(definition, term.carries, self.sizes)
             if cell is not None and len(term.dom) == term.carries + 1:
                 return self._simulate_fused_scan(term, cell, memory, arrays)
             kept, transient, consumed = self._hoisted(term, call, steps)

@@ -231,7 +231,7 @@ class _Walker:
         return outputs
 
     def scan(self, term: ir.Scan, inputs: list[_Source], depth: int) -> list[_Source]:
-        label = f"scan over {elide(term.axis.name)}"
+        label = f"{'reverse scan' if term.reverse else 'scan'} over {elide(term.axis.name)}"
         if term.step_name:
             label = f"{elide(term.step_name)}: {label}"
         self.graph.open_cluster({"label": label, "style": "dashed", "labeljust": "l"})

@@ -50,6 +50,7 @@ SIZES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "lstm": ({"i": 3, "n": 4, "b": 2, "t": 2}, {"i": 2, "n": 5, "b": 3, "t": 2}),
     "mlp": ({"m": 6, "f": 5, "n": 4, "b": 3}, {"m": 4, "f": 7, "n": 3, "b": 2}),
     "mlp_mixer": ({"s": 4, "c": 5, "ds": 3, "dc": 6}, {"s": 3, "c": 4, "ds": 5, "dc": 2}),
+    "resnet_block": ({"c": 2, "b": 2, "y": 3, "x": 2}, {"c": 3, "b": 1, "y": 2, "x": 3}),
     "moe": ({"m": 6, "h": 5, "e": 2, "x": 3}, {"m": 4, "h": 3, "e": 3, "x": 2}),
     "sliding_window_attention": ({"m": 8, "h": 2, "x": 6}, {"m": 6, "h": 3, "x": 7}),
     "transformer": ({"m": 8, "h": 2, "x": 3}, {"m": 6, "h": 3, "x": 4}),
@@ -60,14 +61,17 @@ SIZES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
 
 SUPPORTED: tuple[tuple[str, str], ...] = (
     ("attention", "attention"), ("batchnorm", "batch_normalizing_transform"),
-    ("classifier", "head"), ("conv1d", "conv1d"), ("cross_attention", "cross_attention"),
+    ("batchnorm", "batchnorm_layer"), ("classifier", "head"),
+    ("classifier", "cross_entropy"), ("classifier", "classifier"),
+    ("conv1d", "conv1d"), ("cross_attention", "cross_attention"),
     ("dense_machine", "layer"), ("dense_machine", "dense_machine"),
     ("depthwise_separable", "depthwise_separable"), ("gpt2_block", "causal_self_attention"),
     ("gpt2_block", "mlp"), ("gpt2_block", "gpt2_block"), ("graph_conv", "gcn_conv"),
-    ("gru", "gru_cell"), ("iris", "iris_mlp"),
+    ("gru", "gru_cell"), ("gru", "gru"), ("iris", "iris_mlp"),
     ("lenet5", "lenet5"), ("llama_block", "swiglu"), ("llama_block", "rotary"),
     ("llama_block", "attention"), ("llama_block", "llama_block"), ("lru", "lru_step"),
-    ("lstm", "lstm_cell"), ("mlp", "mlp"), ("mlp_mixer", "mlp_mixer"), ("moe", "expert"),
+    ("lru", "lru"), ("lstm", "lstm_cell"), ("lstm", "lstm"), ("mlp", "mlp"),
+    ("mlp_mixer", "mlp_mixer"), ("moe", "expert"), ("resnet_block", "resnet_block"),
     ("sliding_window_attention", "sliding_window_attention"), ("transformer", "attention"),
     ("transformer", "feedforward"), ("unet_level", "down"), ("unet_level", "lower"),
     ("unet_level", "up"), ("unet_level", "unet_level"), ("vit", "attention"),
@@ -160,9 +164,9 @@ def test_backward_definition_agrees_with_the_interpreter(stem: str, name: str) -
 
 
 DRAWN: tuple[tuple[str, str], ...] = (
-    ("batchnorm", "batch_normalizing_transform"), ("classifier", "head"), ("conv1d", "conv1d"),
-    ("dense_machine", "dense_machine"), ("depthwise_separable", "depthwise_separable"),
-    ("gpt2_block", "causal_self_attention"),
+    ("batchnorm", "batch_normalizing_transform"), ("classifier", "head"),
+    ("classifier", "classifier"), ("conv1d", "conv1d"), ("dense_machine", "dense_machine"),
+    ("depthwise_separable", "depthwise_separable"), ("gpt2_block", "causal_self_attention"),
     ("gpt2_block", "mlp"), ("iris", "iris_mlp"), ("llama_block", "rotary"),
     ("lru", "lru_step"), ("mlp", "mlp"), ("moe", "expert"), ("transformer", "feedforward"),
     ("vit", "feedforward"), ("vit", "patch_embedding"), ("vit", "vit"),
@@ -264,13 +268,16 @@ def test_cli_renders_and_compiles_the_backward() -> None:
     assert "class MlpGrad(nn.Module)" in compiled.stdout
 
 
-def test_cli_reports_an_operator_with_no_reverse_rule() -> None:
-    path = str(GALLERY / "resnet_block.ncd")
-    result = subprocess.run([sys.executable, "-m", "ncd", "compile", path, "--grad"],
+def test_cli_reports_an_operator_with_no_reverse_rule(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.ncd"
+    path.write_text("axis e = 3, v = 4, w = 5\n"
+                    "def f(X: R[v, w], S: N[v][e], D: N[w][e]) -> R[e] {\n"
+                    "    Y[e] = X[S[e], D[e]]\n    return Y\n}\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "ncd", "compile", str(path), "--grad"],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert "error[E320]" in result.stderr and "Traceback" not in result.stderr
-    assert "resnet_block.ncd:" in result.stderr
+    assert "pairs.ncd:3:" in result.stderr
 
 
 def test_shared_repeated_block_and_its_reverse() -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from gallery_cases import gallery_diagram
-from ncd.renderers import RenderOptions, render_svg, svg
+from ncd.renderers import RenderOptions, svg
 
 import ncd
 from ncd import ir
-from ncd.gallery_job import BACKWARD
+from ncd.gallery_job import BACKWARD, LENS
 
 GALLERY = Path(__file__).resolve().parent.parent / "gallery"
 SOURCES = sorted(GALLERY.glob("*.ncd"))
@@ -52,22 +52,41 @@ def test_committed_diagrams_are_up_to_date(source: Path) -> None:
             f"{path.name} is not what the renderer draws now: run `make demo` and look at it")
 
 
-def test_the_backward_diagrams_are_up_to_date() -> None:
-    """`NAME.grad.svg`: the backward definition of the main definition of each file in
-    `BACKWARD`, drawn as `ncd render --grad` draws it."""
-    assert BACKWARD, "no backward diagram in the gallery"
-    for stem in BACKWARD:
-        backward = ncd.load(GALLERY / f"{stem}.ncd").grad()
-        path = GALLERY / f"{stem}.grad.svg"
+@pytest.mark.parametrize(("stems", "kind"), [(BACKWARD, "grad"), (LENS, "lens")])
+def test_the_derivative_diagrams_are_up_to_date(stems: tuple[str, ...], kind: str) -> None:
+    """`NAME.grad.svg` and `NAME.lens.svg`: the backward definition of the main definition of
+    each file in `BACKWARD`, and the lens view of each in `LENS`, drawn as `ncd render --grad`
+    and `--lens` draw them."""
+    assert stems, f"no {kind} diagram in the gallery"
+    for stem in stems:
+        program = ncd.load(GALLERY / f"{stem}.ncd")
+        path = GALLERY / f"{stem}.{kind}.svg"
         assert path.is_file(), f"{path.name} is missing: run `make demo`"
-        assert path.read_text(encoding="utf-8") == render_svg(backward.program.ir,
-                                                              backward.name), (
+        assert path.read_text(encoding="utf-8") == program.render(
+            grad=kind == "grad", lens=kind == "lens"), (
             f"{path.name} is not what the renderer draws now: run `make demo` and look at it")
+
+
+def test_the_training_diagrams_are_up_to_date() -> None:
+    """`NAME.TRAIN.svg`: each training set-up, drawn as `ncd render FILE TRAIN` draws it."""
+    drawn = 0
+    for source in SOURCES:
+        program = ncd.load(source)
+        for training in program.training_names:
+            path = GALLERY / f"{source.stem}.{training}.svg"
+            assert path.is_file(), f"{path.name} is missing: run `make demo`"
+            assert path.read_text(encoding="utf-8") == program.render(training), (
+                f"{path.name} is not what the renderer draws now: run `make demo`")
+            drawn += 1
+    assert drawn, "no training set-up in the gallery"
 
 
 def test_no_stale_diagrams() -> None:
     expected = {path for source in SOURCES for _, _, path in _diagrams(source)}
+    expected |= {GALLERY / f"{source.stem}.{training}.svg" for source in SOURCES
+                 for training in ncd.load(source).training_names}
     expected |= {GALLERY / f"{stem}.grad.svg" for stem in BACKWARD}
+    expected |= {GALLERY / f"{stem}.lens.svg" for stem in LENS}
     assert set(GALLERY.glob("*.svg")) == expected
 
 

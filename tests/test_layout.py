@@ -32,6 +32,7 @@ from ncd.renderers.glyphs import GLYPHS, THEMES, block_fill
 from ncd.renderers.layout import LABEL_SIZE, PITCH
 from ncd.renderers.text import Label
 
+import ncd
 from ncd import ir
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -414,3 +415,12 @@ def test_residual_chain_stays_level() -> None:
     left = sorted(p.start[1] for p in wires if p.start[0] < 0.01)
     right = sorted(p.end[1] for p in wires if p.end[0] > d.width - 0.01)
     assert left and left == right
+
+
+def test_scalar_operands_run_into_the_mark() -> None:
+    """A sum or product of scalars (`R[]`): their datatype wires meet and run on into the
+    mark, ending nowhere in the open."""
+    program = ncd.load("def f(A: R[], B: R[]) -> R[] {\n    return A * B\n}\n"
+                       "def g(A: R[]) -> R[] {\n    return A + A\n}\n").ir
+    for name in ("f", "g"):
+        assert diagram(program, name).validate() == []

@@ -102,8 +102,8 @@ def test_twenty_steps_equal_torch_optim(name: str) -> None:
     twenty_steps_against_torch_optim(program, (6, 4))
 
 
-# A model with a scan: its backward definition cannot be built (E320), so its step takes the
-# gradients from torch.autograd.
+# A model with a scan whose initial state is computed from the input: its backward definition
+# runs a reverse scan.
 SCAN_MODEL = """axis b
 axis t = 3, m = 4, n = 3
 def cell(H: R[n], U: R[n]) -> (R[n], R[n]) {
@@ -135,13 +135,20 @@ train t { model: outer  loss: cross_entropy[n]  optimiser: momentum(lr = 0.1, mo
 """
 
 
-def test_a_model_with_a_scan_falls_back_to_autograd_and_equals_torch_optim() -> None:
+DROPOUT_MODEL = """axis b
+axis m = 4, n = 3
+def net(X: R[b, m]) -> R[b, n] {
+    return linear[m -> n, bias](dropout[p=0.5](X), W, c)
+}
+train t { model: net  loss: cross_entropy[n]  optimiser: sgd(lr = 0.1) }
+"""
+
+
+def test_a_model_with_a_scan_uses_its_compiled_backward_and_equals_torch_optim() -> None:
     program = ncd.load(SCAN_MODEL)
     source = program.compile("t")
-    assert "# The parameters' gradients come from torch.autograd: the model's backward" in source
-    assert "a scan has no reverse derivative yet" in source
-    assert len(re.findall(r"torch\.autograd\.\w+\(", source)) == 1
-    assert "def model_gradients(" in source and "share_parameters" not in source
+    assert "torch.autograd" not in source and "model_gradients" not in source
+    assert "class CellGradStep(nn.Module):" in source and "reversed(range(" in source
     twenty_steps_against_torch_optim(program, (6, 3, 4))
 
 
@@ -156,13 +163,7 @@ def test_a_model_calling_definitions_uses_their_compiled_backward() -> None:
 def test_a_model_with_dropout_falls_back_to_autograd() -> None:
     """The backward definition is the evaluation-mode derivative: a step in training mode,
     whose forward pass draws dropout masks, takes its gradients from torch.autograd."""
-    program = ncd.load("""axis b
-axis m = 4, n = 3
-def net(X: R[b, m]) -> R[b, n] {
-    return linear[m -> n, bias](dropout[p=0.5](X), W, c)
-}
-train t { model: net  loss: cross_entropy[n]  optimiser: sgd(lr = 0.1) }
-""")
+    program = ncd.load(DROPOUT_MODEL)
     source = program.compile("t")
     assert "`net` draws dropout masks" in source and "def model_gradients(" in source
     assert len(re.findall(r"torch\.autograd\.\w+\(", source)) == 1
@@ -384,6 +385,7 @@ def test_compiled_step_is_lint_clean_formatted_and_has_no_torch_optim(tmp_path: 
     sources["iris"] = ncd.load(IRIS).compile("fit_iris")
     sources["calls"] = ncd.load(CALLS_MODEL).compile("t")
     sources["scan"] = ncd.load(SCAN_MODEL).compile("t")
+    sources["dropout"] = ncd.load(DROPOUT_MODEL).compile("t")
     # Models whose backward definitions have many outputs (long signatures and returns).
     for stem, model in (("llama_block", "llama_block"), ("lenet5", "lenet5"),
                         ("sliding_window_attention", "sliding_window_attention")):
@@ -393,11 +395,11 @@ def test_compiled_step_is_lint_clean_formatted_and_has_no_torch_optim(tmp_path: 
     for name, source in sources.items():
         (tmp_path / f"{name}.py").write_text(source)
         assert not re.search(r"torch\.optim\.\w+\(", source)  # no call (docstrings name them)
-        # the compiled reverse pass; autograd in one named function only where it cannot be
-        # built (the model with a scan)
+        # the compiled reverse pass; autograd in one named function only where it is not
+        # used (the model with dropout)
         calls = len(re.findall(r"torch\.autograd\.\w+\(", source))
-        assert calls == (1 if name == "scan" else 0), name
-        assert ("def model_gradients(" in source) == (name == "scan"), name
+        assert calls == (1 if name == "dropout" else 0), name
+        assert ("def model_gradients(" in source) == (name == "dropout"), name
     ruff = [sys.executable, "-m", "ruff"]
     check = subprocess.run([*ruff, "check", "--isolated", "--line-length", "100", "--select",
                             "E,F,W,B,UP", "--ignore", "E741", str(tmp_path)],
@@ -415,8 +417,12 @@ def test_ncd_compile_writes_the_training_step() -> None:
     assert "class FitIris(nn.Module):" in out and "def adam_update(" in out
 
 
-def test_ncd_render_of_a_training_set_up_says_what_to_draw() -> None:
+def test_ncd_render_of_a_training_set_up_draws_it() -> None:
+    """As a lens (tests/test_lens.py checks the drawing); a command that reads definitions
+    only says what the set-up is and names its model."""
     code, out, errors = run_cli("render", str(IRIS), "fit_iris")
+    assert code == 0 and out.startswith("<svg"), errors
+    code, out, errors = run_cli("stats", str(IRIS), "fit_iris")
     assert code == 2 and not out
     assert "training set-up" in errors and "iris_mlp" in errors
     assert "Traceback" not in errors

@@ -32,6 +32,7 @@ from .facts import (
     output_entries,
     target_axes,
 )
+from .indexing import scatter_adjoint
 from .lowering import (
     Emitter,
     Label,
@@ -568,8 +569,19 @@ def _embedding_lower(emit: Emitter, term: ir.Broadcasted, op: ir.EmbeddingOp,
                         fallback="embedded")]
 
 
+def _embedding_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.EmbeddingOp,
+                       inputs: Sequence[Value], outputs: Sequence[Value],
+                       grads: Sequence[Value]) -> Gradients:
+    """`dE[v, m] = sum over p with T[p] = v of dY[p, m]`: the gradient scatter-added into the
+    rows of the table through the same indices (`scatter_add`); the indices get none."""
+    (indices,), (gradient,) = inputs, grads
+    table = term.params[0].array
+    vocabulary = next(a for a in table.shape.axes if a.name not in op.outputs)
+    return Gradients([None], [scatter_adjoint(rev, gradient, indices, vocabulary, table)])
+
+
 EMBEDDING = declare(Declaration(
-    node=ir.EmbeddingOp,
+    node=ir.EmbeddingOp, reverse=_embedding_reverse,
     surfaces=(Surface("embedding", "look up rows of a table by an index of datatype N[v]",
                       "embedding[v -> m](T, E)", _embedding_typing),),
     glyph=Box("card", _embedding_caption, caption_size=16.0, min_width=34.0, min_height=34.0,

@@ -307,46 +307,81 @@ def _gather_caption(op: ir.GatherOp, term: ir.Broadcasted) -> Caption:
     return Caption("math", f"[{', '.join(t.text for t in op.indices)}]")
 
 
+def scatter_adjoint(rev: Reverser, gradient: Value, places: Value, target: ir.Axis,
+                    like: ir.ArrayType) -> Value:
+    """The adjoint of a read through an index array, `Y[p] = X[..., places[p], ...]` with the
+    other coordinates of `X` read at the axes of `p` of their own names: `dX[..., q, ...] =
+    sum over p with places[p] = q of dY[p]`, as a scatter-add of `gradient` through `places`
+    into axis `target` of `like` (the type of `X`). The axes of `gradient` that `like` lacks
+    are summed: the last one by the scatter-add, the others kept as its degree and summed
+    after; with none, the scatter-add runs along an axis of size one put in. `places` has
+    axes among `gradient`'s."""
+    if target.name in gradient.array.names:  # `X[b, T[b, n]]`: the output's n is summed
+        fresh = _fresh_name(f"{target.name}_p", {*gradient.array.names, *like.names})
+        gradient = rev.rename(gradient, {target.name: fresh})
+        places = rev.rename(places, {target.name: fresh})
+    summed = [a for a in gradient.array.shape.axes if a.name not in like.names]
+    if not summed:
+        one = ir.Axis(name=_fresh_name("one", {*gradient.array.names, *like.names}),
+                      size=ir.SizeConst(value=1))
+        gradient = rev.expand(gradient, array(ir.REALS, [*gradient.array.shape.axes, one]))
+        summed = [one]
+    along = summed[-1]
+    if along.name not in places.array.names:
+        places = rev.expand(places, array(places.array.dtype,
+                                          [*places.array.shape.axes, along]))
+    rest = [a for a in gradient.array.shape.axes if a.name != along.name]
+    (scattered,) = rev.op(ir.ScatterAddOp(input=along.name, output=target.name),
+                          [(gradient, (along.name,)), (places, (along.name,))],
+                          [(array(ir.REALS, [*rest, target]), (target.name,), "scattered")],
+                          degree=rest)
+    return rev.sum_to(scattered, like)
+
+
+def _fresh_name(name: str, taken: set[str]) -> str:
+    while name in taken:
+        name += "_"
+    return name
+
+
 def _gather_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.GatherOp,
                     inputs: Sequence[Value], outputs: Sequence[Value],
                     grads: Sequence[Value]) -> Gradients:
     """The adjoint of a gather. Through affine indices with floor divisions (`X[y // 2]`,
     `X[2*i + 1]`): a sum over the preimage of each index, with indicator arrays
-    (`ncd.derivative.affine_adjoint`). Through one index array along an axis of its own, the
-    other axes passing (`X[Src[e], f]`): a scatter-add of the gradient through the same array
-    (`dX[Src[e], f] += dY[e, f]`). Other index arrays and remainders have no rule yet."""
+    (`ncd.derivative.affine_adjoint`), remainders included (`X[i % n]`). Through one index
+    array, the other axes read as they are (`X[Src[e], f]`, `X[b, T[b]]`): a scatter-add of
+    the gradient through the same array (`dX[Src[e], f] += dY[e, f]`, `scatter_adjoint`).
+    Several index arrays have no rule yet."""
     from ncd.derivative import AffineRow, affine_adjoint
 
     x, (y,), (gradient,) = inputs[0], outputs, grads
     arrays = [i for i, index in enumerate(op.indices) if index.array is not None]
-    if len(arrays) == 1:
+    if len(arrays) == 1 and len(inputs) == 2:
         position = arrays[0]
         index = op.indices[position]
         assert index.array is not None
-        table = inputs[index.array]
         passing = all(t.array is None and t.modulus is None and t.divisor == 1 and
                       t.offset == 0 and t.coefficients == ((x.array.names[i], 1),)
                       for i, t in enumerate(op.indices) if i != position)
-        (along,) = table.array.names if len(table.array.names) == 1 else (None,)
-        if passing and along is not None and along not in x.array.names and \
-                len(inputs) == 2:
-            target = x.array.names[position]
-            rest = [a for a in y.array.shape.axes if a.name != along]
-            (summed,) = rev.op(ir.ScatterAddOp(input=along, output=target),
-                               [(gradient, (along,)), (table, (along,))],
-                               [(x.array, (target,), f"d{x.name}")], degree=rest)
-            return Gradients([summed, None])
+        if passing:
+            target = x.array.shape.axes[position]
+            return Gradients([scatter_adjoint(rev, gradient, inputs[index.array], target,
+                                              x.array), None])
     for index in op.indices:
-        if index.array is not None or index.modulus is not None:
+        if index.array is not None:
             raise Unsupported(
-                f"the gather reads `{index.text}`, " + ("an index array" if index.array
-                                                       is not None else "a remainder"),
-                term.span, "the reverse of this gather is not built yet; gathers through "
-                "affine indices and floor divisions, and through one index array along an "
-                "axis of its own (`X[Src[e], f]`), have one")
-    rows = [AffineRow(index.coefficients, index.offset, index.divisor, index.text)
-            for index in op.indices]
-    return Gradients([affine_adjoint(rev, gradient, x.array, y.array.shape.axes, rows)])
+                f"the gather reads `{index.text}`, an index array", term.span,
+                "the reverse of this gather is not built yet; gathers through affine indices, "
+                "floor divisions and remainders, and through one index array with the other "
+                "axes read as they are (`X[Src[e], f]`, `X[b, T[b]]`), have one")
+    rows = [AffineRow(index.coefficients, index.offset, index.divisor, index.text,
+                      index.modulus) for index in op.indices]
+    try:
+        adjoint = affine_adjoint(rev, gradient, x.array, y.array.shape.axes, rows)
+    except Unsupported as unsupported:
+        raise Unsupported(unsupported.what, term.span, unsupported.hint) from None
+    return Gradients([adjoint])
 
 
 GATHER = declare(Declaration(

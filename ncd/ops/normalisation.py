@@ -377,8 +377,61 @@ def _batchnorm_symmetry(op: ir.BatchNormOp, term: ir.Broadcasted, carried: Carri
     return entrywise(op, term, carried, calls)
 
 
+def batchnorm_recomputed(rev: Reverser, term: ir.Broadcasted, x: Value) -> Value:
+    """The batch normalisation of `x` written out as the mode differentiated computes it
+    (`Reverser.training`), for the forward block of a backward definition: in training mode
+    `x̂ = (x - mean x) r` with the batch's mean and biased variance over the target axes, in
+    evaluation mode with the running statistics (buffers, read as they are), `r = (var +
+    eps)^-1/2`; then `γ x̂ + β`. The running statistics are not updated here (the forward
+    module's call updates them; the update is not differentiated). `x̂` and `r` are kept for
+    the reverse rule (`Reverser.normalised`)."""
+    op = term.op
+    assert isinstance(op, ir.BatchNormOp)
+    ports = [p.name or "" for p in term.params]
+    if rev.training:
+        centred = rev.subtract(x, rev.reduce("mean", x, op.axes))
+        variance = rev.reduce("mean", rev.function("square", centred), op.axes)
+    else:
+        centred = rev.subtract(x, rev.parameter(ports[0]))
+        variance = rev.on_wire(rev.parameter(ports[1]))
+    root = rev.function("rsqrt", rev.constant(variance, "+", op.eps))
+    normalised = rev.multiply(centred, root, like=x.array)
+    result = normalised
+    if op.affine:
+        result = rev.multiply(result, rev.parameter(ports[2]), like=x.array)
+    if op.bias:
+        result = rev.add(result, rev.parameter(ports[3]), like=x.array)
+    rev.normalised[result.id] = (normalised, root)
+    return result
+
+
+def _batchnorm_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.BatchNormOp,
+                       inputs: Sequence[Value], outputs: Sequence[Value],
+                       grads: Sequence[Value]) -> Gradients:
+    """With `x̂` and `r` as the forward block computed them (`batchnorm_recomputed`) and
+    `g = dY γ`: in training mode `dX = r (g - mean(g) - x̂ mean(g x̂))` (means over the target
+    axes: the batch's statistics depend on every entry), in evaluation mode `dX = r g` (the
+    running statistics are constants: an affine map); `dγ = sum dY x̂`, `dβ = sum dY` over
+    the target axes. The running statistics (buffers) get no gradient."""
+    (x,), (y,), (gradient,) = inputs, outputs, grads
+    normalised, root = rev.normalised[y.id]
+    params: list[Value | None] = [None, None]
+    scaled = gradient
+    if op.affine:
+        gain = rev.parameter(term.params[2].name or "")
+        scaled = rev.multiply(gradient, gain, like=x.array)
+        params.append(rev.sum_to(rev.multiply(gradient, normalised), gain.array))
+    if op.bias:
+        params.append(rev.sum_to(gradient, term.params[3].array))
+    if rev.training:
+        dot = rev.reduce("mean", rev.multiply(scaled, normalised), op.axes)
+        scaled = rev.subtract(rev.subtract(scaled, rev.multiply(normalised, dot, like=x.array)),
+                              rev.reduce("mean", scaled, op.axes))
+    return Gradients([rev.multiply(scaled, root, like=x.array)], params)
+
+
 BATCHNORM = declare(Declaration(
-    node=ir.BatchNormOp,
+    node=ir.BatchNormOp, reverse=_batchnorm_reverse,
     surfaces=(
         Surface("batchnorm", "normalise each channel over the target axes with the batch's "
                 "statistics (training) or the running ones (evaluation), which it updates; "

@@ -605,9 +605,15 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
     cx = 14.0
     items = band_core_items(ctx, band_rows, width)
     items.extend(glyph.mark(cx, y_j, ctx.theme))
-    joint_spec = Spec("sep", 0, "", None)
+    # Scalar operands' datatype wires run on into the mark as a datatype wire; otherwise the
+    # separators below the band do, as a separator.
+    scalars = any(specs[k].kind == "dtype" for k in body_in)
+    joint_spec = Spec("dtype" if scalars else "sep", 0, "", None)
     joint = End(y_j, ctx.fresh(), joint_spec, joint=True)
-    items.append(wire_path(ctx, joint_spec, joint.wire, (0.0, y_j), [(cx - 7.0, y_j)]))
+    # The mark ends the joint; the scalar wires meet where it starts (an anchor, as a dot).
+    items.append(wire_path(ctx, joint_spec, joint.wire, (0.0, y_j), [(cx - 7.0, y_j)],
+                           free=scalars))
+    anchors = [Anchor(cx, y_j), *([Anchor(0.0, y_j)] if scalars else [])]
     core_left = [*band_rows, joint]
     core_right = list(band_rows)
     body_out: dict[int, int] = {}
@@ -617,7 +623,7 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
             body_out[k] = len(core_right) - nb
             core_right.append(End(y_j, wire, spec))
             items.append(wire_path(ctx, spec, wire, (cx + 6.0, y_j), [(width, y_j)], free=True))
-    core = Panel(width, core_left, core_right, items, [], [Anchor(cx, y_j)]).fit()
+    core = Panel(width, core_left, core_right, items, [], anchors).fit()
     in_map, out_map = core_maps(specs, right, in_band, out_band, body_in, body_out, nb)
     return assemble(ctx, specs, ids, in_map, core, out_map, right, align_left=align,
                     sources=sources)

@@ -14,6 +14,7 @@ from ..glyphs import THEMES
 from ..text import Label, elide
 from .context import Context, TooWide, size_environment
 from .extent import check_expansion
+from .lens import layout_lens
 from .options import LABEL_RAISE, MARGIN, MIN_WIDTH, NOTE_LINE, NOTE_SIZE, RenderOptions
 from .panels import Panel, array_specs, text_item
 from .routing import assemble
@@ -28,6 +29,10 @@ def layout_definition(program: ir.Program, name: str,
     definition = program.definition(name)
     if options.expand_calls:
         check_expansion(program, name, options)
+    if options.lens is not None:
+        drawn = layout_lens(program, definition, options, options.lens)
+        if drawn is not None:
+            return drawn
     target = options.width
     if target is None:
         return _layout(program, definition, options)

@@ -5,12 +5,15 @@ calls."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ncd import ir
 
 from ..annotate import BoxNote, Legend
 from ..glyphs import THEMES
+
+if TYPE_CHECKING:
+    from .lens import LensView
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,9 @@ class RenderOptions:
       default, 880 px, prints an 11 px label at 6 pt on a page 170 mm wide. With
       `expand_calls`, a drawing that wrapping cannot bring within the budget has its
       deepest calls folded into their boxes, a level at a time, until it fits.
+    - `lens`: draw a derivative's `forward` and `backward` blocks as a lens (`layout/lens.py`:
+      the backward block mirrored under the forward one, the saved values marked), from
+      what `ncd.derivative` says of it (`LensView.of(backward)`).
     """
 
     wire_labels: Literal["names", "sizes", "both"] = "names"
@@ -51,6 +57,7 @@ class RenderOptions:
     notes: tuple[BoxNote, ...] = ()
     legend: Legend | None = None
     width: float | None = 880.0
+    lens: LensView | None = None
 
     def note(self, term: ir.Broadcasted) -> BoxNote | None:
         """The figures to draw on an operation's box, if any."""

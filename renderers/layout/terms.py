@@ -496,13 +496,16 @@ def layout_machine(term: ir.Machine, ctx: Context, in_ids: Sequence[int]) -> Pan
 
 
 def layout_scan(term: ir.Scan, ctx: Context, in_ids: Sequence[int]) -> Panel:
-    """The step inside a dashed frame titled `scan over l`. The carried states feed back:
-    each runs from the step's output over the top of the frame, an arrow pointing back, into
-    the step's input. The scanned axis of the sequences runs in a band under the frame,
-    straight from the inputs to the stacked outputs (a tiling wire: the step never sees it)."""
+    """The step inside a dashed frame titled `scan over l` (`reverse scan over l` for one run
+    from the last index). The carried states feed back: each runs from the step's output over
+    the top of the frame, an arrow pointing back, into the step's input. The scanned axis of
+    the sequences runs in a band under the frame, straight from the inputs to the stacked
+    outputs (a tiling wire: the step never sees it)."""
     depth = ctx.depth + 1
     axis = term.axis.name
-    title = Label((Run("scan over ", "roman"), *Label.axis(axis).runs))
+    # A reverse scan (the backward pass of one) runs from the last index to the first.
+    title = Label((Run("reverse scan over " if term.reverse else "scan over ", "roman"),
+                   *Label.axis(axis).runs))
     limit = ctx.options.collapse_depth
     if limit is not None and depth > limit:
         return collapsed(term, title, ctx, in_ids, "scan")
@@ -527,7 +530,7 @@ def layout_scan(term: ir.Scan, ctx: Context, in_ids: Sequence[int]) -> Panel:
             body_in[k] = index_in[key]
             ids[body_in[k]] = in_ids[k]
     step = layout(term.step, ctx.with_depth(depth), ids)
-    mark = Label.plain("\u21bb")
+    mark = Label.plain("\u21ba" if term.reverse else "\u21bb")
     framed = frame(ctx, step, title, 1, ctx.theme.blocks[depth % len(ctx.theme.blocks)],
                    dashed=True, mark=mark)
     # The recurrence: each carried state leaves the step on the right, forks at a dot and
