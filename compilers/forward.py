@@ -27,6 +27,7 @@ from .convolution import WindowLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
+from .machines import lower_machine
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
 from .naming import Namespace, base_name, camel_case, comment_text, snake_case, string_literal
 from .scans import lower_scan
@@ -248,6 +249,8 @@ class ForwardEmitter:
                 return self.block(term, inputs)
             case ir.Scan():
                 return self.scan(term, inputs)
+            case ir.Machine():
+                return lower_machine(self, term, inputs)
         assert_never(term)
 
     def check_bounds(self, eta: ir.StrideMorphism, what: str, span: ir.Span | None) -> None:

@@ -77,7 +77,7 @@ def dataflow(term: ir.Term) -> Dataflow:
                     results += visit(inner, wires[start:start + len(inner.dom)])
                     start += len(inner.dom)
                 return results
-            case ir.Reindexing() | ir.Broadcasted() | ir.Block() | ir.Scan():
+            case ir.Reindexing() | ir.Broadcasted() | ir.Block() | ir.Scan() | ir.Machine():
                 outputs = fresh(len(part.cod))
                 nodes.append(Node(part, tuple(wires), outputs))
                 return list(outputs)

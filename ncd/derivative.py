@@ -38,6 +38,7 @@ from ncd.dataflow import dataflow
 from ncd.diagnostics import Diagnostic, NcdError
 from ncd.operators import declaration
 from ncd.ops.declaration import Gradients, Unsupported
+from ncd.ops.machines import machine_reverse
 from ncd.ops.normalisation import batchnorm_recomputed
 from ncd.scan_derivative import reverse_scan, saving_scan, step_call
 from ncd.sizes import from_ir
@@ -446,7 +447,7 @@ def _record(term: ir.Term, inputs: Sequence[Value], rev: Reverser,
                 produced.extend(v for s in rev.steps[start:] if isinstance(s, Step)
                                 for v in s.outputs)
                 entries.append(_Entry(part, read, made))
-            case ir.Broadcasted() | ir.Reindexing():
+            case ir.Broadcasted() | ir.Reindexing() | ir.Machine():
                 made = [Value(a, _port_name(part, i), part.span)
                         for i, a in enumerate(part.cod)]
                 rev.add_step(_recomputed(part, rev), read, made)
@@ -559,6 +560,8 @@ def _check_copy_names(term: ir.Term) -> None:
 def _recomputed(term: ir.Term, rev: Reverser) -> ir.Term:
     """The term as the forward block runs it: a call at a site of its own (see
     `Reverser.aliases`), the same site for every copy of a block."""
+    if isinstance(term, ir.Machine):
+        return term.model_copy(update={"body": _recomputed(term.body, rev)})
     if not (isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp)):
         return term
     if first_applying(rev.program, term.op.definition,
@@ -768,6 +771,13 @@ def _reverse(entries: Sequence[_Entry], rev: Reverser, grads: _Accumulator) -> N
                 for value, gradient in zip(entry.inputs, d_inputs, strict=True):
                     grads.give(value, gradient)
                 for path, gradient in called.items():
+                    grads.params.setdefault(path, []).append(gradient)
+            case ir.Machine():
+                # The reverse of a machine is a machine on the reversed blocks (ncd.ops.machines).
+                result = machine_reverse(rev, term, entry.inputs, entry.outputs, filled)
+                for value, gradient in zip(entry.inputs, result.inputs, strict=True):
+                    grads.give(value, gradient)
+                for path, gradient in result.called.items():
                     grads.params.setdefault(path, []).append(gradient)
             case ir.Identity() | ir.Rearrangement() | ir.Composed() | ir.Product():
                 raise AssertionError("dataflow leaves only computing nodes")

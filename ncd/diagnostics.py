@@ -54,6 +54,7 @@ CATALOGUE: dict[str, str] = {
     "E314": "bad size override",
     "E315": "bad training set-up",
     "E316": "bad training data",
+    "E318": "bad machine",
     # derivatives
     "E320": "no reverse derivative",
 }

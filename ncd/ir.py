@@ -7,7 +7,7 @@ compared, dumped to JSON and loaded back unchanged.
 St: `SizeExpr`, `Axis`, `Shape`, `StrideMorphism`.
 Br: `Datatype`, `ArrayType`, `Port` (an array with its weave and reindexing), the operator
 nodes (`Operator`), and the closed set of term nodes (`Term`): `Identity`, `Rearrangement`,
-`Reindexing`, `Broadcasted`, `Composed`, `Product`, `Block`, `Scan`.
+`Reindexing`, `Broadcasted`, `Composed`, `Product`, `Block`, `Scan`, `Machine`.
 """
 
 from __future__ import annotations
@@ -790,8 +790,60 @@ class Scan(TermBase):
         return data
 
 
+class Machine(TermBase):
+    """A machine of finite depth along `axis` (Vertechi & Bergomi): the axis is cut into
+    consecutive blocks of the sizes `blocks`, solved one after another in that order, and
+    `body` (a call of a definition `f`) is run once per block.
+
+    Forward (`backward` false): the blocks lie from the start of the axis. `dom` is (context
+    arrays..., Y) and `cod` is (X,), with `body: dom -> cod`. With the state `s` zero, for each
+    block `i`: `s[i] := y[i] + f(context, s)[i]` (`s` then holds the blocks solved so far, zero
+    elsewhere); X is the final state. So X solves `x = y + g(x)`, `g_i(x) = f(mask_<i x)_i`,
+    which is of finite depth by construction.
+
+    Backward (`backward` true): the reverse pass of a forward machine, the blocks listed in the
+    reversed order and lying from the end of the axis. `body` is a call of `f`'s backward
+    definition, and `dom` is its inputs: (context..., X, G) where X is the forward state and G
+    the gradient of the forward output; `cod` is its outputs: the gradients of the real
+    context arrays, of X, then of `f`'s parameters. With the total `t = G`, for each block `i`
+    (`m` masks the axis to the entries before block `i`): `dy[i] := t[i]`; `outs := body(
+    context, m x, dy on block i only)`; `t += m outs[X]`. The gradient of X in `cod` is `dy`
+    (the solution of `dy = G + J^T dy`); the others are `outs` summed over the blocks.
+    """
+
+    kind: Literal["machine"] = "machine"
+    axis: Axis
+    blocks: tuple[int, ...]
+    backward: bool = False
+    body: Term
+    body_name: str | None = None
+
+    def ranges(self, length: int) -> tuple[tuple[int, int], ...]:
+        """The `(start, stop)` of each block along the axis of `length` entries, in the order
+        they are solved."""
+        found: list[tuple[int, int]] = []
+        start = length if self.backward else 0
+        for size in self.blocks:
+            if self.backward:
+                found.append((start - size, start))
+                start -= size
+            else:
+                found.append((start, start + size))
+                start += size
+        return tuple(found)
+
+    @property
+    def state_output(self) -> int:
+        """The position in `cod` of the machine's state (the forward X; in the backward pass
+        the gradient of Y, after those of the real context arrays)."""
+        if not self.backward:
+            return 0
+        return sum(1 for a in self.dom[:-2] if a.dtype.kind == "R")
+
+
 Term = Annotated[
-    Union[Identity, Rearrangement, Reindexing, Broadcasted, Composed, Product, Block, Scan],
+    Union[Identity, Rearrangement, Reindexing, Broadcasted, Composed, Product, Block, Scan,
+          Machine],
     Field(discriminator="kind"),
 ]
 
@@ -973,6 +1025,8 @@ def children(term: Term) -> tuple[Term, ...]:
             return (body,)
         case Scan(step=step):
             return (step,)
+        case Machine(body=body):
+            return (body,)
         case Identity() | Rearrangement() | Reindexing() | Broadcasted():
             return ()
     assert_never(term)

@@ -24,6 +24,7 @@ from ncd.ops import (  # noqa: F401  (each module declares its operators as it i
     data,
     elementwise,
     indexing,
+    machines,
     masks,
     normalisation,
     reductions,

@@ -344,6 +344,8 @@ class Interpreter:
                 return self.block(term, values, scope)
             case ir.Scan():
                 return self.scan(term, values, scope)
+            case ir.Machine():
+                return self.machine(term, values, scope)
         assert_never(term)
 
     def elements(self, shape: ir.Shape) -> Iterator[tuple[int, ...]]:
@@ -419,6 +421,57 @@ class Interpreter:
                 data = torch.zeros(shape, dtype=self.dtype(step_type.dtype))
             stacked.append(Array(data, (axis, *names)))
         return states + stacked
+
+    def machine(self, term: ir.Machine, values: list[Array], scope: Scope) -> list[Array]:
+        """Block by block along the axis, each block read from the body run on the state built
+        so far (the forward pass), or on the forward state masked to the blocks before it with
+        the gradient of the block just solved (the backward pass: `ir.Machine`)."""
+        axis = term.axis.name
+        length = self.size(term.axis.size)
+        if sum(term.blocks) != length:
+            raise MalformedTerm(f"machine blocks {term.blocks} do not cut {axis} of {length}")
+
+        def kept(value: Array, start: int, stop: int) -> Array:
+            """`value` with the entries of `axis` outside [start, stop) set to zero."""
+            if axis not in value.axes:
+                raise MalformedTerm(f"machine array {value.axes} lacks the axis {axis}")
+            position = torch.arange(length)
+            inside = ((position >= start) & (position < stop)).to(value.data.dtype)
+            shape = [length if n == axis else 1 for n in value.axes]
+            return Array(value.data * inside.reshape(shape), value.axes)
+
+        def plus(left: Array, right: Array) -> Array:
+            return Array(left.data + right.aligned(left.axes).data, left.axes)
+
+        if not term.backward:
+            *context, source = values
+            state = Array(torch.zeros_like(source.data), source.axes)
+            for start, stop in term.ranges(length):
+                (result,) = self.term(term.body, [*context, state], scope)
+                state = plus(state, kept(plus(source, result), start, stop))
+            return [state]
+        *context, forward, gradient = values
+        where = term.state_output
+        total = gradient
+        solved = Array(torch.zeros_like(gradient.data), gradient.axes)
+        sums: list[Array | None] = [None] * len(term.cod)
+        for start, stop in term.ranges(length):
+            block = kept(total, start, stop)
+            solved = plus(solved, block)
+            outputs = self.term(term.body, [*context, kept(forward, 0, start), block], scope)
+            total = plus(total, kept(outputs[where], 0, start))
+            for index, output in enumerate(outputs):
+                found = sums[index]
+                sums[index] = output if found is None else plus(found, output)
+        results: list[Array] = []
+        for index, found in enumerate(sums):
+            if index == where:
+                results.append(solved)
+            elif found is None:
+                raise MalformedTerm("a machine has no blocks")
+            else:
+                results.append(found)
+        return results
 
     # ---- broadcasted operations
     def parameter(self, port: ir.Port, scope: Scope) -> Array:

@@ -6,7 +6,7 @@ are fixed only at run time (`9216*x^2 + 2101248*x`).
 Each operation's multiply-adds and FLOPs come from its declaration (`Declaration.cost`, the
 conventions in `ncd.ops.facts`); this module adds them up through the term: a block runs its
 body `repeat` times, a scan its step once per entry of the scanned axis, a call the called
-definition once per element of its batch lift.
+definition once per element of its batch lift, a machine its body once per block.
 
 Memory is counted as the compiled forward pass holds it (`torch.no_grad`; docs/analysis.md):
 every array a definition computes is freed once no wire holds it any more (the generated
@@ -395,6 +395,8 @@ class _Analysis:
             case ir.Scan():
                 steps = self.sizes.polynomial(term.axis.size)
                 yield from self._operations(term.step, blocks, runs * steps)
+            case ir.Machine():
+                yield from self._operations(term.body, blocks, runs * len(term.blocks))
             case _:
                 assert_never(term)
 
@@ -574,6 +576,8 @@ class _Analysis:
                 return self._simulate_block(term, wires, memory, arrays)
             case ir.Scan():
                 return self._simulate_scan(term, wires, memory, arrays)
+            case ir.Machine():
+                return self._simulate_machine(term, memory, arrays)
             case _:
                 assert_never(term)
 
@@ -713,6 +717,34 @@ class _Analysis:
             size = array_bytes(self.sizes, array)
             arrays.append((f"{term.step_name or 'scan'} outputs", size))
             out.append(memory.alloc(size))
+        return out
+
+    def _simulate_machine(self, term: ir.Machine, memory: _Memory,
+                          arrays: list[tuple[str, Size]]) -> list[Wire]:
+        """A machine's state (its outputs) lives through the loop over its blocks, and each
+        block runs the body once (`compilers.machines`); the backward pass also keeps each
+        block's gradients until they are summed."""
+        body_memory = _Memory()
+        body_arrays: list[tuple[str, Size]] = []
+        self._simulate(term.body, [None] * len(term.body.dom), body_memory, body_arrays)
+        out: list[Wire] = [memory.alloc(array_bytes(self.sizes, array)) for array in term.cod]
+        state = array_bytes(self.sizes, term.cod[term.state_output])
+        if term.backward:
+            # Each block's gradients until they are summed, and the masked copies the body
+            # reads (the block's gradient and the forward state before the block).
+            kept = state * 2
+            for index, array in enumerate(term.body.cod):
+                if index != term.state_output:
+                    kept = kept + array_bytes(self.sizes, array) * len(term.blocks)
+            for peak in body_memory.peaks:
+                memory.note(kept + peak)
+        else:
+            for peak in body_memory.peaks:
+                memory.note(peak)
+            # After the body: its result, `Y + result`, and the new state beside the old one.
+            memory.note(state * 3)
+        name = term.body_name or "machine"
+        arrays.extend((f"{name}: {array_name}", size) for array_name, size in body_arrays)
         return out
 
     def _hoisted(self, term: ir.Scan, call: ir.Broadcasted, steps: Size

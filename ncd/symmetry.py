@@ -15,7 +15,8 @@ axis renamed, `K[y] = K[x]`, carries it on under its new name):
 - a reindexing that is not a renaming breaks permutations; for shifts, a window
   (`X[2*p + w]`) carries the shift on along `p` with the stride (`2`), up to the boundary:
   after a window only entrywise operations keep it;
-- a scan runs along its axis in order: it breaks both along that axis;
+- a scan runs along its axis in order: it breaks both along that axis; so does a machine along
+  the axis it cuts into blocks;
 - an array built from nothing (`One[e] = 1`, index values) that does not depend on an axis is
   constant along it: transformed and not transformed at once, it agrees with whatever the
   other operands of an operation do (a `constant` carrier).
@@ -182,6 +183,8 @@ class _Analysis:
                 return states
             case ir.Scan():
                 return self.scan(term, states)
+            case ir.Machine():
+                return self.machine(term, states)
             case _:
                 assert_never(term)
 
@@ -347,6 +350,26 @@ class _Analysis:
                 break
             carries = joined
         return [*outputs[:term.carries], *(dict(s) for s in outputs[term.carries:])]
+
+
+    def machine(self, term: ir.Machine, states: list[State]) -> list[State]:
+        """The blocks are solved in order along the machine's axis: that breaks both there;
+        along other axes, the state joins what the body gives it, until that settles."""
+        axis = term.axis.name
+        states = [_varying(state) for state in states]
+        for state in states[-2 if term.backward else -1:]:
+            if axis in state:
+                raise _Broken(f"the machine solves the blocks of {axis} in order", term.span)
+        outputs = [dict(s) for s in states[-1:]]
+        for _ in range(4):
+            found = self.propagate(term.body, [*states[:-1], *outputs])
+            if term.backward:
+                return found
+            joined = [{**outputs[0], **found[0]}]
+            if joined == outputs:
+                break
+            outputs = joined
+        return outputs
 
 
 def _varying(state: State) -> State:

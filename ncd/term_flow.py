@@ -86,7 +86,7 @@ class TermFlow:
                     made.append(token)
                 self.outputs[id(term)] = made
                 return made
-            case ir.Block() | ir.Scan():
+            case ir.Block() | ir.Scan() | ir.Machine():
                 for index, token in enumerate(wires):
                     self.read(token, ESCAPES, index)
                 return [self.new() for _ in term.cod]

@@ -211,6 +211,8 @@ class _Walker:
                 return self.block(term, inputs, depth + 1)
             case ir.Scan():
                 return self.scan(term, inputs, depth)
+            case ir.Machine():
+                return self.machine(term, inputs, depth)
             case _:
                 assert_never(term)
 
@@ -249,6 +251,30 @@ class _Walker:
             self.graph.edge(source, state, {"style": "dashed", "constraint": "false"})
         self.graph.close_cluster()
         return [_Source(s.node, a) for s, a in zip(step_outputs, term.cod, strict=True)]
+
+    def machine(self, term: ir.Machine, inputs: list[_Source], depth: int) -> list[_Source]:
+        """The body in a dashed cluster titled with the axis and the blocks; the state it
+        reads is a node fed back from the body's result, as a scan's state."""
+        label = machine_title(term)
+        if term.body_name:
+            label = f"{elide(term.body_name)}: {label}"
+        self.graph.open_cluster({"label": label, "style": "dashed", "labeljust": "l"})
+        state = self.graph.node({"label": "state", "shape": "circle", "style": "dashed"})
+        self.graph.edge(inputs[-1], state)
+        body_inputs = [_Source(s.node, a) for s, a in zip(inputs[:-1], term.body.dom,
+                                                          strict=False)]
+        body_inputs.append(_Source(state, term.body.dom[-1]))
+        outputs = self.walk(term.body, body_inputs, depth)
+        self.graph.edge(outputs[term.state_output], state,
+                        {"style": "dashed", "constraint": "false"})
+        self.graph.close_cluster()
+        return [_Source(s.node, a) for s, a in zip(outputs, term.cod, strict=True)]
+
+
+def machine_title(term: ir.Machine) -> str:
+    """`machine n: 4|4|8` (`backward machine n: 8|4|4` for the reverse pass)."""
+    blocks = "|".join(str(n) for n in term.blocks)
+    return f"{'backward ' if term.backward else ''}machine {term.axis.name}: {blocks}"
 
 
 BLOCK_FILL = "#f4f4dc"

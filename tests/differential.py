@@ -398,7 +398,7 @@ STRUCTURAL_CONSTRUCTS = (
     "repeated block, shared", "copy before a repeated block", "scan",
     "scan with permuted state axes", "scan, step inlined", "scan, fused LSTM or GRU cell",
     "call with parameters for each index", "convolution as a kernel call",
-    "pool as a kernel call", "padding inside a kernel call",
+    "pool as a kernel call", "padding inside a kernel call", "machine",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -495,6 +495,8 @@ def constructs(program: ir.Program) -> set[str]:
                     if any(a.names != b.names for a, b in zip(term.dom[:carries], declared,
                                                               strict=False)):
                         found.add("scan with permuted state axes")
+                case ir.Machine(backward=backward):
+                    found.add("backward machine" if backward else "machine")
                 case ir.Composed(terms=terms):
                     for window in find_windows(term, sizes):  # as compilers/convolution.py
                         found.add("convolution as a kernel call" if window.kind == "conv"

@@ -159,7 +159,7 @@ class ProgramGenerator:
 
     ALL_FEATURES = frozenset({"blocks", "calls", "scan", "pointfree", "equations", "structure",
                               "tricky_names", "docstrings", "comments", "symbolic",
-                              "param_data", "batchnorm", "training"})
+                              "param_data", "batchnorm", "training", "machine"})
 
     def __init__(self, chooser: Chooser, features: frozenset[str] = ALL_FEATURES, *,
                  max_definitions: int = 4,
@@ -254,6 +254,9 @@ class ProgramGenerator:
         if "docstrings" in self.features and self.c.chance(0.3):
             head.append('"""A generated program: <script>alert(1)</script> & \'quotes\'."""')
         comment = "    # a comment" if "comments" in self.features and self.c.chance(0.3) else ""
+        # After every other choice, so that the rest of a seed's program stays what it was.
+        if "machine" in self.features and self.c.chance(0.3):
+            self.machine()
         head.extend(line + comment for line in self.axis_lines)
         return "\n".join([*head, "", *self.chunks, ""])
 
@@ -1037,6 +1040,30 @@ class ProgramGenerator:
 
     def shuffled_defs(self) -> list[DefInfo]:
         return subset(self.c, self.definitions, len(self.definitions), len(self.definitions))
+
+    def machine(self) -> None:
+        """`machine[a, 2, 1, 3](layer, X)`: a definition of its own whose input has an axis
+        of fixed size cut into random blocks, solved with a dense layer written for it."""
+        axes = [a for a in self.const_axes(list(self.sizes)) if (self.sizes[a] or 0) >= 2]
+        if not axes:
+            return
+        along = choice(self.c, axes)
+        size = self.sizes[along]
+        assert size is not None
+        cuts = sorted(subset(self.c, list(range(1, size)), 0, 3))
+        blocks = [stop - start for start, stop in zip([0, *cuts], [*cuts, size], strict=True)]
+        others = subset(self.c, [a for a in self.input_axes() if a != along], 0, 2)
+        shape = others[:]
+        shape.insert(self.c.integer(0, len(others)), along)
+        layer, name = self.fresh("layer"), self.fresh("machined")
+        weight, bias = self.fresh("Wm"), self.fresh("bm")
+        function = choice(self.c, ("tanh", "sigmoid", "relu"))
+        self.chunks.append(
+            f"def {layer}(X: R[{along}]) -> R[{along}] {{\n"
+            f"    return {function}(linear[{along} -> {along}, bias](X, {weight}, {bias}))\n}}\n")
+        self.chunks.append(
+            f"def {name}(Y: R[{', '.join(shape)}]) -> R[{', '.join(shape)}] {{\n"
+            f"    return machine[{along}, {', '.join(map(str, blocks))}]({layer}, Y)\n}}\n")
 
     def scan(self, body: Body) -> None:
         """`H, Ys = scan[t](cell, H0, X)` with a cell written for it just before."""

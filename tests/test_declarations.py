@@ -79,13 +79,14 @@ EVERY_TERM = AXES + """def cell(H: R[m], X: R[m]) -> (R[m], R[m]) {
     Z = tanh(H + X)
     return Z, Z
 }
+def layer(X: R[m]) -> R[m] { return tanh(X) }
 def f(X: R[x, m], S: R[t, m], H0: R[m]) -> (R[m, x], R[x, m], R[m], R[t, m]) {
     Y[m, x] = X[x, m]
     block "B" x2 {
         X = relu(X) + X
     }
     H, O = scan[t](cell, H0, S)
-    return Y, X, H, O
+    return Y, machine[m, 1, 3](layer, X), H, O
 }
 """
 

@@ -33,6 +33,7 @@ SIZES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "conv1d": ({"x": 12, "c": 3, "o": 4, "b": 2}, {"x": 15, "c": 2, "o": 3, "b": 1}),
     "cross_attention": ({"m": 8, "n": 6, "h": 2, "x": 3, "y": 4},
                         {"m": 6, "n": 4, "h": 3, "x": 2, "y": 5}),
+    "dense_machine": ({"b": 3}, {"b": 1}),  # its blocks fix n = 12
     "depthwise_separable": ({"c": 3, "o": 4, "b": 2, "x": 5, "y": 4},
                             {"c": 2, "o": 3, "b": 1, "x": 4, "y": 6}),
     "graph_conv": ({"v": 5, "e": 7, "f": 6, "g": 3}, {"v": 4, "e": 9, "f": 4, "g": 5}),
@@ -63,6 +64,7 @@ SUPPORTED: tuple[tuple[str, str], ...] = (
     ("batchnorm", "batchnorm_layer"), ("classifier", "head"),
     ("classifier", "cross_entropy"), ("classifier", "classifier"),
     ("conv1d", "conv1d"), ("cross_attention", "cross_attention"),
+    ("dense_machine", "layer"), ("dense_machine", "dense_machine"),
     ("depthwise_separable", "depthwise_separable"), ("gpt2_block", "causal_self_attention"),
     ("gpt2_block", "mlp"), ("gpt2_block", "gpt2_block"), ("graph_conv", "gcn_conv"),
     ("gru", "gru_cell"), ("gru", "gru"), ("iris", "iris_mlp"),
@@ -165,7 +167,7 @@ def test_backward_definition_agrees_with_the_interpreter(stem: str, name: str) -
 
 DRAWN: tuple[tuple[str, str], ...] = (
     ("batchnorm", "batch_normalizing_transform"), ("classifier", "head"),
-    ("classifier", "classifier"), ("conv1d", "conv1d"),
+    ("classifier", "classifier"), ("conv1d", "conv1d"), ("dense_machine", "dense_machine"),
     ("depthwise_separable", "depthwise_separable"), ("gpt2_block", "causal_self_attention"),
     ("gpt2_block", "mlp"), ("iris", "iris_mlp"), ("llama_block", "rotary"),
     ("lru", "lru_step"), ("mlp", "mlp"), ("moe", "expert"), ("transformer", "feedforward"),

@@ -132,6 +132,9 @@ CASES: list[Case] = [
          "        X = relu(X)\n    }\n    return X\n}\n"),
     Case("E311_scan_needs_a_definition", "E311", "4:53", AXES +
          "axis t\ndef f(H: R[m], X: R[t, m]) -> R[m] { return scan[t](cel, H, X) }\n"),
+    Case("E318_machine_blocks_do_not_cut_the_axis", "E318", "4:50", AXES +
+         "def g(X: R[m]) -> R[m] { return tanh(X) }\n"
+         "def f(X: R[x, m]) -> R[x, m] { return machine[m, 4, 2](g, X) }\n"),
     Case("E312_unknown_initialiser", "E312", "4:24", AXES +
          "def f(X: R[x, m]) -> R[x, n] {\n    param W: R[m, n] = gaussian(0, 1)\n"
          "    return linear[m -> n](X, W)\n}\n"),

@@ -206,6 +206,21 @@ def scan_term() -> ir.Scan:
                    carries=1, step=step, step_name="cell")
 
 
+def machine_term() -> ir.Machine:
+    """x = y + tanh(x) along n, solved in blocks of 1 and 2."""
+    n = ir.ArrayType(dtype=ir.REALS, shape=ir.Shape(axes=(axis("n", 3),)))
+    return ir.Machine(dom=(n,), cod=(n,), axis=axis("n", 3), blocks=(1, 2),
+                      body=op(ir.ElementwiseOp(function="tanh"), [n], [n]), body_name="f")
+
+
+def test_machine_is_a_cluster_with_a_state_loop() -> None:
+    source = program_to_dot(program(machine_term()), "f")
+    assert 'label="f: machine n: 1|2";' in source
+    _, edges = graph(source)
+    assert ("X0: R[n]", "state", "R[n]") in edges
+    assert ("state", "tanh", "R[n]") in edges
+
+
 def test_scan_is_a_cluster_with_a_state_loop() -> None:
     source = program_to_dot(program(scan_term()), "f")
     assert 'label="cell: scan over t";' in source
@@ -224,11 +239,12 @@ def test_every_term_kind_is_walked() -> None:
         block(composed(renaming(), op(RELU, [arr("y", "m")], [arr("y", "m")])), "B"),
         ir.Rearrangement(dom=(arr("y", "m"),), cod=(), mapping=()),
     )
-    whole = product(body, stride_reindexing(), scan_term())
+    whole = product(body, stride_reindexing(), scan_term(), machine_term())
     kinds = {term.kind for term in ir.walk(whole)}
     assert kinds == set(ir.TERM_KINDS)
     nodes, _ = graph(program_to_dot(program(whole), "f"))
-    assert len(nodes) == 11  # 4 inputs; relu, hexagon, state, +; 3 outputs (one deleted)
+    # 5 inputs; relu, hexagon, state, +, state, tanh; 4 outputs (one deleted)
+    assert len(nodes) == 15
 
 
 def every_operator() -> list[ir.Operator]:

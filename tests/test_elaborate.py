@@ -319,6 +319,16 @@ def _check_scan(d: ir.Definition) -> None:
 
 CELL = ("def cell(H: R[m], X: R[n]) -> (R[m], R[m]) {\n"
         "  Z = tanh(linear[m -> m](H, Wh) + linear[n -> m](X, Wx))\n  return Z, Z\n}\n")
+LAYER = "def layer(X: R[n]) -> R[n] { return tanh(linear[n -> n](X, W)) }\n"
+
+
+def _check_machine(d: ir.Definition) -> None:
+    (machine,) = nodes(d, ir.Machine)
+    assert isinstance(machine, ir.Machine)
+    assert (machine.axis.name, machine.blocks, machine.backward) == ("n", (1, 3), False)
+    assert [text(a) for a in machine.dom] == [text(a) for a in machine.cod] == ["R[x:x, n:4]"]
+    assert isinstance(machine.body, ir.Broadcasted)
+    assert machine.body.op == ir.CallOp(definition="layer", instance="layer")
 
 # name -> (definition source after the axes, check); the definition checked is `f`.
 def _check_pow(d: ir.Definition) -> None:
@@ -431,6 +441,8 @@ OPERATOR_CASES: dict[str, list[tuple[str, Callable[[ir.Definition], None]]]] = {
                  _check_reshape)],
     "scan": [(CELL + "def f(H0: R[m], X: R[t, n]) -> (R[m], R[t, m]) { "
               "return scan[t](cell, H0, X) }", _check_scan)],
+    "machine": [(LAYER + "def f(Y: R[x, n]) -> R[x, n] { return machine[n, 1, 3](layer, Y) }",
+                 _check_machine)],
     "pow": [("def f(X: R[x, m]) -> R[x, m] { return pow[2](X) }", _check_pow),
             ("def f(X: R[x, m]) -> R[x, m] { return 1 - (X + 1e-5) }", _check_constants)],
     **{function: [(f"def f(X: R[x, m], N: R[x]) -> R[x, m] {{ return {function}(X, N) }}",
@@ -475,6 +487,7 @@ EXAMPLE_SIGNATURES: dict[str, tuple[str, str]] = {
     "rename": ("X: R[x, m]", "R[y, m]"),
     "reshape": ("X: R[x, h, k]", "R[x, m]"),
     "scan": ("H0: R[m], X: R[t, n]", "(R[m], R[t, m])"),
+    "machine": ("Y: R[x, n]", "R[x, n]"),
     "scatter_add": ("M: R[e, m], Dst: N[v][e]", "R[v, m]"),
 }
 
@@ -483,7 +496,8 @@ EXAMPLE_SIGNATURES: dict[str, tuple[str, str]] = {
 def test_registry_example_elaborates(name: str) -> None:
     """The example each operator states in the registry is itself valid ncd."""
     inputs, out = EXAMPLE_SIGNATURES.get(name, ("X: R[x, m]", "R[x, m]"))
-    prefix = {"scan": CELL, "pad": "axis xp = x + 2\n", "scatter_add": "axis e = 6\n"}.get(name, "")
+    prefix = {"scan": CELL, "pad": "axis xp = x + 2\n", "scatter_add": "axis e = 6\n",
+              "machine": LAYER}.get(name, "")
     src = f"{AXES}{prefix}def f({inputs}) -> {out} {{ return {OPERATORS[name].example} }}"
     if name == "linear":
         # a parameter cannot also be an input: declare it instead

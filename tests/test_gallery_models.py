@@ -752,6 +752,26 @@ def test_vit_embeds_patches_then_runs_a_pre_norm_encoder_layer(c: int, p: int, u
                        reference, [(randn(2, c, u, v),), (randn(1, c, u, v),), (randn(c, u, v),)])
 
 
+# -------------------------------------------------------------------- dense machine
+
+
+def test_dense_machine_is_a_loop_over_its_blocks() -> None:
+    """Block i of X is block i of Y + tanh(S W + c), S the blocks before it (zero after)."""
+    n, blocks = 12, ((0, 4), (4, 8), (8, 12))
+    weight, bias = leaf(n, n), leaf(n)
+
+    def machine(Y: torch.Tensor) -> torch.Tensor:
+        state = torch.zeros_like(Y)
+        for start, stop in blocks:
+            solved = Y + torch.tanh(state @ weight + bias)
+            state = torch.cat([state[..., :start], solved[..., start:stop],
+                               state[..., stop:]], dim=-1)
+        return state
+
+    holds_to_reference("dense_machine", {}, [Copy("layer.W", weight), Copy("layer.c", bias)],
+                       machine, [(randn(3, n),), (randn(n),)])
+
+
 # ------------------------------------------------------------- against the interpreter
 
 INTERPRETER_SIZES = {
@@ -774,6 +794,7 @@ INTERPRETER_SIZES = {
     "unet_level": {"i": 1, "c": 1, "d": 1, "xh": 1},  # the height stays symbolic
     "vit": {"c": 1, "p": 2, "u": 2, "v": 4, "m": 4, "h": 2},
     "iris": {"f": 5},  # the perceptron of gallery/iris.ncd (its training set-up: test_training)
+    "dense_machine": {},  # its blocks fix n = 12
 }
 
 

@@ -161,6 +161,10 @@ terms: st.SearchStrategy[Any] = st.recursive(
                   shared=st.booleans(), body=inner),
         st.builds(ir.Scan, dom=st.just(()), cod=st.just(()), axis=axes,
                   carries=st.integers(0, 2), step=inner, step_name=st.one_of(st.none(), names)),
+        st.builds(ir.Machine, dom=st.just(()), cod=st.just(()), axis=axes,
+                  blocks=st.lists(st.integers(1, 8), min_size=1, max_size=4).map(tuple),
+                  backward=st.booleans(), body=inner,
+                  body_name=st.one_of(st.none(), names)),
     ),
     max_leaves=6)
 definitions = st.builds(

@@ -339,7 +339,7 @@ def _each_call(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp, copies: str,
         emit.statement(f"{name} = torch.stack({results}, dim={-rank - 1})")
 
 
-def _call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
+def call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
                   inputs: Sequence[Value], outputs: Sequence[Value],
                   grads: Sequence[Value]) -> Gradients:
     """A call of the callee's backward definition at the same call site (the same instance,
@@ -423,7 +423,7 @@ def _site_prefixes(instance: str, copies: tuple[ir.Axis, int] | None) -> list[st
 
 
 CALL = declare(Declaration(
-    node=ir.CallOp, reverse=_call_reverse, surfaces=(),
+    node=ir.CallOp, reverse=call_reverse, surfaces=(),
     glyph=Box("call_box", _call_caption, caption_size=12.0, min_width=30.0, min_height=26.0,
               deck=_call_deck),
     overview=_call_overview, roles=no_parameters, lower=_call_lower,
@@ -435,21 +435,29 @@ CALL = declare(Declaration(
 # ---------------------------------------------------------------------------------------
 
 
+def definition_argument(builder: DefinitionBuilder, call: s.Call, code: str, message: str,
+                        hint: str | None = None) -> ir.Definition:
+    """The definition named by the first argument of `scan` or `machine`: a failed one is
+    not reported again; anything else is error `code` (with a did-you-mean for a name)."""
+    ctx = builder.ctx
+    if call.args and isinstance(call.args[0], s.Var) and call.args[0].name in ctx.failed:
+        raise Reject(call.args[0].name)
+    if not call.args or not isinstance(call.args[0], s.Var) or \
+            call.args[0].name not in ctx.definitions:
+        raise ctx.error(code, message, call.args[0].span if call.args else call.span,
+                        hint=did_you_mean(call.args[0].name, ctx.definitions)
+                        if call.args and isinstance(call.args[0], s.Var) else hint)
+    return ctx.definitions[call.args[0].name]
+
+
 def _scan_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> list[Value]:
     ctx = builder.ctx
     axes = bracket_axes(builder, call)
     if len(axes) != 1:
         raise option_error(builder, "`scan` runs along one axis: `scan[t](cell, H0, X)`",
                            call.name.span)
-    if call.args and isinstance(call.args[0], s.Var) and call.args[0].name in ctx.failed:
-        raise Reject(call.args[0].name)
-    if not call.args or not isinstance(call.args[0], s.Var) or \
-            call.args[0].name not in ctx.definitions:
-        raise ctx.error("E311", "the first argument of `scan` is the step definition",
-                        call.args[0].span if call.args else call.span,
-                        hint=did_you_mean(call.args[0].name, ctx.definitions)
-                        if call.args and isinstance(call.args[0], s.Var) else None)
-    step = ctx.definitions[call.args[0].name]
+    step = definition_argument(builder, call, "E311",
+                               "the first argument of `scan` is the step definition")
     axis_name = axes[0].name
     values = [builder.single(a) for a in call.args[1:]]
     carries = 0
@@ -478,12 +486,12 @@ def _scan_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> 
     if len(step.outputs) < carries:
         raise ctx.error("E311", f"`{step.name}` gives {len(step.outputs)} arrays but there are "
                         f"{carries} states to carry", call.span)
-    instance = builder.instance_name(call.args[0].name)
+    instance = builder.instance_name(step.name)
     step_names = [f"{step.name}_out{i}" for i in range(len(step.outputs))]
     term, step_outputs = lifted_call(builder, step, step_args, call.span, instance, step_names)
     for index in range(carries):
         # Axes align by name: a state may list its axes in another order than the step.
-        if not _same_axes(step_outputs[index], values[index].array):
+        if not same_axes(step_outputs[index], values[index].array):
             raise ctx.error(
                 "E311", f"the step must give state {index + 1} back as "
                 f"{values[index].array.text()}, but gives {step_outputs[index].text()}",
@@ -504,7 +512,7 @@ def _scan_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -> 
     return out_values
 
 
-def _same_axes(a: ir.ArrayType, b: ir.ArrayType) -> bool:
+def same_axes(a: ir.ArrayType, b: ir.ArrayType) -> bool:
     """The same datatype and the same axes by name and size, in any order."""
     if a.dtype.kind != b.dtype.kind or sorted(a.names) != sorted(b.names):
         return False

@@ -43,12 +43,11 @@ def expansion_extent(program: ir.Program, name: str,
                 case ir.Broadcasted():
                     if isinstance(term.op, ir.CallOp) and term.op.definition in definitions:
                         found.append((term.op.definition, at + 1))
-                case ir.Block() | ir.Scan():
+                case ir.Block() | ir.Scan() | ir.Machine():
                     deeper = at + 1
                     deepest = max(deepest, deeper)
                     if collapse_depth is None or deeper <= collapse_depth:
-                        stack.append((term.body if isinstance(term, ir.Block) else term.step,
-                                      deeper))
+                        stack.append((ir.children(term)[0], deeper))
                 case ir.Composed() | ir.Product():
                     stack.extend((child, at) for child in reversed(term.terms))
                 case ir.Identity() | ir.Rearrangement() | ir.Reindexing():

@@ -17,8 +17,8 @@ from .panels import End, Panel, array_specs, text_item, wire_path
 from .routing import assemble
 
 
-def collapsed(term: ir.Block | ir.Scan, title: Label, ctx: Context, in_ids: Sequence[int],
-               kind: str) -> Panel:
+def collapsed(term: ir.Block | ir.Scan | ir.Machine, title: Label, ctx: Context,
+              in_ids: Sequence[int], kind: str) -> Panel:
     """A block drawn as one titled box spanning all its wires."""
     theme = ctx.theme
     left = array_specs(term.dom, ctx)

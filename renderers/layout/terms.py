@@ -84,6 +84,8 @@ def layout(term: ir.Term, ctx: Context, in_ids: Sequence[int]) -> Panel:
             return layout_block(term, ctx, in_ids)
         case ir.Scan():
             return layout_scan(term, ctx, in_ids)
+        case ir.Machine():
+            return layout_machine(term, ctx, in_ids)
     assert_never(term)
 
 
@@ -466,6 +468,31 @@ def layout_block(term: ir.Block, ctx: Context, in_ids: Sequence[int],
     body = layout(term.body, inner, in_ids)
     return frame(ctx, body, title, term.repeat, block_fill(ctx.theme, depth - 1, term.color),
                  dashed=False)
+
+
+def layout_machine(term: ir.Machine, ctx: Context, in_ids: Sequence[int]) -> Panel:
+    """The body (the call of the machine's definition) inside a dashed frame titled with the
+    axis and its blocks in the order they are solved: `machine n: 4|4|8`, or `backward
+    machine n: 8|4|4` for the reverse pass. The body reads the machine's inputs as they are;
+    its results are the machine's, matched by array and axis name."""
+    depth = ctx.depth + 1
+    blocks = "|".join(str(n) for n in term.blocks)
+    title = Label((Run("backward machine " if term.backward else "machine ", "roman"),
+                   *Label.axis(term.axis.name).runs, Run(f": {blocks}", "roman")))
+    limit = ctx.options.collapse_depth
+    if limit is not None and depth > limit:
+        return collapsed(term, title, ctx, in_ids, "machine")
+    body = layout(term.body, ctx.with_depth(depth), in_ids)
+    framed = frame(ctx, body, title, 1, ctx.theme.blocks[depth % len(ctx.theme.blocks)],
+                   dashed=True)
+    if tuple(term.body.cod) == term.cod:
+        return framed
+    left = array_specs(term.dom, ctx)
+    right = array_specs(term.cod, ctx)
+    index_out = {(s.array, s.kind, s.name): i
+                 for i, s in enumerate(array_specs(term.body.cod, ctx))}
+    out_map: list[int | None] = [index_out.get((s.array, s.kind, s.name)) for s in right]
+    return assemble(ctx, left, in_ids, list(range(len(left))), framed, out_map, right)
 
 
 def layout_scan(term: ir.Scan, ctx: Context, in_ids: Sequence[int]) -> Panel:
