@@ -104,6 +104,10 @@ class Reverser:
         self.called_params: dict[str, ir.ArrayType] = {}
         """The parameters of called definitions that get gradients, by their path
         (`instance.name`), in the order first met."""
+        self.field: ir.DatatypeKind = "B" if definition.outputs and all(
+            v.array.dtype.kind == "B" for v in definition.outputs) else "R"
+        """Where the gradients live: the reals, or Z2 for a Boolean circuit (a definition
+        whose outputs are all B): its gradient wires are B arrays, added by XOR."""
 
     def backward_of(self, name: str) -> Backward:
         """The backward definition of a called definition (made once)."""
@@ -207,7 +211,17 @@ class Reverser:
     def add(self, *operands: Value, like: ir.ArrayType | None = None) -> Value:
         if len(operands) == 1 and (like is None or operands[0].array == like):
             return operands[0]
+        if operands[0].array.dtype.kind == "B":  # addition in Z2
+            total = operands[0]
+            for operand in operands[1:]:
+                total = self.gate("xor", total, operand)
+            return total if like is None else self.expand(total, like)
         return self._entrywise(ir.AddOp(), operands, "sum", like)
+
+    def gate(self, gate: ir.BooleanGate, *operands: Value) -> Value:
+        """A Boolean gate on B arrays; axes missing from an operand are broadcast."""
+        like = array(ir.Datatype(kind="B"), _union_axes(*operands))
+        return self._entrywise(ir.GateOp(gate=gate), operands, gate, like)
 
     def multiply(self, *operands: Value, like: ir.ArrayType | None = None) -> Value:
         return self._entrywise(ir.MultiplyOp(), operands, "product", like)
@@ -246,6 +260,10 @@ class Reverser:
                        degree=[])[0]
 
     def zeros(self, array_type: ir.ArrayType) -> Value:
+        if array_type.dtype.kind == "B":
+            raise Unsupported("a Boolean wire that no gradient reaches", self.span,
+                              "a zero gradient over B is not built yet: make every input and "
+                              "parameter of the circuit reach its output")
         return self.constant_array(array_type, 0)
 
     def step(self, operand: Value) -> Value:
@@ -290,11 +308,17 @@ class Reverser:
         extra = tuple(n for n in operand.array.names if n not in like.names)
         if not extra:
             return self.expand(operand, like)
+        if operand.array.dtype.kind == "B":  # a sum in Z2: the XOR along those axes
+            return self.op(ir.GateOp(gate="xor", axes=extra), [(operand, extra)],
+                           [(array(operand.array.dtype, like.shape.axes), (), "summed")])[0]
         target = array(ir.REALS, like.shape.axes)
         return self.op(ir.ReduceOp(function="sum", axes=extra), [(operand, extra)],
                        [(target, (), "summed")])[0]
 
     def reduce(self, function: ir.ReduceFunction, operand: Value, axes: Sequence[str]) -> Value:
+        if operand.array.dtype.kind == "B" and function == "sum":
+            kept_axes = [a for a in operand.array.shape.axes if a.name not in axes]
+            return self.sum_to(operand, array(operand.array.dtype, kept_axes))
         kept = array(ir.REALS, [a for a in operand.array.shape.axes if a.name not in axes])
         return self.op(ir.ReduceOp(function=function, axes=tuple(axes)),
                        [(operand, tuple(axes))], [(kept, (), function)])[0]
@@ -505,7 +529,7 @@ class _Accumulator:
         self.params: dict[str, list[Value]] = {}
 
     def give(self, value: Value, gradient: Value | None) -> None:
-        if gradient is None or value.array.dtype.kind != "R":
+        if gradient is None or value.array.dtype.kind != self.rev.field:
             return
         if gradient.array != value.array:
             gradient = self.rev.sum_to(gradient, value.array)
@@ -651,6 +675,10 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
     of its own name passes through; the others, in groups linked by the domain axes they read,
     become indicator arrays `[q(p) = q]` (ones masked by affine conditions: `q == e`, or
     `D q <= e < D q + D` for a floor division by `D`), contracted with the gradient."""
+    if gradient.array.dtype.kind == "B":
+        raise Unsupported("an affine reindexing of a Boolean wire", rev.span,
+                          "its reverse over Z2 is not built yet: copies, renamings and "
+                          "permutations of Boolean wires have one")
     codomain = source.shape.axes
     domain_names = {a.name for a in domain}
     rest = [j for j, row in enumerate(rows)
@@ -738,7 +766,7 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
     names = {v.name for v in forward.inputs} | {p.name for p in forward.params}
     inputs = [Value(v.array, v.name, forward.span) for v in forward.inputs]
     seeds = [Value(v.array, _fresh(f"d{v.name}", names), forward.span)
-             for v in forward.outputs if v.array.dtype.kind == "R"]
+             for v in forward.outputs if v.array.dtype.kind == rev.field]
 
     group = BlockGroup(title="forward", color=None, repeat=1, shared=False,
                        span=_no_span(rev), steps=[], reads=[], outputs=[])
@@ -753,7 +781,7 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
                       span=_no_span(rev), steps=[], reads=[], outputs=[])
     rev.steps = back.steps
     real_results = [v for v, o in zip(results, forward.outputs, strict=True)
-                    if o.array.dtype.kind == "R"]
+                    if o.array.dtype.kind == rev.field]
     for result, seed in zip(real_results, seeds, strict=True):
         grads.give(result, seed)
     _reverse(entries, rev, grads)
@@ -762,7 +790,7 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
     gradient_of: list[str] = []
     out_names = {v.name for v in inputs} | {v.name for v in seeds}
     for value in inputs:
-        if value.array.dtype.kind != "R":
+        if value.array.dtype.kind != rev.field:
             continue
         gradient = grads.total(value) or rev.zeros(value.array)
         outputs.append(gradient)
@@ -770,7 +798,7 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
                                     array=value.array))
         gradient_of.append(value.name)
     for parameter in forward.params:
-        if parameter.buffer:
+        if parameter.buffer or parameter.array.dtype.kind != rev.field:
             continue
         parts = grads.params.get(parameter.name, [])
         gradient = rev.add(*parts, like=parameter.array) if parts else \
