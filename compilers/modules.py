@@ -431,7 +431,7 @@ def _boolean_initialiser(target: str, init: str, args: list[float]) -> str:
     torch's generator, as every initialiser is), or all false or all true."""
     if init == "bernoulli":
         p = args[0] if args else 0.5
-        return f"{target}.copy_(torch.rand({target}.shape) < {float_literal(p)})  # bernoulli"
+        return f"{target}.bernoulli_({float_literal(p)})"
     if init in ("zeros", "ones"):
         return f"{target}.fill_({init == 'ones'})"
     raise CompileError(f"unknown initialiser {init!r} of a Boolean parameter")

@@ -815,7 +815,13 @@ def _build(rev: Reverser, taken: set[str]) -> Backward:
                                     array=array_type))
         gradient_of.append(path)
     back.bound = list(outputs)
+    # A gradient that is a wire of the backward block's inputs (the seed of `xor(A, B)`,
+    # passed to both operands) is read by the block too, though no step of it reads it.
     back.reads = _outside_reads(back.steps)
+    made = _made_ids(back.steps)
+    for value in outputs:
+        if value.id not in made and all(value.id != read.id for read in back.reads):
+            back.reads.append(value)
     read_ids = {v.id for v in back.reads}
     _prune(group.steps, set(read_ids))
     group.bound = [v for v in produced if v.id in read_ids]
