@@ -4,7 +4,9 @@
 
 - its inputs are the forward inputs, then one gradient wire per real output of the forward
   definition (`dY`); its outputs are the gradient of each real input (`dX`), then of each
-  learned parameter (`dW`), in the order the forward definition declares them;
+  learned parameter (`dW`), in the order the forward definition declares them. A definition
+  whose outputs are all Boolean (a circuit of gates) has its backward definition over Z2:
+  the same with Boolean outputs, inputs and parameters, its sums XORs (`Reverser.field`);
 - its parameters are the forward definition's, under the same names: the generated module
   of the backward definition has the forward module's state-dict keys, and reads the
   forward module's weights (`ncd.api.Definition.to_torch_grad` ties them);

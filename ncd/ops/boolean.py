@@ -46,8 +46,8 @@ _SUMMARIES: dict[ir.BooleanGate, str] = {
     "or": "or of two Boolean arrays",
     "not": "negation of a Boolean array",
 }
-_EXAMPLES: dict[ir.BooleanGate, str] = {"xor": "xor(A, B)", "and": "and(A, B)",
-                                        "or": "or(A, B)", "not": "not(A)"}
+_EXAMPLES: dict[ir.BooleanGate, str] = {"xor": "xor(A, C)", "and": "and(A, C)",
+                                        "or": "or(A, C)", "not": "not(A)"}
 _SYMBOLS: dict[ir.BooleanGate, str] = {"xor": "\u2295", "and": "\u2227", "or": "\u2228",
                                        "not": "\u00ac"}
 _TORCH: dict[ir.BooleanGate, str] = {"xor": "torch.logical_xor", "and": "torch.logical_and",
