@@ -255,10 +255,8 @@ def _complete(expr: str, present: Sequence[Label], order: Sequence[Label], missi
                 len(order) - len(slots)]
         return View(expr, tuple(kept))
     lead_code, lead_rank = leading_from if leading_from else own
-    # `(*X.shape[:-1], n, 3)`: unpacked, not a tuple concatenation (ruff's RUF005).
-    full = tuple_text([f"*{leading_shape(lead_code, lead_rank)}",
-                       *(size_code(sizes[label]) for label in order)])
-    expr = f"{expr}.expand({full})"
+    full = tuple_text([size_code(sizes[label]) for label in order]) if order else "()"
+    expr = f"{expr}.expand({leading_shape(lead_code, lead_rank)} + {full})"
     return View(expr, tuple(order))
 
 

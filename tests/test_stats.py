@@ -173,12 +173,14 @@ MEASURED: dict[tuple[str, str], dict[str, int]] = {
     ("vit", "encoder_layer"): {"u": 64, "v": 64, "p": 4, "m": 128, "h": 2},
     ("vit", "attention"): {"u": 64, "v": 64, "p": 4, "m": 128, "h": 2},
     ("vit", "feedforward"): {"m": 96},
+    ("boolean_circuit", "parity_circuit"): {"b": 4096},
 }
 # Definitions whose work is mostly entrywise, which FlopCounterMode does not count (the
 # rotation of rotary embeddings: cos, sin and products at every entry; batch normalisation
 # written out; a loss; a step of the LRU): only their matrix products are compared.
 ENTRYWISE = {("llama_block", "rotary"), ("batchnorm", "batch_normalizing_transform"),
-             ("classifier", "cross_entropy"), ("lru", "lru_step")}
+             ("classifier", "cross_entropy"), ("lru", "lru_step"),
+             ("boolean_circuit", "parity_circuit")}  # Boolean gates: no products at all
 
 
 def test_every_gallery_definition_is_measured() -> None:

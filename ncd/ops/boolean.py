@@ -116,12 +116,14 @@ def _gate_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GateOp,
     out = emit.output_labels(term.outputs[0])
     batched = any(v.batched for v in inputs)
     if op.axes:
-        # The parity along the axes: the count of true entries, odd or even.
+        # The parity along the axes: the count of true entries, odd or even, counted in one
+        # byte (a count modulo 256 keeps its parity, and takes no more memory than the bits).
         order = out + [target_label(a) for a in op.axes]
         expr = emit.normalized(term, inputs[0], term.inputs[0], order, "expand")
         dims = emit.tuple_text([str(order.index(target_label(a)) - len(order))
                                 for a in op.axes])
-        return [emit.finish(term, f"torch.sum({expr}, dim={dims}) % 2 == 1", out,
+        return [emit.finish(term, f"torch.sum({expr}, dim={dims}, dtype=torch.uint8) % 2 == 1",
+                            out,
                             comment=f"xor over {' '.join(op.axes)}", batched=batched,
                             fallback="parity")]
     operands = _operands(emit, term, inputs, out)
