@@ -92,6 +92,10 @@ class Reverser:
         self.param_wires: dict[tuple[int, str], Value] = {}
         self.stand_ins: dict[int, ir.Parameter] = {}
         self.span: ir.Span | None = definition.span
+        self.field: ir.DatatypeKind = "B" if definition.outputs and all(
+            v.array.dtype.kind == "B" for v in definition.outputs) else "R"
+        """Where the gradients live: the reals, or Z2 for a Boolean circuit (a definition
+        whose outputs are all B): its gradient wires are B arrays, added by XOR."""
         self.callees: dict[str, Backward] = {}
         """The backward definitions of the definitions called, by the callee's name, in the
         order they were made (a callee's own callees first); shared by nested reversers."""
@@ -106,10 +110,6 @@ class Reverser:
         self.called_params: dict[str, ir.ArrayType] = {}
         """The parameters of called definitions that get gradients, by their path
         (`instance.name`), in the order first met."""
-        self.field: ir.DatatypeKind = "B" if definition.outputs and all(
-            v.array.dtype.kind == "B" for v in definition.outputs) else "R"
-        """Where the gradients live: the reals, or Z2 for a Boolean circuit (a definition
-        whose outputs are all B): its gradient wires are B arrays, added by XOR."""
 
     def backward_of(self, name: str) -> Backward:
         """The backward definition of a called definition (made once)."""
@@ -655,6 +655,10 @@ def _reindexing_adjoint(rev: Reverser, term: ir.Reindexing, gradient: Value) -> 
                       {codomain[j].name for j in passing}]
             summed = rev.reduce("sum", gradient, unread) if unread else gradient
             return rev.expand(rev.rename(summed, mapping), source)
+    if gradient.array.dtype.kind == "B":
+        raise Unsupported("an affine reindexing of a Boolean wire", rev.span,
+                          "its reverse over Z2 is not built yet: copies, renamings and "
+                          "permutations of Boolean wires have one")
     rows = [AffineRow(tuple((domain[i].name, c) for i, c in enumerate(eta.matrix[j]) if c),
                       eta.offset[j], 1, eta.row_text(j)) for j in range(len(codomain))]
     return affine_adjoint(rev, gradient, source, list(domain), rows)
@@ -677,10 +681,6 @@ def affine_adjoint(rev: Reverser, gradient: Value, source: ir.ArrayType,
     of its own name passes through; the others, in groups linked by the domain axes they read,
     become indicator arrays `[q(p) = q]` (ones masked by affine conditions: `q == e`, or
     `D q <= e < D q + D` for a floor division by `D`), contracted with the gradient."""
-    if gradient.array.dtype.kind == "B":
-        raise Unsupported("an affine reindexing of a Boolean wire", rev.span,
-                          "its reverse over Z2 is not built yet: copies, renamings and "
-                          "permutations of Boolean wires have one")
     codomain = source.shape.axes
     domain_names = {a.name for a in domain}
     rest = [j for j, row in enumerate(rows)

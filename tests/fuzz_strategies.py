@@ -303,8 +303,6 @@ class ProgramGenerator:
             condition = Array(self.fresh("C"), tuple(subset(self.c, base.axes, 1, 3)))
             index_inputs.append(f"{condition.name}: B[{', '.join(condition.axes)}]")
             body.conditions.append(condition)
-            for _ in range(self.c.integer(0, 2)):
-                self.gate(body)
         for _ in range(self.c.integer(1, self.max_statements)):
             self.statement(body, allow_blocks=True)
         outputs = [body.scope[-1]]
@@ -491,26 +489,16 @@ class ProgramGenerator:
                 f"({', '.join([x.name, *names])})")
         self.bind(body, expr, replace(x.axes, targets, new))
 
-    def gate(self, body: Body) -> None:
-        """A Boolean array made by a gate from those in scope (`not`, `xor`, `and`, `or`, the
-        XOR along an axis), for a later `where` to read."""
-        first = choice(self.c, body.conditions)
-        others = [c for c in body.conditions if set(c.axes) <= set(first.axes)]
-        form = self.c.integer(0, 4)
-        axes = first.axes
-        if form == 0:
-            expr = f"not({first.name})"
-        elif form == 1 and len(first.axes) > 1:
-            along = choice(self.c, first.axes)
-            expr = f"xor[{along}]({first.name})"
-            axes = tuple(a for a in first.axes if a != along)
-        else:
-            second = choice(self.c, others)
-            left, right = (first, second) if self.c.chance(0.5) else (second, first)
-            expr = f"{choice(self.c, ('xor', 'and', 'or'))}({left.name}, {right.name})"
-        made = Array(self.fresh("G"), axes)
-        body.emit(f"{made.name} = {expr}")
+    def gate(self, body: Body, condition: Array) -> Array:
+        """A Boolean array made from `condition` (and another Boolean input whose axes are
+        among its own) by the gates `xor`, `and`, `or` and `not`, for `where` to read."""
+        other = choice(self.c, [c for c in body.conditions
+                                if set(c.axes) <= set(condition.axes)])
+        made = Array(self.fresh("G"), condition.axes)
+        body.emit(f"{made.name} = or(and({condition.name}, {other.name}), "
+                  f"not(xor({other.name}, {condition.name})))")
         body.conditions.append(made)
+        return made
 
     def arithmetic(self, body: Body) -> None:
         """Entrywise arithmetic: `y`'s axes are among `x`'s, so the result has `x`'s axes
@@ -531,6 +519,8 @@ class ProgramGenerator:
             self.bind(body, f"pow[{exponent}]({x.name})", x.axes)
         elif form == 10 and conditions:
             condition = choice(self.c, conditions)
+            if self.c.chance(0.5):
+                condition = self.gate(body, condition)
             y = choice(self.c, [*others, x])
             first, second = (x, y) if self.c.chance(0.5) else (y, x)
             self.bind(body, f"where({condition.name}, {first.name}, {second.name})",
