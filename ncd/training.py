@@ -3,7 +3,8 @@ becomes an `ir.Training`, or diagnostics that say what is wrong and what to writ
 
 What a set-up may name is read from the declarations of `ncd.learning`; this module checks
 that the pieces fit together: the model is a definition with one real input whose first axis
-is the (symbolic) batch axis and one real output over the same batch axis; the loss's target
+is the (symbolic) batch axis and one real output over the same batch axis (both Boolean, and
+the parameters too, for a loss and an optimiser over the Booleans); the loss's target
 axes are axes of that output; the optimiser's hyper-parameters are its own, numbers, in range.
 """
 
