@@ -179,6 +179,8 @@ def initialiser_code(entry: ParamEntry, owner: str, sizes: ProgramSizes) -> str:
     fan_in = role.fan_in or (shape_values[0] if shape_values else 1)
     fan_out = role.fan_out or (shape_values[-1] if shape_values else 1)
     init = parameter.init
+    if parameter.array.dtype.kind == "B":
+        return _boolean_initialiser(target, init, args)
     if init == "normal":
         mean, std = (args + [0.0, 1.0][len(args):])[:2]
         return f"nn.init.normal_({target}, mean={float_literal(mean)}, std={float_literal(std)})"
@@ -438,6 +440,17 @@ def split_text(text: str, width: int) -> list[str]:
     return pieces
 
 
+def _boolean_initialiser(target: str, init: str, args: list[float]) -> str:
+    """A Boolean parameter's first values: each entry true with probability p (drawn from
+    torch's generator, as every initialiser is), or all false or all true."""
+    if init == "bernoulli":
+        p = args[0] if args else 0.5
+        return f"{target}.bernoulli_({float_literal(p)})"
+    if init in ("zeros", "ones"):
+        return f"{target}.fill_({init == 'ones'})"
+    raise CompileError(f"unknown initialiser {init!r} of a Boolean parameter")
+
+
 def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
                 forward: tuple[list[str], list[str], str] | None) -> list[str]:
     """The class of one module: parameters, submodules, initialisation and `forward`
@@ -459,6 +472,11 @@ def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
                                    f"{axis.name!r}; parameters need fixed sizes")
             dims.append(str(value))
         empty = f"torch.empty({', '.join(dims) if dims else '()'})"
+        if parameter.array.dtype.kind == "B":
+            # Learned, but flipped rather than moved by a gradient: a bool tensor cannot
+            # require grad, so it is a parameter that autograd never sees.
+            sized = ", ".join(dims) if dims else "()"
+            empty = f"torch.empty({sized}, dtype=torch.bool), requires_grad=False"
         note = parameter.array.text()
         if entry.attribute != parameter.name:
             note += f", renamed from {parameter.name}"

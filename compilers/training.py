@@ -310,7 +310,8 @@ def _step_class(training: ir.Training, loss: LossDeclaration,
     lines += _for_zip(loop, sources, "            ")
     arguments = ", ".join(loop)
     keywords = ", ".join(f"{h.name}={_value_text(h)}" for h in training.optimiser.hyper)
-    lines += _call(f"{optimiser.update_function}", f"{arguments}, step=self.step, {keywords}",
+    lines += _call(f"{optimiser.update_function}",
+                   ", ".join(part for part in (arguments, "step=self.step", keywords) if part),
                    "                ")
     lines += ["        return loss", ""]
     if loss.correct_function is not None:

@@ -34,9 +34,9 @@ MAX_DATA_BYTES = 2_000_000_000
 @dataclass(frozen=True)
 class Dataset:
     inputs: torch.Tensor
-    """The model's inputs, the batch first (float32)."""
+    """The model's inputs, the batch first (float32, or bool for a Boolean circuit)."""
     targets: torch.Tensor
-    """The loss's targets, the batch first (int64 labels, or float32 values)."""
+    """The loss's targets, the batch first (int64 labels, float32 values, or bool)."""
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -50,6 +50,9 @@ class Layout:
     target_shape: tuple[int, ...]
     labels: int | None
     """The number of classes when the targets are integer labels."""
+    boolean_inputs: bool = False
+    boolean_targets: bool = False
+    """Whether the inputs (the targets) are Booleans, written 0 or 1 (a Boolean circuit)."""
 
     @property
     def input_columns(self) -> int:
@@ -78,7 +81,8 @@ def layout(program: ir.Program, training: ir.Training) -> Layout:
     labels = None
     if target.dtype.kind == "N" and target.dtype.bound is not None:
         labels = sizes.value(target.dtype.bound)
-    return Layout(known(training.input.array), known(target), labels)
+    return Layout(known(training.input.array), known(target), labels,
+                  training.input.array.dtype.kind == "B", target.dtype.kind == "B")
 
 
 def read_dataset(path: Path, data_layout: Layout) -> Dataset:
@@ -128,6 +132,12 @@ def _read_csv(text: str, display: str, data_layout: Layout) -> Dataset:
                 _fail(f"`{cells[index].strip()}` is not a finite number",
                       _cell_span(display, line, number, index), sources)
         row = [float(value) for value in values if value is not None]
+        for index, value in enumerate(row):
+            boolean = data_layout.boolean_inputs if index < data_layout.input_columns \
+                else data_layout.boolean_targets
+            if boolean and value not in (0.0, 1.0):
+                _fail(f"`{cells[index].strip()}` is not a Boolean: write 0 or 1",
+                      _cell_span(display, line, number, index), sources)
         label_cells = row[data_layout.input_columns:]
         if data_layout.labels is not None:
             for offset, label in enumerate(label_cells):
@@ -145,7 +155,15 @@ def _read_csv(text: str, display: str, data_layout: Layout) -> Dataset:
         len(features), *data_layout.input_shape)
     dtype = torch.int64 if data_layout.labels is not None else torch.float32
     labels = torch.tensor(targets, dtype=dtype).reshape(len(targets), *data_layout.target_shape)
-    return Dataset(inputs, labels)
+    return _booleans(Dataset(inputs, labels), data_layout)
+
+
+def _booleans(data: Dataset, data_layout: Layout) -> Dataset:
+    """The inputs and targets a Boolean circuit reads as bool tensors (their entries are 0 or
+    1, checked before)."""
+    inputs = data.inputs.bool() if data_layout.boolean_inputs else data.inputs
+    targets = data.targets.bool() if data_layout.boolean_targets else data.targets
+    return Dataset(inputs, targets)
 
 
 def _read_pt(path: Path, display: str, data_layout: Layout) -> Dataset:
@@ -184,9 +202,15 @@ def _read_pt(path: Path, display: str, data_layout: Layout) -> Dataset:
         targets = targets.long()
     else:
         targets = targets.float()
+    if inputs.dtype == torch.bool:
+        inputs = inputs.float()
     if not inputs.is_floating_point() or not bool(torch.isfinite(inputs).all()):
         _fail(f"`inputs` in `{display}` are not all finite real numbers", span)
-    return Dataset(inputs.float(), targets)
+    for key, value, boolean in (("inputs", inputs, data_layout.boolean_inputs),
+                                ("targets", targets, data_layout.boolean_targets)):
+        if boolean and not bool(((value == 0) | (value == 1)).all()):
+            _fail(f"`{key}` in `{display}` are not all Booleans (0 or 1)", span)
+    return _booleans(Dataset(inputs.float(), targets), data_layout)
 
 
 def _number(cell: str) -> float | None:

@@ -4,7 +4,9 @@
 
 - its inputs are the forward inputs, then one gradient wire per real output of the forward
   definition (`dY`); its outputs are the gradient of each real input (`dX`), then of each
-  learned parameter (`dW`), in the order the forward definition declares them;
+  learned parameter (`dW`), in the order the forward definition declares them. A definition
+  whose outputs are all Boolean (a circuit of gates) has its backward definition over Z2:
+  the same with Boolean outputs, inputs and parameters, its sums XORs (`Reverser.field`);
 - its parameters are the forward definition's, under the same names: the generated module
   of the backward definition has the forward module's state-dict keys, and reads the
   forward module's weights (`ncd.api.Definition.to_torch_grad` ties them);
@@ -111,6 +113,10 @@ class Reverser:
         self.param_wires: dict[tuple[int, str], Value] = {}
         self.stand_ins: dict[int, ir.Parameter] = {}
         self.span: ir.Span | None = definition.span
+        self.field: ir.DatatypeKind = "B" if definition.outputs and all(
+            v.array.dtype.kind == "B" for v in definition.outputs) else "R"
+        """Where the gradients live: the reals, or Z2 for a Boolean circuit (a definition
+        whose outputs are all B): its gradient wires are B arrays, added by XOR."""
         self.callees: dict[str, Backward] = {}
         """The backward definitions of the definitions called, by the callee's name, in the
         order they were made (a callee's own callees first); shared by nested reversers."""
@@ -255,7 +261,17 @@ class Reverser:
     def add(self, *operands: Value, like: ir.ArrayType | None = None) -> Value:
         if len(operands) == 1 and (like is None or operands[0].array == like):
             return operands[0]
+        if operands[0].array.dtype.kind == "B":  # addition in Z2
+            total = operands[0]
+            for operand in operands[1:]:
+                total = self.gate("xor", total, operand)
+            return total if like is None else self.expand(total, like)
         return self._entrywise(ir.AddOp(), operands, "sum", like)
+
+    def gate(self, gate: ir.BooleanGate, *operands: Value) -> Value:
+        """A Boolean gate on B arrays; axes missing from an operand are broadcast."""
+        like = array(ir.Datatype(kind="B"), _union_axes(*operands))
+        return self._entrywise(ir.GateOp(gate=gate), operands, gate, like)
 
     def multiply(self, *operands: Value, like: ir.ArrayType | None = None) -> Value:
         return self._entrywise(ir.MultiplyOp(), operands, "product", like)
@@ -294,6 +310,10 @@ class Reverser:
                        degree=[])[0]
 
     def zeros(self, array_type: ir.ArrayType) -> Value:
+        if array_type.dtype.kind == "B":
+            raise Unsupported("a Boolean wire that no gradient reaches", self.span,
+                              "a zero gradient over B is not built yet: make every input and "
+                              "parameter of the circuit reach its output")
         return self.constant_array(array_type, 0)
 
     def step(self, operand: Value) -> Value:
@@ -338,11 +358,17 @@ class Reverser:
         extra = tuple(n for n in operand.array.names if n not in like.names)
         if not extra:
             return self.expand(operand, like)
+        if operand.array.dtype.kind == "B":  # a sum in Z2: the XOR along those axes
+            return self.op(ir.GateOp(gate="xor", axes=extra), [(operand, extra)],
+                           [(array(operand.array.dtype, like.shape.axes), (), "summed")])[0]
         target = array(ir.REALS, like.shape.axes)
         return self.op(ir.ReduceOp(function="sum", axes=extra), [(operand, extra)],
                        [(target, (), "summed")])[0]
 
     def reduce(self, function: ir.ReduceFunction, operand: Value, axes: Sequence[str]) -> Value:
+        if operand.array.dtype.kind == "B" and function == "sum":
+            kept_axes = [a for a in operand.array.shape.axes if a.name not in axes]
+            return self.sum_to(operand, array(operand.array.dtype, kept_axes))
         kept = array(ir.REALS, [a for a in operand.array.shape.axes if a.name not in axes])
         return self.op(ir.ReduceOp(function=function, axes=tuple(axes)),
                        [(operand, tuple(axes))], [(kept, (), function)])[0]
@@ -692,7 +718,7 @@ class _Accumulator:
         self.params: dict[str, list[Value]] = {}
 
     def give(self, value: Value, gradient: Value | None) -> None:
-        if gradient is None or value.array.dtype.kind != "R":
+        if gradient is None or value.array.dtype.kind != self.rev.field:
             return
         if gradient.array != value.array:
             gradient = self.rev.sum_to(gradient, value.array)
@@ -831,6 +857,10 @@ def _reindexing_adjoint(rev: Reverser, term: ir.Reindexing, gradient: Value) -> 
                       {codomain[j].name for j in passing}]
             summed = rev.reduce("sum", gradient, unread) if unread else gradient
             return rev.expand(rev.rename(summed, mapping), source)
+    if gradient.array.dtype.kind == "B":
+        raise Unsupported("an affine reindexing of a Boolean wire", rev.span,
+                          "its reverse over Z2 is not built yet: copies, renamings and "
+                          "permutations of Boolean wires have one")
     rows = [AffineRow(tuple((domain[i].name, c) for i, c in enumerate(eta.matrix[j]) if c),
                       eta.offset[j], 1, eta.row_text(j)) for j in range(len(codomain))]
     return affine_adjoint(rev, gradient, source, list(domain), rows)
@@ -976,7 +1006,7 @@ def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
     names = {v.name for v in forward.inputs} | {p.name for p in forward.params}
     inputs = [Value(v.array, v.name, forward.span) for v in forward.inputs]
     seeds = [Value(v.array, _fresh(f"d{v.name}", names), forward.span)
-             for v in forward.outputs if v.array.dtype.kind == "R"]
+             for v in forward.outputs if v.array.dtype.kind == rev.field]
 
     group = BlockGroup(title="forward", color=None, repeat=1, shared=False,
                        span=_no_span(rev), steps=[], reads=[], outputs=[])
@@ -991,7 +1021,7 @@ def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
                       span=_no_span(rev), steps=[], reads=[], outputs=[])
     rev.steps = back.steps
     real_results = [v for v, o in zip(results, forward.outputs, strict=True)
-                    if o.array.dtype.kind == "R"]
+                    if o.array.dtype.kind == rev.field]
     for result, seed in zip(real_results, seeds, strict=True):
         grads.give(result, seed)
     _reverse(entries, rev, grads)
@@ -1000,7 +1030,7 @@ def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
     gradient_of: list[str] = []
     out_names = {v.name for v in inputs} | {v.name for v in seeds}
     for value in inputs:
-        if value.array.dtype.kind != "R":
+        if value.array.dtype.kind != rev.field:
             continue
         gradient = grads.total(value) or rev.zeros(value.array)
         outputs.append(gradient)
@@ -1009,8 +1039,11 @@ def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
         gradient_of.append(value.name)
     outside = _read_outside_copies(forward.body)
     for parameter in forward.params:
-        if parameter.buffer or parameter.name not in outside:
-            continue  # a buffer, or a parameter of which each copy of a block has its own
+        if parameter.buffer or parameter.name not in outside or \
+                parameter.array.dtype.kind != rev.field:
+            # a buffer, a parameter of which each copy of a block has its own, or one of the
+            # other field (a Boolean parameter of a real-valued model)
+            continue
         parts = grads.params.get(parameter.name, [])
         gradient = rev.add(*parts, like=parameter.array) if parts else \
             rev.zeros(parameter.array)
@@ -1026,7 +1059,13 @@ def _build(rev: Reverser, taken: set[str], lens: bool = False) -> Backward:
                                     array=array_type))
         gradient_of.append(path)
     back.bound = list(outputs)
+    # A gradient that is a wire of the backward block's inputs (the seed of `xor(A, B)`,
+    # passed to both operands) is read by the block too, though no step of it reads it.
     back.reads = _outside_reads(back.steps)
+    made = _made_ids(back.steps)
+    for value in outputs:
+        if value.id not in made and all(value.id != read.id for read in back.reads):
+            back.reads.append(value)
     read_ids = {v.id for v in back.reads}
     # A lens definition keeps the forward results too: they leave the forward block first.
     kept = _unique([v for v in results if v.id in {p.id for p in produced}]) if lens else []

@@ -16,7 +16,12 @@ from ncd import ir
 from ncd import syntax as s
 from ncd.context import AxisInfo, BlockGroup, Context, Reject, Step, Value, array, port, shape
 from ncd.diagnostics import Note, did_you_mean
-from ncd.initialisers import BUFFER_INITIALISERS, INITIALISERS, check_initialiser
+from ncd.initialisers import (
+    BOOLEAN_INITIALISERS,
+    BUFFER_INITIALISERS,
+    INITIALISERS,
+    check_initialiser,
+)
 from ncd.ops.arguments import constant_value
 from ncd.sizes import Size, SizeLimit, all_symbols, from_ir
 from ncd.statements import elaborate_body, single
@@ -309,10 +314,12 @@ class DefinitionBuilder:
                                 init="zeros" if stmt.buffer else "default",
                                 span=stmt.name.span, buffer=stmt.buffer)
         try:
-            if array_type.dtype.kind != "R":
-                raise self.ctx.error("E302", f"{noun}s hold reals: write `R[...]`",
-                                     stmt.type.span)
-            init, init_args = self.initialiser(stmt)
+            boolean = array_type.dtype.kind == "B" and not stmt.buffer
+            if array_type.dtype.kind != "R" and not boolean:
+                raise self.ctx.error("E302", f"{noun}s hold reals: write `R[...]`" + (
+                    " (a learned parameter may hold Booleans, `B[...]`)" if not stmt.buffer
+                    else ""), stmt.type.span)
+            init, init_args = self.initialiser(stmt, boolean)
         except Reject:  # reported; the array still exists (as reals), so its uses stay quiet
             self.params[name] = fallback
             raise
@@ -320,16 +327,19 @@ class DefinitionBuilder:
                                          init_args=init_args, span=stmt.name.span,
                                          buffer=stmt.buffer)
 
-    def initialiser(self, stmt: s.ParamDecl) -> tuple[str, tuple[float, ...]]:
-        """The initialiser of a declaration and its numbers, checked."""
+    def initialiser(self, stmt: s.ParamDecl, boolean: bool = False
+                    ) -> tuple[str, tuple[float, ...]]:
+        """The initialiser of a declaration and its numbers, checked (a Boolean parameter's
+        default is `bernoulli(0.5)`)."""
         if stmt.init is None:
             if stmt.buffer:
                 raise self.ctx.error(
                     "E312", f"the buffer `{stmt.name.name}` needs an initialiser", stmt.span,
                     hint="write `= zeros`, `= ones` or `= constant(c)`")
-            return "default", ()
+            return ("bernoulli", (0.5,)) if boolean else ("default", ())
         init = stmt.init.name.name
-        allowed = BUFFER_INITIALISERS if stmt.buffer else sorted(INITIALISERS)
+        allowed = BUFFER_INITIALISERS if stmt.buffer else BOOLEAN_INITIALISERS if boolean \
+            else sorted(INITIALISERS)
         if init not in allowed or stmt.init.items is not None:
             raise self.ctx.error("E312", f"unknown initialiser `{init}`" + (
                 " for a buffer (a buffer's values are fixed, not drawn at random)"

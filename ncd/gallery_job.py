@@ -21,7 +21,7 @@ from ncd.diagnostics import NcdError
 ROOT = Path(__file__).resolve().parent.parent
 GALLERY = ROOT / "gallery"
 BUILD = ROOT / "build" / "gallery"
-BACKWARD = ("attention", "dense_machine")
+BACKWARD = ("attention", "boolean_circuit", "dense_machine")
 """The files whose main definition's backward diagram is drawn too (`ncd render --grad`): a
 showcase of the reverse derivative, not every file, as each takes seconds to draw."""
 LENS = ("attention", "iris")

@@ -13,15 +13,24 @@ INITIALISER_ARGUMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "default": ((), ()), "zeros": ((), ()), "ones": ((), ()), "kaiming": ((), ()),
     "normal": (("mean", "std"), ()), "uniform": (("low", "high"), ()),
     "constant": (("value",), ()), "xavier": ((), ("gain",)),
+    "bernoulli": (("p",), ()),
 }
 """Each initialiser's arguments: the names of the required ones, then of the optional ones."""
 
+BOOLEAN_ONLY: tuple[str, ...] = ("bernoulli",)
+"""The initialisers of Boolean parameters alone."""
+
 INITIALISERS: dict[str, int] = {name: len(required)
-                                for name, (required, _) in INITIALISER_ARGUMENTS.items()}
-"""Each initialiser's number of required arguments."""
+                                for name, (required, _) in INITIALISER_ARGUMENTS.items()
+                                if name not in BOOLEAN_ONLY}
+"""Each initialiser of a parameter of reals, with its number of required arguments."""
 
 BUFFER_INITIALISERS: tuple[str, ...] = ("constant", "ones", "zeros")
 """The initialisers of a buffer: fixed values (a buffer is state, not a random draw)."""
+
+BOOLEAN_INITIALISERS: tuple[str, ...] = ("bernoulli", "ones", "zeros")
+"""The initialisers of a Boolean parameter: each entry true with probability p, or all false
+or all true."""
 
 
 def check_initialiser(ctx: Context, init: s.Call, args: Sequence[float]) -> None:
@@ -50,6 +59,9 @@ def check_initialiser(ctx: Context, init: s.Call, args: Sequence[float]) -> None
         raise ctx.error("E312", f"`uniform(low, high)` needs low <= high, but {named['low']:g} > "
                         f"{named['high']:g}", init.span,
                         hint=f"swap them: `uniform({named['high']:g}, {named['low']:g})`")
+    if name == "bernoulli" and not 0 <= named["p"] <= 1:
+        raise ctx.error("E312", f"the probability of `bernoulli` is in [0, 1], not "
+                        f"{named['p']:g}", spans["p"], hint="`bernoulli(0.5)`: a fair coin")
     if name == "xavier" and "gain" in named and named["gain"] <= 0:
         raise ctx.error("E312", f"the gain of `xavier` must be positive, not {named['gain']:g}",
                         spans["gain"], hint="`xavier(gain)`, for example `xavier(1.0)`")

@@ -268,10 +268,13 @@ class StrideMorphism(Node):
 # --------------------------------------------------------------------------------------
 
 
+DatatypeKind = Literal["R", "N", "B"]
+
+
 class Datatype(Node):
     """What one entry holds: R (reals), N[bound] (naturals below bound), B (booleans)."""
 
-    kind: Literal["R", "N", "B"]
+    kind: DatatypeKind
     bound: SizeExpr | None = None
 
     def text(self) -> str:
@@ -484,6 +487,20 @@ class WhereOp(Node):
     kind: Literal["where"] = "where"
 
 
+BooleanGate = Literal["xor", "and", "or", "not"]
+
+
+class GateOp(Node):
+    """A Boolean gate on arrays of B, entrywise: `xor(A, B)`, `and(A, B)`, `or(A, B)` (the axes
+    of one input include the other's, which is broadcast) and `not(A)`. With `axes` (only for
+    `xor`), one input reduced along them: `xor[i](A)`, the XOR of its entries, their sum in Z2
+    (the reverse of copying a Boolean wire)."""
+
+    kind: Literal["gate"] = "gate"
+    gate: BooleanGate
+    axes: tuple[str, ...] = ()
+
+
 class AddOp(Node):
     """Entrywise sum of the inputs; axes missing from an input are broadcast."""
 
@@ -650,7 +667,7 @@ Operator = Annotated[
         EinsumOp, LinearOp, EmbeddingOp, SoftmaxOp, NormOp, BatchNormOp, ElementwiseOp, ScaleOp,
         DropoutOp, AddOp, MultiplyOp, MaskOp, ReduceOp, ConcatOp, SplitOp, PadOp, RenameOp,
         ReshapeOp, CallOp, ConstantOp, BinaryOp, WhereOp, ParameterOp, BufferOp, IndexValueOp,
-        GatherOp, ScatterAddOp,
+        GatherOp, ScatterAddOp, GateOp,
     ],
     Field(discriminator="kind"),
 ]

@@ -26,6 +26,10 @@ TargetKind = Literal["labels", "values"]
 """What a loss compares the output with: integer labels over a class axis (`N[n][b]` for an
 output `R[b, n]`), or an array of the output's own type."""
 
+Field = Literal["R", "B"]
+"""Where a loss's model or an optimiser's parameters live: the reals, or the Booleans (Z2,
+where a circuit of gates learns by flipping its Boolean parameters)."""
+
 
 @dataclass(frozen=True)
 class LossDeclaration:
@@ -42,6 +46,8 @@ class LossDeclaration:
     correct: str | None
     """`def NAME_correct(output, target, dim)`: how many predictions are right (for the
     accuracy `ncd train` prints); None when the loss has no notion of a right answer."""
+    field: Field = "R"
+    """The datatype of the model's input and output (and of the target)."""
 
     @property
     def loss_function(self) -> str:
@@ -136,6 +142,31 @@ def bce_with_logits_correct(output: torch.Tensor, target: torch.Tensor, dim: int
 ''',
 ))
 
+declare_loss(LossDeclaration(
+    name="xor_error",
+    summary="for a Boolean model: the share of entries where the output differs from the "
+            "target; its reverse derivative over Z2 is the error itself, output XOR target",
+    targets="values",
+    class_axis=False,
+    torch="none: the reverse derivative of the squared error (y - t)² over Z2 is y XOR t",
+    function='''
+def xor_error_loss(
+    output: torch.Tensor, target: torch.Tensor, dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The share of entries where the Boolean `output` differs from `target`, and the
+    gradient with respect to `output` over Z2: the error output XOR target (the reverse
+    derivative of the squared error, which over Z2 is the XOR itself)."""
+    error = torch.logical_xor(output, target)
+    return error.float().mean(), error
+''',
+    correct='''
+def xor_error_correct(output: torch.Tensor, target: torch.Tensor, dim: int) -> int:
+    """How many entries equal their target."""
+    return int((output == target.bool()).sum())
+''',
+    field="B",
+))
+
 
 # ---------------------------------------------------------------------------------------
 # Optimisers
@@ -185,6 +216,8 @@ class OptimiserDeclaration:
     update: str
     """`def NAME_update(param, grad, *state, step, **hyper)`: one step on one parameter, in
     place; `step` is the count of steps so far, this one included (a 0-dim tensor)."""
+    field: Field = "R"
+    """The datatype of the parameters it updates."""
 
     @property
     def update_function(self) -> str:
@@ -397,4 +430,22 @@ def adamw_update(
     denominator = exp_avg_sq.sqrt() / bias_correction2.sqrt() + eps
     param.sub_(lr / bias_correction1 * exp_avg / denominator)
 ''',
+))
+
+declare_optimiser(OptimiserDeclaration(
+    name="flip",
+    summary="gradient descent over Z2, for Boolean parameters: p <- p XOR g (flip each entry "
+            "whose gradient is true)",
+    torch="none: torch.optim has no optimiser over the Booleans",
+    torch_class="",
+    torch_fixed=(),
+    hyper=(),
+    state=(),
+    update='''
+def flip_update(param: torch.Tensor, grad: torch.Tensor, *, step: torch.Tensor) -> None:
+    """Gradient descent over Z2: p - g is p XOR g, so each entry whose gradient is true
+    flips."""
+    param.logical_xor_(grad)
+''',
+    field="B",
 ))

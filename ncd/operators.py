@@ -19,6 +19,7 @@ from ncd.context import Reject, Value
 from ncd.diagnostics import did_you_mean
 from ncd.ops import (  # noqa: F401  (each module declares its operators as it is imported)
     arithmetic,
+    boolean,
     calls,
     contraction,
     data,

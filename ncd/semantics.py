@@ -616,6 +616,8 @@ class Interpreter:
                 return [combine(tiles, out[0], BINARY[op.function])]
             case ir.WhereOp():
                 return [choose(tiles, out[0])]
+            case ir.GateOp():
+                return [gate(op, tiles, out[0])]
             case ir.ParameterOp() | ir.BufferOp():
                 return [params[0]]  # the parameter itself, as data on a wire
             case ir.IndexValueOp():
@@ -919,6 +921,31 @@ BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "divide": torch.div, "maximum": _maximum, "minimum": _minimum,
 }
 """The entrywise functions of two arrays, the first operand on the left."""
+
+
+def gate(op: ir.GateOp, operands: list[Array], outputs: Sequence[str]) -> Array:
+    """A Boolean gate from its polynomial over Z2 (entries as the integers 0 and 1): XOR is
+    a + b, AND ab, OR a + b + ab, NOT 1 + a, all mod 2; the XOR along axes is the sum of the
+    tile's entries mod 2."""
+    numbers = [Array(o.data.to(torch.int64), o.axes) for o in operands]
+    if op.axes:
+        if op.gate != "xor" or sorted(op.axes) != sorted(numbers[0].axes):
+            raise MalformedTerm(f"{op.gate} over {op.axes} of a tile with axes "
+                                f"{numbers[0].axes}")
+        return Array(numbers[0].data.sum() % 2 == 1, ())
+    match op.gate:
+        case "xor":
+            value = combine(numbers, outputs, torch.add)
+        case "and":
+            value = combine(numbers, outputs, torch.mul)
+        case "or":
+            value = combine(numbers, outputs, lambda a, b: a + b + a * b)
+        case "not":
+            single = combine(numbers, outputs, torch.add)  # one operand: itself
+            value = Array(single.data + 1, single.axes)
+        case _:
+            assert_never(op.gate)
+    return Array(value.data % 2 == 1, value.axes)
 
 
 def choose(operands: list[Array], outputs: Sequence[str]) -> Array:

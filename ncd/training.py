@@ -3,7 +3,8 @@ becomes an `ir.Training`, or diagnostics that say what is wrong and what to writ
 
 What a set-up may name is read from the declarations of `ncd.learning`; this module checks
 that the pieces fit together: the model is a definition with one real input whose first axis
-is the (symbolic) batch axis and one real output over the same batch axis; the loss's target
+is the (symbolic) batch axis and one real output over the same batch axis (both Boolean, and
+the parameters too, for a loss and an optimiser over the Booleans); the loss's target
 axes are axes of that output; the optimiser's hyper-parameters are its own, numbers, in range.
 """
 
@@ -15,7 +16,14 @@ from ncd import ir
 from ncd import syntax as s
 from ncd.context import Context, Reject, array
 from ncd.diagnostics import did_you_mean
-from ncd.learning import LOSSES, OPTIMISERS, HyperSpec, LossDeclaration, OptimiserDeclaration
+from ncd.learning import (
+    LOSSES,
+    OPTIMISERS,
+    Field,
+    HyperSpec,
+    LossDeclaration,
+    OptimiserDeclaration,
+)
 
 FIELDS = ("model", "loss", "optimiser")
 EXAMPLE = "train fit { model: mlp  loss: cross_entropy[n]  optimiser: adam(lr = 0.01) }"
@@ -39,10 +47,13 @@ class _Elaborator:
         model = self.model(fields["model"])
         if model is None:
             return None  # a definition with errors: reported there
-        batch, output = self.model_interface(model, fields["model"])
+        named_loss = LOSSES.get(fields["loss"].value.name)
+        field = named_loss.field if named_loss is not None else "R"
+        batch, output = self.model_interface(model, fields["model"], field)
         _, loss = self.loss(fields["loss"], output, batch)
         declaration, optimiser = self.optimiser(fields["optimiser"])
         params = tuple(_learned_parameters(model, self.ctx.definitions))
+        self.same_field(declaration, field, params, fields["optimiser"])
         hyper = {h.name: h.values for h in optimiser.hyper}
         state = [ir.StateWire(name=spec.name, parameter=parameter.name, array=parameter.array,
                               init=hyper[spec.init][0] if spec.init else 0.0)
@@ -105,8 +116,8 @@ class _Elaborator:
                     + (f"; they are {', '.join(f'`{k}`' for k in known)}" if known else "")))
         return definition
 
-    def model_interface(self, model: ir.Definition,
-                        field: s.TrainField) -> tuple[ir.Axis, ir.ArrayType]:
+    def model_interface(self, model: ir.Definition, field: s.TrainField,
+                        datatype: Field = "R") -> tuple[ir.Axis, ir.ArrayType]:
         span = field.value.span
         shown = f"`{model.name}` is ({', '.join(v.array.text() for v in model.inputs)}) -> " \
             f"({', '.join(v.array.text() for v in model.outputs)})"
@@ -115,9 +126,14 @@ class _Elaborator:
                 "E315", "a model takes one array and returns one array", span,
                 hint=f"{shown}; wrap it in a definition with one input and one output")
         source, result = model.inputs[0].array, model.outputs[0].array
-        if source.dtype.kind != "R" or result.dtype.kind != "R":
+        if source.dtype.kind != datatype or result.dtype.kind != datatype:
+            if datatype == "B":
+                raise self.ctx.error("E315", "a Boolean loss takes a model that maps Booleans "
+                                     "to Booleans (`B[...]`)", span, hint=shown)
             raise self.ctx.error("E315", "a model maps reals to reals (`R[...]`)", span,
-                                 hint=shown)
+                                 hint=shown + ("; a Boolean circuit takes the loss `xor_error` "
+                                               "and the optimiser `flip`"
+                                               if result.dtype.kind == "B" else ""))
         axes = source.shape.axes
         # Declared without a size (`axis b`), whether or not `-D b=...` fixes it for this run.
         if not axes or not (isinstance(axes[0].size, ir.SizeSym)
@@ -204,6 +220,20 @@ class _Elaborator:
             values.append(ir.HyperParameter(name=spec.name, values=value))
         return declaration, ir.Optimiser(name=declaration.name, hyper=tuple(values),
                                          span=field.span)
+
+    def same_field(self, declaration: OptimiserDeclaration, field: Field,
+                   params: tuple[ir.Parameter, ...], written: s.TrainField) -> None:
+        """The optimiser updates parameters of the model's datatype: `flip` Booleans, the
+        others reals."""
+        wanted = "`flip`" if field == "B" else "an optimiser of reals (`sgd`, `adam`, ...)"
+        stray = next((p for p in params if p.array.dtype.kind != declaration.field), None)
+        if declaration.field != field or stray is not None:
+            held = "Booleans" if declaration.field == "B" else "reals"
+            what = f"`{stray.name}` holds {stray.array.dtype.text()}" if stray is not None \
+                else f"the model is over {'Booleans' if field == 'B' else 'reals'}"
+            raise self.ctx.error(
+                "E315", f"the optimiser `{declaration.name}` updates parameters of {held}, but "
+                f"{what}", written.value.span, hint=f"use {wanted}")
 
     def hyper_value(self, hyper: s.Hyper, spec: HyperSpec,
                     declaration: OptimiserDeclaration) -> tuple[float, ...]:

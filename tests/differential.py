@@ -217,6 +217,9 @@ def compare_definition(program: ir.Program, name: str, *, seed: int = 0,
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in module.parameters():
+            if parameter.dtype == torch.bool:  # a Boolean parameter: a fair coin per entry
+                parameter.copy_(torch.rand(parameter.shape, generator=generator) < 0.5)
+                continue
             parameter.copy_(torch.randn(parameter.shape, generator=generator,
                                         dtype=parameter.dtype))
         for buffer in module.buffers():  # positive: a running variance is one

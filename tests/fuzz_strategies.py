@@ -492,6 +492,17 @@ class ProgramGenerator:
                 f"({', '.join([x.name, *names])})")
         self.bind(body, expr, replace(x.axes, targets, new))
 
+    def gate(self, body: Body, condition: Array) -> Array:
+        """A Boolean array made from `condition` (and another Boolean input whose axes are
+        among its own) by the gates `xor`, `and`, `or` and `not`, for `where` to read."""
+        other = choice(self.c, [c for c in body.conditions
+                                if set(c.axes) <= set(condition.axes)])
+        made = Array(self.fresh("G"), condition.axes)
+        body.emit(f"{made.name} = or(and({condition.name}, {other.name}), "
+                  f"not(xor({other.name}, {condition.name})))")
+        body.conditions.append(made)
+        return made
+
     def arithmetic(self, body: Body) -> None:
         """Entrywise arithmetic: `y`'s axes are among `x`'s, so the result has `x`'s axes
         (broadcasting by name); divisors are kept away from zero."""
@@ -511,6 +522,8 @@ class ProgramGenerator:
             self.bind(body, f"pow[{exponent}]({x.name})", x.axes)
         elif form == 10 and conditions:
             condition = choice(self.c, conditions)
+            if self.c.chance(0.5):
+                condition = self.gate(body, condition)
             y = choice(self.c, [*others, x])
             first, second = (x, y) if self.c.chance(0.5) else (y, x)
             self.bind(body, f"where({condition.name}, {first.name}, {second.name})",

@@ -72,6 +72,8 @@ SOURCES: dict[type[ir.Node], str] = {
     ir.GatherOp: "def f(X: R[v, m], S: N[v][x]) -> R[x, m] { Y[x, m] = X[S[x], m]\n return Y }",
     ir.ScatterAddOp: "def f(X: R[x, m], S: N[v][x]) -> R[v, m] {\n"
                      " return scatter_add[x -> v](X, S) }",
+    ir.GateOp: "def f(A: B[x, m], C: B[m]) -> B[x] {\n"
+               " return xor[m](or(not(and(A, C)), xor(A, C))) }",
 }
 
 # Every term kind at once, in `f`.

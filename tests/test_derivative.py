@@ -82,6 +82,10 @@ SUPPORTED: tuple[tuple[str, str], ...] = (
 )
 """The gallery definitions whose backward definition is built and checked."""
 
+BOOLEAN: tuple[tuple[str, str], ...] = (("boolean_circuit", "parity_circuit"),)
+"""Gallery circuits of Boolean gates: their backward definitions are over Z2, which autograd
+does not know; tests/test_boolean.py checks them against the Z2 reverse derivatives."""
+
 
 @functools.cache
 def program(stem: str, choice: int) -> ncd.Program:
@@ -129,7 +133,7 @@ def test_every_gallery_definition_is_supported_or_reported() -> None:
     for path in sorted(GALLERY.glob("*.ncd")):
         loaded = ncd.load(path)
         for name in loaded.names:
-            if (path.stem, name) in SUPPORTED:
+            if (path.stem, name) in SUPPORTED or (path.stem, name) in BOOLEAN:
                 continue
             with pytest.raises(NcdError) as caught:
                 loaded.grad(name)

@@ -266,7 +266,7 @@ def every_operator() -> list[ir.Operator]:
         ir.BatchNormOp(axes=("b", "x")),
         ir.IndexValueOp(coefficients=(("x", 1), ("y", -1)), text="x - y"),
         ir.GatherOp(indices=(ir.IndexTerm(coefficients=(("y", 1),), divisor=2, text="y // 2"),)),
-        ir.ScatterAddOp(input="e", output="v"),
+        ir.ScatterAddOp(input="e", output="v"), ir.GateOp(gate="xor", axes=("i",)),
     ]
 
 
@@ -281,6 +281,7 @@ def test_every_operator_has_a_label_and_shape() -> None:
     assert labels["mask"] == "mask[x, y]\nx >= y"
     assert labels["softmax"] == "log_softmax[y]"
     assert labels["call"] == "attention"
+    assert labels["gate"] == "xor[i]"
 
 
 def test_unknown_definition_is_a_key_error() -> None:

@@ -383,6 +383,22 @@ def _check_scatter_add(d: ir.Definition) -> None:
     assert term.outputs[0].array.names == ("v", "m")
 
 
+def _gate_check(gate: str) -> Callable[[ir.Definition], None]:
+    def check(d: ir.Definition) -> None:
+        term = one(d, "gate")
+        assert term.op == ir.GateOp(gate=gate)  # type: ignore[arg-type]
+        assert [p.array.dtype.kind for p in (*term.inputs, *term.outputs)] == \
+            ["B"] * (len(term.inputs) + 1)
+        assert term.outputs[0].array.names == ("x", "m")
+    return check
+
+
+def _check_parity(d: ir.Definition) -> None:
+    term = one(d, "gate")
+    assert term.op == ir.GateOp(gate="xor", axes=("m",))
+    assert term.inputs[0].targets == ("m",) and term.outputs[0].array.names == ("x",)
+
+
 OPERATOR_CASES: dict[str, list[tuple[str, Callable[[ir.Definition], None]]]] = {
     "batchnorm": [
         ("def f(X: R[x, m]) -> R[x, m] { return batchnorm[x, eps=0.001, momentum=0.2]"
@@ -451,6 +467,11 @@ OPERATOR_CASES: dict[str, list[tuple[str, Callable[[ir.Definition], None]]]] = {
                _check_where)],
     "scatter_add": [("def f(X: R[x, m], D: N[v][x]) -> R[m, v] { "
                      "return scatter_add[x -> v](X, D) }", _check_scatter_add)],
+    **{gate: [(f"def f(A: B[x, m], C: B[m]) -> B[x, m] {{ return {gate}(A, C) }}",
+               _gate_check(gate))] for gate in ("and", "or")},
+    "xor": [("def f(A: B[x, m], C: B[m]) -> B[x, m] { return xor(A, C) }", _gate_check("xor")),
+            ("def f(A: B[x, m]) -> B[x] { return xor[m](A) }", _check_parity)],
+    "not": [("def f(A: B[x, m]) -> B[x, m] { return not(A) }", _gate_check("not"))],
 }
 
 
@@ -489,6 +510,8 @@ EXAMPLE_SIGNATURES: dict[str, tuple[str, str]] = {
     "scan": ("H0: R[m], X: R[t, n]", "(R[m], R[t, m])"),
     "machine": ("Y: R[x, n]", "R[x, n]"),
     "scatter_add": ("M: R[e, m], Dst: N[v][e]", "R[v, m]"),
+    **{gate: ("A: B[x, m], C: B[x, m]", "B[x, m]") for gate in ("xor", "and", "or")},
+    "not": ("A: B[x, m]", "B[x, m]"),
 }
 
 

@@ -794,6 +794,7 @@ INTERPRETER_SIZES = {
     "unet_level": {"i": 1, "c": 1, "d": 1, "xh": 1},  # the height stays symbolic
     "vit": {"c": 1, "p": 2, "u": 2, "v": 4, "m": 4, "h": 2},
     "iris": {"f": 5},  # the perceptron of gallery/iris.ncd (its training set-up: test_training)
+    "boolean_circuit": {},  # gates and Boolean parameters (learning them: test_boolean)
     "dense_machine": {},  # its blocks fix n = 12
 }
 

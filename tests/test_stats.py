@@ -173,6 +173,7 @@ MEASURED: dict[tuple[str, str], dict[str, int]] = {
     ("vit", "encoder_layer"): {"u": 64, "v": 64, "p": 4, "m": 128, "h": 2},
     ("vit", "attention"): {"u": 64, "v": 64, "p": 4, "m": 128, "h": 2},
     ("vit", "feedforward"): {"m": 96},
+    ("boolean_circuit", "parity_circuit"): {"b": 4096},
     ("dense_machine", "dense_machine"): {"b": 64},
     ("dense_machine", "layer"): {},
 }
@@ -182,7 +183,8 @@ MEASURED: dict[tuple[str, str], dict[str, int]] = {
 # layer, 12 units wide): only their matrix products are compared.
 ENTRYWISE = {("llama_block", "rotary"), ("batchnorm", "batch_normalizing_transform"),
              ("classifier", "cross_entropy"), ("lru", "lru_step"),
-             ("dense_machine", "layer"), ("dense_machine", "dense_machine")}
+             ("dense_machine", "layer"), ("dense_machine", "dense_machine"),
+             ("boolean_circuit", "parity_circuit")}  # Boolean gates: no products at all
 
 
 def test_every_gallery_definition_is_measured() -> None:

@@ -46,6 +46,9 @@ def randomised(module: torch.nn.Module) -> torch.nn.Module:
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for parameter in module.parameters():
+            if parameter.dtype == torch.bool:  # a Boolean circuit's switches
+                parameter.copy_(torch.rand(parameter.shape, generator=generator) < 0.5)
+                continue
             parameter.copy_(torch.randn(parameter.shape, generator=generator,
                                         dtype=parameter.dtype) * 0.5)
     return module.eval()
