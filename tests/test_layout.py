@@ -424,3 +424,34 @@ def test_scalar_operands_run_into_the_mark() -> None:
                        "def g(A: R[]) -> R[] {\n    return A + A\n}\n").ir
     for name in ("f", "g"):
         assert diagram(program, name).validate() == []
+
+
+SCAN_OF_TWO_SEQUENCES = """\
+axis t
+axis n = 4, a = 2, c = 3, d = 5
+
+def cell(H: R[n], X: R[a, c, d], V: R[n]) -> (R[n], R[a, c, d], R[n]) {
+    H2 = tanh(H + V)
+    return H2, relu(X), H2
+}
+
+def run(H0: R[n], X: R[t, a, c, d], V: R[t, n]) -> (Last: R[n], Y: R[t, a, c, d], Z: R[t, n]) {
+    Last, Y, Z = scan[t](cell, H0, X, V)
+    return Last, Y, Z
+}
+"""
+
+
+def test_separator_level_across_a_fan_of_the_scanned_axis_stops_at_it() -> None:
+    """The scanned axis leaves the wire under the frame for the `t` of each sequence, fanning
+    up past the separator between `X` (or `Y`) and `V` (or `Z`), which the routing leaves level
+    (the three wires of the sequence above it run straight). It stops at the fan's edges, as
+    a separator that moves does, instead of running through the fan's wires."""
+    d = diagram(ncd.load(SCAN_OF_TWO_SEQUENCES).ir, "run")
+    assert d.validate() == []
+    # Still drawn between the arrays at both edges of the diagram: nothing was dropped.
+    separators = [p for p in d.items if isinstance(p, WirePath) and p.role == "sep"]
+    heights = [p.start[1] for p in separators if p.start[0] < 0.01]
+    assert len(heights) == 2
+    lower = max(heights)
+    assert any(abs(p.end[1] - lower) < 0.01 and p.end[0] > d.width - 0.01 for p in separators)

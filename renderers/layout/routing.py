@@ -93,6 +93,15 @@ def crossed(separator: tuple[float, float], moves: Sequence[tuple[float, float]]
                for a, b in moves)
 
 
+def stops(y0: float, y1: float, moves: Sequence[tuple[float, float]],
+          bend_separators: bool) -> bool:
+    """Whether a separator from height `y0` to `y1` across a routing column stops at the
+    column's edges: where a wire crosses it there, even where it would run straight (a wire
+    fanning out of a dot or regrouping arrays passes its height), and, unless separators
+    bend, wherever it would have to move."""
+    return crossed((y0, y1), moves) or (not bend_separators and abs(y1 - y0) > EPS)
+
+
 SEPARATOR_CLEARANCE = 3.0
 """How far (down or up, and across) a wire is from where a separator starts beside it."""
 
@@ -139,9 +148,10 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     left routing column draws its mark at each such separator's height, between the arrays,
     just before the curves; the separator runs straight into it.
 
-    A separator follows its arrays through a routing column (an S-curve between them) unless
-    a wire crosses it there (the column regroups the arrays) or `bend_separators` is false (the
-    wires at a row break, which the break's mark lists): then it stops at the column's edges.
+    A separator follows its arrays through a routing column (straight, or an S-curve between
+    them) unless a wire crosses it there (the column regroups the arrays, or fans a wire out
+    past it) or it would bend and `bend_separators` is false (the wires at a row break, which
+    the break's mark lists): then it stops at the column's edges.
     """
     items: list[Drawn] = []
     anchors: list[Anchor] = []
@@ -248,8 +258,8 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
         x_start = sourced.get(k, 0.0)
         if zone_left + lead > x_start:
             segments.append((zone_left + lead, y))
-        if spec.kind == "sep" and width_left > 0 and abs(y - target) > EPS \
-                and (not bend_separators or crossed((y, target), left_moves)):
+        if spec.kind == "sep" and width_left > 0 \
+                and stops(y, target, left_moves, bend_separators):
             if segments and bend_separators:
                 items.append(wire_path(ctx, spec, wire, (x_start, y), segments))
             continue
@@ -316,8 +326,8 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
         row = core.right[row_index]
         wire = row.wire if users[row_index] == 1 else ctx.fresh()
         segments = []
-        if spec.kind == "sep" and width_right > 0 and abs(row.y - y) > EPS \
-                and (not bend_separators or crossed((row.y, y), right_moves)):
+        if spec.kind == "sep" and width_right > 0 \
+                and stops(row.y, y, right_moves, bend_separators):
             wire = ctx.fresh()  # a new piece, after the column that regroups the arrays
             if zone_right > 0 and bend_separators:
                 items.append(wire_path(ctx, spec, wire, (end_x, y), [(total, y)]))
