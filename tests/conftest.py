@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -42,6 +44,20 @@ def _no_forced_colour(monkeypatch: pytest.MonkeyPatch) -> None:
     variables themselves)."""
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     monkeypatch.delenv("NO_COLOR", raising=False)
+
+
+def assert_generated_code_is_clean(folder: Path) -> None:
+    """Every Python file in `folder` (generated code) is lint-clean under the rules generated
+    code keeps and exactly as `ruff format` lays it out. (E741, a variable named O or I, comes
+    from the source's own names: they are kept.)"""
+    ruff = [sys.executable, "-m", "ruff"]
+    check = subprocess.run([*ruff, "check", "--isolated", "--line-length", "100", "--select",
+                            "E,F,W,B,UP", "--ignore", "E741", str(folder)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    formatted = subprocess.run([*ruff, "format", "--isolated", "--line-length", "100",
+                                "--check", str(folder)], capture_output=True, text=True)
+    assert formatted.returncode == 0, formatted.stdout
 
 
 def ok(src: str, sizes: Mapping[str, int] | None = None) -> ir.Program:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_generated_code_is_clean
 from ncd.compilers.pytorch import CompileError, build_module, compile_program
 from torch import nn
 
@@ -82,15 +83,7 @@ def test_requested_definition_and_its_callees_only() -> None:
 def test_generated_code_is_lint_clean_and_formatted(tmp_path: Path) -> None:
     for path in sorted((ROOT / "gallery").glob("*.ncd")):
         (tmp_path / f"{path.stem}.py").write_text(ncd.load(path).compile())
-    ruff = [sys.executable, "-m", "ruff"]
-    # E741 (a variable named O or I) comes from the source's own names; they are kept.
-    check = subprocess.run([*ruff, "check", "--isolated", "--line-length", "100", "--select",
-                            "E,F,W,B,UP", "--ignore", "E741", str(tmp_path)],
-                           capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout
-    formatted = subprocess.run([*ruff, "format", "--isolated", "--line-length", "100",
-                                "--check", str(tmp_path)], capture_output=True, text=True)
-    assert formatted.returncode == 0, formatted.stdout
+    assert_generated_code_is_clean(tmp_path)
 
 
 def test_one_statement_per_node_named_after_the_source() -> None:

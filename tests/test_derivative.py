@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_generated_code_is_clean
 from differential import module_parameters, random_input
 
 import ncd
@@ -314,14 +315,7 @@ def test_backward_code_is_lint_clean_and_formatted(tmp_path: Path) -> None:
     for stem, name in SUPPORTED:
         back = backward(stem, name, 0)
         (tmp_path / f"{stem}_{name}_grad.py").write_text(back.program.compile(back.name))
-    ruff = [sys.executable, "-m", "ruff"]
-    check = subprocess.run([*ruff, "check", "--isolated", "--line-length", "100", "--select",
-                            "E,F,W,B,UP", "--ignore", "E741", str(tmp_path)],
-                           capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout
-    formatted = subprocess.run([*ruff, "format", "--isolated", "--line-length", "100",
-                                "--check", str(tmp_path)], capture_output=True, text=True)
-    assert formatted.returncode == 0, formatted.stdout
+    assert_generated_code_is_clean(tmp_path)
 
 
 def test_a_training_mode_batchnorm_backward_refuses_leading_dims() -> None:

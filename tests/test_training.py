@@ -7,14 +7,12 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, err, ok
+from conftest import ROOT, assert_generated_code_is_clean, err, ok
 
 import ncd
 from ncd.cli import main
@@ -408,14 +406,7 @@ def test_compiled_step_is_lint_clean_formatted_and_has_no_torch_optim(tmp_path: 
         calls = len(re.findall(r"torch\.autograd\.\w+\(", source))
         assert calls == (1 if name == "dropout" else 0), name
         assert ("def model_gradients(" in source) == (name == "dropout"), name
-    ruff = [sys.executable, "-m", "ruff"]
-    check = subprocess.run([*ruff, "check", "--isolated", "--line-length", "100", "--select",
-                            "E,F,W,B,UP", "--ignore", "E741", str(tmp_path)],
-                           capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout
-    formatted = subprocess.run([*ruff, "format", "--isolated", "--line-length", "100",
-                                "--check", str(tmp_path)], capture_output=True, text=True)
-    assert formatted.returncode == 0, formatted.stdout
+    assert_generated_code_is_clean(tmp_path)
     assert ncd.load(IRIS).compile("fit_iris") == sources["iris"]  # the same bytes again
 
 
