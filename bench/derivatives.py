@@ -118,7 +118,11 @@ def gaps(program: ncd.Program, name: str, lead: tuple[int, ...], seed: int = 0
 def measure(path: Path, name: str) -> Row:
     row = Row(path.stem, name, built=False)
     choices = SIZES.get(path.stem)
-    program = ncd.load(path, sizes=choices[0] if choices else None)
+    if choices is None:  # the symbolic axes fixed at 3, as `-D` fixes them
+        loaded = ncd.load(path)
+        fixed = {a.name: 3 for a in loaded.ir.axes if ir.size_value(a.size) is None}
+        choices = (fixed,)
+    program = ncd.load(path, sizes=choices[0])
     try:
         back = program.grad(name)
     except NcdError as error:
@@ -138,8 +142,13 @@ def measure(path: Path, name: str) -> Row:
     row.draw_seconds = time.process_time() - start
     row.valid = not problems
     row.problems = [str(p) for p in problems[:3]]
+    if all(v.array.dtype.kind == "B" for v in program.ir.definition(name).outputs):
+        # differentiated over Z2, where autograd has nothing to say: tests/test_boolean.py
+        # holds it to the brute-force reverse derivative of every gate
+        row.reason = "over Z2"
+        return row
     conditions: list[tuple[ncd.Program, tuple[int, ...]]] = []
-    for sizes in choices or ({},):
+    for sizes in choices:
         conditions.append((ncd.load(path, sizes=sizes), ()))
     if back.ir.leading_dims:  # else its module refuses them (training-mode batchnorm)
         conditions.append((program, (2,)))
@@ -158,6 +167,7 @@ def measure(path: Path, name: str) -> Row:
 def report(rows: list[Row]) -> str:
     built = [r for r in rows if r.built]
     held = [r for r in built if r.gap is not None and r.gap <= TOLERANCE]
+    boolean = [r for r in built if r.gap is None]
     valid = [r for r in built if r.valid]
     lines = [
         "# The reverse derivative of every gallery definition",
@@ -171,7 +181,9 @@ def report(rows: list[Row]) -> str:
         f"{platform.python_version()}, torch {torch.__version__}, ncd "
         f"{metadata.version('ncd')}",
         f"- {len(built)} of {len(rows)} definitions have a backward definition; "
-        f"{len(held)} of them equal autograd to {TOLERANCE:g} under every condition; "
+        f"{len(held)} of them equal autograd to {TOLERANCE:g} under every condition, and "
+        f"{len(boolean)} are over Z2 (tests/test_boolean.py holds them to the brute-force "
+        "reverse derivative); "
         f"{len(valid)} of their diagrams pass `validate()`.",
         "",
         "| file | definition | backward | conditions | largest gap to autograd | to the "
@@ -185,8 +197,9 @@ def report(rows: list[Row]) -> str:
         interp = f"{r.interpreter_gap:.1e}" if r.interpreter_gap is not None else ""
         diagram = "valid" if r.valid else "; ".join(r.problems)
         built_text = f"built ({r.reason})" if r.reason else "built"
+        gap = f"{r.gap:.1e}" if r.gap is not None else ""
         lines.append(f"| {r.file} | {r.definition} | {built_text} | {r.conditions} | "
-                     f"{r.gap:.1e} | "
+                     f"{gap} | "
                      f"{interp} | {diagram} | {r.draw_seconds:.2f} | {r.saved_wires} | "
                      f"{r.saved_entries} |")
     return "\n".join(lines) + "\n"
@@ -205,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ncd.load(path).names:
             row = measure(path, name)
             rows.append(row)
-            state = f"gap {row.gap:.1e}, diagram {'valid' if row.valid else row.problems}" \
+            gap = f"{row.gap:.1e}" if row.gap is not None else row.reason
+            state = f"gap {gap}, diagram {'valid' if row.valid else row.problems}" \
                 if row.built else "E320"
             print(f"{path.stem}.{name}: {state}", flush=True)
     text = report(rows)
