@@ -337,3 +337,27 @@ def test_a_training_mode_batchnorm_backward_refuses_leading_dims() -> None:
     # written out with `mean` and arithmetic, not `batchnorm`: per call in both modules
     assert backward_definition(loaded.ir, "batch_normalizing_transform")[0] \
         .definition.leading_dims
+
+
+def test_a_call_lifted_over_an_axis_of_the_callees_own_is_reported() -> None:
+    """`h(C, Y)` lifted over `b` where `h`'s unlifted input `C` has an axis `b` of its own:
+    the gradient of `C` would need `b` twice, so it is an E320 at the call, not an internal
+    error; with the axis renamed the backward module equals autograd."""
+    text = ("axis k = 2, b = 3, n = 4, c = 3\n"
+            "def h(C: R[k, AXIS], X: R[n]) -> R[n] {\n    return X * sum[k, AXIS](C)\n}\n"
+            "def g(C: R[k, AXIS], Y: R[n, b]) -> R[n, b] {\n    return h(C, Y)\n}\n")
+    with pytest.raises(NcdError) as caught:
+        ncd.load(text.replace("AXIS", "b")).grad("g")
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.code == "E320" and diagnostic.span is not None
+    assert diagnostic.span.line == 6 and "lifted over `b`" in diagnostic.message
+    renamed = ncd.load(text.replace("AXIS", "c"))
+    forward = renamed["g"].to_torch(dtype=torch.float64)
+    module = renamed.to_torch_grad("g", forward, dtype=torch.float64)
+    C = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    Y = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    dY = torch.randn(4, 3, dtype=torch.float64)
+    expected = torch.autograd.grad(forward(C, Y), [C, Y], dY)
+    found = module(C.detach(), Y.detach(), dY)
+    for want, got in zip(expected, found, strict=True):
+        torch.testing.assert_close(got, want)

@@ -20,6 +20,7 @@ from .declaration import (
     Declaration,
     Gradients,
     Surface,
+    Unsupported,
     declare,
     declare_surface,
     no_parameters,
@@ -357,6 +358,7 @@ def call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
             rev.aliases[f"{prefix}.{new}"] = f"{prefix}.{old}"
     callee = rev.program.definition(op.definition)
     degree = list(term.degree.axes)
+    _refuse_shadowed_lift(term, op, callee, backward.definition)
 
     def lifted(array_type: ir.ArrayType) -> ir.ArrayType:
         """The array with the lifted axes first, as a port of this call tiles it."""
@@ -402,6 +404,28 @@ def call_reverse(rev: Reverser, term: ir.Broadcasted, op: ir.CallOp,
             rev.called_params.setdefault(full, variable.array)
             called[full] = rev.select(per_index, owner.name, index)
     return Gradients(d_inputs, called=called)
+
+
+def _refuse_shadowed_lift(term: ir.Broadcasted, op: ir.CallOp, callee: ir.Definition,
+                         backward: ir.Definition) -> None:
+    """A call lifted over an axis that an input the call does not lift (or a parameter of the
+    callee) also has, under the same name: its gradient would need the lifted axis twice
+    (once per copy, once as its own), which an array cannot hold. Reported (E320) rather
+    than built."""
+    lifted = set(term.degree.names)
+    shadowed = [(variable.name, name) for variable, in_port in zip(callee.inputs, term.inputs,
+                                                                    strict=True)
+                if variable.array.dtype.kind == "R" and not lifted <= set(in_port.tiling)
+                for name in variable.array.names if name in lifted]
+    shadowed += [(variable.name, name) for variable in backward.outputs
+                 for name in variable.array.names if name in lifted]
+    if shadowed:
+        owner, name = shadowed[0]
+        raise Unsupported(
+            f"the call of `{op.definition}` is lifted over `{name}`, an axis that "
+            f"`{owner}` of `{op.definition}` has as its own", term.span,
+            f"the gradient of `{owner}` would need `{name}` twice; give `{op.definition}`'s "
+            "axis another name")
 
 
 def _each_copies(term: ir.Broadcasted, op: ir.CallOp) -> tuple[ir.Axis, int] | None:
