@@ -182,8 +182,8 @@ def report(rows: list[Row]) -> str:
         f"{metadata.version('ncd')}",
         f"- {len(built)} of {len(rows)} definitions have a backward definition; "
         f"{len(held)} of them equal autograd to {TOLERANCE:g} under every condition, and "
-        f"{len(boolean)} are over Z2 (tests/test_boolean.py holds them to the brute-force "
-        "reverse derivative); "
+        f"{len(boolean)} {'is' if len(boolean) == 1 else 'are'} over Z2 "
+        "(tests/test_boolean.py holds it to the brute-force reverse derivative); "
         f"{len(valid)} of their diagrams pass `validate()`.",
         "",
         "| file | definition | backward | conditions | largest gap to autograd | to the "
