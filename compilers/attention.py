@@ -94,7 +94,10 @@ class AttentionLowering:
             queries = f"{queries}.flatten(-{len(contracted)})"
             keys = f"{keys}.flatten(-{len(contracted)})"
             read = f"{read}.flatten(-{len(value_labels)})"
-        arguments = [queries, keys, read]
+        # A window view transposed can give its last two dims both stride 1, which the CPU
+        # kernel misreads (garbage results): such an operand is copied first.
+        arguments = [f"{code}.contiguous()" if value.code in emit.overlapping else code
+                     for code, value in zip((queries, keys, read), operands, strict=True)]
         described = "no mask"
         if match.mask is not None:
             assert isinstance(match.mask.op, ir.MaskOp)

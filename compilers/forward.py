@@ -65,6 +65,9 @@ class ForwardEmitter:
         # Checks of index arrays already made at the top level of forward (array, bound): the
         # arrays are never modified, so each is checked once.
         self.checked: set[str] = set()
+        # Locals that are views whose entries share memory (windows, `unfold`): a kernel that
+        # misreads such strides is given a contiguous copy (`compilers.attention`).
+        self.overlapping: set[str] = set()
         # Attention patterns, each lowered as one fused call (`compilers.attention`).
         self.attention = AttentionLowering(self)
         # Convolutions and pools, each lowered as one kernel call (`compilers.convolution`).
@@ -210,6 +213,8 @@ class ForwardEmitter:
         view = self.view(value, rows, sizes, [target_label(n) for n in array.names], "drop")
         name = self.assign(None, view.expr, f"{' '.join(value.names)} -> "
                            f"{' '.join(array.names)}", fallback="aligned")
+        if value.code in self.overlapping:
+            self.overlapping.add(name)
         return TensorCode(name, array, value.batched)
 
     # ---- terms
@@ -328,6 +333,8 @@ class ForwardEmitter:
             return TensorCode(value.code, output, value.batched)
         comment = f"{term.source or value.code}[{eta.text()}]" + self.source_note(term.span)
         name = self.assign(term.name, view.expr, comment, fallback="view")
+        if value.code in self.overlapping or any(len(row.terms) > 1 for row in rows):
+            self.overlapping.add(name)  # a window reads an entry at several places
         return TensorCode(name, output, value.batched)
 
     # ---- blocks and scans
