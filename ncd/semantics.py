@@ -249,6 +249,11 @@ class Interpreter:
         """The largest finite magnitude of a real entry of any array computed so far: past
         about 1e6, float64 rounding in a base operation (a variance as a difference of
         squares, say) can differ from the formula by more than its epsilon."""
+        self.nonfinite = False
+        """Whether an array computed so far held a NaN or an infinity. IEEE's special values
+        follow no algebraic identity (`0 * NaN` is NaN), so where one arises, an equivalent
+        order of evaluation (a fused kernel that skips masked entries) may place them
+        elsewhere downstream."""
 
     # ---- entry point
     def run(self, name: str, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -317,6 +322,8 @@ class Interpreter:
                 finite = value.data[torch.isfinite(value.data)]
                 if finite.numel():
                     self.largest = max(self.largest, float(finite.abs().max()))
+                if finite.numel() < value.data.numel():
+                    self.nonfinite = True
         return results
 
     def _term(self, term: ir.Term, values: list[Array], scope: Scope) -> list[Array]:
