@@ -185,6 +185,11 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
             expr = f"{source.code}[..., {', '.join(indices)}]"
         return [emit.finish(term, expr, labels, comment=f"read at [{texts}]",
                             batched=source.batched, fallback="gathered")]
+    # Each index array checked once, before either way of reading through it.
+    for term_index, axis in arrays:
+        assert term_index.array is not None
+        _check_index_array(emit, inputs[term_index.array].code,
+                           term.inputs[0].name or "the array", axis, term.span)
     single = _single_index_read(emit, op, source, out, inputs)
     if single is None:
         expr = _gather_by_rows(emit, term, op, source, inputs, arrays, labels)
@@ -194,8 +199,6 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
     # dims (as it mostly has not), one `index_select` or `gather`, as a user would write it;
     # else the general reading by rows.
     position, index, pick = single
-    _check_index_array(emit, index.code, term.inputs[0].name or "the array",
-                       source.array.shape.axes[position], term.span)
     dim = position - source.rank
     gathered = emit.fresh("gathered")
     condition = f"{index.code}.dim() == 1"
@@ -258,18 +261,16 @@ def _single_index_read(emit: Emitter, op: ir.GatherOp, source: TensorCode, out: 
 def _gather_by_rows(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp, source: TensorCode,
                     inputs: list[TensorCode], arrays: list[tuple[ir.IndexTerm, ir.Axis]],
                     labels: list[Label]) -> str:
-    """The gather through index arrays in general: the batch dims of the source and of the
-    index arrays broadcast and flattened into one, which a row index reads alongside the
-    others."""
+    """The gather through index arrays in general (checked by the caller): the batch dims of
+    the source and of the index arrays broadcast and flattened into one, which a row index
+    reads alongside the others."""
     out = term.outputs[0].array
     rank = len(out.names)
     indices: list[str] = []
     places: dict[int, str] = {}
-    for term_index, axis in arrays:
+    for term_index, _ in arrays:
         assert term_index.array is not None
         value, port = inputs[term_index.array], term.inputs[term_index.array]
-        _check_index_array(emit, value.code, term.inputs[0].name or "the array", axis,
-                           term.span)
         places[term_index.array] = emit.assign(
             "places", emit.normalized(term, value, port, labels, "unsqueeze"), fallback="places")
     # The broadcast batch shape, from empty views (`torch.broadcast_shapes` takes integers,
