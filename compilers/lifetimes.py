@@ -31,16 +31,21 @@ def free_after_last_use(lines: Sequence[str], inputs: Sequence[str],
     tree = ast.parse("def forward():\n" + text)
     function = tree.body[0]
     assert isinstance(function, ast.FunctionDef)
-    local = set(inputs) | set(_names(function.body, ast.Store))
-    keep = keep | _never_freed(function) | {n for n in _names(function.body, ast.Load)
-                                              if n not in local}
+    names = _Names()
+    # Loop variables (a module of a `ModuleList`, an index), the names a comprehension or a
+    # lambda binds (local to it, not to `forward`) and the names one reads (closure cells,
+    # whose `del` torch.compile cannot trace) are never deleted: `names.never_freed`, known
+    # once every statement is walked.
+    local = set(inputs) | set(names.of(function.body, ast.Store))
+    keep = keep | names.never_freed | {n for n in names.of(function.body, ast.Load)
+                                       if n not in local}
     inserts: dict[int, list[tuple[str, list[str]]]] = {}  # after line (1-based): indent, names
-    _body(function.body, set(), keep, inserts)
+    _body(function.body, set(), keep, inserts, names)
     out: list[str] = []
     for number, line in enumerate(lines, start=2):  # line 1 of the parsed text is the `def`
         out.append(line)
-        for indent, names in inserts.get(number, []):
-            out.extend(_del_lines(indent, names))
+        for indent, names_deleted in inserts.get(number, []):
+            out.extend(_del_lines(indent, names_deleted))
     return out
 
 
@@ -59,54 +64,93 @@ def _del_lines(indent: str, names: list[str]) -> list[str]:
     return lines
 
 
-def _never_freed(function: ast.FunctionDef) -> set[str]:
-    """Loop variables (a module of a `ModuleList`, an index), the names a comprehension or
-    a lambda binds (local to it, not to `forward`), and the names one reads: those are
-    closure cells, whose `del` torch.compile cannot trace."""
-    targets: set[str] = set()
-    for node in ast.walk(function):
-        if isinstance(node, ast.For):
-            targets.update(n.id for n in ast.walk(node.target) if isinstance(n, ast.Name))
-        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
-                               ast.Lambda)):
-            targets.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
-            targets.update(a.arg for a in ast.walk(node) if isinstance(a, ast.arg))
-    return targets
+_SCOPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)
 
 
-def _names(nodes: Sequence[ast.AST], context: type[ast.expr_context]) -> list[str]:
-    """The names read (`ast.Load`) or written (`ast.Store`) in `nodes`, in order, once."""
-    found = sorted((child.lineno, child.col_offset, child.id) for node in nodes
-                   for child in ast.walk(node)
-                   if isinstance(child, ast.Name) and isinstance(child.ctx, context))
-    return list(dict.fromkeys(name for _, _, name in found))
+class _Names:
+    """The names each node reads and writes, found by one walk of it and remembered: the
+    analysis asks for a statement's names several times (a long `forward` has thousands of
+    statements, and walking each again was most of the compile time). The walks also
+    collect the names never to delete (`never_freed`)."""
+
+    def __init__(self) -> None:
+        # id of a node: its loads and its stores, each in order of position, once
+        self._found: dict[int, tuple[list[str], list[str]]] = {}
+        self._nodes: list[ast.AST] = []  # keeps the nodes alive while their ids are keys
+        self.never_freed: set[str] = set()
+
+    def _of_node(self, node: ast.AST) -> tuple[list[str], list[str]]:
+        found = self._found.get(id(node))
+        if found is not None:
+            return found
+        loads: list[tuple[int, int, str]] = []
+        stores: list[tuple[int, int, str]] = []
+        stack = [node]
+        while stack:  # every node below `node`, in no particular order (sorted below)
+            child = stack.pop()
+            kind = type(child)
+            if kind is ast.Name:
+                assert isinstance(child, ast.Name)
+                context = type(child.ctx)
+                if context is ast.Load:
+                    loads.append((child.lineno, child.col_offset, child.id))
+                elif context is ast.Store:
+                    stores.append((child.lineno, child.col_offset, child.id))
+                continue
+            if kind is ast.For:
+                assert isinstance(child, ast.For)
+                self.never_freed.update(n.id for n in ast.walk(child.target)
+                                        if isinstance(n, ast.Name))
+            elif isinstance(child, _SCOPES):
+                self.never_freed.update(n.id for n in ast.walk(child)
+                                        if isinstance(n, ast.Name))
+                self.never_freed.update(a.arg for a in ast.walk(child)
+                                        if isinstance(a, ast.arg))
+            for field in child._fields:
+                value = getattr(child, field, None)
+                if isinstance(value, list):
+                    stack.extend(item for item in value if isinstance(item, ast.AST))
+                elif isinstance(value, ast.AST):
+                    stack.append(value)
+        found = ([n for _, _, n in sorted(loads)], [n for _, _, n in sorted(stores)])
+        self._found[id(node)] = found
+        self._nodes.append(node)
+        return found
+
+    def of(self, nodes: Sequence[ast.AST], context: type[ast.expr_context]) -> list[str]:
+        """The names read (`ast.Load`) or written (`ast.Store`) in `nodes` (which follow each
+        other in the text), in order, once."""
+        index = 0 if context is ast.Load else 1
+        if len(nodes) == 1:
+            return list(dict.fromkeys(self._of_node(nodes[0])[index]))
+        return list(dict.fromkeys(name for node in nodes for name in self._of_node(node)[index]))
 
 
-def _exposed(body: Sequence[ast.stmt]) -> set[str]:
+def _exposed(body: Sequence[ast.stmt], names: _Names) -> set[str]:
     """The names `body` reads before it writes them (live when it starts)."""
     written: set[str] = set()
     exposed: set[str] = set()
     for statement in body:
         if isinstance(statement, ast.For):
-            exposed.update(n for n in _names([statement.iter], ast.Load) if n not in written)
-            exposed.update(n for n in _exposed(statement.body) if n not in written)
+            exposed.update(n for n in names.of([statement.iter], ast.Load) if n not in written)
+            exposed.update(n for n in _exposed(statement.body, names) if n not in written)
             continue
         if isinstance(statement, ast.If):
-            exposed.update(n for n in _names([statement.test], ast.Load) if n not in written)
-            exposed.update(n for n in _exposed(statement.body) | _exposed(statement.orelse)
-                           if n not in written)
+            exposed.update(n for n in names.of([statement.test], ast.Load) if n not in written)
+            branches = _exposed(statement.body, names) | _exposed(statement.orelse, names)
+            exposed.update(n for n in branches if n not in written)
             # made after the `if` only when both branches make it
-            written.update(set(_names(statement.body, ast.Store))
-                           & set(_names(statement.orelse, ast.Store)))
+            written.update(set(names.of(statement.body, ast.Store))
+                           & set(names.of(statement.orelse, ast.Store)))
             continue
-        reads = _names([statement], ast.Load)
+        reads = names.of([statement], ast.Load)
         exposed.update(n for n in reads if n not in written)
-        written.update(_names([statement], ast.Store))
+        written.update(names.of([statement], ast.Store))
     return exposed
 
 
 def _body(body: Sequence[ast.stmt], live_out: set[str], keep: set[str],
-          inserts: dict[int, list[tuple[str, list[str]]]]) -> set[str]:
+          inserts: dict[int, list[tuple[str, list[str]]]], names: _Names) -> set[str]:
     """Record the `del`s of a statement list whose names in `live_out` are needed after it;
     returns the names live when it starts."""
     live = set(live_out)
@@ -114,13 +158,13 @@ def _body(body: Sequence[ast.stmt], live_out: set[str], keep: set[str],
         assert statement.end_lineno is not None
         indent = " " * (statement.col_offset + len(_INDENT))
         if isinstance(statement, ast.For):
-            exposed = _exposed(statement.body)
+            exposed = _exposed(statement.body, names)
             inner_out = live | exposed  # the next iteration, or what follows the loop
-            _body(statement.body, inner_out, keep, inserts)
+            _body(statement.body, inner_out, keep, inserts, names)
             # What the loop reads from before it, or carries from one iteration to the next
             # (made in the body, read before being made): dead after it unless read later.
-            touched = [*_names([statement.iter], ast.Load),
-                       *(n for n in _names(statement.body, ast.Load) if n in exposed)]
+            touched = [*names.of([statement.iter], ast.Load),
+                       *(n for n in names.of(statement.body, ast.Load) if n in exposed)]
             reads = set(touched)
             dead = [n for n in dict.fromkeys(touched) if n not in live and n not in keep]
             live = live | reads
@@ -129,13 +173,13 @@ def _body(body: Sequence[ast.stmt], live_out: set[str], keep: set[str],
             # last. Nothing is deleted after the `if`: a name that one branch makes, or
             # deletes, may be unbound there, and an `elif` has no place of its own after it
             # (what only a test reads, a condition, lives on).
-            branches = [_body(branch, live, keep, inserts)
+            branches = [_body(branch, live, keep, inserts, names)
                         for branch in (statement.body, statement.orelse)]
             dead = []
-            live = set(_names([statement.test], ast.Load)).union(*branches)
+            live = set(names.of([statement.test], ast.Load)).union(*branches)
         else:
-            reads_list = _names([statement], ast.Load)
-            writes = _names([statement], ast.Store)
+            reads_list = names.of([statement], ast.Load)
+            writes = names.of([statement], ast.Store)
             ends = isinstance(statement, (ast.Return, ast.Raise))
             dead = [] if ends else [n for n in dict.fromkeys([*reads_list, *writes])
                                     if n not in live and n not in keep]
