@@ -151,3 +151,38 @@ def test_a_check_leaves_the_collector_on_and_frozen_objects_frozen() -> None:
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+def _same_tree(fast: object, slow: object) -> bool:
+    """Equal trees, and equal tokens down to their types and every position."""
+    from lark import Token, Tree
+
+    if isinstance(slow, Token):
+        return isinstance(fast, Token) and str(fast) == str(slow) and all(
+            getattr(fast, slot) == getattr(slow, slot) for slot in Token.__slots__)
+    if isinstance(slow, Tree):
+        return isinstance(fast, Tree) and type(fast) is type(slow) and \
+            fast.data == slow.data and len(fast.children) == len(slow.children) and \
+            all(_same_tree(a, b) for a, b in zip(fast.children, slow.children, strict=True))
+    return fast is slow is None
+
+
+def test_the_parse_loop_builds_lark_s_tree_and_leaves_errors_to_lark() -> None:
+    """`ncd.lalr_driver` parses with lark's tables in a loop of its own: the same tree, token
+    for token, as lark's parse; on a text lark refuses it gives up, so that lark's error
+    makes the diagnostic."""
+    from pathlib import Path
+
+    from ncd import lalr_driver, parser
+
+    root = Path(__file__).resolve().parent.parent
+    texts = [path.read_text() for path in sorted([*(root / "gallery").glob("*.ncd"),
+                                                  *(root / "ncd" / "std").glob("*.ncd")])]
+    texts.append('"""Doc\n\n  more."""\r\naxis b, m = 4  # c\n\ndef f(X: R[b, m]) -> R[b, m] {\n'
+                 '    block "T\\u00e9" x2 color "#fff" {\n        X = X + -1.5e3 * X // 2\n'
+                 "    }\n    return X\n}\n")
+    lark_parser = parser._parser()
+    for text in texts:
+        assert _same_tree(lalr_driver.parse(lark_parser, text), lark_parser.parse(text))
+    for wrong in ("axis m = 4 $", "axis = 4", "def f(X: R[m]) -> R[m] {", "axis m = 4\n)"):
+        assert lalr_driver.parse(lark_parser, wrong) is None
