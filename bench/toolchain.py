@@ -153,8 +153,14 @@ SHAPES: dict[str, Callable[[int], Synthetic]] = {
 # ---------------------------------------------------------------------------------------
 
 
-def stages(program: Synthetic) -> tuple[str, ...]:
-    names = ("check", "compile", "render")
+# `--no-render` runs only these (the renders of the largest programs take minutes)
+UNRENDERED = ("check", "compile")
+
+
+def stages(program: Synthetic, render: bool = True) -> tuple[str, ...]:
+    if not render:
+        return UNRENDERED
+    names = (*UNRENDERED, "render")
     return (*names, "render collapsed") if program.has_blocks else names
 
 
@@ -215,13 +221,14 @@ class Row:
                 "traced_peak_mib": self.traced_mib, "max_rss_mib": self.rss_mib}
 
 
-def time_programs(programs: list[Synthetic], runs: int) -> dict[tuple[str, int, str], Row]:
+def time_programs(programs: list[Synthetic], runs: int,
+                  render: bool = True) -> dict[tuple[str, int, str], Row]:
     rows: dict[tuple[str, int, str], Row] = {}
     warm_up()
     for run in range(runs):
         for synthetic in programs:
             loaded = Loaded(synthetic)
-            for stage in stages(synthetic):
+            for stage in stages(synthetic, render):
                 cpu, wall = timed(loaded, stage)
                 row = rows.setdefault((synthetic.shape, synthetic.statements, stage),
                                       Row(synthetic.shape, synthetic.statements, stage))
@@ -232,7 +239,7 @@ def time_programs(programs: list[Synthetic], runs: int) -> dict[tuple[str, int, 
     return rows
 
 
-def memory_of(shape: str, n: int) -> dict[str, float]:
+def memory_of(shape: str, n: int, render: bool = True) -> dict[str, float]:
     """Run in a fresh process (`--memory SHAPE N`): the peak of Python's allocations during
     each stage, and the process's peak resident memory at the end, in MiB."""
     synthetic = SHAPES[shape](n)
@@ -240,7 +247,7 @@ def memory_of(shape: str, n: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     warm_up()
     tracemalloc.start()
-    for stage in stages(synthetic):
+    for stage in stages(synthetic, render):
         tracemalloc.reset_peak()
         loaded.run(stage)
         figures[stage] = tracemalloc.get_traced_memory()[1] / 2**20
@@ -262,15 +269,17 @@ def peak_resident_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
-def measure_memory(rows: dict[tuple[str, int, str], Row], programs: list[Synthetic]) -> None:
+def measure_memory(rows: dict[tuple[str, int, str], Row], programs: list[Synthetic],
+                   render: bool = True) -> None:
     for synthetic in programs:
         if synthetic.statements > MEMORY_LIMIT:
             continue
         done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--memory",
-                               synthetic.shape, str(synthetic.statements)],
+                               synthetic.shape, str(synthetic.statements),
+                               *([] if render else ["--no-render"])],
                               capture_output=True, text=True, check=True, cwd=ROOT)
         figures = json.loads(done.stdout)
-        for stage in stages(synthetic):
+        for stage in stages(synthetic, render):
             row = rows[(synthetic.shape, synthetic.statements, stage)]
             row.traced_mib = figures[stage]
             row.rss_mib = figures["max_rss"]
@@ -495,10 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory processes")
     parser.add_argument("--no-transformer", action="store_true",
                         help=f"skip the {TRANSFORMER_LAYERS}-layer transformer renders")
+    parser.add_argument("--no-render", action="store_true",
+                        help="check and compile only (no render stages)")
     parser.add_argument("--memory", nargs=2, metavar=("SHAPE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory:
-        print(json.dumps(memory_of(args.memory[0], int(args.memory[1]))))
+        print(json.dumps(memory_of(args.memory[0], int(args.memory[1]), not args.no_render)))
         return 0
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     runs = args.runs or (1 if args.quick else 3)
@@ -510,9 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  import ncd {results['startup']['import_cpu_s']:.3f} s, ncd check "
           f"{results['startup']['check_process_cpu_s']:.3f} s (CPU)", flush=True)
     print("synthetic programs", flush=True)
-    rows = time_programs(programs, runs)
+    rows = time_programs(programs, runs, not args.no_render)
     if not args.no_memory:
-        measure_memory(rows, programs)
+        measure_memory(rows, programs, not args.no_render)
     results["rows"] = [row.summary() for row in rows.values()]
     results["rows"].sort(key=lambda r: (list(SHAPES).index(r["shape"]), r["statements"]))
     results["doubling"] = list(doubling(results["rows"]))
