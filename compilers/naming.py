@@ -53,10 +53,14 @@ def is_plain_identifier(name: str) -> bool:
     )
 
 
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_]")
+_UNDERSCORES = re.compile(r"_+")
+
+
 def sanitize(text: str, fallback: str = "value") -> str:
     """A legal identifier that resembles `text`: invalid characters become underscores."""
-    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", text.strip())
-    cleaned = re.sub(r"_+", "_", cleaned).strip("_") if cleaned.strip("_") else ""
+    cleaned = _NOT_IN_NAMES.sub("_", text.strip())
+    cleaned = _UNDERSCORES.sub("_", cleaned).strip("_") if cleaned.strip("_") else ""
     if not cleaned:
         cleaned = fallback
     if cleaned[0].isdigit():
@@ -112,6 +116,8 @@ class Namespace:
 def comment_text(text: str) -> str:
     """`text` on one line of printable characters, safe after a `#` in generated code."""
     flattened = " ".join(str(text).split())
+    if flattened.isprintable():
+        return flattened
     return "".join(ch if ch.isprintable() else "?" for ch in flattened)
 
 

@@ -91,11 +91,16 @@ class Submodule:
     """Per output: whether it depends on an input (False: computed from parameters alone)."""
 
 
+_PLAIN_BOUND = re.compile(r"-?\w*")  # a name or a number (or nothing)
+
+
 def slice_text(start: str, stop: str, step: str = "") -> str:
     """`start:stop:step` as a formatter (ruff, black) writes it: the colons spaced when a
     bound is more than a name or a number (`1 : (n + 1)`), tight otherwise (`1:n`, `:n`)."""
+    if not (start or stop or step):
+        return ":"  # the whole dim: most views read every dim so
     parts = [start, stop, *([step] if step else [])]
-    if all(re.fullmatch(r"-?\w*", part) for part in parts):
+    if all(_PLAIN_BOUND.fullmatch(part) for part in parts):
         return ":".join(parts)
     return " : ".join(parts).strip()
 
