@@ -179,6 +179,9 @@ def _parse(text: str, path: str) -> s.Module:
             hint="split long expressions into several statements")) from None
 
 
+_BRACKET = re.compile(r"[(\[{)\]}]")
+
+
 def _check_limits(text: str, path: str) -> None:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise ParseFailure(Diagnostic(
@@ -186,21 +189,19 @@ def _check_limits(text: str, path: str) -> None:
             Span(file=path, line=1, column=1, end_line=1, end_column=2),
             hint="split the model into several files and import them"))
     depth = 0
-    line, column = 1, 1
-    for ch in text:
-        if ch in "([{":
+    for bracket in _BRACKET.finditer(text):  # only the brackets: a loop per character is slow
+        if bracket.group() in "([{":
             depth += 1
             if depth > MAX_NESTING:
+                at = bracket.start()
+                line = text.count("\n", 0, at) + 1
+                column = at - (text.rfind("\n", 0, at) + 1) + 1
                 raise ParseFailure(Diagnostic(
                     "E103", f"brackets are nested more than {MAX_NESTING} deep",
                     Span(file=path, line=line, column=column, end_line=line, end_column=column + 1),
                     hint="name intermediate results instead of nesting expressions"))
-        elif ch in ")]}":
-            depth = max(depth - 1, 0)
-        if ch == "\n":
-            line, column = line + 1, 1
         else:
-            column += 1
+            depth = max(depth - 1, 0)
 
 
 def _point_span(path: str, line: int, column: int, width: int = 1) -> Span:
