@@ -158,8 +158,24 @@ def rearrangement_map(domain: ir.Shape, codomain: ir.Shape) -> ir.StrideMorphism
                       offset=(0,) * len(codomain.axes))
 
 
+# The reindexing of a port by the axes it maps (their ids: the axes are shared, and the
+# entry holds them, so an id is not reused while it is a key): a program has few distinct
+# pairs of degree and tiling, and building the map was a large share of checking each
+# statement. Bounded, for a long-lived process (the language server).
+_REINDEXINGS: dict[tuple[tuple[int, ...], tuple[int, ...]],
+                   tuple[tuple[ir.Axis, ...], tuple[ir.Axis, ...], ir.StrideMorphism]] = {}
+_REINDEXINGS_LIMIT = 4096
+
+
 def port(array_type: ir.ArrayType, targets: Sequence[str], degree: ir.Shape,
          name: str | None) -> ir.Port:
-    tiling = shape([a for a in array_type.shape.axes if a.name not in targets])
-    return ir.trusted(ir.Port, array=array_type, targets=tuple(targets),
-                      reindexing=rearrangement_map(degree, tiling), name=name)
+    tiling_axes = tuple(a for a in array_type.shape.axes if a.name not in targets)
+    key = (tuple(map(id, degree.axes)), tuple(map(id, tiling_axes)))
+    known = _REINDEXINGS.get(key)
+    if known is None:
+        if len(_REINDEXINGS) >= _REINDEXINGS_LIMIT:
+            _REINDEXINGS.clear()
+        known = (degree.axes, tiling_axes, rearrangement_map(degree, shape(tiling_axes)))
+        _REINDEXINGS[key] = known
+    return ir.trusted(ir.Port, array=array_type, targets=tuple(targets), reindexing=known[2],
+                      name=name)

@@ -446,10 +446,12 @@ class DefinitionBuilder:
         out_values = [self.new_value(a, n, span, base=op.kind) for a, _, n in outputs]
         out_ports = tuple(port(a, t, degree_shape, v.name)
                           for (a, t, _), v in zip(outputs, out_values, strict=True))
-        term = ir.Broadcasted(
-            dom=tuple(v.array for v, _ in inputs), cod=tuple(v.array for v in out_values),
-            span=span, op=op, degree=degree_shape, inputs=in_ports, params=param_ports,
-            outputs=out_ports)
+        # Made without validating it again (`ir.trusted`): every field is a node made and
+        # checked already; validating the term was a large share of checking a statement.
+        term = ir.trusted(
+            ir.Broadcasted, dom=tuple(v.array for v, _ in inputs),
+            cod=tuple(v.array for v in out_values), span=span, kind="broadcasted", op=op,
+            degree=degree_shape, inputs=in_ports, params=param_ports, outputs=out_ports)
         self.add_step(term, [v for v, _ in inputs], out_values)
         return out_values
 
