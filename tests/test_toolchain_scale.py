@@ -109,10 +109,13 @@ def test_nodes_made_without_validation_are_the_validated_ones() -> None:
         port(array(ir.REALS, [b, m]), ["m"], shape([b]), "X"),
         port(array(ir.Datatype(kind="B"), [m]), [], shape([m]), None),
     ]
-    text = (Path(__file__).resolve().parent.parent / "gallery" / "attention.ncd").read_text()
-    terms = list(ir.walk(ncd.load(text).ir.definitions[0].body))
-    assert sum(isinstance(term, ir.Broadcasted) for term in terms) > 5
-    made.extend(term for term in terms if isinstance(term, ir.Broadcasted))
+    gallery = Path(__file__).resolve().parent.parent / "gallery"
+    text = (gallery / "attention.ncd").read_text()
+    terms = [term for program in (ncd.load(text), ncd.load(gallery / "transformer.ncd"))
+             for definition in program.ir.definitions for term in ir.walk(definition.body)
+             if isinstance(term, ir.Broadcasted)]
+    assert len(terms) > 5 and any(isinstance(term.op, ir.CallOp) for term in terms)
+    made.extend(terms)
     spans = _spans(parse(text, "attention.ncd"))
     assert len(spans) > 50
     made.extend(spans)  # type: ignore[arg-type]  # spans are nodes too

@@ -114,15 +114,17 @@ def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
             raise ctx.error("E301", f"the batch axis `{clash[0]}` is also an axis of the result "
                             f"of `{definition.name}`", span,
                             hint="rename the batch axis before the call")
-        outputs.append(ir.ArrayType(dtype=variable.array.dtype,
-                                    shape=shape([*degree, *variable.array.shape.axes])))
+        outputs.append(array(variable.array.dtype, [*degree, *variable.array.shape.axes]))
     degree_shape = shape(degree)
-    term = ir.Broadcasted(
-        dom=tuple(a for a, _, _ in args), cod=tuple(outputs), span=span,
+    # Made without validating it again (`ir.trusted`), as `DefinitionBuilder.broadcast` does.
+    term = ir.trusted(
+        ir.Broadcasted, dom=tuple(a for a, _, _ in args), cod=tuple(outputs), span=span,
+        kind="broadcasted",
         op=ir.CallOp(definition=definition.name, instance=instance,
                      each=each.name if each is not None else None), degree=degree_shape,
         inputs=tuple(port(a, v.array.names, degree_shape, n)
                      for (a, _, n), v in zip(args, definition.inputs, strict=True)),
+        params=(),
         outputs=tuple(port(a, v.array.names, degree_shape, n)
                       for a, v, n in zip(outputs, definition.outputs, names, strict=True)))
     return term, outputs
