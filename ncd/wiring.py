@@ -132,11 +132,15 @@ def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
     _add_rearrangement(layers, live, list(results))
     dom = tuple(v.array for v in inputs)
     cod = tuple(v.array for v in results)
+    # The wiring terms are made without validating them again (`ir.trusted`): their parts are
+    # checked nodes, and validating them was a large share of checking many small definitions.
     if not layers:
-        return ir.Identity(dom=dom, cod=cod, names=tuple(v.name for v in inputs), span=span)
+        return ir.trusted(ir.Identity, dom=dom, cod=cod, span=span, kind="identity",
+                          names=tuple(v.name for v in inputs))
     if len(layers) == 1:
         return layers[0]
-    return ir.Composed(dom=dom, cod=cod, terms=tuple(layers), span=span)
+    return ir.trusted(ir.Composed, dom=dom, cod=cod, span=span, kind="composed",
+                      terms=tuple(layers))
 
 
 def _operands_in_wire_order(step: Step, position: dict[int, int]) -> Step:
@@ -157,14 +161,16 @@ def _operands_in_wire_order(step: Step, position: dict[int, int]) -> Step:
 def _close_identity(terms: list[ir.Term], run: list[Value]) -> None:
     if run:
         arrays = tuple(v.array for v in run)
-        terms.append(ir.Identity(dom=arrays, cod=arrays, names=tuple(v.name for v in run)))
+        terms.append(ir.trusted(ir.Identity, dom=arrays, cod=arrays, span=None,
+                                kind="identity", names=tuple(v.name for v in run)))
         run.clear()
 
 
 def _product(terms: Sequence[ir.Term]) -> ir.Product:
     dom = tuple(a for t in terms for a in t.dom)
     cod = tuple(a for t in terms for a in t.cod)
-    return ir.Product(dom=dom, cod=cod, terms=tuple(terms))
+    return ir.trusted(ir.Product, dom=dom, cod=cod, span=None, kind="product",
+                      terms=tuple(terms))
 
 
 def _add_rearrangement(layers: list[ir.Term], live: Sequence[Value],
@@ -175,5 +181,6 @@ def _add_rearrangement(layers: list[ir.Term], live: Sequence[Value],
     mapping = tuple(first_index[v.id] for v in wanted)
     if mapping == tuple(range(len(live))):
         return
-    layers.append(ir.Rearrangement(dom=tuple(v.array for v in live),
-                                   cod=tuple(v.array for v in wanted), mapping=mapping))
+    layers.append(ir.trusted(ir.Rearrangement, dom=tuple(v.array for v in live),
+                             cod=tuple(v.array for v in wanted), span=None,
+                             kind="rearrangement", mapping=mapping))

@@ -113,8 +113,12 @@ def test_nodes_made_without_validation_are_the_validated_ones() -> None:
     text = (gallery / "attention.ncd").read_text()
     terms = [term for program in (ncd.load(text), ncd.load(gallery / "transformer.ncd"))
              for definition in program.ir.definitions for term in ir.walk(definition.body)
-             if isinstance(term, ir.Broadcasted)]
-    assert len(terms) > 5 and any(isinstance(term.op, ir.CallOp) for term in terms)
+             if isinstance(term, (ir.Broadcasted, ir.Identity, ir.Rearrangement, ir.Composed,
+                                  ir.Product))]
+    assert len(terms) > 5 and any(isinstance(term, ir.Broadcasted) and
+                                  isinstance(term.op, ir.CallOp) for term in terms)
+    assert {type(term) for term in terms} == {ir.Broadcasted, ir.Identity, ir.Rearrangement,
+                                              ir.Composed, ir.Product}
     made.extend(terms)
     spans = _spans(parse(text, "attention.ncd"))
     assert len(spans) > 50
