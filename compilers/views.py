@@ -135,6 +135,10 @@ def view_through(
     `leading_from` (code, rank) names another value whose batch dims an `expand` copies; by
     default the value's own batch dims are kept.
     """
+    plain = [row.terms[0][0] for row in rows if row.is_plain]
+    if len(plain) == len(rows) and len(set(plain)) == len(plain):
+        return _plain_view(value_code, plain, input_sizes, sizes, order, missing, size_code,
+                           batched=batched, leading_from=leading_from)
     rows = list(rows)
     input_sizes = list(input_sizes)
     backward = [j for j, row in enumerate(rows) if row.terms and all(c < 0 for _, c in row.terms)]
@@ -234,6 +238,31 @@ def view_through(
         expr = f"{expr}.flip({', '.join(dims)})"
     return _complete(expr, present, order, missing, size_code, sizes, batched=batched,
                      leading_from=leading_from, own=(value_code, len(rows)))
+
+
+def _plain_view(value_code: str, labels: list[Label], input_sizes: Sequence[ir.SizeExpr],
+                sizes: dict[Label, ir.SizeExpr], order: Sequence[Label], missing: Missing,
+                size_code: SizeCode, *, batched: bool,
+                leading_from: tuple[str, int] | None) -> View:
+    """`view_through` where each row reads a different index of P whole (a permute or a
+    delete: most operands), in fewer steps: what the general steps come to for such rows
+    (no flip, no window, no diagonal), the same code."""
+    items: list[str] = []
+    for label, input_size in zip(labels, input_sizes, strict=True):
+        stop_size = sizes[label]  # `extent` of one index read forwards from 0
+        stop = size_code(stop_size, read=False)
+        whole = size_code(input_size, read=False)
+        items.append(":" if stop == whole else slice_text("", size_code(stop_size)))
+    expr = value_code
+    if any(item != ":" for item in items):
+        expr = f"{expr}[..., {', '.join(items)}]"
+    unknown = [label for label in labels if label not in order]
+    if unknown:
+        raise ValueError(f"view labels {unknown} are not in the requested order {list(order)}")
+    present = [label for label in order if label in labels]
+    expr = permute_text(expr, labels, present)
+    return _complete(expr, present, order, missing, size_code, sizes, batched=batched,
+                     leading_from=leading_from, own=(value_code, len(labels)))
 
 
 def _complete(expr: str, present: Sequence[Label], order: Sequence[Label], missing: Missing,
