@@ -3,6 +3,7 @@
     python -m bench.toolchain                 # sizes 1,000 to 10,000; writes bench/TOOLCHAIN.md
     python bench/toolchain.py --quick         # sizes 1,000 and 2,000, one run, a minute or so
     python bench/toolchain.py --json out.json --sizes 1000 3000 --shapes chain nested
+    python -m bench.toolchain --sizes 5000 10000 --runs 1 --no-render --no-memory  # no renders
 
 Synthetic programs of N statements (as the checker counts them: blocks too, returns too) in
 four shapes (`SHAPES`): one long chain of rebindings, blocks nested three deep, many small
