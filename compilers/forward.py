@@ -511,16 +511,9 @@ class ForwardEmitter:
             if port.name is None:
                 raise CompileError("a parameter port has no name")
             entry = self.scope.spec.param(port.name, port.array, role)
-            entry.reads += 1
             values.append(TensorCode(attribute_code(self.scope.owner, entry.attribute),
                                      entry.parameter.array, batched=False))
         return values
-
-    def linear_weight(self, term: ir.Broadcasted, inputs: int) -> None:
-        entry = self.scope.spec.params.get(term.params[0].name or "")
-        if entry is None:
-            raise CompileError("a linear map's weight is marked before it is read")
-        entry.linear_inputs.append(inputs)
 
     def submodule(self, op: ir.CallOp, copies: ir.SizeExpr | None = None) -> Submodule:
         callee = self.compiler.definition(op.definition)

@@ -26,25 +26,6 @@ class ParamEntry:
     parameter: ir.Parameter
     attribute: str
     role: Role
-    reads: int = 0  # the operations of the class's forward that read it
-    linear_inputs: list[int] = field(default_factory=list)
-    """For each read as the weight of one `F.linear` (or a pointwise convolution), the number
-    of its leading axes that are the map's inputs."""
-
-    @property
-    def outputs_first(self) -> int | None:
-        """The number of input axes when the parameter is stored outputs first (the layout of
-        `nn.Linear`'s weight, `(out, in)`, in memory; its shape stays the declared one, a
-        permuted view): when every read of it is an `F.linear` weight with the same input
-        axes, which then needs no copy and runs the matrix products of `nn.Linear`; else
-        None."""
-        array = self.parameter.array
-        splits = set(self.linear_inputs)
-        if self.parameter.buffer or array.dtype.kind != "R" or len(splits) != 1 or \
-                len(self.linear_inputs) != self.reads:
-            return None
-        (inputs,) = splits
-        return inputs if 0 < inputs < len(array.shape.axes) else None
 
 
 @dataclass
@@ -186,10 +167,6 @@ def docstring_literal(text: str, indent: str = "    ", width: int = 100) -> str:
                                     break_on_hyphens=False)
         return '"""' + f"\n{indent}".join(wrapped) + f'\n{indent}"""'
     return string_literal(line)
-
-
-ORDERLESS = ("zeros", "ones", "constant")
-"""Initialisers whose values do not depend on the order in which the entries are drawn."""
 
 
 def initialiser_code(entry: ParamEntry, owner: str, sizes: ProgramSizes) -> str:
@@ -508,13 +485,6 @@ def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
                     f"{buffer_value(parameter, dims)})")
             lines.extend(commented(inner, line, "buffer " + note))
             continue
-        inputs = entry.outputs_first
-        if inputs is not None:
-            empty = f"torch.empty({', '.join([*dims[inputs:], *dims[:inputs]])})"
-            outputs = len(dims) - inputs
-            empty += ".T" if len(dims) == 2 else \
-                f".permute({', '.join(map(str, [*range(outputs, len(dims)), *range(outputs)]))})"
-            note += ", stored outputs first (as nn.Linear's weight)"
         if is_plain_identifier(entry.attribute):
             line = f"self.{entry.attribute} = nn.Parameter({empty})"
         else:
@@ -539,19 +509,6 @@ def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
         lines.append(f"{inner}with torch.no_grad():")
         for entry in learned:
             call, _, note = initialiser_code(entry, "self", sizes).partition("  # ")
-            if entry.outputs_first is not None and entry.parameter.init not in ORDERLESS:
-                # drawn in the declared order (as when stored so), then copied in
-                target = attribute_code("self", entry.attribute)
-                drawn = f"initial_{entry.attribute}" if is_plain_identifier(
-                    entry.attribute) else "initial"
-                lines.extend(commented(
-                    inner + "    ", f"{drawn} = torch.empty_like({target}, "
-                    "memory_format=torch.contiguous_format)",
-                    "drawn in the declared order, then stored outputs first"))
-                call = call.replace(f"({target},", f"({drawn},", 1)
-                lines.extend(commented(inner + "    ", call, note or None))
-                lines.append(f"{inner}    {target}.copy_({drawn})")
-                continue
             lines.extend(commented(inner + "    ", call, note or None))
     lines.extend(extra_repr_lines(spec, sizes))
     if forward is not None:

@@ -76,39 +76,3 @@ def test_a_map_of_the_channels_of_an_image_is_what_nn_conv2d_of_kernel_size_1_co
                   torch.randn(3, 2, 5, 4, 7, dtype=torch.float64)):
             expected = reference(X.reshape(-1, 5, 4, 7)).reshape(*X.shape[:-3], 3, 4, 7)
             torch.testing.assert_close(module(X), expected)
-
-
-def test_a_weight_only_f_linear_reads_is_stored_as_nn_linear_stores_it() -> None:
-    """Its shape is the declared `[inputs..., outputs...]`, its memory `nn.Linear`'s
-    `(out, in)`: `W.T` is contiguous, so F.linear runs the matrix products of `nn.Linear`.
-    Its initial values are drawn in the declared order (as when it was stored so), and a
-    state dict of the declared shape loads into it."""
-    program = ncd.load("axis b\naxis m = 12, f = 5\n"
-                       "def f(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }")
-    torch.manual_seed(3)
-    module = program.to_torch("f")
-    torch.manual_seed(3)
-    drawn = torch.empty(12, 5).uniform_(-(12**-0.5), 12**-0.5)  # W's draw comes first
-    assert tuple(module.W.shape) == (12, 5) and module.W.T.is_contiguous()
-    assert torch.equal(module.W, drawn)
-    state = {"W": torch.randn(12, 5), "c": torch.randn(5)}
-    module.load_state_dict(state)
-    assert module.W.T.is_contiguous() and torch.equal(module.state_dict()["W"], state["W"])
-    with torch.no_grad():
-        X = torch.randn(7, 12)
-        torch.testing.assert_close(module(X), X @ state["W"] + state["c"])
-
-
-def test_a_weight_read_otherwise_too_keeps_its_declared_memory_order() -> None:
-    program = ncd.load("""
-    axis b
-    axis m = 6, f = 4
-    def f(X: R[b, m], Y: R[b, f]) -> R[b, f] {
-        param W: R[m, f]
-        Z[b, m] = sum(f) Y[b, f] * W[m, f]
-        return linear[m -> f](X + Z, W)
-    }
-    """)
-    module = program.to_torch("f")
-    assert module.W.is_contiguous()
-    assert "stored outputs first" not in program.compile()

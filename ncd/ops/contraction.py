@@ -429,7 +429,6 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     if linear_fuses(op, term):
         fused = _fused_linear(emit, term, op, inputs[0], params)
         if fused is not None:  # `finish` moves its dims to the output's order (a view)
-            emit.linear_weight(term, len(op.inputs))
             comment = f"{' '.join(inputs[0].names)} -> {' '.join(term.outputs[0].array.names)}"
             return [emit.finish(term, fused[0], fused[1], comment=comment,
                                 batched=inputs[0].batched, fallback="linear")]
@@ -439,7 +438,6 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
             comment = f"{' '.join(inputs[0].names)} -> {' '.join(term.outputs[0].array.names)}" \
                 ", a pointwise convolution"
             general, labels_out, fast = pointwise
-            emit.linear_weight(term, 1)
             if fast is not None and labels_out == labels:
                 test, call = fast
                 return [emit.finish_either(term, test, lambda: call, lambda: general, labels,

@@ -206,12 +206,6 @@ class Emitter(Protocol):
         declaration gives them, in port order."""
         ...
 
-    def linear_weight(self, term: ir.Broadcasted, inputs: int) -> None:
-        """`term`'s first parameter (read by `parameters`) is read as the weight of one
-        `F.linear` (`W.T`, its first `inputs` axes the map's inputs): where every read of it is
-        one, it is stored outputs first, as `nn.Linear`'s weight (its shape the declared one)."""
-        ...
-
     def submodule(self, op: ir.CallOp, copies: ir.SizeExpr | None = None) -> Submodule:
         """The module of a called definition, registered as a child of the current module;
         with `copies`, an `nn.ModuleList` of that many independent copies."""
