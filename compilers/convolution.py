@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ncd import ir
 from ncd.convolution import Window, find_windows
-from ncd.ops.lowering import Label, TensorCode, degree_label, float_literal
+from ncd.ops.lowering import Label, TensorCode, degree_label, dims_test, float_literal
 
 from .views import permute_text
 
@@ -84,6 +84,7 @@ class WindowLowering:
         spatial_sizes = [emit.size(axes[axis.source_axis].size) for axis in match.spatial]
         plain = not source.batched and len(by_role["batch"]) == 1 and \
             (match.kind != "conv" or len(channels) == 1)
+        general = expr
         if not plain:
             if match.kind == "conv":
                 channel_sizes = [source.array.shape.axis(n).size for n in channels]
@@ -92,7 +93,80 @@ class WindowLowering:
                 # one channel, batch mode: the unbatched form `(planes, spatial...)` of a pool
                 # refuses zero planes, so an empty batch would fail
                 sizes = ["1"]
-            expr = f"{expr}.reshape({', '.join(['-1', *sizes, *spatial_sizes])})"
+            general = f"{expr}.reshape({', '.join(['-1', *sizes, *spatial_sizes])})"
+        out_labels: list[int] = [*match.batch, *match.groups, *match.out_channels,
+                                 *(axis.output for axis in match.spatial)]
+
+        def shape() -> str:
+            """The output's shape after the flattened call (its sizes read when written)."""
+            text = emit.tuple_text([emit.size(degree[i].size) for i in out_labels])
+            return f"{emit.leading_shape(source)} + {text}" if source.batched else text
+
+        windowed = " ".join(axis.kernel for axis in match.spatial)
+        comment = f"{self._described(match)} over {windowed} in one call"
+        if match.pads:
+            comment += ", the padding inside it"
+        if match.bias is not None:
+            comment += ", with its bias"
+        labels: list[Label] = [degree_label(i) for i in out_labels]
+        term = reducer
+        if match.bias is not None:
+            term = match.bias
+            labels = self._bias_labels(match, out_labels)
+        fallback = self._described(match).replace(" ", "_")
+        fast = None if plain else self._fast_dims(match, source, expr, by_role, channels)
+        if fast is not None and labels == emit.output_labels(term.outputs[0]):
+            # the array as the kernel takes it (no leading batch dims, or exactly one): no
+            # reshape before the call or after it
+            return emit.finish_either(
+                term, dims_test(source.code, fast),
+                lambda: self._kernel(match, expr, kernel, bias),
+                lambda: f"{self._kernel(match, general, kernel, bias)}.reshape({shape()})",
+                labels, comment=comment, batched=source.batched, fallback=fallback)
+        expr = self._kernel(match, general, kernel, bias)
+        if not plain:
+            expr = f"{expr}.reshape({shape()})"
+        if labels != emit.output_labels(term.outputs[0]):
+            # the call on a line of its own, so that a formatter wraps its arguments, not the
+            # permute after it
+            expr = emit.assign(fallback, expr, comment + emit.source_note(term.span))
+            comment = "axes back in place"
+        return emit.finish(term, expr, labels, comment=comment, batched=source.batched,
+                           fallback=fallback)
+
+    @staticmethod
+    def _described(match: Window) -> str:
+        return {"conv": "convolution", "max": "max pool"}.get(match.kind, "mean pool")
+
+    def _fast_dims(self, match: Window, source: TensorCode, expr: str,
+                   by_role: dict[str, list[str]], channels: list[str]) -> int | None:
+        """The number of dims for which the kernel takes the source as it is, its layout
+        `(N, C, spatial...)` already: no permute, one batch dim (the only declared batch axis,
+        or one leading dim when none is declared) and one channel dim (a convolution's input
+        channels, one output channel axis; a pool's planes: its last batch axis, of a fixed
+        size, since a pool refuses zero planes). None when a reshape is always needed."""
+        if expr != source.code or not source.batched:
+            return None
+        batch = by_role["batch"]
+        if match.kind == "conv":
+            if len(batch) > 1 or len(channels) != 1 or \
+                    len(match.groups) + len(match.out_channels) != 1:
+                return None
+        else:
+            if channels or not 1 <= len(batch) <= 2:
+                return None
+            planes = self.emitter.sizes.value(source.array.shape.axis(batch[-1]).size)
+            if not planes:
+                return None
+        return match.rank + 2
+
+    def _kernel(self, match: Window, operand: str, kernel: TensorCode | None,
+                bias: TensorCode | None) -> str:
+        """The kernel's call on `operand` (laid out `(N, C, spatial...)`), cut, scaled and
+        trimmed to the output's positions."""
+        emit = self.emitter
+        degree = match.reducer.degree.axes
+        expr = operand
         if any(axis.cut for axis in match.spatial):
             cuts = [f"{axis.cut}:" if axis.cut else ":" for axis in match.spatial]
             expr = f"{expr}[..., {', '.join(cuts)}]"
@@ -101,8 +175,6 @@ class WindowLowering:
         paddings = self._ints([axis.padding for axis in match.spatial])
         dilations = self._ints([axis.dilation for axis in match.spatial])
         windows = self._ints([axis.kernel_size for axis in match.spatial])
-        out_labels: list[int] = [*match.batch, *match.groups, *match.out_channels,
-                                 *(axis.output for axis in match.spatial)]
         if match.kind == "conv":
             assert kernel is not None
             bias_code = "None"
@@ -119,7 +191,6 @@ class WindowLowering:
                 arguments.append(
                     f"groups={self.emitter.size_product([degree[i].size for i in match.groups])}")
             call = f"conv{rank}d"
-            described = "convolution"
         elif match.kind == "max":
             arguments = [expr, windows, strides]
             if paddings != "0":
@@ -127,13 +198,11 @@ class WindowLowering:
             if dilations != "1":
                 arguments.append(f"dilation={dilations}")
             call = f"max_pool{rank}d"
-            described = "max pool"
         else:
             arguments = [expr, windows, strides]
             if paddings != "0":
                 arguments.append(f"padding={paddings}")
             call = f"avg_pool{rank}d"
-            described = "mean pool"
         expr = f"{emit.functional_call(call)}({', '.join(arguments)})"
         if match.factor != 1:
             expr = f"({expr} * {float_literal(float(match.factor))})"
@@ -141,30 +210,7 @@ class WindowLowering:
             trims = [f":{emit.size(degree[axis.output].size)}" if axis.trim else ":"
                      for axis in match.spatial]
             expr = f"{expr}[..., {', '.join(trims)}]"
-        if not plain:
-            shape = emit.tuple_text([emit.size(degree[i].size) for i in out_labels])
-            if source.batched:
-                shape = f"{emit.leading_shape(source)} + {shape}"
-            expr = f"{expr}.reshape({shape})"
-        windowed = " ".join(axis.kernel for axis in match.spatial)
-        comment = f"{described} over {windowed} in one call"
-        if match.pads:
-            comment += ", the padding inside it"
-        if match.bias is not None:
-            comment += ", with its bias"
-        labels: list[Label] = [degree_label(i) for i in out_labels]
-        term = reducer
-        if match.bias is not None:
-            term = match.bias
-            labels = self._bias_labels(match, out_labels)
-        fallback = described.replace(" ", "_")
-        if labels != emit.output_labels(term.outputs[0]):
-            # the call on a line of its own, so that a formatter wraps its arguments, not the
-            # permute after it
-            expr = emit.assign(fallback, expr, comment + emit.source_note(term.span))
-            comment = "axes back in place"
-        return emit.finish(term, expr, labels, comment=comment, batched=source.batched,
-                           fallback=fallback)
+        return expr
 
     def _weight(self, match: Window, kernel: TensorCode) -> str:
         """The kernel parameter as `(groups * out, in, window...)`: a view when its axes are

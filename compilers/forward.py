@@ -11,7 +11,7 @@ them is checked at the top of `forward`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, assert_never
 
@@ -557,6 +557,21 @@ class ForwardEmitter:
         expr = permute_text(expr, labels, output_labels(port))
         name = self.assign(port.name, expr, comment + self.source_note(term.span),
                            fallback=fallback)
+        return TensorCode(name, term.cod[index], batched)
+
+    def finish_either(self, term: ir.Broadcasted, test: str, fast: Callable[[], str],
+                      general: Callable[[], str], labels: Sequence[Label], index: int = 0,
+                      comment: str = "", batched: bool = True,
+                      fallback: str = "value") -> TensorCode:
+        port = term.outputs[index]
+        order = output_labels(port)
+        name = self.names.fresh(port.name, fallback)
+        self.emit(f"if {test}:", comment + self.source_note(term.span))
+        for number, write in enumerate((fast, general)):
+            if number:
+                self.emit("else:")
+            with self.branch():
+                self.emit(f"{name} = {permute_text(write(), labels, order)}")
         return TensorCode(name, term.cod[index], batched)
 
     def permute(self, expr: str, labels: Sequence[Label], order: Sequence[Label]) -> str:

@@ -461,3 +461,33 @@ def test_the_generated_code_of_every_case_is_lint_clean_and_formatted(tmp_path: 
     formatted = subprocess.run([*ruff, "format", "--isolated", "--line-length", "100",
                                 "--check", str(tmp_path)], capture_output=True, text=True)
     assert formatted.returncode == 0, formatted.stdout
+
+
+def test_an_array_laid_out_as_the_kernel_takes_it_is_passed_as_it_is() -> None:
+    """With no leading batch dims the call takes X itself (no view before or after it, the
+    ops of `F.conv1d` alone); with leading dims the reshaping branch runs; both compute what
+    `F.conv1d` computes."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    program = ncd.load(FUSED["conv1d, stride 2 and dilation 2"][1])
+    assert "F.conv1d(X, self.W, None, stride=2, dilation=2)" in program.compile("f")
+    module = program.to_torch("f")
+    X = torch.randn(5, 3, 11)
+    with torch.no_grad():
+        with Ops() as ops:
+            Y = module(X)
+        assert ops.names == ["convolution"]
+        F = torch.nn.functional
+        torch.testing.assert_close(Y, F.conv1d(X, module.W, stride=2, dilation=2))
+        stacked = torch.stack([X, X.flip(0)])
+        torch.testing.assert_close(module(stacked), torch.stack(
+            [F.conv1d(x, module.W, stride=2, dilation=2) for x in stacked]))

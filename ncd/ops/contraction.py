@@ -39,6 +39,7 @@ from .lowering import (
     Role,
     TensorCode,
     degree_label,
+    dims_test,
     float_literal,
     target_label,
 )
@@ -357,10 +358,12 @@ def _factor(code: str) -> str:
 
 def _pointwise_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                       value: TensorCode, params: Sequence[TensorCode]
-                      ) -> tuple[str, list[Label]] | None:
+                      ) -> tuple[str, list[Label], tuple[str, str] | None] | None:
     """`F.conv1d(X.reshape(-1, C, L), W.T[:, :, None], b)` split back into the output's
-    axes, and the labels of its dims; None when `value`'s layout is not the one
-    `linear_is_pointwise` needs."""
+    axes, the labels of its dims, and the test and code of the call on the array as it is
+    when it has one dim before the channels (`F.conv2d(X, W.T.reshape(o, c, 1, 1), b)`, as
+    `nn.Conv2d(c, o, 1)`; None for more than three positions or more than one axis before
+    the channels); None when `value`'s layout is not the one `linear_is_pointwise` needs."""
     source, result = term.inputs[0], term.outputs[0]
     degree = [degree_label(i) for i in _plain_tiling(source) or ()]
     position = source.array.names.index(op.inputs[0])
@@ -370,15 +373,25 @@ def _pointwise_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     sizes = {axis.name: axis.size for axis in source.array.shape.axes}
     after = [emit.size(sizes[n]) for n in source.array.names[position + 1:]]
     length = after[0] if len(after) == 1 else " * ".join(map(_factor, after))
-    operand = f"{value.code}.reshape(-1, {emit.size(sizes[op.inputs[0]])}, {length})"
-    arguments = [operand, f"{params[0].code}.T[:, :, None]"]
-    if op.bias:
-        arguments.append(params[1].code)
+    channels = emit.size(sizes[op.inputs[0]])
+    operand = f"{value.code}.reshape(-1, {channels}, {length})"
+    bias = [params[1].code] if op.bias else []
+    arguments = [operand, f"{params[0].code}.T[:, :, None]", *bias]
     shape = emit.tuple_text([emit.size(axis.size) for axis in result.array.shape.axes])
     if value.batched:
         shape = f"{emit.leading_shape(value)} + {shape}"
     expr = f"{emit.functional_call('conv1d')}({', '.join(arguments)}).reshape({shape})"
-    return expr, [*degree[:position], target_label(op.outputs[0]), *degree[position:]]
+    labels = [*degree[:position], target_label(op.outputs[0]), *degree[position:]]
+    fast = None
+    if value.batched and position <= 1 and len(after) <= 3:
+        weight = f"{params[0].code}.T[:, :, None]"
+        if len(after) > 1:
+            outputs = emit.size(result.array.shape.axis(op.outputs[0]).size)
+            weight = f"{params[0].code}.T.reshape({outputs}, {channels}{', 1' * len(after)})"
+        call = emit.functional_call(f"conv{len(after)}d")
+        fast = (dims_test(value.code, 2 + len(after)),
+                f"{call}({', '.join([value.code, weight, *bias])})")
+    return expr, labels, fast
 
 
 def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
@@ -422,10 +435,16 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     if linear_is_pointwise(op, term):
         pointwise = _pointwise_linear(emit, term, op, inputs[0], params)
         if pointwise is not None:
-            comment = f"{' '.join(inputs[0].names)} -> {' '.join(term.outputs[0].array.names)}"
-            return [emit.finish(term, pointwise[0], pointwise[1], comment=comment + ", a "
-                                "pointwise convolution", batched=inputs[0].batched,
-                                fallback="linear")]
+            comment = f"{' '.join(inputs[0].names)} -> {' '.join(term.outputs[0].array.names)}" \
+                ", a pointwise convolution"
+            general, labels_out, fast = pointwise
+            if fast is not None and labels_out == labels:
+                test, call = fast
+                return [emit.finish_either(term, test, lambda: call, lambda: general, labels,
+                                           comment=comment, batched=inputs[0].batched,
+                                           fallback="linear")]
+            return [emit.finish(term, general, labels_out, comment=comment,
+                                batched=inputs[0].batched, fallback="linear")]
     missing = [w for w in op.weight_inputs if w not in term.params[0].array.names]
     if missing:
         raise emit.error(f"the weight {term.params[0].array.text()} of a linear map has no "

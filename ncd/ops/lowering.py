@@ -16,7 +16,7 @@ This module writes no code and imports no torch.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -103,6 +103,14 @@ def slice_text(start: str, stop: str, step: str = "") -> str:
     if all(_PLAIN_BOUND.fullmatch(part) for part in parts):
         return ":".join(parts)
     return " : ".join(parts).strip()
+
+
+def dims_test(code: str, dims: int) -> str:
+    """The test of `Emitter.finish_either` that the tensor `code` has exactly `dims` dims (no
+    leading batch dims, or exactly one, as a kernel takes it). While `torch.fx` traces, the
+    number is a proxy that an `if` cannot read: the test is False and the general code runs
+    (`torch.compile` and `torch.export` read it and keep one branch)."""
+    return f"not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and {code}.dim() == {dims}"
 
 
 def float_literal(value: float) -> str:
@@ -211,6 +219,16 @@ class Emitter(Protocol):
     def finish(self, term: ir.Broadcasted, expr: str, labels: Sequence[Label], index: int = 0,
                comment: str = "", batched: bool = True, fallback: str = "value") -> TensorCode:
         """Move `expr`'s dims from `labels` to output `index`'s memory order, and name it."""
+        ...
+
+    def finish_either(self, term: ir.Broadcasted, test: str, fast: Callable[[], str],
+                      general: Callable[[], str], labels: Sequence[Label], index: int = 0,
+                      comment: str = "", batched: bool = True,
+                      fallback: str = "value") -> TensorCode:
+        """As `finish`, for a result computed one way when `test` holds (`dims_test`: a call
+        that takes the array as it is) and another otherwise (the array reshaped around the
+        call): `if test:` / `else:`, each branch binding the same name to what its function
+        returns (a function may write statements first; they land inside its branch)."""
         ...
 
     def permute(self, expr: str, labels: Sequence[Label], order: Sequence[Label]) -> str:

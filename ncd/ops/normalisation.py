@@ -34,7 +34,15 @@ from .facts import (
     entrywise,
     per_output_entry,
 )
-from .lowering import Emitter, Label, Role, TensorCode, float_literal, target_label
+from .lowering import (
+    Emitter,
+    Label,
+    Role,
+    TensorCode,
+    dims_test,
+    float_literal,
+    target_label,
+)
 
 if TYPE_CHECKING:
     from ncd.derivative import Reverser
@@ -337,15 +345,27 @@ def _batchnorm_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BatchNormOp,
     bias = flat(rest[1], "reshape") if op.bias else "None"
     shape = "samples by channels by positions" if after else \
         "one row per sample, one column per channel"
-    rows = emit.assign("rows", f"{x}.reshape(-1, {count})",
-                       comment=f"batchnorm over {' '.join(op.axes)}{emit.source_note(term.span)}"
-                       f": {shape}")
-    normed = emit.assign("normed", f"{emit.functional_call('batch_norm')}({rows}, "
-                       f"{flat(mean, 'view')}, {flat(var, 'view')}, {weight}, {bias}, "
-                       f"self.training, {float_literal(op.momentum)}, {float_literal(op.eps)})")
-    expr = f"{normed}.view_as({x})"
-    return [emit.finish(term, expr, labels, comment=f"batchnorm over {' '.join(op.axes)}",
-                        batched=inputs[0].batched, fallback="batchnorm")]
+    what = f"batchnorm over {' '.join(op.axes)}"
+
+    def call(operand: str) -> str:
+        return (f"{emit.functional_call('batch_norm')}({operand}, {flat(mean, 'view')}, "
+                f"{flat(var, 'view')}, {weight}, {bias}, self.training, "
+                f"{float_literal(op.momentum)}, {float_literal(op.eps)})")
+
+    def general(comment: str | None = None) -> str:
+        rows = emit.assign("rows", f"{x}.reshape(-1, {count})", comment=comment)
+        normed = emit.assign("normed", call(rows))
+        return f"{normed}.view_as({x})"
+
+    if len(channels) == 1 and labels == emit.output_labels(term.outputs[0]):
+        # one dim of samples before the channel (no leading batch dims, or the only one):
+        # `F.batch_norm` takes the array as it is, `(N, C)` or `(N, C, positions...)`
+        return [emit.finish_either(term, dims_test(x, 2 + len(after)), lambda: call(x), general,
+                                   labels, comment=f"{what}: {shape}",
+                                   batched=inputs[0].batched, fallback="batchnorm")]
+    expr = general(f"{what}{emit.source_note(term.span)}: {shape}")
+    return [emit.finish(term, expr, labels, comment=what, batched=inputs[0].batched,
+                        fallback="batchnorm")]
 
 
 def _after_channels(own: Sequence[Label] | None, order: Sequence[Label],
