@@ -384,9 +384,9 @@ def _pointwise_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
 def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                   value: TensorCode, params: Sequence[TensorCode]
                   ) -> tuple[str, list[Label]] | None:
-    """`F.linear(X, W.T, b)` (weight and bias flattened when they have several input or
-    output axes) and the labels of its dims, or None when `value`'s layout is not the one
-    `linear_fuses` needs."""
+    """`F.linear(X, W.T, b)`, or `X @ W` without a bias (weight and bias flattened when they
+    have several input or output axes), and the labels of its dims, or None when `value`'s
+    layout is not the one `linear_fuses` needs."""
     source = term.inputs[0]
     degree = [degree_label(i) for i in _plain_tiling(source) or ()]
     if emit.plain_labels(value, source) != [*degree, *(target_label(n) for n in op.inputs)]:
@@ -395,10 +395,11 @@ def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     weight = params[0].code + (f".flatten(0, {inputs - 1})" if inputs > 1 else "") + \
         (".flatten(1)" if outputs > 1 else "")
     operand = value.code + (f".flatten({-inputs})" if inputs > 1 else "")
-    arguments = [operand, f"{weight}.T"]
     if op.bias:
-        arguments.append(params[1].code + (".flatten()" if outputs > 1 else ""))
-    expr = f"{emit.functional_call('linear')}({', '.join(arguments)})"
+        bias = params[1].code + (".flatten()" if outputs > 1 else "")
+        expr = f"{emit.functional_call('linear')}({operand}, {weight}.T, {bias})"
+    else:  # the product `F.linear` makes of `W.T`, without transposing `W` there and back
+        expr = f"({operand} @ {weight})" if outputs > 1 else f"{operand} @ {weight}"
     if outputs > 1:
         shape = emit.tuple_text([emit.size(term.outputs[0].array.shape.axis(n).size)
                                  for n in op.outputs])
