@@ -197,3 +197,19 @@ def test_symbolic_size_solved_from_a_derived_input_axis() -> None:
         A = torch.randn(3, 2 * length + 1)
         torch.testing.assert_close(module(A), A[:, :2 * length].reshape(3, length, 2),
                                    atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("positions", "convolved"), [(5, False), (4096, True)])
+def test_a_pointwise_linear_map_is_a_convolution_only_on_a_large_plane(
+        positions: int, convolved: bool) -> None:
+    program = ncd.load(textwrap.dedent(f"""
+    axis c = 4, o = 3, x = {positions}
+    def f(X: R[c, x]) -> R[o, x] {{
+        return linear[c -> o, bias](X, W, b)
+    }}
+    """))
+    assert ("F.conv1d" in program.compile("f")) == convolved
+    module = program.to_torch("f")
+    X = torch.randn(2, 4, positions)
+    expected = torch.einsum("co,zcx->zox", module.W, X) + module.b[:, None]
+    torch.testing.assert_close(module(X), expected, **TOLERANCE)
