@@ -74,6 +74,9 @@ def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
             ("..." if operands[0][0].batched else "") + "".join(map(letter, out_labels))):
         return arguments[0]  # one operand read as it is: no einsum needed
     batched = any(value.batched for value, _ in operands)
+    simpler = _broadcast_product(read, out_labels) or _matrix_product(read, out_labels)
+    if simpler is not None:
+        return simpler
     if len(read) >= 3:
         path = _path(emitter, read, out_labels, label_sizes)
         if path is not None:
@@ -82,6 +85,70 @@ def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
     equation = f"{','.join(subscripts)}->{result}"
     # The equation holds only letters, commas, dots and "->": safe between double quotes.
     return f'torch.einsum("{equation}", {", ".join(arguments)})'
+
+
+def _operand(code: str) -> str:
+    """`code` as an operand of `*` or `@`: parenthesised when it is itself an operation (a
+    space or a sign outside brackets)."""
+    depth = 0
+    for index, character in enumerate(code):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(character, 0)
+        if depth == 0 and (character == " " or (index == 0 and character in "-~")):
+            return f"({code})"
+    return code
+
+
+def _broadcast_product(read: Sequence[tuple[list[Label], str, bool]],
+                       out_labels: Sequence[Label]) -> str | None:
+    """A contraction that sums nothing (an outer product, `x, j -> x j`) as an entrywise
+    product of size-1-extended views, which is what `torch.einsum` computes with more
+    reshapes and permutes around it; None when something is summed or an operand has a
+    diagonal."""
+    if len(read) < 2 or any(len(set(labels)) != len(labels) or
+                            not set(labels) <= set(out_labels) for labels, _, _ in read):
+        return None
+    if {label for labels, _, _ in read for label in labels} != set(out_labels):
+        return None
+    factors = []
+    for labels, code, batched in read:
+        present = [label for label in out_labels if label in labels]
+        code = permute_text(code, labels, present)
+        # a batch dim leads: every output axis before it needs its dim; otherwise the
+        # axes before the operand's first are broadcast from the left
+        start = 0 if batched else out_labels.index(present[0])
+        index = [":" if label in labels else "None" for label in out_labels[start:]]
+        if "None" in index:
+            if batched:  # indexed from the right, after the batch dims
+                index = ["...", *index]
+            else:  # indexed from the left: trailing dims need no `:`
+                index = index[:max(i for i, item in enumerate(index) if item == "None") + 1]
+            code = f"{code}[{', '.join(index)}]"
+        factors.append(_operand(code))
+    return " * ".join(factors)
+
+
+def _matrix_product(read: Sequence[tuple[list[Label], str, bool]],
+                    out_labels: Sequence[Label]) -> str | None:
+    """`X @ M` (or `X @ M.T`) when one operand is a matrix with no batch dims that meets the
+    other's last axis, and the output is the other's axes with that one replaced by the
+    matrix's other axis: one matrix product (`torch.matmul` folds the leading dims into
+    its rows) instead of the permutes, copies and batched product of `torch.einsum`."""
+    if len(read) != 2:
+        return None
+    for (labels, code, _), (matrix, matrix_code, matrix_batched) in (
+            (read[0], read[1]), (read[1], read[0])):
+        if matrix_batched or len(matrix) != 2 or matrix[0] == matrix[1] or not labels or \
+                len(set(labels)) != len(labels):
+            continue
+        summed = labels[-1]
+        if summed not in matrix or summed in out_labels:
+            continue
+        kept = matrix[1] if matrix[0] == summed else matrix[0]
+        if kept in labels or list(out_labels) != [*labels[:-1], kept]:
+            continue
+        right = _operand(matrix_code) + ("" if matrix[0] == summed else ".T")
+        return f"{_operand(code)} @ {right}"
+    return None
 
 
 def _path(emitter: ForwardEmitter, read: Sequence[tuple[list[Label], str, bool]],

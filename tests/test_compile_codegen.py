@@ -90,8 +90,8 @@ def test_one_statement_per_node_named_after_the_source() -> None:
     source = ncd.load(ROOT / "gallery" / "attention.ncd").compile()
     forward = source[source.index("def forward"):]
     # (the scores, mask, softmax and values are one fused call: tests/test_compile_attention.py)
-    for statement in ("Q = F.linear(", "K = F.linear(", "V = F.linear(", "O = attended",
-                      "Y = F.linear("):
+    for statement in ("Q = (X @ ", "K = (X @ ", "V = (X @ ", "O = attended",
+                      "Y = O.flatten(-2) @ "):
         assert statement in forward
     assert "# x m -> x h k (line 8)" in forward  # the axes in the source's names
     assert "(line 13)" in forward  # where in the source the node came from

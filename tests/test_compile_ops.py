@@ -150,6 +150,39 @@ def test_einsum_with_a_diagonal_and_a_broadcast_operand() -> None:
     torch.testing.assert_close(module(A, B), torch.diagonal(A)[:, None] * B, **TOLERANCE)
 
 
+def test_a_product_that_sums_nothing_is_entrywise_on_batched_operands() -> None:
+    program = ncd.load(textwrap.dedent("""
+    axis i = 4, j = 3
+    def f(A: R[i], B: R[j], C: R[j, i]) -> R[i, j] {
+        D[i, j] = A[i] * B[j]
+        E[i, j] = D[i, j] * C[j, i]
+        return E
+    }
+    """))
+    assert "einsum" not in program.compile("f")
+    A, B, C = torch.randn(2, 4), torch.randn(3), torch.randn(5, 2, 3, 4)
+    expected = torch.einsum("zi,j,yzji->yzij", A, B, C)
+    torch.testing.assert_close(program.to_torch("f")(A, B, C), expected, **TOLERANCE)
+
+
+@pytest.mark.parametrize("matrix", ["M[p, q]", "M[q, p]"])
+def test_a_matrix_meeting_the_last_axis_is_one_matrix_product(matrix: str) -> None:
+    program = ncd.load(textwrap.dedent(f"""
+    axis b = 5, p = 3, q = 4
+    def f(X: R[b, q]) -> R[b, p] {{
+        param M: R[{matrix[2:-1]}]
+        Y[b, p] = sum(q) {matrix} * X[b, q]
+        return Y
+    }}
+    """))
+    code = program.compile("f")
+    assert "einsum" not in code and " @ self.M" in code
+    module = program.to_torch("f")
+    X = torch.randn(2, 5, 4)
+    equation = "pq,zbq->zbp" if matrix == "M[p, q]" else "qp,zbq->zbp"
+    torch.testing.assert_close(module(X), torch.einsum(equation, module.M, X), **TOLERANCE)
+
+
 def test_symbolic_size_solved_from_a_derived_input_axis() -> None:
     """|x| is read from an input whose axis has size 2 * x + 1."""
     module = build("""
@@ -164,3 +197,19 @@ def test_symbolic_size_solved_from_a_derived_input_axis() -> None:
         A = torch.randn(3, 2 * length + 1)
         torch.testing.assert_close(module(A), A[:, :2 * length].reshape(3, length, 2),
                                    atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("positions", "convolved"), [(5, False), (4096, True)])
+def test_a_pointwise_linear_map_is_a_convolution_only_on_a_large_plane(
+        positions: int, convolved: bool) -> None:
+    program = ncd.load(textwrap.dedent(f"""
+    axis c = 4, o = 3, x = {positions}
+    def f(X: R[c, x]) -> R[o, x] {{
+        return linear[c -> o, bias](X, W, b)
+    }}
+    """))
+    assert ("F.conv1d" in program.compile("f")) == convolved
+    module = program.to_torch("f")
+    X = torch.randn(2, 4, positions)
+    expected = torch.einsum("co,zcx->zox", module.W, X) + module.b[:, None]
+    torch.testing.assert_close(module(X), expected, **TOLERANCE)
