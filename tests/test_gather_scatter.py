@@ -224,6 +224,18 @@ def test_an_index_array_is_checked_once_against_each_bound() -> None:
             module(X, bad_src, bad_dst)
 
 
+def test_an_empty_index_array_passes_its_check() -> None:
+    """A graph without edges: the check reads the least and greatest index, which an empty
+    array lacks; it holds no value outside the axis, and each node keeps its own features."""
+    module = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3}).to_torch(
+        "gcn_conv", dtype=torch.float64)
+    X = torch.randn(5, 6, dtype=torch.float64)
+    none = torch.zeros(0, dtype=torch.long)
+    with torch.no_grad():
+        expected = F.relu(F.linear(X, module.W.T, module.b))
+        torch.testing.assert_close(module(X, none, none), expected)
+
+
 def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_agree() -> None:
     """A gather through one index array of one axis is `index_select` (whole slices) or
     `gather` (a pick in each row), and a `scatter_add` through one `index_add`, when the
