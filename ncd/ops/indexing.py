@@ -223,6 +223,22 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
                         fallback="gathered")]
 
 
+def gather_by_rows(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
+                   inputs: list[TensorCode]) -> TensorCode:
+    """The gather through index arrays read in general, by rows, with no faster call beside
+    it: for a fused lowering whose own call takes the place of `_gather_lower`'s faster ones,
+    and which has checked the index arrays before (`check_index_array`)."""
+    source = inputs[0]
+    out = term.outputs[0].array
+    labels: list[Label] = [target_label(n) for n in out.names]
+    arrays = [(term_index, axis) for term_index, axis in
+              zip(op.indices, source.array.shape.axes, strict=True) if term_index.array is not None]
+    texts = ", ".join(t.text for t in op.indices)
+    expr = _gather_by_rows(emit, term, op, source, inputs, arrays, labels)
+    return emit.finish(term, expr, labels, comment=f"read at [{texts}]", batched=True,
+                       fallback="gathered")
+
+
 def _single_index_read(emit: Emitter, op: ir.GatherOp, source: TensorCode, out: ir.ArrayType,
                        inputs: list[TensorCode]) -> tuple[int, TensorCode, bool] | None:
     """For a gather through one index array of one axis whose other coordinates are the
