@@ -52,6 +52,12 @@ def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
             sizes = {relabel[index].get(label, label): size for label, size in sizes.items()}
         label_sizes.update((label, sizes[label]) for label in labels if label in sizes)
         read.append((labels, code, value.batched))
+    if relabel is None and len(read) == 2 and _entrywise(read, out_labels):
+        # Nothing summed, no diagonal: an entrywise product of the two operands laid out in
+        # the output's order, which skips einsum's own planning (several dispatches each call).
+        left, right = (emitter.normalized(term, value, port, out_labels, "unsqueeze")
+                       for value, port in operands)
+        return f"{left} * {right}"
     distinct = {*out_labels, *(label for labels, _, _ in read for label in labels)}
     if len(distinct) > len(_LETTERS):
         return _grouped_contraction(emitter, term, operands, read, out_labels, label_sizes)
@@ -82,6 +88,14 @@ def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
     equation = f"{','.join(subscripts)}->{result}"
     # The equation holds only letters, commas, dots and "->": safe between double quotes.
     return f'torch.einsum("{equation}", {", ".join(arguments)})'
+
+
+def _entrywise(read: Sequence[tuple[list[Label], str, bool]], out_labels: Sequence[Label]
+               ) -> bool:
+    """Whether every operand's labels are distinct and all kept in the output."""
+    kept = set(out_labels)
+    return all(len(set(labels)) == len(labels) and kept.issuperset(labels)
+               for labels, _, _ in read)
 
 
 def _path(emitter: ForwardEmitter, read: Sequence[tuple[list[Label], str, bool]],

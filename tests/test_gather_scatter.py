@@ -245,6 +245,7 @@ def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_a
     graph = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3})
     source = graph.compile()
     assert ".index_select(-2, Src)" in source and ".index_add(-1, Dst, " in source
+    assert "Coef = gather * gather_2" in source and "torch.einsum" not in source  # entrywise
     module = graph.to_torch("gcn_conv", dtype=torch.float64).eval()
     X = torch.randn(2, 5, 6, dtype=torch.float64)
     Src = torch.tensor([[0, 1, 4, 2], [3, 3, 0, 1]])
