@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ncd import ir
-from ncd.term_flow import TermFlow
+from ncd.term_flow import TermFlow, find_matches
 
 
 @dataclass(frozen=True)
@@ -39,15 +39,8 @@ class NegatedMeanPick:
 
 
 def find_negated_mean_picks(term: ir.Term) -> list[NegatedMeanPick]:
-    """Every match of the pattern inside `term` (through compositions and products; the body
-    of a block or a scan is a term of its own, searched when it is reached)."""
-    flow = TermFlow.of(term)
-    found = []
-    for operation in flow.operations:
-        match = _match(flow, operation)
-        if match is not None:
-            found.append(match)
-    return found
+    """Every match of the pattern inside `term` (`ncd.term_flow.find_matches`)."""
+    return find_matches(term, _match)
 
 
 def _alone(term: ir.Broadcasted, inputs: int) -> bool:
