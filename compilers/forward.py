@@ -30,6 +30,7 @@ from .labels import output_labels, port_rows
 from .machines import lower_machine
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
 from .naming import Namespace, base_name, camel_case, comment_text, snake_case, string_literal
+from .picks import PickLossLowering
 from .scans import lower_scan
 from .size_code import division_atoms, size_expression_code
 from .views import Missing, Row, View, leading_shape, permute_text, tuple_text, view_through
@@ -75,6 +76,8 @@ class ForwardEmitter:
         self.attention = AttentionLowering(self)
         # Convolutions and pools, each lowered as one kernel call (`compilers.convolution`).
         self.windows = WindowLowering(self)
+        # The negated mean of one pick per row, as one `F.nll_loss` call (`compilers.picks`).
+        self.picks = PickLossLowering(self)
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -258,6 +261,7 @@ class ForwardEmitter:
             case ir.Composed(terms=terms):
                 self.attention.plan(term)
                 self.windows.plan(term)
+                self.picks.plan(term)
                 values = list(inputs)
                 for part in terms:
                     values = self.term(part, values)
@@ -456,6 +460,8 @@ class ForwardEmitter:
         fused = self.attention.lower(term, inputs)
         if fused is None:
             fused = self.windows.lower(term, inputs)
+        if fused is None:
+            fused = self.picks.lower(term, inputs)
         if fused is not None:
             return fused
         return declaration(term.op).lower(self, term, term.op, inputs)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ncd import ir
-from ncd.term_flow import TermFlow, plain_reads
+from ncd.term_flow import TermFlow, find_matches, plain_reads
 
 Member = ir.Broadcasted
 
@@ -69,13 +69,7 @@ class Attention:
 def find_attention(term: ir.Term) -> list[Attention]:
     """Every match of the pattern inside `term` (through compositions and products; the body
     of a block or a scan is a term of its own, searched when it is reached)."""
-    flow = TermFlow.of(term)
-    found = []
-    for operation in flow.operations:
-        match = _match(flow, operation)
-        if match is not None:
-            found.append(match)
-    return found
+    return find_matches(term, _match)
 
 
 # ---- the match

@@ -12,7 +12,9 @@ outside.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ncd import ir
 
@@ -20,6 +22,7 @@ ESCAPES = -1
 """The reader of an array read outside the walk (an output, a deleted wire, a block or a scan)."""
 
 Maker = ir.Broadcasted | ir.Reindexing
+Match = TypeVar("Match")
 
 
 @dataclass
@@ -115,6 +118,20 @@ class TermFlow:
         """The id of the one term that reads the single output of `term`."""
         made = self.outputs[id(term)]
         return self.only_reader(made[0]) if len(made) == 1 else None
+
+
+def find_matches(term: ir.Term, match: Callable[[TermFlow, ir.Broadcasted], Match | None]
+                 ) -> list[Match]:
+    """Every match of a pattern inside `term`, tried at each operation in the order of the term
+    (through compositions and products; the body of a block or a scan is a term of its own,
+    searched when it is reached)."""
+    flow = TermFlow.of(term)
+    found = []
+    for operation in flow.operations:
+        matched = match(flow, operation)
+        if matched is not None:
+            found.append(matched)
+    return found
 
 
 def plain_reads(port: ir.Port) -> dict[str, int] | None:

@@ -224,14 +224,28 @@ def test_an_index_array_is_checked_once_against_each_bound() -> None:
             module(X, bad_src, bad_dst)
 
 
+def test_an_empty_index_array_passes_its_check() -> None:
+    """A graph without edges: the check reads the least and greatest index, which an empty
+    array lacks; it holds no value outside the axis, and each node keeps its own features."""
+    module = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3}).to_torch(
+        "gcn_conv", dtype=torch.float64)
+    X = torch.randn(5, 6, dtype=torch.float64)
+    none = torch.zeros(0, dtype=torch.long)
+    with torch.no_grad():
+        expected = F.relu(F.linear(X, module.W.T, module.b))
+        torch.testing.assert_close(module(X, none, none), expected)
+
+
 def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_agree() -> None:
     """A gather through one index array of one axis is `index_select` (whole slices) or
-    `gather` (a pick in each row), and a `scatter_add` through one `index_add`, when the
-    index array has no batch dims; with batch dims they are spelled out by rows and places
-    as before. Both equal the per-element results."""
+    `gather` (a pick in each row), a `scatter_add` through one `index_add`, and the negated
+    mean of the picks at the labels one `F.nll_loss`, when the index array has no batch dims;
+    with batch dims they are spelled out by rows and places as before. Both equal the
+    per-element results."""
     graph = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3})
     source = graph.compile()
     assert ".index_select(-2, Src)" in source and ".index_add(-1, Dst, " in source
+    assert "Coef = gather * gather_2" in source and "torch.einsum" not in source  # entrywise
     module = graph.to_torch("gcn_conv", dtype=torch.float64).eval()
     X = torch.randn(2, 5, 6, dtype=torch.float64)
     Src = torch.tensor([[0, 1, 4, 2], [3, 3, 0, 1]])
@@ -239,13 +253,41 @@ def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_a
     together = module(X, Src, Dst)
     for i in range(2):
         torch.testing.assert_close(together[i], module(X[i], Src[i], Dst[i]))
+    assert ".gather(-1, T.unsqueeze(-1)).squeeze(-1)" in ncd.load(LOSS).compile()
     loss = ncd.load("gallery/classifier.ncd", sizes={"n": 5})
-    assert ".gather(-1, T.unsqueeze(-1)).squeeze(-1)" in loss.compile("cross_entropy")
+    assert "= F.nll_loss(L, T)" in loss.compile("cross_entropy")
     pick = loss.to_torch("cross_entropy", dtype=torch.float64)
-    Z = torch.randn(2, 3, 5, dtype=torch.float64)
+    Z = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
     T = torch.tensor([[0, 4, 2], [1, 1, 3]])
     together = pick(Z, T)
     for i in range(2):
         expected = torch.nn.functional.cross_entropy(Z[i], T[i])
         torch.testing.assert_close(pick(Z[i], T[i]), expected)
         torch.testing.assert_close(together[i], expected)
+        (mine,) = torch.autograd.grad(pick(Z[i], T[i]), Z)
+        (theirs,) = torch.autograd.grad(expected, Z)
+        torch.testing.assert_close(mine, theirs)
+    with pytest.raises(ValueError, match=r"line \d+: .* outside axis n of L \(0 to 4\)"):
+        pick(Z[0], torch.tensor([0, -100, 2]))  # the kernel alone would skip -100
+
+
+def test_the_negated_mean_of_picks_is_fused_only_when_nothing_else_reads_them() -> None:
+    """`-mean[b](L[b, T[b]])` is one `F.nll_loss`; picks or a mean read elsewhere too are
+    written out. A graph traced by `torch.fx` takes the written-out reading, and agrees."""
+    def source(body: str) -> str:
+        return "axis b, k = 5\ndef loss(L: R[b, k], T: N[k][b]) -> R[] {\n" + body + "}\n"
+    fused = ncd.load(source("    P[b] = L[b, T[b]]\n    return -mean[b](P)\n"))
+    assert "F.nll_loss(L, T)" in fused.compile()
+    for body in ("    P[b] = L[b, T[b]]\n    return -mean[b](P) + sum[b](P)\n",
+                 "    P[b] = L[b, T[b]]\n    M = mean[b](P)\n    return -M + M\n",
+                 "    P[b] = L[b, T[b]]\n    return -sum[b](P)\n"):
+        assert "nll_loss" not in ncd.load(source(body)).compile(), body
+    module = fused.to_torch("loss", dtype=torch.float64)
+    L = torch.randn(4, 5, dtype=torch.float64)
+    T = torch.tensor([4, 0, 2, 2])
+    traced = torch.fx.symbolic_trace(module)
+    assert "nll_loss" not in traced.code
+    expected = -L[torch.arange(4), T].mean()
+    torch.testing.assert_close(module(L, T), expected)
+    torch.testing.assert_close(traced(L, T), expected)
+    agrees_with_interpreter(source("    P[b] = L[b, T[b]]\n    return -mean[b](P)\n"))

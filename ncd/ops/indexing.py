@@ -118,13 +118,16 @@ INDEX_VALUE = declare(Declaration(
 # ---------------------------------------------------------------------------------------
 
 
-def _check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
-                       span: ir.Span | None) -> None:
+def check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
+                      span: ir.Span | None) -> None:
     """A run-time check that an index array's values lie inside the axis they index: a
-    `ValueError` naming the line when the module runs as Python. A graph being captured
-    (`torch.compile`, `torch.export`, `torch.fx.symbolic_trace`) cannot branch on the values
-    of a tensor, so there the same test is the graph's own assertion, `torch._assert_async`,
-    which raises a `RuntimeError` with the same message when the graph runs."""
+    `ValueError` naming the line when the module runs as Python, from the array's least and
+    greatest values (two reductions and two reads of a scalar: eagerly, where each operation
+    costs a dispatch, cheaper than comparing every value twice; an empty array holds no value
+    to check, and its `min` is an error). A graph being captured (`torch.compile`, `torch.export`,
+    `torch.fx.symbolic_trace`) cannot branch on the values of a tensor, so there the test is
+    the graph's own assertion, `torch._assert_async`, which raises a `RuntimeError` with the
+    same message when the graph runs."""
     where = f"line {span.line}: " if span is not None else ""
     size = emit.size(axis.size)
     if not emit.first_check(f"{code} < {size}"):
@@ -133,12 +136,14 @@ def _check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
     last = str(known - 1) if known is not None else f"{ir.size_text(axis.size)} - 1"
     message = f"\"{where}an index array holds a value outside axis {axis.name} of {source} " \
         f"(0 to {last})\""
-    outside = emit.assign("outside", f"(({code} < 0) | ({code} >= {size})).any()",
-                          fallback="outside")
     capturing = "torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()"
     emit.statement(f"if {capturing}:")
-    emit.statement(f"    torch._assert_async(~{outside}, {message})")
-    emit.statement(f"elif {outside}:")
+    with emit.branch():
+        outside = emit.assign("outside", f"(({code} < 0) | ({code} >= {size})).any()",
+                              fallback="outside")
+        emit.statement(f"torch._assert_async(~{outside}, {message})")
+    emit.statement(f"elif {code}.numel() and (int({code}.min()) < 0 or "
+                   f"int({code}.max()) >= {size}):")
     emit.statement(f"    raise ValueError({message})")
 
 
@@ -188,7 +193,7 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
     # Each index array checked once, before either way of reading through it.
     for term_index, axis in arrays:
         assert term_index.array is not None
-        _check_index_array(emit, inputs[term_index.array].code,
+        check_index_array(emit, inputs[term_index.array].code,
                            term.inputs[0].name or "the array", axis, term.span)
     single = _single_index_read(emit, op, source, out, inputs)
     if single is None:
@@ -216,6 +221,22 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
                        f"{_gather_by_rows(emit, term, op, source, inputs, arrays, labels)}")
     return [emit.finish(term, gathered, labels, comment=f"read at [{texts}]", batched=True,
                         fallback="gathered")]
+
+
+def gather_by_rows(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
+                   inputs: list[TensorCode]) -> TensorCode:
+    """The gather through index arrays read in general, by rows, with no faster call beside
+    it: for a fused lowering whose own call takes the place of `_gather_lower`'s faster ones,
+    and which has checked the index arrays before (`check_index_array`)."""
+    source = inputs[0]
+    out = term.outputs[0].array
+    labels: list[Label] = [target_label(n) for n in out.names]
+    arrays = [(term_index, axis) for term_index, axis in
+              zip(op.indices, source.array.shape.axes, strict=True) if term_index.array is not None]
+    texts = ", ".join(t.text for t in op.indices)
+    expr = _gather_by_rows(emit, term, op, source, inputs, arrays, labels)
+    return emit.finish(term, expr, labels, comment=f"read at [{texts}]", batched=True,
+                       fallback="gathered")
 
 
 def _single_index_read(emit: Emitter, op: ir.GatherOp, source: TensorCode, out: ir.ArrayType,
@@ -524,7 +545,7 @@ def _scatter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ScatterAddOp,
     lead = index if index.batched and not inputs[0].batched else None
     value = emit.normalized(term, inputs[0], term.inputs[0], order, "expand", leading_from=lead)
     target = term.outputs[0].array.shape.axis(op.output)
-    _check_index_array(emit, index.code, "the result", target, term.span)
+    check_index_array(emit, index.code, "the result", target, term.span)
     size = emit.size(target.size)
     moved = emit.assign("moved", value, fallback="moved")
     zeros = f"{moved}.new_zeros({moved}.shape[:-1] + ({size},))"

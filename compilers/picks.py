@@ -1,0 +1,77 @@
+"""The negated mean of one pick per row, `-mean[b](L[b, T[b]])`, as one `F.nll_loss` call.
+
+`ncd.picks.find_negated_mean_picks` finds the pattern (a gather at the labels, a mean over the
+rows, a negation); this module lowers each match: the gather and the mean write no code (their
+arrays are read by nothing else), and the negation becomes, after the index array's check,
+`F.nll_loss(L, T)` (what `F.cross_entropy` calls after its log-softmax) when `L` and `T` come
+without batch dims, as they mostly do, and the term written out otherwise (a lifted call, or a
+graph traced by `torch.fx`, whose proxies cannot answer `dim()`). The labels are checked first,
+as every index array is: the kernel skips a label equal to its `ignore_index` (-100) instead of
+refusing it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ncd import ir
+from ncd.operators import declaration
+from ncd.ops.indexing import check_index_array, gather_by_rows
+from ncd.ops.lowering import TensorCode
+from ncd.picks import NegatedMeanPick, find_negated_mean_picks
+
+if TYPE_CHECKING:
+    from .forward import ForwardEmitter
+
+PLACEHOLDER = "_fused_pick"
+"""The code of a member's output that only the next member reads (it writes no code)."""
+
+
+class PickLossLowering:
+    """The matches of the terms an emitter writes, and the operands of each gather so far."""
+
+    def __init__(self, emitter: ForwardEmitter) -> None:
+        self.emitter = emitter
+        self.roles: dict[int, NegatedMeanPick] = {}  # id of a member term -> its match
+        self.operands: dict[int, list[TensorCode]] = {}  # id of a match's gather -> inputs
+
+    def plan(self, term: ir.Composed) -> None:
+        """Find the matches in a composition about to be written (the terms are the IR's own
+        objects, alive while it is written, so their ids name them)."""
+        for match in find_negated_mean_picks(term):
+            for member in match.members:
+                self.roles.setdefault(id(member), match)
+
+    def lower(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode] | None:
+        """The outputs of a member of a match, or None for any other term."""
+        match = self.roles.get(id(term))
+        if match is None:
+            return None
+        if term is match.gather:
+            self.operands[id(match.gather)] = list(inputs)
+        if term is not match.neg:
+            return [TensorCode(PLACEHOLDER, term.cod[0], inputs[0].batched)]
+        return [self._call(match, self.operands.pop(id(match.gather)))]
+
+    def _call(self, match: NegatedMeanPick, operands: list[TensorCode]) -> TensorCode:
+        emit = self.emitter
+        gather, mean, neg = match.members
+        assert isinstance(gather.op, ir.GatherOp)
+        source, labels = operands
+        row, label_axis = source.array.shape.axes
+        check_index_array(emit, labels.code, gather.inputs[0].name or "the array", label_axis,
+                          gather.span)
+        result = emit.fresh(neg.outputs[0].name or "loss")
+        comment = f"-mean over {row.name} of the picks at [{gather.op.indices[1].text}]"
+        emit.statement("if not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and "
+                       f"{labels.code}.dim() == 1 and {source.code}.dim() == 2:")
+        with emit.branch():
+            call = f"{emit.functional_call('nll_loss')}({source.code}, {labels.code})"
+            emit.statement(f"{result} = {call}", comment + emit.source_note(neg.span))
+        emit.statement("else:")
+        with emit.branch():
+            picked = gather_by_rows(emit, gather, gather.op, operands)
+            (averaged,) = declaration(mean.op).lower(emit, mean, mean.op, [picked])
+            (negated,) = declaration(neg.op).lower(emit, neg, neg.op, [averaged])
+            emit.statement(f"{result} = {negated.code}")
+        return TensorCode(result, neg.cod[0], batched=True)
