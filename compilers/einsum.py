@@ -74,6 +74,11 @@ def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
             ("..." if operands[0][0].batched else "") + "".join(map(letter, out_labels))):
         return arguments[0]  # one operand read as it is: no einsum needed
     batched = any(value.batched for value, _ in operands)
+    if len(read) == 2 and all(_broadcasts(labels, out_labels, b) for labels, _, b in read):
+        # No axis summed and each operand's axes trailing the output's: one entrywise
+        # product, as `*` broadcasts it (einsum's own permutes and checks, at every call,
+        # cost several times the product at small sizes).
+        return f"{arguments[0]} * {arguments[1]}"
     if len(read) >= 3:
         path = _path(emitter, read, out_labels, label_sizes)
         if path is not None:
@@ -82,6 +87,14 @@ def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
     equation = f"{','.join(subscripts)}->{result}"
     # The equation holds only letters, commas, dots and "->": safe between double quotes.
     return f'torch.einsum("{equation}", {", ".join(arguments)})'
+
+
+def _broadcasts(labels: Sequence[Label], out_labels: Sequence[Label], batched: bool) -> bool:
+    """Whether `*` lines up an operand with the output: its labels the output's last ones
+    (a batched operand's leading dims are the output's, so it has all of them)."""
+    if batched or len(labels) == len(out_labels):
+        return list(labels) == list(out_labels)
+    return list(labels) == list(out_labels[len(out_labels) - len(labels):])
 
 
 def _path(emitter: ForwardEmitter, read: Sequence[tuple[list[Label], str, bool]],

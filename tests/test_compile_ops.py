@@ -8,6 +8,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from differential import compare_definition
 
 import ncd
 
@@ -164,3 +165,28 @@ def test_symbolic_size_solved_from_a_derived_input_axis() -> None:
         A = torch.randn(3, 2 * length + 1)
         torch.testing.assert_close(module(A), A[:, :2 * length].reshape(3, length, 2),
                                    atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("product", "multiplied"), [
+    ("Y[t, m] = X[t, m] * D[m]", True),  # D's axis trails the output's: `*` lines it up
+    ("Y[t, m] = X[t, m] * X[t, m]", True),  # both batched, both whole
+    ("Y[t, m] = X[t, m] * E[t]", False),  # E's axis does not trail: einsum
+    ("Y[m, t] = X[t, m] * D[m]", False),  # X read transposed: einsum
+])
+def test_a_product_that_broadcasts_is_one_multiplication(product: str, multiplied: bool) -> None:
+    """Two operands, no axis summed, each one's axes trailing the output's: `a * b`, not
+    einsum (whose per-call overhead is several times the product at small sizes)."""
+    text = textwrap.dedent(f"""\
+        axis t = 3, m = 4
+        def f(X: R[t, m]) -> R[{product[2:6]}] {{
+            param D: R[m] = normal(0, 1)
+            param E: R[t] = normal(0, 1)
+            {product}
+            return Y
+        }}
+        """)
+    program = ncd.load(text)
+    source = program.compile("f")
+    assert ("torch.einsum(" not in source) == multiplied, source
+    report = compare_definition(program.ir, "f")
+    assert report.compared and not report.findings, report.findings
