@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from ncd import ir
 from ncd.dataflow import Dataflow, Wire, dataflow, independent_of, inlinable_step, reached_from
 from ncd.ops.lowering import TensorCode
 from ncd.recurrent_cells import Cell, CellLinear, recognise
+from ncd.sizes import ProgramSizes
 
 from .errors import CompileError
 from .modules import ModuleSpec, Scope, attribute_code
@@ -48,9 +50,10 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
     plan = inline_plan(emit, term)
     if plan is None:
         return generic_scan(emit, term, inputs)
-    cell = None if term.reverse else recognise(plan.definition, term.carries, emit.sizes)
-    if cell is None or len(inputs) != term.carries + 1:
+    fused = fused_cell(term, emit.compiler.program, emit.sizes)
+    if fused is None:
         return inlined_scan(emit, term, inputs, plan)
+    cell = fused[1]
     # The loop first, into a buffer: the fused branch binds the names it leaves.
     lines, emit.lines = emit.lines, []
     emit.checked.clear()  # the loop rebinds names: what was checked is forgotten
@@ -60,7 +63,7 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
     finally:
         emit.depth -= 1
         loop, emit.lines = emit.lines, lines
-    kernel = "torch.lstm" if cell.kind == "lstm" else "torch.gru"
+    kernel = _kernel(cell)
     capturing = "torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()"
     emit.emit(f"if not ({capturing}):",
               f"{plan.op.definition} is a standard {cell.kind.upper()} cell: {kernel}"
@@ -70,6 +73,46 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
     emit.emit("else:", "torch.compile cannot compile the fused kernel: the loop")
     emit.lines.extend(loop)
     return results
+
+
+def fused_cell(term: ir.Scan, program: ir.Program,
+               sizes: ProgramSizes) -> tuple[ir.Definition, Cell] | None:
+    """The step's definition and cell when the scan runs as PyTorch's fused kernel: a scan
+    run forward over one sequence, whose step can be inlined and is exactly a standard LSTM
+    or GRU cell."""
+    if term.reverse or len(term.dom) != term.carries + 1:
+        return None
+    found = inlinable_step(term, program, sizes)
+    if found is None:
+        return None
+    cell = recognise(found[2], term.carries, sizes)
+    return None if cell is None else (found[2], cell)
+
+
+def kernel_layouts(program: ir.Program,
+                   names: Iterable[str]) -> dict[str, dict[str, tuple[str, ...]]]:
+    """By cell definition and parameter: the axes of each weight that a fused scan among
+    the definitions `names` passes to the kernel, in the kernel's order (gate, hidden,
+    input), where the declared order differs. The class allocates such a weight in that
+    order and permutes it to the declared one, so that the kernel reads a contiguous view:
+    given a weight that is not contiguous, the kernel copies it at every call, and the
+    backward pass copies its gradient back."""
+    sizes = ProgramSizes(program.axes)
+    layouts: dict[str, dict[str, tuple[str, ...]]] = {}
+    for name in names:
+        for term in ir.walk(program.definition(name).body):
+            if not isinstance(term, ir.Scan):
+                continue
+            fused = fused_cell(term, program, sizes)
+            if fused is None:
+                continue
+            definition, cell = fused
+            for linear in (cell.input_map, cell.hidden_map):
+                weight = linear.term.params[0]
+                order = (cell.gate_axis, cell.hidden_axis, linear.input_axis)
+                if weight.name is not None and weight.array.names != order:
+                    layouts.setdefault(definition.name, {})[weight.name] = order
+    return layouts
 
 
 def inline_plan(emit: ForwardEmitter, term: ir.Scan) -> InlinePlan | None:
@@ -244,26 +287,6 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
     hidden = _value(emit, cell.input_map.term.outputs[0].array.shape.axis(cell.hidden_axis).size)
     gates = 4 if cell.kind == "lstm" else 3
     carried = [cell.hidden] + ([cell.cell] if cell.cell is not None else [])
-    # The kernel's batch: the sequence's and the states' leading and lifted dims, broadcast
-    # (a state may have fewer leading dims than the sequence, or more).
-    time = -lifted - 2
-    around = f"{sequence.code}.shape[:{time}]" + \
-        (f" + {sequence.code}.shape[{time + 1}:-1]" if lifted else "")
-    shapes = [around] + [f"{inputs[p].code}.shape[:-1]" for p in carried]
-    batch = emit.assign("batch", f"torch.broadcast_shapes({', '.join(shapes)})",
-                        "the batch dims of the kernel")
-    leading = f"{batch}[:-{lifted}]" if lifted else batch
-    ordered = emit.assign(f"{base_name(sequence.code)}_by_{term.axis.name}",
-                          f"{sequence.code}.expand({leading} + {sequence.code}.shape[{time}:])"
-                          f".movedim({time}, 0)", f"{term.axis.name} first")
-    flat = emit.assign(f"{base_name(sequence.code)}_flat",
-                       f"{ordered}.reshape({ordered}.shape[0], -1, {width})")
-    states = []
-    for position in carried:
-        value = inputs[position]
-        states.append(emit.assign(f"{base_name(value.code)}_flat",
-                                  f"{value.code}.expand({batch} + ({hidden},))"
-                                  f".reshape(1, -1, {hidden})"))
     outer = emit.scope
     attribute = outer.spec.child(plan.op.instance,
                                  emit.compiler.info(plan.definition.name).class_name,
@@ -274,13 +297,73 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
                    for linear in (cell.input_map, cell.hidden_map)]
     finally:
         emit.scope = outer
-    params = emit.tuple_text([w for w, _ in weights] + [b for _, b in weights])
-    state_text = states[0] if len(states) == 1 else f"({', '.join(states)})"
+    params = emit.assign(f"{plan.op.instance}_weights",
+                         emit.tuple_text([w for w, _ in weights] + [b for _, b in weights]),
+                         f"as {_kernel(cell)} reads them")
+    states = [inputs[p].code for p in carried]
+    if lifted != 1:
+        _kernel_call(emit, term, plan, cell, sequence, states, params, results, width, hidden)
+        return
+    # One lifted dim and no leading dims (the common call): the arrays are in the kernel's
+    # layout already, and the per-call shape work of the general form is skipped.
+    same = " == ".join([f"{sequence.code}.shape[1:2]", *(f"{s}.shape[:-1]" for s in states)])
+    emit.emit(f"if {sequence.code}.dim() == 3 and {same}:", "(steps, batch, features) already")
+    with emit.indented():
+        finals = _final_names(emit, plan, states)
+        (stacked,) = results[term.carries:]
+        state_text = _state_text([f"{s}[None]" for s in states])
+        emit.emit(f"{', '.join([stacked.code, *finals])} = {_kernel(cell)}({sequence.code}, "
+                  f"{state_text}, {params}, True, 1, 0.0, False, False, False)")
+        by_carry = dict(zip(carried, finals, strict=True))
+        for position, result in enumerate(results[:term.carries]):
+            emit.emit(f"{result.code} = {by_carry[position]}[0]")
+    emit.emit("else:")
+    with emit.indented():
+        _kernel_call(emit, term, plan, cell, sequence, states, params, results, width, hidden)
+
+
+def _kernel(cell: Cell) -> str:
+    return "torch.lstm" if cell.kind == "lstm" else "torch.gru"
+
+
+def _state_text(states: list[str]) -> str:
+    """The kernel's initial state: `h`, or the pair `(h, c)`."""
+    return states[0] if len(states) == 1 else f"({', '.join(states)})"
+
+
+def _final_names(emit: ForwardEmitter, plan: InlinePlan, states: list[str]) -> list[str]:
+    """Fresh names for the kernel's final states, as it gives them: (1, batch, hidden)."""
+    return [emit.names.fresh(f"{plan.op.instance}_last") for _ in states]
+
+
+def _kernel_call(emit: ForwardEmitter, term: ir.Scan, plan: InlinePlan, cell: Cell,
+                 sequence: TensorCode, states: list[str], params: str,
+                 results: list[TensorCode], width: int, hidden: int) -> None:
+    """The general form: the sequence's and the states' leading and lifted dims broadcast
+    and flattened into the kernel's one batch dim, and its results shaped back."""
+    carried = [cell.hidden] + ([cell.cell] if cell.cell is not None else [])
+    lifted = len(plan.call.degree.axes)
+    # The kernel's batch: the sequence's and the states' leading and lifted dims, broadcast
+    # (a state may have fewer leading dims than the sequence, or more).
+    time = -lifted - 2
+    around = f"{sequence.code}.shape[:{time}]" + \
+        (f" + {sequence.code}.shape[{time + 1}:-1]" if lifted else "")
+    shapes = [around] + [f"{s}.shape[:-1]" for s in states]
+    batch = emit.assign("batch", f"torch.broadcast_shapes({', '.join(shapes)})",
+                        "the batch dims of the kernel")
+    leading = f"{batch}[:-{lifted}]" if lifted else batch
+    ordered = emit.assign(f"{base_name(sequence.code)}_by_{term.axis.name}",
+                          f"{sequence.code}.expand({leading} + {sequence.code}.shape[{time}:])"
+                          f".movedim({time}, 0)", f"{term.axis.name} first")
+    flat = emit.assign(f"{base_name(sequence.code)}_flat",
+                       f"{ordered}.reshape({ordered}.shape[0], -1, {width})")
+    flat_states = [emit.assign(f"{base_name(s)}_flat",
+                               f"{s}.expand({batch} + ({hidden},)).reshape(1, -1, {hidden})")
+                   for s in states]
     steps = emit.names.fresh(f"{plan.op.instance}_steps")
-    finals = [emit.names.fresh(f"{plan.op.instance}_last") for _ in states]
-    kernel = "torch.lstm" if cell.kind == "lstm" else "torch.gru"
-    emit.emit(f"{', '.join([steps, *finals])} = {kernel}({flat}, {state_text}, {params}, True, "
-              "1, 0.0, False, False, False)")
+    finals = _final_names(emit, plan, states)
+    emit.emit(f"{', '.join([steps, *finals])} = {_kernel(cell)}({flat}, "
+              f"{_state_text(flat_states)}, {params}, True, 1, 0.0, False, False, False)")
     by_carry = dict(zip(carried, finals, strict=True))
     for position, result in enumerate(results[:term.carries]):
         emit.emit(f"{result.code} = {by_carry[position]}.reshape({batch} + ({hidden},))")

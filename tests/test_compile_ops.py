@@ -8,6 +8,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from differential import compare_definition
 
 import ncd
 
@@ -213,3 +214,26 @@ def test_a_pointwise_linear_map_is_a_convolution_only_on_a_large_plane(
     X = torch.randn(2, 4, positions)
     expected = torch.einsum("co,zcx->zox", module.W, X) + module.b[:, None]
     torch.testing.assert_close(module(X), expected, **TOLERANCE)
+@pytest.mark.parametrize("product", [
+    "Y[t, m] = X[t, m] * D[m]",  # D's axis trails the output's: `*` lines it up
+    "Y[t, m] = X[t, m] * X[t, m]",  # both batched, both whole
+    "Y[t, m] = X[t, m] * E[t]",  # E's axis does not trail: a size-1 dim after it
+    "Y[m, t] = X[t, m] * D[m]",  # X read transposed
+])
+def test_a_product_that_sums_nothing_is_one_multiplication(product: str) -> None:
+    """Two operands, no axis summed: `a * b` of views laid out in the output's order, not
+    einsum (whose per-call overhead is several times the product at small sizes)."""
+    text = textwrap.dedent(f"""\
+        axis t = 3, m = 4
+        def f(X: R[t, m]) -> R[{product[2:6]}] {{
+            param D: R[m] = normal(0, 1)
+            param E: R[t] = normal(0, 1)
+            {product}
+            return Y
+        }}
+        """)
+    program = ncd.load(text)
+    source = program.compile("f")
+    assert "torch.einsum(" not in source and " * " in source, source
+    report = compare_definition(program.ir, "f")
+    assert report.compared and not report.findings, report.findings

@@ -111,7 +111,22 @@ def test_the_fused_kernel_reads_the_parameters_in_place() -> None:
                                            "lstm_cell.b_hh", "lstm_cell.b_ih"]
     W = module.lstm_cell.W_ih
     assert W.permute(1, 2, 0).reshape(256, 32).data_ptr() == W.data_ptr()
+    # allocated in the kernel's order, so the kernel copies no weight at a call
+    assert W.permute(1, 2, 0).reshape(256, 32).is_contiguous()
     assert "torch.gru(" in ncd.load(GALLERY / "gru.ncd").compile("gru")
+
+
+def test_weights_in_the_kernels_order_start_from_the_same_values() -> None:
+    """A seed gives the fused cell's weights the values it gives the cell compiled alone
+    (whose weights keep the declared order): they are drawn in the declared order."""
+    program = ncd.load(GALLERY / "gru.ncd")
+    torch.manual_seed(0)
+    fused = program.to_torch("gru").gru_cell
+    torch.manual_seed(0)
+    alone = program.to_torch("gru_cell")
+    assert not fused.W_hh.is_contiguous() and alone.W_hh.is_contiguous()
+    for key, value in alone.state_dict().items():
+        assert torch.equal(fused.state_dict()[key], value), key
 
 
 def loop_of(source: str, definition: str) -> tuple[str, str]:
@@ -134,7 +149,7 @@ def test_the_lru_computes_its_input_terms_and_decay_before_the_loop() -> None:
 def test_the_loop_of_a_fused_cell_projects_the_inputs_once() -> None:
     source = ncd.load(GALLERY / "lstm.ncd").compile("lstm")
     before, loop = loop_of(source, "Lstm")
-    assert "self.lstm_cell.W_ih" in before.split("else:")[1]
+    assert "self.lstm_cell.W_ih" in before.split("else:  # torch.compile")[1]
     assert "self.lstm_cell.W_ih" not in loop and "self.lstm_cell.W_hh" in loop
 
 
