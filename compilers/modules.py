@@ -57,9 +57,6 @@ class ModuleSpec:
     """The copies of a repeated block that blocks run one by one (`ir.CopyOf`), by the
     block's title and number of copies: the attribute of their `nn.ModuleList`, their class."""
     signature: str | None = None  # `X: R[x, m] -> R[x, n]`, shown by `print(module)`
-    storage: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """Parameters allocated with their axes in another order than declared, by name: the
-    order in which a fused kernel reads them (`compilers.scans.kernel_layouts`)."""
 
     def new_attribute(self, wanted: str) -> str:
         """A fresh attribute name of the class made from `wanted`."""
@@ -172,12 +169,10 @@ def docstring_literal(text: str, indent: str = "    ", width: int = 100) -> str:
     return string_literal(line)
 
 
-def initialiser_code(entry: ParamEntry, owner: str, sizes: ProgramSizes,
-                     target: str | None = None) -> str:
-    """The `nn.init` call that gives a parameter its declared (or default) initial values
-    (drawn into `target` when given: a tensor of the parameter's shape)."""
+def initialiser_code(entry: ParamEntry, owner: str, sizes: ProgramSizes) -> str:
+    """The `nn.init` call that gives a parameter its declared (or default) initial values."""
     parameter = entry.parameter
-    target = target or attribute_code(owner, entry.attribute)
+    target = attribute_code(owner, entry.attribute)
     args = list(parameter.init_args)
     shape_values = [sizes.value(axis.size) or 1 for axis in parameter.array.shape.axes]
     role = entry.role
@@ -478,14 +473,6 @@ def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
             dims.append(str(value))
         empty = f"torch.empty({', '.join(dims) if dims else '()'})"
         note = parameter.array.text()
-        stored = spec.storage.get(parameter.name)
-        if stored is not None:
-            # the same shape, its memory in the kernel's order: a view with the declared axes
-            names = parameter.array.names
-            kept = [dims[names.index(n)] for n in stored]
-            empty = (f"torch.empty({', '.join(kept)})"
-                     f".permute({', '.join(str(stored.index(n)) for n in names)})")
-            note += f", stored as ({', '.join(stored)})"
         if parameter.array.dtype.kind == "B":
             # Learned, but flipped rather than moved by a gradient: a bool tensor cannot
             # require grad, so it is a parameter that autograd never sees.
@@ -521,15 +508,7 @@ def class_lines(spec: ModuleSpec, sizes: ProgramSizes,
         lines.append("    def reset_parameters(self) -> None:")
         lines.append(f"{inner}with torch.no_grad():")
         for entry in learned:
-            if entry.parameter.name not in spec.storage:
-                call, _, note = initialiser_code(entry, "self", sizes).partition("  # ")
-            else:
-                # drawn in the declared order (the values a seed gives any parameter of
-                # that shape), then copied into the kernel's layout
-                own = attribute_code("self", entry.attribute)
-                drawn = f"torch.empty_like({own}, memory_format=torch.contiguous_format)"
-                call, _, note = initialiser_code(entry, "self", sizes, drawn).partition("  # ")
-                call = f"{own}.copy_({call})"
+            call, _, note = initialiser_code(entry, "self", sizes).partition("  # ")
             lines.extend(commented(inner + "    ", call, note or None))
     lines.extend(extra_repr_lines(spec, sizes))
     if forward is not None:

@@ -89,32 +89,6 @@ def fused_cell(term: ir.Scan, program: ir.Program,
     return None if cell is None else (found[2], cell)
 
 
-def kernel_layouts(program: ir.Program,
-                   names: Iterable[str]) -> dict[str, dict[str, tuple[str, ...]]]:
-    """By cell definition and parameter: the axes of each weight that a fused scan among
-    the definitions `names` passes to the kernel, in the kernel's order (gate, hidden,
-    input), where the declared order differs. The class allocates such a weight in that
-    order and permutes it to the declared one, so that the kernel reads a contiguous view:
-    given a weight that is not contiguous, the kernel copies it at every call, and the
-    backward pass copies its gradient back."""
-    sizes = ProgramSizes(program.axes)
-    layouts: dict[str, dict[str, tuple[str, ...]]] = {}
-    for name in names:
-        for term in ir.walk(program.definition(name).body):
-            if not isinstance(term, ir.Scan):
-                continue
-            fused = fused_cell(term, program, sizes)
-            if fused is None:
-                continue
-            definition, cell = fused
-            for linear in (cell.input_map, cell.hidden_map):
-                weight = linear.term.params[0]
-                order = (cell.gate_axis, cell.hidden_axis, linear.input_axis)
-                if weight.name is not None and weight.array.names != order:
-                    layouts.setdefault(definition.name, {})[weight.name] = order
-    return layouts
-
-
 def inline_plan(emit: ForwardEmitter, term: ir.Scan) -> InlinePlan | None:
     """The plan when the step can be written into the loop (`ncd.dataflow.inlinable_step`)."""
     found = inlinable_step(term, emit.compiler.program, emit.sizes)

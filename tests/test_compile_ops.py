@@ -214,6 +214,8 @@ def test_a_pointwise_linear_map_is_a_convolution_only_on_a_large_plane(
     X = torch.randn(2, 4, positions)
     expected = torch.einsum("co,zcx->zox", module.W, X) + module.b[:, None]
     torch.testing.assert_close(module(X), expected, **TOLERANCE)
+
+
 @pytest.mark.parametrize("product", [
     "Y[t, m] = X[t, m] * D[m]",  # D's axis trails the output's: `*` lines it up
     "Y[t, m] = X[t, m] * X[t, m]",  # both batched, both whole
