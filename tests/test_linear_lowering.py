@@ -38,7 +38,7 @@ def test_several_input_and_output_axes_flatten_the_weight_as_a_view() -> None:
     source = program.compile()
     assert "F.linear(X, self.W.flatten(1).T, self.c.flatten()).unflatten(-1, (2, 8))" \
         in source
-    assert "F.linear(O.flatten(-2), self.W_o.flatten(0, 1).T)" in source
+    assert "O.flatten(-2) @ self.W_o.flatten(0, 1)" in source
     heads, merge = program.to_torch("heads").eval(), program.to_torch("merge").eval()
     X, heads_out = torch.randn(9, 16), torch.randn(9, 2, 8)
     with torch.no_grad():

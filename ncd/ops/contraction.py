@@ -389,7 +389,9 @@ def _pointwise_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     axes, the labels of its dims, and the test and code of the call on the array as it is
     when it has one dim before the channels (`F.conv2d(X, W.T.reshape(o, c, 1, 1), b)`, as
     `nn.Conv2d(c, o, 1)`; None for more than three positions or more than one axis before
-    the channels); None when `value`'s layout is not the one `linear_is_pointwise` needs."""
+    the channels); for a small plane (`pointwise_plane_is_small`) `F.linear` of the input
+    with its channels moved last instead, and no call on the array as it is; None when
+    `value`'s layout is not the one `linear_is_pointwise` needs."""
     source, result = term.inputs[0], term.outputs[0]
     degree = [degree_label(i) for i in _plain_tiling(source) or ()]
     position = source.array.names.index(op.inputs[0])
@@ -399,8 +401,8 @@ def _pointwise_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     sizes = {axis.name: axis.size for axis in source.array.shape.axes}
     after = [emit.size(sizes[n]) for n in source.array.names[position + 1:]]
     if pointwise_plane_is_small(op, term, lambda size: _literal(emit.size(size))):
-        return _transposed_linear(emit, op, value.code, own, target_label(op.inputs[0]),
-                                  params)
+        return (*_transposed_linear(emit, op, value.code, own, target_label(op.inputs[0]),
+                                    params), None)
     length = after[0] if len(after) == 1 else " * ".join(map(_factor, after))
     channels = emit.size(sizes[op.inputs[0]])
     operand = f"{value.code}.reshape(-1, {channels}, {length})"
