@@ -3,12 +3,12 @@
 This is the judge that compiled modules are held to (`tests/differential.py`, `bench/fuzz.py
 --semantic`), so it is written from the mathematics and shares no code with the compiler:
 
-- a `Reindexing` reads `Y[p] = X[eta(p)]` for every index tuple `p` of its output, one entry
-  at a time;
-- a `Broadcasted` operation loops over every element `p` of its degree, reads each input's
-  tile through its stride morphism (`q = offset + matrix @ p` on the tiling axes; the target
-  axes are taken whole), applies the base operation to the tiles, and writes the result tiles
-  at `p`;
+- a `Reindexing` reads `Y[p] = X[eta(p)]` for every index tuple `p` of its output (the
+  indices `eta(p)` of every `p` computed together, each checked to lie inside `X`);
+- a `Broadcasted` operation reads each input's tile at every element `p` of its degree through
+  its stride morphism (`q = offset + matrix @ p` on the tiling axes; the target axes are taken
+  whole), then loops over the elements `p`, applies the base operation to the tiles of `p`,
+  and writes the result tiles at `p`;
 - composition, product, rearrangement, block (`repeat` copies in sequence) and scan (a loop
   that carries its states) are what their names say.
 
