@@ -3,12 +3,12 @@
 This is the judge that compiled modules are held to (`tests/differential.py`, `bench/fuzz.py
 --semantic`), so it is written from the mathematics and shares no code with the compiler:
 
-- a `Reindexing` reads `Y[p] = X[eta(p)]` for every index tuple `p` of its output, one entry
-  at a time;
-- a `Broadcasted` operation loops over every element `p` of its degree, reads each input's
-  tile through its stride morphism (`q = offset + matrix @ p` on the tiling axes; the target
-  axes are taken whole), applies the base operation to the tiles, and writes the result tiles
-  at `p`;
+- a `Reindexing` reads `Y[p] = X[eta(p)]` for every index tuple `p` of its output (the
+  indices `eta(p)` of every `p` computed together, each checked to lie inside `X`);
+- a `Broadcasted` operation reads each input's tile at every element `p` of its degree through
+  its stride morphism (`q = offset + matrix @ p` on the tiling axes; the target axes are taken
+  whole), then loops over the elements `p`, applies the base operation to the tiles of `p`,
+  and writes the result tiles at `p`;
 - composition, product, rearrangement, block (`repeat` copies in sequence) and scan (a loop
   that carries its states) are what their names say.
 
@@ -86,6 +86,8 @@ class Array:
 
     def aligned(self, names: Sequence[str]) -> Array:
         """The same array with its axes in the order `names` (the same set of names)."""
+        if tuple(names) == self.axes:
+            return self
         if sorted(names) != sorted(self.axes):
             raise MalformedTerm(f"cannot align axes {self.axes} with {tuple(names)}")
         return Array(self.data.permute(tuple(self.axes.index(n) for n in names)), tuple(names))
@@ -319,12 +321,19 @@ class Interpreter:
         for index, (value, array_type) in enumerate(zip(results, term.cod, strict=True)):
             self.check(value, array_type, f"output {index} of a {term.kind}")
             if value.data.is_floating_point() and value.data.numel():
-                finite = value.data[torch.isfinite(value.data)]
-                if finite.numel():
-                    self.largest = max(self.largest, float(finite.abs().max()))
-                if finite.numel() < value.data.numel():
-                    self.nonfinite = True
+                self.note_magnitude(value.data)
         return results
+
+    def note_magnitude(self, data: torch.Tensor) -> None:
+        """Keeps `largest` and `nonfinite` up to date with a real array just computed."""
+        top = float(data.abs().max())
+        if math.isfinite(top):  # the common case: every entry is finite
+            self.largest = max(self.largest, top)
+            return
+        self.nonfinite = True
+        finite = data[torch.isfinite(data)]
+        if finite.numel():
+            self.largest = max(self.largest, float(finite.abs().max()))
 
     def _term(self, term: ir.Term, values: list[Array], scope: Scope) -> list[Array]:
         match term:
@@ -360,34 +369,49 @@ class Interpreter:
         return itertools.product(*(range(self.size(a.size)) for a in shape.axes))
 
     def reindexing(self, term: ir.Reindexing, value: Array) -> Array:
-        """`Y[p] = X[eta(p)]`, one entry at a time."""
+        """`Y[p] = X[eta(p)]` for every index tuple `p` of the output."""
         eta = term.eta
         output_type = term.cod[0]
         if sorted(eta.codomain.names) != sorted(value.axes):
             raise MalformedTerm(f"reindexing reads {eta.codomain.names} from {value.axes}")
         if sorted(eta.domain.names) != sorted(output_type.names):
             raise MalformedTerm(f"reindexing writes {eta.domain.names} as {output_type.names}")
-        result = torch.zeros([self.size(a.size) for a in eta.domain.axes], dtype=value.data.dtype)
-        for p in self.elements(eta.domain):
-            q = self.apply(eta, p, value, term.source or "the input", term.span)
-            result[p] = value.data[tuple(q[name] for name in value.axes)]
-        return Array(result, eta.domain.names)
+        entries = self.read_through(eta, value, (), eta.domain, term.source or "the input",
+                                    term.span)
+        return Array(entries.reshape([self.size(a.size) for a in eta.domain.axes]),
+                     eta.domain.names)
 
-    def apply(self, eta: ir.StrideMorphism, p: Sequence[int], value: Array, what: str,
-              span: ir.Span | None) -> dict[str, int]:
-        """`eta(p)`: the index of each codomain axis, checked to lie inside `value`."""
-        q: dict[str, int] = {}
-        for row, axis in enumerate(eta.codomain.axes):
-            index = eta.offset[row] + sum(c * i for c, i in zip(eta.matrix[row], p, strict=True))
-            size = value.size(axis.name)
-            if not 0 <= index < size:
-                where = f" (line {span.line})" if span is not None else ""
-                point = ", ".join(f"{a.name}={i}" for a, i in zip(eta.domain.axes, p,
-                                                                  strict=True))
-                raise BoundsError(f"{what}{where}: at {point}, {eta.row_text(row)} = {index} "
-                                  f"is outside axis {axis.name} of size {size}")
-            q[axis.name] = index
-        return q
+    def read_through(self, eta: ir.StrideMorphism, value: Array, targets: Sequence[str],
+                     domain: ir.Shape, what: str, span: ir.Span | None) -> torch.Tensor:
+        """What `value` holds at `eta(p)` for every index tuple `p` of `domain` (the shape
+        `eta` maps from), in row-major order of `p`: a tensor of shape
+        `[number of p, *targets]`. The codomain
+        axes of `eta` are indexed at `q = offset + matrix @ p` (every `q` checked to lie
+        inside `value`: the first that does not, in row-major order, is the `BoundsError`);
+        the `targets` (the other axes of `value`) are taken whole, in `value`'s order."""
+        rows, columns = len(eta.codomain.axes), len(eta.domain.axes)
+        if len(domain.axes) != columns or len(eta.matrix) != rows or any(
+                len(row) != columns for row in eta.matrix):
+            raise MalformedTerm(f"a stride morphism {eta.text()} read over {domain}")
+        listed = list(self.elements(domain))
+        points = torch.tensor(listed, dtype=torch.int64).reshape(len(listed), columns)
+        matrix = torch.tensor(eta.matrix, dtype=torch.int64).reshape(rows, columns)
+        q = points @ matrix.T + torch.tensor(eta.offset, dtype=torch.int64)  # one row per p
+        sizes = torch.tensor([value.size(a.name) for a in eta.codomain.axes], dtype=torch.int64)
+        outside = (q < 0) | (q >= sizes)
+        if bool(outside.any()):
+            first = int(outside.reshape(-1).nonzero()[0])
+            element, row = divmod(first, rows)
+            where = f" (line {span.line})" if span is not None else ""
+            point = ", ".join(f"{a.name}={int(i)}" for a, i in zip(eta.domain.axes,
+                                                                  points[element], strict=True))
+            raise BoundsError(f"{what}{where}: at {point}, {eta.row_text(row)} = "
+                              f"{int(q[element, row])} is outside axis "
+                              f"{eta.codomain.axes[row].name} of size {int(sizes[row])}")
+        data = value.aligned((*eta.codomain.names, *targets)).data
+        if not rows:  # nothing to index: every p reads the whole array
+            return data.unsqueeze(0).expand(len(listed), *data.shape)
+        return data[tuple(q[:, row] for row in range(rows))]
 
     # ---- blocks and scans
     def block(self, term: ir.Block, values: list[Array], scope: Scope) -> list[Array]:
@@ -497,10 +521,11 @@ class Interpreter:
                             f"{tuple(tensor.shape)}, expected {expected}")
         return Array(tensor, declared.array.names)
 
-    def tile_reader(self, value: Array, port: ir.Port,
-                    span: ir.Span | None) -> Callable[[Sequence[int]], Array]:
-        """The tile of `value` that the base operation reads at each degree element `p`. What
-        does not depend on `p` is checked once here; each read checks its own bounds."""
+    def tiles(self, value: Array, port: ir.Port, degree: ir.Shape,
+              span: ir.Span | None) -> list[Array]:
+        """The tile of `value` that the base operation reads at each degree element `p`, in
+        row-major order of `p`: the tiling axes read through the port's stride morphism, the
+        target axes taken whole."""
         eta = port.reindexing
         tiling = [n for n in value.axes if n not in port.targets]
         if sorted(tiling) != sorted(eta.codomain.names):
@@ -509,15 +534,9 @@ class Interpreter:
         missing = [t for t in port.targets if t not in value.axes]
         if missing:
             raise MalformedTerm(f"targets {missing} are not axes of {value.axes}")
-        what = port.name or "an operand"
         kept = tuple(n for n in value.axes if n in port.targets)
-
-        def read(p: Sequence[int]) -> Array:
-            q = self.apply(eta, p, value, what, span)
-            index = tuple(slice(None) if n in port.targets else q[n] for n in value.axes)
-            return Array(value.data[index], kept)
-
-        return read
+        stacked = self.read_through(eta, value, kept, degree, port.name or "an operand", span)
+        return [Array(tile, kept) for tile in stacked]
 
     def tile_writer(self, result: torch.Tensor, output_axes: tuple[str, ...],
                     port: ir.Port) -> Callable[[Sequence[int], Array], None]:
@@ -553,15 +572,17 @@ class Interpreter:
         params = [self.parameter(port, scope) for port in term.params]
         results = [torch.zeros([self.size(a.size) for a in port.array.shape.axes],
                                dtype=self.dtype(port.array.dtype)) for port in term.outputs]
-        inputs = [self.tile_reader(value, port, term.span)
+        # Every read is checked before the first base operation runs: a program that reads
+        # outside an array is refused (`BoundsError`) whatever else it would do.
+        inputs = [self.tiles(value, port, term.degree, term.span)
                   for value, port in zip(values, term.inputs, strict=True)]
-        param_inputs = [self.tile_reader(value, port, term.span)
+        param_inputs = [self.tiles(value, port, term.degree, term.span)
                         for value, port in zip(params, term.params, strict=True)]
         writers = [self.tile_writer(result, port.array.names, port)
                    for result, port in zip(results, term.outputs, strict=True)]
-        for p in self.elements(term.degree):
-            outputs = self.base(term, [read(p) for read in inputs],
-                                [read(p) for read in param_inputs], scope, p)
+        for element, p in enumerate(self.elements(term.degree)):
+            outputs = self.base(term, [tiles[element] for tiles in inputs],
+                                [tiles[element] for tiles in param_inputs], scope, p)
             if len(outputs) != len(term.outputs):
                 raise MalformedTerm(f"{term.op.kind} gave {len(outputs)} tiles for "
                                     f"{len(term.outputs)} outputs")

@@ -414,9 +414,10 @@ STRUCTURAL_CONSTRUCTS = (
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
 
-def compare_text(text: str, *, seed: int = 0, sizes: int = 2,
-                 every_definition: bool = True) -> dict[str, Report]:
-    """`compare_definition` for the definitions of a program's text (the last one, or all).
+def compare_text(text: str, *, seed: int = 0, sizes: int = 2, every_definition: bool = True,
+                 program: ir.Program | None = None) -> dict[str, Report]:
+    """`compare_definition` for the definitions of a program's text (the last one, or all);
+    `program` is the text's checked program where the caller has loaded it already.
 
     A definition whose parameters have symbolic axes cannot be built as a module with those
     sizes left open; it is compared with its symbols fixed on the command line's way
@@ -425,7 +426,8 @@ def compare_text(text: str, *, seed: int = 0, sizes: int = 2,
     from ncd.api import load
     from ncd.diagnostics import NcdError
 
-    program = load(text).ir
+    if program is None:
+        program = load(text).ir
     names = [d.name for d in program.definitions]
     if not every_definition:
         names = names[-1:]

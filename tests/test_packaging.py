@@ -3,9 +3,12 @@ dev tools) into a fresh virtual environment, then the `ncd` command of that envi
 a gallery model to SVG, PNG and PDF and compiles it. A runtime import that is declared only as a
 development dependency fails here (`ModuleNotFoundError`, exit 3), not on a user's machine.
 
-It takes about 10 s (installing from pip's cache or the configured package index, the build
-isolated as a user's is); the project is copied to a temporary folder first, so that the build
-leaves nothing in the working tree and parallel runs do not share a build folder.
+It takes about 10 s: the project's wheel is built with this environment's setuptools (no
+isolated build environment to install; the version it needs is checked below), and installed
+with its dependencies from pip's own cache or the configured package index, without compiling
+every installed module to bytecode (Python compiles what the commands import). The project is
+copied to a temporary folder first, so that the build leaves nothing in the working tree and
+parallel runs do not share a build folder.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,11 @@ import pypdf
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# pip's cache folder as the user has it: read when the module is imported, before
+# tests/conftest.py points XDG_CACHE_HOME at a folder of the test run (whose pip cache would be
+# empty at every run, every dependency downloaded again).
+USER_CACHE = {name: os.environ[name] for name in ("XDG_CACHE_HOME", "PIP_CACHE_DIR")
+              if name in os.environ}
 MODEL = ROOT / "gallery" / "transformer.ncd"
 
 # Modules of the package that need an extra, with the top-level modules it provides: the
@@ -83,10 +92,29 @@ def project_copy(target: Path) -> Path:
     return target
 
 
-def run(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+def test_this_environment_can_build_the_project() -> None:
+    """The install below builds with this environment's setuptools, not in an isolated build
+    environment made from `[build-system] requires`: that setuptools is one the project
+    accepts, and the build needs nothing else."""
+    build = configuration()["build-system"]
+    assert build["build-backend"] == "setuptools.build_meta"
+    (requirement,) = build["requires"]
+    name, minimum = requirement.split(">=")
+    assert name == "setuptools"
+    installed = version("setuptools").split(".")
+    assert [int(part) for part in installed[:2]] >= [int(part) for part in minimum.split(".")]
+
+
+def run(command: list[str], cwd: Path, timeout: float = 300,
+        user_cache: bool = False) -> subprocess.CompletedProcess[str]:
+    # Bytecode is written (into the temporary environment): modules installed without it
+    # are compiled once, by the first command that imports them, not by every command.
+    environment = {key: value for key, value in os.environ.items() if key not in (
+        "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")}
     environment.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", NO_COLOR="1")
+    if user_cache:  # pip: the user's cache folders, not the test run's private one
+        environment.pop("XDG_CACHE_HOME", None)
+        environment.update(USER_CACHE)
     result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
                             timeout=timeout, check=False)
     assert result.returncode == 0, (
@@ -102,8 +130,12 @@ def test_a_plain_install_renders_and_compiles(tmp_path: Path) -> None:
     # seconds and keeps the environment to the project and its runtime dependencies.
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path)
     python, ncd = venv / "bin" / "python", venv / "bin" / "ncd"
+    wheels = tmp_path / "wheels"
+    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(wheels), str(source)], tmp_path, user_cache=True)
+    (wheel,) = wheels.glob("ncd-*.whl")
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-         str(source)], tmp_path)
+         "--no-compile", str(wheel)], tmp_path, user_cache=True)
 
     # Every module imports with the runtime dependencies alone, and torch is not among them.
     run([str(python), "-c", IMPORT_EVERY_MODULE,
