@@ -43,25 +43,19 @@ def _glyph_path(label: Label, size: float) -> str:
     return label.svg_path(0.0, 0.0, size)
 
 
+_ATTRIBUTE_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"),
+                      ("\r", "&#13;"), ("\n", "&#10;"), ("\t", "&#09;"))
+"""What ElementTree escapes in an attribute value, in its order (`&` first)."""
+
+
 def _escaped(value: str) -> str:
     """An attribute value inside double quotes, as ElementTree writes it to UTF-8 (a lone
     surrogate as a character reference), with every character XML 1.0 forbids then
     replaced by U+FFFD. Each step acts character by character, so a document of values
     written so is what writing it whole and cleaning it afterwards gives."""
-    if "&" in value:
-        value = value.replace("&", "&amp;")
-    if "<" in value:
-        value = value.replace("<", "&lt;")
-    if ">" in value:
-        value = value.replace(">", "&gt;")
-    if '"' in value:
-        value = value.replace('"', "&quot;")
-    if "\r" in value:
-        value = value.replace("\r", "&#13;")
-    if "\n" in value:
-        value = value.replace("\n", "&#10;")
-    if "\t" in value:
-        value = value.replace("\t", "&#09;")
+    for char, entity in _ATTRIBUTE_ESCAPES:
+        if char in value:
+            value = value.replace(char, entity)
     return _checked(value)
 
 
