@@ -26,10 +26,26 @@ RGB = tuple[int, int, int]
 # --------------------------------------------------------------------------------------
 
 
-def num(value: float) -> str:
-    """A coordinate with at most two decimals, no trailing zeros, never `-0`."""
+def _num(value: float) -> str:
     text = f"{round(value, 2):.2f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+class _Numbers(dict[float, str]):
+    """Memoised `_num`: a diagram repeats its coordinates (wires on one pitch grid, boxes of
+    one height), so most numbers of a large drawing are written before. Equal keys give equal
+    text (`-0.0` and `0.0`, `1` and `1.0` alike)."""
+
+    def __missing__(self, key: float) -> str:
+        if len(self) > 1_000_000:
+            self.clear()
+        text = self[key] = _num(key)
+        return text
+
+
+num: Callable[[float], str] = _Numbers().__getitem__
+"""A coordinate with at most two decimals, no trailing zeros, never `-0` (a bound method of
+the memo, so that a number written before costs no Python call)."""
 
 
 class _Hundredths(dict[int, str]):

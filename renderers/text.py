@@ -158,11 +158,7 @@ class Label:
 
     def measure(self, size: float) -> TextBox:
         """The extent of the label drawn at font size `size` (px per em)."""
-        _check_size(size)
-        placed = _placed(self)
-        return TextBox(
-            width=placed.width * size, ascent=placed.ascent * size, descent=placed.descent * size
-        )
+        return _measured(self, size)
 
     def svg_path(self, x: float, y: float, size: float) -> str:
         """SVG path data (`d`) of the glyph outlines: left edge `x`, baseline `y`, font size
@@ -458,6 +454,17 @@ def _axis_label(name: str) -> Label:
     if not _IDENTIFIER.fullmatch(name):
         return Label.math(name)
     return Label(_elide_runs(_merge(_identifier_runs(name, "base")), MAX_NAME_CHARS))
+
+
+@lru_cache(maxsize=65536)
+def _measured(label: Label, size: float) -> TextBox:
+    """`Label.measure`, memoised: a large diagram measures the same few labels at the same
+    few sizes thousands of times."""
+    _check_size(size)
+    placed = _placed(label)
+    return TextBox(
+        width=placed.width * size, ascent=placed.ascent * size, descent=placed.descent * size
+    )
 
 
 @lru_cache(maxsize=16384)

@@ -6,6 +6,7 @@ by routing), product (stacked, with dashed separators), block (framed or collaps
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import assert_never
@@ -150,6 +151,8 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     # A break leaves no scrap: a row is not closed while it is short, nor for a short rest
     # of the composition (one trailing sum on a row of its own reads worse than an overflow).
     scrap = SCRAP_SHARE * budget
+    widths = [p.width for p in panels]
+    nonnegative = all(w >= 0 for w in widths)
     for index, next_panel in enumerate(panels):
         if row is None:
             row = next_panel
@@ -162,7 +165,7 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
         # made a long chain quadratic).
         overflow = joined.width > budget + EDGE_ZONE
         if joined.width > budget - 2 * BREAK_MARK and row.width >= scrap \
-                and (overflow or sum(p.width for p in panels[index:]) >= scrap):
+                and (overflow or _rest_reaches(widths, index, scrap, nonnegative)):
             rows.append(row)
             row = next_panel
             starts.append(index)
@@ -227,6 +230,22 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     right = list(final.right)
     return Panel(width, list(first.left), right, items, boxes, anchors,
                  left_labels=first.left_labels, loops=loops).fit()
+
+
+def _rest_reaches(widths: Sequence[float], start: int, least: float, nonnegative: bool
+                  ) -> bool:
+    """Whether `sum(widths[start:]) >= least`, reading only as far as it takes: on a long
+    chain a break is considered at nearly every term, and summing the whole rest each time
+    made it quadratic. When every width is `nonnegative`, a partial sum clearly past `least`
+    (by more than any rounding of it) decides; otherwise the whole rest is summed, as before,
+    so that the answer is `sum`'s to the last bit."""
+    if nonnegative:
+        total = 0.0
+        for width in itertools.islice(widths, start, None):
+            total += width
+            if total > least + 1e-9 * (abs(least) + total):
+                return True
+    return sum(widths[start:]) >= least
 
 
 ROUTE_ESTIMATE = 40.0
