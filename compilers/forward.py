@@ -26,11 +26,11 @@ from .attention import AttentionLowering
 from .convolution import WindowLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
+from .expert_sums import ExpertSumLowering
 from .labels import output_labels, port_rows
 from .machines import lower_machine
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
 from .naming import Namespace, base_name, camel_case, comment_text, snake_case, string_literal
-from .expert_sums import ExpertSumLowering
 from .picks import PickLossLowering
 from .scans import lower_scan
 from .size_code import division_atoms, size_expression_code
