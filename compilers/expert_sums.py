@@ -39,9 +39,14 @@ class ExpertSumLowering:
     def plan(self, term: ir.Composed) -> None:
         """Find the matches in a composition about to be written (the terms are the IR's own
         objects, alive while it is written, so their ids name them)."""
+        emit = self.emitter
+        taken = {*emit.attention.roles, *emit.windows.roles, *emit.picks.roles}
         for match in find_expert_sums(term):
+            # a member another lowering takes is written by it (it reads the call's output)
+            if any(id(member) in taken or id(member) in self.roles for member in match.members):
+                continue
             for member in match.members:
-                self.roles.setdefault(id(member), match)
+                self.roles[id(member)] = match
 
     def lower(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The outputs of a member of a match, or None for any other term."""
@@ -50,9 +55,9 @@ class ExpertSumLowering:
             return None
         if term is match.call:
             copies = each_copies(self.emitter, term, inputs)
-            if copies is None:  # not the copies side by side: the match is given up
+            if not isinstance(copies, EachCopies):  # lowered as written: the match is given up
                 self.roles.pop(id(match.contraction), None)
-                return None
+                return copies
             self.copies[id(term)] = copies
             return [TensorCode(PLACEHOLDER, term.cod[0], copies.batched)]
         return [self._sum(match, self.copies.pop(id(match.call)), inputs)]

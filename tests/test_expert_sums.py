@@ -38,6 +38,17 @@ def routed(X: R[x, e, m], G: R[x, e]) -> R[x, n] {
     return Y
 }
 
+def lone(X: R[m]) -> R[n] {
+    param C: R[n]
+    return tanh(C)
+}
+
+def tiled(X: R[x, m], G: R[x, e]) -> R[x, n] {
+    Z = lone[each e](X)
+    Y[x, n] = sum(e) G[x, e] * Z[x, e, n]
+    return Y
+}
+
 def twice(X: R[x, m], G: R[x, e]) -> (R[x, n], R[x, e, n]) {
     Z = expert[each e](X)
     Y[x, n] = sum(e) G[x, e] * Z[x, e, n]
@@ -57,9 +68,11 @@ def test_matches_are_lowered_as_a_loop_and_others_stacked(program: ncd.Program) 
     for name in ("gated", "mix", "routed"):
         source = program.compile(name)
         assert LOOP in source and "torch.stack" not in source, name
-    # The experts' outputs are returned too: they are stacked as written.
-    twice = program.compile("twice")
-    assert LOOP not in twice and "torch.stack" in twice
+    # The experts' outputs returned too, or computed from parameters alone (tiled over x):
+    # stacked as written.
+    for name in ("twice", "tiled"):
+        source = program.compile(name)
+        assert LOOP not in source and "torch.stack" in source, name
 
 
 def test_compiled_equals_interpreter() -> None:

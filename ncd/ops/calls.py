@@ -282,9 +282,10 @@ class EachCopies:
 
 
 def each_copies(emit: Emitter, term: ir.Broadcasted,
-                inputs: list[TensorCode]) -> EachCopies | None:
-    """The copies of a call `f[each e](X)` with one output, or None when that output is not
-    simply the copies' outputs side by side (one computed from parameters alone is tiled)."""
+                inputs: list[TensorCode]) -> EachCopies | list[TensorCode]:
+    """The copies of a call `f[each e](X)` with one output; or, when that output is not simply
+    the copies' outputs side by side (one computed from parameters alone is tiled), the call
+    lowered as written (its outputs)."""
     op = term.op
     assert isinstance(op, ir.CallOp) and op.each is not None
     prepared = _prepare_call(emit, term, op, inputs)
@@ -294,7 +295,7 @@ def each_copies(emit: Emitter, term: ir.Broadcasted,
         target_label(t) for t in _passed_axes(emit, out_port, variable)]
     if not prepared.module.outputs_batched[0] and \
             (len(prepared.degree) > 1 or prepared.batched is not None):
-        return None
+        return _lower_prepared(emit, term, op, prepared)
     order = [label for label in emit.output_labels(out_port) if label != owning]
     return EachCopies(prepared.module.code,
                       tuple(zip(prepared.arguments, prepared.sliced, strict=True)),
@@ -313,7 +314,11 @@ def copy_call(emit: Emitter, copies: EachCopies, index: str) -> str:
 
 def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
                 inputs: list[TensorCode]) -> list[TensorCode]:
-    prepared = _prepare_call(emit, term, op, inputs)
+    return _lower_prepared(emit, term, op, _prepare_call(emit, term, op, inputs))
+
+
+def _lower_prepared(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
+                    prepared: _PreparedCall) -> list[TensorCode]:
     module, each, degree, batched = \
         prepared.module, prepared.each, prepared.degree, prepared.batched
     callee = module.definition
