@@ -231,7 +231,7 @@ class _PreparedCall:
     module: Submodule
     each: int | None  # the degree index of `each`, when each index owns its parameters
     degree: list[Label]  # the lifted axes, the owning one last
-    batched: TensorCode | None  # an argument with batch dims, whose leading dims all take
+    batched: TensorCode | None  # an argument with batch dims (the others take its leading dims)
     arguments: list[str]
     sliced: list[int | None]  # per argument: the dim each copy reads its slice of
 
