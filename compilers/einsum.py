@@ -74,7 +74,7 @@ def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
             ("..." if operands[0][0].batched else "") + "".join(map(letter, out_labels))):
         return arguments[0]  # one operand read as it is: no einsum needed
     batched = any(value.batched for value, _ in operands)
-    simpler = _broadcast_product(read, out_labels) or _matrix_product(read, out_labels)
+    simpler = broadcast_product(read, out_labels) or _matrix_product(read, out_labels)
     if simpler is not None:
         return simpler
     if len(read) >= 3:
@@ -98,7 +98,7 @@ def _operand(code: str) -> str:
     return code
 
 
-def _broadcast_product(read: Sequence[tuple[list[Label], str, bool]],
+def broadcast_product(read: Sequence[tuple[list[Label], str, bool]],
                        out_labels: Sequence[Label]) -> str | None:
     """A contraction that sums nothing (an outer product, `x, j -> x j`) as an entrywise
     product of size-1-extended views, which is what `torch.einsum` computes with more

@@ -26,6 +26,7 @@ from .attention import AttentionLowering
 from .convolution import WindowLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
+from .expert_sums import ExpertSumLowering
 from .labels import output_labels, port_rows
 from .machines import lower_machine
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
@@ -78,6 +79,8 @@ class ForwardEmitter:
         self.windows = WindowLowering(self)
         # The negated mean of one pick per row, as one `F.nll_loss` call (`compilers.picks`).
         self.picks = PickLossLowering(self)
+        # A weighted sum of experts, run one copy at a time (`compilers.expert_sums`).
+        self.expert_sums = ExpertSumLowering(self)
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -262,6 +265,7 @@ class ForwardEmitter:
                 self.attention.plan(term)
                 self.windows.plan(term)
                 self.picks.plan(term)
+                self.expert_sums.plan(term)
                 values = list(inputs)
                 for part in terms:
                     values = self.term(part, values)
@@ -462,6 +466,8 @@ class ForwardEmitter:
             fused = self.windows.lower(term, inputs)
         if fused is None:
             fused = self.picks.lower(term, inputs)
+        if fused is None:
+            fused = self.expert_sums.lower(term, inputs)
         if fused is not None:
             return fused
         return declaration(term.op).lower(self, term, term.op, inputs)

@@ -30,6 +30,7 @@ from ncd import ir
 from ncd.attention import Attention, find_attention
 from ncd.convolution import Window, find_windows
 from ncd.dataflow import dataflow, independent_of, inlinable_step, reached_from
+from ncd.expert_sums import ExpertSum, find_expert_sums
 from ncd.operators import declaration
 from ncd.ops.facts import ZERO, Cost
 from ncd.recurrent_cells import Cell, recognise
@@ -337,6 +338,8 @@ class _Analysis:
         self._fused: dict[int, Attention] = {}
         # Members of convolutions and pools, which the compiled module runs as one kernel call.
         self._windows: dict[int, Window] = {}
+        # Members of weighted sums of experts, which the compiled module runs copy by copy.
+        self._experts: dict[int, ExpertSum] = {}
 
     # ---- the CostSizes protocol of the declarations
     def size(self, size: ir.SizeExpr) -> Size:
@@ -544,6 +547,9 @@ class _Analysis:
                 return [memory.window(size)]
             case ir.Broadcasted() if id(term) in self._fused:
                 return self._simulate_fused(term, self._fused[id(term)], memory, arrays, wires)
+            case ir.Broadcasted() if id(term) in self._experts:
+                return self._simulate_experts(term, self._experts[id(term)], memory, arrays,
+                                              wires)
             case ir.Broadcasted():
                 copies = ZERO  # the windows it reads, copied while it runs
                 for wire in dict.fromkeys(wires):
@@ -554,6 +560,10 @@ class _Analysis:
                 for match in find_attention(term):
                     for member in match.members:
                         self._fused.setdefault(id(member), match)
+                for expert_sum in find_expert_sums(term):
+                    if not any(id(member) in self._fused for member in expert_sum.members):
+                        for member in expert_sum.members:
+                            self._experts.setdefault(id(member), expert_sum)
                 for child in terms:
                     wires = self._simulate(child, wires, memory, arrays)
                     memory.collect(wires)
@@ -646,6 +656,37 @@ class _Analysis:
             return [None]
         output = memory.alloc(size)
         memory.note(memory.scratch.pop(id(match), ZERO))
+        memory.pinned.pop(id(match), None)
+        return [output]
+
+    def _simulate_experts(self, term: ir.Broadcasted, match: ExpertSum, memory: _Memory,
+                          arrays: list[tuple[str, Size]], inputs: list[Wire]) -> list[Wire]:
+        """A member of a weighted sum of experts: the call makes no array (its arguments are
+        read by the loop, after the call's place in the term); the loop holds the running
+        sum while a copy runs, then that copy's output and its weighted product, then the
+        old sum and the product while the new sum is made."""
+        call = match.call
+        assert isinstance(call.op, ir.CallOp) and call.op.each is not None
+        if term is call:
+            memory.pinned[id(match)] = list(inputs)
+            arrays.extend((f"{call.op.definition}: {name}", size * self._degree(call))
+                          for name, size in self._run(call.op.definition).arrays)
+            return [None]
+        run = self._run(call.op.definition)
+        experts = call.outputs[0].array
+        one_copy = Size.const(BYTES_PER_ENTRY[experts.dtype.kind])
+        for axis in experts.shape.axes:
+            if axis.name != match.summed:
+                one_copy = one_copy * self.sizes.polynomial(axis.size)
+        port = term.outputs[0]
+        size = array_bytes(self.sizes, port.array)
+        arrays.append((port.name or term.op.kind, size))
+        per_copy = self._degree(call, leaving=call.op.each)
+        for peak in run.peaks:
+            memory.note(size + peak * per_copy)
+        memory.note(size + one_copy + size)
+        output = memory.alloc(size)
+        memory.note(size + size)
         memory.pinned.pop(id(match), None)
         return [output]
 

@@ -185,6 +185,9 @@ ENTRYWISE = {("llama_block", "rotary"), ("batchnorm", "batch_normalizing_transfo
              ("classifier", "cross_entropy"), ("lru", "lru_step"),
              ("dense_machine", "layer"), ("dense_machine", "dense_machine"),
              ("boolean_circuit", "parity_circuit")}  # Boolean gates: no products at all
+# Contractions the compiled module runs entrywise, whose multiply-adds FlopCounterMode does
+# not count: the mixture's sum over its experts is one weighted add per expert.
+UNCOUNTED_MACS = {("moe", "moe"): 32 * 4 * 128}  # x e m
 
 
 def test_every_gallery_definition_is_measured() -> None:
@@ -204,7 +207,7 @@ def test_figures_agree_with_pytorch(path: Path, name: str) -> None:
     inputs = example_inputs(program.ir.definition(name))
     torch_flops = counted_flops(compiled, inputs)
     assert result.macs.value is not None and result.flops.value is not None
-    assert 2 * result.macs.value == torch_flops
+    assert 2 * (result.macs.value - UNCOUNTED_MACS.get((path.stem, name), 0)) == torch_flops
     if (path.stem, name) not in ENTRYWISE:
         assert abs(result.flops.value - torch_flops) <= 0.05 * torch_flops
     (peak,) = result.peak

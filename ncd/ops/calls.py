@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ncd import ir
@@ -35,7 +36,7 @@ from .facts import (
     Verdict,
     degree_entries,
 )
-from .lowering import Emitter, Label, TensorCode, degree_label, target_label
+from .lowering import Emitter, Label, Submodule, TensorCode, degree_label, target_label
 
 if TYPE_CHECKING:
     from ncd.derivative import Reverser
@@ -223,8 +224,20 @@ def _passed_axes(emit: Emitter, port: ir.Port, variable: ir.Variable) -> list[st
     return list(port.targets)
 
 
-def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
-                inputs: list[TensorCode]) -> list[TensorCode]:
+@dataclass(frozen=True)
+class _PreparedCall:
+    """A call's submodule and arguments, read through their ports, before anything runs."""
+
+    module: Submodule
+    each: int | None  # the degree index of `each`, when each index owns its parameters
+    degree: list[Label]  # the lifted axes, the owning one last
+    batched: TensorCode | None  # an argument with batch dims (the others take its leading dims)
+    arguments: list[str]
+    sliced: list[int | None]  # per argument: the dim each copy reads its slice of
+
+
+def _prepare_call(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
+                  inputs: list[TensorCode]) -> _PreparedCall:
     each = term.degree.names.index(op.each) if op.each is not None else None
     module = emit.submodule(op, term.degree.axes[each].size if each is not None else None)
     callee = module.definition
@@ -235,7 +248,7 @@ def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
         degree.append(degree_label(each))
     batched = next((v for v in inputs if v.batched), None)
     arguments = []
-    sliced: list[int | None] = []  # per argument: the dim each copy reads its slice of
+    sliced: list[int | None] = []
     for value, in_port, variable in zip(inputs, term.inputs, callee.inputs, strict=True):
         targets = _passed_axes(emit, in_port, variable)
         order = degree + [target_label(t) for t in targets]
@@ -247,6 +260,69 @@ def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
             sliced.append(-len(targets) - 1)
         leading = batched if (batched is not None and not value.batched) else None
         arguments.append(emit.normalized(term, value, in_port, order, "expand", leading))
+    return _PreparedCall(module, each, degree, batched, arguments, sliced)
+
+
+@dataclass(frozen=True)
+class EachCopies:
+    """A call with parameters for each index of a lifted axis, to be run copy by copy
+    (`copy_call`) by a lowering that takes its one output apart along that axis."""
+
+    module: str
+    """The `nn.ModuleList` of the copies."""
+    arguments: tuple[tuple[str, int | None], ...]
+    """Per argument: its code, and the dim each copy reads its slice of (None: read whole)."""
+    labels: tuple[Label, ...]
+    """The labels of the dims of one copy's output: the lifted axes but the owning one, then
+    the callee's own axes."""
+    order: tuple[Label, ...]
+    """The same labels in the order of the call's output array (the owning axis left out)."""
+    batched: bool
+    """Whether a copy's output has batch dims."""
+
+
+def each_copies(emit: Emitter, term: ir.Broadcasted,
+                inputs: list[TensorCode]) -> EachCopies | list[TensorCode]:
+    """The copies of a call `f[each e](X)` with one output; or, when that output is not simply
+    the copies' outputs side by side (one computed from parameters alone is tiled), the call
+    lowered as written (its outputs)."""
+    op = term.op
+    assert isinstance(op, ir.CallOp) and op.each is not None
+    prepared = _prepare_call(emit, term, op, inputs)
+    (variable,), (out_port,) = prepared.module.definition.outputs, term.outputs
+    owning = degree_label(term.degree.names.index(op.each))
+    labels = [label for label in prepared.degree if label != owning] + [
+        target_label(t) for t in _passed_axes(emit, out_port, variable)]
+    if not prepared.module.outputs_batched[0] and \
+            (len(prepared.degree) > 1 or prepared.batched is not None):
+        return _lower_prepared(emit, term, op, prepared)
+    order = [label for label in emit.output_labels(out_port) if label != owning]
+    return EachCopies(prepared.module.code,
+                      tuple(zip(prepared.arguments, prepared.sliced, strict=True)),
+                      tuple(labels), tuple(order),
+                      prepared.batched is not None or prepared.module.outputs_batched[0])
+
+
+def copy_call(emit: Emitter, copies: EachCopies, index: str) -> str:
+    """Copy `index` of the call on its slices of the arguments, its output's dims in
+    `copies.order`."""
+    passed = [code if dim is None else f"{code}.select({dim}, {index})"
+              for code, dim in copies.arguments]
+    call = f"{copies.module}[{index}]({', '.join(passed)})"
+    return emit.permute(call, copies.labels, copies.order)
+
+
+def _call_lower(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
+                inputs: list[TensorCode]) -> list[TensorCode]:
+    return _lower_prepared(emit, term, op, _prepare_call(emit, term, op, inputs))
+
+
+def _lower_prepared(emit: Emitter, term: ir.Broadcasted, op: ir.CallOp,
+                    prepared: _PreparedCall) -> list[TensorCode]:
+    module, each, degree, batched = \
+        prepared.module, prepared.each, prepared.degree, prepared.batched
+    callee = module.definition
+    arguments, sliced = prepared.arguments, prepared.sliced
     lift = f", lifted over {' '.join(term.degree.names)}" if term.degree.axes else ""
     comment = f"{op.definition}{lift}"
     plans: list[tuple[str, list[Label], bool, bool]] = []
