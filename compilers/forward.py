@@ -24,6 +24,7 @@ from ncd.sizes import from_ir as size_polynomial
 
 from .attention import AttentionLowering
 from .convolution import WindowLowering
+from .counts import CountLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .labels import output_labels, port_rows
@@ -78,6 +79,9 @@ class ForwardEmitter:
         self.windows = WindowLowering(self)
         # The negated mean of one pick per row, as one `F.nll_loss` call (`compilers.picks`).
         self.picks = PickLossLowering(self)
+        # The ones summed into the places of an index array, as `torch.bincount`
+        # (`compilers.counts`).
+        self.counts = CountLowering(self)
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -262,6 +266,7 @@ class ForwardEmitter:
                 self.attention.plan(term)
                 self.windows.plan(term)
                 self.picks.plan(term)
+                self.counts.plan(term)
                 values = list(inputs)
                 for part in terms:
                     values = self.term(part, values)
@@ -462,6 +467,8 @@ class ForwardEmitter:
             fused = self.windows.lower(term, inputs)
         if fused is None:
             fused = self.picks.lower(term, inputs)
+        if fused is None:
+            fused = self.counts.lower(term, inputs)
         if fused is not None:
             return fused
         return declaration(term.op).lower(self, term, term.op, inputs)
