@@ -11,38 +11,27 @@ counts); with batch dims, or while `torch.fx` traces (its proxies do not answer 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ncd import ir
 from ncd.counts import Count, find_counts
 from ncd.operators import declaration
 from ncd.ops.indexing import check_index_array
 from ncd.ops.lowering import TensorCode, dims_test, target_label
 
-if TYPE_CHECKING:
-    from .forward import ForwardEmitter
+from .fused import FusedLowering
 
 PLACEHOLDER = "_fused_count"
 """The code of the ones, which only the scatter-add reads (it writes no code)."""
 
 
-class CountLowering:
-    """The matches of the terms an emitter writes."""
+class CountLowering(FusedLowering[Count]):
+    """The ones and the scatter-add of each match, among the terms an emitter writes."""
 
-    def __init__(self, emitter: ForwardEmitter) -> None:
-        self.emitter = emitter
-        self.roles: dict[int, Count] = {}  # id of a member term -> its match
-
-    def plan(self, term: ir.Composed) -> None:
-        """Find the matches in a composition about to be written (the terms are the IR's own
-        objects, alive while it is written, so their ids name them)."""
-        for match in find_counts(term):
-            for member in match.members:
-                self.roles.setdefault(id(member), match)
+    def find(self, term: ir.Composed) -> list[Count]:
+        return find_counts(term)
 
     def lower(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The outputs of a member of a match, or None for any other term."""
-        match = self.roles.get(id(term))
+        match = self.match_of(term)
         if match is None:
             return None
         if term is match.ones:
