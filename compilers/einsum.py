@@ -13,7 +13,7 @@ from ncd.sizes import SizeLimit
 
 from .errors import CompileError
 from .labels import output_labels, port_rows
-from .views import permute_text, tuple_text
+from .views import permute_text, size_one_dims, tuple_text
 
 if TYPE_CHECKING:
     from .forward import ForwardEmitter
@@ -118,11 +118,10 @@ def broadcast_product(read: Sequence[tuple[list[Label], str, bool]],
         start = 0 if batched else out_labels.index(present[0])
         index = [":" if label in labels else "None" for label in out_labels[start:]]
         if "None" in index:
-            if batched:  # indexed from the right, after the batch dims
-                index = ["...", *index]
-            else:  # indexed from the left: trailing dims need no `:`
+            if not batched:  # indexed from the left: trailing dims need no `:`
                 index = index[:max(i for i, item in enumerate(index) if item == "None") + 1]
-            code = f"{code}[{', '.join(index)}]"
+            # a batched operand is indexed from the right, after its batch dims
+            code = size_one_dims(code, index, from_right=batched)
         factors.append(_operand(code))
     return " * ".join(factors)
 

@@ -19,6 +19,7 @@ from ncd.ops.calls import EachCopies, copy_call, each_copies
 from ncd.ops.lowering import Label, TensorCode, target_label
 
 from .einsum import broadcast_product
+from .fused import FusedLowering
 from .labels import output_labels, port_rows
 
 if TYPE_CHECKING:
@@ -28,29 +29,27 @@ PLACEHOLDER = "_fused_experts"
 """The code of the call's output, which only the contraction reads (it writes no code)."""
 
 
-class ExpertSumLowering:
+class ExpertSumLowering(FusedLowering[ExpertSum]):
     """The matches of the terms an emitter writes, and the copies of each call so far."""
 
     def __init__(self, emitter: ForwardEmitter) -> None:
-        self.emitter = emitter
-        self.roles: dict[int, ExpertSum] = {}  # id of a member term -> its match
+        super().__init__(emitter)
         self.copies: dict[int, EachCopies] = {}  # id of a match's call -> its copies
 
-    def plan(self, term: ir.Composed) -> None:
-        """Find the matches in a composition about to be written (the terms are the IR's own
-        objects, alive while it is written, so their ids name them)."""
+    def find(self, term: ir.Composed) -> list[ExpertSum]:
         emit = self.emitter
-        taken = {*emit.attention.roles, *emit.windows.roles, *emit.picks.roles}
+        taken = {*emit.attention.roles, *emit.windows.roles, *emit.picks.roles, *self.roles}
+        found = []
         for match in find_expert_sums(term):
             # a member another lowering takes is written by it (it reads the call's output)
-            if any(id(member) in taken or id(member) in self.roles for member in match.members):
-                continue
-            for member in match.members:
-                self.roles[id(member)] = match
+            if not any(id(member) in taken for member in match.members):
+                found.append(match)
+                taken.update(id(member) for member in match.members)
+        return found
 
     def lower(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The outputs of a member of a match, or None for any other term."""
-        match = self.roles.get(id(term))
+        match = self.match_of(term)
         if match is None:
             return None
         if term is match.call:

@@ -24,6 +24,7 @@ from ncd.sizes import from_ir as size_polynomial
 
 from .attention import AttentionLowering
 from .convolution import WindowLowering
+from .counts import CountLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .expert_sums import ExpertSumLowering
@@ -81,6 +82,9 @@ class ForwardEmitter:
         self.picks = PickLossLowering(self)
         # A weighted sum of experts, run one copy at a time (`compilers.expert_sums`).
         self.expert_sums = ExpertSumLowering(self)
+        # The ones summed into the places of an index array, as `torch.bincount`
+        # (`compilers.counts`).
+        self.counts = CountLowering(self)
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -266,6 +270,7 @@ class ForwardEmitter:
                 self.windows.plan(term)
                 self.picks.plan(term)
                 self.expert_sums.plan(term)
+                self.counts.plan(term)
                 values = list(inputs)
                 for part in terms:
                     values = self.term(part, values)
@@ -468,6 +473,8 @@ class ForwardEmitter:
             fused = self.picks.lower(term, inputs)
         if fused is None:
             fused = self.expert_sums.lower(term, inputs)
+        if fused is None:
+            fused = self.counts.lower(term, inputs)
         if fused is not None:
             return fused
         return declaration(term.op).lower(self, term, term.op, inputs)

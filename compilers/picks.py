@@ -20,6 +20,8 @@ from ncd.ops.indexing import check_index_array, gather_by_rows
 from ncd.ops.lowering import TensorCode
 from ncd.picks import NegatedMeanPick, find_negated_mean_picks
 
+from .fused import FusedLowering
+
 if TYPE_CHECKING:
     from .forward import ForwardEmitter
 
@@ -27,24 +29,19 @@ PLACEHOLDER = "_fused_pick"
 """The code of a member's output that only the next member reads (it writes no code)."""
 
 
-class PickLossLowering:
+class PickLossLowering(FusedLowering[NegatedMeanPick]):
     """The matches of the terms an emitter writes, and the operands of each gather so far."""
 
     def __init__(self, emitter: ForwardEmitter) -> None:
-        self.emitter = emitter
-        self.roles: dict[int, NegatedMeanPick] = {}  # id of a member term -> its match
+        super().__init__(emitter)
         self.operands: dict[int, list[TensorCode]] = {}  # id of a match's gather -> inputs
 
-    def plan(self, term: ir.Composed) -> None:
-        """Find the matches in a composition about to be written (the terms are the IR's own
-        objects, alive while it is written, so their ids name them)."""
-        for match in find_negated_mean_picks(term):
-            for member in match.members:
-                self.roles.setdefault(id(member), match)
+    def find(self, term: ir.Composed) -> list[NegatedMeanPick]:
+        return find_negated_mean_picks(term)
 
     def lower(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The outputs of a member of a match, or None for any other term."""
-        match = self.roles.get(id(term))
+        match = self.match_of(term)
         if match is None:
             return None
         if term is match.gather:

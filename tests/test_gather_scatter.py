@@ -238,13 +238,15 @@ def test_an_empty_index_array_passes_its_check() -> None:
 
 def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_agree() -> None:
     """A gather through one index array of one axis is `index_select` (whole slices) or
-    `gather` (a pick in each row), a `scatter_add` through one `index_add`, and the negated
+    `gather` (a pick in each row), a `scatter_add` through one `index_add` along the values'
+    own dim (a sum of ones: one `bincount`), and the negated
     mean of the picks at the labels one `F.nll_loss`, when the index array has no batch dims;
     with batch dims they are spelled out by rows and places as before. Both equal the
     per-element results."""
     graph = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3})
     source = graph.compile()
-    assert ".index_select(-2, Src)" in source and ".index_add(-1, Dst, " in source
+    assert ".index_select(-2, Src)" in source and ".index_add(-2, Dst, M)" in source
+    assert "torch.bincount(Dst, minlength=size_v).to(X.dtype)" in source  # the degrees
     assert "Coef = gather * gather_2" in source and "torch.einsum" not in source  # entrywise
     module = graph.to_torch("gcn_conv", dtype=torch.float64).eval()
     X = torch.randn(2, 5, 6, dtype=torch.float64)
@@ -269,6 +271,49 @@ def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_a
         torch.testing.assert_close(mine, theirs)
     with pytest.raises(ValueError, match=r"line \d+: .* outside axis n of L \(0 to 4\)"):
         pick(Z[0], torch.tensor([0, -100, 2]))  # the kernel alone would skip -100
+
+
+COUNTS = """axis v = 6, e = 9
+def degrees(Dst: N[v][e]) -> R[v] {
+    One[e] = 1
+    return scatter_add[e -> v](One, Dst)
+}
+def both(Src: N[v][e], Dst: N[v][e]) -> R[v] {
+    One[e] = 1
+    return scatter_add[e -> v](One, Src) + scatter_add[e -> v](One, Dst)
+}
+"""
+
+
+def test_ones_summed_into_places_are_one_bincount_in_eager_and_captured_code() -> None:
+    """A sum of ones into the places of an index array is one `torch.bincount` when nothing
+    else reads the ones (the ones read twice: written out), equal to `index_add` of ones in the
+    values' type; with batch dims the term is written out; graphs captured by export, compile
+    and fx agree, and the index check still refuses a value outside the axis."""
+    program = ncd.load(COUNTS)
+    assert "torch.bincount(Dst, minlength=6)" in program.compile("degrees")
+    assert "bincount" not in program.compile("both")
+    module = program.to_torch("degrees").eval()
+    dst = torch.tensor([1, 2, 3, 4, 5, 0, 3, 3, 1])
+    counted = module(dst)  # no real input: in the default real type, as the ones were
+    assert counted.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(counted, torch.zeros(6).index_add(0, dst, torch.ones(9)),
+                               rtol=0, atol=0)
+    rows = torch.stack([dst, dst.flip(0)])
+    torch.testing.assert_close(module(rows), torch.stack([counted, module(dst.flip(0))]))
+    bad = torch.tensor([0, 1, 2, 3, 4, 6, 0, 2, 2])
+    with pytest.raises(ValueError, match=r"line 4: .* outside axis v of the result"):
+        module(bad)
+    with torch.no_grad():
+        exported = torch.export.export(module, (dst,)).module()
+        compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+        traced = torch.fx.symbolic_trace(module)
+        for captured in (exported, compiled, traced):
+            torch.testing.assert_close(captured(dst), counted)
+            with pytest.raises(RuntimeError, match="line 4: "):
+                captured(bad)
+    torch._dynamo.reset()
+    agrees_with_interpreter(COUNTS)
 
 
 def test_the_negated_mean_of_picks_is_fused_only_when_nothing_else_reads_them() -> None:

@@ -40,7 +40,14 @@ from .facts import (
     input_entries,
     positional,
 )
-from .lowering import Emitter, Label, TensorCode, degree_label, target_label
+from .lowering import (
+    Emitter,
+    Label,
+    TensorCode,
+    degree_label,
+    dims_test,
+    target_label,
+)
 
 if TYPE_CHECKING:
     from ncd.derivative import Reverser
@@ -538,43 +545,91 @@ def _scatter_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) 
 
 def _scatter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ScatterAddOp,
                    inputs: list[TensorCode]) -> list[TensorCode]:
+    index = inputs[1]
+    target = term.outputs[0].array.shape.axis(op.output)
+    check_index_array(emit, index.code, "the result", target, term.span)
+    # Values built from nothing (`One[e] = 1`) take the batch dims of a batched index array.
+    lead = index if index.batched and not inputs[0].batched else None
+    own = emit.plain_labels(inputs[0], term.inputs[0])
+    if lead is None and index.names == (op.input,) and own is not None and \
+            target_label(op.input) in own:
+        return [_index_add_in_place(emit, term, op, inputs, own)]
+    degree: list[Label] = [degree_label(i) for i in range(len(term.degree.axes))]
+    expr = _scatter_moved(emit, term, op, inputs, lead)
+    labels = [*degree, target_label(op.output)]
+    return [emit.finish(term, expr, labels, comment=f"sum along {op.input} into {op.output}",
+                        batched=inputs[0].batched or index.batched, fallback="summed")]
+
+
+def _index_add_in_place(emit: Emitter, term: ir.Broadcasted, op: ir.ScatterAddOp,
+                        inputs: list[TensorCode], own: list[Label]) -> TensorCode:
+    """The values read as they are, summed along their own axis by `index_add` (no dims moved
+    to the end and back: a transposed result that the next operation would read strided), when
+    the index array has the summed axis alone; an index array with batch dims at run time is
+    summed as `_scatter_moved` does it, its result then moved to this layout."""
+    value, index = inputs
+    along = own.index(target_label(op.input)) - len(own)
+    labels = [target_label(op.output) if label == target_label(op.input) else label
+              for label in own]
+    size = emit.size(term.outputs[0].array.shape.axis(op.output).size)
+    after = f" + {value.code}.shape[{along + 1}:]" if along < -1 else ""
+    zeros = f"{value.code}.new_zeros({value.code}.shape[:{along}] + ({size},){after})"
+    comment = f"sum along {op.input} into {op.output}"
+    batched = value.batched or index.batched
+
+    def fast() -> str:
+        return f"{emit.assign('zeros', zeros)}.index_add({along}, {index.code}, {value.code})"
+
+    if not index.batched:
+        return emit.finish(term, fast(), labels, comment=comment, batched=batched,
+                           fallback="summed")
+    degree: list[Label] = [degree_label(i) for i in range(len(term.degree.axes))]
+
+    def general() -> str:
+        moved = _scatter_moved(emit, term, op, inputs, None, index_add=False)
+        return emit.permute(moved, [*degree, target_label(op.output)], labels)
+
+    return emit.finish_either(term, dims_test(index.code, 1), fast, general, labels,
+                              comment=comment, batched=batched, fallback="summed")
+
+
+def _scatter_moved(emit: Emitter, term: ir.Broadcasted, op: ir.ScatterAddOp,
+                   inputs: list[TensorCode], lead: TensorCode | None,
+                   index_add: bool = True) -> str:
+    """The sum with the values' dims moved to (degree..., summed axis): `index_add` along the
+    last dim when the index array has the summed axis alone and no batch dims, else each
+    place spelled out for `scatter_add` (always, without `index_add`: in a branch that runs
+    only when the index array has batch dims, or while `torch.fx` traces). Returns the
+    expression, its dims (degree..., target)."""
     degree: list[Label] = [degree_label(i) for i in range(len(term.degree.axes))]
     order = [*degree, target_label(op.input)]
     index = inputs[1]
-    # Values built from nothing (`One[e] = 1`) take the batch dims of a batched index array.
-    lead = index if index.batched and not inputs[0].batched else None
     value = emit.normalized(term, inputs[0], term.inputs[0], order, "expand", leading_from=lead)
     target = term.outputs[0].array.shape.axis(op.output)
-    check_index_array(emit, index.code, "the result", target, term.span)
     size = emit.size(target.size)
     moved = emit.assign("moved", value, fallback="moved")
     zeros = f"{moved}.new_zeros({moved}.shape[:-1] + ({size},))"
     one_axis = index.names == (op.input,)
     if one_axis and not index.batched:
-        expr = f"{emit.assign('zeros', zeros)}.index_add(-1, {index.code}, {moved})"
-    else:
-        # the batch dims of the moved values (as many trailing dims as the result has)
-        moved_code = TensorCode(moved, term.outputs[0].array)
-        general = emit.normalized(term, index, term.inputs[1], order, "expand",
-                                  leading_from=moved_code if lead is None else None)
-        if one_axis:
-            # With no batch dims on the index array (as it mostly has none): `index_add`, as
-            # a user would write it; else each place spelled out for `scatter_add`.
-            expr = emit.fresh("summed")
-            emit.statement("if not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and "
-                           f"{index.code}.dim() == 1:")
-            with emit.branch():
-                emit.statement(f"{expr} = {zeros}.index_add(-1, {index.code}, {moved})")
-            emit.statement("else:")
-            with emit.branch():
-                where = emit.assign("places", general)
-                emit.statement(f"{expr} = {zeros}.scatter_add(-1, {where}, {moved})")
-        else:
-            where = emit.assign("places", general)
-            expr = f"{emit.assign('zeros', zeros)}.scatter_add(-1, {where}, {moved})"
-    labels = [*degree, target_label(op.output)]
-    return [emit.finish(term, expr, labels, comment=f"sum along {op.input} into {op.output}",
-                        batched=inputs[0].batched or index.batched, fallback="summed")]
+        return f"{emit.assign('zeros', zeros)}.index_add(-1, {index.code}, {moved})"
+    # the batch dims of the moved values (as many trailing dims as the result has)
+    moved_code = TensorCode(moved, term.outputs[0].array)
+    general = emit.normalized(term, index, term.inputs[1], order, "expand",
+                              leading_from=moved_code if lead is None else None)
+    if not (one_axis and index_add):
+        where = emit.assign("places", general)
+        return f"{emit.assign('zeros', zeros)}.scatter_add(-1, {where}, {moved})"
+    # With no batch dims on the index array (as it mostly has none): `index_add`, as a user
+    # would write it; else each place spelled out for `scatter_add`.
+    expr = emit.fresh("summed")
+    emit.statement(f"if {dims_test(index.code, 1)}:")
+    with emit.branch():
+        emit.statement(f"{expr} = {zeros}.index_add(-1, {index.code}, {moved})")
+    emit.statement("else:")
+    with emit.branch():
+        where = emit.assign("places", general)
+        emit.statement(f"{expr} = {zeros}.scatter_add(-1, {where}, {moved})")
+    return expr
 
 
 def _scatter_cost(op: ir.ScatterAddOp, term: ir.Broadcasted, sizes: CostSizes) -> Cost:

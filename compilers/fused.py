@@ -1,0 +1,46 @@
+"""What every fused lowering of a pattern does first: find the matches in a composition about
+to be written, and tell, for each term the emitter reaches, the match it is a member of.
+
+The terms are the IR's own objects, alive while a composition is written, so their ids name
+them. A subclass gives the pattern's finder (`find`) and lowers the members (`lower`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+from ncd import ir
+
+if TYPE_CHECKING:
+    from .forward import ForwardEmitter
+
+
+class Members(Protocol):
+    @property
+    def members(self) -> tuple[ir.Broadcasted, ...]: ...
+
+
+Match = TypeVar("Match", bound=Members)
+
+
+class FusedLowering(Generic[Match]):
+    """The matches of the terms an emitter writes, by the ids of their members."""
+
+    def __init__(self, emitter: ForwardEmitter) -> None:
+        self.emitter = emitter
+        self.roles: dict[int, Match] = {}  # id of a member term -> its match
+
+    def find(self, term: ir.Composed) -> Sequence[Match]:
+        """Every match of the pattern in `term`."""
+        raise NotImplementedError
+
+    def plan(self, term: ir.Composed) -> None:
+        """Find the matches in a composition about to be written."""
+        for match in self.find(term):
+            for member in match.members:
+                self.roles.setdefault(id(member), match)
+
+    def match_of(self, term: ir.Broadcasted) -> Match | None:
+        """The match `term` is a member of, or None."""
+        return self.roles.get(id(term))
