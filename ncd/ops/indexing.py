@@ -551,8 +551,12 @@ def _scatter_lower(emit: Emitter, term: ir.Broadcasted, op: ir.ScatterAddOp,
     # Values built from nothing (`One[e] = 1`) take the batch dims of a batched index array.
     lead = index if index.batched and not inputs[0].batched else None
     own = emit.plain_labels(inputs[0], term.inputs[0])
+    # Summed in place only when that is the output's layout: a result moved after it is a
+    # strided view, and in a branch a second move would undo the first.
     if lead is None and index.names == (op.input,) and own is not None and \
-            target_label(op.input) in own:
+            target_label(op.input) in own and emit.output_labels(term.outputs[0]) == [
+                target_label(op.output) if label == target_label(op.input) else label
+                for label in own]:
         return [_index_add_in_place(emit, term, op, inputs, own)]
     degree: list[Label] = [degree_label(i) for i in range(len(term.degree.axes))]
     expr = _scatter_moved(emit, term, op, inputs, lead)
