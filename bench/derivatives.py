@@ -40,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from differential import module_parameters, random_input  # noqa: E402
+from differential import autograd_beside_backward, module_parameters  # noqa: E402
 from test_derivative import SIZES  # noqa: E402
 
 import ncd  # noqa: E402
@@ -73,26 +73,11 @@ def gaps(program: ncd.Program, name: str, lead: tuple[int, ...], seed: int = 0
          ) -> tuple[float, float | None]:
     """The largest difference between the compiled backward module and autograd (and, without
     a batch dim, the reference interpreter run on the backward definition)."""
-    definition = program.ir.definition(name)
     back = program.grad(name)
     gradient_of = backward_definition(program.ir, name)[0].gradient_of
-    torch.manual_seed(seed)
-    forward = program[name].to_torch(dtype=torch.float64)
-    module = back.program.to_torch_grad(name, forward, dtype=torch.float64)
-    generator = torch.Generator().manual_seed(seed)
-    env = resolve_sizes(program.ir, {})
-    inputs = [random_input(v.array, env, generator, False, lead) for v in definition.inputs]
-    leaves = [x.clone().requires_grad_(True) if x.is_floating_point() else x for x in inputs]
-    result = forward(*leaves)
-    outputs = result if isinstance(result, tuple) else (result,)
-    seeds = [torch.randn(o.shape, dtype=torch.float64, generator=generator) for o in outputs]
-    real = [x for x in leaves if x.is_floating_point()]
-    parameters = dict(forward.named_parameters())
-    wrt = real + [parameters[key] for key in gradient_of[len(real):]]
-    expected = torch.autograd.grad(outputs, wrt, seeds, allow_unused=True)
-    with torch.no_grad():
-        found = module(*inputs, *seeds)
-    found = found if isinstance(found, tuple) else (found,)
+    run = autograd_beside_backward(program, back, name, gradient_of, seed, lead)
+    inputs, seeds, expected, found, module = (run.inputs, run.seeds, run.expected, run.found,
+                                              run.backward)
     gap = 0.0
     for want, got in zip(expected, found, strict=True):
         if lead and want is not None and got.dim() == want.dim() + len(lead):

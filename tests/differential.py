@@ -25,6 +25,7 @@ import torch
 from ncd.compilers.naming import sanitize, snake_case
 from ncd.compilers.pytorch import CompileError, build_module
 
+import ncd
 from ncd import ir
 from ncd.convolution import find_windows
 from ncd.dataflow import inlinable_step
@@ -542,3 +543,43 @@ def _map_constructs(eta: ir.StrideMorphism) -> set[str]:
     if any(count > 1 for count in columns):
         found.add("diagonal")
     return found
+
+
+@dataclass
+class GradientRun:
+    """One run of a forward module under autograd beside the compiled backward module of the
+    same definition, on the same random inputs and output gradients (float64)."""
+
+    inputs: list[torch.Tensor]
+    seeds: list[torch.Tensor]  # the output gradients
+    expected: tuple[torch.Tensor | None, ...]  # autograd's, for `gradient_of`
+    found: tuple[torch.Tensor, ...]  # the backward module's
+    forward: torch.nn.Module
+    backward: torch.nn.Module
+
+
+def autograd_beside_backward(program: ncd.Program, back: ncd.Definition, name: str,
+                             gradient_of: Sequence[str], seed: int = 0,
+                             lead: Sequence[int] = ()) -> GradientRun:
+    """`name`'s gradients by `torch.autograd` and by its compiled backward definition `back`,
+    with respect to its real inputs and then the parameters named in `gradient_of` (the
+    backward definition's own order), the inputs given the leading dims `lead`."""
+    definition = program.ir.definition(name)
+    torch.manual_seed(seed)
+    forward = program[name].to_torch(dtype=torch.float64)
+    backward = back.program.to_torch_grad(name, forward, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    env = resolve_sizes(program.ir, {})
+    inputs = [random_input(v.array, env, generator, False, lead) for v in definition.inputs]
+    leaves = [x.clone().requires_grad_(True) if x.is_floating_point() else x for x in inputs]
+    result = forward(*leaves)
+    outputs = result if isinstance(result, tuple) else (result,)
+    seeds = [torch.randn(o.shape, dtype=torch.float64, generator=generator) for o in outputs]
+    real = [x for x in leaves if x.is_floating_point()]
+    parameters = dict(forward.named_parameters())
+    wrt = real + [parameters[key] for key in gradient_of[len(real):]]
+    expected = torch.autograd.grad(outputs, wrt, seeds, allow_unused=True)
+    with torch.no_grad():
+        found = backward(*inputs, *seeds)
+    return GradientRun(inputs, seeds, expected, found if isinstance(found, tuple) else (found,),
+                       forward, backward)

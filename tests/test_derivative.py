@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import assert_generated_code_is_clean
-from differential import module_parameters, random_input
+from differential import autograd_beside_backward, module_parameters
 
 import ncd
 from ncd import ir
 from ncd.derivative import backward_definition
 from ncd.diagnostics import NcdError
-from ncd.semantics import Interpreter, resolve_sizes
+from ncd.semantics import Interpreter
 
 GALLERY = Path(__file__).resolve().parent.parent / "gallery"
 
@@ -100,28 +100,11 @@ def backward(stem: str, name: str, choice: int) -> ncd.Definition:
 
 def gradients(stem: str, name: str, choice: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """Inputs, output gradients, autograd's gradients and the compiled backward's, by role."""
-    forward_program = program(stem, choice)
-    definition = forward_program.ir.definition(name)
-    back = backward(stem, name, choice)
-    torch.manual_seed(seed)
-    forward = forward_program[name].to_torch(dtype=torch.float64)
-    module = back.program.to_torch_grad(name, forward, dtype=torch.float64)
-    generator = torch.Generator().manual_seed(seed)
-    env = resolve_sizes(forward_program.ir, {})
-    inputs = [random_input(v.array, env, generator, False) for v in definition.inputs]
-    leaves = [x.clone().requires_grad_(True) if x.is_floating_point() else x for x in inputs]
-    result = forward(*leaves)
-    outputs = result if isinstance(result, tuple) else (result,)
-    seeds = [torch.randn(o.shape, dtype=torch.float64, generator=generator) for o in outputs]
-    real = [x for x in leaves if x.is_floating_point()]
-    parameters = dict(forward.named_parameters())
-    wrt = real + [parameters[key] for key in _gradient_of(stem, name, choice)[len(real):]]
-    expected = torch.autograd.grad(outputs, wrt, seeds, allow_unused=True)
-    with torch.no_grad():
-        found = module(*inputs, *seeds)
-    found = found if isinstance(found, tuple) else (found,)
-    return {"inputs": inputs, "seeds": seeds, "expected": expected, "found": found,
-            "forward": forward, "backward": module}  # type: ignore[dict-item]
+    run = autograd_beside_backward(program(stem, choice), backward(stem, name, choice), name,
+                                   _gradient_of(stem, name, choice), seed)
+    return {"inputs": run.inputs, "seeds": run.seeds, "expected": run.expected,
+            "found": run.found, "forward": run.forward,  # type: ignore[dict-item]
+            "backward": run.backward}
 
 
 @functools.cache
