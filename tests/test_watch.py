@@ -168,7 +168,10 @@ def test_a_port_in_use_is_a_usage_error(model: Path, capsys: pytest.CaptureFixtu
 def test_the_command_serves_until_ctrl_c(model: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "ncd", "watch", str(model), "--port", "0", "--labels", "sizes"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as a terminal delivers it, even where this test runs in a background job (whose
+        # children inherit SIGINT ignored, so Python would install no handler for it).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
