@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -20,6 +21,13 @@ from ncd import ir
 from ncd.diagnostics import Diagnostic, NcdError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# One compute thread per process: the suite runs a worker per core (`make test`: pytest-xdist,
+# `-n 2` on two cores), and the processes the tests start run beside them. Each with a pool of
+# OpenMP threads of its own, the cores are oversubscribed and the pools' spinning threads burn
+# the time the other workers need (about a quarter of the CPU time of the torch-heavy files).
+# Set before torch is imported anywhere in the worker; inherited by the processes it starts.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Every property test draws the same examples on every run, whichever worker of a parallel
 # run (pytest-xdist) it lands on and whatever ran before it: examples derive from the test
