@@ -19,12 +19,13 @@ demo: $(STAMP)
 	$(BIN)/python -m ncd.gallery_job
 
 # The suite runs on two workers (pytest-xdist; the machines have two cores), a test file at a
-# time on one worker (`--dist loadfile`: a module's fixtures are made once). Every test is safe
+# time on one worker (`--dist loadfile`: a module's fixtures are made once), the slowest files
+# first (`--no-loadscope-reorder` keeps the order tests/conftest.py gives). Every test is safe
 # to run in parallel: outputs go to pytest's temporary folders, goldens are written atomically
 # and hypothesis is derandomised (tests/conftest.py). ruff and mypy run inside the suite
 # (tests/test_static.py), so that the type checker shares the workers with the other tests.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The browser tests (tests/browser.py) take screenshots of the pages `ncd site` and `ncd watch`
 # make with headless Chromium. Installed here when missing and apt-get can (as root); elsewhere

@@ -37,6 +37,24 @@ settings.register_profile("ncd", derandomize=True, database=None)
 settings.load_profile("ncd")
 
 
+# The files that take longest, longest first: `make test` hands whole files to its two workers
+# (`--dist loadfile`) in collection order (`--no-loadscope-reorder`), so these start first
+# and the short files fill in around them; a long file started last would run on alone.
+SLOWEST_FIRST = (
+    "test_semantics_fuzz.py", "test_determinism.py", "test_static.py", "test_docs.py",
+    "test_compile_gallery.py", "test_derivative.py", "test_pdf.py", "test_fuzz.py",
+    "test_packaging.py", "test_hardening_files.py", "test_hardening_limits.py",
+    "test_export.py", "test_layout.py", "test_formatter.py", "test_distributed.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    missing = [name for name in SLOWEST_FIRST if not (ROOT / "tests" / name).is_file()]
+    assert not missing, f"tests/conftest.py SLOWEST_FIRST names missing files: {missing}"
+    rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep order
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_module_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Generated modules are cached in a folder of the test run, not in the user's home
