@@ -112,6 +112,9 @@ def broadcast_product(read: Sequence[tuple[list[Label], str, bool]],
     factors = []
     for labels, code, batched in read:
         present = [label for label in out_labels if label in labels]
+        if not present and not batched:  # a scalar (one copy's weight): it broadcasts as it is
+            factors.append(_operand(code))
+            continue
         code = permute_text(code, labels, present)
         # a batch dim leads: every output axis before it needs its dim; otherwise the
         # axes before the operand's first are broadcast from the left

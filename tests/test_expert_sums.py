@@ -38,6 +38,13 @@ def routed(X: R[x, e, m], G: R[x, e]) -> R[x, n] {
     return Y
 }
 
+def fixed(X: R[x, m]) -> R[x, n] {
+    G[e] = e + 1
+    Z = expert[each e](X)
+    Y[x, n] = sum(e) G[e] * Z[x, e, n]
+    return Y
+}
+
 def lone(X: R[m]) -> R[n] {
     param C: R[n]
     return tanh(C)
@@ -65,7 +72,7 @@ def program() -> ncd.Program:
 
 
 def test_matches_are_lowered_as_a_loop_and_others_stacked(program: ncd.Program) -> None:
-    for name in ("gated", "mix", "routed"):
+    for name in ("gated", "mix", "routed", "fixed"):  # fixed: one number weighs each copy
         source = program.compile(name)
         assert LOOP in source and "torch.stack" not in source, name
     # The experts' outputs returned too, or computed from parameters alone (tiled over x):
