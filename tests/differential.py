@@ -28,7 +28,9 @@ from ncd.compilers.pytorch import CompileError, build_module
 import ncd
 from ncd import ir
 from ncd.convolution import find_windows
+from ncd.counts import find_counts
 from ncd.dataflow import inlinable_step
+from ncd.expert_sums import find_expert_sums
 from ncd.recurrent_cells import recognise
 from ncd.semantics import (
     BlockCopy,
@@ -411,6 +413,7 @@ STRUCTURAL_CONSTRUCTS = (
     "scan with permuted state axes", "scan, step inlined", "scan, fused LSTM or GRU cell",
     "call with parameters for each index", "convolution as a kernel call",
     "pool as a kernel call", "padding inside a kernel call", "machine",
+    "count of the places of an index array",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -478,6 +481,11 @@ def constructs(program: ir.Program) -> set[str]:
     if free_symbols(program):
         found.add("symbolic sizes")
     for definition in program.definitions:
+        # As the compiler finds them (compilers/counts.py, compilers/expert_sums.py).
+        if find_counts(definition.body):
+            found.add("count of the places of an index array")
+        if find_expert_sums(definition.body):
+            found.add("weighted sum of experts")
         for term in ir.walk(definition.body):
             match term:
                 case ir.Reindexing(eta=eta):

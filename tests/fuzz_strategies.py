@@ -294,6 +294,11 @@ class ProgramGenerator:
                 along = choice(self.c, source.axes)
                 where = self.fresh("P")
                 index_inputs.append(f"{where}: N[{target}][{along}]")
+                if self.c.chance(0.4):
+                    # A count: ones summed into the places (a node's degree in graph_conv).
+                    self.bind_equation(body, [along], [], "1")
+                    self.bind(body, f"scatter_add[{along} -> {target}]({body.scope[-1].name}, "
+                              f"{where})", (target,))
                 summed = self.bind(body, f"scatter_add[{along} -> {target}]({source.name}, "
                                    f"{where})", replace(source.axes, [along], [target]))
                 if self.c.chance(0.5):
@@ -400,7 +405,7 @@ class ProgramGenerator:
         if "structure" in self.features:
             makers += [self.concat, self.split, self.rename, self.reshape, self.pad]
         if "calls" in self.features and self.definitions:
-            makers += [self.call, self.call]
+            makers += [self.call, self.call, self.experts, self.experts]
         if "scan" in self.features:
             makers += [self.scan, self.recurrent_scan]
         if "param_data" in self.features:
@@ -1003,11 +1008,16 @@ class ProgramGenerator:
                   tuple(n for a in x.axes for n in ((two, rest) if a == along else (a,))))
 
     # ---- calls, scans and blocks
-    def call(self, body: Body) -> None:
+    def call(self, body: Body, *, mixture: bool = False) -> None:
         """Call an earlier definition; arrays with extra axes lift it over a batch, sharing its
         parameters, or with `f[each e](X)` giving every index of `e` (a lifted axis of fixed
-        size, or a new one that every copy reads the arguments along) its own."""
+        size, or a new one that every copy reads the arguments along) its own. A `mixture`
+        calls a definition with parameters and one output `f[each e]` and sums the copies'
+        outputs weighted over `e` (`mix_experts`)."""
         for definition in self.shuffled_defs():
+            if mixture and (not definition.has_params or definition.stateful or
+                            len(definition.outputs) != 1):
+                continue
             args: list[Array] = []
             extra: Axes | None = None
             for needed in definition.inputs:
@@ -1027,9 +1037,10 @@ class ProgramGenerator:
                 if extra and definition.stateful:  # batch statistics are not lifted
                     continue
                 self.stateful = self.stateful or definition.stateful
-                each = ""
+                each = owner = ""
                 # `each` lifts too (over its owning axis): not for a definition with batchnorm
-                if definition.has_params and not definition.stateful and self.c.chance(0.6):
+                if definition.has_params and not definition.stateful and (
+                        mixture or self.c.chance(0.6)):
                     taken = {a for axes in (*definition.inputs, *definition.outputs)
                              for a in axes}
                     owners = [a for a in self.const_axes(list(self.sizes)) if a not in taken]
@@ -1042,7 +1053,9 @@ class ProgramGenerator:
                     body.calls_params = True
                 call = f"{definition.name}{each}({', '.join(a.name for a in args)})"
                 if len(definition.outputs) == 1:
-                    self.bind(body, call, (*extra, *definition.outputs[0]))
+                    experts = self.bind(body, call, (*extra, *definition.outputs[0]))
+                    if mixture and owner and len(experts.axes) > 1:
+                        self.mix_experts(body, experts, owner)
                     return
                 names = [self.fresh("R") for _ in definition.outputs]
                 body.emit(f"{', '.join(names)} = {call}")
@@ -1050,6 +1063,19 @@ class ProgramGenerator:
                     body.scope.append(Array(name, (*extra, *out)))
                 return
         self.unary(body)
+
+    def experts(self, body: Body) -> None:
+        self.call(body, mixture=True)
+
+    def mix_experts(self, body: Body, experts: Array, axis: str) -> None:
+        """`Y = sum(e) G[e] * Z[.., e, ..]`: the outputs of the copies of `f[each e]` weighted
+        and summed over `e` (a mixture of experts); nothing else reads them."""
+        gate = self.fresh("G")
+        body.emit(f"{gate}[{axis}] = {axis} + 1")
+        body.scope = [a for a in body.scope if a.name != experts.name]
+        kept = [a for a in experts.axes if a != axis]
+        self.bind_equation(body, kept, [axis],
+                           f"{gate}[{axis}] * {experts.name}[{', '.join(experts.axes)}]")
 
     def shuffled_defs(self) -> list[DefInfo]:
         return subset(self.c, self.definitions, len(self.definitions), len(self.definitions))
