@@ -352,9 +352,12 @@ class Interpreter:
         if len(results) != len(term.cod):
             raise MalformedTerm(f"{term.kind} gives {len(results)} arrays, its type says "
                                 f"{len(term.cod)}")
+        # The results of a composite that ran a part are results of its parts, noted there.
+        noted = (isinstance(term, ir.Composed | ir.Product) and bool(term.terms)
+                 or isinstance(term, ir.Block) and term.repeat >= 1)
         for index, (value, array_type) in enumerate(zip(results, term.cod, strict=True)):
             self.check(value, array_type, f"output {index} of a {term.kind}")
-            if value.data.is_floating_point() and value.data.numel():
+            if not noted and value.data.is_floating_point() and value.data.numel():
                 self.note_magnitude(value.data)
         return results
 
