@@ -7,8 +7,11 @@ This is the judge that compiled modules are held to (`tests/differential.py`, `b
   indices `eta(p)` of every `p` computed together, each checked to lie inside `X`);
 - a `Broadcasted` operation reads each input's tile at every element `p` of its degree through
   its stride morphism (`q = offset + matrix @ p` on the tiling axes; the target axes are taken
-  whole), then loops over the elements `p`, applies the base operation to the tiles of `p`,
-  and writes the result tiles at `p`;
+  whole), applies the base operation to the tiles of each `p`, and writes the result tiles at
+  `p`. The tiles of all the `p` are stacked along a leading axis (`POINT`): a base operation
+  defined entrywise on its tile (an activation, a sum) or written for a stack of tiles
+  (softmax over each tile's entries) runs on the whole stack at once; the others (a call, a
+  gather, a scatter, batchnorm) loop over the elements `p` in row-major order;
 - composition, product, rearrangement, block (`repeat` copies in sequence) and scan (a loop
   that carries its states) are what their names say.
 
@@ -18,7 +21,8 @@ aligns its operands by name, never by position. Reads outside an array raise `Bo
 torch on small tiles, written out from their formulas (softmax as `exp(x - max) / sum`, layer
 normalisation with the biased variance, ...), not the torch functions the compiler calls.
 
-It is slow on purpose (a Python loop per degree element): use it on small sizes.
+It is slow (a Python loop per degree element of a call, per step of a scan): use it on small
+sizes.
 """
 
 from __future__ import annotations
@@ -353,8 +357,8 @@ class Interpreter:
             raise MalformedTerm(f"{term.kind} gives {len(results)} arrays, its type says "
                                 f"{len(term.cod)}")
         # The results of a composite that ran a part are results of its parts, noted there.
-        noted = (isinstance(term, ir.Composed | ir.Product) and bool(term.terms)
-                 or isinstance(term, ir.Block) and term.repeat >= 1)
+        noted = ((isinstance(term, ir.Composed | ir.Product) and bool(term.terms))
+                 or (isinstance(term, ir.Block) and term.repeat >= 1))
         for index, (value, array_type) in enumerate(zip(results, term.cod, strict=True)):
             self.check(value, array_type, f"output {index} of a {term.kind}")
             if not noted and value.data.is_floating_point() and value.data.numel():
