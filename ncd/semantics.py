@@ -280,7 +280,7 @@ class Interpreter:
         # Pure index computations, memoised: the sizes are fixed for the interpreter's life,
         # and a call runs its callee's terms once per degree element. Keyed by the IR node's
         # id, the node kept beside the value (so the id cannot be reused while it is cached).
-        self.shape_memo: dict[int, tuple[ir.Shape, tuple[int, ...]]] = {}
+        self.shape_memo: dict[int, tuple[ir.Shape, tuple[str, ...], tuple[int, ...]]] = {}
         self.reads_memo: dict[tuple[int, int, tuple[int, ...]],
                               tuple[ir.StrideMorphism, ir.Shape, Reads]] = {}
 
@@ -325,18 +325,21 @@ class Interpreter:
                 return torch.bool
         assert_never(datatype.kind)
 
-    def shape_sizes(self, shape: ir.Shape) -> tuple[int, ...]:
-        """The size of each axis of `shape`, in its order."""
+    def layout(self, shape: ir.Shape) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The name and the size of each axis of `shape`, in its order."""
         found = self.shape_memo.get(id(shape))
         if found is None:
-            found = shape, tuple(self.size(a.size) for a in shape.axes)
+            found = shape, shape.names, tuple(self.size(a.size) for a in shape.axes)
             self.shape_memo[id(shape)] = found
-        return found[1]
+        return found[1], found[2]
+
+    def shape_sizes(self, shape: ir.Shape) -> tuple[int, ...]:
+        """The size of each axis of `shape`, in its order."""
+        return self.layout(shape)[1]
 
     def check(self, array: Array, expected: ir.ArrayType, what: str) -> None:
         """`array` is of type `expected`: the same axes by name, with the same sizes."""
-        names = expected.names
-        sizes = self.shape_sizes(expected.shape)
+        names, sizes = self.layout(expected.shape)
         if array.axes == names and tuple(array.data.shape) == sizes:
             return  # the common case: the type's own axis order
         if sorted(names) != sorted(array.axes):
