@@ -7,8 +7,11 @@ This is the judge that compiled modules are held to (`tests/differential.py`, `b
   indices `eta(p)` of every `p` computed together, each checked to lie inside `X`);
 - a `Broadcasted` operation reads each input's tile at every element `p` of its degree through
   its stride morphism (`q = offset + matrix @ p` on the tiling axes; the target axes are taken
-  whole), then loops over the elements `p`, applies the base operation to the tiles of `p`,
-  and writes the result tiles at `p`;
+  whole), applies the base operation to the tiles of each `p`, and writes the result tiles at
+  `p`. The tiles of all the `p` are stacked along a leading axis (`POINT`): a base operation
+  defined entrywise on its tile (an activation, a sum) or written for a stack of tiles
+  (softmax over each tile's entries) runs on the whole stack at once; the others (a call, a
+  gather, a scatter, batchnorm) loop over the elements `p` in row-major order;
 - composition, product, rearrangement, block (`repeat` copies in sequence) and scan (a loop
   that carries its states) are what their names say.
 
@@ -18,7 +21,8 @@ aligns its operands by name, never by position. Reads outside an array raise `Bo
 torch on small tiles, written out from their formulas (softmax as `exp(x - max) / sum`, layer
 normalisation with the biased variance, ...), not the torch functions the compiler calls.
 
-It is slow on purpose (a Python loop per degree element): use it on small sizes.
+It is slow (a Python loop per degree element of a call, per step of a scan): use it on small
+sizes.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ __all__ = [
     "SizeError",
     "resolve_sizes",
 ]
+
+
+POINT = "__point"
+"""The leading axis of a stack of tiles: the tile at each degree element `p` of a broadcasted
+operation, in row-major order of `p` (a name no program can give an axis)."""
 
 
 class InterpreterError(Exception):
@@ -223,6 +232,18 @@ def resolve_sizes(program: ir.Program, symbols: Mapping[str, int]) -> dict[str, 
 
 
 @dataclass(frozen=True)
+class Reads:
+    """Where a stride morphism reads over a domain, for given sizes of the axes it reads:
+    the index tuples `p` of the domain in row-major order and `q = offset + matrix @ p` for
+    each (one row per `p`), and the first `(element, row)` of `q` outside its axis, if any."""
+
+    points: torch.Tensor
+    q: torch.Tensor
+    sizes: tuple[int, ...]
+    outside: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
 class Scope:
     """Whose parameters a term reads: the definition it belongs to and the path to it."""
 
@@ -256,6 +277,12 @@ class Interpreter:
         follow no algebraic identity (`0 * NaN` is NaN), so where one arises, an equivalent
         order of evaluation (a fused kernel that skips masked entries) may place them
         elsewhere downstream."""
+        # Pure index computations, memoised: the sizes are fixed for the interpreter's life,
+        # and a call runs its callee's terms once per degree element. Keyed by the IR node's
+        # id, the node kept beside the value (so the id cannot be reused while it is cached).
+        self.shape_memo: dict[int, tuple[ir.Shape, tuple[str, ...], tuple[int, ...]]] = {}
+        self.reads_memo: dict[tuple[int, int, tuple[int, ...]],
+                              tuple[ir.StrideMorphism, ir.Shape, Reads]] = {}
 
     # ---- entry point
     def run(self, name: str, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -298,15 +325,29 @@ class Interpreter:
                 return torch.bool
         assert_never(datatype.kind)
 
+    def layout(self, shape: ir.Shape) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The name and the size of each axis of `shape`, in its order."""
+        found = self.shape_memo.get(id(shape))
+        if found is None:
+            found = shape, shape.names, tuple(self.size(a.size) for a in shape.axes)
+            self.shape_memo[id(shape)] = found
+        return found[1], found[2]
+
+    def shape_sizes(self, shape: ir.Shape) -> tuple[int, ...]:
+        """The size of each axis of `shape`, in its order."""
+        return self.layout(shape)[1]
+
     def check(self, array: Array, expected: ir.ArrayType, what: str) -> None:
         """`array` is of type `expected`: the same axes by name, with the same sizes."""
-        names = expected.names
+        names, sizes = self.layout(expected.shape)
+        if array.axes == names and tuple(array.data.shape) == sizes:
+            return  # the common case: the type's own axis order
         if sorted(names) != sorted(array.axes):
             raise MalformedTerm(f"{what}: axes {array.axes} where {names} are expected")
-        for axis in expected.shape.axes:
-            if array.size(axis.name) != self.size(axis.size):
+        for axis, size in zip(expected.shape.axes, sizes, strict=True):
+            if array.size(axis.name) != size:
                 raise MalformedTerm(f"{what}: axis {axis.name} has {array.size(axis.name)} "
-                                    f"entries, its type says {self.size(axis.size)}")
+                                    f"entries, its type says {size}")
 
     # ---- terms
     def term(self, term: ir.Term, values: list[Array], scope: Scope) -> list[Array]:
@@ -318,9 +359,12 @@ class Interpreter:
         if len(results) != len(term.cod):
             raise MalformedTerm(f"{term.kind} gives {len(results)} arrays, its type says "
                                 f"{len(term.cod)}")
+        # The results of a composite that ran a part are results of its parts, noted there.
+        noted = ((isinstance(term, ir.Composed | ir.Product) and bool(term.terms))
+                 or (isinstance(term, ir.Block) and term.repeat >= 1))
         for index, (value, array_type) in enumerate(zip(results, term.cod, strict=True)):
             self.check(value, array_type, f"output {index} of a {term.kind}")
-            if value.data.is_floating_point() and value.data.numel():
+            if not noted and value.data.is_floating_point() and value.data.numel():
                 self.note_magnitude(value.data)
         return results
 
@@ -366,7 +410,7 @@ class Interpreter:
 
     def elements(self, shape: ir.Shape) -> Iterator[tuple[int, ...]]:
         """Every index tuple of a shape, in row-major order."""
-        return itertools.product(*(range(self.size(a.size)) for a in shape.axes))
+        return itertools.product(*(range(n) for n in self.shape_sizes(shape)))
 
     def reindexing(self, term: ir.Reindexing, value: Array) -> Array:
         """`Y[p] = X[eta(p)]` for every index tuple `p` of the output."""
@@ -389,6 +433,28 @@ class Interpreter:
         axes of `eta` are indexed at `q = offset + matrix @ p` (every `q` checked to lie
         inside `value`: the first that does not, in row-major order, is the `BoundsError`);
         the `targets` (the other axes of `value`) are taken whole, in `value`'s order."""
+        reads = self.reads(eta, domain, tuple(value.size(a.name) for a in eta.codomain.axes))
+        if reads.outside is not None:
+            element, row = reads.outside
+            where = f" (line {span.line})" if span is not None else ""
+            point = ", ".join(f"{a.name}={int(i)}" for a, i in zip(
+                eta.domain.axes, reads.points[element], strict=True))
+            raise BoundsError(f"{what}{where}: at {point}, {eta.row_text(row)} = "
+                              f"{int(reads.q[element, row])} is outside axis "
+                              f"{eta.codomain.axes[row].name} of size {reads.sizes[row]}")
+        data = value.aligned((*eta.codomain.names, *targets)).data
+        if not reads.sizes:  # nothing to index: every p reads the whole array
+            return data.unsqueeze(0).expand(len(reads.points), *data.shape)
+        return data[reads.q.unbind(1)]
+
+    def reads(self, eta: ir.StrideMorphism, domain: ir.Shape,
+              sizes: tuple[int, ...]) -> Reads:
+        """Where `eta` reads over `domain` in arrays whose codomain axes have `sizes` (see
+        `read_through`); memoised, as it depends on nothing else."""
+        key = (id(eta), id(domain), sizes)
+        found = self.reads_memo.get(key)
+        if found is not None:
+            return found[2]
         rows, columns = len(eta.codomain.axes), len(eta.domain.axes)
         if len(domain.axes) != columns or len(eta.matrix) != rows or any(
                 len(row) != columns for row in eta.matrix):
@@ -397,21 +463,13 @@ class Interpreter:
         points = torch.tensor(listed, dtype=torch.int64).reshape(len(listed), columns)
         matrix = torch.tensor(eta.matrix, dtype=torch.int64).reshape(rows, columns)
         q = points @ matrix.T + torch.tensor(eta.offset, dtype=torch.int64)  # one row per p
-        sizes = torch.tensor([value.size(a.name) for a in eta.codomain.axes], dtype=torch.int64)
-        outside = (q < 0) | (q >= sizes)
+        outside = (q < 0) | (q >= torch.tensor(sizes, dtype=torch.int64))
+        first = None
         if bool(outside.any()):
-            first = int(outside.reshape(-1).nonzero()[0])
-            element, row = divmod(first, rows)
-            where = f" (line {span.line})" if span is not None else ""
-            point = ", ".join(f"{a.name}={int(i)}" for a, i in zip(eta.domain.axes,
-                                                                  points[element], strict=True))
-            raise BoundsError(f"{what}{where}: at {point}, {eta.row_text(row)} = "
-                              f"{int(q[element, row])} is outside axis "
-                              f"{eta.codomain.axes[row].name} of size {int(sizes[row])}")
-        data = value.aligned((*eta.codomain.names, *targets)).data
-        if not rows:  # nothing to index: every p reads the whole array
-            return data.unsqueeze(0).expand(len(listed), *data.shape)
-        return data[tuple(q[:, row] for row in range(rows))]
+            first = divmod(int(outside.reshape(-1).nonzero()[0]), rows)
+        reads = Reads(points, q, sizes, first)
+        self.reads_memo[key] = eta, domain, reads
+        return reads
 
     # ---- blocks and scans
     def block(self, term: ir.Block, values: list[Array], scope: Scope) -> list[Array]:
@@ -522,10 +580,10 @@ class Interpreter:
         return Array(tensor, declared.array.names)
 
     def tiles(self, value: Array, port: ir.Port, degree: ir.Shape,
-              span: ir.Span | None) -> list[Array]:
-        """The tile of `value` that the base operation reads at each degree element `p`, in
-        row-major order of `p`: the tiling axes read through the port's stride morphism, the
-        target axes taken whole."""
+              span: ir.Span | None) -> Array:
+        """The tiles of `value` that the base operation reads at the degree elements `p`,
+        stacked along a leading axis `POINT` in row-major order of `p`: the tiling axes read
+        through the port's stride morphism, the target axes taken whole."""
         eta = port.reindexing
         tiling = [n for n in value.axes if n not in port.targets]
         if sorted(tiling) != sorted(eta.codomain.names):
@@ -536,12 +594,13 @@ class Interpreter:
             raise MalformedTerm(f"targets {missing} are not axes of {value.axes}")
         kept = tuple(n for n in value.axes if n in port.targets)
         stacked = self.read_through(eta, value, kept, degree, port.name or "an operand", span)
-        return [Array(tile, kept) for tile in stacked]
+        return Array(stacked, (POINT, *kept))
 
     def tile_writer(self, result: torch.Tensor, output_axes: tuple[str, ...],
-                    port: ir.Port) -> Callable[[Sequence[int], Array], None]:
-        """Writes a tile into the output at each degree element `p`: outputs tile by a
-        permutation (checked once here), so the tile lands at the entries `p` names."""
+                    port: ir.Port, degree: ir.Shape) -> Callable[[Array], None]:
+        """Writes a stack of tiles (one per degree element `p`, see `tiles`) into the output:
+        outputs tile by a permutation (checked once here), so the tile of `p` lands at the
+        entries `p` names."""
         eta = port.reindexing
         places: list[int | None] = []  # per output axis: None for a target, else a degree axis
         for name in output_axes:
@@ -555,13 +614,26 @@ class Interpreter:
                                     f"not a permutation")
             places.append(ones[0])
         targets = tuple(n for n in output_axes if n in port.targets)
+        sizes = self.shape_sizes(degree)
+        # Where each degree axis is one output axis of its size, the stack laid out on the
+        # degree's axes is the output with its axes permuted; otherwise tile by tile.
+        at_once = sorted(at for at in places if at is not None) == list(range(len(sizes))) \
+            and all(at is None or result.shape[i] == sizes[at] for i, at in enumerate(places))
+        order, target = [], len(sizes)
+        for at in places:  # the grid's dims (degree axes, then targets) in the output's order
+            order.append(target if at is None else at)
+            target += at is None
 
-        def write(p: Sequence[int], tile: Array) -> None:
-            if sorted(targets) != sorted(tile.axes):
-                raise MalformedTerm(f"a base operation gave axes {tile.axes} for targets "
+        def write(stack: Array) -> None:
+            if stack.axes[:1] != (POINT,) or sorted(targets) != sorted(stack.axes[1:]):
+                raise MalformedTerm(f"a base operation gave axes {stack.axes[1:]} for targets "
                                     f"{targets}")
-            index = tuple(slice(None) if at is None else p[at] for at in places)
-            result[index] = tile.aligned(targets).data
+            tiles = stack.aligned((POINT, *targets)).data
+            if at_once:
+                result[...] = tiles.reshape((*sizes, *tiles.shape[1:])).permute(order)
+                return
+            for tile, p in zip(tiles, self.elements(degree), strict=True):
+                result[tuple(slice(None) if at is None else p[at] for at in places)] = tile
 
         return write
 
@@ -570,7 +642,7 @@ class Interpreter:
             raise MalformedTerm(f"{term.op.kind} has {len(term.inputs)} input ports and "
                                 f"{len(values)} inputs")
         params = [self.parameter(port, scope) for port in term.params]
-        results = [torch.zeros([self.size(a.size) for a in port.array.shape.axes],
+        results = [torch.zeros(self.shape_sizes(port.array.shape),
                                dtype=self.dtype(port.array.dtype)) for port in term.outputs]
         # Every read is checked before the first base operation runs: a program that reads
         # outside an array is refused (`BoundsError`) whatever else it would do.
@@ -578,24 +650,52 @@ class Interpreter:
                   for value, port in zip(values, term.inputs, strict=True)]
         param_inputs = [self.tiles(value, port, term.degree, term.span)
                         for value, port in zip(params, term.params, strict=True)]
-        writers = [self.tile_writer(result, port.array.names, port)
+        writers = [self.tile_writer(result, port.array.names, port, term.degree)
                    for result, port in zip(results, term.outputs, strict=True)]
-        for element, p in enumerate(self.elements(term.degree)):
-            outputs = self.base(term, [tiles[element] for tiles in inputs],
-                                [tiles[element] for tiles in param_inputs], scope, p)
-            if len(outputs) != len(term.outputs):
-                raise MalformedTerm(f"{term.op.kind} gave {len(outputs)} tiles for "
-                                    f"{len(term.outputs)} outputs")
-            for write, tile in zip(writers, outputs, strict=True):
-                write(p, tile)
+        outputs = self.base(term, inputs, param_inputs, scope)
+        if len(outputs) != len(term.outputs):
+            raise MalformedTerm(f"{term.op.kind} gave {len(outputs)} tiles for "
+                                f"{len(term.outputs)} outputs")
+        for write, stack in zip(writers, outputs, strict=True):
+            write(stack)
         return [Array(result, port.array.names) for result, port in
                 zip(results, term.outputs, strict=True)]
 
-    # ---- base operations on tiles
+    def each_point(self, term: ir.Broadcasted, tiles: list[Array], params: list[Array],
+                   compute: Callable[[list[Array], list[Array], tuple[int, ...]], list[Array]],
+                   ) -> list[Array]:
+        """A base operation that is not written for a stack of tiles: `compute(tiles, params,
+        p)` on the tiles of one degree element `p` at a time, in row-major order, its results
+        stacked (as `base` gives them)."""
+
+        def at(stack: Array, element: int) -> Array:
+            return Array(stack.data[element], stack.axes[1:])
+
+        columns: list[list[Array]] = [[] for _ in term.outputs]
+        for element, p in enumerate(self.elements(term.degree)):
+            outputs = compute([at(t, element) for t in tiles], [at(t, element) for t in params],
+                              p)
+            if len(outputs) != len(term.outputs):
+                raise MalformedTerm(f"{term.op.kind} gave {len(outputs)} tiles for "
+                                    f"{len(term.outputs)} outputs")
+            for column, tile in zip(columns, outputs, strict=True):
+                column.append(tile)
+        stacks = []
+        for column in columns:
+            names = column[0].axes
+            stacks.append(Array(torch.stack([tile.aligned(names).data for tile in column]),
+                                (POINT, *names)))
+        return stacks
+
+    # ---- base operations on stacks of tiles
     def base(self, term: ir.Broadcasted, tiles: list[Array], params: list[Array],
-             scope: Scope, p: Sequence[int]) -> list[Array]:
+             scope: Scope) -> list[Array]:
+        """The base operation at every degree element: `tiles` and `params` are stacks of
+        tiles (leading axis `POINT`, see `tiles`), and so is each result. An operation defined
+        entrywise on its tile, or whose formula is written for a stack, runs on the whole
+        stack; the others run at one element at a time (`each_point`)."""
         op = term.op
-        out = [port.targets for port in term.outputs]
+        out = [(POINT, *port.targets) for port in term.outputs]
         match op:
             case ir.EinsumOp():
                 return [self.product_sum([*tiles, *params], op.contracted, out[0], op.scale)]
@@ -608,7 +708,11 @@ class Interpreter:
             case ir.NormOp():
                 return [normalise(op, tiles[0], params)]
             case ir.BatchNormOp():
-                return [self.batchnorm(op, term, tiles[0], params, scope)]
+                # Training mode writes the running statistics at every element, in order.
+                def batchnorm(tile: list[Array], param: list[Array],
+                              _: tuple[int, ...], op: ir.BatchNormOp = op) -> list[Array]:
+                    return [self.batchnorm(op, term, tile[0], param, scope)]
+                return self.each_point(term, tiles, params, batchnorm)
             case ir.ElementwiseOp():
                 return [Array(elementwise(op.function, tiles[0].data), tiles[0].axes)]
             case ir.ScaleOp():
@@ -637,7 +741,11 @@ class Interpreter:
                 shape = [self.size(term.outputs[0].array.shape.axis(a).size) for a in op.outputs]
                 return [reshape(op, tiles[0], shape)]
             case ir.CallOp():
-                return self.call_site(term, op, tiles, scope, p)
+                # The callee runs once per element (with its own parameters where `each`).
+                def call(tile: list[Array], _: list[Array], p: tuple[int, ...],
+                         op: ir.CallOp = op) -> list[Array]:
+                    return self.call_site(term, op, tile, scope, p)
+                return self.each_point(term, tiles, params, call)
             case ir.ConstantOp():
                 return [Array(with_constant(op, tiles[0].data), tiles[0].axes)]
             case ir.BinaryOp():
@@ -649,16 +757,27 @@ class Interpreter:
             case ir.ParameterOp() | ir.BufferOp():
                 return [params[0]]  # the parameter itself, as data on a wire
             case ir.IndexValueOp():
-                return [self.index_values(op, term.outputs[0].array)]
+                def index_values(_: list[Array], __: list[Array], ___: tuple[int, ...],
+                                 op: ir.IndexValueOp = op) -> list[Array]:
+                    return [self.index_values(op, term.outputs[0].array)]
+                return self.each_point(term, tiles, params, index_values)
             case ir.GatherOp():
-                # The coordinates follow the source's axes in its declared order, whatever
-                # order the array arrived in (a scan stacks its outputs in its step's order).
-                source = tiles[0].aligned(term.inputs[0].targets)
-                return [self.gather(op, [source, *tiles[1:]], term.outputs[0].array,
-                                    term.span)]
+                def gather(tile: list[Array], _: list[Array], __: tuple[int, ...],
+                           op: ir.GatherOp = op) -> list[Array]:
+                    # The coordinates follow the source's axes in its declared order, whatever
+                    # order the array arrived in (a scan stacks its outputs in its step's
+                    # order).
+                    source = tile[0].aligned(term.inputs[0].targets)
+                    return [self.gather(op, [source, *tile[1:]], term.outputs[0].array,
+                                        term.span)]
+                return self.each_point(term, tiles, params, gather)
             case ir.ScatterAddOp():
                 size = self.size(term.outputs[0].array.shape.axis(op.output).size)
-                return [scatter_add(op, tiles[0], tiles[1], size, term.span)]
+
+                def scatter(tile: list[Array], _: list[Array], __: tuple[int, ...],
+                            op: ir.ScatterAddOp = op) -> list[Array]:
+                    return [scatter_add(op, tile[0], tile[1], size, term.span)]
+                return self.each_point(term, tiles, params, scatter)
         assert_never(op)
 
     def index_values(self, op: ir.IndexValueOp, out: ir.ArrayType) -> Array:
@@ -765,9 +884,9 @@ class Interpreter:
         return found
 
     def linear(self, op: ir.LinearOp, x: Array, params: list[Array]) -> Array:
-        """`Y[o] = sum_i X[i] W[i, o] (+ b[o])`; input axis `op.inputs[i]` is paired with
-        the weight axis `op.weight_inputs[i]` (named `a`, or `a_in` when `a` is also an output
-        axis, by the elaborator)."""
+        """`Y[o] = sum_i X[i] W[i, o] (+ b[o])`, for stacks of tiles; input axis `op.inputs[i]`
+        is paired with the weight axis `op.weight_inputs[i]` (named `a`, or `a_in` when `a` is
+        also an output axis, by the elaborator)."""
         weight = params[0]
         pairing: dict[str, str] = {}
         for axis, wanted in zip(op.inputs, op.weight_inputs, strict=True):
@@ -775,29 +894,32 @@ class Interpreter:
                 raise MalformedTerm(f"linear weight {weight.axes} has no axis {wanted}")
             pairing[wanted] = f"__input_{axis}"
         inputs = x.renamed({a: f"__input_{a}" for a in op.inputs})
+        outputs = (POINT, *op.outputs)
         result = self.product_sum([inputs, weight.renamed(pairing)],
-                                  [f"__input_{a}" for a in op.inputs], op.outputs)
+                                  [f"__input_{a}" for a in op.inputs], outputs)
         if op.bias:
-            result = Array(result.data + params[1].aligned(op.outputs).data, result.axes)
+            result = Array(result.data + params[1].aligned(outputs).data, result.axes)
         return result
 
     def embedding(self, op: ir.EmbeddingOp, index: Array, table: Array,
                   term: ir.Broadcasted) -> Array:
-        if index.axes:
-            raise MalformedTerm(f"an embedding index tile has axes {index.axes}")
-        vocabulary = [n for n in table.axes if n not in op.outputs]
+        """Row `index[p]` of `table[p]` at each element `p` of the stacks; the first index
+        outside the vocabulary, in the order of `p`, is the `BoundsError`."""
+        if index.axes != (POINT,):
+            raise MalformedTerm(f"an embedding index tile has axes {index.axes[1:]}")
+        vocabulary = [n for n in table.axes[1:] if n not in op.outputs]
         if len(vocabulary) != 1:
-            raise MalformedTerm(f"embedding table {table.axes} for outputs {op.outputs}")
-        row = int(index.data)
+            raise MalformedTerm(f"embedding table {table.axes[1:]} for outputs {op.outputs}")
+        rows = index.data.to(torch.int64)
         size = table.size(vocabulary[0])
-        if not 0 <= row < size:
+        outside = (rows < 0) | (rows >= size)
+        if bool(outside.any()):
+            row = int(rows[int(outside.nonzero()[0])])
             where = f" (line {term.span.line})" if term.span is not None else ""
             raise BoundsError(f"embedding{where}: index {row} is outside the vocabulary of "
                               f"size {size}")
-        position = table.axes.index(vocabulary[0])
-        entry = Array(table.data.select(position, row),
-                      tuple(n for n in table.axes if n != vocabulary[0]))
-        return entry.aligned(op.outputs)
+        entries = table.aligned((POINT, vocabulary[0], *op.outputs)).data
+        return Array(entries[torch.arange(len(rows)), rows], (POINT, *op.outputs))
 
     def call_site(self, term: ir.Broadcasted, op: ir.CallOp, tiles: list[Array],
                   scope: Scope, p: Sequence[int]) -> list[Array]:
@@ -876,25 +998,35 @@ def elementwise(function: str, x: torch.Tensor) -> torch.Tensor:
     raise MalformedTerm(f"unknown elementwise function {function!r}")
 
 
-def softmax(tile: Array, log: bool) -> Array:
-    """Over every entry of the tile (its target axes together)."""
-    flat = tile.data.reshape(-1)
-    top = flat.max()
+def per_tile(stack: Array) -> torch.Tensor:
+    """A stack of tiles (leading axis `POINT`) as a matrix: one row of entries per tile."""
+    return stack.data.reshape(stack.data.shape[0], -1)
+
+
+def softmax(stack: Array, log: bool) -> Array:
+    """Over every entry of each tile (its target axes together)."""
+    flat = per_tile(stack)
+    top = flat.amax(1, keepdim=True)
     shifted = flat - top
-    total = torch.exp(shifted).sum()
+    total = torch.exp(shifted).sum(1, keepdim=True)
     result = shifted - torch.log(total) if log else torch.exp(shifted) / total
-    return Array(result.reshape(tile.data.shape), tile.axes)
+    return Array(result.reshape(stack.data.shape), stack.axes)
 
 
 def normalise(op: ir.NormOp, tile: Array, params: list[Array]) -> Array:
+    """Each tile of the stack over all its entries."""
     x = tile.data
-    count = x.numel()
+    count = per_tile(tile).shape[1]
+
+    def total(entries: torch.Tensor) -> torch.Tensor:  # per tile, shaped to broadcast
+        return entries.reshape(x.shape[0], -1).sum(1).reshape(-1, *[1] * (x.dim() - 1))
+
     if op.norm == "layernorm":
-        mean = x.sum() / count
-        variance = ((x - mean) ** 2).sum() / count  # biased, as the definition of layer norm
+        mean = total(x) / count
+        variance = total((x - mean) ** 2) / count  # biased, as the definition of layer norm
         y = (x - mean) / torch.sqrt(variance + op.eps)
     else:
-        y = x / torch.sqrt((x * x).sum() / count + op.eps)
+        y = x / torch.sqrt(total(x * x) / count + op.eps)
     rest = list(params)
     if op.affine:
         y = y * rest.pop(0).aligned(tile.axes).data
@@ -957,10 +1089,10 @@ def gate(op: ir.GateOp, operands: list[Array], outputs: Sequence[str]) -> Array:
     tile's entries mod 2."""
     numbers = [Array(o.data.to(torch.int64), o.axes) for o in operands]
     if op.axes:
-        if op.gate != "xor" or sorted(op.axes) != sorted(numbers[0].axes):
+        if op.gate != "xor" or sorted(op.axes) != sorted(numbers[0].axes[1:]):
             raise MalformedTerm(f"{op.gate} over {op.axes} of a tile with axes "
-                                f"{numbers[0].axes}")
-        return Array(numbers[0].data.sum() % 2 == 1, ())
+                                f"{numbers[0].axes[1:]}")
+        return Array(per_tile(numbers[0]).sum(1) % 2 == 1, (POINT,))
     match op.gate:
         case "xor":
             value = combine(numbers, outputs, torch.add)
@@ -985,17 +1117,22 @@ def choose(operands: list[Array], outputs: Sequence[str]) -> Array:
 
 
 def mask(op: ir.MaskOp, tiles: list[Array]) -> Array:
+    """Each tile of the stack where the conditions hold (and the mask array is true), `fill`
+    elsewhere."""
     tile = tiles[0]
+    axes, shape = tile.axes[1:], tile.data.shape[1:]
     keep = torch.ones(tile.data.shape, dtype=torch.bool)
     if op.by_array:
         keep = keep & tiles[1].spread(tile.axes).to(torch.bool)
     elif not op.conditions:
         raise MalformedTerm("a mask has neither conditions nor a mask array")
-    for index in itertools.product(*(range(n) for n in tile.data.shape)):
-        position = dict(zip(tile.axes, index, strict=True))
+    holding = torch.ones(shape, dtype=torch.bool)  # within a tile, the same for every tile
+    for index in itertools.product(*(range(n) for n in shape)):
+        position = dict(zip(axes, index, strict=True))
         for condition in op.conditions:
             if not holds(condition, position):
-                keep[index] = False
+                holding[index] = False
+    keep = keep & holding
     fill = torch.full_like(tile.data, op.fill)
     return Array(torch.where(keep, tile.data, fill), tile.axes)
 
@@ -1040,60 +1177,65 @@ def scatter_add(op: ir.ScatterAddOp, value: Array, places: Array, size: int,
 
 
 def reduce(op: ir.ReduceOp, tile: Array) -> Array:
-    if sorted(op.axes) != sorted(tile.axes):
-        raise MalformedTerm(f"reduce over {op.axes} of a tile with axes {tile.axes}")
-    flat = tile.data.reshape(-1)
+    """Each tile of the stack to one value."""
+    if sorted(op.axes) != sorted(tile.axes[1:]):
+        raise MalformedTerm(f"reduce over {op.axes} of a tile with axes {tile.axes[1:]}")
+    flat = per_tile(tile)
     match op.function:
         case "sum":
-            value = flat.sum()
+            value = flat.sum(1)
         case "mean":
-            value = flat.sum() / flat.numel()
+            value = flat.sum(1) / flat.shape[1]
         case "max":
-            value = flat.max()
+            value = flat.amax(1)
         case "min":
-            value = flat.min()
+            value = flat.amin(1)
         case "logsumexp":
-            top = flat.max()
-            if torch.isinf(top):
-                value = top
-            else:
-                value = top + torch.log(torch.exp(flat - top).sum())
+            top = flat.amax(1)
+            shifted = top + torch.log(torch.exp(flat - top.unsqueeze(1)).sum(1))
+            value = torch.where(torch.isinf(top), top, shifted)  # an infinite top is the value
         case _:
             assert_never(op.function)
-    return Array(value, ())
+    return Array(value, (POINT,))
 
 
 def concatenate(op: ir.ConcatOp, tiles: list[Array]) -> Array:
+    """Each stack's tiles (of one axis each) one after another, tile by tile."""
     parts = []
     for tile, axis in zip(tiles, op.inputs, strict=True):
-        if tile.axes != (axis,):
-            raise MalformedTerm(f"concat reads axis {axis} from a tile with axes {tile.axes}")
+        if tile.axes != (POINT, axis):
+            raise MalformedTerm(f"concat reads axis {axis} from a tile with axes "
+                                f"{tile.axes[1:]}")
         parts.append(tile.data)
-    return Array(torch.cat(parts), (op.output,))
+    return Array(torch.cat(parts, 1), (POINT, op.output))
 
 
 def split(op: ir.SplitOp, tile: Array, sizes: Sequence[int]) -> list[Array]:
-    if tile.axes != (op.input,) or sum(sizes) != tile.data.shape[0]:
-        raise MalformedTerm(f"split of {tile.axes} into {op.outputs} of sizes {list(sizes)}")
+    """Each tile (of one axis) cut into consecutive pieces of `sizes`."""
+    if tile.axes != (POINT, op.input) or sum(sizes) != tile.data.shape[1]:
+        raise MalformedTerm(f"split of {tile.axes[1:]} into {op.outputs} of sizes "
+                            f"{list(sizes)}")
     results, start = [], 0
     for axis, size in zip(op.outputs, sizes, strict=True):
-        results.append(Array(tile.data[start:start + size], (axis,)))
+        results.append(Array(tile.data[:, start:start + size], (POINT, axis)))
         start += size
     return results
 
 
 def pad(op: ir.PadOp, tile: Array) -> Array:
-    if tile.axes != (op.input,):
-        raise MalformedTerm(f"pad of axis {op.input} on a tile with axes {tile.axes}")
-    length = op.before + tile.data.shape[0] + op.after
-    result = torch.full((length,), op.value, dtype=tile.data.dtype)
-    result[op.before:op.before + tile.data.shape[0]] = tile.data
-    return Array(result, (op.output,))
+    """Each tile (of one axis) with `before` and `after` entries of `value` around it."""
+    if tile.axes != (POINT, op.input):
+        raise MalformedTerm(f"pad of axis {op.input} on a tile with axes {tile.axes[1:]}")
+    points, length = tile.data.shape
+    result = torch.full((points, op.before + length + op.after), op.value,
+                        dtype=tile.data.dtype)
+    result[:, op.before:op.before + length] = tile.data
+    return Array(result, (POINT, op.output))
 
 
 def reshape(op: ir.ReshapeOp, tile: Array, shape: Sequence[int]) -> Array:
-    """Row-major: the inputs' entries in order, read again as the outputs."""
-    flat = tile.aligned(op.inputs).data.reshape(-1)
-    if flat.numel() != math.prod(shape):
-        raise MalformedTerm(f"reshape of {flat.numel()} entries into {list(shape)}")
-    return Array(flat.reshape(list(shape)), op.outputs)
+    """Row-major: each tile's entries in order, read again as the outputs."""
+    flat = per_tile(tile.aligned((POINT, *op.inputs)))
+    if flat.shape[1] != math.prod(shape):
+        raise MalformedTerm(f"reshape of {flat.shape[1]} entries into {list(shape)}")
+    return Array(flat.reshape(flat.shape[0], *shape), (POINT, *op.outputs))

@@ -145,6 +145,12 @@ def test_embedding_is_f_embedding() -> None:
                "def embed(T: N[v][b, t]) -> R[b, t, m] { return embedding[v -> m](T, E) }",
                "embed", [tokens], {"E": table})
     torch.testing.assert_close(Y, F.embedding(tokens, table), **CLOSE)
+    # An index outside the vocabulary is a read out of bounds: the first, in row-major order.
+    with pytest.raises(BoundsError, match=r"line 2\): index 9 is outside the vocabulary of "
+                                          r"size 7"):
+        run("axis v = 7, m = 3, b = 2, t = 3\n"
+            "def embed(T: N[v][b, t]) -> R[b, t, m] { return embedding[v -> m](T, E) }",
+            "embed", [torch.tensor([[1, 6, 9], [-1, 2, 8]])], {"E": table})
 
 
 def test_structure_is_cat_split_pad_flip_and_reshape() -> None:
