@@ -113,10 +113,10 @@ def _exact_order(count: int, cost: Callable[[Sequence[int]], int], identity_cost
     """The first order in `permutations` order (lexicographic) of least cost, as trying
     every order finds it, without trying every order.
 
-    The crossings of a stacking order are a sum over pairs of factors, each pair's share
-    depending only on which of the two is drawn above (the wires of one factor keep their
-    own order): cost(order) = cost(identity) + the sum of `swap[g][h]` over the pairs g < h
-    drawn h above g. `swap[g][h]` is read off two orders that differ only in those two,
+    The crossings `_restack` counts are a sum over pairs of wires, and the two wires of a
+    pair cross or not depending only on which of their factors is drawn above (the wires of
+    one factor keep their own order), so: cost(order) = cost(identity) + the sum of
+    `swap[g][h]` over the pairs g < h drawn h above g. `swap[g][h]` is read off two orders that differ only in those two,
     drawn first; the best order is then found by dynamic programming over the sets of
     factors still to draw (2^count sets instead of count! orders), taking at each step the
     lowest-numbered factor that stays optimal. Its cost is checked against `cost` itself;
