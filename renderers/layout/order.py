@@ -116,11 +116,12 @@ def _exact_order(count: int, cost: Callable[[Sequence[int]], int], identity_cost
     The crossings `_restack` counts are a sum over pairs of wires, and the two wires of a
     pair cross or not depending only on which of their factors is drawn above (the wires of
     one factor keep their own order), so: cost(order) = cost(identity) + the sum of
-    `swap[g][h]` over the pairs g < h drawn h above g. `swap[g][h]` is read off two orders that differ only in those two,
-    drawn first; the best order is then found by dynamic programming over the sets of
-    factors still to draw (2^count sets instead of count! orders), taking at each step the
-    lowest-numbered factor that stays optimal. Its cost is checked against `cost` itself;
-    where they disagree (a cost that is not such a sum), every order is tried."""
+    `swap[g][h]` over the pairs g < h drawn h above g. `swap[g][h]` is read off two orders
+    that differ only in those two, drawn first; the best order is then found by dynamic
+    programming over the sets of factors still to draw (2^count sets instead of count!
+    orders), taking at each step the lowest-numbered factor that stays optimal. Its cost is
+    checked against `cost` itself; where they disagree (a cost that is not such a sum),
+    every order is tried."""
     swap = [[0] * count for _ in range(count)]
     for g in range(count):
         for h in range(g + 1, count):
