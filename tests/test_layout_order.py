@@ -6,8 +6,9 @@ source order (the choice switched off), and every drawing stays valid and determ
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
-from itertools import pairwise
+import random
+from collections.abc import Callable, Sequence
+from itertools import pairwise, permutations
 from pathlib import Path
 from types import ModuleType
 
@@ -193,3 +194,52 @@ def test_an_expanded_drawing_too_wide_folds_its_deepest_calls() -> None:
     assert {"attention", "swiglu"} <= titles
     assert [b for b in drawn.boxes if b.kind == "call"]
     assert drawn.validate() == []
+
+
+def _first_least(count: int, cost: Callable[[Sequence[int]], int]) -> tuple[int, ...]:
+    """The exact search as every order tried in turn finds it: the first of least cost."""
+    return min(permutations(range(count)), key=cost)
+
+
+def _crossings_round(groups: list[list[int]], weights: list[int], after: list[int]
+                     ) -> Callable[[Sequence[int]], int]:
+    """The crossings of a run of factors (`groups` of arrays of `weights` wires) stacked in
+    an order, on the left and in a rearrangement `after` it, as `order._restack` counts."""
+    def cost(stacking: Sequence[int]) -> int:
+        drawn = order._arrays_in_order(groups, stacking)
+        position = {a: q for q, a in enumerate(drawn)}
+        return (order.crossings_of(drawn, weights)
+                + order.crossings_of([position[a] for a in after], [weights[a] for a in drawn]))
+    return cost
+
+
+def test_exact_stacking_order_is_the_first_of_least_cost_among_every_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dynamic programme over sets of factors picks the order trying all of them would
+    (the first, lexicographically, of the least crossings), without trying them, for
+    rearrangements round runs of factors of random sizes, copies and dropped arrays among
+    them; a cost that is not a sum over pairs of factors is searched over every order."""
+    generator = random.Random(11)
+    cases: list[tuple[int, Callable[[Sequence[int]], int], tuple[int, ...]]] = []
+    for _ in range(30):
+        count = generator.randint(2, 6)
+        groups = order._groups([generator.randint(1, 3) for _ in range(count)])
+        arrays = sum(len(g) for g in groups)
+        weights = [generator.randint(1, 3) for _ in range(arrays)]
+        after = [generator.randrange(arrays) for _ in range(generator.randint(1, arrays + 2))]
+        cost = _crossings_round(groups, weights, after)
+        cases.append((count, cost, _first_least(count, cost)))
+
+    def uneven(stacking: Sequence[int]) -> int:  # not a sum over pairs of factors
+        return (stacking.index(0) - 2) ** 2 * (stacking.index(1) + 1) + stacking.index(2)
+
+    expected_uneven = _first_least(5, uneven)
+    assert order._best_order(5, uneven) == expected_uneven
+
+    def refused(*_: object) -> None:
+        raise AssertionError("every order tried")
+
+    monkeypatch.setattr(order, "permutations", refused)
+    for count, cost, expected in cases:
+        assert order._best_order(count, cost) == expected
+    assert any(expected != tuple(range(count)) for count, _, expected in cases)

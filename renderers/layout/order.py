@@ -85,11 +85,7 @@ def _best_order(count: int, cost: Callable[[Sequence[int]], int],
     if best_cost == 0:
         return identity
     if count <= EXACT_FACTORS:
-        for order in permutations(range(count)):
-            c = cost(order)
-            if c < best_cost:
-                best, best_cost = order, c
-        return best
+        return _exact_order(count, cost, best_cost)
     for seed in seeds:
         c = cost(seed)
         if c < best_cost:
@@ -110,6 +106,56 @@ def _best_order(count: int, cost: Callable[[Sequence[int]], int],
                     if c < best_cost:
                         best, best_cost, improved = trial, c, True
     return best
+
+
+def _exact_order(count: int, cost: Callable[[Sequence[int]], int], identity_cost: int
+                 ) -> tuple[int, ...]:
+    """The first order in `permutations` order (lexicographic) of least cost, as trying
+    every order finds it, without trying every order.
+
+    The crossings `_restack` counts are a sum over pairs of wires, and the two wires of a
+    pair cross or not depending only on which of their factors is drawn above (the wires of
+    one factor keep their own order), so: cost(order) = cost(identity) + the sum of
+    `swap[g][h]` over the pairs g < h drawn h above g. `swap[g][h]` is read off two orders
+    that differ only in those two, drawn first; the best order is then found by dynamic
+    programming over the sets of factors still to draw (2^count sets instead of count!
+    orders), taking at each step the lowest-numbered factor that stays optimal. Its cost is
+    checked against `cost` itself; where they disagree (a cost that is not such a sum),
+    every order is tried."""
+    swap = [[0] * count for _ in range(count)]
+    for g in range(count):
+        for h in range(g + 1, count):
+            rest = [f for f in range(count) if f != g and f != h]
+            swap[g][h] = cost((h, g, *rest)) - cost((g, h, *rest))
+    full = (1 << count) - 1
+    # least[s]: the least added cost of drawing the factors of set s after the others
+    least = [0] * (full + 1)
+    for remaining in range(1, full + 1):
+        least[remaining] = min(_placed_first(swap, remaining, g) + least[remaining & ~(1 << g)]
+                               for g in range(count) if remaining >> g & 1)
+    order: list[int] = []
+    remaining = full
+    while remaining:
+        g = next(g for g in range(count) if remaining >> g & 1
+                 and _placed_first(swap, remaining, g) + least[remaining & ~(1 << g)]
+                 == least[remaining])
+        order.append(g)
+        remaining &= ~(1 << g)
+    found = tuple(order)
+    if cost(found) == identity_cost + least[full]:
+        return found
+    best, best_cost = found, cost(found)  # not a sum over pairs: every order, as before
+    for trial in permutations(range(count)):
+        c = cost(trial)
+        if c < best_cost or (c == best_cost and trial < best):
+            best, best_cost = trial, c
+    return best
+
+
+def _placed_first(swap: Sequence[Sequence[int]], remaining: int, g: int) -> int:
+    """What drawing factor `g` above every other factor of set `remaining` adds: the swaps
+    of the pairs (h, g) with h < g."""
+    return sum(swap[h][g] for h in range(g) if remaining >> h & 1)
 
 
 def cascaded_copies(terms: Sequence[ir.Term]) -> list[ir.Term]:

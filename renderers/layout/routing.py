@@ -393,12 +393,9 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
                  left_labels=left_labels, right_labels=right_labels, loops=moved.loops).fit()
 
 
-def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False) -> Panel:
-    """`first ; second`: side by side, with a routing column where the wires disagree.
-
-    `reuse_first`: the caller owns `first` and drops it, so its lists of items, boxes and
-    anchors are extended in place instead of copied (a chain of n joins then costs O(n), not
-    O(n^2))."""
+def _join_shift(first: Panel, second: Panel) -> tuple[float, float]:
+    """How `join` places `second` after `first`: the vertical shift of `second` and the
+    width of the routing column between them."""
     differences = [a.y - b.y for a, b in zip(first.right, second.left, strict=True)]
     if differences:
         # Among equally good shifts: first the one that keeps straight the wires passing
@@ -417,6 +414,30 @@ def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False
         dy = (first.top + first.bottom) / 2 - (second.top + second.bottom) / 2
     moves = [abs(d - dy) for d in differences]
     width = route_width(max(moves)) if moves and max(moves) > EPS else 0.0
+    return dy, width
+
+
+def join_outline(first: Panel, second: Panel) -> Panel:
+    """The outline of `join(ctx, first, second)`: the same width, edges and vertical extent,
+    nothing drawn. Where a wrapped composition breaks is decided on outlines, and only the
+    rows it keeps are joined."""
+    dy, width = _join_shift(first, second)
+    dx = first.width + width
+    moved = not (abs(dx) < 1e-9 and abs(dy) < 1e-9)  # as `Panel.moved` decides
+    right = [e.moved(dy) for e in second.right] if moved else second.right
+    top, bottom = (second.top + dy, second.bottom + dy) if moved \
+        else (second.top, second.bottom)
+    return Panel(first.width + width + second.width, first.left, right, [], [], [],
+                 min(first.top, top), max(first.bottom, bottom))
+
+
+def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False) -> Panel:
+    """`first ; second`: side by side, with a routing column where the wires disagree.
+
+    `reuse_first`: the caller owns `first` and drops it, so its lists of items, boxes and
+    anchors are extended in place instead of copied (a chain of n joins then costs O(n), not
+    O(n^2))."""
+    dy, width = _join_shift(first, second)
     items = first.items if reuse_first else list(first.items)
     placed = second.moved(first.width + width, dy)
     second_items = placed.items

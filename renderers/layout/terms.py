@@ -63,7 +63,7 @@ from .panels import (
     wire_path,
 )
 from .rewiring import layout_rearrangement, layout_reindexing
-from .routing import assemble, join
+from .routing import assemble, join, join_outline
 
 
 def layout(term: ir.Term, ctx: Context, in_ids: Sequence[int]) -> Panel:
@@ -145,7 +145,7 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
         ids = [e.wire for e in panels[-1].right]
     if not panels:
         return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
-    rows: list[Panel] = []
+    outlines: list[Panel] = []  # of the rows: decided on outlines, joined once chosen
     starts: list[int] = []
     row: Panel | None = None
     # A break leaves no scrap: a row is not closed while it is short, nor for a short rest
@@ -158,7 +158,7 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
             row = next_panel
             starts.append(index)
             continue
-        joined = join(ctx, row, next_panel)
+        joined = join_outline(row, next_panel)
         # A short rest still goes on a row of its own where it would overflow the budget:
         # an overflow shrinks every label of the diagram when it is printed. The width of
         # the rest is summed only where a break is considered (summing it at every term
@@ -166,22 +166,26 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
         overflow = joined.width > budget + EDGE_ZONE
         if joined.width > budget - 2 * BREAK_MARK and row.width >= scrap \
                 and (overflow or _rest_reaches(widths, index, scrap, nonnegative)):
-            rows.append(row)
+            outlines.append(row)
             row = next_panel
             starts.append(index)
         else:
             row = joined
     assert row is not None
-    rows.append(row)
-    if len(rows) == 1:
-        return rows[0]
+    outlines.append(row)
+    if len(outlines) == 1:
+        return _joined(ctx, panels)
+    rows: list[Panel] | None = None
     # As many rows, as even as they can be: a full row and a short one become two halves.
-    balanced = _balanced_starts([p.width for p in panels], len(rows))
+    balanced = _balanced_starts([p.width for p in panels], len(outlines))
     if balanced is not None and balanced != starts:
         even = [_joined(ctx, panels[a:b]) for a, b in
                 zip(balanced, [*balanced[1:], len(panels)], strict=True)]
-        if max(r.width for r in even) <= max(r.width for r in rows) + EPS:
+        if max(r.width for r in even) <= max(r.width for r in outlines) + EPS:
             rows = even
+    if rows is None:
+        rows = [_joined(ctx, panels[a:b])
+                for a, b in zip(starts, [*starts[1:], len(panels)], strict=True)]
     last = len(rows) - 1
     # The wires at each break are named on both sides of it; a separator does not bend into
     # the break (its mark lists the wires): it stops where its arrays leave their row.
