@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ncd import ir
 from ncd.attention import Attention, find_attention
 from ncd.ops.lowering import Label, TensorCode, degree_label, float_literal, target_label
+from ncd.term_flow import TermFlow
 
 if TYPE_CHECKING:
     from .forward import ForwardEmitter
@@ -29,10 +30,10 @@ class AttentionLowering:
         self.roles: dict[int, Attention] = {}  # id of a member term -> its match
         self.operands: dict[int, list[TensorCode]] = {}  # id of a match's scores -> inputs
 
-    def plan(self, term: ir.Composed) -> None:
-        """Find the matches in a composition about to be written (the terms are the IR's own
-        objects, alive while it is written, so their ids name them)."""
-        for match in find_attention(term):
+    def plan(self, term: ir.Composed, flow: TermFlow) -> None:
+        """Find the matches in a composition about to be written, whose flow is `flow` (the
+        terms are the IR's own objects, alive while it is written, so their ids name them)."""
+        for match in find_attention(term, flow):
             for member in match.members:
                 self.roles.setdefault(id(member), match)
 

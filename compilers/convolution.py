@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ncd import ir
 from ncd.convolution import Window, find_windows
 from ncd.ops.lowering import Label, TensorCode, degree_label, dims_test, float_literal
+from ncd.term_flow import TermFlow
 
 from .views import permute_text
 
@@ -39,10 +40,10 @@ class WindowLowering:
         self.sources: dict[int, TensorCode] = {}  # id of a match's reducer -> its source
         self.kernels: dict[int, TensorCode] = {}  # id of a match's reducer -> its kernel
 
-    def plan(self, term: ir.Composed) -> None:
-        """Find the matches in a composition about to be written (the terms are the IR's own
-        objects, alive while it is written, so their ids name them)."""
-        for match in find_windows(term, self.emitter.sizes):
+    def plan(self, term: ir.Composed, flow: TermFlow) -> None:
+        """Find the matches in a composition about to be written, whose flow is `flow` (the
+        terms are the IR's own objects, alive while it is written, so their ids name them)."""
+        for match in find_windows(term, self.emitter.sizes, flow):
             if any(id(member) in self.roles for member in match.members):
                 continue  # found again from an enclosing composition
             for member in match.members:

@@ -16,6 +16,7 @@ from ncd.counts import Count, find_counts
 from ncd.operators import declaration
 from ncd.ops.indexing import check_index_array
 from ncd.ops.lowering import TensorCode, dims_test, target_label
+from ncd.term_flow import TermFlow
 
 from .fused import FusedLowering
 
@@ -26,8 +27,8 @@ PLACEHOLDER = "_fused_count"
 class CountLowering(FusedLowering[Count]):
     """The ones and the scatter-add of each match, among the terms an emitter writes."""
 
-    def find(self, term: ir.Composed) -> list[Count]:
-        return find_counts(term)
+    def find(self, term: ir.Composed, flow: TermFlow) -> list[Count]:
+        return find_counts(term, flow)
 
     def lower(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The outputs of a member of a match, or None for any other term."""

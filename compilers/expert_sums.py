@@ -17,6 +17,7 @@ from ncd import ir
 from ncd.expert_sums import ExpertSum, find_expert_sums
 from ncd.ops.calls import EachCopies, copy_call, each_copies
 from ncd.ops.lowering import Label, TensorCode, target_label
+from ncd.term_flow import TermFlow
 
 from .einsum import broadcast_product
 from .fused import FusedLowering
@@ -36,11 +37,11 @@ class ExpertSumLowering(FusedLowering[ExpertSum]):
         super().__init__(emitter)
         self.copies: dict[int, EachCopies] = {}  # id of a match's call -> its copies
 
-    def find(self, term: ir.Composed) -> list[ExpertSum]:
+    def find(self, term: ir.Composed, flow: TermFlow) -> list[ExpertSum]:
         emit = self.emitter
         taken = {*emit.attention.roles, *emit.windows.roles, *emit.picks.roles, *self.roles}
         found = []
-        for match in find_expert_sums(term):
+        for match in find_expert_sums(term, flow):
             # a member another lowering takes is written by it (it reads the call's output)
             if not any(id(member) in taken for member in match.members):
                 found.append(match)

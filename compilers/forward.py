@@ -21,6 +21,7 @@ from ncd.ops.lowering import Label, Submodule, TensorCode, degree_label, target_
 from ncd.ops.lowering import Missing as LoweringMissing
 from ncd.sizes import ProgramSizes, Size, SizeLimit, check_nonnegative
 from ncd.sizes import from_ir as size_polynomial
+from ncd.term_flow import TermFlow
 
 from .attention import AttentionLowering
 from .convolution import WindowLowering
@@ -266,11 +267,12 @@ class ForwardEmitter:
                     self.check_bounds(port.reindexing, port.name or "an operand", term.span)
                 return self.broadcasted(term, inputs)
             case ir.Composed(terms=terms):
-                self.attention.plan(term)
-                self.windows.plan(term)
-                self.picks.plan(term)
-                self.expert_sums.plan(term)
-                self.counts.plan(term)
+                flow = TermFlow.of(term)  # one walk for every pattern's search
+                self.attention.plan(term, flow)
+                self.windows.plan(term, flow)
+                self.picks.plan(term, flow)
+                self.expert_sums.plan(term, flow)
+                self.counts.plan(term, flow)
                 values = list(inputs)
                 for part in terms:
                     values = self.term(part, values)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from ncd import ir
+from ncd.term_flow import TermFlow
 
 if TYPE_CHECKING:
     from .forward import ForwardEmitter
@@ -31,13 +32,13 @@ class FusedLowering(Generic[Match]):
         self.emitter = emitter
         self.roles: dict[int, Match] = {}  # id of a member term -> its match
 
-    def find(self, term: ir.Composed) -> Sequence[Match]:
-        """Every match of the pattern in `term`."""
+    def find(self, term: ir.Composed, flow: TermFlow) -> Sequence[Match]:
+        """Every match of the pattern in `term`, whose flow is `flow`."""
         raise NotImplementedError
 
-    def plan(self, term: ir.Composed) -> None:
-        """Find the matches in a composition about to be written."""
-        for match in self.find(term):
+    def plan(self, term: ir.Composed, flow: TermFlow) -> None:
+        """Find the matches in a composition about to be written (`flow`: its `TermFlow`)."""
+        for match in self.find(term, flow):
             for member in match.members:
                 self.roles.setdefault(id(member), match)
 

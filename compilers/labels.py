@@ -11,8 +11,9 @@ from .errors import CompileError
 from .views import Row
 
 
-def _tiling_row(port: ir.Port, axis_name: str) -> tuple[tuple[int, ...], int]:
-    names = port.reindexing.codomain.names
+def _tiling_row(port: ir.Port, names: tuple[str, ...], axis_name: str
+                ) -> tuple[tuple[int, ...], int]:
+    """The row of `axis_name` in the port's reindexing, whose codomain's axes are `names`."""
     if axis_name not in names:
         raise CompileError(f"axis {axis_name!r} of {port.array.text()} is neither a target nor a "
                            f"tiling axis of its port")
@@ -23,11 +24,12 @@ def _tiling_row(port: ir.Port, axis_name: str) -> tuple[tuple[int, ...], int]:
 def port_rows(value: TensorCode, port: ir.Port) -> list[Row]:
     """How each declared dim of `value` is read at a loop position of the degree."""
     rows: list[Row] = []
+    names = port.reindexing.codomain.names  # made anew at each use
     for axis in value.array.shape.axes:
         if axis.name in port.targets:
             rows.append(Row(((target_label(axis.name), 1),)))
         else:
-            coefficients, offset = _tiling_row(port, axis.name)
+            coefficients, offset = _tiling_row(port, names, axis.name)
             rows.append(Row(tuple((degree_label(i), c) for i, c in enumerate(coefficients) if c),
                             offset))
     return rows
@@ -36,11 +38,12 @@ def port_rows(value: TensorCode, port: ir.Port) -> list[Row]:
 def output_labels(port: ir.Port) -> list[Label]:
     """The label of each dim of an output array, in its memory order."""
     labels: list[Label] = []
+    names = port.reindexing.codomain.names  # made anew at each use
     for axis in port.array.shape.axes:
         if axis.name in port.targets:
             labels.append(target_label(axis.name))
             continue
-        coefficients, offset = _tiling_row(port, axis.name)
+        coefficients, offset = _tiling_row(port, names, axis.name)
         ones = [i for i, c in enumerate(coefficients) if c]
         if len(ones) != 1 or coefficients[ones[0]] != 1 or offset:
             raise CompileError(f"output {port.array.text()} must tile over the degree by a "

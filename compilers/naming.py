@@ -95,7 +95,7 @@ class Namespace:
             and name not in _GENERATED_CODE_NAMES
             and not keyword.iskeyword(name)
             and not keyword.issoftkeyword(name)
-            and not hasattr(builtins, name)
+            and name not in vars(builtins)  # as `hasattr`, without raising for a miss
             and not name.startswith("__")
         )
 

@@ -19,6 +19,7 @@ from ncd.operators import declaration
 from ncd.ops.indexing import check_index_array, gather_by_rows
 from ncd.ops.lowering import TensorCode
 from ncd.picks import NegatedMeanPick, find_negated_mean_picks
+from ncd.term_flow import TermFlow
 
 from .fused import FusedLowering
 
@@ -36,8 +37,8 @@ class PickLossLowering(FusedLowering[NegatedMeanPick]):
         super().__init__(emitter)
         self.operands: dict[int, list[TensorCode]] = {}  # id of a match's gather -> inputs
 
-    def find(self, term: ir.Composed) -> list[NegatedMeanPick]:
-        return find_negated_mean_picks(term)
+    def find(self, term: ir.Composed, flow: TermFlow) -> list[NegatedMeanPick]:
+        return find_negated_mean_picks(term, flow)
 
     def lower(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The outputs of a member of a match, or None for any other term."""

@@ -66,10 +66,10 @@ class Attention:
         return self.scores.op.contracted
 
 
-def find_attention(term: ir.Term) -> list[Attention]:
+def find_attention(term: ir.Term, flow: TermFlow | None = None) -> list[Attention]:
     """Every match of the pattern inside `term` (through compositions and products; the body
     of a block or a scan is a term of its own, searched when it is reached)."""
-    return find_matches(term, _match)
+    return find_matches(term, _match, flow)
 
 
 # ---- the match

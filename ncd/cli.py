@@ -588,10 +588,11 @@ def command_check(args: argparse.Namespace) -> int:
             reporter.out("".join(report(program.ir, name) for name in names))
             return
         if not args.quiet and not reporter.json:
-            from ncd.training import describe
-
             signatures = "".join(f"  {d.signature}\n" for d in program.definitions)
-            signatures += "".join(f"  train {describe(t)}\n" for t in program.ir.trainings)
+            if program.ir.trainings:  # imported only then (with `ncd.learning`, ~10 ms)
+                from ncd.training import describe
+
+                signatures += "".join(f"  train {describe(t)}\n" for t in program.ir.trainings)
             count = len(program.names)
             trainings = len(program.ir.trainings)
             also = f", {trainings} training set-up{'s' if trainings != 1 else ''}" \

@@ -104,10 +104,12 @@ class Window:
         return self.pads[0] if self.pads else self.window
 
 
-def find_windows(term: ir.Term, sizes: ProgramSizes) -> list[Window]:
+def find_windows(term: ir.Term, sizes: ProgramSizes, flow: TermFlow | None = None
+                 ) -> list[Window]:
     """Every match inside `term` (through compositions and products; the body of a block or
-    a scan is a term of its own, searched when it is reached)."""
-    flow = TermFlow.of(term)
+    a scan is a term of its own, searched when it is reached). `flow`: as `find_matches`'s."""
+    if flow is None:
+        flow = TermFlow.of(term)
     found = []
     by_id = {id(op): op for op in flow.operations}
     for operation in flow.operations:

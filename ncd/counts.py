@@ -38,9 +38,9 @@ class Count:
         return (self.ones, self.scatter)
 
 
-def find_counts(term: ir.Term) -> list[Count]:
+def find_counts(term: ir.Term, flow: TermFlow | None = None) -> list[Count]:
     """Every match of the pattern inside `term` (`ncd.term_flow.find_matches`)."""
-    return find_matches(term, _match)
+    return find_matches(term, _match, flow)
 
 
 def _match(flow: TermFlow, scatter: ir.Broadcasted) -> Count | None:

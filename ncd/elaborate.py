@@ -372,6 +372,8 @@ class DefinitionBuilder:
 
     def check_size(self, actual: ir.Axis, expected: ir.Axis, span: ir.Span, what: str,
                    other: ir.Span | None = None) -> None:
+        if actual.size is expected.size:  # mostly so: the axes are shared (and `from_ir`
+            return  # hashes its argument)
         a, b = from_ir(actual.size), from_ir(expected.size)
         if a != b:
             notes = [Note(other, f"`{expected.name}` has size {b} here")] if other else []
@@ -420,7 +422,8 @@ class DefinitionBuilder:
             for axis in value.array.shape.axes:
                 if axis.name in seen:
                     first, first_span = seen[axis.name]
-                    if from_ir(first.size) != from_ir(axis.size):
+                    # the same size node is the same size (the axes are mostly shared)
+                    if first.size is not axis.size and from_ir(first.size) != from_ir(axis.size):
                         raise self.ctx.error(
                             "E300", f"{what}: axis `{axis.name}` has size {from_ir(axis.size)} "
                             f"here but {from_ir(first.size)} in another operand", span,

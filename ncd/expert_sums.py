@@ -39,9 +39,9 @@ class ExpertSum:
         return (self.call, self.contraction)
 
 
-def find_expert_sums(term: ir.Term) -> list[ExpertSum]:
+def find_expert_sums(term: ir.Term, flow: TermFlow | None = None) -> list[ExpertSum]:
     """Every match of the pattern inside `term` (`ncd.term_flow.find_matches`)."""
-    return find_matches(term, _match)
+    return find_matches(term, _match, flow)
 
 
 def _plain_port(port: ir.Port) -> bool:

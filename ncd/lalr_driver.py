@@ -16,12 +16,14 @@ message, place and expected terminals.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from re import Match, Pattern
 from typing import Any, NamedTuple
 
 import lark
 from lark import Token
+from lark.lexer import PatternStr, UnlessCallback
+from lark.parse_tree_builder import ExpandSingleChild
 from lark.parsers.lalr_analysis import Shift
 
 _START = "start"
@@ -31,7 +33,10 @@ class _LexState(NamedTuple):
     """What the contextual lexer matches in one parser state (a `BasicLexer`'s parts)."""
 
     patterns: tuple[Callable[[str, int], Match[str] | None], ...]
-    callbacks: dict[str, Callable[[Token], Token]]  # keywords read as names, user callbacks
+    # A terminal's keywords: a name that is one of them is that keyword's token (what lark's
+    # `UnlessCallback` finds by matching the keywords' regex, found in a dict).
+    keywords: dict[str, dict[str, str]]
+    callbacks: dict[str, Callable[[Token], Token]]  # other callbacks
     ignore: frozenset[str]
     newline: frozenset[str]
 
@@ -42,6 +47,9 @@ class _Action(NamedTuple):
     size: int  # a reduction: how many values it takes
     origin: str  # a reduction: the rule's left-hand side
     build: Callable[[list[Any]], Any] | None  # a reduction: the tree callback
+    # a reduction whose callback is lark's `ExpandSingleChild`: one value is the result as it
+    # is, and `build` is the callback it wraps (the test done here, not in a call)
+    expand_single: bool
 
 
 class _Tables(NamedTuple):
@@ -50,6 +58,35 @@ class _Tables(NamedTuple):
     token_callbacks: dict[str, Callable[[Token], Any]]
     start: int
     end: int
+
+
+class _Lexers(dict[int, _LexState]):
+    """The lexer of each parser state, made when the state is first reached: making one
+    compiles its terminals' regular expression, and a small text reaches few of the states
+    (making them all took about 19 ms at every start; parsing a gallery file makes 54 of the
+    284, in about 12 ms)."""
+
+    def __init__(self, basics: Mapping[int, lark.lexer.AbstractBasicLexer]) -> None:
+        super().__init__()
+        self.basics = basics
+
+    def __missing__(self, state: int) -> _LexState:
+        basic = self.basics[state]
+        assert isinstance(basic, lark.lexer.BasicLexer)  # as `_prepare` checked
+        scanner = basic.scanner  # built on first use; also fills `basic.callback`
+        patterns: list[Pattern[str]] = scanner._mres
+        keywords: dict[str, dict[str, str]] = {}
+        others: dict[str, Callable[[Token], Token]] = {}
+        for kind, callback in basic.callback.items():
+            words = _keywords(callback)
+            if words is None:
+                others[kind] = callback
+            else:
+                keywords[kind] = words
+        made = _LexState(tuple(p.match for p in patterns), keywords, others,
+                         frozenset(basic.ignore_types), frozenset(basic.newline_types))
+        self[state] = made
+        return made
 
 
 @functools.cache
@@ -64,23 +101,39 @@ def _prepare(parser: lark.Lark) -> _Tables | None:
     inner = frontend.parser.parser  # lark's `_Parser`
     table = inner.parse_table
     callbacks: dict[Any, Any] = inner.callbacks
-    lexers: dict[int, _LexState] = {}
-    for state, basic in lexer.lexers.items():
-        if not isinstance(basic, lark.lexer.BasicLexer):
-            return None
-        scanner = basic.scanner  # built on first use; also fills `basic.callback`
-        patterns: list[Pattern[str]] = scanner._mres
-        lexers[state] = _LexState(tuple(p.match for p in patterns), dict(basic.callback),
-                                  frozenset(basic.ignore_types), frozenset(basic.newline_types))
+    if not all(isinstance(basic, lark.lexer.BasicLexer) for basic in lexer.lexers.values()):
+        return None
+    lexers = _Lexers(lexer.lexers)
     actions: dict[int, dict[str, _Action]] = {}
     for state, row in table.states.items():
         actions[state] = {
-            terminal: _Action(True, arg, 0, "", None) if action is Shift else
-            _Action(False, -1, len(arg.expansion), arg.origin.name, callbacks.get(arg))
+            terminal: _Action(True, arg, 0, "", None, False) if action is Shift else
+            _reduction(len(arg.expansion), arg.origin.name, callbacks.get(arg))
             for terminal, (action, arg) in row.items()}
     token_callbacks = {k: v for k, v in callbacks.items() if isinstance(k, str)}
     return _Tables(lexers, actions, token_callbacks, table.start_states[_START],
                    table.end_states[_START])
+
+
+def _keywords(callback: Callable[[Token], Token]) -> dict[str, str] | None:
+    """The keywords of lark's `UnlessCallback` (a token that fully matches one of its literal
+    strings takes that string's type, the first one listed where two are equal), or None
+    where `callback` is something else."""
+    if type(callback) is not UnlessCallback or callback.scanner.g_regex_flags:
+        return None
+    words: dict[str, str] = {}
+    for terminal in callback.scanner.terminals:
+        pattern = terminal.pattern
+        if not isinstance(pattern, PatternStr) or pattern.flags:
+            return None
+        words.setdefault(pattern.value, terminal.name)
+    return words
+
+
+def _reduction(size: int, origin: str, build: Callable[[list[Any]], Any] | None) -> _Action:
+    if type(build) is ExpandSingleChild:
+        return _Action(False, -1, size, origin, build.node_builder, True)
+    return _Action(False, -1, size, origin, build, False)
 
 
 def parse(parser: lark.Lark, text: str) -> Any | None:
@@ -99,7 +152,7 @@ def parse(parser: lark.Lark, text: str) -> Any | None:
     while True:
         # -- the next token, lexed in the current parser state (lark's `next_token`)
         token: Token | None = None
-        patterns, lex_callbacks, ignore, newline = lexers[state_stack[-1]]
+        patterns, keywords, lex_callbacks, ignore, newline = lexers[state_stack[-1]]
         while position < size:
             for match_at in patterns:
                 found = match_at(text, position)
@@ -112,7 +165,7 @@ def parse(parser: lark.Lark, text: str) -> Any | None:
             assert kind is not None
             ignored = kind in ignore
             made: Token | None = None
-            if not ignored or kind in lex_callbacks:
+            if not ignored or kind in keywords or kind in lex_callbacks:
                 made = new_token(Token, value)
                 made.type = kind
                 made.start_pos = position
@@ -129,7 +182,9 @@ def parse(parser: lark.Lark, text: str) -> Any | None:
                 made.end_line = line
                 made.end_column = position - line_start + 1
                 made.end_pos = position
-                if kind in lex_callbacks:
+                if kind in keywords:
+                    made.type = keywords[kind].get(value, kind)
+                elif kind in lex_callbacks:
                     made = lex_callbacks[kind](made)
                 if not ignored:
                     token = made
@@ -146,7 +201,7 @@ def parse(parser: lark.Lark, text: str) -> Any | None:
             action = actions[state_stack[-1]].get(kind)
             if action is None:
                 return None  # an unexpected token: lark says which
-            shift, target, taking, origin, build = action
+            shift, target, taking, origin, build, expand_single = action
             if shift:
                 if is_end or target == end_state:
                     return None
@@ -159,7 +214,10 @@ def parse(parser: lark.Lark, text: str) -> Any | None:
                 taken = value_stack[-taking:]
                 del state_stack[-taking:]
                 del value_stack[-taking:]
-            result = build(taken) if build is not None else taken
+            if expand_single and len(taken) == 1:
+                result = taken[0]
+            else:
+                result = build(taken) if build is not None else taken
             goto = actions[state_stack[-1]].get(origin)
             if goto is None or not goto[0]:
                 return None

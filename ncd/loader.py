@@ -538,6 +538,7 @@ def _elaborate_modules(loader: Loader, ctx: Context,
         # once per module, not once per definition: that was quadratic in their number).
         ctx.definitions = {n: d for n, d in visible.items() if d is not None}
         ctx.failed = {n for n, d in visible.items() if d is None}
+        stem = Path(module.path).stem  # the qualifier of a name another module has taken
         for item in module.items:
             if not isinstance(item, (s.Definition, s.PointFree)):
                 continue
@@ -559,7 +560,7 @@ def _elaborate_modules(loader: Loader, ctx: Context,
                 ctx.failed.add(name)
                 continue
             extra = {name} if last_module[name] > position else set()
-            unique = _unique_name(name, Path(module.path).stem, taken, extra)
+            unique = _unique_name(name, stem, taken, extra)
             if unique != name:
                 definition = definition.model_copy(update={"name": unique})
             taken.add(unique)

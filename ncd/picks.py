@@ -38,9 +38,9 @@ class NegatedMeanPick:
         return (self.gather, self.mean, self.neg)
 
 
-def find_negated_mean_picks(term: ir.Term) -> list[NegatedMeanPick]:
+def find_negated_mean_picks(term: ir.Term, flow: TermFlow | None = None) -> list[NegatedMeanPick]:
     """Every match of the pattern inside `term` (`ncd.term_flow.find_matches`)."""
-    return find_matches(term, _match)
+    return find_matches(term, _match, flow)
 
 
 def _alone(term: ir.Broadcasted, inputs: int) -> bool:

@@ -120,12 +120,14 @@ class TermFlow:
         return self.only_reader(made[0]) if len(made) == 1 else None
 
 
-def find_matches(term: ir.Term, match: Callable[[TermFlow, ir.Broadcasted], Match | None]
-                 ) -> list[Match]:
+def find_matches(term: ir.Term, match: Callable[[TermFlow, ir.Broadcasted], Match | None],
+                 flow: TermFlow | None = None) -> list[Match]:
     """Every match of a pattern inside `term`, tried at each operation in the order of the term
     (through compositions and products; the body of a block or a scan is a term of its own,
-    searched when it is reached)."""
-    flow = TermFlow.of(term)
+    searched when it is reached). `flow` is `TermFlow.of(term)` where the caller has it
+    already: the compiler walks each composition once for all its patterns."""
+    if flow is None:
+        flow = TermFlow.of(term)
     found = []
     for operation in flow.operations:
         matched = match(flow, operation)

@@ -75,8 +75,9 @@ def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
     extra: dict[str, tuple[ir.Axis, ir.Span]] = {}
     for (arg, arg_span, arg_name), variable in zip(args, definition.inputs, strict=True):
         what = f"argument `{variable.name}` of `{definition.name}`"
+        arg_names, variable_names = arg.names, variable.array.names  # each a new tuple
         for axis in variable.array.shape.axes:
-            if axis.name not in arg.names:
+            if axis.name not in arg_names:
                 raise ctx.error(
                     "E301", f"{what} needs axis `{axis.name}`, but "
                     f"{'`' + arg_name + '`' if arg_name else 'the argument'} has axes "
@@ -88,7 +89,7 @@ def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
                                definition.span)
         builder.check_dtype(arg, variable.array.dtype, arg_span, what)
         for axis in arg.shape.axes:
-            if axis.name in variable.array.names:
+            if axis.name in variable_names:
                 continue
             if axis.name in extra and from_ir(extra[axis.name][0].size) != from_ir(axis.size):
                 raise ctx.error("E300", f"the batch axis `{axis.name}` has different sizes in "
