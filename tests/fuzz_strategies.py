@@ -405,7 +405,7 @@ class ProgramGenerator:
         if "structure" in self.features:
             makers += [self.concat, self.split, self.rename, self.reshape, self.pad]
         if "calls" in self.features and self.definitions:
-            makers += [self.call, self.call, self.experts, self.experts]
+            makers += [self.call, self.call, self.experts]
         if "scan" in self.features:
             makers += [self.scan, self.recurrent_scan]
         if "param_data" in self.features:
