@@ -422,13 +422,10 @@ def join_outline(first: Panel, second: Panel) -> Panel:
     nothing drawn. Where a wrapped composition breaks is decided on outlines, and only the
     rows it keeps are joined."""
     dy, width = _join_shift(first, second)
-    dx = first.width + width
-    moved = not (abs(dx) < 1e-9 and abs(dy) < 1e-9)  # as `Panel.moved` decides
-    right = [e.moved(dy) for e in second.right] if moved else second.right
-    top, bottom = (second.top + dy, second.bottom + dy) if moved \
-        else (second.top, second.bottom)
-    return Panel(first.width + width + second.width, first.left, right, [], [], [],
-                 min(first.top, top), max(first.bottom, bottom))
+    edges = Panel(second.width, second.left, second.right, top=second.top, bottom=second.bottom)
+    placed = edges.moved(first.width + width, dy)  # placed as `join` places `second`
+    return Panel(first.width + width + second.width, first.left, placed.right,
+                 top=min(first.top, placed.top), bottom=max(first.bottom, placed.bottom))
 
 
 def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False) -> Panel:
