@@ -389,7 +389,7 @@ def doubling(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 def machine() -> dict[str, str]:
     packages = {}
-    for name in ("ncd", "pydantic", "pydantic-core", "lark", "svgwrite", "ziafont"):
+    for name in ("ncd", "pydantic", "pydantic-core", "lark", "ziafont"):
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
