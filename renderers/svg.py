@@ -128,8 +128,8 @@ class _Document:
 def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
     """The SVG document; well-formed XML whatever the labels hold: a character XML 1.0
     forbids (which the parser refuses in the source, but an IR built in Python may carry)
-    becomes U+FFFD where text enters the document, and the document is checked again as a
-    whole (a lone surrogate is written as a character reference, as an XML writer would)."""
+    becomes U+FFFD where text enters the document, and the document is cleaned again as a
+    whole, for the strings that are not text (a colour given in Python)."""
     width, height = num(diagram.width), num(diagram.height)
     document = _Document()
     for item in diagram.sorted_items():
@@ -172,5 +172,5 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
     if diagram.background:
         head.element("rect", {"x": "0", "y": "0", "width": width, "height": height,
                               "fill": diagram.background})
-    whole = f"<svg{_attributes(root)}>{''.join(head.parts)}{''.join(document.parts)}</svg>"
-    return xml_clean(whole.encode("utf-8", "xmlcharrefreplace").decode("utf-8"))
+    body = "".join(head.parts) + "".join(document.parts)
+    return xml_clean(f"<svg{_attributes(root)}>{body}</svg>")

@@ -7,14 +7,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
 
 import pytest
 from defusedxml.ElementTree import fromstring
-from ncd.renderers import RenderOptions, diagram, render_svg
-from ncd.renderers.geometry import Text
+from ncd.renderers import RenderOptions, diagram, render_svg, svg
+from ncd.renderers.geometry import Path as PathItem
+from ncd.renderers.geometry import Stroke, Text
+from ncd.renderers.text import xml_clean
 
 from ncd import ir
 
@@ -105,6 +108,26 @@ def test_source_strings_are_escaped(text: str) -> None:
     assert any(s and "<script>" in s for s in shown)  # the title, as text
     # An unusable block colour falls back to the palette instead of reaching the output.
     assert 'red"' not in svg
+
+
+def test_every_string_reads_back_as_written(samples: ir.Program) -> None:
+    """The emitter writes the document as text: markup characters, quotes, line breaks and
+    tabs in an attribute or in the title come back from an XML parser unchanged, and a
+    character XML forbids comes back as U+FFFD."""
+    odd = 'a & b < c > d " e \' f\tg\nh\ri \ud800 \x01'
+    base = diagram(samples, "linear")
+    wire = PathItem(start=(0.0, 0.0), segments=((1.0, 1.0),),
+                    stroke=Stroke(color=odd, width=1.0, dash=(2.0, 1.0)), fill=odd)
+    drawn = dataclasses.replace(base, title=odd, background=odd, items=(*base.items, wire))
+    for text in ("paths", "text"):
+        root = fromstring(svg.render(drawn, text=text))
+        clean = xml_clean(odd)
+        title = root.find(f"{SVG}title")
+        assert title is not None
+        assert title.text == clean.replace("\r", "\n")  # a parser reads a CR in text as LF
+        assert next(root.iter(f"{SVG}rect")).get("fill") == clean
+        (added,) = (e for e in root.iter(f"{SVG}path") if e.get("stroke-dasharray") == "2 1")
+        assert (added.get("fill"), added.get("stroke")) == (clean, clean)
 
 
 def test_themes(samples: ir.Program) -> None:
