@@ -34,7 +34,7 @@ class AxisInfo:
     @functools.cached_property
     def axis(self) -> ir.Axis:
         """The IR's axis, made once: every array type that names the axis holds this one."""
-        return ir.Axis(name=self.name, size=self.size.to_ir())
+        return ir.trusted(ir.Axis, name=self.name, size=self.size.to_ir())
 
 
 @dataclass(eq=False)
@@ -140,12 +140,35 @@ def paused_collection() -> Iterator[None]:
 # them without validating them again (checked by mypy's types; see `ir.trusted`).
 
 
+# The shapes and array types made, by the ids of their parts (the axes are shared, and an
+# entry holds its parts, so an id is not reused while it is a key): a program has few distinct
+# ones, and a node made afresh for every operand and result of every statement was a large
+# share of checking it. The nodes are values, so sharing one is as good as an equal copy.
+# Bounded, for a long-lived process (the language server).
+_SHAPES: dict[tuple[int, ...], ir.Shape] = {}
+_ARRAYS: dict[tuple[int, int], tuple[ir.Datatype, ir.ArrayType]] = {}
+_MADE_LIMIT = 4096
+
+
 def shape(axes: Sequence[ir.Axis]) -> ir.Shape:
-    return ir.trusted(ir.Shape, axes=tuple(axes))
+    key = tuple(map(id, axes))
+    made = _SHAPES.get(key)
+    if made is None:
+        if len(_SHAPES) >= _MADE_LIMIT:
+            _SHAPES.clear()
+        made = _SHAPES[key] = ir.trusted(ir.Shape, axes=tuple(axes))
+    return made
 
 
 def array(dtype: ir.Datatype, axes: Sequence[ir.Axis]) -> ir.ArrayType:
-    return ir.trusted(ir.ArrayType, dtype=dtype, shape=shape(axes))
+    made_shape = shape(axes)
+    key = (id(dtype), id(made_shape))
+    made = _ARRAYS.get(key)
+    if made is None:
+        if len(_ARRAYS) >= _MADE_LIMIT:
+            _ARRAYS.clear()
+        made = _ARRAYS[key] = (dtype, ir.trusted(ir.ArrayType, dtype=dtype, shape=made_shape))
+    return made[1]
 
 
 def rearrangement_map(domain: ir.Shape, codomain: ir.Shape) -> ir.StrideMorphism:
