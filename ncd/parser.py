@@ -174,7 +174,8 @@ def _parse(text: str, path: str) -> s.Module:
         # The limits above keep every construct shallow; should one still be too deep, the
         # error points at the item being read.
         raise ParseFailure(Diagnostic(
-            "E103", "the input is nested too deeply to read", builder.item_span or Span(
+            "E103", "the input is nested too deeply to read",
+            builder.span(builder.reading) if builder.reading is not None else Span(
                 file=path, line=1, column=1, end_line=1, end_column=2),
             hint="split long expressions into several statements")) from None
 
@@ -336,7 +337,8 @@ class _Builder:
     def __init__(self, path: str):
         self.path = path
         self.depth = 0
-        self.item_span: Span | None = None  # the item being read, for errors without a place
+        # the item being read, for errors without a place (its span made only for one)
+        self.reading: Tree | Token | None = None
         self.pf_names = 0  # names read in the point-free expression being read
 
     # -- spans
@@ -344,9 +346,10 @@ class _Builder:
         # A span for every node: made without validation (`ir.trusted`), lark's positions
         # being ints.
         if isinstance(node, Token):
-            return trusted(Span, file=self.path, line=node.line or 1, column=node.column or 1,
-                           end_line=node.end_line or node.line or 1,
-                           end_column=node.end_column or (node.column or 1) + 1)
+            line = node.line or 1
+            column = node.column or 1
+            return trusted(Span, file=self.path, line=line, column=column,
+                           end_line=node.end_line or line, end_column=node.end_column or column + 1)
         first, last = node.first, node.last  # type: ignore[attr-defined]  # `_Node`
         if first is None or last is None:  # a tree of no tokens, e.g. an empty argument list
             return Span(file=self.path, line=1, column=1, end_line=1, end_column=1)
@@ -406,7 +409,7 @@ class _Builder:
         doc = None
         items: list[s.Item] = []
         for child in tree.children:
-            self.item_span = self.span(child)
+            self.reading = child
             if isinstance(child, Token) and child.type == "DOCSTRING":
                 doc = self.docstring(child)
             elif isinstance(child, Tree) and child.data == "axis_decl":
