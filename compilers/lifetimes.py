@@ -74,7 +74,8 @@ class _Names:
     collect the names never to delete (`never_freed`)."""
 
     def __init__(self) -> None:
-        # id of a node: its loads and its stores, each in order of position, once
+        # id of a node: its loads and its stores, each in order of first position, once (the
+        # lists are shared: no caller changes them)
         self._found: dict[int, tuple[list[str], list[str]]] = {}
         self._nodes: list[ast.AST] = []  # keeps the nodes alive while their ids are keys
         self.never_freed: set[str] = set()
@@ -112,17 +113,18 @@ class _Names:
                     stack.extend(item for item in value if isinstance(item, ast.AST))
                 elif isinstance(value, ast.AST):
                     stack.append(value)
-        found = ([n for _, _, n in sorted(loads)], [n for _, _, n in sorted(stores)])
+        found = (list(dict.fromkeys(n for _, _, n in sorted(loads))),
+                 list(dict.fromkeys(n for _, _, n in sorted(stores))))
         self._found[id(node)] = found
         self._nodes.append(node)
         return found
 
     def of(self, nodes: Sequence[ast.AST], context: type[ast.expr_context]) -> list[str]:
         """The names read (`ast.Load`) or written (`ast.Store`) in `nodes` (which follow each
-        other in the text), in order, once."""
+        other in the text), in order, once: a list not to be changed (one node's is shared)."""
         index = 0 if context is ast.Load else 1
         if len(nodes) == 1:
-            return list(dict.fromkeys(self._of_node(nodes[0])[index]))
+            return self._of_node(nodes[0])[index]  # its names once already
         return list(dict.fromkeys(name for node in nodes for name in self._of_node(node)[index]))
 
 
