@@ -67,6 +67,17 @@ def _del_lines(indent: str, names: list[str]) -> list[str]:
 _SCOPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)
 
 
+def _child_fields(kind: type[ast.AST]) -> tuple[str, ...]:
+    """The fields of a node of class `kind` that may hold nodes with names below them: not a
+    constant's (a value), not an expression's context (`Load`, `Store`, which holds none)."""
+    if kind is ast.Constant:
+        return ()
+    return tuple(field for field in kind._fields if field != "ctx")
+
+
+_CHILD_FIELDS: dict[type[ast.AST], tuple[str, ...]] = {}
+
+
 class _Names:
     """The names each node reads and writes, found by one walk of it and remembered: the
     analysis asks for a statement's names several times (a long `forward` has thousands of
@@ -107,7 +118,10 @@ class _Names:
                                         if isinstance(n, ast.Name))
                 self.never_freed.update(a.arg for a in ast.walk(child)
                                         if isinstance(a, ast.arg))
-            for field in child._fields:
+            fields = _CHILD_FIELDS.get(kind)
+            if fields is None:
+                fields = _CHILD_FIELDS[kind] = _child_fields(kind)
+            for field in fields:
                 value = getattr(child, field, None)
                 if isinstance(value, list):
                     stack.extend(item for item in value if isinstance(item, ast.AST))

@@ -188,17 +188,28 @@ def rearrangement_map(domain: ir.Shape, codomain: ir.Shape) -> ir.StrideMorphism
 _REINDEXINGS: dict[tuple[tuple[int, ...], tuple[int, ...]],
                    tuple[tuple[ir.Axis, ...], tuple[ir.Axis, ...], ir.StrideMorphism]] = {}
 _REINDEXINGS_LIMIT = 4096
+# The reindexing of a port by its array type, targets and degree (the ids of the shared types
+# and shapes, each held by its entry): found without working out the tiling axes again.
+_PORT_REINDEXINGS: dict[tuple[int, tuple[str, ...], int],
+                        tuple[ir.ArrayType, ir.Shape, ir.StrideMorphism]] = {}
 
 
 def port(array_type: ir.ArrayType, targets: Sequence[str], degree: ir.Shape,
          name: str | None) -> ir.Port:
-    tiling_axes = tuple(a for a in array_type.shape.axes if a.name not in targets)
-    key = (tuple(map(id, degree.axes)), tuple(map(id, tiling_axes)))
-    known = _REINDEXINGS.get(key)
-    if known is None:
-        if len(_REINDEXINGS) >= _REINDEXINGS_LIMIT:
-            _REINDEXINGS.clear()
-        known = (degree.axes, tiling_axes, rearrangement_map(degree, shape(tiling_axes)))
-        _REINDEXINGS[key] = known
-    return ir.trusted(ir.Port, array=array_type, targets=tuple(targets), reindexing=known[2],
+    targets = tuple(targets)
+    port_key = (id(array_type), targets, id(degree))
+    found = _PORT_REINDEXINGS.get(port_key)
+    if found is None:
+        tiling_axes = tuple(a for a in array_type.shape.axes if a.name not in targets)
+        key = (tuple(map(id, degree.axes)), tuple(map(id, tiling_axes)))
+        known = _REINDEXINGS.get(key)
+        if known is None:
+            if len(_REINDEXINGS) >= _REINDEXINGS_LIMIT:
+                _REINDEXINGS.clear()
+            known = (degree.axes, tiling_axes, rearrangement_map(degree, shape(tiling_axes)))
+            _REINDEXINGS[key] = known
+        if len(_PORT_REINDEXINGS) >= _REINDEXINGS_LIMIT:
+            _PORT_REINDEXINGS.clear()
+        found = _PORT_REINDEXINGS[port_key] = (array_type, degree, known[2])
+    return ir.trusted(ir.Port, array=array_type, targets=targets, reindexing=found[2],
                       name=name)

@@ -153,8 +153,11 @@ def _operands_in_wire_order(step: Step, position: dict[int, int]) -> Step:
                    key=lambda i: (position.get(step.inputs[i].id, len(position)), i))
     if order == list(range(len(step.inputs))):
         return step
-    reordered = term.model_copy(update={"inputs": tuple(term.inputs[i] for i in order),
-                                        "dom": tuple(term.dom[i] for i in order)})
+    # `model_copy(update=...)` without pydantic's copying: the same node (the term's
+    # `__dict__` holds its fields alone, in order)
+    reordered = ir.trusted(type(term), **{**term.__dict__,
+                                          "inputs": tuple(term.inputs[i] for i in order),
+                                          "dom": tuple(term.dom[i] for i in order)})
     return Step(reordered, [step.inputs[i] for i in order], step.outputs)
 
 
