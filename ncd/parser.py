@@ -35,7 +35,7 @@ from ncd import lalr_driver
 from ncd import syntax as s
 from ncd.context import paused_collection
 from ncd.diagnostics import Diagnostic, Note
-from ncd.ir import Span, trusted
+from ncd.ir import Span, trusted_span
 
 MAX_SOURCE_BYTES = 1_000_000
 MAX_NESTING = 64
@@ -348,13 +348,12 @@ class _Builder:
         if isinstance(node, Token):
             line = node.line or 1
             column = node.column or 1
-            return trusted(Span, file=self.path, line=line, column=column,
-                           end_line=node.end_line or line, end_column=node.end_column or column + 1)
+            return trusted_span(self.path, line, column, node.end_line or line,
+                                node.end_column or column + 1)
         first, last = node.first, node.last  # type: ignore[attr-defined]  # `_Node`
         if first is None or last is None:  # a tree of no tokens, e.g. an empty argument list
             return Span(file=self.path, line=1, column=1, end_line=1, end_column=1)
-        return trusted(Span, file=self.path, line=first.line, column=first.column,
-                       end_line=last.end_line, end_column=last.end_column)
+        return trusted_span(self.path, first.line, first.column, last.end_line, last.end_column)
 
     def ident(self, token: Token) -> s.Ident:
         return s.Ident(str(token), self.span(token))
