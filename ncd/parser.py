@@ -86,16 +86,24 @@ class _Node(Tree):
         self.children = children
         self._meta = meta
         first = last = None
-        for child in children:
-            if child is not None:
-                first = child if isinstance(child, Token) else child.first
-                if first is not None:
-                    break
-        for child in reversed(children):
-            if child is not None:
-                last = child if isinstance(child, Token) else child.last
-                if last is not None:
-                    break
+        if children:  # most often the first and last children are tokens or end in tokens
+            head, tail = children[0], children[-1]
+            if head is not None:
+                first = head if isinstance(head, Token) else head.first
+            if tail is not None:
+                last = tail if isinstance(tail, Token) else tail.last
+        if first is None:
+            for child in children:
+                if child is not None:
+                    first = child if isinstance(child, Token) else child.first
+                    if first is not None:
+                        break
+        if last is None:
+            for child in reversed(children):
+                if child is not None:
+                    last = child if isinstance(child, Token) else child.last
+                    if last is not None:
+                        break
         self.first = first
         self.last = last
 
