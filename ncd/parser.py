@@ -19,9 +19,7 @@ import inspect
 import json
 import math
 import os
-import pprint
 import re
-import subprocess
 import sys
 import warnings
 from importlib import resources
@@ -144,6 +142,8 @@ def _parser() -> lark.Lark:
 def write_tables(path: Path) -> None:
     """Write the parser's tables as a Python module (`python -m ncd.parser`): imported from
     its bytecode, they load faster than lark computes them."""
+    import pprint  # here, not at start-up: only the tables' writer uses it
+
     grammar = grammar_text()
     built = build_parser(grammar)
     data, memo = built.memo_serialize([lark.lexer.TerminalDef, lark.grammar.Rule])
@@ -713,6 +713,8 @@ if __name__ == "__main__":
     # Lark numbers the parser's states in the order of sets of strings: a fixed hash seed
     # makes the written tables the same on every run.
     if os.environ.get("PYTHONHASHSEED") != "0":
+        import subprocess  # here, not at start-up: `ncd check` never starts a process
+
         sys.exit(subprocess.run([sys.executable, "-m", "ncd.parser", *sys.argv[1:]],
                                 env={**os.environ, "PYTHONHASHSEED": "0"}, check=False).returncode)
     write_tables(Path(sys.argv[1]) if len(sys.argv) > 1 else
