@@ -613,7 +613,24 @@ class ForwardEmitter:
         return leading_shape(value.code, value.rank)
 
 
+# `_reads_whole_axes` of each reindexing asked about, by its id (the entry holds it, so the id is
+# not reused while it is a key): the ports of a program share a few reindexings, and every
+# port of every operation is checked. Bounded, for a long-lived process.
+_WHOLE_AXES: dict[int, tuple[ir.StrideMorphism, bool]] = {}
+_WHOLE_AXES_LIMIT = 4096
+
+
 def _reads_whole_axes(eta: ir.StrideMorphism) -> bool:
+    known = _WHOLE_AXES.get(id(eta))
+    if known is not None and known[0] is eta:
+        return known[1]
+    if len(_WHOLE_AXES) >= _WHOLE_AXES_LIMIT:
+        _WHOLE_AXES.clear()
+    whole = _WHOLE_AXES[id(eta)] = (eta, _reads_each_axis_whole(eta))
+    return whole[1]
+
+
+def _reads_each_axis_whole(eta: ir.StrideMorphism) -> bool:
     """Whether every row of `eta` reads one domain axis whole, as it is (no offset, one
     coefficient 1, an axis of the very same size node): the cases `_check_bounds` skips row
     by row, told without computing any size."""

@@ -67,6 +67,17 @@ def _del_lines(indent: str, names: list[str]) -> list[str]:
 _SCOPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)
 
 
+def _child_fields(kind: type[ast.AST]) -> tuple[str, ...]:
+    """The fields of a node of class `kind` that may hold nodes with names below them: not a
+    constant's (a value), not an expression's context (`Load`, `Store`, which holds none)."""
+    if kind is ast.Constant:
+        return ()
+    return tuple(field for field in kind._fields if field != "ctx")
+
+
+_CHILD_FIELDS: dict[type[ast.AST], tuple[str, ...]] = {}
+
+
 class _Names:
     """The names each node reads and writes, found by one walk of it and remembered: the
     analysis asks for a statement's names several times (a long `forward` has thousands of
@@ -74,7 +85,8 @@ class _Names:
     collect the names never to delete (`never_freed`)."""
 
     def __init__(self) -> None:
-        # id of a node: its loads and its stores, each in order of position, once
+        # id of a node: its loads and its stores, each in order of first position, once (the
+        # lists are shared: no caller changes them)
         self._found: dict[int, tuple[list[str], list[str]]] = {}
         self._nodes: list[ast.AST] = []  # keeps the nodes alive while their ids are keys
         self.never_freed: set[str] = set()
@@ -106,23 +118,27 @@ class _Names:
                                         if isinstance(n, ast.Name))
                 self.never_freed.update(a.arg for a in ast.walk(child)
                                         if isinstance(a, ast.arg))
-            for field in child._fields:
+            fields = _CHILD_FIELDS.get(kind)
+            if fields is None:
+                fields = _CHILD_FIELDS[kind] = _child_fields(kind)
+            for field in fields:
                 value = getattr(child, field, None)
                 if isinstance(value, list):
                     stack.extend(item for item in value if isinstance(item, ast.AST))
                 elif isinstance(value, ast.AST):
                     stack.append(value)
-        found = ([n for _, _, n in sorted(loads)], [n for _, _, n in sorted(stores)])
+        found = (list(dict.fromkeys(n for _, _, n in sorted(loads))),
+                 list(dict.fromkeys(n for _, _, n in sorted(stores))))
         self._found[id(node)] = found
         self._nodes.append(node)
         return found
 
     def of(self, nodes: Sequence[ast.AST], context: type[ast.expr_context]) -> list[str]:
         """The names read (`ast.Load`) or written (`ast.Store`) in `nodes` (which follow each
-        other in the text), in order, once."""
+        other in the text), in order, once: a list not to be changed (one node's is shared)."""
         index = 0 if context is ast.Load else 1
         if len(nodes) == 1:
-            return list(dict.fromkeys(self._of_node(nodes[0])[index]))
+            return self._of_node(nodes[0])[index]  # its names once already
         return list(dict.fromkeys(name for node in nodes for name in self._of_node(node)[index]))
 
 

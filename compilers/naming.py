@@ -8,6 +8,7 @@ builtin, a dunder name or a name the generated code itself relies on (`torch`, `
 from __future__ import annotations
 
 import builtins
+import functools
 import keyword
 import re
 
@@ -55,8 +56,10 @@ def is_plain_identifier(name: str) -> bool:
 
 _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_]")
 _UNDERSCORES = re.compile(r"_+")
+_NOT_ALPHANUMERIC = re.compile(r"[^A-Za-z0-9]+")
 
 
+@functools.lru_cache(maxsize=4096)  # the same few hints, asked for at every statement
 def sanitize(text: str, fallback: str = "value") -> str:
     """A legal identifier that resembles `text`: invalid characters become underscores."""
     cleaned = _NOT_IN_NAMES.sub("_", text.strip())
@@ -75,7 +78,7 @@ def snake_case(text: str, fallback: str = "block") -> str:
 
 def camel_case(text: str, fallback: str = "Module") -> str:
     """`"transformer layer"` or `attention_head` -> `TransformerLayer`, `AttentionHead`."""
-    words = [w for w in re.split(r"[^A-Za-z0-9]+", text) if w]
+    words = [w for w in _NOT_ALPHANUMERIC.split(text) if w]
     joined = "".join(w[:1].upper() + w[1:] for w in words)
     return sanitize(joined, fallback)
 

@@ -148,9 +148,8 @@ class ProgramCompiler:
         self.functional = self.functional or emitter.functional
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)
-        forward[0:0] = [f"        # {line}" for line in textwrap.wrap(
-            f"{inputs_doc} -> {outputs_doc}", LINE_LENGTH - 10, break_long_words=False,
-            break_on_hyphens=False)]
+        forward[0:0] = [f"        # {line}" for line in
+                        _comment_lines(f"{inputs_doc} -> {outputs_doc}", LINE_LENGTH - 10)]
         forward = _wrapped_return(forward)
         spec.signature = ", ".join(f"{v.code}: {v.array.text()}" for v in arguments) + \
             " -> " + ", ".join(v.array.text() for v in definition.outputs)
@@ -168,6 +167,19 @@ class ProgramCompiler:
         self.specs[definition.name] = spec
         self.infos[definition.name] = DefinitionInfo(
             class_name, tuple(v.batched for v in outputs))
+
+
+def _comment_lines(text: str, width: int) -> list[str]:
+    """`text` wrapped at `width` as `textwrap.wrap` wraps it (words never broken). A text that
+    fits on one line, with no whitespace but spaces and none at its ends, is that line: what
+    `textwrap.wrap` returns for it, without splitting it into words (most signatures fit)."""
+    if text and len(text) <= width and text.strip() == text \
+            and not _OTHER_WHITESPACE.intersection(text):
+        return [text]
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+
+
+_OTHER_WHITESPACE = frozenset("\t\n\x0b\x0c\r")  # what `textwrap.wrap` turns into spaces
 
 
 def _wrapped_return(lines: list[str]) -> list[str]:

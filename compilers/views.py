@@ -262,7 +262,8 @@ def _plain_view(value_code: str, labels: list[Label], input_sizes: Sequence[ir.S
     for label, input_size in zip(labels, input_sizes, strict=True):
         stop_size = sizes[label]  # `extent` of one index read forwards from 0
         stop = size_code(stop_size, read=False)
-        whole = size_code(input_size, read=False)
+        # the same node has the same code (a second call only finds the first one's)
+        whole = stop if input_size is stop_size else size_code(input_size, read=False)
         items.append(":" if stop == whole else slice_text("", size_code(stop_size)))
     expr = value_code
     if any(item != ":" for item in items):

@@ -34,7 +34,7 @@ class AxisInfo:
     @functools.cached_property
     def axis(self) -> ir.Axis:
         """The IR's axis, made once: every array type that names the axis holds this one."""
-        return ir.Axis(name=self.name, size=self.size.to_ir())
+        return ir.trusted(ir.Axis, name=self.name, size=self.size.to_ir())
 
 
 @dataclass(eq=False)
@@ -140,12 +140,35 @@ def paused_collection() -> Iterator[None]:
 # them without validating them again (checked by mypy's types; see `ir.trusted`).
 
 
+# The shapes and array types made, by the ids of their parts (the axes are shared, and an
+# entry holds its parts, so an id is not reused while it is a key): a program has few distinct
+# ones, and a node made afresh for every operand and result of every statement was a large
+# share of checking it. The nodes are values, so sharing one is as good as an equal copy.
+# Bounded, for a long-lived process (the language server).
+_SHAPES: dict[tuple[int, ...], ir.Shape] = {}
+_ARRAYS: dict[tuple[int, int], tuple[ir.Datatype, ir.ArrayType]] = {}
+_MADE_LIMIT = 4096
+
+
 def shape(axes: Sequence[ir.Axis]) -> ir.Shape:
-    return ir.trusted(ir.Shape, axes=tuple(axes))
+    key = tuple(map(id, axes))
+    made = _SHAPES.get(key)
+    if made is None:
+        if len(_SHAPES) >= _MADE_LIMIT:
+            _SHAPES.clear()
+        made = _SHAPES[key] = ir.trusted(ir.Shape, axes=tuple(axes))
+    return made
 
 
 def array(dtype: ir.Datatype, axes: Sequence[ir.Axis]) -> ir.ArrayType:
-    return ir.trusted(ir.ArrayType, dtype=dtype, shape=shape(axes))
+    made_shape = shape(axes)
+    key = (id(dtype), id(made_shape))
+    made = _ARRAYS.get(key)
+    if made is None:
+        if len(_ARRAYS) >= _MADE_LIMIT:
+            _ARRAYS.clear()
+        made = _ARRAYS[key] = (dtype, ir.trusted(ir.ArrayType, dtype=dtype, shape=made_shape))
+    return made[1]
 
 
 def rearrangement_map(domain: ir.Shape, codomain: ir.Shape) -> ir.StrideMorphism:
@@ -165,17 +188,28 @@ def rearrangement_map(domain: ir.Shape, codomain: ir.Shape) -> ir.StrideMorphism
 _REINDEXINGS: dict[tuple[tuple[int, ...], tuple[int, ...]],
                    tuple[tuple[ir.Axis, ...], tuple[ir.Axis, ...], ir.StrideMorphism]] = {}
 _REINDEXINGS_LIMIT = 4096
+# The reindexing of a port by its array type, targets and degree (the ids of the shared types
+# and shapes, each held by its entry): found without working out the tiling axes again.
+_PORT_REINDEXINGS: dict[tuple[int, tuple[str, ...], int],
+                        tuple[ir.ArrayType, ir.Shape, ir.StrideMorphism]] = {}
 
 
 def port(array_type: ir.ArrayType, targets: Sequence[str], degree: ir.Shape,
          name: str | None) -> ir.Port:
-    tiling_axes = tuple(a for a in array_type.shape.axes if a.name not in targets)
-    key = (tuple(map(id, degree.axes)), tuple(map(id, tiling_axes)))
-    known = _REINDEXINGS.get(key)
-    if known is None:
-        if len(_REINDEXINGS) >= _REINDEXINGS_LIMIT:
-            _REINDEXINGS.clear()
-        known = (degree.axes, tiling_axes, rearrangement_map(degree, shape(tiling_axes)))
-        _REINDEXINGS[key] = known
-    return ir.trusted(ir.Port, array=array_type, targets=tuple(targets), reindexing=known[2],
+    targets = tuple(targets)
+    port_key = (id(array_type), targets, id(degree))
+    found = _PORT_REINDEXINGS.get(port_key)
+    if found is None:
+        tiling_axes = tuple(a for a in array_type.shape.axes if a.name not in targets)
+        key = (tuple(map(id, degree.axes)), tuple(map(id, tiling_axes)))
+        known = _REINDEXINGS.get(key)
+        if known is None:
+            if len(_REINDEXINGS) >= _REINDEXINGS_LIMIT:
+                _REINDEXINGS.clear()
+            known = (degree.axes, tiling_axes, rearrangement_map(degree, shape(tiling_axes)))
+            _REINDEXINGS[key] = known
+        if len(_PORT_REINDEXINGS) >= _REINDEXINGS_LIMIT:
+            _PORT_REINDEXINGS.clear()
+        found = _PORT_REINDEXINGS[port_key] = (array_type, degree, known[2])
+    return ir.trusted(ir.Port, array=array_type, targets=targets, reindexing=found[2],
                       name=name)

@@ -163,10 +163,10 @@ def resolve_type(ctx: Context, type_expr: s.TypeExpr) -> ir.ArrayType:
                             type_expr.bound.span)
         dtype = ir.Datatype(kind="N", bound=bound.to_ir())
     elif type_expr.dtype == "B":
-        dtype = ir.Datatype(kind="B")
+        dtype = ir.BOOLEANS
     else:
         assert type_expr.dtype == "R", type_expr.dtype  # the grammar writes R, N or B
-        dtype = ir.Datatype(kind="R")
+        dtype = ir.REALS
     return array(dtype, axes)
 
 
@@ -265,7 +265,8 @@ class DefinitionBuilder:
             if expected is None:
                 raise self.ctx.error("E312", f"declare the parameter `{ident.name}` with `param`",
                                      ident.span)
-            parameter = ir.Parameter(name=ident.name, array=expected, span=ident.span)
+            parameter = ir.trusted(ir.Parameter, name=ident.name, array=expected, init="default",
+                                   init_args=(), span=ident.span, buffer=False)
             self.params[ident.name] = parameter
             return parameter
         if expected is not None:
@@ -493,11 +494,13 @@ def elaborate_definition(ctx: Context, definition: s.Definition) -> ir.Definitio
     if failed or results is None:
         return None
     body = build_term(builder.steps, inputs, results, definition.span)
-    return ir.Definition(
-        name=definition.name.name, doc=definition.doc,
-        inputs=tuple(ir.Variable(name=v.name, array=v.array) for v in inputs),
-        outputs=tuple(ir.Variable(name=name, array=a) for name, a, _ in outputs),
-        params=tuple(builder.params.values()), body=body, span=definition.name.span)
+    # Made without validating it again (`ir.trusted`): its parts are checked nodes.
+    return ir.trusted(
+        ir.Definition, name=definition.name.name, doc=definition.doc,
+        inputs=tuple(ir.trusted(ir.Variable, name=v.name, array=v.array) for v in inputs),
+        outputs=tuple(ir.trusted(ir.Variable, name=name, array=a) for name, a, _ in outputs),
+        params=tuple(builder.params.values()), body=body, span=definition.name.span,
+        leading_dims=True)
 
 
 def call_term(ctx: Context, definition: ir.Definition, instance: str,

@@ -310,7 +310,8 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
             ident = next(i for i in (*stmt.indices, *(stmt.summed or ())) if i.name == name)
             raise ctx.error("E313", f"index `{name}` does not occur on the right side",
                             ident.span, hint="every index must read some array")
-    axes = {name: ir.Axis(name=name, size=size.to_ir()) for name, size in sizes.items()}
+    axes = {name: ir.trusted(ir.Axis, name=name, size=size.to_ir())
+            for name, size in sizes.items()}
     for name, axis in axes.items():
         if from_ir(axis.size).is_const and (from_ir(axis.size).value or 0) <= 0:
             written = next((i for i in (*stmt.indices, *(stmt.summed or ())) if i.name == name),
@@ -356,8 +357,8 @@ def _product(builder: DefinitionBuilder, stmt: s.Equation, result: str | None) -
         value = _index_value(builder, {index_value.name: 1}, 0, index_value.name,
                              [axes[index_value.name]], None, index_value.span)
         inputs.append((value, [index_value.name] if index_value.name in summed else []))
-    op = ir.EinsumOp(contracted=tuple(summed), scale=factor,
-                     scale_text=factor_text or None)
+    op = ir.trusted(ir.EinsumOp, kind="einsum", contracted=tuple(summed), scale=float(factor),
+                    scale_text=factor_text or None)
     out_array = array(ir.REALS, result_axes)
     for value, _ in inputs:
         builder.require_reals(value, stmt.value.span, "a tensor equation")
@@ -782,11 +783,11 @@ def _reindex(builder: DefinitionBuilder, operand: Operand, out_axes: Sequence[ir
             row[position[var]] = coefficient
         matrix.append(tuple(row))
         offsets.append(index.offset)
-    eta = ir.StrideMorphism(domain=domain, codomain=operand.array.shape, matrix=tuple(matrix),
-                            offset=tuple(offsets))
+    eta = ir.trusted(ir.StrideMorphism, domain=domain, codomain=operand.array.shape,
+                     matrix=tuple(matrix), offset=tuple(offsets))
     out = builder.new_value(array(operand.array.dtype, out_axes), name, span,
                             base=f"{operand.name}_r")
-    term = ir.Reindexing(dom=(operand.array,), cod=(out.array,), span=span, eta=eta,
-                         name=out.name, source=operand.value.name)
+    term = ir.trusted(ir.Reindexing, dom=(operand.array,), cod=(out.array,), span=span,
+                      kind="reindexing", eta=eta, name=out.name, source=operand.value.name)
     builder.add_step(term, [operand.value], [out])
     return out

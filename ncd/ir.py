@@ -13,6 +13,7 @@ nodes (`Operator`), and the closed set of term nodes (`Term`): `Identity`, `Rear
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from operator import attrgetter
 from typing import Annotated, Any, Literal, TypeVar, Union, assert_never, get_args
 
 from pydantic import (
@@ -42,23 +43,51 @@ class Node(BaseModel):
 _NodeT = TypeVar("_NodeT", bound=Node)
 _new_object = object.__new__
 _set_slot = object.__setattr__
+# The setters of `BaseModel`'s other slots, taken once: calling a slot's own setter skips the
+# look-up by name that `object.__setattr__` makes.
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+# The set of fields a trusted node of each class was given: all of them, so one set per class,
+# shared by its nodes (pydantic never changes the set of a frozen model in place; a copy, such
+# as `model_copy(update=...)`, copies it first). Making a set per node was a sixth of the cost
+# of `trusted`.
+_FIELDS_SETS: dict[type[Node], set[str]] = {}
 
 
 def trusted(cls: type[_NodeT], **fields: Any) -> _NodeT:
     """A node made without validation, from values already valid: every field of `cls`, in
     the order the class declares them, of exactly the field's type (tuples, not lists).
 
-    What `model_construct` does, for the few nodes the checker makes at every statement
-    (spans, shapes, ports): validating them was the largest share of checking a long
+    What `model_construct` does, for the nodes the checker makes at every statement (spans,
+    shapes, ports, terms): validating them was the largest share of checking a long
     program, and pydantic's own `model_construct` is slower than its validation. The node is
     the one validation would make: equal, with the same hash, repr and JSON
     (tests/test_toolchain_scale.py).
     """
     node = _new_object(cls)
     _set_slot(node, "__dict__", fields)
-    _set_slot(node, "__pydantic_fields_set__", set(fields))
-    _set_slot(node, "__pydantic_extra__", None)
-    _set_slot(node, "__pydantic_private__", None)
+    fields_set = _FIELDS_SETS.get(cls)
+    if fields_set is None:
+        fields_set = _FIELDS_SETS[cls] = set(fields)
+    _set_fields_set(node, fields_set)
+    _set_extra(node, None)
+    _set_private(node, None)
+    return node
+
+
+def trusted_span(file: str, line: int, column: int, end_line: int, end_column: int) -> Span:
+    """`trusted(Span, ...)` with the fields in order as arguments: the parser makes a span for
+    most nodes of a file, and passing them by keyword cost a fifth of making one."""
+    node = _new_object(Span)
+    _set_slot(node, "__dict__", {"file": file, "line": line, "column": column,
+                                 "end_line": end_line, "end_column": end_column})
+    fields_set = _FIELDS_SETS.get(Span)
+    if fields_set is None:
+        fields_set = _FIELDS_SETS[Span] = set(Span.model_fields)
+    _set_fields_set(node, fields_set)
+    _set_extra(node, None)
+    _set_private(node, None)
     return node
 
 
@@ -190,6 +219,9 @@ class Axis(Node):
     __str__ = __repr__
 
 
+_name_of = attrgetter("name")
+
+
 class Shape(Node):
     axes: tuple[Axis, ...] = ()
 
@@ -201,7 +233,7 @@ class Shape(Node):
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(axis.name for axis in self.axes)
+        return tuple(map(_name_of, self.axes))  # read often: `map` is the fastest way
 
     def axis(self, name: str) -> Axis:
         for axis in self.axes:
@@ -288,7 +320,11 @@ class Datatype(Node):
     __str__ = __repr__
 
 
-REALS = Datatype(kind="R")
+# Made without validation (`trusted`): validating them at import built a validator in every
+# process, and the first validator built loads pydantic's plugins (about 15 ms). A check of a
+# gallery file such as attention.ncd now builds none.
+REALS = trusted(Datatype, kind="R", bound=None)
+BOOLEANS = trusted(Datatype, kind="B", bound=None)
 
 
 class ArrayType(Node):
@@ -1049,11 +1085,20 @@ def children(term: Term) -> tuple[Term, ...]:
     assert_never(term)
 
 
+# The terms without subterms; an operation (the most common term) first.
+_LEAVES = (Broadcasted, Reindexing, Rearrangement, Identity)
+
+
 def walk(term: Term) -> Iterator[Term]:
     """Every subterm, parents before children, in order."""
-    yield term
-    for child in children(term):
-        yield from walk(child)
+    # With a stack of the terms still to visit, not a generator per level: a term deep in
+    # the tree is passed up by one generator, not by one per level above it.
+    stack = [term]
+    while stack:
+        current = stack.pop()
+        yield current
+        if not isinstance(current, _LEAVES):
+            stack.extend(reversed(children(current)))
 
 
 def strip_spans(value: object) -> object:

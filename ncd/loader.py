@@ -323,7 +323,8 @@ def _resolve(path: Path) -> Path | None:
 
 def _whole_file(display: str) -> ir.Span:
     """Where a problem with a whole file is reported: its start."""
-    return ir.Span(file=display, line=1, column=1, end_line=1, end_column=1)
+    # Made without validation (`ir.trusted`): every file read makes one.
+    return ir.trusted(ir.Span, file=display, line=1, column=1, end_line=1, end_column=1)
 
 
 def _byte_span(display: str, data: bytes, offset: int) -> ir.Span:
@@ -467,7 +468,8 @@ def _check(loader: Loader, source_name: str, overrides: Mapping[str, int]) -> ir
         return None
     top = loader.order[-1] if loader.order else None
     axes = tuple(info.axis for info in ctx.axes.values())
-    return ir.Program(source=source_name, doc=top.doc if top else None, axes=axes,
+    # Made without validating it again (`ir.trusted`): its parts are checked nodes.
+    return ir.trusted(ir.Program, source=source_name, doc=top.doc if top else None, axes=axes,
                       definitions=tuple(definitions), trainings=tuple(trainings))
 
 

@@ -19,9 +19,7 @@ import inspect
 import json
 import math
 import os
-import pprint
 import re
-import subprocess
 import sys
 import warnings
 from importlib import resources
@@ -35,7 +33,7 @@ from ncd import lalr_driver
 from ncd import syntax as s
 from ncd.context import paused_collection
 from ncd.diagnostics import Diagnostic, Note
-from ncd.ir import Span, trusted
+from ncd.ir import Span, trusted_span
 
 MAX_SOURCE_BYTES = 1_000_000
 MAX_NESTING = 64
@@ -86,16 +84,24 @@ class _Node(Tree):
         self.children = children
         self._meta = meta
         first = last = None
-        for child in children:
-            if child is not None:
-                first = child if isinstance(child, Token) else child.first
-                if first is not None:
-                    break
-        for child in reversed(children):
-            if child is not None:
-                last = child if isinstance(child, Token) else child.last
-                if last is not None:
-                    break
+        if children:  # most often the first and last children are tokens or end in tokens
+            head, tail = children[0], children[-1]
+            if head is not None:
+                first = head if isinstance(head, Token) else head.first
+            if tail is not None:
+                last = tail if isinstance(tail, Token) else tail.last
+        if first is None:
+            for child in children:
+                if child is not None:
+                    first = child if isinstance(child, Token) else child.first
+                    if first is not None:
+                        break
+        if last is None:
+            for child in reversed(children):
+                if child is not None:
+                    last = child if isinstance(child, Token) else child.last
+                    if last is not None:
+                        break
         self.first = first
         self.last = last
 
@@ -136,6 +142,8 @@ def _parser() -> lark.Lark:
 def write_tables(path: Path) -> None:
     """Write the parser's tables as a Python module (`python -m ncd.parser`): imported from
     its bytecode, they load faster than lark computes them."""
+    import pprint  # here, not at start-up: only the tables' writer uses it
+
     grammar = grammar_text()
     built = build_parser(grammar)
     data, memo = built.memo_serialize([lark.lexer.TerminalDef, lark.grammar.Rule])
@@ -174,7 +182,8 @@ def _parse(text: str, path: str) -> s.Module:
         # The limits above keep every construct shallow; should one still be too deep, the
         # error points at the item being read.
         raise ParseFailure(Diagnostic(
-            "E103", "the input is nested too deeply to read", builder.item_span or Span(
+            "E103", "the input is nested too deeply to read",
+            builder.span(builder.reading) if builder.reading is not None else Span(
                 file=path, line=1, column=1, end_line=1, end_column=2),
             hint="split long expressions into several statements")) from None
 
@@ -336,7 +345,8 @@ class _Builder:
     def __init__(self, path: str):
         self.path = path
         self.depth = 0
-        self.item_span: Span | None = None  # the item being read, for errors without a place
+        # the item being read, for errors without a place (its span made only for one)
+        self.reading: Tree | Token | None = None
         self.pf_names = 0  # names read in the point-free expression being read
 
     # -- spans
@@ -344,14 +354,14 @@ class _Builder:
         # A span for every node: made without validation (`ir.trusted`), lark's positions
         # being ints.
         if isinstance(node, Token):
-            return trusted(Span, file=self.path, line=node.line or 1, column=node.column or 1,
-                           end_line=node.end_line or node.line or 1,
-                           end_column=node.end_column or (node.column or 1) + 1)
+            line = node.line or 1
+            column = node.column or 1
+            return trusted_span(self.path, line, column, node.end_line or line,
+                                node.end_column or column + 1)
         first, last = node.first, node.last  # type: ignore[attr-defined]  # `_Node`
         if first is None or last is None:  # a tree of no tokens, e.g. an empty argument list
             return Span(file=self.path, line=1, column=1, end_line=1, end_column=1)
-        return trusted(Span, file=self.path, line=first.line, column=first.column,
-                       end_line=last.end_line, end_column=last.end_column)
+        return trusted_span(self.path, first.line, first.column, last.end_line, last.end_column)
 
     def ident(self, token: Token) -> s.Ident:
         return s.Ident(str(token), self.span(token))
@@ -406,7 +416,7 @@ class _Builder:
         doc = None
         items: list[s.Item] = []
         for child in tree.children:
-            self.item_span = self.span(child)
+            self.reading = child
             if isinstance(child, Token) and child.type == "DOCSTRING":
                 doc = self.docstring(child)
             elif isinstance(child, Tree) and child.data == "axis_decl":
@@ -703,6 +713,8 @@ if __name__ == "__main__":
     # Lark numbers the parser's states in the order of sets of strings: a fixed hash seed
     # makes the written tables the same on every run.
     if os.environ.get("PYTHONHASHSEED") != "0":
+        import subprocess  # here, not at start-up: `ncd check` never starts a process
+
         sys.exit(subprocess.run([sys.executable, "-m", "ncd.parser", *sys.argv[1:]],
                                 env={**os.environ, "PYTHONHASHSEED": "0"}, check=False).returncode)
     write_tables(Path(sys.argv[1]) if len(sys.argv) > 1 else

@@ -45,7 +45,8 @@ class Size:
     @staticmethod
     @functools.lru_cache(maxsize=4096)
     def sym(name: str) -> Size:
-        return Size._build({((name, 1),): Fraction(1)}, {name: ir.SizeSym(name=name)})
+        return Size._build({((name, 1),): Fraction(1)},
+                           {name: ir.trusted(ir.SizeSym, kind="sym", name=name)})
 
     @staticmethod
     def _build(terms: Mapping[Monomial, Fraction], atoms: Mapping[str, ir.SizeExpr]) -> Size:
@@ -181,9 +182,10 @@ class Size:
 
     # ---- output
     def to_ir(self) -> ir.SizeExpr:
+        # The nodes are made without validation (`ir.trusted`, see `_const`).
         atom_exprs = dict(self.atoms)
         if not self.terms:
-            return ir.SizeConst(value=0)
+            return _const(0)
         denominator = 1
         for _, coefficient in self.terms:
             denominator = denominator * coefficient.denominator // _gcd(denominator,
@@ -197,19 +199,38 @@ class Size:
             for key, power in monomial:
                 factors.extend([atom_exprs[key]] * power)
             if not factors:
-                parts.append(ir.SizeConst(value=int(scaled)))
+                parts.append(_const(int(scaled)))
             elif scaled == 1:
                 single = len(factors) == 1
-                parts.append(factors[0] if single else ir.SizeMul(factors=tuple(factors)))
+                parts.append(factors[0] if single else _mul(tuple(factors)))
             else:
-                parts.append(ir.SizeMul(factors=(ir.SizeConst(value=int(scaled)), *factors)))
-        total: ir.SizeExpr = parts[0] if len(parts) == 1 else ir.SizeAdd(terms=tuple(parts))
+                parts.append(_mul((_const(int(scaled)), *factors)))
+        total: ir.SizeExpr = parts[0] if len(parts) == 1 else _add(tuple(parts))
         if denominator != 1:
-            return ir.SizeDiv(numerator=total, denominator=ir.SizeConst(value=denominator))
+            return _div(total, _const(denominator))
         return total
 
     def __str__(self) -> str:
         return ir.size_text(self.to_ir())
+
+
+# The IR's size nodes, made without validating them again (`ir.trusted`): the checker makes
+# them from ints and nodes already valid, and a validated node built pydantic's validator of
+# its class (and loaded pydantic's plugins) in every `ncd check`.
+def _const(value: int) -> ir.SizeConst:
+    return ir.trusted(ir.SizeConst, kind="const", value=value)
+
+
+def _mul(factors: tuple[ir.SizeExpr, ...]) -> ir.SizeMul:
+    return ir.trusted(ir.SizeMul, kind="mul", factors=factors)
+
+
+def _add(terms: tuple[ir.SizeExpr, ...]) -> ir.SizeAdd:
+    return ir.trusted(ir.SizeAdd, kind="add", terms=terms)
+
+
+def _div(numerator: ir.SizeExpr, denominator: ir.SizeExpr) -> ir.SizeDiv:
+    return ir.trusted(ir.SizeDiv, kind="div", numerator=numerator, denominator=denominator)
 
 
 def _gcd(a: int, b: int) -> int:

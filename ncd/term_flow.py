@@ -58,6 +58,20 @@ class TermFlow:
 
     def walk(self, term: ir.Term, wires: list[int]) -> list[int]:
         match term:
+            # an operation first: most terms are (the cases are tried in order)
+            case ir.Broadcasted() | ir.Reindexing():
+                if isinstance(term, ir.Broadcasted):
+                    self.operations.append(term)
+                self.reads[id(term)] = list(wires)
+                for index, token in enumerate(wires):
+                    self.read(token, id(term), index)
+                made = []
+                for index in range(len(term.cod)):
+                    token = self.new()
+                    self.made[token] = (term, index)
+                    made.append(token)
+                self.outputs[id(term)] = made
+                return made
             case ir.Identity():
                 return wires
             case ir.Rearrangement(mapping=mapping):
@@ -76,19 +90,6 @@ class TermFlow:
                     out.extend(self.walk(part, wires[start:start + len(part.dom)]))
                     start += len(part.dom)
                 return out
-            case ir.Broadcasted() | ir.Reindexing():
-                if isinstance(term, ir.Broadcasted):
-                    self.operations.append(term)
-                self.reads[id(term)] = list(wires)
-                for index, token in enumerate(wires):
-                    self.read(token, id(term), index)
-                made = []
-                for index in range(len(term.cod)):
-                    token = self.new()
-                    self.made[token] = (term, index)
-                    made.append(token)
-                self.outputs[id(term)] = made
-                return made
             case ir.Block() | ir.Scan() | ir.Machine():
                 for index, token in enumerate(wires):
                     self.read(token, ESCAPES, index)

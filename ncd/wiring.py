@@ -9,6 +9,7 @@ steps run in parallel with identities for the arrays that pass them by.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 
 from ncd import ir
 from ncd.context import BlockGroup, Step, Value
@@ -74,16 +75,22 @@ def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
     flat = resolve_blocks(steps, results)
     producer: dict[int, int] = {}
     level: list[int] = []
+    # (plain loops, not `max` over generators: this runs for every definition and block)
     for index, step in enumerate(flat):
-        depth = 1 + max((level[producer[v.id]] for v in step.inputs if v.id in producer),
-                        default=0)
-        level.append(depth)
+        depth = 0  # the deepest level of a step this one reads from
+        for value in step.inputs:
+            made_by = producer.get(value.id)
+            if made_by is not None and level[made_by] > depth:
+                depth = level[made_by]
+        level.append(depth + 1)
         for value in step.outputs:
             producer[value.id] = index
     last_use: dict[int, int] = {}
     for index, step in enumerate(flat):
+        step_level = level[index]
         for value in step.inputs:
-            last_use[value.id] = max(last_use.get(value.id, 0), level[index])
+            if last_use.get(value.id, 0) < step_level:
+                last_use[value.id] = step_level
     result_ids = {v.id for v in results}
     by_level: list[list[Step]] = [[] for _ in range(max(level, default=0) + 1)]
     for index, step in enumerate(flat):
@@ -108,7 +115,7 @@ def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
             items.append((mean, order, step))
         for value in passing:
             items.append((position[value.id] + 0.5, len(group) + position[value.id], value))
-        items.sort(key=lambda item: (item[0], item[1]))
+        items.sort(key=_place_and_order)
 
         wanted: list[Value] = []
         terms: list[ir.Term] = []
@@ -126,7 +133,7 @@ def build_term(steps: Sequence[Step | BlockGroup], inputs: Sequence[Value],
             terms.append(item.term)
             after.extend(item.outputs)
         _close_identity(terms, passing_run)
-        _add_rearrangement(layers, live, wanted)
+        _add_rearrangement(layers, live, wanted, position)
         layers.append(terms[0] if len(terms) == 1 else _product(terms))
         live = after
     _add_rearrangement(layers, live, list(results))
@@ -149,20 +156,24 @@ def _operands_in_wire_order(step: Step, position: dict[int, int]) -> Step:
     term = step.term
     if not (isinstance(term, ir.Broadcasted) and declaration(term.op).commutative):
         return step
-    order = sorted(range(len(step.inputs)),
-                   key=lambda i: (position.get(step.inputs[i].id, len(position)), i))
+    places = [position.get(value.id, len(position)) for value in step.inputs]
+    # (a stable sort by place keeps operands that share one in their order)
+    order = sorted(range(len(step.inputs)), key=places.__getitem__)
     if order == list(range(len(step.inputs))):
         return step
-    reordered = term.model_copy(update={"inputs": tuple(term.inputs[i] for i in order),
-                                        "dom": tuple(term.dom[i] for i in order)})
+    # `model_copy(update=...)` without pydantic's copying: the same node (the term's
+    # `__dict__` holds its fields alone, in order)
+    reordered = ir.trusted(type(term), **{**term.__dict__,
+                                          "inputs": tuple(term.inputs[i] for i in order),
+                                          "dom": tuple(term.dom[i] for i in order)})
     return Step(reordered, [step.inputs[i] for i in order], step.outputs)
 
 
 def _close_identity(terms: list[ir.Term], run: list[Value]) -> None:
     if run:
-        arrays = tuple(v.array for v in run)
+        arrays = tuple([v.array for v in run])
         terms.append(ir.trusted(ir.Identity, dom=arrays, cod=arrays, span=None,
-                                kind="identity", names=tuple(v.name for v in run)))
+                                kind="identity", names=tuple([v.name for v in run])))
         run.clear()
 
 
@@ -173,14 +184,21 @@ def _product(terms: Sequence[ir.Term]) -> ir.Product:
                       terms=tuple(terms))
 
 
-def _add_rearrangement(layers: list[ir.Term], live: Sequence[Value],
-                       wanted: Sequence[Value]) -> None:
-    first_index: dict[int, int] = {}
-    for index, value in enumerate(live):
-        first_index.setdefault(value.id, index)
-    mapping = tuple(first_index[v.id] for v in wanted)
+def _add_rearrangement(layers: list[ir.Term], live: Sequence[Value], wanted: Sequence[Value],
+                       first_index: dict[int, int] | None = None) -> None:
+    """The rearrangement from the arrays `live` to `wanted`, unless it is the identity;
+    `first_index` is where each value of `live` first lies, when the caller knows it."""
+    if first_index is None:
+        first_index = {}
+        for index, value in enumerate(live):
+            first_index.setdefault(value.id, index)
+    mapping = tuple([first_index[v.id] for v in wanted])
     if mapping == tuple(range(len(live))):
         return
-    layers.append(ir.trusted(ir.Rearrangement, dom=tuple(v.array for v in live),
-                             cod=tuple(v.array for v in wanted), span=None,
+    layers.append(ir.trusted(ir.Rearrangement, dom=tuple([v.array for v in live]),
+                             cod=tuple([v.array for v in wanted]), span=None,
                              kind="rearrangement", mapping=mapping))
+
+
+# the order of the items of a layer: by where they lie, then by their order among their kind
+_place_and_order = itemgetter(0, 1)

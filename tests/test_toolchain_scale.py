@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 from ncd.compilers.naming import Namespace
 
@@ -78,6 +80,31 @@ def test_import_ncd_loads_neither_the_ir_nor_the_parser() -> None:
     assert api == "True"
 
 
+def _nodes(value: object) -> list[Any]:
+    """Every IR node in `value`, itself included, parents first."""
+    from ncd.ir import Node
+
+    if isinstance(value, tuple):
+        return [node for item in value for node in _nodes(item)]
+    if not isinstance(value, Node):
+        return []
+    return [value, *(node for name in type(value).model_fields
+                     for node in _nodes(getattr(value, name)))]
+
+
+def test_checking_a_gallery_file_builds_no_validator() -> None:
+    """The checker makes its nodes from checked parts without validating them again, so a
+    check of attention.ncd builds no pydantic validator: pydantic's plugins (a scan of the
+    installed packages' entry points) are not loaded at start-up."""
+    probe = ("import sys, ncd\n"
+             "ncd.load(sys.argv[1])\n"
+             "print('pydantic.plugin._loader' in sys.modules)\n")
+    attention = str(Path(__file__).resolve().parent.parent / "gallery" / "attention.ncd")
+    done = subprocess.run([sys.executable, "-c", probe, attention], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
 def _spans(value: object) -> list[object]:
     """Every `Span` in a syntax tree (dataclasses, tuples)."""
     import dataclasses
@@ -95,7 +122,6 @@ def _spans(value: object) -> list[object]:
 
 
 def test_nodes_made_without_validation_are_the_validated_ones() -> None:
-    from pathlib import Path
 
     from ncd import ir
     from ncd.context import array, port, rearrangement_map, shape
@@ -120,16 +146,33 @@ def test_nodes_made_without_validation_are_the_validated_ones() -> None:
     assert {type(term) for term in terms} == {ir.Broadcasted, ir.Identity, ir.Rearrangement,
                                               ir.Composed, ir.Product}
     made.extend(terms)
+    # every node of the checked programs: definitions, variables, parameters, operators, axes,
+    # sizes, each made by the checker, most without validation
+    every = {id(node): node for program in (ncd.load(text), ncd.load(gallery / "moe.ncd"))
+             for node in _nodes(program.ir)}
+    kinds = {type(node) for node in every.values()}
+    assert {ir.Program, ir.Definition, ir.Variable, ir.Parameter, ir.CallOp, ir.Axis,
+            ir.SizeConst, ir.LinearOp, ir.EinsumOp, ir.Reindexing, ir.MaskOp, ir.Comparison,
+            ir.SoftmaxOp, ir.ElementwiseOp, ir.Datatype} <= kinds, kinds
     spans = _spans(parse(text, "attention.ncd"))
     assert len(spans) > 50
     made.extend(spans)  # type: ignore[arg-type]  # spans are nodes too
     for node in made:
-        again = type(node).model_validate(node.model_dump())
-        assert node == again and hash(node) == hash(again)
-        assert repr(node) == repr(again)
-        assert node.model_dump_json() == again.model_dump_json()
-        assert node.model_fields_set == again.model_fields_set
-        assert list(node.__dict__) == list(type(node).model_fields)
+        assert node.model_fields_set == _same_when_validated(node).model_fields_set
+    for node in every.values():
+        # (the JSON of a program or a call leaves out some defaults, whose fields are then not
+        # set in a node read from it: the sets of fields set are not compared)
+        _same_when_validated(node)
+
+
+def _same_when_validated(node: Any) -> Any:
+    """The node validation makes from `node`'s JSON, checked to be the same as `node`."""
+    again = type(node).model_validate(node.model_dump())
+    assert node == again and hash(node) == hash(again)
+    assert repr(node) == repr(again)
+    assert node.model_dump_json() == again.model_dump_json()
+    assert list(node.__dict__) == list(type(node).model_fields)
+    return again
 
 
 def test_the_precomputed_parser_tables_are_those_of_the_grammar() -> None:

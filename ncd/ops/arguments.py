@@ -188,7 +188,7 @@ def new_axis(builder: DefinitionBuilder, ident: s.Ident, size: Size) -> ir.Axis:
         raise builder.ctx.error(
             "E300", f"axis `{ident.name}` is declared with size {info.size} but gets size "
             f"{size} here", ident.span, notes=[Note(info.span, "declared here")])
-    return ir.Axis(name=ident.name, size=size.to_ir())
+    return ir.trusted(ir.Axis, name=ident.name, size=size.to_ir())
 
 
 def replace_axes(axes: Sequence[ir.Axis], old: Sequence[str], new: Sequence[ir.Axis]

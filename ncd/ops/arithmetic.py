@@ -35,6 +35,12 @@ if TYPE_CHECKING:
     from ncd.elaborate import DefinitionBuilder
 
 
+# The operators of `+` and `*`, made once without validation (`ir.trusted`): they have no
+# fields but their kind.
+_ADD = ir.trusted(ir.AddOp, kind="add")
+_MULTIPLY = ir.trusted(ir.MultiplyOp, kind="multiply")
+
+
 def including(builder: DefinitionBuilder, operands: Sequence[tuple[Value, ir.Span]],
               span: ir.Span, what: str, outer: str | None = None,
               names: Sequence[str | None] = ()) -> int:
@@ -543,7 +549,7 @@ def arithmetic(builder: DefinitionBuilder, expr: s.BinOp | s.Neg, name: str | No
     what = f"`{expr.op}`"
     names = [_operand_name(expr.left), _operand_name(expr.right)]
     if expr.op in ("+", "*"):
-        op: ir.Operator = ir.MultiplyOp() if expr.op == "*" else ir.AddOp()
+        op: ir.Operator = _MULTIPLY if expr.op == "*" else _ADD
         operands: list[tuple[Value, ir.Span]] = []
         params: list[tuple[ir.Parameter, ir.Span]] = []
         for side in (expr.left, expr.right):

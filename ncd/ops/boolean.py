@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ncd.derivative import Reverser
     from ncd.elaborate import DefinitionBuilder
 
-BOOLEANS = ir.Datatype(kind="B")
+BOOLEANS = ir.BOOLEANS
 
 _SUMMARIES: dict[ir.BooleanGate, str] = {
     "xor": "exclusive or of two Boolean arrays (their sum in Z2); `xor[i](A)`: the XOR of the "

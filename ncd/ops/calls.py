@@ -122,8 +122,8 @@ def lifted_call(builder: DefinitionBuilder, definition: ir.Definition,
     term = ir.trusted(
         ir.Broadcasted, dom=tuple(a for a, _, _ in args), cod=tuple(outputs), span=span,
         kind="broadcasted",
-        op=ir.CallOp(definition=definition.name, instance=instance,
-                     each=each.name if each is not None else None), degree=degree_shape,
+        op=ir.trusted(ir.CallOp, kind="call", definition=definition.name, instance=instance,
+                      each=each.name if each is not None else None), degree=degree_shape,
         inputs=tuple(port(a, v.array.names, degree_shape, n)
                      for (a, _, n), v in zip(args, definition.inputs, strict=True)),
         params=(),

@@ -250,8 +250,8 @@ def _linear_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -
                 "E301", f"`linear` makes axis `{ident.name}`, which `{value.name}` already has",
                 ident.span, hint="name the new axis differently")
     # A square map (`linear[m -> m]`) needs two distinct weight axes: the input one is `m_in`.
-    weight_axes = [ir.Axis(name=f"{n}_in" if n in out_names else n,
-                           size=value.array.shape.axis(n).size) for n in in_names]
+    weight_axes = [ir.trusted(ir.Axis, name=f"{n}_in" if n in out_names else n,
+                              size=value.array.shape.axis(n).size) for n in in_names]
     weight = builder.parameter(param_names[0], array(ir.REALS, [*weight_axes, *out_axes]),
                                "`linear`")
     params: list[tuple[ir.Parameter, Sequence[str]]] = [(weight, weight.array.names)]
@@ -266,8 +266,10 @@ def _linear_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -
     kept = [a for a in axes if a.name not in in_names]
     position = sum(1 for a in axes[:first] if a.name not in in_names)
     out_array = array(value.array.dtype, [*kept[:position], *out_axes, *kept[position:]])
-    op = ir.LinearOp(inputs=tuple(in_names), outputs=tuple(out_names), bias=bias,
-                     weight_inputs=tuple(a.name for a in weight_axes))
+    # Made without validation (`ir.trusted`): one weight axis for each input axis, as
+    # `LinearOp` requires, by the making of `weight_axes`.
+    op = ir.trusted(ir.LinearOp, kind="linear", inputs=tuple(in_names), outputs=tuple(out_names),
+                    bias=bias, weight_inputs=tuple(a.name for a in weight_axes))
     return builder.broadcast(op, [(value, in_names)], [(out_array, out_names, name)], call.span,
                              params=params)
 

@@ -53,7 +53,9 @@ def _elementwise_typing(function: ElementwiseFunction) -> TypingRule:
                                "the function `gelu_tanh`", call.items[0].span,
                                hint="write `gelu_tanh(X)` (GPT-2's GELU)")
         value = unary(builder, call, f"`{function}`")
-        return same_shape(builder, ir.ElementwiseOp(function=function), value, (), call, name)
+        return same_shape(builder, ir.trusted(ir.ElementwiseOp, kind="elementwise",
+                                                     function=function),
+                          value, (), call, name)
 
     return typing
 

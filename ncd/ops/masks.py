@@ -41,9 +41,10 @@ def _causal_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -
     builder.require_reals(value, call.args[0].span, "`causal`")
     builder.require_axes(value, axes, "`causal`")
     query, key = axes[0].name, axes[1].name
-    condition = ir.Comparison(coefficients=((query, 1), (key, -1)), offset=0, op=">=",
-                              text=f"{query} >= {key}")
-    op = ir.MaskOp(axes=(query, key), conditions=(condition,), causal=True)
+    condition = ir.trusted(ir.Comparison, coefficients=((query, 1), (key, -1)), offset=0,
+                           op=">=", text=f"{query} >= {key}")
+    op = ir.trusted(ir.MaskOp, kind="mask", axes=(query, key), conditions=(condition,),
+                    by_array=False, fill=float("-inf"), causal=True)
     return same_shape(builder, op, value, (query, key), call, name)
 
 

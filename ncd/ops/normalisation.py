@@ -69,8 +69,8 @@ def _softmax_typing(log: bool) -> TypingRule:
         builder.require_reals(value, call.args[0].span, what)
         builder.require_axes(value, axes, what)
         targets = [a.name for a in axes]
-        return same_shape(builder, ir.SoftmaxOp(axes=tuple(targets), log=log), value, targets,
-                          call, name)
+        op = ir.trusted(ir.SoftmaxOp, kind="softmax", axes=tuple(targets), log=log)
+        return same_shape(builder, op, value, targets, call, name)
 
     return typing
 
