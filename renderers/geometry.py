@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from .text import Label
 
@@ -40,7 +40,34 @@ LAYER_FRAME, LAYER_SEPARATOR, LAYER_WIRE, LAYER_BOX, LAYER_MARK, LAYER_TEXT = ra
 EPS = 0.05
 """Tolerance when comparing coordinates (they are rounded to hundredths when emitted)."""
 
+_Frozen = TypeVar("_Frozen")
 
+
+def quick_init(cls: type[_Frozen]) -> type[_Frozen]:
+    """`cls` (a frozen dataclass with slots) with an `__init__` that fills each slot through
+    its descriptor. The one `dataclass` writes calls `object.__setattr__` by name for every
+    field, and a large diagram makes hundreds of thousands of these values: this one takes
+    about half the time. The instances stay frozen (assigning a field still raises)."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {}
+    parameters: list[str] = []
+    for f in fields(cls):  # type: ignore[arg-type]
+        assert f.init and f.default_factory is MISSING, f"{cls.__name__}.{f.name}"
+        namespace[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is MISSING:
+            parameters.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            parameters.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"    _set_{name}(self, {name})\n" for name in names) or "    pass\n"
+    exec(f"def __init__(self, {', '.join(parameters)}):\n{body}", namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Stroke:
     color: str
@@ -48,6 +75,7 @@ class Stroke:
     dash: tuple[float, ...] = ()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Path:
     """A polyline/Bezier path. A wire path has a `wire` id and a `role`; a decoration (the
@@ -115,6 +143,7 @@ class Path:
         return min(ys), max(ys)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Rect:
     x: float
@@ -137,6 +166,7 @@ class Rect:
         return self.y, self.y + self.height
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Polygon:
     points: tuple[Point, ...]
@@ -158,6 +188,7 @@ class Polygon:
         return min(ys), max(ys)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Circle:
     cx: float
@@ -177,6 +208,7 @@ class Circle:
         return self.cy - self.r, self.cy + self.r
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Text:
     """A label: left edge `x`, baseline `y`, font size `size`. `owner` is the id of the box
@@ -212,19 +244,23 @@ Item = Path | Rect | Polygon | Circle | Text
 
 Candidate = tuple[float, float]
 """A height the layout computes as `base + offset` (a rectangle's bottom: its y plus its
-height): a group keeps the base and moves it, and adds the offset last, as moving the item
-and then measuring it would."""
+height; a label's top: its baseline less its ascent): a group keeps the base and moves it,
+and adds the offset last, as moving the item and then measuring it would."""
 _NEAR = 1e-6
 """Candidates for an extreme this far from the best are dropped: moving a group shifts them
 all alike, and rounding never reorders them by as much."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, eq=False)
 class Group:
     """Items of a panel moved into place as a whole: shifted by (`dx`, `dy`) only when the
     diagram is finished (`placed_items`), so that a panel nested n deep is not copied n
-    times. Labels are never grouped (a join compares and drops them as they are); a diagram
-    holds no groups.
+    times. A diagram holds no groups.
+
+    A group stands for what moving each of its items would give, in the order labels are
+    drawn in: its labels (`Text`) after everything else in it (`placed_items`; `opened`
+    gives that order back as items and smaller groups, where a join drops a label).
 
     The vertical extent is kept as moving every item would give it, to the last bit: the
     least and greatest coordinate (`low`, `high`) of the paths and polygons in it, moved as
@@ -263,56 +299,91 @@ def _pruned(candidates: list[Candidate], dy: float, bound: float, lowest: bool
     return tuple(c for c in moved if c[0] + c[1] >= best - _NEAR)
 
 
-def group(items: Iterable[Drawn], dx: float, dy: float) -> tuple[list[Drawn], list[Text]]:
-    """`items` moved by (dx, dy): the labels moved at once, everything else in one group
-    (its shifts applied in order when the diagram is finished, as moving each item at every
-    level would: the same numbers come out)."""
-    texts: list[Text] = []
-    rest: list[Drawn] = []
+def group(items: Iterable[Drawn], dx: float, dy: float) -> list[Drawn]:
+    """`items` moved by (dx, dy): one group (none for no items), its shifts applied in order
+    when the diagram is finished, as moving each item at every level would: the same numbers
+    come out."""
+    kept = tuple(items)
+    if not kept:
+        return []
     low, high = float("inf"), float("-inf")
     tops: list[Candidate] = []
     bottoms: list[Candidate] = []
-    for item in items:
-        if isinstance(item, Text):
-            texts.append(item.moved(dx, dy))
-            continue
-        rest.append(item)
-        if isinstance(item, Group):
+    for item in kept:
+        if type(item) is Group:
             low, high = min(low, item.low), max(high, item.high)
             tops.extend(item.tops)
             bottoms.extend(item.bottoms)
-        elif isinstance(item, Rect):
+        elif type(item) is Text:
+            tops.append((item.y, -item.ascent))
+            bottoms.append((item.y, item.descent))
+        elif type(item) is Rect:
             low = min(low, item.y)
             bottoms.append((item.y, item.height))
-        elif isinstance(item, Circle):
+        elif type(item) is Circle:
             tops.append((item.cy, -item.r))
             bottoms.append((item.cy, item.r))
         else:
             y0, y1 = item.y_extent()
             low, high = min(low, y0), max(high, y1)
-    if not rest:
-        return [], texts
     low, high = low + dy, high + dy
-    return [Group(tuple(rest), dx, dy, low, high, _pruned(tops, dy, low, True),
-                  _pruned(bottoms, dy, high, False))], texts
+    return [Group(kept, dx, dy, low, high, _pruned(tops, dy, low, True),
+                  _pruned(bottoms, dy, high, False))]
+
+
+def opened(items: Iterable[Drawn]) -> list[Drawn]:
+    """`items` with each group split into a group of all but its labels and its labels,
+    moved, after it: the same drawing, with the labels within reach (a join compares and
+    drops them). The groups left hold no labels."""
+    out: list[Drawn] = []
+    for item in items:
+        if type(item) is not Group:
+            out.append(item)
+            continue
+        texts: list[Item] = []
+        out.extend(_without_texts(item, (), (), texts))
+        out.extend(texts)
+    return out
+
+
+def _without_texts(grouped: Group, xs: tuple[float, ...], ys: tuple[float, ...],
+                   texts: list[Item]) -> list[Drawn]:
+    """`grouped` less its labels (in a group of its own, none for nothing left), the labels
+    moved by its shifts and then by `xs`, `ys` and collected into `texts` in order."""
+    xs, ys = (grouped.dx, *xs), (grouped.dy, *ys)
+    rest: list[Drawn] = []
+    for item in grouped.items:
+        if type(item) is Group:
+            rest.extend(_without_texts(item, xs, ys, texts))
+        elif type(item) is Text:
+            texts.append(_shifted(item, xs, ys))
+        else:
+            rest.append(item)
+    return group(rest, grouped.dx, grouped.dy)
 
 
 def placed_items(items: Iterable[Drawn]) -> list[Item]:
     """Every item with the shifts of the groups round it applied, innermost first, in the
-    order the layout made them."""
+    order the layout made them, a group's labels after the rest of it."""
     placed: list[Item] = []
-    _place(items, (), (), placed)
+    for item in items:
+        if isinstance(item, Group):
+            texts: list[Item] = []
+            _place(item.items, (item.dx,), (item.dy,), placed, texts)
+            placed.extend(texts)
+        else:
+            placed.append(item)
     return placed
 
 
 def _place(items: Iterable[Drawn], xs: tuple[float, ...], ys: tuple[float, ...],
-           out: list[Item]) -> None:
+           out: list[Item], texts: list[Item]) -> None:
     for item in items:
         if isinstance(item, Group):
             # innermost shift first: the order a panel nested in others was moved in
-            _place(item.items, (item.dx, *xs), (item.dy, *ys), out)
-        elif not xs:
-            out.append(item)
+            _place(item.items, (item.dx, *xs), (item.dy, *ys), out, texts)
+        elif type(item) is Text:
+            texts.append(_shifted(item, xs, ys))
         else:
             out.append(_shifted(item, xs, ys))
 
@@ -335,19 +406,34 @@ def _along(value: float, shifts: tuple[float, ...]) -> float:
 
 
 def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
-    """`item.moved(xs[0], ys[0]).moved(xs[1], ys[1])...` without the items in between."""
+    """`item.moved(xs[0], ys[0]).moved(xs[1], ys[1])...` without the items in between: each
+    coordinate takes the same additions in the same order."""
     if isinstance(item, Path):
-        return Path(
-            (_along(item.start[0], xs), _along(item.start[1], ys)),
-            tuple([tuple([_along(v, ys) if k % 2 else _along(v, xs) for k, v in enumerate(s)])
-                   for s in item.segments]),
-            item.stroke, item.fill, item.closed, item.wire, item.role, item.free_ends,
-            item.layer)
-    for dx, dy in zip(xs, ys, strict=True):
+        x, y = item.start
+        segments: list[Segment] = list(item.segments)
+        for dx, dy in zip(xs, ys, strict=True):
+            x, y = x + dx, y + dy
+            segments = [(s[0] + dx, s[1] + dy) if len(s) == 2 else
+                        (s[0] + dx, s[1] + dy, s[2] + dx, s[3] + dy, s[4] + dx, s[5] + dy)
+                        for s in segments]
+        return Path((x, y), tuple(segments), item.stroke, item.fill, item.closed, item.wire,
+                    item.role, item.free_ends, item.layer)
+    if isinstance(item, Text):
+        return Text(item.label, _along(item.x, xs), _along(item.y, ys), item.size, item.color,
+                    item.width, item.ascent, item.descent, item.owner, item.role, item.layer,
+                    item.wire)
+    if isinstance(item, Circle):
+        return Circle(_along(item.cx, xs), _along(item.cy, ys), item.r, item.fill, item.stroke,
+                      item.layer)
+    if isinstance(item, Rect):
+        return Rect(_along(item.x, xs), _along(item.y, ys), item.width, item.height, item.fill,
+                    item.stroke, item.radius, item.layer)
+    for dx, dy in zip(xs, ys, strict=True):  # a polygon: a few points
         item = item.moved(dx, dy)
     return item
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PortPoint:
     """Where a wire meets a box."""
@@ -361,6 +447,7 @@ class PortPoint:
         return PortPoint(self.x + dx, self.y + dy, self.wire, self.side)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Box:
     """A box of the diagram (a glyph, a collapsed block, a call): the region wires may not
@@ -384,6 +471,7 @@ class Box:
         return (self.x, self.y, self.x + self.width, self.y + self.height)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Anchor:
     """A point where wires may legitimately end without a box: a copy dot, a merge dot, the
@@ -396,6 +484,7 @@ class Anchor:
         return Anchor(self.x + dx, self.y + dy)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Loop:
     """A feedback loop of a scan: the path(s) with id `wire` carry a state from the step's

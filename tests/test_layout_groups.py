@@ -20,6 +20,7 @@ from ncd.renderers.geometry import (
     Stroke,
     Text,
     group,
+    opened,
     path_ends,
     placed_items,
 )
@@ -73,8 +74,7 @@ def _nest(rng: random.Random, depth: int) -> tuple[list[Drawn], list[Item]]:
         lazy.extend(fresh)
         eager.extend(fresh)
         dx, dy = _coordinate(rng), _coordinate(rng)
-        grouped, texts = group(lazy, dx, dy)
-        lazy = [*grouped, *texts]
+        lazy = group(lazy, dx, dy)
         eager = _eager(eager, [(dx, dy)])
     return lazy, eager
 
@@ -114,10 +114,23 @@ def test_path_ends_see_into_groups(seed: int) -> None:
         == sorted(expected, key=lambda e: (e[0] or 0, e[1]))
 
 
-def test_a_group_of_labels_only_is_no_group() -> None:
-    text = _item(random.Random(3))
-    while not isinstance(text, Text):
-        text = _item(random.Random(random.random()))
-    grouped, labels = group([text], 1.5, 2.5)
-    assert grouped == []
-    assert labels == [text.moved(1.5, 2.5)]
+def test_no_items_make_no_group() -> None:
+    assert group([], 1.5, 2.5) == []
+
+
+def _labels_inside(items: list[Drawn]) -> bool:
+    return any(isinstance(item, Text) or (isinstance(item, Group) and _labels_inside(
+        list(item.items))) for item in items)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_opened_groups_hand_out_their_labels_and_draw_the_same(seed: int) -> None:
+    rng = random.Random(seed)
+    lazy, eager = _nest(rng, rng.randrange(1, 8))
+    split = opened(lazy)
+    assert not any(isinstance(item, Group) and _labels_inside(list(item.items))
+                   for item in split)
+    assert [item for item in split if isinstance(item, Text)] == _by_kind(eager)[0]
+    assert placed_items(split) == placed_items(lazy)
+    if eager:
+        assert _extent(split) == _extent(list(eager))

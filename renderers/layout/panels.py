@@ -4,6 +4,7 @@ and the primitives drawn in panels: wires, curves, dots, bars, arrowheads, label
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,6 +26,7 @@ from ..geometry import (
     Stroke,
     Text,
     group,
+    quick_init,
 )
 from ..text import Label
 from .context import Context
@@ -33,7 +35,8 @@ from .options import DOT, LABEL_SIZE, THIN, WIRE, ZONE_PAD
 Kind = Literal["axis", "dtype", "sep"]
 
 
-@dataclass(frozen=True)
+@quick_init
+@dataclass(frozen=True, slots=True)
 class Spec:
     """What a wire at a panel edge is: an axis (by name) of array `array`, that array's
     datatype, or the separator before array `array`."""
@@ -44,7 +47,8 @@ class Spec:
     label: Label | None
 
 
-@dataclass(frozen=True)
+@quick_init
+@dataclass(frozen=True, slots=True)
 class End:
     """A wire leaving a panel edge: its height, id and what it carries. `joint`: several
     wires may end here without a dot (a `+`, a box edge)."""
@@ -89,12 +93,11 @@ class Panel:
     def moved(self, dx: float, dy: float) -> Panel:
         if abs(dx) < 1e-9 and abs(dy) < 1e-9:
             return self
-        grouped, labels = group(self.items, dx, dy)
         return Panel(
             self.width,
             [e.moved(dy) for e in self.left],
             [e.moved(dy) for e in self.right],
-            [*grouped, *labels],
+            group(self.items, dx, dy),
             [box.moved(dx, dy) for box in self.boxes],
             [anchor.moved(dx, dy) for anchor in self.anchors],
             self.top + dy,
@@ -143,12 +146,18 @@ def array_specs(arrays: Sequence[ir.ArrayType], ctx: Context) -> list[Spec]:
 def stroke_for(ctx: Context, kind: Kind | Literal["param"]) -> Stroke:
     theme = ctx.theme
     if kind == "sep":
-        return Stroke(theme.separator, 1.1, (4.0, 3.0))
+        return _stroke(theme.separator, 1.1, (4.0, 3.0))
     if kind == "dtype":
-        return Stroke(theme.ink, THIN)
+        return _stroke(theme.ink, THIN)
     if kind == "param":
-        return Stroke(theme.ink, THIN, (2.0, 2.0))
-    return Stroke(theme.ink, WIRE)
+        return _stroke(theme.ink, THIN, (2.0, 2.0))
+    return _stroke(theme.ink, WIRE)
+
+
+@functools.cache
+def _stroke(color: str, width: float, dash: tuple[float, ...] = ()) -> Stroke:
+    """One stroke of each kind, shared by the wires drawn with it (a stroke is a value)."""
+    return Stroke(color, width, dash)
 
 
 def wire_path(ctx: Context, spec: Spec, wire: int, start: tuple[float, float],

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 
-from ..geometry import EPS, Anchor, Box, Drawn, Item, PortPoint, Text
+from ..geometry import EPS, Anchor, Box, Drawn, Item, PortPoint, Text, opened
 from ..glyphs import card
 from .context import Context
 from .options import LABEL_RAISE, LABEL_SIZE, PITCH, ROW_PAD, TITLE_SIZE, ZONE_PAD
@@ -443,8 +443,8 @@ def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False
         shown = {(round(t.y, 1), t.label) for t in first.right_labels}
         drop = {t for t in placed.left_labels if (round(t.y, 1), t.label) in shown}
         if drop:
-            second_items = [it for it in placed.items if not (isinstance(it, Text)
-                                                              and it in drop)]
+            second_items = [it for it in opened(placed.items)
+                            if not (isinstance(it, Text) and it in drop)]
     heights = [(a.y, b.y + dy) for a, b in zip(first.right, second.left, strict=True)
              if a.spec.kind != "sep"]
     for a, b in zip(first.right, second.left, strict=True):
