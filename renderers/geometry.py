@@ -502,6 +502,95 @@ class Loop:
                     tuple(y + dy for y in self.state_in), tuple(y + dy for y in self.state_out))
 
 
+@quick_init
+@dataclass(frozen=True, slots=True, eq=False)
+class MovedBoxes:
+    """Boxes of a panel moved into place as a whole (as `Group` moves its items): shifted
+    only when the diagram is finished (`placed_boxes`). `top` is the least y of the boxes,
+    moved (adding the same shift to each keeps which one is least), `bottoms` the candidates
+    for the greatest y plus height (see `Candidate`)."""
+
+    boxes: tuple[Box | MovedBoxes, ...]
+    dx: float
+    dy: float
+    top: float
+    bottoms: tuple[Candidate, ...]
+
+    def y_extent(self) -> tuple[float, float]:
+        return self.top, max(b + o for b, o in self.bottoms)
+
+
+@quick_init
+@dataclass(frozen=True, slots=True, eq=False)
+class MovedAnchors:
+    """Anchors of a panel moved into place as a whole, shifted when the diagram is finished
+    (`placed_anchors`)."""
+
+    anchors: tuple[Anchor | MovedAnchors, ...]
+    dx: float
+    dy: float
+
+
+BoxEntry = Box | MovedBoxes
+"""What a panel lists as its boxes: boxes, and boxes of moved panels still to be moved."""
+AnchorEntry = Anchor | MovedAnchors
+
+
+def moved_boxes(boxes: Iterable[BoxEntry], dx: float, dy: float) -> list[BoxEntry]:
+    """`boxes` moved by (dx, dy): one `MovedBoxes` (none for no boxes)."""
+    kept = tuple(boxes)
+    if not kept:
+        return []
+    top = float("inf")
+    bottoms: list[Candidate] = []
+    for box in kept:
+        if isinstance(box, MovedBoxes):
+            top = min(top, box.top)
+            bottoms.extend(box.bottoms)
+        else:
+            top = min(top, box.y)
+            bottoms.append((box.y, box.height))
+    return [MovedBoxes(kept, dx, dy, top + dy, _pruned(bottoms, dy, float("-inf"), False))]
+
+
+def moved_anchors(anchors: Iterable[AnchorEntry], dx: float, dy: float
+                  ) -> list[AnchorEntry]:
+    """`anchors` moved by (dx, dy): one `MovedAnchors` (none for no anchors)."""
+    kept = tuple(anchors)
+    return [MovedAnchors(kept, dx, dy)] if kept else []
+
+
+def placed_boxes(boxes: Iterable[BoxEntry], xs: tuple[float, ...] = (),
+                 ys: tuple[float, ...] = ()) -> list[Box]:
+    """Every box with the shifts round it applied, innermost first, in order."""
+    placed: list[Box] = []
+    for box in boxes:
+        if isinstance(box, MovedBoxes):
+            placed.extend(placed_boxes(box.boxes, (box.dx, *xs), (box.dy, *ys)))
+        elif not xs:
+            placed.append(box)
+        else:
+            placed.append(Box(box.id, _along(box.x, xs), _along(box.y, ys), box.width,
+                              box.height, box.kind,
+                              tuple([PortPoint(_along(p.x, xs), _along(p.y, ys), p.wire, p.side)
+                                     for p in box.ports]), box.expected_ports))
+    return placed
+
+
+def placed_anchors(anchors: Iterable[AnchorEntry], xs: tuple[float, ...] = (),
+                   ys: tuple[float, ...] = ()) -> list[Anchor]:
+    """Every anchor with the shifts round it applied, innermost first, in order."""
+    placed: list[Anchor] = []
+    for anchor in anchors:
+        if isinstance(anchor, MovedAnchors):
+            placed.extend(placed_anchors(anchor.anchors, (anchor.dx, *xs), (anchor.dy, *ys)))
+        elif not xs:
+            placed.append(anchor)
+        else:
+            placed.append(Anchor(_along(anchor.x, xs), _along(anchor.y, ys)))
+    return placed
+
+
 BOX_GAP = 3.0
 """Least distance between two boxes (their outlines must not touch)."""
 

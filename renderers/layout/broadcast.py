@@ -14,7 +14,18 @@ from typing import assert_never
 from ncd import ir
 
 from ..annotate import shaded
-from ..geometry import LAYER_WIRE, Anchor, Box, Circle, Drawn, Path, PortPoint, Rect, Stroke
+from ..geometry import (
+    LAYER_WIRE,
+    Anchor,
+    AnchorEntry,
+    Box,
+    Circle,
+    Drawn,
+    Path,
+    PortPoint,
+    Rect,
+    Stroke,
+)
 from ..glyphs import BoxGlyph, CupsGlyph, JunctionGlyph, glyph_of
 from ..text import Label
 from .context import Context
@@ -417,7 +428,7 @@ def _boxed(term: ir.Broadcasted, glyph: BoxGlyph, ctx: Context, in_ids: Sequence
     box_id = ctx.fresh()
     items: list[Drawn] = band_core_items(ctx, band_rows, core_w)
     ports: list[PortPoint] = []
-    anchors: list[Anchor] = []
+    anchors: list[AnchorEntry] = []
     core_left = list(band_rows)
     core_right = list(band_rows)
     body_in: dict[int, int] = {}
@@ -613,7 +624,7 @@ def _junction(term: ir.Broadcasted, glyph: JunctionGlyph, ctx: Context, in_ids: 
     # The mark ends the joint; the scalar wires meet where it starts (an anchor, as a dot).
     items.append(wire_path(ctx, joint_spec, joint.wire, (0.0, y_j), [(cx - 7.0, y_j)],
                            free=scalars))
-    anchors = [Anchor(cx, y_j), *([Anchor(0.0, y_j)] if scalars else [])]
+    anchors: list[AnchorEntry] = [Anchor(cx, y_j), *([Anchor(0.0, y_j)] if scalars else [])]
     core_left = [*band_rows, joint]
     core_right = list(band_rows)
     body_out: dict[int, int] = {}
@@ -845,7 +856,7 @@ def _einsum(term: ir.Broadcasted, ctx: Context, in_ids: Sequence[int], left: lis
         rows.append((specs[k].name, y, ids[k]))
 
     items: list[Drawn] = []
-    anchors: list[Anchor] = []
+    anchors: list[AnchorEntry] = []
     x_cup = 10.0
     max_bulge = 0.0
     for axis in term.op.contracted:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from ncd import ir
 
 from ..annotate import LEVELS, Legend, shaded
-from ..geometry import Diagram, Item, Rect, Stroke, placed_items
+from ..geometry import Diagram, Item, Rect, Stroke, placed_anchors, placed_boxes, placed_items
 from ..glyphs import THEMES
 from ..text import Label, elide
 from .context import Context, TooWide, size_environment
@@ -174,8 +174,9 @@ def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptio
         height += legend_height
     return Diagram(
         width=round(width, 2), height=round(height, 2),
-        background=ctx.theme.background, items=tuple(items), boxes=tuple(placed.boxes),
-        anchors=tuple(placed.anchors), title=elide(definition.name),
+        background=ctx.theme.background, items=tuple(items),
+        boxes=tuple(placed_boxes(placed.boxes)), anchors=tuple(placed_anchors(placed.anchors)),
+        title=elide(definition.name),
         loops=tuple(placed.loops),
     )
 

@@ -32,6 +32,7 @@ from ..geometry import (
     LAYER_MARK,
     Anchor,
     Box,
+    BoxEntry,
     Circle,
     Diagram,
     Item,
@@ -42,6 +43,8 @@ from ..geometry import (
     Rect,
     Stroke,
     Text,
+    placed_anchors,
+    placed_boxes,
     placed_items,
 )
 from ..glyphs import THEMES
@@ -174,16 +177,17 @@ def mirrored(panel: Panel) -> Panel:
     arrowhead then points left), each label moved to its mirrored place but not mirrored
     itself; its left wires become its right ones and the other way round."""
     width = panel.width
-    boxes = [Box(b.id, width - b.x - b.width, b.y, b.width, b.height, b.kind,
-                 tuple(PortPoint(width - p.x, p.y, p.wire, _OTHER_SIDE[p.side])
-                       for p in b.ports),
-                 b.expected_ports) for b in panel.boxes]
+    boxes: list[BoxEntry] = [Box(b.id, width - b.x - b.width, b.y, b.width, b.height, b.kind,
+                                 tuple(PortPoint(width - p.x, p.y, p.wire, _OTHER_SIDE[p.side])
+                                       for p in b.ports),
+                                 b.expected_ports) for b in placed_boxes(panel.boxes)]
     items = [_mirrored_item(item, width) for item in placed_items(panel.items)]
     left_labels = [_mirrored_item(t, width) for t in panel.right_labels]
     right_labels = [_mirrored_item(t, width) for t in panel.left_labels]
     return Panel(
         width, list(panel.right), list(panel.left), list(items), boxes,
-        [Anchor(width - a.x, a.y) for a in panel.anchors], panel.top, panel.bottom,
+        [Anchor(width - a.x, a.y) for a in placed_anchors(panel.anchors)], panel.top,
+        panel.bottom,
         [t for t in left_labels if isinstance(t, Text)],
         [t for t in right_labels if isinstance(t, Text)],
         [Loop(loop.wire, width - loop.x_in, width - loop.x_out, loop.state_in, loop.state_out)
@@ -679,8 +683,8 @@ class _Lens:
     # ---- pieces
     def _take(self, panel: Panel) -> None:
         self.items.extend(placed_items(panel.items))
-        self.boxes.extend(panel.boxes)
-        self.anchors.extend(panel.anchors)
+        self.boxes.extend(placed_boxes(panel.boxes))
+        self.anchors.extend(placed_anchors(panel.anchors))
         self.loops.extend(panel.loops)
 
     def _wire(self, end: End, points: Sequence[tuple[float, ...]]) -> None:

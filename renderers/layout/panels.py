@@ -16,16 +16,19 @@ from ..geometry import (
     LAYER_MARK,
     LAYER_SEPARATOR,
     LAYER_WIRE,
-    Anchor,
-    Box,
+    AnchorEntry,
+    BoxEntry,
     Circle,
     Drawn,
     Loop,
+    MovedBoxes,
     Path,
     Polygon,
     Stroke,
     Text,
     group,
+    moved_anchors,
+    moved_boxes,
     quick_init,
 )
 from ..text import Label
@@ -79,8 +82,9 @@ class Panel:
     right: list[End]
     items: list[Drawn] = field(default_factory=list)
     """What the panel draws; the items of a moved panel in a `Group`."""
-    boxes: list[Box] = field(default_factory=list)
-    anchors: list[Anchor] = field(default_factory=list)
+    boxes: list[BoxEntry] = field(default_factory=list)
+    """The boxes drawn; those of a moved panel in a `MovedBoxes` (anchors alike)."""
+    anchors: list[AnchorEntry] = field(default_factory=list)
     top: float = 0.0
     bottom: float = 0.0
     left_labels: list[Text] = field(default_factory=list)
@@ -98,8 +102,8 @@ class Panel:
             [e.moved(dy) for e in self.left],
             [e.moved(dy) for e in self.right],
             group(self.items, dx, dy),
-            [box.moved(dx, dy) for box in self.boxes],
-            [anchor.moved(dx, dy) for anchor in self.anchors],
+            moved_boxes(self.boxes, dx, dy),
+            moved_anchors(self.anchors, dx, dy),
             self.top + dy,
             self.bottom + dy,
             [t.moved(dx, dy) for t in self.left_labels],
@@ -119,8 +123,12 @@ class Panel:
             if y1 > bottom:
                 bottom = y1
         for box in self.boxes:
-            top = min(top, box.y)
-            bottom = max(bottom, box.y + box.height)
+            if isinstance(box, MovedBoxes):
+                y0, y1 = box.y_extent()
+                top, bottom = min(top, y0), max(bottom, y1)
+            else:
+                top = min(top, box.y)
+                bottom = max(bottom, box.y + box.height)
         self.top, self.bottom = top, bottom
         return self
 

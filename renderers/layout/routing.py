@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 
-from ..geometry import EPS, Anchor, Box, Drawn, Item, PortPoint, Text, opened
+from ..geometry import EPS, Anchor, AnchorEntry, Box, Drawn, Item, PortPoint, Text, opened
 from ..glyphs import card
 from .context import Context
 from .options import LABEL_RAISE, LABEL_SIZE, PITCH, ROW_PAD, TITLE_SIZE, ZONE_PAD
@@ -154,7 +154,7 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     the break's mark lists): then it stops at the column's edges.
     """
     items: list[Drawn] = []
-    anchors: list[Anchor] = []
+    anchors: list[AnchorEntry] = []
 
     # Stack each side at the pitch, shifted so that as many wires as possible run straight.
     chosen_left = [k for k, r in enumerate(in_map)

@@ -18,7 +18,8 @@ from ..geometry import (
     LAYER_MARK,
     LAYER_WIRE,
     Anchor,
-    Box,
+    AnchorEntry,
+    BoxEntry,
     Circle,
     Drawn,
     Item,
@@ -200,8 +201,8 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     content = max(r.width + (BREAK_MARK if i > 0 else 0.0) for i, r in enumerate(rows))
     width = content + BREAK_MARK
     items: list[Drawn] = []
-    boxes: list[Box] = []
-    anchors: list[Anchor] = []
+    boxes: list[BoxEntry] = []
+    anchors: list[AnchorEntry] = []
     loops: list[Loop] = []
     placed: list[Panel] = []
     top = rows[0].top
@@ -293,7 +294,7 @@ def _joined(ctx: Context, panels: Sequence[Panel]) -> Panel:
 
 
 def _break_mark(ctx: Context, x: float, ends: Sequence[End], number: int,
-                anchors: list[Anchor], side: str) -> list[Item]:
+                anchors: list[AnchorEntry], side: str) -> list[Item]:
     """The numbered mark where the wires `ends` leave a row (`side` right) or enter the next
     (`side` left) at `x`: a thin bracket spanning them and the break's number beside it."""
     items: list[Item] = []
@@ -336,8 +337,8 @@ def layout_product(term: ir.Product, ctx: Context, in_ids: Sequence[int]) -> Pan
     width = max((p.width for p in panels), default=0.0)
 
     items: list[Drawn] = []
-    boxes: list[Box] = []
-    anchors: list[Anchor] = []
+    boxes: list[BoxEntry] = []
+    anchors: list[AnchorEntry] = []
     left: list[End] = []
     right: list[End] = []
     left_labels: list[Text] = []
