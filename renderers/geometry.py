@@ -14,7 +14,7 @@ diagram library composes pictures.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from itertools import pairwise
 from typing import Any, Literal, TypeVar
@@ -137,9 +137,14 @@ class Path:
 
     def y_extent(self) -> tuple[float, float]:
         """The top and bottom of `bbox` (what a panel's extent needs), without the xs."""
+        segments = self.segments
+        if len(segments) == 1 and len(segments[0]) == 2:  # a straight wire, the most common
+            a, b = self.start[1], segments[0][1]
+            # as min and max choose: the first of equal values
+            return (b if b < a else a), (b if b > a else a)
         ys = [self.start[1]]
-        for seg in self.segments:
-            ys.extend(seg[1::2])
+        for seg in segments:
+            ys += seg[1::2]
         return min(ys), max(ys)
 
 
@@ -410,12 +415,18 @@ def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
     coordinate takes the same additions in the same order."""
     if isinstance(item, Path):
         x, y = item.start
-        segments: list[Segment] = list(item.segments)
-        for dx, dy in zip(xs, ys, strict=True):
-            x, y = x + dx, y + dy
-            segments = [(s[0] + dx, s[1] + dy) if len(s) == 2 else
-                        (s[0] + dx, s[1] + dy, s[2] + dx, s[3] + dy, s[4] + dx, s[5] + dy)
-                        for s in segments]
+        segments: Sequence[Segment] = item.segments
+        if len(segments) == 1 and len(segments[0]) == 2:  # a straight wire, the most common
+            x1, y1 = segments[0]
+            for dx, dy in zip(xs, ys, strict=True):
+                x, y, x1, y1 = x + dx, y + dy, x1 + dx, y1 + dy
+            segments = ((x1, y1),)
+        else:
+            for dx, dy in zip(xs, ys, strict=True):
+                x, y = x + dx, y + dy
+                segments = [(s[0] + dx, s[1] + dy) if len(s) == 2 else
+                            (s[0] + dx, s[1] + dy, s[2] + dx, s[3] + dy, s[4] + dx, s[5] + dy)
+                            for s in segments]
         return Path((x, y), tuple(segments), item.stroke, item.fill, item.closed, item.wire,
                     item.role, item.free_ends, item.layer)
     if isinstance(item, Text):
@@ -428,9 +439,8 @@ def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
     if isinstance(item, Rect):
         return Rect(_along(item.x, xs), _along(item.y, ys), item.width, item.height, item.fill,
                     item.stroke, item.radius, item.layer)
-    for dx, dy in zip(xs, ys, strict=True):  # a polygon: a few points
-        item = item.moved(dx, dy)
-    return item
+    return Polygon(tuple([(_along(x, xs), _along(y, ys)) for x, y in item.points]), item.fill,
+                   item.stroke, item.layer)
 
 
 @quick_init
