@@ -264,25 +264,32 @@ class Group:
     times. A diagram holds no groups.
 
     A group stands for what moving each of its items would give, in the order labels are
-    drawn in: its labels (`Text`) after everything else in it (`placed_items`; `opened`
-    gives that order back as items and smaller groups, where a join drops a label).
+    drawn in: its labels after everything else in it. So it keeps them apart: `items` all
+    but the labels (groups among them), `texts` the labels and, where theirs come, the
+    groups that hold labels; `opened` splits a group into the rest and its labels, moved,
+    without going through the rest (a join drops labels that repeat a neighbour's).
 
     The vertical extent is kept as moving every item would give it, to the last bit: the
-    least and greatest coordinate (`low`, `high`) of the paths and polygons in it, moved as
-    they are, and the heights made of a coordinate and an offset (`tops`, `bottoms`, see
-    `Candidate`)."""
+    least and greatest coordinate (`low`, `high`) of the paths and polygons in `items`, moved
+    as they are, and the heights made of a coordinate and an offset (`tops`, `bottoms` of
+    `items`, `text_tops`, `text_bottoms` of the labels; see `Candidate`)."""
 
     items: tuple[Drawn, ...]
+    texts: tuple[Text | Group, ...]
     dx: float
     dy: float
     low: float
     high: float
     tops: tuple[Candidate, ...]
     bottoms: tuple[Candidate, ...]
+    text_tops: tuple[Candidate, ...]
+    text_bottoms: tuple[Candidate, ...]
 
     def y_extent(self) -> tuple[float, float]:
-        top = min([self.low, *(b + o for b, o in self.tops)])
-        bottom = max([self.high, *(b + o for b, o in self.bottoms)])
+        top = min([self.low, *(b + o for b, o in self.tops),
+                   *(b + o for b, o in self.text_tops)])
+        bottom = max([self.high, *(b + o for b, o in self.bottoms),
+                      *(b + o for b, o in self.text_bottoms)])
         return top, bottom
 
 
@@ -304,24 +311,35 @@ def _pruned(candidates: list[Candidate], dy: float, bound: float, lowest: bool
     return tuple(c for c in moved if c[0] + c[1] >= best - _NEAR)
 
 
+_INF = float("inf")
+
+
 def group(items: Iterable[Drawn], dx: float, dy: float) -> list[Drawn]:
     """`items` moved by (dx, dy): one group (none for no items), its shifts applied in order
     when the diagram is finished, as moving each item at every level would: the same numbers
     come out."""
-    kept = tuple(items)
-    if not kept:
-        return []
-    low, high = float("inf"), float("-inf")
+    rest: list[Drawn] = []
+    texts: list[Text | Group] = []
+    low, high = _INF, -_INF
     tops: list[Candidate] = []
     bottoms: list[Candidate] = []
-    for item in kept:
+    text_tops: list[Candidate] = []
+    text_bottoms: list[Candidate] = []
+    for item in items:
+        if type(item) is Text:
+            texts.append(item)
+            text_tops.append((item.y, -item.ascent))
+            text_bottoms.append((item.y, item.descent))
+            continue
+        rest.append(item)
         if type(item) is Group:
             low, high = min(low, item.low), max(high, item.high)
             tops.extend(item.tops)
             bottoms.extend(item.bottoms)
-        elif type(item) is Text:
-            tops.append((item.y, -item.ascent))
-            bottoms.append((item.y, item.descent))
+            if item.texts:
+                texts.append(item)
+                text_tops.extend(item.text_tops)
+                text_bottoms.extend(item.text_bottoms)
         elif type(item) is Rect:
             low = min(low, item.y)
             bottoms.append((item.y, item.height))
@@ -331,9 +349,12 @@ def group(items: Iterable[Drawn], dx: float, dy: float) -> list[Drawn]:
         else:
             y0, y1 = item.y_extent()
             low, high = min(low, y0), max(high, y1)
+    if not rest and not texts:
+        return []
     low, high = low + dy, high + dy
-    return [Group(kept, dx, dy, low, high, _pruned(tops, dy, low, True),
-                  _pruned(bottoms, dy, high, False))]
+    return [Group(tuple(rest), tuple(texts), dx, dy, low, high, _pruned(tops, dy, low, True),
+                  _pruned(bottoms, dy, high, False), _pruned(text_tops, dy, _INF, True),
+                  _pruned(text_bottoms, dy, -_INF, False))]
 
 
 def opened(items: Iterable[Drawn]) -> list[Drawn]:
@@ -342,29 +363,14 @@ def opened(items: Iterable[Drawn]) -> list[Drawn]:
     drops them). The groups left hold no labels."""
     out: list[Drawn] = []
     for item in items:
-        if type(item) is not Group:
+        if not isinstance(item, Group) or not item.texts:
             out.append(item)
             continue
-        texts: list[Item] = []
-        out.extend(_without_texts(item, (), (), texts))
-        out.extend(texts)
+        if item.items:
+            out.append(Group(item.items, (), item.dx, item.dy, item.low, item.high, item.tops,
+                             item.bottoms, (), ()))
+        _place_texts(item.texts, (item.dx,), (item.dy,), out)
     return out
-
-
-def _without_texts(grouped: Group, xs: tuple[float, ...], ys: tuple[float, ...],
-                   texts: list[Item]) -> list[Drawn]:
-    """`grouped` less its labels (in a group of its own, none for nothing left), the labels
-    moved by its shifts and then by `xs`, `ys` and collected into `texts` in order."""
-    xs, ys = (grouped.dx, *xs), (grouped.dy, *ys)
-    rest: list[Drawn] = []
-    for item in grouped.items:
-        if type(item) is Group:
-            rest.extend(_without_texts(item, xs, ys, texts))
-        elif type(item) is Text:
-            texts.append(_shifted(item, xs, ys))
-        else:
-            rest.append(item)
-    return group(rest, grouped.dx, grouped.dy)
 
 
 def placed_items(items: Iterable[Drawn]) -> list[Item]:
@@ -373,24 +379,32 @@ def placed_items(items: Iterable[Drawn]) -> list[Item]:
     placed: list[Item] = []
     for item in items:
         if isinstance(item, Group):
-            texts: list[Item] = []
-            _place(item.items, (item.dx,), (item.dy,), placed, texts)
-            placed.extend(texts)
+            _place(item.items, (item.dx,), (item.dy,), placed)
+            _place_texts(item.texts, (item.dx,), (item.dy,), placed)
         else:
             placed.append(item)
     return placed
 
 
 def _place(items: Iterable[Drawn], xs: tuple[float, ...], ys: tuple[float, ...],
-           out: list[Item], texts: list[Item]) -> None:
+           out: list[Item]) -> None:
+    """All but the labels of `items`, shifted by the groups round them and by `xs`, `ys`."""
     for item in items:
         if isinstance(item, Group):
             # innermost shift first: the order a panel nested in others was moved in
-            _place(item.items, (item.dx, *xs), (item.dy, *ys), out, texts)
-        elif type(item) is Text:
-            texts.append(_shifted(item, xs, ys))
+            _place(item.items, (item.dx, *xs), (item.dy, *ys), out)
         else:
             out.append(_shifted(item, xs, ys))
+
+
+def _place_texts(texts: Iterable[Text | Group], xs: tuple[float, ...], ys: tuple[float, ...],
+                 out: list[Item] | list[Drawn]) -> None:
+    """The labels of `texts` (labels, and groups whose labels come there), shifted so."""
+    for text in texts:
+        if isinstance(text, Group):
+            _place_texts(text.texts, (text.dx, *xs), (text.dy, *ys), out)
+        else:
+            out.append(_shifted(text, xs, ys))
 
 
 def path_ends(items: Iterable[Drawn], role: WireRole, xs: tuple[float, ...] = ()
