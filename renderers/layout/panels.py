@@ -99,8 +99,8 @@ class Panel:
             return self
         return Panel(
             self.width,
-            [e.moved(dy) for e in self.left],
-            [e.moved(dy) for e in self.right],
+            _ends_moved(self.left, dy),
+            _ends_moved(self.right, dy),
             group(self.items, dx, dy),
             moved_boxes(self.boxes, dx, dy),
             moved_anchors(self.anchors, dx, dy),
@@ -131,6 +131,14 @@ class Panel:
                 bottom = max(bottom, box.y + box.height)
         self.top, self.bottom = top, bottom
         return self
+
+
+def _ends_moved(ends: list[End], dy: float) -> list[End]:
+    """`ends` moved down by `dy`. A move across (`dy` zero) keeps each end as it is: adding
+    zero changes no height but a negative zero, which is moved as before."""
+    if dy == 0.0:
+        return [e if e.y != 0.0 else e.moved(dy) for e in ends]
+    return [e.moved(dy) for e in ends]
 
 
 def dtype_shown(array: ir.ArrayType) -> bool:

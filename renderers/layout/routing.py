@@ -422,8 +422,9 @@ def join_outline(first: Panel, second: Panel) -> Panel:
     nothing drawn. Where a wrapped composition breaks is decided on outlines, and only the
     rows it keeps are joined."""
     dy, width = _join_shift(first, second)
-    edges = Panel(second.width, second.left, second.right, top=second.top, bottom=second.bottom)
-    placed = edges.moved(first.width + width, dy)  # placed as `join` places `second`
+    # placed as `join` places `second` (its left edge is not needed)
+    edges = Panel(second.width, [], second.right, top=second.top, bottom=second.bottom)
+    placed = edges.moved(first.width + width, dy)
     return Panel(first.width + width + second.width, first.left, placed.right,
                  top=min(first.top, placed.top), bottom=max(first.bottom, placed.bottom))
 
