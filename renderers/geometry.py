@@ -286,10 +286,20 @@ class Group:
     text_bottoms: tuple[Candidate, ...]
 
     def y_extent(self) -> tuple[float, float]:
-        top = min([self.low, *(b + o for b, o in self.tops),
-                   *(b + o for b, o in self.text_tops)])
-        bottom = max([self.high, *(b + o for b, o in self.bottoms),
-                      *(b + o for b, o in self.text_bottoms)])
+        # as min and max of all of them choose (the first of equal values), without a list
+        top, bottom = self.low, self.high
+        for b, o in self.tops:
+            if b + o < top:
+                top = b + o
+        for b, o in self.text_tops:
+            if b + o < top:
+                top = b + o
+        for b, o in self.bottoms:
+            if b + o > bottom:
+                bottom = b + o
+        for b, o in self.text_bottoms:
+            if b + o > bottom:
+                bottom = b + o
         return top, bottom
 
 

@@ -65,16 +65,17 @@ next, up and to the right."""
 
 def _degree_of(port: ir.Port, name: str, degree: Sequence[str]) -> str:
     """The degree axis that tiling axis `name` of `port` is read at."""
-    codomain = port.reindexing.codomain.names
-    if name in codomain:
-        row = port.reindexing.matrix[codomain.index(name)]
-        nonzero = [i for i, c in enumerate(row) if c]
-        if len(nonzero) == 1:
-            return port.reindexing.domain.names[nonzero[0]]
-        if nonzero:
-            # A non-rearranging read (not produced by elaboration): drawn on the band of the
-            # first axis it involves.
-            return port.reindexing.domain.names[nonzero[0]]
+    codomain = port.reindexing.codomain.axes
+    for index, axis in enumerate(codomain):
+        if axis.name != name:
+            continue
+        row = port.reindexing.matrix[index]
+        # The one axis it reads; for a non-rearranging read (not produced by elaboration),
+        # the band of the first axis it involves.
+        first = next((i for i, c in enumerate(row) if c), None)
+        if first is not None:
+            return port.reindexing.domain.axes[first].name
+        break
     return name if name in degree else degree[0]
 
 

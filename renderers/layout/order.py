@@ -352,8 +352,8 @@ def junction_crossings(junction: ir.Broadcasted, drawn: Sequence[int]) -> int:
     result's axes: a wire crosses each one above it bound for a lower row. Wires into one
     row meet at a dot and do not cross."""
     rank = {name: n for n, name in enumerate(junction.outputs[0].array.names)}
-    rows = [rank[name] for a in drawn for name in junction.inputs[a].array.names
-            if name in rank]
+    rows = [rank[axis.name] for a in drawn for axis in junction.inputs[a].array.shape.axes
+            if axis.name in rank]
     return sum(1 for i, r in enumerate(rows) for q in rows[i + 1:] if r > q)
 
 
