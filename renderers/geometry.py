@@ -454,9 +454,11 @@ def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
         return Path((x, y), tuple(segments), item.stroke, item.fill, item.closed, item.wire,
                     item.role, item.free_ends, item.layer)
     if isinstance(item, Text):
-        return Text(item.label, _along(item.x, xs), _along(item.y, ys), item.size, item.color,
-                    item.width, item.ascent, item.descent, item.owner, item.role, item.layer,
-                    item.wire)
+        x, y = item.x, item.y
+        for dx, dy in zip(xs, ys, strict=True):
+            x, y = x + dx, y + dy
+        return Text(item.label, x, y, item.size, item.color, item.width, item.ascent,
+                    item.descent, item.owner, item.role, item.layer, item.wire)
     if isinstance(item, Circle):
         return Circle(_along(item.cx, xs), _along(item.cy, ys), item.r, item.fill, item.stroke,
                       item.layer)
