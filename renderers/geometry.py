@@ -60,7 +60,8 @@ def quick_init(cls: type[_Frozen]) -> type[_Frozen]:
             namespace[f"_default_{f.name}"] = f.default
             parameters.append(f"{f.name}=_default_{f.name}")
     body = "".join(f"    _set_{name}(self, {name})\n" for name in names) or "    pass\n"
-    exec(f"def __init__(self, {', '.join(parameters)}):\n{body}", namespace)
+    source = f"def __init__(self, {', '.join(parameters)}):\n{body}"
+    exec(compile(source, f"<{cls.__name__}.__init__>", "exec"), namespace)
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = init  # type: ignore[method-assign]
