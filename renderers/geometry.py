@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from itertools import pairwise
+from math import copysign
 from typing import Any, Literal, TypeVar
 
 from .text import Label
@@ -380,7 +381,7 @@ def opened(items: Iterable[Drawn]) -> list[Drawn]:
         if item.items:
             out.append(Group(item.items, (), item.dx, item.dy, item.low, item.high, item.tops,
                              item.bottoms, (), ()))
-        _place_texts(item.texts, (item.dx,), (item.dy,), out)
+        _place_texts(item.texts, _before(item.dx, ()), _before(item.dy, ()), out)
     return out
 
 
@@ -390,8 +391,9 @@ def placed_items(items: Iterable[Drawn]) -> list[Item]:
     placed: list[Item] = []
     for item in items:
         if isinstance(item, Group):
-            _place(item.items, (item.dx,), (item.dy,), placed)
-            _place_texts(item.texts, (item.dx,), (item.dy,), placed)
+            xs, ys = _before(item.dx, ()), _before(item.dy, ())
+            _place(item.items, xs, ys, placed)
+            _place_texts(item.texts, xs, ys, placed)
         else:
             placed.append(item)
     return placed
@@ -403,7 +405,7 @@ def _place(items: Iterable[Drawn], xs: tuple[float, ...], ys: tuple[float, ...],
     for item in items:
         if isinstance(item, Group):
             # innermost shift first: the order a panel nested in others was moved in
-            _place(item.items, (item.dx, *xs), (item.dy, *ys), out)
+            _place(item.items, _before(item.dx, xs), _before(item.dy, ys), out)
         else:
             out.append(_shifted(item, xs, ys))
 
@@ -413,7 +415,7 @@ def _place_texts(texts: Iterable[Text | Group], xs: tuple[float, ...], ys: tuple
     """The labels of `texts` (labels, and groups whose labels come there), shifted so."""
     for text in texts:
         if isinstance(text, Group):
-            _place_texts(text.texts, (text.dx, *xs), (text.dy, *ys), out)
+            _place_texts(text.texts, _before(text.dx, xs), _before(text.dy, ys), out)
         else:
             out.append(_shifted(text, xs, ys))
 
@@ -429,6 +431,18 @@ def path_ends(items: Iterable[Drawn], role: WireRole, xs: tuple[float, ...] = ()
             yield item.wire, _along(item.end[0], xs)
 
 
+def _before(shift: float, shifts: tuple[float, ...]) -> tuple[float, ...]:
+    """`shifts` (added in order, innermost first) with `shift` added before them, less the
+    additions that change no number: adding -0.0 changes none, and adding +0.0 only turns
+    -0.0 into +0.0 wherever it comes, so it is added once, last. Most moves are across or
+    down only, and this halves the additions of placing a deeply nested item."""
+    if shift != 0.0:
+        return (shift, *shifts)
+    if copysign(1.0, shift) < 0.0 or (shifts and shifts[-1] == 0.0):
+        return shifts
+    return (*shifts, 0.0)
+
+
 def _along(value: float, shifts: tuple[float, ...]) -> float:
     for shift in shifts:
         value += shift
@@ -436,30 +450,28 @@ def _along(value: float, shifts: tuple[float, ...]) -> float:
 
 
 def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
-    """`item.moved(xs[0], ys[0]).moved(xs[1], ys[1])...` without the items in between: each
-    coordinate takes the same additions in the same order."""
+    """`item` moved by each shift of `xs` across and of `ys` down, in order: the numbers
+    moving it level by level gives, without the items in between."""
     if isinstance(item, Path):
         x, y = item.start
         segments: Sequence[Segment] = item.segments
         if len(segments) == 1 and len(segments[0]) == 2:  # a straight wire, the most common
             x1, y1 = segments[0]
-            for dx, dy in zip(xs, ys, strict=True):
-                x, y, x1, y1 = x + dx, y + dy, x1 + dx, y1 + dy
-            segments = ((x1, y1),)
-        else:
-            for dx, dy in zip(xs, ys, strict=True):
-                x, y = x + dx, y + dy
-                segments = [(s[0] + dx, s[1] + dy) if len(s) == 2 else
-                            (s[0] + dx, s[1] + dy, s[2] + dx, s[3] + dy, s[4] + dx, s[5] + dy)
-                            for s in segments]
-        return Path((x, y), tuple(segments), item.stroke, item.fill, item.closed, item.wire,
-                    item.role, item.free_ends, item.layer)
+            for dx in xs:
+                x, x1 = x + dx, x1 + dx
+            for dy in ys:
+                y, y1 = y + dy, y1 + dy
+            return Path((x, y), ((x1, y1),), item.stroke, item.fill, item.closed, item.wire,
+                        item.role, item.free_ends, item.layer)
+        moved = [[_along(v, ys) if k % 2 else _along(v, xs) for k, v in enumerate(s)]
+                 for s in segments]
+        return Path((_along(x, xs), _along(y, ys)), tuple([tuple(s) for s in moved]),
+                    item.stroke, item.fill, item.closed, item.wire, item.role, item.free_ends,
+                    item.layer)
     if isinstance(item, Text):
-        x, y = item.x, item.y
-        for dx, dy in zip(xs, ys, strict=True):
-            x, y = x + dx, y + dy
-        return Text(item.label, x, y, item.size, item.color, item.width, item.ascent,
-                    item.descent, item.owner, item.role, item.layer, item.wire)
+        return Text(item.label, _along(item.x, xs), _along(item.y, ys), item.size, item.color,
+                    item.width, item.ascent, item.descent, item.owner, item.role, item.layer,
+                    item.wire)
     if isinstance(item, Circle):
         return Circle(_along(item.cx, xs), _along(item.cy, ys), item.r, item.fill, item.stroke,
                       item.layer)
@@ -603,8 +615,8 @@ def placed_boxes(boxes: Iterable[BoxEntry], xs: tuple[float, ...] = (),
     placed: list[Box] = []
     for box in boxes:
         if isinstance(box, MovedBoxes):
-            placed.extend(placed_boxes(box.boxes, (box.dx, *xs), (box.dy, *ys)))
-        elif not xs:
+            placed.extend(placed_boxes(box.boxes, _before(box.dx, xs), _before(box.dy, ys)))
+        elif not xs and not ys:
             placed.append(box)
         else:
             placed.append(Box(box.id, _along(box.x, xs), _along(box.y, ys), box.width,
@@ -620,8 +632,9 @@ def placed_anchors(anchors: Iterable[AnchorEntry], xs: tuple[float, ...] = (),
     placed: list[Anchor] = []
     for anchor in anchors:
         if isinstance(anchor, MovedAnchors):
-            placed.extend(placed_anchors(anchor.anchors, (anchor.dx, *xs), (anchor.dy, *ys)))
-        elif not xs:
+            placed.extend(placed_anchors(anchor.anchors, _before(anchor.dx, xs),
+                                         _before(anchor.dy, ys)))
+        elif not xs and not ys:
             placed.append(anchor)
         else:
             placed.append(Anchor(_along(anchor.x, xs), _along(anchor.y, ys)))

@@ -1,8 +1,9 @@
 """Groups of moved items (`renderers.geometry.group`): a panel moved into place keeps its
-items in a group shifted only when the diagram is finished. What comes out must be what
-moving every item at every level gives, to the last bit: the coordinates of every item and
-the vertical extent a panel reads from its items (a difference of one unit in the last place
-can round a coordinate the other way in the SVG)."""
+items, boxes and anchors in groups shifted only when the diagram is finished. What comes out
+must be what moving every item at every level gives, to the last bit: the coordinates of
+every item (the sign of a zero too) and the vertical extent a panel reads from its items (a
+difference of one unit in the last place can round a coordinate the other way in the
+SVG)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,28 @@ import random
 
 import pytest
 from ncd.renderers.geometry import (
+    Anchor,
+    AnchorEntry,
+    Box,
+    BoxEntry,
     Circle,
     Drawn,
     Group,
     Item,
+    MovedBoxes,
     Path,
     Polygon,
+    PortPoint,
     Rect,
     Stroke,
     Text,
     group,
+    moved_anchors,
+    moved_boxes,
     opened,
     path_ends,
+    placed_anchors,
+    placed_boxes,
     placed_items,
 )
 from ncd.renderers.text import Label
@@ -30,7 +41,10 @@ INK = Stroke("#000000", 1.0)
 
 
 def _coordinate(rng: random.Random) -> float:
-    # Values with long binary expansions (sums of them round), as label widths give.
+    # Values with long binary expansions (sums of them round), as label widths give, and
+    # zeros of either sign (a move across only; -0.0 + 0.0 is +0.0, which the SVG shows).
+    if rng.random() < 0.2:
+        return rng.choice((0.0, -0.0))
     return rng.uniform(-300.0, 300.0) + rng.choice((0.0, 0.1, 1 / 3, 0.7, 1e-3))
 
 
@@ -91,7 +105,8 @@ def test_placed_items_are_the_eagerly_moved_items(seed: int) -> None:
     rng = random.Random(seed)
     lazy, eager = _nest(rng, rng.randrange(1, 9))
     placed = placed_items(lazy)
-    assert _by_kind(placed) == _by_kind(eager)
+    # to the last bit, the sign of a zero too (equality takes -0.0 for 0.0)
+    assert repr(_by_kind(placed)) == repr(_by_kind(eager))
     assert not any(isinstance(item, Group) for item in placed)
 
 
@@ -132,3 +147,39 @@ def test_opened_groups_hand_out_their_labels_and_draw_the_same(seed: int) -> Non
     assert placed_items(split) == placed_items(lazy)
     if eager:
         assert _extent(split) == _extent(list(eager))
+
+
+def _box(rng: random.Random, box_id: int) -> Box:
+    c = lambda: _coordinate(rng)  # noqa: E731
+    ports = tuple(PortPoint(c(), c(), rng.randrange(50), "left")
+                  for _ in range(rng.randrange(0, 3)))
+    return Box(box_id, c(), c(), abs(c()) / 3 + 0.1, abs(c()) / 3 + 0.1, "glyph", ports,
+               len(ports))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_moved_boxes_and_anchors_are_the_eagerly_moved_ones(seed: int) -> None:
+    rng = random.Random(seed)
+    lazy_boxes: list[BoxEntry] = []
+    lazy_anchors: list[AnchorEntry] = []
+    boxes: list[Box] = []
+    anchors: list[Anchor] = []
+    for level in range(rng.randrange(1, 8)):
+        fresh = [_box(rng, 10 * level + k) for k in range(rng.randrange(0, 3))]
+        points = [Anchor(_coordinate(rng), _coordinate(rng)) for _ in range(rng.randrange(3))]
+        lazy_boxes.extend(fresh)
+        boxes.extend(fresh)
+        lazy_anchors.extend(points)
+        anchors.extend(points)
+        dx, dy = _coordinate(rng), _coordinate(rng)
+        lazy_boxes, lazy_anchors = moved_boxes(lazy_boxes, dx, dy), \
+            moved_anchors(lazy_anchors, dx, dy)
+        boxes = [box.moved(dx, dy) for box in boxes]
+        anchors = [anchor.moved(dx, dy) for anchor in anchors]
+    assert repr(placed_boxes(lazy_boxes)) == repr(boxes)
+    assert repr(placed_anchors(lazy_anchors)) == repr(anchors)
+    if boxes:  # the extent a panel reads from its boxes
+        (moved,) = lazy_boxes
+        assert isinstance(moved, MovedBoxes)
+        assert moved.y_extent() == (min(b.y for b in boxes),
+                                    max(b.y + b.height for b in boxes))
