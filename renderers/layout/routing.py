@@ -78,6 +78,8 @@ def best_offset(differences: Sequence[float], weights: Sequence[float] | None = 
             minor[key] = minor.get(key, 0) + 1
     if not count:  # only separators: the most of them straight
         return max(minor.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    if len(count) == 1:  # one shift straightens every wire that counts: nothing to weigh
+        return next(iter(count))
     best = max(count.items(),
                key=lambda kv: (kv[1], -round(cost(kv[0]), 1) if cost else 0.0,
                                -first[kv[0]], minor.get(kv[0], 0), -kv[0]))
