@@ -75,7 +75,7 @@ class Source:
     count: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Panel:
     width: float
     left: list[End]
