@@ -49,6 +49,8 @@ def quick_init(cls: type[_Frozen]) -> type[_Frozen]:
     its descriptor. The one `dataclass` writes calls `object.__setattr__` by name for every
     field, and a large diagram makes hundreds of thousands of these values: this one takes
     about half the time. The instances stay frozen (assigning a field still raises)."""
+    # The written `__init__` does only what `dataclass` would: no `__post_init__` to call.
+    assert not hasattr(cls, "__post_init__"), cls.__name__
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     namespace: dict[str, Any] = {}
     parameters: list[str] = []
