@@ -29,6 +29,7 @@ from .counts import CountLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .expert_sums import ExpertSumLowering
+from .inline_calls import CallInlining
 from .labels import output_labels, port_rows
 from .machines import lower_machine
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
@@ -86,6 +87,8 @@ class ForwardEmitter:
         # The ones summed into the places of an index array, as `torch.bincount`
         # (`compilers.counts`).
         self.counts = CountLowering(self)
+        # A call of a small definition, its body written here (`compilers.inline_calls`).
+        self.inlining = CallInlining(self)
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -348,6 +351,10 @@ class ForwardEmitter:
                            for i in range(len(self.checks))):
                     self.checks.extend(lines)
 
+    def reads_symbol(self, symbol: str) -> bool:
+        """Whether the size `symbol` can be read from the shape of an input."""
+        return _find_symbol(symbol, self.arguments, self.sizes) is not None
+
     def source_note(self, span: ir.Span | None) -> str:
         return f" (line {span.line})" if span is not None else ""
 
@@ -477,6 +484,8 @@ class ForwardEmitter:
             fused = self.expert_sums.lower(term, inputs)
         if fused is None:
             fused = self.counts.lower(term, inputs)
+        if fused is None:
+            fused = self.inlining.lower(term, inputs)
         if fused is not None:
             return fused
         return declaration(term.op).lower(self, term, term.op, inputs)
