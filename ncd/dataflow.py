@@ -140,3 +140,49 @@ def inlinable_step(term: ir.Scan, program: ir.Program,
     if any(wire not in reached for wire in flow.outputs):
         return None
     return step, step.op, definition
+
+
+INLINE_LIMIT = 40
+"""The most terms (operations and reindexings, counted over the callee's body) of a callee
+written into its caller (`compilers.inline_calls`): a larger body gains little from one call
+less and would repeat its text at each call site."""
+
+
+def inlinable_call(term: ir.Broadcasted, program: ir.Program) -> ir.Definition | None:
+    """The callee of a call that the compiler writes into its caller's `forward`
+    (`compilers.inline_calls`, which also needs the callee's symbolic sizes readable from the
+    caller's inputs), or None: every port passes its array as it is (the lifted axes first
+    in the degree's order, then the callee's axes in its declared order), no `each`; the
+    callee takes leading dims, has at most `INLINE_LIMIT` terms, no machine, no repeated
+    block with copies, no dropout or batch norm (which read the module's training flag), and
+    computes every output from its inputs."""
+    op = term.op
+    if not isinstance(op, ir.CallOp) or op.each is not None or term.params:
+        return None
+    lifted = term.degree.names
+    for port, array in (*zip(term.inputs, term.dom, strict=True),
+                        *zip(term.outputs, term.cod, strict=True)):
+        if array.names != (*lifted, *port.targets) or port.array.names != array.names or \
+                not port.reindexing.is_identity:
+            return None
+    try:
+        definition = program.definition(op.definition)
+    except KeyError:
+        return None
+    if not definition.leading_dims:
+        return None
+    terms = 0
+    for part in ir.walk(definition.body):
+        if isinstance(part, (ir.Broadcasted, ir.Reindexing)):
+            terms += 1
+        if isinstance(part, ir.Machine) or (isinstance(part, ir.Block) and (
+                (part.repeat > 1 and not part.shared) or part.copy_of is not None)):
+            return None
+        if isinstance(part, ir.Broadcasted) and isinstance(part.op,
+                                                           (ir.DropoutOp, ir.BatchNormOp)):
+            return None
+    if terms > INLINE_LIMIT:
+        return None
+    flow = dataflow(definition.body)
+    reached = reached_from(flow, flow.inputs)
+    return definition if all(wire in reached for wire in flow.outputs) else None
