@@ -159,11 +159,13 @@ class AttentionLowering:
         name = emit.names.fresh(port.name, "value")
         attended = emit.names.fresh("attended")
         order = emit.output_labels(port)
+        emit.emit(f"# {comment}{emit.source_note(values.span)}")
         note = "one leading dim: the operands are four-dim as they are"
         if emit.too_long(f"if {test}:"):
             # as a formatter lays it out: one clause a line, in parentheses
             clauses = test.split(" and ")
-            emit.emit("if (", note)
+            emit.emit(f"# {note}")
+            emit.emit("if (")
             emit.emit(f"    {clauses[0]}")
             for clause in clauses[1:]:
                 emit.emit(f"    and {clause}")
@@ -177,8 +179,7 @@ class AttentionLowering:
             if number:
                 emit.emit("else:")
             with emit.branch():
-                emit.emit(f"{attended} = {call}({', '.join([*passed, *options])})",
-                          comment + emit.source_note(values.span))
+                emit.emit(f"{attended} = {call}({', '.join([*passed, *options])})")
                 emit.emit(f"{name} = {emit.permute(result, labels, order)}",
                           "heads back in place")
         return TensorCode(name, values.cod[0], any(v.batched for v in operands))
