@@ -56,6 +56,9 @@ class ForwardEmitter:
         # Sizes built from several symbols (`n = d * e`) that an input axis has: read from
         # that axis's shape, since the symbols themselves cannot be recovered from it.
         self.arguments: list[TensorCode] = []
+        # The arguments whose device and dtype new arrays take (`anchor`): those of the
+        # callee whose body is being written in place (`compilers.inline_calls`), else None.
+        self.anchors: list[TensorCode] | None = None
         self.composite_reads: dict[str, str] = {}
         self.composite_axes: dict[str, str] = {}  # the input axis each composite is read from
         self.atom_code: dict[str, str] = {}  # divisions inside sizes, computed from those reads
@@ -611,11 +614,12 @@ class ForwardEmitter:
         return tuple_text(items)
 
     def anchor(self) -> tuple[str, str]:
-        reals = [v for v in self.arguments if v.array.dtype.kind == "R"]
+        arguments = self.anchors if self.anchors is not None else self.arguments
+        reals = [v for v in arguments if v.array.dtype.kind == "R"]
         if reals:
             return f"{reals[0].code}.device", f"{reals[0].code}.dtype"
-        if self.arguments:
-            return f"{self.arguments[0].code}.device", "torch.get_default_dtype()"
+        if arguments:
+            return f"{arguments[0].code}.device", "torch.get_default_dtype()"
         return "None", "torch.get_default_dtype()"
 
     def leading_shape(self, value: TensorCode) -> str:

@@ -63,11 +63,14 @@ class CallInlining:
             # one look-up of the submodule (`nn.Module.__getattr__` is slow), not one per read
             owner = emit.assign(op.instance, owner, f"{op.definition}'s parameters",
                                 fallback="module")
+        # New arrays (index vectors, constants) take the callee's arguments' device and
+        # dtype, as in its own `forward`.
+        anchors, emit.anchors = emit.anchors, arguments
         emit.scope = Scope(spec, owner)
         try:
             results = emit.term(definition.body, arguments)
         finally:
-            emit.scope = outer
+            emit.scope, emit.anchors = outer, anchors
         return [TensorCode(emit.relayout(result, variable.array).code, array,
                            result.batched or lifted)
                 for result, variable, array in zip(results, definition.outputs, term.cod,
