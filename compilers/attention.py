@@ -181,7 +181,7 @@ class AttentionLowering:
             with emit.branch():
                 emit.emit(f"{attended} = {call}({', '.join([*passed, *options])})")
                 emit.emit(f"{name} = {emit.permute(result, labels, order)}",
-                          "heads back in place")
+                          "heads back in place" + emit.source_note(values.span))
         return TensorCode(name, values.cod[0], any(v.batched for v in operands))
 
     def _keep(self, match: Attention, queries: TensorCode) -> str:
