@@ -159,19 +159,8 @@ class AttentionLowering:
         name = emit.names.fresh(port.name, "value")
         attended = emit.names.fresh("attended")
         order = emit.output_labels(port)
-        emit.emit(f"# {comment}{emit.source_note(values.span)}")
-        note = "one leading dim: the operands are four-dim as they are"
-        if emit.too_long(f"if {test}:"):
-            # as a formatter lays it out: one clause a line, in parentheses
-            clauses = test.split(" and ")
-            emit.emit(f"# {note}")
-            emit.emit("if (")
-            emit.emit(f"    {clauses[0]}")
-            for clause in clauses[1:]:
-                emit.emit(f"    and {clause}")
-            emit.emit("):")
-        else:
-            emit.emit(f"if {test}:", note)
+        emit.comment(f"{comment}{emit.source_note(values.span)}")
+        emit.emit(f"if {test}:", "one leading dim: the operands are four-dim as they are")
         fast = [f"{view}.contiguous()" if value.code in emit.overlapping else view
                 for view, value in zip(views, operands, strict=True)]
         for number, (passed, result) in enumerate(

@@ -11,6 +11,7 @@ them is checked at the top of `forward`.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, assert_never
@@ -79,19 +80,34 @@ class ForwardEmitter:
         # Locals that are views whose entries share memory (windows, `unfold`): a kernel that
         # misreads such strides is given a contiguous copy (`compilers.attention`).
         self.overlapping: set[str] = set()
-        # Attention patterns, each lowered as one fused call (`compilers.attention`).
-        self.attention = AttentionLowering(self)
-        # Convolutions and pools, each lowered as one kernel call (`compilers.convolution`).
-        self.windows = WindowLowering(self)
-        # The negated mean of one pick per row, as one `F.nll_loss` call (`compilers.picks`).
-        self.picks = PickLossLowering(self)
-        # A weighted sum of experts, run one copy at a time (`compilers.expert_sums`).
-        self.expert_sums = ExpertSumLowering(self)
-        # The ones summed into the places of an index array, as `torch.bincount`
-        # (`compilers.counts`).
-        self.counts = CountLowering(self)
+        self.attention, self.windows, self.picks, self.expert_sums, self.counts = \
+            self._patterns()
         # A call of a small definition, its body written here (`compilers.inline_calls`).
         self.inlining = CallInlining(self)
+
+    def _patterns(self) -> tuple[AttentionLowering, WindowLowering, PickLossLowering,
+                                 ExpertSumLowering, CountLowering]:
+        """The lowerings of patterns of several terms, each knowing its matches by the
+        terms' ids: attention as one fused call (`compilers.attention`), convolutions and
+        pools as one kernel call (`compilers.convolution`), the negated mean of one pick per
+        row as `F.nll_loss` (`compilers.picks`), a weighted sum of experts run one copy at a
+        time (`compilers.expert_sums`), the ones summed into the places of an index array as
+        `torch.bincount` (`compilers.counts`)."""
+        return (AttentionLowering(self), WindowLowering(self), PickLossLowering(self),
+                ExpertSumLowering(self), CountLowering(self))
+
+    @contextmanager
+    def own_patterns(self) -> Iterator[None]:
+        """Patterns found anew while another definition's body is written here (an inlined
+        callee): a backward definition shares term objects with its forward definition, and
+        a match found in one (its weights read by nothing else) need not hold in the other."""
+        saved = (self.attention, self.windows, self.picks, self.expert_sums, self.counts)
+        self.attention, self.windows, self.picks, self.expert_sums, self.counts = \
+            self._patterns()
+        try:
+            yield
+        finally:
+            self.attention, self.windows, self.picks, self.expert_sums, self.counts = saved
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -104,8 +120,24 @@ class ForwardEmitter:
             if len(indent) + len(line) + 2 + len(note) <= LINE_LENGTH:
                 line = f"{line}  {note}"
             else:
-                self.lines.append(indent + note)
+                self.comment(comment)
+        condition = _split_condition(line) if len(indent) + len(line) > LINE_LENGTH else None
+        if condition is not None:
+            # as a formatter lays out a long `if`: one clause a line, in parentheses
+            keyword, joiner, clauses = condition
+            self.lines.append(f"{indent}{keyword} (")
+            self.lines.append(f"{indent}    {clauses[0]}")
+            self.lines.extend(f"{indent}    {joiner} {clause}" for clause in clauses[1:])
+            self.lines.append(f"{indent}):")
+            return
         self.lines.extend(wrapped(indent, line))
+
+    def comment(self, text: str) -> None:
+        """A comment on lines of its own, wrapped within 100 columns."""
+        indent = "    " * self.depth
+        for part in textwrap.wrap(comment_text(text), LINE_LENGTH - len(indent) - 2,
+                                  break_long_words=False, break_on_hyphens=False) or [""]:
+            self.lines.append(f"{indent}# {part}")
 
     @contextmanager
     def branch(self) -> Iterator[None]:
@@ -624,6 +656,26 @@ class ForwardEmitter:
 
     def leading_shape(self, value: TensorCode) -> str:
         return leading_shape(value.code, value.rank)
+
+
+def _split_condition(line: str) -> tuple[str, str, list[str]] | None:
+    """`if a and b and c:` as its keyword, its operator and its clauses, when the condition
+    joins its clauses with one of `and`, `or` outside any brackets; else None."""
+    keyword = next((k for k in ("if", "elif") if line.startswith(f"{k} ")), None)
+    if keyword is None or not line.endswith(":") or "#" in line or "'" in line or '"' in line:
+        return None
+    condition = line[len(keyword) + 1:-1]
+    for joiner in ("or", "and"):
+        clauses, depth, start = [], 0, 0
+        for position, character in enumerate(condition):
+            depth += (character in "([{") - (character in ")]}")
+            if depth == 0 and condition.startswith(f" {joiner} ", position):
+                clauses.append(condition[start:position])
+                start = position + len(joiner) + 2
+        clauses.append(condition[start:])
+        if len(clauses) > 1:
+            return keyword, joiner, clauses
+    return None
 
 
 def _reads_whole_axes(eta: ir.StrideMorphism) -> bool:

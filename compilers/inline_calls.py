@@ -21,12 +21,22 @@ from typing import TYPE_CHECKING
 
 from ncd import ir
 from ncd.dataflow import inlinable_call
+from ncd.operators import declaration
 from ncd.ops.lowering import TensorCode
 
-from .modules import Scope, attribute_code
+from .modules import ModuleSpec, Scope, attribute_code
 
 if TYPE_CHECKING:
     from .forward import ForwardEmitter
+
+
+HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+"""The hooks of a module instance that its `__call__` runs around its `forward`."""
+
+INLINE_NESTING = 3
+"""The most callees written in place one inside another: a chain of calls thousands deep
+compiles in one pass per definition, not with each forward holding the whole chain (nor a
+recursion as deep as the chain)."""
 
 
 class CallInlining:
@@ -36,6 +46,7 @@ class CallInlining:
         self.emit = emit
         # per callee: whether the caller can read every size it uses
         self._sizes_readable: dict[str, bool] = {}
+        self._nesting = 0  # callees being written in place, one inside another
 
     def lower(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The call's outputs, its callee's statements emitted here; None when the call is
@@ -44,45 +55,64 @@ class CallInlining:
         if not isinstance(op, ir.CallOp):
             return None
         emit = self.emit
+        if self._nesting >= INLINE_NESTING:
+            return None
         definition = self._callee(term)
         spec = emit.compiler.specs.get(op.definition)
         if definition is None or spec is None:
             return None
         lifted = bool(term.degree.axes)
-        attribute = emit.scope.spec.child(op.instance,
-                                          emit.compiler.info(definition.name).class_name,
+        info = emit.compiler.info(definition.name)
+        attribute = emit.scope.spec.child(op.instance, info.class_name,
                                           f"call site {op.instance} of {definition.name}")
         lift = f", lifted over {' '.join(term.degree.names)}" if lifted else ""
-        emit.emit(f"# {op.definition}{lift}, inlined{emit.source_note(term.span)}")
+        # One look-up of the submodule (`nn.Module.__getattr__` is slow), not one per read.
+        module = emit.assign(op.instance, attribute_code(emit.scope.owner, attribute),
+                             f"{op.definition}{lift}{emit.source_note(term.span)}",
+                             fallback="module")
+        # A submodule that is not the generated class as it is (sharded by FSDP, wrapped,
+        # replaced, parametrized) or that has hooks runs as a call: its `__call__` does more
+        # than its `forward`.
+        clauses = [f"type({module}) is not {info.class_name}",
+                   *(f"{module}.{hooks}" for hooks in HOOKS)]
+        emit.emit(f"if {' or '.join(clauses)}:",
+                  "a replaced, wrapped or hooked submodule is called; else its body runs here")
+        with emit.branch():
+            called = declaration(op).lower(emit, term, op, inputs)
+        emit.emit("else:")
+        with emit.branch():
+            inlined = self._inline(term, op, definition, spec, module, inputs)
+            for result, value in zip(called, inlined, strict=True):
+                if value.code != result.code:
+                    emit.emit(f"{result.code} = {value.code}")
+        return [TensorCode(result.code, result.array, result.batched or value.batched)
+                for result, value in zip(called, inlined, strict=True)]
+
+    def _inline(self, term: ir.Broadcasted, op: ir.CallOp, definition: ir.Definition,
+                spec: ModuleSpec, module: str, inputs: list[TensorCode]) -> list[TensorCode]:
+        """The callee's statements on the call's arguments, its parameters read from
+        `module`; its outputs, in the call's frame."""
+        emit = self.emit
+        lifted = bool(term.degree.axes)
+        emit.comment(f"{op.definition}, inlined")
         # In the callee's frame: its declared axes trailing, the lifted axes leading dims.
         arguments = [TensorCode(value.code, variable.array, value.batched or lifted)
                      for value, variable in zip(inputs, definition.inputs, strict=True)]
-        outer = emit.scope
-        owner = attribute_code(outer.owner, attribute)
-        if self._reads_module(definition):
-            # one look-up of the submodule (`nn.Module.__getattr__` is slow), not one per read
-            owner = emit.assign(op.instance, owner, f"{op.definition}'s parameters",
-                                fallback="module")
         # New arrays (index vectors, constants) take the callee's arguments' device and
         # dtype, as in its own `forward`.
-        anchors, emit.anchors = emit.anchors, arguments
-        emit.scope = Scope(spec, owner)
+        outer, anchors, emit.anchors = emit.scope, emit.anchors, arguments
+        emit.scope = Scope(spec, module)
+        self._nesting += 1
         try:
-            results = emit.term(definition.body, arguments)
+            with emit.own_patterns():
+                results = emit.term(definition.body, arguments)
         finally:
             emit.scope, emit.anchors = outer, anchors
+            self._nesting -= 1
         return [TensorCode(emit.relayout(result, variable.array).code, array,
                            result.batched or lifted)
                 for result, variable, array in zip(results, definition.outputs, term.cod,
                                                    strict=True)]
-
-    @staticmethod
-    def _reads_module(definition: ir.Definition) -> bool:
-        """Whether the callee's body reads its module: a parameter, or a submodule."""
-        return bool(definition.params) or any(
-            isinstance(part, ir.Scan) or (isinstance(part, ir.Broadcasted) and (
-                part.params or isinstance(part.op, ir.CallOp)))
-            for part in ir.walk(definition.body))
 
     def _callee(self, term: ir.Broadcasted) -> ir.Definition | None:
         definition = inlinable_call(term, self.emit.compiler.program)
@@ -109,3 +139,26 @@ def _axes(part: ir.Term) -> list[ir.Axis]:
     if isinstance(part, ir.Broadcasted):
         axes += part.degree.axes
     return axes
+
+
+def _axes(part: ir.Term) -> list[ir.Axis]:
+    """The axes of a term's arrays, and of its lift."""
+    axes = [axis for array in (*part.dom, *part.cod) for axis in array.shape.axes]
+    if isinstance(part, ir.Broadcasted):
+        axes += part.degree.axes
+    return axes
+
+
+def _emit_if(emit: ForwardEmitter, clauses: list[str], note: str) -> None:
+    """`if a or b ...:`, one clause a line in parentheses when it is too long (as a formatter
+    lays it out)."""
+    test = " or ".join(clauses)
+    if not emit.too_long(f"if {test}:"):
+        emit.emit(f"if {test}:", note)
+        return
+    emit.comment(note)
+    emit.emit("if (")
+    emit.emit(f"    {clauses[0]}")
+    for clause in clauses[1:]:
+        emit.emit(f"    or {clause}")
+    emit.emit("):")
