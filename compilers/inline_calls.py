@@ -10,9 +10,11 @@ emitted in the caller's `forward`: its parameters are still read from its submod
 
 Which calls: `ncd.dataflow.inlinable_call` (ports that pass their arrays as they are, the
 lifted axes leading, so that the callee's own axes are the trailing dims as in its own
-`forward`; a small callee that takes leading dims and computes every output from its inputs;
-`ncd stats` models the same calls as inlined), and every size the callee uses fixed or read
-from the caller's inputs.
+`forward`; a small callee that calls nothing, takes leading dims and computes every output
+from its inputs; `ncd stats` models the same calls as inlined), every size the callee uses
+fixed or read from the caller's inputs, and no more than `ncd.dataflow.INLINE_BUDGET` terms
+of callees in one `forward`. The submodule is still called when it is not the generated
+class as it is, or has hooks (the `if` before the body).
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ncd import ir
-from ncd.dataflow import inlinable_call
+from ncd.dataflow import (
+    INLINE_BUDGET,
+    inlinable_body,
+    inlined_terms,
+    passes_arrays_as_they_are,
+)
 from ncd.operators import declaration
 from ncd.ops.lowering import TensorCode
 
@@ -33,12 +40,6 @@ if TYPE_CHECKING:
 HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 """The hooks of a module instance that its `__call__` runs around its `forward`."""
 
-INLINE_NESTING = 3
-"""The most callees written in place one inside another: a chain of calls thousands deep
-compiles in one pass per definition, not with each forward holding the whole chain (nor a
-recursion as deep as the chain)."""
-
-
 class CallInlining:
     """Writes the body of a small callee into the `forward` being emitted (see the module)."""
 
@@ -46,7 +47,7 @@ class CallInlining:
         self.emit = emit
         # per callee: whether the caller can read every size it uses
         self._sizes_readable: dict[str, bool] = {}
-        self._nesting = 0  # callees being written in place, one inside another
+        self._spent = 0  # the terms of the callees written into this forward so far
 
     def lower(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The call's outputs, its callee's statements emitted here; None when the call is
@@ -55,8 +56,6 @@ class CallInlining:
         if not isinstance(op, ir.CallOp):
             return None
         emit = self.emit
-        if self._nesting >= INLINE_NESTING:
-            return None
         definition = self._callee(term)
         spec = emit.compiler.specs.get(op.definition)
         if definition is None or spec is None:
@@ -102,28 +101,40 @@ class CallInlining:
         # dtype, as in its own `forward`.
         outer, anchors, emit.anchors = emit.scope, emit.anchors, arguments
         emit.scope = Scope(spec, module)
-        self._nesting += 1
         try:
             with emit.own_patterns():
                 results = emit.term(definition.body, arguments)
         finally:
             emit.scope, emit.anchors = outer, anchors
-            self._nesting -= 1
         return [TensorCode(emit.relayout(result, variable.array).code, array,
                            result.batched or lifted)
                 for result, variable, array in zip(results, definition.outputs, term.cod,
                                                    strict=True)]
 
     def _callee(self, term: ir.Broadcasted) -> ir.Definition | None:
-        definition = inlinable_call(term, self.emit.compiler.program)
-        if definition is None:
+        """The callee when its body is written here (`ncd.dataflow.inlinable_call`, the
+        sizes it uses readable here, and `INLINE_BUDGET` not spent by this `forward`)."""
+        if self._spent >= INLINE_BUDGET or not passes_arrays_as_they_are(term):
             return None
-        readable = self._sizes_readable.get(definition.name)
+        assert isinstance(term.op, ir.CallOp)
+        compiler = self.emit.compiler
+        definition = compiler.definition(term.op.definition)
+        name = definition.name
+        if name not in compiler.inlinable:  # judged once per program
+            compiler.inlinable[name] = inlined_terms(definition) \
+                if inlinable_body(definition) else None
+        terms = compiler.inlinable[name]
+        if terms is None or self._spent + terms > INLINE_BUDGET:
+            return None
+        readable = self._sizes_readable.get(name)
         if readable is None:
-            readable = self._sizes_readable[definition.name] = all(
+            readable = self._sizes_readable[name] = all(
                 self._readable(axis.size) for part in ir.walk(definition.body)
                 for axis in _axes(part))
-        return definition if readable else None
+        if not readable:
+            return None
+        self._spent += terms
+        return definition
 
     def _readable(self, size: ir.SizeExpr) -> bool:
         """Whether the caller can compute `size`: fixed, or each of its symbols the size of
@@ -140,25 +151,3 @@ def _axes(part: ir.Term) -> list[ir.Axis]:
         axes += part.degree.axes
     return axes
 
-
-def _axes(part: ir.Term) -> list[ir.Axis]:
-    """The axes of a term's arrays, and of its lift."""
-    axes = [axis for array in (*part.dom, *part.cod) for axis in array.shape.axes]
-    if isinstance(part, ir.Broadcasted):
-        axes += part.degree.axes
-    return axes
-
-
-def _emit_if(emit: ForwardEmitter, clauses: list[str], note: str) -> None:
-    """`if a or b ...:`, one clause a line in parentheses when it is too long (as a formatter
-    lays it out)."""
-    test = " or ".join(clauses)
-    if not emit.too_long(f"if {test}:"):
-        emit.emit(f"if {test}:", note)
-        return
-    emit.comment(note)
-    emit.emit("if (")
-    emit.emit(f"    {clauses[0]}")
-    for clause in clauses[1:]:
-        emit.emit(f"    or {clause}")
-    emit.emit("):")

@@ -29,7 +29,15 @@ from typing import Any, assert_never
 from ncd import ir
 from ncd.attention import Attention, find_attention
 from ncd.convolution import Window, find_windows
-from ncd.dataflow import dataflow, independent_of, inlinable_call, inlinable_step, reached_from
+from ncd.dataflow import (
+    INLINE_BUDGET,
+    dataflow,
+    independent_of,
+    inlinable_call,
+    inlinable_step,
+    inlined_terms,
+    reached_from,
+)
 from ncd.expert_sums import ExpertSum, find_expert_sums
 from ncd.operators import declaration
 from ncd.ops.facts import ZERO, Cost
@@ -279,6 +287,8 @@ class _Memory:
     scratch: dict[int, Size] = field(default_factory=dict)
     """What a fused attention holds while it runs besides its operands and output (a general
     mask read as floats), by the match's id."""
+    inlined: int = 0
+    """The terms of the calls written in place so far (`ncd.dataflow.INLINE_BUDGET`)."""
     windows: dict[int, Size] = field(default_factory=dict)
     """Windowed views (`X[2*p + w]`): no array of their own, but the operation that reads
     one copies it while it runs."""
@@ -654,8 +664,10 @@ class _Analysis:
         """The arrays a call written into its caller (`ncd.dataflow.inlinable_call`) reads
         that nothing holds after it: none for a submodule call, whose arguments live until
         it returns."""
-        if inlinable_call(term, self.program) is None:
+        callee = inlinable_call(term, self.program)
+        if callee is None or memory.inlined + inlined_terms(callee) > INLINE_BUDGET:
             return set()
+        memory.inlined += inlined_terms(callee)
         held = {wire for wires in [*memory.held, *memory.pinned.values()] for wire in wires}
         return {wire for wire in inputs
                 if wire is not None and wire in memory.live and wire not in held}
