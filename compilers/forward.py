@@ -658,26 +658,6 @@ class ForwardEmitter:
         return leading_shape(value.code, value.rank)
 
 
-def _split_condition(line: str) -> tuple[str, str, list[str]] | None:
-    """`if a and b and c:` as its keyword, its operator and its clauses, when the condition
-    joins its clauses with one of `and`, `or` outside any brackets; else None."""
-    keyword = next((k for k in ("if", "elif") if line.startswith(f"{k} ")), None)
-    if keyword is None or not line.endswith(":") or "#" in line or "'" in line or '"' in line:
-        return None
-    condition = line[len(keyword) + 1:-1]
-    for joiner in ("or", "and"):
-        clauses, depth, start = [], 0, 0
-        for position, character in enumerate(condition):
-            depth += (character in "([{") - (character in ")]}")
-            if depth == 0 and condition.startswith(f" {joiner} ", position):
-                clauses.append(condition[start:position])
-                start = position + len(joiner) + 2
-        clauses.append(condition[start:])
-        if len(clauses) > 1:
-            return keyword, joiner, clauses
-    return None
-
-
 def _reads_whole_axes(eta: ir.StrideMorphism) -> bool:
     """Whether every row of `eta` reads one domain axis whole, as it is (no offset, one
     coefficient 1, an axis of the very same size node): the cases `_check_bounds` skips row
@@ -792,4 +772,24 @@ def _find_symbol(symbol: str, arguments: list[TensorCode], sizes: ProgramSizes) 
             shape = f"{value.code}.shape[{position - value.rank}]"
             text = f"({shape} - {b})" if b else shape
             return f"{text} // {a}" if a != 1 else text
+    return None
+
+
+def _split_condition(line: str) -> tuple[str, str, list[str]] | None:
+    """`if a and b and c:` as its keyword, its operator and its clauses, when the condition
+    joins its clauses with one of `and`, `or` outside any brackets; else None."""
+    keyword = next((k for k in ("if", "elif") if line.startswith(f"{k} ")), None)
+    if keyword is None or not line.endswith(":") or "#" in line or "'" in line or '"' in line:
+        return None
+    condition = line[len(keyword) + 1:-1]
+    for joiner in ("or", "and"):
+        clauses, depth, start = [], 0, 0
+        for position, character in enumerate(condition):
+            depth += (character in "([{") - (character in ")]}")
+            if depth == 0 and condition.startswith(f" {joiner} ", position):
+                clauses.append(condition[start:position])
+                start = position + len(joiner) + 2
+        clauses.append(condition[start:])
+        if len(clauses) > 1:
+            return keyword, joiner, clauses
     return None
