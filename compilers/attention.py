@@ -80,6 +80,12 @@ class AttentionLowering:
         read = emit.normalized(values, value_value, values.inputs[value_port],
                                [*(batch_v if grouped else [*batch_v, *groups_v]),
                                 target_label(summed), *value_labels], "expand")
+        # With one label per role, an operand with one leading dim is four-dim already: the
+        # call runs on the views as they are, and its result needs no reshape either.
+        direct = four and all(value.batched for value in operands) and not grouped and \
+            len([*batch_s, *groups_s]) == len(contracted) == len(value_labels) == 1 and \
+            len([*batch_v, *groups_v]) == 1
+        views = (queries, keys, read)
         if four:
             width = self.emitter.size_product([s_sizes[label] for label in contracted])
             keys_size = self.emitter.size_product([s_sizes[degree_label(match.key_s)]])
@@ -99,27 +105,35 @@ class AttentionLowering:
         # kernel misreads (garbage results): such an operand is copied first.
         arguments = [f"{code}.contiguous()" if value.code in emit.overlapping else code
                      for code, value in zip((queries, keys, read), operands, strict=True)]
+        options: list[str] = []
         described = "no mask"
         if match.mask is not None:
             assert isinstance(match.mask.op, ir.MaskOp)
             described = "causal" if match.causal else "masked"
             if match.causal:
-                arguments.append("is_causal=True")
+                options.append("is_causal=True")
             else:
-                arguments.append(f"attn_mask={self._keep(match, query_value)}")
+                options.append(f"attn_mask={self._keep(match, query_value)}")
         assert isinstance(scores.op, ir.EinsumOp)
-        arguments.append(f"scale={float_literal(match.scale)}")
+        options.append(f"scale={float_literal(match.scale)}")
         if grouped:
-            arguments.append("enable_gqa=True")  # the key heads serve groups of query heads
+            options.append("enable_gqa=True")  # the key heads serve groups of query heads
         softmax_axis = match.softmax.op.axes[0] if isinstance(match.softmax.op, ir.SoftmaxOp) \
             else ""
         scale_text = scores.op.scale_text or float_literal(match.scale)
         comment = f"attention in one call: scores times {scale_text}, {described}, softmax " \
             f"over {softmax_axis}, values"
-        # its own line, so that a formatter wraps the call's arguments, not a permute after it
-        expr = emit.assign("attended", f"{emit.functional_call('scaled_dot_product_attention')}"
-                           f"({', '.join(arguments)})", comment + emit.source_note(values.span))
+        call = emit.functional_call('scaled_dot_product_attention')
         labels = [*batch_v, *groups_v, degree_label(match.query_v), *value_labels]
+        batched = any(v.batched for v in operands)
+        if direct:
+            shape = emit.tuple_text([emit.size(v_sizes[label]) for label in labels])
+            shape = f"{emit.leading_shape(query_value)} + {shape}"
+            return self._either(match, operands, views, arguments, options, call, labels,
+                                shape, comment)
+        # its own line, so that a formatter wraps the call's arguments, not a permute after it
+        expr = emit.assign("attended", f"{call}({', '.join([*arguments, *options])})",
+                           comment + emit.source_note(values.span))
         if four:
             shape = emit.tuple_text([emit.size(v_sizes[label]) for label in labels])
             if query_value.batched:
@@ -128,9 +142,36 @@ class AttentionLowering:
         elif len(value_labels) > 1:
             shape = emit.tuple_text([emit.size(v_sizes[label]) for label in value_labels])
             expr = f"{expr}.unflatten(-1, {shape})"
-        batched = any(v.batched for v in operands)
         return emit.finish(values, expr, labels, index=0, comment="heads back in place",
                            batched=batched)
+
+    def _either(self, match: Attention, operands: tuple[TensorCode, ...],
+                views: tuple[str, ...], arguments: list[str], options: list[str], call: str,
+                labels: list[Label], shape: str, comment: str) -> TensorCode:
+        """The call on the operands' views as they are when each has one leading dim (four
+        dims: batch, heads, positions, width), else on the views reshaped to four dims (any
+        number of leading dims), its result shaped back. Not while `torch.fx` traces: a
+        proxy's number of dims is no number (the graph holds the reshaping branch)."""
+        emit, values = self.emitter, match.values
+        tests = dict.fromkeys(f"{v.code}.dim() == {v.rank + 1}" for v in operands)
+        test = " and ".join(["not torch.fx._symbolic_trace.is_fx_symbolic_tracing()", *tests])
+        port = values.outputs[0]
+        name = emit.names.fresh(port.name, "value")
+        attended = emit.names.fresh("attended")
+        order = emit.output_labels(port)
+        emit.comment(f"{comment}{emit.source_note(values.span)}")
+        emit.emit(f"if {test}:", "one leading dim: the operands are four-dim as they are")
+        fast = [f"{view}.contiguous()" if value.code in emit.overlapping else view
+                for view, value in zip(views, operands, strict=True)]
+        for number, (passed, result) in enumerate(
+                ((fast, attended), (arguments, f"{attended}.reshape({shape})"))):
+            if number:
+                emit.emit("else:")
+            with emit.branch():
+                emit.emit(f"{attended} = {call}({', '.join([*passed, *options])})")
+                emit.emit(f"{name} = {emit.permute(result, labels, order)}",
+                          "heads back in place" + emit.source_note(values.span))
+        return TensorCode(name, values.cod[0], any(v.batched for v in operands))
 
     def _keep(self, match: Attention, queries: TensorCode) -> str:
         """The boolean (query, key) matrix of the entries the mask keeps."""

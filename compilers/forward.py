@@ -11,6 +11,7 @@ them is checked at the top of `forward`.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, assert_never
@@ -29,6 +30,7 @@ from .counts import CountLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .expert_sums import ExpertSumLowering
+from .inline_calls import CallInlining
 from .labels import output_labels, port_rows
 from .machines import lower_machine
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
@@ -55,6 +57,9 @@ class ForwardEmitter:
         # Sizes built from several symbols (`n = d * e`) that an input axis has: read from
         # that axis's shape, since the symbols themselves cannot be recovered from it.
         self.arguments: list[TensorCode] = []
+        # The arguments whose device and dtype new arrays take (`anchor`): those of the
+        # callee whose body is being written in place (`compilers.inline_calls`), else None.
+        self.anchors: list[TensorCode] | None = None
         self.composite_reads: dict[str, str] = {}
         self.composite_axes: dict[str, str] = {}  # the input axis each composite is read from
         self.atom_code: dict[str, str] = {}  # divisions inside sizes, computed from those reads
@@ -75,17 +80,34 @@ class ForwardEmitter:
         # Locals that are views whose entries share memory (windows, `unfold`): a kernel that
         # misreads such strides is given a contiguous copy (`compilers.attention`).
         self.overlapping: set[str] = set()
-        # Attention patterns, each lowered as one fused call (`compilers.attention`).
-        self.attention = AttentionLowering(self)
-        # Convolutions and pools, each lowered as one kernel call (`compilers.convolution`).
-        self.windows = WindowLowering(self)
-        # The negated mean of one pick per row, as one `F.nll_loss` call (`compilers.picks`).
-        self.picks = PickLossLowering(self)
-        # A weighted sum of experts, run one copy at a time (`compilers.expert_sums`).
-        self.expert_sums = ExpertSumLowering(self)
-        # The ones summed into the places of an index array, as `torch.bincount`
-        # (`compilers.counts`).
-        self.counts = CountLowering(self)
+        self.attention, self.windows, self.picks, self.expert_sums, self.counts = \
+            self._patterns()
+        # A call of a small definition, its body written here (`compilers.inline_calls`).
+        self.inlining = CallInlining(self)
+
+    def _patterns(self) -> tuple[AttentionLowering, WindowLowering, PickLossLowering,
+                                 ExpertSumLowering, CountLowering]:
+        """The lowerings of patterns of several terms, each knowing its matches by the
+        terms' ids: attention as one fused call (`compilers.attention`), convolutions and
+        pools as one kernel call (`compilers.convolution`), the negated mean of one pick per
+        row as `F.nll_loss` (`compilers.picks`), a weighted sum of experts run one copy at a
+        time (`compilers.expert_sums`), the ones summed into the places of an index array as
+        `torch.bincount` (`compilers.counts`)."""
+        return (AttentionLowering(self), WindowLowering(self), PickLossLowering(self),
+                ExpertSumLowering(self), CountLowering(self))
+
+    @contextmanager
+    def own_patterns(self) -> Iterator[None]:
+        """Patterns found anew while another definition's body is written here (an inlined
+        callee): a backward definition shares term objects with its forward definition, and
+        a match found in one (its weights read by nothing else) need not hold in the other."""
+        saved = (self.attention, self.windows, self.picks, self.expert_sums, self.counts)
+        self.attention, self.windows, self.picks, self.expert_sums, self.counts = \
+            self._patterns()
+        try:
+            yield
+        finally:
+            self.attention, self.windows, self.picks, self.expert_sums, self.counts = saved
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -98,8 +120,24 @@ class ForwardEmitter:
             if len(indent) + len(line) + 2 + len(note) <= LINE_LENGTH:
                 line = f"{line}  {note}"
             else:
-                self.lines.append(indent + note)
+                self.comment(comment)
+        condition = _split_condition(line) if len(indent) + len(line) > LINE_LENGTH else None
+        if condition is not None:
+            # as a formatter lays out a long `if`: one clause a line, in parentheses
+            keyword, joiner, clauses = condition
+            self.lines.append(f"{indent}{keyword} (")
+            self.lines.append(f"{indent}    {clauses[0]}")
+            self.lines.extend(f"{indent}    {joiner} {clause}" for clause in clauses[1:])
+            self.lines.append(f"{indent}):")
+            return
         self.lines.extend(wrapped(indent, line))
+
+    def comment(self, text: str) -> None:
+        """A comment on lines of its own, wrapped within 100 columns."""
+        indent = "    " * self.depth
+        for part in textwrap.wrap(comment_text(text), LINE_LENGTH - len(indent) - 2,
+                                  break_long_words=False, break_on_hyphens=False) or [""]:
+            self.lines.append(f"{indent}# {part}")
 
     @contextmanager
     def branch(self) -> Iterator[None]:
@@ -348,6 +386,10 @@ class ForwardEmitter:
                            for i in range(len(self.checks))):
                     self.checks.extend(lines)
 
+    def reads_symbol(self, symbol: str) -> bool:
+        """Whether the size `symbol` can be read from the shape of an input."""
+        return _find_symbol(symbol, self.arguments, self.sizes) is not None
+
     def source_note(self, span: ir.Span | None) -> str:
         return f" (line {span.line})" if span is not None else ""
 
@@ -477,6 +519,8 @@ class ForwardEmitter:
             fused = self.expert_sums.lower(term, inputs)
         if fused is None:
             fused = self.counts.lower(term, inputs)
+        if fused is None:
+            fused = self.inlining.lower(term, inputs)
         if fused is not None:
             return fused
         return declaration(term.op).lower(self, term, term.op, inputs)
@@ -602,11 +646,12 @@ class ForwardEmitter:
         return tuple_text(items)
 
     def anchor(self) -> tuple[str, str]:
-        reals = [v for v in self.arguments if v.array.dtype.kind == "R"]
+        arguments = self.anchors if self.anchors is not None else self.arguments
+        reals = [v for v in arguments if v.array.dtype.kind == "R"]
         if reals:
             return f"{reals[0].code}.device", f"{reals[0].code}.dtype"
-        if self.arguments:
-            return f"{self.arguments[0].code}.device", "torch.get_default_dtype()"
+        if arguments:
+            return f"{arguments[0].code}.device", "torch.get_default_dtype()"
         return "None", "torch.get_default_dtype()"
 
     def leading_shape(self, value: TensorCode) -> str:
@@ -744,4 +789,24 @@ def _find_symbol(symbol: str, arguments: list[TensorCode], sizes: ProgramSizes) 
             shape = f"{value.code}.shape[{position - value.rank}]"
             text = f"({shape} - {b})" if b else shape
             return f"{text} // {a}" if a != 1 else text
+    return None
+
+
+def _split_condition(line: str) -> tuple[str, str, list[str]] | None:
+    """`if a and b and c:` as its keyword, its operator and its clauses, when the condition
+    joins its clauses with one of `and`, `or` outside any brackets; else None."""
+    keyword = next((k for k in ("if", "elif") if line.startswith(f"{k} ")), None)
+    if keyword is None or not line.endswith(":") or "#" in line or "'" in line or '"' in line:
+        return None
+    condition = line[len(keyword) + 1:-1]
+    for joiner in ("or", "and"):
+        clauses, depth, start = [], 0, 0
+        for position, character in enumerate(condition):
+            depth += (character in "([{") - (character in ")]}")
+            if depth == 0 and condition.startswith(f" {joiner} ", position):
+                clauses.append(condition[start:position])
+                start = position + len(joiner) + 2
+        clauses.append(condition[start:])
+        if len(clauses) > 1:
+            return keyword, joiner, clauses
     return None

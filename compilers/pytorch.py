@@ -69,6 +69,9 @@ class ProgramCompiler:
         # Each compiled definition's class: a caller that inlines it (a scan's step) reads
         # the parameters this class registers.
         self.specs: dict[str, ModuleSpec] = {}
+        # Per callee: its terms when a call can write its body in place, else None
+        # (`compilers.inline_calls`).
+        self.inlinable: dict[str, int | None] = {}
         self.chunks: list[list[str]] = []
         self.functional = False  # some forward calls torch.nn.functional (`F.`)
 

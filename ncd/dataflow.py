@@ -140,3 +140,76 @@ def inlinable_step(term: ir.Scan, program: ir.Program,
     if any(wire not in reached for wire in flow.outputs):
         return None
     return step, step.op, definition
+
+
+INLINE_LIMIT = 40
+"""The most terms (operations and reindexings, counted over the callee's body) of a callee
+written into its caller (`compilers.inline_calls`): a larger body gains little from one call
+less and would repeat its text at each call site."""
+
+INLINE_BUDGET = 256
+"""The most terms of callees written into one `forward`, in the order of its calls (the calls
+after that stay submodule calls): a definition that calls a thousand small ones compiles in
+about the time it took, instead of holding all their bodies."""
+
+
+def inlinable_call(term: ir.Broadcasted, program: ir.Program) -> ir.Definition | None:
+    """The callee of a call that the compiler writes into its caller's `forward`
+    (`compilers.inline_calls`, which also needs the callee's symbolic sizes readable from the
+    caller's inputs and `INLINE_BUDGET` not spent), or None: every port passes its array as it
+    is (the lifted axes first in the degree's order, then the callee's axes in its declared
+    order), no `each`; the callee takes leading dims, calls nothing (no call, scan or machine:
+    a chain of calls compiles each body once more at most), has at most `INLINE_LIMIT` terms,
+    no repeated block with copies, no dropout or batch norm (which read the module's training
+    flag), and computes every output from its inputs."""
+    if not passes_arrays_as_they_are(term):
+        return None
+    assert isinstance(term.op, ir.CallOp)
+    try:
+        definition = program.definition(term.op.definition)
+    except KeyError:
+        return None
+    return definition if inlinable_body(definition) else None
+
+
+def passes_arrays_as_they_are(term: ir.Broadcasted) -> bool:
+    """The call's part of `inlinable_call`: a call without `each` whose every port passes
+    its array unchanged, the lifted axes first in the degree's order, then the callee's axes
+    in its declared order."""
+    op = term.op
+    if not isinstance(op, ir.CallOp) or op.each is not None or term.params:
+        return False
+    lifted = term.degree.names
+    for port, array in (*zip(term.inputs, term.dom, strict=True),
+                        *zip(term.outputs, term.cod, strict=True)):
+        if array.names != (*lifted, *port.targets) or port.array.names != array.names or \
+                not port.reindexing.is_identity:
+            return False
+    return True
+
+
+def inlinable_body(definition: ir.Definition) -> bool:
+    """The callee's part of `inlinable_call`, which depends on the definition alone."""
+    if not definition.leading_dims:
+        return False
+    terms = 0
+    for part in ir.walk(definition.body):  # one walk, left at the first reason
+        if isinstance(part, (ir.Machine, ir.Scan)) or (isinstance(part, ir.Block) and (
+                (part.repeat > 1 and not part.shared) or part.copy_of is not None)):
+            return False
+        if isinstance(part, ir.Broadcasted) and isinstance(
+                part.op, (ir.CallOp, ir.DropoutOp, ir.BatchNormOp)):
+            return False
+        terms += isinstance(part, (ir.Broadcasted, ir.Reindexing))
+        if terms > INLINE_LIMIT:
+            return False
+    flow = dataflow(definition.body)
+    reached = reached_from(flow, flow.inputs)
+    return all(wire in reached for wire in flow.outputs)
+
+
+def inlined_terms(definition: ir.Definition) -> int:
+    """The terms (operations and reindexings) of a body written in place, as `INLINE_LIMIT`
+    and `INLINE_BUDGET` count them."""
+    return sum(isinstance(part, (ir.Broadcasted, ir.Reindexing))
+               for part in ir.walk(definition.body))

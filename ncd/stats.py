@@ -29,7 +29,15 @@ from typing import Any, assert_never
 from ncd import ir
 from ncd.attention import Attention, find_attention
 from ncd.convolution import Window, find_windows
-from ncd.dataflow import dataflow, independent_of, inlinable_step, reached_from
+from ncd.dataflow import (
+    INLINE_BUDGET,
+    dataflow,
+    independent_of,
+    inlinable_call,
+    inlinable_step,
+    inlined_terms,
+    reached_from,
+)
 from ncd.expert_sums import ExpertSum, find_expert_sums
 from ncd.operators import declaration
 from ncd.ops.facts import ZERO, Cost
@@ -279,6 +287,8 @@ class _Memory:
     scratch: dict[int, Size] = field(default_factory=dict)
     """What a fused attention holds while it runs besides its operands and output (a general
     mask read as floats), by the match's id."""
+    inlined: int = 0
+    """The terms of the calls written in place so far (`ncd.dataflow.INLINE_BUDGET`)."""
     windows: dict[int, Size] = field(default_factory=dict)
     """Windowed views (`X[2*p + w]`): no array of their own, but the operation that reads
     one copies it while it runs."""
@@ -333,7 +343,7 @@ class _Analysis:
         self.program = program
         self.sizes = ProgramSizes(program.axes)
         self._stats: dict[str, Stats] = {}
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str | tuple[str, tuple[bool, ...]], _Run] = {}
         # Members of attention patterns, which the compiled module runs as one fused call.
         self._fused: dict[int, Attention] = {}
         # Members of convolutions and pools, which the compiled module runs as one kernel call.
@@ -508,22 +518,29 @@ class _Analysis:
         return self._parameters(inner)
 
     # ---- memory
-    def _run(self, name: str) -> _Run:
-        if name in self._runs:
-            return self._runs[name]
+    def _run(self, name: str, counted: tuple[bool, ...] = ()) -> _Run:
+        """A run of definition `name`; with `counted`, the inputs marked True are counted
+        until their last use (the caller's arrays that a call written into the caller frees
+        there, `compilers.inline_calls`)."""
+        cached = (name, counted) if any(counted) else name
+        if cached in self._runs:
+            return self._runs[cached]
         definition = self.program.definition(name)
         self._find_windows(definition.body)
         memory = _Memory()
         arrays: list[tuple[str, Size]] = []
-        outputs = self._simulate(definition.body, [None] * len(definition.inputs), memory,
-                                 arrays)
+        inputs: list[Wire] = [
+            memory.alloc(array_bytes(self.sizes, variable.array)) if mark else None
+            for variable, mark in zip(definition.inputs, counted or
+                                      (False,) * len(definition.inputs), strict=True)]
+        outputs = self._simulate(definition.body, inputs, memory, arrays)
         groups: dict[Wire, int] = {}
         output_groups = []
         for wire in outputs:
             key: Wire = wire if wire is not None else -len(groups) - 1
             output_groups.append(groups.setdefault(key, len(groups)))
         run = _Run(tuple(memory.peaks) or (ZERO,), tuple(output_groups), tuple(arrays))
-        self._runs[name] = run
+        self._runs[cached] = run
         return run
 
     def _simulate(self, term: ir.Term, wires: list[Wire], memory: _Memory,
@@ -595,7 +612,14 @@ class _Analysis:
                             arrays: list[tuple[str, Size]], copies: Size) -> list[Wire]:
         sizes = [array_bytes(self.sizes, port.array) for port in term.outputs]
         if isinstance(term.op, ir.CallOp):
-            run = self._run(term.op.definition)
+            # A call written into its caller frees the caller's arrays that nothing reads
+            # after it at their last use inside the callee, not when the call returns.
+            freed = self._freed_inside(term, inputs, memory)
+            run = self._run(term.op.definition, tuple(
+                wire in freed and wire not in inputs[:position]
+                for position, wire in enumerate(inputs)))
+            for wire in freed:
+                memory.free(wire)
             lift = self._degree(term)
             arrays.extend((f"{term.op.definition}: {name}", size * lift)
                           for name, size in run.arrays)
@@ -634,6 +658,19 @@ class _Analysis:
         if held != ZERO:
             memory.note(held)
         return wires
+
+    def _freed_inside(self, term: ir.Broadcasted, inputs: list[Wire], memory: _Memory
+                      ) -> set[Wire]:
+        """The arrays a call written into its caller (`ncd.dataflow.inlinable_call`) reads
+        that nothing holds after it: none for a submodule call, whose arguments live until
+        it returns."""
+        callee = inlinable_call(term, self.program)
+        if callee is None or memory.inlined + inlined_terms(callee) > INLINE_BUDGET:
+            return set()
+        memory.inlined += inlined_terms(callee)
+        held = {wire for wires in [*memory.held, *memory.pinned.values()] for wire in wires}
+        return {wire for wire in inputs
+                if wire is not None and wire in memory.live and wire not in held}
 
     def _simulate_fused(self, term: ir.Broadcasted, match: Attention, memory: _Memory,
                         arrays: list[tuple[str, Size]], inputs: list[Wire]) -> list[Wire]:

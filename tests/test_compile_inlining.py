@@ -1,0 +1,155 @@
+"""A call of a small definition written into its caller's `forward` (`compilers/inline_calls.py`,
+`ncd.dataflow.inlinable_call`): where it fires and where it must not, that the state dict keeps
+its keys, that the module computes what hand-written torch computes (any leading dims), and
+that the caller's intermediates are freed inside it (the layer norm's output of
+`x + mlp(ln(x))`, which a submodule call's argument tuple keeps alive)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from differential import compare_text
+from measure import peak_forward_bytes
+from torch import nn
+
+import ncd
+
+BLOCK = """
+axis x, m = 8, f = 32
+
+def mlp(X: R[m]) -> R[m] {
+    H = linear[m -> f, bias](X, W_in, b_in)
+    return linear[f -> m, bias](gelu(H), W_out, b_out)
+}
+
+def block(X: R[x, m]) -> R[x, m] {
+    return X + mlp(layernorm[m](X, g, b))
+}
+"""
+
+
+def forward_of(source: str, class_name: str) -> str:
+    start = source.index(f"class {class_name}(nn.Module)")
+    end = source.find("\nclass ", start + 1)
+    body = source[start:end if end >= 0 else len(source)]
+    return body[body.index("def forward"):]
+
+
+class HandWritten(nn.Module):
+    """`x + mlp(ln(x))` as one writes it with `nn.LayerNorm` and `nn.Linear`, the generated
+    module's weights copied in."""
+
+    def __init__(self, source: nn.Module) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(8)
+        self.fc_in, self.fc_out = nn.Linear(8, 32), nn.Linear(32, 8)
+        with torch.no_grad():
+            self.norm.weight.copy_(source.g)
+            self.norm.bias.copy_(source.b)
+            for layer, weight, bias in ((self.fc_in, source.mlp.W_in, source.mlp.b_in),
+                                        (self.fc_out, source.mlp.W_out, source.mlp.b_out)):
+                layer.weight.copy_(weight.T)
+                layer.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc_out(F.gelu(self.fc_in(self.norm(x))))
+
+
+def test_a_small_lifted_callee_is_written_into_its_caller() -> None:
+    forward = forward_of(ncd.load(textwrap.dedent(BLOCK)).compile("block"), "Block")
+    assert "# mlp, inlined" in forward and "mlp = self.mlp" in forward
+    assert "mlp.W_in" in forward and "mlp.b_out" in forward
+    # the call remains for a submodule that is not the generated class as it is
+    assert "type(mlp) is not Mlp" in forward and "mlp._forward_pre_hooks" in forward
+
+
+def test_a_hooked_or_replaced_submodule_is_called() -> None:
+    """A hook on the callee's submodule runs (FSDP shards through such hooks), and a
+    replaced submodule is the one that runs: the body in place is only for the generated class
+    as it is."""
+    torch.manual_seed(0)
+    module = ncd.load(textwrap.dedent(BLOCK)).to_torch("block").double()
+    x = torch.randn(5, 8, dtype=torch.float64)
+    expected = module(x)
+    seen: list[torch.Tensor] = []
+    handle = module.mlp.register_forward_hook(lambda _, args, out: seen.append(out))
+    torch.testing.assert_close(module(x), expected)
+    assert len(seen) == 1
+    handle.remove()
+    module.mlp = nn.Identity()  # type: ignore[assignment]
+    torch.testing.assert_close(module(x), x + F.layer_norm(x, (8,), module.g, module.b))
+
+
+@pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
+def test_the_inlined_module_computes_what_hand_written_torch_computes(
+        batch: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    module = ncd.load(textwrap.dedent(BLOCK)).to_torch("block").double()
+    # the state dict keeps the callee's parameters under its call site
+    assert set(module.state_dict()) == {"g", "b", "mlp.W_in", "mlp.b_in", "mlp.W_out",
+                                        "mlp.b_out"}
+    reference = HandWritten(module).double()
+    x = torch.randn(*batch, 5, 8, dtype=torch.float64, requires_grad=True)
+    y = module(x)
+    torch.testing.assert_close(y, reference(x))
+    (gradient,) = torch.autograd.grad(y.sum(), x)
+    (expected,) = torch.autograd.grad(reference(x).sum(), x)
+    torch.testing.assert_close(gradient, expected)
+    # the callee's class still runs on its own
+    rows = torch.randn(5, 8, dtype=torch.float64)
+    torch.testing.assert_close(module.mlp(rows), reference.fc_out(F.gelu(reference.fc_in(rows))))
+
+
+def test_the_callers_intermediate_is_freed_inside_the_inlined_callee() -> None:
+    """The layer norm's output dies at the first projection, as in the hand-written module:
+    no more memory at the peak than that module holds."""
+    torch.manual_seed(0)
+    module = ncd.load(textwrap.dedent(BLOCK)).to_torch("block")
+    x = torch.randn(4, 64, 8)
+    assert peak_forward_bytes(module, [x]) <= peak_forward_bytes(HandWritten(module), [x])
+
+
+def test_inlined_calls_agree_with_the_interpreter() -> None:
+    """Lifted and plain calls, a callee with two outputs, one of them its input as it is, and
+    a callee that calls another, with and without a leading batch dim."""
+    text = textwrap.dedent("""
+    axis x, m = 3, f = 4
+
+    def scaled(X: R[m]) -> R[m] { return linear[m -> m](X, W) * 2 }
+    def both(X: R[x, m]) -> (R[x, m], R[x, m]) { return scaled(X) + X, X }
+    def outer(X: R[x, m]) -> R[x, m] {
+        A, B = both(relu(X))
+        return A * B + scaled(A)
+    }
+    """)
+    source = ncd.load(text).compile("outer")
+    # a callee that calls nothing is written in place; one that calls another is called
+    outer = forward_of(source, "Outer")
+    assert "# scaled, inlined" in outer and "# both, inlined" not in outer
+    assert "# scaled, inlined" in forward_of(source, "Both")
+    report = compare_text(text, sizes=3)["outer"]
+    assert report.skipped is None and report.compared > 0
+    assert not report.findings, report.findings
+
+
+@pytest.mark.parametrize(("callee", "reason"), [
+    ("def inner(X: R[m]) -> R[m] { return dropout[0.5](linear[m -> m](X, W)) }",
+     "dropout reads the training flag of its own module"),
+    ("def inner(X: R[m]) -> R[m] { return linear[m -> m](X, W) + linear[m -> m](X, V) * 0 "
+     + "".join(f" + X * {k}" for k in range(40)) + " }", "more terms than the limit"),
+])
+def test_a_call_stays_a_submodule_call(callee: str, reason: str) -> None:
+    text = f"axis x, m = 3\n{callee}\ndef outer(X: R[x, m]) -> R[x, m] {{ return inner(X) }}\n"
+    forward = forward_of(ncd.load(text).compile("outer"), "Outer")
+    assert "self.inner(" in forward and "inlined" not in forward, reason
+
+
+def test_a_call_that_permutes_its_arguments_stays_a_submodule_call() -> None:
+    text = ("axis x, y, m = 3\n"
+            "def inner(X: R[m, x]) -> R[m, x] { return X * 2 }\n"
+            "def outer(X: R[x, y, m]) -> R[x, y, m] { return inner(X) }\n")
+    forward = forward_of(ncd.load(text).compile("outer"), "Outer")
+    assert "self.inner(" in forward and "inlined" not in forward
