@@ -11,7 +11,6 @@ them is checked at the top of `forward`.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, assert_never
@@ -34,7 +33,15 @@ from .inline_calls import CallInlining
 from .labels import output_labels, port_rows
 from .machines import lower_machine
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
-from .naming import Namespace, base_name, camel_case, comment_text, snake_case, string_literal
+from .naming import (
+    Namespace,
+    base_name,
+    camel_case,
+    comment_lines,
+    comment_text,
+    snake_case,
+    string_literal,
+)
 from .picks import PickLossLowering
 from .scans import lower_scan
 from .size_code import division_atoms, size_expression_code
@@ -135,8 +142,7 @@ class ForwardEmitter:
     def comment(self, text: str) -> None:
         """A comment on lines of its own, wrapped within 100 columns."""
         indent = "    " * self.depth
-        for part in textwrap.wrap(comment_text(text), LINE_LENGTH - len(indent) - 2,
-                                  break_long_words=False, break_on_hyphens=False) or [""]:
+        for part in comment_lines(comment_text(text), LINE_LENGTH - len(indent) - 2) or [""]:
             self.lines.append(f"{indent}# {part}")
 
     @contextmanager

@@ -114,7 +114,7 @@ class CallInlining:
     def _callee(self, term: ir.Broadcasted) -> ir.Definition | None:
         """The callee when its body is written here (`ncd.dataflow.inlinable_call`, the
         sizes it uses readable here, and `INLINE_BUDGET` not spent by this `forward`)."""
-        if self._spent >= INLINE_BUDGET or not passes_arrays_as_they_are(term):
+        if self._spent >= INLINE_BUDGET:
             return None
         assert isinstance(term.op, ir.CallOp)
         compiler = self.emit.compiler
@@ -124,7 +124,10 @@ class CallInlining:
             compiler.inlinable[name] = inlined_terms(definition) \
                 if inlinable_body(definition) else None
         terms = compiler.inlinable[name]
-        if terms is None or self._spent + terms > INLINE_BUDGET:
+        # The callee first: judged once, it rules out most calls (those of callees that call)
+        # before their ports are looked at.
+        if terms is None or self._spent + terms > INLINE_BUDGET or \
+                not passes_arrays_as_they_are(term):
             return None
         readable = self._sizes_readable.get(name)
         if readable is None:

@@ -11,6 +11,7 @@ import builtins
 import functools
 import keyword
 import re
+import textwrap
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -122,6 +123,20 @@ def comment_text(text: str) -> str:
     if flattened.isprintable():
         return flattened
     return "".join(ch if ch.isprintable() else "?" for ch in flattened)
+
+
+def comment_lines(text: str, width: int) -> list[str]:
+    """`text` wrapped at `width` as `textwrap.wrap` wraps it (words never broken). A text that
+    fits on one line, with no whitespace but spaces and none at its ends, is that line: what
+    `textwrap.wrap` returns for it, without splitting it into words (most signatures and
+    comments fit)."""
+    if text and len(text) <= width and text.strip() == text \
+            and not _OTHER_WHITESPACE.intersection(text):
+        return [text]
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+
+
+_OTHER_WHITESPACE = frozenset("\t\n\x0b\x0c\r")  # what `textwrap.wrap` turns into spaces
 
 
 def string_literal(text: str) -> str:

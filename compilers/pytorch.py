@@ -26,7 +26,6 @@ This module writes text only; it does not import torch (`build_module` imports i
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +47,7 @@ from .modules import (
     class_lines,
     nested_blocks,
 )
-from .naming import Namespace, camel_case, comment_text
+from .naming import Namespace, camel_case, comment_lines, comment_text
 
 # A folder holding one of these is the root of a project: headers name sources from there.
 PROJECT_MARKERS = (".git", "pyproject.toml", "setup.cfg")
@@ -152,7 +151,7 @@ class ProgramCompiler:
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)
         forward[0:0] = [f"        # {line}" for line in
-                        _comment_lines(f"{inputs_doc} -> {outputs_doc}", LINE_LENGTH - 10)]
+                        comment_lines(f"{inputs_doc} -> {outputs_doc}", LINE_LENGTH - 10)]
         forward = _wrapped_return(forward)
         spec.signature = ", ".join(f"{v.code}: {v.array.text()}" for v in arguments) + \
             " -> " + ", ".join(v.array.text() for v in definition.outputs)
@@ -170,19 +169,6 @@ class ProgramCompiler:
         self.specs[definition.name] = spec
         self.infos[definition.name] = DefinitionInfo(
             class_name, tuple(v.batched for v in outputs))
-
-
-def _comment_lines(text: str, width: int) -> list[str]:
-    """`text` wrapped at `width` as `textwrap.wrap` wraps it (words never broken). A text that
-    fits on one line, with no whitespace but spaces and none at its ends, is that line: what
-    `textwrap.wrap` returns for it, without splitting it into words (most signatures fit)."""
-    if text and len(text) <= width and text.strip() == text \
-            and not _OTHER_WHITESPACE.intersection(text):
-        return [text]
-    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
-
-
-_OTHER_WHITESPACE = frozenset("\t\n\x0b\x0c\r")  # what `textwrap.wrap` turns into spaces
 
 
 def _wrapped_return(lines: list[str]) -> list[str]:
