@@ -23,6 +23,7 @@ import re
 import sys
 import warnings
 from importlib import resources
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -198,19 +199,21 @@ def _check_limits(text: str, path: str) -> None:
             Span(file=path, line=1, column=1, end_line=1, end_column=2),
             hint="split the model into several files and import them"))
     depth = 0
-    for bracket in _BRACKET.finditer(text):  # only the brackets: a loop per character is slow
-        if bracket.group() in "([{":
+    # Only the brackets, as strings: a loop per character, or a match object per bracket, is
+    # slow; the place is found again only for the error.
+    for count, bracket in enumerate(_BRACKET.findall(text)):
+        if bracket in "([{":
             depth += 1
             if depth > MAX_NESTING:
-                at = bracket.start()
+                at = next(islice(_BRACKET.finditer(text), count, None)).start()
                 line = text.count("\n", 0, at) + 1
                 column = at - (text.rfind("\n", 0, at) + 1) + 1
                 raise ParseFailure(Diagnostic(
                     "E103", f"brackets are nested more than {MAX_NESTING} deep",
                     Span(file=path, line=line, column=column, end_line=line, end_column=column + 1),
                     hint="name intermediate results instead of nesting expressions"))
-        else:
-            depth = max(depth - 1, 0)
+        elif depth:  # a closer with none open counts as nothing
+            depth -= 1
 
 
 def _point_span(path: str, line: int, column: int, width: int = 1) -> Span:
