@@ -342,6 +342,10 @@ def _token_hint(token: Token, expected: set[str]) -> str | None:
     return None
 
 
+_DTYPES = {"dtype_real": "R", "dtype_nat": "N", "dtype_bool": "B"}
+_OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%"}
+
+
 class _Builder:
     """Turns lark's tree into `ncd.syntax` nodes."""
 
@@ -367,7 +371,11 @@ class _Builder:
         return trusted_span(self.path, first.line, first.column, last.end_line, last.end_column)
 
     def ident(self, token: Token) -> s.Ident:
-        return s.Ident(str(token), self.span(token))
+        # `span` of a token, inline: most spans are a name's
+        line = token.line or 1
+        column = token.column or 1
+        return s.Ident(str(token), trusted_span(self.path, line, column, token.end_line or line,
+                                                token.end_column or column + 1))
 
     @staticmethod
     def parts(tree: Tree) -> list[Any]:
@@ -566,7 +574,7 @@ class _Builder:
         bound = None
         if dtype_tree.data == "dtype_nat":
             bound = self.expr(self.parts(dtype_tree)[1])
-        dtype = {"dtype_real": "R", "dtype_nat": "N", "dtype_bool": "B"}[dtype_tree.data]
+        dtype = _DTYPES[dtype_tree.data]
         axes = tuple(self.ident(t) for t in parts[1:] if t is not None)
         return s.TypeExpr(dtype, bound, axes, self.span(tree))
 
@@ -663,9 +671,8 @@ class _Builder:
                     "E103", f"the number `{parts[0]}` is too large", span,
                     hint="numbers must be finite floating-point values"))
             return s.Number(value, False, span)
-        if kind in ("add", "sub", "mul", "div", "floordiv", "mod"):
-            op = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//",
-                  "mod": "%"}[kind]
+        if kind in _OPERATORS:
+            op = _OPERATORS[kind]
             token = next((c for c in node.children if isinstance(c, Token) and str(c) == op),
                          None)
             return s.BinOp(op, self.expr(parts[0]), self.expr(parts[1]), span,
