@@ -71,9 +71,9 @@ def _handling(ignored: bool, newlines: bool, keywords: bool, callback: bool) -> 
 
 
 class _Reduction(NamedTuple):
-    """A rule's reduction, taken apart so that the loop builds the node itself: the steps of
-    lark's callback chain (`ChildFilterLALR*`, then `ExpandSingleChild`, then the tree class),
-    without a call per step."""
+    """A rule's reduction, taken apart so that the loop runs the steps of lark's callback
+    chain itself (`ChildFilterLALR*`, then `ExpandSingleChild`) and calls the tree class
+    directly, not one callback object per step."""
 
     size: int  # how many values it takes
     origin: str  # the rule's left-hand side
