@@ -23,6 +23,7 @@ import re
 import sys
 import warnings
 from importlib import resources
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -198,19 +199,21 @@ def _check_limits(text: str, path: str) -> None:
             Span(file=path, line=1, column=1, end_line=1, end_column=2),
             hint="split the model into several files and import them"))
     depth = 0
-    for bracket in _BRACKET.finditer(text):  # only the brackets: a loop per character is slow
-        if bracket.group() in "([{":
+    # Only the brackets, as strings: a loop per character, or a match object per bracket, is
+    # slow; the place is found again only for the error.
+    for count, bracket in enumerate(_BRACKET.findall(text)):
+        if bracket in "([{":
             depth += 1
             if depth > MAX_NESTING:
-                at = bracket.start()
+                at = next(islice(_BRACKET.finditer(text), count, None)).start()
                 line = text.count("\n", 0, at) + 1
                 column = at - (text.rfind("\n", 0, at) + 1) + 1
                 raise ParseFailure(Diagnostic(
                     "E103", f"brackets are nested more than {MAX_NESTING} deep",
                     Span(file=path, line=line, column=column, end_line=line, end_column=column + 1),
                     hint="name intermediate results instead of nesting expressions"))
-        else:
-            depth = max(depth - 1, 0)
+        elif depth:  # a closer with none open counts as nothing
+            depth -= 1
 
 
 def _point_span(path: str, line: int, column: int, width: int = 1) -> Span:
@@ -339,6 +342,10 @@ def _token_hint(token: Token, expected: set[str]) -> str | None:
     return None
 
 
+_DTYPES = {"dtype_real": "R", "dtype_nat": "N", "dtype_bool": "B"}
+_OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%"}
+
+
 class _Builder:
     """Turns lark's tree into `ncd.syntax` nodes."""
 
@@ -364,7 +371,11 @@ class _Builder:
         return trusted_span(self.path, first.line, first.column, last.end_line, last.end_column)
 
     def ident(self, token: Token) -> s.Ident:
-        return s.Ident(str(token), self.span(token))
+        # `span` of a token, inline: most spans are a name's
+        line = token.line or 1
+        column = token.column or 1
+        return s.Ident(str(token), trusted_span(self.path, line, column, token.end_line or line,
+                                                token.end_column or column + 1))
 
     @staticmethod
     def parts(tree: Tree) -> list[Any]:
@@ -563,7 +574,7 @@ class _Builder:
         bound = None
         if dtype_tree.data == "dtype_nat":
             bound = self.expr(self.parts(dtype_tree)[1])
-        dtype = {"dtype_real": "R", "dtype_nat": "N", "dtype_bool": "B"}[dtype_tree.data]
+        dtype = _DTYPES[dtype_tree.data]
         axes = tuple(self.ident(t) for t in parts[1:] if t is not None)
         return s.TypeExpr(dtype, bound, axes, self.span(tree))
 
@@ -660,9 +671,8 @@ class _Builder:
                     "E103", f"the number `{parts[0]}` is too large", span,
                     hint="numbers must be finite floating-point values"))
             return s.Number(value, False, span)
-        if kind in ("add", "sub", "mul", "div", "floordiv", "mod"):
-            op = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//",
-                  "mod": "%"}[kind]
+        if kind in _OPERATORS:
+            op = _OPERATORS[kind]
             token = next((c for c in node.children if isinstance(c, Token) and str(c) == op),
                          None)
             return s.BinOp(op, self.expr(parts[0]), self.expr(parts[1]), span,

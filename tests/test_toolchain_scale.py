@@ -241,5 +241,15 @@ def test_the_parse_loop_builds_lark_s_tree_and_leaves_errors_to_lark() -> None:
     lark_parser = parser._parser()
     for text in texts:
         assert _same_tree(lalr_driver.parse(lark_parser, text), lark_parser.parse(text))
+    # The loop runs every reduction of the grammar itself (lark's child filters, `?rule`
+    # expansion, the tree class), and passes single values up without a node: the trees
+    # above come from those paths, not from lark's callbacks.
+    tables = lalr_driver._prepare(lark_parser)
+    assert tables is not None
+    actions = [action for row in tables.actions.values() for action in row.values()]
+    reductions = [a for a in actions if isinstance(a, lalr_driver._Reduction)]
+    assert reductions and all(a.build is None for a in reductions)
+    assert any(a.include is not None for a in reductions)
+    assert any(isinstance(a, str) for a in actions)
     for wrong in ("axis m = 4 $", "axis = 4", "def f(X: R[m]) -> R[m] {", "axis m = 4\n)"):
         assert lalr_driver.parse(lark_parser, wrong) is None
