@@ -5,6 +5,7 @@ picks the vertical shift that keeps the most wires straight."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
@@ -66,11 +67,16 @@ def best_offset(differences: Sequence[float], weights: Sequence[float] | None = 
     chain of such steps stays level instead of drifting."""
     if not differences:
         return 0.0
+    keys = [round(d, 2) for d in differences]
+    if keys.count(keys[0]) == len(keys) and (weights is None or weights[0] > 0):
+        # One shift straightens every wire, separators too (the usual case): nothing to
+        # weigh. The counting below would return the first key of a wire that counts (of
+        # equal keys, a zero's sign is the first's): here the first.
+        return keys[0]
     count: dict[float, int] = {}
     minor: dict[float, int] = {}
     first: dict[float, int] = {}
-    for index, d in enumerate(differences):
-        key = round(d, 2)
+    for index, key in enumerate(keys):
         if weights is None or weights[index] > 0:
             count[key] = count.get(key, 0) + 1
             first.setdefault(key, index)
@@ -117,14 +123,21 @@ def clear_of(y0: float, y1: float, y: float, x0: float, x1: float) -> float:
         return x0
     past = y + SEPARATOR_CLEARANCE * (1.0 if y1 > y0 else -1.0)
     share = min(1.0, max(0.0, (past - y0) / (y1 - y0)))
-    # The curve's height runs as smoothstep 3t^2 - 2t^3 of its parameter t: bisect for t.
+    t = _smoothstep_parameter(share)
+    # and as far again to the right: a steep curve is drawn (and checked) as a polyline.
+    return min(x1, x0 + (x1 - x0) * (1.5 * t * (1 - t) + t ** 3) + SEPARATOR_CLEARANCE)
+
+
+@functools.cache
+def _smoothstep_parameter(share: float) -> float:
+    """The parameter t where an S-curve (`curve`) has risen `share` of its height: its
+    height runs as smoothstep 3t^2 - 2t^3 of t, bisected for t. Memoised: the wires of a
+    long chain meet separators at the same few shares."""
     low, high = 0.0, 1.0
     for _ in range(40):
         t = (low + high) / 2
         low, high = (t, high) if 3 * t * t - 2 * t ** 3 < share else (low, t)
-    t = high
-    # and as far again to the right: a steep curve is drawn (and checked) as a polyline.
-    return min(x1, x0 + (x1 - x0) * (1.5 * t * (1 - t) + t ** 3) + SEPARATOR_CLEARANCE)
+    return high
 
 
 def wire_weight(spec: Spec) -> float:
