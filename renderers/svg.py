@@ -33,12 +33,17 @@ _SVG_NAMESPACES = {
 
 
 def path_data(item: Path) -> str:
+    segments = item.segments
+    if len(segments) == 1 and len(segments[0]) == 2 and not item.closed:
+        # a straight wire, most of a diagram's paths: one string at once
+        (x, y), (x1, y1) = item.start, segments[0]
+        return f"M{num(x)} {num(y)}L{num(x1)} {num(y1)}"
     parts = [f"M{num(item.start[0])} {num(item.start[1])}"]
-    for seg in item.segments:
+    for seg in segments:
         if len(seg) == 2:
             parts.append(f"L{num(seg[0])} {num(seg[1])}")
         else:
-            parts.append("C" + " ".join(num(v) for v in seg))
+            parts.append("C" + " ".join(map(num, seg)))
     if item.closed:
         parts.append("Z")
     return "".join(parts)
@@ -76,10 +81,17 @@ def _escape_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+@lru_cache(maxsize=1024)
+def _clean(value: str) -> str:
+    """`xml_clean` of a string that is neither a number nor a label (a colour given in
+    Python), memoised: a diagram paints with a few colours."""
+    return xml_clean(value)
+
+
 def _stroke_attributes(stroke: Stroke | None) -> dict[str, str]:
     if stroke is None:
         return {"stroke": "none"}
-    attributes = {"stroke": stroke.color, "stroke-width": num(stroke.width)}
+    attributes = {"stroke": _clean(stroke.color), "stroke-width": num(stroke.width)}
     if stroke.dash:
         attributes["stroke-dasharray"] = " ".join(num(d) for d in stroke.dash)
     return attributes
@@ -94,7 +106,7 @@ def _attributes(attributes: dict[str, str]) -> str:
 @lru_cache(maxsize=1024)
 def _paint(fill: str | None, stroke: Stroke | None) -> str:
     """The fill and stroke attributes of a shape, written."""
-    return _attributes({"fill": fill or "none", **_stroke_attributes(stroke)})
+    return _attributes({"fill": _clean(fill or "none"), **_stroke_attributes(stroke)})
 
 
 class _Document:
@@ -112,7 +124,8 @@ class _Document:
 
     def shape(self, name: str, attributes: dict[str, str], fill: str | None,
               stroke: Stroke | None) -> None:
-        self.element(name, {**attributes, "fill": fill or "none", **_stroke_attributes(stroke)})
+        self.element(name, {**attributes, "fill": _clean(fill or "none"),
+                            **_stroke_attributes(stroke)})
 
     def path(self, d: str, fill: str | None, stroke: Stroke | None) -> None:
         """A shape given by path data: `d` sorts before every paint attribute, so the paint,
@@ -122,14 +135,16 @@ class _Document:
     def parsed(self, xml: str) -> None:
         """An element given as XML text (a `<text>` from `renderers.text`): parsed safely and
         written again, so it is well-formed and escaped like the rest."""
-        self.parts.append(ElementTree.tostring(fromstring(xml), encoding="unicode"))
+        self.parts.append(xml_clean(ElementTree.tostring(fromstring(xml), encoding="unicode")))
 
 
 def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
     """The SVG document; well-formed XML whatever the labels hold: a character XML 1.0
     forbids (which the parser refuses in the source, but an IR built in Python may carry)
-    becomes U+FFFD where text enters the document, and the document is cleaned again as a
-    whole, for the strings that are not text (a colour given in Python)."""
+    becomes U+FFFD wherever a string that is not a number enters the document (labels,
+    the title, colours given in Python), as cleaning the whole document would make it; the
+    numbers and the document's own markup need none (cleaning tens of megabytes of them
+    took a fifth of the writing)."""
     width, height = num(diagram.width), num(diagram.height)
     document = _Document()
     for item in diagram.sorted_items():
@@ -154,7 +169,7 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
             d = _glyph_path(item.label, item.size)
             if d:
                 document.element("path", {
-                    "d": d, "fill": item.color, "stroke": "none",
+                    "d": d, "fill": _clean(item.color), "stroke": "none",
                     "transform": f"translate({num(item.x)} {num(item.y)})",
                     "aria-label": xml_clean(item.label.plain_text()),
                 })
@@ -171,6 +186,6 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
     head.element("defs", {})
     if diagram.background:
         head.element("rect", {"x": "0", "y": "0", "width": width, "height": height,
-                              "fill": diagram.background})
-    body = "".join(head.parts) + "".join(document.parts)
-    return xml_clean(f"<svg{_attributes(root)}>{body}</svg>")
+                              "fill": _clean(diagram.background)})
+    return "".join([xml_clean(f"<svg{_attributes(root)}>"), *head.parts, *document.parts,
+                    "</svg>"])
