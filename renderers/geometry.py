@@ -14,7 +14,7 @@ diagram library composes pictures.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from itertools import pairwise
 from math import copysign
@@ -404,12 +404,22 @@ def placed_items(items: Iterable[Drawn]) -> list[Item]:
 def _place(items: Iterable[Drawn], xs: tuple[float, ...], ys: tuple[float, ...],
            out: list[Item]) -> None:
     """All but the labels of `items`, shifted by the groups round them and by `xs`, `ys`."""
+    append = out.append
     for item in items:
         if isinstance(item, Group):
             # innermost shift first: the order a panel nested in others was moved in
             _place(item.items, _before(item.dx, xs), _before(item.dy, ys), out)
+        elif type(item) is Path and len(item.segments) == 1 and len(item.segments[0]) == 2:
+            # a straight wire, the most common item, moved as `_shifted` moves it, in place
+            (x, y), (x1, y1) = item.start, item.segments[0]
+            for dx in xs:
+                x, x1 = x + dx, x1 + dx
+            for dy in ys:
+                y, y1 = y + dy, y1 + dy
+            append(Path((x, y), ((x1, y1),), item.stroke, item.fill, item.closed, item.wire,
+                        item.role, item.free_ends, item.layer))
         else:
-            out.append(_shifted(item, xs, ys))
+            append(_shifted(item, xs, ys))
 
 
 def _place_texts(texts: Iterable[Text | Group], xs: tuple[float, ...], ys: tuple[float, ...],
@@ -454,19 +464,10 @@ def _along(value: float, shifts: tuple[float, ...]) -> float:
 def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
     """`item` moved by each shift of `xs` across and of `ys` down, in order: the numbers
     moving it level by level gives, without the items in between."""
-    if isinstance(item, Path):
+    if isinstance(item, Path):  # (`_place` moves the straight wires itself, alike)
         x, y = item.start
-        segments: Sequence[Segment] = item.segments
-        if len(segments) == 1 and len(segments[0]) == 2:  # a straight wire, the most common
-            x1, y1 = segments[0]
-            for dx in xs:
-                x, x1 = x + dx, x1 + dx
-            for dy in ys:
-                y, y1 = y + dy, y1 + dy
-            return Path((x, y), ((x1, y1),), item.stroke, item.fill, item.closed, item.wire,
-                        item.role, item.free_ends, item.layer)
         moved = [[_along(v, ys) if k % 2 else _along(v, xs) for k, v in enumerate(s)]
-                 for s in segments]
+                 for s in item.segments]
         return Path((_along(x, xs), _along(y, ys)), tuple([tuple(s) for s in moved]),
                     item.stroke, item.fill, item.closed, item.wire, item.role, item.free_ends,
                     item.layer)
