@@ -415,12 +415,15 @@ def _join_shift(first: Panel, second: Panel) -> tuple[float, float]:
     if differences:
         # Among equally good shifts: first the one that keeps straight the wires passing
         # through `second` unchanged (the main line beside a branch), then the lowest picture.
-        passing = {e.wire for e in second.right} & {e.wire for e in second.left}
-        through = [d for d, b in zip(differences, second.left, strict=True)
-                   if b.wire in passing and b.spec.kind != "sep"]
+        # (found when a tie asks for it: most joins have one shift that suits every wire)
+        through: list[list[float]] = []
 
         def cost(shift: float) -> float:
-            straight = sum(1 for d in through if abs(d - shift) < 0.01)
+            if not through:
+                passing = {e.wire for e in second.right} & {e.wire for e in second.left}
+                through.append([d for d, b in zip(differences, second.left, strict=True)
+                                if b.wire in passing and b.spec.kind != "sep"])
+            straight = sum(1 for d in through[0] if abs(d - shift) < 0.01)
             return -1000.0 * straight + (max(first.bottom, second.bottom + shift)
                                          - min(first.top, second.top + shift))
 
