@@ -428,8 +428,15 @@ def _place_texts(texts: Iterable[Text | Group], xs: tuple[float, ...], ys: tuple
     for text in texts:
         if isinstance(text, Group):
             _place_texts(text.texts, _before(text.dx, xs), _before(text.dy, ys), out)
-        else:
-            out.append(_shifted(text, xs, ys))
+            continue
+        # moved as `_shifted` moves a label, here without a call per coordinate
+        x, y = text.x, text.y
+        for dx in xs:
+            x += dx
+        for dy in ys:
+            y += dy
+        out.append(Text(text.label, x, y, text.size, text.color, text.width, text.ascent,
+                        text.descent, text.owner, text.role, text.layer, text.wire))
 
 
 def path_ends(items: Iterable[Drawn], role: WireRole, xs: tuple[float, ...] = ()
