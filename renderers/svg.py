@@ -50,10 +50,13 @@ def path_data(item: Path) -> str:
 
 
 @lru_cache(maxsize=16384)
-def _glyph_path(label: Label, size: float) -> str:
-    """A label's outline at the origin; placed with a translation, so thousands of equal
-    labels cost one outline computation each."""
-    return label.svg_path(0.0, 0.0, size)
+def _glyph_attributes(label: Label, size: float) -> tuple[str, str]:
+    """A label's outline at the origin (placed with a translation, so thousands of equal
+    labels cost one outline computation each) and its `aria-label` attribute, both written
+    as `_attributes` writes them (the attribute left out where the text is empty)."""
+    name = xml_clean(label.plain_text())
+    return (_escape_attribute(label.svg_path(0.0, 0.0, size)),
+            f' aria-label="{_escape_attribute(name)}"' if name else "")
 
 
 def _escape_attribute(value: str) -> str:
@@ -109,6 +112,12 @@ def _paint(fill: str | None, stroke: Stroke | None) -> str:
     return _attributes({"fill": _clean(fill or "none"), **_stroke_attributes(stroke)})
 
 
+@lru_cache(maxsize=1024)
+def _glyph_paint(color: str) -> str:
+    """The fill and stroke attributes of a label's outline, written."""
+    return _attributes({"fill": _clean(color), "stroke": "none"})
+
+
 class _Document:
     """The document's text, element by element."""
 
@@ -129,8 +138,18 @@ class _Document:
 
     def path(self, d: str, fill: str | None, stroke: Stroke | None) -> None:
         """A shape given by path data: `d` sorts before every paint attribute, so the paint,
-        written once for each fill and stroke, follows it as it is (wires share a few)."""
-        self.parts.append(f'<path d="{_escape_attribute(d)}"{_paint(fill, stroke)} />')
+        written once for each fill and stroke, follows it as it is (wires share a few). The
+        data is numbers and command letters: nothing in it to escape."""
+        self.parts.append(f'<path d="{d}"{_paint(fill, stroke)} />')
+
+    def glyphs(self, label: Label, size: float, color: str, x: float, y: float) -> None:
+        """A label as glyph outlines: the `<path>` that `element` writes with the attributes
+        `aria-label`, `d`, `fill`, `stroke` and `transform` (in that order, by name), the
+        label's and the colour's parts written once each."""
+        d, name = _glyph_attributes(label, size)
+        if d:
+            self.parts.append(f'<path{name} d="{d}"{_glyph_paint(color)} '
+                              f'transform="translate({num(x)} {num(y)})" />')
 
     def parsed(self, xml: str) -> None:
         """An element given as XML text (a `<text>` from `renderers.text`): parsed safely and
@@ -166,13 +185,7 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
             if text == "text":
                 document.parsed(svg_text_element(item.label, item.x, item.y, item.size))
                 continue
-            d = _glyph_path(item.label, item.size)
-            if d:
-                document.element("path", {
-                    "d": d, "fill": _clean(item.color), "stroke": "none",
-                    "transform": f"translate({num(item.x)} {num(item.y)})",
-                    "aria-label": xml_clean(item.label.plain_text()),
-                })
+            document.glyphs(item.label, item.size, item.color, item.x, item.y)
         else:
             assert_never(item)
     root = {
