@@ -315,14 +315,15 @@ def _pruned(candidates: list[Candidate], dy: float, bound: float, lowest: bool
             ) -> tuple[Candidate, ...]:
     """`candidates` moved by `dy`, less those that cannot be the extreme: farther than
     `_NEAR` from the best of them or beyond `bound` (the moved coordinates' extreme)."""
-    moved = [(b + dy, o) for b, o in candidates]
-    if not moved:
+    if not candidates:
         return ()
+    moved = [(b + dy, o) for b, o in candidates]
+    heights = [b + o for b, o in moved]  # each summed once, for the extreme and the test
     if lowest:
-        best = min(min(b + o for b, o in moved), bound)
-        return tuple(c for c in moved if c[0] + c[1] <= best + _NEAR)
-    best = max(max(b + o for b, o in moved), bound)
-    return tuple(c for c in moved if c[0] + c[1] >= best - _NEAR)
+        limit = min(min(heights), bound) + _NEAR
+        return tuple([c for c, h in zip(moved, heights, strict=True) if h <= limit])
+    limit = max(max(heights), bound) - _NEAR
+    return tuple([c for c, h in zip(moved, heights, strict=True) if h >= limit])
 
 
 _INF = float("inf")
