@@ -340,6 +340,8 @@ def group(items: Iterable[Drawn], dx: float, dy: float) -> list[Drawn]:
     bottoms: list[Candidate] = []
     text_tops: list[Candidate] = []
     text_bottoms: list[Candidate] = []
+    # (`if y < low: low = y` is `low = min(low, y)`, which keeps the first of equal values,
+    # without the call; likewise for `high`)
     for item in items:
         if type(item) is Text:
             texts.append(item)
@@ -347,23 +349,37 @@ def group(items: Iterable[Drawn], dx: float, dy: float) -> list[Drawn]:
             text_bottoms.append((item.y, item.descent))
             continue
         rest.append(item)
-        if type(item) is Group:
-            low, high = min(low, item.low), max(high, item.high)
+        if type(item) is Path and len(item.segments) == 1 and len(item.segments[0]) == 2:
+            # a straight wire, the most common item: its `y_extent` in place
+            a, b = item.start[1], item.segments[0][1]
+            y0, y1 = (b if b < a else a), (b if b > a else a)
+        elif type(item) is Group:
+            if item.low < low:
+                low = item.low
+            if item.high > high:
+                high = item.high
             tops.extend(item.tops)
             bottoms.extend(item.bottoms)
             if item.texts:
                 texts.append(item)
                 text_tops.extend(item.text_tops)
                 text_bottoms.extend(item.text_bottoms)
+            continue
         elif type(item) is Rect:
-            low = min(low, item.y)
+            if item.y < low:
+                low = item.y
             bottoms.append((item.y, item.height))
+            continue
         elif type(item) is Circle:
             tops.append((item.cy, -item.r))
             bottoms.append((item.cy, item.r))
+            continue
         else:
             y0, y1 = item.y_extent()
-            low, high = min(low, y0), max(high, y1)
+        if y0 < low:
+            low = y0
+        if y1 > high:
+            high = y1
     if not rest and not texts:
         return []
     low, high = low + dy, high + dy
