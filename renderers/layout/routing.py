@@ -97,8 +97,10 @@ def crossed(separator: tuple[float, float], moves: Sequence[tuple[float, float]]
     from `separator[0]` to `separator[1]` in a routing column: the column regroups the arrays,
     so the separator stops at its edges instead of running through wires."""
     y0, y1 = separator
-    return any((a - y0) * (b - y1) < 0 or (abs(a - y0) < EPS) != (abs(b - y1) < EPS)
-               for a, b in moves)
+    for a, b in moves:  # (a loop, not `any` of a generator: called for every separator)
+        if (a - y0) * (b - y1) < 0 or (abs(a - y0) < EPS) != (abs(b - y1) < EPS):
+            return True
+    return False
 
 
 def stops(y0: float, y1: float, moves: Sequence[tuple[float, float]],
@@ -220,7 +222,8 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     labels_right = labels if labels_right is None else labels_right
     zone_left = label_zone_width([s for k, s in enumerate(left)
                                   if not any(src.first <= k < src.first + src.count
-                                             for src in sources)]) if labels_left else 0.0
+                                             for src in sources)] if sources else left
+                                 ) if labels_left else 0.0
     for source, card_w, _ in cards:
         # Room right of the card for the names of its wires.
         names = label_zone_width(left[source.first:source.first + source.count])
@@ -464,12 +467,12 @@ def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False
         if drop:
             second_items = [it for it in opened(placed.items)
                             if not (isinstance(it, Text) and it in drop)]
-    heights = [(a.y, b.y + dy) for a, b in zip(first.right, second.left, strict=True)
-             if a.spec.kind != "sep"]
-    for a, b in zip(first.right, second.left, strict=True):
-        if a.spec.kind == "sep" and crossed((a.y, b.y + dy), heights):
-            continue  # the column regroups the arrays: the separator stops at its edges
-        if width > 0:
+    if width > 0:  # the routing column between them (none where every wire runs straight)
+        heights = [(a.y, b.y + dy) for a, b in zip(first.right, second.left, strict=True)
+                   if a.spec.kind != "sep"]
+        for a, b in zip(first.right, second.left, strict=True):
+            if a.spec.kind == "sep" and crossed((a.y, b.y + dy), heights):
+                continue  # the column regroups the arrays: the separator stops at its edges
             items.append(wire_path(ctx, a.spec, a.wire, (first.width, a.y),
                                    [curve(first.width, a.y, first.width + width, b.y + dy)]))
     items.extend(second_items)
