@@ -130,7 +130,7 @@ def clear_of(y0: float, y1: float, y: float, x0: float, x1: float) -> float:
     return min(x1, x0 + (x1 - x0) * (1.5 * t * (1 - t) + t ** 3) + SEPARATOR_CLEARANCE)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)  # bounded: a language server runs for hours
 def _smoothstep_parameter(share: float) -> float:
     """The parameter t where an S-curve (`curve`) has risen `share` of its height: its
     height runs as smoothstep 3t^2 - 2t^3 of t, bisected for t. Memoised: the wires of a
