@@ -14,7 +14,7 @@ diagram library composes pictures.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from itertools import pairwise
 from math import copysign
@@ -315,14 +315,15 @@ def _pruned(candidates: list[Candidate], dy: float, bound: float, lowest: bool
             ) -> tuple[Candidate, ...]:
     """`candidates` moved by `dy`, less those that cannot be the extreme: farther than
     `_NEAR` from the best of them or beyond `bound` (the moved coordinates' extreme)."""
-    moved = [(b + dy, o) for b, o in candidates]
-    if not moved:
+    if not candidates:
         return ()
+    moved = [(b + dy, o) for b, o in candidates]
+    heights = [b + o for b, o in moved]  # each summed once, for the extreme and the test
     if lowest:
-        best = min(min(b + o for b, o in moved), bound)
-        return tuple(c for c in moved if c[0] + c[1] <= best + _NEAR)
-    best = max(max(b + o for b, o in moved), bound)
-    return tuple(c for c in moved if c[0] + c[1] >= best - _NEAR)
+        limit = min(min(heights), bound) + _NEAR
+        return tuple([c for c, h in zip(moved, heights, strict=True) if h <= limit])
+    limit = max(max(heights), bound) - _NEAR
+    return tuple([c for c, h in zip(moved, heights, strict=True) if h >= limit])
 
 
 _INF = float("inf")
@@ -339,6 +340,8 @@ def group(items: Iterable[Drawn], dx: float, dy: float) -> list[Drawn]:
     bottoms: list[Candidate] = []
     text_tops: list[Candidate] = []
     text_bottoms: list[Candidate] = []
+    # (`if y < low: low = y` is `low = min(low, y)`, which keeps the first of equal values,
+    # without the call; likewise for `high`)
     for item in items:
         if type(item) is Text:
             texts.append(item)
@@ -346,23 +349,37 @@ def group(items: Iterable[Drawn], dx: float, dy: float) -> list[Drawn]:
             text_bottoms.append((item.y, item.descent))
             continue
         rest.append(item)
-        if type(item) is Group:
-            low, high = min(low, item.low), max(high, item.high)
+        if type(item) is Path and len(item.segments) == 1 and len(item.segments[0]) == 2:
+            # a straight wire, the most common item: its `y_extent` in place
+            a, b = item.start[1], item.segments[0][1]
+            y0, y1 = (b if b < a else a), (b if b > a else a)
+        elif type(item) is Group:
+            if item.low < low:
+                low = item.low
+            if item.high > high:
+                high = item.high
             tops.extend(item.tops)
             bottoms.extend(item.bottoms)
             if item.texts:
                 texts.append(item)
                 text_tops.extend(item.text_tops)
                 text_bottoms.extend(item.text_bottoms)
+            continue
         elif type(item) is Rect:
-            low = min(low, item.y)
+            if item.y < low:
+                low = item.y
             bottoms.append((item.y, item.height))
+            continue
         elif type(item) is Circle:
             tops.append((item.cy, -item.r))
             bottoms.append((item.cy, item.r))
+            continue
         else:
             y0, y1 = item.y_extent()
-            low, high = min(low, y0), max(high, y1)
+        if y0 < low:
+            low = y0
+        if y1 > high:
+            high = y1
     if not rest and not texts:
         return []
     low, high = low + dy, high + dy
@@ -404,12 +421,22 @@ def placed_items(items: Iterable[Drawn]) -> list[Item]:
 def _place(items: Iterable[Drawn], xs: tuple[float, ...], ys: tuple[float, ...],
            out: list[Item]) -> None:
     """All but the labels of `items`, shifted by the groups round them and by `xs`, `ys`."""
+    append = out.append
     for item in items:
         if isinstance(item, Group):
             # innermost shift first: the order a panel nested in others was moved in
             _place(item.items, _before(item.dx, xs), _before(item.dy, ys), out)
+        elif type(item) is Path and len(item.segments) == 1 and len(item.segments[0]) == 2:
+            # a straight wire, the most common item, moved as `_shifted` moves it, in place
+            (x, y), (x1, y1) = item.start, item.segments[0]
+            for dx in xs:
+                x, x1 = x + dx, x1 + dx
+            for dy in ys:
+                y, y1 = y + dy, y1 + dy
+            append(Path((x, y), ((x1, y1),), item.stroke, item.fill, item.closed, item.wire,
+                        item.role, item.free_ends, item.layer))
         else:
-            out.append(_shifted(item, xs, ys))
+            append(_shifted(item, xs, ys))
 
 
 def _place_texts(texts: Iterable[Text | Group], xs: tuple[float, ...], ys: tuple[float, ...],
@@ -418,8 +445,15 @@ def _place_texts(texts: Iterable[Text | Group], xs: tuple[float, ...], ys: tuple
     for text in texts:
         if isinstance(text, Group):
             _place_texts(text.texts, _before(text.dx, xs), _before(text.dy, ys), out)
-        else:
-            out.append(_shifted(text, xs, ys))
+            continue
+        # moved as `_shifted` moves a label, here without a call per coordinate
+        x, y = text.x, text.y
+        for dx in xs:
+            x += dx
+        for dy in ys:
+            y += dy
+        out.append(Text(text.label, x, y, text.size, text.color, text.width, text.ascent,
+                        text.descent, text.owner, text.role, text.layer, text.wire))
 
 
 def path_ends(items: Iterable[Drawn], role: WireRole, xs: tuple[float, ...] = ()
@@ -454,19 +488,10 @@ def _along(value: float, shifts: tuple[float, ...]) -> float:
 def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
     """`item` moved by each shift of `xs` across and of `ys` down, in order: the numbers
     moving it level by level gives, without the items in between."""
-    if isinstance(item, Path):
+    if isinstance(item, Path):  # (`_place` moves the straight wires itself, alike)
         x, y = item.start
-        segments: Sequence[Segment] = item.segments
-        if len(segments) == 1 and len(segments[0]) == 2:  # a straight wire, the most common
-            x1, y1 = segments[0]
-            for dx in xs:
-                x, x1 = x + dx, x1 + dx
-            for dy in ys:
-                y, y1 = y + dy, y1 + dy
-            return Path((x, y), ((x1, y1),), item.stroke, item.fill, item.closed, item.wire,
-                        item.role, item.free_ends, item.layer)
         moved = [[_along(v, ys) if k % 2 else _along(v, xs) for k, v in enumerate(s)]
-                 for s in segments]
+                 for s in item.segments]
         return Path((_along(x, xs), _along(y, ys)), tuple([tuple(s) for s in moved]),
                     item.stroke, item.fill, item.closed, item.wire, item.role, item.free_ends,
                     item.layer)

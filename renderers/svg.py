@@ -33,22 +33,30 @@ _SVG_NAMESPACES = {
 
 
 def path_data(item: Path) -> str:
+    segments = item.segments
+    if len(segments) == 1 and len(segments[0]) == 2 and not item.closed:
+        # a straight wire, most of a diagram's paths: one string at once
+        (x, y), (x1, y1) = item.start, segments[0]
+        return f"M{num(x)} {num(y)}L{num(x1)} {num(y1)}"
     parts = [f"M{num(item.start[0])} {num(item.start[1])}"]
-    for seg in item.segments:
+    for seg in segments:
         if len(seg) == 2:
             parts.append(f"L{num(seg[0])} {num(seg[1])}")
         else:
-            parts.append("C" + " ".join(num(v) for v in seg))
+            parts.append("C" + " ".join(map(num, seg)))
     if item.closed:
         parts.append("Z")
     return "".join(parts)
 
 
 @lru_cache(maxsize=16384)
-def _glyph_path(label: Label, size: float) -> str:
-    """A label's outline at the origin; placed with a translation, so thousands of equal
-    labels cost one outline computation each."""
-    return label.svg_path(0.0, 0.0, size)
+def _glyph_attributes(label: Label, size: float) -> tuple[str, str]:
+    """A label's outline at the origin (placed with a translation, so thousands of equal
+    labels cost one outline computation each) and its `aria-label` attribute, both written
+    as `_attributes` writes them (the attribute left out where the text is empty)."""
+    name = xml_clean(label.plain_text())
+    return (_escape_attribute(label.svg_path(0.0, 0.0, size)),
+            f' aria-label="{_escape_attribute(name)}"' if name else "")
 
 
 def _escape_attribute(value: str) -> str:
@@ -76,10 +84,17 @@ def _escape_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+@lru_cache(maxsize=1024)
+def _clean(value: str) -> str:
+    """`xml_clean` of a string that is neither a number nor a label (a colour given in
+    Python), memoised: a diagram paints with a few colours."""
+    return xml_clean(value)
+
+
 def _stroke_attributes(stroke: Stroke | None) -> dict[str, str]:
     if stroke is None:
         return {"stroke": "none"}
-    attributes = {"stroke": stroke.color, "stroke-width": num(stroke.width)}
+    attributes = {"stroke": _clean(stroke.color), "stroke-width": num(stroke.width)}
     if stroke.dash:
         attributes["stroke-dasharray"] = " ".join(num(d) for d in stroke.dash)
     return attributes
@@ -94,7 +109,13 @@ def _attributes(attributes: dict[str, str]) -> str:
 @lru_cache(maxsize=1024)
 def _paint(fill: str | None, stroke: Stroke | None) -> str:
     """The fill and stroke attributes of a shape, written."""
-    return _attributes({"fill": fill or "none", **_stroke_attributes(stroke)})
+    return _attributes({"fill": _clean(fill or "none"), **_stroke_attributes(stroke)})
+
+
+@lru_cache(maxsize=1024)
+def _glyph_paint(color: str) -> str:
+    """The fill and stroke attributes of a label's outline, written."""
+    return _attributes({"fill": _clean(color), "stroke": "none"})
 
 
 class _Document:
@@ -112,24 +133,37 @@ class _Document:
 
     def shape(self, name: str, attributes: dict[str, str], fill: str | None,
               stroke: Stroke | None) -> None:
-        self.element(name, {**attributes, "fill": fill or "none", **_stroke_attributes(stroke)})
+        self.element(name, {**attributes, "fill": _clean(fill or "none"),
+                            **_stroke_attributes(stroke)})
 
     def path(self, d: str, fill: str | None, stroke: Stroke | None) -> None:
         """A shape given by path data: `d` sorts before every paint attribute, so the paint,
-        written once for each fill and stroke, follows it as it is (wires share a few)."""
-        self.parts.append(f'<path d="{_escape_attribute(d)}"{_paint(fill, stroke)} />')
+        written once for each fill and stroke, follows it as it is (wires share a few). The
+        data is numbers and command letters: nothing in it to escape."""
+        self.parts.append(f'<path d="{d}"{_paint(fill, stroke)} />')
+
+    def glyphs(self, label: Label, size: float, color: str, x: float, y: float) -> None:
+        """A label as glyph outlines: the `<path>` that `element` writes with the attributes
+        `aria-label`, `d`, `fill`, `stroke` and `transform` (in that order, by name), the
+        label's and the colour's parts written once each."""
+        d, name = _glyph_attributes(label, size)
+        if d:
+            self.parts.append(f'<path{name} d="{d}"{_glyph_paint(color)} '
+                              f'transform="translate({num(x)} {num(y)})" />')
 
     def parsed(self, xml: str) -> None:
         """An element given as XML text (a `<text>` from `renderers.text`): parsed safely and
         written again, so it is well-formed and escaped like the rest."""
-        self.parts.append(ElementTree.tostring(fromstring(xml), encoding="unicode"))
+        self.parts.append(xml_clean(ElementTree.tostring(fromstring(xml), encoding="unicode")))
 
 
 def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
     """The SVG document; well-formed XML whatever the labels hold: a character XML 1.0
     forbids (which the parser refuses in the source, but an IR built in Python may carry)
-    becomes U+FFFD where text enters the document, and the document is cleaned again as a
-    whole, for the strings that are not text (a colour given in Python)."""
+    becomes U+FFFD wherever a string that is not a number enters the document (labels,
+    the title, colours given in Python), as cleaning the whole document would make it; the
+    numbers and the document's own markup need none (cleaning tens of megabytes of them
+    took a fifth of the writing)."""
     width, height = num(diagram.width), num(diagram.height)
     document = _Document()
     for item in diagram.sorted_items():
@@ -151,13 +185,7 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
             if text == "text":
                 document.parsed(svg_text_element(item.label, item.x, item.y, item.size))
                 continue
-            d = _glyph_path(item.label, item.size)
-            if d:
-                document.element("path", {
-                    "d": d, "fill": item.color, "stroke": "none",
-                    "transform": f"translate({num(item.x)} {num(item.y)})",
-                    "aria-label": xml_clean(item.label.plain_text()),
-                })
+            document.glyphs(item.label, item.size, item.color, item.x, item.y)
         else:
             assert_never(item)
     root = {
@@ -171,6 +199,6 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
     head.element("defs", {})
     if diagram.background:
         head.element("rect", {"x": "0", "y": "0", "width": width, "height": height,
-                              "fill": diagram.background})
-    body = "".join(head.parts) + "".join(document.parts)
-    return xml_clean(f"<svg{_attributes(root)}>{body}</svg>")
+                              "fill": _clean(diagram.background)})
+    return "".join([xml_clean(f"<svg{_attributes(root)}>"), *head.parts, *document.parts,
+                    "</svg>"])

@@ -124,6 +124,19 @@ class Label:
 
     runs: tuple[Run, ...]
 
+    def __hash__(self) -> int:
+        # The hash `dataclass` would give (of the fields' tuple), computed once: a large
+        # diagram hashes the same labels hundreds of thousands of times (each measurement
+        # looks one up in a memo), and hashing the runs hashes every run's fields again.
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = self.__dict__["_hash"] = hash((self.runs,))
+        return cached
+
+    def __getstate__(self) -> dict[str, object]:
+        # the cached hash belongs to this process (strings hash differently in another)
+        return {"runs": self.runs}
+
     # ------------------------------------------------------------------ constructors
 
     @staticmethod

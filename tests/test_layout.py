@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from math import copysign
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from ncd.renderers.geometry import (
 )
 from ncd.renderers.glyphs import GLYPHS, THEMES, block_fill
 from ncd.renderers.layout import LABEL_SIZE, PITCH
+from ncd.renderers.layout.routing import best_offset
 from ncd.renderers.text import Label
 
 import ncd
@@ -455,3 +457,13 @@ def test_separator_level_across_a_fan_of_the_scanned_axis_stops_at_it() -> None:
     assert len(heights) == 2
     lower = max(heights)
     assert any(abs(p.end[1] - lower) < 0.01 and p.end[0] > d.width - 0.01 for p in separators)
+
+
+def test_best_offset_of_one_shift_keeps_the_sign_of_the_first_wire_that_counts() -> None:
+    """Where every wire moves by the same rounded shift, that shift is taken; of a zero, the
+    sign the first wire that counts gives it (a separator before it only breaks ties)."""
+    assert best_offset([2.004, 1.996, 2.0]) == 2.0
+    assert copysign(1.0, best_offset([-0.001, 0.001])) == -1.0
+    assert copysign(1.0, best_offset([-0.001, 0.001], [0.0, 1.0])) == 1.0
+    assert copysign(1.0, best_offset([-0.001, 0.001], [0.0, 0.0])) == -1.0
+    assert best_offset([0.0, 5.0, 5.0], [1.0, 1.0, 0.0]) == 0.0  # ties: the topmost wire

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from defusedxml.ElementTree import fromstring
 from ncd.renderers import RenderOptions, diagram, render_svg, svg
+from ncd.renderers.geometry import Circle, Stroke, Text
 from ncd.renderers.geometry import Path as PathItem
-from ncd.renderers.geometry import Stroke, Text
 from ncd.renderers.text import xml_clean
 
 from ncd import ir
@@ -118,7 +118,11 @@ def test_every_string_reads_back_as_written(samples: ir.Program) -> None:
     base = diagram(samples, "linear")
     wire = PathItem(start=(0.0, 0.0), segments=((1.0, 1.0),),
                     stroke=Stroke(color=odd, width=1.0, dash=(2.0, 1.0)), fill=odd)
-    drawn = dataclasses.replace(base, title=odd, background=odd, items=(*base.items, wire))
+    label = next(item for item in base.items if isinstance(item, Text))
+    coloured = [dataclasses.replace(label, color=odd),
+                Circle(1.0, 1.0, 1.0, odd, Stroke(color=odd, width=0.5))]
+    drawn = dataclasses.replace(base, title=odd, background=odd,
+                                items=(*base.items, wire, *coloured))
     for text in ("paths", "text"):
         root = fromstring(svg.render(drawn, text=text))
         clean = xml_clean(odd)
@@ -128,6 +132,10 @@ def test_every_string_reads_back_as_written(samples: ir.Program) -> None:
         assert next(root.iter(f"{SVG}rect")).get("fill") == clean
         (added,) = (e for e in root.iter(f"{SVG}path") if e.get("stroke-dasharray") == "2 1")
         assert (added.get("fill"), added.get("stroke")) == (clean, clean)
+        (circle,) = (e for e in root.iter(f"{SVG}circle") if e.get("stroke-width") == "0.5")
+        assert (circle.get("fill"), circle.get("stroke")) == (clean, clean)
+        if text == "paths":  # a label's colour (`<text>` mode draws in the reader's colours)
+            assert clean in {e.get("fill") for e in root.iter(f"{SVG}path") if e.get("aria-label")}
 
 
 def test_themes(samples: ir.Program) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 import subprocess
 import sys
@@ -261,3 +262,15 @@ def test_thousand_labels_read_each_glyph_once() -> None:
     for i, label in enumerate(labels):
         label.svg_path(i * 1.5, i * 0.5, 10)
     assert text_module._glyph.cache_info().misses - read_before == read
+
+
+def test_hash_is_the_hash_of_the_fields_and_stays_in_its_process() -> None:
+    """A label's hash is computed once, and is the one a frozen dataclass gives (the hash of
+    its fields' tuple); a pickled label carries its runs alone (a string hashes otherwise in
+    another process)."""
+    label = Label.axis("d_ff")
+    assert hash(label) == hash((label.runs,)) == hash(Label(label.runs))
+    assert label == Label(label.runs) and label != Label.axis("d_k")
+    restored = pickle.loads(pickle.dumps(label))
+    assert restored == label and hash(restored) == hash(label)
+    assert pickle.loads(pickle.dumps(label)).__dict__ == {"runs": label.runs}

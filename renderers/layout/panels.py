@@ -117,7 +117,12 @@ class Panel:
         top = min(ys, default=0.0)
         bottom = max(ys, default=0.0)
         for item in self.items:
-            y0, y1 = item.y_extent()
+            if type(item) is Path and len(item.segments) == 1 and len(item.segments[0]) == 2:
+                # a straight wire, the most common item: its `y_extent`, without the call
+                a, b = item.start[1], item.segments[0][1]
+                y0, y1 = (b if b < a else a), (b if b > a else a)
+            else:
+                y0, y1 = item.y_extent()
             if y0 < top:
                 top = y0
             if y1 > bottom:
@@ -138,7 +143,7 @@ def _ends_moved(ends: list[End], dy: float) -> list[End]:
     zero changes no height but a negative zero, which is moved as before."""
     if dy == 0.0:
         return [e if e.y != 0.0 else e.moved(dy) for e in ends]
-    return [e.moved(dy) for e in ends]
+    return [End(e.y + dy, e.wire, e.spec, e.joint) for e in ends]  # (`End.moved`, inlined)
 
 
 def dtype_shown(array: ir.ArrayType) -> bool:

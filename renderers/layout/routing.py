@@ -5,6 +5,7 @@ picks the vertical shift that keeps the most wires straight."""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
@@ -66,11 +67,16 @@ def best_offset(differences: Sequence[float], weights: Sequence[float] | None = 
     chain of such steps stays level instead of drifting."""
     if not differences:
         return 0.0
+    keys = [round(d, 2) for d in differences]
+    if keys.count(keys[0]) == len(keys) and (weights is None or weights[0] > 0):
+        # One shift straightens every wire, separators too (the usual case): nothing to
+        # weigh. The counting below would return the first key of a wire that counts (of
+        # equal keys, a zero's sign is the first's): here the first.
+        return keys[0]
     count: dict[float, int] = {}
     minor: dict[float, int] = {}
     first: dict[float, int] = {}
-    for index, d in enumerate(differences):
-        key = round(d, 2)
+    for index, key in enumerate(keys):
         if weights is None or weights[index] > 0:
             count[key] = count.get(key, 0) + 1
             first.setdefault(key, index)
@@ -91,8 +97,10 @@ def crossed(separator: tuple[float, float], moves: Sequence[tuple[float, float]]
     from `separator[0]` to `separator[1]` in a routing column: the column regroups the arrays,
     so the separator stops at its edges instead of running through wires."""
     y0, y1 = separator
-    return any((a - y0) * (b - y1) < 0 or (abs(a - y0) < EPS) != (abs(b - y1) < EPS)
-               for a, b in moves)
+    for a, b in moves:  # (a loop, not `any` of a generator: called for every separator)
+        if (a - y0) * (b - y1) < 0 or (abs(a - y0) < EPS) != (abs(b - y1) < EPS):
+            return True
+    return False
 
 
 def stops(y0: float, y1: float, moves: Sequence[tuple[float, float]],
@@ -117,14 +125,21 @@ def clear_of(y0: float, y1: float, y: float, x0: float, x1: float) -> float:
         return x0
     past = y + SEPARATOR_CLEARANCE * (1.0 if y1 > y0 else -1.0)
     share = min(1.0, max(0.0, (past - y0) / (y1 - y0)))
-    # The curve's height runs as smoothstep 3t^2 - 2t^3 of its parameter t: bisect for t.
+    t = _smoothstep_parameter(share)
+    # and as far again to the right: a steep curve is drawn (and checked) as a polyline.
+    return min(x1, x0 + (x1 - x0) * (1.5 * t * (1 - t) + t ** 3) + SEPARATOR_CLEARANCE)
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: a language server runs for hours
+def _smoothstep_parameter(share: float) -> float:
+    """The parameter t where an S-curve (`curve`) has risen `share` of its height: its
+    height runs as smoothstep 3t^2 - 2t^3 of t, bisected for t. Memoised: the wires of a
+    long chain meet separators at the same few shares."""
     low, high = 0.0, 1.0
     for _ in range(40):
         t = (low + high) / 2
         low, high = (t, high) if 3 * t * t - 2 * t ** 3 < share else (low, t)
-    t = high
-    # and as far again to the right: a steep curve is drawn (and checked) as a polyline.
-    return min(x1, x0 + (x1 - x0) * (1.5 * t * (1 - t) + t ** 3) + SEPARATOR_CLEARANCE)
+    return high
 
 
 def wire_weight(spec: Spec) -> float:
@@ -207,7 +222,8 @@ def assemble(ctx: Context, left: Sequence[Spec], in_ids: Sequence[int],
     labels_right = labels if labels_right is None else labels_right
     zone_left = label_zone_width([s for k, s in enumerate(left)
                                   if not any(src.first <= k < src.first + src.count
-                                             for src in sources)]) if labels_left else 0.0
+                                             for src in sources)] if sources else left
+                                 ) if labels_left else 0.0
     for source, card_w, _ in cards:
         # Room right of the card for the names of its wires.
         names = label_zone_width(left[source.first:source.first + source.count])
@@ -402,12 +418,15 @@ def _join_shift(first: Panel, second: Panel) -> tuple[float, float]:
     if differences:
         # Among equally good shifts: first the one that keeps straight the wires passing
         # through `second` unchanged (the main line beside a branch), then the lowest picture.
-        passing = {e.wire for e in second.right} & {e.wire for e in second.left}
-        through = [d for d, b in zip(differences, second.left, strict=True)
-                   if b.wire in passing and b.spec.kind != "sep"]
+        # (found when a tie asks for it: most joins have one shift that suits every wire)
+        through: list[list[float]] = []
 
         def cost(shift: float) -> float:
-            straight = sum(1 for d in through if abs(d - shift) < 0.01)
+            if not through:
+                passing = {e.wire for e in second.right} & {e.wire for e in second.left}
+                through.append([d for d, b in zip(differences, second.left, strict=True)
+                                if b.wire in passing and b.spec.kind != "sep"])
+            straight = sum(1 for d in through[0] if abs(d - shift) < 0.01)
             return -1000.0 * straight + (max(first.bottom, second.bottom + shift)
                                          - min(first.top, second.top + shift))
 
@@ -448,12 +467,12 @@ def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False
         if drop:
             second_items = [it for it in opened(placed.items)
                             if not (isinstance(it, Text) and it in drop)]
-    heights = [(a.y, b.y + dy) for a, b in zip(first.right, second.left, strict=True)
-             if a.spec.kind != "sep"]
-    for a, b in zip(first.right, second.left, strict=True):
-        if a.spec.kind == "sep" and crossed((a.y, b.y + dy), heights):
-            continue  # the column regroups the arrays: the separator stops at its edges
-        if width > 0:
+    if width > 0:  # the routing column between them (none where every wire runs straight)
+        heights = [(a.y, b.y + dy) for a, b in zip(first.right, second.left, strict=True)
+                   if a.spec.kind != "sep"]
+        for a, b in zip(first.right, second.left, strict=True):
+            if a.spec.kind == "sep" and crossed((a.y, b.y + dy), heights):
+                continue  # the column regroups the arrays: the separator stops at its edges
             items.append(wire_path(ctx, a.spec, a.wire, (first.width, a.y),
                                    [curve(first.width, a.y, first.width + width, b.y + dy)]))
     items.extend(second_items)
