@@ -29,7 +29,7 @@ import ncd
 from ncd import ir
 from ncd.convolution import find_windows
 from ncd.counts import find_counts
-from ncd.dataflow import inlinable_step
+from ncd.dataflow import inlinable_call, inlinable_step
 from ncd.expert_sums import find_expert_sums
 from ncd.recurrent_cells import recognise
 from ncd.semantics import (
@@ -413,7 +413,7 @@ STRUCTURAL_CONSTRUCTS = (
     "scan with permuted state axes", "scan, step inlined", "scan, fused LSTM or GRU cell",
     "call with parameters for each index", "convolution as a kernel call",
     "pool as a kernel call", "padding inside a kernel call", "machine",
-    "count of the places of an index array",
+    "count of the places of an index array", "call written in place",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -500,6 +500,8 @@ def constructs(program: ir.Program) -> set[str]:
                         found.add("call with a batch lift")
                     if isinstance(op, ir.CallOp) and op.each is not None:
                         found.add("call with parameters for each index")
+                    if isinstance(op, ir.CallOp) and inlinable_call(term, program) is not None:
+                        found.add("call written in place")  # as compilers/inline_calls.py
                 case ir.Block(repeat=repeat, shared=shared):
                     if repeat > 1:
                         found.add("repeated block, shared" if shared else "repeated block")
