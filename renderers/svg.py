@@ -59,23 +59,17 @@ def _glyph_attributes(label: Label, size: float) -> tuple[str, str]:
             f' aria-label="{_escape_attribute(name)}"' if name else "")
 
 
+# What ElementTree escapes in an attribute value, in its order: markup characters, and line
+# breaks and tabs as character references (so a reader keeps them).
+_ATTRIBUTE_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"),
+                      ("\r", "&#13;"), ("\n", "&#10;"), ("\t", "&#09;"))
+
+
 def _escape_attribute(value: str) -> str:
-    """An attribute value inside double quotes, escaped as ElementTree escapes it (line
-    breaks and tabs as character references, so a reader keeps them)."""
-    if "&" in value:
-        value = value.replace("&", "&amp;")
-    if "<" in value:
-        value = value.replace("<", "&lt;")
-    if ">" in value:
-        value = value.replace(">", "&gt;")
-    if '"' in value:
-        value = value.replace('"', "&quot;")
-    if "\r" in value:
-        value = value.replace("\r", "&#13;")
-    if "\n" in value:
-        value = value.replace("\n", "&#10;")
-    if "\t" in value:
-        value = value.replace("\t", "&#09;")
+    """An attribute value inside double quotes, escaped as ElementTree escapes it."""
+    for character, reference in _ATTRIBUTE_ESCAPES:
+        if character in value:
+            value = value.replace(character, reference)
     return value
 
 
