@@ -38,6 +38,11 @@ def free_after_last_use(lines: Sequence[str], inputs: Sequence[str],
     straight = _straight_line(lines)
     if straight is not None:
         return _free_straight_line(lines, straight, inputs, keep)
+    return _free_parsed(lines, inputs, keep)
+
+
+def _free_parsed(lines: Sequence[str], inputs: Sequence[str], keep: set[str]) -> list[str]:
+    """`free_after_last_use` of any body, from its `ast`."""
     text = "\n".join(line.removeprefix(_INDENT) for line in lines)
     tree = ast.parse("def forward():\n" + text)
     function = tree.body[0]
