@@ -10,11 +10,19 @@ alone; it is deleted after the loop when nothing later reads it). Each branch of
 deletes what it makes or reads last itself, and nothing is deleted after the `if`, since a
 name that one branch makes may be unbound there. Names in `keep` (the sizes read from the
 inputs, loop variables) are never deleted: they hold integers or modules.
+
+Most forwards are a straight run of one-line statements (`Y = F.gelu(X)  # gelu`): their
+names are read off each line by a small scanner (`_straight_line`), which gives up, leaving
+the body to `ast`, at anything it does not follow (a string, a bracket left open, a
+compound statement, a comprehension or lambda, an augmented or annotated assignment, ...).
+Parsing thousands of small forwards was a fifth of compiling a program of many definitions.
 """
 
 from __future__ import annotations
 
 import ast
+import keyword
+import re
 from collections.abc import Sequence
 
 from .modules import LINE_LENGTH
@@ -27,6 +35,14 @@ def free_after_last_use(lines: Sequence[str], inputs: Sequence[str],
     """`lines` (the body of a `forward`, each indented two levels) with `del` statements
     inserted after the last use of each local: the `inputs` and every name the body
     assigns, except those in `keep`."""
+    straight = _straight_line(lines)
+    if straight is not None:
+        return _free_straight_line(lines, straight, inputs, keep)
+    return _free_parsed(lines, inputs, keep)
+
+
+def _free_parsed(lines: Sequence[str], inputs: Sequence[str], keep: set[str]) -> list[str]:
+    """`free_after_last_use` of any body, from its `ast`."""
     text = "\n".join(line.removeprefix(_INDENT) for line in lines)
     tree = ast.parse("def forward():\n" + text)
     function = tree.body[0]
@@ -46,6 +62,154 @@ def free_after_last_use(lines: Sequence[str], inputs: Sequence[str],
         out.append(line)
         for indent, names_deleted in inserts.get(number, []):
             out.extend(_del_lines(indent, names_deleted))
+    return out
+
+
+# A statement of a straight-line body: its line (0-based), the names it reads and writes (in
+# order of position, once each) and whether it ends the body (`return`, `raise`).
+_Statement = tuple[int, list[str], list[str], bool]
+
+_BODY_INDENT = _INDENT * 2
+# The tokens the scanner tells apart, in order of preference: a number (whose letters, as in
+# `1e-5`, name nothing), a name or keyword, an operator with `=` in it, a bracket, and the
+# characters that end the scan (a string, a `:` of a slice or a compound statement, `;`, a
+# line continuation, a non-ASCII character, a tab). Anything else (operators, spaces, `,`)
+# separates tokens and is skipped.
+_TOKEN = re.compile(r"(\d[\w.]*|\.\d\w*)|([A-Za-z_]\w*)|(==|!=|<=|>=|:=|->|\*\*=|//=|>>=|<<="
+                    r"|[-+*/%@&|^]=|=)|([(\[{])|([)\]}])|(\.)|(['\":;\\\t]|[^\x00-\x7f])")
+# Keywords a scanned statement may hold; any other ends the scan (`for`, `lambda`, `del`,
+# `import`, `global`, ...: scopes and bindings the scanner does not follow).
+_EXPRESSION_KEYWORDS = frozenset({"and", "or", "not", "in", "is", "if", "else", "None", "True",
+                                  "False"})
+_STATEMENT_KEYWORDS = frozenset({"return", "raise", "pass"})
+# What the scanner takes for the targets of an assignment: plain names and commas.
+_TARGETS = re.compile(r" *[A-Za-z_]\w*(?: *, *[A-Za-z_]\w*)* *,? *")
+_SOFT_KEYWORDS = frozenset(keyword.softkwlist)
+
+
+def _straight_line(lines: Sequence[str]) -> list[_Statement] | None:
+    """The statements of a body whose every line is a whole simple statement at the body's
+    indent (or a comment), with the names each reads and writes as `ast` finds them; None
+    where the scanner cannot be sure of that (the caller then parses the body)."""
+    statements: list[_Statement] = []
+    for index, line in enumerate(lines):
+        if not line.startswith(_BODY_INDENT):
+            return None
+        code, _, _ = line.partition("#")  # a `#` in a string: the scan below gives up
+        code = code[len(_BODY_INDENT):].rstrip()
+        if not code:
+            if line[len(_BODY_INDENT):].startswith("#"):
+                continue  # a comment line
+            return None
+        if code[0] == " ":
+            return None  # a continuation line (or an indented block)
+        scanned = _scan(code)
+        if scanned is None:
+            return None
+        statements.append((index, *scanned))
+    return statements
+
+
+def _scan(code: str) -> tuple[list[str], list[str], bool] | None:
+    """The names one simple statement reads and writes, and whether it is a `return` or
+    `raise`; None where the statement is not one the scanner follows."""
+    loads: list[str] = []
+    stores: list[str] = []
+    pending: list[str] = []  # names at the top level since the last `=`: targets if one follows
+    depth = 0
+    after_dot = False  # the next name is an attribute
+    keyword_argument = False  # the next `=` follows a keyword argument's name
+    ends = False
+    first = True
+    segment = 0  # where the text after the last top-level `=` starts
+    for match in _TOKEN.finditer(code):
+        number, name, equals, opening, closing, dot, stop = match.groups()
+        if stop is not None:
+            return None
+        was_first, first = first, False
+        if name is not None:
+            if after_dot:
+                after_dot = False
+                continue
+            if keyword.iskeyword(name):
+                if name in _STATEMENT_KEYWORDS and was_first:
+                    ends = name != "pass"
+                elif name not in _EXPRESSION_KEYWORDS:
+                    return None
+                continue
+            if was_first and name in _SOFT_KEYWORDS:
+                return None  # `match`, `case`, `type`, `_` may open a statement of their own
+            if depth > 0:
+                rest = code[match.end():].lstrip(" ")
+                if rest.startswith("=") and not rest.startswith("=="):
+                    keyword_argument = True
+                else:
+                    loads.append(name)
+            else:
+                pending.append(name)
+            continue
+        if after_dot:
+            return None  # `.` followed by something other than a name (`...`)
+        if number is not None:
+            continue
+        if dot is not None:
+            after_dot = True
+            loads.extend(pending)  # `self.x`: the name before the dot is read
+            pending = []
+            continue
+        if opening is not None:
+            depth += 1
+            loads.extend(pending)
+            pending = []
+            continue
+        if closing is not None:
+            depth -= 1
+            if depth < 0:
+                return None
+            continue
+        assert equals is not None
+        if equals in ("==", "!=", "<=", ">="):
+            continue
+        if equals != "=":
+            return None  # an augmented assignment, `:=`, `->`
+        if depth > 0:
+            if not keyword_argument:
+                return None
+            keyword_argument = False
+            continue
+        if ends or not _TARGETS.fullmatch(code, segment, match.start()):
+            return None  # a target that is not a plain name (`x[i] = `, `a.b = `)
+        stores.extend(pending)
+        pending = []
+        segment = match.end()
+    if depth != 0 or after_dot or keyword_argument or segment == len(code):
+        return None  # a bracket left open, or an assignment with nothing on its right
+    loads.extend(pending)
+    return list(dict.fromkeys(loads)), list(dict.fromkeys(stores)), ends
+
+
+def _free_straight_line(lines: Sequence[str], statements: list[_Statement],
+                        inputs: Sequence[str], keep: set[str]) -> list[str]:
+    """`free_after_last_use` of a straight-line body: the liveness of `_body` without loops or
+    branches, from the scanned names."""
+    local = set(inputs)
+    for _, _, writes, _ in statements:
+        local.update(writes)
+    keep = keep | {n for _, reads, _, _ in statements for n in reads if n not in local}
+    inserts: dict[int, list[str]] = {}
+    live: set[str] = set()
+    for index, reads, writes, ends in reversed(statements):
+        if not ends:
+            dead = [n for n in dict.fromkeys([*reads, *writes]) if n not in live and n not in keep]
+            if dead:
+                inserts[index] = dead
+        live = (live - set(writes)) | set(reads)
+    out: list[str] = []
+    for index, line in enumerate(lines):
+        out.append(line)
+        deleted = inserts.get(index)
+        if deleted is not None:
+            out.extend(_del_lines(_BODY_INDENT, deleted))
     return out
 
 

@@ -160,3 +160,55 @@ def test_the_compiled_attention_frees_its_intermediates() -> None:
     assert peak < 3 * scores + 5 * 128 * 512 * 4
     with torch.no_grad():
         assert torch.isfinite(module(X)).all()
+
+
+# Statements the scanner reads (`_straight_line`) and ones it must leave to `ast`: each body
+# is freed by both ways where the scanner reads it, and must come out the same.
+SCANNED = [
+    "A = torch.relu(X)  # relu (line 3)",
+    "A, B = torch.chunk(X, 2, dim=-1)",
+    "A = B = X.reshape(size_x, -1)",
+    "A = X if size_x == 1 else torch.zeros(size_x, 2, dtype=X.dtype)",
+    "A = F.gelu(X) @ W.t() + 1e-5 * X.sum(-1, keepdim=True)",
+    "A = self.call2(X)  # call2 (line 21)",
+    "A = (X != 0) & (size_x <= 3) | ~(X is None) and not X",
+    "A = torch.stack([X, X], 0)",
+    "A = {X}, (X,), [X.mean(0)], X ** 2 // 3 % 4",
+    "pass",
+    "A = X  # a comment, (not code",
+]
+UNSCANNED = [
+    "A = X[:, 0]",  # a slice
+    "A = X[..., None]",
+    "A = torch.einsum('ab->ba', X)",  # a string
+    "A = X; B = A",
+    "A = [x for x in X]",
+    "A = (lambda x: x)(X)",
+    "A += X",
+    "A: int = 1",
+    "self.a = X",
+    "X[0] = 1",
+    "(A := X)",
+    "del X",
+    "if X:",
+    "A = f(\\",
+    "A = f(",
+    "    X)",
+]
+
+
+@pytest.mark.parametrize("statement", SCANNED + UNSCANNED)
+def test_the_scanner_frees_as_the_parser_does(statement: str) -> None:
+    from ncd.compilers.lifetimes import _free_parsed, _straight_line
+
+    lines = body("size_x = X.shape[-2]", "W = self.W", statement, "C = A * X", "return C")
+    scanned = _straight_line(lines)
+    if statement in UNSCANNED:
+        assert scanned is None
+        return
+    assert scanned is not None
+    try:
+        expected = _free_parsed(lines, ["X"], {"size_x"})
+    except SyntaxError:
+        pytest.fail(f"the scanner read a statement Python does not: {statement}")
+    assert free_after_last_use(lines, ["X"], {"size_x"}) == expected
