@@ -317,6 +317,17 @@ def _pruned(candidates: list[Candidate], dy: float, bound: float, lowest: bool
     `_NEAR` from the best of them or beyond `bound` (the moved coordinates' extreme)."""
     if not candidates:
         return ()
+    if len(candidates) == 1:
+        # the usual case (one dot, one box edge): the test below on one candidate, no lists
+        # (`min(h, bound)` is `bound` only where `bound < h`; likewise for `max`)
+        b, o = candidates[0]
+        b += dy
+        h = b + o
+        if lowest:
+            keep = h <= (bound if bound < h else h) + _NEAR
+        else:
+            keep = h >= (bound if bound > h else h) - _NEAR
+        return ((b, o),) if keep else ()
     moved = [(b + dy, o) for b, o in candidates]
     heights = [b + o for b, o in moved]  # each summed once, for the extreme and the test
     if lowest:
@@ -490,9 +501,8 @@ def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
     moving it level by level gives, without the items in between."""
     if isinstance(item, Path):  # (`_place` moves the straight wires itself, alike)
         x, y = item.start
-        moved = [[_along(v, ys) if k % 2 else _along(v, xs) for k, v in enumerate(s)]
-                 for s in item.segments]
-        return Path((_along(x, xs), _along(y, ys)), tuple([tuple(s) for s in moved]),
+        return Path((_along(x, xs), _along(y, ys)), tuple([_segment_shifted(s, xs, ys)
+                                                           for s in item.segments]),
                     item.stroke, item.fill, item.closed, item.wire, item.role, item.free_ends,
                     item.layer)
     if isinstance(item, Text):
@@ -507,6 +517,28 @@ def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
                     item.stroke, item.radius, item.layer)
     return Polygon(tuple([(_along(x, xs), _along(y, ys)) for x, y in item.points]), item.fill,
                    item.stroke, item.layer)
+
+
+def _segment_shifted(segment: Segment, xs: tuple[float, ...], ys: tuple[float, ...]
+                     ) -> Segment:
+    """A path segment (x, y, ...) moved as `_shifted` moves a path: each coordinate by each
+    shift in order. A line's end and a cubic's three points, the usual segments, without a
+    call per coordinate."""
+    if len(segment) == 2:
+        x, y = segment
+        for dx in xs:
+            x += dx
+        for dy in ys:
+            y += dy
+        return (x, y)
+    if len(segment) == 6:
+        x0, y0, x1, y1, x2, y2 = segment
+        for dx in xs:
+            x0, x1, x2 = x0 + dx, x1 + dx, x2 + dx
+        for dy in ys:
+            y0, y1, y2 = y0 + dy, y1 + dy, y2 + dy
+        return (x0, y0, x1, y1, x2, y2)
+    return tuple([_along(v, ys) if k % 2 else _along(v, xs) for k, v in enumerate(segment)])
 
 
 @quick_init

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from math import copysign
 from typing import Literal
 
 from ncd import ir
@@ -99,15 +100,15 @@ class Panel:
             return self
         return Panel(
             self.width,
-            _ends_moved(self.left, dy),
-            _ends_moved(self.right, dy),
+            ends_moved(self.left, dy),
+            ends_moved(self.right, dy),
             group(self.items, dx, dy),
             moved_boxes(self.boxes, dx, dy),
             moved_anchors(self.anchors, dx, dy),
             self.top + dy,
             self.bottom + dy,
-            [t.moved(dx, dy) for t in self.left_labels],
-            [t.moved(dx, dy) for t in self.right_labels],
+            _texts_moved(self.left_labels, dx, dy),
+            _texts_moved(self.right_labels, dx, dy),
             [loop.moved(dx, dy) for loop in self.loops],
         )
 
@@ -138,11 +139,21 @@ class Panel:
         return self
 
 
-def _ends_moved(ends: list[End], dy: float) -> list[End]:
+def _texts_moved(texts: list[Text], dx: float, dy: float) -> list[Text]:
+    """`texts` moved by (dx, dy), as `Text.moved` moves each (inlined: a call per label)."""
+    if not texts:
+        return []
+    return [Text(t.label, t.x + dx, t.y + dy, t.size, t.color, t.width, t.ascent, t.descent,
+                 t.owner, t.role, t.layer, t.wire) for t in texts]
+
+
+def ends_moved(ends: list[End], dy: float) -> list[End]:
     """`ends` moved down by `dy`. A move across (`dy` zero) keeps each end as it is: adding
-    zero changes no height but a negative zero, which is moved as before."""
+    -0.0 changes no height, and adding +0.0 only a negative zero, which is moved as before."""
     if dy == 0.0:
-        return [e if e.y != 0.0 else e.moved(dy) for e in ends]
+        if copysign(1.0, dy) < 0.0:
+            return list(ends)
+        return [e if e.y != 0.0 or copysign(1.0, e.y) > 0.0 else e.moved(dy) for e in ends]
     return [End(e.y + dy, e.wire, e.spec, e.joint) for e in ends]  # (`End.moved`, inlined)
 
 

@@ -23,6 +23,7 @@ from .panels import (
     bar,
     curve,
     dot,
+    ends_moved,
     label_zone_width,
     text_item,
     wire_path,
@@ -443,11 +444,13 @@ def join_outline(first: Panel, second: Panel) -> Panel:
     nothing drawn. Where a wrapped composition breaks is decided on outlines, and only the
     rows it keeps are joined."""
     dy, width = _join_shift(first, second)
-    # placed as `join` places `second` (its left edge is not needed)
-    edges = Panel(second.width, [], second.right, top=second.top, bottom=second.bottom)
-    placed = edges.moved(first.width + width, dy)
-    return Panel(first.width + width + second.width, first.left, placed.right,
-                 top=min(first.top, placed.top), bottom=max(first.bottom, placed.bottom))
+    # placed as `join` places `second` (`Panel.moved`), only its right edge and extent
+    if abs(first.width + width) < 1e-9 and abs(dy) < 1e-9:
+        right, top, bottom = second.right, second.top, second.bottom
+    else:
+        right, top, bottom = ends_moved(second.right, dy), second.top + dy, second.bottom + dy
+    return Panel(first.width + width + second.width, first.left, right,
+                 top=min(first.top, top), bottom=max(first.bottom, bottom))
 
 
 def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False) -> Panel:
