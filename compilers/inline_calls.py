@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from ncd import ir
 from ncd.dataflow import (
     INLINE_BUDGET,
-    inlinable_body,
     inlined_terms,
     passes_arrays_as_they_are,
 )
@@ -121,8 +120,7 @@ class CallInlining:
         definition = compiler.definition(term.op.definition)
         name = definition.name
         if name not in compiler.inlinable:  # judged once per program
-            compiler.inlinable[name] = inlined_terms(definition) \
-                if inlinable_body(definition) else None
+            compiler.inlinable[name] = inlined_terms(definition)
         terms = compiler.inlinable[name]
         # The callee first: judged once, it rules out most calls (those of callees that call)
         # before their ports are looked at.

@@ -169,7 +169,7 @@ def inlinable_call(term: ir.Broadcasted, program: ir.Program) -> ir.Definition |
         definition = program.definition(term.op.definition)
     except KeyError:
         return None
-    return definition if inlinable_body(definition) else None
+    return definition if inlined_terms(definition) is not None else None
 
 
 def passes_arrays_as_they_are(term: ir.Broadcasted) -> bool:
@@ -188,28 +188,23 @@ def passes_arrays_as_they_are(term: ir.Broadcasted) -> bool:
     return True
 
 
-def inlinable_body(definition: ir.Definition) -> bool:
-    """The callee's part of `inlinable_call`, which depends on the definition alone."""
+def inlined_terms(definition: ir.Definition) -> int | None:
+    """The callee's part of `inlinable_call`, which depends on the definition alone: the
+    terms (operations and reindexings, as `INLINE_LIMIT` and `INLINE_BUDGET` count them) of a
+    body that may be written in place, else None."""
     if not definition.leading_dims:
-        return False
+        return None
     terms = 0
     for part in ir.walk(definition.body):  # one walk, left at the first reason
         if isinstance(part, (ir.Machine, ir.Scan)) or (isinstance(part, ir.Block) and (
                 (part.repeat > 1 and not part.shared) or part.copy_of is not None)):
-            return False
+            return None
         if isinstance(part, ir.Broadcasted) and isinstance(
                 part.op, (ir.CallOp, ir.DropoutOp, ir.BatchNormOp)):
-            return False
+            return None
         terms += isinstance(part, (ir.Broadcasted, ir.Reindexing))
         if terms > INLINE_LIMIT:
-            return False
+            return None
     flow = dataflow(definition.body)
     reached = reached_from(flow, flow.inputs)
-    return all(wire in reached for wire in flow.outputs)
-
-
-def inlined_terms(definition: ir.Definition) -> int:
-    """The terms (operations and reindexings) of a body written in place, as `INLINE_LIMIT`
-    and `INLINE_BUDGET` count them."""
-    return sum(isinstance(part, (ir.Broadcasted, ir.Reindexing))
-               for part in ir.walk(definition.body))
+    return terms if all(wire in reached for wire in flow.outputs) else None

@@ -665,9 +665,10 @@ class _Analysis:
         that nothing holds after it: none for a submodule call, whose arguments live until
         it returns."""
         callee = inlinable_call(term, self.program)
-        if callee is None or memory.inlined + inlined_terms(callee) > INLINE_BUDGET:
+        terms = inlined_terms(callee) if callee is not None else None
+        if terms is None or memory.inlined + terms > INLINE_BUDGET:
             return set()
-        memory.inlined += inlined_terms(callee)
+        memory.inlined += terms
         held = {wire for wires in [*memory.held, *memory.pinned.values()] for wire in wires}
         return {wire for wire in inputs
                 if wire is not None and wire in memory.live and wire not in held}
