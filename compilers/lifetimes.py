@@ -57,12 +57,30 @@ def _free_parsed(lines: Sequence[str], inputs: Sequence[str], keep: set[str]) ->
                                        if n not in local}
     inserts: dict[int, list[tuple[str, list[str]]]] = {}  # after line (1-based): indent, names
     _body(function.body, set(), keep, inserts, names)
+    # line 1 of the parsed text is the `def`: its line n is `lines[n - 2]`
+    return _with_deletions(lines, {number - 2: dels for number, dels in inserts.items()})
+
+
+def _with_deletions(lines: Sequence[str], inserts: dict[int, list[tuple[str, list[str]]]]
+                    ) -> list[str]:
+    """`lines` with the `del` statements of `inserts` (by the index of the line they follow:
+    each an indent and the names) after their lines."""
     out: list[str] = []
-    for number, line in enumerate(lines, start=2):  # line 1 of the parsed text is the `def`
+    for index, line in enumerate(lines):
         out.append(line)
-        for indent, names_deleted in inserts.get(number, []):
-            out.extend(_del_lines(indent, names_deleted))
+        for indent, names in inserts.get(index, ()):
+            out.extend(_del_lines(indent, names))
     return out
+
+
+def _simple_statement(reads: list[str], writes: list[str], ends: bool, live: set[str],
+                      keep: set[str]) -> tuple[list[str], set[str]]:
+    """The names to delete after a statement that is neither a loop nor a branch (those it
+    reads or writes that nothing later needs; none after a `return` or `raise`), and the
+    names live before it, given those live after it."""
+    dead = [] if ends else [n for n in dict.fromkeys([*reads, *writes])
+                            if n not in live and n not in keep]
+    return dead, (live - set(writes)) | set(reads)
 
 
 # A statement of a straight-line body: its line (0-based), the names it reads and writes (in
@@ -196,21 +214,13 @@ def _free_straight_line(lines: Sequence[str], statements: list[_Statement],
     for _, _, writes, _ in statements:
         local.update(writes)
     keep = keep | {n for _, reads, _, _ in statements for n in reads if n not in local}
-    inserts: dict[int, list[str]] = {}
+    inserts: dict[int, list[tuple[str, list[str]]]] = {}
     live: set[str] = set()
     for index, reads, writes, ends in reversed(statements):
-        if not ends:
-            dead = [n for n in dict.fromkeys([*reads, *writes]) if n not in live and n not in keep]
-            if dead:
-                inserts[index] = dead
-        live = (live - set(writes)) | set(reads)
-    out: list[str] = []
-    for index, line in enumerate(lines):
-        out.append(line)
-        deleted = inserts.get(index)
-        if deleted is not None:
-            out.extend(_del_lines(_BODY_INDENT, deleted))
-    return out
+        dead, live = _simple_statement(reads, writes, ends, live, keep)
+        if dead:
+            inserts[index] = [(_BODY_INDENT, dead)]
+    return _with_deletions(lines, inserts)
 
 
 def _del_lines(indent: str, names: list[str]) -> list[str]:
@@ -358,12 +368,9 @@ def _body(body: Sequence[ast.stmt], live_out: set[str], keep: set[str],
             dead = []
             live = set(names.of([statement.test], ast.Load)).union(*branches)
         else:
-            reads_list = names.of([statement], ast.Load)
-            writes = names.of([statement], ast.Store)
-            ends = isinstance(statement, (ast.Return, ast.Raise))
-            dead = [] if ends else [n for n in dict.fromkeys([*reads_list, *writes])
-                                    if n not in live and n not in keep]
-            live = (live - set(writes)) | set(reads_list)
+            dead, live = _simple_statement(
+                names.of([statement], ast.Load), names.of([statement], ast.Store),
+                isinstance(statement, (ast.Return, ast.Raise)), live, keep)
         if dead:
             # after what a nested body deletes at the same line: inner lines come first
             inserts.setdefault(statement.end_lineno, []).append((indent, dead))
