@@ -79,6 +79,8 @@ class ForwardEmitter:
                                           tuple[str, ...]]] = {}
         self.functional = False  # whether the code calls torch.nn.functional (`F.`)
         self.scope = Scope(spec, "self")
+        # The walk of the composition being written: who reads what its parts make.
+        self.flow: TermFlow | None = None
         # Run-time checks of bounds that depend on symbolic sizes (the first lines of forward).
         self.checks: list[str] = []
         # Checks of index arrays already made at the top level of forward (array, bound): the
@@ -318,8 +320,12 @@ class ForwardEmitter:
                 self.expert_sums.plan(term, flow)
                 self.counts.plan(term, flow)
                 values = list(inputs)
-                for part in terms:
-                    values = self.term(part, values)
+                outer_flow, self.flow = self.flow, flow
+                try:
+                    for part in terms:
+                        values = self.term(part, values)
+                finally:
+                    self.flow = outer_flow
                 return values
             case ir.Product(terms=terms):
                 outputs: list[TensorCode] = []

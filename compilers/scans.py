@@ -253,7 +253,9 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
 def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
                plan: InlinePlan, cell: Cell, results: list[TensorCode]) -> None:
     """`torch.lstm` / `torch.gru` over the sequence, its results bound to `results`' names.
-    The kernel wants (steps, batch, features): every lifted and leading dim is one batch."""
+    The kernel wants (steps, batch, features): every lifted and leading dim is one batch.
+    A final state that nothing reads is not taken out of the kernel's results."""
+    unread = emit.flow.unread_outputs(term) if emit.flow is not None else set()
     sequence = inputs[term.carries]
     lifted = len(plan.call.degree.axes)
     width = _value(emit, cell.input_map.term.inputs[0].array.shape.axes[0].size)
@@ -264,7 +266,9 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
     attribute = outer.spec.child(plan.op.instance,
                                  emit.compiler.info(plan.definition.name).class_name,
                                  f"call site {plan.op.instance} of {plan.definition.name}")
-    emit.scope = Scope(plan.spec, attribute_code(outer.owner, attribute))
+    # The step's module read once: each read through `nn.Module.__getattr__` costs a lookup.
+    owner = emit.assign(f"{plan.op.instance}_module", attribute_code(outer.owner, attribute))
+    emit.scope = Scope(plan.spec, owner)
     try:
         weights = [_weight_view(emit, linear, cell, gates * hidden)
                    for linear in (cell.input_map, cell.hidden_map)]
@@ -275,7 +279,8 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
                          f"as {_kernel(cell)} reads them")
     states = [inputs[p].code for p in carried]
     if lifted != 1:
-        _kernel_call(emit, term, plan, cell, sequence, states, params, results, width, hidden)
+        _kernel_call(emit, term, plan, cell, sequence, states, params, results, width, hidden,
+                     unread)
         return
     # One lifted dim and no leading dims (the common call): the arrays are in the kernel's
     # layout already, and the per-call shape work of the general form is skipped.
@@ -289,10 +294,12 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
                   f"{state_text}, {params}, True, 1, 0.0, False, False, False)")
         by_carry = dict(zip(carried, finals, strict=True))
         for position, result in enumerate(results[:term.carries]):
-            emit.emit(f"{result.code} = {by_carry[position]}[0]")
+            if position not in unread:
+                emit.emit(f"{result.code} = {by_carry[position]}[0]")
     emit.emit("else:")
     with emit.indented():
-        _kernel_call(emit, term, plan, cell, sequence, states, params, results, width, hidden)
+        _kernel_call(emit, term, plan, cell, sequence, states, params, results, width, hidden,
+                     unread)
 
 
 def _kernel(cell: Cell) -> str:
@@ -311,7 +318,7 @@ def _final_names(emit: ForwardEmitter, plan: InlinePlan, states: list[str]) -> l
 
 def _kernel_call(emit: ForwardEmitter, term: ir.Scan, plan: InlinePlan, cell: Cell,
                  sequence: TensorCode, states: list[str], params: str,
-                 results: list[TensorCode], width: int, hidden: int) -> None:
+                 results: list[TensorCode], width: int, hidden: int, unread: set[int]) -> None:
     """The general form: the sequence's and the states' leading and lifted dims broadcast
     and flattened into the kernel's one batch dim, and its results shaped back."""
     carried = [cell.hidden] + ([cell.cell] if cell.cell is not None else [])
@@ -339,7 +346,8 @@ def _kernel_call(emit: ForwardEmitter, term: ir.Scan, plan: InlinePlan, cell: Ce
               f"{_state_text(flat_states)}, {params}, True, 1, 0.0, False, False, False)")
     by_carry = dict(zip(carried, finals, strict=True))
     for position, result in enumerate(results[:term.carries]):
-        emit.emit(f"{result.code} = {by_carry[position]}.reshape({batch} + ({hidden},))")
+        if position not in unread:
+            emit.emit(f"{result.code} = {by_carry[position]}.reshape({batch} + ({hidden},))")
     (stacked,) = results[term.carries:]
     emit.emit(f"{stacked.code} = {steps}.reshape({ordered}.shape[:1] + {batch} + ({hidden},))"
               f".movedim(0, {-lifted - 2})")

@@ -19,7 +19,10 @@ from typing import TypeVar
 from ncd import ir
 
 ESCAPES = -1
-"""The reader of an array read outside the walk (an output, a deleted wire, a block or a scan)."""
+"""The reader of an array read outside the walk (an output, a block or a scan)."""
+
+DISCARDED = -2
+"""The reader of a wire that a rearrangement deletes: not a pattern's either, but never read."""
 
 Maker = ir.Broadcasted | ir.Reindexing
 Match = TypeVar("Match")
@@ -33,11 +36,12 @@ class TermFlow:
     made: dict[int, tuple[Maker, int]] = field(default_factory=dict)
     """token -> (the term that made it, which of its outputs)."""
     readers: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
-    """token -> (id of the reading term or `ESCAPES`, input index), one per read."""
+    """token -> (id of the reading term, `ESCAPES` or `DISCARDED`, input index), one per
+    read."""
     reads: dict[int, list[int]] = field(default_factory=dict)
     """id of an operation or reindexing -> the tokens of its inputs."""
     outputs: dict[int, list[int]] = field(default_factory=dict)
-    """id of an operation or reindexing -> the tokens of its outputs."""
+    """id of an operation, a reindexing, a block or a scan -> the tokens of its outputs."""
     operations: list[ir.Broadcasted] = field(default_factory=list)
     """Every broadcasted operation reached, in the order of the term."""
 
@@ -77,7 +81,7 @@ class TermFlow:
             case ir.Rearrangement(mapping=mapping):
                 for index, token in enumerate(wires):
                     if index not in mapping:
-                        self.read(token, ESCAPES, index)  # deleted: not only the pattern's
+                        self.read(token, DISCARDED, index)  # deleted: not only the pattern's
                 return [wires[i] for i in mapping]
             case ir.Composed(terms=terms):
                 for part in terms:
@@ -93,8 +97,17 @@ class TermFlow:
             case ir.Block() | ir.Scan() | ir.Machine():
                 for index, token in enumerate(wires):
                     self.read(token, ESCAPES, index)
-                return [self.new() for _ in term.cod]
+                made = [self.new() for _ in term.cod]
+                self.outputs[id(term)] = made
+                return made
         raise AssertionError(f"unknown term {term.kind}")
+
+    def unread_outputs(self, term: ir.Term) -> set[int]:
+        """The outputs of `term` (a part of the walked term) that nothing reads: each is
+        deleted or never reached. Empty for a term the walk did not record."""
+        made = self.outputs.get(id(term), [])
+        return {index for index, token in enumerate(made)
+                if all(reader == DISCARDED for reader, _ in self.readers[token])}
 
     def only_reader(self, token: int) -> int | None:
         """The id of the one term that reads `token` (or `ESCAPES`); None for several."""

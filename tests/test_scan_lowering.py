@@ -105,7 +105,7 @@ def test_the_fused_kernel_reads_the_parameters_in_place() -> None:
     keeps the step's keys."""
     source = ncd.load(GALLERY / "lstm.ncd").compile("lstm")
     assert "torch.lstm(" in source
-    assert "self.lstm_cell.W_ih.permute(1, 2, 0).reshape(256, 32)" in source
+    assert "lstm_cell_module.W_ih.permute(1, 2, 0).reshape(256, 32)" in source
     module = ncd.load(GALLERY / "lstm.ncd").to_torch("lstm")
     assert sorted(module.state_dict()) == ["lstm_cell.W_hh", "lstm_cell.W_ih",
                                            "lstm_cell.b_hh", "lstm_cell.b_ih"]
@@ -186,6 +186,28 @@ def test_the_standard_lstm_text_is_fused() -> None:
     assert "torch.lstm(" in program.compile("lstm")
     report = compare_definition(program.ir, "lstm")
     assert report.compared and not report.findings, report.findings
+
+
+RETURNS = {"H": "R[b, n]", "C": "R[b, n]", "Y": "R[t, b, n]", "C, Y": "(R[b, n], R[t, b, n])"}
+
+
+@pytest.mark.parametrize("returned", sorted(RETURNS))
+def test_only_the_final_states_read_are_taken_from_the_kernel(returned: str) -> None:
+    """A final state the caller deletes is not read out of the kernel's results (in the
+    common form nor the general one); those it returns are, and agree with the interpreter
+    in both branches."""
+    text = lstm_text().replace("-> (R[b, n], R[b, n], R[t, b, n])", f"-> {RETURNS[returned]}") \
+        .replace("return H, C, Y", f"return {returned}")
+    program = ncd.load(text)
+    source = program.compile("lstm")
+    assert "torch.lstm(" in source
+    states_read = sum(name in ("H", "C") for name in returned.split(", "))
+    assert len(re.findall(r"= cell_last\w*\[0\]", source)) == states_read  # the common form
+    assert len(re.findall(r"= cell_last\w*\.reshape\(", source)) == states_read  # general
+    for context in (nullcontext(), the_loop()):
+        with context:
+            report = compare_definition(program.ir, "lstm")
+        assert report.compared and not report.findings, report.findings
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
