@@ -284,8 +284,10 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
         return
     # One lifted dim and no leading dims (the common call): the arrays are in the kernel's
     # layout already, and the per-call shape work of the general form is skipped.
-    same = " == ".join([f"{sequence.code}.shape[1:2]", *(f"{s}.shape[:-1]" for s in states)])
-    emit.emit(f"if {sequence.code}.dim() == 3 and {same}:", "(steps, batch, features) already")
+    # (whole-dim reads and compares: cheaper than comparing slices of the shapes)
+    ranks = " and ".join([f"{sequence.code}.dim() == 3", *(f"{s}.dim() == 2" for s in states)])
+    same = " == ".join([f"{sequence.code}.shape[1]", *(f"{s}.shape[0]" for s in states)])
+    emit.emit(f"if {ranks} and {same}:", "(steps, batch, features) already")
     with emit.indented():
         finals = _final_names(emit, plan, states)
         (stacked,) = results[term.carries:]
