@@ -14,8 +14,8 @@ from __future__ import annotations
 from ncd import ir
 from ncd.counts import Count, find_counts
 from ncd.operators import declaration
-from ncd.ops.indexing import check_index_array
-from ncd.ops.lowering import TensorCode, dims_test, target_label
+from ncd.ops.indexing import KernelRefusal, check_index_array, refusing_call
+from ncd.ops.lowering import TensorCode, dims_test
 from ncd.term_flow import TermFlow
 
 from .fused import FusedLowering
@@ -45,19 +45,23 @@ class CountLowering(FusedLowering[Count]):
         op = scatter.op
         assert isinstance(op, ir.ScatterAddOp)
         target = scatter.outputs[0].array.shape.axis(op.output)
-        check_index_array(emit, index.code, "the result", target, scatter.span)
+        # On the CPU `bincount` refuses a negative value itself; a value from `v` up would
+        # only lengthen its result (and allocate that much), so the greatest is still read.
+        left = check_index_array(emit, index.code, "the result", target, scatter.span,
+                                 KernelRefusal(f"{index.code}.dim() == 1", below=True,
+                                               above=False))
         _, dtype = emit.anchor()
         size = emit.size(target.size)
-
-        def counted() -> str:
-            return f"torch.bincount({index.code}, minlength={size}).to({dtype})"
-
-        def written_out() -> str:
+        counts = emit.fresh(scatter.outputs[0].name or "counts")
+        emit.statement(f"if {dims_test(index.code, 1)}:",
+                       f"the entries along {op.input} counted into {op.output}" +
+                       emit.source_note(scatter.span))
+        with emit.branch():
+            refusing_call(emit, left, f"{counts} = torch.bincount({index.code}, "
+                          f"minlength={size}).to({dtype})")
+        emit.statement("else:")
+        with emit.branch():
             (made,) = declaration(ones.op).lower(emit, ones, ones.op, [])
             (summed,) = declaration(op).lower(emit, scatter, op, [made, index])
-            return summed.code
-
-        return emit.finish_either(scatter, dims_test(index.code, 1), counted, written_out,
-                                  [target_label(op.output)],
-                                  comment=f"the entries along {op.input} counted into "
-                                  f"{op.output}", batched=index.batched, fallback="counts")
+            emit.statement(f"{counts} = {summed.code}")
+        return TensorCode(counts, scatter.cod[0], index.batched)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ncd import ir
 from ncd.operators import declaration
-from ncd.ops.indexing import check_index_array, gather_by_rows
+from ncd.ops.indexing import KernelRefusal, check_index_array, gather_by_rows, refusing_call
 from ncd.ops.lowering import TensorCode
 from ncd.picks import NegatedMeanPick, find_negated_mean_picks
 from ncd.term_flow import TermFlow
@@ -57,15 +57,18 @@ class PickLossLowering(FusedLowering[NegatedMeanPick]):
         assert isinstance(gather.op, ir.GatherOp)
         source, labels = operands
         row, label_axis = source.array.shape.axes
-        check_index_array(emit, labels.code, gather.inputs[0].name or "the array", label_axis,
-                          gather.span)
+        test = f"{labels.code}.dim() == 1 and {source.code}.dim() == 2"
+        # On the CPU the kernel refuses a label from the number of classes up itself, but
+        # skips one of -100 (its `ignore_index`): the least label is still read.
+        left = check_index_array(emit, labels.code, gather.inputs[0].name or "the array",
+                                 label_axis, gather.span,
+                                 KernelRefusal(test, below=False, above=True))
         result = emit.fresh(neg.outputs[0].name or "loss")
         comment = f"-mean over {row.name} of the picks at [{gather.op.indices[1].text}]"
-        emit.statement("if not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and "
-                       f"{labels.code}.dim() == 1 and {source.code}.dim() == 2:")
+        emit.statement(f"if not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and {test}:")
         with emit.branch():
             call = f"{emit.functional_call('nll_loss')}({source.code}, {labels.code})"
-            emit.statement(f"{result} = {call}", comment + emit.source_note(neg.span))
+            refusing_call(emit, left, f"{result} = {call}", comment + emit.source_note(neg.span))
         emit.statement("else:")
         with emit.branch():
             picked = gather_by_rows(emit, gather, gather.op, operands)

@@ -336,3 +336,33 @@ def test_the_negated_mean_of_picks_is_fused_only_when_nothing_else_reads_them() 
     torch.testing.assert_close(module(L, T), expected)
     torch.testing.assert_close(traced(L, T), expected)
     agrees_with_interpreter(source("    P[b] = L[b, T[b]]\n    return -mean[b](P)\n"))
+
+
+def test_kernels_that_refuse_a_value_outside_the_axis_still_raise_the_located_error() -> None:
+    """On the CPU the range check leaves to `index_select` the whole test, to `bincount` the
+    negative values and to `nll_loss` the values past the end (it skips -100, its
+    `ignore_index`); every value outside the axis, either way and in either integer type, still
+    raises the check's `ValueError`, and an error of the kernel's own (a label type `nll_loss`
+    does not take) is not turned into one."""
+    program = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3})
+    source = program.compile()
+    assert "Norm.index_select(-1, Src)\n            except (IndexError, RuntimeError):" in source
+    module = program.to_torch("gcn_conv").eval()
+    X = torch.randn(5, 6)
+    good = torch.tensor([0, 1, 4, 2])
+    for value in (5, 6, 2**40, -1, -100, -(2**40)):
+        for dtype in (torch.int64, torch.int32):
+            if abs(value) > 2**31 and dtype == torch.int32:
+                continue
+            bad = torch.tensor([0, value, 4, 2], dtype=dtype)
+            with pytest.raises(ValueError, match=r"line 20: .* outside axis v of Norm"):
+                module(X, bad, good.to(dtype))
+            with pytest.raises(ValueError, match=r"line 18: .* outside axis v of the result"):
+                module(X, good.to(dtype), bad)
+    loss = ncd.load("gallery/classifier.ncd", sizes={"n": 5}).to_torch("cross_entropy")
+    Z = torch.randn(3, 5)
+    for value in (5, 2**40, -1, -100):
+        with pytest.raises(ValueError, match=r"line \d+: .* outside axis n of L \(0 to 4\)"):
+            loss(Z, torch.tensor([0, value, 2]))
+    with pytest.raises(RuntimeError, match="Long"):
+        loss(Z, torch.tensor([0, 4, 2], dtype=torch.int32))
