@@ -257,7 +257,7 @@ def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_a
         torch.testing.assert_close(together[i], module(X[i], Src[i], Dst[i]))
     assert ".gather(-1, T.unsqueeze(-1)).squeeze(-1)" in ncd.load(LOSS).compile()
     loss = ncd.load("gallery/classifier.ncd", sizes={"n": 5})
-    assert "= F.nll_loss(L, T)" in loss.compile("cross_entropy")
+    assert "= F.cross_entropy(Z, T)" in loss.compile("cross_entropy")  # with its log-softmax
     pick = loss.to_torch("cross_entropy", dtype=torch.float64)
     Z = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
     T = torch.tensor([[0, 4, 2], [1, 1, 3]])
@@ -327,6 +327,27 @@ def test_the_negated_mean_of_picks_is_fused_only_when_nothing_else_reads_them() 
                  "    P[b] = L[b, T[b]]\n    M = mean[b](P)\n    return -M + M\n",
                  "    P[b] = L[b, T[b]]\n    return -sum[b](P)\n"):
         assert "nll_loss" not in ncd.load(source(body)).compile(), body
+    # with the log-softmax that made `L`, one `F.cross_entropy`; not when `L` is read again
+    softmax = "    L = logsoftmax[k](Z)\n    P[b] = L[b, T[b]]\n    return -mean[b](P){}\n"
+    entropy = ncd.load(source(softmax.format("")).replace("(L: R[b, k]", "(Z: R[b, k]"))
+    assert "F.cross_entropy(Z, T)" in entropy.compile() and "nll_loss" not in entropy.compile()
+    again = source(softmax.format(" + sum[b, k](L)")).replace("(L: R[b, k]", "(Z: R[b, k]")
+    assert "F.nll_loss(L, T)" in ncd.load(again).compile()
+    Z = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
+    T = torch.tensor([[4, 0, 2, 2], [1, 3, 3, 0]])
+    model = entropy.to_torch("loss", dtype=torch.float64)
+    traced = torch.fx.symbolic_trace(model)
+    for i in range(2):
+        expected = F.cross_entropy(Z[i], T[i])
+        torch.testing.assert_close(model(Z[i], T[i]), expected)
+        torch.testing.assert_close(traced(Z[i], T[i]), expected)
+        (mine,) = torch.autograd.grad(model(Z[i], T[i]), Z)
+        (theirs,) = torch.autograd.grad(expected, Z)
+        torch.testing.assert_close(mine, theirs)
+    torch.testing.assert_close(model(Z, T), torch.stack([F.cross_entropy(Z[i], T[i])
+                                                         for i in range(2)]))
+    agrees_with_interpreter(source(softmax.format("")).replace("(L: R[b, k]", "(Z: R[b, k]"))
+    agrees_with_interpreter(again)
     module = fused.to_torch("loss", dtype=torch.float64)
     L = torch.randn(4, 5, dtype=torch.float64)
     T = torch.tensor([4, 0, 2, 2])
