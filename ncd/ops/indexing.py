@@ -129,10 +129,11 @@ INDEX_VALUE = declare(Declaration(
 @dataclass(frozen=True)
 class KernelRefusal:
     """What the CPU kernel about to read through an index array refuses itself, raising an
-    error (measured for each kernel: `index_select`, `gather` and `index_add` refuse every
-    value outside the axis; `nll_loss` every one but -100, its `ignore_index`): values below
-    0 (`below`), values from the axis' size up (`above`), when `test` holds (the run-time
-    condition of the branch that calls it, `T.dim() == 1`)."""
+    error (measured for each kernel: `index_select` and `gather` refuse every value outside
+    the axis, `index_add` too where the slices it adds are not empty (it skips the test for
+    empty ones: the counts add single ones); `nll_loss` every one but -100, its
+    `ignore_index`): values below 0 (`below`), values from the axis' size up (`above`), when
+    `test` holds (the run-time condition of the branch that calls it, `T.dim() == 1`)."""
 
     test: str
     below: bool
