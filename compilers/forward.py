@@ -101,7 +101,7 @@ class ForwardEmitter:
         pools as one kernel call (`compilers.convolution`), the negated mean of one pick per
         row as `F.nll_loss` (`compilers.picks`), a weighted sum of experts run one copy at a
         time (`compilers.expert_sums`), the ones summed into the places of an index array as
-        `torch.bincount` (`compilers.counts`)."""
+        one `index_add` of ones (`compilers.counts`)."""
         return (AttentionLowering(self), WindowLowering(self), PickLossLowering(self),
                 ExpertSumLowering(self), CountLowering(self))
 

@@ -282,6 +282,8 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     indent, line = indent + " " * (len(line) - len(stripped)), stripped
     if len(indent) + len(line) + len(suffix) <= LINE_LENGTH or not line:
         return [indent + line + suffix]
+    if line.startswith("raise ") and line.endswith(" from None"):  # the call split, as `f(...)`
+        return wrapped(indent, line.removesuffix(" from None"), " from None" + suffix)
     if line[-1] not in _CLOSING:
         return _parenthesized(indent, line, suffix)
     depths = _brackets(line)

@@ -1,10 +1,10 @@
 """The number of entries each place receives, `scatter_add[e -> v](One, Dst)` with
 `One[e] = 1`: a graph's in-degrees, or the size of each segment.
 
-A back end with a counting kernel (`torch.bincount`) counts the places in one call, where the
-term written out fills an array with ones, views it at the index array's batch dims, makes
-zeros and adds the ones into them. The pattern is recognised on the IR, never on text, and
-only where the kernel computes exactly the same function:
+A back end counts the places in one call (`compilers/counts.py`: ones made at once and added
+into zeros), where the term written out fills an array with ones, views it at the index
+array's batch dims, makes zeros and adds the ones into them. The pattern is recognised on the
+IR, never on text, and only where the call computes exactly the same function:
 
 - the values are the constant 1 (`IndexValueOp` with no coefficients and offset 1; any other
   constant would be a product whose rounding differs from the sum of its copies), with the

@@ -13,7 +13,10 @@ text, and only where the kernel computes exactly the same function:
   only from one member to the next (a copy, an output, or any other reader stops the match).
 
 Any array is accepted as `L`: the kernel's mean of the picks at the labels is the same function
-whatever made them (it is the cross-entropy when a log-softmax did). Nothing here imports torch.
+whatever made them. When a log-softmax over the label axis made `L` and nothing else reads it,
+it joins the match (`softmax`): the whole is the cross-entropy of its input at the labels, one
+`F.cross_entropy` call (the log-softmax and the same kernel, dispatched once). Nothing here
+imports torch.
 """
 
 from __future__ import annotations
@@ -21,21 +24,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ncd import ir
-from ncd.term_flow import TermFlow, find_matches
+from ncd.term_flow import TermFlow, find_matches, plain_reads
 
 
 @dataclass(frozen=True)
 class NegatedMeanPick:
     """One match: `gather` picks `L[b, T[b]]`, `mean` averages the picks over `b`, `neg`
-    negates the mean."""
+    negates the mean; `softmax`, when not None, made `L` as the log-softmax of its input over
+    the label axis."""
 
     gather: ir.Broadcasted
     mean: ir.Broadcasted
     neg: ir.Broadcasted
+    softmax: ir.Broadcasted | None = None
 
     @property
     def members(self) -> tuple[ir.Broadcasted, ...]:
-        return (self.gather, self.mean, self.neg)
+        picks = (self.gather, self.mean, self.neg)
+        return picks if self.softmax is None else (self.softmax, *picks)
 
 
 def find_negated_mean_picks(term: ir.Term, flow: TermFlow | None = None) -> list[NegatedMeanPick]:
@@ -73,4 +79,21 @@ def _match(flow: TermFlow, neg: ir.Broadcasted) -> NegatedMeanPick | None:
         at_row.offset == 0 and at_row.divisor == 1 and at_row.modulus is None
     if not plain_row or at_label.array != 1:
         return None
-    return NegatedMeanPick(gather, mean, neg)
+    return NegatedMeanPick(gather, mean, neg, _log_softmax(flow, gather))
+
+
+def _log_softmax(flow: TermFlow, gather: ir.Broadcasted) -> ir.Broadcasted | None:
+    """The log-softmax over the label axis that made the gathered array, read by nothing
+    else, reading an array of the same axes and broadcast over the rows as they are; None
+    when another term made it."""
+    softmax = flow.operation_producer(gather, 0)
+    source = gather.inputs[0].array
+    if softmax is None or not isinstance(softmax.op, ir.SoftmaxOp) or not softmax.op.log or \
+            softmax.params or len(softmax.inputs) != 1 or len(softmax.outputs) != 1:
+        return None
+    (read,), (made,) = softmax.inputs, softmax.outputs
+    rows = plain_reads(read)
+    if softmax.op.axes != (source.names[1],) or made.array != source or \
+            read.array != source or rows is None or rows != plain_reads(made):
+        return None
+    return softmax

@@ -239,14 +239,14 @@ def test_an_empty_index_array_passes_its_check() -> None:
 def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_agree() -> None:
     """A gather through one index array of one axis is `index_select` (whole slices) or
     `gather` (a pick in each row), a `scatter_add` through one `index_add` along the values'
-    own dim (a sum of ones: one `bincount`), and the negated
+    own dim (a sum of ones: ones added into zeros), and the negated
     mean of the picks at the labels one `F.nll_loss`, when the index array has no batch dims;
     with batch dims they are spelled out by rows and places as before. Both equal the
     per-element results."""
     graph = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3})
     source = graph.compile()
     assert ".index_select(-2, Src)" in source and ".index_add(-2, Dst, M)" in source
-    assert "torch.bincount(Dst, minlength=size_v).to(X.dtype)" in source  # the degrees
+    assert "-1, Dst, torch.ones(size_e, device=X.device, dtype=X.dtype)" in source  # degrees
     assert "Coef = gather * gather_2" in source and "torch.einsum" not in source  # entrywise
     module = graph.to_torch("gcn_conv", dtype=torch.float64).eval()
     X = torch.randn(2, 5, 6, dtype=torch.float64)
@@ -257,7 +257,7 @@ def test_one_index_array_is_an_index_select_or_a_gather_and_batched_ones_still_a
         torch.testing.assert_close(together[i], module(X[i], Src[i], Dst[i]))
     assert ".gather(-1, T.unsqueeze(-1)).squeeze(-1)" in ncd.load(LOSS).compile()
     loss = ncd.load("gallery/classifier.ncd", sizes={"n": 5})
-    assert "= F.nll_loss(L, T)" in loss.compile("cross_entropy")
+    assert "= F.cross_entropy(Z, T)" in loss.compile("cross_entropy")  # with its log-softmax
     pick = loss.to_torch("cross_entropy", dtype=torch.float64)
     Z = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
     T = torch.tensor([[0, 4, 2], [1, 1, 3]])
@@ -285,14 +285,15 @@ def both(Src: N[v][e], Dst: N[v][e]) -> R[v] {
 """
 
 
-def test_ones_summed_into_places_are_one_bincount_in_eager_and_captured_code() -> None:
-    """A sum of ones into the places of an index array is one `torch.bincount` when nothing
+def test_ones_summed_into_places_are_one_call_in_eager_and_captured_code() -> None:
+    """A sum of ones into the places of an index array is one `index_add` of ones when nothing
     else reads the ones (the ones read twice: written out), equal to `index_add` of ones in the
     values' type; with batch dims the term is written out; graphs captured by export, compile
     and fx agree, and the index check still refuses a value outside the axis."""
     program = ncd.load(COUNTS)
-    assert "torch.bincount(Dst, minlength=6)" in program.compile("degrees")
-    assert "bincount" not in program.compile("both")
+    assert ".index_add(\n                    -1, Dst, torch.ones(9, device=Dst.device" in \
+        program.compile("degrees")
+    assert "torch.ones(" not in program.compile("both")
     module = program.to_torch("degrees").eval()
     dst = torch.tensor([1, 2, 3, 4, 5, 0, 3, 3, 1])
     counted = module(dst)  # no real input: in the default real type, as the ones were
@@ -327,6 +328,27 @@ def test_the_negated_mean_of_picks_is_fused_only_when_nothing_else_reads_them() 
                  "    P[b] = L[b, T[b]]\n    M = mean[b](P)\n    return -M + M\n",
                  "    P[b] = L[b, T[b]]\n    return -sum[b](P)\n"):
         assert "nll_loss" not in ncd.load(source(body)).compile(), body
+    # with the log-softmax that made `L`, one `F.cross_entropy`; not when `L` is read again
+    softmax = "    L = logsoftmax[k](Z)\n    P[b] = L[b, T[b]]\n    return -mean[b](P){}\n"
+    entropy = ncd.load(source(softmax.format("")).replace("(L: R[b, k]", "(Z: R[b, k]"))
+    assert "F.cross_entropy(Z, T)" in entropy.compile() and "nll_loss" not in entropy.compile()
+    again = source(softmax.format(" + sum[b, k](L)")).replace("(L: R[b, k]", "(Z: R[b, k]")
+    assert "F.nll_loss(L, T)" in ncd.load(again).compile()
+    Z = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
+    T = torch.tensor([[4, 0, 2, 2], [1, 3, 3, 0]])
+    model = entropy.to_torch("loss", dtype=torch.float64)
+    traced = torch.fx.symbolic_trace(model)
+    for i in range(2):
+        expected = F.cross_entropy(Z[i], T[i])
+        torch.testing.assert_close(model(Z[i], T[i]), expected)
+        torch.testing.assert_close(traced(Z[i], T[i]), expected)
+        (mine,) = torch.autograd.grad(model(Z[i], T[i]), Z)
+        (theirs,) = torch.autograd.grad(expected, Z)
+        torch.testing.assert_close(mine, theirs)
+    torch.testing.assert_close(model(Z, T), torch.stack([F.cross_entropy(Z[i], T[i])
+                                                         for i in range(2)]))
+    agrees_with_interpreter(source(softmax.format("")).replace("(L: R[b, k]", "(Z: R[b, k]"))
+    agrees_with_interpreter(again)
     module = fused.to_torch("loss", dtype=torch.float64)
     L = torch.randn(4, 5, dtype=torch.float64)
     T = torch.tensor([4, 0, 2, 2])
@@ -336,3 +358,33 @@ def test_the_negated_mean_of_picks_is_fused_only_when_nothing_else_reads_them() 
     torch.testing.assert_close(module(L, T), expected)
     torch.testing.assert_close(traced(L, T), expected)
     agrees_with_interpreter(source("    P[b] = L[b, T[b]]\n    return -mean[b](P)\n"))
+
+
+def test_kernels_that_refuse_a_value_outside_the_axis_still_raise_the_located_error() -> None:
+    """On the CPU the range check leaves to `index_select` and `index_add` the whole test and
+    to `cross_entropy` the values past the end (it skips -100, its `ignore_index`); every
+    value outside the axis, either way and in either integer type, still raises the check's
+    `ValueError`, and an error of the kernel's own (a label type `cross_entropy` does not
+    take) is not turned into one."""
+    program = ncd.load("gallery/graph_conv.ncd", sizes={"f": 6, "g": 3})
+    source = program.compile()
+    assert "Norm.index_select(-1, Src)\n            except (IndexError, RuntimeError):" in source
+    module = program.to_torch("gcn_conv").eval()
+    X = torch.randn(5, 6)
+    good = torch.tensor([0, 1, 4, 2])
+    for value in (5, 6, 2**40, -1, -100, -(2**40)):
+        for dtype in (torch.int64, torch.int32):
+            if abs(value) > 2**31 and dtype == torch.int32:
+                continue
+            bad = torch.tensor([0, value, 4, 2], dtype=dtype)
+            with pytest.raises(ValueError, match=r"line 20: .* outside axis v of Norm"):
+                module(X, bad, good.to(dtype))
+            with pytest.raises(ValueError, match=r"line 18: .* outside axis v of the result"):
+                module(X, good.to(dtype), bad)
+    loss = ncd.load("gallery/classifier.ncd", sizes={"n": 5}).to_torch("cross_entropy")
+    Z = torch.randn(3, 5)
+    for value in (5, 2**40, -1, -100):
+        with pytest.raises(ValueError, match=r"line \d+: .* outside axis n of L \(0 to 4\)"):
+            loss(Z, torch.tensor([0, value, 2]))
+    with pytest.raises(RuntimeError, match="Long"):
+        loss(Z, torch.tensor([0, 4, 2], dtype=torch.int32))

@@ -8,6 +8,7 @@ The first two are made by tensor equations (`ncd.equations`); `scatter_add` is a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ncd import ir
@@ -125,8 +126,32 @@ INDEX_VALUE = declare(Declaration(
 # ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class KernelRefusal:
+    """What the CPU kernel about to read through an index array refuses itself, raising an
+    error (measured for each kernel: `index_select` and `gather` refuse every value outside
+    the axis, `index_add` too where the slices it adds are not empty (it skips the test for
+    empty ones: the counts add single ones); `nll_loss` every one but -100, its
+    `ignore_index`): values below 0 (`below`), values from the axis' size up (`above`), when
+    `test` holds (the run-time condition of the branch that calls it, `T.dim() == 1`)."""
+
+    test: str
+    below: bool
+    above: bool
+
+
+@dataclass(frozen=True)
+class LeftToKernel:
+    """A check that left part of its test to the kernel after it (`refusing_call`): the
+    whole test of the index array's values, and the text of the `ValueError`'s message."""
+
+    outside: str
+    text: str
+
+
 def check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
-                      span: ir.Span | None) -> None:
+                      span: ir.Span | None,
+                      refusal: KernelRefusal | None = None) -> LeftToKernel | None:
     """A run-time check that an index array's values lie inside the axis they index: a
     `ValueError` naming the line when the module runs as Python, from the array's least and
     greatest values (two reductions and two reads of a scalar: eagerly, where each operation
@@ -134,24 +159,82 @@ def check_index_array(emit: Emitter, code: str, source: str, axis: ir.Axis,
     to check, and its `min` is an error). A graph being captured (`torch.compile`, `torch.export`,
     `torch.fx.symbolic_trace`) cannot branch on the values of a tensor, so there the test is
     the graph's own assertion, `torch._assert_async`, which raises a `RuntimeError` with the
-    same message when the graph runs."""
+    same message when the graph runs.
+
+    With a `refusal`, on the CPU and where its test holds, the side of the test that the
+    kernel refuses itself is not run (a small batch pays mostly for the reductions): the
+    caller then writes the kernel call by `refusing_call` with what this returns, whose
+    handler turns the kernel's error into the same `ValueError`. Off the CPU every value is
+    still tested first (a device kernel's assertion is asynchronous, or absent)."""
     where = f"line {span.line}: " if span is not None else ""
     size = emit.size(axis.size)
     if not emit.first_check(f"{code} < {size}"):
-        return  # the same array, checked against the same bound before
+        return None  # the same array, checked against the same bound before
     known = ir.size_value(axis.size)
     last = str(known - 1) if known is not None else f"{ir.size_text(axis.size)} - 1"
-    message = f"\"{where}an index array holds a value outside axis {axis.name} of {source} " \
-        f"(0 to {last})\""
+    text = f"{where}an index array holds a value outside axis {axis.name} of {source} " \
+        f"(0 to {last})"
+    message = f"\"{text}\""
     capturing = "torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()"
     emit.statement(f"if {capturing}:")
     with emit.branch():
         outside = emit.assign("outside", f"(({code} < 0) | ({code} >= {size})).any()",
                               fallback="outside")
         emit.statement(f"torch._assert_async(~{outside}, {message})")
-    emit.statement(f"elif {code}.numel() and (int({code}.min()) < 0 or "
-                   f"int({code}.max()) >= {size}):")
+    whole = f"{code}.numel() and (int({code}.min()) < 0 or int({code}.max()) >= {size})"
+    if refusal is None or not (refusal.below or refusal.above):
+        emit.statement(f"elif {whole}:")
+        emit.statement(f"    raise ValueError({message})")
+        return None
+    # Off the CPU, or where another branch reads through the array, the whole test; else
+    # only the side the kernel lets through.
+    emit.statement(f"elif not ({code}.is_cpu and {refusal.test}) and {whole}:")
     emit.statement(f"    raise ValueError({message})")
+    if not (refusal.below and refusal.above):
+        side = f"int({code}.max()) >= {size}" if refusal.below else f"int({code}.min()) < 0"
+        emit.statement(f"elif {code}.numel() and {side}:")
+        emit.statement(f"    raise ValueError({message})")
+    return LeftToKernel(whole, text)
+
+
+def refusing_call(emit: Emitter, left: LeftToKernel | None, line: str,
+                  comment: str | None = None) -> None:
+    """`line`, a kernel's call through an index array whose check left part of its test to
+    the kernel (`left`; None: a plain statement): in a `try` (free where nothing is raised)
+    whose handler raises the check's `ValueError` when a value is outside the axis, and the
+    kernel's own error for anything else."""
+    if left is None:
+        emit.statement(line, comment)
+        return
+    emit.statement("try:")
+    with emit.branch():
+        emit.statement(line, comment)
+    emit.statement("except (IndexError, RuntimeError):")
+    with emit.branch():
+        emit.statement(f"if {left.outside}:")
+        with emit.branch():
+            message = f"\"{left.text}\""
+            if not emit.too_long(f"    {message}"):
+                emit.statement(f"raise ValueError({message}) from None")
+            else:  # adjacent literals, one a line, as a formatter leaves them
+                emit.statement("raise ValueError(")
+                with emit.branch():
+                    for part in _literal_parts(emit, left.text):
+                        emit.statement(part)
+                emit.statement(") from None")
+        emit.statement("raise")
+
+
+def _literal_parts(emit: Emitter, text: str) -> list[str]:
+    """`text` as string literals that each fit on a line (split after a space)."""
+    parts: list[str] = []
+    for word in text.split(" "):
+        if parts and not emit.too_long(f"\"{parts[-1]} {word} \""):
+            parts[-1] += f" {word}"
+        else:
+            parts.append(word)
+    return [f"\"{part} \"" if index < len(parts) - 1 else f"\"{part}\""
+            for index, part in enumerate(parts)]
 
 
 def _trailing(code: str, rank: int) -> str:
@@ -197,12 +280,17 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
             expr = f"{source.code}[..., {', '.join(indices)}]"
         return [emit.finish(term, expr, labels, comment=f"read at [{texts}]",
                             batched=source.batched, fallback="gathered")]
-    # Each index array checked once, before either way of reading through it.
+    single = _single_index_read(emit, op, source, out, inputs)
+    # Each index array checked once, before either way of reading through it; on the CPU,
+    # `index_select` and `gather` refuse every value outside the axis themselves.
+    refusal = None
+    if single is not None:
+        refusal = KernelRefusal(_single_test(single, source), below=True, above=True)
+    left: LeftToKernel | None = None
     for term_index, axis in arrays:
         assert term_index.array is not None
-        check_index_array(emit, inputs[term_index.array].code,
-                           term.inputs[0].name or "the array", axis, term.span)
-    single = _single_index_read(emit, op, source, out, inputs)
+        left = check_index_array(emit, inputs[term_index.array].code,
+                                 term.inputs[0].name or "the array", axis, term.span, refusal)
     if single is None:
         expr = _gather_by_rows(emit, term, op, source, inputs, arrays, labels)
         return [emit.finish(term, expr, labels, comment=f"read at [{texts}]", batched=True,
@@ -213,21 +301,28 @@ def _gather_lower(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
     position, index, pick = single
     dim = position - source.rank
     gathered = emit.fresh("gathered")
-    condition = f"{index.code}.dim() == 1"
     if pick:
-        condition += f" and {source.code}.dim() == {source.rank}"
         fast = f"{source.code}.gather({dim}, {index.code}.unsqueeze({dim})).squeeze({dim})"
     else:
         fast = f"{source.code}.index_select({dim}, {index.code})"
-    emit.statement(f"if not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and {condition}:")
+    emit.statement("if not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and "
+                   f"{_single_test(single, source)}:")
     with emit.branch():
-        emit.statement(f"{gathered} = {fast}")
+        refusing_call(emit, left, f"{gathered} = {fast}")
     emit.statement("else:")
     with emit.branch():
         emit.statement(f"{gathered} = "
                        f"{_gather_by_rows(emit, term, op, source, inputs, arrays, labels)}")
     return [emit.finish(term, gathered, labels, comment=f"read at [{texts}]", batched=True,
                         fallback="gathered")]
+
+
+def _single_test(single: tuple[int, TensorCode, bool], source: TensorCode) -> str:
+    """The run-time test under which `_gather_lower` reads through one index array by one
+    call: the index array has no batch dims (nor, for a pick in each row, the source)."""
+    _, index, pick = single
+    test = f"{index.code}.dim() == 1"
+    return f"{test} and {source.code}.dim() == {source.rank}" if pick else test
 
 
 def gather_by_rows(emit: Emitter, term: ir.Broadcasted, op: ir.GatherOp,
