@@ -8,13 +8,15 @@ emitted in the caller's `forward`: its parameters are still read from its submod
 (`self.attention.W_q`), so the state dict keeps its keys, and its class is still written
 (the submodule holds the parameters; called on its own it runs its own `forward`).
 
-Which calls: `ncd.dataflow.inlinable_call` (ports that pass their arrays as they are, the
-lifted axes leading, so that the callee's own axes are the trailing dims as in its own
-`forward`; a small callee that calls nothing, takes leading dims and computes every output
-from its inputs; `ncd stats` models the same calls as inlined), every size the callee uses
-fixed or read from the caller's inputs, and no more than `ncd.dataflow.INLINE_BUDGET` terms
-of callees in one `forward`. The submodule is still called when it is not the generated
-class as it is, or has hooks (the `if` before the body).
+Which calls: `ncd.dataflow.inlinable_call` (ports that pass their arrays whole, their axes in
+any order: an argument whose axes are not the lifted ones first, then the callee's, is moved
+into that frame by a view, as the submodule call moves it, so that the callee's own axes are
+the trailing dims as in its own `forward`, and an output is moved back; a small callee that
+calls nothing, takes leading dims and computes every output from its inputs; `ncd stats`
+models the same calls as inlined), every size the callee uses fixed or read from the caller's
+inputs, and no more than `ncd.dataflow.INLINE_BUDGET` terms of callees in one `forward`. The
+submodule is still called when it is not the generated class as it is, or has hooks (the
+`if` before the body).
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from ncd import ir
 from ncd.dataflow import (
     INLINE_BUDGET,
     inlined_terms,
-    passes_arrays_as_they_are,
+    passes_arrays_whole,
 )
 from ncd.operators import declaration
-from ncd.ops.lowering import TensorCode
+from ncd.ops.lowering import TensorCode, degree_label, target_label
 
+from .labels import output_labels
 from .modules import ModuleSpec, Scope, attribute_code
+from .views import permute_text
 
 if TYPE_CHECKING:
     from .forward import ForwardEmitter
@@ -93,9 +97,19 @@ class CallInlining:
         emit = self.emit
         lifted = bool(term.degree.axes)
         emit.comment(f"{op.definition}, inlined")
-        # In the callee's frame: its declared axes trailing, the lifted axes leading dims.
-        arguments = [TensorCode(value.code, variable.array, value.batched or lifted)
-                     for value, variable in zip(inputs, definition.inputs, strict=True)]
+        # In the callee's frame: its declared axes trailing, the lifted axes leading dims in
+        # the degree's order; an argument laid out otherwise is moved there (a view).
+        degree = [degree_label(i) for i in range(len(term.degree.axes))]
+        arguments = []
+        for value, port, variable in zip(inputs, term.inputs, definition.inputs, strict=True):
+            code = value.code
+            if port.array.names != (*term.degree.names, *port.targets):
+                order = [*degree, *(target_label(t) for t in port.targets)]
+                moved = emit.normalized(term, value, port, order, "expand")
+                frame = (*term.degree.names, *port.targets)
+                code = emit.assign(variable.name, moved, f"{' '.join(port.array.names)} -> "
+                                   f"{' '.join(frame)}, the callee's frame")
+            arguments.append(TensorCode(code, variable.array, value.batched or lifted))
         # New arrays (index vectors, constants) take the callee's arguments' device and
         # dtype, as in its own `forward`.
         outer, anchors, emit.anchors = emit.scope, emit.anchors, arguments
@@ -105,10 +119,15 @@ class CallInlining:
                 results = emit.term(definition.body, arguments)
         finally:
             emit.scope, emit.anchors = outer, anchors
-        return [TensorCode(emit.relayout(result, variable.array).code, array,
-                           result.batched or lifted)
-                for result, variable, array in zip(results, definition.outputs, term.cod,
-                                                   strict=True)]
+        outputs = []
+        for result, variable, port, array in zip(results, definition.outputs, term.outputs,
+                                                 term.cod, strict=True):
+            # In the caller's frame: the output's axes moved to its order (a view).
+            labels = [*degree, *(target_label(t) for t in port.targets)]
+            code = permute_text(emit.relayout(result, variable.array).code, labels,
+                                output_labels(port))
+            outputs.append(TensorCode(code, array, result.batched or lifted))
+        return outputs
 
     def _callee(self, term: ir.Broadcasted) -> ir.Definition | None:
         """The callee when its body is written here (`ncd.dataflow.inlinable_call`, the
@@ -125,7 +144,7 @@ class CallInlining:
         # The callee first: judged once, it rules out most calls (those of callees that call)
         # before their ports are looked at.
         if terms is None or self._spent + terms > INLINE_BUDGET or \
-                not passes_arrays_as_they_are(term):
+                not passes_arrays_whole(term):
             return None
         readable = self._sizes_readable.get(name)
         if readable is None:

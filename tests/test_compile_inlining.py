@@ -1,8 +1,9 @@
 """A call of a small definition written into its caller's `forward` (`compilers/inline_calls.py`,
-`ncd.dataflow.inlinable_call`): where it fires and where it must not, that the state dict keeps
-its keys, that the module computes what hand-written torch computes (any leading dims), and
-that the caller's intermediates are freed inside it (the layer norm's output of
-`x + mlp(ln(x))`, which a submodule call's argument tuple keeps alive)."""
+`ncd.dataflow.inlinable_call`): where it fires (a call that permutes its arguments too) and
+where it must not, that the state dict keeps its keys, that the module computes what
+hand-written torch computes (any leading dims), and that the caller's intermediates are freed
+inside it (the layer norm's output of `x + mlp(ln(x))`, which a submodule call's argument tuple
+keeps alive)."""
 
 from __future__ import annotations
 
@@ -147,9 +148,34 @@ def test_a_call_stays_a_submodule_call(callee: str, reason: str) -> None:
     assert "self.inner(" in forward and "inlined" not in forward, reason
 
 
-def test_a_call_that_permutes_its_arguments_stays_a_submodule_call() -> None:
-    text = ("axis x, y, m = 3\n"
-            "def inner(X: R[m, x]) -> R[m, x] { return X * 2 }\n"
-            "def outer(X: R[x, y, m]) -> R[x, y, m] { return inner(X) }\n")
-    forward = forward_of(ncd.load(text).compile("outer"), "Outer")
-    assert "self.inner(" in forward and "inlined" not in forward
+def test_a_call_that_permutes_its_arguments_is_written_in_place() -> None:
+    """The argument is moved into the callee's frame (the lifted axes first, then the callee's
+    in its declared order: a view, as the submodule call passes it) and the output moved back;
+    the module agrees with the interpreter (with and without a leading dim) and with torch."""
+    text = textwrap.dedent("""
+    axis x, y, m = 3, g = 2, p = 2
+
+    def inner(X: R[m, x]) -> R[m, x] { return X * 2 }
+    def turn(Z: R[x, p]) -> R[x, p] {
+        Angle[x] = x
+        return Z * cos(Angle)
+    }
+    def outer(X: R[x, y, m], Z: R[x, g, p]) -> (R[x, y, m], R[x, g, p]) {
+        return inner(X), turn(Z)
+    }
+    """)
+    program = ncd.load(text)
+    outer = forward_of(program.compile("outer"), "Outer")
+    assert "self.inner(" in outer and "self.turn(" in outer  # the hooked or replaced path
+    assert "# inner, inlined" in outer and "# turn, inlined" in outer
+    assert "x y m -> y m x, the callee's frame" in outer
+    assert "x g p -> g x p, the callee's frame" in outer
+    report = compare_text(text, sizes=3)["outer"]
+    assert report.skipped is None and report.compared > 0
+    assert not report.findings, report.findings
+    module = program.to_torch("outer")
+    x, z = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 2, 2)
+    doubled, turned = module(x, z)
+    torch.testing.assert_close(doubled, x * 2)
+    angle = torch.arange(4.0)
+    torch.testing.assert_close(turned, z * torch.cos(angle)[:, None, None])
