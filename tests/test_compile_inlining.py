@@ -179,3 +179,52 @@ def test_a_call_that_permutes_its_arguments_is_written_in_place() -> None:
     torch.testing.assert_close(doubled, x * 2)
     angle = torch.arange(4.0)
     torch.testing.assert_close(turned, z * torch.cos(angle)[:, None, None])
+
+
+ROTATIONS = """
+axis x, g = 2, p = 2, q = p
+
+def turn(Z: R[x, p]) -> R[x, p] {
+    Angle[x] = x
+    Swap[p, q] = p - q
+    Zt[x, p] = sum(q) Swap[p, q] * Z[x, q]
+    return Z * cos(Angle) + Zt * sin(Angle)
+}
+def both(A: R[x, g, p], B: R[x, p]) -> (R[x, g, p], R[x, p]) {
+    return turn(A), turn(B)
+}
+"""
+
+
+def test_tables_of_a_callee_inlined_twice_are_written_once() -> None:
+    """What the callee computes from sizes alone (rotary's angles, cosines, sines) is written
+    before its first call and read by the second, computed again only when the second call's
+    argument has another device or dtype; the module agrees with the interpreter."""
+    source = ncd.load(textwrap.dedent(ROTATIONS)).compile("both")
+    forward = forward_of(source, "Both")
+    first = forward.index("# turn, inlined")
+    tables = forward[:forward.index("type(turn) is not Turn")]
+    assert "torch.cos(" in tables and "torch.arange(" in tables
+    assert "torch.cos(" not in forward[first:forward.index("turn's tables again")]
+    assert forward.count("# turn, inlined") == 2 and forward.count("torch.cos(") == 2
+    report = compare_text(textwrap.dedent(ROTATIONS), sizes=3)["both"]
+    assert report.skipped is None and report.compared > 0
+    assert not report.findings, report.findings
+
+
+def test_tables_written_once_are_those_a_submodule_call_computes() -> None:
+    """The inlined calls and the submodule calls (hooked) give the same arrays, bit for bit,
+    when the two arguments have the same dtype and when they do not (the second call's
+    tables are then made again, in its dtype)."""
+    module = ncd.load(textwrap.dedent(ROTATIONS)).to_torch("both")
+    a = torch.randn(3, 5, 2, 2, dtype=torch.float64)
+    for b in (torch.randn(3, 5, 2, dtype=torch.float64), torch.randn(3, 5, 2)):
+        inlined = module(a, b)
+        handles = [child.register_forward_hook(lambda *_: None)
+                   for child in (module.turn, module.turn_2)]
+        called = module(a, b)
+        for handle in handles:
+            handle.remove()
+        for mine, theirs in zip(inlined, called, strict=True):
+            assert mine.dtype == theirs.dtype
+            assert torch.equal(mine, theirs)
