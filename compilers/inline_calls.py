@@ -199,8 +199,10 @@ class CallInlining:
             return shared
         if not all(code.isidentifier() for code in shared.read):
             return None  # a value that is not a name cannot be bound again
-        tests = [f"{new} != {old}" for new, old in zip(anchor, shared.anchor, strict=True)
-                 if new != old]
+        # torch.fx cannot test a traced array's device or dtype: made again while it traces
+        tests = ["torch.fx._symbolic_trace.is_fx_symbolic_tracing()", *(
+            f"{new} != {old}" for new, old in zip(anchor, shared.anchor, strict=True)
+            if new != old)]
         emit.emit(f"if {' or '.join(tests)}:",
                   f"{definition.name}'s tables again, in this call's device and dtype")
         with emit.branch():
