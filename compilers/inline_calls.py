@@ -17,6 +17,12 @@ models the same calls as inlined), every size the callee uses fixed or read from
 inputs, and no more than `ncd.dataflow.INLINE_BUDGET` terms of callees in one `forward`. The
 submodule is still called when it is not the generated class as it is, or has hooks (the
 `if` before the body).
+
+A callee inlined more than once in one `forward` (rotary on the queries and on the keys) has
+what it computes from sizes alone (index values, constants and what is made of them only)
+written once, before its first call's `if`, and read by every call (`SharedValues`); a later
+call whose argument may have another device or dtype computes them again in its own when they
+differ, so that each call computes what its own `forward` computes.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
 
 HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 """The hooks of a module instance that its `__call__` runs around its `forward`."""
+
 
 @dataclass
 class SharedValues:
