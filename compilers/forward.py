@@ -172,6 +172,7 @@ class ForwardEmitter:
                 yield
         finally:
             self.depth -= 1
+            self.inlining.forget()  # tables written before the loop may be read no more
 
     @contextmanager
     def _region(self) -> Iterator[None]:

@@ -64,7 +64,8 @@ class SharedValues:
     """The outputs of each of its terms written so, by the term's id (the callee's body is
     the same IR object at every call)."""
     region: int
-    """The emitter's region (`ForwardEmitter.regions`) where they were written."""
+    """The emitter's region (`ForwardEmitter.regions`) where they were written: only the
+    calls in that region read them."""
     lines: list[str]
     """The list of lines they were written into (a loop written into a buffer first has
     its own)."""
@@ -113,6 +114,11 @@ class CallInlining:
         if self._walk is not None and self._walk[1] and \
                 isinstance(term, (ir.Broadcasted, ir.Reindexing)):
             self._walk[0].values[id(term)] = outputs
+
+    def forget(self) -> None:
+        """Forget the values written so far: a loop was written, which rebinds the names it
+        carries (a call after it writes them again)."""
+        self._shared.clear()
 
     def _shareable(self, term: ir.Term) -> bool:
         """A term whose outputs are the same at every call given the same inputs: no
@@ -195,7 +201,9 @@ class CallInlining:
         finally:
             emit.anchors = outer
         shared = self._shared.get(definition.name)
-        if shared is None or shared.region not in emit.regions or shared.lines is not emit.lines:
+        # Written in this region of code (not before the loop or branch this call is in, where
+        # a loop would run the test below against tables of another iteration's arrays).
+        if shared is None or shared.region != emit.regions[-1] or shared.lines is not emit.lines:
             shared = SharedValues(anchor, {}, emit.regions[-1], emit.lines)
             self._walk_body(definition, spec, module, anchors, shared)
             if not shared.values:
