@@ -91,6 +91,10 @@ class ForwardEmitter:
         self.overlapping: set[str] = set()
         self.attention, self.windows, self.picks, self.expert_sums, self.counts = \
             self._patterns()
+        # The open regions of code (the forward's top level, then each `if`, `else` or loop
+        # body being written), innermost last: a name bound in a closed one may be unbound.
+        self.regions = [0]
+        self._region_count = 0
         # A call of a small definition, its body written here (`compilers.inline_calls`).
         self.inlining = CallInlining(self)
 
@@ -154,7 +158,8 @@ class ForwardEmitter:
         checked = set(self.checked)
         self.depth += 1
         try:
-            yield
+            with self._region():
+                yield
         finally:
             self.depth -= 1
             self.checked = checked
@@ -165,9 +170,20 @@ class ForwardEmitter:
         self.checked.clear()
         self.depth += 1
         try:
-            yield
+            with self._region():
+                yield
         finally:
             self.depth -= 1
+            self.inlining.forget()  # tables written before the loop may be read no more
+
+    @contextmanager
+    def _region(self) -> Iterator[None]:
+        self._region_count += 1
+        self.regions.append(self._region_count)
+        try:
+            yield
+        finally:
+            self.regions.pop()
 
     def assign(self, hint: str | None, expr: str, comment: str | None = None,
                fallback: str = "value") -> str:
@@ -297,6 +313,15 @@ class ForwardEmitter:
     def term(self, term: ir.Term, inputs: list[TensorCode]) -> list[TensorCode]:
         if len(inputs) != len(term.dom):
             raise CompileError(f"{term.kind} expects {len(term.dom)} inputs, got {len(inputs)}")
+        # a value an inlined callee computes from sizes alone, written once for its calls
+        shared = self.inlining.shared(term, inputs)
+        if shared is not None:
+            return shared
+        outputs = self._term(term, inputs)
+        self.inlining.record(term, outputs)
+        return outputs
+
+    def _term(self, term: ir.Term, inputs: list[TensorCode]) -> list[TensorCode]:
         match term:
             case ir.Identity():
                 return list(inputs)

@@ -26,6 +26,7 @@ This module writes text only; it does not import torch (`build_module` imports i
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,6 +128,8 @@ class ProgramCompiler:
         doc = definition.doc or f"The ncd definition {definition.name!r}."
         spec = ModuleSpec(class_name=class_name, doc=doc, declared=declared)
         emitter = ForwardEmitter(self, spec)
+        calls = Counter(self._callees(definition.name))
+        emitter.inlining.repeated = frozenset(name for name, count in calls.items() if count > 1)
         arguments = [TensorCode(emitter.names.fresh(variable.name, "input"), variable.array)
                      for variable in definition.inputs]
         emitter.arguments = arguments

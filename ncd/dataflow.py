@@ -156,13 +156,13 @@ about the time it took, instead of holding all their bodies."""
 def inlinable_call(term: ir.Broadcasted, program: ir.Program) -> ir.Definition | None:
     """The callee of a call that the compiler writes into its caller's `forward`
     (`compilers.inline_calls`, which also needs the callee's symbolic sizes readable from the
-    caller's inputs and `INLINE_BUDGET` not spent), or None: every port passes its array as it
-    is (the lifted axes first in the degree's order, then the callee's axes in its declared
-    order), no `each`; the callee takes leading dims, calls nothing (no call, scan or machine:
-    a chain of calls compiles each body once more at most), has at most `INLINE_LIMIT` terms,
-    no repeated block with copies, no dropout or batch norm (which read the module's training
-    flag), and computes every output from its inputs."""
-    if not passes_arrays_as_they_are(term):
+    caller's inputs and `INLINE_BUDGET` not spent), or None: every port passes its array whole
+    (`passes_arrays_whole`: the lifted axes and the callee's in any order, which a view puts
+    in the callee's frame), no `each`; the callee takes leading dims, calls nothing (no call,
+    scan or machine: a chain of calls compiles each body once more at most), has at most
+    `INLINE_LIMIT` terms, no repeated block with copies, no dropout or batch norm (which read
+    the module's training flag), and computes every output from its inputs."""
+    if not passes_arrays_whole(term):
         return None
     assert isinstance(term.op, ir.CallOp)
     try:
@@ -172,18 +172,20 @@ def inlinable_call(term: ir.Broadcasted, program: ir.Program) -> ir.Definition |
     return definition if inlined_terms(definition) is not None else None
 
 
-def passes_arrays_as_they_are(term: ir.Broadcasted) -> bool:
+def passes_arrays_whole(term: ir.Broadcasted) -> bool:
     """The call's part of `inlinable_call`: a call without `each` whose every port passes
-    its array unchanged, the lifted axes first in the degree's order, then the callee's axes
-    in its declared order."""
+    its array whole, each entry read once (an identity reindexing), its axes the lifted axes
+    and the callee's in any order: the inlined body reads the arguments moved into its own
+    frame (the lifted axes first in the degree's order, then the callee's axes in its
+    declared order), a view, as the submodule call passes them."""
     op = term.op
     if not isinstance(op, ir.CallOp) or op.each is not None or term.params:
         return False
     lifted = term.degree.names
     for port, array in (*zip(term.inputs, term.dom, strict=True),
                         *zip(term.outputs, term.cod, strict=True)):
-        if array.names != (*lifted, *port.targets) or port.array.names != array.names or \
-                not port.reindexing.is_identity:
+        if sorted(array.names) != sorted((*lifted, *port.targets)) or \
+                port.array.names != array.names or not port.reindexing.is_identity:
             return False
     return True
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import itertools
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -486,6 +487,8 @@ def constructs(program: ir.Program) -> set[str]:
             found.add("count of the places of an index array")
         if find_expert_sums(definition.body):
             found.add("weighted sum of experts")
+        if _shares_tables(definition, program):
+            found.add("callee written in place twice, its tables written once")
         for term in ir.walk(definition.body):
             match term:
                 case ir.Reindexing(eta=eta):
@@ -536,6 +539,18 @@ def constructs(program: ir.Program) -> set[str]:
                 case ir.Identity() | ir.Rearrangement() | ir.Product():
                     pass
     return found
+
+
+def _shares_tables(definition: ir.Definition, program: ir.Program) -> bool:
+    """Whether a callee written in place twice or more in `definition` makes arrays from sizes
+    alone (a term without inputs or parameters), which the compiler writes once for its calls
+    (compilers/inline_calls.py)."""
+    calls = Counter(callee.name for term in ir.walk(definition.body)
+                    if isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp)
+                    and (callee := inlinable_call(term, program)) is not None)
+    return any(count > 1 and any(isinstance(part, ir.Broadcasted) and not part.dom and
+                                 not part.params for part in ir.walk(program.definition(name).body))
+               for name, count in calls.items())
 
 
 def _map_constructs(eta: ir.StrideMorphism) -> set[str]:

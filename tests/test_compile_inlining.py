@@ -1,8 +1,9 @@
 """A call of a small definition written into its caller's `forward` (`compilers/inline_calls.py`,
-`ncd.dataflow.inlinable_call`): where it fires and where it must not, that the state dict keeps
-its keys, that the module computes what hand-written torch computes (any leading dims), and
-that the caller's intermediates are freed inside it (the layer norm's output of
-`x + mlp(ln(x))`, which a submodule call's argument tuple keeps alive)."""
+`ncd.dataflow.inlinable_call`): where it fires (a call that permutes its arguments too) and
+where it must not, that the state dict keeps its keys, that the module computes what
+hand-written torch computes (any leading dims), and that the caller's intermediates are freed
+inside it (the layer norm's output of `x + mlp(ln(x))`, which a submodule call's argument tuple
+keeps alive)."""
 
 from __future__ import annotations
 
@@ -147,9 +148,111 @@ def test_a_call_stays_a_submodule_call(callee: str, reason: str) -> None:
     assert "self.inner(" in forward and "inlined" not in forward, reason
 
 
-def test_a_call_that_permutes_its_arguments_stays_a_submodule_call() -> None:
-    text = ("axis x, y, m = 3\n"
-            "def inner(X: R[m, x]) -> R[m, x] { return X * 2 }\n"
-            "def outer(X: R[x, y, m]) -> R[x, y, m] { return inner(X) }\n")
-    forward = forward_of(ncd.load(text).compile("outer"), "Outer")
-    assert "self.inner(" in forward and "inlined" not in forward
+def test_a_call_that_permutes_its_arguments_is_written_in_place() -> None:
+    """The argument is moved into the callee's frame (the lifted axes first, then the callee's
+    in its declared order: a view, as the submodule call passes it) and the output moved back;
+    the module agrees with the interpreter (with and without a leading dim) and with torch."""
+    text = textwrap.dedent("""
+    axis x, y, m = 3, g = 2, p = 2
+
+    def inner(X: R[m, x]) -> R[m, x] { return X * 2 }
+    def turn(Z: R[x, p]) -> R[x, p] {
+        Angle[x] = x
+        return Z * cos(Angle)
+    }
+    def outer(X: R[x, y, m], Z: R[x, g, p]) -> (R[x, y, m], R[x, g, p]) {
+        return inner(X), turn(Z)
+    }
+    """)
+    program = ncd.load(text)
+    outer = forward_of(program.compile("outer"), "Outer")
+    assert "self.inner(" in outer and "self.turn(" in outer  # the hooked or replaced path
+    assert "# inner, inlined" in outer and "# turn, inlined" in outer
+    assert "x y m -> y m x, the callee's frame" in outer
+    assert "x g p -> g x p, the callee's frame" in outer
+    report = compare_text(text, sizes=3)["outer"]
+    assert report.skipped is None and report.compared > 0
+    assert not report.findings, report.findings
+    module = program.to_torch("outer")
+    x, z = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 2, 2)
+    doubled, turned = module(x, z)
+    torch.testing.assert_close(doubled, x * 2)
+    angle = torch.arange(4.0)
+    torch.testing.assert_close(turned, z * torch.cos(angle)[:, None, None])
+
+
+ROTATIONS = """
+axis x, g = 2, p = 2, q = p
+
+def turn(Z: R[x, p]) -> R[x, p] {
+    Angle[x] = x
+    Swap[p, q] = p - q
+    Zt[x, p] = sum(q) Swap[p, q] * Z[x, q]
+    return Z * cos(Angle) + Zt * sin(Angle)
+}
+def both(A: R[x, g, p], B: R[x, p]) -> (R[x, g, p], R[x, p]) {
+    return turn(A), turn(B)
+}
+def looped(A: R[x, g, p], B: R[x, p], D: R[x, p]) -> (R[x, g, p], R[x, p], R[x, p]) {
+    C = turn(B)
+    block "thrice" x3 shared {
+        T = turn(A)
+        A[x, g, p] = T[g, x, p] * 2
+        B = turn(B) + D
+    }
+    return A, turn(B), C
+}
+"""
+
+
+def test_tables_of_a_callee_inlined_twice_are_written_once() -> None:
+    """What the callee computes from sizes alone (rotary's angles, cosines, sines) is written
+    before its first call and read by the second, computed again only when the second call's
+    argument has another device or dtype."""
+    source = ncd.load(textwrap.dedent(ROTATIONS)).compile("both")
+    forward = forward_of(source, "Both")
+    first = forward.index("# turn, inlined")
+    tables = forward[:forward.index("type(turn) is not Turn")]
+    assert "torch.cos(" in tables and "torch.arange(" in tables
+    assert "torch.cos(" not in forward[first:forward.index("turn's tables again")]
+    assert forward.count("# turn, inlined") == 2 and forward.count("torch.cos(") == 2
+
+
+ARGUMENTS = {  # the shapes of the arguments, and their dtypes: one for all, or several
+    "both": ([(3, 5, 2, 2), (3, 5, 2)], [(torch.float64,) * 2,
+                                         (torch.float64, torch.float32)]),
+    # B turns float64 after one pass of the loop (D is): the third pass's first call must
+    # not take the tables the second pass's last call made for B
+    "looped": ([(3, 5, 2, 2), (3, 5, 2), (3, 5, 2)], [(torch.float64,) * 3,
+                                                     (torch.float32,) * 2 + (torch.float64,)]),
+}
+
+
+@pytest.mark.parametrize("name", ["both", "looped"])
+def test_tables_written_once_are_those_a_submodule_call_computes(name: str) -> None:
+    """The inlined calls and the submodule calls (hooked) give the same arrays, bit for bit,
+    when the arguments have one dtype and when they do not (a call's tables are then made
+    again, in its dtype); in a loop, the tables are its own (written in each pass), and
+    those before the loop are not read after it."""
+    module = ncd.load(textwrap.dedent(ROTATIONS)).to_torch(name)
+    shapes, choices = ARGUMENTS[name]
+    for dtypes in choices:
+        arguments = [torch.randn(shape, dtype=dtype)
+                     for shape, dtype in zip(shapes, dtypes, strict=True)]
+        inlined = module(*arguments)
+        handles = [child.register_forward_hook(lambda *_: None)
+                   for child in module.children()]
+        called = module(*arguments)
+        for handle in handles:
+            handle.remove()
+        for mine, theirs in zip(inlined, called, strict=True):
+            assert mine.dtype == theirs.dtype
+            assert torch.equal(mine, theirs)
+    report = compare_text(textwrap.dedent(ROTATIONS), sizes=3)[name]
+    assert report.skipped is None and report.compared > 0
+    assert not report.findings, report.findings
+    if name == "both":
+        # torch.fx cannot test the arguments' dtypes: the traced graph makes the tables again
+        traced = torch.fx.symbolic_trace(module)
+        for mine, theirs in zip(traced(*arguments), module(*arguments), strict=True):
+            assert torch.equal(mine, theirs)
