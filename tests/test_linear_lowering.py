@@ -13,19 +13,50 @@ torch = pytest.importorskip("torch")
 
 
 def test_a_linear_map_with_bias_is_one_f_linear_as_nn_linear_computes_it() -> None:
-    program = ncd.load("axis b\naxis m = 12, f = 5\n"
+    program = ncd.load("axis b\naxis m = 12, f = 16\n"
                        "def f(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }")
     source = program.compile()
     assert "F.linear(X, self.W.T, self.c)" in source
     assert "torch.einsum" not in source
     module = program.to_torch("f").eval()
-    assert tuple(module.W.shape) == (12, 5)  # the declared layout: checkpoints load as before
-    reference = torch.nn.Linear(12, 5)
+    assert tuple(module.W.shape) == (12, 16)  # the declared layout: checkpoints load as before
+    reference = torch.nn.Linear(12, 16)
     with torch.no_grad():
         reference.weight.copy_(module.W.T)
         reference.bias.copy_(module.c)
         for X in (torch.randn(7, 12), torch.randn(3, 4, 7, 12)):  # leading batch dims too
             torch.testing.assert_close(module(X), reference(X))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_narrow_map_of_a_large_input_copies_its_weight_into_rows_first(bias: bool) -> None:
+    """Fewer than 12 outputs: from 16,384 input entries the weight is copied into `(out, in)`
+    rows (the CPU's product of rows by the weight as stored is slow there), below that it is
+    read as a view; both compute what `nn.Linear` computes, values and gradients, with the
+    declared layout kept."""
+    option, arguments = (", bias", "X, W, c") if bias else ("", "X, W")
+    program = ncd.load("axis b\naxis m = 16, h = 2, k = 3\n"
+                       f"def f(X: R[b, m]) -> R[b, h, k] {{ return linear[m -> h k{option}]"
+                       f"({arguments}) }}")
+    source = program.compile()
+    assert "X.numel() >= 16384:" in source and "self.W.flatten(1).T.contiguous()" \
+        in source
+    module = program.to_torch("f").double()
+    assert tuple(module.W.shape) == (16, 2, 3) and module.W.is_contiguous()
+    reference = torch.nn.Linear(16, 6, bias=bias).double()
+    with torch.no_grad():
+        reference.weight.copy_(module.W.flatten(1).T)
+        if bias:
+            reference.bias.copy_(module.c.flatten())
+    for rows in (7, 1024, 1025):  # 112 entries: a view; 16,384 and more: the copy
+        X = torch.randn(rows, 16, dtype=torch.float64, requires_grad=True)
+        ours, theirs = module(X), reference(X).unflatten(-1, (2, 3))
+        torch.testing.assert_close(ours, theirs)
+        weights = (torch.randn_like(ours),)
+        got = torch.autograd.grad(ours, (X, module.W), weights)
+        want = torch.autograd.grad(theirs, (X, reference.weight), weights)
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1].T.unflatten(-1, (2, 3)))
 
 
 def test_several_input_and_output_axes_flatten_the_weight_as_a_view() -> None:
