@@ -13,19 +13,31 @@ torch = pytest.importorskip("torch")
 
 
 def test_a_linear_map_with_bias_is_one_f_linear_as_nn_linear_computes_it() -> None:
+    """Rows without leading dims: `torch.addmm` of the weight as it is; with leading dims:
+    `F.linear` of the weight transposed (a view); both what `nn.Linear` computes, values and
+    gradients."""
     program = ncd.load("axis b\naxis m = 12, f = 16\n"
                        "def f(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }")
     source = program.compile()
+    assert "torch.addmm(self.c, X, self.W)" in source
     assert "F.linear(X, self.W.T, self.c)" in source
     assert "torch.einsum" not in source
-    module = program.to_torch("f").eval()
+    module = program.to_torch("f").double()
     assert tuple(module.W.shape) == (12, 16)  # the declared layout: checkpoints load as before
-    reference = torch.nn.Linear(12, 16)
+    reference = torch.nn.Linear(12, 16).double()
     with torch.no_grad():
         reference.weight.copy_(module.W.T)
         reference.bias.copy_(module.c)
-        for X in (torch.randn(7, 12), torch.randn(3, 4, 7, 12)):  # leading batch dims too
-            torch.testing.assert_close(module(X), reference(X))
+    for shape in ((7, 12), (3, 4, 7, 12)):  # leading batch dims too
+        X = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        ours, theirs = module(X), reference(X)
+        torch.testing.assert_close(ours, theirs)
+        weights = (torch.randn_like(ours),)
+        got = torch.autograd.grad(ours, (X, module.W, module.c), weights)
+        want = torch.autograd.grad(theirs, (X, reference.weight, reference.bias), weights)
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1].T)
+        torch.testing.assert_close(got[2], want[2])
 
 
 @pytest.mark.parametrize("bias", [True, False])

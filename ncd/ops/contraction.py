@@ -508,6 +508,16 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                     term, test, lambda: copied[0], lambda: fused[0], fused[1],
                     comment=f"{comment}; a large input: the weight copied into (out, in) rows",
                     batched=inputs[0].batched, fallback="linear")]
+            if op.bias and inputs[0].rank == 2 and len(op.outputs) == 1:
+                # rows of one axis: `torch.addmm` straight, without `F.linear`'s two
+                # transposes of the weight (and their nodes in the backward pass)
+                product = f"torch.addmm({params[1].code}, {inputs[0].code}, {params[0].code})"
+                if not inputs[0].batched:
+                    return [emit.finish(term, product, fused[1], comment=comment,
+                                        batched=False, fallback="linear")]
+                return [emit.finish_either(
+                    term, dims_test(inputs[0].code, 2), lambda: product, lambda: fused[0],
+                    fused[1], comment=comment, batched=True, fallback="linear")]
             return [emit.finish(term, fused[0], fused[1], comment=comment,
                                 batched=inputs[0].batched, fallback="linear")]
     if linear_is_pointwise(op, term):
