@@ -3,7 +3,6 @@ labelled input and output wires, after the expansion limits are checked."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 
 from ncd import ir
@@ -12,11 +11,12 @@ from ..annotate import LEVELS, Legend, shaded
 from ..geometry import Diagram, Item, Rect, Stroke, placed_anchors, placed_boxes, placed_items
 from ..glyphs import THEMES
 from ..text import Label, elide
-from .context import Context, TooWide, size_environment
+from .context import Context, TooWide, WireIds, size_environment
 from .extent import check_expansion
 from .lens import layout_lens
 from .options import LABEL_RAISE, MARGIN, MIN_WIDTH, NOTE_LINE, NOTE_SIZE, RenderOptions
 from .panels import Panel, array_specs, text_item
+from .replay import Replays
 from .routing import assemble
 from .terms import layout
 
@@ -147,9 +147,12 @@ breaks nested compositions into rows of one term each."""
 
 def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptions,
             nested_calls: int | None = None, give_up_beyond: float | None = None) -> Diagram:
+    # Terms of one form are replayed (`replay`), but for the notes on boxes, which are
+    # found by the term's place in the source.
     ctx = Context(program, options, THEMES[options.theme], size_environment(program),
-                  itertools.count(1), calls=(definition.name,), nested_calls=nested_calls,
-                  give_up_beyond=give_up_beyond)
+                  WireIds(), calls=(definition.name,), nested_calls=nested_calls,
+                  give_up_beyond=give_up_beyond,
+                  replays=None if options.notes else Replays())
     domain, codomain, term = edges_in_drawing_order(definition)
     left = array_specs(domain, ctx)
     right = array_specs(codomain, ctx)

@@ -63,12 +63,21 @@ from .panels import (
     text_item,
     wire_path,
 )
+from .replay import REPLAYED
 from .rewiring import layout_rearrangement, layout_reindexing
 from .routing import assemble, join, join_outline
 
 
 def layout(term: ir.Term, ctx: Context, in_ids: Sequence[int]) -> Panel:
-    """The panel of `term`, whose input wires have ids `in_ids`."""
+    """The panel of `term`, whose input wires have ids `in_ids` (replayed where a term of
+    the same form was laid out before: `replay`)."""
+    if ctx.replays is not None and isinstance(term, REPLAYED):
+        return ctx.replays.layout(term, ctx, in_ids, laid_out)
+    return laid_out(term, ctx, in_ids)
+
+
+def laid_out(term: ir.Term, ctx: Context, in_ids: Sequence[int]) -> Panel:
+    """The panel of `term`, laid out."""
     match term:
         case ir.Identity():
             return layout_identity(term, ctx, in_ids)

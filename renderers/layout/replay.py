@@ -1,0 +1,243 @@
+"""Replay: a term laid out again where a term of the same form was laid out before in the
+same diagram. A long chain repeats a few statements thousands of times (`gelu`, a residual
+`X + relu(X)`, a norm), and the panel of a leaf depends on nothing but the term's form (its
+operation, arrays and ports, not where it stands in the source) and the ids of the wires it
+is given and takes: so the first panel of a form is kept as a template, and a later term of
+that form gets a copy of it with the wire ids put right, the ids it takes taken from the
+counter as laying it out would have taken them. The copy is the panel laying out would
+make, to the last id and bit.
+
+Two things the form leaves out are checked rather than assumed. The ids: a template is
+replayed only once a second term of its form, laid out, gave exactly the template's copy.
+The names of the ports (`W3` of one `linear`, `W7` of the next; the variables an operation
+reads and makes), which most glyphs do not draw: a template is replayed for other names only
+once a term with other names, laid out, gave the copy; a glyph that draws them (a card, a
+parameter's caption) never gives it, and its terms are laid out every time, as before."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+from ncd import ir
+
+from ..geometry import (
+    Box,
+    BoxEntry,
+    Drawn,
+    Group,
+    MovedAnchors,
+    MovedBoxes,
+    Path,
+    PortPoint,
+    Text,
+)
+from .context import Context
+from .panels import End, Panel
+
+Lay = Callable[[ir.Term, Context, Sequence[int]], Panel]
+"""Lays a term out (the dispatch of `terms.layout`, without replaying)."""
+
+REPLAYED: tuple[type[ir.Term], ...] = (ir.Broadcasted, ir.Rearrangement, ir.Reindexing,
+                                       ir.Product)
+"""The kinds of term that are replayed: the leaves, and products of them (a composition
+takes the ids its terms leave, and a block or scan its frame's: laid out each time)."""
+
+
+def _form(term: ir.Term, expand_calls: bool) -> tuple[Hashable, tuple[str | None, ...]] | None:
+    """What the panel of `term` depends on, other than the context and the wire ids: every
+    field but the spans, and of the names of its operations' ports (variables, parameters)
+    only which are alike (the names are returned apart); None for a term that is not
+    replayed."""
+    if isinstance(term, ir.Broadcasted):
+        if expand_calls and isinstance(term.op, ir.CallOp):
+            return None  # drawn as the callee's diagram, which depends on the program
+        ports = (*term.inputs, *term.params, *term.outputs)
+        names = tuple(p.name for p in ports)
+        # which ports are named alike (a residual's main line), not the names themselves
+        alike = tuple(None if n is None else names.index(n) for n in names)
+        return (("broadcasted", term.op, term.degree, len(term.inputs), len(term.params),
+                 tuple((p.array, p.targets, p.reindexing) for p in ports), alike, term.dom,
+                 term.cod), names)
+    if isinstance(term, ir.Rearrangement):
+        return ("rearrangement", term.mapping, term.dom, term.cod), ()
+    if isinstance(term, ir.Reindexing):
+        return ("reindexing", term.eta, term.name, term.source, term.dom, term.cod), ()
+    if isinstance(term, ir.Identity):
+        return ("identity", term.names, term.dom, term.cod), ()
+    if isinstance(term, ir.Product):
+        factors: list[Hashable] = []
+        names: list[str | None] = []
+        for factor in term.terms:
+            form = _form(factor, expand_calls)
+            if form is None:
+                return None
+            factors.append(form[0])
+            names.extend(form[1])
+        return ("product", tuple(factors), term.dom, term.cod), tuple(names)
+    return None
+
+
+@dataclass(slots=True)
+class _Template:
+    """The first panel of a form (a copy no caller holds), with the ids of the wires it was
+    given and the fresh ids it took (`taken` of them from `first`)."""
+
+    panel: Panel
+    in_ids: tuple[int, ...]
+    first: int
+    taken: int
+    names: tuple[str | None, ...]
+    checked: bool = False
+    """A later term of the form, laid out, gave what replaying gives."""
+    any_names: bool = False
+    """... one with other port names."""
+    refused: bool = False
+    """One did not: every term of the form is laid out."""
+
+    def copy(self, in_ids: Sequence[int], first: int) -> Panel:
+        """The panel for wires `in_ids`, its fresh ids taken from `first` on."""
+        ids = dict(zip(self.in_ids, in_ids, strict=True))
+        shift = first - self.first
+        for wire in range(self.first, self.first + self.taken):
+            ids[wire] = wire + shift
+        return rewired(self.panel, ids)
+
+
+class Replays:
+    """The templates of one diagram's layout, by form and nesting."""
+
+    def __init__(self) -> None:
+        self.templates: dict[Hashable, _Template | None] = {}
+
+    def layout(self, term: ir.Term, ctx: Context, in_ids: Sequence[int], lay: Lay) -> Panel:
+        """The panel of `term`: replayed where a template of its form may be, else laid out
+        (and kept as a template, or compared with one)."""
+        form = _form(term, ctx.options.expand_calls)
+        if form is None or len(set(in_ids)) != len(in_ids):
+            return lay(term, ctx, in_ids)  # (ids given twice: their equality may matter)
+        shape, names = form
+        key = (shape, ctx.depth, ctx.calls)
+        try:
+            template = self.templates.get(key, _NEW)
+        except TypeError:  # a field that cannot be hashed: not replayed
+            return lay(term, ctx, in_ids)
+        ids = ctx.counter
+        first = ids.upcoming
+        if template is _NEW:
+            panel = lay(term, ctx, in_ids)
+            self.templates[key] = _kept(panel, tuple(in_ids), first, ids.upcoming - first,
+                                        names)
+            return panel
+        if template is None or template.refused:
+            return lay(term, ctx, in_ids)
+        if template.checked and (template.any_names or names == template.names):
+            ids.upcoming = first + template.taken
+            return template.copy(in_ids, first)
+        panel = lay(term, ctx, in_ids)
+        if ids.upcoming - first == template.taken \
+                and _outline(panel) == _outline(template.copy(in_ids, first)):
+            template.checked = True
+            template.any_names = template.any_names or names != template.names
+        else:
+            template.refused = True
+        return panel
+
+
+_NEW = _Template(Panel(0.0, [], []), (), 0, 0, ())
+"""What `Replays.templates` gives for a form not seen yet."""
+
+
+def _kept(panel: Panel, in_ids: tuple[int, ...], first: int, taken: int,
+          names: tuple[str | None, ...]) -> _Template | None:
+    """`panel` kept as a template, or None where it cannot be: a wire id in it neither given
+    nor taken (not one the copy could put right), or a scan's loop."""
+    if panel.loops:
+        return None
+    ids = {wire: wire for wire in (*in_ids, *range(first, first + taken))}
+    try:
+        kept = rewired(panel, ids)
+    except KeyError:
+        return None
+    return _Template(kept, in_ids, first, taken, names)
+
+
+def rewired(panel: Panel, ids: dict[int, int]) -> Panel:
+    """`panel` with every wire id (and box id) `i` replaced by `ids[i]`, in new lists (items
+    without ids are shared: they are values)."""
+    return Panel(panel.width, _ends(panel.left, ids), _ends(panel.right, ids),
+                 [_item(item, ids) for item in panel.items],
+                 [_box(box, ids) for box in panel.boxes], list(panel.anchors),
+                 panel.top, panel.bottom, [_text(t, ids) for t in panel.left_labels],
+                 [_text(t, ids) for t in panel.right_labels], [])
+
+
+def _ends(ends: list[End], ids: dict[int, int]) -> list[End]:
+    return [End(e.y, ids[e.wire], e.spec, e.joint) for e in ends]
+
+
+def _item(item: Drawn, ids: dict[int, int]) -> Drawn:
+    kind = type(item)
+    if kind is Path:
+        assert isinstance(item, Path)
+        if item.wire is None:
+            return item
+        return Path(item.start, item.segments, item.stroke, item.fill, item.closed,
+                    ids[item.wire], item.role, item.free_ends, item.layer)
+    if kind is Text:
+        assert isinstance(item, Text)
+        return _text(item, ids)
+    if kind is Group:
+        assert isinstance(item, Group)
+        return Group(tuple([_item(i, ids) for i in item.items]),
+                     tuple([_labels(t, ids) for t in item.texts]),
+                     item.dx, item.dy, item.low, item.high, item.tops, item.bottoms,
+                     item.text_tops, item.text_bottoms)
+    return item  # a rectangle, polygon or circle: no ids
+
+
+def _labels(entry: Text | Group, ids: dict[int, int]) -> Text | Group:
+    """An entry of a group's labels: a label, or a group holding labels."""
+    if isinstance(entry, Group):
+        group = _item(entry, ids)
+        assert isinstance(group, Group)
+        return group
+    return _text(entry, ids)
+
+
+def _text(text: Text, ids: dict[int, int]) -> Text:
+    if text.wire is None and text.owner is None:
+        return text
+    return Text(text.label, text.x, text.y, text.size, text.color, text.width, text.ascent,
+                text.descent, None if text.owner is None else ids[text.owner], text.role,
+                text.layer, None if text.wire is None else ids[text.wire])
+
+
+def _box(box: BoxEntry, ids: dict[int, int]) -> BoxEntry:
+    if isinstance(box, MovedBoxes):
+        return MovedBoxes(tuple([_box(b, ids) for b in box.boxes]), box.dx, box.dy, box.top,
+                          box.bottoms)
+    return Box(ids[box.id], box.x, box.y, box.width, box.height, box.kind,
+               tuple([PortPoint(p.x, p.y, ids[p.wire], p.side) for p in box.ports]),
+               box.expected_ports)
+
+
+def _outline(panel: Panel) -> tuple[object, ...]:
+    """Everything `panel` holds, as comparable values (groups and moved boxes, compared by
+    identity, as tuples of their fields)."""
+    return (panel.width, panel.left, panel.right, [_value(i) for i in panel.items],
+            [_value(b) for b in panel.boxes], [_value(a) for a in panel.anchors], panel.top,
+            panel.bottom, panel.left_labels, panel.right_labels, panel.loops)
+
+
+def _value(entry: object) -> object:
+    if isinstance(entry, Group):
+        return ("group", tuple(_value(i) for i in entry.items),
+                tuple(_value(t) for t in entry.texts), entry.dx, entry.dy, entry.low,
+                entry.high, entry.tops, entry.bottoms, entry.text_tops, entry.text_bottoms)
+    if isinstance(entry, MovedBoxes):
+        return ("boxes", tuple(_value(b) for b in entry.boxes), entry.dx, entry.dy, entry.top,
+                entry.bottoms)
+    if isinstance(entry, MovedAnchors):
+        return ("anchors", tuple(_value(a) for a in entry.anchors), entry.dx, entry.dy)
+    return entry
