@@ -67,14 +67,14 @@ def _form(term: ir.Term, expand_calls: bool) -> tuple[Hashable, tuple[str | None
         return ("identity", term.names, term.dom, term.cod), ()
     if isinstance(term, ir.Product):
         factors: list[Hashable] = []
-        names: list[str | None] = []
+        factor_names: list[str | None] = []
         for factor in term.terms:
             form = _form(factor, expand_calls)
             if form is None:
                 return None
             factors.append(form[0])
-            names.extend(form[1])
-        return ("product", tuple(factors), term.dom, term.cod), tuple(names)
+            factor_names.extend(form[1])
+        return ("product", tuple(factors), term.dom, term.cod), tuple(factor_names)
     return None
 
 
