@@ -33,6 +33,7 @@ from ..geometry import (
     Text,
 )
 from .context import Context
+from .order import drawing_order
 from .panels import End, Panel
 
 Lay = Callable[[ir.Term, Context, Sequence[int]], Panel]
@@ -42,40 +43,6 @@ REPLAYED: tuple[type[ir.Term], ...] = (ir.Broadcasted, ir.Rearrangement, ir.Rein
                                        ir.Product)
 """The kinds of term that are replayed: the leaves, and products of them (a composition
 takes the ids its terms leave, and a block or scan its frame's: laid out each time)."""
-
-
-def _form(term: ir.Term, expand_calls: bool) -> tuple[Hashable, tuple[str | None, ...]] | None:
-    """What the panel of `term` depends on, other than the context and the wire ids: every
-    field but the spans, and of the names of its operations' ports (variables, parameters)
-    only which are alike (the names are returned apart); None for a term that is not
-    replayed."""
-    if isinstance(term, ir.Broadcasted):
-        if expand_calls and isinstance(term.op, ir.CallOp):
-            return None  # drawn as the callee's diagram, which depends on the program
-        ports = (*term.inputs, *term.params, *term.outputs)
-        names = tuple(p.name for p in ports)
-        # which ports are named alike (a residual's main line), not the names themselves
-        alike = tuple(None if n is None else names.index(n) for n in names)
-        return (("broadcasted", term.op, term.degree, len(term.inputs), len(term.params),
-                 tuple((p.array, p.targets, p.reindexing) for p in ports), alike, term.dom,
-                 term.cod), names)
-    if isinstance(term, ir.Rearrangement):
-        return ("rearrangement", term.mapping, term.dom, term.cod), ()
-    if isinstance(term, ir.Reindexing):
-        return ("reindexing", term.eta, term.name, term.source, term.dom, term.cod), ()
-    if isinstance(term, ir.Identity):
-        return ("identity", term.names, term.dom, term.cod), ()
-    if isinstance(term, ir.Product):
-        factors: list[Hashable] = []
-        factor_names: list[str | None] = []
-        for factor in term.terms:
-            form = _form(factor, expand_calls)
-            if form is None:
-                return None
-            factors.append(form[0])
-            factor_names.extend(form[1])
-        return ("product", tuple(factors), term.dom, term.cod), tuple(factor_names)
-    return None
 
 
 @dataclass(slots=True)
@@ -104,24 +71,98 @@ class _Template:
         return rewired(self.panel, ids)
 
 
+class Unhashable(Exception):
+    """A field of a term that cannot be hashed: the term is not replayed."""
+
+
 class Replays:
-    """The templates of one diagram's layout, by form and nesting."""
+    """What the layouts of one diagram keep for the terms they meet again: the templates, by
+    form and nesting, and the drawing orders of compositions."""
 
     def __init__(self) -> None:
         self.templates: dict[Hashable, _Template | None] = {}
+        self.numbers: dict[Hashable, int] = {}
+        """A number for each IR value met (an operation, a shape, an array type), equal
+        values alike: a form is a tuple of small numbers, hashed and compared at once."""
+        self.orders: dict[int, tuple[Sequence[ir.Term], tuple[ir.Term, ...]]] = {}
+        """The drawing order of each composition's terms (`order.drawing_order`), by the
+        identity of its tuple of terms (kept): the layouts of one diagram draw the same
+        compositions, against other width budgets."""
+        self.seen: dict[int, tuple[object, int]] = {}
+        """The number of each IR node met, by identity (the node kept, so that its id is
+        not reused): the checker shares the arrays and shapes of a chain's statements, and
+        hashing one anew (recursively, through every axis and size) is what it saves."""
+
+    def drawing_order(self, terms: Sequence[ir.Term]) -> tuple[ir.Term, ...]:
+        known = self.orders.get(id(terms))
+        if known is None:
+            known = self.orders[id(terms)] = (terms, tuple(drawing_order(terms)))
+        return known[1]
+
+    def number(self, value: Hashable) -> int:
+        known = self.seen.get(id(value))
+        if known is not None:
+            return known[1]
+        try:
+            number = self.numbers.setdefault(value, len(self.numbers))
+        except TypeError as error:
+            raise Unhashable from error
+        self.seen[id(value)] = (value, number)
+        return number
+
+    def form(self, term: ir.Term, expand_calls: bool
+             ) -> tuple[Hashable, tuple[str | None, ...]] | None:
+        """What the panel of `term` depends on, other than the context and the wire ids:
+        every field but the spans, and of the names of its operations' ports (variables,
+        parameters) only which are alike (the names are returned apart); None for a term
+        that is not replayed."""
+        number = self.number
+        if isinstance(term, ir.Broadcasted):
+            if expand_calls and isinstance(term.op, ir.CallOp):
+                return None  # drawn as the callee's diagram, which depends on the program
+            ports = (*term.inputs, *term.params, *term.outputs)
+            names = tuple([p.name for p in ports])
+            # which ports are named alike (a residual's main line), not the names themselves
+            alike = tuple([None if n is None else names.index(n) for n in names])
+            return (("broadcasted", number(term.op), number(term.degree), len(term.inputs),
+                     len(term.params), alike,
+                     tuple([(number(p.array), p.targets, number(p.reindexing))
+                            for p in ports]),
+                     tuple([number(a) for a in term.dom]),
+                     tuple([number(a) for a in term.cod])), names)
+        if isinstance(term, ir.Rearrangement):
+            return ("rearrangement", term.mapping, tuple([number(a) for a in term.dom]),
+                    tuple([number(a) for a in term.cod])), ()
+        if isinstance(term, ir.Reindexing):
+            return ("reindexing", number(term.eta), term.name, term.source,
+                    tuple([number(a) for a in term.dom]),
+                    tuple([number(a) for a in term.cod])), ()
+        if isinstance(term, ir.Identity):
+            return ("identity", term.names, tuple([number(a) for a in term.dom])), ()
+        if isinstance(term, ir.Product):
+            factors: list[Hashable] = []
+            factor_names: list[str | None] = []
+            for factor in term.terms:
+                form = self.form(factor, expand_calls)
+                if form is None:
+                    return None
+                factors.append(form[0])
+                factor_names.extend(form[1])
+            return ("product", tuple(factors)), tuple(factor_names)
+        return None
 
     def layout(self, term: ir.Term, ctx: Context, in_ids: Sequence[int], lay: Lay) -> Panel:
         """The panel of `term`: replayed where a template of its form may be, else laid out
         (and kept as a template, or compared with one)."""
-        form = _form(term, ctx.options.expand_calls)
+        try:
+            form = self.form(term, ctx.options.expand_calls)
+        except Unhashable:
+            form = None
         if form is None or len(set(in_ids)) != len(in_ids):
             return lay(term, ctx, in_ids)  # (ids given twice: their equality may matter)
         shape, names = form
-        key = (shape, ctx.depth, ctx.calls)
-        try:
-            template = self.templates.get(key, _NEW)
-        except TypeError:  # a field that cannot be hashed: not replayed
-            return lay(term, ctx, in_ids)
+        key = (shape, ctx.depth, ctx.calls, ctx.nested_calls)
+        template = self.templates.get(key, _NEW)
         ids = ctx.counter
         first = ids.upcoming
         if template is _NEW:

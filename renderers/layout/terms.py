@@ -114,7 +114,7 @@ def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> P
     panel: Panel | None = None
     owned = False
     ids = list(in_ids)
-    for sub in drawing_order(term.terms):
+    for sub in _drawing_order(term, ctx):
         next_panel = layout(sub, ctx, ids)
         if panel is None:
             panel = next_panel
@@ -127,6 +127,13 @@ def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> P
     if panel is None:
         return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
     return panel
+
+
+def _drawing_order(term: ir.Composed, ctx: Context) -> Sequence[ir.Term]:
+    """`drawing_order` of the terms, found once per diagram where replays are kept."""
+    if ctx.replays is None:
+        return drawing_order(term.terms)
+    return ctx.replays.drawing_order(term.terms)
 
 
 SCRAP_SHARE = 0.25
@@ -150,7 +157,7 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     labelled, and the next row starts from the same mark with the same labels."""
     panels: list[Panel] = []
     ids = list(in_ids)
-    for sub in drawing_order(term.terms):
+    for sub in _drawing_order(term, ctx):
         panels.append(layout(sub, ctx, ids))
         ids = [e.wire for e in panels[-1].right]
     if not panels:
