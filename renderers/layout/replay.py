@@ -25,12 +25,15 @@ from ..geometry import (
     Box,
     BoxEntry,
     Drawn,
-    Group,
-    MovedAnchors,
     MovedBoxes,
     Path,
     PortPoint,
+    Rewired,
     Text,
+    gathered,
+    placed_anchors,
+    placed_boxes,
+    placed_items,
 )
 from .context import Context
 from .order import drawing_order
@@ -47,8 +50,8 @@ takes the ids its terms leave, and a block or scan its frame's: laid out each ti
 
 @dataclass(slots=True)
 class _Template:
-    """The first panel of a form (a copy no caller holds), with the ids of the wires it was
-    given and the fresh ids it took (`taken` of them from `first`)."""
+    """The first panel of a form (its lists copied: no caller holds them), with the ids of
+    the wires it was given and the fresh ids it took (`taken` of them from `first`)."""
 
     panel: Panel
     in_ids: tuple[int, ...]
@@ -61,14 +64,41 @@ class _Template:
     """... one with other port names."""
     refused: bool = False
     """One did not: every term of the form is laid out."""
+    run: Rewired | None = None
+    """The panel's items as one replayed run, with what a group gathers from them and
+    their extent (made at the first copy; its ids are the template's own)."""
 
     def copy(self, in_ids: Sequence[int], first: int) -> Panel:
-        """The panel for wires `in_ids`, its fresh ids taken from `first` on."""
+        """The panel for wires `in_ids`, its fresh ids taken from `first` on: its items
+        shared with the template (`Rewired`), its edges, boxes and labels rewired."""
         ids = dict(zip(self.in_ids, in_ids, strict=True))
         shift = first - self.first
         for wire in range(self.first, self.first + self.taken):
             ids[wire] = wire + shift
-        return rewired(self.panel, ids)
+        panel = self.panel
+        items: list[Drawn] = []
+        if panel.items:
+            run = self.run
+            if run is None:
+                run = self.run = _run(tuple(panel.items))
+            items.append(Rewired(run.items, ids, run.gathered, run.top, run.bottom))
+        return Panel(panel.width, _ends(panel.left, ids), _ends(panel.right, ids), items,
+                     [_box(box, ids) for box in panel.boxes], list(panel.anchors),
+                     panel.top, panel.bottom, [_text(t, ids) for t in panel.left_labels],
+                     [_text(t, ids) for t in panel.right_labels], [])
+
+
+def _run(items: tuple[Drawn, ...]) -> Rewired:
+    """`items` as a run to replay: what `group` gathers from them, and their extent as
+    `Panel.fit` finds it (the first of equal values kept)."""
+    top, bottom = float("inf"), float("-inf")
+    for item in items:
+        y0, y1 = item.y_extent()
+        if y0 < top:
+            top = y0
+        if y1 > bottom:
+            bottom = y1
+    return Rewired(items, {}, gathered(items), top, bottom)
 
 
 class Unhashable(Exception):
@@ -192,58 +222,32 @@ _NEW = _Template(Panel(0.0, [], []), (), 0, 0, ())
 def _kept(panel: Panel, in_ids: tuple[int, ...], first: int, taken: int,
           names: tuple[str | None, ...]) -> _Template | None:
     """`panel` kept as a template, or None where it cannot be: a wire id in it neither given
-    nor taken (not one the copy could put right), or a scan's loop."""
-    if panel.loops:
+    nor taken (not one a copy could put right), or a scan's loop."""
+    known = {*in_ids, *range(first, first + taken)}
+    if panel.loops or not _ids_of(panel) <= known:
         return None
-    ids = {wire: wire for wire in (*in_ids, *range(first, first + taken))}
-    try:
-        kept = rewired(panel, ids)
-    except KeyError:
-        return None
-    return _Template(kept, in_ids, first, taken, names)
+    return _Template(Panel(panel.width, list(panel.left), list(panel.right), list(panel.items),
+                           list(panel.boxes), list(panel.anchors), panel.top, panel.bottom,
+                           list(panel.left_labels), list(panel.right_labels), []),
+                     in_ids, first, taken, names)
 
 
-def rewired(panel: Panel, ids: dict[int, int]) -> Panel:
-    """`panel` with every wire id (and box id) `i` replaced by `ids[i]`, in new lists (items
-    without ids are shared: they are values)."""
-    return Panel(panel.width, _ends(panel.left, ids), _ends(panel.right, ids),
-                 [_item(item, ids) for item in panel.items],
-                 [_box(box, ids) for box in panel.boxes], list(panel.anchors),
-                 panel.top, panel.bottom, [_text(t, ids) for t in panel.left_labels],
-                 [_text(t, ids) for t in panel.right_labels], [])
+def _ids_of(panel: Panel) -> set[int]:
+    """Every wire and box id in `panel`."""
+    ids = {e.wire for e in (*panel.left, *panel.right)}
+    for item in (*placed_items(panel.items), *panel.left_labels, *panel.right_labels):
+        if isinstance(item, Path | Text) and item.wire is not None:
+            ids.add(item.wire)
+        if isinstance(item, Text) and item.owner is not None:
+            ids.add(item.owner)
+    for box in placed_boxes(panel.boxes):
+        ids.add(box.id)
+        ids.update(port.wire for port in box.ports)
+    return ids
 
 
 def _ends(ends: list[End], ids: dict[int, int]) -> list[End]:
     return [End(e.y, ids[e.wire], e.spec, e.joint) for e in ends]
-
-
-def _item(item: Drawn, ids: dict[int, int]) -> Drawn:
-    kind = type(item)
-    if kind is Path:
-        assert isinstance(item, Path)
-        if item.wire is None:
-            return item
-        return Path(item.start, item.segments, item.stroke, item.fill, item.closed,
-                    ids[item.wire], item.role, item.free_ends, item.layer)
-    if kind is Text:
-        assert isinstance(item, Text)
-        return _text(item, ids)
-    if kind is Group:
-        assert isinstance(item, Group)
-        return Group(tuple([_item(i, ids) for i in item.items]),
-                     tuple([_labels(t, ids) for t in item.texts]),
-                     item.dx, item.dy, item.low, item.high, item.tops, item.bottoms,
-                     item.text_tops, item.text_bottoms)
-    return item  # a rectangle, polygon or circle: no ids
-
-
-def _labels(entry: Text | Group, ids: dict[int, int]) -> Text | Group:
-    """An entry of a group's labels: a label, or a group holding labels."""
-    if isinstance(entry, Group):
-        group = _item(entry, ids)
-        assert isinstance(group, Group)
-        return group
-    return _text(entry, ids)
 
 
 def _text(text: Text, ids: dict[int, int]) -> Text:
@@ -264,21 +268,8 @@ def _box(box: BoxEntry, ids: dict[int, int]) -> BoxEntry:
 
 
 def _outline(panel: Panel) -> tuple[object, ...]:
-    """Everything `panel` holds, as comparable values (groups and moved boxes, compared by
-    identity, as tuples of their fields)."""
-    return (panel.width, panel.left, panel.right, [_value(i) for i in panel.items],
-            [_value(b) for b in panel.boxes], [_value(a) for a in panel.anchors], panel.top,
+    """Everything `panel` draws and holds, placed (replayed runs spliced, their ids put
+    right; groups moved), as comparable values."""
+    return (panel.width, panel.left, panel.right, placed_items(panel.items),
+            placed_boxes(panel.boxes), placed_anchors(panel.anchors), panel.top,
             panel.bottom, panel.left_labels, panel.right_labels, panel.loops)
-
-
-def _value(entry: object) -> object:
-    if isinstance(entry, Group):
-        return ("group", tuple(_value(i) for i in entry.items),
-                tuple(_value(t) for t in entry.texts), entry.dx, entry.dy, entry.low,
-                entry.high, entry.tops, entry.bottoms, entry.text_tops, entry.text_bottoms)
-    if isinstance(entry, MovedBoxes):
-        return ("boxes", tuple(_value(b) for b in entry.boxes), entry.dx, entry.dy, entry.top,
-                entry.bottoms)
-    if isinstance(entry, MovedAnchors):
-        return ("anchors", tuple(_value(a) for a in entry.anchors), entry.dx, entry.dy)
-    return entry
