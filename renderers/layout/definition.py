@@ -170,7 +170,7 @@ def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptio
     if not panel.items and not panel.left:
         panel = Panel(40.0, [], [], top=0.0, bottom=20.0)
     dy = MARGIN - panel.top
-    placed = panel.moved(0.0, dy)
+    placed = panel.moved(0.0, dy, left_labels=False, right_labels=False)
     height = panel.bottom - panel.top + 2 * MARGIN
     width = placed.width
     items = placed_items(placed.items)

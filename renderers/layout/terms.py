@@ -224,7 +224,7 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     top = rows[0].top
     for i, r in enumerate(rows):
         x0 = BREAK_MARK if i > 0 else 0.0
-        moved = r.moved(x0, top - r.top)
+        moved = r.moved(x0, top - r.top, left_labels=i == 0, right_labels=False)
         top = moved.bottom + ROW_GAP
         placed.append(moved)
         items.extend(moved.items)
