@@ -311,7 +311,8 @@ class Group:
 @dataclass(frozen=True, slots=True, eq=False)
 class Rewired:
     """Items shared with the template of a replayed panel (`layout/replay.py`), standing for
-    those items with every wire and box id `i` read as `ids[i]`, spliced in its place: where
+    those items with every wire and box id `i` read as `ids[i]` (and each label `a` drawn as
+    `labels.get(a, a)`), spliced in its place: where
     it stands in a panel's items, a group made of them, the diagram's items and the wires'
     ends are what the items themselves, with their ids replaced, would give, in their order.
 
@@ -322,6 +323,9 @@ class Rewired:
 
     items: tuple[Drawn, ...]
     ids: Mapping[int, int]
+    labels: Mapping[Label, Label]
+    """Labels drawn otherwise: the name of a port the template's operation shows (a bias
+    `c2`) as this term's (`c6`), where both measure alike."""
     gathered: Gathered | None
     top: float
     bottom: float
@@ -436,9 +440,9 @@ def gathered(items: Iterable[Drawn]) -> Gathered:
             spliced = item.gathered
             assert spliced is not None, "a part of a group is not gathered again"
             if spliced.rest:
-                rest.append(Rewired(spliced.rest, item.ids, None, _INF, -_INF))
+                rest.append(Rewired(spliced.rest, item.ids, item.labels, None, _INF, -_INF))
             if spliced.texts:
-                texts.append(Rewired(spliced.texts, item.ids, None, _INF, -_INF))
+                texts.append(Rewired(spliced.texts, item.ids, item.labels, None, _INF, -_INF))
             if spliced.low < low:
                 low = spliced.low
             if spliced.high > high:
@@ -477,7 +481,7 @@ def opened(items: Iterable[Drawn]) -> list[Drawn]:
     out: list[Drawn] = []
     for item in items:
         if isinstance(item, Rewired):
-            _place_run(item.items, (item.ids,), out)
+            _place_run(item.items, (item,), out)
             continue
         if not isinstance(item, Group) or not item.texts:
             out.append(item)
@@ -489,44 +493,52 @@ def opened(items: Iterable[Drawn]) -> list[Drawn]:
     return out
 
 
-IdMaps = tuple[Mapping[int, int], ...]
-"""The id maps of the replayed runs round an item, innermost first (see `Rewired`)."""
+Runs = tuple[Rewired, ...]
+"""The replayed runs round an item, innermost first: its ids and labels are read through
+each in turn (see `Rewired`)."""
 
 
-def _rewired_id(value: int, ids: IdMaps) -> int:
-    for mapping in ids:
-        value = mapping[value]
+def _rewired_id(value: int, runs: Runs) -> int:
+    for run in runs:
+        value = run.ids[value]
     return value
+
+
+def _relabelled(label: Label, runs: Runs) -> Label:
+    for run in runs:
+        if run.labels:
+            label = run.labels.get(label, label)
+    return label
 
 
 def placed_items(items: Iterable[Drawn]) -> list[Item]:
     """Every item with the shifts of the groups round it applied, innermost first, in the
-    order the layout made them, a group's labels after the rest of it (and the ids of a
-    replayed run put right)."""
+    order the layout made them, a group's labels after the rest of it (and the ids and
+    labels of a replayed run put right)."""
     placed: list[Item] = []
     _place_run(items, (), placed)
     return placed
 
 
-def _place_run(items: Iterable[Drawn], ids: IdMaps, out: list[Item] | list[Drawn]) -> None:
-    """`items` placed in `out` as `placed_items` places them, their ids read through `ids`."""
+def _place_run(items: Iterable[Drawn], runs: Runs, out: list[Item] | list[Drawn]) -> None:
+    """`items` placed in `out` as `placed_items` places them, read through `runs`."""
     for item in items:
         if isinstance(item, Group):
             xs, ys = _before(item.dx, ()), _before(item.dy, ())
-            _place(item.items, xs, ys, out, ids)  # type: ignore[arg-type]
-            _place_texts(item.texts, xs, ys, out, ids)
+            _place(item.items, xs, ys, out, runs)  # type: ignore[arg-type]
+            _place_texts(item.texts, xs, ys, out, runs)
         elif isinstance(item, Rewired):
-            _place_run(item.items, (item.ids, *ids), out)
-        elif ids:
-            out.append(_shifted(item, (), (), ids))
+            _place_run(item.items, (item, *runs), out)
+        elif runs:
+            out.append(_shifted(item, (), (), runs))
         else:
             out.append(item)
 
 
 def _place(items: Iterable[Drawn], xs: tuple[float, ...], ys: tuple[float, ...],
-           out: list[Item], ids: IdMaps = ()) -> None:
+           out: list[Item], runs: Runs = ()) -> None:
     """All but the labels of `items`, shifted by the groups round them and by `xs`, `ys`,
-    their ids read through `ids`."""
+    their ids and labels read through `runs`."""
     append = out.append
     for item in items:
         # (by exact type, the most common first: a diagram has a few hundred thousand items)
@@ -538,28 +550,28 @@ def _place(items: Iterable[Drawn], xs: tuple[float, ...], ys: tuple[float, ...],
             for dy in ys:
                 y, y1 = y + dy, y1 + dy
             wire = item.wire
-            if ids and wire is not None:
-                wire = _rewired_id(wire, ids)
+            if runs and wire is not None:
+                wire = _rewired_id(wire, runs)
             append(Path((x, y), ((x1, y1),), item.stroke, item.fill, item.closed, wire,
                         item.role, item.free_ends, item.layer))
         elif type(item) is Group:
             # innermost shift first: the order a panel nested in others was moved in
-            _place(item.items, _before(item.dx, xs), _before(item.dy, ys), out, ids)
+            _place(item.items, _before(item.dx, xs), _before(item.dy, ys), out, runs)
         elif type(item) is Rewired:
-            _place(item.items, xs, ys, out, (item.ids, *ids))
+            _place(item.items, xs, ys, out, (item, *runs))
         else:
-            append(_shifted(item, xs, ys, ids))  # type: ignore[arg-type]
+            append(_shifted(item, xs, ys, runs))  # type: ignore[arg-type]
 
 
 def _place_texts(texts: Iterable[Text | Group | Rewired], xs: tuple[float, ...],
-                 ys: tuple[float, ...], out: list[Item] | list[Drawn], ids: IdMaps) -> None:
+                 ys: tuple[float, ...], out: list[Item] | list[Drawn], runs: Runs) -> None:
     """The labels of `texts` (labels, and groups whose labels come there), shifted so."""
     for text in texts:
         if isinstance(text, Group):
-            _place_texts(text.texts, _before(text.dx, xs), _before(text.dy, ys), out, ids)
+            _place_texts(text.texts, _before(text.dx, xs), _before(text.dy, ys), out, runs)
             continue
         if isinstance(text, Rewired):
-            _place_texts(text.items, xs, ys, out, (text.ids, *ids))  # type: ignore[arg-type]
+            _place_texts(text.items, xs, ys, out, (text, *runs))  # type: ignore[arg-type]
             continue
         # moved as `_shifted` moves a label, here without a call per coordinate
         x, y = text.x, text.y
@@ -567,27 +579,28 @@ def _place_texts(texts: Iterable[Text | Group | Rewired], xs: tuple[float, ...],
             x += dx
         for dy in ys:
             y += dy
-        owner, wire = text.owner, text.wire
-        if ids:
-            owner = None if owner is None else _rewired_id(owner, ids)
-            wire = None if wire is None else _rewired_id(wire, ids)
-        out.append(Text(text.label, x, y, text.size, text.color, text.width, text.ascent,
+        label, owner, wire = text.label, text.owner, text.wire
+        if runs:
+            label = _relabelled(label, runs)
+            owner = None if owner is None else _rewired_id(owner, runs)
+            wire = None if wire is None else _rewired_id(wire, runs)
+        out.append(Text(label, x, y, text.size, text.color, text.width, text.ascent,
                         text.descent, owner, text.role, text.layer, wire))
 
 
 def path_ends(items: Iterable[Drawn], role: WireRole, xs: tuple[float, ...] = (),
-              ids: IdMaps = ()) -> Iterator[tuple[int | None, float]]:
+              runs: Runs = ()) -> Iterator[tuple[int | None, float]]:
     """The wire id and the x of the end of every path of `role` among `items`, those in
     groups too (shifted as `placed_items` shifts them)."""
     for item in items:
         if isinstance(item, Group):
-            yield from path_ends(item.items, role, (item.dx, *xs), ids)
+            yield from path_ends(item.items, role, (item.dx, *xs), runs)
         elif isinstance(item, Rewired):
-            yield from path_ends(item.items, role, xs, (item.ids, *ids))
+            yield from path_ends(item.items, role, xs, (item, *runs))
         elif isinstance(item, Path) and item.role == role:
             wire = item.wire
-            if ids and wire is not None:
-                wire = _rewired_id(wire, ids)
+            if runs and wire is not None:
+                wire = _rewired_id(wire, runs)
             yield wire, _along(item.end[0], xs)
 
 
@@ -609,26 +622,27 @@ def _along(value: float, shifts: tuple[float, ...]) -> float:
     return value
 
 
-def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...], ids: IdMaps = ()
+def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...], runs: Runs = ()
              ) -> Item:
     """`item` moved by each shift of `xs` across and of `ys` down, in order: the numbers
-    moving it level by level gives, without the items in between (its ids read through
-    `ids`)."""
+    moving it level by level gives, without the items in between (its ids and labels read
+    through `runs`)."""
     if isinstance(item, Path):  # (`_place` moves the straight wires itself, alike)
         x, y = item.start
         wire = item.wire
-        if ids and wire is not None:
-            wire = _rewired_id(wire, ids)
+        if runs and wire is not None:
+            wire = _rewired_id(wire, runs)
         return Path((_along(x, xs), _along(y, ys)), tuple([_segment_shifted(s, xs, ys)
                                                            for s in item.segments]),
                     item.stroke, item.fill, item.closed, wire, item.role, item.free_ends,
                     item.layer)
     if isinstance(item, Text):
-        owner, text_wire = item.owner, item.wire
-        if ids:
-            owner = None if owner is None else _rewired_id(owner, ids)
-            text_wire = None if text_wire is None else _rewired_id(text_wire, ids)
-        return Text(item.label, _along(item.x, xs), _along(item.y, ys), item.size, item.color,
+        label, owner, text_wire = item.label, item.owner, item.wire
+        if runs:
+            label = _relabelled(label, runs)
+            owner = None if owner is None else _rewired_id(owner, runs)
+            text_wire = None if text_wire is None else _rewired_id(text_wire, runs)
+        return Text(label, _along(item.x, xs), _along(item.y, ys), item.size, item.color,
                     item.width, item.ascent, item.descent, owner, item.role, item.layer,
                     text_wire)
     if isinstance(item, Circle):

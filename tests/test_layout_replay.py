@@ -32,6 +32,7 @@ def repeated(X: R[b, m], Y: R[b, m]) -> R[b, m] {
     A = X + relu(X)
     A = linear[m -> m, bias](A, W1, c1)
     A = layernorm[m](A, g1, h1)
+    A = linear[m -> m, bias](A, W4, c4)
     B = gelu(A)
     B = B + relu(B)
     B = linear[m -> m, bias](B, W2, c2)
@@ -40,6 +41,10 @@ def repeated(X: R[b, m], Y: R[b, m]) -> R[b, m] {
     C = block(C)
     Z = X * s1
     Z = Z * s2
+    T1 = relu(s1)
+    T2 = relu(s2)
+    Z = Z + T1
+    Z = Z + T2
     P = linear[m -> n](C, V1)
     Q = linear[m -> n](Z, V2)
     D = C + Y
@@ -77,11 +82,15 @@ def test_replaying_repeated_forms_draws_what_laying_them_out_draws(
     monkeypatch.setattr(definition, "Replays", Counted)
     replayed = diagram(program.ir, "repeated", options)
     assert _without_replays(monkeypatch, program, "repeated", options) == replayed
-    templates = [t for r in made for t in r.templates.values() if t is not None]
-    # forms were replayed (some with other names), and a glyph that draws a name (the
-    # bias `c1`, `c2`; with `show_params` every parameter) was laid out every time
-    assert any(t.checked and t.any_names for t in templates)
-    assert any(t.refused and "c1" in t.names for t in templates)
+    forms = [form for r in made for form in r.forms.values() if form is not None]
+    # replayed with other names: a linear's bias drawn with its own name (`c4` for `c1`,
+    # measuring alike; its caption names the array it makes, `A` both times)
+    assert any(t.checked and "c1" in t.names and form.free
+               for form in forms for t in form.templates.values())
+    # a parameter put on a wire is captioned with its name in italics, not as a label of
+    # the name: that form was laid out every time
+    assert any(form.refused and any("s1" in t.names for t in form.templates.values())
+               for form in forms)
 
 
 def test_a_long_chain_replays_its_statements(monkeypatch: pytest.MonkeyPatch) -> None:

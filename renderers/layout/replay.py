@@ -1,18 +1,23 @@
 """Replay: a term laid out again where a term of the same form was laid out before in the
 same diagram. A long chain repeats a few statements thousands of times (`gelu`, a residual
 `X + relu(X)`, a norm), and the panel of a leaf depends on nothing but the term's form (its
-operation, arrays and ports, not where it stands in the source) and the ids of the wires it
-is given and takes: so the first panel of a form is kept as a template, and a later term of
-that form gets a copy of it with the wire ids put right, the ids it takes taken from the
-counter as laying it out would have taken them. The copy is the panel laying out would
-make, to the last id and bit.
+operation, arrays and ports, not where it stands in the source), the names of its ports and
+the ids of the wires it is given and takes: so the first panel of a form is kept as a
+template, and a later term of that form gets a copy of it, its items shared with the
+template and read with the wire ids put right (`geometry.Rewired`), the ids it takes taken
+from the counter as laying it out would have taken them. The copy is the panel laying out
+would make, to the last id and bit.
 
-Two things the form leaves out are checked rather than assumed. The ids: a template is
-replayed only once a second term of its form, laid out, gave exactly the template's copy.
-The names of the ports (`W3` of one `linear`, `W7` of the next; the variables an operation
-reads and makes), which most glyphs do not draw: a template is replayed for other names only
-once a term with other names, laid out, gave the copy; a glyph that draws them (a card, a
-parameter's caption) never gives it, and its terms are laid out every time, as before."""
+What the form leaves out is checked rather than assumed. The ids: a template is replayed
+only once a second term of its form, laid out, gave exactly the template's copy. The names
+of the ports (`W3` of one `linear`, `W7` of the next; the variables an operation reads and
+makes), which most glyphs do not draw and some do as labels (the bias `c3` of a `linear`):
+a port's name is replayed otherwise only once a term with another name there, laid out,
+gave the copy with the name's label drawn as the other name's. A name that is drawn must
+measure as the template's does (else what is round it moves): the templates of a form are
+kept by the measures of the names they draw (a few: `c7` and `c10` measure otherwise, `c10`
+and `c20` alike). A glyph that uses a name in any other way never gives the copy, and the
+terms of its form are laid out every time, as before."""
 
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from ..geometry import (
     placed_boxes,
     placed_items,
 )
+from ..text import Label, TextBox
 from .context import Context
 from .order import drawing_order
 from .panels import End, Panel
@@ -50,8 +56,9 @@ takes the ids its terms leave, and a block or scan its frame's: laid out each ti
 
 @dataclass(slots=True)
 class _Template:
-    """The first panel of a form (its lists copied: no caller holds them), with the ids of
-    the wires it was given and the fresh ids it took (`taken` of them from `first`)."""
+    """A panel laid out for a form (its lists copied: no caller holds them), with the ids of
+    the wires it was given, the fresh ids it took (`taken` of them from `first`) and the
+    names at its ports."""
 
     panel: Panel
     in_ids: tuple[int, ...]
@@ -59,18 +66,27 @@ class _Template:
     taken: int
     names: tuple[str | None, ...]
     checked: bool = False
-    """A later term of the form, laid out, gave what replaying gives."""
-    any_names: bool = False
-    """... one with other port names."""
-    refused: bool = False
-    """One did not: every term of the form is laid out."""
+    """A later term of the form, laid out, gave what replaying this template gives."""
     run: Rewired | None = None
     """The panel's items as one replayed run, with what a group gathers from them and
     their extent (made at the first copy; its ids are the template's own)."""
 
-    def copy(self, in_ids: Sequence[int], first: int) -> Panel:
-        """The panel for wires `in_ids`, its fresh ids taken from `first` on: its items
-        shared with the template (`Rewired`), its edges, boxes and labels rewired."""
+    def relabelling(self, names: tuple[str | None, ...]) -> dict[Label, Label] | None:
+        """For a term with port names `names`: the label of each of the template's names
+        that differs, as the label of the term's name there (None where two names' labels
+        coincide: which one a label shows is not known)."""
+        labels: dict[Label, Label] = {}
+        for old, new in zip(self.names, names, strict=True):
+            if old != new and old is not None and new is not None:
+                before, after = Label.axis(old), Label.axis(new)
+                if labels.setdefault(before, after) != after:
+                    return None
+        return labels
+
+    def copy(self, in_ids: Sequence[int], first: int, labels: dict[Label, Label]) -> Panel:
+        """The panel for wires `in_ids`, its fresh ids taken from `first` on and `labels`
+        drawn otherwise: its items shared with the template (`Rewired`), its edges, boxes and
+        edge labels rewired."""
         ids = dict(zip(self.in_ids, in_ids, strict=True))
         shift = first - self.first
         for wire in range(self.first, self.first + self.taken):
@@ -81,11 +97,42 @@ class _Template:
             run = self.run
             if run is None:
                 run = self.run = _run(tuple(panel.items))
-            items.append(Rewired(run.items, ids, run.gathered, run.top, run.bottom))
+            items.append(Rewired(run.items, ids, labels, run.gathered, run.top, run.bottom))
         return Panel(panel.width, _ends(panel.left, ids), _ends(panel.right, ids), items,
                      [_box(box, ids) for box in panel.boxes], list(panel.anchors),
-                     panel.top, panel.bottom, [_text(t, ids) for t in panel.left_labels],
-                     [_text(t, ids) for t in panel.right_labels], [])
+                     panel.top, panel.bottom,
+                     [_text(t, ids, labels) for t in panel.left_labels],
+                     [_text(t, ids, labels) for t in panel.right_labels], [])
+
+
+Measures = tuple[TextBox | None, ...]
+
+
+@dataclass(slots=True)
+class _Form:
+    """The templates of one form, by the measures of the names they draw, and what is known
+    of its ports' names."""
+
+    shown: tuple[tuple[int, float], ...]
+    """The ports whose names the form's first panel draws as labels, each with the size
+    they are drawn at."""
+    templates: dict[Measures, _Template]
+    free: set[int]
+    """The ports whose names a laid-out term changed, the copy still right."""
+    refused: bool = False
+    """A term of the form, laid out, did not give the copy: every term of it is laid out."""
+
+    def measures(self, names: tuple[str | None, ...]) -> Measures:
+        """How the names at `names`' shown ports measure, as they are drawn."""
+        measured: list[TextBox | None] = []
+        for port, size in self.shown:
+            name = names[port]
+            measured.append(None if name is None else Label.axis(name).measure(size))
+        return tuple(measured)
+
+
+MAX_TEMPLATES = 32
+"""The most templates of one form (its names drawn measuring in that many ways)."""
 
 
 def _run(items: tuple[Drawn, ...]) -> Rewired:
@@ -98,7 +145,7 @@ def _run(items: tuple[Drawn, ...]) -> Rewired:
             top = y0
         if y1 > bottom:
             bottom = y1
-    return Rewired(items, {}, gathered(items), top, bottom)
+    return Rewired(items, {}, {}, gathered(items), top, bottom)
 
 
 class Unhashable(Exception):
@@ -110,7 +157,8 @@ class Replays:
     form and nesting, and the drawing orders of compositions."""
 
     def __init__(self) -> None:
-        self.templates: dict[Hashable, _Template | None] = {}
+        self.forms: dict[Hashable, _Form | None] = {}
+        """The templates of each form met, by form and nesting (None: not replayed)."""
         self.numbers: dict[Hashable, int] = {}
         """A number for each IR value met (an operation, a shape, an array type), equal
         values alike: a form is a tuple of small numbers, hashed and compared at once."""
@@ -192,31 +240,56 @@ class Replays:
             return lay(term, ctx, in_ids)  # (ids given twice: their equality may matter)
         shape, names = form
         key = (shape, ctx.depth, ctx.calls, ctx.nested_calls)
-        template = self.templates.get(key, _NEW)
+        known = self.forms.get(key, _NEW)
         ids = ctx.counter
         first = ids.upcoming
-        if template is _NEW:
+        if known is _NEW:
             panel = lay(term, ctx, in_ids)
-            self.templates[key] = _kept(panel, tuple(in_ids), first, ids.upcoming - first,
-                                        names)
+            kept = _kept(panel, tuple(in_ids), first, ids.upcoming - first, names)
+            self.forms[key] = None if kept is None else _first_of_form(kept)
             return panel
-        if template is None or template.refused:
+        if known is None or known.refused:
             return lay(term, ctx, in_ids)
-        if template.checked and (template.any_names or names == template.names):
+        measures = known.measures(names)
+        template = known.templates.get(measures)
+        labels = template.relabelling(names) if template is not None else None
+        if template is None or labels is None:
+            panel = lay(term, ctx, in_ids)
+            if template is None and len(known.templates) < MAX_TEMPLATES:
+                kept = _kept(panel, tuple(in_ids), first, ids.upcoming - first, names)
+                if kept is not None:
+                    known.templates[measures] = kept
+            return panel
+        changed = {port for port, (a, b) in enumerate(zip(template.names, names, strict=True))
+                   if a != b}
+        if template.checked and changed <= known.free:
             ids.upcoming = first + template.taken
-            return template.copy(in_ids, first)
+            return template.copy(in_ids, first, labels)
         panel = lay(term, ctx, in_ids)
         if ids.upcoming - first == template.taken \
-                and _outline(panel) == _outline(template.copy(in_ids, first)):
+                and _outline(panel) == _outline(template.copy(in_ids, first, labels)):
             template.checked = True
-            template.any_names = template.any_names or names != template.names
+            known.free |= changed
         else:
-            template.refused = True
+            known.refused = True
         return panel
 
 
-_NEW = _Template(Panel(0.0, [], []), (), 0, 0, ())
-"""What `Replays.templates` gives for a form not seen yet."""
+def _first_of_form(template: _Template) -> _Form:
+    """The form of its first template: the ports whose names it draws as labels."""
+    drawn = {(text.label, text.size) for text in
+             (*placed_items(template.panel.items), *template.panel.left_labels,
+              *template.panel.right_labels) if isinstance(text, Text)}
+    shown = tuple(sorted({(port, size) for port, name in enumerate(template.names)
+                          if name is not None for label, size in drawn
+                          if label == Label.axis(name)}))
+    form = _Form(shown, {}, set())
+    form.templates[form.measures(template.names)] = template
+    return form
+
+
+_NEW = _Form((), {}, set())
+"""What `Replays.forms` gives for a form not met yet."""
 
 
 def _kept(panel: Panel, in_ids: tuple[int, ...], first: int, taken: int,
@@ -250,11 +323,12 @@ def _ends(ends: list[End], ids: dict[int, int]) -> list[End]:
     return [End(e.y, ids[e.wire], e.spec, e.joint) for e in ends]
 
 
-def _text(text: Text, ids: dict[int, int]) -> Text:
-    if text.wire is None and text.owner is None:
+def _text(text: Text, ids: dict[int, int], labels: dict[Label, Label]) -> Text:
+    if text.wire is None and text.owner is None and text.label not in labels:
         return text
-    return Text(text.label, text.x, text.y, text.size, text.color, text.width, text.ascent,
-                text.descent, None if text.owner is None else ids[text.owner], text.role,
+    return Text(labels.get(text.label, text.label), text.x, text.y, text.size, text.color,
+                text.width, text.ascent, text.descent,
+                None if text.owner is None else ids[text.owner], text.role,
                 text.layer, None if text.wire is None else ids[text.wire])
 
 
