@@ -42,7 +42,6 @@ from ..geometry import (
 )
 from ..text import Label, TextBox
 from .context import Context
-from .order import drawing_order
 from .panels import End, Panel
 
 Lay = Callable[[ir.Term, Context, Sequence[int]], Panel]
@@ -171,10 +170,13 @@ class Replays:
         not reused): the checker shares the arrays and shapes of a chain's statements, and
         hashing one anew (recursively, through every axis and size) is what it saves."""
 
-    def drawing_order(self, terms: Sequence[ir.Term]) -> tuple[ir.Term, ...]:
+    def drawing_order(self, terms: Sequence[ir.Term],
+                      order: Callable[[Sequence[ir.Term]], list[ir.Term]]
+                      ) -> tuple[ir.Term, ...]:
+        """`order(terms)` (`order.drawing_order`), found once per diagram."""
         known = self.orders.get(id(terms))
         if known is None:
-            known = self.orders[id(terms)] = (terms, tuple(drawing_order(terms)))
+            known = self.orders[id(terms)] = (terms, tuple(order(terms)))
         return known[1]
 
     def number(self, value: Hashable) -> int:

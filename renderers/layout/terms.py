@@ -133,7 +133,7 @@ def _drawing_order(term: ir.Composed, ctx: Context) -> Sequence[ir.Term]:
     """`drawing_order` of the terms, found once per diagram where replays are kept."""
     if ctx.replays is None:
         return drawing_order(term.terms)
-    return ctx.replays.drawing_order(term.terms)
+    return ctx.replays.drawing_order(term.terms, drawing_order)
 
 
 SCRAP_SHARE = 0.25
