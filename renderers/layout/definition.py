@@ -39,18 +39,18 @@ def layout_definition(program: ir.Program, name: str,
     replays = None if options.notes else Replays()
     target = options.width
     if target is None:
-        return _layout(program, definition, options, replays)
+        return _layout(program, definition, options, replays=replays)
     # A drawing that fits its budget on one row is drawn on one row. Whether it fits is known
     # as soon as a composition in it outgrows the budget (the drawing is at least as wide):
     # the rest of the row is not laid out (on a long chain, most of it).
     try:
-        drawn = _layout(program, definition, replace(options, width=None), replays,
+        drawn = _layout(program, definition, replace(options, width=None), replays=replays,
                         give_up_beyond=target + 1.0)
         if drawn.width <= target + 0.5:
             return drawn
     except TooWide:
         pass
-    best = _fitted(program, definition, options, replays, target)
+    best = _fitted(program, definition, options, target, replays=replays)
     if best.width <= target + 0.5 or not options.expand_calls:
         return best
     # Still too wide with every call expanded: the deepest calls are folded into their boxes,
@@ -61,7 +61,7 @@ def layout_definition(program: ir.Program, name: str,
     fitting: Diagram | None = None
     while low <= high:
         nested = (low + high) // 2
-        folded = _fitted(program, definition, options, replays, target, nested)
+        folded = _fitted(program, definition, options, target, nested, replays=replays)
         if folded.width < best.width:
             best = folded
         if folded.width <= target + 0.5:
@@ -72,10 +72,10 @@ def layout_definition(program: ir.Program, name: str,
 
 
 def _fitted(program: ir.Program, definition: ir.Definition, options: RenderOptions,
-            replays: Replays | None, target: float, nested_calls: int | None = None
+            target: float, nested_calls: int | None = None, *, replays: Replays | None = None
             ) -> Diagram:
     """The drawing wrapped to the budget `target`, or as near to it as wrapping gets."""
-    drawn = _layout(program, definition, options, replays, nested_calls)
+    drawn = _layout(program, definition, options, nested_calls, replays=replays)
     # The budget is for the whole drawing, but compositions are wrapped against an estimate
     # of what surrounds them: while the drawing is still too wide, wrap against less (a few
     # times at most; a term wider than the budget by itself cannot be broken).
@@ -86,8 +86,8 @@ def _fitted(program: ir.Program, definition: ir.Definition, options: RenderOptio
         if drawn.width <= target + 0.5 or budget <= floor:
             break
         budget = max(floor, budget - max(40.0, (drawn.width - target) / 2))
-        drawn = _layout(program, definition, replace(options, width=budget), replays,
-                        nested_calls)
+        drawn = _layout(program, definition, replace(options, width=budget), nested_calls,
+                        replays=replays)
         if drawn.width < best.width:
             best = drawn
     return best
@@ -152,8 +152,8 @@ breaks nested compositions into rows of one term each."""
 
 
 def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptions,
-            replays: Replays | None, nested_calls: int | None = None,
-            give_up_beyond: float | None = None) -> Diagram:
+            nested_calls: int | None = None, give_up_beyond: float | None = None, *,
+            replays: Replays | None = None) -> Diagram:
     ctx = Context(program, options, THEMES[options.theme], size_environment(program),
                   WireIds(), calls=(definition.name,), nested_calls=nested_calls,
                   give_up_beyond=give_up_beyond, replays=replays)
