@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from itertools import pairwise
 from math import copysign
+from operator import attrgetter
 from typing import Any, Literal, TypeVar
 
 from .text import Label
@@ -840,6 +841,9 @@ BOX_GAP = 3.0
 """Least distance between two boxes (their outlines must not touch)."""
 
 
+_layer = attrgetter("layer")
+
+
 @dataclass(frozen=True)
 class Diagram:
     width: float
@@ -853,7 +857,7 @@ class Diagram:
 
     def sorted_items(self) -> list[Item]:
         """Items in drawing order: by layer, then in the order the layout made them."""
-        return sorted(self.items, key=lambda item: item.layer)
+        return sorted(self.items, key=_layer)
 
     def validate(self) -> list[str]:
         """Every broken rule of the visual grammar, as readable messages (empty: all good)."""

@@ -166,13 +166,13 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
     # paint by fill and the identity of the stroke (the diagram holds its strokes)
     painted: dict[tuple[str | None, int], str] = {}
     for item in diagram.sorted_items():
-        if isinstance(item, Path | Polygon):
-            if isinstance(item, Polygon):
+        if type(item) is Path or isinstance(item, Path | Polygon):  # (wires: most items)
+            if isinstance(item, Path):
+                d = path_data(item)
+            else:
                 # A closed path rather than <polygon>, so the numbers are formatted like
                 # the rest.
                 d = "M" + "L".join(f"{num(x)} {num(y)}" for x, y in item.points) + "Z"
-            else:
-                d = path_data(item)
             key = (item.fill, id(item.stroke))
             paint = painted.get(key)
             if paint is None:

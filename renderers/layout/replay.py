@@ -70,12 +70,14 @@ class _Template:
     """The panel's items as one replayed run, with what a group gathers from them and
     their extent (made at the first copy; its ids are the template's own)."""
 
-    def relabelling(self, names: tuple[str | None, ...]) -> dict[Label, Label] | None:
-        """For a term with port names `names`: the label of each of the template's names
-        that differs, as the label of the term's name there (None where two names' labels
-        coincide: which one a label shows is not known)."""
+    def relabelling(self, names: tuple[str | None, ...], ports: tuple[int, ...]
+                    ) -> dict[Label, Label] | None:
+        """For a term with port names `names`: the label of each of the template's names at
+        `ports` (those drawn) that differs, as the label of the term's name there (None
+        where two names' labels coincide: which one a label shows is not known)."""
         labels: dict[Label, Label] = {}
-        for old, new in zip(self.names, names, strict=True):
+        for port in ports:
+            old, new = self.names[port], names[port]
             if old != new and old is not None and new is not None:
                 before, after = Label.axis(old), Label.axis(new)
                 if labels.setdefault(before, after) != after:
@@ -87,9 +89,8 @@ class _Template:
         drawn otherwise: its items shared with the template (`Rewired`), its edges, boxes and
         edge labels rewired."""
         ids = dict(zip(self.in_ids, in_ids, strict=True))
-        shift = first - self.first
-        for wire in range(self.first, self.first + self.taken):
-            ids[wire] = wire + shift
+        ids.update(zip(range(self.first, self.first + self.taken),
+                       range(first, first + self.taken), strict=True))
         panel = self.panel
         items: list[Drawn] = []
         if panel.items:
@@ -118,6 +119,10 @@ class _Form:
     templates: dict[Measures, _Template]
     free: set[int]
     """The ports whose names a laid-out term changed, the copy still right."""
+    pinned: tuple[int, ...] = ()
+    """The other ports (their names must be the template's for a replay)."""
+    ports: tuple[int, ...] = ()
+    """The ports of `shown`."""
     refused: bool = False
     """A term of the form, laid out, did not give the copy: every term of it is laid out."""
 
@@ -252,9 +257,9 @@ class Replays:
             return panel
         if known is None or known.refused:
             return lay(term, ctx, in_ids)
-        measures = known.measures(names)
+        measures = known.measures(names) if known.shown else ()
         template = known.templates.get(measures)
-        labels = template.relabelling(names) if template is not None else None
+        labels = template.relabelling(names, known.ports) if template is not None else None
         if template is None or labels is None:
             panel = lay(term, ctx, in_ids)
             if template is None and len(known.templates) < MAX_TEMPLATES:
@@ -262,16 +267,17 @@ class Replays:
                 if kept is not None:
                     known.templates[measures] = kept
             return panel
-        changed = {port for port, (a, b) in enumerate(zip(template.names, names, strict=True))
-                   if a != b}
-        if template.checked and changed <= known.free:
+        if template.checked and all(names[port] == template.names[port]
+                                    for port in known.pinned):
             ids.upcoming = first + template.taken
             return template.copy(in_ids, first, labels)
         panel = lay(term, ctx, in_ids)
         if ids.upcoming - first == template.taken \
                 and _outline(panel) == _outline(template.copy(in_ids, first, labels)):
             template.checked = True
-            known.free |= changed
+            known.free.update(port for port, (a, b)
+                              in enumerate(zip(template.names, names, strict=True)) if a != b)
+            known.pinned = tuple(port for port in range(len(names)) if port not in known.free)
         else:
             known.refused = True
         return panel
@@ -285,12 +291,13 @@ def _first_of_form(template: _Template) -> _Form:
     shown = tuple(sorted({(port, size) for port, name in enumerate(template.names)
                           if name is not None for label, size in drawn
                           if label == Label.axis(name)}))
-    form = _Form(shown, {}, set())
+    form = _Form(shown, {}, set(), tuple(range(len(template.names))),
+                 tuple(sorted({port for port, _ in shown})))
     form.templates[form.measures(template.names)] = template
     return form
 
 
-_NEW = _Form((), {}, set())
+_NEW = _Form((), {}, set(), ())
 """What `Replays.forms` gives for a form not met yet."""
 
 
