@@ -82,7 +82,8 @@ def test_replaying_repeated_forms_draws_what_laying_them_out_draws(
     monkeypatch.setattr(definition, "Replays", Counted)
     replayed = diagram(program.ir, "repeated", options)
     assert _without_replays(monkeypatch, program, "repeated", options) == replayed
-    forms = [form for r in made for form in r.forms.values() if form is not None]
+    forms = [form for r in made for form in r.forms.values()
+             if isinstance(form, replay._Form)]  # (forms met more than once)
     # replayed with other names: a linear's bias drawn with its own name (`c4` for `c1`,
     # measuring alike; its caption names the array it makes, `A` both times)
     assert any(t.checked and "c1" in t.names and form.free

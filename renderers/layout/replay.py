@@ -30,6 +30,7 @@ from ..geometry import (
     Box,
     BoxEntry,
     Drawn,
+    Item,
     MovedBoxes,
     Path,
     PortPoint,
@@ -64,11 +65,19 @@ class _Template:
     first: int
     taken: int
     names: tuple[str | None, ...]
+    term: ir.Term
+    """The term it was laid out for."""
     checked: bool = False
     """A later term of the form, laid out, gave what replaying this template gives."""
     run: Rewired | None = None
     """The panel's items as one replayed run, with what a group gathers from them and
     their extent (made at the first copy; its ids are the template's own)."""
+
+    def again(self, term: ir.Term, in_ids: Sequence[int], first: int) -> bool:
+        """Whether `term` is the template's own term, given the same wires at the same count
+        of ids: the diagram laid out again against another width budget, which none of the
+        kinds replayed reads (only a composition does); its panel is the template's."""
+        return term is self.term and first == self.first and tuple(in_ids) == self.in_ids
 
     def relabelling(self, names: tuple[str | None, ...], ports: tuple[int, ...]
                     ) -> dict[Label, Label] | None:
@@ -161,8 +170,9 @@ class Replays:
     form and nesting, and the drawing orders of compositions."""
 
     def __init__(self) -> None:
-        self.forms: dict[Hashable, _Form | None] = {}
-        """The templates of each form met, by form and nesting (None: not replayed)."""
+        self.forms: dict[Hashable, _Form | _Template | None] = {}
+        """The templates of each form met, by form and nesting: the first panel of a form
+        met once, or what is known of a form met again (None: not replayed)."""
         self.numbers: dict[Hashable, int] = {}
         """A number for each IR value met (an operation, a shape, an array type), equal
         values alike: a form is a tuple of small numbers, hashed and compared at once."""
@@ -251,10 +261,16 @@ class Replays:
         ids = ctx.counter
         first = ids.upcoming
         if known is _NEW:
+            # kept as it is: most forms of a small diagram are never met again
             panel = lay(term, ctx, in_ids)
-            kept = _kept(panel, tuple(in_ids), first, ids.upcoming - first, names)
-            self.forms[key] = None if kept is None else _first_of_form(kept)
+            self.forms[key] = None if panel.loops else _Template(
+                _copied(panel), tuple(in_ids), first, ids.upcoming - first, names, term)
             return panel
+        if isinstance(known, _Template):
+            if known.again(term, in_ids, first):
+                ids.upcoming = first + known.taken
+                return known.copy(in_ids, first, {})
+            known = self.forms[key] = _first_of_form(known)  # met again: its panel is read
         if known is None or known.refused:
             return lay(term, ctx, in_ids)
         measures = known.measures(names) if known.shown else ()
@@ -263,12 +279,12 @@ class Replays:
         if template is None or labels is None:
             panel = lay(term, ctx, in_ids)
             if template is None and len(known.templates) < MAX_TEMPLATES:
-                kept = _kept(panel, tuple(in_ids), first, ids.upcoming - first, names)
+                kept = _kept(panel, tuple(in_ids), first, ids.upcoming - first, names, term)
                 if kept is not None:
                     known.templates[measures] = kept
             return panel
-        if template.checked and all(names[port] == template.names[port]
-                                    for port in known.pinned):
+        if template.again(term, in_ids, first) or (template.checked and all(
+                names[port] == template.names[port] for port in known.pinned)):
             ids.upcoming = first + template.taken
             return template.copy(in_ids, first, labels)
         panel = lay(term, ctx, in_ids)
@@ -283,11 +299,16 @@ class Replays:
         return panel
 
 
-def _first_of_form(template: _Template) -> _Form:
-    """The form of its first template: the ports whose names it draws as labels."""
+def _first_of_form(template: _Template) -> _Form | None:
+    """The form of its first template: the ports whose names it draws as labels; None where
+    the template cannot be replayed (see `_kept`)."""
+    placed = placed_items(template.panel.items)
+    if not _ids_of(template.panel, placed) \
+            <= {*template.in_ids, *range(template.first, template.first + template.taken)}:
+        return None
     drawn = {(text.label, text.size) for text in
-             (*placed_items(template.panel.items), *template.panel.left_labels,
-              *template.panel.right_labels) if isinstance(text, Text)}
+             (*placed, *template.panel.left_labels, *template.panel.right_labels)
+             if isinstance(text, Text)}
     shown = tuple(sorted({(port, size) for port, name in enumerate(template.names)
                           if name is not None for label, size in drawn
                           if label == Label.axis(name)}))
@@ -302,22 +323,26 @@ _NEW = _Form((), {}, set(), ())
 
 
 def _kept(panel: Panel, in_ids: tuple[int, ...], first: int, taken: int,
-          names: tuple[str | None, ...]) -> _Template | None:
+          names: tuple[str | None, ...], term: ir.Term) -> _Template | None:
     """`panel` kept as a template, or None where it cannot be: a wire id in it neither given
     nor taken (not one a copy could put right), or a scan's loop."""
     known = {*in_ids, *range(first, first + taken)}
-    if panel.loops or not _ids_of(panel) <= known:
+    if panel.loops or not _ids_of(panel, placed_items(panel.items)) <= known:
         return None
-    return _Template(Panel(panel.width, list(panel.left), list(panel.right), list(panel.items),
-                           list(panel.boxes), list(panel.anchors), panel.top, panel.bottom,
-                           list(panel.left_labels), list(panel.right_labels), []),
-                     in_ids, first, taken, names)
+    return _Template(_copied(panel), in_ids, first, taken, names, term)
 
 
-def _ids_of(panel: Panel) -> set[int]:
-    """Every wire and box id in `panel`."""
+def _copied(panel: Panel) -> Panel:
+    """`panel` with its lists copied (its values are shared: they do not change)."""
+    return Panel(panel.width, list(panel.left), list(panel.right), list(panel.items),
+                 list(panel.boxes), list(panel.anchors), panel.top, panel.bottom,
+                 list(panel.left_labels), list(panel.right_labels), [])
+
+
+def _ids_of(panel: Panel, placed: list[Item]) -> set[int]:
+    """Every wire and box id in `panel` (its items `placed`)."""
     ids = {e.wire for e in (*panel.left, *panel.right)}
-    for item in (*placed_items(panel.items), *panel.left_labels, *panel.right_labels):
+    for item in (*placed, *panel.left_labels, *panel.right_labels):
         if isinstance(item, Path | Text) and item.wire is not None:
             ids.add(item.wire)
         if isinstance(item, Text) and item.owner is not None:
