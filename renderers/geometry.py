@@ -348,12 +348,12 @@ class Gathered:
 
     rest: tuple[Drawn, ...]
     texts: tuple[Text | Group | Rewired, ...]
-    low: float
-    high: float
     tops: tuple[Candidate, ...]
     bottoms: tuple[Candidate, ...]
     text_tops: tuple[Candidate, ...]
     text_bottoms: tuple[Candidate, ...]
+    low: float
+    high: float
 
 
 def _pruned(candidates: Sequence[Candidate], dy: float, bound: float, lowest: bool
@@ -421,37 +421,31 @@ def gathered(items: Iterable[Drawn]) -> Gathered:
             rest.append(item)
             a, b = item.start[1], item.segments[0][1]
             y0, y1 = (b if b < a else a), (b if b > a else a)
-        elif type(item) is Group:
-            # a group's extent, gathered when it was made
-            rest.append(item)
-            if item.low < low:
-                low = item.low
-            if item.high > high:
-                high = item.high
-            tops.extend(item.tops)
-            bottoms.extend(item.bottoms)
-            if item.texts:
-                texts.append(item)
-                text_tops.extend(item.text_tops)
-                text_bottoms.extend(item.text_bottoms)
-            continue
-        elif isinstance(item, Rewired):
-            # a replayed run, gathered once for its template: merged as going through its
-            # items again would merge them (the first of equal values kept)
-            spliced = item.gathered
-            assert spliced is not None, "a part of a group is not gathered again"
-            if spliced.rest:
-                rest.append(Rewired(spliced.rest, item.ids, item.labels, None, _INF, -_INF))
-            if spliced.texts:
-                texts.append(Rewired(spliced.texts, item.ids, item.labels, None, _INF, -_INF))
-            if spliced.low < low:
-                low = spliced.low
-            if spliced.high > high:
-                high = spliced.high
-            tops.extend(spliced.tops)
-            bottoms.extend(spliced.bottoms)
-            text_tops.extend(spliced.text_tops)
-            text_bottoms.extend(spliced.text_bottoms)
+        elif isinstance(item, Group | Rewired):
+            # a group's extent, gathered when it was made, or a replayed run's, gathered
+            # once for its template: merged as going through their items again would merge
+            # them (the first of equal values kept)
+            inner: Group | Gathered
+            if isinstance(item, Group):
+                inner = item
+                rest.append(item)
+                if item.texts:
+                    texts.append(item)
+            else:
+                assert item.gathered is not None, "a part of a group is not gathered again"
+                inner = item.gathered
+                if inner.rest:
+                    rest.append(Rewired(inner.rest, item.ids, item.labels, None, _INF, -_INF))
+                if inner.texts:
+                    texts.append(Rewired(inner.texts, item.ids, item.labels, None, _INF, -_INF))
+            if inner.low < low:
+                low = inner.low
+            if inner.high > high:
+                high = inner.high
+            tops.extend(inner.tops)
+            bottoms.extend(inner.bottoms)
+            text_tops.extend(inner.text_tops)
+            text_bottoms.extend(inner.text_bottoms)
             continue
         elif type(item) is Rect:
             rest.append(item)
@@ -471,8 +465,8 @@ def gathered(items: Iterable[Drawn]) -> Gathered:
             low = y0
         if y1 > high:
             high = y1
-    return Gathered(tuple(rest), tuple(texts), low, high, tuple(tops), tuple(bottoms),
-                    tuple(text_tops), tuple(text_bottoms))
+    return Gathered(tuple(rest), tuple(texts), tuple(tops), tuple(bottoms), tuple(text_tops),
+                    tuple(text_bottoms), low, high)
 
 
 def opened(items: Iterable[Drawn]) -> list[Drawn]:
