@@ -170,6 +170,8 @@ class Replays:
     form and nesting, and the drawing orders of compositions."""
 
     def __init__(self) -> None:
+        self.operators: dict[Hashable, _Template | None] = {}
+        """The first operation met of each operator and nesting (None: its form is made)."""
         self.forms: dict[Hashable, _Form | _Template | None] = {}
         """The templates of each form met, by form and nesting: the first panel of a form
         met once, or what is known of a form met again (None: not replayed)."""
@@ -195,6 +197,7 @@ class Replays:
         return known[1]
 
     def number(self, value: Hashable) -> int:
+        """The number of an IR value (see `numbers`)."""
         known = self.seen.get(id(value))
         if known is not None:
             return known[1]
@@ -205,13 +208,19 @@ class Replays:
         self.seen[id(value)] = (value, number)
         return number
 
+    def numbered(self, values: Sequence[Hashable]) -> tuple[int, ...]:
+        """The numbers of `values` (see `numbers`), the ones met before read at once."""
+        seen = self.seen
+        return tuple([known[1] if (known := seen.get(id(value))) is not None
+                      else self.number(value) for value in values])
+
     def form(self, term: ir.Term, expand_calls: bool
              ) -> tuple[Hashable, tuple[str | None, ...]] | None:
         """What the panel of `term` depends on, other than the context and the wire ids:
         every field but the spans, and of the names of its operations' ports (variables,
         parameters) only which are alike (the names are returned apart); None for a term
         that is not replayed."""
-        number = self.number
+        number, numbered = self.number, self.numbered
         if isinstance(term, ir.Broadcasted):
             if expand_calls and isinstance(term.op, ir.CallOp):
                 return None  # drawn as the callee's diagram, which depends on the program
@@ -220,20 +229,17 @@ class Replays:
             # which ports are named alike (a residual's main line), not the names themselves
             alike = tuple([None if n is None else names.index(n) for n in names])
             return (("broadcasted", number(term.op), number(term.degree), len(term.inputs),
-                     len(term.params), alike,
-                     tuple([(number(p.array), p.targets, number(p.reindexing))
-                            for p in ports]),
-                     tuple([number(a) for a in term.dom]),
-                     tuple([number(a) for a in term.cod])), names)
+                     len(term.params), alike, numbered([p.array for p in ports]),
+                     tuple([p.targets for p in ports]),
+                     numbered([p.reindexing for p in ports]), numbered(term.dom),
+                     numbered(term.cod)), names)
         if isinstance(term, ir.Rearrangement):
-            return ("rearrangement", term.mapping, tuple([number(a) for a in term.dom]),
-                    tuple([number(a) for a in term.cod])), ()
+            return ("rearrangement", term.mapping, numbered(term.dom), numbered(term.cod)), ()
         if isinstance(term, ir.Reindexing):
-            return ("reindexing", number(term.eta), term.name, term.source,
-                    tuple([number(a) for a in term.dom]),
-                    tuple([number(a) for a in term.cod])), ()
+            return ("reindexing", number(term.eta), term.name, term.source, numbered(term.dom),
+                    numbered(term.cod)), ()
         if isinstance(term, ir.Identity):
-            return ("identity", term.names, tuple([number(a) for a in term.dom])), ()
+            return ("identity", term.names, numbered(term.dom)), ()
         if isinstance(term, ir.Product):
             factors: list[Hashable] = []
             factor_names: list[str | None] = []
@@ -249,17 +255,42 @@ class Replays:
     def layout(self, term: ir.Term, ctx: Context, in_ids: Sequence[int], lay: Lay) -> Panel:
         """The panel of `term`: replayed where a template of its form may be, else laid out
         (and kept as a template, or compared with one)."""
-        try:
-            form = self.form(term, ctx.options.expand_calls)
-        except Unhashable:
-            form = None
-        if form is None or len(set(in_ids)) != len(in_ids):
+        if len(set(in_ids)) != len(in_ids):
             return lay(term, ctx, in_ids)  # (ids given twice: their equality may matter)
-        shape, names = form
-        key = (shape, ctx.depth, ctx.calls, ctx.nested_calls)
-        known = self.forms.get(key, _NEW)
+        expand_calls = ctx.options.expand_calls
+        nesting = (ctx.depth, ctx.calls, ctx.nested_calls)
         ids = ctx.counter
         first = ids.upcoming
+        try:
+            if isinstance(term, ir.Broadcasted) \
+                    and not (expand_calls and isinstance(term.op, ir.CallOp)):
+                operator = (self.number(term.op), *nesting)
+                if operator not in self.operators:
+                    # An operation met first is kept by its operator, without its form:
+                    # most operators of a small diagram are met once (each call of a
+                    # chain of definitions), and the form is made when one is met again.
+                    panel = lay(term, ctx, in_ids)
+                    self.operators[operator] = _Template(
+                        _copied(panel), tuple(in_ids), first, ids.upcoming - first, (), term)
+                    return panel
+                pending = self.operators[operator]
+                if pending is not None and pending.again(term, in_ids, first):
+                    ids.upcoming = first + pending.taken
+                    return pending.copy(in_ids, first, {})
+                if pending is not None:  # an equal operator again: the first's form made
+                    self.operators[operator] = None
+                    made = self.form(pending.term, expand_calls)
+                    if made is not None:
+                        pending.names = made[1]
+                        self.forms.setdefault((made[0], *nesting), pending)
+            form = self.form(term, expand_calls)
+        except Unhashable:
+            form = None
+        if form is None:
+            return lay(term, ctx, in_ids)
+        shape, names = form
+        key = (shape, *nesting)
+        known = self.forms.get(key, _NEW)
         if known is _NEW:
             # kept as it is: most forms of a small diagram are never met again
             panel = lay(term, ctx, in_ids)
