@@ -144,6 +144,11 @@ class _Form:
         return tuple(measured)
 
 
+MAX_OPERATORS = 256
+"""The most operators whose operations are kept (a diagram with thousands of distinct ones,
+each call of a chain of as many definitions, keeps only the first: its later operators are
+laid out without bookkeeping)."""
+
 MAX_TEMPLATES = 32
 """The most templates of one form (its names drawn measuring in that many ways)."""
 
@@ -171,7 +176,8 @@ class Replays:
 
     def __init__(self) -> None:
         self.operators: dict[Hashable, _Template | None] = {}
-        """The first operation met of each operator and nesting (None: its form is made)."""
+        """The first operation met of each operator (by its hash) and nesting (None: its
+        form is made)."""
         self.forms: dict[Hashable, _Form | _Template | None] = {}
         """The templates of each form met, by form and nesting: the first panel of a form
         met once, or what is known of a form met again (None: not replayed)."""
@@ -264,11 +270,16 @@ class Replays:
         try:
             if isinstance(term, ir.Broadcasted) \
                     and not (expand_calls and isinstance(term.op, ir.CallOp)):
-                operator = (self.number(term.op), *nesting)
+                try:  # (equal operators hash alike: an equal one is met again, or one alike)
+                    operator = (type(term.op), hash(term.op), *nesting)
+                except TypeError as error:
+                    raise Unhashable from error
                 if operator not in self.operators:
                     # An operation met first is kept by its operator, without its form:
                     # most operators of a small diagram are met once (each call of a
                     # chain of definitions), and the form is made when one is met again.
+                    if len(self.operators) >= MAX_OPERATORS:
+                        return lay(term, ctx, in_ids)
                     panel = lay(term, ctx, in_ids)
                     self.operators[operator] = _Template(
                         _copied(panel), tuple(in_ids), first, ids.upcoming - first, (), term)
