@@ -15,8 +15,8 @@ makes), which most glyphs do not draw and some do as labels (the bias `c3` of a 
 a port's name is replayed otherwise only once a term with another name there, laid out,
 gave the copy with the name's label drawn as the other name's. A name that is drawn must
 measure as the template's does (else what is round it moves): the templates of a form are
-kept by the measures of the names they draw (a few: `c7` and `c10` measure otherwise, `c10`
-and `c20` alike). A glyph that uses a name in any other way never gives the copy, and the
+kept by the measures of the names they draw (a few: `c1` and `c2` measure alike, `c3` and
+`c10` otherwise). A glyph that uses a name in any other way never gives the copy, and the
 terms of its form are laid out every time, as before."""
 
 from __future__ import annotations
