@@ -14,10 +14,11 @@ diagram library composes pictures.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from itertools import pairwise
 from math import copysign
+from operator import attrgetter
 from typing import Any, Literal, TypeVar
 
 from .text import Label
@@ -279,7 +280,7 @@ class Group:
     `items`, `text_tops`, `text_bottoms` of the labels; see `Candidate`)."""
 
     items: tuple[Drawn, ...]
-    texts: tuple[Text | Group, ...]
+    texts: tuple[Text | Group | Rewired, ...]
     dx: float
     dy: float
     low: float
@@ -307,11 +308,55 @@ class Group:
         return top, bottom
 
 
-Drawn = Item | Group
-"""What a panel draws while it is laid out: items, and groups of items still to be moved."""
+@quick_init
+@dataclass(frozen=True, slots=True, eq=False)
+class Rewired:
+    """Items shared with the template of a replayed panel (`layout/replay.py`), standing for
+    those items with every wire and box id `i` read as `ids[i]` (and each label `a` drawn as
+    `labels.get(a, a)`), spliced in its place: where
+    it stands in a panel's items, a group made of them, the diagram's items and the wires'
+    ends are what the items themselves, with their ids replaced, would give, in their order.
+
+    In a panel's items it carries what `group` gathers from them (`gathered`) and their
+    vertical extent (`top`, `bottom`, as `Panel.fit` finds it), made once per template;
+    gathered into a group it becomes two parts, the rest of its items among the group's
+    items and its labels among the group's labels (`gathered` None)."""
+
+    items: tuple[Drawn, ...]
+    ids: Mapping[int, int]
+    labels: Mapping[Label, Label]
+    """Labels drawn otherwise: the name of a port the template's operation shows (a bias
+    `c2`) as this term's (`c6`), where both measure alike."""
+    gathered: Gathered | None
+    top: float
+    bottom: float
+
+    def y_extent(self) -> tuple[float, float]:
+        assert self.gathered is not None, "a part of a group has no extent of its own"
+        return self.top, self.bottom
 
 
-def _pruned(candidates: list[Candidate], dy: float, bound: float, lowest: bool
+Drawn = Item | Group | Rewired
+"""What a panel draws while it is laid out: items, groups of items still to be moved, and
+items shared with a replayed panel's template."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """What `group` gathers from items before moving them: all but the labels (`rest`), the
+    labels (`texts`), and their vertical extent as `Group` keeps it, unmoved."""
+
+    rest: tuple[Drawn, ...]
+    texts: tuple[Text | Group | Rewired, ...]
+    tops: tuple[Candidate, ...]
+    bottoms: tuple[Candidate, ...]
+    text_tops: tuple[Candidate, ...]
+    text_bottoms: tuple[Candidate, ...]
+    low: float
+    high: float
+
+
+def _pruned(candidates: Sequence[Candidate], dy: float, bound: float, lowest: bool
             ) -> tuple[Candidate, ...]:
     """`candidates` moved by `dy`, less those that cannot be the extreme: farther than
     `_NEAR` from the best of them or beyond `bound` (the moved coordinates' extreme)."""
@@ -344,8 +389,20 @@ def group(items: Iterable[Drawn], dx: float, dy: float) -> list[Drawn]:
     """`items` moved by (dx, dy): one group (none for no items), its shifts applied in order
     when the diagram is finished, as moving each item at every level would: the same numbers
     come out."""
+    found = gathered(items)
+    if not found.rest and not found.texts:
+        return []
+    low, high = found.low + dy, found.high + dy
+    return [Group(found.rest, found.texts, dx, dy, low, high,
+                  _pruned(found.tops, dy, low, True), _pruned(found.bottoms, dy, high, False),
+                  _pruned(found.text_tops, dy, _INF, True),
+                  _pruned(found.text_bottoms, dy, -_INF, False))]
+
+
+def gathered(items: Iterable[Drawn]) -> Gathered:
+    """What `group` keeps of `items`, before moving them (see `Gathered`)."""
     rest: list[Drawn] = []
-    texts: list[Text | Group] = []
+    texts: list[Text | Group | Rewired] = []
     low, high = _INF, -_INF
     tops: list[Candidate] = []
     bottoms: list[Candidate] = []
@@ -359,103 +416,157 @@ def group(items: Iterable[Drawn], dx: float, dy: float) -> list[Drawn]:
             text_tops.append((item.y, -item.ascent))
             text_bottoms.append((item.y, item.descent))
             continue
-        rest.append(item)
         if type(item) is Path and len(item.segments) == 1 and len(item.segments[0]) == 2:
             # a straight wire, the most common item: its `y_extent` in place
+            rest.append(item)
             a, b = item.start[1], item.segments[0][1]
             y0, y1 = (b if b < a else a), (b if b > a else a)
-        elif type(item) is Group:
-            if item.low < low:
-                low = item.low
-            if item.high > high:
-                high = item.high
-            tops.extend(item.tops)
-            bottoms.extend(item.bottoms)
-            if item.texts:
-                texts.append(item)
-                text_tops.extend(item.text_tops)
-                text_bottoms.extend(item.text_bottoms)
+        elif isinstance(item, Group | Rewired):
+            # a group's extent, gathered when it was made, or a replayed run's, gathered
+            # once for its template: merged as going through their items again would merge
+            # them (the first of equal values kept)
+            inner: Group | Gathered
+            if isinstance(item, Group):
+                inner = item
+                rest.append(item)
+                if item.texts:
+                    texts.append(item)
+            else:
+                assert item.gathered is not None, "a part of a group is not gathered again"
+                inner = item.gathered
+                if inner.rest:
+                    rest.append(Rewired(inner.rest, item.ids, item.labels, None, _INF, -_INF))
+                if inner.texts:
+                    texts.append(Rewired(inner.texts, item.ids, item.labels, None, _INF, -_INF))
+            if inner.low < low:
+                low = inner.low
+            if inner.high > high:
+                high = inner.high
+            tops.extend(inner.tops)
+            bottoms.extend(inner.bottoms)
+            text_tops.extend(inner.text_tops)
+            text_bottoms.extend(inner.text_bottoms)
             continue
         elif type(item) is Rect:
+            rest.append(item)
             if item.y < low:
                 low = item.y
             bottoms.append((item.y, item.height))
             continue
         elif type(item) is Circle:
+            rest.append(item)
             tops.append((item.cy, -item.r))
             bottoms.append((item.cy, item.r))
             continue
         else:
+            rest.append(item)
             y0, y1 = item.y_extent()
         if y0 < low:
             low = y0
         if y1 > high:
             high = y1
-    if not rest and not texts:
-        return []
-    low, high = low + dy, high + dy
-    return [Group(tuple(rest), tuple(texts), dx, dy, low, high, _pruned(tops, dy, low, True),
-                  _pruned(bottoms, dy, high, False), _pruned(text_tops, dy, _INF, True),
-                  _pruned(text_bottoms, dy, -_INF, False))]
+    return Gathered(tuple(rest), tuple(texts), tuple(tops), tuple(bottoms), tuple(text_tops),
+                    tuple(text_bottoms), low, high)
 
 
 def opened(items: Iterable[Drawn]) -> list[Drawn]:
     """`items` with each group split into a group of all but its labels and its labels,
     moved, after it: the same drawing, with the labels within reach (a join compares and
-    drops them). The groups left hold no labels."""
+    drops them). The groups left hold no labels; replayed items are placed as they stand."""
     out: list[Drawn] = []
     for item in items:
+        if isinstance(item, Rewired):
+            _place_run(item.items, (item,), out)
+            continue
         if not isinstance(item, Group) or not item.texts:
             out.append(item)
             continue
         if item.items:
             out.append(Group(item.items, (), item.dx, item.dy, item.low, item.high, item.tops,
                              item.bottoms, (), ()))
-        _place_texts(item.texts, _before(item.dx, ()), _before(item.dy, ()), out)
+        _place_texts(item.texts, _before(item.dx, ()), _before(item.dy, ()), out, ())
     return out
+
+
+Runs = tuple[Rewired, ...]
+"""The replayed runs round an item, innermost first: its ids and labels are read through
+each in turn (see `Rewired`)."""
+
+
+def _rewired_id(value: int, runs: Runs) -> int:
+    for run in runs:
+        value = run.ids[value]
+    return value
+
+
+def _relabelled(label: Label, runs: Runs) -> Label:
+    for run in runs:
+        if run.labels:
+            label = run.labels.get(label, label)
+    return label
 
 
 def placed_items(items: Iterable[Drawn]) -> list[Item]:
     """Every item with the shifts of the groups round it applied, innermost first, in the
-    order the layout made them, a group's labels after the rest of it."""
+    order the layout made them, a group's labels after the rest of it (and the ids and
+    labels of a replayed run put right)."""
     placed: list[Item] = []
-    for item in items:
-        if isinstance(item, Group):
-            xs, ys = _before(item.dx, ()), _before(item.dy, ())
-            _place(item.items, xs, ys, placed)
-            _place_texts(item.texts, xs, ys, placed)
-        else:
-            placed.append(item)
+    _place_run(items, (), placed)
     return placed
 
 
-def _place(items: Iterable[Drawn], xs: tuple[float, ...], ys: tuple[float, ...],
-           out: list[Item]) -> None:
-    """All but the labels of `items`, shifted by the groups round them and by `xs`, `ys`."""
-    append = out.append
+def _place_run(items: Iterable[Drawn], runs: Runs, out: list[Item] | list[Drawn]) -> None:
+    """`items` placed in `out` as `placed_items` places them, read through `runs`."""
     for item in items:
         if isinstance(item, Group):
-            # innermost shift first: the order a panel nested in others was moved in
-            _place(item.items, _before(item.dx, xs), _before(item.dy, ys), out)
-        elif type(item) is Path and len(item.segments) == 1 and len(item.segments[0]) == 2:
+            xs, ys = _before(item.dx, ()), _before(item.dy, ())
+            _place(item.items, xs, ys, out, runs)  # type: ignore[arg-type]
+            _place_texts(item.texts, xs, ys, out, runs)
+        elif isinstance(item, Rewired):
+            _place_run(item.items, (item, *runs), out)
+        elif runs:
+            out.append(_shifted(item, (), (), runs))
+        else:
+            out.append(item)
+
+
+def _place(items: Iterable[Drawn], xs: tuple[float, ...], ys: tuple[float, ...],
+           out: list[Item], runs: Runs = ()) -> None:
+    """All but the labels of `items`, shifted by the groups round them and by `xs`, `ys`,
+    their ids and labels read through `runs`."""
+    append = out.append
+    for item in items:
+        # (by exact type, the most common first: a diagram has a few hundred thousand items)
+        if type(item) is Path and len(item.segments) == 1 and len(item.segments[0]) == 2:
             # a straight wire, the most common item, moved as `_shifted` moves it, in place
             (x, y), (x1, y1) = item.start, item.segments[0]
             for dx in xs:
                 x, x1 = x + dx, x1 + dx
             for dy in ys:
                 y, y1 = y + dy, y1 + dy
-            append(Path((x, y), ((x1, y1),), item.stroke, item.fill, item.closed, item.wire,
+            wire = item.wire
+            if runs and wire is not None:
+                wire = _rewired_id(wire, runs)
+            append(Path((x, y), ((x1, y1),), item.stroke, item.fill, item.closed, wire,
                         item.role, item.free_ends, item.layer))
+        elif type(item) is Group:
+            # innermost shift first: the order a panel nested in others was moved in
+            _place(item.items, _before(item.dx, xs), _before(item.dy, ys), out, runs)
+        elif type(item) is Rewired:
+            _place(item.items, xs, ys, out, (item, *runs))
         else:
-            append(_shifted(item, xs, ys))
+            append(_shifted(item, xs, ys, runs))  # type: ignore[arg-type]
 
 
-def _place_texts(texts: Iterable[Text | Group], xs: tuple[float, ...], ys: tuple[float, ...],
-                 out: list[Item] | list[Drawn]) -> None:
+def _place_texts(texts: Iterable[Text | Group | Rewired], xs: tuple[float, ...],
+                 ys: tuple[float, ...], out: list[Item] | list[Drawn], runs: Runs) -> None:
     """The labels of `texts` (labels, and groups whose labels come there), shifted so."""
     for text in texts:
         if isinstance(text, Group):
-            _place_texts(text.texts, _before(text.dx, xs), _before(text.dy, ys), out)
+            _place_texts(text.texts, _before(text.dx, xs), _before(text.dy, ys), out, runs)
+            continue
+        if isinstance(text, Rewired):
+            _place_texts(text.items, xs, ys, out, (text, *runs))  # type: ignore[arg-type]
             continue
         # moved as `_shifted` moves a label, here without a call per coordinate
         x, y = text.x, text.y
@@ -463,19 +574,29 @@ def _place_texts(texts: Iterable[Text | Group], xs: tuple[float, ...], ys: tuple
             x += dx
         for dy in ys:
             y += dy
-        out.append(Text(text.label, x, y, text.size, text.color, text.width, text.ascent,
-                        text.descent, text.owner, text.role, text.layer, text.wire))
+        label, owner, wire = text.label, text.owner, text.wire
+        if runs:
+            label = _relabelled(label, runs)
+            owner = None if owner is None else _rewired_id(owner, runs)
+            wire = None if wire is None else _rewired_id(wire, runs)
+        out.append(Text(label, x, y, text.size, text.color, text.width, text.ascent,
+                        text.descent, owner, text.role, text.layer, wire))
 
 
-def path_ends(items: Iterable[Drawn], role: WireRole, xs: tuple[float, ...] = ()
-              ) -> Iterator[tuple[int | None, float]]:
+def path_ends(items: Iterable[Drawn], role: WireRole, xs: tuple[float, ...] = (),
+              runs: Runs = ()) -> Iterator[tuple[int | None, float]]:
     """The wire id and the x of the end of every path of `role` among `items`, those in
     groups too (shifted as `placed_items` shifts them)."""
     for item in items:
         if isinstance(item, Group):
-            yield from path_ends(item.items, role, (item.dx, *xs))
+            yield from path_ends(item.items, role, (item.dx, *xs), runs)
+        elif isinstance(item, Rewired):
+            yield from path_ends(item.items, role, xs, (item, *runs))
         elif isinstance(item, Path) and item.role == role:
-            yield item.wire, _along(item.end[0], xs)
+            wire = item.wire
+            if runs and wire is not None:
+                wire = _rewired_id(wire, runs)
+            yield wire, _along(item.end[0], xs)
 
 
 def _before(shift: float, shifts: tuple[float, ...]) -> tuple[float, ...]:
@@ -496,19 +617,29 @@ def _along(value: float, shifts: tuple[float, ...]) -> float:
     return value
 
 
-def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...]) -> Item:
+def _shifted(item: Item, xs: tuple[float, ...], ys: tuple[float, ...], runs: Runs = ()
+             ) -> Item:
     """`item` moved by each shift of `xs` across and of `ys` down, in order: the numbers
-    moving it level by level gives, without the items in between."""
+    moving it level by level gives, without the items in between (its ids and labels read
+    through `runs`)."""
     if isinstance(item, Path):  # (`_place` moves the straight wires itself, alike)
         x, y = item.start
+        wire = item.wire
+        if runs and wire is not None:
+            wire = _rewired_id(wire, runs)
         return Path((_along(x, xs), _along(y, ys)), tuple([_segment_shifted(s, xs, ys)
                                                            for s in item.segments]),
-                    item.stroke, item.fill, item.closed, item.wire, item.role, item.free_ends,
+                    item.stroke, item.fill, item.closed, wire, item.role, item.free_ends,
                     item.layer)
     if isinstance(item, Text):
-        return Text(item.label, _along(item.x, xs), _along(item.y, ys), item.size, item.color,
-                    item.width, item.ascent, item.descent, item.owner, item.role, item.layer,
-                    item.wire)
+        label, owner, text_wire = item.label, item.owner, item.wire
+        if runs:
+            label = _relabelled(label, runs)
+            owner = None if owner is None else _rewired_id(owner, runs)
+            text_wire = None if text_wire is None else _rewired_id(text_wire, runs)
+        return Text(label, _along(item.x, xs), _along(item.y, ys), item.size, item.color,
+                    item.width, item.ascent, item.descent, owner, item.role, item.layer,
+                    text_wire)
     if isinstance(item, Circle):
         return Circle(_along(item.cx, xs), _along(item.cy, ys), item.r, item.fill, item.stroke,
                       item.layer)
@@ -704,6 +835,9 @@ BOX_GAP = 3.0
 """Least distance between two boxes (their outlines must not touch)."""
 
 
+_layer = attrgetter("layer")
+
+
 @dataclass(frozen=True)
 class Diagram:
     width: float
@@ -717,7 +851,7 @@ class Diagram:
 
     def sorted_items(self) -> list[Item]:
         """Items in drawing order: by layer, then in the order the layout made them."""
-        return sorted(self.items, key=lambda item: item.layer)
+        return sorted(self.items, key=_layer)
 
     def validate(self) -> list[str]:
         """Every broken rule of the visual grammar, as readable messages (empty: all good)."""

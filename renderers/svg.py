@@ -125,30 +125,22 @@ class _Document:
         else:
             self.parts.append(f"<{name}{written} />")
 
-    def shape(self, name: str, attributes: dict[str, str], fill: str | None,
-              stroke: Stroke | None) -> None:
-        self.element(name, {**attributes, "fill": _clean(fill or "none"),
-                            **_stroke_attributes(stroke)})
-
-    def path(self, d: str, fill: str | None, stroke: Stroke | None) -> None:
-        """A shape given by path data: `d` sorts before every paint attribute, so the paint,
-        written once for each fill and stroke, follows it as it is (wires share a few). The
-        data is numbers and command letters: nothing in it to escape."""
-        self.parts.append(f'<path d="{d}"{_paint(fill, stroke)} />')
-
-    def glyphs(self, label: Label, size: float, color: str, x: float, y: float) -> None:
-        """A label as glyph outlines: the `<path>` that `element` writes with the attributes
-        `aria-label`, `d`, `fill`, `stroke` and `transform` (in that order, by name), the
-        label's and the colour's parts written once each."""
-        d, name = _glyph_attributes(label, size)
-        if d:
-            self.parts.append(f'<path{name} d="{d}"{_glyph_paint(color)} '
-                              f'transform="translate({num(x)} {num(y)})" />')
-
     def parsed(self, xml: str) -> None:
         """An element given as XML text (a `<text>` from `renderers.text`): parsed safely and
         written again, so it is well-formed and escaped like the rest."""
         self.parts.append(xml_clean(ElementTree.tostring(fromstring(xml), encoding="unicode")))
+
+
+@lru_cache(maxsize=1024)
+def _fill_attribute(fill: str | None) -> str:
+    """A shape's `fill` attribute, written as `_attributes` writes it."""
+    return _attributes({"fill": _clean(fill or "none")})
+
+
+@lru_cache(maxsize=1024)
+def _stroke_written(stroke: Stroke | None) -> str:
+    """A shape's stroke attributes, written as `_attributes` writes them."""
+    return _attributes(_stroke_attributes(stroke))
 
 
 def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
@@ -157,29 +149,52 @@ def render(diagram: Diagram, text: Literal["paths", "text"] = "paths") -> str:
     becomes U+FFFD wherever a string that is not a number enters the document (labels,
     the title, colours given in Python), as cleaning the whole document would make it; the
     numbers and the document's own markup need none (cleaning tens of megabytes of them
-    took a fifth of the writing)."""
+    took a fifth of the writing).
+
+    Each element is written as `_Document.element` would write it from its attributes
+    (sorted by name, empty ones left out), with the parts that do not change from item to
+    item (the paint of a wire, a label's outline) written once: a shape's attributes sort
+    as its coordinates, its fill and its stroke interleave, and the numbers need no
+    escaping. A path's data sorts before every paint attribute, so its paint, written once
+    for each fill and stroke (wires share a few strokes, found by identity), follows it as
+    it is; a label's outline is a `<path>` with the attributes `aria-label`, `d`, `fill`,
+    `stroke` and `transform`, in that order."""
     width, height = num(diagram.width), num(diagram.height)
     document = _Document()
+    parts = document.parts
+    append = parts.append
+    # paint by fill and the identity of the stroke (the diagram holds its strokes)
+    painted: dict[tuple[str | None, int], str] = {}
     for item in diagram.sorted_items():
-        if isinstance(item, Path):
-            document.path(path_data(item), item.fill, item.stroke)
-        elif isinstance(item, Rect):
-            corners = {"rx": num(item.radius)} if item.radius else {}
-            document.shape("rect", {"x": num(item.x), "y": num(item.y),
-                                    "width": num(item.width), "height": num(item.height),
-                                    **corners}, item.fill, item.stroke)
-        elif isinstance(item, Polygon):
-            # A closed path rather than <polygon>, so the numbers are formatted like the rest.
-            d = "M" + "L".join(f"{num(x)} {num(y)}" for x, y in item.points) + "Z"
-            document.path(d, item.fill, item.stroke)
-        elif isinstance(item, Circle):
-            document.shape("circle", {"cx": num(item.cx), "cy": num(item.cy), "r": num(item.r)},
-                           item.fill, item.stroke)
+        if type(item) is Path or isinstance(item, Path | Polygon):  # (wires: most items)
+            if isinstance(item, Path):
+                d = path_data(item)
+            else:
+                # A closed path rather than <polygon>, so the numbers are formatted like
+                # the rest.
+                d = "M" + "L".join(f"{num(x)} {num(y)}" for x, y in item.points) + "Z"
+            key = (item.fill, id(item.stroke))
+            paint = painted.get(key)
+            if paint is None:
+                paint = painted[key] = _paint(item.fill, item.stroke)
+            append(f'<path d="{d}"{paint} />')
         elif isinstance(item, Text):
             if text == "text":
                 document.parsed(svg_text_element(item.label, item.x, item.y, item.size))
                 continue
-            document.glyphs(item.label, item.size, item.color, item.x, item.y)
+            outline, name = _glyph_attributes(item.label, item.size)
+            if outline:
+                append(f'<path{name} d="{outline}"{_glyph_paint(item.color)} '
+                       f'transform="translate({num(item.x)} {num(item.y)})" />')
+        elif isinstance(item, Circle):
+            append(f'<circle cx="{num(item.cx)}" cy="{num(item.cy)}"'
+                   f'{_fill_attribute(item.fill)} r="{num(item.r)}"'
+                   f'{_stroke_written(item.stroke)} />')
+        elif isinstance(item, Rect):
+            corners = f' rx="{num(item.radius)}"' if item.radius else ""
+            append(f'<rect{_fill_attribute(item.fill)} height="{num(item.height)}"{corners}'
+                   f'{_stroke_written(item.stroke)} width="{num(item.width)}" '
+                   f'x="{num(item.x)}" y="{num(item.y)}" />')
         else:
             assert_never(item)
     root = {

@@ -35,6 +35,8 @@ The package is split along those seams:
 - `rewiring`: rearrangements and reindexings; `broadcast`: broadcasted operations;
 - `frames`: block and scan frames, and collapsed boxes;
 - `extent`: the size of a drawing with its calls expanded, and its limits;
+- `replay`: a term of a form already laid out in the diagram (a long chain's repeated
+  statements) given a copy of that panel, its wire ids put right;
 - `definition`: the entry point, `layout_definition`.
 """
 

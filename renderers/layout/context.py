@@ -10,12 +10,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ncd import ir, sizes
 
 from ..glyphs import Theme
 from ..text import Label, Run
 from .options import RenderOptions
+
+if TYPE_CHECKING:
+    from .replay import Replays
 
 
 def size_value(size: ir.SizeExpr, env: Mapping[str, int]) -> int | None:
@@ -45,6 +49,17 @@ def size_environment(program: ir.Program) -> dict[str, int]:
     return env
 
 
+class WireIds:
+    """The fresh wire ids of one diagram, from 1 up, as `itertools.count` gives them, with
+    the next one in sight: a panel replayed (`replay`) takes as many ids as laying it out
+    took, and must know which."""
+
+    __slots__ = ("upcoming",)
+
+    def __init__(self) -> None:
+        self.upcoming = 1
+
+
 class TooWide(Exception):
     """A composition grew wider than `Context.give_up_beyond`: every panel holding it is at
     least as wide, so the whole drawing is too."""
@@ -56,7 +71,7 @@ class Context:
     options: RenderOptions
     theme: Theme
     env: dict[str, int]
-    counter: itertools.count
+    counter: WireIds
     depth: int = 0
     calls: tuple[str, ...] = ()
     breaks: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -68,9 +83,15 @@ class Context:
     """A width past which the drawing is of no use (`TooWide` is raised as soon as a
     composition is wider): the one-row drawing that only tells whether a diagram fits its
     budget stops there instead of laying out the rest of a long chain."""
+    replays: Replays | None = None
+    """The panels already laid out in this diagram, for terms of the same form (None: every
+    term is laid out)."""
 
     def fresh(self) -> int:
-        return next(self.counter)
+        ids = self.counter
+        value = ids.upcoming
+        ids.upcoming = value + 1
+        return value
 
     def next_break(self) -> int:
         return next(self.breaks)
@@ -78,11 +99,12 @@ class Context:
     def deeper(self, call: str | None = None) -> Context:
         return Context(self.program, self.options, self.theme, self.env, self.counter,
                        self.depth + 1, (*self.calls, call) if call else self.calls,
-                       self.breaks, self.nested_calls, self.give_up_beyond)
+                       self.breaks, self.nested_calls, self.give_up_beyond, self.replays)
 
     def with_depth(self, depth: int) -> Context:
         return Context(self.program, self.options, self.theme, self.env, self.counter, depth,
-                       self.calls, self.breaks, self.nested_calls, self.give_up_beyond)
+                       self.calls, self.breaks, self.nested_calls, self.give_up_beyond,
+                       self.replays)
 
     # -- labels ------------------------------------------------------------------------
 

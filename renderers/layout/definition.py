@@ -3,7 +3,6 @@ labelled input and output wires, after the expansion limits are checked."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 
 from ncd import ir
@@ -12,11 +11,12 @@ from ..annotate import LEVELS, Legend, shaded
 from ..geometry import Diagram, Item, Rect, Stroke, placed_anchors, placed_boxes, placed_items
 from ..glyphs import THEMES
 from ..text import Label, elide
-from .context import Context, TooWide, size_environment
+from .context import Context, TooWide, WireIds, size_environment
 from .extent import check_expansion
 from .lens import layout_lens
 from .options import LABEL_RAISE, MARGIN, MIN_WIDTH, NOTE_LINE, NOTE_SIZE, RenderOptions
 from .panels import Panel, array_specs, text_item
+from .replay import Replays
 from .routing import assemble
 from .terms import layout
 
@@ -33,20 +33,24 @@ def layout_definition(program: ir.Program, name: str,
         drawn = layout_lens(program, definition, options, options.lens)
         if drawn is not None:
             return drawn
+    # Terms of one form are replayed (`replay`) in every layout made here (they differ in
+    # their width budgets, which the terms replayed do not read), but for the notes on
+    # boxes, which are found by the term's place in the source.
+    replays = None if options.notes else Replays()
     target = options.width
     if target is None:
-        return _layout(program, definition, options)
+        return _layout(program, definition, options, replays=replays)
     # A drawing that fits its budget on one row is drawn on one row. Whether it fits is known
     # as soon as a composition in it outgrows the budget (the drawing is at least as wide):
     # the rest of the row is not laid out (on a long chain, most of it).
     try:
-        drawn = _layout(program, definition, replace(options, width=None),
+        drawn = _layout(program, definition, replace(options, width=None), replays=replays,
                         give_up_beyond=target + 1.0)
         if drawn.width <= target + 0.5:
             return drawn
     except TooWide:
         pass
-    best = _fitted(program, definition, options, target)
+    best = _fitted(program, definition, options, target, replays=replays)
     if best.width <= target + 0.5 or not options.expand_calls:
         return best
     # Still too wide with every call expanded: the deepest calls are folded into their boxes,
@@ -57,7 +61,7 @@ def layout_definition(program: ir.Program, name: str,
     fitting: Diagram | None = None
     while low <= high:
         nested = (low + high) // 2
-        folded = _fitted(program, definition, options, target, nested)
+        folded = _fitted(program, definition, options, target, nested, replays=replays)
         if folded.width < best.width:
             best = folded
         if folded.width <= target + 0.5:
@@ -68,9 +72,10 @@ def layout_definition(program: ir.Program, name: str,
 
 
 def _fitted(program: ir.Program, definition: ir.Definition, options: RenderOptions,
-            target: float, nested_calls: int | None = None) -> Diagram:
+            target: float, nested_calls: int | None = None, *, replays: Replays | None = None
+            ) -> Diagram:
     """The drawing wrapped to the budget `target`, or as near to it as wrapping gets."""
-    drawn = _layout(program, definition, options, nested_calls)
+    drawn = _layout(program, definition, options, nested_calls, replays=replays)
     # The budget is for the whole drawing, but compositions are wrapped against an estimate
     # of what surrounds them: while the drawing is still too wide, wrap against less (a few
     # times at most; a term wider than the budget by itself cannot be broken).
@@ -81,7 +86,8 @@ def _fitted(program: ir.Program, definition: ir.Definition, options: RenderOptio
         if drawn.width <= target + 0.5 or budget <= floor:
             break
         budget = max(floor, budget - max(40.0, (drawn.width - target) / 2))
-        drawn = _layout(program, definition, replace(options, width=budget), nested_calls)
+        drawn = _layout(program, definition, replace(options, width=budget), nested_calls,
+                        replays=replays)
         if drawn.width < best.width:
             best = drawn
     return best
@@ -146,10 +152,11 @@ breaks nested compositions into rows of one term each."""
 
 
 def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptions,
-            nested_calls: int | None = None, give_up_beyond: float | None = None) -> Diagram:
+            nested_calls: int | None = None, give_up_beyond: float | None = None, *,
+            replays: Replays | None = None) -> Diagram:
     ctx = Context(program, options, THEMES[options.theme], size_environment(program),
-                  itertools.count(1), calls=(definition.name,), nested_calls=nested_calls,
-                  give_up_beyond=give_up_beyond)
+                  WireIds(), calls=(definition.name,), nested_calls=nested_calls,
+                  give_up_beyond=give_up_beyond, replays=replays)
     domain, codomain, term = edges_in_drawing_order(definition)
     left = array_specs(domain, ctx)
     right = array_specs(codomain, ctx)
@@ -163,7 +170,7 @@ def _layout(program: ir.Program, definition: ir.Definition, options: RenderOptio
     if not panel.items and not panel.left:
         panel = Panel(40.0, [], [], top=0.0, bottom=20.0)
     dy = MARGIN - panel.top
-    placed = panel.moved(0.0, dy)
+    placed = panel.moved(0.0, dy, left_labels=False, right_labels=False)
     height = panel.bottom - panel.top + 2 * MARGIN
     width = placed.width
     items = placed_items(placed.items)

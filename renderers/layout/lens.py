@@ -20,7 +20,6 @@ layout reads the wiring between the blocks off the body's terms, and derives not
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -49,7 +48,7 @@ from ..geometry import (
 )
 from ..glyphs import THEMES
 from ..text import Label, Run, elide
-from .context import Context, size_environment
+from .context import Context, WireIds, size_environment
 from .options import LABEL_RAISE, LABEL_SIZE, MARGIN, PITCH, ROW_PAD, RenderOptions
 from .panels import End, Panel, array_specs, bar, dot, stroke_for, text_item, wire_path
 from .routing import assemble
@@ -307,7 +306,7 @@ def layout_lens(program: ir.Program, definition: ir.Definition, options: RenderO
     if wiring is None:
         return None
     ctx = Context(program, options, THEMES[options.theme], size_environment(program),
-                  itertools.count(1), calls=(definition.name,))
+                  WireIds(), calls=(definition.name,))
     return _Lens(ctx, definition, wiring, view).draw()
 
 

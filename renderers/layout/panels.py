@@ -95,7 +95,11 @@ class Panel:
     loops: list[Loop] = field(default_factory=list)
     """The feedback loops of scans drawn in the panel, for validation."""
 
-    def moved(self, dx: float, dy: float) -> Panel:
+    def moved(self, dx: float, dy: float, *, left_labels: bool = True,
+              right_labels: bool = True) -> Panel:
+        """The panel moved by (dx, dy). `left_labels`, `right_labels`: whether the caller
+        reads its edge labels (without, the moved panel lists none: moving a label makes a
+        new one, and most moves, a long chain's joins among them, drop them)."""
         if abs(dx) < 1e-9 and abs(dy) < 1e-9:
             return self
         return Panel(
@@ -107,8 +111,8 @@ class Panel:
             moved_anchors(self.anchors, dx, dy),
             self.top + dy,
             self.bottom + dy,
-            _texts_moved(self.left_labels, dx, dy),
-            _texts_moved(self.right_labels, dx, dy),
+            _texts_moved(self.left_labels, dx, dy) if left_labels else [],
+            _texts_moved(self.right_labels, dx, dy) if right_labels else [],
             [loop.moved(dx, dy) for loop in self.loops],
         )
 

@@ -461,7 +461,10 @@ def join(ctx: Context, first: Panel, second: Panel, *, reuse_first: bool = False
     O(n^2))."""
     dy, width = _join_shift(first, second)
     items = first.items if reuse_first else list(first.items)
-    placed = second.moved(first.width + width, dy)
+    # (its labels at the left only to drop those repeated, at the right only to keep them)
+    placed = second.moved(first.width + width, dy,
+                          left_labels=width == 0 and bool(first.right_labels),
+                          right_labels=second.width > 0)
     second_items = placed.items
     if width == 0 and first.right_labels and placed.left_labels:
         # Straight through: the name just written on the left need not be written again.

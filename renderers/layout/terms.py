@@ -63,12 +63,21 @@ from .panels import (
     text_item,
     wire_path,
 )
+from .replay import REPLAYED
 from .rewiring import layout_rearrangement, layout_reindexing
 from .routing import assemble, join, join_outline
 
 
 def layout(term: ir.Term, ctx: Context, in_ids: Sequence[int]) -> Panel:
-    """The panel of `term`, whose input wires have ids `in_ids`."""
+    """The panel of `term`, whose input wires have ids `in_ids` (replayed where a term of
+    the same form was laid out before: `replay`)."""
+    if ctx.replays is not None and isinstance(term, REPLAYED):
+        return ctx.replays.layout(term, ctx, in_ids, laid_out)
+    return laid_out(term, ctx, in_ids)
+
+
+def laid_out(term: ir.Term, ctx: Context, in_ids: Sequence[int]) -> Panel:
+    """The panel of `term`, laid out."""
     match term:
         case ir.Identity():
             return layout_identity(term, ctx, in_ids)
@@ -105,7 +114,7 @@ def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> P
     panel: Panel | None = None
     owned = False
     ids = list(in_ids)
-    for sub in drawing_order(term.terms):
+    for sub in _drawing_order(term, ctx):
         next_panel = layout(sub, ctx, ids)
         if panel is None:
             panel = next_panel
@@ -118,6 +127,13 @@ def layout_composed(term: ir.Composed, ctx: Context, in_ids: Sequence[int]) -> P
     if panel is None:
         return layout_identity(ir.Identity(dom=term.dom, cod=term.cod), ctx, in_ids)
     return panel
+
+
+def _drawing_order(term: ir.Composed, ctx: Context) -> Sequence[ir.Term]:
+    """`drawing_order` of the terms, found once per diagram where replays are kept."""
+    if ctx.replays is None:
+        return drawing_order(term.terms)
+    return ctx.replays.drawing_order(term.terms, drawing_order)
 
 
 SCRAP_SHARE = 0.25
@@ -141,7 +157,7 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     labelled, and the next row starts from the same mark with the same labels."""
     panels: list[Panel] = []
     ids = list(in_ids)
-    for sub in drawing_order(term.terms):
+    for sub in _drawing_order(term, ctx):
         panels.append(layout(sub, ctx, ids))
         ids = [e.wire for e in panels[-1].right]
     if not panels:
@@ -208,7 +224,7 @@ def layout_wrapped(term: ir.Composed, ctx: Context, in_ids: Sequence[int],
     top = rows[0].top
     for i, r in enumerate(rows):
         x0 = BREAK_MARK if i > 0 else 0.0
-        moved = r.moved(x0, top - r.top)
+        moved = r.moved(x0, top - r.top, left_labels=i == 0, right_labels=False)
         top = moved.bottom + ROW_GAP
         placed.append(moved)
         items.extend(moved.items)
