@@ -106,26 +106,36 @@ _SOFT_KEYWORDS = frozenset(keyword.softkwlist)
 
 
 def _straight_line(lines: Sequence[str]) -> list[_Statement] | None:
-    """The statements of a body whose every line is a whole simple statement at the body's
-    indent (or a comment), with the names each reads and writes as `ast` finds them; None
+    """The statements of a body whose every line is a simple statement at the body's indent
+    (a statement wrapped inside its brackets continues on the lines after it) or a comment,
+    with the names each reads and writes as `ast` finds them, each at its last line; None
     where the scanner cannot be sure of that (the caller then parses the body)."""
     statements: list[_Statement] = []
+    parts: list[str] = []  # the lines so far of a statement whose brackets are still open
+    depth = 0
     for index, line in enumerate(lines):
         if not line.startswith(_BODY_INDENT):
             return None
         code, _, _ = line.partition("#")  # a `#` in a string: the scan below gives up
         code = code[len(_BODY_INDENT):].rstrip()
         if not code:
-            if line[len(_BODY_INDENT):].startswith("#"):
+            if line[len(_BODY_INDENT):].startswith("#") and not parts:
                 continue  # a comment line
             return None
-        if code[0] == " ":
-            return None  # a continuation line (or an indented block)
-        scanned = _scan(code)
+        if code[0] == " " and not parts:
+            return None  # an indented block
+        parts.append(code.strip())
+        depth += sum(map(code.count, "([{")) - sum(map(code.count, ")]}"))
+        if depth < 0:
+            return None
+        if depth:
+            continue
+        scanned = _scan(" ".join(parts))
         if scanned is None:
             return None
         statements.append((index, *scanned))
-    return statements
+        parts = []
+    return None if parts else statements
 
 
 def _scan(code: str) -> tuple[list[str], list[str], bool] | None:

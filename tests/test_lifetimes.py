@@ -212,3 +212,30 @@ def test_the_scanner_frees_as_the_parser_does(statement: str) -> None:
     except SyntaxError:
         pytest.fail(f"the scanner read a statement Python does not: {statement}")
     assert free_after_last_use(lines, ["X"], {"size_x"}) == expected
+
+
+# Statements wrapped inside their brackets, as the emitter writes a long one: the scanner
+# reads each as one statement ending at its last line.
+WRAPPED = [
+    ("A = (", "    torch.addmm(B, X, W)",
+     "    if not torch.fx._symbolic_trace.is_fx_symbolic_tracing()", "    and X.dim() == 2",
+     "    else F.linear(X, W.T, B)", ")"),
+    ("A = F.linear(X, W.T, B).unflatten(", "    -1, (2, size_x)", ")"),
+    ("A = torch.stack(", "    [", "        X,", "        B,", "    ],", "    0,", ")"),
+]
+
+
+@pytest.mark.parametrize("statement", WRAPPED)
+def test_the_scanner_reads_a_wrapped_statement_as_the_parser_does(
+        statement: tuple[str, ...]) -> None:
+    from ncd.compilers.lifetimes import _free_parsed, _straight_line
+
+    lines = body("size_x = X.shape[-2]", "W = self.W", "B = X * 2", *statement, "C = A * X",
+                 "return C")
+    scanned = _straight_line(lines)
+    assert scanned is not None
+    assert scanned[3][0] == 3 + len(statement) - 1  # the statement, at its last line
+    expected = _free_parsed(lines, ["X"], {"size_x"})
+    assert free_after_last_use(lines, ["X"], {"size_x"}) == expected
+    # a statement still open at the end of the body is left to the parser
+    assert _straight_line(lines[:3 + len(statement) - 1]) is None
