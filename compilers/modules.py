@@ -4,6 +4,7 @@ submodules, block copies) and the text of its class, around the `forward` the em
 from __future__ import annotations
 
 import itertools
+import re
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -234,19 +235,26 @@ def _brackets(text: str) -> list[int] | None:
     depths: list[int] = []
     depth = 0
     quote: str | None = None
-    for char in text:
-        depths.append(depth if quote is None else -1)
+    last = 0  # the characters from `last` on have the depth of the last bracket or quote
+    for match in _BRACKET_OR_QUOTE.finditer(text):
+        index, char = match.start(), match.group()
+        depths.extend([depth if quote is None else -1] * (index + 1 - last))
+        last = index + 1
         if quote is not None:
             quote = None if char == quote else quote
         elif char in "\"'":
             quote = char
         elif char in "([{":
             depth += 1
-        elif char in ")]}":
+        else:
             depth -= 1
             if depth < 0:
                 return None
+    depths.extend([depth if quote is None else -1] * (len(text) - last))
     return depths if depth == 0 and quote is None else None
+
+
+_BRACKET_OR_QUOTE = re.compile(r"[()\[\]{}\"']")
 
 
 def _items(body: str, depths: list[int]) -> list[str]:
@@ -263,14 +271,45 @@ def _items(body: str, depths: list[int]) -> list[str]:
 
 
 def _comprehension(body: str, depths: list[int]) -> list[str]:
-    """A comprehension's element and its `for` and `if` clauses; `[body]` when it is none."""
-    cuts = [index for keyword in (" for ", " if ")
-            for index in range(len(body) - len(keyword) + 1)
-            if depths[index] == 0 and body.startswith(keyword, index)]
-    if not any(body.startswith(" for ", cut) for cut in cuts):
-        return [body]
+    """A comprehension's element and its `for` and `if` clauses, or a conditional
+    expression's value, `if` and `else` parts (each on a line of its own when the whole does
+    not fit on one); `[body]` when it is neither."""
+    fors, ifs = _top_level(body, depths, " for "), _top_level(body, depths, " if ")
+    if fors:
+        cuts = fors + ifs
+    else:
+        otherwise = _top_level(body, depths, " else ")
+        if len(ifs) != 1 or len(otherwise) != 1 or otherwise[0] < ifs[0]:
+            return [body]
+        cuts = ifs + otherwise
     bounds = [0, *sorted(cuts), len(body)]
     return [body[a:b].strip() for a, b in itertools.pairwise(bounds) if a < b]
+
+
+def _condition(indent: str, clause: str) -> list[str]:
+    """A conditional expression's `if` clause at `indent`: as the formatter writes it when it
+    does not fit on a line, a line for each operand of its top-level `and` (or `or`)."""
+    depths = _brackets(clause)
+    if len(indent) + len(clause) <= LINE_LENGTH or depths is None:
+        return wrapped(indent, clause)
+    for joiner in (" or ", " and "):
+        cuts = _top_level(clause, depths, joiner)
+        if cuts:
+            bounds = [0, *cuts, len(clause)]
+            return [line for a, b in itertools.pairwise(bounds)
+                    for line in wrapped(indent, clause[a:b].strip())]
+    return wrapped(indent, clause)
+
+
+def _top_level(body: str, depths: list[int], keyword: str) -> list[int]:
+    """Where `keyword` starts in `body` outside every bracket and string."""
+    found = []
+    index = body.find(keyword)
+    while index >= 0:
+        if depths[index] == 0:
+            found.append(index)
+        index = body.find(keyword, index + 1)
+    return found
 
 
 def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
@@ -303,8 +342,10 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
         return [indent + head, inner + body, end]
     clauses = _comprehension(body, body_depths)
     if len(clauses) > 1:  # `[f(x) for x in xs]`: the element and each clause on a line
-        return [indent + head, *(line for clause in clauses for line in wrapped(inner, clause)),
-                end]
+        conditional = any(clause.startswith("else ") for clause in clauses)
+        return [indent + head, *(line for clause in clauses for line in (
+            _condition(inner, clause) if conditional and clause.startswith("if ")
+            else wrapped(inner, clause))), end]
     if len(items) == 1:  # nothing to split at: the one item on its own lines, no comma added
         return [indent + head, *wrapped(inner, items[0]), end]
     lines = [indent + head]

@@ -51,7 +51,7 @@ def test_a_narrow_map_of_a_large_input_copies_its_weight_into_rows_first(bias: b
                        f"def f(X: R[b, m]) -> R[b, h, k] {{ return linear[m -> h k{option}]"
                        f"({arguments}) }}")
     source = program.compile()
-    assert "X.numel() >= 16384:" in source and "self.W.flatten(1).T.contiguous()" \
+    assert "X.numel() >= 16384" in source and "self.W.flatten(1).T.contiguous()" \
         in source
     module = program.to_torch("f").double()
     assert tuple(module.W.shape) == (16, 2, 3) and module.W.is_contiguous()

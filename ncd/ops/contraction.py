@@ -460,6 +460,12 @@ def _narrow_outputs(op: ir.LinearOp, term: ir.Broadcasted,
         math.prod(v for v in values if v is not None) < NARROW_OUTPUT
 
 
+def _unless_traced(test: str) -> str:
+    """`test`, False while `torch.fx` traces (a traced array's sizes are proxies that an
+    `if` cannot read; the general code runs)."""
+    return f"not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and {test}"
+
+
 def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                   value: TensorCode, params: Sequence[TensorCode], rows: bool = False
                   ) -> tuple[str, list[Label]] | None:
@@ -499,26 +505,22 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
         fused = _fused_linear(emit, term, op, inputs[0], params)
         if fused is not None:  # `finish` moves its dims to the output's order (a view)
             comment = f"{' '.join(inputs[0].names)} -> {' '.join(term.outputs[0].array.names)}"
+            expr = fused[0]
+            # Either way one statement, a conditional expression (a straight line of code
+            # keeps the compiler's liveness pass on its fast path).
             if _narrow_outputs(op, term, lambda size: _literal(emit.size(size))):
                 copied = _fused_linear(emit, term, op, inputs[0], params, rows=True)
                 assert copied is not None
-                test = "not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and " \
-                    f"{inputs[0].code}.numel() >= {NARROW_COPY_ENTRIES}"
-                return [emit.finish_either(
-                    term, test, lambda: copied[0], lambda: fused[0], fused[1],
-                    comment=f"{comment}; a large input: the weight copied into (out, in) rows",
-                    batched=inputs[0].batched, fallback="linear")]
-            if op.bias and inputs[0].rank == 2 and len(op.outputs) == 1:
+                large = f"{inputs[0].code}.numel() >= {NARROW_COPY_ENTRIES}"
+                expr = f"({copied[0]} if {_unless_traced(large)} else {expr})"
+                comment += "; a large input: the weight copied into (out, in) rows"
+            elif op.bias and inputs[0].rank == 2 and len(op.outputs) == 1:
                 # rows of one axis: `torch.addmm` straight, without `F.linear`'s two
                 # transposes of the weight (and their nodes in the backward pass)
                 product = f"torch.addmm({params[1].code}, {inputs[0].code}, {params[0].code})"
-                if not inputs[0].batched:
-                    return [emit.finish(term, product, fused[1], comment=comment,
-                                        batched=False, fallback="linear")]
-                return [emit.finish_either(
-                    term, dims_test(inputs[0].code, 2), lambda: product, lambda: fused[0],
-                    fused[1], comment=comment, batched=True, fallback="linear")]
-            return [emit.finish(term, fused[0], fused[1], comment=comment,
+                expr = f"({product} if {dims_test(inputs[0].code, 2)} else {expr})" \
+                    if inputs[0].batched else product
+            return [emit.finish(term, expr, fused[1], comment=comment,
                                 batched=inputs[0].batched, fallback="linear")]
     if linear_is_pointwise(op, term):
         pointwise = _pointwise_linear(emit, term, op, inputs[0], params)
