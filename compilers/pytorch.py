@@ -73,6 +73,7 @@ class ProgramCompiler:
         # (`compilers.inline_calls`).
         self.inlinable: dict[str, int | None] = {}
         self.chunks: list[list[str]] = []
+        self._callee_lists: dict[str, list[str]] = {}
         self.functional = False  # some forward calls torch.nn.functional (`F.`)
 
     def definition(self, name: str) -> ir.Definition:
@@ -117,10 +118,15 @@ class ProgramCompiler:
         return ordered
 
     def _callees(self, name: str) -> Iterator[str]:
-        """The definitions that `name` calls, in the order of its terms (repeats included)."""
-        for term in ir.walk(self.definition(name).body):
-            if isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp):
-                yield term.op.definition
+        """The definitions that `name` calls, in the order of its terms (repeats included);
+        found by one walk of its body (the order of compilation asks first, then its own
+        compilation)."""
+        found = self._callee_lists.get(name)
+        if found is None:
+            found = self._callee_lists[name] = [
+                term.op.definition for term in ir.walk(self.definition(name).body)
+                if isinstance(term, ir.Broadcasted) and isinstance(term.op, ir.CallOp)]
+        return iter(found)
 
     def compile_definition(self, definition: ir.Definition) -> None:
         class_name = self.classes.fresh(camel_case(definition.name), "Module")
