@@ -46,7 +46,14 @@ class MulAddLowering(FusedLowering[MulAdd]):
         self.operands: dict[int, list[tuple[TensorCode, ir.Port]]] = {}
 
     def find(self, term: ir.Term, flow: TermFlow) -> list[MulAdd]:
-        return find_muladds(term, flow)
+        return [match for match in find_muladds(term, flow) if not self._claimed(match)]
+
+    def _claimed(self, match: MulAdd) -> bool:
+        """Whether a member of `match` is a member of another pattern's match (found before:
+        the emitter plans this pattern last), which lowers it."""
+        emit = self.emitter
+        others = (emit.attention, emit.windows, emit.picks, emit.expert_sums, emit.counts)
+        return any(id(member) in other.roles for other in others for member in match.members)
 
     def plan_step(self, body: ir.Term, allowed: Allowed) -> Planned:
         """Find the matches in a scan's step, written term by term into and before its loop:
