@@ -12,8 +12,10 @@ Rounding: `addcmul` is a fused multiply-add on the CPU (AVX2, float32 and float6
 `C + A * B` once where the two operations round the product and then the sum. The results
 agree to that rounding of the product (bit-identical where the product is exact) and the fused
 one is the nearer to the exact value; a product that overflows where the sum would not is
-finite fused. The gradients are the same (`grad * B`, `grad * A`, `grad`).
-"""
+finite fused. The gradients are the same products (`grad * B`, `grad * A`, `grad`), bit for
+bit where the product has every axis of the sum; where the sum adds axes the product lacks
+(`C[t, m] + A[m] * B[m]`), the fused gradient of `A` sums `grad * B` over them where the two
+operations sum `grad` first, so the two agree to rounding."""
 
 from __future__ import annotations
 
