@@ -229,3 +229,25 @@ def test_addcmul_agrees_with_the_two_operations_to_the_rounding_of_the_product(
     if dtype == torch.float32:  # the fused result is the nearer (or as near) to the exact one
         exact = c.double() + a.double() * b.double()  # the product exact in float64
         assert bool(((fused.double() - exact).abs() <= (written.double() - exact).abs()).all())
+
+
+def test_a_callee_written_in_place_twice_fuses_at_each_call() -> None:
+    """A callee's product of its tables (`P * P`, from sizes alone) is not a table shared by
+    its calls: it is the fused sum's, which reads each call's argument."""
+    text = """axis e = 5
+
+def small(X: R[e]) -> R[e] {
+    P[e] = e
+    return X + P * P
+}
+
+def twice(X: R[e]) -> R[e] {
+    Y = small(X)
+    return small(Y)
+}
+"""
+    source = ncd.load(text).compile("twice")
+    assert source[source.index("class Twice"):].count("torch.addcmul(") == 2
+    for name, report in compare_text(text, sizes=1).items():
+        assert not report.findings, f"{name}: {report.findings}"
+        assert report.compared >= 1, f"{name} was not compared ({report.skipped})"
