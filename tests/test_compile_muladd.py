@@ -1,8 +1,10 @@
 """A sum of an entrywise product that nothing else reads, `C + A * B`, as one `torch.addcmul`
+where autograd records nothing, and as `C + A * B` in one statement where it does
 (ncd/muladd.py finds it, compilers/muladd.py lowers it).
 
 Each fused form is held to `C + A * B` computed by torch from the module's own parameters
-(values and gradients, float64, with leading batch dims) and to the reference interpreter;
+(values without autograd; values and gradients with it; float64, with leading batch dims)
+and to the reference interpreter (`compare_text` runs the batched call without autograd);
 the forms that must not fuse are written out as before.
 """
 
@@ -91,6 +93,7 @@ def doubled(C: R[t, m], X: R[t, m], D: R[m]) -> R[t, m] {
 
 FUSED = {"fused": 1, "broadcast": 1, "parameters": 2, "equation": 1, "outer": 1, "permuted": 1,
          "squared": 1, "nested": 1, "diagonal": 1}
+"""How many sums of a product each definition writes as one call."""
 WRITTEN_OUT = ("scaled", "difference", "shared", "three", "quotient", "doubled")
 
 SCAN = """axis t, n = 3
@@ -133,12 +136,15 @@ def _class_source(source: str, name: str) -> str:
 def test_each_sum_of_a_product_read_by_nothing_else_is_one_addcmul() -> None:
     source = ncd.load(PROGRAM).compile()
     for name, count in FUSED.items():
-        assert _class_source(source, name).count("torch.addcmul(") == count, name
+        code = _class_source(source, name)
+        assert code.count("torch.addcmul(") == count, name
+        assert code.count("if not torch.is_grad_enabled():") == count, name
     for name in WRITTEN_OUT:
         assert "addcmul" not in _class_source(source, name), name
     # laid out as the two operations would lay the operands out (the product's axes permuted)
-    assert "torch.addcmul(C, A.transpose(-2, -1), B.unsqueeze(-1))" in source
-    assert "torch.addcmul(C, A.unsqueeze(-1), B.unsqueeze(-2))" in source
+    assert "Y = torch.addcmul(C, A.transpose(-2, -1), B.unsqueeze(-1))" in source
+    assert "Y = C + A.transpose(-2, -1) * B.unsqueeze(-1)" in source
+    assert "Y = torch.addcmul(C, A.unsqueeze(-1), B.unsqueeze(-2))" in source
 
 
 def test_the_fused_programs_agree_with_the_interpreter() -> None:
@@ -179,7 +185,9 @@ def test_values_and_gradients_are_those_of_the_two_operations(name: str) -> None
     parameters = dict(module.named_parameters())
     copied = {key: value.detach().clone().requires_grad_(True)
               for key, value in parameters.items()}
-    got, want = module(*inputs), by_hand(copied, *copies)
+    with torch.no_grad():  # torch.addcmul
+        torch.testing.assert_close(module(*inputs), by_hand(copied, *copies))
+    got, want = module(*inputs), by_hand(copied, *copies)  # the two operations
     torch.testing.assert_close(got, want)
     weight = torch.randn_like(want)
     (got * weight).sum().backward()
@@ -190,12 +198,14 @@ def test_values_and_gradients_are_those_of_the_two_operations(name: str) -> None
         torch.testing.assert_close(x.grad, y.grad)
 
 
-def test_a_traced_module_runs_the_same_call() -> None:
+def test_a_traced_module_runs_the_branch_of_its_grad_mode() -> None:
     module = ncd.load(PROGRAM).to_torch("broadcast").double()
-    traced = torch.fx.symbolic_trace(module)
-    assert "addcmul" in traced.code
     C, X, A = (x.detach() for x in _inputs((2, 3, 4), (2, 3, 4), (4,)))
-    torch.testing.assert_close(traced(C, X, A), module(C, X, A))
+    for grad in (False, True):  # the branch is the one taken while tracing
+        with torch.set_grad_enabled(grad):
+            traced = torch.fx.symbolic_trace(module)
+            assert ("addcmul" in traced.code) != grad
+            torch.testing.assert_close(traced(C, X, A), module(C, X, A))
 
 
 def test_in_a_scan_the_product_of_the_state_is_fused_inside_the_loop() -> None:
