@@ -117,5 +117,5 @@ class MulAddLowering(FusedLowering[MulAdd]):
         return emit.finish_either(
             total, "not torch.is_grad_enabled()", lambda: f"torch.addcmul({first}, {second}, "
             f"{third})", lambda: f"{first} + {second} * {third}", labels,
-            comment="sum of a product: one call where autograd records nothing",
+            comment="sum of a product: one call where no gradient is recorded",
             batched=batched, fallback="total")
