@@ -33,6 +33,7 @@ from .inline_calls import CallInlining
 from .labels import output_labels, port_rows
 from .machines import lower_machine
 from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
+from .muladd import MulAddLowering
 from .naming import (
     Namespace,
     base_name,
@@ -89,8 +90,8 @@ class ForwardEmitter:
         # Locals that are views whose entries share memory (windows, `unfold`): a kernel that
         # misreads such strides is given a contiguous copy (`compilers.attention`).
         self.overlapping: set[str] = set()
-        self.attention, self.windows, self.picks, self.expert_sums, self.counts = \
-            self._patterns()
+        self.attention, self.windows, self.picks, self.expert_sums, self.counts, \
+            self.muladds = self._patterns()
         # The open regions of code (the forward's top level, then each `if`, `else` or loop
         # body being written), innermost last: a name bound in a closed one may be unbound.
         self.regions = [0]
@@ -99,28 +100,31 @@ class ForwardEmitter:
         self.inlining = CallInlining(self)
 
     def _patterns(self) -> tuple[AttentionLowering, WindowLowering, PickLossLowering,
-                                 ExpertSumLowering, CountLowering]:
+                                 ExpertSumLowering, CountLowering, MulAddLowering]:
         """The lowerings of patterns of several terms, each knowing its matches by the
         terms' ids: attention as one fused call (`compilers.attention`), convolutions and
         pools as one kernel call (`compilers.convolution`), the negated mean of one pick per
         row as `F.nll_loss` (`compilers.picks`), a weighted sum of experts run one copy at a
         time (`compilers.expert_sums`), the ones summed into the places of an index array as
-        one `index_add` of ones (`compilers.counts`)."""
+        one `index_add` of ones (`compilers.counts`), a sum of a product as one
+        `torch.addcmul` (`compilers.muladd`)."""
         return (AttentionLowering(self), WindowLowering(self), PickLossLowering(self),
-                ExpertSumLowering(self), CountLowering(self))
+                ExpertSumLowering(self), CountLowering(self), MulAddLowering(self))
 
     @contextmanager
     def own_patterns(self) -> Iterator[None]:
         """Patterns found anew while another definition's body is written here (an inlined
         callee): a backward definition shares term objects with its forward definition, and
         a match found in one (its weights read by nothing else) need not hold in the other."""
-        saved = (self.attention, self.windows, self.picks, self.expert_sums, self.counts)
-        self.attention, self.windows, self.picks, self.expert_sums, self.counts = \
-            self._patterns()
+        saved = (self.attention, self.windows, self.picks, self.expert_sums, self.counts,
+                 self.muladds)
+        self.attention, self.windows, self.picks, self.expert_sums, self.counts, \
+            self.muladds = self._patterns()
         try:
             yield
         finally:
-            self.attention, self.windows, self.picks, self.expert_sums, self.counts = saved
+            self.attention, self.windows, self.picks, self.expert_sums, self.counts, \
+                self.muladds = saved
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -344,6 +348,7 @@ class ForwardEmitter:
                 self.picks.plan(term, flow)
                 self.expert_sums.plan(term, flow)
                 self.counts.plan(term, flow)
+                self.muladds.plan(term, flow)
                 values = list(inputs)
                 outer_flow, self.flow = self.flow, flow
                 try:
@@ -556,6 +561,8 @@ class ForwardEmitter:
             fused = self.expert_sums.lower(term, inputs)
         if fused is None:
             fused = self.counts.lower(term, inputs)
+        if fused is None:
+            fused = self.muladds.lower(term, inputs)
         if fused is None:
             fused = self.inlining.lower(term, inputs)
         if fused is not None:

@@ -125,7 +125,8 @@ class CallInlining:
         parameter (each call site has its own), no member of a pattern (lowered with the
         others), no block."""
         emit = self.emit
-        patterns = (emit.attention, emit.windows, emit.picks, emit.expert_sums, emit.counts)
+        patterns = (emit.attention, emit.windows, emit.picks, emit.expert_sums, emit.counts,
+                    emit.muladds)
         if any(id(term) in pattern.roles for pattern in patterns):
             return False
         if isinstance(term, ir.Broadcasted):

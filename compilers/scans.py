@@ -206,6 +206,11 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
                                       f"call site {plan.op.instance} of {definition.name}")
     outer = emit.scope
     emit.scope = Scope(plan.spec, attribute_code(outer.owner, attribute))
+    # A sum of a product as one call (`compilers.muladd`) where both stand on the same side of
+    # the loop: the step's matches, known only while it is written here.
+    early = {id(node.term) for node, before in zip(flow.nodes, hoisted, strict=True) if before}
+    planned = emit.muladds.plan_step(definition.body, lambda product, total:
+                                     (id(product) in early) == (id(total) in early))
     try:
         for node, before in zip(flow.nodes, hoisted, strict=True):
             if before:
@@ -247,6 +252,7 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
             emit.write_back(variables, outputs[:term.carries])
     finally:
         emit.scope = outer
+        emit.muladds.forget(planned)
     return state + stacked_results(emit, term, collected, True)
 
 

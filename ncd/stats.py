@@ -39,6 +39,7 @@ from ncd.dataflow import (
     reached_from,
 )
 from ncd.expert_sums import ExpertSum, find_expert_sums
+from ncd.muladd import MulAdd, find_muladds
 from ncd.operators import declaration
 from ncd.ops.facts import ZERO, Cost
 from ncd.recurrent_cells import Cell, recognise
@@ -350,6 +351,8 @@ class _Analysis:
         self._windows: dict[int, Window] = {}
         # Members of weighted sums of experts, which the compiled module runs copy by copy.
         self._experts: dict[int, ExpertSum] = {}
+        # Members of sums of a product, which the compiled module runs as one call.
+        self._muladds: dict[int, MulAdd] = {}
 
     # ---- the CostSizes protocol of the declarations
     def size(self, size: ir.SizeExpr) -> Size:
@@ -567,6 +570,9 @@ class _Analysis:
             case ir.Broadcasted() if id(term) in self._experts:
                 return self._simulate_experts(term, self._experts[id(term)], memory, arrays,
                                               wires)
+            case ir.Broadcasted() if id(term) in self._muladds:
+                return self._simulate_muladd(term, self._muladds[id(term)], memory, arrays,
+                                             wires)
             case ir.Broadcasted():
                 copies = ZERO  # the windows it reads, copied while it runs
                 for wire in dict.fromkeys(wires):
@@ -581,6 +587,11 @@ class _Analysis:
                     if not any(id(member) in self._fused for member in expert_sum.members):
                         for member in expert_sum.members:
                             self._experts.setdefault(id(member), expert_sum)
+                claimed = self._fused.keys() | self._experts.keys() | self._windows.keys()
+                for muladd in find_muladds(term):  # as compilers/muladd.py
+                    if not any(id(member) in claimed for member in muladd.members):
+                        for member in muladd.members:
+                            self._muladds.setdefault(id(member), muladd)
                 for child in terms:
                     wires = self._simulate(child, wires, memory, arrays)
                     memory.collect(wires)
@@ -725,6 +736,19 @@ class _Analysis:
         memory.note(size + one_copy + size)
         output = memory.alloc(size)
         memory.note(size + size)
+        memory.pinned.pop(id(match), None)
+        return [output]
+
+    def _simulate_muladd(self, term: ir.Broadcasted, match: MulAdd, memory: _Memory,
+                         arrays: list[tuple[str, Size]], inputs: list[Wire]) -> list[Wire]:
+        """A member of a sum of a product: the product makes no array (its operands are read
+        by the sum's call, and live until it); the call makes the sum."""
+        if term is match.product:
+            memory.pinned[id(match)] = list(inputs)
+            return [None]
+        size = array_bytes(self.sizes, term.cod[0])
+        arrays.append((term.outputs[0].name or term.op.kind, size))
+        output = memory.alloc(size)
         memory.pinned.pop(id(match), None)
         return [output]
 

@@ -32,6 +32,7 @@ from ncd.convolution import find_windows
 from ncd.counts import find_counts
 from ncd.dataflow import inlinable_call, inlinable_step
 from ncd.expert_sums import find_expert_sums
+from ncd.muladd import find_muladds
 from ncd.recurrent_cells import recognise
 from ncd.semantics import (
     BlockCopy,
@@ -293,8 +294,11 @@ def compare_definition(program: ir.Program, name: str, *, seed: int = 0,
             actual = [as_tuple(module(*inputs)) for inputs in trials]
             batched = None
             if definition.inputs:
-                batched = as_tuple(module(*(torch.stack([a, b]) for a, b in zip(*trials,
-                                                                                  strict=True))))
+                # Without autograd: a sum of a product runs as one call then (compilers/
+                # muladd.py), the two operations above, and both are held to the interpreter.
+                with torch.no_grad():
+                    batched = as_tuple(module(*(torch.stack([a, b])
+                                                for a, b in zip(*trials, strict=True))))
         except Exception as failure:
             finding("module-error", f"{type(failure).__name__}: {failure}"[:400])
             continue
@@ -415,6 +419,7 @@ STRUCTURAL_CONSTRUCTS = (
     "call with parameters for each index", "convolution as a kernel call",
     "pool as a kernel call", "padding inside a kernel call", "machine",
     "count of the places of an index array", "call written in place",
+    "sum of a product as one call",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -485,6 +490,8 @@ def constructs(program: ir.Program) -> set[str]:
         # As the compiler finds them (compilers/counts.py, compilers/expert_sums.py).
         if find_counts(definition.body):
             found.add("count of the places of an index array")
+        if find_muladds(definition.body):  # compilers/muladd.py (in a scan's step, fewer)
+            found.add("sum of a product as one call")
         if find_expert_sums(definition.body):
             found.add("weighted sum of experts")
         if _shares_tables(definition, program):

@@ -130,7 +130,9 @@ def test_the_lru_computes_its_input_terms_and_decay_before_the_loop() -> None:
     assert "torch.exp(self.lru_step.nu_log)" in before
     assert "torch.sqrt(" in before
     assert "self.lru_step(" not in loop and "torch.exp" not in loop
-    assert loop.count(" = ") == 4, loop  # H Λ, one slice of γ U, their sum, the new state
+    # one slice of γ U; its sum with H Λ, one call without autograd (`torch.addcmul`), one
+    # statement with it; the new state
+    assert loop.count(" = ") == 4 and "torch.addcmul(" in loop, loop
 
 
 def test_the_loop_of_a_fused_cell_projects_the_inputs_once() -> None:
