@@ -317,6 +317,8 @@ class ForwardEmitter:
     def term(self, term: ir.Term, inputs: list[TensorCode]) -> list[TensorCode]:
         if len(inputs) != len(term.dom):
             raise CompileError(f"{term.kind} expects {len(term.dom)} inputs, got {len(inputs)}")
+        if self.inlining.walk is None:  # (most terms: no callee's body being walked)
+            return self._term(term, inputs)
         # a value an inlined callee computes from sizes alone, written once for its calls
         shared = self.inlining.shared(term, inputs)
         if shared is not None:

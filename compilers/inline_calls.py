@@ -89,17 +89,17 @@ class CallInlining:
         self._distinct: dict[str, bool] = {}  # per callee: whether its terms are distinct objects
         # While a callee's body is walked: its shared values, and whether this walk writes
         # them (the other terms left as placeholders) or reads them (the call's body).
-        self._walk: tuple[SharedValues, bool] | None = None
+        self.walk: tuple[SharedValues, bool] | None = None
         self._pending: dict[int, TensorCode] = {}  # the placeholders of a writing walk, by id
 
     def shared(self, term: ir.Term, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The outputs of `term` when the walk of a callee's body knows them without writing
         it: written before (reading walk), or placeholders (writing walk: a term that reads
         a call's argument, a parameter or the outcome of a pattern, or a block)."""
-        if self._walk is None or isinstance(term, (ir.Identity, ir.Rearrangement, ir.Composed,
+        if self.walk is None or isinstance(term, (ir.Identity, ir.Rearrangement, ir.Composed,
                                                    ir.Product)):
             return None  # walked through
-        shared, writing = self._walk
+        shared, writing = self.walk
         if not writing:
             return shared.values.get(id(term))
         if any(id(value) in self._pending for value in inputs) or not self._shareable(term):
@@ -111,9 +111,9 @@ class CallInlining:
 
     def record(self, term: ir.Term, outputs: list[TensorCode]) -> None:
         """Keep the outputs of a term that a writing walk wrote."""
-        if self._walk is not None and self._walk[1] and \
+        if self.walk is not None and self.walk[1] and \
                 isinstance(term, (ir.Broadcasted, ir.Reindexing)):
-            self._walk[0].values[id(term)] = outputs
+            self.walk[0].values[id(term)] = outputs
 
     def forget(self) -> None:
         """Forget the values written so far: a loop was written, which rebinds the names it
@@ -241,13 +241,13 @@ class CallInlining:
         self._pending = {id(value): value for value in arguments}
         outer, outer_anchors, emit.anchors = emit.scope, emit.anchors, anchors
         emit.scope = Scope(spec, module)
-        self._walk = (shared, True)
+        self.walk = (shared, True)
         try:
             with emit.own_patterns():
                 results = emit.term(definition.body, arguments)
             shared.read.update(value.code for value in results if id(value) not in self._pending)
         finally:
-            emit.scope, emit.anchors, self._walk, self._pending = outer, outer_anchors, None, {}
+            emit.scope, emit.anchors, self.walk, self._pending = outer, outer_anchors, None, {}
 
     def _inline(self, term: ir.Broadcasted, op: ir.CallOp, definition: ir.Definition,
                 spec: ModuleSpec, module: str, inputs: list[TensorCode],
@@ -275,12 +275,12 @@ class CallInlining:
         # dtype, as in its own `forward`.
         outer, anchors, emit.anchors = emit.scope, emit.anchors, arguments
         emit.scope = Scope(spec, module)
-        self._walk = (shared, False) if shared is not None else None
+        self.walk = (shared, False) if shared is not None else None
         try:
             with emit.own_patterns():
                 results = emit.term(definition.body, arguments)
         finally:
-            emit.scope, emit.anchors, self._walk = outer, anchors, None
+            emit.scope, emit.anchors, self.walk = outer, anchors, None
         outputs = []
         for result, variable, port, array in zip(results, definition.outputs, term.outputs,
                                                  term.cod, strict=True):

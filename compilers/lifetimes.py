@@ -122,8 +122,15 @@ def _straight_line(lines: Sequence[str]) -> list[_Statement] | None:
             if line[len(_BODY_INDENT):].startswith("#") and not parts:
                 continue  # a comment line
             return None
-        if code[0] == " " and not parts:
-            return None  # an indented block
+        if not parts:
+            if code[0] == " ":
+                return None  # an indented block
+            if code[-1] not in "([{":  # a line of its own (`_scan` refuses open brackets)
+                scanned = _scan(code)
+                if scanned is None:
+                    return None
+                statements.append((index, *scanned))
+                continue
         parts.append(code.strip())
         depth += sum(map(code.count, "([{")) - sum(map(code.count, ")]}"))
         if depth < 0:

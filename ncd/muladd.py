@@ -75,14 +75,18 @@ def find_muladds(term: ir.Term, flow: TermFlow | None = None,
 
 
 def _match(flow: TermFlow, total: ir.Broadcasted, allowed: Allowed | None) -> MulAdd | None:
-    if not (isinstance(total.op, ir.AddOp) and len(total.inputs) + len(total.params) == 2
-            and _entrywise(total)):
+    if not (isinstance(total.op, ir.AddOp) and len(total.inputs) + len(total.params) == 2):
         return None
+    sum_checked = False  # the sum's ports are read only where a product feeds it (cheap first)
     for position in range(len(total.inputs)):
         product = flow.operation_producer(total, position)
-        if product is None or not _is_product(product) or not _entrywise(product):
+        if product is None or not _is_product(product):
             continue
-        if allowed is None or allowed(product, total):
+        if not sum_checked:
+            if not _entrywise(total):
+                return None
+            sum_checked = True
+        if _entrywise(product) and (allowed is None or allowed(product, total)):
             return MulAdd(product, total, position)
     return None
 

@@ -514,12 +514,6 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                 large = f"{inputs[0].code}.numel() >= {NARROW_COPY_ENTRIES}"
                 expr = f"({copied[0]} if {_unless_traced(large)} else {expr})"
                 comment += "; a large input: the weight copied into (out, in) rows"
-            elif op.bias and inputs[0].rank == 2 and len(op.outputs) == 1:
-                # rows of one axis: `torch.addmm` straight, without `F.linear`'s two
-                # transposes of the weight (and their nodes in the backward pass)
-                product = f"torch.addmm({params[1].code}, {inputs[0].code}, {params[0].code})"
-                expr = f"({product} if {dims_test(inputs[0].code, 2)} else {expr})" \
-                    if inputs[0].batched else product
             return [emit.finish(term, expr, fused[1], comment=comment,
                                 batched=inputs[0].batched, fallback="linear")]
     if linear_is_pointwise(op, term):
