@@ -29,6 +29,7 @@ from .counts import CountLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .expert_sums import ExpertSumLowering
+from .fused import PatternLowering
 from .inline_calls import CallInlining
 from .labels import output_labels, port_rows
 from .machines import lower_machine
@@ -90,8 +91,7 @@ class ForwardEmitter:
         # Locals that are views whose entries share memory (windows, `unfold`): a kernel that
         # misreads such strides is given a contiguous copy (`compilers.attention`).
         self.overlapping: set[str] = set()
-        self.attention, self.windows, self.picks, self.expert_sums, self.counts, \
-            self.muladds = self._patterns()
+        self._use_patterns(self._patterns())
         # The open regions of code (the forward's top level, then each `if`, `else` or loop
         # body being written), innermost last: a name bound in a closed one may be unbound.
         self.regions = [0]
@@ -111,6 +111,15 @@ class ForwardEmitter:
         return (AttentionLowering(self), WindowLowering(self), PickLossLowering(self),
                 ExpertSumLowering(self), CountLowering(self), MulAddLowering(self))
 
+    def _use_patterns(self, patterns: tuple[AttentionLowering, WindowLowering,
+                                            PickLossLowering, ExpertSumLowering,
+                                            CountLowering, MulAddLowering]) -> None:
+        """Write with these lowerings of patterns: each by its name, and all of them, in the
+        order they are tried, as `patterns`."""
+        self.patterns: tuple[PatternLowering, ...] = patterns
+        self.attention, self.windows, self.picks, self.expert_sums, self.counts, \
+            self.muladds = patterns
+
     @contextmanager
     def own_patterns(self) -> Iterator[None]:
         """Patterns found anew while another definition's body is written here (an inlined
@@ -118,13 +127,11 @@ class ForwardEmitter:
         a match found in one (its weights read by nothing else) need not hold in the other."""
         saved = (self.attention, self.windows, self.picks, self.expert_sums, self.counts,
                  self.muladds)
-        self.attention, self.windows, self.picks, self.expert_sums, self.counts, \
-            self.muladds = self._patterns()
+        self._use_patterns(self._patterns())
         try:
             yield
         finally:
-            self.attention, self.windows, self.picks, self.expert_sums, self.counts, \
-                self.muladds = saved
+            self._use_patterns(saved)
 
     # ---- text
     def emit(self, line: str, comment: str | None = None) -> None:
@@ -345,12 +352,8 @@ class ForwardEmitter:
                 return self.broadcasted(term, inputs)
             case ir.Composed(terms=terms):
                 flow = TermFlow.of(term)  # one walk for every pattern's search
-                self.attention.plan(term, flow)
-                self.windows.plan(term, flow)
-                self.picks.plan(term, flow)
-                self.expert_sums.plan(term, flow)
-                self.counts.plan(term, flow)
-                self.muladds.plan(term, flow)
+                for pattern in self.patterns:
+                    pattern.plan(term, flow)
                 values = list(inputs)
                 outer_flow, self.flow = self.flow, flow
                 try:
@@ -554,19 +557,11 @@ class ForwardEmitter:
 
     # ---- broadcasted operations: each lowered by its operator's declaration
     def broadcasted(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode]:
-        fused = self.attention.lower(term, inputs)
-        if fused is None:
-            fused = self.windows.lower(term, inputs)
-        if fused is None:
-            fused = self.picks.lower(term, inputs)
-        if fused is None:
-            fused = self.expert_sums.lower(term, inputs)
-        if fused is None:
-            fused = self.counts.lower(term, inputs)
-        if fused is None:
-            fused = self.muladds.lower(term, inputs)
-        if fused is None:
-            fused = self.inlining.lower(term, inputs)
+        for pattern in self.patterns:
+            fused = pattern.lower(term, inputs)
+            if fused is not None:
+                return fused
+        fused = self.inlining.lower(term, inputs)
         if fused is not None:
             return fused
         return declaration(term.op).lower(self, term, term.op, inputs)

@@ -7,10 +7,11 @@ them. A subclass gives the pattern's finder (`find`) and lowers the members (`lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from ncd import ir
+from ncd.ops.lowering import TensorCode
 from ncd.term_flow import TermFlow
 
 if TYPE_CHECKING:
@@ -23,6 +24,20 @@ class Members(Protocol):
 
 
 Match = TypeVar("Match", bound=Members)
+
+
+class PatternLowering(Protocol):
+    """What the emitter asks of each lowering of a pattern of several terms."""
+
+    @property
+    def roles(self) -> Mapping[int, object]:
+        """The match of each member term, by the term's id."""
+        ...
+
+    def plan(self, term: ir.Composed, flow: TermFlow) -> None: ...
+
+    def lower(self, term: ir.Broadcasted,
+              inputs: list[TensorCode]) -> list[TensorCode] | None: ...
 
 
 class FusedLowering(Generic[Match]):

@@ -124,10 +124,7 @@ class CallInlining:
         """A term whose outputs are the same at every call given the same inputs: no
         parameter (each call site has its own), no member of a pattern (lowered with the
         others), no block."""
-        emit = self.emit
-        patterns = (emit.attention, emit.windows, emit.picks, emit.expert_sums, emit.counts,
-                    emit.muladds)
-        if any(id(term) in pattern.roles for pattern in patterns):
+        if any(id(term) in pattern.roles for pattern in self.emit.patterns):
             return False
         if isinstance(term, ir.Broadcasted):
             return not term.params and not isinstance(term.op, ir.CallOp)

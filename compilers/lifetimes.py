@@ -122,26 +122,21 @@ def _straight_line(lines: Sequence[str]) -> list[_Statement] | None:
             if line[len(_BODY_INDENT):].startswith("#") and not parts:
                 continue  # a comment line
             return None
-        if not parts:
-            if code[0] == " ":
-                return None  # an indented block
-            if code[-1] not in "([{":  # a line of its own (`_scan` refuses open brackets)
-                scanned = _scan(code)
-                if scanned is None:
-                    return None
-                statements.append((index, *scanned))
+        if code[0] == " " and not parts:
+            return None  # an indented block
+        # A line of its own unless it opens a bracket (`_scan` refuses one left open).
+        if parts or code[-1] in "([{":
+            parts.append(code.strip())
+            depth += sum(map(code.count, "([{")) - sum(map(code.count, ")]}"))
+            if depth < 0:
+                return None
+            if depth:
                 continue
-        parts.append(code.strip())
-        depth += sum(map(code.count, "([{")) - sum(map(code.count, ")]}"))
-        if depth < 0:
-            return None
-        if depth:
-            continue
-        scanned = _scan(" ".join(parts))
+            code, parts = " ".join(parts), []
+        scanned = _scan(code)
         if scanned is None:
             return None
         statements.append((index, *scanned))
-        parts = []
     return None if parts else statements
 
 
