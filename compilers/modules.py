@@ -257,28 +257,30 @@ def _brackets(text: str) -> list[int] | None:
 _BRACKET_OR_QUOTE = re.compile(r"[()\[\]{}\"']")
 
 
-def _items(body: str, depths: list[int]) -> list[str]:
-    """`body` split at its top-level commas."""
+def _items(body: str, depths: list[int], base: int = 0) -> list[str]:
+    """`body` split at its commas of depth `base` (its top level)."""
     items, start = [], 0
-    for index, char in enumerate(body):
-        if char == "," and depths[index] == 0:
+    index = body.find(",")
+    while index >= 0:
+        if depths[index] == base:
             items.append(body[start:index].strip())
             start = index + 1
+        index = body.find(",", index + 1)
     last = body[start:].strip()
     if last:
         items.append(last)
     return items
 
 
-def _comprehension(body: str, depths: list[int]) -> list[str]:
+def _comprehension(body: str, depths: list[int], base: int = 0) -> list[str]:
     """A comprehension's element and its `for` and `if` clauses, or a conditional
     expression's value, `if` and `else` parts (each on a line of its own when the whole does
-    not fit on one); `[body]` when it is neither."""
-    fors, ifs = _top_level(body, depths, " for "), _top_level(body, depths, " if ")
+    not fit on one); `[body]` when it is neither. `base`: the depth of `body`'s top level."""
+    fors, ifs = _top_level(body, depths, " for ", base), _top_level(body, depths, " if ", base)
     if fors:
         cuts = fors + ifs
     else:
-        otherwise = _top_level(body, depths, " else ")
+        otherwise = _top_level(body, depths, " else ", base)
         if len(ifs) != 1 or len(otherwise) != 1 or otherwise[0] < ifs[0]:
             return [body]
         cuts = ifs + otherwise
@@ -301,12 +303,13 @@ def _condition(indent: str, clause: str) -> list[str]:
     return wrapped(indent, clause)
 
 
-def _top_level(body: str, depths: list[int], keyword: str) -> list[int]:
-    """Where `keyword` starts in `body` outside every bracket and string."""
+def _top_level(body: str, depths: list[int], keyword: str, base: int = 0) -> list[int]:
+    """Where `keyword` starts in `body` outside every bracket and string (at depth `base`,
+    the depth of `body`'s top level)."""
     found = []
     index = body.find(keyword)
     while index >= 0:
-        if depths[index] == 0:
+        if depths[index] == base:
             found.append(index)
         index = body.find(keyword, index + 1)
     return found
@@ -334,13 +337,13 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     opening, close = pair
     head, body = line[:opening + 1], line[opening + 1:close]
     inner = indent + "    "
-    body_depths = [d - depths[opening] - 1 if d >= 0 else -1
-                   for d in depths[opening + 1:close]]
-    items = _items(body, body_depths)
+    # the body's depths as they are, its top level at `base` (-1, in a string, is never it)
+    body_depths, base = depths[opening + 1:close], depths[opening] + 1
+    items = _items(body, body_depths, base)
     end = indent + line[close:] + suffix
     if len(inner) + len(body) <= LINE_LENGTH and not body.rstrip().endswith(","):
         return [indent + head, inner + body, end]
-    clauses = _comprehension(body, body_depths)
+    clauses = _comprehension(body, body_depths, base)
     if len(clauses) > 1:  # `[f(x) for x in xs]`: the element and each clause on a line
         conditional = any(clause.startswith("else ") for clause in clauses)
         return [indent + head, *(line for clause in clauses for line in (
@@ -361,8 +364,13 @@ def _split_pair(indent: str, line: str, suffix: str, depths: list[int]
     earlier pair whose rest (`).g(...)`) fits on the closing line. None when none does."""
     close = len(line) - 1
     while close > 0:
-        opening = max(i for i in range(close)
-                      if line[i] == _CLOSING[line[close]] and depths[i] == depths[close] - 1)
+        # the last opening bracket of its kind before `close` one level out is its pair
+        opener, level = _CLOSING[line[close]], depths[close] - 1
+        opening = line.rfind(opener, 0, close)
+        while opening >= 0 and depths[opening] != level:
+            opening = line.rfind(opener, 0, opening)
+        if opening < 0:
+            return None  # brackets of different kinds paired: not code the compiler writes
         rest = line[close:]
         if depths[close] == 1 and line[opening + 1:close].strip() \
                 and len(indent) + opening + 1 <= LINE_LENGTH \
