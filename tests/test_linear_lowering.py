@@ -13,12 +13,14 @@ torch = pytest.importorskip("torch")
 
 
 def test_a_linear_map_with_bias_is_one_f_linear_as_nn_linear_computes_it() -> None:
-    """`F.linear` of the weight transposed (a view), what `nn.Linear` computes, values and
-    gradients, with and without leading dims."""
+    """`F.linear` of the weight transposed (a view), or for rows without leading dims
+    `torch.addmm` of the weight as stored: what `nn.Linear` computes, values and gradients,
+    with and without leading dims."""
     program = ncd.load("axis b\naxis m = 12, f = 16\n"
                        "def f(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }")
     source = program.compile()
     assert "F.linear(X, self.W.T, self.c)" in source
+    assert "torch.addmm(self.c, X, self.W)" in source and "X.dim() == 2" in source
     assert "torch.einsum" not in source
     module = program.to_torch("f").double()
     assert tuple(module.W.shape) == (12, 16)  # the declared layout: checkpoints load as before
@@ -36,6 +38,33 @@ def test_a_linear_map_with_bias_is_one_f_linear_as_nn_linear_computes_it() -> No
         torch.testing.assert_close(got[0], want[0])
         torch.testing.assert_close(got[1], want[1].T)
         torch.testing.assert_close(got[2], want[2])
+
+
+def test_rows_run_as_addmm_only_where_the_input_is_exactly_two_dim() -> None:
+    """`torch.addmm` takes only matrices: a map of one axis without rows, one over two axes,
+    and one with several output axes keep `F.linear`; while `torch.fx` traces, the test reads
+    no size and `F.linear` runs, computing what `nn.Linear` computes."""
+    program = ncd.load("""
+    axis b, x
+    axis m = 12, f = 16, h = 2, k = 8
+    def vector(X: R[m]) -> R[f] { return linear[m -> f, bias](X, W, c) }
+    def grid(X: R[b, x, m]) -> R[b, x, f] { return linear[m -> f, bias](X, W, c) }
+    def heads(X: R[b, m]) -> R[b, h, k] { return linear[m -> h k, bias](X, W, c) }
+    def rows(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }
+    """)
+    for name in ("vector", "grid", "heads"):
+        assert "addmm" not in program.compile(name), name
+    module = program.to_torch("rows").double()
+    traced = torch.fx.symbolic_trace(module)
+    assert "addmm" not in traced.code and "linear" in traced.code
+    reference = torch.nn.Linear(12, 16).double()
+    with torch.no_grad():
+        reference.weight.copy_(module.W.T)
+        reference.bias.copy_(module.c)
+        for shape in ((5, 12), (1, 12), (0, 12), (2, 5, 12)):
+            X = torch.randn(shape, dtype=torch.float64)
+            torch.testing.assert_close(traced(X), reference(X))
+            torch.testing.assert_close(module(X), reference(X))
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -325,6 +325,16 @@ def linear_fuses(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
                            and not term.params[1].tiling)
 
 
+def linear_on_rows(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
+    """Whether a linear map that `linear_fuses` has a bias and maps one axis of rows to one
+    axis (`X: R[b, m]`): where the input has no leading dims at run time it runs as
+    `torch.addmm(b, X, W)`, which reads the `[in, out]` weight as it is stored where
+    `F.linear` transposes it twice (two more views, and two more backward steps)."""
+    tiling = _plain_tiling(term.inputs[0])
+    return op.bias and len(op.inputs) == len(op.outputs) == 1 and tiling is not None and \
+        len(tiling) == 1
+
+
 def linear_is_pointwise(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
     """Whether the linear map runs as one pointwise (kernel size 1) convolution: it maps one
     axis that other axes follow (the channels of `b, c, y, x`) to one axis in its place, as
@@ -514,6 +524,10 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                 large = f"{inputs[0].code}.numel() >= {NARROW_COPY_ENTRIES}"
                 expr = f"({copied[0]} if {_unless_traced(large)} else {expr})"
                 comment += "; a large input: the weight copied into (out, in) rows"
+            elif linear_on_rows(op, term):
+                rows = f"torch.addmm({params[1].code}, {inputs[0].code}, {params[0].code})"
+                plain = _unless_traced(f"{inputs[0].code}.dim() == 2")
+                expr = f"({rows} if {plain} else {expr})"
             return [emit.finish(term, expr, fused[1], comment=comment,
                                 batched=inputs[0].batched, fallback="linear")]
     if linear_is_pointwise(op, term):
