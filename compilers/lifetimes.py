@@ -93,8 +93,11 @@ _BODY_INDENT = _INDENT * 2
 # characters that end the scan (a string, a `:` of a slice or a compound statement, `;`, a
 # line continuation, a non-ASCII character, a tab). Anything else (operators, spaces, `,`)
 # separates tokens and is skipped.
-_TOKEN = re.compile(r"(\d[\w.]*|\.\d\w*)|([A-Za-z_]\w*)|(==|!=|<=|>=|:=|->|\*\*=|//=|>>=|<<="
-                    r"|[-+*/%@&|^]=|=)|([(\[{])|([)\]}])|(\.)|(['\":;\\\t]|[^\x00-\x7f])")
+_TOKEN = re.compile(r"(\d[\w.]*|\.\d\w*)|(\.[A-Za-z_]\w*)|([A-Za-z_]\w*)|(==|!=|<=|>=|:=|->"
+                    r"|\*\*=|//=|>>=|<<=|[-+*/%@&|^]=|=)|([(\[{])|([)\]}])|(\.)"
+                    r"|(['\":;\\\t]|[^\x00-\x7f])")
+# After a name inside brackets: the `=` of a keyword argument (not `==`).
+_KEYWORD_EQUALS = re.compile(r" *=(?!=)")
 # Keywords a scanned statement may hold; any other ends the scan (`for`, `lambda`, `del`,
 # `import`, `global`, ...: scopes and bindings the scanner does not follow).
 _EXPRESSION_KEYWORDS = frozenset({"and", "or", "not", "in", "is", "if", "else", "None", "True",
@@ -153,10 +156,16 @@ def _scan(code: str) -> tuple[list[str], list[str], bool] | None:
     first = True
     segment = 0  # where the text after the last top-level `=` starts
     for match in _TOKEN.finditer(code):
-        number, name, equals, opening, closing, dot, stop = match.groups()
+        number, attribute, name, equals, opening, closing, dot, stop = match.groups()
         if stop is not None:
             return None
         was_first, first = first, False
+        if attribute is not None:  # `.name` in one token: the name before it is read
+            if after_dot:
+                return None  # `..name`
+            loads.extend(pending)
+            pending = []
+            continue
         if name is not None:
             if after_dot:
                 after_dot = False
@@ -170,8 +179,7 @@ def _scan(code: str) -> tuple[list[str], list[str], bool] | None:
             if was_first and name in _SOFT_KEYWORDS:
                 return None  # `match`, `case`, `type`, `_` may open a statement of their own
             if depth > 0:
-                rest = code[match.end():].lstrip(" ")
-                if rest.startswith("=") and not rest.startswith("=="):
+                if _KEYWORD_EQUALS.match(code, match.end()):
                     keyword_argument = True
                 else:
                     loads.append(name)
