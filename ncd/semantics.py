@@ -856,7 +856,9 @@ class Interpreter:
             if count < 2:
                 raise SizeError(f"batchnorm over {op.axes} sees {count} value per channel; "
                                 "training mode needs at least two")
-            mean = rows.sum(0) / count
+            # shifted by the first row, as `normalise` shifts a layer norm's tile: exact
+            # for a channel whose entries are equal
+            mean = rows[0] + (rows - rows[0]).sum(0) / count
             deviation = rows - mean
             variance = (deviation * deviation).sum(0) / count
             y = deviation / torch.sqrt(variance + op.eps)
@@ -1022,7 +1024,12 @@ def normalise(op: ir.NormOp, tile: Array, params: list[Array]) -> Array:
         return entries.reshape(x.shape[0], -1).sum(1).reshape(-1, *[1] * (x.dim() - 1))
 
     if op.norm == "layernorm":
-        mean = total(x) / count
+        # The mean of the entries shifted by the tile's first one, added back: the same
+        # number, and exact for a tile whose entries are equal (its deviations exactly 0, as
+        # a layer norm kernel gives them), where `total(x) / count` rounds; a later
+        # normalisation of entries that differ by that rounding only would blow it up.
+        first = x.reshape(x.shape[0], -1)[:, :1].reshape(-1, *[1] * (x.dim() - 1))
+        mean = first + total(x - first) / count
         variance = total((x - mean) ** 2) / count  # biased, as the definition of layer norm
         y = (x - mean) / torch.sqrt(variance + op.eps)
     else:

@@ -493,6 +493,50 @@ def test_rounding_noise_that_a_normalisation_blows_up_is_not_a_finding() -> None
     assert not report.findings, "\n".join(map(str, report.findings))
 
 
+
+def test_a_layer_norm_of_equal_entries_is_exactly_zero_as_the_kernel_gives_it() -> None:
+    """The interpreter's mean is exact for a tile (or a batch norm channel) whose entries are
+    equal, so its deviations are exactly 0, as `F.layer_norm` gives them. Before, the mean
+    rounded: a callee that normalises a broadcast value returned 1 + 3.5e-14 where the module
+    returned 1, and twelve residual layer norms of two such entries blew that up to
+    [-6.1, 8.1] against the module's exact [1, 1], a reported mismatch (the differential
+    fuzzer, semantic seed 28158)."""
+    X = torch.full((2, 3), 0.1, dtype=torch.float64)
+    text = """
+    axis b = 2, d = 3
+    def ln(X: R[b, d]) -> R[b, d] { return layernorm[d](X) }
+    def bn(X: R[b, d]) -> R[b, d] { return batchnorm[b](X, mean, var) }
+    """
+    assert torch.equal(run(text, "ln", [X])[0], torch.zeros(2, 3, dtype=torch.float64))
+    program = ncd.load(text).ir
+    interpreter = Interpreter(program, {}, weights({"mean": torch.zeros(3),
+                                                    "var": torch.ones(3)}), training=True)
+    assert torch.equal(interpreter.run("bn", [X])[0], torch.zeros(2, 3, dtype=torch.float64))
+    reports = compare_text("""
+    axis y = 1
+    axis k
+    axis d3 = y + 2, d23 = k * y
+    def object(x: R[y]) -> R[y] {
+        Z[d3] = x[d3 % y]
+        Keep = Z
+        block "" x12 {
+            T = layernorm[d3](Z)
+            Z = T + relu(T) + Keep
+        }
+        D = Z - Keep
+        Y[y] = D[y + 2]
+        return exp(Y)
+    }
+    def f(X: R[y, k]) -> R[d23] {
+        H = reshape[k y -> d23](object(X))
+        block "Norm" x12 { H = H + layernorm[d23](H) }
+        return H
+    }
+    """, seed=28158)
+    assert reports["f"].compared, reports["f"].skipped
+    assert not reports["f"].findings, "\n".join(map(str, reports["f"].findings))
+
+
 # ------------------------------------------------------------------ arithmetic of issue 10
 
 
