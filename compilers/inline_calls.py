@@ -27,6 +27,8 @@ differ, so that each call computes what its own `forward` computes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -91,6 +93,7 @@ class CallInlining:
         # them (the other terms left as placeholders) or reads them (the call's body).
         self.walk: tuple[SharedValues, bool] | None = None
         self._pending: dict[int, TensorCode] = {}  # the placeholders of a writing walk, by id
+        self._suspended = 0  # inside `suspended`: calls are not written in place
 
     def shared(self, term: ir.Term, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The outputs of `term` when the walk of a callee's body knows them without writing
@@ -130,11 +133,21 @@ class CallInlining:
             return not term.params and not isinstance(term.op, ir.CallOp)
         return isinstance(term, ir.Reindexing)
 
+    @contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Every call lowered as a submodule call meanwhile (a scan's loop for a replaced or
+        hooked step, which must call it)."""
+        self._suspended += 1
+        try:
+            yield
+        finally:
+            self._suspended -= 1
+
     def lower(self, term: ir.Broadcasted, inputs: list[TensorCode]) -> list[TensorCode] | None:
         """The call's outputs, its callee's statements emitted here; None when the call is
         to be lowered as a submodule call."""
         op = term.op
-        if not isinstance(op, ir.CallOp):
+        if not isinstance(op, ir.CallOp) or self._suspended:
             return None
         emit = self.emit
         definition = self._callee(term)

@@ -326,6 +326,9 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
         return [indent + line + suffix]
     if line.startswith("raise ") and line.endswith(" from None"):  # the call split, as `f(...)`
         return wrapped(indent, line.removesuffix(" from None"), " from None" + suffix)
+    if line.startswith(") = "):  # after targets one per line: `) = f(...)`, wrapped as `_ = `
+        first, *rest = wrapped(indent, "_" + line[1:], suffix)
+        return [f"{indent}){first[len(indent) + 1:]}", *rest]
     if line[-1] not in _CLOSING:
         return _parenthesized(indent, line, suffix)
     depths = _brackets(line)

@@ -11,7 +11,9 @@
   the input projections, values of the parameters alone) is computed once before the loop,
   for every step at once (the scanned axis is one more leading dim); the loop reads slices.
 - **Generic**: the step's submodule called at every step, when the step cannot be inlined
-  (a lift that reorders axes, sizes known only at run time inside the step, block copies).
+  (a lift that reorders axes, sizes known only at run time inside the step, block copies),
+  and, in the code of the two forms above, where the step's submodule is not the generated
+  class as it is or has hooks (its `__call__` does more than its `forward`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ncd.recurrent_cells import Cell, CellLinear, recognise
 from ncd.sizes import ProgramSizes
 
 from .errors import CompileError
+from .inline_calls import HOOKS
 from .modules import ModuleSpec, Scope, attribute_code
 from .naming import base_name
 from .views import leading_shape
@@ -49,26 +52,60 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
     plan = inline_plan(emit, term)
     if plan is None:
         return generic_scan(emit, term, inputs)
+    # The step runs in place (inlined or fused) only for its submodule as generated: one of
+    # another class (replaced, wrapped, parametrized) or with hooks of its own is called at
+    # every step, as a call written in place is (`compilers/inline_calls.py`).
+    info = emit.compiler.info(plan.definition.name)
+    attribute = emit.scope.spec.child(plan.op.instance, info.class_name,
+                                      f"call site {plan.op.instance} of {plan.definition.name}")
+    module = emit.assign(plan.op.instance, attribute_code(emit.scope.owner, attribute),
+                         f"{plan.op.definition}, the step{emit.source_note(term.span)}",
+                         fallback="module")
+    clauses = [f"type({module}) is not {info.class_name}",
+               *(f"{module}.{hooks}" for hooks in HOOKS)]
+    emit.emit(f"if {' or '.join(clauses)}:",
+              "a replaced, wrapped or hooked step is called at every step; else it runs here")
+    with emit.branch():
+        with emit.inlining.suspended():
+            called = generic_scan(emit, term, inputs)
+    emit.emit("else:")
+    # (a final state nothing reads is not bound by the fused kernel's branch: not rebound)
+    unread = emit.flow.unread_outputs(term) if emit.flow is not None else set()
+    with emit.branch():
+        in_place = _scan_in_place(emit, term, inputs, plan, module)
+        for position, (result, value) in enumerate(zip(called, in_place, strict=True)):
+            if value.code != result.code and position not in unread:
+                emit.emit(f"{result.code} = {value.code}")
+    return [TensorCode(result.code, result.array, result.batched or value.batched)
+            for result, value in zip(called, in_place, strict=True)]
+
+
+def _scan_in_place(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
+                   plan: InlinePlan, module: str) -> list[TensorCode]:
+    """The step written into the loop, or run as PyTorch's fused kernel when it is a
+    standard LSTM or GRU cell; `module`: the step's submodule, read once."""
     fused = fused_cell(term, emit.compiler.program, emit.sizes)
     if fused is None:
-        return inlined_scan(emit, term, inputs, plan)
+        return inlined_scan(emit, term, inputs, plan, module)
     cell = fused[1]
     # The loop first, into a buffer: the fused branch binds the names it leaves.
     lines, emit.lines = emit.lines, []
     emit.checked.clear()  # the loop rebinds names: what was checked is forgotten
     emit.depth += 1
     try:
-        results = inlined_scan(emit, term, inputs, plan)
+        results = inlined_scan(emit, term, inputs, plan, module)
     finally:
         emit.depth -= 1
         loop, emit.lines = emit.lines, lines
     kernel = _kernel(cell)
-    capturing = "torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()"
-    emit.emit(f"if not ({capturing}):",
+    # (two `not`s joined by `and`: a condition the line wrapper can split)
+    eager = "not torch.compiler.is_compiling() and not " \
+        "torch.fx._symbolic_trace.is_fx_symbolic_tracing()"
+    emit.emit(f"if {eager}:",
               f"{plan.op.definition} is a standard {cell.kind.upper()} cell: {kernel}"
               f"{emit.source_note(term.span)}")
     with emit.indented():
-        fused_scan(emit, term, inputs, plan, cell, results)
+        fused_scan(emit, term, inputs, plan, cell, results, module)
     emit.emit("else:", "torch.compile cannot compile the fused kernel: the loop")
     emit.lines.extend(loop)
     return results
@@ -181,9 +218,9 @@ def generic_scan(emit: ForwardEmitter, term: ir.Scan,
 
 
 def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
-                 plan: InlinePlan) -> list[TensorCode]:
+                 plan: InlinePlan, module: str) -> list[TensorCode]:
     """The step's definition written into the loop, what does not depend on the state
-    computed before it."""
+    computed before it; its parameters read from `module`, the step's submodule."""
     axis = term.axis.name
     definition, flow = plan.definition, plan.flow
     state = initial_states(emit, term, inputs)
@@ -201,11 +238,8 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
         *(node.outputs for node, early in zip(flow.nodes, hoisted, strict=True) if early))
     along = reached_from(flow, flow.inputs[term.carries:]) & before_loop
     lifted = len(plan.call.degree.axes)
-    attribute = emit.scope.spec.child(plan.op.instance,
-                                      emit.compiler.info(definition.name).class_name,
-                                      f"call site {plan.op.instance} of {definition.name}")
     outer = emit.scope
-    emit.scope = Scope(plan.spec, attribute_code(outer.owner, attribute))
+    emit.scope = Scope(plan.spec, module)
     # A sum of a product as one call (`compilers.muladd`) where both stand on the same side of
     # the loop: the step's matches, known only while it is written here.
     early = {id(node.term) for node, before in zip(flow.nodes, hoisted, strict=True) if before}
@@ -257,10 +291,11 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
 
 
 def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
-               plan: InlinePlan, cell: Cell, results: list[TensorCode]) -> None:
-    """`torch.lstm` / `torch.gru` over the sequence, its results bound to `results`' names.
-    The kernel wants (steps, batch, features): every lifted and leading dim is one batch.
-    A final state that nothing reads is not taken out of the kernel's results."""
+               plan: InlinePlan, cell: Cell, results: list[TensorCode], module: str) -> None:
+    """`torch.lstm` / `torch.gru` over the sequence, its results bound to `results`' names;
+    the weights read from `module`, the step's submodule. The kernel wants (steps, batch,
+    features): every lifted and leading dim is one batch. A final state that nothing reads
+    is not taken out of the kernel's results."""
     unread = emit.flow.unread_outputs(term) if emit.flow is not None else set()
     sequence = inputs[term.carries]
     lifted = len(plan.call.degree.axes)
@@ -269,12 +304,7 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
     gates = 4 if cell.kind == "lstm" else 3
     carried = [cell.hidden] + ([cell.cell] if cell.cell is not None else [])
     outer = emit.scope
-    attribute = outer.spec.child(plan.op.instance,
-                                 emit.compiler.info(plan.definition.name).class_name,
-                                 f"call site {plan.op.instance} of {plan.definition.name}")
-    # The step's module read once: each read through `nn.Module.__getattr__` costs a lookup.
-    owner = emit.assign(f"{plan.op.instance}_module", attribute_code(outer.owner, attribute))
-    emit.scope = Scope(plan.spec, owner)
+    emit.scope = Scope(plan.spec, module)
     try:
         weights = [_weight_view(emit, linear, cell, gates * hidden)
                    for linear in (cell.input_map, cell.hidden_map)]

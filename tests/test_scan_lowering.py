@@ -105,7 +105,7 @@ def test_the_fused_kernel_reads_the_parameters_in_place() -> None:
     keeps the step's keys."""
     source = ncd.load(GALLERY / "lstm.ncd").compile("lstm")
     assert "torch.lstm(" in source
-    assert "lstm_cell_module.W_ih.permute(1, 2, 0).reshape(256, 32)" in source
+    assert "lstm_cell.W_ih.permute(1, 2, 0).reshape(256, 32)" in source
     module = ncd.load(GALLERY / "lstm.ncd").to_torch("lstm")
     assert sorted(module.state_dict()) == ["lstm_cell.W_hh", "lstm_cell.W_ih",
                                            "lstm_cell.b_hh", "lstm_cell.b_ih"]
@@ -117,9 +117,12 @@ def test_the_fused_kernel_reads_the_parameters_in_place() -> None:
 
 
 def loop_of(source: str, definition: str) -> tuple[str, str]:
-    """The code of `definition`'s forward before its scan loop, and the loop's body."""
+    """The code of `definition`'s forward before its inlined scan loop (from the `else:` of
+    the test for a replaced or hooked step on), and the loop's body."""
     forward = source.split(f"class {definition}(nn.Module):")[1].split("def forward")[1]
-    before, loop = re.split(r"\n\s*for t_index in range\(.*\n", forward, maxsplit=1)
+    before, loop = re.split(r"\n\s*for t_index\w* in range\(.*inlined.*\n", forward,
+                            maxsplit=1)
+    before = before.split("# a replaced, wrapped or hooked step")[1].split("\n        else:")[1]
     return before, loop.split("torch.stack")[0].rsplit("\n", 1)[0]
 
 
@@ -127,7 +130,7 @@ def test_the_lru_computes_its_input_terms_and_decay_before_the_loop() -> None:
     """Only the state's own update stays in the loop: the input term and λ, γ (functions of
     the parameters alone) are computed once."""
     before, loop = loop_of(ncd.load(GALLERY / "lru.ncd").compile("lru"), "Lru")
-    assert "torch.exp(self.lru_step.nu_log)" in before
+    assert "torch.exp(lru_step.nu_log)" in before
     assert "torch.sqrt(" in before
     assert "self.lru_step(" not in loop and "torch.exp" not in loop
     # one slice of γ U; its sum with H Λ, one call without autograd (`torch.addcmul`), one
@@ -138,8 +141,8 @@ def test_the_lru_computes_its_input_terms_and_decay_before_the_loop() -> None:
 def test_the_loop_of_a_fused_cell_projects_the_inputs_once() -> None:
     source = ncd.load(GALLERY / "lstm.ncd").compile("lstm")
     before, loop = loop_of(source, "Lstm")
-    assert "self.lstm_cell.W_ih" in before.split("else:  # torch.compile")[1]
-    assert "self.lstm_cell.W_ih" not in loop and "self.lstm_cell.W_hh" in loop
+    assert "lstm_cell.W_ih" in before.split("else:  # torch.compile")[1]
+    assert "lstm_cell.W_ih" not in loop and "lstm_cell.W_hh" in loop
 
 
 LSTM = """
@@ -218,7 +221,9 @@ def test_a_cell_that_differs_in_one_piece_is_not_fused(variant: str) -> None:
     step = program.ir.definition("cell")
     assert recognise(step, 2, ProgramSizes(program.ir.axes)) is None
     source = program.compile("lstm")
-    assert "torch.lstm(" not in source and "self.cell(" not in source  # inlined
+    # inlined: the step's submodule is called only where it is replaced or hooked
+    assert "torch.lstm(" not in source and "scan over t, cell inlined" in source
+    assert source.count("self.cell(") == 1
     report = compare_definition(program.ir, "lstm")
     assert report.compared and not report.findings, report.findings
 
@@ -270,3 +275,33 @@ def test_a_fused_scan_without_lifted_axes() -> None:
         with context:
             report = compare_definition(program.ir, "lstm")
         assert report.compared and not report.findings, report.findings
+
+
+@pytest.mark.parametrize("name", ["lstm", "lru"])
+def test_a_hooked_or_replaced_step_is_called_at_every_step(name: str) -> None:
+    """The step runs in place (fused, or written into the loop) only for its submodule as
+    generated: a forward hook on it sees every step, and a replaced step (another class whose
+    forward differs) is the one that runs, as it would if the loop called it each time."""
+    sizes = {"i": 3, "n": 4} if name == "lstm" else {"m": 2, "n": 3}
+    module = ncd.load(GALLERY / f"{name}.ncd", sizes=sizes).to_torch(name).to(DTYPE)
+    step_name = "lstm_cell" if name == "lstm" else "lru_step"
+    step = getattr(module, step_name)
+    inputs = [randn(5, 2, 3), randn(2, 4), randn(2, 4)] if name == "lstm" else [randn(5, 2)]
+    expected = module(*inputs)
+    seen: list[object] = []
+    handle = step.register_forward_hook(lambda _, args, out: seen.append(out))
+    torch.testing.assert_close(module(*inputs), expected)
+    assert len(seen) == 5  # one call per step of the scanned axis t
+    handle.remove()
+
+    class Doubled(type(step)):  # type: ignore[misc]
+        def forward(self, *args: torch.Tensor):  # type: ignore[no-untyped-def]
+            return tuple(2 * y for y in super().forward(*args))
+
+    replaced = Doubled()
+    replaced.load_state_dict(step.state_dict())
+    setattr(module, step_name, replaced.to(DTYPE))
+    got = module(*inputs)
+    assert not torch.allclose(got, expected)  # the replacement ran
+    setattr(module, step_name, step)
+    torch.testing.assert_close(module(*inputs), expected)
