@@ -6,6 +6,8 @@ holds the module's outputs to the interpreter's, entry by entry, in float64:
 
 - on positive inputs and on normal inputs (positive ones keep `log` and `sqrt` finite);
 - with a leading batch dim of two (the batch-lift law: slicing commutes with the module);
+- with a hook on every submodule, so that each call and scan step the module writes in place
+  runs as the submodule call it stands for (the code a hooked or replaced submodule runs);
 - where the interpreter finds a read outside an array (`BoundsError`), the module must refuse
   the sizes with a `ValueError` too, never return numbers.
 
@@ -59,7 +61,8 @@ HUGE = 1e6  # an intermediate this large makes a disagreement ill-conditioned (s
 class Finding:
     """A disagreement between a compiled module and the interpreter."""
 
-    kind: str  # mismatch, module-error, silent-out-of-bounds, malformed, parameters, batch
+    kind: str  # mismatch, module-error, silent-out-of-bounds, malformed, parameters,
+    # batch, hooked
     definition: str
     sizes: dict[str, int]
     message: str
@@ -293,6 +296,16 @@ def compare_definition(program: ir.Program, name: str, *, seed: int = 0,
             continue
         try:
             actual = [as_tuple(module(*inputs)) for inputs in trials]
+            # With a hook on every submodule, each call and scan step written in place runs
+            # as the submodule call it stands for (`compilers/inline_calls.py`, `scans.py`):
+            # that code is held to the interpreter too.
+            hooks = [child.register_forward_pre_hook(lambda *_: None)
+                     for child in module.modules() if child is not module]
+            try:
+                called = as_tuple(module(*trials[0])) if hooks else None
+            finally:
+                for hook in hooks:
+                    hook.remove()
             batched = None
             if definition.inputs:
                 # Without autograd: a sum of a product runs as one call then (compilers/
@@ -315,6 +328,12 @@ def compare_definition(program: ir.Program, name: str, *, seed: int = 0,
                 elif problem:
                     kind = "positive" if index == 0 else "normal"
                     finding("mismatch", f"output {position} on {kind} inputs: {problem}")
+        for position, got in enumerate(called or ()):
+            problem = agree(expected[0][position], got, special[0])
+            if problem and not (huge[0] or rounding_sensitive(
+                    module, trials[0], position, expected[0][position], got, generator)):
+                finding("hooked", f"output {position} with every submodule hooked (called, "
+                        f"none written in place): {problem}")
         if batched is not None:
             for position, tensor in enumerate(batched):
                 for index in (0, 1):
