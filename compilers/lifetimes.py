@@ -96,6 +96,7 @@ _BODY_INDENT = _INDENT * 2
 _TOKEN = re.compile(r"(\d[\w.]*|\.\d\w*)|(\.[A-Za-z_]\w*)|([A-Za-z_]\w*)|(==|!=|<=|>=|:=|->"
                     r"|\*\*=|//=|>>=|<<=|[-+*/%@&|^]=|=)|([(\[{])|([)\]}])|(\.)"
                     r"|(['\":;\\\t]|[^\x00-\x7f])")
+_OPENING, _CLOSING = re.compile(r"[(\[{]"), re.compile(r"[)\]}]")
 # After a name inside brackets: the `=` of a keyword argument (not `==`).
 _KEYWORD_EQUALS = re.compile(r" *=(?!=)")
 # Keywords a scanned statement may hold; any other ends the scan (`for`, `lambda`, `del`,
@@ -130,7 +131,7 @@ def _straight_line(lines: Sequence[str]) -> list[_Statement] | None:
         # A line of its own unless it opens a bracket (`_scan` refuses one left open).
         if parts or code[-1] in "([{":
             parts.append(code.strip())
-            depth += sum(map(code.count, "([{")) - sum(map(code.count, ")]}"))
+            depth += len(_OPENING.findall(code)) - len(_CLOSING.findall(code))
             if depth < 0:
                 return None
             if depth:

@@ -291,8 +291,10 @@ def _comprehension(body: str, depths: list[int], base: int = 0) -> list[str]:
 def _condition(indent: str, clause: str) -> list[str]:
     """A conditional expression's `if` clause at `indent`: as the formatter writes it when it
     does not fit on a line, a line for each operand of its top-level `and` (or `or`)."""
+    if len(indent) + len(clause) <= LINE_LENGTH:
+        return [indent + clause]
     depths = _brackets(clause)
-    if len(indent) + len(clause) <= LINE_LENGTH or depths is None:
+    if depths is None:
         return wrapped(indent, clause)
     for joiner in (" or ", " and "):
         cuts = _top_level(clause, depths, joiner)
