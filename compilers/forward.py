@@ -53,6 +53,11 @@ if TYPE_CHECKING:
     from .pytorch import ProgramCompiler
 
 
+_Patterns = tuple[AttentionLowering, WindowLowering, PickLossLowering, ExpertSumLowering,
+                  CountLowering, MulAddLowering]
+"""The lowerings of patterns of several terms, in the order they are tried."""
+
+
 class ForwardEmitter:
     """Writes the body of one `forward`: statements for a term, given its input values."""
 
@@ -99,8 +104,7 @@ class ForwardEmitter:
         # A call of a small definition, its body written here (`compilers.inline_calls`).
         self.inlining = CallInlining(self)
 
-    def _patterns(self) -> tuple[AttentionLowering, WindowLowering, PickLossLowering,
-                                 ExpertSumLowering, CountLowering, MulAddLowering]:
+    def _patterns(self) -> _Patterns:
         """The lowerings of patterns of several terms, each knowing its matches by the
         terms' ids: attention as one fused call (`compilers.attention`), convolutions and
         pools as one kernel call (`compilers.convolution`), the negated mean of one pick per
@@ -111,11 +115,10 @@ class ForwardEmitter:
         return (AttentionLowering(self), WindowLowering(self), PickLossLowering(self),
                 ExpertSumLowering(self), CountLowering(self), MulAddLowering(self))
 
-    def _use_patterns(self, patterns: tuple[AttentionLowering, WindowLowering,
-                                            PickLossLowering, ExpertSumLowering,
-                                            CountLowering, MulAddLowering]) -> None:
+    def _use_patterns(self, patterns: _Patterns) -> None:
         """Write with these lowerings of patterns: each by its name, and all of them, in the
         order they are tried, as `patterns`."""
+        self._current = patterns
         self.patterns: tuple[PatternLowering, ...] = patterns
         self.attention, self.windows, self.picks, self.expert_sums, self.counts, \
             self.muladds = patterns
@@ -125,8 +128,7 @@ class ForwardEmitter:
         """Patterns found anew while another definition's body is written here (an inlined
         callee): a backward definition shares term objects with its forward definition, and
         a match found in one (its weights read by nothing else) need not hold in the other."""
-        saved = (self.attention, self.windows, self.picks, self.expert_sums, self.counts,
-                 self.muladds)
+        saved = self._current
         self._use_patterns(self._patterns())
         try:
             yield

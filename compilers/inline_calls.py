@@ -27,7 +27,7 @@ differ, so that each call computes what its own `forward` computes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -74,6 +74,30 @@ class SharedValues:
     read: set[str] = field(default_factory=set)
     """The code of those that the rest of the body reads (or returns): the ones a later
     call with another device or dtype binds again."""
+
+
+def unless_replaced(emit: ForwardEmitter, module: str, class_name: str, comment: str,
+                    called: Callable[[], list[TensorCode]],
+                    in_place: Callable[[], list[TensorCode]],
+                    unbound: Collection[int] = ()) -> list[TensorCode]:
+    """`in_place()` (a callee's body written here, a scan's step inlined or fused) where the
+    submodule `module` is the generated class `class_name` as it is, without hooks; else
+    `called()`, which calls it: one that is not (sharded by FSDP, wrapped, replaced,
+    parametrized) or that has hooks runs as a call, since its `__call__` does more than its
+    `forward`. Both branches bind `called`'s names, but those at the positions `unbound`
+    (outputs nothing reads, which `in_place` may leave unbound)."""
+    clauses = [f"type({module}) is not {class_name}", *(f"{module}.{hooks}" for hooks in HOOKS)]
+    emit.emit(f"if {' or '.join(clauses)}:", comment)
+    with emit.branch():
+        results = called()
+    emit.emit("else:")
+    with emit.branch():
+        written = in_place()
+        for position, (result, value) in enumerate(zip(results, written, strict=True)):
+            if value.code != result.code and position not in unbound:
+                emit.emit(f"{result.code} = {value.code}")
+    return [TensorCode(result.code, result.array, result.batched or value.batched)
+            for result, value in zip(results, written, strict=True)]
 
 
 class CallInlining:
@@ -165,23 +189,11 @@ class CallInlining:
                              fallback="module")
         shared = self._write_shared(term, definition, spec, module, inputs) \
             if self._shares(definition) else None
-        # A submodule that is not the generated class as it is (sharded by FSDP, wrapped,
-        # replaced, parametrized) or that has hooks runs as a call: its `__call__` does more
-        # than its `forward`.
-        clauses = [f"type({module}) is not {info.class_name}",
-                   *(f"{module}.{hooks}" for hooks in HOOKS)]
-        emit.emit(f"if {' or '.join(clauses)}:",
-                  "a replaced, wrapped or hooked submodule is called; else its body runs here")
-        with emit.branch():
-            called = declaration(op).lower(emit, term, op, inputs)
-        emit.emit("else:")
-        with emit.branch():
-            inlined = self._inline(term, op, definition, spec, module, inputs, shared)
-            for result, value in zip(called, inlined, strict=True):
-                if value.code != result.code:
-                    emit.emit(f"{result.code} = {value.code}")
-        return [TensorCode(result.code, result.array, result.batched or value.batched)
-                for result, value in zip(called, inlined, strict=True)]
+        return unless_replaced(
+            emit, module, info.class_name,
+            "a replaced, wrapped or hooked submodule is called; else its body runs here",
+            lambda: declaration(op).lower(emit, term, op, inputs),
+            lambda: self._inline(term, op, definition, spec, module, inputs, shared))
 
     def _shares(self, definition: ir.Definition) -> bool:
         """Whether the values the callee computes from sizes alone are written once for its

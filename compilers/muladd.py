@@ -61,8 +61,7 @@ class MulAddLowering(FusedLowering[MulAdd]):
     def _claimed(self, match: MulAdd) -> bool:
         """Whether a member of `match` is a member of another pattern's match (found before:
         the emitter plans this pattern last), which lowers it."""
-        emit = self.emitter
-        others = (emit.attention, emit.windows, emit.picks, emit.expert_sums, emit.counts)
+        others = [pattern for pattern in self.emitter.patterns if pattern is not self]
         return any(id(member) in other.roles for other in others for member in match.members)
 
     def plan_step(self, body: ir.Term, allowed: Allowed) -> Planned:

@@ -28,7 +28,7 @@ from ncd.recurrent_cells import Cell, CellLinear, recognise
 from ncd.sizes import ProgramSizes
 
 from .errors import CompileError
-from .inline_calls import HOOKS
+from .inline_calls import unless_replaced
 from .modules import ModuleSpec, Scope, attribute_code
 from .naming import base_name
 from .views import leading_shape
@@ -61,23 +61,17 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
     module = emit.assign(plan.op.instance, attribute_code(emit.scope.owner, attribute),
                          f"{plan.op.definition}, the step{emit.source_note(term.span)}",
                          fallback="module")
-    clauses = [f"type({module}) is not {info.class_name}",
-               *(f"{module}.{hooks}" for hooks in HOOKS)]
-    emit.emit(f"if {' or '.join(clauses)}:",
-              "a replaced, wrapped or hooked step is called at every step; else it runs here")
-    with emit.branch():
+
+    def called() -> list[TensorCode]:
         with emit.inlining.suspended():
-            called = generic_scan(emit, term, inputs)
-    emit.emit("else:")
+            return generic_scan(emit, term, inputs)
+
     # (a final state nothing reads is not bound by the fused kernel's branch: not rebound)
     unread = emit.flow.unread_outputs(term) if emit.flow is not None else set()
-    with emit.branch():
-        in_place = _scan_in_place(emit, term, inputs, plan, module)
-        for position, (result, value) in enumerate(zip(called, in_place, strict=True)):
-            if value.code != result.code and position not in unread:
-                emit.emit(f"{result.code} = {value.code}")
-    return [TensorCode(result.code, result.array, result.batched or value.batched)
-            for result, value in zip(called, in_place, strict=True)]
+    return unless_replaced(
+        emit, module, info.class_name,
+        "a replaced, wrapped or hooked step is called at every step; else it runs here",
+        called, lambda: _scan_in_place(emit, term, inputs, plan, module), unread)
 
 
 def _scan_in_place(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
