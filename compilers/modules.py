@@ -274,16 +274,18 @@ def _items(body: str, depths: list[int], base: int = 0) -> list[str]:
 
 def _comprehension(body: str, depths: list[int], base: int = 0) -> list[str]:
     """A comprehension's element and its `for` and `if` clauses, or a conditional
-    expression's value, `if` and `else` parts (each on a line of its own when the whole does
-    not fit on one); `[body]` when it is neither. `base`: the depth of `body`'s top level."""
+    expression's value, `if` and `else` parts, a chain of them too (`a if p else b if q else
+    c`), each on a line of its own when the whole does not fit on one; `[body]` when it is
+    neither. `base`: the depth of `body`'s top level."""
     fors, ifs = _top_level(body, depths, " for ", base), _top_level(body, depths, " if ", base)
     if fors:
         cuts = fors + ifs
     else:
         otherwise = _top_level(body, depths, " else ", base)
-        if len(ifs) != 1 or len(otherwise) != 1 or otherwise[0] < ifs[0]:
+        cuts = sorted(ifs + otherwise)
+        # `if` and `else` alternate, an `if` first and an `else` last
+        if not ifs or len(ifs) != len(otherwise) or cuts[::2] != ifs:
             return [body]
-        cuts = ifs + otherwise
     bounds = [0, *sorted(cuts), len(body)]
     return [body[a:b].strip() for a, b in itertools.pairwise(bounds) if a < b]
 

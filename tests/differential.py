@@ -35,7 +35,7 @@ from ncd.counts import find_counts
 from ncd.dataflow import inlinable_call, inlinable_step
 from ncd.expert_sums import find_expert_sums
 from ncd.muladd import find_muladds
-from ncd.ops.contraction import linear_fuses, linear_on_rows
+from ncd.ops.contraction import linear_as_addmm, linear_fuses
 from ncd.recurrent_cells import recognise
 from ncd.semantics import (
     BlockCopy,
@@ -439,7 +439,7 @@ STRUCTURAL_CONSTRUCTS = (
     "call with parameters for each index", "convolution as a kernel call",
     "pool as a kernel call", "padding inside a kernel call", "machine",
     "count of the places of an index array", "call written in place",
-    "sum of a product as one call", "linear map of rows, one addmm without leading dims",
+    "sum of a product as one call", "linear map with a bias, one addmm of its rows",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -532,9 +532,13 @@ def constructs(program: ir.Program) -> set[str]:
                         found.add("call with parameters for each index")
                     if isinstance(op, ir.CallOp) and inlinable_call(term, program) is not None:
                         found.add("call written in place")  # as compilers/inline_calls.py
-                    if isinstance(op, ir.LinearOp) and linear_fuses(op, term) and \
-                            linear_on_rows(op, term):  # as ncd/ops/contraction.py
-                        found.add("linear map of rows, one addmm without leading dims")
+                    # As ncd/ops/contraction.py, where the output sizes are fixed (a symbolic
+                    # one may be fixed narrow later, to compare a definition with parameters
+                    # over it)
+                    if isinstance(op, ir.LinearOp) and linear_fuses(op, term) and all(
+                            sizes.value(term.outputs[0].array.shape.axis(n).size) is not None
+                            for n in op.outputs) and linear_as_addmm(op, term, sizes.value):
+                        found.add("linear map with a bias, one addmm of its rows")
                 case ir.Block(repeat=repeat, shared=shared):
                     if repeat > 1:
                         found.add("repeated block, shared" if shared else "repeated block")

@@ -266,6 +266,12 @@ def test_long_lines_are_wrapped_as_the_formatter_wraps_them(tmp_path: Path) -> N
         "    for t_index in range(size_t):",
         "        linear_2 = F.linear(H0_1, self.lstm_cell.W_hh.flatten(1).T,"
         " self.lstm_cell.b_hh.flatten()).unflatten(-1, (4, 64))",
+        # a chain of conditional expressions: a line for each value and each test
+        "Q = (torch.addmm(self.b_q.flatten(), X, self.W_q.flatten(1)).unflatten(-1, (4, 16))"
+        " if not tracing() and X.dim() == 2 else torch.addmm(self.b_q.flatten(),"
+        " X.flatten(0, -2), self.W_q.flatten(1)).view(X.shape[0], X.shape[1], 4, 16)"
+        " if not tracing() and X.dim() == 3 else F.linear(X, self.W_q.flatten(1).T,"
+        " self.b_q.flatten()).unflatten(-1, (4, 16)))",
     ]
     body = [line for text in lines for line in wrapped("        ", text)]
     assert max(len(line) for line in body) <= 100

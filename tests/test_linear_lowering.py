@@ -21,6 +21,8 @@ def test_a_linear_map_with_bias_is_one_f_linear_as_nn_linear_computes_it() -> No
     source = program.compile()
     assert "F.linear(X, self.W.T, self.c)" in source
     assert "torch.addmm(self.c, X, self.W)" in source and "X.dim() == 2" in source
+    assert "torch.addmm(self.c, X.flatten(0, -2), self.W).view(X.shape[0], X.shape[1], 16)" \
+        in source and "X.dim() == 3" in source
     assert "torch.einsum" not in source
     module = program.to_torch("f").double()
     assert tuple(module.W.shape) == (12, 16)  # the declared layout: checkpoints load as before
@@ -40,31 +42,58 @@ def test_a_linear_map_with_bias_is_one_f_linear_as_nn_linear_computes_it() -> No
         torch.testing.assert_close(got[2], want[2])
 
 
-def test_rows_run_as_addmm_only_where_the_input_is_exactly_two_dim() -> None:
-    """`torch.addmm` takes only matrices: a map of one axis without rows, one over two axes,
-    and one with several output axes keep `F.linear`; while `torch.fx` traces, the test reads
-    no size and `F.linear` runs, computing what `nn.Linear` computes."""
-    program = ncd.load("""
-    axis b, x
-    axis m = 12, f = 16, h = 2, k = 8
-    def vector(X: R[m]) -> R[f] { return linear[m -> f, bias](X, W, c) }
-    def grid(X: R[b, x, m]) -> R[b, x, f] { return linear[m -> f, bias](X, W, c) }
-    def heads(X: R[b, m]) -> R[b, h, k] { return linear[m -> h k, bias](X, W, c) }
-    def rows(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }
-    """)
-    for name in ("vector", "grid", "heads"):
-        assert "addmm" not in program.compile(name), name
-    module = program.to_torch("rows").double()
+ADDMM_FORMS = """
+axis b, x
+axis m = 12, f = 16, h = 2, k = 8
+def vector(X: R[m]) -> R[f] { return linear[m -> f, bias](X, W, c) }
+def rows(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }
+def grid(X: R[b, x, m]) -> R[b, x, f] { return linear[m -> f, bias](X, W, c) }
+def heads(X: R[b, m]) -> R[b, h, k] { return linear[m -> h k, bias](X, W, c) }
+def merge(X: R[b, h, k]) -> R[b, f] { return linear[h k -> f, bias](X, W, c) }
+"""
+
+
+@pytest.mark.parametrize("name", ["vector", "rows", "grid", "heads", "merge"])
+def test_a_map_with_bias_runs_as_addmm_of_its_rows_at_its_own_rank_and_one_more(
+        name: str) -> None:
+    """`torch.addmm` of the input's rows where the input has the definition's rank, or one
+    leading dim more (a vector input only with it: `addmm` takes matrices), `F.linear` at any
+    other rank and while `torch.fx` traces (the test reads no size then): all compute what
+    `torch.einsum` computes, values and gradients, contiguous input or not, no rows or many."""
+    program = ncd.load(ADDMM_FORMS)
+    source = program.compile(name)
+    axes = {"vector": "m", "rows": "bm", "grid": "bxm", "heads": "bm", "merge": "bhk"}[name]
+    mapped = "hk" if name == "merge" else "m"
+    outputs = "hk" if name == "heads" else "f"
+    # `addmm` takes a matrix: at least one leading dim before the mapped axes
+    ranks = [dims for dims in (len(axes), len(axes) + 1) if dims > len(mapped)]
+    assert [f"X.dim() == {dims}" in source for dims in (len(axes), len(axes) + 1)] == \
+        [dims in ranks for dims in (len(axes), len(axes) + 1)]
+    assert source.count("torch.addmm(") == len(ranks) and "F.linear(" in source
+    module = program.to_torch(name).double()
     traced = torch.fx.symbolic_trace(module)
     assert "addmm" not in traced.code and "linear" in traced.code
-    reference = torch.nn.Linear(12, 16).double()
-    with torch.no_grad():
-        reference.weight.copy_(module.W.T)
-        reference.bias.copy_(module.c)
-        for shape in ((5, 12), (1, 12), (0, 12), (2, 5, 12)):
-            X = torch.randn(shape, dtype=torch.float64)
-            torch.testing.assert_close(traced(X), reference(X))
-            torch.testing.assert_close(module(X), reference(X))
+    formula = f"...{mapped},{mapped}{outputs}->...{outputs}"
+    sizes = {"b": 5, "x": 3, "m": 12, "h": 2, "k": 8}
+    for extra in ((), (4,), (2, 3)):  # own rank, one leading dim (the usual batch), two
+        shape = (*extra, *(sizes[a] for a in axes))
+        for X in (torch.randn(shape, dtype=torch.float64),
+                  torch.randn(shape[::-1], dtype=torch.float64).permute(
+                      *range(len(shape) - 1, -1, -1)),  # not contiguous
+                  torch.randn((0, *shape[1:]) if shape[:1] != (12,) else (0, 12),
+                              dtype=torch.float64)):
+            X.requires_grad_(True)
+            ours = module(X)
+            theirs = torch.einsum(formula, X, module.W) + module.c
+            torch.testing.assert_close(ours, theirs)
+            with torch.no_grad():
+                torch.testing.assert_close(traced(X), theirs)
+            if ours.numel():
+                weights = torch.randn_like(ours)
+                got = torch.autograd.grad(ours, (X, module.W, module.c), weights)
+                want = torch.autograd.grad(theirs, (X, module.W, module.c), weights)
+                for a, b in zip(got, want, strict=True):
+                    torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("bias", [True, False])

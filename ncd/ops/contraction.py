@@ -325,14 +325,15 @@ def linear_fuses(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
                            and not term.params[1].tiling)
 
 
-def linear_on_rows(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
-    """Whether a linear map that `linear_fuses` has a bias and maps one axis of rows to one
-    axis (`X: R[b, m]`): where the input has no leading dims at run time it runs as
-    `torch.addmm(b, X, W)`, which reads the `[in, out]` weight as it is stored where
-    `F.linear` transposes it twice (two more views, and two more backward steps)."""
-    tiling = _plain_tiling(term.inputs[0])
-    return op.bias and len(op.inputs) == len(op.outputs) == 1 and tiling is not None and \
-        len(tiling) == 1
+def linear_as_addmm(op: ir.LinearOp, term: ir.Broadcasted,
+                    value_of: Callable[[ir.SizeExpr], int | None]) -> bool:
+    """Whether a linear map that `linear_fuses` runs as one `torch.addmm(b, X, W)` of the
+    input's rows where the input has its own rank, or one leading dim more, at run time: it
+    has a bias and is not narrow (`narrow_outputs`, sizes by `value_of`). The leading dims and
+    the input axes are flattened into rows (a view where the input is contiguous) and the
+    output is a view of the product's rows; `addmm` reads the `[in, out]` weight as it is
+    stored where `F.linear` transposes it twice (two more views, two more backward steps)."""
+    return op.bias and not narrow_outputs(op, term, value_of)
 
 
 def linear_is_pointwise(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
@@ -462,7 +463,7 @@ first: below it the copy costs more than it saves (4 rows of 512: 1.8x slower wi
 rows of 512, or 64 of 128: 0.66 to 0.87 of the time without it)."""
 
 
-def _narrow_outputs(op: ir.LinearOp, term: ir.Broadcasted,
+def narrow_outputs(op: ir.LinearOp, term: ir.Broadcasted,
                     value_of: Callable[[ir.SizeExpr], int | None]) -> bool:
     """Whether the linear map has fixed sizes of fewer than `NARROW_OUTPUT` outputs."""
     values = [value_of(term.outputs[0].array.shape.axis(n).size) for n in op.outputs]
@@ -504,6 +505,33 @@ def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     return expr, [*degree, *(target_label(n) for n in op.outputs)]
 
 
+def _addmm_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp, value: TensorCode,
+                  params: Sequence[TensorCode], dims: int) -> str:
+    """`torch.addmm(b, X, W)` of an input of `dims` dims at run time (`linear_as_addmm`): the
+    leading dims and the input axes flattened into a matrix (as it is where both are one dim),
+    the weight and bias flattened as `_fused_linear` flattens them (views of the stored
+    arrays), and the product's rows read back as the leading dims (sizes read from the input)
+    and the output axes."""
+    inputs, outputs = len(op.inputs), len(op.outputs)
+    leading = dims - inputs
+    operand = value.code
+    if inputs > 1:
+        operand += f".flatten({-inputs})"
+    if leading > 1:
+        operand += ".flatten(0, -2)"
+    weight = params[0].code + (f".flatten(0, {inputs - 1})" if inputs > 1 else "") + \
+        (".flatten(1)" if outputs > 1 else "")
+    bias = params[1].code + (".flatten()" if outputs > 1 else "")
+    expr = f"torch.addmm({bias}, {operand}, {weight})"
+    sizes = [emit.size(term.outputs[0].array.shape.axis(n).size) for n in op.outputs]
+    if leading > 1:
+        kept = [f"{value.code}.shape[{dim}]" for dim in range(leading)]
+        expr += f".view({', '.join([*kept, *sizes])})"
+    elif outputs > 1:
+        expr += f".unflatten(-1, {emit.tuple_text(sizes)})"
+    return expr
+
+
 def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                   inputs: list[TensorCode]) -> list[TensorCode]:
     if len(term.params) != (2 if op.bias else 1):
@@ -518,16 +546,25 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
             expr = fused[0]
             # Either way one statement, a conditional expression (a straight line of code
             # keeps the compiler's liveness pass on its fast path).
-            if _narrow_outputs(op, term, lambda size: _literal(emit.size(size))):
+            def value_of(size: ir.SizeExpr) -> int | None:
+                return _literal(emit.size(size))
+
+            if narrow_outputs(op, term, value_of):
                 copied = _fused_linear(emit, term, op, inputs[0], params, rows=True)
                 assert copied is not None
                 large = f"{inputs[0].code}.numel() >= {NARROW_COPY_ENTRIES}"
                 expr = f"({copied[0]} if {_unless_traced(large)} else {expr})"
                 comment += "; a large input: the weight copied into (out, in) rows"
-            elif linear_on_rows(op, term):
-                rows = f"torch.addmm({params[1].code}, {inputs[0].code}, {params[0].code})"
-                plain = _unless_traced(f"{inputs[0].code}.dim() == 2")
-                expr = f"({rows} if {plain} else {expr})"
+            elif linear_as_addmm(op, term, value_of):
+                # Forms for the input's own rank and for one leading dim more (the usual
+                # batch), each reading only the sizes it needs; `F.linear` for any other.
+                rank = len(term.inputs[0].array.names)
+                for dims in (rank + 1, rank):
+                    if dims > len(op.inputs):
+                        rows = _addmm_linear(emit, term, op, inputs[0], params, dims)
+                        test = _unless_traced(f"{inputs[0].code}.dim() == {dims}")
+                        expr = f"{rows} if {test} else {expr}"
+                expr = f"({expr})"
             return [emit.finish(term, expr, fused[1], comment=comment,
                                 batched=inputs[0].batched, fallback="linear")]
     if linear_is_pointwise(op, term):
