@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, assert_never
 
 from ncd import ir
 from ncd.operators import declaration
-from ncd.ops.lowering import Label, Submodule, TensorCode, degree_label, target_label
+from ncd.ops.lowering import (
+    Label,
+    Submodule,
+    TensorCode,
+    degree_label,
+    size_factor,
+    target_label,
+)
 from ncd.ops.lowering import Missing as LoweringMissing
 from ncd.sizes import ProgramSizes, Size, SizeLimit, check_nonnegative
 from ncd.sizes import from_ir as size_polynomial
@@ -260,7 +267,7 @@ class ForwardEmitter:
             codes.insert(0, str(constant))
         if len(codes) == 1:
             return codes[0]
-        return " * ".join(c if c.isidentifier() or c.isdecimal() else f"({c})" for c in codes)
+        return " * ".join(map(size_factor, codes))
 
     def _input_size(self, size: ir.SizeExpr) -> tuple[str, str] | None:
         """The code of a composite symbolic size from an input axis whose size differs from it

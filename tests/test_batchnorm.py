@@ -297,3 +297,21 @@ def block(H0: R[b, c], X: R[t, b, c]) -> R[t, b, c] {
         for name, tensor in updated.items():
             torch.testing.assert_close(dict(module.named_buffers())[f"cell.{name}"], tensor,
                                        **CLOSE)
+
+
+def test_positions_of_a_size_computed_at_run_time_are_one_product() -> None:
+    """The positions after the channels count `h * w` entries, `w = (v - 1) // 2 + 1` computed
+    at run time: written `2 * (((size_v - 1) // 2) + 1)`, not `2 * ((size_v - 1) // 2) + 1`
+    (which splits the rows wrongly, or cannot split them)."""
+    source = """axis b, v
+axis c = 3, h = 2
+axis w = (v - 1) // 2 + 1
+
+def block(X: R[b, c, h, v]) -> R[b, c, h, w] {
+    Y[b, c, h, w] = X[b, c, h, 2*w]
+    return batchnorm[b, h, w](Y, mean, var, g, beta)
+}
+"""
+    assert "reshape(-1, 3, 2 * (((size_v - 1) // 2) + 1))" in ncd.load(source).compile()
+    (report,) = compare_text(source, seed=5, sizes=3).values()
+    assert report.findings == [] and report.compared == 3

@@ -42,6 +42,7 @@ from .lowering import (
     degree_label,
     dims_test,
     float_literal,
+    size_factor,
     target_label,
 )
 
@@ -358,18 +359,6 @@ def linear_is_pointwise(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
                            and not term.params[1].tiling)
 
 
-def _factor(code: str) -> str:
-    """A size's code as a factor of a product: parenthesised unless it is one already."""
-    if code.isidentifier() or code.isdecimal():
-        return code
-    depth = 0
-    for index, character in enumerate(code):
-        depth += {"(": 1, ")": -1}.get(character, 0)
-        if depth == 0 and index < len(code) - 1:
-            return f"({code})"
-    return code if code.startswith("(") else f"({code})"
-
-
 POINTWISE_PLANE = 8192
 """Below this many entries of one example's input plane (channels times the positions after
 them, sizes fixed), a pointwise convolution's one small product per example costs more than
@@ -416,7 +405,7 @@ def _pointwise_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     if pointwise_plane_is_small(op, term, lambda size: _literal(emit.size(size))):
         return (*_transposed_linear(emit, op, value.code, own, target_label(op.inputs[0]),
                                     params), None)
-    length = after[0] if len(after) == 1 else " * ".join(map(_factor, after))
+    length = after[0] if len(after) == 1 else " * ".join(map(size_factor, after))
     channels = emit.size(sizes[op.inputs[0]])
     operand = f"{value.code}.reshape(-1, {channels}, {length})"
     bias = [params[1].code] if op.bias else []

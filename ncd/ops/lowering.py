@@ -42,6 +42,19 @@ Missing = Literal["unsqueeze", "expand"]
 the arithmetic) or that dim expanded to its size (a real array, for functions that need one)."""
 
 
+def size_factor(code: str) -> str:
+    """A size's code as a factor of a product: parenthesised unless it is an atom already (a
+    name, a number, or one pair of brackets around the whole)."""
+    if code.isidentifier() or code.isdecimal():
+        return code
+    depth = 0
+    for index, character in enumerate(code):
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if depth == 0 and index < len(code) - 1:
+            return f"({code})"
+    return code if code.startswith("(") else f"({code})"
+
+
 @dataclass(frozen=True)
 class TensorCode:
     """An array during code generation: the Python expression that holds it and its type.
@@ -158,6 +171,12 @@ class Emitter(Protocol):
 
     def size(self, size: ir.SizeExpr) -> str:
         """The code of a size: an integer, or an expression of sizes read at run time."""
+        ...
+
+    def size_product(self, sizes: Sequence[ir.SizeExpr]) -> str:
+        """The code of a product of sizes (1 for none), its known factors folded into one and
+        each other factor parenthesised where it is not an atom (`(x + 3) // 3 + 1` times 3
+        is `((x + 3) // 3 + 1) * 3`)."""
         ...
 
     def first_check(self, key: str) -> bool:

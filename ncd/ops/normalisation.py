@@ -332,9 +332,9 @@ def _batchnorm_lower(emit: Emitter, term: ir.Broadcasted, op: ir.BatchNormOp,
         order = list(own)
     expr, labels = emit.single(term, inputs, order)
     x = expr if expr.isidentifier() else emit.assign("x", expr)
-    count = " * ".join(emit.size(sizes[c]) for c in channels) if channels else "1"
+    count = emit.size_product([sizes[c] for c in channels])
     if after:
-        count += ", " + " * ".join(emit.size(sizes[label]) for label in after)
+        count += ", " + emit.size_product([sizes[label] for label in after])
 
     def flat(code: TensorCode, method: str) -> str:
         """A view for the running statistics (`F.batch_norm` updates them in place)."""
