@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import assert_never
 
 from ncd import ir
+from ncd.ops.lowering import size_factor
 from ncd.sizes import ProgramSizes
 
 
@@ -44,8 +45,10 @@ def size_expression_code(size: ir.SizeExpr, table: ProgramSizes,
             return " * ".join(_size_atom(f, table, symbol_code, used) for f in factors)
         case ir.SizeDiv(numerator=num, denominator=den) | ir.SizeFloorDiv(
                 numerator=num, denominator=den):
+            # a product divides as a whole: `m // (h * g)`, not `m // h * g`
+            divisor = size_expression_code(den, table, symbol_code, used)
             return (f"{_size_atom(num, table, symbol_code, used)} // "
-                    f"{_size_atom(den, table, symbol_code, used)}")
+                    f"{size_factor(divisor)}")
         case ir.SizeConst(value=constant):
             return str(constant)
     assert_never(size)

@@ -189,9 +189,9 @@ def size_text(size: SizeExpr) -> str:
                 factors = factors[1:]
             return " * ".join(_atom_text(f) for f in factors)
         case SizeDiv(numerator=num, denominator=den):
-            return f"{_atom_text(num)} / {_atom_text(den)}"
+            return f"{_atom_text(num)} / {_denominator_text(den)}"
         case SizeFloorDiv(numerator=num, denominator=den):
-            return f"{_atom_text(num)} // {_atom_text(den)}"
+            return f"{_atom_text(num)} // {_denominator_text(den)}"
     raise AssertionError(f"unknown size node {size!r}")
 
 
@@ -200,6 +200,11 @@ def _atom_text(size: SizeExpr) -> str:
     # A division inside a product or below another division keeps its parentheses:
     # `2 * (x // 2)` is not `2 * x // 2`.
     return f"({text})" if isinstance(size, (SizeAdd, SizeDiv, SizeFloorDiv)) else text
+
+
+def _denominator_text(size: SizeExpr) -> str:
+    # A product divides as a whole: `m // (h * g)` is not `m // h * g`.
+    return f"({size_text(size)})" if isinstance(size, SizeMul) else _atom_text(size)
 
 
 class Axis(Node):

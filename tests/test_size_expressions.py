@@ -100,3 +100,22 @@ def test_inf_is_a_number_in_options() -> None:
                  "    return mask[x >= y, fill=-inf](S)\n}")
     term = one(program.definition("f"), "mask")
     assert isinstance(term.op, ir.MaskOp) and term.op.fill == float("-inf")
+
+
+def test_a_product_divides_as_a_whole_in_messages_and_in_code() -> None:
+    """`m // (h * g)` is shown, and computed at run time, as written: never `m // h * g`,
+    which Python and a reader both take as `(m // h) * g`."""
+    from ncd.compilers.size_code import size_expression_code
+    from ncd.sizes import ProgramSizes
+
+    diagnostic = err("axis b, m, h, g\naxis k = m // (h * g)\n"
+                     "def f(X: R[b, m]) -> R[b, k] { W[b, k] = X[b, k]\n return W }", "E300")
+    assert "m // (g * h)" in diagnostic.message
+    product = ir.SizeMul(factors=(ir.SizeSym(name="h"), ir.SizeSym(name="g")))
+    for division, operator in ((ir.SizeFloorDiv, "//"), (ir.SizeDiv, "/")):
+        size = division(numerator=ir.SizeSym(name="m"), denominator=product)
+        assert ir.size_text(size) == f"m {operator} (h * g)"
+        code = size_expression_code(size, ProgramSizes(()), {n: f"size_{n}" for n in "mhg"},
+                                    set())
+        assert code == "size_m // (size_h * size_g)"
+        assert eval(code, {"size_m": 24, "size_h": 2, "size_g": 3}) == 4
