@@ -40,7 +40,15 @@ from .fused import PatternLowering
 from .inline_calls import CallInlining
 from .labels import output_labels, port_rows
 from .machines import lower_machine
-from .modules import LINE_LENGTH, ChildEntry, ModuleSpec, Scope, attribute_code, wrapped
+from .modules import (
+    LINE_LENGTH,
+    ChildEntry,
+    ModuleSpec,
+    Scope,
+    attribute_code,
+    choice_lines,
+    wrapped,
+)
 from .muladd import MulAddLowering
 from .naming import (
     Namespace,
@@ -672,6 +680,26 @@ class ForwardEmitter:
         expr = permute_text(expr, labels, output_labels(port))
         name = self.assign(port.name, expr, comment + self.source_note(term.span),
                            fallback=fallback)
+        return TensorCode(name, term.cod[index], batched)
+
+    def finish_choice(self, term: ir.Broadcasted, choices: Sequence[tuple[str, str]],
+                      otherwise: str, labels: Sequence[Label], index: int = 0,
+                      comment: str = "", batched: bool = True,
+                      fallback: str = "value") -> TensorCode:
+        port = term.outputs[index]
+        order = output_labels(port)
+        name = self.names.fresh(port.name, fallback)
+        lines = choice_lines("    " * self.depth, name,
+                             [(permute_text(value, labels, order), test)
+                              for value, test in choices],
+                             permute_text(otherwise, labels, order))
+        comment += self.source_note(term.span)
+        if len(lines) == 1:
+            self.emit(lines[0].lstrip(" "), comment)
+        else:
+            if comment:
+                self.comment(comment)
+            self.lines.extend(lines)
         return TensorCode(name, term.cod[index], batched)
 
     def finish_either(self, term: ir.Broadcasted, test: str, fast: Callable[[], str],

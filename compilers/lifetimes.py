@@ -89,11 +89,11 @@ _Statement = tuple[int, list[str], list[str], bool]
 
 _BODY_INDENT = _INDENT * 2
 # The tokens the scanner tells apart, in order of preference: a number (whose letters, as in
-# `1e-5`, name nothing), a name or keyword, an operator with `=` in it, a bracket, and the
-# characters that end the scan (a string, a `:` of a slice or a compound statement, `;`, a
-# line continuation, a non-ASCII character, a tab). Anything else (operators, spaces, `,`)
-# separates tokens and is skipped.
-_TOKEN = re.compile(r"(\d[\w.]*|\.\d\w*)|(\.[A-Za-z_]\w*)|([A-Za-z_]\w*)|(==|!=|<=|>=|:=|->"
+# `1e-5`, name nothing), a chain of attributes (`.fx.trace`: the name before it is read), a
+# name or keyword, an operator with `=` in it, a bracket, and the characters that end the scan
+# (a string, a `:` of a slice or a compound statement, `;`, a line continuation, a non-ASCII
+# character, a tab). Anything else (operators, spaces, `,`) separates tokens and is skipped.
+_TOKEN = re.compile(r"(\d[\w.]*|\.\d\w*)|((?:\.[A-Za-z_]\w*)+)|([A-Za-z_]\w*)|(==|!=|<=|>=|:=|->"
                     r"|\*\*=|//=|>>=|<<=|[-+*/%@&|^]=|=)|([(\[{])|([)\]}])|(\.)"
                     r"|(['\":;\\\t]|[^\x00-\x7f])")
 _OPENING, _CLOSING = re.compile(r"[(\[{]"), re.compile(r"[)\]}]")
@@ -161,7 +161,7 @@ def _scan(code: str) -> tuple[list[str], list[str], bool] | None:
         if stop is not None:
             return None
         was_first, first = first, False
-        if attribute is not None:  # `.name` in one token: the name before it is read
+        if attribute is not None:  # `.a.b` in one token: the name before it is read
             if after_dot:
                 return None  # `..name`
             loads.extend(pending)

@@ -364,6 +364,26 @@ def wrapped(indent: str, line: str, suffix: str = "") -> list[str]:
     return [*lines, end]
 
 
+def choice_lines(indent: str, target: str, choices: Sequence[tuple[str, str]],
+                 otherwise: str) -> list[str]:
+    """`target = (a if p else b if q else c)`, the values and tests given apart, laid out as
+    `wrapped` lays the whole line out (a line for each value and each test when it does not
+    fit on one), without measuring the brackets of the whole: a lowering that writes such a
+    chain knows where its parts are."""
+    body = "".join(f"{value} if {test} else " for value, test in choices) + otherwise
+    line = f"{target} = ({body})"
+    if len(indent) + len(line) <= LINE_LENGTH:
+        return [indent + line]
+    inner = indent + "    "
+    if len(inner) + len(body) <= LINE_LENGTH:
+        return [f"{indent}{target} = (", inner + body, f"{indent})"]
+    lines = [f"{indent}{target} = ("]
+    for number, (value, test) in enumerate(choices):
+        lines.extend(wrapped(inner, f"else {value}" if number else value))
+        lines.extend(_condition(inner, f"if {test}"))
+    return [*lines, *wrapped(inner, f"else {otherwise}"), f"{indent})"]
+
+
 def _split_pair(indent: str, line: str, suffix: str, depths: list[int]
                 ) -> tuple[int, int] | None:
     """The brackets to split `line` inside: its last pair when what comes before it fits on

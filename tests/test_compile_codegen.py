@@ -283,3 +283,26 @@ def test_long_lines_are_wrapped_as_the_formatter_wraps_them(tmp_path: Path) -> N
                                 "--line-length", "100", "--diff", str(path)],
                                capture_output=True, text=True)
     assert formatted.returncode == 0, formatted.stdout
+
+
+def test_a_chain_of_choices_is_laid_out_as_the_whole_line_is_wrapped() -> None:
+    """`choice_lines` lays a chain of conditional expressions out from its parts exactly as
+    `wrapped` lays out the whole statement (which `ruff format` agrees with, above)."""
+    from ncd.compilers.modules import choice_lines, wrapped
+
+    tracing = "not torch.fx._symbolic_trace.is_fx_symbolic_tracing()"
+    cases = [
+        ("Y", [("a", "p")], "b"),  # fits on one line
+        ("Y", [("torch.addmm(self.c, X, self.W)", "X.dim() == 2")],
+         "F.linear(X, self.W.T, self.c)"),  # the body fits on a line of its own
+        ("linear_12", [("torch.addmm(self.b_q.flatten(), X, self.W_q.flatten(1))"
+                        ".unflatten(-1, (4, 16))", f"{tracing} and X.dim() == 2"),
+                       ("torch.addmm(self.b_q.flatten(), X.flatten(0, -2), self.W_q.flatten(1))"
+                        ".view(X.shape[0], X.shape[1], 4, 16)", f"{tracing} and X.dim() == 3")],
+         "F.linear(X, self.W_q.flatten(1).T, self.b_q.flatten()).unflatten(-1, (4, 16))"),
+    ]
+    for indent in ("        ", "                    "):
+        for target, choices, otherwise in cases:
+            body = "".join(f"{value} if {test} else " for value, test in choices) + otherwise
+            assert choice_lines(indent, target, choices, otherwise) == \
+                wrapped(indent, f"{target} = ({body})")

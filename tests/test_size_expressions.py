@@ -106,6 +106,7 @@ def test_a_product_divides_as_a_whole_in_messages_and_in_code() -> None:
     """`m // (h * g)` is shown, and computed at run time, as written: never `m // h * g`,
     which Python and a reader both take as `(m // h) * g`."""
     from ncd.compilers.size_code import size_expression_code
+
     from ncd.sizes import ProgramSizes
 
     diagnostic = err("axis b, m, h, g\naxis k = m // (h * g)\n"

@@ -532,29 +532,28 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
         fused = _fused_linear(emit, term, op, inputs[0], params)
         if fused is not None:  # `finish` moves its dims to the output's order (a view)
             comment = f"{' '.join(inputs[0].names)} -> {' '.join(term.outputs[0].array.names)}"
-            expr = fused[0]
-            # Either way one statement, a conditional expression (a straight line of code
-            # keeps the compiler's liveness pass on its fast path).
+
             def value_of(size: ir.SizeExpr) -> int | None:
                 return _literal(emit.size(size))
 
+            choices: list[tuple[str, str]] = []
             if narrow_outputs(op, term, value_of):
                 copied = _fused_linear(emit, term, op, inputs[0], params, rows=True)
                 assert copied is not None
                 large = f"{inputs[0].code}.numel() >= {NARROW_COPY_ENTRIES}"
-                expr = f"({copied[0]} if {_unless_traced(large)} else {expr})"
+                choices.append((copied[0], _unless_traced(large)))
                 comment += "; a large input: the weight copied into (out, in) rows"
             elif linear_as_addmm(op, term, value_of):
                 # Forms for the input's own rank and for one leading dim more (the usual
                 # batch), each reading only the sizes it needs; `F.linear` for any other.
                 rank = len(term.inputs[0].array.names)
-                for dims in (rank + 1, rank):
-                    if dims > len(op.inputs):
-                        rows = _addmm_linear(emit, term, op, inputs[0], params, dims)
-                        test = _unless_traced(f"{inputs[0].code}.dim() == {dims}")
-                        expr = f"{rows} if {test} else {expr}"
-                expr = f"({expr})"
-            return [emit.finish(term, expr, fused[1], comment=comment,
+                choices = [(_addmm_linear(emit, term, op, inputs[0], params, dims),
+                            _unless_traced(f"{inputs[0].code}.dim() == {dims}"))
+                           for dims in (rank, rank + 1) if dims > len(op.inputs)]
+            if choices:
+                return [emit.finish_choice(term, choices, fused[0], fused[1], comment=comment,
+                                           batched=inputs[0].batched, fallback="linear")]
+            return [emit.finish(term, fused[0], fused[1], comment=comment,
                                 batched=inputs[0].batched, fallback="linear")]
     if linear_is_pointwise(op, term):
         pointwise = _pointwise_linear(emit, term, op, inputs[0], params)

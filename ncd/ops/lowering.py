@@ -240,6 +240,16 @@ class Emitter(Protocol):
         """Move `expr`'s dims from `labels` to output `index`'s memory order, and name it."""
         ...
 
+    def finish_choice(self, term: ir.Broadcasted, choices: Sequence[tuple[str, str]],
+                      otherwise: str, labels: Sequence[Label], index: int = 0,
+                      comment: str = "", batched: bool = True,
+                      fallback: str = "value") -> TensorCode:
+        """As `finish`, for a result that is the value of the first of `choices` (value,
+        test) whose test holds, else `otherwise`: one statement, a chain of conditional
+        expressions (a straight line of code keeps the liveness pass on its fast path), laid
+        out as the formatter lays it out from its parts."""
+        ...
+
     def finish_either(self, term: ir.Broadcasted, test: str, fast: Callable[[], str],
                       general: Callable[[], str], labels: Sequence[Label], index: int = 0,
                       comment: str = "", batched: bool = True,
