@@ -11,6 +11,7 @@ from differential import compare_text
 
 import ncd
 from ncd import ir
+from ncd.sizes import ProgramSizes
 
 PAD = """axis x = 6, k = 3, xp = x + k - 1
 def causal_pad(X: R[x]) -> R[xp] {
@@ -106,8 +107,6 @@ def test_a_product_divides_as_a_whole_in_messages_and_in_code() -> None:
     """`m // (h * g)` is shown, and computed at run time, as written: never `m // h * g`,
     which Python and a reader both take as `(m // h) * g`."""
     from ncd.compilers.size_code import size_expression_code
-
-    from ncd.sizes import ProgramSizes
 
     diagnostic = err("axis b, m, h, g\naxis k = m // (h * g)\n"
                      "def f(X: R[b, m]) -> R[b, k] { W[b, k] = X[b, k]\n return W }", "E300")

@@ -453,7 +453,7 @@ rows of 512, or 64 of 128: 0.66 to 0.87 of the time without it)."""
 
 
 def narrow_outputs(op: ir.LinearOp, term: ir.Broadcasted,
-                    value_of: Callable[[ir.SizeExpr], int | None]) -> bool:
+                   value_of: Callable[[ir.SizeExpr], int | None]) -> bool:
     """Whether the linear map has fixed sizes of fewer than `NARROW_OUTPUT` outputs."""
     values = [value_of(term.outputs[0].array.shape.axis(n).size) for n in op.outputs]
     return all(v is not None for v in values) and \
