@@ -36,7 +36,6 @@ from .counts import CountLowering
 from .einsum import contraction
 from .errors import CompileError, UnknownSize
 from .expert_sums import ExpertSumLowering
-from .fused import PatternLowering
 from .inline_calls import CallInlining
 from .labels import output_labels, port_rows
 from .machines import lower_machine
@@ -133,8 +132,7 @@ class ForwardEmitter:
     def _use_patterns(self, patterns: _Patterns) -> None:
         """Write with these lowerings of patterns: each by its name, and all of them, in the
         order they are tried, as `patterns`."""
-        self._current = patterns
-        self.patterns: tuple[PatternLowering, ...] = patterns
+        self.patterns: _Patterns = patterns
         self.attention, self.windows, self.picks, self.expert_sums, self.counts, \
             self.muladds = patterns
 
@@ -143,7 +141,7 @@ class ForwardEmitter:
         """Patterns found anew while another definition's body is written here (an inlined
         callee): a backward definition shares term objects with its forward definition, and
         a match found in one (its weights read by nothing else) need not hold in the other."""
-        saved = self._current
+        saved = self.patterns
         self._use_patterns(self._patterns())
         try:
             yield

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import assert_never
 
 from ncd import ir
-from ncd.ops.lowering import size_factor
 from ncd.sizes import ProgramSizes
 
 
@@ -45,10 +44,8 @@ def size_expression_code(size: ir.SizeExpr, table: ProgramSizes,
             return " * ".join(_size_atom(f, table, symbol_code, used) for f in factors)
         case ir.SizeDiv(numerator=num, denominator=den) | ir.SizeFloorDiv(
                 numerator=num, denominator=den):
-            # a product divides as a whole: `m // (h * g)`, not `m // h * g`
-            divisor = size_expression_code(den, table, symbol_code, used)
             return (f"{_size_atom(num, table, symbol_code, used)} // "
-                    f"{size_factor(divisor)}")
+                    f"{_size_atom(den, table, symbol_code, used, divisor=True)}")
         case ir.SizeConst(value=constant):
             return str(constant)
     assert_never(size)
@@ -66,7 +63,10 @@ def division_atoms(size: ir.SizeExpr) -> list[ir.SizeExpr]:
 
 
 def _size_atom(size: ir.SizeExpr, table: ProgramSizes, symbol_code: dict[str, str],
-               used: set[str]) -> str:
+               used: set[str], divisor: bool = False) -> str:
+    """`size`'s code as an operand of `*` or `//`: parenthesised where it is a sum or a
+    division, and as a divisor a product too (`m // (h * g)`, not `m // h * g`)."""
     text = size_expression_code(size, table, symbol_code, used)
-    return f"({text})" if any(op in text for op in (" + ", " - ", " // ")) else text
+    operators = (" + ", " - ", " // ", " * ") if divisor else (" + ", " - ", " // ")
+    return f"({text})" if any(op in text for op in operators) else text
 
