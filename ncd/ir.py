@@ -12,7 +12,7 @@ nodes (`Operator`), and the closed set of term nodes (`Term`): `Identity`, `Rear
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from operator import attrgetter
 from typing import Annotated, Any, Literal, TypeVar, Union, assert_never, get_args
 
@@ -410,6 +410,24 @@ class EinsumOp(Node):
     scale_text: str | None = None
 
 
+def weight_input_names(inputs: Sequence[str], outputs: Sequence[str]) -> tuple[str, ...]:
+    """The weight axis each input axis of a linear map contracts with: its own name, or for
+    an axis that is also an output (`linear[m -> m]`) `m_in`, with `_in` added again while
+    that names another axis of the map (`linear[m -> m m_in]`: `m_in_in`), so that the
+    weight's axes are distinct."""
+    taken = {*inputs, *outputs}
+    names = []
+    for axis in inputs:
+        name = axis
+        if axis in outputs:
+            name = f"{axis}_in"
+            while name in taken:
+                name += "_in"
+            taken.add(name)
+        names.append(name)
+    return tuple(names)
+
+
 class LinearOp(Node):
     """A learned linear map from the `inputs` target axes to the `outputs` target axes."""
 
@@ -426,9 +444,8 @@ class LinearOp(Node):
     @classmethod
     def _default_weight_inputs(cls, data: Any) -> Any:
         if isinstance(data, dict) and "weight_inputs" not in data and "inputs" in data:
-            outputs = tuple(data.get("outputs", ()))
-            data = {**data, "weight_inputs": tuple(f"{a}_in" if a in outputs else a
-                                                   for a in data["inputs"])}
+            data = {**data, "weight_inputs": weight_input_names(
+                tuple(data["inputs"]), tuple(data.get("outputs", ())))}
         return data
 
     @model_validator(mode="after")

@@ -175,3 +175,30 @@ def test_a_map_of_the_channels_of_an_image_is_what_nn_conv2d_of_kernel_size_1_co
                   torch.randn(3, 2, 5, 4, 7, dtype=torch.float64)):
             expected = reference(X.reshape(-1, 5, 4, 7)).reshape(*X.shape[:-3], 3, 4, 7)
             torch.testing.assert_close(module(X), expected)
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("linear[m -> m m_in, bias]", ("m_in_in", "m", "m_in")),
+    ("linear[m m_in -> m, bias]", ("m_in_in", "m_in", "m")),
+])
+def test_a_square_map_names_its_weight_input_axis_apart_from_a_declared_one(
+        header: str, expected: tuple[str, ...]) -> None:
+    """Where `m_in` is an axis of the program (`axis m_in = m`, as a weight declared in
+    PyTorch's layout needs) and of the map, the weight's input axis for `m` is `m_in_in`:
+    three distinct axes, computed as the interpreter computes them."""
+    from differential import compare_text
+
+    inputs = "m, m_in" if "m m_in ->" in header else "m"
+    outputs = "m" if "m m_in ->" in header else "m, m_in"
+    text = (f"axis b\naxis m = 3\naxis m_in = m\n"
+            f"def f(X: R[b, {inputs}]) -> R[b, {outputs}] {{ return {header}(X, W, c) }}")
+    program = ncd.load(text)
+    (weight,) = [p for p in program.ir.definition("f").params if p.name == "W"]
+    assert weight.array.names == expected
+    module = program.to_torch("f").double()
+    assert tuple(module.W.shape) == (3, 3, 3)
+    X = torch.randn(5, *(3 for _ in inputs.split(", ")), dtype=torch.float64)
+    formula = "bx,xmn->bmn" if inputs == "m" else "bxy,xym->bm"
+    torch.testing.assert_close(module(X), torch.einsum(formula, X, module.W) + module.c)
+    report = compare_text(text)["f"]
+    assert report.compared and not report.findings, report.findings

@@ -251,8 +251,9 @@ def _linear_typing(builder: DefinitionBuilder, call: s.Call, name: str | None) -
                 "E301", f"`linear` makes axis `{ident.name}`, which `{value.name}` already has",
                 ident.span, hint="name the new axis differently")
     # A square map (`linear[m -> m]`) needs two distinct weight axes: the input one is `m_in`.
-    weight_axes = [ir.trusted(ir.Axis, name=f"{n}_in" if n in out_names else n,
-                              size=value.array.shape.axis(n).size) for n in in_names]
+    weight_axes = [ir.trusted(ir.Axis, name=w, size=value.array.shape.axis(n).size)
+                   for n, w in zip(in_names, ir.weight_input_names(in_names, out_names),
+                                   strict=True)]
     weight = builder.parameter(param_names[0], array(ir.REALS, [*weight_axes, *out_axes]),
                                "`linear`")
     params: list[tuple[ir.Parameter, Sequence[str]]] = [(weight, weight.array.names)]
