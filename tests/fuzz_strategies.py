@@ -175,6 +175,9 @@ class ProgramGenerator:
         self.base_names: set[str] = set()
         self.chunks: list[str] = []
         self.counter = 0
+        # Choices counted rather than drawn (`weight_layout`), so that adding them left the
+        # programs of every seed as they were (the bounded corpus covers every construct)
+        self.learned_maps = 0
         self.stateful = False  # whether the definition being written uses batchnorm
         self.unsized: set[str] = set()  # axes declared without a size (`axis b`)
 
@@ -493,9 +496,28 @@ class ProgramGenerator:
         bias = self.c.chance(0.4)
         names = [self.param_name(body) for _ in range(2 if bias else 1)]
         options = ", bias" if bias else ""
+        if not set(new) & set(targets):
+            order = self.weight_layout([*targets, *new], len(targets))
+            if order is not None:
+                body.emit(f"param {names[0]}: R[{', '.join(order)}]")
         expr = (f"linear[{' '.join(targets)} -> {' '.join(new)}{options}]"
                 f"({', '.join([x.name, *names])})")
         self.bind(body, expr, replace(x.axes, targets, new))
+
+    def weight_layout(self, created: list[str], inputs: int) -> list[str] | None:
+        """The axis order in which a linear map's weight is declared, or None to let the map
+        create it (`created`: its inputs, then its outputs): every third map declares it as
+        `nn.Linear` keeps it, `(out..., in...)`, which the compiler reads as it is, and every
+        ninth rotated (the order it creates, or one read by an einsum). Counted, not drawn:
+        see `learned_maps`."""
+        self.learned_maps += 1
+        if self.learned_maps % 3:
+            return None
+        order = [*created[inputs:], *created[:inputs]]
+        if self.learned_maps % 9 == 0 and len(order) > 1:
+            turn = self.learned_maps // 9 % (len(order) - 1) + 1
+            order = [*order[turn:], *order[:turn]]
+        return order
 
     def gate(self, body: Body, condition: Array) -> Array:
         """A Boolean array made from `condition` (and another Boolean input whose axes are
@@ -1161,10 +1183,16 @@ class ProgramGenerator:
         w_ih, b_ih, w_hh, b_hh = (self.fresh(n) for n in ("Wi", "bi", "Wh", "bh"))
         maps = (f"linear[{width} -> {gates} {hidden}, bias](Xt, {w_ih}, {b_ih})",
                 f"linear[{hidden} -> {gates} {hidden}, bias](H, {w_hh}, {b_hh})")
+        declared = ""
+        self.learned_maps += 1
+        if self.learned_maps % 2:  # the weights as nn.LSTM / nn.GRU keep them, (g n, in)
+            self.declare(f"{hidden}_in", size, hidden)
+            declared = (f"    param {w_ih}: R[{gates}, {hidden}, {width}]\n"
+                        f"    param {w_hh}: R[{gates}, {hidden}, {hidden}_in]\n")
         if lstm:
             g_row, o_row = (2, 3) if standard else (3, 2)
             text = (f"def {cell}(H: R[{hidden}], C: R[{hidden}], Xt: R[{width}]) -> "
-                    f"(R[{hidden}], R[{hidden}], R[{hidden}]) {{\n"
+                    f"(R[{hidden}], R[{hidden}], R[{hidden}]) {{\n{declared}"
                     f"    Z = {maps[0]} + {maps[1]}\n"
                     + "".join(f"    Z{k}[{hidden}] = Z[{k}, {hidden}]\n" for k in range(4))
                     + f"    C2 = sigmoid(Z1) * C + sigmoid(Z0) * tanh(Z{g_row})\n"
@@ -1174,7 +1202,7 @@ class ProgramGenerator:
         else:
             kept = "(1 - U) * N + U * H" if standard else "U * N + (1 - U) * H"
             text = (f"def {cell}(H: R[{hidden}], Xt: R[{width}]) -> "
-                    f"(R[{hidden}], R[{hidden}]) {{\n"
+                    f"(R[{hidden}], R[{hidden}]) {{\n{declared}"
                     f"    A = {maps[0]}\n    B = {maps[1]}\n"
                     + "".join(f"    {n}{k}[{hidden}] = {n}[{k}, {hidden}]\n"
                               for n in "AB" for k in range(3))

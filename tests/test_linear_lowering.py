@@ -96,6 +96,83 @@ def test_a_map_with_bias_runs_as_addmm_of_its_rows_at_its_own_rank_and_one_more(
                     torch.testing.assert_close(a, b)
 
 
+ROWS_FIRST = """
+axis b, x
+axis m = 12, f = 16, h = 2, k = 8, o = 3
+def vector(X: R[m]) -> R[f] {{
+    param W: R[f, m]
+    return linear[m -> f{bias}](X, W{c})
+}}
+def rows(X: R[b, m]) -> R[b, f] {{
+    param W: R[f, m]
+    return linear[m -> f{bias}](X, W{c})
+}}
+def grid(X: R[b, x, m]) -> R[b, x, f] {{
+    param W: R[f, m]
+    return linear[m -> f{bias}](X, W{c})
+}}
+def heads(X: R[b, m]) -> R[b, h, k] {{
+    param W: R[h, k, m]
+    return linear[m -> h k{bias}](X, W{c})
+}}
+def merge(X: R[b, h, k]) -> R[b, f] {{
+    param W: R[f, h, k]
+    return linear[h k -> f{bias}](X, W{c})
+}}
+def narrow(X: R[b, m]) -> R[b, o] {{
+    param W: R[o, m]
+    return linear[m -> o{bias}](X, W{c})
+}}
+"""
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("name", ["vector", "rows", "grid", "heads", "merge", "narrow"])
+def test_a_weight_declared_as_nn_linear_keeps_it_is_read_as_it_is_stored(
+        name: str, bias: bool) -> None:
+    """A weight declared `(out..., in...)`, as `nn.Linear` keeps it, is `F.linear`'s own
+    layout: one `F.linear(X, W, b)` at every rank (the weight flattened as a view, never
+    transposed nor copied, narrow or not), what `torch.einsum` computes, values and
+    gradients, contiguous input or not, no rows or many, and under `torch.fx` tracing."""
+    program = ncd.load(ROWS_FIRST.format(bias=", bias" if bias else "",
+                                         c=", c" if bias else ""))
+    forward = program.compile(name).split("def forward")[1]
+    (statement,) = [line for line in forward.splitlines() if "self.W" in line]
+    weight = {"heads": "self.W.flatten(0, 1)", "merge": "self.W.flatten(1)"}.get(name, "self.W")
+    operand = "X.flatten(-2)" if name == "merge" else "X"
+    bias_code = {"heads": ", self.c.flatten()"}.get(name, ", self.c") if bias else ""
+    assert f"= F.linear({operand}, {weight}{bias_code})" in statement, statement
+    assert not any(word in forward for word in ("addmm", "contiguous", "einsum", " if "))
+    module = program.to_torch(name).double()
+    traced = torch.fx.symbolic_trace(module)
+    axes = {"vector": "m", "rows": "bm", "grid": "bxm", "heads": "bm", "merge": "bhk",
+            "narrow": "bm"}[name]
+    mapped = "hk" if name == "merge" else "m"
+    outputs = {"heads": "hk", "narrow": "o"}.get(name, "f")
+    formula = f"...{mapped},{outputs}{mapped}->...{outputs}"
+    sizes = {"b": 5, "x": 3, "m": 12, "h": 2, "k": 8}
+    learned = (module.W, module.c) if bias else (module.W,)
+    for extra in ((), (4,), (2, 3)):
+        shape = (*extra, *(sizes[a] for a in axes))
+        for X in (torch.randn(shape, dtype=torch.float64),
+                  torch.randn(shape[::-1], dtype=torch.float64).permute(
+                      *range(len(shape) - 1, -1, -1)),  # not contiguous
+                  torch.randn((0, *shape[1:]) if shape[:1] != (12,) else (0, 12),
+                              dtype=torch.float64)):
+            X.requires_grad_(True)
+            ours = module(X)
+            theirs = torch.einsum(formula, X, module.W) + (module.c if bias else 0)
+            torch.testing.assert_close(ours, theirs)
+            with torch.no_grad():
+                torch.testing.assert_close(traced(X), theirs)
+            if ours.numel():
+                weights = torch.randn_like(ours)
+                got = torch.autograd.grad(ours, (X, *learned), weights)
+                want = torch.autograd.grad(theirs, (X, *learned), weights)
+                for a, b in zip(got, want, strict=True):
+                    torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_a_narrow_map_of_a_large_input_copies_its_weight_into_rows_first(bias: bool) -> None:
     """Fewer than 12 outputs: from 16,384 input entries the weight is copied into `(out, in)`

@@ -304,11 +304,27 @@ def _plain_tiling(port: ir.Port) -> list[int] | None:
     return indices
 
 
+def weight_rows_first(op: ir.LinearOp, term: ir.Broadcasted) -> bool | None:
+    """How the linear map's weight is laid out, when it is a plain matrix of the input and
+    output axes: False for `[inputs..., outputs...]` (as `linear` creates it), True for
+    `[outputs..., inputs...]` (`nn.Linear`'s `(out, in)` rows, as a `param` declaration may
+    lay it out); None for any other order or a reindexed weight."""
+    weight = term.params[0]
+    if weight.tiling:
+        return None
+    if weight.array.names == (*op.weight_inputs, *op.outputs):
+        return False
+    if weight.array.names == (*op.outputs, *op.weight_inputs):
+        return True
+    return None
+
+
 def linear_fuses(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
     """Whether the linear map runs as one `F.linear` (a matrix product with its bias added in
     the same call, no temporary): the input's axes mapped are its trailing axes in the
     weight's order, the output's new axes its trailing axes, the other axes in the same order
-    in both, and the weight laid out `[inputs..., outputs...]` (read transposed, a view)."""
+    in both, and the weight laid out `[inputs..., outputs...]` (read transposed, a view) or
+    `[outputs..., inputs...]` (read as it is; `weight_rows_first`)."""
     source, result = term.inputs[0], term.outputs[0]
     tiling_in, tiling_out = _plain_tiling(source), _plain_tiling(result)
     if tiling_in is None or tiling_out is None or tiling_in != tiling_out:
@@ -320,8 +336,7 @@ def linear_fuses(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
     if result.array.names[len(result.array.names) - outputs:] != op.outputs or \
             result.array.names[:len(result.array.names) - outputs] != result.tiling:
         return False
-    weight = term.params[0].array.names
-    if weight != (*op.weight_inputs, *op.outputs) or term.params[0].tiling:
+    if weight_rows_first(op, term) is None:
         return False
     return not op.bias or (term.params[1].array.names == op.outputs
                            and not term.params[1].tiling)
@@ -331,11 +346,13 @@ def linear_as_addmm(op: ir.LinearOp, term: ir.Broadcasted,
                     value_of: Callable[[ir.SizeExpr], int | None]) -> bool:
     """Whether a linear map that `linear_fuses` runs as one `torch.addmm(b, X, W)` of the
     input's rows where the input has its own rank, or one leading dim more, at run time: it
-    has a bias and is not narrow (`narrow_outputs`, sizes by `value_of`). The leading dims and
-    the input axes are flattened into rows (a view where the input is contiguous) and the
-    output is a view of the product's rows; `addmm` reads the `[in, out]` weight as it is
-    stored where `F.linear` transposes it twice (two more views, two more backward steps)."""
-    return op.bias and not narrow_outputs(op, term, value_of)
+    has a bias, its weight is laid out `[in, out]` and it is not narrow (`narrow_outputs`,
+    sizes by `value_of`). The leading dims and the input axes are flattened into rows (a view
+    where the input is contiguous) and the output is a view of the product's rows; `addmm`
+    reads the `[in, out]` weight as it is stored where `F.linear` transposes it twice (two
+    more views, two more backward steps). An `(out, in)` weight is `F.linear`'s own layout."""
+    return op.bias and weight_rows_first(op, term) is False and \
+        not narrow_outputs(op, term, value_of)
 
 
 def linear_is_pointwise(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
@@ -473,21 +490,27 @@ def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     """`F.linear(X, W.T, b)`, or `X @ W` without a bias (weight and bias flattened when they
     have several input or output axes), and the labels of its dims, or None when `value`'s
     layout is not the one `linear_fuses` needs. With `rows`, the weight is copied into
-    `(out, in)` rows first: `F.linear(X, W.T.contiguous(), b)`."""
+    `(out, in)` rows first: `F.linear(X, W.T.contiguous(), b)`. A weight laid out `(out, in)`
+    already (`weight_rows_first`) is read as it is: `F.linear(X, W, b)`, as `nn.Linear`."""
     source = term.inputs[0]
     degree = [degree_label(i) for i in _plain_tiling(source) or ()]
     if emit.plain_labels(value, source) != [*degree, *(target_label(n) for n in op.inputs)]:
         return None
     inputs, outputs = len(op.inputs), len(op.outputs)
-    weight = params[0].code + (f".flatten(0, {inputs - 1})" if inputs > 1 else "") + \
-        (".flatten(1)" if outputs > 1 else "")
     operand = value.code + (f".flatten({-inputs})" if inputs > 1 else "")
-    if rows or op.bias:
-        bias = [params[1].code + (".flatten()" if outputs > 1 else "")] if op.bias else []
-        read = f"{weight}.T.contiguous()" if rows else f"{weight}.T"
-        expr = f"{emit.functional_call('linear')}({', '.join([operand, read, *bias])})"
-    else:  # the product `F.linear` makes of `W.T`, without transposing `W` there and back
-        expr = f"({operand} @ {weight})" if outputs > 1 else f"{operand} @ {weight}"
+    bias = [params[1].code + (".flatten()" if outputs > 1 else "")] if op.bias else []
+    if weight_rows_first(op, term):
+        weight = params[0].code + (f".flatten(0, {outputs - 1})" if outputs > 1 else "") + \
+            (".flatten(1)" if inputs > 1 else "")
+        expr = f"{emit.functional_call('linear')}({', '.join([operand, weight, *bias])})"
+    else:
+        weight = params[0].code + (f".flatten(0, {inputs - 1})" if inputs > 1 else "") + \
+            (".flatten(1)" if outputs > 1 else "")
+        if rows or op.bias:
+            read = f"{weight}.T.contiguous()" if rows else f"{weight}.T"
+            expr = f"{emit.functional_call('linear')}({', '.join([operand, read, *bias])})"
+        else:  # the product `F.linear` makes of `W.T`, without transposing `W` there and back
+            expr = f"({operand} @ {weight})" if outputs > 1 else f"{operand} @ {weight}"
     if outputs > 1:
         shape = emit.tuple_text([emit.size(term.outputs[0].array.shape.axis(n).size)
                                  for n in op.outputs])
@@ -538,7 +561,7 @@ def _linear_lower(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                 return _literal(emit.size(size))
 
             choices: list[tuple[str, str]] = []
-            if narrow_outputs(op, term, value_of):
+            if narrow_outputs(op, term, value_of) and not weight_rows_first(op, term):
                 copied = _fused_linear(emit, term, op, inputs[0], params, rows=True)
                 assert copied is not None
                 large = f"{inputs[0].code}.numel() >= {NARROW_COPY_ENTRIES}"
