@@ -62,14 +62,22 @@ def reference_module(model: str, i: int, n: int) -> nn.Module:
     return nn.LSTM(i, n) if model == "lstm" else nn.GRU(i, n)
 
 
-def ncd_weights(reference: nn.Module, n: int, gates: int, cell: str) -> dict[str, torch.Tensor]:
-    """PyTorch's (gates n, width) weights as the gallery's R[width, g, n] and R[g, n]."""
-    def as_map(weight: torch.Tensor) -> torch.Tensor:
-        return weight.detach().reshape(gates, n, -1).permute(2, 0, 1).contiguous()
+def ncd_weights(reference: nn.Module, target: nn.Module, n: int, gates: int,
+                cell: str) -> dict[str, torch.Tensor]:
+    """PyTorch's (gates n, width) weights laid out as `target`, the generated module, declares
+    them: R[g, n, width] as PyTorch keeps them (the gallery's cells), or R[width, g, n] as
+    `linear` creates them; the biases R[g, n]."""
+    shapes = {name: tuple(value.shape) for name, value in target.state_dict().items()}
+
+    def as_map(name: str, weight: torch.Tensor) -> torch.Tensor:
+        rows = weight.detach().reshape(gates, n, -1)
+        if shapes[name] == tuple(rows.shape):
+            return rows.clone()
+        return rows.permute(2, 0, 1).contiguous()
 
     named = dict(reference.named_parameters())
-    return {f"{cell}.W_ih": as_map(named["weight_ih_l0"]),
-            f"{cell}.W_hh": as_map(named["weight_hh_l0"]),
+    return {f"{cell}.W_ih": as_map(f"{cell}.W_ih", named["weight_ih_l0"]),
+            f"{cell}.W_hh": as_map(f"{cell}.W_hh", named["weight_hh_l0"]),
             f"{cell}.b_ih": named["bias_ih_l0"].detach().reshape(gates, n).clone(),
             f"{cell}.b_hh": named["bias_hh_l0"].detach().reshape(gates, n).clone()}
 
@@ -93,8 +101,8 @@ def variants(model: str, i: int, n: int, before: Path | None) -> tuple[nn.Module
                                                                        list[Variant]]:
     reference = reference_module(model, i, n)
     gates, cell = (4, "lstm_cell") if model == "lstm" else (3, "gru_cell")
-    weights = ncd_weights(reference, n, gates, cell)
     generated = ncd.load(ROOT / "gallery" / f"{model}.ncd", sizes={"i": i, "n": n}).to_torch(model)
+    weights = ncd_weights(reference, generated, n, gates, cell)
     generated.load_state_dict(weights)
     found = [Variant("ncd", generated), Variant("ncd loop", generated, loop=True)]
     if before is not None:

@@ -222,8 +222,10 @@ def conv1d(source: nn.Module, sizes: dict[str, int]) -> nn.Module:
 
 
 def _recurrent_weights(cell: nn.Module) -> tuple[torch.Tensor, ...]:
-    return (_flat_in(cell.W_ih), _flat_in(cell.W_hh), cell.b_ih.detach().reshape(-1),
-            cell.b_hh.detach().reshape(-1))
+    """A gallery cell's weights, declared `R[g, n, in]` as `nn.LSTM` / `nn.GRU` keep them, as
+    their `(g n, in)` matrices and `(g n)` biases."""
+    return (cell.W_ih.detach().flatten(0, 1).clone(), cell.W_hh.detach().flatten(0, 1).clone(),
+            cell.b_ih.detach().reshape(-1), cell.b_hh.detach().reshape(-1))
 
 
 class TorchLstm(nn.Module):

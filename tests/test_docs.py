@@ -460,6 +460,20 @@ def test_lstm_is_nn_lstm() -> None:
         close(got, want)
 
 
+def test_an_lstm_declared_in_pytorch_layout_is_nn_lstm_with_its_weights_viewed() -> None:
+    lstm = nn.LSTM(8, 12)
+    module = translation("lstm_pytorch_layout.ncd")
+    copy(module, {
+        "cell.W_ih": lstm.weight_ih_l0.view(4, 12, 8),
+        "cell.W_hh": lstm.weight_hh_l0.view(4, 12, 12),
+        "cell.b_ih": lstm.bias_ih_l0.view(4, 12), "cell.b_hh": lstm.bias_hh_l0.view(4, 12)})
+    X, h0, c0 = torch.randn(6, 3, 8), torch.randn(1, 3, 12), torch.randn(1, 3, 12)
+    Y, (H, C) = lstm(X, (h0, c0))
+    actual = module(X, h0[0], c0[0])
+    for got, want in zip(actual, (Y, H[0], C[0]), strict=True):
+        close(got, want)
+
+
 def test_gru_is_nn_gru() -> None:
     gru = nn.GRU(8, 12)
     module = translation("gru.ncd")

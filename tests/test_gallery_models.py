@@ -237,8 +237,8 @@ def test_gru_by_scan_is_nn_gru() -> None:
         Y, last = gru(X, H0[None])
         return Y, last[0]
 
-    def gates(t: torch.Tensor) -> torch.Tensor:  # rows r, z, n of (3 n, width)
-        return t.reshape(3, n, -1).permute(2, 0, 1)
+    def gates(t: torch.Tensor) -> torch.Tensor:  # rows r, z, n of (3 n, width): R[g, n, width]
+        return t.reshape(3, n, -1)
 
     copies = [Copy("gru_cell.W_ih", gru.weight_ih_l0, gates),
               Copy("gru_cell.W_hh", gru.weight_hh_l0, gates),

@@ -50,8 +50,8 @@ def per_leading(reference, X: torch.Tensor, *states: torch.Tensor):  # type: ign
 
 
 def gates_of(weight: torch.Tensor, gates: int, n: int) -> torch.Tensor:
-    """PyTorch's (gates n, width) weight as `linear[width -> g n]`'s R[width, g, n]."""
-    return weight.reshape(gates, n, -1).permute(2, 0, 1)
+    """PyTorch's (gates n, width) weight as the gallery cells declare it, R[g, n, width]."""
+    return weight.reshape(gates, n, -1)
 
 
 @pytest.mark.parametrize("mode", ["fused", "loop"])
@@ -101,19 +101,37 @@ def test_gallery_gru_is_nn_gru(mode: str, i: int, n: int) -> None:
 
 
 def test_the_fused_kernel_reads_the_parameters_in_place() -> None:
-    """The weights reach the kernel as views of the parameters (no copy), and the state dict
-    keeps the step's keys."""
+    """The gallery cells declare their weights as PyTorch keeps them, `R[g, n, in]`: they
+    reach the kernel as contiguous views of the parameters (nothing to copy, in the generated
+    code or in the kernel), and the state dict keeps the step's keys."""
     source = ncd.load(GALLERY / "lstm.ncd").compile("lstm")
     assert "torch.lstm(" in source
-    assert "lstm_cell.W_ih.permute(1, 2, 0).reshape(256, 32)" in source
+    assert "lstm_cell.W_ih.reshape(256, 32)," in source
+    assert "lstm_cell.W_hh.reshape(256, 64)," in source
     module = ncd.load(GALLERY / "lstm.ncd").to_torch("lstm")
     assert sorted(module.state_dict()) == ["lstm_cell.W_hh", "lstm_cell.W_ih",
                                            "lstm_cell.b_hh", "lstm_cell.b_ih"]
-    W = module.lstm_cell.W_ih
-    assert W.permute(1, 2, 0).reshape(256, 32).data_ptr() == W.data_ptr()
+    for W in (module.lstm_cell.W_ih, module.lstm_cell.W_hh):
+        matrix = W.reshape(256, -1)
+        assert matrix.data_ptr() == W.data_ptr() and matrix.is_contiguous()
     # contiguous in the declared layout, as FSDP and parameters_to_vector require
     assert all(parameter.is_contiguous() for parameter in module.parameters())
-    assert "torch.gru(" in ncd.load(GALLERY / "gru.ncd").compile("gru")
+    assert "gru_cell.W_ih.reshape(192, 32)," in ncd.load(GALLERY / "gru.ncd").compile("gru")
+
+
+def test_weights_laid_out_as_linear_makes_them_reach_the_kernel_as_views() -> None:
+    """Weights that `linear` creates, `R[in, g, n]`, reach the kernel as views read
+    transposed (the kernel lays them out in rows at each call), and the parameters stay
+    contiguous in their declared layout."""
+    program = ncd.load(lstm_text())
+    source = program.compile("lstm")
+    assert "cell.W_ih.permute(1, 2, 0).reshape(16, 3)," in source
+    assert "cell.W_hh.permute(1, 2, 0).reshape(16, 4)," in source
+    module = program.to_torch("lstm")
+    W = module.cell.W_ih
+    assert W.shape == (3, 4, 4)
+    assert W.permute(1, 2, 0).reshape(16, 3).data_ptr() == W.data_ptr()
+    assert all(parameter.is_contiguous() for parameter in module.parameters())
 
 
 def loop_of(source: str, definition: str) -> tuple[str, str]:
