@@ -42,6 +42,21 @@ def test_a_linear_map_with_bias_is_one_f_linear_as_nn_linear_computes_it() -> No
         torch.testing.assert_close(got[2], want[2])
 
 
+def probe_inputs(axes: tuple[int, ...]) -> list[torch.Tensor]:
+    """Inputs of a definition over arrays of sizes `axes`: at its own rank, with one leading
+    dim (the usual batch) and with two; each contiguous, not contiguous, and with no rows;
+    float64, requiring grad."""
+    found = []
+    for extra in ((), (4,), (2, 3)):
+        shape = (*extra, *axes)
+        empty = (0, *shape[1:]) if len(shape) > 1 else (0, *shape)
+        found += [torch.randn(shape, dtype=torch.float64),
+                  torch.randn(shape[::-1], dtype=torch.float64).permute(
+                      *range(len(shape) - 1, -1, -1)),  # not contiguous
+                  torch.randn(empty, dtype=torch.float64)]
+    return [X.requires_grad_(True) for X in found]
+
+
 ADDMM_FORMS = """
 axis b, x
 axis m = 12, f = 16, h = 2, k = 8
@@ -75,25 +90,18 @@ def test_a_map_with_bias_runs_as_addmm_of_its_rows_at_its_own_rank_and_one_more(
     assert "addmm" not in traced.code and "linear" in traced.code
     formula = f"...{mapped},{mapped}{outputs}->...{outputs}"
     sizes = {"b": 5, "x": 3, "m": 12, "h": 2, "k": 8}
-    for extra in ((), (4,), (2, 3)):  # own rank, one leading dim (the usual batch), two
-        shape = (*extra, *(sizes[a] for a in axes))
-        for X in (torch.randn(shape, dtype=torch.float64),
-                  torch.randn(shape[::-1], dtype=torch.float64).permute(
-                      *range(len(shape) - 1, -1, -1)),  # not contiguous
-                  torch.randn((0, *shape[1:]) if shape[:1] != (12,) else (0, 12),
-                              dtype=torch.float64)):
-            X.requires_grad_(True)
-            ours = module(X)
-            theirs = torch.einsum(formula, X, module.W) + module.c
-            torch.testing.assert_close(ours, theirs)
-            with torch.no_grad():
-                torch.testing.assert_close(traced(X), theirs)
-            if ours.numel():
-                weights = torch.randn_like(ours)
-                got = torch.autograd.grad(ours, (X, module.W, module.c), weights)
-                want = torch.autograd.grad(theirs, (X, module.W, module.c), weights)
-                for a, b in zip(got, want, strict=True):
-                    torch.testing.assert_close(a, b)
+    for X in probe_inputs(tuple(sizes[a] for a in axes)):
+        ours = module(X)
+        theirs = torch.einsum(formula, X, module.W) + module.c
+        torch.testing.assert_close(ours, theirs)
+        with torch.no_grad():
+            torch.testing.assert_close(traced(X), theirs)
+        if ours.numel():
+            weights = torch.randn_like(ours)
+            got = torch.autograd.grad(ours, (X, module.W, module.c), weights)
+            want = torch.autograd.grad(theirs, (X, module.W, module.c), weights)
+            for a, b in zip(got, want, strict=True):
+                torch.testing.assert_close(a, b)
 
 
 ROWS_FIRST = """
@@ -152,25 +160,18 @@ def test_a_weight_declared_as_nn_linear_keeps_it_is_read_as_it_is_stored(
     formula = f"...{mapped},{outputs}{mapped}->...{outputs}"
     sizes = {"b": 5, "x": 3, "m": 12, "h": 2, "k": 8}
     learned = (module.W, module.c) if bias else (module.W,)
-    for extra in ((), (4,), (2, 3)):
-        shape = (*extra, *(sizes[a] for a in axes))
-        for X in (torch.randn(shape, dtype=torch.float64),
-                  torch.randn(shape[::-1], dtype=torch.float64).permute(
-                      *range(len(shape) - 1, -1, -1)),  # not contiguous
-                  torch.randn((0, *shape[1:]) if shape[:1] != (12,) else (0, 12),
-                              dtype=torch.float64)):
-            X.requires_grad_(True)
-            ours = module(X)
-            theirs = torch.einsum(formula, X, module.W) + (module.c if bias else 0)
-            torch.testing.assert_close(ours, theirs)
-            with torch.no_grad():
-                torch.testing.assert_close(traced(X), theirs)
-            if ours.numel():
-                weights = torch.randn_like(ours)
-                got = torch.autograd.grad(ours, (X, *learned), weights)
-                want = torch.autograd.grad(theirs, (X, *learned), weights)
-                for a, b in zip(got, want, strict=True):
-                    torch.testing.assert_close(a, b)
+    for X in probe_inputs(tuple(sizes[a] for a in axes)):
+        ours = module(X)
+        theirs = torch.einsum(formula, X, module.W) + (module.c if bias else 0)
+        torch.testing.assert_close(ours, theirs)
+        with torch.no_grad():
+            torch.testing.assert_close(traced(X), theirs)
+        if ours.numel():
+            weights = torch.randn_like(ours)
+            got = torch.autograd.grad(ours, (X, *learned), weights)
+            want = torch.autograd.grad(theirs, (X, *learned), weights)
+            for a, b in zip(got, want, strict=True):
+                torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("bias", [True, False])
