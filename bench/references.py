@@ -346,7 +346,7 @@ class DepthwiseSeparable(nn.Module):
         super().__init__()
         channels = source.K.shape[0]
         self.depthwise = _conv(source.K.detach()[:, None], source.b_d, groups=channels)
-        self.pointwise = _conv(source.W_p.detach().T[:, :, None, None], source.b_p)
+        self.pointwise = _conv(source.W_p.detach()[:, :, None, None], source.b_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise(self.depthwise(x))

@@ -35,7 +35,12 @@ from ncd.counts import find_counts
 from ncd.dataflow import inlinable_call, inlinable_step
 from ncd.expert_sums import find_expert_sums
 from ncd.muladd import find_muladds
-from ncd.ops.contraction import linear_as_addmm, linear_fuses, weight_rows_first
+from ncd.ops.contraction import (
+    linear_as_addmm,
+    linear_fuses,
+    linear_is_pointwise,
+    weight_rows_first,
+)
 from ncd.recurrent_cells import recognise
 from ncd.semantics import (
     BlockCopy,
@@ -440,7 +445,7 @@ STRUCTURAL_CONSTRUCTS = (
     "pool as a kernel call", "padding inside a kernel call", "machine",
     "count of the places of an index array", "call written in place",
     "sum of a product as one call", "linear map with a bias, one addmm of its rows",
-    "linear map of a weight declared (out, in), one F.linear",
+    "linear map of a weight declared (out, in), read as stored",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -540,9 +545,9 @@ def constructs(program: ir.Program) -> set[str]:
                             sizes.value(term.outputs[0].array.shape.axis(n).size) is not None
                             for n in op.outputs) and linear_as_addmm(op, term, sizes.value):
                         found.add("linear map with a bias, one addmm of its rows")
-                    if isinstance(op, ir.LinearOp) and linear_fuses(op, term) and \
-                            weight_rows_first(op, term):
-                        found.add("linear map of a weight declared (out, in), one F.linear")
+                    if isinstance(op, ir.LinearOp) and weight_rows_first(op, term) and (
+                            linear_fuses(op, term) or linear_is_pointwise(op, term)):
+                        found.add("linear map of a weight declared (out, in), read as stored")
                 case ir.Block(repeat=repeat, shared=shared):
                     if repeat > 1:
                         found.add("repeated block, shared" if shared else "repeated block")

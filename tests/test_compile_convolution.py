@@ -416,7 +416,7 @@ def test_gallery_gradients_match_the_written_out_terms() -> None:
     module.zero_grad()
     windows = X.unfold(-2, 3, 1).unfold(-2, 3, 1)
     D = torch.einsum("bcpquv,cuv->bcpq", windows, module.K) + module.b_d[:, None, None]
-    Y = torch.einsum("bcpq,co->bopq", D, module.W_p) + module.b_p[:, None, None]
+    Y = torch.einsum("bcpq,oc->bopq", D, module.W_p) + module.b_p[:, None, None]
     Y.square().sum().backward()
     torch.testing.assert_close(grad_x, X.grad)
     torch.testing.assert_close(grad_k, module.K.grad)

@@ -265,7 +265,7 @@ def test_depthwise_separable_convolution_is_a_grouped_then_pointwise_conv2d() ->
 
     assert depthwise.bias is not None and pointwise.bias is not None
     copies = [Copy("K", depthwise.weight, lambda t: t[:, 0]), Copy("b_d", depthwise.bias),
-              Copy("W_p", pointwise.weight, lambda t: t[:, :, 0, 0].T),
+              Copy("W_p", pointwise.weight, lambda t: t[:, :, 0, 0]),
               Copy("b_p", pointwise.bias)]
     holds_to_reference("depthwise_separable", {"c": c, "o": o}, copies, reference,
                        [(randn(2, c, 6, 7),), (randn(1, c, 3, 5),)])

@@ -255,6 +255,44 @@ def test_a_map_of_the_channels_of_an_image_is_what_nn_conv2d_of_kernel_size_1_co
             torch.testing.assert_close(module(X), expected)
 
 
+@pytest.mark.parametrize("plane", ["symbolic", "small"])
+def test_a_pointwise_weight_declared_as_nn_conv2d_keeps_it_is_read_as_it_is_stored(
+        plane: str) -> None:
+    """`param W: R[o, c]`, as `nn.Conv2d(c, o, 1)` keeps its weight: the pointwise convolution
+    reads it as it is stored (`W.reshape(o, c, 1, 1)`, `W[:, :, None]`, or `F.linear` of the
+    transposed plane with `W`), never transposed, and computes what `nn.Conv2d` computes with
+    that very weight, values and gradients, with and without leading dims."""
+    sizes = "axis b, y, x\n" if plane == "symbolic" else "axis b\naxis y = 4, x = 7\n"
+    program = ncd.load(sizes + "axis c = 5, o = 3\n"
+                       "def f(X: R[b, c, y, x]) -> R[b, o, y, x] {\n"
+                       "    param W: R[o, c]\n"
+                       "    return linear[c -> o, bias](X, W, d)\n}")
+    forward = program.compile().split("def forward")[1]
+    assert not any(word in forward for word in (".T[", ".T.", ".T,", ".T)", "contiguous", "einsum"))
+    if plane == "symbolic":
+        assert "F.conv2d(X, self.W.reshape(3, 5, 1, 1), self.d)" in forward
+        assert "self.W[:, :, None]" in forward
+    else:
+        assert "F.linear(X.movedim((-4, -3, -2, -1), (-4, -1, -3, -2)), self.W, self.d)" \
+            in forward
+    module = program.to_torch("f").double()
+    reference = torch.nn.Conv2d(5, 3, 1).double()
+    with torch.no_grad():
+        reference.weight.copy_(module.W[:, :, None, None])
+        reference.bias.copy_(module.d)
+    for X in (torch.randn(2, 5, 4, 7, dtype=torch.float64, requires_grad=True),
+              torch.randn(3, 2, 5, 4, 7, dtype=torch.float64, requires_grad=True)):
+        ours = module(X)
+        theirs = reference(X.reshape(-1, 5, 4, 7)).reshape(*X.shape[:-3], 3, 4, 7)
+        torch.testing.assert_close(ours, theirs)
+        weights = torch.randn_like(ours)
+        got = torch.autograd.grad(ours, (X, module.W, module.d), weights)
+        want = torch.autograd.grad(theirs, (X, reference.weight, reference.bias), weights)
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1][:, :, 0, 0])
+        torch.testing.assert_close(got[2], want[2])
+
+
 @pytest.mark.parametrize(("header", "expected"), [
     ("linear[m -> m m_in, bias]", ("m_in_in", "m", "m_in")),
     ("linear[m m_in -> m, bias]", ("m_in_in", "m_in", "m")),

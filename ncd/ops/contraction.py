@@ -359,7 +359,8 @@ def linear_is_pointwise(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
     """Whether the linear map runs as one pointwise (kernel size 1) convolution: it maps one
     axis that other axes follow (the channels of `b, c, y, x`) to one axis in its place, as
     `nn.Conv2d(c, o, 1)` does, with the bias added in the same call and no copy of the input
-    or the output moved into a layout `F.linear` takes."""
+    or the output moved into a layout `F.linear` takes; the weight laid out `[in, out]` (read
+    transposed) or `[out, in]`, as `nn.Conv2d` keeps it (read as it is stored)."""
     source, result = term.inputs[0], term.outputs[0]
     tiling_in, tiling_out = _plain_tiling(source), _plain_tiling(result)
     if tiling_in is None or tiling_out is None or tiling_in != tiling_out or \
@@ -371,10 +372,16 @@ def linear_is_pointwise(op: ir.LinearOp, term: ir.Broadcasted) -> bool:
             names_in[:position] + names_in[position + 1:] != source.tiling or \
             names_out[:position] + names_out[position + 1:] != result.tiling:
         return False
-    if term.params[0].array.names != (*op.weight_inputs, *op.outputs) or term.params[0].tiling:
+    if weight_rows_first(op, term) is None:
         return False
     return not op.bias or (term.params[1].array.names == op.outputs
                            and not term.params[1].tiling)
+
+
+def _rows(op: ir.LinearOp, term: ir.Broadcasted, weight: str) -> str:
+    """A one-axis map's weight as `(out, in)` rows, as convolutions and `F.linear` take it: as
+    it is stored where it is declared so (`weight_rows_first`), else transposed (a view)."""
+    return weight if weight_rows_first(op, term) else f"{weight}.T"
 
 
 POINTWISE_PLANE = 8192
@@ -421,13 +428,14 @@ def _pointwise_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     sizes = {axis.name: axis.size for axis in source.array.shape.axes}
     after = [emit.size(sizes[n]) for n in source.array.names[position + 1:]]
     if pointwise_plane_is_small(op, term, lambda size: _literal(emit.size(size))):
-        return (*_transposed_linear(emit, op, value.code, own, target_label(op.inputs[0]),
-                                    params), None)
+        return (*_transposed_linear(emit, term, op, value.code, own,
+                                    target_label(op.inputs[0]), params), None)
     length = after[0] if len(after) == 1 else " * ".join(map(size_factor, after))
     channels = emit.size(sizes[op.inputs[0]])
     operand = f"{value.code}.reshape(-1, {channels}, {length})"
     bias = [params[1].code] if op.bias else []
-    arguments = [operand, f"{params[0].code}.T[:, :, None]", *bias]
+    rows = _rows(op, term, params[0].code)
+    arguments = [operand, f"{rows}[:, :, None]", *bias]
     shape = emit.tuple_text([emit.size(axis.size) for axis in result.array.shape.axes])
     if value.batched:
         shape = f"{emit.leading_shape(value)} + {shape}"
@@ -435,23 +443,24 @@ def _pointwise_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
     labels = [*degree[:position], target_label(op.outputs[0]), *degree[position:]]
     fast = None
     if value.batched and position <= 1 and len(after) <= 3:
-        weight = f"{params[0].code}.T[:, :, None]"
+        weight = f"{rows}[:, :, None]"
         if len(after) > 1:
             outputs = emit.size(result.array.shape.axis(op.outputs[0]).size)
-            weight = f"{params[0].code}.T.reshape({outputs}, {channels}{', 1' * len(after)})"
+            weight = f"{rows}.reshape({outputs}, {channels}{', 1' * len(after)})"
         call = emit.functional_call(f"conv{len(after)}d")
         fast = (dims_test(value.code, 2 + len(after)),
                 f"{call}({', '.join([value.code, weight, *bias])})")
     return expr, labels, fast
 
 
-def _transposed_linear(emit: Emitter, op: ir.LinearOp, code: str, labels: Sequence[Label],
-                       mapped: Label, params: Sequence[TensorCode]) -> tuple[str, list[Label]]:
+def _transposed_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp, code: str,
+                       labels: Sequence[Label], mapped: Label, params: Sequence[TensorCode]
+                       ) -> tuple[str, list[Label]]:
     """`F.linear` of the input with its mapped axis moved last (a view, which `F.linear`
     copies into rows), as one matrix product for the whole batch, and the labels of its dims
     (the output axis last)."""
     others = [label for label in labels if label != mapped]
-    arguments = [emit.permute(code, labels, [*others, mapped]), f"{params[0].code}.T"]
+    arguments = [emit.permute(code, labels, [*others, mapped]), _rows(op, term, params[0].code)]
     if op.bias:
         arguments.append(params[1].code)
     expr = f"{emit.functional_call('linear')}({', '.join(arguments)})"
