@@ -422,7 +422,7 @@ def test_gallery_gradients_match_the_written_out_terms() -> None:
     torch.testing.assert_close(grad_k, module.K.grad)
 
 
-# ---- nearest-neighbour upsampling: a broadcast view copied once
+# ---- nearest-neighbour upsampling: broadcast views copied, one axis at a time
 
 UPSAMPLING = """
     axis yh, xh
@@ -433,14 +433,23 @@ UPSAMPLING = """
     }"""
 
 
-def test_nearest_upsampling_is_a_view_copied_once_as_f_interpolate_computes_it() -> None:
+def test_nearest_upsampling_is_views_copied_an_axis_at_a_time_as_f_interpolate_computes_it(
+        ) -> None:
+    """Each repeated axis is one view and one copy, the last axis first (`x` by 3, then `y`
+    by 2), with no index tensors: what `F.interpolate(mode="nearest")` computes, values and
+    gradients."""
     source = ncd.load(UPSAMPLING).compile("f")
-    assert ".expand(" in source and "torch.arange" not in source, source
+    assert source.count(".expand(") == 2 and "torch.arange" not in source, source
+    assert source.index("size_xh, 3))") < source.index("size_yh, 2, 3 * size_xh)"), source
     _agrees(UPSAMPLING)
     module = _module(UPSAMPLING)
-    X = torch.randn(4, 2, 3, 5, dtype=torch.float64)
+    X = torch.randn(4, 2, 3, 5, dtype=torch.float64, requires_grad=True)
+    ours = module(X)
     expected = torch.nn.functional.interpolate(X, scale_factor=(2, 3), mode="nearest")
-    torch.testing.assert_close(module(X), expected)
+    torch.testing.assert_close(ours, expected)
+    weights = torch.randn_like(ours)
+    torch.testing.assert_close(torch.autograd.grad(ours, X, weights),
+                               torch.autograd.grad(expected, X, weights))
 
 
 def test_upsampling_to_fewer_entries_than_the_factor_gives_stays_a_gather() -> None:
