@@ -446,27 +446,20 @@ def test_attention_is_nn_multiheadattention() -> None:
     close(module(X), expected)
 
 
-def test_lstm_is_nn_lstm() -> None:
+@pytest.mark.parametrize("file", ["lstm.ncd", "lstm_pytorch_layout.ncd"])
+def test_lstm_is_nn_lstm(file: str) -> None:
+    """The page's LSTM, its weights laid out as `linear` creates them (`weight_ih_l0` seen as
+    `[g, n, i]` and moved to `[i, g, n]`) or declared as PyTorch keeps them (a view)."""
     lstm = nn.LSTM(8, 12)
-    module = translation("lstm.ncd")
+    module = translation(file)
+
+    def weight(value: torch.Tensor) -> torch.Tensor:
+        rows = value.view(4, 12, -1)
+        return rows if file == "lstm_pytorch_layout.ncd" else rows.permute(2, 0, 1)
+
     copy(module, {
-        "cell.W_ih": lstm.weight_ih_l0.reshape(4, 12, 8).permute(2, 0, 1),
-        "cell.W_hh": lstm.weight_hh_l0.reshape(4, 12, 12).permute(2, 0, 1),
+        "cell.W_ih": weight(lstm.weight_ih_l0), "cell.W_hh": weight(lstm.weight_hh_l0),
         "cell.b_ih": lstm.bias_ih_l0.reshape(4, 12), "cell.b_hh": lstm.bias_hh_l0.reshape(4, 12)})
-    X, h0, c0 = torch.randn(6, 3, 8), torch.randn(1, 3, 12), torch.randn(1, 3, 12)
-    Y, (H, C) = lstm(X, (h0, c0))
-    actual = module(X, h0[0], c0[0])
-    for got, want in zip(actual, (Y, H[0], C[0]), strict=True):
-        close(got, want)
-
-
-def test_an_lstm_declared_in_pytorch_layout_is_nn_lstm_with_its_weights_viewed() -> None:
-    lstm = nn.LSTM(8, 12)
-    module = translation("lstm_pytorch_layout.ncd")
-    copy(module, {
-        "cell.W_ih": lstm.weight_ih_l0.view(4, 12, 8),
-        "cell.W_hh": lstm.weight_hh_l0.view(4, 12, 12),
-        "cell.b_ih": lstm.bias_ih_l0.view(4, 12), "cell.b_hh": lstm.bias_hh_l0.view(4, 12)})
     X, h0, c0 = torch.randn(6, 3, 8), torch.randn(1, 3, 12), torch.randn(1, 3, 12)
     Y, (H, C) = lstm(X, (h0, c0))
     actual = module(X, h0[0], c0[0])
