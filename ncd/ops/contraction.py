@@ -493,6 +493,20 @@ def _unless_traced(test: str) -> str:
     return f"not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and {test}"
 
 
+def _weight_matrix(op: ir.LinearOp, term: ir.Broadcasted, params: Sequence[TensorCode]) -> str:
+    """The weight as a matrix in its stored order, `[in, out]` or `(out, in)`
+    (`weight_rows_first`): several leading or trailing axes flattened (views)."""
+    inputs, outputs = len(op.inputs), len(op.outputs)
+    first, second = (outputs, inputs) if weight_rows_first(op, term) else (inputs, outputs)
+    return params[0].code + (f".flatten(0, {first - 1})" if first > 1 else "") + \
+        (".flatten(1)" if second > 1 else "")
+
+
+def _bias_vector(op: ir.LinearOp, params: Sequence[TensorCode]) -> str:
+    """The bias as a vector (a view where it has several output axes)."""
+    return params[1].code + (".flatten()" if len(op.outputs) > 1 else "")
+
+
 def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
                   value: TensorCode, params: Sequence[TensorCode], rows: bool = False
                   ) -> tuple[str, list[Label]] | None:
@@ -507,19 +521,15 @@ def _fused_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp,
         return None
     inputs, outputs = len(op.inputs), len(op.outputs)
     operand = value.code + (f".flatten({-inputs})" if inputs > 1 else "")
-    bias = [params[1].code + (".flatten()" if outputs > 1 else "")] if op.bias else []
+    bias = [_bias_vector(op, params)] if op.bias else []
+    weight = _weight_matrix(op, term, params)
     if weight_rows_first(op, term):
-        weight = params[0].code + (f".flatten(0, {outputs - 1})" if outputs > 1 else "") + \
-            (".flatten(1)" if inputs > 1 else "")
         expr = f"{emit.functional_call('linear')}({', '.join([operand, weight, *bias])})"
-    else:
-        weight = params[0].code + (f".flatten(0, {inputs - 1})" if inputs > 1 else "") + \
-            (".flatten(1)" if outputs > 1 else "")
-        if rows or op.bias:
-            read = f"{weight}.T.contiguous()" if rows else f"{weight}.T"
-            expr = f"{emit.functional_call('linear')}({', '.join([operand, read, *bias])})"
-        else:  # the product `F.linear` makes of `W.T`, without transposing `W` there and back
-            expr = f"({operand} @ {weight})" if outputs > 1 else f"{operand} @ {weight}"
+    elif rows or op.bias:
+        read = f"{weight}.T.contiguous()" if rows else f"{weight}.T"
+        expr = f"{emit.functional_call('linear')}({', '.join([operand, read, *bias])})"
+    else:  # the product `F.linear` makes of `W.T`, without transposing `W` there and back
+        expr = f"({operand} @ {weight})" if outputs > 1 else f"{operand} @ {weight}"
     if outputs > 1:
         shape = emit.tuple_text([emit.size(term.outputs[0].array.shape.axis(n).size)
                                  for n in op.outputs])
@@ -531,7 +541,7 @@ def _addmm_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp, value: T
                   params: Sequence[TensorCode], dims: int) -> str:
     """`torch.addmm(b, X, W)` of an input of `dims` dims at run time (`linear_as_addmm`): the
     leading dims and the input axes flattened into a matrix (as it is where both are one dim),
-    the weight and bias flattened as `_fused_linear` flattens them (views of the stored
+    the weight and bias flattened (`_weight_matrix`, `_bias_vector`: views of the stored
     arrays), and the product's rows read back as the leading dims (sizes read from the input)
     and the output axes."""
     inputs, outputs = len(op.inputs), len(op.outputs)
@@ -541,10 +551,8 @@ def _addmm_linear(emit: Emitter, term: ir.Broadcasted, op: ir.LinearOp, value: T
         operand += f".flatten({-inputs})"
     if leading > 1:
         operand += ".flatten(0, -2)"
-    weight = params[0].code + (f".flatten(0, {inputs - 1})" if inputs > 1 else "") + \
-        (".flatten(1)" if outputs > 1 else "")
-    bias = params[1].code + (".flatten()" if outputs > 1 else "")
-    expr = f"torch.addmm({bias}, {operand}, {weight})"
+    expr = f"torch.addmm({_bias_vector(op, params)}, {operand}, "\
+        f"{_weight_matrix(op, term, params)})"
     sizes = [emit.size(term.outputs[0].array.shape.axis(n).size) for n in op.outputs]
     if leading > 1:
         kept = [f"{value.code}.shape[{dim}]" for dim in range(leading)]

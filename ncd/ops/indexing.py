@@ -453,18 +453,17 @@ def _nearest_upsampling(emit: Emitter, op: ir.GatherOp, source: TensorCode,
     sizes = [emit.size(axis.size) for axis in source.array.shape.axes]
     code = source.code
     repeated = [position for position, factor in enumerate(factors) if factor != 1]
-    for step, position in enumerate(reversed(repeated)):
+    for position in reversed(repeated):  # the last axis first; the first one is returned
+        if code != source.code:
+            code = emit.assign("upsampled", code)
         slots = [":"] * (position + 1) + ["None"] + [":"] * (len(sizes) - position - 1)
         spread = [*sizes[:position + 1], str(factors[position]), *sizes[position + 1:]]
         sizes[position] = emit.size(out.shape.axes[position].size)
         # each view a local of its own: one call per line, which a formatter leaves as it is
         view = emit.assign("repeated", f"{code}[..., {', '.join(slots)}].expand("
                            f"{leading} + {emit.tuple_text(spread)})")
-        expr = f"{view}.reshape({leading} + {emit.tuple_text(sizes)})"
-        if step == len(repeated) - 1:
-            return expr
-        code = emit.assign("upsampled", expr)
-    raise AssertionError("an upsampling repeats at least one axis")
+        code = f"{view}.reshape({leading} + {emit.tuple_text(sizes)})"
+    return code
 
 
 def _computed_index(emit: Emitter, term_index: ir.IndexTerm, out: ir.ArrayType) -> str:
