@@ -190,10 +190,12 @@ def gpt2_block(source: nn.Module, sizes: dict[str, int]) -> nn.Module:
 
 
 class Mlp(nn.Module):
+    """Two `nn.Linear` layers: the gallery declares their weights `(out, in)` as they are."""
+
     def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
         super().__init__()
-        self.hidden = _linear(_flat_in(source.W_in), source.b_in)
-        self.out = _linear(_flat_in(source.W_out), source.b_out)
+        self.hidden = _linear(source.W_in.detach(), source.b_in)
+        self.out = _linear(source.W_out.detach(), source.b_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.out(F.gelu(self.hidden(x))), dim=-1)

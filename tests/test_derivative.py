@@ -195,9 +195,10 @@ def test_backward_definition_shape() -> None:
     assert callees == []
     assert definition.name == "mlp_grad"
     assert [v.name for v in definition.inputs] == ["X", "dY"]
-    assert [v.name for v in definition.outputs] == ["dX", "dW_in", "db_in", "dW_out", "db_out"]
+    # the parameters in the forward definition's order: the declared weights, then the biases
+    assert [v.name for v in definition.outputs] == ["dX", "dW_in", "dW_out", "db_in", "db_out"]
     assert definition.params == forward.params
-    assert result.gradient_of == ("X", "W_in", "b_in", "W_out", "b_out")
+    assert result.gradient_of == ("X", "W_in", "W_out", "b_in", "b_out")
     assert {v.name for v in result.saved} >= {"X", "Y"}  # softmax's reverse reads its output
     blocks = [t for t in ir.walk(definition.body) if isinstance(t, ir.Block)]
     assert [b.title for b in blocks] == ["forward", "backward"]
