@@ -145,6 +145,24 @@ def test_gpt2_block_is_a_gpt2_block() -> None:
                        [(randn(2, 5, m),), (randn(1, 1, m),), (randn(7, m),)])
 
 
+# ---------------------------------------------------------------------------------- MLP
+
+
+def test_mlp_is_two_nn_linear_layers_whose_weights_load_as_stored() -> None:
+    """The gallery declares the weights as `nn.Linear` stores them, `(out, in)`: its state dict
+    loads with no transpose."""
+    m, f, n = 6, 5, 4
+    hidden, out = nn.Linear(m, f, dtype=DTYPE), nn.Linear(f, n, dtype=DTYPE)
+
+    def reference(X: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(out(F.gelu(hidden(X))), dim=-1)
+
+    copies = [Copy("W_in", hidden.weight), Copy("b_in", hidden.bias),
+              Copy("W_out", out.weight), Copy("b_out", out.bias)]
+    holds_to_reference("mlp", {"m": m, "f": f, "n": n}, copies, reference,
+                       [(randn(3, m),), (randn(2, 3, m),), (randn(1, m),)])
+
+
 # ------------------------------------------------------------------------ MLP-Mixer block
 
 
