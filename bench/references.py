@@ -575,7 +575,7 @@ class GcnConv(nn.Module):
 
     def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
         super().__init__()
-        self.lin = _linear(_flat_in(source.W))
+        self.lin = _linear(source.W.detach())  # the gallery declares it (out, in)
         self.bias = nn.Parameter(source.b.detach().clone())
 
     def forward(self, x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

@@ -675,7 +675,7 @@ def test_graph_conv_is_gcn_conv() -> None:
         out = torch.zeros(nodes, g, dtype=DTYPE).index_add_(0, col, messages)
         return torch.relu(out + bias)
 
-    copies = [Copy("W", lin.weight, lambda t: t.T), Copy("b", bias)]
+    copies = [Copy("W", lin.weight), Copy("b", bias)]  # declared (out, in): as stored
     # an isolated node, repeated edges and self-loops among the edges of the random graphs
     path = (randn(4, f), torch.tensor([0, 1, 1, 2, 2]), torch.tensor([1, 0, 2, 1, 2]))
     holds_to_reference("graph_conv", {"f": f, "g": g}, copies, gcn_conv,
