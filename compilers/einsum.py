@@ -4,6 +4,7 @@ letters taken from the axis names; more than 52 distinct axes are grouped into m
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ncd import ir
@@ -74,7 +75,8 @@ def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
             ("..." if operands[0][0].batched else "") + "".join(map(letter, out_labels))):
         return arguments[0]  # one operand read as it is: no einsum needed
     batched = any(value.batched for value, _ in operands)
-    simpler = broadcast_product(read, out_labels) or _matrix_product(read, out_labels)
+    simpler = broadcast_product(read, out_labels) or _matrix_product(
+        read, out_labels, lambda label: emitter.size(label_sizes[label]))
     if simpler is not None:
         return simpler
     if len(read) >= 3:
@@ -129,28 +131,79 @@ def broadcast_product(read: Sequence[tuple[list[Label], str, bool]],
     return " * ".join(factors)
 
 
-def _matrix_product(read: Sequence[tuple[list[Label], str, bool]],
-                    out_labels: Sequence[Label]) -> str | None:
-    """`X @ M` (or `X @ M.T`) when one operand is a matrix with no batch dims that meets the
-    other's last axis, and the output is the other's axes with that one replaced by the
-    matrix's other axis: one matrix product (`torch.matmul` folds the leading dims into
-    its rows) instead of the permutes, copies and batched product of `torch.einsum`."""
+@dataclass(frozen=True)
+class MatrixForm:
+    """A contraction of two operands that is one matrix product: operand `matrix` (no batch
+    dims) meets the last `count` axes of operand `array` in their order, laid out
+    `[inputs..., outputs...]` or (`rows_first`) `[outputs..., inputs...]`; the output is
+    the array's other axes and then the matrix's `outputs`."""
+
+    array: int
+    matrix: int
+    count: int
+    outputs: tuple[Label, ...]
+    rows_first: bool
+
+
+def matrix_form(read: Sequence[tuple[Sequence[Label], bool]], out_labels: Sequence[Label]
+                ) -> MatrixForm | None:
+    """The matrix product a two-operand contraction is, from each operand's labels and
+    whether it has batch dims; None when it is not one."""
     if len(read) != 2:
         return None
-    for (labels, code, _), (matrix, matrix_code, matrix_batched) in (
-            (read[0], read[1]), (read[1], read[0])):
-        if matrix_batched or len(matrix) != 2 or matrix[0] == matrix[1] or not labels or \
-                len(set(labels)) != len(labels):
+    for array, matrix in ((0, 1), (1, 0)):
+        (labels, _), (weight, weight_batched) = read[array], read[matrix]
+        if weight_batched or not labels or len(set(labels)) != len(labels) or \
+                len(set(weight)) != len(weight):
             continue
-        summed = labels[-1]
-        if summed not in matrix or summed in out_labels:
+        summed = [label for label in labels if label in weight]
+        count = len(summed)
+        kept = [label for label in weight if label not in summed]
+        if not count or list(labels[len(labels) - count:]) != summed or not kept or \
+                any(label in out_labels for label in summed) or \
+                list(out_labels) != [*labels[:len(labels) - count], *kept]:
             continue
-        kept = matrix[1] if matrix[0] == summed else matrix[0]
-        if kept in labels or list(out_labels) != [*labels[:-1], kept]:
-            continue
-        right = _operand(matrix_code) + ("" if matrix[0] == summed else ".T")
-        return f"{_operand(code)} @ {right}"
+        if list(weight) in ([*summed, *kept], [*kept, *summed]):
+            return MatrixForm(array, matrix, count, tuple(kept),
+                              rows_first=list(weight) == [*kept, *summed])
     return None
+
+
+def matrix_form_of(term: ir.Broadcasted) -> MatrixForm | None:
+    """`matrix_form` of a contraction whose operands are read plainly (the inputs with
+    batch dims, the parameters without), as the compiler lowers it."""
+    read: list[tuple[Sequence[Label], bool]] = []
+    for port, batched in [*((p, True) for p in term.inputs), *((p, False) for p in term.params)]:
+        rows = port_rows(TensorCode("", port.array, batched), port)
+        if not all(row.is_plain for row in rows):
+            return None
+        read.append(([row.terms[0][0] for row in rows], batched))
+    return matrix_form(read, output_labels(term.outputs[0]))
+
+
+def _matrix_product(read: Sequence[tuple[list[Label], str, bool]],
+                    out_labels: Sequence[Label], size: Callable[[Label], str]) -> str | None:
+    """One matrix product (`matrix_form`): `X @ M`, or `X @ M.T` for a weight laid out
+    `[outputs..., inputs...]` as `nn.Linear` keeps it, several trailing or output axes
+    flattened into one dim first (`X.flatten(-3) @ W.flatten(1).T`, views of contiguous
+    arrays) and the output split again (`.unflatten(-1, ...)`); `size(label)` is the code of
+    an output axis's size. `torch.matmul` folds the leading dims into its rows, where
+    `torch.einsum` permutes, copies and runs a batched product."""
+    form = matrix_form([(labels, batched) for labels, _, batched in read], out_labels)
+    if form is None:
+        return None
+    code, weight = _operand(read[form.array][1]), _operand(read[form.matrix][1])
+    operand = code if form.count == 1 else f"{code}.flatten({-form.count})"
+    outputs = len(form.outputs)
+    first, second = (outputs, form.count) if form.rows_first else (form.count, outputs)
+    if second > 1:
+        weight = f"{weight}.flatten({first})"
+    if first > 1:
+        weight = f"{weight}.flatten(0, {first - 1})"
+    expr = f"{operand} @ {weight}" + (".T" if form.rows_first else "")
+    if outputs > 1:
+        expr = f"({expr}).unflatten(-1, {tuple_text([size(label) for label in form.outputs])})"
+    return expr
 
 
 def _path(emitter: ForwardEmitter, read: Sequence[tuple[list[Label], str, bool]],

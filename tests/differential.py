@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from ncd.compilers.einsum import matrix_form_of
 from ncd.compilers.naming import sanitize, snake_case
 from ncd.compilers.pytorch import CompileError, build_module
 
@@ -446,6 +447,7 @@ STRUCTURAL_CONSTRUCTS = (
     "count of the places of an index array", "call written in place",
     "sum of a product as one call", "linear map with a bias, one addmm of its rows",
     "linear map of a weight declared (out, in), read as stored",
+    "contraction of several trailing axes, or into several axes, as one matrix product",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -548,6 +550,10 @@ def constructs(program: ir.Program) -> set[str]:
                     if isinstance(op, ir.LinearOp) and weight_rows_first(op, term) and (
                             linear_fuses(op, term) or linear_is_pointwise(op, term)):
                         found.add("linear map of a weight declared (out, in), read as stored")
+                    if isinstance(op, ir.EinsumOp) and (form := matrix_form_of(term)) and (
+                            form.count > 1 or len(form.outputs) > 1):
+                        found.add("contraction of several trailing axes, or into several axes, "
+                                  "as one matrix product")  # as compilers/einsum.py
                 case ir.Block(repeat=repeat, shared=shared):
                     if repeat > 1:
                         found.add("repeated block, shared" if shared else "repeated block")

@@ -178,6 +178,7 @@ class ProgramGenerator:
         # Choices counted rather than drawn (`weight_layout`), so that adding them left the
         # programs of every seed as they were (the bounded corpus covers every construct)
         self.learned_maps = 0
+        self.dense_maps = 0  # the same for `dense_weight`
         self.stateful = False  # whether the definition being written uses batchnorm
         self.unsized: set[str] = set()  # axes declared without a size (`axis b`)
 
@@ -648,13 +649,21 @@ class ProgramGenerator:
         param = self.param_name(body)
         initialisers = ["", " = normal(0, 0.02)", " = zeros", " = kaiming", " = xavier",
                         " = uniform(-1, 1)", " = ones", " = default", " = constant(0.5)"]
-        body.emit(f"param {param}: R[{', '.join(p_axes)}]" + choice(self.c, initialisers))
-        third = ""  # sometimes a third operand: the compiler chooses the order of the pairs
+        initialiser = choice(self.c, initialisers)
+        third = other_line = ""  # sometimes a third operand: the compiler chooses the order
         if self.c.chance(0.3):
             other = self.param_name(body)
             o_axes = subset(self.c, p_axes, 1, len(p_axes))
-            body.emit(f"param {other}: R[{', '.join(o_axes)}]")
+            other_line = f"param {other}: R[{', '.join(o_axes)}]"
             third = f" * {other}[{', '.join(o_axes)}]"
+        else:
+            dense = self.dense_weight(x.axes, new)
+            if dense is not None:
+                summed, new, p_axes = dense
+                kept = [a for a in x.axes if a not in summed]
+        body.emit(f"param {param}: R[{', '.join(p_axes)}]" + initialiser)
+        if other_line:
+            body.emit(other_line)
         result = (*kept, *new)
         if not result:
             result = tuple(summed)
@@ -662,6 +671,29 @@ class ProgramGenerator:
         self.bind_equation(body, result, summed,
                            f"{x.name}[{', '.join(x.axes)}] * {param}[{', '.join(p_axes)}]"
                            + third + scale)
+
+    def dense_weight(self, axes: Sequence[str], new: Sequence[str]
+                     ) -> tuple[list[str], list[str], list[str]] | None:
+        """For the first two-operand contraction of an array with two axes or more in a
+        program, and every third after it: sum the array's last two axes against a weight that
+        reads them in order, before or after its new axes (one more where one is free), as a
+        dense layer over several axes (`sum(c, u, v) X[b, c, u, v] * W[o, c, u, v]`), which
+        the compiler runs as one matrix product. Counted, not drawn, as `weight_layout`;
+        which layout and how many new axes follows from the axes' names. Returns the summed
+        axes, the new ones and the weight's axes."""
+        if len(axes) < 2:
+            return None
+        self.dense_maps += 1
+        if self.dense_maps % 3 != 1:
+            return None
+        variant = sum(map(ord, "".join(axes)))
+        summed = list(axes[-2:])
+        spare = [a for a in self.unused_axes(axes) if a not in new]
+        outputs = [*new, *spare[:1]] if variant % 2 or not new else list(new)
+        if not outputs:
+            return None
+        rows_first = variant // 2 % 2 == 1
+        return summed, outputs, [*outputs, *summed] if rows_first else [*summed, *outputs]
 
     def bind_equation(self, body: Body, result: Sequence[str], summed: Sequence[str],
                       rhs: str) -> None:

@@ -184,6 +184,52 @@ def test_a_matrix_meeting_the_last_axis_is_one_matrix_product(matrix: str) -> No
     torch.testing.assert_close(module(X), torch.einsum(equation, module.M, X), **TOLERANCE)
 
 
+@pytest.mark.parametrize(("weight", "equation"), [
+    ("W[o, c, u, v]", "ocuv,...bcuv->...bo"),         # as nn.Conv2d keeps a kernel: a dense layer
+    ("W[c, u, v, o]", "cuvo,...bcuv->...bo"),
+    ("W[o, p, c, u, v]", "opcuv,...bcuv->...bop"),    # two output axes: split again
+    ("W[c, u, v, o, p]", "cuvop,...bcuv->...bop"),
+])
+def test_a_weight_meeting_several_trailing_axes_is_one_matrix_product(weight: str,
+                                                                      equation: str) -> None:
+    """The trailing axes summed against a weight that has them in the same order, before
+    or after its others, flattened into one dim of one matrix product (LeNet-5's C5)."""
+    output = "Y[b, o, p]" if "p" in weight else "Y[b, o]"
+    program = ncd.load(textwrap.dedent(f"""
+    axis b = 5, c = 3, u = 2, v = 4, o = 6, p = 2
+    def f(X: R[b, c, u, v]) -> R[{output[2:-1]}] {{
+        param W: R[{weight[2:-1]}]
+        {output} = sum(c, u, v) X[b, c, u, v] * {weight}
+        return Y
+    }}
+    """))
+    code = program.compile("f")
+    assert "einsum" not in code and "X.flatten(-3) @ self.W.flatten(" in code
+    module = program.to_torch("f").double()
+    for X in (torch.randn(5, 3, 2, 4, dtype=torch.float64),
+              torch.randn(2, 7, 5, 3, 2, 4, dtype=torch.float64)):
+        torch.testing.assert_close(module(X), torch.einsum(equation, module.W, X),
+                                   **TOLERANCE)
+
+
+def test_a_weight_meeting_axes_in_another_order_stays_an_einsum() -> None:
+    """`W[o, u, c, v]` does not read the trailing axes in their order: flattening them would
+    pair the wrong entries."""
+    program = ncd.load(textwrap.dedent("""
+    axis b = 5, c = 3, u = 2, v = 4, o = 6
+    def f(X: R[b, c, u, v]) -> R[b, o] {
+        param W: R[o, u, c, v]
+        Y[b, o] = sum(c, u, v) X[b, c, u, v] * W[o, u, c, v]
+        return Y
+    }
+    """))
+    assert "torch.einsum(" in program.compile("f")
+    module = program.to_torch("f").double()
+    X = torch.randn(5, 3, 2, 4, dtype=torch.float64)
+    torch.testing.assert_close(module(X), torch.einsum("oucv,bcuv->bo", module.W, X),
+                               **TOLERANCE)
+
+
 def test_symbolic_size_solved_from_a_derived_input_axis() -> None:
     """|x| is read from an input whose axis has size 2 * x + 1."""
     module = build("""
