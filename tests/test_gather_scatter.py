@@ -232,7 +232,7 @@ def test_an_empty_index_array_passes_its_check() -> None:
     X = torch.randn(5, 6, dtype=torch.float64)
     none = torch.zeros(0, dtype=torch.long)
     with torch.no_grad():
-        expected = F.relu(F.linear(X, module.W.T, module.b))
+        expected = F.relu(F.linear(X, module.W, module.b))  # W declared (out, in)
         torch.testing.assert_close(module(X, none, none), expected)
 
 
@@ -377,9 +377,9 @@ def test_kernels_that_refuse_a_value_outside_the_axis_still_raise_the_located_er
             if abs(value) > 2**31 and dtype == torch.int32:
                 continue
             bad = torch.tensor([0, value, 4, 2], dtype=dtype)
-            with pytest.raises(ValueError, match=r"line 20: .* outside axis v of Norm"):
+            with pytest.raises(ValueError, match=r"line 21: .* outside axis v of Norm"):
                 module(X, bad, good.to(dtype))
-            with pytest.raises(ValueError, match=r"line 18: .* outside axis v of the result"):
+            with pytest.raises(ValueError, match=r"line 19: .* outside axis v of the result"):
                 module(X, good.to(dtype), bad)
     loss = ncd.load("gallery/classifier.ncd", sizes={"n": 5}).to_torch("cross_entropy")
     Z = torch.randn(3, 5)
