@@ -116,9 +116,9 @@ class WindowLowering:
             labels = self._bias_labels(match, out_labels)
         fallback = self._described(match).replace(" ", "_")
         fast = None if plain else self._fast_dims(match, source, expr, by_role, channels)
-        if fast is not None and labels == emit.output_labels(term.outputs[0]):
+        if fast is not None:
             # the array as the kernel takes it (no leading batch dims, or exactly one): no
-            # reshape before the call or after it
+            # reshape before the call or after it (the output's axes moved in place, a view)
             return emit.finish_either(
                 term, dims_test(source.code, fast),
                 lambda: self._kernel(match, expr, kernel, bias),
