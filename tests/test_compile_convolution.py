@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -500,3 +501,28 @@ def test_an_array_laid_out_as_the_kernel_takes_it_is_passed_as_it_is() -> None:
         stacked = torch.stack([X, X.flip(0)])
         torch.testing.assert_close(module(stacked), torch.stack(
             [F.conv1d(x, module.W, stride=2, dilation=2) for x in stacked]))
+
+
+def test_an_output_laid_out_otherwise_is_moved_into_place_after_the_call() -> None:
+    """Channels last in the output (`Y[b, p, o]`, as ViT's patches): the kernel still takes
+    the array as it is where it has no leading dims, and its output is moved after the call,
+    in both branches."""
+    program = ncd.load(textwrap.dedent("""
+    axis b
+    axis c = 3, o = 4, x = 12, k = 3
+    axis p = (x - k) // 3 + 1
+    def f(X: R[b, c, x]) -> R[b, p, o] {
+        param W: R[o, c, k]
+        Y[b, p, o] = sum(c, k) X[b, c, 3*p + k] * W[o, c, k]
+        return Y
+    }
+    """))
+    source = program.compile("f")
+    assert "F.conv1d(X, self.W, None, stride=3).transpose(-2, -1)" in source, source
+    module = program.to_torch("f").double()
+    F = torch.nn.functional
+    X = torch.randn(5, 3, 12, dtype=torch.float64)
+    torch.testing.assert_close(module(X), F.conv1d(X, module.W, stride=3).transpose(-2, -1))
+    stacked = torch.stack([X, X.flip(0)])  # a leading dim more: the reshaping branch
+    torch.testing.assert_close(module(stacked), torch.stack(
+        [F.conv1d(x, module.W, stride=3).transpose(-2, -1) for x in stacked]))
