@@ -118,12 +118,24 @@ class WindowLowering:
         fast = None if plain else self._fast_dims(match, source, expr, by_role, channels)
         if fast is not None:
             # the array as the kernel takes it (no leading batch dims, or exactly one): no
-            # reshape before the call or after it (the output's axes moved in place, a view)
-            return emit.finish_either(
-                term, dims_test(source.code, fast),
-                lambda: self._kernel(match, expr, kernel, bias),
-                lambda: f"{self._kernel(match, general, kernel, bias)}.reshape({shape()})",
-                labels, comment=comment, batched=source.batched, fallback=fallback)
+            # reshape before the call or after it
+            test = dims_test(source.code, fast)
+
+            def fast_call() -> str:
+                return self._kernel(match, expr, kernel, bias)
+
+            def general_call() -> str:
+                return f"{self._kernel(match, general, kernel, bias)}.reshape({shape()})"
+
+            if labels == emit.output_labels(term.outputs[0]):
+                return emit.finish_either(term, test, fast_call, general_call, labels,
+                                          comment=comment, batched=source.batched,
+                                          fallback=fallback)
+            # the calls on lines of their own (as below), the output's axes moved after them
+            named = emit.assign_either(fallback, test, fast_call, general_call,
+                                       comment + emit.source_note(term.span), fallback)
+            return emit.finish(term, named, labels, comment="axes back in place",
+                               batched=source.batched, fallback=fallback)
         expr = self._kernel(match, general, kernel, bias)
         if not plain:
             expr = f"{expr}.reshape({shape()})"

@@ -706,14 +706,25 @@ class ForwardEmitter:
                       fallback: str = "value") -> TensorCode:
         port = term.outputs[index]
         order = output_labels(port)
-        name = self.names.fresh(port.name, fallback)
-        self.emit(f"if {test}:", comment + self.source_note(term.span))
+        name = self.assign_either(
+            port.name, test, lambda: permute_text(fast(), labels, order),
+            lambda: permute_text(general(), labels, order), comment + self.source_note(term.span),
+            fallback)
+        return TensorCode(name, term.cod[index], batched)
+
+    def assign_either(self, hint: str | None, test: str, fast: Callable[[], str],
+                      general: Callable[[], str], comment: str | None = None,
+                      fallback: str = "value") -> str:
+        """`name = fast()` where `test` holds, else `name = general()` (each written inside
+        its branch, with any lines it emits): the name."""
+        name = self.names.fresh(hint, fallback)
+        self.emit(f"if {test}:", comment)
         for number, write in enumerate((fast, general)):
             if number:
                 self.emit("else:")
             with self.branch():
-                self.emit(f"{name} = {permute_text(write(), labels, order)}")
-        return TensorCode(name, term.cod[index], batched)
+                self.emit(f"{name} = {write()}")
+        return name
 
     def permute(self, expr: str, labels: Sequence[Label], order: Sequence[Label]) -> str:
         return permute_text(expr, labels, order)
