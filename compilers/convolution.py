@@ -116,6 +116,7 @@ class WindowLowering:
             labels = self._bias_labels(match, out_labels)
         fallback = self._described(match).replace(" ", "_")
         fast = None if plain else self._fast_dims(match, source, expr, by_role, channels)
+        in_place = labels == emit.output_labels(term.outputs[0])
         if fast is not None:
             # the array as the kernel takes it (no leading batch dims, or exactly one): no
             # reshape before the call or after it
@@ -127,23 +128,22 @@ class WindowLowering:
             def general_call() -> str:
                 return f"{self._kernel(match, general, kernel, bias)}.reshape({shape()})"
 
-            if labels == emit.output_labels(term.outputs[0]):
+            if in_place:
                 return emit.finish_either(term, test, fast_call, general_call, labels,
                                           comment=comment, batched=source.batched,
                                           fallback=fallback)
-            # the calls on lines of their own (as below), the output's axes moved after them
-            named = emit.assign_either(fallback, test, fast_call, general_call,
-                                       comment + emit.source_note(term.span), fallback)
-            return emit.finish(term, named, labels, comment="axes back in place",
-                               batched=source.batched, fallback=fallback)
-        expr = self._kernel(match, general, kernel, bias)
-        if not plain:
-            expr = f"{expr}.reshape({shape()})"
-        if labels != emit.output_labels(term.outputs[0]):
-            # the call on a line of its own, so that a formatter wraps its arguments, not the
-            # permute after it
-            expr = emit.assign(fallback, expr, comment + emit.source_note(term.span))
+            expr = emit.assign_either(fallback, test, fast_call, general_call,
+                                      comment + emit.source_note(term.span), fallback)
             comment = "axes back in place"
+        else:
+            expr = self._kernel(match, general, kernel, bias)
+            if not plain:
+                expr = f"{expr}.reshape({shape()})"
+            if not in_place:
+                # the call on a line of its own, so that a formatter wraps its arguments, not
+                # the permute after it
+                expr = emit.assign(fallback, expr, comment + emit.source_note(term.span))
+                comment = "axes back in place"
         return emit.finish(term, expr, labels, comment=comment, batched=source.batched,
                            fallback=fallback)
 

@@ -163,9 +163,9 @@ def matrix_form(read: Sequence[tuple[Sequence[Label], bool]], out_labels: Sequen
                 any(label in out_labels for label in summed) or \
                 list(out_labels) != [*labels[:len(labels) - count], *kept]:
             continue
-        if list(weight) in ([*summed, *kept], [*kept, *summed]):
-            return MatrixForm(array, matrix, count, tuple(kept),
-                              rows_first=list(weight) == [*kept, *summed])
+        rows_first = list(weight) == [*kept, *summed]
+        if rows_first or list(weight) == [*summed, *kept]:
+            return MatrixForm(array, matrix, count, tuple(kept), rows_first)
     return None
 
 

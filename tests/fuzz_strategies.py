@@ -636,7 +636,6 @@ class ProgramGenerator:
         """`Y[..] = sum(k) X[.., k] * P[k, o]` with a parameter or another array."""
         x = self.source(body)
         summed = subset(self.c, x.axes, 0, 1)
-        kept = [a for a in x.axes if a not in summed]
         new = subset(self.c, self.unused_axes(x.axes), 0, 1)
         scales = ["", " * 0.5", " / 2"]
         scales += [f" / sqrt({a})" for a in self.const_axes(x.axes)]
@@ -660,11 +659,10 @@ class ProgramGenerator:
             dense = self.dense_weight(x.axes, new)
             if dense is not None:
                 summed, new, p_axes = dense
-                kept = [a for a in x.axes if a not in summed]
         body.emit(f"param {param}: R[{', '.join(p_axes)}]" + initialiser)
         if other_line:
             body.emit(other_line)
-        result = (*kept, *new)
+        result = (*(a for a in x.axes if a not in summed), *new)
         if not result:
             result = tuple(summed)
             summed = []
