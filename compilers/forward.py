@@ -653,8 +653,8 @@ class ForwardEmitter:
             if port.name is None:
                 raise CompileError("a parameter port has no name")
             entry = self.scope.spec.param(port.name, port.array, role)
-            values.append(TensorCode(attribute_code(self.scope.owner, entry.attribute),
-                                     entry.parameter.array, batched=False))
+            values.append(TensorCode(self.scope.read(entry), entry.parameter.array,
+                                     batched=False))
         return values
 
     def submodule(self, op: ir.CallOp, copies: ir.SizeExpr | None = None) -> Submodule:

@@ -5,8 +5,12 @@ keeps the arguments alive until the callee returns, so an intermediate the calle
 needs (the layer norm's output in `x + mlp(ln(x))`) lives through the whole callee. Where the
 callee is small and its body runs unchanged on the caller's arrays, its statements are
 emitted in the caller's `forward`: its parameters are still read from its submodule
-(`self.attention.W_q`), so the state dict keeps its keys, and its class is still written
-(the submodule holds the parameters; called on its own it runs its own `forward`).
+(`attention._parameters["W_q"]`, `attention = self._modules["attention"]`), so the state dict
+keeps its keys, and its class is still written (the submodule holds the parameters; called on
+its own it runs its own `forward`). They are read from the registries `nn.Module` keeps them
+in rather than as attributes (`self.attention.W_q`), which `nn.Module.__getattr__` finds only
+after the ordinary look-up fails: at small sizes those look-ups cost as much as the
+operations (ViT's encoder layer reads sixteen).
 
 Which calls: `ncd.dataflow.inlinable_call` (ports that pass their arrays whole, their axes in
 any order: an argument whose axes are not the lifted ones first, then the callee's, is moved
@@ -15,8 +19,10 @@ the trailing dims as in its own `forward`, and an output is moved back; a small 
 calls nothing, takes leading dims and computes every output from its inputs; `ncd stats`
 models the same calls as inlined), every size the callee uses fixed or read from the caller's
 inputs, and no more than `ncd.dataflow.INLINE_BUDGET` terms of callees in one `forward`. The
-submodule is still called when it is not the generated class as it is, or has hooks (the
-`if` before the body).
+submodule is still called when it is not the generated class as it is, has hooks, or its
+registries do not hold as many parameters and buffers as the class registers (a
+`DataParallel` replica keeps them as plain attributes; one deleted and set again as a plain
+tensor is no longer registered): the `if` before the body.
 
 A callee inlined more than once in one `forward` (rotary on the queries and on the keys) has
 what it computes from sizes alone (index values, constants and what is made of them only)
@@ -41,8 +47,9 @@ from ncd.dataflow import (
 from ncd.operators import declaration
 from ncd.ops.lowering import TensorCode, degree_label, target_label
 
+from .errors import CompileError
 from .labels import output_labels
-from .modules import ModuleSpec, Scope, attribute_code
+from .modules import ModuleSpec, Scope, registered_counts, submodule_code
 from .views import permute_text
 
 if TYPE_CHECKING:
@@ -76,17 +83,25 @@ class SharedValues:
     call with another device or dtype binds again."""
 
 
-def unless_replaced(emit: ForwardEmitter, module: str, class_name: str, comment: str,
+def unless_replaced(emit: ForwardEmitter, module: str, spec: ModuleSpec, comment: str,
                     called: Callable[[], list[TensorCode]],
                     in_place: Callable[[], list[TensorCode]],
                     unbound: Collection[int] = ()) -> list[TensorCode]:
     """`in_place()` (a callee's body written here, a scan's step inlined or fused) where the
-    submodule `module` is the generated class `class_name` as it is, without hooks; else
-    `called()`, which calls it: one that is not (sharded by FSDP, wrapped, replaced,
-    parametrized) or that has hooks runs as a call, since its `__call__` does more than its
-    `forward`. Both branches bind `called`'s names, but those at the positions `unbound`
-    (outputs nothing reads, which `in_place` may leave unbound)."""
-    clauses = [f"type({module}) is not {class_name}", *(f"{module}.{hooks}" for hooks in HOOKS)]
+    submodule `module` is the generated class of `spec` as it is, without hooks, its
+    parameters and buffers registered as the class registers them; else `called()`, which
+    calls it: one that is not (sharded by FSDP, wrapped, replaced, parametrized) or that has
+    hooks runs as a call, since its `__call__` does more than its `forward`, and one whose
+    registries hold other entries runs its own `forward`, which reads them as attributes.
+    `in_place` reads them from the registries (`Scope.registered`). Both branches bind
+    `called`'s names, but those at the positions `unbound` (outputs nothing reads, which
+    `in_place` may leave unbound)."""
+    clauses = [f"type({module}) is not {spec.class_name}",
+               *(f"{module}.{hooks}" for hooks in HOOKS)]
+    counts = registered_counts(spec)
+    for registry, count in zip(("_parameters", "_buffers"), counts, strict=True):
+        if count:
+            clauses.append(f"len({module}.{registry}) != {count}")
     emit.emit(f"if {' or '.join(clauses)}:", comment)
     with emit.branch():
         results = called()
@@ -96,6 +111,9 @@ def unless_replaced(emit: ForwardEmitter, module: str, class_name: str, comment:
         for position, (result, value) in enumerate(zip(results, written, strict=True)):
             if value.code != result.code and position not in unbound:
                 emit.emit(f"{result.code} = {value.code}")
+    if registered_counts(spec) != counts:
+        raise CompileError(f"writing {spec.class_name}'s body in place registered parameters "
+                           "its own forward does not read")
     return [TensorCode(result.code, result.array, result.batched or value.batched)
             for result, value in zip(results, written, strict=True)]
 
@@ -183,14 +201,14 @@ class CallInlining:
         attribute = emit.scope.spec.child(op.instance, info.class_name,
                                           f"call site {op.instance} of {definition.name}")
         lift = f", lifted over {' '.join(term.degree.names)}" if lifted else ""
-        # One look-up of the submodule (`nn.Module.__getattr__` is slow), not one per read.
-        module = emit.assign(op.instance, attribute_code(emit.scope.owner, attribute),
+        # One look-up of the submodule, not one per read.
+        module = emit.assign(op.instance, submodule_code(emit.scope.owner, attribute),
                              f"{op.definition}{lift}{emit.source_note(term.span)}",
                              fallback="module")
         shared = self._write_shared(term, definition, spec, module, inputs) \
             if self._shares(definition) else None
         return unless_replaced(
-            emit, module, info.class_name,
+            emit, module, spec,
             "a replaced, wrapped or hooked submodule is called; else its body runs here",
             lambda: declaration(op).lower(emit, term, op, inputs),
             lambda: self._inline(term, op, definition, spec, module, inputs, shared))
@@ -296,7 +314,7 @@ class CallInlining:
         # New arrays (index vectors, constants) take the callee's arguments' device and
         # dtype, as in its own `forward`.
         outer, anchors, emit.anchors = emit.scope, emit.anchors, arguments
-        emit.scope = Scope(spec, module)
+        emit.scope = Scope(spec, module, registered=True)
         self.walk = (shared, False) if shared is not None else None
         try:
             with emit.own_patterns():

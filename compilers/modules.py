@@ -93,12 +93,36 @@ def attribute_code(owner: str, attribute: str) -> str:
     return f"getattr({owner}, {string_literal(attribute)})"
 
 
+def submodule_code(owner: str, attribute: str) -> str:
+    """`self._modules["head"]`: a submodule read from the registry that `nn.Module` keeps it
+    in. `self.head` is the same module, found by `nn.Module.__getattr__` after the ordinary
+    look-up fails, which costs as much as a small operation."""
+    return f"{owner}._modules[{string_literal(attribute)}]"
+
+
+def registered_counts(spec: ModuleSpec) -> tuple[int, int]:
+    """How many parameters and buffers a module of the class registers."""
+    buffers = sum(1 for entry in spec.params.values() if entry.parameter.buffer)
+    return len(spec.params) - buffers, buffers
+
+
 @dataclass(frozen=True)
 class Scope:
-    """Where parameters live while a term is emitted: `self`, or a block copy's loop name."""
+    """Where parameters live while a term is emitted: `self`, a block copy's loop name, or a
+    submodule whose body is written in place. `registered`: its parameters may be read from
+    the module's registries (`_parameters`, `_buffers`), which the test that guards a body
+    written in place has checked hold the class's entries (`compilers.inline_calls`)."""
 
     spec: ModuleSpec
     owner: str
+    registered: bool = False
+
+    def read(self, entry: ParamEntry) -> str:
+        """The code that reads a parameter or buffer of the module."""
+        if not self.registered:
+            return attribute_code(self.owner, entry.attribute)
+        registry = "_buffers" if entry.parameter.buffer else "_parameters"
+        return f"{self.owner}.{registry}[{string_literal(entry.attribute)}]"
 
 
 @dataclass(frozen=True)

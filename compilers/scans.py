@@ -29,7 +29,7 @@ from ncd.sizes import ProgramSizes
 
 from .errors import CompileError
 from .inline_calls import unless_replaced
-from .modules import ModuleSpec, Scope, attribute_code
+from .modules import ModuleSpec, Scope, submodule_code
 from .naming import base_name
 from .views import leading_shape
 
@@ -58,7 +58,7 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
     info = emit.compiler.info(plan.definition.name)
     attribute = emit.scope.spec.child(plan.op.instance, info.class_name,
                                       f"call site {plan.op.instance} of {plan.definition.name}")
-    module = emit.assign(plan.op.instance, attribute_code(emit.scope.owner, attribute),
+    module = emit.assign(plan.op.instance, submodule_code(emit.scope.owner, attribute),
                          f"{plan.op.definition}, the step{emit.source_note(term.span)}",
                          fallback="module")
 
@@ -69,7 +69,7 @@ def lower_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode]) ->
     # (a final state nothing reads is not bound by the fused kernel's branch: not rebound)
     unread = emit.flow.unread_outputs(term) if emit.flow is not None else set()
     return unless_replaced(
-        emit, module, info.class_name,
+        emit, module, plan.spec,
         "a replaced, wrapped or hooked step is called at every step; else it runs here",
         called, lambda: _scan_in_place(emit, term, inputs, plan, module), unread)
 
@@ -233,7 +233,7 @@ def inlined_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
     along = reached_from(flow, flow.inputs[term.carries:]) & before_loop
     lifted = len(plan.call.degree.axes)
     outer = emit.scope
-    emit.scope = Scope(plan.spec, module)
+    emit.scope = Scope(plan.spec, module, registered=True)
     # A sum of a product as one call (`compilers.muladd`) where both stand on the same side of
     # the loop: the step's matches, known only while it is written here.
     early = {id(node.term) for node, before in zip(flow.nodes, hoisted, strict=True) if before}
@@ -298,7 +298,7 @@ def fused_scan(emit: ForwardEmitter, term: ir.Scan, inputs: list[TensorCode],
     gates = 4 if cell.kind == "lstm" else 3
     carried = [cell.hidden] + ([cell.cell] if cell.cell is not None else [])
     outer = emit.scope
-    emit.scope = Scope(plan.spec, module)
+    emit.scope = Scope(plan.spec, module, registered=True)
     try:
         weights = [_weight_view(emit, linear, cell, gates * hidden)
                    for linear in (cell.input_map, cell.hidden_map)]

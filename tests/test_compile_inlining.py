@@ -61,10 +61,14 @@ class HandWritten(nn.Module):
 
 def test_a_small_lifted_callee_is_written_into_its_caller() -> None:
     forward = forward_of(ncd.load(textwrap.dedent(BLOCK)).compile("block"), "Block")
-    assert "# mlp, inlined" in forward and "mlp = self.mlp" in forward
-    assert "mlp.W_in" in forward and "mlp.b_out" in forward
-    # the call remains for a submodule that is not the generated class as it is
+    assert "# mlp, inlined" in forward and 'mlp = self._modules["mlp"]' in forward
+    # read from the registries, not found by `nn.Module.__getattr__` at every read
+    assert 'mlp._parameters["W_in"]' in forward and 'mlp._parameters["b_out"]' in forward
+    assert "mlp.W_in" not in forward
+    # the call remains for a submodule that is not the generated class as it is, or whose
+    # registries do not hold the class's four parameters
     assert "type(mlp) is not Mlp" in forward and "mlp._forward_pre_hooks" in forward
+    assert "len(mlp._parameters) != 4" in forward
 
 
 def test_a_hooked_or_replaced_submodule_is_called() -> None:
@@ -82,6 +86,61 @@ def test_a_hooked_or_replaced_submodule_is_called() -> None:
     handle.remove()
     module.mlp = nn.Identity()  # type: ignore[assignment]
     torch.testing.assert_close(module(x), x + F.layer_norm(x, (8,), module.g, module.b))
+
+
+def test_parameters_kept_outside_the_registry_are_read_by_the_submodules_forward() -> None:
+    """A submodule whose parameters are not in its `_parameters` runs its own `forward`, which
+    reads them as attributes: a `DataParallel` replica keeps its copies as plain attributes,
+    and a parameter can be deleted and set again as a plain tensor. The body in place, which
+    reads the registry, would raise a `KeyError` on either."""
+    torch.manual_seed(0)
+    module = ncd.load(textwrap.dedent(BLOCK)).to_torch("block").double()
+    x = torch.randn(5, 8, dtype=torch.float64)
+    hand = HandWritten(module).double()
+    torch.testing.assert_close(module(x), hand(x))
+    # as `torch.nn.parallel.replicate` makes a replica, on the CPU
+    replica = module.mlp._replicate_for_data_parallel()
+    for name, parameter in module.mlp.named_parameters():
+        setattr(replica, name, parameter * 2)
+    assert not replica._parameters
+    module.mlp = replica
+    with torch.no_grad():
+        for layer in (hand.fc_in, hand.fc_out):
+            layer.weight.mul_(2)
+            layer.bias.mul_(2)
+    torch.testing.assert_close(module(x), hand(x))
+    # a fresh module, one parameter swapped for a plain tensor that a gradient reaches
+    module = ncd.load(textwrap.dedent(BLOCK)).to_torch("block").double()
+    hand = HandWritten(module).double()
+    bias = module.mlp.b_out.detach().clone().requires_grad_()
+    del module.mlp.b_out
+    module.mlp.b_out = bias
+    assert "b_out" not in module.mlp._parameters
+    module(x).sum().backward()
+    torch.testing.assert_close(bias.grad, torch.full((8,), 5.0, dtype=torch.float64))
+
+
+def test_functional_call_reaches_the_parameters_read_in_place() -> None:
+    """`torch.func.functional_call` swaps tensors into the registries, where the body in
+    place reads them: the values and gradients are those of the tensors passed in."""
+    torch.manual_seed(0)
+    module = ncd.load(textwrap.dedent(BLOCK)).to_torch("block").double()
+    x = torch.randn(5, 8, dtype=torch.float64)
+    swapped = {name: (2 * parameter).detach().requires_grad_()
+               for name, parameter in module.named_parameters()}
+    out = torch.func.functional_call(module, swapped, (x,))
+    hand = HandWritten(module).double()
+    with torch.no_grad():
+        for layer in (hand.fc_in, hand.fc_out):
+            layer.weight.mul_(2)
+            layer.bias.mul_(2)
+        hand.norm.weight.mul_(2)
+        hand.norm.bias.mul_(2)
+    torch.testing.assert_close(out, hand(x))
+    out.sum().backward()
+    hand(x).sum().backward()
+    torch.testing.assert_close(swapped["mlp.W_in"].grad, hand.fc_in.weight.grad.T)
+    torch.testing.assert_close(swapped["mlp.b_out"].grad, hand.fc_out.bias.grad)
 
 
 @pytest.mark.parametrize("batch", [(), (3,), (2, 3)])

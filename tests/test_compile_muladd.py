@@ -218,7 +218,7 @@ def test_in_a_scan_the_product_of_the_state_is_fused_inside_the_loop() -> None:
     inlined = re.search(r"for t_index\w* in .*inlined", source)  # (a hooked step's loop first)
     assert inlined is not None, source
     loop = source[inlined.start():]
-    assert re.search(r"torch\.addcmul\(\w+, H0\w*, step\.nu\)", loop), loop
+    assert re.search(r'torch\.addcmul\(\w+, H0\w*, step\._parameters\["nu"\]\)', loop), loop
     apart = program.compile("apart")
     assert "addcmul" not in apart[apart.index("class Apart"):]
     for name, report in compare_text(SCAN, sizes=1).items():
