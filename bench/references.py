@@ -410,8 +410,8 @@ class Vit(nn.Module):
         self.attn = VitAttention(layer.attention, layer.attention.W_q.shape[1])
         self.norm2 = _norm(m, layer.g_2, layer.b_2, eps=1e-6)
         ff = layer.feedforward
-        self.fc1 = _linear(_flat_in(ff.W_in), ff.b_in)
-        self.fc2 = _linear(_flat_in(ff.W_out), ff.b_out)
+        self.fc1 = _linear(ff.W_in.detach(), ff.b_in)  # the standard library's (out, in)
+        self.fc2 = _linear(ff.W_out.detach(), ff.b_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch(x).flatten(2).transpose(1, 2)
@@ -460,9 +460,9 @@ class LlamaBlock(nn.Module):
         self.wk = _linear(_flat_in(attention.W_k))
         self.wv = _linear(_flat_in(attention.W_v))
         self.wo = _linear(_flat_out(attention.W_o, 3))
-        self.w1 = _linear(_flat_in(mlp.W_gate))
-        self.w3 = _linear(_flat_in(mlp.W_up))
-        self.w2 = _linear(_flat_in(mlp.W_down))
+        self.w1 = _linear(mlp.W_gate.detach())  # the standard library's (out, in)
+        self.w3 = _linear(mlp.W_up.detach())
+        self.w2 = _linear(mlp.W_down.detach())
 
     @staticmethod
     def rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -565,9 +565,6 @@ def test_llama_block_is_a_llama_block(h: int, g: int) -> None:
         Z = F.rms_norm(H, (m,), ffn_norm, eps=1e-5)
         return H + F.linear(F.silu(F.linear(Z, w1)) * F.linear(Z, w3), w2)
 
-    def transposed(t: torch.Tensor) -> torch.Tensor:
-        return t.T
-
     copies = [Copy("w_attn", attention_norm), Copy("w_ffn", ffn_norm),
               # the rows of a query head: pairs (j, p) of entries 2j + p
               Copy("attention.W_q", wq, lambda t: t.reshape(g, r, k // 2, 2, m)
@@ -576,8 +573,8 @@ def test_llama_block_is_a_llama_block(h: int, g: int) -> None:
                    .permute(3, 0, 1, 2)),
               Copy("attention.W_v", wv, lambda t: heads_in(t, g)),
               Copy("attention.W_o", wo, lambda t: t.reshape(m, g, r, k).permute(1, 2, 3, 0)),
-              Copy("swiglu.W_gate", w1, transposed), Copy("swiglu.W_down", w2, transposed),
-              Copy("swiglu.W_up", w3, transposed)]
+              # the standard library's SwiGLU keeps nn.Linear's (out, in) layout
+              Copy("swiglu.W_gate", w1), Copy("swiglu.W_down", w2), Copy("swiglu.W_up", w3)]
     holds_to_reference("llama_block", {"m": m, "h": h, "g": g, "f": f}, copies, llama_block,
                        [(randn(2, 9, m),), (randn(1, 1, m),), (randn(5, m),)])
 
@@ -759,8 +756,9 @@ def test_vit_embeds_patches_then_runs_a_pre_norm_encoder_layer(c: int, p: int, u
               Copy(layer + "g_2", norm_2[0]), Copy(layer + "b_2", norm_2[1]),
               Copy(msa + "W_o", attention.out_proj.weight, lambda t: heads_out(t, h)),
               Copy(msa + "b_o", attention.out_proj.bias),
-              Copy(ff + "W_in", mlp[0][0], lambda t: t.T), Copy(ff + "b_in", mlp[0][1]),
-              Copy(ff + "W_out", mlp[1][0], lambda t: t.T), Copy(ff + "b_out", mlp[1][1])]
+              # the standard library's feed-forward keeps nn.Linear's (out, in) layout
+              Copy(ff + "W_in", mlp[0][0]), Copy(ff + "b_in", mlp[0][1]),
+              Copy(ff + "W_out", mlp[1][0]), Copy(ff + "b_out", mlp[1][1])]
     for part, name in enumerate("qkv"):
         copies.append(Copy(f"{msa}W_{name}", attention.in_proj_weight,
                            lambda t, p=part: heads_in(t[p * m:(p + 1) * m], h)))

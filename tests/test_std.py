@@ -147,13 +147,14 @@ def test_feedforward_and_swiglu() -> None:
     checked = program("feedforward.ncd")
     first, second = nn.Linear(12, 20), nn.Linear(20, 12)
     feedforward = checked.to_torch("feedforward")
-    _set(feedforward, W_in=first.weight.detach().T, b_in=first.bias.detach(),
-         W_out=second.weight.detach().T, b_out=second.bias.detach())
+    # nn.Linear's weights as they are: the layers keep its (out, in) layout
+    _set(feedforward, W_in=first.weight.detach(), b_in=first.bias.detach(),
+         W_out=second.weight.detach(), b_out=second.bias.detach())
     gate, up, down = (nn.Linear(12, 20, bias=False), nn.Linear(12, 20, bias=False),
                       nn.Linear(20, 12, bias=False))
     swiglu = checked.to_torch("swiglu")
-    _set(swiglu, W_gate=gate.weight.detach().T, W_up=up.weight.detach().T,
-         W_down=down.weight.detach().T)
+    _set(swiglu, W_gate=gate.weight.detach(), W_up=up.weight.detach(),
+         W_down=down.weight.detach())
     for shape in [(12,), (4, 12), (2, 3, 12)]:
         X = torch.randn(*shape, requires_grad=True)
         _close(feedforward(X), second(F.gelu(first(X))))
