@@ -519,8 +519,8 @@ class Moe(nn.Module):
         super().__init__()
         self.gate = _linear(_flat_in(source.W_g))
         self.experts = nn.ModuleList(
-            nn.Sequential(_linear(_flat_in(e.W_1), e.b_1), nn.ReLU(),
-                          _linear(_flat_in(e.W_2), e.b_2))
+            nn.Sequential(_linear(e.W_1.detach(), e.b_1), nn.ReLU(),  # (out, in) already
+                          _linear(e.W_2.detach(), e.b_2))
             for e in source.expert)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

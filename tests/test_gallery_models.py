@@ -463,9 +463,10 @@ def test_moe_mixes_experts_with_their_own_weights_by_a_softmax_gate(e: int) -> N
     copies = [Copy("W_g", gate.weight, transposed)]
     for number, expert in enumerate(experts):
         first, _, second = expert  # type: ignore[misc]
-        copies += [Copy(f"expert.{number}.W_1", first.weight, transposed),
+        # the gallery's experts keep nn.Linear's (out, in) layout
+        copies += [Copy(f"expert.{number}.W_1", first.weight),
                    Copy(f"expert.{number}.b_1", first.bias),
-                   Copy(f"expert.{number}.W_2", second.weight, transposed),
+                   Copy(f"expert.{number}.W_2", second.weight),
                    Copy(f"expert.{number}.b_2", second.bias)]
     holds_to_reference("moe", {"m": m, "h": h, "e": e}, copies, reference,
                        [(randn(5, m),), (randn(2, 3, m),), (randn(1, m),)])
@@ -485,16 +486,17 @@ def test_moe_experts_differ_and_the_gate_weighs_them() -> None:
         uniform = module(X)
         outputs = []
         for i in range(e):
-            weights = torch.relu(X @ named[f"expert.{i}.W_1"] + named[f"expert.{i}.b_1"])
-            outputs.append(weights @ named[f"expert.{i}.W_2"] + named[f"expert.{i}.b_2"])
+            # the experts' weights are (out, in), as nn.Linear's
+            weights = torch.relu(X @ named[f"expert.{i}.W_1"].T + named[f"expert.{i}.b_1"])
+            outputs.append(weights @ named[f"expert.{i}.W_2"].T + named[f"expert.{i}.b_2"])
         torch.testing.assert_close(uniform, sum(outputs) / e, **TOLERANCE)
         assert not torch.allclose(outputs[0], outputs[1])
         X_one = torch.zeros(1, m, dtype=DTYPE)
         X_one[0, 0] = 1.0
         named["W_g"][0] = torch.tensor([0.0, 1e4, 0.0], dtype=DTYPE)  # the gate picks expert 1
         picked = module(X_one)
-        hidden = torch.relu(X_one @ named["expert.1.W_1"] + named["expert.1.b_1"])
-        torch.testing.assert_close(picked, hidden @ named["expert.1.W_2"] + named["expert.1.b_2"],
+        hidden = torch.relu(X_one @ named["expert.1.W_1"].T + named["expert.1.b_1"])
+        torch.testing.assert_close(picked, hidden @ named["expert.1.W_2"].T + named["expert.1.b_2"],
                                    **TOLERANCE)
 
 
