@@ -539,8 +539,8 @@ class BatchnormLayer(nn.Module):
 
     def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
         super().__init__()
-        self.linear = _linear(_flat_in(source.W))
-        self.norm = _batch_norm(nn.BatchNorm1d(source.W.shape[1]), source.gamma, source.beta,
+        self.linear = _linear(source.W.detach())  # (out, in) already
+        self.norm = _batch_norm(nn.BatchNorm1d(source.W.shape[0]), source.gamma, source.beta,
                                 source.running_mean, source.running_var)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -419,7 +419,7 @@ def test_batchnorm_layer_is_linear_batchnorm1d_relu() -> None:
     linear = nn.Linear(i, n, bias=False, dtype=DTYPE)
     norm = randomised(nn.BatchNorm1d(n, dtype=DTYPE))
     layer = nn.Sequential(linear, norm, nn.ReLU())
-    copies = [Copy("W", linear.weight, lambda t: t.T), Copy("gamma", norm.weight),
+    copies = [Copy("W", linear.weight), Copy("gamma", norm.weight),  # W: (out, in) as nn.Linear
               Copy("beta", norm.bias)]
     holds_to_reference_in_both_modes(
         "batchnorm", "batchnorm_layer", {"i": i, "n": n}, copies,

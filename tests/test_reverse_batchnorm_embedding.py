@@ -105,7 +105,7 @@ def test_batchnorm_layer_equals_pytorchs_modules(training: bool) -> None:
     linear = torch.nn.Linear(5, 4, bias=False).double()
     norm = torch.nn.BatchNorm1d(4).double()
     with torch.no_grad():
-        linear.weight.copy_(forward.W.T)  # W: R[i, n], nn.Linear's weight [n, i]
+        linear.weight.copy_(forward.W)  # W: R[n, i], as nn.Linear's weight
         norm.weight.copy_(forward.gamma)
         norm.bias.copy_(forward.beta)
         norm.running_mean.copy_(forward.running_mean)
@@ -120,7 +120,7 @@ def test_batchnorm_layer_equals_pytorchs_modules(training: bool) -> None:
     with torch.no_grad():
         dX, dW, dgamma, dbeta = backward(X.detach(), dY)
     torch.testing.assert_close(dX, expected[0])
-    torch.testing.assert_close(dW.T, expected[1])
+    torch.testing.assert_close(dW, expected[1])
     torch.testing.assert_close(dgamma, expected[2])
     torch.testing.assert_close(dbeta, expected[3])
 
