@@ -4,7 +4,8 @@
 without any loop over elements:
 
 1. one indexing expression `X[..., 3, 1:9:2, :]` does every fixed index (a row of `eta` with
-   no term), every offset and every stride (a row with one term);
+   no term), every offset and every stride (a row with one term); a single fixed index and
+   nothing else is `X.select(-2, 3)`;
 2. a row with several terms (a convolution window `2*p + w`, dilation `p + 2*w`) is cut to its
    exact extent and `unfold`ed once per extra term, the last term strided with `[..., ::a]`;
 3. an index of P read by two rows (a copy: `p -> (p, p)`) becomes a `diagonal`;
@@ -189,12 +190,14 @@ def view_through(
         starts.append(affine_size(row.offset - sum(c for c, _ in negative), negative))
         rows[j] = Row(tuple((label, abs(c)) for label, c in row.terms), 0)
     items: list[str] = []
+    fixed: list[int] = []  # the positions of the items that are a fixed index
     labels: list[Label] = []
     windows: list[tuple[int, list[tuple[Label, int]]]] = []
     for row, input_size, first in zip(rows, input_sizes, starts, strict=True):
         terms = sorted(row.terms, key=lambda term: -term[1])
         first_text = str(first) if isinstance(first, int) else size_code(first)
         if not terms:
+            fixed.append(len(items))
             items.append(first_text)
             continue
         stop_size = extent(terms, sizes, first)
@@ -208,7 +211,12 @@ def view_through(
         if len(terms) > 1:
             windows.append((len(labels), terms))
         labels.append(terms[0][0])
-    if any(item != ":" for item in items):
+    read = [position for position, item in enumerate(items) if item != ":"]
+    if read == fixed and len(fixed) == 1:
+        # One fixed index and nothing else (a gate of a cell, one of q, k, v): `select`, a
+        # plain call, costs less than parsing an index tuple with `...`.
+        expr = f"{expr}.select({fixed[0] - len(items)}, {items[fixed[0]]})"
+    elif read:
         expr = f"{expr}[..., {', '.join(items)}]"
 
     for position, window_terms in windows:

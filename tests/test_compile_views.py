@@ -97,3 +97,18 @@ def test_views_have_no_python_loop_and_no_copy() -> None:
     Y = module(X)
     assert Y.untyped_storage().data_ptr() == X.untyped_storage().data_ptr()  # a view
     torch.testing.assert_close(Y, gather(X, p_sizes, matrix, offsets, order), atol=0, rtol=0)
+
+
+def test_a_single_fixed_index_is_a_select() -> None:
+    """`Y[p] = X[2, p]` (a gate of a cell, one of stacked q, k, v) is `X.select(-2, 2)`, a plain
+    call, not an index tuple with `...`; with and without leading dims, a view."""
+    program = reindexing_program([4], [[0], [1]], [2, 0], [1, 0], [0])
+    forward = compile_program(program)
+    forward = forward[forward.index("def forward"):]
+    assert "X.select(-2, 2)" in forward and "[..." not in forward
+    module = build_module(program, "view")
+    for shape in [(4, 4), (3, 4, 4), (2, 3, 4, 4)]:
+        X = torch.randn(shape)
+        Y = module(X)
+        assert Y.untyped_storage().data_ptr() == X.untyped_storage().data_ptr()
+        torch.testing.assert_close(Y, gather(X, [4], [[0], [1]], [2, 0], [0]), atol=0, rtol=0)
