@@ -382,10 +382,9 @@ class VitAttention(nn.Module):
     def __init__(self, source: nn.Module, heads: int) -> None:
         super().__init__()
         self.heads = heads
-        weights = [_flat_in(getattr(source, f"W_{n}")) for n in "qkv"]
-        biases = [getattr(source, f"b_{n}").detach().reshape(-1) for n in "qkv"]
-        self.qkv = _linear(torch.cat(weights), torch.cat(biases))
-        self.proj = _linear(_flat_out(source.W_o, 2), source.b_o)
+        # the standard library's attention keeps nn.MultiheadAttention's (out, in) layout
+        self.qkv = _linear(source.W_qkv.detach().flatten(0, 2), source.b_qkv)
+        self.proj = _linear(source.W_o.detach().flatten(1), source.b_o)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
@@ -407,7 +406,7 @@ class Vit(nn.Module):
         self.cls_token = nn.Parameter(embedding.cls.detach().clone())
         self.pos_embed = nn.Parameter(embedding.pos.detach().clone())
         self.norm1 = _norm(m, layer.g_1, layer.b_1, eps=1e-6)
-        self.attn = VitAttention(layer.attention, layer.attention.W_q.shape[1])
+        self.attn = VitAttention(layer.attention, layer.attention.W_qkv.shape[1])
         self.norm2 = _norm(m, layer.g_2, layer.b_2, eps=1e-6)
         ff = layer.feedforward
         self.fc1 = _linear(ff.W_in.detach(), ff.b_in)  # the standard library's (out, in)

@@ -756,16 +756,14 @@ def test_vit_embeds_patches_then_runs_a_pre_norm_encoder_layer(c: int, p: int, u
               Copy("patch_embedding.pos", position, lambda t: t.reshape(x, m)),
               Copy(layer + "g_1", norm_1[0]), Copy(layer + "b_1", norm_1[1]),
               Copy(layer + "g_2", norm_2[0]), Copy(layer + "b_2", norm_2[1]),
-              Copy(msa + "W_o", attention.out_proj.weight, lambda t: heads_out(t, h)),
+              # the standard library's attention keeps nn.MultiheadAttention's layout
+              Copy(msa + "W_qkv", attention.in_proj_weight, lambda t: t.view(3, h, -1, m)),
+              Copy(msa + "b_qkv", bias, lambda t: t.view(3, h, -1)),
+              Copy(msa + "W_o", attention.out_proj.weight, lambda t: t.view(m, h, -1)),
               Copy(msa + "b_o", attention.out_proj.bias),
               # the standard library's feed-forward keeps nn.Linear's (out, in) layout
               Copy(ff + "W_in", mlp[0][0]), Copy(ff + "b_in", mlp[0][1]),
               Copy(ff + "W_out", mlp[1][0]), Copy(ff + "b_out", mlp[1][1])]
-    for part, name in enumerate("qkv"):
-        copies.append(Copy(f"{msa}W_{name}", attention.in_proj_weight,
-                           lambda t, p=part: heads_in(t[p * m:(p + 1) * m], h)))
-        copies.append(Copy(f"{msa}b_{name}", bias,
-                           lambda t, p=part: t[p * m:(p + 1) * m].reshape(h, -1)))
     holds_to_reference("vit", {"c": c, "p": p, "u": u, "v": v, "m": m, "h": h}, copies,
                        reference, [(randn(2, c, u, v),), (randn(1, c, u, v),), (randn(c, u, v),)])
 

@@ -74,6 +74,15 @@ def test_a_sized_library_axis_is_still_a_clash() -> None:
     assert diagnostic.span.file == "<input>" and diagnostic.span.line == 2
 
 
+def test_the_attention_files_own_axis_leaves_common_names_free() -> None:
+    """`std/attention.ncd` sizes the axis of its three projections itself; it is named `qkv`,
+    so that a model's own `t` (time, steps) is still its to declare."""
+    checked = ncd.load('import "std/attention.ncd"\naxis t = 5\n'
+                       "axis m = 8, h = 2, k = m / h, g = 1, r = 2\n")
+    assert checked.axes["t"].size == ir.SizeConst(value=5)
+    assert checked.axes["qkv"].size == ir.SizeConst(value=3)
+
+
 def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
@@ -101,12 +110,21 @@ def test_multi_head_attention_is_nn_multiheadattention(name: str) -> None:
     with torch.no_grad():
         torch_mha.in_proj_bias.normal_()
         torch_mha.out_proj.bias.normal_()
-    wq, wk, wv = torch_mha.in_proj_weight.detach().chunk(3)
-    bq, bk, bv = torch_mha.in_proj_bias.detach().chunk(3)
-    _set(module, W_q=wq.T.reshape(16, 4, 4), W_k=wk.T.reshape(16, 4, 4),
-         W_v=wv.T.reshape(16, 4, 4), b_q=bq.reshape(4, 4), b_k=bk.reshape(4, 4),
-         b_v=bv.reshape(4, 4), W_o=torch_mha.out_proj.weight.detach().T.reshape(4, 4, 16),
-         b_o=torch_mha.out_proj.bias.detach())
+    if name == "cross_attention":
+        wq, wk, wv = torch_mha.in_proj_weight.detach().chunk(3)
+        bq, bk, bv = torch_mha.in_proj_bias.detach().chunk(3)
+        _set(module, W_q=wq.T.reshape(16, 4, 4), W_k=wk.T.reshape(16, 4, 4),
+             W_v=wv.T.reshape(16, 4, 4), b_q=bq.reshape(4, 4), b_k=bk.reshape(4, 4),
+             b_v=bv.reshape(4, 4), W_o=torch_mha.out_proj.weight.detach().T.reshape(4, 4, 16),
+             b_o=torch_mha.out_proj.bias.detach())
+    else:
+        # the self-attention layers keep nn.MultiheadAttention's layout: views, no transpose
+        assert not hasattr(module, "W_q")
+        module.load_state_dict({
+            "W_qkv": torch_mha.in_proj_weight.detach().view(3, 4, 4, 16),
+            "b_qkv": torch_mha.in_proj_bias.detach().view(3, 4, 4),
+            "W_o": torch_mha.out_proj.weight.detach().view(16, 4, 4),
+            "b_o": torch_mha.out_proj.bias.detach()})
     for batch, length, context in [((), 1, 3), ((2,), 5, 4), ((3,), 7, 9)]:
         X = torch.randn(*batch, length, 16, requires_grad=True)
         C = torch.randn(*batch, context, 16, requires_grad=True)
