@@ -448,6 +448,7 @@ STRUCTURAL_CONSTRUCTS = (
     "sum of a product as one call", "linear map with a bias, one addmm of its rows",
     "linear map of a weight declared (out, in), read as stored",
     "contraction of several trailing axes, or into several axes, as one matrix product",
+    "one fixed index, as a select",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -616,6 +617,14 @@ def _map_constructs(eta: ir.StrideMorphism) -> set[str]:
     columns = [sum(1 for row in eta.matrix if row[i]) for i in range(len(eta.domain.axes))]
     if any(count > 1 for count in columns):
         found.add("diagonal")
+    # `X.select(d, i)` (compilers/views.py): one row is a fixed index, every other reads a whole
+    # axis of the same size as it is
+    fixed = [j for j, row in enumerate(eta.matrix) if not any(row)]
+    whole = [j for j, (row, offset) in enumerate(zip(eta.matrix, eta.offset, strict=True))
+             if offset == 0 and sorted(row) == [0] * (len(row) - 1) + [1] and
+             eta.domain.axes[row.index(1)].size == eta.codomain.axes[j].size]
+    if len(fixed) == 1 and len(fixed) + len(whole) == len(eta.matrix):
+        found.add("one fixed index, as a select")
     return found
 
 
