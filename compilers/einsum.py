@@ -75,7 +75,9 @@ def contraction(emitter: ForwardEmitter, term: ir.Broadcasted,
             ("..." if operands[0][0].batched else "") + "".join(map(letter, out_labels))):
         return arguments[0]  # one operand read as it is: no einsum needed
     batched = any(value.batched for value, _ in operands)
-    simpler = broadcast_product(read, out_labels) or _matrix_product(
+    real = all(value.array.dtype.kind == "R" for value, _ in operands)
+    simpler = (reduction(read, out_labels) if real else None) or \
+        broadcast_product(read, out_labels) or _matrix_product(
         read, out_labels, lambda label: emitter.size(label_sizes[label]))
     if simpler is not None:
         return simpler
@@ -98,6 +100,25 @@ def _operand(code: str) -> str:
         if depth == 0 and (character == " " or (index == 0 and character in "-~")):
             return f"({code})"
     return code
+
+
+def reduction(read: Sequence[tuple[list[Label], str, bool]],
+              out_labels: Sequence[Label]) -> str | None:
+    """A sum of one real array over some of its axes (`Z[p, b] = sum(c) Y[b, c, p]`) as
+    `Y.sum(-2)`, the kept axes then moved into the output's order (a view). `torch.einsum`
+    parses its equation at every call (4.7 µs against 1.8 at a small size, measured alone),
+    and with the output's axes in another order it reduced along the permuted layout: 28 ms
+    against 0.5 for `(64, 64, 32, 32)` summed over its second axis. None for several operands
+    or a diagonal (a repeated label)."""
+    if len(read) != 1:
+        return None
+    labels, code, _ = read[0]
+    if len(set(labels)) != len(labels) or not set(out_labels) <= set(labels):
+        return None
+    summed = [str(i - len(labels)) for i, label in enumerate(labels) if label not in out_labels]
+    if summed:
+        code = f"{_operand(code)}.sum({summed[0] if len(summed) == 1 else tuple_text(summed)})"
+    return permute_text(code, [label for label in labels if label in out_labels], out_labels)
 
 
 def broadcast_product(read: Sequence[tuple[list[Label], str, bool]],
@@ -179,6 +200,20 @@ def matrix_form_of(term: ir.Broadcasted) -> MatrixForm | None:
             return None
         read.append(([row.terms[0][0] for row in rows], batched))
     return matrix_form(read, output_labels(term.outputs[0]))
+
+
+def reduction_of(term: ir.Broadcasted) -> bool:
+    """Whether the compiler writes a contraction as `reduction`: one real operand read
+    plainly, with distinct labels, summed over some of them."""
+    ports = [*term.inputs, *term.params]
+    if len(ports) != 1 or ports[0].array.dtype.kind != "R":
+        return False
+    rows = port_rows(TensorCode("", ports[0].array, bool(term.inputs)), ports[0])
+    if not all(row.is_plain for row in rows):
+        return False
+    labels = [row.terms[0][0] for row in rows]
+    return len(set(labels)) == len(labels) and \
+        set(output_labels(term.outputs[0])) < set(labels)
 
 
 def _matrix_product(read: Sequence[tuple[list[Label], str, bool]],

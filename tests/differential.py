@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from ncd.compilers.einsum import matrix_form_of
+from ncd.compilers.einsum import matrix_form_of, reduction_of
 from ncd.compilers.naming import sanitize, snake_case
 from ncd.compilers.pytorch import CompileError, build_module
 
@@ -448,7 +448,7 @@ STRUCTURAL_CONSTRUCTS = (
     "sum of a product as one call", "linear map with a bias, one addmm of its rows",
     "linear map of a weight declared (out, in), read as stored",
     "contraction of several trailing axes, or into several axes, as one matrix product",
-    "one fixed index, as a select",
+    "one fixed index, as a select", "sum of one array, as a reduction",
 )
 """Besides one per operator kind (`op einsum`, ...): what the differential corpus must cover."""
 
@@ -555,6 +555,8 @@ def constructs(program: ir.Program) -> set[str]:
                             form.count > 1 or len(form.outputs) > 1):
                         found.add("contraction of several trailing axes, or into several axes, "
                                   "as one matrix product")  # as compilers/einsum.py
+                    if isinstance(op, ir.EinsumOp) and reduction_of(term):
+                        found.add("sum of one array, as a reduction")
                 case ir.Block(repeat=repeat, shared=shared):
                     if repeat > 1:
                         found.add("repeated block, shared" if shared else "repeated block")

@@ -151,6 +151,36 @@ def test_einsum_with_a_diagonal_and_a_broadcast_operand() -> None:
     torch.testing.assert_close(module(A, B), torch.diagonal(A)[:, None] * B, **TOLERANCE)
 
 
+@pytest.mark.parametrize(("equation", "code", "reference"), [
+    ("Z[b, p, q] = sum(c) Y[b, c, p, q]", "Y.sum(-3)", "...bcpq->...bpq"),
+    ("Z[q, b] = sum(c, p) Y[b, c, p, q]", "Y.sum((-3, -2)).transpose(-2, -1)", "...bcpq->...qb"),
+    ("Z[p, q, b] = sum(c) Y[b, c, p, q]", "Y.sum(-3).movedim(", "...bcpq->...pqb"),
+])
+def test_a_sum_of_one_array_is_a_reduction_then_a_view(equation: str, code: str,
+                                                       reference: str) -> None:
+    """No `torch.einsum` (it parses its equation at every call, and reduces along a permuted
+    layout when the output's axes come in another order): `sum`, then the kept axes moved."""
+    names = equation[2:equation.index("]")]
+    program = ncd.load(textwrap.dedent(f"""
+    axis b, c = 3, p = 4, q = 5
+    def f(Y: R[b, c, p, q]) -> R[{names}] {{
+        {equation}
+        return Z
+    }}
+    """))
+    source = program.compile("f")
+    assert "einsum" not in source and code in source
+    module = program.to_torch("f", dtype=torch.float64)
+    for shape in [(2, 3, 4, 5), (6, 2, 3, 4, 5)]:
+        Y = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        expected = torch.einsum(reference, Y)
+        actual = module(Y)
+        torch.testing.assert_close(actual, expected)
+        probe = torch.randn_like(expected)
+        torch.testing.assert_close(torch.autograd.grad((actual * probe).sum(), Y)[0],
+                                   torch.autograd.grad((expected * probe).sum(), Y)[0])
+
+
 def test_a_product_that_sums_nothing_is_entrywise_on_batched_operands() -> None:
     program = ncd.load(textwrap.dedent("""
     axis i = 4, j = 3
