@@ -43,6 +43,7 @@ from .modules import (
     LINE_LENGTH,
     ChildEntry,
     ModuleSpec,
+    ParamEntry,
     Scope,
     attribute_code,
     choice_lines,
@@ -99,7 +100,10 @@ class ForwardEmitter:
         self._size_codes: dict[int, tuple[ir.SizeExpr, tuple[int, int, int], str,
                                           tuple[str, ...]]] = {}
         self.functional = False  # whether the code calls torch.nn.functional (`F.`)
-        self.scope = Scope(spec, "self")
+        # The parameters of `self` the forward reads, each bound to a local once at its top
+        # (`own_parameter_lines`), by attribute: (local, entry).
+        self.own_parameters: dict[str, tuple[str, ParamEntry]] = {}
+        self.scope = Scope(spec, "self", bind=self._own_parameter)
         # The walk of the composition being written: who reads what its parts make.
         self.flow: TermFlow | None = None
         # Run-time checks of bounds that depend on symbolic sizes (the first lines of forward).
@@ -642,6 +646,14 @@ class ForwardEmitter:
     def contraction(self, term: ir.Broadcasted, operands: Sequence[tuple[TensorCode, ir.Port]],
                     relabel: Sequence[Mapping[Label, Label]] | None = None) -> str:
         return contraction(self, term, operands, relabel)
+
+    def _own_parameter(self, entry: ParamEntry) -> str:
+        """The local bound to a parameter of `self` at the top of `forward`."""
+        bound = self.own_parameters.get(entry.attribute)
+        if bound is None:
+            bound = self.own_parameters[entry.attribute] = (
+                self.names.fresh(entry.attribute, "weight"), entry)
+        return bound[0]
 
     def parameters(self, term: ir.Broadcasted) -> list[TensorCode]:
         roles = declaration(term.op).roles(term.op, term, self.sizes.value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
 
@@ -111,18 +111,45 @@ class Scope:
     """Where parameters live while a term is emitted: `self`, a block copy's loop name, or a
     submodule whose body is written in place. `registered`: its parameters may be read from
     the module's registries (`_parameters`, `_buffers`), which the test that guards a body
-    written in place has checked hold the class's entries (`compilers.inline_calls`)."""
+    written in place has checked hold the class's entries (`compilers.inline_calls`).
+    `bind`: the local that holds a parameter of `self`, bound once at the top of `forward`
+    (`own_parameter_lines`)."""
 
     spec: ModuleSpec
     owner: str
     registered: bool = False
+    bind: Callable[[ParamEntry], str] | None = None
 
     def read(self, entry: ParamEntry) -> str:
         """The code that reads a parameter or buffer of the module."""
+        if self.bind is not None and not entry.parameter.buffer:
+            return self.bind(entry)
         if not self.registered:
             return attribute_code(self.owner, entry.attribute)
         registry = "_buffers" if entry.parameter.buffer else "_parameters"
         return f"{self.owner}.{registry}[{string_literal(entry.attribute)}]"
+
+
+def own_parameter_lines(spec: ModuleSpec, bound: Sequence[tuple[str, ParamEntry]]
+                        ) -> list[str]:
+    """The top of a `forward` that binds the parameters it reads (local, entry) to locals:
+    read from `self._parameters` where the module is its class as generated and holds as
+    many as the class registers, else as attributes, which a parametrized module (a property
+    of its class), a `DataParallel` replica or a parameter set again as a plain tensor
+    needs. `self.W` is found by `nn.Module.__getattr__` after Python's own look-up fails,
+    about 0.45 µs, as much as a small operation."""
+    if not bound:
+        return []
+    count = registered_counts(spec)[0]
+    inner = " " * 12
+    lines = [f"        if type(self) is {spec.class_name} and len(self._parameters) == {count}:",
+             f"{inner}# the parameters read from their registry, once"]
+    lines += [f"{inner}{local} = self._parameters[{string_literal(entry.attribute)}]"
+              for local, entry in bound]
+    lines.append("        else:")
+    lines += [f"{inner}{local} = {attribute_code('self', entry.attribute)}"
+              for local, entry in bound]
+    return lines
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from .modules import (
     all_specs,
     class_lines,
     nested_blocks,
+    own_parameter_lines,
 )
 from .naming import Namespace, camel_case, comment_lines, comment_text
 
@@ -152,6 +153,7 @@ class ProgramCompiler:
                 spec.param(name, parameter.array, Role("fan_in_uniform"))
         forward = (unbatched_checks(definition, arguments) + shape_checks(emitter, arguments)
                    + symbol_reads(emitter, definition, arguments) + emitter.checks
+                   + own_parameter_lines(spec, list(emitter.own_parameters.values()))
                    + emitter.lines)
         # Each intermediate released after its last use; the sizes read stay (integers).
         forward = free_after_last_use(forward, [v.code for v in arguments],

@@ -120,6 +120,45 @@ def test_parameters_kept_outside_the_registry_are_read_by_the_submodules_forward
     torch.testing.assert_close(bias.grad, torch.full((8,), 5.0, dtype=torch.float64))
 
 
+def test_a_modules_own_parameters_are_bound_once_and_follow_what_holds_them() -> None:
+    """The forward binds its own parameters to locals at its top: from `_parameters` for the
+    class as generated, else as attributes, so that a parametrized module (its parameter a
+    property of a new class), a replica that holds plain tensors, and `functional_call`
+    compute with the tensors they hold."""
+    torch.manual_seed(0)
+    source = ncd.load(textwrap.dedent(BLOCK)).compile("block")
+    forward = forward_of(source, "Block")
+    assert "if type(self) is Block and len(self._parameters) == 2:" in forward
+    assert 'g = self._parameters["g"]' in forward and "g = self.g" in forward
+    body = forward.split("            b = self.b\n", 1)[1]  # after the bindings
+    assert "F.layer_norm(X, (8,), g, b, eps=1e-05)" in body and "self.g" not in body
+    module = ncd.load(textwrap.dedent(BLOCK)).to_torch("block").double()
+    x = torch.randn(5, 8, dtype=torch.float64)
+    hand = HandWritten(module).double()
+    torch.testing.assert_close(module(x), hand(x))
+    # parametrized: g is twice what the registry holds
+    torch.nn.utils.parametrize.register_parametrization(module, "g", Doubled())
+    with torch.no_grad():
+        hand.norm.weight.mul_(2)
+    torch.testing.assert_close(module(x), hand(x))
+    # a replica that holds its parameters as plain attributes
+    module = ncd.load(textwrap.dedent(BLOCK)).to_torch("block").double()
+    replica = module._replicate_for_data_parallel()
+    for name in ("g", "b"):
+        setattr(replica, name, getattr(module, name) * 3)
+    assert not replica._parameters
+    hand = HandWritten(module).double()
+    with torch.no_grad():
+        hand.norm.weight.mul_(3)
+        hand.norm.bias.mul_(3)
+    torch.testing.assert_close(replica(x), hand(x))
+
+
+class Doubled(nn.Module):
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return 2 * weight
+
+
 def test_functional_call_reaches_the_parameters_read_in_place() -> None:
     """`torch.func.functional_call` swaps tensors into the registries, where the body in
     place reads them: the values and gradients are those of the tensors passed in."""

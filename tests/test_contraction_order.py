@@ -123,7 +123,7 @@ def test_natural_order_scores_cost_the_best_hand_written_order() -> None:
 def test_the_generated_code_contracts_two_operands_at_a_time() -> None:
     source = ncd.load(SCORES).compile()
     forward = source[source.index("def forward"):]
-    assert 'S_partial = torch.einsum("...xm,me->...xe", X, self.W)' in forward
+    assert 'S_partial = torch.einsum("...xm,me->...xe", X, W)' in forward
     assert 'S = torch.einsum("...xe,...ye->...xy", S_partial, K)' in forward
 
 

@@ -19,9 +19,9 @@ def test_a_linear_map_with_bias_is_one_f_linear_as_nn_linear_computes_it() -> No
     program = ncd.load("axis b\naxis m = 12, f = 16\n"
                        "def f(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }")
     source = program.compile()
-    assert "F.linear(X, self.W.T, self.c)" in source
-    assert "torch.addmm(self.c, X, self.W)" in source and "X.dim() == 2" in source
-    assert "torch.addmm(self.c, X.flatten(0, -2), self.W).view(X.shape[0], X.shape[1], 16)" \
+    assert "F.linear(X, W.T, c)" in source
+    assert "torch.addmm(c, X, W)" in source and "X.dim() == 2" in source
+    assert "torch.addmm(c, X.flatten(0, -2), W).view(X.shape[0], X.shape[1], 16)" \
         in source and "X.dim() == 3" in source
     assert "torch.einsum" not in source
     module = program.to_torch("f").double()
@@ -145,12 +145,14 @@ def test_a_weight_declared_as_nn_linear_keeps_it_is_read_as_it_is_stored(
     program = ncd.load(ROWS_FIRST.format(bias=", bias" if bias else "",
                                          c=", c" if bias else ""))
     forward = program.compile(name).split("def forward")[1]
-    (statement,) = [line for line in forward.splitlines() if "self.W" in line]
-    weight = {"heads": "self.W.flatten(0, 1)", "merge": "self.W.flatten(1)"}.get(name, "self.W")
+    (statement,) = [line for line in forward.splitlines() if "F.linear(" in line]
+    weight = {"heads": "W.flatten(0, 1)", "merge": "W.flatten(1)"}.get(name, "W")
     operand = "X.flatten(-2)" if name == "merge" else "X"
-    bias_code = {"heads": ", self.c.flatten()"}.get(name, ", self.c") if bias else ""
+    bias_code = {"heads": ", c.flatten()"}.get(name, ", c") if bias else ""
     assert f"= F.linear({operand}, {weight}{bias_code})" in statement, statement
-    assert not any(word in forward for word in ("addmm", "contiguous", "einsum", " if "))
+    # (after the parameters bound at the top)
+    body = forward.split("        else:\n", 1)[1]
+    assert not any(word in body for word in ("addmm", "contiguous", "einsum", " if "))
     module = program.to_torch(name).double()
     traced = torch.fx.symbolic_trace(module)
     axes = {"vector": "m", "rows": "bm", "grid": "bxm", "heads": "bm", "merge": "bhk",
@@ -185,7 +187,7 @@ def test_a_narrow_map_of_a_large_input_copies_its_weight_into_rows_first(bias: b
                        f"def f(X: R[b, m]) -> R[b, h, k] {{ return linear[m -> h k{option}]"
                        f"({arguments}) }}")
     source = program.compile()
-    assert "X.numel() >= 16384" in source and "self.W.flatten(1).T.contiguous()" \
+    assert "X.numel() >= 16384" in source and "W.flatten(1).T.contiguous()" \
         in source
     module = program.to_torch("f").double()
     assert tuple(module.W.shape) == (16, 2, 3) and module.W.is_contiguous()
@@ -213,9 +215,9 @@ def test_several_input_and_output_axes_flatten_the_weight_as_a_view() -> None:
     def merge(O: R[x, h, k]) -> R[x, m] { return linear[h k -> m](O, W_o) }
     """)
     source = program.compile()
-    assert "F.linear(X, self.W.flatten(1).T, self.c.flatten()).unflatten(-1, (2, 8))" \
+    assert "F.linear(X, W.flatten(1).T, c.flatten()).unflatten(-1, (2, 8))" \
         in source
-    assert "O.flatten(-2) @ self.W_o.flatten(0, 1)" in source
+    assert "O.flatten(-2) @ W_o.flatten(0, 1)" in source
     heads, merge = program.to_torch("heads").eval(), program.to_torch("merge").eval()
     X, heads_out = torch.randn(9, 16), torch.randn(9, 2, 8)
     with torch.no_grad():
@@ -231,7 +233,7 @@ def test_a_map_over_a_leading_axis_is_a_pointwise_convolution() -> None:
                        "def f(X: R[m, x]) -> R[f, x] { return linear[m -> f, bias](X, W, c) }")
     source = program.compile()
     assert "F.linear" not in source and "torch.einsum" not in source
-    assert "F.conv1d(X.reshape(-1, 6, size_x), self.W.T[:, :, None], self.c)" in source
+    assert "F.conv1d(X.reshape(-1, 6, size_x), W.T[:, :, None], c)" in source
     module = program.to_torch("f").eval()
     X = torch.randn(6, 10)
     with torch.no_grad():
@@ -270,10 +272,10 @@ def test_a_pointwise_weight_declared_as_nn_conv2d_keeps_it_is_read_as_it_is_stor
     forward = program.compile().split("def forward")[1]
     assert not any(word in forward for word in (".T[", ".T.", ".T,", ".T)", "contiguous", "einsum"))
     if plane == "symbolic":
-        assert "F.conv2d(X, self.W.reshape(3, 5, 1, 1), self.d)" in forward
-        assert "self.W[:, :, None]" in forward
+        assert "F.conv2d(X, W.reshape(3, 5, 1, 1), d)" in forward
+        assert "W[:, :, None]" in forward
     else:
-        assert "F.linear(X.movedim((-4, -3, -2, -1), (-4, -1, -3, -2)), self.W, self.d)" \
+        assert "F.linear(X.movedim((-4, -3, -2, -1), (-4, -1, -3, -2)), W, d)" \
             in forward
     module = program.to_torch("f").double()
     reference = torch.nn.Conv2d(5, 3, 1).double()
