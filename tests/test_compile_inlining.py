@@ -59,6 +59,15 @@ class HandWritten(nn.Module):
         return x + self.fc_out(F.gelu(self.fc_in(self.norm(x))))
 
 
+def scale(factor: float, *layers: nn.Module) -> None:
+    """Every parameter of the hand-written layers times `factor`, in place: the reference for
+    a module whose parameters were scaled."""
+    with torch.no_grad():
+        for layer in layers:
+            for parameter in layer.parameters():
+                parameter.mul_(factor)
+
+
 def test_a_small_lifted_callee_is_written_into_its_caller() -> None:
     forward = forward_of(ncd.load(textwrap.dedent(BLOCK)).compile("block"), "Block")
     assert "# mlp, inlined" in forward and 'mlp = self._modules["mlp"]' in forward
@@ -104,10 +113,7 @@ def test_parameters_kept_outside_the_registry_are_read_by_the_submodules_forward
         setattr(replica, name, parameter * 2)
     assert not replica._parameters
     module.mlp = replica
-    with torch.no_grad():
-        for layer in (hand.fc_in, hand.fc_out):
-            layer.weight.mul_(2)
-            layer.bias.mul_(2)
+    scale(2, hand.fc_in, hand.fc_out)
     torch.testing.assert_close(module(x), hand(x))
     # a fresh module, one parameter swapped for a plain tensor that a gradient reaches
     module = ncd.load(textwrap.dedent(BLOCK)).to_torch("block").double()
@@ -148,9 +154,7 @@ def test_a_modules_own_parameters_are_bound_once_and_follow_what_holds_them() ->
         setattr(replica, name, getattr(module, name) * 3)
     assert not replica._parameters
     hand = HandWritten(module).double()
-    with torch.no_grad():
-        hand.norm.weight.mul_(3)
-        hand.norm.bias.mul_(3)
+    scale(3, hand.norm)
     torch.testing.assert_close(replica(x), hand(x))
 
 
@@ -169,12 +173,7 @@ def test_functional_call_reaches_the_parameters_read_in_place() -> None:
                for name, parameter in module.named_parameters()}
     out = torch.func.functional_call(module, swapped, (x,))
     hand = HandWritten(module).double()
-    with torch.no_grad():
-        for layer in (hand.fc_in, hand.fc_out):
-            layer.weight.mul_(2)
-            layer.bias.mul_(2)
-        hand.norm.weight.mul_(2)
-        hand.norm.bias.mul_(2)
+    scale(2, hand.fc_in, hand.fc_out, hand.norm)
     torch.testing.assert_close(out, hand(x))
     out.sum().backward()
     hand(x).sum().backward()
