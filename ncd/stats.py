@@ -262,9 +262,16 @@ def array_bytes(sizes: ProgramSizes, array: ir.ArrayType) -> Size:
 
 def is_view(eta: ir.StrideMorphism) -> bool:
     """A reindexing torch does as a view: every index of the input is one index of the
-    output times a stride plus an offset, or a constant (a slice, a selection, a transpose).
-    A window (`2*p + w`) is materialised by the contraction that reads it."""
-    return all(sum(1 for c in row if c) <= 1 for row in eta.matrix)
+    output times a positive stride plus an offset, or a constant (a slice, a selection, a
+    transpose). A window (`2*p + w`) is materialised by the contraction that reads it."""
+    return all(sum(1 for c in row if c) <= 1 for row in eta.matrix) and not reads_backwards(eta)
+
+
+def reads_backwards(eta: ir.StrideMorphism) -> bool:
+    """A reindexing that reads an index backwards (`1 - p`): torch has no negative strides,
+    so the compiled module makes it an array of its own (`flip`, or a gather; see
+    `compilers/views.py`), which lives until its last use."""
+    return any(c < 0 for row in eta.matrix for c in row)
 
 
 Wire = int | None
@@ -564,6 +571,8 @@ class _Analysis:
                     return wires
                 size = array_bytes(self.sizes, term.cod[0])
                 arrays.append((term.name or "reindexing", size))
+                if reads_backwards(term.eta):
+                    return [memory.alloc(size)]
                 return [memory.window(size)]
             case ir.Broadcasted() if id(term) in self._fused:
                 return self._simulate_fused(term, self._fused[id(term)], memory, arrays, wires)
