@@ -516,7 +516,7 @@ class Moe(nn.Module):
 
     def __init__(self, source: nn.Module, sizes: dict[str, int]) -> None:
         super().__init__()
-        self.gate = _linear(_flat_in(source.W_g))
+        self.gate = _linear(source.W_g.detach())  # (out, in) already
         self.experts = nn.ModuleList(
             nn.Sequential(_linear(e.W_1.detach(), e.b_1), nn.ReLU(),  # (out, in) already
                           _linear(e.W_2.detach(), e.b_2))

@@ -457,13 +457,10 @@ def test_moe_mixes_experts_with_their_own_weights_by_a_softmax_gate(e: int) -> N
         Z = torch.stack([expert(X) for expert in experts], dim=-2)  # (..., x, e, m)
         return (G.unsqueeze(-1) * Z).sum(dim=-2)
 
-    def transposed(t: torch.Tensor) -> torch.Tensor:
-        return t.T
-
-    copies = [Copy("W_g", gate.weight, transposed)]
+    # the gallery's gate and experts keep nn.Linear's (out, in) layout
+    copies = [Copy("W_g", gate.weight)]
     for number, expert in enumerate(experts):
         first, _, second = expert  # type: ignore[misc]
-        # the gallery's experts keep nn.Linear's (out, in) layout
         copies += [Copy(f"expert.{number}.W_1", first.weight),
                    Copy(f"expert.{number}.b_1", first.bias),
                    Copy(f"expert.{number}.W_2", second.weight),
@@ -493,7 +490,8 @@ def test_moe_experts_differ_and_the_gate_weighs_them() -> None:
         assert not torch.allclose(outputs[0], outputs[1])
         X_one = torch.zeros(1, m, dtype=DTYPE)
         X_one[0, 0] = 1.0
-        named["W_g"][0] = torch.tensor([0.0, 1e4, 0.0], dtype=DTYPE)  # the gate picks expert 1
+        # the gate's weight is (out, in): column 0 reads X_one, and picks expert 1
+        named["W_g"][:, 0] = torch.tensor([0.0, 1e4, 0.0], dtype=DTYPE)
         picked = module(X_one)
         hidden = torch.relu(X_one @ named["expert.1.W_1"].T + named["expert.1.b_1"])
         torch.testing.assert_close(picked, hidden @ named["expert.1.W_2"].T + named["expert.1.b_2"],
