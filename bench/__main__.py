@@ -14,6 +14,12 @@ peak memory of each, measured as `tests/measure.py` does (every storage an ATen 
 returns, from its allocation until Python frees it; inputs and parameters not counted).
 Ratios are generated / hand-written: above 1 the generated module is slower or larger.
 
+A shared machine is noisy, so beside each ratio of medians the report gives the median of the
+runs' own ratios (each run times the generated module and the reference back to back, in the
+opposite order on every other run, so that a slow spell of the machine falls on both) with a
+distribution-free 95% confidence interval: a ratio above 1 whose interval reaches below 1 is
+not told apart from parity by that run.
+
 Not a test: it asserts only that the functions agree, prints a table and writes
 `bench/RESULTS.md` (machine, versions, date) and, with `--json FILE`, the raw figures.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -187,8 +194,9 @@ def measure(case: Case, size: Size, runs: int) -> list[dict[str, Any]]:
     grad_inputs = tuple(x.clone() for x in inputs)
     calls = [(forward_call(v, inputs), backward_call(v, grad_inputs)) for v in variants]
     repeats = [(calibrate(f), calibrate(b)) for f, b in calls]
-    for _ in range(runs):  # interleaved: every variant once per run
-        for variant, (f, b), (rf, rb) in zip(variants, calls, repeats, strict=True):
+    timed = list(zip(variants, calls, repeats, strict=True))
+    for run in range(runs):  # interleaved: every variant once per run, the order alternating
+        for variant, (f, b), (rf, rb) in (timed if run % 2 == 0 else timed[::-1]):
             variant.forward.append(sample(f, rf))
             variant.backward.append(sample(b, rb))
     for variant in variants:
@@ -204,6 +212,34 @@ def median(samples: list[tuple[float, float]], which: int) -> float:
     return statistics.median(s[which] for s in samples)
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95
+                    ) -> tuple[float, float] | None:
+    """A distribution-free confidence interval of the median: the k-th smallest and k-th
+    largest values, k the largest for which the chance that the median lies outside is at
+    most 1 - confidence (each value falls below the median with probability 1/2). None for
+    fewer than 6 values, where no k gives 95%."""
+    ordered, n = sorted(values), len(values)
+    outside, k = 0.0, 0
+    while k < n // 2:
+        # P(at most k of n values fall below the median), twice for both tails
+        tail = 2 * (outside + math.comb(n, k) / 2 ** n)
+        if tail > 1 - confidence:
+            break
+        outside += math.comb(n, k) / 2 ** n
+        k += 1
+    if k == 0:
+        return None
+    return ordered[k - 1], ordered[n - k]
+
+
+def paired(generated: list[tuple[float, float]], reference: list[tuple[float, float]]
+           ) -> tuple[float, tuple[float, float] | None]:
+    """The median of the runs' own CPU-time ratios, and its confidence interval."""
+    ratios = [ours[0] / theirs[0] for ours, theirs in zip(generated, reference, strict=True)
+              if theirs[0] > 0]
+    return statistics.median(ratios), median_interval(ratios)
+
+
 def row(case: Case, size: Size, generated: Variant, reference: Variant) -> dict[str, Any]:
     figures: dict[str, Any] = {"model": case.model, "size": size.name, "sizes": size.sizes,
                                "batch": list(size.batch), "compared_with": reference.label}
@@ -214,6 +250,9 @@ def row(case: Case, size: Size, generated: Variant, reference: Variant) -> dict[
             figures[f"{key}_{clock}_ncd_s"] = ours
             figures[f"{key}_{clock}_reference_s"] = theirs
             figures[f"{key}_{clock}_ratio"] = ours / theirs if theirs else None
+        middle, interval = paired(getattr(generated, attribute), getattr(reference, attribute))
+        figures[f"{key}_cpu_paired_ratio"] = middle
+        figures[f"{key}_cpu_paired_interval"] = list(interval) if interval else None
     for key in ("peak_forward", "peak_backward"):
         ours, theirs = getattr(generated, key), getattr(reference, key)
         figures[f"{key}_ncd_bytes"] = ours
@@ -244,6 +283,39 @@ def ratio_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def paired_text(middle: float, interval: list[float] | None) -> str:
+    if interval is None:
+        return f"{middle:.2f}"
+    return f"{middle:.2f} ({interval[0]:.2f}–{interval[1]:.2f})"
+
+
+def verdict(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Which timed ratios are above 1, and which of those the runs tell apart from parity."""
+    above, apart = [], []
+    for r in rows:
+        for key, label in (("forward", "forward"), ("backward", "fwd+bwd")):
+            ratio = r[f"{key}_cpu_ratio"]
+            if ratio is None or round(ratio, 2) <= 1.0:
+                continue
+            name = f"{r['model']} {r['size']} {label} ({ratio:.2f})"
+            above.append(name)
+            interval = r[f"{key}_cpu_paired_interval"]
+            if interval is not None and interval[0] > 1.0:
+                apart.append(name)
+    timed = 2 * len(rows)
+    if not above:
+        return [f"Every one of the {timed} CPU-time ratios is at most 1.00."]
+    lines = [f"{len(above)} of the {timed} CPU-time ratios are above 1.00: "
+             f"{'; '.join(above)}."]
+    if apart:
+        lines.append(f"Of these, the runs' 95% interval lies wholly above 1 for "
+                     f"{'; '.join(apart)}.")
+    else:
+        lines.append("For each of them the runs' 95% interval reaches 1 or below: these runs "
+                     "do not tell it apart from parity.")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     info = results["machine"]
     lines = [
@@ -264,17 +336,27 @@ def markdown(results: dict[str, Any]) -> str:
         "`tests/measure.py` counts it (storages allocated during the call; inputs and "
         "parameters not counted).",
         "",
+        "Paired: the median of the runs' own CPU-time ratios (the two modules timed back to "
+        "back in each run, in alternating order), with its distribution-free 95% confidence "
+        "interval. A shared machine is noisy: a ratio above 1 whose interval reaches 1 or "
+        "below is not told apart from parity by this run.",
+        "",
         "| model | size | compared with | forward (CPU) | forward (wall) | fwd+bwd (CPU) | "
-        "fwd+bwd (wall) | peak memory fwd | peak memory fwd+bwd | ncd fwd ms | ref fwd ms |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "fwd+bwd (wall) | forward, paired | fwd+bwd, paired | peak memory fwd | "
+        "peak memory fwd+bwd | ncd fwd ms | ref fwd ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
         lines.append(
             f"| {r['model']} | {r['size']} | {r['compared_with']} | "
             f"{ratio_text(r['forward_cpu_ratio'])} | {ratio_text(r['forward_wall_ratio'])} | "
             f"{ratio_text(r['backward_cpu_ratio'])} | {ratio_text(r['backward_wall_ratio'])} | "
-            f"{ratio_text(r['peak_forward_ratio'])} | {ratio_text(r['peak_backward_ratio'])} | "
+            f"{paired_text(r['forward_cpu_paired_ratio'], r['forward_cpu_paired_interval'])} | "
+            f"{paired_text(r['backward_cpu_paired_ratio'], r['backward_cpu_paired_interval'])}"
+            f" | {ratio_text(r['peak_forward_ratio'])} | "
+            f"{ratio_text(r['peak_backward_ratio'])} | "
             f"{r['forward_cpu_ncd_s'] * 1e3:.3f} | {r['forward_cpu_reference_s'] * 1e3:.3f} |")
+    lines += ["", *verdict(results["rows"])]
     lines += ["", "Sizes (`-D`, and the leading batch dims of the inputs):", ""]
     seen = set()
     for r in results["rows"]:
