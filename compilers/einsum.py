@@ -135,24 +135,29 @@ def broadcast_product(read: Sequence[tuple[list[Label], str, bool]],
         return None
     if {label for labels, _, _ in read for label in labels} != set(out_labels):
         return None
-    factors = []
-    for labels, code, batched in read:
-        present = [label for label in out_labels if label in labels]
-        if not present and not batched:  # a scalar (one copy's weight): it broadcasts as it is
-            factors.append(_operand(code))
-            continue
-        code = permute_text(code, labels, present)
-        # a batch dim leads: every output axis before it needs its dim; otherwise the
-        # axes before the operand's first are broadcast from the left
-        start = 0 if batched else out_labels.index(present[0])
-        index = [":" if label in labels else "None" for label in out_labels[start:]]
-        if "None" in index:
-            if not batched:  # indexed from the left: trailing dims need no `:`
-                index = index[:max(i for i, item in enumerate(index) if item == "None") + 1]
-            # a batched operand is indexed from the right, after its batch dims
-            code = size_one_dims(code, index, from_right=batched)
-        factors.append(_operand(code))
-    return " * ".join(factors)
+    return " * ".join(_operand(broadcast_view(labels, code, batched, out_labels))
+                      for labels, code, batched in read)
+
+
+def broadcast_view(labels: Sequence[Label], code: str, batched: bool,
+                   out_labels: Sequence[Label]) -> str:
+    """An operand read with `labels` (each an output axis, none repeated), as a view that
+    broadcasts against the output's axes: permuted into their order, with size-1 dims where
+    it lacks one."""
+    present = [label for label in out_labels if label in labels]
+    if not present and not batched:  # a scalar (one copy's weight): it broadcasts as it is
+        return code
+    code = permute_text(code, labels, present)
+    # a batch dim leads: every output axis before it needs its dim; otherwise the
+    # axes before the operand's first are broadcast from the left
+    start = 0 if batched else out_labels.index(present[0])
+    index = [":" if label in labels else "None" for label in out_labels[start:]]
+    if "None" in index:
+        if not batched:  # indexed from the left: trailing dims need no `:`
+            index = index[:max(i for i, item in enumerate(index) if item == "None") + 1]
+        # a batched operand is indexed from the right, after its batch dims
+        code = size_one_dims(code, index, from_right=batched)
+    return code
 
 
 @dataclass(frozen=True)

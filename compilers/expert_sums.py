@@ -19,7 +19,7 @@ from ncd.ops.calls import EachCopies, copy_call, each_copies
 from ncd.ops.lowering import Label, TensorCode, target_label
 from ncd.term_flow import TermFlow
 
-from .einsum import broadcast_product
+from .einsum import broadcast_product, broadcast_view
 from .fused import FusedLowering
 from .labels import output_labels, port_rows
 
@@ -78,9 +78,13 @@ class ExpertSumLowering(FusedLowering[ExpertSum]):
         total = emit.fresh(contraction.outputs[0].name or "total")
         index = emit.fresh("index")
 
+        narrowed = _narrowed(weights_labels, summed, out_labels, weights.batched)
+
         def weighted(at: str) -> str:
-            factors = [(kept, f"{weights.code}.select({dim}, {at})", weights.batched),
-                       (experts_labels, copy_call(emit, copies, at), copies.batched)]
+            weight = (kept, f"{weights.code}.select({dim}, {at})", weights.batched)
+            if narrowed is not None:
+                weight = (narrowed, f"{weights.code}.narrow({dim}, {at}, 1)", weights.batched)
+            factors = [weight, (experts_labels, copy_call(emit, copies, at), copies.batched)]
             if match.experts_port == 0:
                 factors.reverse()
             product = broadcast_product(factors, out_labels)
@@ -102,6 +106,21 @@ class ExpertSumLowering(FusedLowering[ExpertSum]):
             emit.statement(line)
         batched = weights.batched or copies.batched
         return TensorCode(total, contraction.cod[0], batched)
+
+
+def _narrowed(weights_labels: list[Label], summed: Label, out_labels: list[Label],
+              batched: bool) -> list[Label] | None:
+    """The weights' labels when one copy's weights can be read as a size-1 slice along the
+    summed axis (`G.narrow(-1, i, 1)`, one view) instead of a selection and then a size-1 dim
+    for broadcasting (`G.select(-1, i).unsqueeze(-1)`, two): with the summed label standing
+    for an output axis that only the experts' output has, the slice broadcasts as it is.
+    None where that would need any other view."""
+    kept = [label for label in weights_labels if label != summed]
+    for stand_in in (label for label in out_labels if label not in kept):
+        labels = [stand_in if label == summed else label for label in weights_labels]
+        if broadcast_view(labels, "W", batched, out_labels) == "W":
+            return labels
+    return None
 
 
 def _labels(value: TensorCode, port: ir.Port) -> list[Label]:

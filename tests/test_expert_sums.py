@@ -82,6 +82,17 @@ def test_matches_are_lowered_as_a_loop_and_others_stacked(program: ncd.Program) 
         assert LOOP not in source and "torch.stack" in source, name
 
 
+def test_a_copys_weights_are_a_slice_where_it_broadcasts_as_it_is(program: ncd.Program
+                                                                    ) -> None:
+    """`G[x, e]` against the copy's `[x, n]`: `G.narrow(-1, i, 1)`, one view, stands in for
+    `n`; `G[e, x]` against `[b, x, n]` needs a size-1 dim after it anyway: a selection."""
+    for name in ("gated", "routed", "fixed"):
+        source = program.compile(name)
+        assert "G.narrow(-1, index, 1) * self.expert[index](" in source, name
+        assert ".select(-1, index)" not in source, name
+    assert "G.select(-2, index)[..., None, :, None]" in program.compile("mix")
+
+
 def test_compiled_equals_interpreter() -> None:
     reports = compare_text(SOURCE, sizes=2)
     for name, report in reports.items():
