@@ -44,6 +44,22 @@ def test_a_matrix_product_costs_mnk_multiply_adds() -> None:
     assert result.peak == (a * n * 4,)
 
 
+def test_an_array_read_backwards_is_a_copy_that_lives_until_its_last_use() -> None:
+    """`X[a, 7 - k]` has no view in torch (no negative strides): the compiled module flips X
+    into an array of its own, alive while `exp(X)` is made and until the product reads it;
+    `X[a, k]` is X itself."""
+    text = ("axis a = 16, k = 8\n"
+            "def f(X: R[a, k]) -> R[a, k] {\n"
+            "    Back[a, k] = X[a, 7 - k]\n"
+            "    Y = exp(X)\n"
+            "    return Y * Back\n}")
+    entries = 16 * 8 * 4
+    assert figures(text).peak == (Size.const(3 * entries),)  # the flip, exp(X), the product
+    compiled = ncd.load(text).to_torch("f")
+    assert peak_forward_bytes(compiled, [torch.randn(16, 8)]) == 3 * entries
+    assert figures(text.replace("7 - k", "k")).peak == (Size.const(2 * entries),)
+
+
 def test_a_learned_linear_map_with_bias() -> None:
     result = figures("axis b\naxis m = 784, f = 512\n"
                      "def f(X: R[b, m]) -> R[b, f] { return linear[m -> f, bias](X, W, c) }")
