@@ -100,6 +100,8 @@ class ForwardEmitter:
         self._size_codes: dict[int, tuple[ir.SizeExpr, tuple[int, int, int], str,
                                           tuple[str, ...]]] = {}
         self.functional = False  # whether the code calls torch.nn.functional (`F.`)
+        # whether the code reads the hooks registered for every module (`nn_module.`)
+        self.global_hooks = False
         # The parameters of `self` the forward reads, each bound to a local once at its top
         # (`own_parameter_lines`), by attribute: (local, entry).
         self.own_parameters: dict[str, tuple[str, ParamEntry]] = {}

@@ -57,7 +57,10 @@ if TYPE_CHECKING:
 
 
 HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
-"""The hooks of a module instance that its `__call__` runs around its `forward`."""
+"""The hooks of a module instance that its `__call__` runs around its `forward`, and (with
+`_global` before them) those registered for every module at once
+(`nn.modules.module.register_module_forward_hook`, ...): the dicts `nn.Module.__call__` tests
+before it calls `forward` alone, which registering and removing a hook change in place."""
 
 
 @dataclass
@@ -97,7 +100,9 @@ def unless_replaced(emit: ForwardEmitter, module: str, spec: ModuleSpec, comment
     `called`'s names, but those at the positions `unbound` (outputs nothing reads, which
     `in_place` may leave unbound)."""
     clauses = [f"type({module}) is not {spec.class_name}",
-               *(f"{module}.{hooks}" for hooks in HOOKS)]
+               *(f"{module}.{hooks}" for hooks in HOOKS),
+               *(f"nn_module._global{hooks}" for hooks in HOOKS)]
+    emit.global_hooks = True
     counts = registered_counts(spec)
     for registry, count in zip(("_parameters", "_buffers"), counts, strict=True):
         if count:

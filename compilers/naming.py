@@ -16,7 +16,7 @@ import textwrap
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Names the generated files use themselves; a user's variable must never shadow them.
-_GENERATED_CODE_NAMES = frozenset({"torch", "nn", "F", "self", "math"})
+_GENERATED_CODE_NAMES = frozenset({"torch", "nn", "F", "self", "math", "nn_module"})
 
 # Attributes of `torch.nn.Module` (dir(nn.Module()) in torch 2.13): a parameter or submodule
 # registered under one of these names would clash with the module's own machinery.

@@ -76,6 +76,7 @@ class ProgramCompiler:
         self.chunks: list[list[str]] = []
         self._callee_lists: dict[str, list[str]] = {}
         self.functional = False  # some forward calls torch.nn.functional (`F.`)
+        self.global_hooks = False  # some forward reads nn.Module's global hooks
 
     def definition(self, name: str) -> ir.Definition:
         try:
@@ -159,6 +160,7 @@ class ProgramCompiler:
         forward = free_after_last_use(forward, [v.code for v in arguments],
                                       set(emitter.symbol_code.values()))
         self.functional = self.functional or emitter.functional
+        self.global_hooks = self.global_hooks or emitter.global_hooks
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
         outputs_doc = ", ".join(comment_text(v.array.text()) for v in definition.outputs)
         forward[0:0] = [f"        # {line}" for line in
@@ -224,6 +226,8 @@ def _compile(program: ir.Program, definition: str | Sequence[str] | None,
     if compiler.functional:
         imports.append("import torch.nn.functional as F")
     imports.append("from torch import nn")
+    if compiler.global_hooks:
+        imports.append("from torch.nn.modules import module as nn_module")
     return "\n".join([*header, "", *imports, text, ""]), compiler
 
 

@@ -8,6 +8,7 @@ keeps alive)."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,6 +96,46 @@ def test_a_hooked_or_replaced_submodule_is_called() -> None:
     handle.remove()
     module.mlp = nn.Identity()  # type: ignore[assignment]
     torch.testing.assert_close(module(x), x + F.layer_norm(x, (8,), module.g, module.b))
+
+
+def test_hooks_registered_for_every_module_see_every_submodule() -> None:
+    """A hook registered for every module at once (a profiler's, a flop counter's) sees the
+    callee's submodule, as `nn.Module.__call__` runs it: while one is registered the
+    submodule is called; once it is removed the body runs in place again. The scan's step
+    likewise."""
+    torch.manual_seed(0)
+    module = ncd.load(textwrap.dedent(BLOCK)).to_torch("block").double()
+    x = torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    expected = module(x)
+    seen: list[str] = []
+    for register in (nn.modules.module.register_module_forward_pre_hook,
+                     nn.modules.module.register_module_forward_hook,
+                     nn.modules.module.register_module_full_backward_pre_hook,
+                     nn.modules.module.register_module_full_backward_hook):
+        seen.clear()
+        handle = register(lambda child, *_: seen.append(type(child).__name__))
+        try:
+            output = module(x)
+            output.sum().backward()
+        finally:
+            handle.remove()
+        torch.testing.assert_close(output, expected)
+        assert "Mlp" in seen, (register.__name__, seen)
+        seen.clear()
+        module(x).sum().backward()
+        assert not seen
+    forward = forward_of(ncd.load(textwrap.dedent(BLOCK)).compile("block"), "Block")
+    assert "nn_module._global_forward_hooks" in forward
+    lstm = ncd.load(Path(__file__).resolve().parent.parent / "gallery" / "lstm.ncd",
+                    sizes={"i": 3, "n": 4}).to_torch("lstm")
+    steps: list[str] = []
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda child, *_: steps.append(type(child).__name__))
+    try:
+        lstm(torch.randn(6, 2, 3), torch.zeros(2, 4), torch.zeros(2, 4))
+    finally:
+        handle.remove()
+    assert steps == ["LstmCell"] * 6 + ["Lstm"]
 
 
 def test_parameters_kept_outside_the_registry_are_read_by_the_submodules_forward() -> None:
