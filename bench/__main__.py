@@ -377,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="3 runs per case and no toolchain benchmark")
-    parser.add_argument("--runs", type=int, help="interleaved runs per case (default 7)")
+    parser.add_argument("--runs", type=int,
+                        help="interleaved runs per case (default 21; 3 with --quick)")
     parser.add_argument("--models", nargs="+", choices=[c.model for c in CASES],
                         help="only these gallery models")
     parser.add_argument("--sizes", nargs="+", choices=["small", "realistic"],
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip bench/toolchain.py (skipped by --quick too)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    runs = args.runs or (3 if args.quick else 7)
+    runs = args.runs or (3 if args.quick else 21)
     rows: list[dict[str, Any]] = []
     for case in CASES:
         if args.models and case.model not in args.models:
