@@ -17,7 +17,7 @@ Ratios are generated / hand-written: above 1 the generated module is slower or l
 A shared machine is noisy, so beside each ratio of medians the report gives the median of the
 runs' own ratios (each run times the generated module and the reference back to back, in the
 opposite order on every other run, so that a slow spell of the machine falls on both) with a
-distribution-free 95% confidence interval: a ratio above 1 whose interval reaches below 1 is
+distribution-free 95% confidence interval: a ratio above 1 whose interval reaches 1 or below is
 not told apart from parity by that run.
 
 Not a test: it asserts only that the functions agree, prints a table and writes
