@@ -11,6 +11,7 @@ them is checked at the top of `forward`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, assert_never
@@ -820,7 +821,8 @@ def unbatched_checks(definition: ir.Definition, arguments: list[TensorCode]) -> 
     return lines
 
 
-def shape_checks(emitter: ForwardEmitter, arguments: list[TensorCode]) -> list[str]:
+def shape_checks(emitter: ForwardEmitter, arguments: list[TensorCode],
+                 indent: str = "        ") -> list[str]:
     """A check that an input axis whose size is `a * n + b` with `a > 1` (`axis y = 2 * yh`)
     has a size of that form, for a whole `n >= 1`: a `ValueError` naming the input and the
     axis, where without it an odd image would be read as `(y - b) // a` and fail later in
@@ -846,16 +848,52 @@ def shape_checks(emitter: ForwardEmitter, arguments: list[TensorCode]) -> list[s
             found = f"input {value.code}: axis {axis.name} has {{{shape}}} entries, "
             needed = f"but its size is {form} for a whole {symbol} >= 1"
             literal = f"f{string_literal(found + needed)}"
-            lines += [f"        if {condition}:", f"            raise ValueError({literal})"]
+            inner, argument = indent + "    ", indent + "        "
+            lines += [f"{indent}if {condition}:", f"{inner}raise ValueError({literal})"]
             # as a formatter wraps it: the call's argument on a line of its own, then the
             # message as two strings
             if len(lines[-1]) > LINE_LENGTH:
-                lines[-1:] = ["            raise ValueError(", f"                {literal}",
-                              "            )"]
+                lines[-1:] = [f"{inner}raise ValueError(", f"{argument}{literal}", f"{inner})"]
             if len(lines[-2]) > LINE_LENGTH:
-                lines[-2:-1] = [f"                f{string_literal(found)}",
-                                f"                {string_literal(needed)}"]
+                lines[-2:-1] = [f"{argument}f{string_literal(found)}",
+                                f"{argument}{string_literal(needed)}"]
     return lines
+
+
+def input_reads(emitter: ForwardEmitter, definition: ir.Definition,
+                arguments: list[TensorCode]) -> list[str]:
+    """The first lines of a forward: the shape checks and the size reads
+    (`size_x = X.shape[-2]`). Where they read an input's shape, in a `try` whose
+    `except IndexError` raises a `ValueError` that names the input with fewer dims than its
+    declared axes, and its shape: a missing dim would otherwise end in a bare `IndexError:
+    tuple index out of range`. A `try` costs nothing until something raises, and the
+    proxies of `torch.fx` never raise there."""
+    reads = symbol_reads(emitter, definition, arguments)
+    lines = shape_checks(emitter, arguments) + reads
+    read = [value for value in arguments
+            if any(re.search(rf"(?<![\w.]){re.escape(value.code)}\.shape\[", line)
+                   for line in lines)]
+    if not read:
+        return lines
+    guarded = ["        try:", *shape_checks(emitter, arguments, "            "),
+               *("    " + line for line in reads), "        except IndexError:"]
+    for value in read:
+        axes = "axis" if value.rank == 1 else "axes"
+        found = f"input {value.code}: {value.array.text()} has {value.rank} {axes}, "
+        needed = f"but the tensor has shape {{tuple({value.code}.shape)}}"
+        guarded.append(f"            if {value.code}.dim() < {value.rank}:")
+        call = f"                raise ValueError(f{string_literal(found + needed)}) from None"
+        if len(call) <= LINE_LENGTH:
+            guarded.append(call)
+        else:  # as a formatter wraps it: the argument on a line of its own, or two strings
+            argument = f"                    f{string_literal(found + needed)}"
+            if len(argument) > LINE_LENGTH:
+                argument = (f"                    {string_literal(found)}\n"
+                            f"                    f{string_literal(needed)}")
+            guarded += ["                raise ValueError(", *argument.split("\n"),
+                        "                ) from None"]
+    guarded.append("            raise")
+    return guarded
 
 
 def symbol_reads(emitter: ForwardEmitter, definition: ir.Definition,

@@ -37,7 +37,7 @@ from ncd.ops.lowering import Role, TensorCode
 from ncd.sizes import ProgramSizes
 
 from .errors import CompileError
-from .forward import ForwardEmitter, shape_checks, symbol_reads, unbatched_checks
+from .forward import ForwardEmitter, input_reads, unbatched_checks
 from .generated import load_source
 from .lifetimes import free_after_last_use
 from .modules import (
@@ -152,8 +152,8 @@ class ProgramCompiler:
         for name, parameter in declared.items():  # declared but unused: still learnable
             if not any(name in (s.params) for s in all_specs(spec)):
                 spec.param(name, parameter.array, Role("fan_in_uniform"))
-        forward = (unbatched_checks(definition, arguments) + shape_checks(emitter, arguments)
-                   + symbol_reads(emitter, definition, arguments) + emitter.checks
+        forward = (unbatched_checks(definition, arguments)
+                   + input_reads(emitter, definition, arguments) + emitter.checks
                    + own_parameter_lines(spec, list(emitter.own_parameters.values()))
                    + emitter.lines)
         # Each intermediate released after its last use; the sizes read stay (integers).

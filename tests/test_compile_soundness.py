@@ -631,6 +631,33 @@ def test_stride_past_a_symbolic_end_raises_when_the_module_runs() -> None:
             f(randn(size))
 
 
+def test_an_input_with_fewer_dims_than_its_axes_is_named_with_its_shape() -> None:
+    """Where a forward reads a size from an input (`size_b = X.shape[-3]`) or checks one, an
+    input that lacks that dim raises a `ValueError` that names it and its shape, not a bare
+    `IndexError: tuple index out of range`. The right ranks run as before, and so does
+    symbolic tracing (its shapes are proxies)."""
+    program = load("""
+        axis y
+        def f(Y: R[y]) -> R[y] {
+            I[y] = y                        # the index values: |y| read from Y
+            return Y * I
+        }
+        """)
+    f = program.to_torch("f").to(DTYPE)
+    Y = randn(2, 6)
+    close(f(Y), Y * torch.arange(6, dtype=DTYPE))
+    close(torch.fx.symbolic_trace(f)(Y), Y * torch.arange(6, dtype=DTYPE))
+    with pytest.raises(ValueError, match=r"^input Y: R\[y\] has 1 axis, but the tensor has "
+                       r"shape \(\)$"):
+        f(randn(()))
+    # the gallery's strided convolution reads |b| from the input's third dim from the end
+    conv1d = ncd.load(Path(__file__).resolve().parent.parent / "gallery" / "conv1d.ncd")
+    assert "size_b = X.shape[-3]" in conv1d.compile()
+    with pytest.raises(ValueError, match=r"^input X: R\[b, c, x\] has 3 axes, but the tensor "
+                       r"has shape \(16, 128\)$"):
+        conv1d.to_torch()(torch.randn(16, 128))
+
+
 def test_an_input_axis_of_size_a_times_n_plus_b_is_checked_when_the_module_runs() -> None:
     """`axis y = 2 * yh`: an input of odd length along y is no `R[y]` (it would be read as
     `yh = y // 2` and fail inside torch, or drop an entry); `yp = y + 2` needs an even
@@ -699,7 +726,7 @@ def test_strided_convolution_with_the_right_length_runs_for_every_size(length: i
             return Y
         }
         """)
-    assert "ValueError" not in program.compile("conv")
+    assert "reads index" not in program.compile("conv")  # no bound checked at run time
     f = program.to_torch("conv").to(DTYPE)
     X = randn(2, 3, length)
     close(f(X), torch.nn.functional.conv1d(X, f.W, stride=2))
@@ -715,9 +742,11 @@ def test_bound_that_depends_on_the_size_is_checked_when_the_module_runs() -> Non
         }
         """)
     source = program.compile("f")
-    forward = source[source.index("def forward"):].splitlines()
-    assert forward[2].strip() == "size_x = X.shape[-1]  # |x|"
-    assert forward[3].strip().startswith("if ") and "raise ValueError" in forward[4] + forward[5]
+    forward = [line.strip() for line in source[source.index("def forward"):].splitlines()]
+    # the size read first (in the `try` that names an input lacking its dim), then the check
+    assert forward[2:4] == ["try:", "size_x = X.shape[-1]  # |x|"]
+    check = forward.index("raise") + 1
+    assert forward[check].startswith("if ") and "raise ValueError" in forward[check + 1]
     f = program.to_torch("f").to(DTYPE)
     for length in (1, 3, 9):
         X = randn(2, length)
@@ -764,7 +793,7 @@ def test_negative_reach_that_depends_on_the_size_is_checked_when_the_module_runs
 def test_gallery_has_no_run_time_bound_checks_and_runs_for_several_sizes(name: str) -> None:
     path = ROOT / "gallery" / f"{name}.ncd"
     program = ncd.load(path)
-    assert "ValueError" not in program.compile()
+    assert "reads index" not in program.compile()  # no bound checked at run time
     f = program.to_torch().to(DTYPE)
     for size in (1, 2, 5):
         inputs = [randn(*(size if a.value is None else a.value for a in variable.array.shape.axes))
