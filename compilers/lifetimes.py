@@ -80,7 +80,10 @@ def _simple_statement(reads: list[str], writes: list[str], ends: bool, live: set
     names live before it, given those live after it."""
     dead = [] if ends else [n for n in dict.fromkeys([*reads, *writes])
                             if n not in live and n not in keep]
-    return dead, (live - set(writes)) | set(reads)
+    # names never deleted are left out of the live set: it stays as small as the names in
+    # flight, where a forward that binds thousands of parameters at its top would otherwise
+    # copy all of them at every statement
+    return dead, (live - set(writes)) | {n for n in reads if n not in keep}
 
 
 # A statement of a straight-line body: its line (0-based), the names it reads and writes (in
@@ -369,14 +372,14 @@ def _body(body: Sequence[ast.stmt], live_out: set[str], keep: set[str],
         assert statement.end_lineno is not None
         indent = " " * (statement.col_offset + len(_INDENT))
         if isinstance(statement, ast.For):
-            exposed = _exposed(statement.body, names)
+            exposed = _exposed(statement.body, names) - keep
             inner_out = live | exposed  # the next iteration, or what follows the loop
             _body(statement.body, inner_out, keep, inserts, names)
             # What the loop reads from before it, or carries from one iteration to the next
             # (made in the body, read before being made): dead after it unless read later.
             touched = [*names.of([statement.iter], ast.Load),
                        *(n for n in names.of(statement.body, ast.Load) if n in exposed)]
-            reads = set(touched)
+            reads = {n for n in touched if n not in keep}
             dead = [n for n in dict.fromkeys(touched) if n not in live and n not in keep]
             live = live | reads
         elif isinstance(statement, ast.If):
@@ -387,7 +390,8 @@ def _body(body: Sequence[ast.stmt], live_out: set[str], keep: set[str],
             branches = [_body(branch, live, keep, inserts, names)
                         for branch in (statement.body, statement.orelse)]
             dead = []
-            live = set(names.of([statement.test], ast.Load)).union(*branches)
+            live = {n for n in names.of([statement.test], ast.Load) if n not in keep}.union(
+                *branches)
         else:
             dead, live = _simple_statement(
                 names.of([statement], ast.Load), names.of([statement], ast.Store),

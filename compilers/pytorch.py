@@ -152,13 +152,17 @@ class ProgramCompiler:
         for name, parameter in declared.items():  # declared but unused: still learnable
             if not any(name in (s.params) for s in all_specs(spec)):
                 spec.param(name, parameter.array, Role("fan_in_uniform"))
-        forward = (unbatched_checks(definition, arguments)
-                   + input_reads(emitter, definition, arguments) + emitter.checks
-                   + own_parameter_lines(spec, list(emitter.own_parameters.values()))
-                   + emitter.lines)
-        # Each intermediate released after its last use; the sizes read stay (integers).
-        forward = free_after_last_use(forward, [v.code for v in arguments],
-                                      set(emitter.symbol_code.values()))
+        body = (unbatched_checks(definition, arguments)
+                + input_reads(emitter, definition, arguments) + emitter.checks + emitter.lines)
+        # Each intermediate released after its last use; the sizes read stay (integers), and
+        # so do the module's own parameters, bound first (the module holds them: a `del` frees
+        # nothing). They are left out of the liveness pass: live over the whole body, they
+        # made it quadratic in the statements of a forward that binds one parameter per few
+        # statements.
+        kept = set(emitter.symbol_code.values()) | {
+            local for local, _ in emitter.own_parameters.values()}
+        forward = (own_parameter_lines(spec, list(emitter.own_parameters.values()))
+                   + free_after_last_use(body, [v.code for v in arguments], kept))
         self.functional = self.functional or emitter.functional
         self.global_hooks = self.global_hooks or emitter.global_hooks
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
