@@ -821,8 +821,25 @@ def unbatched_checks(definition: ir.Definition, arguments: list[TensorCode]) -> 
     return lines
 
 
+def raise_value_error(indent: str, parts: Sequence[tuple[str, bool]],
+                      suffix: str = "") -> list[str]:
+    """`raise ValueError(message){suffix}` at `indent`, laid out as a formatter lays it out:
+    on one line; else the message on a line of its own; else its `parts` (text, whether an
+    f-string) one string per line."""
+    literal = ("f" if any(f for _, f in parts) else "") + string_literal(
+        "".join(text for text, _ in parts))
+    line = f"{indent}raise ValueError({literal}){suffix}"
+    if len(line) <= LINE_LENGTH:
+        return [line]
+    argument = indent + "    "
+    message = [f"{argument}{literal}"]
+    if len(message[0]) > LINE_LENGTH:
+        message = [f"{argument}{'f' if f else ''}{string_literal(text)}" for text, f in parts]
+    return [f"{indent}raise ValueError(", *message, f"{indent}){suffix}"]
+
+
 def shape_checks(emitter: ForwardEmitter, arguments: list[TensorCode],
-                 indent: str = "        ") -> list[str]:
+                 indent: str) -> list[str]:
     """A check that an input axis whose size is `a * n + b` with `a > 1` (`axis y = 2 * yh`)
     has a size of that form, for a whole `n >= 1`: a `ValueError` naming the input and the
     axis, where without it an odd image would be read as `(y - b) // a` and fail later in
@@ -847,16 +864,8 @@ def shape_checks(emitter: ForwardEmitter, arguments: list[TensorCode],
                 form = f"{written} = {form}"
             found = f"input {value.code}: axis {axis.name} has {{{shape}}} entries, "
             needed = f"but its size is {form} for a whole {symbol} >= 1"
-            literal = f"f{string_literal(found + needed)}"
-            inner, argument = indent + "    ", indent + "        "
-            lines += [f"{indent}if {condition}:", f"{inner}raise ValueError({literal})"]
-            # as a formatter wraps it: the call's argument on a line of its own, then the
-            # message as two strings
-            if len(lines[-1]) > LINE_LENGTH:
-                lines[-1:] = [f"{inner}raise ValueError(", f"{argument}{literal}", f"{inner})"]
-            if len(lines[-2]) > LINE_LENGTH:
-                lines[-2:-1] = [f"{argument}f{string_literal(found)}",
-                                f"{argument}{string_literal(needed)}"]
+            lines.append(f"{indent}if {condition}:")
+            lines += raise_value_error(indent + "    ", [(found, True), (needed, False)])
     return lines
 
 
@@ -869,29 +878,21 @@ def input_reads(emitter: ForwardEmitter, definition: ir.Definition,
     tuple index out of range`. A `try` costs nothing until something raises, and the
     proxies of `torch.fx` never raise there."""
     reads = symbol_reads(emitter, definition, arguments)
-    lines = shape_checks(emitter, arguments) + reads
+    checks = shape_checks(emitter, arguments, "            ")  # inside the `try`
     read = [value for value in arguments
             if any(re.search(rf"(?<![\w.]){re.escape(value.code)}\.shape\[", line)
-                   for line in lines)]
+                   for line in checks + reads)]
     if not read:
-        return lines
-    guarded = ["        try:", *shape_checks(emitter, arguments, "            "),
-               *("    " + line for line in reads), "        except IndexError:"]
+        return reads  # and no checks: each reads an input's shape
+    guarded = ["        try:", *checks, *("    " + line for line in reads),
+               "        except IndexError:"]
     for value in read:
         axes = "axis" if value.rank == 1 else "axes"
         found = f"input {value.code}: {value.array.text()} has {value.rank} {axes}, "
         needed = f"but the tensor has shape {{tuple({value.code}.shape)}}"
         guarded.append(f"            if {value.code}.dim() < {value.rank}:")
-        call = f"                raise ValueError(f{string_literal(found + needed)}) from None"
-        if len(call) <= LINE_LENGTH:
-            guarded.append(call)
-        else:  # as a formatter wraps it: the argument on a line of its own, or two strings
-            argument = f"                    f{string_literal(found + needed)}"
-            if len(argument) > LINE_LENGTH:
-                argument = (f"                    {string_literal(found)}\n"
-                            f"                    f{string_literal(needed)}")
-            guarded += ["                raise ValueError(", *argument.split("\n"),
-                        "                ) from None"]
+        guarded += raise_value_error("                ", [(found, False), (needed, True)],
+                                     " from None")
     guarded.append("            raise")
     return guarded
 

@@ -154,15 +154,14 @@ class ProgramCompiler:
                 spec.param(name, parameter.array, Role("fan_in_uniform"))
         body = (unbatched_checks(definition, arguments)
                 + input_reads(emitter, definition, arguments) + emitter.checks + emitter.lines)
-        # Each intermediate released after its last use; the sizes read stay (integers), and
-        # so do the module's own parameters, bound first (the module holds them: a `del` frees
-        # nothing). They are left out of the liveness pass: live over the whole body, they
-        # made it quadratic in the statements of a forward that binds one parameter per few
-        # statements.
-        kept = set(emitter.symbol_code.values()) | {
-            local for local, _ in emitter.own_parameters.values()}
+        # Each intermediate released after its last use; the sizes read stay (integers). The
+        # module's own parameters are bound before the body the liveness pass reads, so it
+        # never deletes them (the module holds them: a `del` frees nothing) and keeps them out
+        # of its live set: live over the whole body, they made it quadratic in the statements
+        # of a forward that binds one parameter per few statements.
         forward = (own_parameter_lines(spec, list(emitter.own_parameters.values()))
-                   + free_after_last_use(body, [v.code for v in arguments], kept))
+                   + free_after_last_use(body, [v.code for v in arguments],
+                                         set(emitter.symbol_code.values())))
         self.functional = self.functional or emitter.functional
         self.global_hooks = self.global_hooks or emitter.global_hooks
         inputs_doc = ", ".join(f"{v.code}: {comment_text(v.array.text())}" for v in arguments)
